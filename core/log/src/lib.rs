@@ -1,1 +1,130 @@
-//! placeholder
+//! # The event log
+//!
+//! [`EventLog`] is shaped after Apache Iggy's model so that the Iggy implementation (a later issue) fits the same
+//! trait: one stream and topic, a fixed number of partitions chosen by tenant key, monotonically increasing
+//! per-partition offsets, and consumer groups whose committed offsets live in the log.
+//!
+//! Producers append *record sets* (many encoded events in one entry, see `tracker_protocol::wire`). An append is
+//! either durable before it returns ([`EventLog::append`], used by `/batch`, `/ingest` and the edge intake) or
+//! queued and made durable within the commit window ([`EventLog::enqueue`], used by redirects and pixels, which
+//! must not wait for a disk). Consumers only ever see durable events.
+//!
+//! [`EmbeddedLog`] is the default implementation, on the fjall LSM storage engine.
+
+mod embedded;
+
+use std::future::Future;
+use std::pin::Pin;
+
+pub use embedded::{EmbeddedLog, EmbeddedLogConfig};
+use tracker_protocol::Event;
+
+/// A boxed future, so the trait stays object-safe (`Arc<dyn EventLog>`).
+pub type LogFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, LogError>> + Send + 'a>>;
+
+/// Encoded events bound for one partition.
+#[derive(Debug, Clone)]
+pub struct RecordSet {
+    pub partition: u32,
+    /// A `tracker_protocol::wire` record set.
+    pub bytes: Vec<u8>,
+    pub count: u32,
+}
+
+/// Where an append landed: `(partition, first offset, event count)` per record set.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AppendReceipt {
+    pub parts: Vec<(u32, u64, u32)>,
+    /// The idempotency key had been seen: nothing was written and `parts` is the first append's receipt.
+    pub duplicate: bool,
+}
+
+impl AppendReceipt {
+    pub fn events(&self) -> u64 {
+        self.parts.iter().map(|p| u64::from(p.2)).sum()
+    }
+}
+
+/// Events read from one partition.
+#[derive(Debug, Clone, Default)]
+pub struct Polled {
+    /// `(offset, event)` in offset order.
+    pub events: Vec<(u64, Event)>,
+    /// The offset to poll from next.
+    pub next_offset: u64,
+}
+
+/// What `/health/broker` and `/metrics` show.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LogStatus {
+    pub backend: &'static str,
+    pub healthy: bool,
+    pub error: Option<String>,
+    pub partitions: u32,
+    /// Appends waiting for the writer.
+    pub queued: u64,
+    pub appended_events: u64,
+    pub appended_record_sets: u64,
+    pub fsyncs: u64,
+    pub last_fsync_micros: u64,
+    pub duplicates: u64,
+    pub retention_deleted_record_sets: u64,
+    /// Bytes of record sets currently held.
+    pub stored_bytes: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LogError {
+    #[error("storage error: {0}")]
+    Storage(#[from] fjall::Error),
+    #[error("the log is shutting down")]
+    Closed,
+    #[error("the log writer failed earlier and refuses writes until restarted: {0}")]
+    Failed(String),
+    #[error("partition {0} does not exist")]
+    NoSuchPartition(u32),
+    #[error("corrupt record set at partition {partition} offset {offset}: {source}")]
+    Corrupt {
+        partition: u32,
+        offset: u64,
+        source: tracker_protocol::ProtocolError,
+    },
+    #[error("invalid consumer group name {0:?}")]
+    InvalidGroup(String),
+    #[error("the log at {path} was created with {stored} partitions, not {configured}")]
+    PartitionMismatch {
+        path: String,
+        stored: u32,
+        configured: u32,
+    },
+}
+
+/// The durable, partitioned event log.
+pub trait EventLog: Send + Sync + std::fmt::Debug + 'static {
+    fn partitions(&self) -> u32;
+
+    /// Appends atomically and returns once the record sets are on disk (fsync). With an idempotency key that was
+    /// seen before (within the retention of keys), nothing is written and the first receipt is returned.
+    fn append(
+        &self,
+        sets: Vec<RecordSet>,
+        idempotency_key: Option<String>,
+    ) -> LogFuture<'_, AppendReceipt>;
+
+    /// Queues an append and returns once the writer accepted it (waiting only for queue space, never for disk).
+    /// The events are durable within the commit window.
+    fn enqueue(&self, sets: Vec<RecordSet>) -> LogFuture<'_, ()>;
+
+    /// Reads up to about `max_events` durable events of `partition` from `from` on.
+    fn poll(&self, partition: u32, from: u64, max_events: usize) -> LogFuture<'_, Polled>;
+
+    /// Stores the next offset `group` will read from `partition`.
+    fn commit_offset(&self, group: &str, partition: u32, next_offset: u64) -> LogFuture<'_, ()>;
+
+    fn committed_offset(&self, group: &str, partition: u32) -> LogFuture<'_, Option<u64>>;
+
+    fn status(&self) -> LogStatus;
+
+    /// Makes everything queued durable and stops accepting writes.
+    fn shutdown(&self) -> LogFuture<'_, ()>;
+}
