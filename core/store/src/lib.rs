@@ -1,1 +1,582 @@
-//! placeholder
+//! # Metadata store
+//!
+//! Tenants, their link keys (with key ids and rotation grace periods), ingest tokens (hashed at rest) and short
+//! links, in libSQL: a local file by default. Remote Turso comes with the platform API issue; the schema and the
+//! queries are the same.
+//!
+//! Link signing secrets and encryption keys must be usable to verify links, so they are stored as written; API and
+//! ingest tokens are only ever stored as SHA-256 hashes and shown once.
+
+use std::path::Path;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use libsql::{Connection, Value};
+use rand::Rng as _;
+use sha2::{Digest, Sha256};
+use tracker_protocol::{LinkKey, is_valid_key_prefix, parse_encryption_key, validate_destination};
+
+/// The key prefix of events verified with the server's global secret (seed links without a prefix).
+pub const GLOBAL_KEY_PREFIX: &str = "global";
+/// Prefix of ingest tokens, so they are recognisable in logs and by secret scanners.
+pub const INGEST_TOKEN_PREFIX: &str = "trk_ing_";
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database error: {0}")]
+    Db(#[from] libsql::Error),
+    #[error("{0} not found")]
+    NotFound(String),
+    #[error("{0} already exists")]
+    Conflict(String),
+    #[error("invalid input: {0}")]
+    Invalid(&'static str),
+    #[error("unexpected data in column {0}")]
+    BadColumn(&'static str),
+    #[error("cannot create the database directory: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+pub type Result<T> = std::result::Result<T, StoreError>;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tenant {
+    pub key_prefix: String,
+    pub name: String,
+    pub plan: String,
+    pub status: String,
+    pub created_at: i64,
+}
+
+impl Tenant {
+    pub fn is_active(&self) -> bool {
+        self.status == "active"
+    }
+}
+
+/// A tenant and every key it has (current first).
+#[derive(Debug, Clone)]
+pub struct TenantKeys {
+    pub tenant: Tenant,
+    pub keys: Vec<LinkKey>,
+}
+
+/// Secrets returned once, at creation or rotation.
+#[derive(Debug, Clone)]
+pub struct NewKey {
+    pub key_prefix: String,
+    pub kid: String,
+    pub signing_secret: String,
+    pub encryption_key: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenInfo {
+    pub token_id: String,
+    pub key_prefix: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShortLink {
+    pub tu_id: String,
+    pub key_prefix: String,
+    pub destination: String,
+    pub expires_at: Option<i64>,
+}
+
+const SCHEMA: &str = r#"
+CREATE TABLE IF NOT EXISTS tenants (
+    key_prefix TEXT PRIMARY KEY,
+    name TEXT NOT NULL,
+    plan TEXT NOT NULL DEFAULT 'free',
+    status TEXT NOT NULL DEFAULT 'active',
+    created_at INTEGER NOT NULL
+) STRICT;
+CREATE TABLE IF NOT EXISTS tenant_keys (
+    key_prefix TEXT NOT NULL REFERENCES tenants(key_prefix),
+    kid TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    signing_secret TEXT NOT NULL,
+    encryption_key TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    retires_at INTEGER,
+    PRIMARY KEY (key_prefix, kid)
+) STRICT;
+CREATE TABLE IF NOT EXISTS ingest_tokens (
+    token_hash TEXT PRIMARY KEY,
+    token_id TEXT NOT NULL UNIQUE,
+    key_prefix TEXT NOT NULL REFERENCES tenants(key_prefix),
+    name TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    expires_at INTEGER,
+    revoked_at INTEGER
+) STRICT;
+CREATE TABLE IF NOT EXISTS tracking_urls (
+    tu_id TEXT PRIMARY KEY,
+    key_prefix TEXT NOT NULL REFERENCES tenants(key_prefix),
+    destination TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    expires_at INTEGER
+) STRICT;
+CREATE INDEX IF NOT EXISTS tracking_urls_by_tenant ON tracking_urls(key_prefix);
+"#;
+
+fn text(row: &libsql::Row, i: i32, col: &'static str) -> Result<String> {
+    match row.get_value(i)? {
+        Value::Text(s) => Ok(s),
+        _ => Err(StoreError::BadColumn(col)),
+    }
+}
+
+fn int(row: &libsql::Row, i: i32, col: &'static str) -> Result<i64> {
+    match row.get_value(i)? {
+        Value::Integer(n) => Ok(n),
+        _ => Err(StoreError::BadColumn(col)),
+    }
+}
+
+fn opt_int(row: &libsql::Row, i: i32, col: &'static str) -> Result<Option<i64>> {
+    match row.get_value(i)? {
+        Value::Integer(n) => Ok(Some(n)),
+        Value::Null => Ok(None),
+        _ => Err(StoreError::BadColumn(col)),
+    }
+}
+
+fn random_hex(bytes: usize) -> String {
+    let mut buf = vec![0u8; bytes];
+    rand::rng().fill(buf.as_mut_slice());
+    hex::encode(buf)
+}
+
+fn random_prefix() -> String {
+    const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
+    let mut rng = rand::rng();
+    (0..6)
+        .map(|_| char::from(ALPHABET[rng.random_range(0..ALPHABET.len())]))
+        .collect()
+}
+
+/// SHA-256 of a token, hex. Tokens carry 256 bits of randomness, so a fast hash is the right tool.
+pub fn hash_token(token: &str) -> String {
+    hex::encode(Sha256::digest(token.as_bytes()))
+}
+
+/// The libSQL metadata store.
+#[derive(Clone)]
+pub struct Store {
+    conn: Connection,
+    // keeps the database handle alive for the connection's lifetime
+    _db: std::sync::Arc<libsql::Database>,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store").finish_non_exhaustive()
+    }
+}
+
+impl Store {
+    /// Opens (creating if needed) a local database file and applies the schema.
+    pub async fn open(path: &Path) -> Result<Store> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir)?;
+        }
+        let db = libsql::Builder::new_local(path).build().await?;
+        let conn = db.connect()?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        // WAL lets the CLI write while a node reads; the pragma answers with a row, so query it.
+        let _ = conn.query("PRAGMA journal_mode=WAL", ()).await?;
+        conn.execute("PRAGMA foreign_keys=ON", ()).await?;
+        conn.execute_batch(SCHEMA).await?;
+        Ok(Store {
+            conn,
+            _db: std::sync::Arc::new(db),
+        })
+    }
+
+    /// Creates a tenant with its first key (`k1`). A prefix is generated unless given.
+    pub async fn create_tenant(
+        &self,
+        name: &str,
+        key_prefix: Option<&str>,
+        now_ms: i64,
+    ) -> Result<NewKey> {
+        if name.is_empty() || name.len() > 200 {
+            return Err(StoreError::Invalid("name must be 1 to 200 bytes"));
+        }
+        for attempt in 0..8 {
+            let prefix = match key_prefix {
+                Some(p) => p.to_owned(),
+                None => random_prefix(),
+            };
+            if !is_valid_key_prefix(&prefix) || prefix == GLOBAL_KEY_PREFIX {
+                return Err(StoreError::Invalid(
+                    "key prefix must be 2 to 32 of [a-z0-9] and not \"global\"",
+                ));
+            }
+            let tx = self.conn.transaction().await?;
+            let inserted = tx
+                .execute(
+                    "INSERT INTO tenants (key_prefix, name, created_at) VALUES (?1, ?2, ?3) ON CONFLICT DO NOTHING",
+                    (prefix.as_str(), name, now_ms),
+                )
+                .await?;
+            if inserted == 0 {
+                tx.rollback().await?;
+                if key_prefix.is_some() || attempt == 7 {
+                    return Err(StoreError::Conflict(format!("tenant {prefix}")));
+                }
+                continue;
+            }
+            let key = NewKey {
+                key_prefix: prefix,
+                kid: "k1".into(),
+                signing_secret: random_hex(32),
+                encryption_key: random_hex(32),
+            };
+            insert_key(&tx, &key, 1, now_ms).await?;
+            tx.commit().await?;
+            return Ok(key);
+        }
+        Err(StoreError::Conflict("generated key prefix".into()))
+    }
+
+    pub async fn list_tenants(&self) -> Result<Vec<Tenant>> {
+        let mut rows = self
+            .conn
+            .query("SELECT key_prefix, name, plan, status, created_at FROM tenants ORDER BY created_at, key_prefix", ())
+            .await?;
+        let mut out = Vec::new();
+        while let Some(row) = rows.next().await? {
+            out.push(tenant_from_row(&row)?);
+        }
+        Ok(out)
+    }
+
+    /// A tenant with all its keys, current key first; `None` if there is no such tenant.
+    pub async fn tenant_keys(&self, key_prefix: &str) -> Result<Option<TenantKeys>> {
+        let mut rows = self
+            .conn
+            .query("SELECT key_prefix, name, plan, status, created_at FROM tenants WHERE key_prefix = ?1", [key_prefix])
+            .await?;
+        let Some(row) = rows.next().await? else {
+            return Ok(None);
+        };
+        let tenant = tenant_from_row(&row)?;
+        let mut rows = self
+            .conn
+            .query(
+                "SELECT kid, signing_secret, encryption_key, retires_at FROM tenant_keys WHERE key_prefix = ?1 ORDER BY seq DESC",
+                [key_prefix],
+            )
+            .await?;
+        let mut keys = Vec::new();
+        while let Some(row) = rows.next().await? {
+            keys.push(LinkKey {
+                kid: text(&row, 0, "kid")?,
+                signing_secret: Some(text(&row, 1, "signing_secret")?),
+                encryption_key: parse_encryption_key(&text(&row, 2, "encryption_key")?),
+                retires_at_ms: opt_int(&row, 3, "retires_at")?,
+            });
+        }
+        Ok(Some(TenantKeys { tenant, keys }))
+    }
+
+    /// Adds a new current key; every older key keeps verifying links until `now + grace`.
+    pub async fn rotate_keys(
+        &self,
+        key_prefix: &str,
+        grace_ms: i64,
+        now_ms: i64,
+    ) -> Result<NewKey> {
+        let tx = self.conn.transaction().await?;
+        let mut rows = tx
+            .query(
+                "SELECT COALESCE(MAX(seq), 0) FROM tenant_keys WHERE key_prefix = ?1",
+                [key_prefix],
+            )
+            .await?;
+        let seq = match rows.next().await? {
+            Some(row) => int(&row, 0, "seq")?,
+            None => 0,
+        };
+        drop(rows);
+        if seq == 0 {
+            tx.rollback().await?;
+            return Err(StoreError::NotFound(format!("tenant {key_prefix}")));
+        }
+        tx.execute(
+            "UPDATE tenant_keys SET retires_at = ?2 WHERE key_prefix = ?1 AND (retires_at IS NULL OR retires_at > ?2)",
+            (key_prefix, now_ms.saturating_add(grace_ms.max(0))),
+        )
+        .await?;
+        let key = NewKey {
+            key_prefix: key_prefix.to_owned(),
+            kid: format!("k{}", seq + 1),
+            signing_secret: random_hex(32),
+            encryption_key: random_hex(32),
+        };
+        insert_key(&tx, &key, seq + 1, now_ms).await?;
+        tx.commit().await?;
+        Ok(key)
+    }
+
+    /// Creates an ingest token and returns `(token, token_id)`; only the hash is stored.
+    pub async fn create_ingest_token(
+        &self,
+        key_prefix: &str,
+        name: &str,
+        expires_at_ms: Option<i64>,
+        now_ms: i64,
+    ) -> Result<(String, String)> {
+        let mut raw = [0u8; 32];
+        rand::rng().fill(&mut raw);
+        let token = format!("{INGEST_TOKEN_PREFIX}{}", URL_SAFE_NO_PAD.encode(raw));
+        let token_id = format!("tok_{}", random_hex(8));
+        let n = self
+            .conn
+            .execute(
+                "INSERT INTO ingest_tokens (token_hash, token_id, key_prefix, name, created_at, expires_at)
+                 SELECT ?1, ?2, key_prefix, ?4, ?5, ?6 FROM tenants WHERE key_prefix = ?3",
+                (hash_token(&token), token_id.as_str(), key_prefix, name, now_ms, expires_at_ms),
+            )
+            .await?;
+        if n == 0 {
+            return Err(StoreError::NotFound(format!("tenant {key_prefix}")));
+        }
+        Ok((token, token_id))
+    }
+
+    /// The tenant a token belongs to, if it is valid now. Lookup is by hash (an index probe), so no comparison of
+    /// secret bytes happens in a data-dependent time.
+    pub async fn lookup_ingest_token(&self, token: &str, now_ms: i64) -> Result<Option<TokenInfo>> {
+        if !token.starts_with(INGEST_TOKEN_PREFIX) || token.len() > 128 {
+            return Ok(None);
+        }
+        let mut rows = self
+            .conn
+            .query(
+                "SELECT t.token_id, t.key_prefix FROM ingest_tokens t JOIN tenants n ON n.key_prefix = t.key_prefix
+                 WHERE t.token_hash = ?1 AND t.revoked_at IS NULL AND (t.expires_at IS NULL OR t.expires_at > ?2)
+                   AND n.status = 'active'",
+                (hash_token(token), now_ms),
+            )
+            .await?;
+        match rows.next().await? {
+            Some(row) => Ok(Some(TokenInfo {
+                token_id: text(&row, 0, "token_id")?,
+                key_prefix: text(&row, 1, "key_prefix")?,
+            })),
+            None => Ok(None),
+        }
+    }
+
+    pub async fn revoke_ingest_token(
+        &self,
+        key_prefix: &str,
+        token_id: &str,
+        now_ms: i64,
+    ) -> Result<()> {
+        let n = self
+            .conn
+            .execute(
+                "UPDATE ingest_tokens SET revoked_at = ?3 WHERE key_prefix = ?1 AND token_id = ?2 AND revoked_at IS NULL",
+                (key_prefix, token_id, now_ms),
+            )
+            .await?;
+        if n == 0 {
+            return Err(StoreError::NotFound(format!("token {token_id}")));
+        }
+        Ok(())
+    }
+
+    /// Creates a short link owned by the tenant.
+    pub async fn create_short_link(
+        &self,
+        key_prefix: &str,
+        destination: &str,
+        expires_at_ms: Option<i64>,
+        now_ms: i64,
+    ) -> Result<ShortLink> {
+        validate_destination(destination)
+            .map_err(|_| StoreError::Invalid("destination must be an absolute http(s) URL"))?;
+        let tu_id = format!("tu_{}", uuid::Uuid::now_v7());
+        let n = self
+            .conn
+            .execute(
+                "INSERT INTO tracking_urls (tu_id, key_prefix, destination, created_at, expires_at)
+                 SELECT ?1, key_prefix, ?3, ?4, ?5 FROM tenants WHERE key_prefix = ?2",
+                (
+                    tu_id.as_str(),
+                    key_prefix,
+                    destination,
+                    now_ms,
+                    expires_at_ms,
+                ),
+            )
+            .await?;
+        if n == 0 {
+            return Err(StoreError::NotFound(format!("tenant {key_prefix}")));
+        }
+        Ok(ShortLink {
+            tu_id,
+            key_prefix: key_prefix.to_owned(),
+            destination: destination.to_owned(),
+            expires_at: expires_at_ms,
+        })
+    }
+
+    pub async fn short_link(&self, tu_id: &str) -> Result<Option<ShortLink>> {
+        let mut rows = self
+            .conn
+            .query("SELECT tu_id, key_prefix, destination, expires_at FROM tracking_urls WHERE tu_id = ?1", [tu_id])
+            .await?;
+        match rows.next().await? {
+            Some(row) => Ok(Some(ShortLink {
+                tu_id: text(&row, 0, "tu_id")?,
+                key_prefix: text(&row, 1, "key_prefix")?,
+                destination: text(&row, 2, "destination")?,
+                expires_at: opt_int(&row, 3, "expires_at")?,
+            })),
+            None => Ok(None),
+        }
+    }
+}
+
+fn tenant_from_row(row: &libsql::Row) -> Result<Tenant> {
+    Ok(Tenant {
+        key_prefix: text(row, 0, "key_prefix")?,
+        name: text(row, 1, "name")?,
+        plan: text(row, 2, "plan")?,
+        status: text(row, 3, "status")?,
+        created_at: int(row, 4, "created_at")?,
+    })
+}
+
+async fn insert_key(conn: &Connection, key: &NewKey, seq: i64, now_ms: i64) -> Result<()> {
+    conn.execute(
+        "INSERT INTO tenant_keys (key_prefix, kid, seq, signing_secret, encryption_key, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        (key.key_prefix.as_str(), key.kid.as_str(), seq, key.signing_secret.as_str(), key.encryption_key.as_str(), now_ms),
+    )
+    .await?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const NOW: i64 = 1_770_704_294_008;
+
+    async fn store() -> (tempfile::TempDir, Store) {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(&dir.path().join("meta/tracker.db"))
+            .await
+            .unwrap();
+        (dir, s)
+    }
+
+    #[tokio::test]
+    async fn tenants_keys_and_rotation() {
+        let (_d, s) = store().await;
+        let k1 = s.create_tenant("Acme", None, NOW).await.unwrap();
+        assert!(is_valid_key_prefix(&k1.key_prefix));
+        assert_eq!(k1.signing_secret.len(), 64);
+        assert!(matches!(
+            s.create_tenant("Again", Some(&k1.key_prefix), NOW).await,
+            Err(StoreError::Conflict(_))
+        ));
+        assert!(matches!(
+            s.create_tenant("G", Some("global"), NOW).await,
+            Err(StoreError::Invalid(_))
+        ));
+
+        let k2 = s.rotate_keys(&k1.key_prefix, 1000, NOW).await.unwrap();
+        assert_eq!(k2.kid, "k2");
+        let tk = s.tenant_keys(&k1.key_prefix).await.unwrap().unwrap();
+        assert_eq!(
+            tk.keys.iter().map(|k| k.kid.as_str()).collect::<Vec<_>>(),
+            vec!["k2", "k1"]
+        );
+        assert_eq!(tk.keys[0].retires_at_ms, None);
+        assert_eq!(tk.keys[1].retires_at_ms, Some(NOW + 1000));
+        assert_eq!(
+            tk.keys[1].signing_secret.as_deref(),
+            Some(k1.signing_secret.as_str())
+        );
+        // a second rotation does not extend the first key's grace period
+        s.rotate_keys(&k1.key_prefix, 1_000_000, NOW + 10)
+            .await
+            .unwrap();
+        let tk = s.tenant_keys(&k1.key_prefix).await.unwrap().unwrap();
+        assert_eq!(tk.keys[2].retires_at_ms, Some(NOW + 1000));
+        assert!(s.tenant_keys("nope").await.unwrap().is_none());
+        assert!(matches!(
+            s.rotate_keys("nope", 1, NOW).await,
+            Err(StoreError::NotFound(_))
+        ));
+    }
+
+    #[tokio::test]
+    async fn tokens_are_hashed_expire_and_revoke() {
+        let (_d, s) = store().await;
+        let t = s.create_tenant("Acme", Some("acme"), NOW).await.unwrap();
+        let (token, id) = s
+            .create_ingest_token(&t.key_prefix, "ci", Some(NOW + 10), NOW)
+            .await
+            .unwrap();
+        assert!(token.starts_with(INGEST_TOKEN_PREFIX));
+        let info = s.lookup_ingest_token(&token, NOW).await.unwrap().unwrap();
+        assert_eq!(info.key_prefix, "acme");
+        assert!(
+            s.lookup_ingest_token(&token, NOW + 10)
+                .await
+                .unwrap()
+                .is_none(),
+            "expired"
+        );
+        assert!(
+            s.lookup_ingest_token("trk_ing_guess", NOW)
+                .await
+                .unwrap()
+                .is_none()
+        );
+        // the plaintext is nowhere in the database
+        let mut rows = s
+            .conn
+            .query("SELECT token_hash FROM ingest_tokens", ())
+            .await
+            .unwrap();
+        let stored = text(&rows.next().await.unwrap().unwrap(), 0, "token_hash").unwrap();
+        assert_ne!(stored, token);
+        assert_eq!(stored, hash_token(&token));
+        // another tenant cannot revoke it
+        s.create_tenant("Other", Some("other"), NOW).await.unwrap();
+        assert!(s.revoke_ingest_token("other", &id, NOW).await.is_err());
+        s.revoke_ingest_token("acme", &id, NOW).await.unwrap();
+        assert!(s.lookup_ingest_token(&token, NOW).await.unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn short_links_belong_to_a_tenant() {
+        let (_d, s) = store().await;
+        s.create_tenant("Acme", Some("acme"), NOW).await.unwrap();
+        let l = s
+            .create_short_link("acme", "https://a.com/x", None, NOW)
+            .await
+            .unwrap();
+        assert!(tracker_protocol::links::is_valid_short_id(&l.tu_id));
+        assert_eq!(s.short_link(&l.tu_id).await.unwrap(), Some(l));
+        assert!(
+            s.create_short_link("acme", "javascript:x", None, NOW)
+                .await
+                .is_err()
+        );
+        assert!(
+            s.create_short_link("ghost", "https://a.com", None, NOW)
+                .await
+                .is_err()
+        );
+    }
+}
