@@ -1,1 +1,81 @@
-//! placeholder
+//! # The core node
+//!
+//! Serves the tracking endpoints and the batch intake, writes every accepted event to the event log (the embedded
+//! durable log by default), and keeps metadata in libSQL. `main` only parses the command line; everything here is
+//! a library so that tests run the real server in-process or on a real port.
+
+pub mod cli;
+pub mod config;
+pub mod error;
+pub mod http;
+pub mod metrics;
+pub mod state;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tracker_log::{EmbeddedLog, EmbeddedLogConfig, EventLog, LogError};
+use tracker_store::{Store, StoreError};
+
+pub use config::Config;
+pub use http::router;
+pub use state::AppState;
+
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    #[error(transparent)]
+    Config(#[from] config::ConfigError),
+    #[error("metadata store: {0}")]
+    Store(#[from] StoreError),
+    #[error("event log: {0}")]
+    Log(#[from] LogError),
+    #[error("network: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("{0}")]
+    Cli(String),
+}
+
+/// The embedded log configured for this node (`DATA_DIR/log`).
+pub fn log_config(cfg: &Config) -> EmbeddedLogConfig {
+    EmbeddedLogConfig {
+        partitions: cfg.log.partitions,
+        commit_window: cfg.log.commit_window,
+        queue_capacity: cfg.log.queue_capacity,
+        retention_age: cfg.log.retention_age,
+        retention_bytes: cfg.log.retention_bytes,
+        ..EmbeddedLogConfig::new(cfg.data_dir.join("log"))
+    }
+}
+
+/// Opens the store and the log and builds the shared state.
+pub async fn build_state(cfg: Config) -> Result<Arc<AppState>, NodeError> {
+    let store = Store::open(&cfg.database_path).await?;
+    let log_cfg = log_config(&cfg);
+    let log = tokio::task::spawn_blocking(move || EmbeddedLog::open(log_cfg))
+        .await
+        .map_err(|e| NodeError::Io(std::io::Error::other(e)))??;
+    let log: Arc<dyn EventLog> = Arc::new(log);
+    Ok(Arc::new(AppState::new(cfg, log, store)))
+}
+
+/// Serves until `shutdown` resolves, then stops accepting, finishes in-flight requests and makes every queued
+/// event durable before returning.
+pub async fn serve(
+    state: Arc<AppState>,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), NodeError> {
+    let app = router(state.clone());
+    tracing::info!(addr = %listener.local_addr()?, partitions = state.log.partitions(), "core node listening");
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await?;
+    state.log.shutdown().await?;
+    tracing::info!("event log flushed; core node stopped");
+    Ok(())
+}

@@ -1,0 +1,490 @@
+//! The operator CLI: run the node, manage tenants, tokens and links in the local metadata store, and read the log.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use rand::Rng as _;
+use tokio::net::TcpListener;
+use tracker_log::{EmbeddedLog, EventLog};
+use tracker_protocol::links::{seed_encrypted_url, seed_short_url, seed_signed_url};
+use tracker_protocol::{LinkKind, V2Link};
+use tracker_store::{GLOBAL_KEY_PREFIX, Store};
+
+use crate::config::{Config, VARIABLES};
+use crate::state::now_ms;
+use crate::{NodeError, build_state, log_config, serve};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "tracker-core",
+    version,
+    about = "Core node of the event tracking platform, and its operator CLI"
+)]
+pub struct Cli {
+    /// TOML configuration file (keys are the environment variable names in lower case).
+    #[arg(long, global = true, env = "CONFIG_FILE")]
+    pub config: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the core node (the default).
+    Serve,
+    /// Manage tenants.
+    #[command(subcommand)]
+    Tenant(TenantCmd),
+    /// Manage ingest tokens (for /batch, /ingest and authenticated postbacks).
+    #[command(subcommand)]
+    Token(TokenCmd),
+    /// Print signed tracking links.
+    #[command(subcommand)]
+    Link(LinkCmd),
+    /// Read the embedded event log (stop the node first: the log is single-process).
+    #[command(subcommand)]
+    Log(LogCmd),
+    /// Create a demo tenant if missing and print links, a token and commands to try.
+    Demo,
+    /// Print the configuration variables and their values.
+    Config,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TenantCmd {
+    /// Create a tenant; prints its key prefix and first key (shown once).
+    Create {
+        #[arg(long)]
+        name: String,
+        /// Choose the key prefix ([a-z0-9], 2-32 characters) instead of a random one.
+        #[arg(long)]
+        prefix: Option<String>,
+    },
+    List,
+    /// Add a new current key; older keys keep verifying links for the grace period.
+    Rotate {
+        prefix: String,
+        #[arg(long, default_value_t = 168)]
+        grace_hours: i64,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokenCmd {
+    Create {
+        prefix: String,
+        #[arg(long, default_value = "default")]
+        name: String,
+        #[arg(long)]
+        expires_days: Option<i64>,
+    },
+    Revoke {
+        prefix: String,
+        token_id: String,
+    },
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum LinkFormatArg {
+    V2,
+    V2Encrypted,
+    Seed,
+    SeedEncrypted,
+}
+
+#[derive(Debug, Args)]
+pub struct LinkOpts {
+    /// Link format (v2 signs params and expiry; seed formats are for compatibility).
+    #[arg(long, value_enum, default_value = "v2")]
+    format: LinkFormatArg,
+    /// Attribution params, `key=value` (repeatable).
+    #[arg(long = "param", value_parser = parse_kv)]
+    params: Vec<(String, String)>,
+    /// v2 only: the link stops working after this many seconds.
+    #[arg(long)]
+    expires_in: Option<i64>,
+    /// v2 only: param names that may be appended later unsigned (comma-separated, e.g. gclid,fbclid).
+    #[arg(long, value_delimiter = ',')]
+    ext: Vec<String>,
+    /// Base URL of the tracking host (default PUBLIC_URL).
+    #[arg(long)]
+    base: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum LinkCmd {
+    /// A click link to a destination. Use the prefix `global` for links signed with HMAC_SECRET/ENCRYPTION_KEY.
+    Sign {
+        prefix: String,
+        destination: String,
+        #[command(flatten)]
+        opts: LinkOpts,
+    },
+    /// Create a short link (destination stored server-side) and print its signed URL.
+    Short {
+        prefix: String,
+        destination: String,
+        #[command(flatten)]
+        opts: LinkOpts,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum LogCmd {
+    /// Print events as JSON lines.
+    Dump {
+        #[arg(long)]
+        partition: Option<u32>,
+        #[arg(long, default_value_t = 0)]
+        from: u64,
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+    },
+    /// Count events per partition.
+    Count,
+}
+
+fn parse_kv(s: &str) -> Result<(String, String), String> {
+    s.split_once('=')
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .ok_or_else(|| format!("{s:?} is not key=value"))
+}
+
+fn cli_err(e: impl std::fmt::Display) -> NodeError {
+    NodeError::Cli(e.to_string())
+}
+
+pub async fn run(cli: Cli) -> Result<(), NodeError> {
+    let cfg = Config::from_env(cli.config.as_deref())?;
+    match cli.command.unwrap_or(Command::Serve) {
+        Command::Serve => {
+            let listener = TcpListener::bind((cfg.host, cfg.port)).await?;
+            let state = build_state(cfg).await?;
+            serve(state, listener, shutdown_signal()).await
+        }
+        Command::Config => {
+            println!("{:<26} {:<22} meaning", "variable", "default");
+            for (name, default, meaning) in VARIABLES {
+                println!("{name:<26} {default:<22} {meaning}");
+            }
+            println!(
+                "\nresolved: listen {}:{}, data {}, database {}",
+                cfg.host,
+                cfg.port,
+                cfg.data_dir.display(),
+                cfg.database_path.display()
+            );
+            Ok(())
+        }
+        Command::Tenant(cmd) => tenant(cfg, cmd).await,
+        Command::Token(cmd) => token(cfg, cmd).await,
+        Command::Link(cmd) => link(cfg, cmd).await,
+        Command::Log(cmd) => log(cfg, cmd).await,
+        Command::Demo => demo(cfg).await,
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! { () = ctrl_c => {}, () = term => {} }
+    tracing::info!("shutting down: finishing requests and flushing the log");
+}
+
+async fn tenant(cfg: Config, cmd: TenantCmd) -> Result<(), NodeError> {
+    let store = Store::open(&cfg.database_path).await?;
+    match cmd {
+        TenantCmd::Create { name, prefix } => {
+            let k = store
+                .create_tenant(&name, prefix.as_deref(), now_ms())
+                .await?;
+            println!(
+                "key_prefix      {}\nkid             {}\nsigning_secret  {}\nencryption_key  {}",
+                k.key_prefix, k.kid, k.signing_secret, k.encryption_key
+            );
+            println!(
+                "\nThe secrets are shown once. Sign links with: tracker-core link sign {} https://example.com",
+                k.key_prefix
+            );
+        }
+        TenantCmd::List => {
+            println!("{:<12} {:<8} {:<10} name", "key_prefix", "plan", "status");
+            for t in store.list_tenants().await? {
+                println!(
+                    "{:<12} {:<8} {:<10} {}",
+                    t.key_prefix, t.plan, t.status, t.name
+                );
+            }
+        }
+        TenantCmd::Rotate {
+            prefix,
+            grace_hours,
+        } => {
+            let k = store
+                .rotate_keys(&prefix, grace_hours.saturating_mul(3_600_000), now_ms())
+                .await?;
+            println!(
+                "new current key {} for {}; older keys verify links for {grace_hours} more hours",
+                k.kid, k.key_prefix
+            );
+            println!(
+                "signing_secret  {}\nencryption_key  {}",
+                k.signing_secret, k.encryption_key
+            );
+        }
+    }
+    Ok(())
+}
+
+async fn token(cfg: Config, cmd: TokenCmd) -> Result<(), NodeError> {
+    let store = Store::open(&cfg.database_path).await?;
+    match cmd {
+        TokenCmd::Create {
+            prefix,
+            name,
+            expires_days,
+        } => {
+            let now = now_ms();
+            let expires = expires_days.map(|d| now + d.saturating_mul(86_400_000));
+            let (token, id) = store
+                .create_ingest_token(&prefix, &name, expires, now)
+                .await?;
+            println!(
+                "token_id  {id}\ntoken     {token}\n\nShown once; it is stored only as a hash."
+            );
+        }
+        TokenCmd::Revoke { prefix, token_id } => {
+            store
+                .revoke_ingest_token(&prefix, &token_id, now_ms())
+                .await?;
+            println!("revoked {token_id} (nodes stop accepting it within CACHE_TTL_SECS)");
+        }
+    }
+    Ok(())
+}
+
+/// Builds a click or short link for `prefix` with its current key (or the global secrets for `global`).
+pub async fn build_link(
+    cfg: &Config,
+    store: &Store,
+    prefix: &str,
+    kind: LinkKind,
+    target: &str,
+    opts: &LinkOpts,
+) -> Result<String, NodeError> {
+    let base = opts.base.clone().unwrap_or_else(|| cfg.public_url.clone());
+    let params: Vec<(&str, &str)> = opts
+        .params
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    let nonce: [u8; 12] = rand::rng().random();
+    let (secret, aes, kid) = if prefix == GLOBAL_KEY_PREFIX {
+        (
+            cfg.hmac_secret.clone(),
+            cfg.encryption_key,
+            "global".to_owned(),
+        )
+    } else {
+        let t = store
+            .tenant_keys(prefix)
+            .await?
+            .ok_or_else(|| cli_err(format!("no tenant {prefix:?}")))?;
+        let key = t
+            .keys
+            .into_iter()
+            .next()
+            .ok_or_else(|| cli_err("the tenant has no key"))?;
+        (key.signing_secret, key.encryption_key, key.kid)
+    };
+    let need_secret = || {
+        secret
+            .clone()
+            .ok_or_else(|| cli_err("no signing secret (set HMAC_SECRET for global links)"))
+    };
+    let need_aes =
+        || aes.ok_or_else(|| cli_err("no encryption key (set ENCRYPTION_KEY for global links)"));
+    let seed_prefix = (prefix != GLOBAL_KEY_PREFIX).then_some(prefix);
+    let url = match (opts.format, kind) {
+        (LinkFormatArg::Seed, LinkKind::Click) => {
+            seed_signed_url(&base, &need_secret()?, seed_prefix, target, &params)
+        }
+        (LinkFormatArg::Seed, _) => {
+            seed_short_url(&base, &need_secret()?, seed_prefix, target, &params)
+        }
+        (LinkFormatArg::SeedEncrypted, LinkKind::Click) if prefix == GLOBAL_KEY_PREFIX => {
+            seed_encrypted_url(&base, &need_aes()?, nonce, target, &params)
+        }
+        (LinkFormatArg::SeedEncrypted, _) => {
+            return Err(cli_err(
+                "seed encrypted links exist only for clicks with the global key",
+            ));
+        }
+        (LinkFormatArg::V2 | LinkFormatArg::V2Encrypted, _) if prefix == GLOBAL_KEY_PREFIX => {
+            return Err(cli_err(
+                "v2 links belong to a tenant; use --format seed for global links",
+            ));
+        }
+        (f, kind) => {
+            let ext: Vec<&str> = opts.ext.iter().map(String::as_str).collect();
+            let link = V2Link {
+                kind,
+                key_prefix: prefix,
+                kid: &kid,
+                target,
+                expires_at: opts.expires_in.map(|s| now_ms() / 1000 + s),
+                ext: &ext,
+                params: &params,
+            };
+            match f {
+                LinkFormatArg::V2Encrypted => link.encrypted_url(&base, &need_aes()?, nonce),
+                _ => link.signed_url(&base, &need_secret()?),
+            }
+        }
+    };
+    url.map_err(cli_err)
+}
+
+async fn link(cfg: Config, cmd: LinkCmd) -> Result<(), NodeError> {
+    let store = Store::open(&cfg.database_path).await?;
+    match cmd {
+        LinkCmd::Sign {
+            prefix,
+            destination,
+            opts,
+        } => {
+            println!(
+                "{}",
+                build_link(&cfg, &store, &prefix, LinkKind::Click, &destination, &opts).await?
+            );
+        }
+        LinkCmd::Short {
+            prefix,
+            destination,
+            opts,
+        } => {
+            let short = store
+                .create_short_link(&prefix, &destination, None, now_ms())
+                .await?;
+            println!(
+                "{}",
+                build_link(&cfg, &store, &prefix, LinkKind::Short, &short.tu_id, &opts).await?
+            );
+        }
+    }
+    Ok(())
+}
+
+async fn log(cfg: Config, cmd: LogCmd) -> Result<(), NodeError> {
+    let log_cfg = log_config(&cfg);
+    let log = tokio::task::spawn_blocking(move || EmbeddedLog::open(log_cfg))
+        .await
+        .map_err(cli_err)?
+        .map_err(|e| {
+            cli_err(format!(
+                "{e} (is a node running on this DATA_DIR? the log is single-process)"
+            ))
+        })?;
+    let partitions: Vec<u32> = (0..log.partitions()).collect();
+    match cmd {
+        LogCmd::Dump {
+            partition,
+            from,
+            limit,
+        } => {
+            for p in partition.map(|p| vec![p]).unwrap_or(partitions) {
+                let polled = log.poll(p, from, limit).await?;
+                for (offset, event) in polled.events {
+                    let line =
+                        serde_json::json!({ "partition": p, "offset": offset, "event": event });
+                    println!("{line}");
+                }
+            }
+        }
+        LogCmd::Count => {
+            let mut total = 0;
+            for p in partitions {
+                let mut from = 0;
+                let mut n = 0u64;
+                loop {
+                    let polled = log.poll(p, from, 100_000).await?;
+                    if polled.events.is_empty() {
+                        break;
+                    }
+                    n += polled.events.len() as u64;
+                    from = polled.next_offset;
+                }
+                if n > 0 {
+                    println!("partition {p:>4}: {n} events");
+                }
+                total += n;
+            }
+            println!("total: {total} events");
+        }
+    }
+    log.shutdown().await?;
+    Ok(())
+}
+
+async fn demo(cfg: Config) -> Result<(), NodeError> {
+    let store = Store::open(&cfg.database_path).await?;
+    let now = now_ms();
+    if store.tenant_keys("demo").await?.is_none() {
+        store
+            .create_tenant("Demo tenant", Some("demo"), now)
+            .await?;
+    }
+    let (token, _) = store
+        .create_ingest_token("demo", "demo", Some(now + 7 * 86_400_000), now)
+        .await?;
+    let opts = |format| LinkOpts {
+        format,
+        params: vec![("campaign".into(), "demo".into())],
+        expires_in: None,
+        ext: vec!["gclid".into()],
+        base: None,
+    };
+    let v2 = build_link(
+        &cfg,
+        &store,
+        "demo",
+        LinkKind::Click,
+        "https://example.com/landing",
+        &opts(LinkFormatArg::V2),
+    )
+    .await?;
+    let seed = build_link(
+        &cfg,
+        &store,
+        "demo",
+        LinkKind::Click,
+        "https://example.com/landing",
+        &opts(LinkFormatArg::Seed),
+    )
+    .await?;
+    let base = &cfg.public_url;
+    println!("Demo tenant `demo` is ready on {base}\n");
+    println!("Click (v2, signed params):   {v2}");
+    println!("Click (seed format):         {seed}");
+    println!("Impression pixel:            {base}/i?key_prefix=demo&campaign=demo");
+    println!("Ingest token (7 days):       {token}\n");
+    println!("Try:");
+    println!("  curl -si '{v2}' | grep -i location");
+    println!(
+        "  curl -s -X POST {base}/batch -H 'Authorization: Bearer {token}' -d '[{{\"event_type\":\"signup\",\"params\":{{\"plan\":\"pro\"}}}}]'"
+    );
+    println!("  curl -s {base}/metrics | grep tracker_events_accepted_total");
+    Ok(())
+}

@@ -1,0 +1,449 @@
+//! Configuration: environment variables (the seed's names where they exist) over an optional TOML file whose keys
+//! are the same names in lower case. Every value is checked at start-up; a bad one stops the node with a sentence
+//! that names the variable.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use tracker_protocol::{Limits, SeedMode, parse_encryption_key};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{name}: {reason}")]
+    Invalid { name: &'static str, reason: String },
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("config file {path} is not valid TOML: {source}")]
+    Toml {
+        path: String,
+        source: Box<toml::de::Error>,
+    },
+}
+
+/// Where client IPs come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TrustProxy {
+    /// The TCP peer address (direct exposure).
+    None,
+    /// The first address of `X-Forwarded-For` (behind a load balancer you run).
+    XForwardedFor,
+    /// `CF-Connecting-IP` (behind Cloudflare).
+    Cloudflare,
+}
+
+#[derive(Debug, Clone)]
+pub struct LogSettings {
+    pub partitions: u32,
+    pub commit_window: Duration,
+    pub queue_capacity: usize,
+    pub retention_age: Option<Duration>,
+    pub retention_bytes: Option<u64>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub host: IpAddr,
+    pub port: u16,
+    pub data_dir: PathBuf,
+    pub database_path: PathBuf,
+    /// Base URL printed in links by the CLI.
+    pub public_url: String,
+    pub hmac_secret: Option<String>,
+    pub encryption_key: Option<[u8; 32]>,
+    pub url_mode: SeedMode,
+    pub max_batch_size: usize,
+    pub max_body_bytes: usize,
+    pub log: LogSettings,
+    pub edge_secrets: Vec<Vec<u8>>,
+    pub edge_replay_window: Duration,
+    pub trust_proxy: TrustProxy,
+    pub limits: Limits,
+    /// How long tenant keys, short links and tokens are cached before the store is asked again.
+    pub cache_ttl: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            host: IpAddr::from([127, 0, 0, 1]),
+            port: 3030,
+            data_dir: PathBuf::from("data"),
+            database_path: PathBuf::from("data/tracker.db"),
+            public_url: "http://127.0.0.1:3030".into(),
+            hmac_secret: None,
+            encryption_key: None,
+            url_mode: SeedMode::Signed,
+            max_batch_size: 10_000,
+            max_body_bytes: 32 * 1024 * 1024,
+            log: LogSettings {
+                partitions: 24,
+                commit_window: Duration::from_millis(5),
+                queue_capacity: 4096,
+                retention_age: Some(Duration::from_secs(7 * 24 * 3600)),
+                retention_bytes: None,
+            },
+            edge_secrets: Vec::new(),
+            edge_replay_window: Duration::from_secs(300),
+            trust_proxy: TrustProxy::None,
+            limits: Limits::default(),
+            cache_ttl: Duration::from_secs(5),
+        }
+    }
+}
+
+/// Every variable the node reads, with its meaning (printed by `tracker-core config`).
+pub const VARIABLES: &[(&str, &str, &str)] = &[
+    (
+        "CONFIG_FILE",
+        "",
+        "optional TOML file with the same keys in lower case; the environment wins",
+    ),
+    (
+        "HOST",
+        "127.0.0.1",
+        "bind address (0.0.0.0 to accept remote traffic)",
+    ),
+    ("PORT", "3030", "HTTP port"),
+    (
+        "DATA_DIR",
+        "data",
+        "directory of the embedded log (DATA_DIR/log)",
+    ),
+    (
+        "DATABASE_URL",
+        "DATA_DIR/tracker.db",
+        "libSQL metadata database: a file path or file: URL",
+    ),
+    (
+        "PUBLIC_URL",
+        "http://HOST:PORT",
+        "base URL the CLI prints links with",
+    ),
+    (
+        "HMAC_SECRET",
+        "",
+        "global secret for seed links signed without a key prefix (text, used as given)",
+    ),
+    (
+        "ENCRYPTION_KEY",
+        "",
+        "global AES-256 key for seed encrypted links, 64 hex characters",
+    ),
+    (
+        "URL_MODE",
+        "signed",
+        "seed click formats accepted: signed, encrypted or any (v2 links always)",
+    ),
+    (
+        "MAX_BATCH_SIZE",
+        "10000",
+        "most events in one /batch request",
+    ),
+    ("MAX_BODY_BYTES", "33554432", "largest request body"),
+    (
+        "LOG_PARTITIONS",
+        "24",
+        "partitions of the embedded log (fixed when the log is created); IGGY_PARTITIONS is read too",
+    ),
+    (
+        "LOG_COMMIT_WINDOW_MS",
+        "5",
+        "longest time a redirect's or pixel's event waits for its fsync",
+    ),
+    (
+        "LOG_QUEUE_CAPACITY",
+        "4096",
+        "appends waiting for the log writer before producers wait (never dropped)",
+    ),
+    (
+        "LOG_RETENTION_HOURS",
+        "168",
+        "delete log record sets older than this (0 = keep forever)",
+    ),
+    (
+        "LOG_RETENTION_BYTES",
+        "0",
+        "delete the oldest record sets while the log is larger (0 = no limit)",
+    ),
+    (
+        "EDGE_SHARED_SECRETS",
+        "",
+        "comma-separated secrets the edge signs forwarded batches with (empty = intake off)",
+    ),
+    (
+        "EDGE_REPLAY_WINDOW_SECS",
+        "300",
+        "accepted clock difference for signed edge batches",
+    ),
+    (
+        "TRUST_PROXY",
+        "none",
+        "client IP source: none, x-forwarded-for or cloudflare",
+    ),
+    (
+        "MAX_CLOCK_SKEW_SECS",
+        "300",
+        "client timestamps further in the future are refused",
+    ),
+    (
+        "HISTORICAL_AFTER_HOURS",
+        "168",
+        "client timestamps older than this mark events historical",
+    ),
+    (
+        "CACHE_TTL_SECS",
+        "5",
+        "how long tenant keys, short links and tokens are cached (revocation bound)",
+    ),
+];
+
+struct Source {
+    values: BTreeMap<String, String>,
+}
+
+impl Source {
+    fn get(&self, name: &str) -> Option<&str> {
+        self.values
+            .get(name)
+            .map(String::as_str)
+            .filter(|v| !v.is_empty())
+    }
+
+    fn parse<T: std::str::FromStr>(&self, name: &'static str, default: T) -> Result<T, ConfigError>
+    where
+        T::Err: std::fmt::Display,
+    {
+        match self.get(name) {
+            None => Ok(default),
+            Some(v) => v.parse().map_err(|e: T::Err| ConfigError::Invalid {
+                name,
+                reason: format!("{v:?}: {e}"),
+            }),
+        }
+    }
+}
+
+fn invalid(name: &'static str, reason: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        name,
+        reason: reason.into(),
+    }
+}
+
+impl Config {
+    /// Reads the process environment (and `CONFIG_FILE` or `file`, if given).
+    pub fn from_env(file: Option<&Path>) -> Result<Config, ConfigError> {
+        Self::from_vars(std::env::vars().collect(), file)
+    }
+
+    /// Builds the configuration from explicit variables over an optional TOML file.
+    pub fn from_vars(
+        env: BTreeMap<String, String>,
+        file: Option<&Path>,
+    ) -> Result<Config, ConfigError> {
+        let mut values = BTreeMap::new();
+        let file = file.map(Path::to_path_buf).or_else(|| {
+            env.get("CONFIG_FILE")
+                .filter(|f| !f.is_empty())
+                .map(PathBuf::from)
+        });
+        if let Some(path) = file {
+            let text = std::fs::read_to_string(&path).map_err(|source| ConfigError::Read {
+                path: path.display().to_string(),
+                source,
+            })?;
+            let table: toml::Table = text.parse().map_err(|source| ConfigError::Toml {
+                path: path.display().to_string(),
+                source: Box::new(source),
+            })?;
+            for (k, v) in table {
+                let v = match v {
+                    toml::Value::String(s) => s,
+                    other => other.to_string(),
+                };
+                values.insert(k.to_ascii_uppercase(), v);
+            }
+        }
+        values.extend(env);
+        let src = Source { values };
+        let d = Config::default();
+
+        let host = src.parse("HOST", d.host)?;
+        let port = src.parse("PORT", d.port)?;
+        let data_dir = src.get("DATA_DIR").map(PathBuf::from).unwrap_or(d.data_dir);
+        let database_path = match src.get("DATABASE_URL") {
+            None => data_dir.join("tracker.db"),
+            Some(url)
+                if url.starts_with("libsql:")
+                    || url.starts_with("http")
+                    || url.starts_with("wss:") =>
+            {
+                return Err(invalid(
+                    "DATABASE_URL",
+                    "remote libSQL (Turso) is not supported by this build yet; use a file path",
+                ));
+            }
+            Some(url) => PathBuf::from(url.strip_prefix("file:").unwrap_or(url)),
+        };
+        let public_url = src.get("PUBLIC_URL").map(str::to_owned).unwrap_or_else(|| {
+            let shown = if host.is_unspecified() {
+                IpAddr::from([127, 0, 0, 1])
+            } else {
+                host
+            };
+            format!("http://{shown}:{port}")
+        });
+        let hmac_secret = src.get("HMAC_SECRET").map(str::to_owned);
+        let encryption_key = match src.get("ENCRYPTION_KEY") {
+            None => None,
+            Some(k) => Some(parse_encryption_key(k).ok_or_else(|| {
+                invalid("ENCRYPTION_KEY", "must be 64 hex characters (32 bytes)")
+            })?),
+        };
+        let url_mode: SeedMode = src.parse("URL_MODE", d.url_mode)?;
+        if url_mode == SeedMode::Encrypted && encryption_key.is_none() {
+            return Err(invalid(
+                "ENCRYPTION_KEY",
+                "is required when URL_MODE=encrypted",
+            ));
+        }
+        let max_batch_size: usize = src.parse("MAX_BATCH_SIZE", d.max_batch_size)?;
+        if max_batch_size == 0 {
+            return Err(invalid("MAX_BATCH_SIZE", "must be at least 1"));
+        }
+        let max_body_bytes = src.parse("MAX_BODY_BYTES", d.max_body_bytes)?;
+        let partitions = match src.get("LOG_PARTITIONS") {
+            Some(_) => src.parse("LOG_PARTITIONS", d.log.partitions)?,
+            None => src.parse("IGGY_PARTITIONS", d.log.partitions)?,
+        };
+        if partitions == 0 || partitions > 4096 {
+            return Err(invalid("LOG_PARTITIONS", "must be 1 to 4096"));
+        }
+        let hours: u64 = src.parse("LOG_RETENTION_HOURS", 168)?;
+        let retention_bytes: u64 = src.parse("LOG_RETENTION_BYTES", 0)?;
+        let log = LogSettings {
+            partitions,
+            commit_window: Duration::from_millis(src.parse("LOG_COMMIT_WINDOW_MS", 5)?),
+            queue_capacity: src.parse("LOG_QUEUE_CAPACITY", d.log.queue_capacity)?,
+            retention_age: (hours > 0).then(|| Duration::from_secs(hours * 3600)),
+            retention_bytes: (retention_bytes > 0).then_some(retention_bytes),
+        };
+        let edge_secrets: Vec<Vec<u8>> = src
+            .get("EDGE_SHARED_SECRETS")
+            .map(|s| {
+                s.split(',')
+                    .map(str::trim)
+                    .filter(|s| !s.is_empty())
+                    .map(|s| s.as_bytes().to_vec())
+                    .collect()
+            })
+            .unwrap_or_default();
+        if edge_secrets.iter().any(|s| s.len() < 32) {
+            return Err(invalid(
+                "EDGE_SHARED_SECRETS",
+                "each secret must be at least 32 characters",
+            ));
+        }
+        let trust_proxy = match src.get("TRUST_PROXY").unwrap_or("none") {
+            "none" => TrustProxy::None,
+            "x-forwarded-for" => TrustProxy::XForwardedFor,
+            "cloudflare" => TrustProxy::Cloudflare,
+            other => {
+                return Err(invalid(
+                    "TRUST_PROXY",
+                    format!("{other:?} is not none, x-forwarded-for or cloudflare"),
+                ));
+            }
+        };
+        let skew: i64 = src.parse("MAX_CLOCK_SKEW_SECS", 300)?;
+        let historical: i64 = src.parse("HISTORICAL_AFTER_HOURS", 168)?;
+        let limits = Limits {
+            max_future_skew_ms: skew.max(0).saturating_mul(1000),
+            historical_after_ms: historical.max(0).saturating_mul(3_600_000),
+            ..Limits::default()
+        };
+        Ok(Config {
+            host,
+            port,
+            data_dir,
+            database_path,
+            public_url,
+            hmac_secret,
+            encryption_key,
+            url_mode,
+            max_batch_size,
+            max_body_bytes,
+            log,
+            edge_secrets,
+            edge_replay_window: Duration::from_secs(src.parse("EDGE_REPLAY_WINDOW_SECS", 300)?),
+            trust_proxy,
+            limits,
+            cache_ttl: Duration::from_secs(src.parse("CACHE_TTL_SECS", 5)?),
+        })
+    }
+
+    /// Test and embedding helper: defaults rooted in `dir`.
+    pub fn for_dir(dir: &Path) -> Config {
+        Config {
+            data_dir: dir.to_path_buf(),
+            database_path: dir.join("tracker.db"),
+            ..Config::default()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vars(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn env_overrides_file_and_errors_name_the_variable() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("tracker.toml");
+        std::fs::write(
+            &file,
+            "port = 4000\nmax_batch_size = 50\nurl_mode = \"any\"\n",
+        )
+        .unwrap();
+        let c = Config::from_vars(vars(&[("PORT", "5000")]), Some(&file)).unwrap();
+        assert_eq!(c.port, 5000);
+        assert_eq!(c.max_batch_size, 50);
+        assert_eq!(c.url_mode, SeedMode::Any);
+
+        let e = Config::from_vars(vars(&[("PORT", "x")]), None)
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("PORT:"), "{e}");
+        let e = Config::from_vars(vars(&[("ENCRYPTION_KEY", "abc")]), None)
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("ENCRYPTION_KEY:"), "{e}");
+        let e = Config::from_vars(vars(&[("URL_MODE", "encrypted")]), None)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("ENCRYPTION_KEY"), "{e}");
+        let e = Config::from_vars(vars(&[("EDGE_SHARED_SECRETS", "short")]), None)
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("EDGE_SHARED_SECRETS:"), "{e}");
+        let c = Config::from_vars(
+            vars(&[("IGGY_PARTITIONS", "8"), ("LOG_RETENTION_HOURS", "0")]),
+            None,
+        )
+        .unwrap();
+        assert_eq!(c.log.partitions, 8);
+        assert_eq!(c.log.retention_age, None);
+    }
+}

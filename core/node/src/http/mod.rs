@@ -1,0 +1,133 @@
+//! The HTTP surface of a core node.
+
+mod intake;
+mod ops;
+mod track;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::connect_info::ConnectInfo;
+use axum::extract::{DefaultBodyLimit, FromRequestParts};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use tracker_protocol::truncate_field;
+
+use crate::config::TrustProxy;
+use crate::error::ApiError;
+use crate::state::AppState;
+
+/// Largest beacon body (`navigator.sendBeacon` payloads are small; browsers cap them at 64 KiB).
+const MAX_BEACON_BYTES: usize = 64 * 1024;
+
+pub fn router(state: Arc<AppState>) -> Router {
+    let max_body = state.cfg.max_body_bytes;
+    Router::new()
+        .route("/t", get(track::click))
+        .route(
+            "/t/auto",
+            post(track::beacon)
+                .options(track::beacon_preflight)
+                .layer(DefaultBodyLimit::max(MAX_BEACON_BYTES)),
+        )
+        .route("/t/{tu_id}", get(track::short))
+        .route("/p", get(track::postback))
+        .route("/i", get(track::impression))
+        .route("/batch", post(intake::batch))
+        .route("/ingest", post(intake::ingest))
+        .route("/internal/v1/edge/batches", post(intake::edge_batch))
+        .route("/health", get(ops::health))
+        .route("/health/broker", get(ops::broker))
+        .route("/metrics", get(ops::metrics))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(max_body))
+        .with_state(state)
+}
+
+async fn not_found() -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint")
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "this endpoint does not accept that method",
+    )
+}
+
+/// Facts about the request that become event fields (truncated, never rejected: a click must not fail because
+/// of a huge header).
+#[derive(Debug, Clone, Default)]
+pub struct RequestMeta {
+    pub ip: Option<String>,
+    pub user_agent: Option<String>,
+    pub referer: Option<String>,
+    pub accept_language: Option<String>,
+    pub host: Option<String>,
+    pub path: String,
+}
+
+impl FromRequestParts<Arc<AppState>> for RequestMeta {
+    type Rejection = Response;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &Arc<AppState>,
+    ) -> Result<Self, Self::Rejection> {
+        let max = state.cfg.limits.max_field_len;
+        let h = &parts.headers;
+        let header = |name: header::HeaderName| -> Option<String> {
+            h.get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(|v| truncate_field(v.trim(), max).to_owned())
+                .filter(|v| !v.is_empty())
+        };
+        let peer = parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|c| c.0.ip().to_string());
+        let ip = match state.cfg.trust_proxy {
+            TrustProxy::None => peer,
+            TrustProxy::XForwardedFor => h
+                .get("x-forwarded-for")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.split(',').next())
+                .map(|v| v.trim().to_owned())
+                .filter(|v| v.parse::<std::net::IpAddr>().is_ok())
+                .or(peer),
+            TrustProxy::Cloudflare => h
+                .get("cf-connecting-ip")
+                .and_then(|v| v.to_str().ok())
+                .map(|v| v.trim().to_owned())
+                .filter(|v| v.parse::<std::net::IpAddr>().is_ok())
+                .or(peer),
+        };
+        Ok(RequestMeta {
+            ip,
+            user_agent: header(header::USER_AGENT),
+            referer: header(header::REFERER),
+            accept_language: header(header::ACCEPT_LANGUAGE),
+            host: header(header::HOST),
+            path: truncate_field(parts.uri.path(), max).to_owned(),
+        })
+    }
+}
+
+/// `Authorization: Bearer <token>`.
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    let v = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = v.split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then_some(token.trim())
+        .filter(|t| !t.is_empty())
+}
+
+fn json<T: serde::Serialize>(status: StatusCode, body: &T) -> Response {
+    (status, axum::Json(body)).into_response()
+}

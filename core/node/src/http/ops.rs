@@ -1,0 +1,44 @@
+//! Health, broker status and metrics.
+
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+
+use crate::state::AppState;
+
+pub async fn health() -> Response {
+    super::json(
+        StatusCode::OK,
+        &serde_json::json!({ "status": "ok", "version": env!("CARGO_PKG_VERSION") }),
+    )
+}
+
+pub async fn broker(State(st): State<Arc<AppState>>) -> Response {
+    let s = st.log.status();
+    let status = if s.healthy {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    super::json(
+        status,
+        &serde_json::json!({
+            "status": if s.healthy { "ok" } else { "unavailable" },
+            "backend": s.backend,
+            "error": s.error,
+            "partitions": s.partitions,
+            "queued_appends": s.queued,
+            "appended_events": s.appended_events,
+            "fsyncs": s.fsyncs,
+            "last_fsync_micros": s.last_fsync_micros,
+            "stored_bytes": s.stored_bytes,
+        }),
+    )
+}
+
+pub async fn metrics(State(st): State<Arc<AppState>>) -> Response {
+    let body = st.metrics.render(&st.log.status());
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response()
+}
