@@ -5,7 +5,6 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -21,7 +20,7 @@ use tracker_protocol::{
 };
 use tracker_store::GLOBAL_KEY_PREFIX;
 
-use super::{RequestMeta, bearer};
+use super::{RawBody, RequestMeta, bearer};
 use crate::error::ApiError;
 use crate::metrics::Endpoint;
 use crate::state::{AppState, now_ms, random10};
@@ -109,7 +108,7 @@ pub async fn batch(
     State(st): State<Arc<AppState>>,
     meta: RequestMeta,
     headers: HeaderMap,
-    body: Bytes,
+    RawBody(body): RawBody,
 ) -> Response {
     let result = async {
         let key_prefix = tenant_from_token(&st, &headers).await?;
@@ -166,7 +165,7 @@ pub async fn ingest(
     State(st): State<Arc<AppState>>,
     meta: RequestMeta,
     headers: HeaderMap,
-    body: Bytes,
+    RawBody(body): RawBody,
 ) -> Response {
     let result = async {
         let key_prefix = tenant_from_token(&st, &headers).await?;
@@ -202,7 +201,7 @@ pub async fn ingest(
 pub async fn edge_batch(
     State(st): State<Arc<AppState>>,
     headers: HeaderMap,
-    body: Bytes,
+    RawBody(body): RawBody,
 ) -> Response {
     let result = async {
         if st.cfg.edge_secrets.is_empty() {

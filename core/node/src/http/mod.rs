@@ -118,6 +118,28 @@ impl FromRequestParts<Arc<AppState>> for RequestMeta {
     }
 }
 
+/// The request body as bytes; an oversized or unreadable body is a JSON error like every other rejection.
+#[derive(Debug)]
+pub struct RawBody(pub axum::body::Bytes);
+
+impl<S: Send + Sync> axum::extract::FromRequest<S> for RawBody {
+    type Rejection = ApiError;
+
+    async fn from_request(req: axum::extract::Request, state: &S) -> Result<Self, Self::Rejection> {
+        axum::body::Bytes::from_request(req, state)
+            .await
+            .map(RawBody)
+            .map_err(|e| {
+                let code = if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                    "body_too_large"
+                } else {
+                    "unreadable_body"
+                };
+                ApiError::new(e.status(), code, e.body_text())
+            })
+    }
+}
+
 /// `Authorization: Bearer <token>`.
 fn bearer(headers: &HeaderMap) -> Option<&str> {
     let v = headers.get(header::AUTHORIZATION)?.to_str().ok()?;

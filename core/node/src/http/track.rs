@@ -5,7 +5,6 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Instant;
 
-use axum::body::Bytes;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -17,7 +16,7 @@ use tracker_protocol::{
 };
 use tracker_store::GLOBAL_KEY_PREFIX;
 
-use super::{RequestMeta, bearer};
+use super::{RawBody, RequestMeta, bearer};
 use crate::error::ApiError;
 use crate::metrics::Endpoint;
 use crate::state::{AppState, now_ms, random10};
@@ -367,8 +366,13 @@ pub async fn beacon_preflight() -> Response {
     )
 }
 
-pub async fn beacon(State(st): State<Arc<AppState>>, meta: RequestMeta, body: Bytes) -> Response {
+pub async fn beacon(
+    State(st): State<Arc<AppState>>,
+    meta: RequestMeta,
+    body: Result<RawBody, ApiError>,
+) -> Response {
     let result = async {
+        let RawBody(body) = body?;
         let input: BeaconInput = serde_json::from_slice(&body).map_err(|e| {
             ApiError::bad_request(
                 "invalid_beacon",

@@ -1,0 +1,1087 @@
+//! The core node over real HTTP on a real port: every endpoint, every rejection path, tenant isolation, and the
+//! crash test (SIGKILL after acknowledged batches, restart, every acknowledged event exactly once).
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use tokio::sync::oneshot;
+use tracker_core::{AppState, Config, build_state, serve};
+use tracker_protocol::links::{seed_encrypted_url, seed_short_url, seed_signed_url};
+use tracker_protocol::{Event, LinkKind, V2Link, intake};
+use tracker_store::{NewKey, Store};
+
+const EDGE_SECRET: &str = "edge-secret-0123456789abcdef0123456789";
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+}
+
+struct Node {
+    base: String,
+    state: Arc<AppState>,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<()>>,
+    http: reqwest::Client,
+    _dir: tempfile::TempDir,
+}
+
+impl Node {
+    async fn start(tune: impl FnOnce(&mut Config)) -> Node {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cfg = Config::for_dir(dir.path());
+        cfg.cache_ttl = Duration::ZERO;
+        cfg.log.partitions = 4;
+        cfg.log.commit_window = Duration::from_millis(2);
+        cfg.edge_secrets = vec![EDGE_SECRET.as_bytes().to_vec()];
+        tune(&mut cfg);
+        let state = build_state(cfg).await.unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let (stop, rx) = oneshot::channel::<()>();
+        let task = tokio::spawn({
+            let state = state.clone();
+            async move {
+                serve(state, listener, async {
+                    let _ = rx.await;
+                })
+                .await
+                .unwrap();
+            }
+        });
+        let http = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap();
+        Node {
+            base,
+            state,
+            stop: Some(stop),
+            task: Some(task),
+            http,
+            _dir: dir,
+        }
+    }
+
+    async fn tenant(&self, prefix: &str) -> NewKey {
+        self.state
+            .store
+            .create_tenant(prefix, Some(prefix), now_ms())
+            .await
+            .unwrap()
+    }
+
+    async fn token(&self, prefix: &str) -> String {
+        self.state
+            .store
+            .create_ingest_token(prefix, "test", None, now_ms())
+            .await
+            .unwrap()
+            .0
+    }
+
+    async fn get(&self, path_and_query: &str) -> reqwest::Response {
+        self.http
+            .get(format!("{}{}", self.base, path_and_query))
+            .send()
+            .await
+            .unwrap()
+    }
+
+    async fn post(
+        &self,
+        path: &str,
+        token: Option<&str>,
+        body: impl Into<reqwest::Body>,
+    ) -> reqwest::Response {
+        let mut req = self.http.post(format!("{}{}", self.base, path)).body(body);
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        req.send().await.unwrap()
+    }
+
+    /// Durable events in the log, waiting up to 2 s for `at_least` of them.
+    async fn events(&self, at_least: usize) -> Vec<Event> {
+        let mut out = Vec::new();
+        for _ in 0..200 {
+            out.clear();
+            for p in 0..self.state.log.partitions() {
+                let polled = self.state.log.poll(p, 0, 100_000).await.unwrap();
+                out.extend(polled.events.into_iter().map(|(_, e)| e));
+            }
+            if out.len() >= at_least {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        out
+    }
+
+    async fn stop(mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        if let Some(t) = self.task.take() {
+            t.await.unwrap();
+        }
+    }
+}
+
+async fn error_code(res: reqwest::Response) -> (StatusCode, String) {
+    let status = res.status();
+    let body: Value = res.json().await.unwrap();
+    (
+        status,
+        body["error"]["code"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned(),
+    )
+}
+
+fn path(url: &str) -> &str {
+    let rest = url.strip_prefix("http://x").unwrap();
+    rest
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clicks_redirect_with_click_id_and_are_stored() {
+    let node = Node::start(|_| {}).await;
+    let k = node.tenant("acme").await;
+    let link = V2Link {
+        kind: LinkKind::Click,
+        key_prefix: "acme",
+        kid: &k.kid,
+        target: "https://shop.example/p?a=1#buy",
+        expires_at: None,
+        ext: &["gclid"],
+        params: &[("campaign", "spring")],
+    };
+    let url = link.signed_url("http://x", &k.signing_secret).unwrap();
+    let res = node
+        .http
+        .get(format!("{}{}&gclid=G1", node.base, path(&url)))
+        .header("user-agent", "UA/1")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::TEMPORARY_REDIRECT);
+    assert_eq!(res.headers()["cache-control"], "no-store, max-age=0");
+    assert_eq!(res.headers()["referrer-policy"], "no-referrer");
+    let location = res.headers()["location"].to_str().unwrap().to_owned();
+    let (before, frag) = location.split_once('#').unwrap();
+    assert_eq!(frag, "buy");
+    let click_id = before
+        .strip_prefix("https://shop.example/p?a=1&ad_click_id=")
+        .unwrap();
+
+    // the seed format, signed with the tenant's secret
+    let seed = seed_signed_url(
+        "http://x",
+        &k.signing_secret,
+        Some("acme"),
+        "https://shop.example/",
+        &[("sub1", "s")],
+    )
+    .unwrap();
+    assert_eq!(
+        node.get(path(&seed)).await.status(),
+        StatusCode::TEMPORARY_REDIRECT
+    );
+
+    let events = node.events(2).await;
+    assert_eq!(events.len(), 2);
+    let click = events
+        .iter()
+        .find(|e| e.event_id.to_string() == click_id)
+        .expect("the redirect's click id is the stored event id");
+    assert_eq!(click.event_type, "click");
+    assert_eq!(click.key_prefix, "acme");
+    assert_eq!(
+        click.params,
+        BTreeMap::from([
+            ("campaign".into(), "spring".into()),
+            ("gclid".into(), "G1".into())
+        ])
+    );
+    assert_eq!(click.user_agent.as_deref(), Some("UA/1"));
+    assert_eq!(click.ip.as_deref(), Some("127.0.0.1"));
+    assert_eq!(click.request_path.as_deref(), Some("/t"));
+    assert_eq!(click.event_id.get_version_num(), 7);
+    node.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_links_get_precise_4xx_and_never_a_redirect() {
+    let node = Node::start(|c| c.hmac_secret = Some("global-secret".into())).await;
+    let k = node.tenant("acme").await;
+    let v2 = |target: &str, expires_at: Option<i64>, kid: &str, secret: &str| {
+        V2Link {
+            kind: LinkKind::Click,
+            key_prefix: "acme",
+            kid,
+            target,
+            expires_at,
+            ext: &[],
+            params: &[("c", "1")],
+        }
+        .signed_url("http://x", secret)
+        .unwrap()
+    };
+    let good = v2("https://a.example/", None, &k.kid, &k.signing_secret);
+    let cases: Vec<(String, StatusCode, &str)> = vec![
+        ("/t".into(), StatusCode::BAD_REQUEST, "missing_link_params"),
+        (
+            "/t?url=https://a.example/&sig=zz".into(),
+            StatusCode::BAD_REQUEST,
+            "malformed_signature",
+        ),
+        (
+            path(&good).replace("c=1", "c=2"),
+            StatusCode::FORBIDDEN,
+            "invalid_signature",
+        ),
+        (
+            path(&v2("https://a.example/", None, &k.kid, "wrong")).to_owned(),
+            StatusCode::FORBIDDEN,
+            "invalid_signature",
+        ),
+        (
+            path(&v2(
+                "https://a.example/",
+                Some(1_000_000_000),
+                &k.kid,
+                &k.signing_secret,
+            ))
+            .to_owned(),
+            StatusCode::GONE,
+            "link_expired",
+        ),
+        (
+            path(&v2("javascript:alert(1)", None, &k.kid, &k.signing_secret)).to_owned(),
+            StatusCode::BAD_REQUEST,
+            "destination_scheme_not_allowed",
+        ),
+        (
+            path(&v2(
+                "https://u@evil.example/",
+                None,
+                &k.kid,
+                &k.signing_secret,
+            ))
+            .to_owned(),
+            StatusCode::BAD_REQUEST,
+            "invalid_destination",
+        ),
+        (
+            path(&v2("https://a.example/", None, "k9", &k.signing_secret)).to_owned(),
+            StatusCode::FORBIDDEN,
+            "unknown_key_id",
+        ),
+        (
+            path(&good).replace("k=acme.", "k=nobody."),
+            StatusCode::NOT_FOUND,
+            "unknown_tenant",
+        ),
+        (
+            format!("{}&c=3", path(&good)),
+            StatusCode::BAD_REQUEST,
+            "duplicate_param",
+        ),
+        (
+            path(
+                &seed_signed_url(
+                    "http://x",
+                    "not-the-secret",
+                    None,
+                    "https://a.example/",
+                    &[],
+                )
+                .unwrap(),
+            )
+            .to_owned(),
+            StatusCode::FORBIDDEN,
+            "invalid_signature",
+        ),
+        (
+            path(
+                &seed_encrypted_url("http://x", &[7; 32], [1; 12], "https://a.example/", &[])
+                    .unwrap(),
+            )
+            .to_owned(),
+            StatusCode::BAD_REQUEST,
+            "link_format_disabled",
+        ),
+        (
+            "/t/tu_nope?sig=00".into(),
+            StatusCode::BAD_REQUEST,
+            "malformed_signature",
+        ),
+        ("/nowhere".into(), StatusCode::NOT_FOUND, "not_found"),
+    ];
+    for (p, status, code) in cases {
+        let res = node.get(&p).await;
+        assert!(
+            res.headers().get("location").is_none(),
+            "{p} must not redirect"
+        );
+        assert_eq!(error_code(res).await, (status, code.to_owned()), "{p}");
+    }
+    // the global secret still works for unprefixed seed links
+    let global =
+        seed_signed_url("http://x", "global-secret", None, "https://a.example/", &[]).unwrap();
+    assert_eq!(
+        node.get(path(&global)).await.status(),
+        StatusCode::TEMPORARY_REDIRECT
+    );
+    assert_eq!(node.events(1).await[0].key_prefix, "global");
+    let res = node
+        .http
+        .post(format!("{}/t", node.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        error_code(res).await,
+        (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed".into())
+    );
+    node.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn encrypted_links_and_key_rotation_grace() {
+    let aes = [5u8; 32];
+    let node = Node::start(|c| {
+        c.encryption_key = Some(aes);
+        c.url_mode = tracker_protocol::SeedMode::Any;
+    })
+    .await;
+    let k1 = node.tenant("acme").await;
+    let seed = seed_encrypted_url(
+        "http://x",
+        &aes,
+        [3; 12],
+        "https://hidden.example/",
+        &[("s", "1")],
+    );
+    assert!(seed.is_err(), "s is reserved");
+    let seed = seed_encrypted_url(
+        "http://x",
+        &aes,
+        [3; 12],
+        "https://hidden.example/",
+        &[("sub", "1")],
+    )
+    .unwrap();
+    let res = node.get(path(&seed)).await;
+    assert!(
+        res.headers()["location"]
+            .to_str()
+            .unwrap()
+            .starts_with("https://hidden.example/?ad_click_id=")
+    );
+
+    let enc_key = tracker_protocol::parse_encryption_key(&k1.encryption_key).unwrap();
+    fn link(kid: &str) -> V2Link<'_> {
+        V2Link {
+            kind: LinkKind::Click,
+            key_prefix: "acme",
+            kid,
+            target: "https://a.example/",
+            expires_at: None,
+            ext: &[],
+            params: &[],
+        }
+    }
+    let old_signed = link(&k1.kid)
+        .signed_url("http://x", &k1.signing_secret)
+        .unwrap();
+    let old_encrypted = link(&k1.kid)
+        .encrypted_url("http://x", &enc_key, [4; 12])
+        .unwrap();
+    let old_seed = seed_signed_url(
+        "http://x",
+        &k1.signing_secret,
+        Some("acme"),
+        "https://a.example/",
+        &[],
+    )
+    .unwrap();
+
+    // rotate with a grace period: old links keep working, new key works too
+    let k2 = node
+        .state
+        .store
+        .rotate_keys("acme", 60_000, now_ms())
+        .await
+        .unwrap();
+    for url in [&old_signed, &old_encrypted, &old_seed] {
+        assert_eq!(
+            node.get(path(url)).await.status(),
+            StatusCode::TEMPORARY_REDIRECT,
+            "{url}"
+        );
+    }
+    let new_signed = link(&k2.kid)
+        .signed_url("http://x", &k2.signing_secret)
+        .unwrap();
+    assert_eq!(
+        node.get(path(&new_signed)).await.status(),
+        StatusCode::TEMPORARY_REDIRECT
+    );
+    // once the grace period is over (rotate again with no grace) the first key is refused
+    node.state
+        .store
+        .rotate_keys("acme", 0, now_ms())
+        .await
+        .unwrap();
+    assert_eq!(
+        error_code(node.get(path(&old_signed)).await).await,
+        (StatusCode::FORBIDDEN, "unknown_key_id".into())
+    );
+    assert_eq!(
+        error_code(node.get(path(&old_seed)).await).await,
+        (StatusCode::FORBIDDEN, "invalid_signature".into())
+    );
+    node.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn short_links_resolve_only_for_their_tenant() {
+    let node = Node::start(|_| {}).await;
+    let acme = node.tenant("acme").await;
+    let evil = node.tenant("evil").await;
+    let link = node
+        .state
+        .store
+        .create_short_link("acme", "https://acme.example/offer", None, now_ms())
+        .await
+        .unwrap();
+    let url = seed_short_url(
+        "http://x",
+        &acme.signing_secret,
+        Some("acme"),
+        &link.tu_id,
+        &[("sub1", "x")],
+    )
+    .unwrap();
+    let res = node.get(path(&url)).await;
+    assert_eq!(res.status(), StatusCode::TEMPORARY_REDIRECT);
+    assert!(
+        res.headers()["location"]
+            .to_str()
+            .unwrap()
+            .starts_with("https://acme.example/offer?ad_click_id=")
+    );
+    let v2 = V2Link {
+        kind: LinkKind::Short,
+        key_prefix: "acme",
+        kid: &acme.kid,
+        target: &link.tu_id,
+        expires_at: None,
+        ext: &[],
+        params: &[],
+    };
+    assert_eq!(
+        node.get(path(
+            &v2.signed_url("http://x", &acme.signing_secret).unwrap()
+        ))
+        .await
+        .status(),
+        StatusCode::TEMPORARY_REDIRECT
+    );
+    let events = node.events(2).await;
+    assert!(
+        events
+            .iter()
+            .all(|e| e.params.get("tu_id") == Some(&link.tu_id))
+    );
+
+    // another tenant signing acme's short link id with its own valid secret gets nothing
+    let stolen = seed_short_url(
+        "http://x",
+        &evil.signing_secret,
+        Some("evil"),
+        &link.tu_id,
+        &[],
+    )
+    .unwrap();
+    assert_eq!(
+        error_code(node.get(path(&stolen)).await).await,
+        (StatusCode::NOT_FOUND, "unknown_short_link".into())
+    );
+    let expired = node
+        .state
+        .store
+        .create_short_link(
+            "acme",
+            "https://acme.example/",
+            Some(now_ms() - 1),
+            now_ms(),
+        )
+        .await
+        .unwrap();
+    let url = seed_short_url(
+        "http://x",
+        &acme.signing_secret,
+        Some("acme"),
+        &expired.tu_id,
+        &[],
+    )
+    .unwrap();
+    assert_eq!(
+        error_code(node.get(path(&url)).await).await,
+        (StatusCode::GONE, "link_expired".into())
+    );
+    node.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn beacon_postback_and_impression() {
+    let node = Node::start(|_| {}).await;
+    let acme = node.tenant("acme").await;
+    node.tenant("other").await;
+    let token = node.token("acme").await;
+    let other_token = node.token("other").await;
+
+    // navigator.sendBeacon sends text/plain
+    let res = node
+        .http
+        .post(format!("{}/t/auto", node.base))
+        .header("content-type", "text/plain;charset=UTF-8")
+        .body(r#"{"key":"acme","url":"https://site.example/a","referrer":"https://google.com/","ad_click_id":"x1","params":{"lang":"en"}}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::NO_CONTENT);
+    assert_eq!(res.headers()["access-control-allow-origin"], "*");
+    let pre = node
+        .http
+        .request(reqwest::Method::OPTIONS, format!("{}/t/auto", node.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(pre.status(), StatusCode::NO_CONTENT);
+    assert!(
+        pre.headers()["access-control-allow-methods"]
+            .to_str()
+            .unwrap()
+            .contains("POST")
+    );
+    let res = node.post("/t/auto", None, r#"{"key":"ghost"}"#).await;
+    assert_eq!(res.headers()["access-control-allow-origin"], "*");
+    assert_eq!(
+        error_code(res).await,
+        (StatusCode::NOT_FOUND, "unknown_tenant".into())
+    );
+    assert_eq!(
+        error_code(node.post("/t/auto", None, "not json").await)
+            .await
+            .1,
+        "invalid_beacon"
+    );
+    assert_eq!(
+        error_code(node.post("/t/auto", None, vec![b'x'; 70_000]).await)
+            .await
+            .0,
+        StatusCode::PAYLOAD_TOO_LARGE
+    );
+
+    // postbacks: open (marked unauthenticated), by token, by v2 signature
+    let res = node
+        .get("/p?key_prefix=acme&event_type=purchase&click_id=c1&amount=10")
+        .await;
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(res.json::<Value>().await.unwrap()["authenticated"], false);
+    let res = node.get(&format!("/p?token={token}&click_id=c2")).await;
+    assert_eq!(res.json::<Value>().await.unwrap()["authenticated"], true);
+    let signed = V2Link {
+        kind: LinkKind::Postback,
+        key_prefix: "acme",
+        kid: &acme.kid,
+        target: "",
+        expires_at: None,
+        ext: &[],
+        params: &[("event_type", "sale"), ("click_id", "c3")],
+    }
+    .signed_url("http://x", &acme.signing_secret)
+    .unwrap();
+    assert_eq!(node.get(path(&signed)).await.status(), StatusCode::OK);
+    assert_eq!(
+        error_code(node.get(&path(&signed).replace("c3", "c4")).await)
+            .await
+            .1,
+        "invalid_signature"
+    );
+    assert_eq!(
+        error_code(node.get("/p?click_id=1").await).await,
+        (StatusCode::BAD_REQUEST, "missing_key_prefix".into())
+    );
+    assert_eq!(
+        error_code(node.get("/p?token=trk_ing_wrong").await).await.0,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        error_code(
+            node.get(&format!("/p?token={other_token}&key_prefix=acme"))
+                .await
+        )
+        .await,
+        (StatusCode::FORBIDDEN, "tenant_mismatch".into())
+    );
+
+    let res = node.get("/i?key_prefix=acme&creative=7").await;
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(res.headers()["content-type"], "image/gif");
+    assert!(
+        res.headers()["cache-control"]
+            .to_str()
+            .unwrap()
+            .contains("no-store")
+    );
+    assert_eq!(&res.bytes().await.unwrap()[..6], b"GIF89a");
+
+    let events = node.events(5).await;
+    let by_type: HashMap<&str, &Event> =
+        events.iter().map(|e| (e.event_type.as_str(), e)).collect();
+    let pv = by_type["pageview"];
+    assert_eq!(pv.referer.as_deref(), Some("https://google.com/"));
+    assert_eq!(pv.params["ad_click_id"], "x1");
+    assert_eq!(by_type["purchase"].auth, tracker_protocol::Auth::None);
+    assert_eq!(by_type["purchase"].params["amount"], "10");
+    assert_eq!(by_type["postback"].auth, tracker_protocol::Auth::Token);
+    assert!(
+        !by_type["postback"].params.contains_key("token"),
+        "credentials are never stored as params"
+    );
+    assert_eq!(by_type["sale"].auth, tracker_protocol::Auth::Signature);
+    assert_eq!(by_type["impression"].params["creative"], "7");
+    assert!(events.iter().all(|e| e.key_prefix == "acme"));
+    node.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batch_and_ingest_take_the_tenant_from_the_token() {
+    let node = Node::start(|c| c.max_batch_size = 3).await;
+    node.tenant("acme").await;
+    let token = node.token("acme").await;
+    let id = "019c4633-5078-7411-8858-4aeafb6298bb";
+    let body = json!([
+        {"event_id": id, "event_type": "signup", "params": {"plan": "pro", "seats": 3}},
+        {"event_type": "bad type"},
+        {"event_type": "x", "key_prefix": "other"}
+    ])
+    .to_string();
+    let res = node
+        .http
+        .post(format!("{}/batch", node.base))
+        .bearer_auth(&token)
+        .header("idempotency-key", "b-1")
+        .body(body.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    let v: Value = res.json().await.unwrap();
+    assert_eq!(v["accepted"], 1);
+    assert_eq!(v["duplicate"], false);
+    assert_eq!(v["rejected"][0]["index"], 1);
+    assert_eq!(v["rejected"][0]["code"], "invalid_event_type");
+    assert_eq!(v["rejected"][1]["code"], "invalid_event_body");
+    // a retry with the same key is answered without writing again
+    let res = node
+        .http
+        .post(format!("{}/batch", node.base))
+        .bearer_auth(&token)
+        .header("idempotency-key", "b-1")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    let v: Value = res.json().await.unwrap();
+    assert_eq!(
+        (v["accepted"].as_u64(), v["duplicate"].as_bool()),
+        (Some(1), Some(true))
+    );
+
+    assert_eq!(
+        error_code(node.post("/batch", None, "[]").await).await.0,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        error_code(node.post("/batch", Some("trk_ing_forged"), "[]").await)
+            .await
+            .0,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        error_code(node.post("/batch", Some(&token), "[]").await)
+            .await
+            .1,
+        "empty_batch"
+    );
+    assert_eq!(
+        error_code(node.post("/batch", Some(&token), "{oops").await)
+            .await
+            .1,
+        "invalid_batch"
+    );
+    assert_eq!(
+        error_code(node.post("/batch", Some(&token), "[1,2,3,4]").await).await,
+        (StatusCode::PAYLOAD_TOO_LARGE, "batch_too_large".into())
+    );
+    let res = node
+        .post(
+            "/batch",
+            Some(&token),
+            r#"{"events":[{"event_type":"x","timestamp":99999999999999}]}"#,
+        )
+        .await;
+    assert_eq!(res.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(
+        res.json::<Value>().await.unwrap()["rejected"][0]["code"],
+        "timestamp_in_future"
+    );
+
+    let res = node
+        .post(
+            "/ingest",
+            Some(&token),
+            r#"{"event_type":"purchase","params":{"order":"o1"}}"#,
+        )
+        .await;
+    assert_eq!(res.status(), StatusCode::OK);
+    let ingested = res.json::<Value>().await.unwrap()["event_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(
+        error_code(node.post("/ingest", Some(&token), r#"{"params":{}}"#).await)
+            .await
+            .1,
+        "invalid_event_body"
+    );
+
+    // acknowledged means durable: the events are readable right away, with the token's tenant
+    let events = node.events(2).await;
+    assert_eq!(events.len(), 2);
+    assert!(
+        events
+            .iter()
+            .any(|e| e.event_id.to_string() == id && e.params["seats"] == "3")
+    );
+    assert!(events.iter().any(|e| e.event_id.to_string() == ingested));
+    assert!(
+        events
+            .iter()
+            .all(|e| e.key_prefix == "acme" && e.auth == tracker_protocol::Auth::Token)
+    );
+    node.stop().await;
+}
+
+fn edge_event(key_prefix: &str, n: u32) -> Value {
+    json!({
+        "event_id": tracker_protocol::Uuid::now_v7(),
+        "event_type": "click",
+        "timestamp": now_ms(),
+        "received_at": now_ms(),
+        "key_prefix": key_prefix,
+        "params": {"n": n.to_string()},
+        "auth": "link"
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn edge_batches_are_signed_fresh_and_idempotent() {
+    let node = Node::start(|_| {}).await;
+    node.tenant("acme").await;
+    node.tenant("beta").await;
+    let body =
+        json!({"events": [edge_event("acme", 1), edge_event("beta", 2), edge_event("ghost", 3)]})
+            .to_string();
+    let send = |ts: i64, batch: &str, secret: &str, body: String| {
+        let sig = intake::sign_batch(secret.as_bytes(), ts, batch, body.as_bytes()).unwrap();
+        node.http
+            .post(format!("{}/internal/v1/edge/batches", node.base))
+            .header(intake::SIGNATURE_HEADER, sig)
+            .header(intake::TIMESTAMP_HEADER, ts.to_string())
+            .header(intake::BATCH_ID_HEADER, batch)
+            .body(body)
+            .send()
+    };
+    let res = send(now_ms(), "b1", EDGE_SECRET, body.clone())
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    let v: Value = res.json().await.unwrap();
+    assert_eq!(v["accepted"], 2);
+    assert_eq!(v["rejected"][0]["code"], "unknown_tenant");
+    let v: Value = send(now_ms(), "b1", EDGE_SECRET, body.clone())
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        (v["accepted"].as_u64(), v["duplicate"].as_bool()),
+        (Some(2), Some(true))
+    );
+
+    assert_eq!(
+        send(
+            now_ms(),
+            "b2",
+            "wrong-secret-wrong-secret-wrong-secret",
+            body.clone()
+        )
+        .await
+        .unwrap()
+        .status(),
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        send(now_ms() - 3_600_000, "b3", EDGE_SECRET, body.clone())
+            .await
+            .unwrap()
+            .status(),
+        StatusCode::UNAUTHORIZED
+    );
+    let res = node.post("/internal/v1/edge/batches", None, body).await;
+    assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(node.events(2).await.len(), 2);
+    node.stop().await;
+
+    let closed = Node::start(|c| c.edge_secrets.clear()).await;
+    let res = closed.post("/internal/v1/edge/batches", None, "{}").await;
+    assert_eq!(
+        error_code(res).await,
+        (StatusCode::NOT_FOUND, "edge_intake_disabled".into())
+    );
+    closed.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_broker_and_metrics() {
+    let node = Node::start(|_| {}).await;
+    assert_eq!(
+        node.get("/health").await.json::<Value>().await.unwrap()["status"],
+        "ok"
+    );
+    let broker: Value = node.get("/health/broker").await.json().await.unwrap();
+    assert_eq!(broker["backend"], "embedded");
+    assert_eq!(broker["partitions"], 4);
+    node.get("/t?url=x").await;
+    let text = node.get("/metrics").await.text().await.unwrap();
+    assert!(
+        text.contains(
+            "tracker_requests_rejected_total{endpoint=\"click\",code=\"missing_link_params\"} 1"
+        ),
+        "{text}"
+    );
+    assert!(text.contains("tracker_log_healthy 1"));
+    node.stop().await;
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Crash safety: the real binary, SIGKILL, restart.
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+struct Proc {
+    child: std::process::Child,
+    base: String,
+}
+
+fn spawn_node(dir: &std::path::Path, port: u16) -> Proc {
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_tracker-core"))
+        .arg("serve")
+        .env("DATA_DIR", dir)
+        .env("PORT", port.to_string())
+        .env("LOG_PARTITIONS", "4")
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    Proc {
+        child,
+        base: format!("http://127.0.0.1:{port}"),
+    }
+}
+
+async fn wait_healthy(http: &reqwest::Client, base: &str) {
+    for _ in 0..200 {
+        if http
+            .get(format!("{base}/health"))
+            .send()
+            .await
+            .is_ok_and(|r| r.status().is_success())
+        {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("node at {base} did not become healthy");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_loses_no_acknowledged_event_and_retries_do_not_duplicate() {
+    let dir = tempfile::tempdir().unwrap();
+    let token = {
+        let store = Store::open(&dir.path().join("tracker.db")).await.unwrap();
+        store
+            .create_tenant("acme", Some("acme"), now_ms())
+            .await
+            .unwrap();
+        store
+            .create_ingest_token("acme", "crash", None, now_ms())
+            .await
+            .unwrap()
+            .0
+    };
+    let http = reqwest::Client::new();
+    let port = free_port();
+    let mut proc = spawn_node(dir.path(), port);
+    wait_healthy(&http, &proc.base).await;
+
+    // 4 concurrent writers send 200-event batches with their own ids until the node dies under them
+    let batch = |w: usize, b: usize| -> (String, Vec<String>) {
+        let ids: Vec<String> = (0..200)
+            .map(|_| tracker_protocol::Uuid::now_v7().to_string())
+            .collect();
+        let events: Vec<Value> = ids.iter().map(|id| json!({"event_id": id, "event_type": "load", "params": {"w": w.to_string(), "b": b.to_string()}})).collect();
+        (serde_json::to_string(&events).unwrap(), ids)
+    };
+    let (acked_tx, mut acked_rx) = tokio::sync::mpsc::unbounded_channel::<Vec<String>>();
+    let (pending_tx, mut pending_rx) =
+        tokio::sync::mpsc::unbounded_channel::<(String, String, Vec<String>)>();
+    let mut writers = Vec::new();
+    for w in 0..4 {
+        let (http, base, token, acked_tx, pending_tx) = (
+            http.clone(),
+            proc.base.clone(),
+            token.clone(),
+            acked_tx.clone(),
+            pending_tx.clone(),
+        );
+        writers.push(tokio::spawn(async move {
+            for b in 0.. {
+                let (body, ids) = batch(w, b);
+                let key = format!("w{w}-b{b}");
+                let res = http
+                    .post(format!("{base}/batch"))
+                    .bearer_auth(&token)
+                    .header("idempotency-key", &key)
+                    .body(body.clone())
+                    .send()
+                    .await;
+                match res {
+                    Ok(r) if r.status().is_success() => acked_tx.send(ids).unwrap(),
+                    // no answer: the client does not know; it will retry after the restart
+                    _ => {
+                        pending_tx.send((key, body, ids)).unwrap();
+                        return;
+                    }
+                }
+            }
+        }));
+    }
+    drop((acked_tx, pending_tx));
+    // let some batches be acknowledged, then kill without any chance to flush
+    let mut acked: Vec<String> = Vec::new();
+    while acked.len() < 4_000 {
+        acked.extend(acked_rx.recv().await.unwrap());
+    }
+    proc.child.kill().unwrap();
+    proc.child.wait().unwrap();
+    for w in writers {
+        w.await.unwrap();
+    }
+    while let Ok(ids) = acked_rx.try_recv() {
+        acked.extend(ids);
+    }
+    let mut pending = Vec::new();
+    while let Ok(p) = pending_rx.try_recv() {
+        pending.push(p);
+    }
+    assert!(!pending.is_empty(), "writers stop only when the node dies");
+
+    // restart; the clients retry what they never got an answer for, with the same idempotency keys
+    let mut proc = spawn_node(dir.path(), port);
+    wait_healthy(&http, &proc.base).await;
+    let mut retried = Vec::new();
+    for (key, body, ids) in pending {
+        let res = http
+            .post(format!("{}/batch", proc.base))
+            .bearer_auth(&token)
+            .header("idempotency-key", key)
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), StatusCode::OK);
+        retried.extend(ids);
+    }
+    // graceful stop (SIGTERM) flushes, then read the log directly
+    let pid = proc.child.id().to_string();
+    assert!(
+        std::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    assert!(proc.child.wait().unwrap().success());
+
+    let log = tracker_log::EmbeddedLog::open(tracker_log::EmbeddedLogConfig {
+        partitions: 4,
+        ..tracker_log::EmbeddedLogConfig::new(dir.path().join("log"))
+    })
+    .unwrap();
+    use tracker_log::EventLog as _;
+    let mut seen: HashMap<String, u32> = HashMap::new();
+    for p in 0..4 {
+        let mut from = 0;
+        loop {
+            let polled = log.poll(p, from, 50_000).await.unwrap();
+            if polled.events.is_empty() {
+                break;
+            }
+            for (_, e) in &polled.events {
+                *seen.entry(e.event_id.to_string()).or_default() += 1;
+            }
+            from = polled.next_offset;
+        }
+    }
+    log.shutdown().await.unwrap();
+    let missing = acked
+        .iter()
+        .chain(&retried)
+        .filter(|id| !seen.contains_key(*id))
+        .count();
+    let duplicated = seen.values().filter(|n| **n > 1).count();
+    println!(
+        "acknowledged {} before SIGKILL, retried {} after restart, stored {}",
+        acked.len(),
+        retried.len(),
+        seen.len()
+    );
+    assert_eq!(missing, 0, "every acknowledged or retried event is stored");
+    assert_eq!(duplicated, 0, "no event is stored twice");
+    assert_eq!(
+        seen.len(),
+        acked.len() + retried.len(),
+        "nothing else is stored"
+    );
+}
