@@ -1,0 +1,17 @@
+# The two commands a newcomer needs: `make dev` and `make test`. Everything else is optional.
+.PHONY: dev test bench fuzz clean
+
+dev: ## set up and run the platform locally on embedded defaults
+	@bash scripts/dev.sh
+
+test: ## run every test (what CI runs)
+	@bash scripts/test.sh
+
+bench: ## HTTP and durable-batch benchmarks against nginx on this machine (release build, needs apt)
+	@bash tests/bench/run.sh
+
+fuzz: ## run each cargo-fuzz target for FUZZ_SECONDS (default 60)
+	@bash scripts/fuzz.sh
+
+clean:
+	cargo clean

@@ -1,0 +1,110 @@
+#!/usr/bin/env bash
+# Benchmarks of the core node against nginx on the same machine, in the same run (`make bench`).
+#
+#   nginx `return 307`          the HTTP baseline
+#   core  GET /t  (v2 signed)   verify HMAC, mint a UUIDv7, build the redirect, hand the click to the log
+#   core  GET /p  (postback)    answered only after the event is fsynced
+#   core  GET /i  (pixel)       GIF, event durable within the commit window
+#   core  POST /batch           1,000-event JSON batches, acknowledged after fsync
+#
+# wrk and the servers share this machine's cores, exactly as nginx and the node do. Timings are printed, never
+# asserted: CI does not run this script.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+DURATION="${DURATION:-10s}"
+CONNECTIONS="${CONNECTIONS:-64}"
+NGINX_PORT=18080
+CORE_PORT=13030
+work="$(mktemp -d)"
+pids=()
+cleanup() {
+    for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+    [ -f "$work/nginx.pid" ] && kill "$(cat "$work/nginx.pid")" 2>/dev/null || true
+    rm -rf "$work"
+}
+trap cleanup EXIT
+
+if ! command -v nginx >/dev/null || ! command -v wrk >/dev/null; then
+    echo "==> installing nginx and wrk"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx wrk >/dev/null
+fi
+echo "==> building the core node (release)"
+cargo build --release -p tracker-core 2>&1 | tail -1
+bin=target/release/tracker-core
+
+export DATA_DIR="$work/data" PORT=$CORE_PORT PUBLIC_URL="http://127.0.0.1:$CORE_PORT" RUST_LOG=warn
+$bin tenant create --name bench --prefix bench >/dev/null
+token="$($bin token create bench | awk '/^token /{print $2}')"
+click="$($bin link sign bench https://example.com/landing --param campaign=bench --param sub1=wrk | sed "s|http://127.0.0.1:$CORE_PORT||")"
+
+cat > "$work/nginx.conf" <<CONF
+worker_processes auto;
+pid $work/nginx.pid;
+error_log $work/nginx-error.log;
+events { worker_connections 4096; }
+http {
+    access_log off;
+    server {
+        listen 127.0.0.1:$NGINX_PORT;
+        location /t { add_header Cache-Control no-store; return 307 "https://example.com/landing?ad_click_id=019c4633-5078-7411-8858-4aeafb6298bb"; }
+    }
+}
+CONF
+nginx -c "$work/nginx.conf"
+
+$bin serve &
+pids+=($!)
+core_pid=$!
+for _ in $(seq 100); do curl -sf "http://127.0.0.1:$CORE_PORT/health" >/dev/null && break; sleep 0.1; done
+curl -sf -o /dev/null -w '%{http_code}' "http://127.0.0.1:$CORE_PORT$click" | grep -q 307 || { echo "the signed link does not redirect"; exit 1; }
+
+python3 - "$work/batch.json" <<'PY'
+import json, sys
+ev = {"event_type": "purchase", "ip": "203.0.113.1",
+      "user_agent": "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/126.0 Safari/537.36",
+      "params": {"sub1": "google_search", "campaign_id": "camp_8821", "order_id": "o-123456", "amount": "19.99"}}
+json.dump([ev] * 1000, open(sys.argv[1], "w"))
+PY
+cat > "$work/batch.lua" <<LUA
+wrk.method = "POST"
+wrk.headers["Authorization"] = "Bearer $token"
+wrk.headers["Content-Type"] = "application/json"
+local f = io.open("$work/batch.json"); wrk.body = f:read("*a"); f:close()
+LUA
+
+# run NAME URL [extra wrk args...]: prints "rps p50 p99"
+run() {
+    local out
+    out="$(wrk -t2 -c"$3" -d"$DURATION" --latency "${@:4}" "$2")"
+    local rps p50 p99 errors
+    rps="$(awk '/^Requests\/sec/{print $2}' <<<"$out")"
+    p50="$(awk '$1=="50%"{print $2}' <<<"$out")"
+    p99="$(awk '$1=="99%"{print $2}' <<<"$out")"
+    errors="$(awk '/Non-2xx or 3xx/{print $5}' <<<"$out")"
+    echo "$1|$rps|$p50|$p99|${errors:-0}"
+}
+echo "==> measuring (${DURATION} each, $CONNECTIONS connections, wrk -t2)"
+rows=()
+rows+=("$(run "nginx return 307" "http://127.0.0.1:$NGINX_PORT/t" "$CONNECTIONS")")
+rows+=("$(run "core GET /t (v2 signed)" "http://127.0.0.1:$CORE_PORT$click" "$CONNECTIONS")")
+rows+=("$(run "core GET /p (durable)" "http://127.0.0.1:$CORE_PORT/p?key_prefix=bench&event_type=sale&click_id=abc" "$CONNECTIONS")")
+rows+=("$(run "core GET /i (pixel)" "http://127.0.0.1:$CORE_PORT/i?key_prefix=bench&creative=7" "$CONNECTIONS")")
+batch_row="$(run "core POST /batch x1000 (durable)" "http://127.0.0.1:$CORE_PORT/batch" 8 -s "$work/batch.lua")"
+rss_kb="$(awk '/VmHWM/{print $2}' "/proc/$core_pid/status")"
+log_events="$(curl -s "http://127.0.0.1:$CORE_PORT/metrics" | awk '/^tracker_log_appended_events_total/{print $2}')"
+
+nginx_rps="$(cut -d'|' -f2 <<<"${rows[0]}")"
+echo
+echo "| endpoint | requests/s | vs nginx | p50 | p99 | non-2xx/3xx |"
+echo "|---|---:|---:|---:|---:|---:|"
+for r in "${rows[@]}"; do
+    IFS='|' read -r name rps p50 p99 err <<<"$r"
+    ratio="$(python3 -c "print(f'{float($rps)/float($nginx_rps):.2f}x')")"
+    echo "| $name | $rps | $ratio | $p50 | $p99 | $err |"
+done
+IFS='|' read -r name rps p50 p99 err <<<"$batch_row"
+events="$(python3 -c "print(f'{float($rps)*1000:,.0f}')")"
+echo "| $name | $rps batches/s = **$events events/s** | | $p50 | $p99 | $err |"
+echo
+echo "core node peak RSS: $((rss_kb / 1024)) MB; events written to the log during the run: $log_events"
+echo "machine: $(nproc) cores, $(uname -sr); wrk and both servers share the cores"
