@@ -66,10 +66,7 @@ impl EmbeddedLogConfig {
 const MAX_GROUP_BYTES: usize = 64 * 1024 * 1024;
 
 fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }
 
 fn entry_key(partition: u32, offset: u64) -> [u8; 12] {
@@ -170,9 +167,7 @@ struct Shared {
 
 impl std::fmt::Debug for Shared {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Shared")
-            .field("partitions", &self.partitions)
-            .finish_non_exhaustive()
+        f.debug_struct("Shared").field("partitions", &self.partitions).finish_non_exhaustive()
     }
 }
 
@@ -192,11 +187,7 @@ impl Shared {
 type Ack = oneshot::Sender<Result<AppendReceipt, LogError>>;
 
 enum Cmd {
-    Append {
-        sets: Vec<RecordSet>,
-        idempotency_key: Option<String>,
-        ack: Option<Ack>,
-    },
+    Append { sets: Vec<RecordSet>, idempotency_key: Option<String>, ack: Option<Ack> },
     Tick,
     Shutdown(oneshot::Sender<()>),
 }
@@ -222,9 +213,7 @@ impl EmbeddedLog {
     /// Opens (or creates) the log and starts its writer. Blocking: call before serving or from `spawn_blocking`.
     pub fn open(cfg: EmbeddedLogConfig) -> Result<EmbeddedLog, LogError> {
         std::fs::create_dir_all(&cfg.dir).map_err(|e| LogError::Storage(e.into()))?;
-        let db = Database::builder(&cfg.dir)
-            .cache_size(cfg.cache_bytes)
-            .open()?;
+        let db = Database::builder(&cfg.dir).cache_size(cfg.cache_bytes).open()?;
         let meta = db.keyspace("meta", KeyspaceCreateOptions::default)?;
         let partitions = match meta.get("partitions")? {
             Some(v) => {
@@ -245,8 +234,7 @@ impl EmbeddedLog {
             }
         };
         let events = db.keyspace("events", || {
-            KeyspaceCreateOptions::default()
-                .with_kv_separation(Some(KvSeparationOptions::default()))
+            KeyspaceCreateOptions::default().with_kv_separation(Some(KvSeparationOptions::default()))
         })?;
         let index = db.keyspace("index", KeyspaceCreateOptions::default)?;
         let offsets = db.keyspace("offsets", KeyspaceCreateOptions::default)?;
@@ -273,10 +261,7 @@ impl EmbeddedLog {
             durable_next: next.iter().map(|n| AtomicU64::new(*n)).collect(),
             unsynced: AtomicBool::new(false),
             failed: Mutex::new(None),
-            stats: Stats {
-                stored_bytes: AtomicU64::new(bytes.iter().sum()),
-                ..Stats::default()
-            },
+            stats: Stats { stored_bytes: AtomicU64::new(bytes.iter().sum()), ..Stats::default() },
         });
         let (tx, rx) = mpsc::channel(cfg.queue_capacity.max(1));
         let writer = Writer {
@@ -320,11 +305,7 @@ impl EmbeddedLog {
                 })
                 .map_err(|e| LogError::Storage(e.into()))?
         };
-        Ok(EmbeddedLog {
-            shared,
-            tx,
-            threads: Mutex::new(vec![writer, ticker]),
-        })
+        Ok(EmbeddedLog { shared, tx, threads: Mutex::new(vec![writer, ticker]) })
     }
 
     fn check_sets(&self, sets: &[RecordSet]) -> Result<(), LogError> {
@@ -341,15 +322,9 @@ impl EmbeddedLog {
 impl Shared {
     fn poll(&self, partition: u32, from: u64, max_events: usize) -> Result<Polled, LogError> {
         let s = self;
-        let durable = s
-            .durable_next
-            .get(partition as usize)
-            .ok_or(LogError::NoSuchPartition(partition))?;
+        let durable = s.durable_next.get(partition as usize).ok_or(LogError::NoSuchPartition(partition))?;
         let durable = durable.load(Ordering::Acquire);
-        let mut out = Polled {
-            events: Vec::new(),
-            next_offset: from,
-        };
+        let mut out = Polled { events: Vec::new(), next_offset: from };
         if from >= durable {
             return Ok(out);
         }
@@ -362,10 +337,7 @@ impl Shared {
             .transpose()?
             .and_then(|k| offset_of(&k))
             .unwrap_or(0);
-        'outer: for kv in s
-            .index
-            .range(entry_key(partition, start)..=entry_key(partition, u64::MAX))
-        {
+        'outer: for kv in s.index.range(entry_key(partition, start)..=entry_key(partition, u64::MAX)) {
             let (k, v) = kv.into_inner()?;
             let Some(entry) = IndexEntry::decode(&k, &v) else {
                 continue;
@@ -379,11 +351,7 @@ impl Shared {
             let Some(set) = s.events.get(k)? else {
                 continue;
             };
-            let corrupt = |source| LogError::Corrupt {
-                partition,
-                offset: entry.base,
-                source,
-            };
+            let corrupt = |source| LogError::Corrupt { partition, offset: entry.base, source };
             for (i, raw) in wire::record_set_events(&set).map_err(corrupt)?.enumerate() {
                 let offset = entry.base + i as u64;
                 if offset < from {
@@ -425,23 +393,12 @@ impl EventLog for EmbeddedLog {
         self.shared.partitions
     }
 
-    fn append(
-        &self,
-        sets: Vec<RecordSet>,
-        idempotency_key: Option<String>,
-    ) -> LogFuture<'_, AppendReceipt> {
+    fn append(&self, sets: Vec<RecordSet>, idempotency_key: Option<String>) -> LogFuture<'_, AppendReceipt> {
         Box::pin(async move {
             self.check_sets(&sets)?;
             let (ack, rx) = oneshot::channel();
             self.shared.stats.queued.fetch_add(1, Ordering::Relaxed);
-            self.tx
-                .send(Cmd::Append {
-                    sets,
-                    idempotency_key,
-                    ack: Some(ack),
-                })
-                .await
-                .map_err(|_| LogError::Closed)?;
+            self.tx.send(Cmd::Append { sets, idempotency_key, ack: Some(ack) }).await.map_err(|_| LogError::Closed)?;
             rx.await.map_err(|_| LogError::Closed)?
         })
     }
@@ -450,14 +407,7 @@ impl EventLog for EmbeddedLog {
         Box::pin(async move {
             self.check_sets(&sets)?;
             self.shared.stats.queued.fetch_add(1, Ordering::Relaxed);
-            self.tx
-                .send(Cmd::Append {
-                    sets,
-                    idempotency_key: None,
-                    ack: None,
-                })
-                .await
-                .map_err(|_| LogError::Closed)
+            self.tx.send(Cmd::Append { sets, idempotency_key: None, ack: None }).await.map_err(|_| LogError::Closed)
         })
     }
 
@@ -521,11 +471,8 @@ impl EventLog for EmbeddedLog {
             if self.tx.send(Cmd::Shutdown(tx)).await.is_ok() {
                 let _ = rx.await;
             }
-            let threads: Vec<JoinHandle<()>> = self
-                .threads
-                .lock()
-                .map(|mut t| t.drain(..).collect())
-                .unwrap_or_default();
+            let threads: Vec<JoinHandle<()>> =
+                self.threads.lock().map(|mut t| t.drain(..).collect()).unwrap_or_default();
             tokio::task::spawn_blocking(move || {
                 for t in threads {
                     let _ = t.join();
@@ -599,11 +546,7 @@ impl Writer {
                     shutdown = Some(done);
                     continue;
                 }
-                Cmd::Append {
-                    sets,
-                    idempotency_key,
-                    ack,
-                } => (sets, idempotency_key, ack),
+                Cmd::Append { sets, idempotency_key, ack } => (sets, idempotency_key, ack),
             };
             s.stats.queued.fetch_sub(1, Ordering::Relaxed);
             if let Some(why) = s.failure() {
@@ -630,13 +573,7 @@ impl Writer {
                     if let Some(ack) = ack {
                         // a duplicate is durable only once its original is: sync with the group
                         wants_sync = true;
-                        acks.push((
-                            ack,
-                            Ok(AppendReceipt {
-                                parts,
-                                duplicate: true,
-                            }),
-                        ));
+                        acks.push((ack, Ok(AppendReceipt { parts, duplicate: true })));
                     }
                     continue;
                 }
@@ -644,22 +581,14 @@ impl Writer {
             let mut parts = Vec::with_capacity(sets.len());
             for set in sets {
                 let p = set.partition as usize;
-                let (Some(next), Some(bytes)) = (self.next.get_mut(p), self.bytes.get_mut(p))
-                else {
+                let (Some(next), Some(bytes)) = (self.next.get_mut(p), self.bytes.get_mut(p)) else {
                     continue;
                 };
                 let base = *next;
                 *next += u64::from(set.count);
-                let entry = IndexEntry {
-                    base,
-                    append_ms: now,
-                    count: set.count,
-                    bytes: set.bytes.len() as u64,
-                };
+                let entry = IndexEntry { base, append_ms: now, count: set.count, bytes: set.bytes.len() as u64 };
                 *bytes += entry.bytes;
-                s.stats
-                    .stored_bytes
-                    .fetch_add(entry.bytes, Ordering::Relaxed);
+                s.stats.stored_bytes.fetch_add(entry.bytes, Ordering::Relaxed);
                 batch.insert(&s.index, entry_key(set.partition, base), entry.encode());
                 batch.insert(&s.events, entry_key(set.partition, base), set.bytes);
                 parts.push((set.partition, base, set.count));
@@ -673,13 +602,7 @@ impl Writer {
             }
             if let Some(ack) = ack {
                 wants_sync = true;
-                acks.push((
-                    ack,
-                    Ok(AppendReceipt {
-                        parts,
-                        duplicate: false,
-                    }),
-                ));
+                acks.push((ack, Ok(AppendReceipt { parts, duplicate: false })));
             }
         }
         if !batch.is_empty()
@@ -691,16 +614,12 @@ impl Writer {
             self.unsynced_since = Some(Instant::now());
             s.unsynced.store(true, Ordering::Release);
         }
-        let window_over = self
-            .unsynced_since
-            .is_some_and(|t| t.elapsed() >= self.cfg.commit_window);
+        let window_over = self.unsynced_since.is_some_and(|t| t.elapsed() >= self.cfg.commit_window);
         if self.unsynced_since.is_some() && (wants_sync || window_over || shutdown.is_some()) {
             self.sync();
         }
         s.stats.appended_events.fetch_add(events, Ordering::Relaxed);
-        s.stats
-            .appended_record_sets
-            .fetch_add(sets_written, Ordering::Relaxed);
+        s.stats.appended_record_sets.fetch_add(sets_written, Ordering::Relaxed);
         let failure = s.failure();
         for (ack, result) in acks {
             let result = match (&failure, result) {
@@ -729,9 +648,7 @@ impl Writer {
                 self.unsynced_since = None;
                 s.unsynced.store(false, Ordering::Release);
                 s.stats.fsyncs.fetch_add(1, Ordering::Relaxed);
-                s.stats
-                    .last_fsync_micros
-                    .store(started.elapsed().as_micros() as u64, Ordering::Relaxed);
+                s.stats.last_fsync_micros.store(started.elapsed().as_micros() as u64, Ordering::Relaxed);
             }
             Err(e) => s.fail(format!("fsync failed: {e}")),
         }
@@ -748,11 +665,9 @@ impl Writer {
         let mut total: u64 = self.bytes.iter().sum();
         let limit = self.cfg.retention_bytes;
         // partitions' record sets, oldest first, minus each partition's newest
-        let mut heads: Vec<std::collections::VecDeque<IndexEntry>> =
-            Vec::with_capacity(self.next.len());
+        let mut heads: Vec<std::collections::VecDeque<IndexEntry>> = Vec::with_capacity(self.next.len());
         for p in 0..s.partitions {
-            let mut entries: std::collections::VecDeque<IndexEntry> =
-                std::collections::VecDeque::new();
+            let mut entries: std::collections::VecDeque<IndexEntry> = std::collections::VecDeque::new();
             for kv in s.index.prefix(p.to_be_bytes()) {
                 let (k, v) = kv.into_inner()?;
                 if let Some(e) = IndexEntry::decode(&k, &v) {
@@ -801,13 +716,8 @@ impl Writer {
             batch.commit()?;
         }
         if deleted > 0 {
-            s.stats
-                .retention_deleted
-                .fetch_add(deleted, Ordering::Relaxed);
-            tracing::info!(
-                record_sets = deleted,
-                "log retention removed old record sets"
-            );
+            s.stats.retention_deleted.fetch_add(deleted, Ordering::Relaxed);
+            tracing::info!(record_sets = deleted, "log retention removed old record sets");
         }
         Ok(())
     }

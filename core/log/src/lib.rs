@@ -84,19 +84,11 @@ pub enum LogError {
     #[error("partition {0} does not exist")]
     NoSuchPartition(u32),
     #[error("corrupt record set at partition {partition} offset {offset}: {source}")]
-    Corrupt {
-        partition: u32,
-        offset: u64,
-        source: tracker_protocol::ProtocolError,
-    },
+    Corrupt { partition: u32, offset: u64, source: tracker_protocol::ProtocolError },
     #[error("invalid consumer group name {0:?}")]
     InvalidGroup(String),
     #[error("the log at {path} was created with {stored} partitions, not {configured}")]
-    PartitionMismatch {
-        path: String,
-        stored: u32,
-        configured: u32,
-    },
+    PartitionMismatch { path: String, stored: u32, configured: u32 },
 }
 
 /// The durable, partitioned event log.
@@ -105,11 +97,7 @@ pub trait EventLog: Send + Sync + std::fmt::Debug + 'static {
 
     /// Appends atomically and returns once the record sets are on disk (fsync). With an idempotency key that was
     /// seen before (within the retention of keys), nothing is written and the first receipt is returned.
-    fn append(
-        &self,
-        sets: Vec<RecordSet>,
-        idempotency_key: Option<String>,
-    ) -> LogFuture<'_, AppendReceipt>;
+    fn append(&self, sets: Vec<RecordSet>, idempotency_key: Option<String>) -> LogFuture<'_, AppendReceipt>;
 
     /// Queues an append and returns once the writer accepted it (waiting only for queue space, never for disk).
     /// The events are durable within the commit window.

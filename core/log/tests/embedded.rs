@@ -28,28 +28,18 @@ fn event(n: u64) -> Event {
 
 fn set(partition: u32, range: std::ops::Range<u64>) -> RecordSet {
     let events: Vec<Event> = range.map(event).collect();
-    RecordSet {
-        partition,
-        count: events.len() as u32,
-        bytes: wire::encode_record_set(&events),
-    }
+    RecordSet { partition, count: events.len() as u32, bytes: wire::encode_record_set(&events) }
 }
 
 fn config(dir: &std::path::Path) -> EmbeddedLogConfig {
-    EmbeddedLogConfig {
-        partitions: 4,
-        ..EmbeddedLogConfig::new(dir)
-    }
+    EmbeddedLogConfig { partitions: 4, ..EmbeddedLogConfig::new(dir) }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn durable_appends_survive_restart_and_offsets_continue() {
     let dir = tempfile::tempdir().unwrap();
     let log = EmbeddedLog::open(config(dir.path())).unwrap();
-    let r = log
-        .append(vec![set(1, 0..10), set(2, 100..103)], None)
-        .await
-        .unwrap();
+    let r = log.append(vec![set(1, 0..10), set(2, 100..103)], None).await.unwrap();
     assert_eq!(r.parts, vec![(1, 0, 10), (2, 0, 3)]);
     let r = log.append(vec![set(1, 10..15)], None).await.unwrap();
     assert_eq!(r.parts, vec![(1, 10, 5)]);
@@ -58,19 +48,12 @@ async fn durable_appends_survive_restart_and_offsets_continue() {
 
     let log = EmbeddedLog::open(config(dir.path())).unwrap();
     let polled = log.poll(1, 0, 1000).await.unwrap();
-    let ns: Vec<String> = polled
-        .events
-        .iter()
-        .map(|(_, e)| e.params["n"].clone())
-        .collect();
+    let ns: Vec<String> = polled.events.iter().map(|(_, e)| e.params["n"].clone()).collect();
     assert_eq!(ns, (0..15).map(|n| n.to_string()).collect::<Vec<_>>());
     assert_eq!(polled.next_offset, 15);
     // reading from the middle of a record set
     let polled = log.poll(1, 12, 2).await.unwrap();
-    assert_eq!(
-        polled.events.iter().map(|(o, _)| *o).collect::<Vec<_>>(),
-        vec![12, 13]
-    );
+    assert_eq!(polled.events.iter().map(|(o, _)| *o).collect::<Vec<_>>(), vec![12, 13]);
     assert_eq!(polled.next_offset, 14);
     let r = log.append(vec![set(1, 15..16)], None).await.unwrap();
     assert_eq!(r.parts, vec![(1, 15, 1)]);
@@ -81,14 +64,8 @@ async fn durable_appends_survive_restart_and_offsets_continue() {
 async fn idempotency_key_writes_once() {
     let dir = tempfile::tempdir().unwrap();
     let log = EmbeddedLog::open(config(dir.path())).unwrap();
-    let first = log
-        .append(vec![set(0, 0..5)], Some("tenant\0batch-1".into()))
-        .await
-        .unwrap();
-    let again = log
-        .append(vec![set(0, 0..5)], Some("tenant\0batch-1".into()))
-        .await
-        .unwrap();
+    let first = log.append(vec![set(0, 0..5)], Some("tenant\0batch-1".into())).await.unwrap();
+    let again = log.append(vec![set(0, 0..5)], Some("tenant\0batch-1".into())).await.unwrap();
     assert!(!first.duplicate);
     assert!(again.duplicate);
     assert_eq!(first.parts, again.parts);
@@ -101,12 +78,7 @@ async fn idempotency_key_writes_once() {
     log.shutdown().await.unwrap();
     drop(log);
     let log = EmbeddedLog::open(config(dir.path())).unwrap();
-    assert!(
-        log.append(vec![set(0, 0..5)], Some("tenant\0batch-1".into()))
-            .await
-            .unwrap()
-            .duplicate
-    );
+    assert!(log.append(vec![set(0, 0..5)], Some("tenant\0batch-1".into())).await.unwrap().duplicate);
     assert_eq!(log.poll(0, 0, 100).await.unwrap().events.len(), 6);
     log.shutdown().await.unwrap();
 }
@@ -114,11 +86,8 @@ async fn idempotency_key_writes_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn enqueued_events_become_visible_within_the_commit_window() {
     let dir = tempfile::tempdir().unwrap();
-    let log = EmbeddedLog::open(EmbeddedLogConfig {
-        commit_window: Duration::from_millis(20),
-        ..config(dir.path())
-    })
-    .unwrap();
+    let log = EmbeddedLog::open(EmbeddedLogConfig { commit_window: Duration::from_millis(20), ..config(dir.path()) })
+        .unwrap();
     log.enqueue(vec![set(3, 0..2)]).await.unwrap();
     let mut seen = 0;
     for _ in 0..100 {
@@ -139,14 +108,8 @@ async fn consumer_offsets_persist() {
     let log = EmbeddedLog::open(config(dir.path())).unwrap();
     assert_eq!(log.committed_offset("stats", 2).await.unwrap(), None);
     log.commit_offset("stats", 2, 42).await.unwrap();
-    assert!(matches!(
-        log.commit_offset("bad group", 2, 1).await,
-        Err(LogError::InvalidGroup(_))
-    ));
-    assert!(matches!(
-        log.commit_offset("stats", 9, 1).await,
-        Err(LogError::NoSuchPartition(9))
-    ));
+    assert!(matches!(log.commit_offset("bad group", 2, 1).await, Err(LogError::InvalidGroup(_))));
+    assert!(matches!(log.commit_offset("stats", 9, 1).await, Err(LogError::NoSuchPartition(9))));
     log.shutdown().await.unwrap();
     drop(log);
     let log = EmbeddedLog::open(config(dir.path())).unwrap();
@@ -164,9 +127,7 @@ async fn retention_by_size_keeps_newest_and_offsets() {
     };
     let log = EmbeddedLog::open(cfg.clone()).unwrap();
     for i in 0..5 {
-        log.append(vec![set(0, i * 10..i * 10 + 10)], None)
-            .await
-            .unwrap();
+        log.append(vec![set(0, i * 10..i * 10 + 10)], None).await.unwrap();
     }
     let mut deleted = 0;
     for _ in 0..100 {
@@ -182,32 +143,14 @@ async fn retention_by_size_keeps_newest_and_offsets() {
     log.shutdown().await.unwrap();
     drop(log);
     let log = EmbeddedLog::open(cfg).unwrap();
-    assert_eq!(
-        log.append(vec![set(0, 50..51)], None).await.unwrap().parts,
-        vec![(0, 50, 1)]
-    );
+    assert_eq!(log.append(vec![set(0, 50..51)], None).await.unwrap().parts, vec![(0, 50, 1)]);
     log.shutdown().await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn partition_count_is_fixed_at_creation() {
     let dir = tempfile::tempdir().unwrap();
-    EmbeddedLog::open(config(dir.path()))
-        .unwrap()
-        .shutdown()
-        .await
-        .unwrap();
-    let err = EmbeddedLog::open(EmbeddedLogConfig {
-        partitions: 8,
-        ..config(dir.path())
-    })
-    .unwrap_err();
-    assert!(matches!(
-        err,
-        LogError::PartitionMismatch {
-            stored: 4,
-            configured: 8,
-            ..
-        }
-    ));
+    EmbeddedLog::open(config(dir.path())).unwrap().shutdown().await.unwrap();
+    let err = EmbeddedLog::open(EmbeddedLogConfig { partitions: 8, ..config(dir.path()) }).unwrap_err();
+    assert!(matches!(err, LogError::PartitionMismatch { stored: 4, configured: 8, .. }));
 }

@@ -15,11 +15,7 @@ use crate::state::now_ms;
 use crate::{NodeError, build_state, log_config, serve};
 
 #[derive(Debug, Parser)]
-#[command(
-    name = "tracker-core",
-    version,
-    about = "Core node of the event tracking platform, and its operator CLI"
-)]
+#[command(name = "tracker-core", version, about = "Core node of the event tracking platform, and its operator CLI")]
 pub struct Cli {
     /// TOML configuration file (keys are the environment variable names in lower case).
     #[arg(long, global = true, env = "CONFIG_FILE")]
@@ -145,9 +141,7 @@ pub enum LogCmd {
 }
 
 fn parse_kv(s: &str) -> Result<(String, String), String> {
-    s.split_once('=')
-        .map(|(k, v)| (k.to_owned(), v.to_owned()))
-        .ok_or_else(|| format!("{s:?} is not key=value"))
+    s.split_once('=').map(|(k, v)| (k.to_owned(), v.to_owned())).ok_or_else(|| format!("{s:?} is not key=value"))
 }
 
 fn cli_err(e: impl std::fmt::Display) -> NodeError {
@@ -207,9 +201,7 @@ async fn tenant(cfg: Config, cmd: TenantCmd) -> Result<(), NodeError> {
     let store = Store::open(&cfg.database_path).await?;
     match cmd {
         TenantCmd::Create { name, prefix } => {
-            let k = store
-                .create_tenant(&name, prefix.as_deref(), now_ms())
-                .await?;
+            let k = store.create_tenant(&name, prefix.as_deref(), now_ms()).await?;
             println!(
                 "key_prefix      {}\nkid             {}\nsigning_secret  {}\nencryption_key  {}",
                 k.key_prefix, k.kid, k.signing_secret, k.encryption_key
@@ -222,27 +214,16 @@ async fn tenant(cfg: Config, cmd: TenantCmd) -> Result<(), NodeError> {
         TenantCmd::List => {
             println!("{:<12} {:<8} {:<10} name", "key_prefix", "plan", "status");
             for t in store.list_tenants().await? {
-                println!(
-                    "{:<12} {:<8} {:<10} {}",
-                    t.key_prefix, t.plan, t.status, t.name
-                );
+                println!("{:<12} {:<8} {:<10} {}", t.key_prefix, t.plan, t.status, t.name);
             }
         }
-        TenantCmd::Rotate {
-            prefix,
-            grace_hours,
-        } => {
-            let k = store
-                .rotate_keys(&prefix, grace_hours.saturating_mul(3_600_000), now_ms())
-                .await?;
+        TenantCmd::Rotate { prefix, grace_hours } => {
+            let k = store.rotate_keys(&prefix, grace_hours.saturating_mul(3_600_000), now_ms()).await?;
             println!(
                 "new current key {} for {}; older keys verify links for {grace_hours} more hours",
                 k.kid, k.key_prefix
             );
-            println!(
-                "signing_secret  {}\nencryption_key  {}",
-                k.signing_secret, k.encryption_key
-            );
+            println!("signing_secret  {}\nencryption_key  {}", k.signing_secret, k.encryption_key);
         }
     }
     Ok(())
@@ -251,24 +232,14 @@ async fn tenant(cfg: Config, cmd: TenantCmd) -> Result<(), NodeError> {
 async fn token(cfg: Config, cmd: TokenCmd) -> Result<(), NodeError> {
     let store = Store::open(&cfg.database_path).await?;
     match cmd {
-        TokenCmd::Create {
-            prefix,
-            name,
-            expires_days,
-        } => {
+        TokenCmd::Create { prefix, name, expires_days } => {
             let now = now_ms();
             let expires = expires_days.map(|d| now + d.saturating_mul(86_400_000));
-            let (token, id) = store
-                .create_ingest_token(&prefix, &name, expires, now)
-                .await?;
-            println!(
-                "token_id  {id}\ntoken     {token}\n\nShown once; it is stored only as a hash."
-            );
+            let (token, id) = store.create_ingest_token(&prefix, &name, expires, now).await?;
+            println!("token_id  {id}\ntoken     {token}\n\nShown once; it is stored only as a hash.");
         }
         TokenCmd::Revoke { prefix, token_id } => {
-            store
-                .revoke_ingest_token(&prefix, &token_id, now_ms())
-                .await?;
+            store.revoke_ingest_token(&prefix, &token_id, now_ms()).await?;
             println!("revoked {token_id} (nodes stop accepting it within CACHE_TTL_SECS)");
         }
     }
@@ -285,57 +256,29 @@ pub async fn build_link(
     opts: &LinkOpts,
 ) -> Result<String, NodeError> {
     let base = opts.base.clone().unwrap_or_else(|| cfg.public_url.clone());
-    let params: Vec<(&str, &str)> = opts
-        .params
-        .iter()
-        .map(|(k, v)| (k.as_str(), v.as_str()))
-        .collect();
+    let params: Vec<(&str, &str)> = opts.params.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
     let nonce: [u8; 12] = rand::rng().random();
     let (secret, aes, kid) = if prefix == GLOBAL_KEY_PREFIX {
-        (
-            cfg.hmac_secret.clone(),
-            cfg.encryption_key,
-            "global".to_owned(),
-        )
+        (cfg.hmac_secret.clone(), cfg.encryption_key, "global".to_owned())
     } else {
-        let t = store
-            .tenant_keys(prefix)
-            .await?
-            .ok_or_else(|| cli_err(format!("no tenant {prefix:?}")))?;
-        let key = t
-            .keys
-            .into_iter()
-            .next()
-            .ok_or_else(|| cli_err("the tenant has no key"))?;
+        let t = store.tenant_keys(prefix).await?.ok_or_else(|| cli_err(format!("no tenant {prefix:?}")))?;
+        let key = t.keys.into_iter().next().ok_or_else(|| cli_err("the tenant has no key"))?;
         (key.signing_secret, key.encryption_key, key.kid)
     };
-    let need_secret = || {
-        secret
-            .clone()
-            .ok_or_else(|| cli_err("no signing secret (set HMAC_SECRET for global links)"))
-    };
-    let need_aes =
-        || aes.ok_or_else(|| cli_err("no encryption key (set ENCRYPTION_KEY for global links)"));
+    let need_secret = || secret.clone().ok_or_else(|| cli_err("no signing secret (set HMAC_SECRET for global links)"));
+    let need_aes = || aes.ok_or_else(|| cli_err("no encryption key (set ENCRYPTION_KEY for global links)"));
     let seed_prefix = (prefix != GLOBAL_KEY_PREFIX).then_some(prefix);
     let url = match (opts.format, kind) {
-        (LinkFormatArg::Seed, LinkKind::Click) => {
-            seed_signed_url(&base, &need_secret()?, seed_prefix, target, &params)
-        }
-        (LinkFormatArg::Seed, _) => {
-            seed_short_url(&base, &need_secret()?, seed_prefix, target, &params)
-        }
+        (LinkFormatArg::Seed, LinkKind::Click) => seed_signed_url(&base, &need_secret()?, seed_prefix, target, &params),
+        (LinkFormatArg::Seed, _) => seed_short_url(&base, &need_secret()?, seed_prefix, target, &params),
         (LinkFormatArg::SeedEncrypted, LinkKind::Click) if prefix == GLOBAL_KEY_PREFIX => {
             seed_encrypted_url(&base, &need_aes()?, nonce, target, &params)
         }
         (LinkFormatArg::SeedEncrypted, _) => {
-            return Err(cli_err(
-                "seed encrypted links exist only for clicks with the global key",
-            ));
+            return Err(cli_err("seed encrypted links exist only for clicks with the global key"));
         }
         (LinkFormatArg::V2 | LinkFormatArg::V2Encrypted, _) if prefix == GLOBAL_KEY_PREFIX => {
-            return Err(cli_err(
-                "v2 links belong to a tenant; use --format seed for global links",
-            ));
+            return Err(cli_err("v2 links belong to a tenant; use --format seed for global links"));
         }
         (f, kind) => {
             let ext: Vec<&str> = opts.ext.iter().map(String::as_str).collect();
@@ -360,28 +303,12 @@ pub async fn build_link(
 async fn link(cfg: Config, cmd: LinkCmd) -> Result<(), NodeError> {
     let store = Store::open(&cfg.database_path).await?;
     match cmd {
-        LinkCmd::Sign {
-            prefix,
-            destination,
-            opts,
-        } => {
-            println!(
-                "{}",
-                build_link(&cfg, &store, &prefix, LinkKind::Click, &destination, &opts).await?
-            );
+        LinkCmd::Sign { prefix, destination, opts } => {
+            println!("{}", build_link(&cfg, &store, &prefix, LinkKind::Click, &destination, &opts).await?);
         }
-        LinkCmd::Short {
-            prefix,
-            destination,
-            opts,
-        } => {
-            let short = store
-                .create_short_link(&prefix, &destination, None, now_ms())
-                .await?;
-            println!(
-                "{}",
-                build_link(&cfg, &store, &prefix, LinkKind::Short, &short.tu_id, &opts).await?
-            );
+        LinkCmd::Short { prefix, destination, opts } => {
+            let short = store.create_short_link(&prefix, &destination, None, now_ms()).await?;
+            println!("{}", build_link(&cfg, &store, &prefix, LinkKind::Short, &short.tu_id, &opts).await?);
         }
     }
     Ok(())
@@ -392,23 +319,14 @@ async fn log(cfg: Config, cmd: LogCmd) -> Result<(), NodeError> {
     let log = tokio::task::spawn_blocking(move || EmbeddedLog::open(log_cfg))
         .await
         .map_err(cli_err)?
-        .map_err(|e| {
-            cli_err(format!(
-                "{e} (is a node running on this DATA_DIR? the log is single-process)"
-            ))
-        })?;
+        .map_err(|e| cli_err(format!("{e} (is a node running on this DATA_DIR? the log is single-process)")))?;
     let partitions: Vec<u32> = (0..log.partitions()).collect();
     match cmd {
-        LogCmd::Dump {
-            partition,
-            from,
-            limit,
-        } => {
+        LogCmd::Dump { partition, from, limit } => {
             for p in partition.map(|p| vec![p]).unwrap_or(partitions) {
                 let polled = log.poll(p, from, limit).await?;
                 for (offset, event) in polled.events {
-                    let line =
-                        serde_json::json!({ "partition": p, "offset": offset, "event": event });
+                    let line = serde_json::json!({ "partition": p, "offset": offset, "event": event });
                     println!("{line}");
                 }
             }
@@ -442,13 +360,9 @@ async fn demo(cfg: Config) -> Result<(), NodeError> {
     let store = Store::open(&cfg.database_path).await?;
     let now = now_ms();
     if store.tenant_keys("demo").await?.is_none() {
-        store
-            .create_tenant("Demo tenant", Some("demo"), now)
-            .await?;
+        store.create_tenant("Demo tenant", Some("demo"), now).await?;
     }
-    let (token, _) = store
-        .create_ingest_token("demo", "demo", Some(now + 7 * 86_400_000), now)
-        .await?;
+    let (token, _) = store.create_ingest_token("demo", "demo", Some(now + 7 * 86_400_000), now).await?;
     let opts = |format| LinkOpts {
         format,
         params: vec![("campaign".into(), "demo".into())],
@@ -456,24 +370,11 @@ async fn demo(cfg: Config) -> Result<(), NodeError> {
         ext: vec!["gclid".into()],
         base: None,
     };
-    let v2 = build_link(
-        &cfg,
-        &store,
-        "demo",
-        LinkKind::Click,
-        "https://example.com/landing",
-        &opts(LinkFormatArg::V2),
-    )
-    .await?;
-    let seed = build_link(
-        &cfg,
-        &store,
-        "demo",
-        LinkKind::Click,
-        "https://example.com/landing",
-        &opts(LinkFormatArg::Seed),
-    )
-    .await?;
+    let v2 = build_link(&cfg, &store, "demo", LinkKind::Click, "https://example.com/landing", &opts(LinkFormatArg::V2))
+        .await?;
+    let seed =
+        build_link(&cfg, &store, "demo", LinkKind::Click, "https://example.com/landing", &opts(LinkFormatArg::Seed))
+            .await?;
     let base = &cfg.public_url;
     println!("Demo tenant `demo` is ready on {base}\n");
     println!("Click (v2, signed params):   {v2}");

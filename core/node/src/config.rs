@@ -14,15 +14,9 @@ pub enum ConfigError {
     #[error("{name}: {reason}")]
     Invalid { name: &'static str, reason: String },
     #[error("cannot read config file {path}: {source}")]
-    Read {
-        path: String,
-        source: std::io::Error,
-    },
+    Read { path: String, source: std::io::Error },
     #[error("config file {path} is not valid TOML: {source}")]
-    Toml {
-        path: String,
-        source: Box<toml::de::Error>,
-    },
+    Toml { path: String, source: Box<toml::de::Error> },
 }
 
 /// Where client IPs come from.
@@ -98,108 +92,32 @@ impl Default for Config {
 
 /// Every variable the node reads, with its meaning (printed by `tracker-core config`).
 pub const VARIABLES: &[(&str, &str, &str)] = &[
-    (
-        "CONFIG_FILE",
-        "",
-        "optional TOML file with the same keys in lower case; the environment wins",
-    ),
-    (
-        "HOST",
-        "127.0.0.1",
-        "bind address (0.0.0.0 to accept remote traffic)",
-    ),
+    ("CONFIG_FILE", "", "optional TOML file with the same keys in lower case; the environment wins"),
+    ("HOST", "127.0.0.1", "bind address (0.0.0.0 to accept remote traffic)"),
     ("PORT", "3030", "HTTP port"),
-    (
-        "DATA_DIR",
-        "data",
-        "directory of the embedded log (DATA_DIR/log)",
-    ),
-    (
-        "DATABASE_URL",
-        "DATA_DIR/tracker.db",
-        "libSQL metadata database: a file path or file: URL",
-    ),
-    (
-        "PUBLIC_URL",
-        "http://HOST:PORT",
-        "base URL the CLI prints links with",
-    ),
-    (
-        "HMAC_SECRET",
-        "",
-        "global secret for seed links signed without a key prefix (text, used as given)",
-    ),
-    (
-        "ENCRYPTION_KEY",
-        "",
-        "global AES-256 key for seed encrypted links, 64 hex characters",
-    ),
-    (
-        "URL_MODE",
-        "signed",
-        "seed click formats accepted: signed, encrypted or any (v2 links always)",
-    ),
-    (
-        "MAX_BATCH_SIZE",
-        "10000",
-        "most events in one /batch request",
-    ),
+    ("DATA_DIR", "data", "directory of the embedded log (DATA_DIR/log)"),
+    ("DATABASE_URL", "DATA_DIR/tracker.db", "libSQL metadata database: a file path or file: URL"),
+    ("PUBLIC_URL", "http://HOST:PORT", "base URL the CLI prints links with"),
+    ("HMAC_SECRET", "", "global secret for seed links signed without a key prefix (text, used as given)"),
+    ("ENCRYPTION_KEY", "", "global AES-256 key for seed encrypted links, 64 hex characters"),
+    ("URL_MODE", "signed", "seed click formats accepted: signed, encrypted or any (v2 links always)"),
+    ("MAX_BATCH_SIZE", "10000", "most events in one /batch request"),
     ("MAX_BODY_BYTES", "33554432", "largest request body"),
     (
         "LOG_PARTITIONS",
         "24",
         "partitions of the embedded log (fixed when the log is created); IGGY_PARTITIONS is read too",
     ),
-    (
-        "LOG_COMMIT_WINDOW_MS",
-        "5",
-        "longest time a redirect's or pixel's event waits for its fsync",
-    ),
-    (
-        "LOG_QUEUE_CAPACITY",
-        "4096",
-        "appends waiting for the log writer before producers wait (never dropped)",
-    ),
-    (
-        "LOG_RETENTION_HOURS",
-        "168",
-        "delete log record sets older than this (0 = keep forever)",
-    ),
-    (
-        "LOG_RETENTION_BYTES",
-        "0",
-        "delete the oldest record sets while the log is larger (0 = no limit)",
-    ),
-    (
-        "EDGE_SHARED_SECRETS",
-        "",
-        "comma-separated secrets the edge signs forwarded batches with (empty = intake off)",
-    ),
-    (
-        "EDGE_REPLAY_WINDOW_SECS",
-        "300",
-        "accepted clock difference for signed edge batches",
-    ),
-    (
-        "TRUST_PROXY",
-        "none",
-        "client IP source: none, x-forwarded-for or cloudflare",
-    ),
-    (
-        "MAX_CLOCK_SKEW_SECS",
-        "300",
-        "client timestamps further in the future are refused",
-    ),
-    (
-        "HISTORICAL_AFTER_HOURS",
-        "168",
-        "client timestamps older than this mark events historical",
-    ),
-    (
-        "CACHE_TTL_SECS",
-        "5",
-        "how long tenant keys, short links and tokens are cached (revocation bound)",
-    ),
+    ("LOG_COMMIT_WINDOW_MS", "5", "longest time a redirect's or pixel's event waits for its fsync"),
+    ("LOG_QUEUE_CAPACITY", "4096", "appends waiting for the log writer before producers wait (never dropped)"),
+    ("LOG_RETENTION_HOURS", "168", "delete log record sets older than this (0 = keep forever)"),
+    ("LOG_RETENTION_BYTES", "0", "delete the oldest record sets while the log is larger (0 = no limit)"),
+    ("EDGE_SHARED_SECRETS", "", "comma-separated secrets the edge signs forwarded batches with (empty = intake off)"),
+    ("EDGE_REPLAY_WINDOW_SECS", "300", "accepted clock difference for signed edge batches"),
+    ("TRUST_PROXY", "none", "client IP source: none, x-forwarded-for or cloudflare"),
+    ("MAX_CLOCK_SKEW_SECS", "300", "client timestamps further in the future are refused"),
+    ("HISTORICAL_AFTER_HOURS", "168", "client timestamps older than this mark events historical"),
+    ("CACHE_TTL_SECS", "5", "how long tenant keys, short links and tokens are cached (revocation bound)"),
 ];
 
 struct Source {
@@ -208,10 +126,7 @@ struct Source {
 
 impl Source {
     fn get(&self, name: &str) -> Option<&str> {
-        self.values
-            .get(name)
-            .map(String::as_str)
-            .filter(|v| !v.is_empty())
+        self.values.get(name).map(String::as_str).filter(|v| !v.is_empty())
     }
 
     fn parse<T: std::str::FromStr>(&self, name: &'static str, default: T) -> Result<T, ConfigError>
@@ -220,19 +135,13 @@ impl Source {
     {
         match self.get(name) {
             None => Ok(default),
-            Some(v) => v.parse().map_err(|e: T::Err| ConfigError::Invalid {
-                name,
-                reason: format!("{v:?}: {e}"),
-            }),
+            Some(v) => v.parse().map_err(|e: T::Err| ConfigError::Invalid { name, reason: format!("{v:?}: {e}") }),
         }
     }
 }
 
 fn invalid(name: &'static str, reason: impl Into<String>) -> ConfigError {
-    ConfigError::Invalid {
-        name,
-        reason: reason.into(),
-    }
+    ConfigError::Invalid { name, reason: reason.into() }
 }
 
 impl Config {
@@ -242,25 +151,16 @@ impl Config {
     }
 
     /// Builds the configuration from explicit variables over an optional TOML file.
-    pub fn from_vars(
-        env: BTreeMap<String, String>,
-        file: Option<&Path>,
-    ) -> Result<Config, ConfigError> {
+    pub fn from_vars(env: BTreeMap<String, String>, file: Option<&Path>) -> Result<Config, ConfigError> {
         let mut values = BTreeMap::new();
-        let file = file.map(Path::to_path_buf).or_else(|| {
-            env.get("CONFIG_FILE")
-                .filter(|f| !f.is_empty())
-                .map(PathBuf::from)
-        });
+        let file =
+            file.map(Path::to_path_buf).or_else(|| env.get("CONFIG_FILE").filter(|f| !f.is_empty()).map(PathBuf::from));
         if let Some(path) = file {
-            let text = std::fs::read_to_string(&path).map_err(|source| ConfigError::Read {
-                path: path.display().to_string(),
-                source,
-            })?;
-            let table: toml::Table = text.parse().map_err(|source| ConfigError::Toml {
-                path: path.display().to_string(),
-                source: Box::new(source),
-            })?;
+            let text = std::fs::read_to_string(&path)
+                .map_err(|source| ConfigError::Read { path: path.display().to_string(), source })?;
+            let table: toml::Table = text
+                .parse()
+                .map_err(|source| ConfigError::Toml { path: path.display().to_string(), source: Box::new(source) })?;
             for (k, v) in table {
                 let v = match v {
                     toml::Value::String(s) => s,
@@ -278,11 +178,7 @@ impl Config {
         let data_dir = src.get("DATA_DIR").map(PathBuf::from).unwrap_or(d.data_dir);
         let database_path = match src.get("DATABASE_URL") {
             None => data_dir.join("tracker.db"),
-            Some(url)
-                if url.starts_with("libsql:")
-                    || url.starts_with("http")
-                    || url.starts_with("wss:") =>
-            {
+            Some(url) if url.starts_with("libsql:") || url.starts_with("http") || url.starts_with("wss:") => {
                 return Err(invalid(
                     "DATABASE_URL",
                     "remote libSQL (Turso) is not supported by this build yet; use a file path",
@@ -291,26 +187,20 @@ impl Config {
             Some(url) => PathBuf::from(url.strip_prefix("file:").unwrap_or(url)),
         };
         let public_url = src.get("PUBLIC_URL").map(str::to_owned).unwrap_or_else(|| {
-            let shown = if host.is_unspecified() {
-                IpAddr::from([127, 0, 0, 1])
-            } else {
-                host
-            };
+            let shown = if host.is_unspecified() { IpAddr::from([127, 0, 0, 1]) } else { host };
             format!("http://{shown}:{port}")
         });
         let hmac_secret = src.get("HMAC_SECRET").map(str::to_owned);
         let encryption_key = match src.get("ENCRYPTION_KEY") {
             None => None,
-            Some(k) => Some(parse_encryption_key(k).ok_or_else(|| {
-                invalid("ENCRYPTION_KEY", "must be 64 hex characters (32 bytes)")
-            })?),
+            Some(k) => Some(
+                parse_encryption_key(k)
+                    .ok_or_else(|| invalid("ENCRYPTION_KEY", "must be 64 hex characters (32 bytes)"))?,
+            ),
         };
         let url_mode: SeedMode = src.parse("URL_MODE", d.url_mode)?;
         if url_mode == SeedMode::Encrypted && encryption_key.is_none() {
-            return Err(invalid(
-                "ENCRYPTION_KEY",
-                "is required when URL_MODE=encrypted",
-            ));
+            return Err(invalid("ENCRYPTION_KEY", "is required when URL_MODE=encrypted"));
         }
         let max_batch_size: usize = src.parse("MAX_BATCH_SIZE", d.max_batch_size)?;
         if max_batch_size == 0 {
@@ -335,29 +225,17 @@ impl Config {
         };
         let edge_secrets: Vec<Vec<u8>> = src
             .get("EDGE_SHARED_SECRETS")
-            .map(|s| {
-                s.split(',')
-                    .map(str::trim)
-                    .filter(|s| !s.is_empty())
-                    .map(|s| s.as_bytes().to_vec())
-                    .collect()
-            })
+            .map(|s| s.split(',').map(str::trim).filter(|s| !s.is_empty()).map(|s| s.as_bytes().to_vec()).collect())
             .unwrap_or_default();
         if edge_secrets.iter().any(|s| s.len() < 32) {
-            return Err(invalid(
-                "EDGE_SHARED_SECRETS",
-                "each secret must be at least 32 characters",
-            ));
+            return Err(invalid("EDGE_SHARED_SECRETS", "each secret must be at least 32 characters"));
         }
         let trust_proxy = match src.get("TRUST_PROXY").unwrap_or("none") {
             "none" => TrustProxy::None,
             "x-forwarded-for" => TrustProxy::XForwardedFor,
             "cloudflare" => TrustProxy::Cloudflare,
             other => {
-                return Err(invalid(
-                    "TRUST_PROXY",
-                    format!("{other:?} is not none, x-forwarded-for or cloudflare"),
-                ));
+                return Err(invalid("TRUST_PROXY", format!("{other:?} is not none, x-forwarded-for or cloudflare")));
             }
         };
         let skew: i64 = src.parse("MAX_CLOCK_SKEW_SECS", 300)?;
@@ -389,11 +267,7 @@ impl Config {
 
     /// Test and embedding helper: defaults rooted in `dir`.
     pub fn for_dir(dir: &Path) -> Config {
-        Config {
-            data_dir: dir.to_path_buf(),
-            database_path: dir.join("tracker.db"),
-            ..Config::default()
-        }
+        Config { data_dir: dir.to_path_buf(), database_path: dir.join("tracker.db"), ..Config::default() }
     }
 }
 
@@ -402,48 +276,43 @@ mod tests {
     use super::*;
 
     fn vars(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
     }
 
     #[test]
     fn env_overrides_file_and_errors_name_the_variable() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("tracker.toml");
-        std::fs::write(
-            &file,
-            "port = 4000\nmax_batch_size = 50\nurl_mode = \"any\"\n",
-        )
-        .unwrap();
+        std::fs::write(&file, "port = 4000\nmax_batch_size = 50\nurl_mode = \"any\"\n").unwrap();
         let c = Config::from_vars(vars(&[("PORT", "5000")]), Some(&file)).unwrap();
         assert_eq!(c.port, 5000);
         assert_eq!(c.max_batch_size, 50);
         assert_eq!(c.url_mode, SeedMode::Any);
 
-        let e = Config::from_vars(vars(&[("PORT", "x")]), None)
-            .unwrap_err()
-            .to_string();
+        let e = Config::from_vars(vars(&[("PORT", "x")]), None).unwrap_err().to_string();
         assert!(e.starts_with("PORT:"), "{e}");
-        let e = Config::from_vars(vars(&[("ENCRYPTION_KEY", "abc")]), None)
-            .unwrap_err()
-            .to_string();
+        let e = Config::from_vars(vars(&[("ENCRYPTION_KEY", "abc")]), None).unwrap_err().to_string();
         assert!(e.starts_with("ENCRYPTION_KEY:"), "{e}");
-        let e = Config::from_vars(vars(&[("URL_MODE", "encrypted")]), None)
-            .unwrap_err()
-            .to_string();
+        let e = Config::from_vars(vars(&[("URL_MODE", "encrypted")]), None).unwrap_err().to_string();
         assert!(e.contains("ENCRYPTION_KEY"), "{e}");
-        let e = Config::from_vars(vars(&[("EDGE_SHARED_SECRETS", "short")]), None)
-            .unwrap_err()
-            .to_string();
+        let e = Config::from_vars(vars(&[("EDGE_SHARED_SECRETS", "short")]), None).unwrap_err().to_string();
         assert!(e.starts_with("EDGE_SHARED_SECRETS:"), "{e}");
-        let c = Config::from_vars(
-            vars(&[("IGGY_PARTITIONS", "8"), ("LOG_RETENTION_HOURS", "0")]),
-            None,
-        )
-        .unwrap();
+        let c = Config::from_vars(vars(&[("IGGY_PARTITIONS", "8"), ("LOG_RETENTION_HOURS", "0")]), None).unwrap();
         assert_eq!(c.log.partitions, 8);
         assert_eq!(c.log.retention_age, None);
+    }
+}
+
+#[cfg(test)]
+mod readme {
+    /// The README's configuration table lists every variable the node reads.
+    #[test]
+    fn readme_documents_every_variable() {
+        let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../README.md")).unwrap();
+        for (name, default, _) in super::VARIABLES {
+            let row =
+                if default.is_empty() { format!("| `{name}` |  |") } else { format!("| `{name}` | `{default}` |") };
+            assert!(readme.contains(&row), "README.md has no row {row}");
+        }
     }
 }

@@ -16,11 +16,7 @@ pub struct ApiError {
 
 impl ApiError {
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        ApiError {
-            status,
-            code,
-            message: message.into(),
-        }
+        ApiError { status, code, message: message.into() }
     }
 
     pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
@@ -46,33 +42,23 @@ impl From<ProtocolError> for ApiError {
 impl From<LogError> for ApiError {
     fn from(e: LogError) -> Self {
         tracing::error!(error = %e, "event log refused a write");
-        ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "log_unavailable",
-            format!("events could not be stored: {e}"),
-        )
+        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "log_unavailable", format!("events could not be stored: {e}"))
     }
 }
 
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         tracing::error!(error = %e, "metadata store failed");
-        ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "metadata_unavailable",
-            "the metadata store is unavailable",
-        )
+        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "metadata_unavailable", "the metadata store is unavailable")
     }
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let mut res = (self.status, axum::Json(self.body())).into_response();
-        res.headers_mut()
-            .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        res.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
         if self.status == StatusCode::SERVICE_UNAVAILABLE {
-            res.headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            res.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
         }
         res
     }

@@ -69,12 +69,9 @@ pub async fn serve(
 ) -> Result<(), NodeError> {
     let app = router(state.clone());
     tracing::info!(addr = %listener.local_addr()?, partitions = state.log.partitions(), "core node listening");
-    axum::serve(
-        listener,
-        app.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown)
-    .await?;
+    axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
+        .with_graceful_shutdown(shutdown)
+        .await?;
     state.log.shutdown().await?;
     tracing::info!("event log flushed; core node stopped");
     Ok(())

@@ -53,9 +53,7 @@ impl Endpoint {
 }
 
 /// Upper bounds of the redirect latency histogram, in microseconds.
-const BUCKETS_US: [u64; 10] = [
-    50, 100, 250, 500, 1_000, 2_500, 5_000, 10_000, 50_000, 250_000,
-];
+const BUCKETS_US: [u64; 10] = [50, 100, 250, 500, 1_000, 2_500, 5_000, 10_000, 50_000, 250_000];
 
 #[derive(Debug, Default)]
 pub struct Metrics {
@@ -92,96 +90,43 @@ impl Metrics {
 
     pub fn render(&self, log: &LogStatus) -> String {
         let mut out = String::with_capacity(4096);
-        let _ = writeln!(
-            out,
-            "# HELP {EVENTS_ACCEPTED} Events handed to the event log, by endpoint."
-        );
+        let _ = writeln!(out, "# HELP {EVENTS_ACCEPTED} Events handed to the event log, by endpoint.");
         let _ = writeln!(out, "# TYPE {EVENTS_ACCEPTED} counter");
         for e in Endpoint::ALL {
-            let v = self
-                .accepted
-                .get(e as usize)
-                .map_or(0, |c| c.load(Ordering::Relaxed));
+            let v = self.accepted.get(e as usize).map_or(0, |c| c.load(Ordering::Relaxed));
             let _ = writeln!(out, "{EVENTS_ACCEPTED}{{endpoint=\"{}\"}} {v}", e.label());
         }
-        let _ = writeln!(
-            out,
-            "# HELP {REQUESTS_REJECTED} Requests or events refused, by endpoint and error code."
-        );
+        let _ = writeln!(out, "# HELP {REQUESTS_REJECTED} Requests or events refused, by endpoint and error code.");
         let _ = writeln!(out, "# TYPE {REQUESTS_REJECTED} counter");
         if let Ok(m) = self.rejected.lock() {
             for ((endpoint, code), v) in m.iter() {
-                let _ = writeln!(
-                    out,
-                    "{REQUESTS_REJECTED}{{endpoint=\"{endpoint}\",code=\"{code}\"}} {v}"
-                );
+                let _ = writeln!(out, "{REQUESTS_REJECTED}{{endpoint=\"{endpoint}\",code=\"{code}\"}} {v}");
             }
         }
-        let _ = writeln!(
-            out,
-            "# HELP {REDIRECT_SECONDS} Server time to answer a click redirect."
-        );
+        let _ = writeln!(out, "# HELP {REDIRECT_SECONDS} Server time to answer a click redirect.");
         let _ = writeln!(out, "# TYPE {REDIRECT_SECONDS} histogram");
         let mut cumulative = 0;
         for (b, c) in BUCKETS_US.iter().zip(&self.redirect_buckets) {
             cumulative += c.load(Ordering::Relaxed);
-            let _ = writeln!(
-                out,
-                "{REDIRECT_SECONDS}_bucket{{le=\"{}\"}} {cumulative}",
-                *b as f64 / 1e6
-            );
+            let _ = writeln!(out, "{REDIRECT_SECONDS}_bucket{{le=\"{}\"}} {cumulative}", *b as f64 / 1e6);
         }
         let count = self.redirect_count.load(Ordering::Relaxed);
         let _ = writeln!(out, "{REDIRECT_SECONDS}_bucket{{le=\"+Inf\"}} {count}");
-        let _ = writeln!(
-            out,
-            "{REDIRECT_SECONDS}_sum {}",
-            self.redirect_sum_us.load(Ordering::Relaxed) as f64 / 1e6
-        );
+        let _ = writeln!(out, "{REDIRECT_SECONDS}_sum {}", self.redirect_sum_us.load(Ordering::Relaxed) as f64 / 1e6);
         let _ = writeln!(out, "{REDIRECT_SECONDS}_count {count}");
         let gauges: [(&str, &str, &str, u64); 8] = [
-            (
-                "tracker_log_healthy",
-                "gauge",
-                "1 when the event log accepts writes.",
-                u64::from(log.healthy),
-            ),
-            (
-                "tracker_log_queued_appends",
-                "gauge",
-                "Appends waiting for the log writer.",
-                log.queued,
-            ),
-            (
-                "tracker_log_appended_events_total",
-                "counter",
-                "Events written to the log.",
-                log.appended_events,
-            ),
-            (
-                "tracker_log_fsyncs_total",
-                "counter",
-                "Group commits made durable.",
-                log.fsyncs,
-            ),
-            (
-                "tracker_log_last_fsync_microseconds",
-                "gauge",
-                "Duration of the last fsync.",
-                log.last_fsync_micros,
-            ),
+            ("tracker_log_healthy", "gauge", "1 when the event log accepts writes.", u64::from(log.healthy)),
+            ("tracker_log_queued_appends", "gauge", "Appends waiting for the log writer.", log.queued),
+            ("tracker_log_appended_events_total", "counter", "Events written to the log.", log.appended_events),
+            ("tracker_log_fsyncs_total", "counter", "Group commits made durable.", log.fsyncs),
+            ("tracker_log_last_fsync_microseconds", "gauge", "Duration of the last fsync.", log.last_fsync_micros),
             (
                 "tracker_log_duplicate_appends_total",
                 "counter",
                 "Appends answered from an idempotency key.",
                 log.duplicates,
             ),
-            (
-                "tracker_log_stored_bytes",
-                "gauge",
-                "Bytes of record sets held by the log.",
-                log.stored_bytes,
-            ),
+            ("tracker_log_stored_bytes", "gauge", "Bytes of record sets held by the log.", log.stored_bytes),
             (
                 "tracker_log_retention_deleted_total",
                 "counter",
@@ -190,10 +135,7 @@ impl Metrics {
             ),
         ];
         for (name, kind, help, v) in gauges {
-            let _ = writeln!(
-                out,
-                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}"
-            );
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}");
         }
         out
     }

@@ -16,10 +16,7 @@ use crate::error::ApiError;
 use crate::metrics::Metrics;
 
 pub fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }
 
 pub fn random10() -> [u8; 10] {
@@ -38,10 +35,7 @@ pub struct TtlCache<K, V> {
 
 impl<K: Eq + Hash + Clone, V> TtlCache<K, V> {
     pub fn new(ttl: Duration) -> Self {
-        TtlCache {
-            ttl,
-            map: RwLock::new(HashMap::new()),
-        }
+        TtlCache { ttl, map: RwLock::new(HashMap::new()) }
     }
 
     pub async fn get<F, Fut>(&self, key: &K, load: F) -> Result<Option<Arc<V>>, StoreError>
@@ -63,6 +57,22 @@ impl<K: Eq + Hash + Clone, V> TtlCache<K, V> {
             map.insert(key.clone(), (v.clone(), Instant::now()));
         }
         Ok(v)
+    }
+}
+
+/// Keys borrowed from the configuration or shared from the tenant cache.
+#[derive(Debug)]
+pub enum Keys<'a> {
+    Global(&'a [LinkKey]),
+    Tenant(Arc<TenantKeys>),
+}
+
+impl Keys<'_> {
+    pub fn as_slice(&self) -> &[LinkKey] {
+        match self {
+            Keys::Global(k) => k,
+            Keys::Tenant(t) => &t.keys,
+        }
     }
 }
 
@@ -105,12 +115,7 @@ impl AppState {
 
     /// An active tenant, or the precise refusal.
     pub async fn tenant(&self, key_prefix: &str) -> Result<Arc<TenantKeys>, ApiError> {
-        let found = self
-            .tenants
-            .get(&key_prefix.to_owned(), || {
-                self.store.tenant_keys(key_prefix)
-            })
-            .await?;
+        let found = self.tenants.get(&key_prefix.to_owned(), || self.store.tenant_keys(key_prefix)).await?;
         match found {
             Some(t) if t.tenant.is_active() => Ok(t),
             Some(_) => Err(ApiError::new(
@@ -118,46 +123,28 @@ impl AppState {
                 "tenant_suspended",
                 format!("tenant {key_prefix:?} is suspended"),
             )),
-            None => Err(ProtocolError::UnknownTenant {
-                key_prefix: key_prefix.to_owned(),
-            }
-            .into()),
+            None => Err(ProtocolError::UnknownTenant { key_prefix: key_prefix.to_owned() }.into()),
         }
     }
 
-    /// The keys that verify a link: the global ones or the tenant's.
-    pub async fn keys_for(
-        &self,
-        key: &KeyRef,
-    ) -> Result<(Option<Arc<TenantKeys>>, Vec<LinkKey>), ApiError> {
+    /// The keys that verify a link: the global ones or the tenant's (no copies of secrets on the hot path).
+    pub async fn keys_for(&self, key: &KeyRef) -> Result<Keys<'_>, ApiError> {
         match key {
-            KeyRef::Global => Ok((None, self.global_keys.clone())),
-            KeyRef::Tenant { key_prefix, .. } => {
-                let t = self.tenant(key_prefix).await?;
-                let keys = t.keys.clone();
-                Ok((Some(t), keys))
-            }
+            KeyRef::Global => Ok(Keys::Global(&self.global_keys)),
+            KeyRef::Tenant { key_prefix, .. } => Ok(Keys::Tenant(self.tenant(key_prefix).await?)),
         }
     }
 
     pub async fn short_link(&self, tu_id: &str) -> Result<Option<Arc<ShortLink>>, ApiError> {
-        Ok(self
-            .short_links
-            .get(&tu_id.to_owned(), || self.store.short_link(tu_id))
-            .await?)
+        Ok(self.short_links.get(&tu_id.to_owned(), || self.store.short_link(tu_id)).await?)
     }
 
     /// The tenant an ingest token belongs to; refusals never say whether the token ever existed.
     pub async fn authenticate_token(&self, token: &str) -> Result<Arc<TokenInfo>, ApiError> {
         let hash = hash_token(token);
         let now = now_ms();
-        let info = self
-            .tokens
-            .get(&hash, || self.store.lookup_ingest_token(token, now))
-            .await?;
-        info.ok_or_else(|| {
-            ApiError::unauthorized("the ingest token is invalid, expired or revoked")
-        })
+        let info = self.tokens.get(&hash, || self.store.lookup_ingest_token(token, now)).await?;
+        info.ok_or_else(|| ApiError::unauthorized("the ingest token is invalid, expired or revoked"))
     }
 
     /// Hands one event to the log without waiting for the disk (durable within the commit window).
@@ -174,11 +161,7 @@ impl AppState {
     }
 
     /// Appends one event and waits until it is durable.
-    pub async fn store_durably(
-        &self,
-        event: &Event,
-        idempotency_key: Option<String>,
-    ) -> Result<bool, ApiError> {
+    pub async fn store_durably(&self, event: &Event, idempotency_key: Option<String>) -> Result<bool, ApiError> {
         let mut b = RecordSetBuilder::with_capacity(512);
         b.push(event);
         let set = RecordSet {

@@ -16,10 +16,7 @@ use tracker_store::{NewKey, Store};
 const EDGE_SECRET: &str = "edge-secret-0123456789abcdef0123456789";
 
 fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as i64
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as i64
 }
 
 struct Node {
@@ -54,51 +51,23 @@ impl Node {
                 .unwrap();
             }
         });
-        let http = reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .unwrap();
-        Node {
-            base,
-            state,
-            stop: Some(stop),
-            task: Some(task),
-            http,
-            _dir: dir,
-        }
+        let http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+        Node { base, state, stop: Some(stop), task: Some(task), http, _dir: dir }
     }
 
     async fn tenant(&self, prefix: &str) -> NewKey {
-        self.state
-            .store
-            .create_tenant(prefix, Some(prefix), now_ms())
-            .await
-            .unwrap()
+        self.state.store.create_tenant(prefix, Some(prefix), now_ms()).await.unwrap()
     }
 
     async fn token(&self, prefix: &str) -> String {
-        self.state
-            .store
-            .create_ingest_token(prefix, "test", None, now_ms())
-            .await
-            .unwrap()
-            .0
+        self.state.store.create_ingest_token(prefix, "test", None, now_ms()).await.unwrap().0
     }
 
     async fn get(&self, path_and_query: &str) -> reqwest::Response {
-        self.http
-            .get(format!("{}{}", self.base, path_and_query))
-            .send()
-            .await
-            .unwrap()
+        self.http.get(format!("{}{}", self.base, path_and_query)).send().await.unwrap()
     }
 
-    async fn post(
-        &self,
-        path: &str,
-        token: Option<&str>,
-        body: impl Into<reqwest::Body>,
-    ) -> reqwest::Response {
+    async fn post(&self, path: &str, token: Option<&str>, body: impl Into<reqwest::Body>) -> reqwest::Response {
         let mut req = self.http.post(format!("{}{}", self.base, path)).body(body);
         if let Some(t) = token {
             req = req.bearer_auth(t);
@@ -136,13 +105,7 @@ impl Node {
 async fn error_code(res: reqwest::Response) -> (StatusCode, String) {
     let status = res.status();
     let body: Value = res.json().await.unwrap();
-    (
-        status,
-        body["error"]["code"]
-            .as_str()
-            .unwrap_or_default()
-            .to_owned(),
-    )
+    (status, body["error"]["code"].as_str().unwrap_or_default().to_owned())
 }
 
 fn path(url: &str) -> &str {
@@ -177,23 +140,12 @@ async fn clicks_redirect_with_click_id_and_are_stored() {
     let location = res.headers()["location"].to_str().unwrap().to_owned();
     let (before, frag) = location.split_once('#').unwrap();
     assert_eq!(frag, "buy");
-    let click_id = before
-        .strip_prefix("https://shop.example/p?a=1&ad_click_id=")
-        .unwrap();
+    let click_id = before.strip_prefix("https://shop.example/p?a=1&ad_click_id=").unwrap();
 
     // the seed format, signed with the tenant's secret
-    let seed = seed_signed_url(
-        "http://x",
-        &k.signing_secret,
-        Some("acme"),
-        "https://shop.example/",
-        &[("sub1", "s")],
-    )
-    .unwrap();
-    assert_eq!(
-        node.get(path(&seed)).await.status(),
-        StatusCode::TEMPORARY_REDIRECT
-    );
+    let seed = seed_signed_url("http://x", &k.signing_secret, Some("acme"), "https://shop.example/", &[("sub1", "s")])
+        .unwrap();
+    assert_eq!(node.get(path(&seed)).await.status(), StatusCode::TEMPORARY_REDIRECT);
 
     let events = node.events(2).await;
     assert_eq!(events.len(), 2);
@@ -203,13 +155,7 @@ async fn clicks_redirect_with_click_id_and_are_stored() {
         .expect("the redirect's click id is the stored event id");
     assert_eq!(click.event_type, "click");
     assert_eq!(click.key_prefix, "acme");
-    assert_eq!(
-        click.params,
-        BTreeMap::from([
-            ("campaign".into(), "spring".into()),
-            ("gclid".into(), "G1".into())
-        ])
-    );
+    assert_eq!(click.params, BTreeMap::from([("campaign".into(), "spring".into()), ("gclid".into(), "G1".into())]));
     assert_eq!(click.user_agent.as_deref(), Some("UA/1"));
     assert_eq!(click.ip.as_deref(), Some("127.0.0.1"));
     assert_eq!(click.request_path.as_deref(), Some("/t"));
@@ -222,44 +168,18 @@ async fn bad_links_get_precise_4xx_and_never_a_redirect() {
     let node = Node::start(|c| c.hmac_secret = Some("global-secret".into())).await;
     let k = node.tenant("acme").await;
     let v2 = |target: &str, expires_at: Option<i64>, kid: &str, secret: &str| {
-        V2Link {
-            kind: LinkKind::Click,
-            key_prefix: "acme",
-            kid,
-            target,
-            expires_at,
-            ext: &[],
-            params: &[("c", "1")],
-        }
-        .signed_url("http://x", secret)
-        .unwrap()
+        V2Link { kind: LinkKind::Click, key_prefix: "acme", kid, target, expires_at, ext: &[], params: &[("c", "1")] }
+            .signed_url("http://x", secret)
+            .unwrap()
     };
     let good = v2("https://a.example/", None, &k.kid, &k.signing_secret);
     let cases: Vec<(String, StatusCode, &str)> = vec![
         ("/t".into(), StatusCode::BAD_REQUEST, "missing_link_params"),
+        ("/t?url=https://a.example/&sig=zz".into(), StatusCode::BAD_REQUEST, "malformed_signature"),
+        (path(&good).replace("c=1", "c=2"), StatusCode::FORBIDDEN, "invalid_signature"),
+        (path(&v2("https://a.example/", None, &k.kid, "wrong")).to_owned(), StatusCode::FORBIDDEN, "invalid_signature"),
         (
-            "/t?url=https://a.example/&sig=zz".into(),
-            StatusCode::BAD_REQUEST,
-            "malformed_signature",
-        ),
-        (
-            path(&good).replace("c=1", "c=2"),
-            StatusCode::FORBIDDEN,
-            "invalid_signature",
-        ),
-        (
-            path(&v2("https://a.example/", None, &k.kid, "wrong")).to_owned(),
-            StatusCode::FORBIDDEN,
-            "invalid_signature",
-        ),
-        (
-            path(&v2(
-                "https://a.example/",
-                Some(1_000_000_000),
-                &k.kid,
-                &k.signing_secret,
-            ))
-            .to_owned(),
+            path(&v2("https://a.example/", Some(1_000_000_000), &k.kid, &k.signing_secret)).to_owned(),
             StatusCode::GONE,
             "link_expired",
         ),
@@ -269,13 +189,7 @@ async fn bad_links_get_precise_4xx_and_never_a_redirect() {
             "destination_scheme_not_allowed",
         ),
         (
-            path(&v2(
-                "https://u@evil.example/",
-                None,
-                &k.kid,
-                &k.signing_secret,
-            ))
-            .to_owned(),
+            path(&v2("https://u@evil.example/", None, &k.kid, &k.signing_secret)).to_owned(),
             StatusCode::BAD_REQUEST,
             "invalid_destination",
         ),
@@ -284,73 +198,32 @@ async fn bad_links_get_precise_4xx_and_never_a_redirect() {
             StatusCode::FORBIDDEN,
             "unknown_key_id",
         ),
+        (path(&good).replace("k=acme.", "k=nobody."), StatusCode::NOT_FOUND, "unknown_tenant"),
+        (format!("{}&c=3", path(&good)), StatusCode::BAD_REQUEST, "duplicate_param"),
         (
-            path(&good).replace("k=acme.", "k=nobody."),
-            StatusCode::NOT_FOUND,
-            "unknown_tenant",
-        ),
-        (
-            format!("{}&c=3", path(&good)),
-            StatusCode::BAD_REQUEST,
-            "duplicate_param",
-        ),
-        (
-            path(
-                &seed_signed_url(
-                    "http://x",
-                    "not-the-secret",
-                    None,
-                    "https://a.example/",
-                    &[],
-                )
-                .unwrap(),
-            )
-            .to_owned(),
+            path(&seed_signed_url("http://x", "not-the-secret", None, "https://a.example/", &[]).unwrap()).to_owned(),
             StatusCode::FORBIDDEN,
             "invalid_signature",
         ),
         (
-            path(
-                &seed_encrypted_url("http://x", &[7; 32], [1; 12], "https://a.example/", &[])
-                    .unwrap(),
-            )
-            .to_owned(),
+            path(&seed_encrypted_url("http://x", &[7; 32], [1; 12], "https://a.example/", &[]).unwrap()).to_owned(),
             StatusCode::BAD_REQUEST,
             "link_format_disabled",
         ),
-        (
-            "/t/tu_nope?sig=00".into(),
-            StatusCode::BAD_REQUEST,
-            "malformed_signature",
-        ),
+        ("/t/tu_nope?sig=00".into(), StatusCode::BAD_REQUEST, "malformed_signature"),
         ("/nowhere".into(), StatusCode::NOT_FOUND, "not_found"),
     ];
     for (p, status, code) in cases {
         let res = node.get(&p).await;
-        assert!(
-            res.headers().get("location").is_none(),
-            "{p} must not redirect"
-        );
+        assert!(res.headers().get("location").is_none(), "{p} must not redirect");
         assert_eq!(error_code(res).await, (status, code.to_owned()), "{p}");
     }
     // the global secret still works for unprefixed seed links
-    let global =
-        seed_signed_url("http://x", "global-secret", None, "https://a.example/", &[]).unwrap();
-    assert_eq!(
-        node.get(path(&global)).await.status(),
-        StatusCode::TEMPORARY_REDIRECT
-    );
+    let global = seed_signed_url("http://x", "global-secret", None, "https://a.example/", &[]).unwrap();
+    assert_eq!(node.get(path(&global)).await.status(), StatusCode::TEMPORARY_REDIRECT);
     assert_eq!(node.events(1).await[0].key_prefix, "global");
-    let res = node
-        .http
-        .post(format!("{}/t", node.base))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(
-        error_code(res).await,
-        (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed".into())
-    );
+    let res = node.http.post(format!("{}/t", node.base)).send().await.unwrap();
+    assert_eq!(error_code(res).await, (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed".into()));
     node.stop().await;
 }
 
@@ -363,29 +236,11 @@ async fn encrypted_links_and_key_rotation_grace() {
     })
     .await;
     let k1 = node.tenant("acme").await;
-    let seed = seed_encrypted_url(
-        "http://x",
-        &aes,
-        [3; 12],
-        "https://hidden.example/",
-        &[("s", "1")],
-    );
+    let seed = seed_encrypted_url("http://x", &aes, [3; 12], "https://hidden.example/", &[("s", "1")]);
     assert!(seed.is_err(), "s is reserved");
-    let seed = seed_encrypted_url(
-        "http://x",
-        &aes,
-        [3; 12],
-        "https://hidden.example/",
-        &[("sub", "1")],
-    )
-    .unwrap();
+    let seed = seed_encrypted_url("http://x", &aes, [3; 12], "https://hidden.example/", &[("sub", "1")]).unwrap();
     let res = node.get(path(&seed)).await;
-    assert!(
-        res.headers()["location"]
-            .to_str()
-            .unwrap()
-            .starts_with("https://hidden.example/?ad_click_id=")
-    );
+    assert!(res.headers()["location"].to_str().unwrap().starts_with("https://hidden.example/?ad_click_id="));
 
     let enc_key = tracker_protocol::parse_encryption_key(&k1.encryption_key).unwrap();
     fn link(kid: &str) -> V2Link<'_> {
@@ -399,56 +254,21 @@ async fn encrypted_links_and_key_rotation_grace() {
             params: &[],
         }
     }
-    let old_signed = link(&k1.kid)
-        .signed_url("http://x", &k1.signing_secret)
-        .unwrap();
-    let old_encrypted = link(&k1.kid)
-        .encrypted_url("http://x", &enc_key, [4; 12])
-        .unwrap();
-    let old_seed = seed_signed_url(
-        "http://x",
-        &k1.signing_secret,
-        Some("acme"),
-        "https://a.example/",
-        &[],
-    )
-    .unwrap();
+    let old_signed = link(&k1.kid).signed_url("http://x", &k1.signing_secret).unwrap();
+    let old_encrypted = link(&k1.kid).encrypted_url("http://x", &enc_key, [4; 12]).unwrap();
+    let old_seed = seed_signed_url("http://x", &k1.signing_secret, Some("acme"), "https://a.example/", &[]).unwrap();
 
     // rotate with a grace period: old links keep working, new key works too
-    let k2 = node
-        .state
-        .store
-        .rotate_keys("acme", 60_000, now_ms())
-        .await
-        .unwrap();
+    let k2 = node.state.store.rotate_keys("acme", 60_000, now_ms()).await.unwrap();
     for url in [&old_signed, &old_encrypted, &old_seed] {
-        assert_eq!(
-            node.get(path(url)).await.status(),
-            StatusCode::TEMPORARY_REDIRECT,
-            "{url}"
-        );
+        assert_eq!(node.get(path(url)).await.status(), StatusCode::TEMPORARY_REDIRECT, "{url}");
     }
-    let new_signed = link(&k2.kid)
-        .signed_url("http://x", &k2.signing_secret)
-        .unwrap();
-    assert_eq!(
-        node.get(path(&new_signed)).await.status(),
-        StatusCode::TEMPORARY_REDIRECT
-    );
+    let new_signed = link(&k2.kid).signed_url("http://x", &k2.signing_secret).unwrap();
+    assert_eq!(node.get(path(&new_signed)).await.status(), StatusCode::TEMPORARY_REDIRECT);
     // once the grace period is over (rotate again with no grace) the first key is refused
-    node.state
-        .store
-        .rotate_keys("acme", 0, now_ms())
-        .await
-        .unwrap();
-    assert_eq!(
-        error_code(node.get(path(&old_signed)).await).await,
-        (StatusCode::FORBIDDEN, "unknown_key_id".into())
-    );
-    assert_eq!(
-        error_code(node.get(path(&old_seed)).await).await,
-        (StatusCode::FORBIDDEN, "invalid_signature".into())
-    );
+    node.state.store.rotate_keys("acme", 0, now_ms()).await.unwrap();
+    assert_eq!(error_code(node.get(path(&old_signed)).await).await, (StatusCode::FORBIDDEN, "unknown_key_id".into()));
+    assert_eq!(error_code(node.get(path(&old_seed)).await).await, (StatusCode::FORBIDDEN, "invalid_signature".into()));
     node.stop().await;
 }
 
@@ -457,28 +277,11 @@ async fn short_links_resolve_only_for_their_tenant() {
     let node = Node::start(|_| {}).await;
     let acme = node.tenant("acme").await;
     let evil = node.tenant("evil").await;
-    let link = node
-        .state
-        .store
-        .create_short_link("acme", "https://acme.example/offer", None, now_ms())
-        .await
-        .unwrap();
-    let url = seed_short_url(
-        "http://x",
-        &acme.signing_secret,
-        Some("acme"),
-        &link.tu_id,
-        &[("sub1", "x")],
-    )
-    .unwrap();
+    let link = node.state.store.create_short_link("acme", "https://acme.example/offer", None, now_ms()).await.unwrap();
+    let url = seed_short_url("http://x", &acme.signing_secret, Some("acme"), &link.tu_id, &[("sub1", "x")]).unwrap();
     let res = node.get(path(&url)).await;
     assert_eq!(res.status(), StatusCode::TEMPORARY_REDIRECT);
-    assert!(
-        res.headers()["location"]
-            .to_str()
-            .unwrap()
-            .starts_with("https://acme.example/offer?ad_click_id=")
-    );
+    assert!(res.headers()["location"].to_str().unwrap().starts_with("https://acme.example/offer?ad_click_id="));
     let v2 = V2Link {
         kind: LinkKind::Short,
         key_prefix: "acme",
@@ -489,56 +292,23 @@ async fn short_links_resolve_only_for_their_tenant() {
         params: &[],
     };
     assert_eq!(
-        node.get(path(
-            &v2.signed_url("http://x", &acme.signing_secret).unwrap()
-        ))
-        .await
-        .status(),
+        node.get(path(&v2.signed_url("http://x", &acme.signing_secret).unwrap())).await.status(),
         StatusCode::TEMPORARY_REDIRECT
     );
     let events = node.events(2).await;
-    assert!(
-        events
-            .iter()
-            .all(|e| e.params.get("tu_id") == Some(&link.tu_id))
-    );
+    assert!(events.iter().all(|e| e.params.get("tu_id") == Some(&link.tu_id)));
 
     // another tenant signing acme's short link id with its own valid secret gets nothing
-    let stolen = seed_short_url(
-        "http://x",
-        &evil.signing_secret,
-        Some("evil"),
-        &link.tu_id,
-        &[],
-    )
-    .unwrap();
-    assert_eq!(
-        error_code(node.get(path(&stolen)).await).await,
-        (StatusCode::NOT_FOUND, "unknown_short_link".into())
-    );
+    let stolen = seed_short_url("http://x", &evil.signing_secret, Some("evil"), &link.tu_id, &[]).unwrap();
+    assert_eq!(error_code(node.get(path(&stolen)).await).await, (StatusCode::NOT_FOUND, "unknown_short_link".into()));
     let expired = node
         .state
         .store
-        .create_short_link(
-            "acme",
-            "https://acme.example/",
-            Some(now_ms() - 1),
-            now_ms(),
-        )
+        .create_short_link("acme", "https://acme.example/", Some(now_ms() - 1), now_ms())
         .await
         .unwrap();
-    let url = seed_short_url(
-        "http://x",
-        &acme.signing_secret,
-        Some("acme"),
-        &expired.tu_id,
-        &[],
-    )
-    .unwrap();
-    assert_eq!(
-        error_code(node.get(path(&url)).await).await,
-        (StatusCode::GONE, "link_expired".into())
-    );
+    let url = seed_short_url("http://x", &acme.signing_secret, Some("acme"), &expired.tu_id, &[]).unwrap();
+    assert_eq!(error_code(node.get(path(&url)).await).await, (StatusCode::GONE, "link_expired".into()));
     node.stop().await;
 }
 
@@ -561,42 +331,17 @@ async fn beacon_postback_and_impression() {
         .unwrap();
     assert_eq!(res.status(), StatusCode::NO_CONTENT);
     assert_eq!(res.headers()["access-control-allow-origin"], "*");
-    let pre = node
-        .http
-        .request(reqwest::Method::OPTIONS, format!("{}/t/auto", node.base))
-        .send()
-        .await
-        .unwrap();
+    let pre = node.http.request(reqwest::Method::OPTIONS, format!("{}/t/auto", node.base)).send().await.unwrap();
     assert_eq!(pre.status(), StatusCode::NO_CONTENT);
-    assert!(
-        pre.headers()["access-control-allow-methods"]
-            .to_str()
-            .unwrap()
-            .contains("POST")
-    );
+    assert!(pre.headers()["access-control-allow-methods"].to_str().unwrap().contains("POST"));
     let res = node.post("/t/auto", None, r#"{"key":"ghost"}"#).await;
     assert_eq!(res.headers()["access-control-allow-origin"], "*");
-    assert_eq!(
-        error_code(res).await,
-        (StatusCode::NOT_FOUND, "unknown_tenant".into())
-    );
-    assert_eq!(
-        error_code(node.post("/t/auto", None, "not json").await)
-            .await
-            .1,
-        "invalid_beacon"
-    );
-    assert_eq!(
-        error_code(node.post("/t/auto", None, vec![b'x'; 70_000]).await)
-            .await
-            .0,
-        StatusCode::PAYLOAD_TOO_LARGE
-    );
+    assert_eq!(error_code(res).await, (StatusCode::NOT_FOUND, "unknown_tenant".into()));
+    assert_eq!(error_code(node.post("/t/auto", None, "not json").await).await.1, "invalid_beacon");
+    assert_eq!(error_code(node.post("/t/auto", None, vec![b'x'; 70_000]).await).await.0, StatusCode::PAYLOAD_TOO_LARGE);
 
     // postbacks: open (marked unauthenticated), by token, by v2 signature
-    let res = node
-        .get("/p?key_prefix=acme&event_type=purchase&click_id=c1&amount=10")
-        .await;
+    let res = node.get("/p?key_prefix=acme&event_type=purchase&click_id=c1&amount=10").await;
     assert_eq!(res.status(), StatusCode::OK);
     assert_eq!(res.json::<Value>().await.unwrap()["authenticated"], false);
     let res = node.get(&format!("/p?token={token}&click_id=c2")).await;
@@ -613,53 +358,32 @@ async fn beacon_postback_and_impression() {
     .signed_url("http://x", &acme.signing_secret)
     .unwrap();
     assert_eq!(node.get(path(&signed)).await.status(), StatusCode::OK);
-    assert_eq!(
-        error_code(node.get(&path(&signed).replace("c3", "c4")).await)
-            .await
-            .1,
-        "invalid_signature"
-    );
+    assert_eq!(error_code(node.get(&path(&signed).replace("c3", "c4")).await).await.1, "invalid_signature");
     assert_eq!(
         error_code(node.get("/p?click_id=1").await).await,
         (StatusCode::BAD_REQUEST, "missing_key_prefix".into())
     );
+    assert_eq!(error_code(node.get("/p?token=trk_ing_wrong").await).await.0, StatusCode::UNAUTHORIZED);
     assert_eq!(
-        error_code(node.get("/p?token=trk_ing_wrong").await).await.0,
-        StatusCode::UNAUTHORIZED
-    );
-    assert_eq!(
-        error_code(
-            node.get(&format!("/p?token={other_token}&key_prefix=acme"))
-                .await
-        )
-        .await,
+        error_code(node.get(&format!("/p?token={other_token}&key_prefix=acme")).await).await,
         (StatusCode::FORBIDDEN, "tenant_mismatch".into())
     );
 
     let res = node.get("/i?key_prefix=acme&creative=7").await;
     assert_eq!(res.status(), StatusCode::OK);
     assert_eq!(res.headers()["content-type"], "image/gif");
-    assert!(
-        res.headers()["cache-control"]
-            .to_str()
-            .unwrap()
-            .contains("no-store")
-    );
+    assert!(res.headers()["cache-control"].to_str().unwrap().contains("no-store"));
     assert_eq!(&res.bytes().await.unwrap()[..6], b"GIF89a");
 
     let events = node.events(5).await;
-    let by_type: HashMap<&str, &Event> =
-        events.iter().map(|e| (e.event_type.as_str(), e)).collect();
+    let by_type: HashMap<&str, &Event> = events.iter().map(|e| (e.event_type.as_str(), e)).collect();
     let pv = by_type["pageview"];
     assert_eq!(pv.referer.as_deref(), Some("https://google.com/"));
     assert_eq!(pv.params["ad_click_id"], "x1");
     assert_eq!(by_type["purchase"].auth, tracker_protocol::Auth::None);
     assert_eq!(by_type["purchase"].params["amount"], "10");
     assert_eq!(by_type["postback"].auth, tracker_protocol::Auth::Token);
-    assert!(
-        !by_type["postback"].params.contains_key("token"),
-        "credentials are never stored as params"
-    );
+    assert!(!by_type["postback"].params.contains_key("token"), "credentials are never stored as params");
     assert_eq!(by_type["sale"].auth, tracker_protocol::Auth::Signature);
     assert_eq!(by_type["impression"].params["creative"], "7");
     assert!(events.iter().all(|e| e.key_prefix == "acme"));
@@ -705,83 +429,31 @@ async fn batch_and_ingest_take_the_tenant_from_the_token() {
         .await
         .unwrap();
     let v: Value = res.json().await.unwrap();
-    assert_eq!(
-        (v["accepted"].as_u64(), v["duplicate"].as_bool()),
-        (Some(1), Some(true))
-    );
+    assert_eq!((v["accepted"].as_u64(), v["duplicate"].as_bool()), (Some(1), Some(true)));
 
-    assert_eq!(
-        error_code(node.post("/batch", None, "[]").await).await.0,
-        StatusCode::UNAUTHORIZED
-    );
-    assert_eq!(
-        error_code(node.post("/batch", Some("trk_ing_forged"), "[]").await)
-            .await
-            .0,
-        StatusCode::UNAUTHORIZED
-    );
-    assert_eq!(
-        error_code(node.post("/batch", Some(&token), "[]").await)
-            .await
-            .1,
-        "empty_batch"
-    );
-    assert_eq!(
-        error_code(node.post("/batch", Some(&token), "{oops").await)
-            .await
-            .1,
-        "invalid_batch"
-    );
+    assert_eq!(error_code(node.post("/batch", None, "[]").await).await.0, StatusCode::UNAUTHORIZED);
+    assert_eq!(error_code(node.post("/batch", Some("trk_ing_forged"), "[]").await).await.0, StatusCode::UNAUTHORIZED);
+    assert_eq!(error_code(node.post("/batch", Some(&token), "[]").await).await.1, "empty_batch");
+    assert_eq!(error_code(node.post("/batch", Some(&token), "{oops").await).await.1, "invalid_batch");
     assert_eq!(
         error_code(node.post("/batch", Some(&token), "[1,2,3,4]").await).await,
         (StatusCode::PAYLOAD_TOO_LARGE, "batch_too_large".into())
     );
-    let res = node
-        .post(
-            "/batch",
-            Some(&token),
-            r#"{"events":[{"event_type":"x","timestamp":99999999999999}]}"#,
-        )
-        .await;
+    let res = node.post("/batch", Some(&token), r#"{"events":[{"event_type":"x","timestamp":99999999999999}]}"#).await;
     assert_eq!(res.status(), StatusCode::UNPROCESSABLE_ENTITY);
-    assert_eq!(
-        res.json::<Value>().await.unwrap()["rejected"][0]["code"],
-        "timestamp_in_future"
-    );
+    assert_eq!(res.json::<Value>().await.unwrap()["rejected"][0]["code"], "timestamp_in_future");
 
-    let res = node
-        .post(
-            "/ingest",
-            Some(&token),
-            r#"{"event_type":"purchase","params":{"order":"o1"}}"#,
-        )
-        .await;
+    let res = node.post("/ingest", Some(&token), r#"{"event_type":"purchase","params":{"order":"o1"}}"#).await;
     assert_eq!(res.status(), StatusCode::OK);
-    let ingested = res.json::<Value>().await.unwrap()["event_id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    assert_eq!(
-        error_code(node.post("/ingest", Some(&token), r#"{"params":{}}"#).await)
-            .await
-            .1,
-        "invalid_event_body"
-    );
+    let ingested = res.json::<Value>().await.unwrap()["event_id"].as_str().unwrap().to_owned();
+    assert_eq!(error_code(node.post("/ingest", Some(&token), r#"{"params":{}}"#).await).await.1, "invalid_event_body");
 
     // acknowledged means durable: the events are readable right away, with the token's tenant
     let events = node.events(2).await;
     assert_eq!(events.len(), 2);
-    assert!(
-        events
-            .iter()
-            .any(|e| e.event_id.to_string() == id && e.params["seats"] == "3")
-    );
+    assert!(events.iter().any(|e| e.event_id.to_string() == id && e.params["seats"] == "3"));
     assert!(events.iter().any(|e| e.event_id.to_string() == ingested));
-    assert!(
-        events
-            .iter()
-            .all(|e| e.key_prefix == "acme" && e.auth == tracker_protocol::Auth::Token)
-    );
+    assert!(events.iter().all(|e| e.key_prefix == "acme" && e.auth == tracker_protocol::Auth::Token));
     node.stop().await;
 }
 
@@ -802,9 +474,7 @@ async fn edge_batches_are_signed_fresh_and_idempotent() {
     let node = Node::start(|_| {}).await;
     node.tenant("acme").await;
     node.tenant("beta").await;
-    let body =
-        json!({"events": [edge_event("acme", 1), edge_event("beta", 2), edge_event("ghost", 3)]})
-            .to_string();
+    let body = json!({"events": [edge_event("acme", 1), edge_event("beta", 2), edge_event("ghost", 3)]}).to_string();
     let send = |ts: i64, batch: &str, secret: &str, body: String| {
         let sig = intake::sign_batch(secret.as_bytes(), ts, batch, body.as_bytes()).unwrap();
         node.http
@@ -815,41 +485,20 @@ async fn edge_batches_are_signed_fresh_and_idempotent() {
             .body(body)
             .send()
     };
-    let res = send(now_ms(), "b1", EDGE_SECRET, body.clone())
-        .await
-        .unwrap();
+    let res = send(now_ms(), "b1", EDGE_SECRET, body.clone()).await.unwrap();
     assert_eq!(res.status(), StatusCode::OK);
     let v: Value = res.json().await.unwrap();
     assert_eq!(v["accepted"], 2);
     assert_eq!(v["rejected"][0]["code"], "unknown_tenant");
-    let v: Value = send(now_ms(), "b1", EDGE_SECRET, body.clone())
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    assert_eq!(
-        (v["accepted"].as_u64(), v["duplicate"].as_bool()),
-        (Some(2), Some(true))
-    );
+    let v: Value = send(now_ms(), "b1", EDGE_SECRET, body.clone()).await.unwrap().json().await.unwrap();
+    assert_eq!((v["accepted"].as_u64(), v["duplicate"].as_bool()), (Some(2), Some(true)));
 
     assert_eq!(
-        send(
-            now_ms(),
-            "b2",
-            "wrong-secret-wrong-secret-wrong-secret",
-            body.clone()
-        )
-        .await
-        .unwrap()
-        .status(),
+        send(now_ms(), "b2", "wrong-secret-wrong-secret-wrong-secret", body.clone()).await.unwrap().status(),
         StatusCode::UNAUTHORIZED
     );
     assert_eq!(
-        send(now_ms() - 3_600_000, "b3", EDGE_SECRET, body.clone())
-            .await
-            .unwrap()
-            .status(),
+        send(now_ms() - 3_600_000, "b3", EDGE_SECRET, body.clone()).await.unwrap().status(),
         StatusCode::UNAUTHORIZED
     );
     let res = node.post("/internal/v1/edge/batches", None, body).await;
@@ -859,29 +508,21 @@ async fn edge_batches_are_signed_fresh_and_idempotent() {
 
     let closed = Node::start(|c| c.edge_secrets.clear()).await;
     let res = closed.post("/internal/v1/edge/batches", None, "{}").await;
-    assert_eq!(
-        error_code(res).await,
-        (StatusCode::NOT_FOUND, "edge_intake_disabled".into())
-    );
+    assert_eq!(error_code(res).await, (StatusCode::NOT_FOUND, "edge_intake_disabled".into()));
     closed.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn health_broker_and_metrics() {
     let node = Node::start(|_| {}).await;
-    assert_eq!(
-        node.get("/health").await.json::<Value>().await.unwrap()["status"],
-        "ok"
-    );
+    assert_eq!(node.get("/health").await.json::<Value>().await.unwrap()["status"], "ok");
     let broker: Value = node.get("/health/broker").await.json().await.unwrap();
     assert_eq!(broker["backend"], "embedded");
     assert_eq!(broker["partitions"], 4);
     node.get("/t?url=x").await;
     let text = node.get("/metrics").await.text().await.unwrap();
     assert!(
-        text.contains(
-            "tracker_requests_rejected_total{endpoint=\"click\",code=\"missing_link_params\"} 1"
-        ),
+        text.contains("tracker_requests_rejected_total{endpoint=\"click\",code=\"missing_link_params\"} 1"),
         "{text}"
     );
     assert!(text.contains("tracker_log_healthy 1"));
@@ -892,11 +533,7 @@ async fn health_broker_and_metrics() {
 // Crash safety: the real binary, SIGKILL, restart.
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 struct Proc {
@@ -914,20 +551,12 @@ fn spawn_node(dir: &std::path::Path, port: u16) -> Proc {
         .stdout(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    Proc {
-        child,
-        base: format!("http://127.0.0.1:{port}"),
-    }
+    Proc { child, base: format!("http://127.0.0.1:{port}") }
 }
 
 async fn wait_healthy(http: &reqwest::Client, base: &str) {
     for _ in 0..200 {
-        if http
-            .get(format!("{base}/health"))
-            .send()
-            .await
-            .is_ok_and(|r| r.status().is_success())
-        {
+        if http.get(format!("{base}/health")).send().await.is_ok_and(|r| r.status().is_success()) {
             return;
         }
         tokio::time::sleep(Duration::from_millis(25)).await;
@@ -940,15 +569,8 @@ async fn sigkill_loses_no_acknowledged_event_and_retries_do_not_duplicate() {
     let dir = tempfile::tempdir().unwrap();
     let token = {
         let store = Store::open(&dir.path().join("tracker.db")).await.unwrap();
-        store
-            .create_tenant("acme", Some("acme"), now_ms())
-            .await
-            .unwrap();
-        store
-            .create_ingest_token("acme", "crash", None, now_ms())
-            .await
-            .unwrap()
-            .0
+        store.create_tenant("acme", Some("acme"), now_ms()).await.unwrap();
+        store.create_ingest_token("acme", "crash", None, now_ms()).await.unwrap().0
     };
     let http = reqwest::Client::new();
     let port = free_port();
@@ -957,24 +579,19 @@ async fn sigkill_loses_no_acknowledged_event_and_retries_do_not_duplicate() {
 
     // 4 concurrent writers send 200-event batches with their own ids until the node dies under them
     let batch = |w: usize, b: usize| -> (String, Vec<String>) {
-        let ids: Vec<String> = (0..200)
-            .map(|_| tracker_protocol::Uuid::now_v7().to_string())
+        let ids: Vec<String> = (0..200).map(|_| tracker_protocol::Uuid::now_v7().to_string()).collect();
+        let events: Vec<Value> = ids
+            .iter()
+            .map(|id| json!({"event_id": id, "event_type": "load", "params": {"w": w.to_string(), "b": b.to_string()}}))
             .collect();
-        let events: Vec<Value> = ids.iter().map(|id| json!({"event_id": id, "event_type": "load", "params": {"w": w.to_string(), "b": b.to_string()}})).collect();
         (serde_json::to_string(&events).unwrap(), ids)
     };
     let (acked_tx, mut acked_rx) = tokio::sync::mpsc::unbounded_channel::<Vec<String>>();
-    let (pending_tx, mut pending_rx) =
-        tokio::sync::mpsc::unbounded_channel::<(String, String, Vec<String>)>();
+    let (pending_tx, mut pending_rx) = tokio::sync::mpsc::unbounded_channel::<(String, String, Vec<String>)>();
     let mut writers = Vec::new();
     for w in 0..4 {
-        let (http, base, token, acked_tx, pending_tx) = (
-            http.clone(),
-            proc.base.clone(),
-            token.clone(),
-            acked_tx.clone(),
-            pending_tx.clone(),
-        );
+        let (http, base, token, acked_tx, pending_tx) =
+            (http.clone(), proc.base.clone(), token.clone(), acked_tx.clone(), pending_tx.clone());
         writers.push(tokio::spawn(async move {
             for b in 0.. {
                 let (body, ids) = batch(w, b);
@@ -1035,13 +652,7 @@ async fn sigkill_loses_no_acknowledged_event_and_retries_do_not_duplicate() {
     }
     // graceful stop (SIGTERM) flushes, then read the log directly
     let pid = proc.child.id().to_string();
-    assert!(
-        std::process::Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
+    assert!(std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
     assert!(proc.child.wait().unwrap().success());
 
     let log = tracker_log::EmbeddedLog::open(tracker_log::EmbeddedLogConfig {
@@ -1065,11 +676,7 @@ async fn sigkill_loses_no_acknowledged_event_and_retries_do_not_duplicate() {
         }
     }
     log.shutdown().await.unwrap();
-    let missing = acked
-        .iter()
-        .chain(&retried)
-        .filter(|id| !seen.contains_key(*id))
-        .count();
+    let missing = acked.iter().chain(&retried).filter(|id| !seen.contains_key(*id)).count();
     let duplicated = seen.values().filter(|n| **n > 1).count();
     println!(
         "acknowledged {} before SIGKILL, retried {} after restart, stored {}",
@@ -1079,9 +686,5 @@ async fn sigkill_loses_no_acknowledged_event_and_retries_do_not_duplicate() {
     );
     assert_eq!(missing, 0, "every acknowledged or retried event is stored");
     assert_eq!(duplicated, 0, "no event is stored twice");
-    assert_eq!(
-        seen.len(),
-        acked.len() + retried.len(),
-        "nothing else is stored"
-    );
+    assert_eq!(seen.len(), acked.len() + retried.len(), "nothing else is stored");
 }

@@ -21,9 +21,7 @@ pub enum ProtocolError {
     FieldTooLong { field: &'static str, max: usize },
     #[error("the event is larger than {max} bytes in total")]
     EventTooLarge { max: usize },
-    #[error(
-        "event_id must be a UUID in its hyphenated form (UUIDv7 recommended) and not the nil UUID"
-    )]
+    #[error("event_id must be a UUID in its hyphenated form (UUIDv7 recommended) and not the nil UUID")]
     InvalidEventId,
     #[error("timestamp must be milliseconds since the Unix epoch, after 2000-01-01")]
     InvalidTimestamp,

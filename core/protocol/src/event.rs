@@ -62,9 +62,7 @@ impl RawJson {
     pub fn parse(text: &str) -> Result<RawJson, ProtocolError> {
         serde_json::from_str::<&RawValue>(text)
             .map(|v| RawJson(v.get().to_owned()))
-            .map_err(|e| ProtocolError::InvalidEventBody {
-                reason: format!("raw_payload: {e}"),
-            })
+            .map_err(|e| ProtocolError::InvalidEventBody { reason: format!("raw_payload: {e}") })
     }
 
     pub fn as_str(&self) -> &str {
@@ -167,9 +165,7 @@ pub fn is_valid_name(s: &str, max: usize) -> bool {
 
 /// `[a-z0-9]{2,32}`: tenant key prefixes (they appear in signatures before an underscore).
 pub fn is_valid_key_prefix(s: &str) -> bool {
-    (2..=32).contains(&s.len())
-        && s.bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+    (2..=32).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
 }
 
 /// Cuts a header-derived value to at most `max` bytes on a character boundary. A click must not fail because of
@@ -192,9 +188,7 @@ impl Event {
             return Err(ProtocolError::InvalidEventId);
         }
         if !is_valid_name(&self.event_type, limits.max_event_type_len) {
-            return Err(ProtocolError::InvalidEventType {
-                max: limits.max_event_type_len,
-            });
+            return Err(ProtocolError::InvalidEventType { max: limits.max_event_type_len });
         }
         if !is_valid_key_prefix(&self.key_prefix) {
             return Err(ProtocolError::InvalidKeyPrefix);
@@ -203,9 +197,7 @@ impl Event {
             return Err(ProtocolError::InvalidTimestamp);
         }
         if self.timestamp > self.received_at.saturating_add(limits.max_future_skew_ms) {
-            return Err(ProtocolError::TimestampInFuture {
-                skew_ms: limits.max_future_skew_ms,
-            });
+            return Err(ProtocolError::TimestampInFuture { skew_ms: limits.max_future_skew_ms });
         }
         validate_params(&self.params, limits)?;
         let fields = [
@@ -220,57 +212,35 @@ impl Event {
         for (field, value) in fields {
             if let Some(v) = value {
                 if v.len() > limits.max_field_len {
-                    return Err(ProtocolError::FieldTooLong {
-                        field,
-                        max: limits.max_field_len,
-                    });
+                    return Err(ProtocolError::FieldTooLong { field, max: limits.max_field_len });
                 }
                 total += v.len();
             }
         }
         if let Some(raw) = &self.raw_payload {
             if raw.as_str().len() > limits.max_raw_payload_bytes {
-                return Err(ProtocolError::RawPayloadTooLarge {
-                    max: limits.max_raw_payload_bytes,
-                });
+                return Err(ProtocolError::RawPayloadTooLarge { max: limits.max_raw_payload_bytes });
             }
             total += raw.as_str().len();
         }
-        total += self
-            .params
-            .iter()
-            .map(|(k, v)| k.len() + v.len())
-            .sum::<usize>();
+        total += self.params.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>();
         if total > limits.max_event_bytes {
-            return Err(ProtocolError::EventTooLarge {
-                max: limits.max_event_bytes,
-            });
+            return Err(ProtocolError::EventTooLarge { max: limits.max_event_bytes });
         }
         Ok(())
     }
 }
 
-fn validate_params(
-    params: &BTreeMap<String, String>,
-    limits: &Limits,
-) -> Result<(), ProtocolError> {
+fn validate_params(params: &BTreeMap<String, String>, limits: &Limits) -> Result<(), ProtocolError> {
     if params.len() > limits.max_params {
-        return Err(ProtocolError::TooManyParams {
-            max: limits.max_params,
-        });
+        return Err(ProtocolError::TooManyParams { max: limits.max_params });
     }
     for (k, v) in params {
         if !is_valid_name(k, limits.max_param_key_len) {
-            return Err(ProtocolError::InvalidParamKey {
-                key: k.clone(),
-                max: limits.max_param_key_len,
-            });
+            return Err(ProtocolError::InvalidParamKey { key: k.clone(), max: limits.max_param_key_len });
         }
         if v.len() > limits.max_param_value_len {
-            return Err(ProtocolError::ParamValueTooLong {
-                key: k.clone(),
-                max: limits.max_param_value_len,
-            });
+            return Err(ProtocolError::ParamValueTooLong { key: k.clone(), max: limits.max_param_value_len });
         }
     }
     Ok(())
@@ -278,8 +248,7 @@ fn validate_params(
 
 /// Mints a UUIDv7 from an injected clock reading and injected randomness (the crate never reads either itself).
 pub fn new_event_id(unix_ms: i64, random: [u8; 10]) -> Uuid {
-    uuid::Builder::from_unix_timestamp_millis(u64::try_from(unix_ms).unwrap_or(0), &random)
-        .into_uuid()
+    uuid::Builder::from_unix_timestamp_millis(u64::try_from(unix_ms).unwrap_or(0), &random).into_uuid()
 }
 
 /// The tenant's partition: FNV-1a (64-bit) of the key prefix modulo the partition count. Stable across processes,
@@ -311,14 +280,10 @@ impl<'de> Deserialize<'de> for ParamMap {
                 while let Some(key) = map.next_key::<String>()? {
                     let value = map.next_value::<ParamValue>()?;
                     let Some(value) = value.0 else {
-                        return Err(de::Error::custom(format!(
-                            "param {key:?} must be a string, number or boolean"
-                        )));
+                        return Err(de::Error::custom(format!("param {key:?} must be a string, number or boolean")));
                     };
                     if out.insert(key.clone(), value).is_some() {
-                        return Err(de::Error::custom(format!(
-                            "param {key:?} appears more than once"
-                        )));
+                        return Err(de::Error::custom(format!("param {key:?} appears more than once")));
                     }
                 }
                 Ok(ParamMap(out))
@@ -364,10 +329,7 @@ impl<'de> Deserialize<'de> for ParamValue {
                 Ok(ParamValue(None))
             }
             fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<ParamValue, A::Error> {
-                while map
-                    .next_entry::<de::IgnoredAny, de::IgnoredAny>()?
-                    .is_some()
-                {}
+                while map.next_entry::<de::IgnoredAny, de::IgnoredAny>()?.is_some() {}
                 Ok(ParamValue(None))
             }
         }
@@ -402,9 +364,7 @@ pub struct EventInput {
 impl EventInput {
     /// Parses one event from JSON, turning serde's message into a precise rejection.
     pub fn from_json(bytes: &[u8]) -> Result<EventInput, ProtocolError> {
-        serde_json::from_slice(bytes).map_err(|e| ProtocolError::InvalidEventBody {
-            reason: e.to_string(),
-        })
+        serde_json::from_slice(bytes).map_err(|e| ProtocolError::InvalidEventBody { reason: e.to_string() })
     }
 }
 
@@ -471,21 +431,11 @@ mod tests {
     const NOW: i64 = 1_770_704_294_008;
 
     fn ctx() -> IntakeContext<'static> {
-        IntakeContext {
-            key_prefix: "6vct",
-            received_at: NOW,
-            auth: Auth::Token,
-            ..Default::default()
-        }
+        IntakeContext { key_prefix: "6vct", received_at: NOW, auth: Auth::Token, ..Default::default() }
     }
 
     fn input(json: &str) -> Result<Event, ProtocolError> {
-        build_event(
-            EventInput::from_json(json.as_bytes())?,
-            &ctx(),
-            &Limits::default(),
-            [7; 10],
-        )
+        build_event(EventInput::from_json(json.as_bytes())?, &ctx(), &Limits::default(), [7; 10])
     }
 
     #[test]
@@ -503,14 +453,10 @@ mod tests {
 
     #[test]
     fn honours_client_event_id_and_marks_old_events_historical() {
-        let e = input(
-            r#"{"event_id":"019c4633-5078-7411-8858-4aeafb6298bb","event_type":"x","timestamp":1000000000000}"#,
-        )
-        .unwrap();
-        assert_eq!(
-            e.event_id.to_string(),
-            "019c4633-5078-7411-8858-4aeafb6298bb"
-        );
+        let e =
+            input(r#"{"event_id":"019c4633-5078-7411-8858-4aeafb6298bb","event_type":"x","timestamp":1000000000000}"#)
+                .unwrap();
+        assert_eq!(e.event_id.to_string(), "019c4633-5078-7411-8858-4aeafb6298bb");
         assert!(e.historical);
     }
 
@@ -519,65 +465,32 @@ mod tests {
         let cases = [
             (r#"{"event_type":"has space"}"#, "invalid_event_type"),
             (r#"{"event_type":""}"#, "invalid_event_type"),
-            (
-                r#"{"event_type":"x","key_prefix":"evil"}"#,
-                "invalid_event_body",
-            ),
-            (
-                r#"{"event_type":"x","params":{"a":{"b":1}}}"#,
-                "invalid_event_body",
-            ),
-            (
-                r#"{"event_type":"x","params":{"bad key":"v"}}"#,
-                "invalid_param_key",
-            ),
-            (
-                r#"{"event_type":"x","event_id":"nope"}"#,
-                "invalid_event_id",
-            ),
-            (
-                r#"{"event_type":"x","event_id":"00000000-0000-0000-0000-000000000000"}"#,
-                "invalid_event_id",
-            ),
-            (
-                r#"{"event_type":"x","timestamp":1770704}"#,
-                "invalid_timestamp",
-            ),
-            (
-                r#"{"event_type":"x","timestamp":1870704294008}"#,
-                "timestamp_in_future",
-            ),
+            (r#"{"event_type":"x","key_prefix":"evil"}"#, "invalid_event_body"),
+            (r#"{"event_type":"x","params":{"a":{"b":1}}}"#, "invalid_event_body"),
+            (r#"{"event_type":"x","params":{"bad key":"v"}}"#, "invalid_param_key"),
+            (r#"{"event_type":"x","event_id":"nope"}"#, "invalid_event_id"),
+            (r#"{"event_type":"x","event_id":"00000000-0000-0000-0000-000000000000"}"#, "invalid_event_id"),
+            (r#"{"event_type":"x","timestamp":1770704}"#, "invalid_timestamp"),
+            (r#"{"event_type":"x","timestamp":1870704294008}"#, "timestamp_in_future"),
         ];
         for (json, code) in cases {
             assert_eq!(input(json).unwrap_err().code(), code, "{json}");
         }
-        let long = format!(
-            r#"{{"event_type":"x","params":{{"k":"{}"}}}}"#,
-            "v".repeat(1025)
-        );
+        let long = format!(r#"{{"event_type":"x","params":{{"k":"{}"}}}}"#, "v".repeat(1025));
         assert_eq!(input(&long).unwrap_err().code(), "param_value_too_long");
         let many: Vec<String> = (0..65).map(|i| format!(r#""k{i}":"v""#)).collect();
         let many = format!(r#"{{"event_type":"x","params":{{{}}}}}"#, many.join(","));
         assert_eq!(input(&many).unwrap_err().code(), "too_many_params");
-        let big = format!(
-            r#"{{"event_type":"x","raw_payload":"{}"}}"#,
-            "a".repeat(17000)
-        );
+        let big = format!(r#"{{"event_type":"x","raw_payload":"{}"}}"#, "a".repeat(17000));
         assert_eq!(input(&big).unwrap_err().code(), "raw_payload_too_large");
-        let ua = format!(
-            r#"{{"event_type":"x","user_agent":"{}"}}"#,
-            "a".repeat(3000)
-        );
+        let ua = format!(r#"{{"event_type":"x","user_agent":"{}"}}"#, "a".repeat(3000));
         assert_eq!(input(&ua).unwrap_err().code(), "field_too_long");
     }
 
     #[test]
     fn raw_payload_round_trips_verbatim() {
         let e = input(r#"{"event_type":"x","raw_payload":{"a":[1,2,{"b":null}]}}"#).unwrap();
-        assert_eq!(
-            e.raw_payload.as_ref().map(RawJson::as_str),
-            Some(r#"{"a":[1,2,{"b":null}]}"#)
-        );
+        assert_eq!(e.raw_payload.as_ref().map(RawJson::as_str), Some(r#"{"a":[1,2,{"b":null}]}"#));
         let json = serde_json::to_string(&e).unwrap();
         let back: Event = serde_json::from_str(&json).unwrap();
         assert_eq!(back, e);

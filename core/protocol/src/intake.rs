@@ -26,32 +26,16 @@ fn mac(secret: &[u8], timestamp_ms: i64, batch_id: &str, body: &[u8]) -> Option<
 
 /// The header value for a batch.
 pub fn sign_batch(secret: &[u8], timestamp_ms: i64, batch_id: &str, body: &[u8]) -> Option<String> {
-    Some(format!(
-        "v1={}",
-        hex::encode(
-            mac(secret, timestamp_ms, batch_id, body)?
-                .finalize()
-                .into_bytes()
-        )
-    ))
+    Some(format!("v1={}", hex::encode(mac(secret, timestamp_ms, batch_id, body)?.finalize().into_bytes())))
 }
 
 /// Whether `header` is a valid signature under any of `secrets` (several during a secret rotation).
 /// Constant-time in the signature bytes.
-pub fn verify_batch(
-    secrets: &[Vec<u8>],
-    header: &str,
-    timestamp_ms: i64,
-    batch_id: &str,
-    body: &[u8],
-) -> bool {
+pub fn verify_batch(secrets: &[Vec<u8>], header: &str, timestamp_ms: i64, batch_id: &str, body: &[u8]) -> bool {
     let Some(sig) = header.strip_prefix("v1=").and_then(|h| hex::decode(h).ok()) else {
         return false;
     };
-    secrets
-        .iter()
-        .filter_map(|s| mac(s, timestamp_ms, batch_id, body))
-        .any(|m| m.verify_slice(&sig).is_ok())
+    secrets.iter().filter_map(|s| mac(s, timestamp_ms, batch_id, body)).any(|m| m.verify_slice(&sig).is_ok())
 }
 
 /// Batch ids are opaque to the core but bounded: `[A-Za-z0-9_.:-]{1,128}`.
@@ -66,13 +50,7 @@ mod tests {
     #[test]
     fn signs_and_verifies_with_rotation() {
         let sig = sign_batch(b"new", 1000, "b1", b"{}").unwrap();
-        assert!(verify_batch(
-            &[b"old".to_vec(), b"new".to_vec()],
-            &sig,
-            1000,
-            "b1",
-            b"{}"
-        ));
+        assert!(verify_batch(&[b"old".to_vec(), b"new".to_vec()], &sig, 1000, "b1", b"{}"));
         assert!(!verify_batch(&[b"old".to_vec()], &sig, 1000, "b1", b"{}"));
         assert!(!verify_batch(&[b"new".to_vec()], &sig, 1001, "b1", b"{}"));
         assert!(!verify_batch(&[b"new".to_vec()], &sig, 1000, "b2", b"{}"));

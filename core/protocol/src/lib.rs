@@ -54,12 +54,11 @@ pub mod wire;
 
 pub use error::ProtocolError;
 pub use event::{
-    Auth, Event, EventInput, IntakeContext, Limits, RawJson, build_event, is_valid_key_prefix,
-    is_valid_name, new_event_id, parse_event_id, partition_for, truncate_field,
+    Auth, Event, EventInput, IntakeContext, Limits, RawJson, build_event, is_valid_key_prefix, is_valid_name,
+    new_event_id, parse_event_id, partition_for, truncate_field,
 };
 pub use links::{
-    KeyRef, LinkFormat, LinkKey, LinkKind, ParsedLink, SeedMode, V2Link, VerifiedLink,
-    parse_encryption_key, parse_link,
+    KeyRef, LinkFormat, LinkKey, LinkKind, ParsedLink, SeedMode, V2Link, VerifiedLink, parse_encryption_key, parse_link,
 };
 pub use redirect::{CLICK_ID_PARAM, build_redirect, validate_destination};
 pub use uuid::Uuid;
@@ -71,12 +70,7 @@ pub mod fuzzing {
     use crate::links::{LinkKind, SeedMode, parse_link};
     use crate::{Limits, LinkKey};
 
-    const KINDS: [LinkKind; 4] = [
-        LinkKind::Click,
-        LinkKind::Short,
-        LinkKind::Postback,
-        LinkKind::Impression,
-    ];
+    const KINDS: [LinkKind; 4] = [LinkKind::Click, LinkKind::Short, LinkKind::Postback, LinkKind::Impression];
     const MODES: [SeedMode; 3] = [SeedMode::Signed, SeedMode::Encrypted, SeedMode::Any];
 
     pub fn link(data: &[u8]) {
@@ -110,11 +104,7 @@ pub mod fuzzing {
 
     pub fn event_json(data: &[u8]) {
         if let Ok(input) = crate::EventInput::from_json(data) {
-            let ctx = crate::IntakeContext {
-                key_prefix: "fuzz",
-                received_at: 1_770_704_294_008,
-                ..Default::default()
-            };
+            let ctx = crate::IntakeContext { key_prefix: "fuzz", received_at: 1_770_704_294_008, ..Default::default() };
             let _ = crate::build_event(input, &ctx, &Limits::default(), [0; 10]);
         }
         if let Ok(event) = serde_json::from_slice::<crate::Event>(data) {
@@ -138,9 +128,7 @@ mod props {
     const NOW: i64 = 1_770_704_294_008;
 
     fn name() -> impl Strategy<Value = String> {
-        "[A-Za-z0-9_.:-]{1,12}".prop_filter("not reserved", |n| {
-            !crate::links::RESERVED_PARAMS.contains(&n.as_str())
-        })
+        "[A-Za-z0-9_.:-]{1,12}".prop_filter("not reserved", |n| !crate::links::RESERVED_PARAMS.contains(&n.as_str()))
     }
 
     fn key() -> LinkKey {

@@ -87,9 +87,7 @@ impl std::str::FromStr for SeedMode {
             "signed" => Ok(SeedMode::Signed),
             "encrypted" => Ok(SeedMode::Encrypted),
             "any" => Ok(SeedMode::Any),
-            other => Err(format!(
-                "URL_MODE must be signed, encrypted or any, not {other:?}"
-            )),
+            other => Err(format!("URL_MODE must be signed, encrypted or any, not {other:?}")),
         }
     }
 }
@@ -100,10 +98,7 @@ pub enum KeyRef {
     /// The server's global `HMAC_SECRET` / `ENCRYPTION_KEY` (seed links without a key prefix).
     Global,
     /// A tenant's keys; `kid` names one key (v2), `None` means any active key (seed formats).
-    Tenant {
-        key_prefix: String,
-        kid: Option<String>,
-    },
+    Tenant { key_prefix: String, kid: Option<String> },
 }
 
 /// One signing/encryption key of a tenant (or the global one). Secrets are used exactly as given: the HMAC key
@@ -146,16 +141,12 @@ pub fn parse_encryption_key(hex_key: &str) -> Option<[u8; 32]> {
 
 /// `[a-z0-9]{1,16}`.
 pub fn is_valid_kid(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= MAX_KID_LEN
-        && s.bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+    !s.is_empty() && s.len() <= MAX_KID_LEN && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
 }
 
 /// `tu_` followed by a hyphenated UUID.
 pub fn is_valid_short_id(s: &str) -> bool {
-    s.strip_prefix("tu_")
-        .is_some_and(|u| u.len() == 36 && uuid::Uuid::try_parse(u).is_ok())
+    s.strip_prefix("tu_").is_some_and(|u| u.len() == 36 && uuid::Uuid::try_parse(u).is_ok())
 }
 
 /// Decoded query parameters in order; a repeated name is an error (it would let two parsers disagree).
@@ -164,9 +155,7 @@ pub fn parse_query(raw: &str) -> Result<Vec<(String, String)>, ProtocolError> {
     let mut out = Vec::new();
     for (k, v) in form_urlencoded::parse(raw.as_bytes()) {
         if !seen.insert(k.clone()) {
-            return Err(ProtocolError::DuplicateParam {
-                name: k.into_owned(),
-            });
+            return Err(ProtocolError::DuplicateParam { name: k.into_owned() });
         }
         out.push((k.into_owned(), v.into_owned()));
     }
@@ -179,10 +168,7 @@ fn take(pairs: &mut Vec<(String, String)>, name: &str) -> Option<String> {
 }
 
 fn reject_reserved(pairs: &[(String, String)]) -> Result<(), ProtocolError> {
-    match pairs
-        .iter()
-        .find(|(k, _)| RESERVED_PARAMS.contains(&k.as_str()))
-    {
+    match pairs.iter().find(|(k, _)| RESERVED_PARAMS.contains(&k.as_str())) {
         Some((k, _)) => Err(ProtocolError::ReservedParam { name: k.clone() }),
         None => Ok(()),
     }
@@ -190,19 +176,9 @@ fn reject_reserved(pairs: &[(String, String)]) -> Result<(), ProtocolError> {
 
 #[derive(Debug, Clone)]
 enum Body {
-    SeedSigned {
-        target: String,
-        sig: [u8; 32],
-    },
-    V2Signed {
-        target: String,
-        exp: Option<String>,
-        ext: Option<String>,
-        sig: [u8; 32],
-    },
-    Encrypted {
-        blob: Vec<u8>,
-    },
+    SeedSigned { target: String, sig: [u8; 32] },
+    V2Signed { target: String, exp: Option<String>, ext: Option<String>, sig: [u8; 32] },
+    Encrypted { blob: Vec<u8> },
 }
 
 /// A link whose syntax is valid but whose authenticity is not yet checked.
@@ -248,19 +224,12 @@ pub fn parse_link(
         if version != "2" {
             return Err(ProtocolError::UnsupportedLinkVersion { version });
         }
-        let k = take(&mut pairs, "k").ok_or(ProtocolError::MalformedSignature {
-            reason: "k is missing",
-        })?;
+        let k = take(&mut pairs, "k").ok_or(ProtocolError::MalformedSignature { reason: "k is missing" })?;
         let (key_prefix, kid) = k
             .split_once('.')
             .filter(|(p, kid)| is_valid_key_prefix(p) && is_valid_kid(kid))
-            .ok_or(ProtocolError::MalformedSignature {
-                reason: "k must be <key_prefix>.<kid>",
-            })?;
-        let key = KeyRef::Tenant {
-            key_prefix: key_prefix.to_owned(),
-            kid: Some(kid.to_owned()),
-        };
+            .ok_or(ProtocolError::MalformedSignature { reason: "k must be <key_prefix>.<kid>" })?;
+        let key = KeyRef::Tenant { key_prefix: key_prefix.to_owned(), kid: Some(kid.to_owned()) };
         if kind == LinkKind::Click
             && let Some(e) = take(&mut pairs, "e")
         {
@@ -274,9 +243,7 @@ pub fn parse_link(
                 params: pairs,
             });
         }
-        let sig = take(&mut pairs, "s").ok_or(ProtocolError::MalformedSignature {
-            reason: "s is missing",
-        })?;
+        let sig = take(&mut pairs, "s").ok_or(ProtocolError::MalformedSignature { reason: "s is missing" })?;
         let sig = decode_b64_sig(&sig)?;
         let target = match kind {
             LinkKind::Click => take(&mut pairs, "url").ok_or(ProtocolError::MissingLinkParams)?,
@@ -296,12 +263,7 @@ pub fn parse_link(
             kind,
             format: LinkFormat::V2Signed,
             key,
-            body: Body::V2Signed {
-                target,
-                exp,
-                ext,
-                sig,
-            },
+            body: Body::V2Signed { target, exp, ext, sig },
             params: pairs,
         });
     }
@@ -322,9 +284,7 @@ pub fn parse_link(
         LinkKind::Click => {
             if let Some(d) = take(&mut pairs, "d") {
                 if seed_mode == SeedMode::Signed {
-                    return Err(ProtocolError::LinkFormatDisabled {
-                        format: "encrypted",
-                    });
+                    return Err(ProtocolError::LinkFormatDisabled { format: "encrypted" });
                 }
                 let blob = decode_blob(&d)?;
                 return Ok(ParsedLink {
@@ -358,59 +318,38 @@ fn parse_seed_sig(sig: &str) -> Result<(KeyRef, [u8; 32]), ProtocolError> {
     let (key, hex_sig) = match sig.split_once('_') {
         Some((prefix, hex_sig)) => {
             if !is_valid_key_prefix(prefix) {
-                return Err(ProtocolError::MalformedSignature {
-                    reason: "the part before _ must be a key prefix",
-                });
+                return Err(ProtocolError::MalformedSignature { reason: "the part before _ must be a key prefix" });
             }
-            (
-                KeyRef::Tenant {
-                    key_prefix: prefix.to_owned(),
-                    kid: None,
-                },
-                hex_sig,
-            )
+            (KeyRef::Tenant { key_prefix: prefix.to_owned(), kid: None }, hex_sig)
         }
         None => (KeyRef::Global, sig),
     };
     let mut out = [0u8; 32];
-    hex::decode_to_slice(hex_sig, &mut out).map_err(|_| ProtocolError::MalformedSignature {
-        reason: "sig must be 64 hex characters",
-    })?;
+    hex::decode_to_slice(hex_sig, &mut out)
+        .map_err(|_| ProtocolError::MalformedSignature { reason: "sig must be 64 hex characters" })?;
     Ok((key, out))
 }
 
 fn decode_b64_sig(s: &str) -> Result<[u8; 32], ProtocolError> {
     let bytes = URL_SAFE_NO_PAD
         .decode(s)
-        .map_err(|_| ProtocolError::MalformedSignature {
-            reason: "s must be base64url without padding",
-        })?;
-    bytes
-        .try_into()
-        .map_err(|_| ProtocolError::MalformedSignature {
-            reason: "s must encode 32 bytes",
-        })
+        .map_err(|_| ProtocolError::MalformedSignature { reason: "s must be base64url without padding" })?;
+    bytes.try_into().map_err(|_| ProtocolError::MalformedSignature { reason: "s must encode 32 bytes" })
 }
 
 fn decode_blob(s: &str) -> Result<Vec<u8>, ProtocolError> {
     let blob = URL_SAFE_NO_PAD
         .decode(s)
-        .map_err(|_| ProtocolError::MalformedCiphertext {
-            reason: "not base64url without padding",
-        })?;
+        .map_err(|_| ProtocolError::MalformedCiphertext { reason: "not base64url without padding" })?;
     if blob.len() < NONCE_LEN + TAG_LEN {
-        return Err(ProtocolError::MalformedCiphertext {
-            reason: "shorter than nonce and tag",
-        });
+        return Err(ProtocolError::MalformedCiphertext { reason: "shorter than nonce and tag" });
     }
     Ok(blob)
 }
 
 fn parse_exp(exp: &str) -> Result<i64, ProtocolError> {
-    let canonical = !exp.is_empty()
-        && exp.len() <= 12
-        && exp.bytes().all(|b| b.is_ascii_digit())
-        && !exp.starts_with('0');
+    let canonical =
+        !exp.is_empty() && exp.len() <= 12 && exp.bytes().all(|b| b.is_ascii_digit()) && !exp.starts_with('0');
     if !canonical {
         return Err(ProtocolError::InvalidExpiry);
     }
@@ -420,9 +359,7 @@ fn parse_exp(exp: &str) -> Result<i64, ProtocolError> {
 fn validate_ext(ext: &str) -> Result<(), ProtocolError> {
     for name in ext.split(',') {
         if !is_valid_name(name, 64) || RESERVED_PARAMS.contains(&name) {
-            return Err(ProtocolError::ReservedParam {
-                name: name.to_owned(),
-            });
+            return Err(ProtocolError::ReservedParam { name: name.to_owned() });
         }
     }
     Ok(())
@@ -454,14 +391,7 @@ pub fn v2_message(
     sorted.sort_unstable();
     let mut out = Vec::with_capacity(64 + target.len());
     out.extend_from_slice(b"TRK2");
-    for f in [
-        kind.as_str(),
-        key_prefix,
-        kid,
-        target,
-        exp.unwrap_or(""),
-        ext.unwrap_or(""),
-    ] {
+    for f in [kind.as_str(), key_prefix, kid, target, exp.unwrap_or(""), ext.unwrap_or("")] {
         netstring(&mut out, f);
     }
     netstring(&mut out, &sorted.len().to_string());
@@ -501,45 +431,26 @@ impl ParsedLink {
             KeyRef::Global => (None, None),
             KeyRef::Tenant { key_prefix, kid } => (Some(key_prefix.clone()), kid.as_deref()),
         };
-        let active: Vec<&LinkKey> = keys
-            .iter()
-            .filter(|k| k.is_active(now_ms))
-            .filter(|k| wanted_kid.is_none_or(|w| k.kid == w))
-            .collect();
+        let active: Vec<&LinkKey> =
+            keys.iter().filter(|k| k.is_active(now_ms)).filter(|k| wanted_kid.is_none_or(|w| k.kid == w)).collect();
         if active.is_empty() {
             return Err(match (&self.key, wanted_kid) {
                 (KeyRef::Global, _) if self.format == LinkFormat::SeedEncrypted => {
-                    ProtocolError::GlobalKeyNotConfigured {
-                        what: "ENCRYPTION_KEY",
-                    }
+                    ProtocolError::GlobalKeyNotConfigured { what: "ENCRYPTION_KEY" }
                 }
-                (KeyRef::Global, _) => ProtocolError::GlobalKeyNotConfigured {
-                    what: "HMAC_SECRET",
-                },
-                (_, Some(kid)) => ProtocolError::UnknownKeyId {
-                    kid: kid.to_owned(),
-                },
-                (KeyRef::Tenant { key_prefix, .. }, None) => ProtocolError::UnknownTenant {
-                    key_prefix: key_prefix.clone(),
-                },
+                (KeyRef::Global, _) => ProtocolError::GlobalKeyNotConfigured { what: "HMAC_SECRET" },
+                (_, Some(kid)) => ProtocolError::UnknownKeyId { kid: kid.to_owned() },
+                (KeyRef::Tenant { key_prefix, .. }, None) => {
+                    ProtocolError::UnknownTenant { key_prefix: key_prefix.clone() }
+                }
             });
         }
-        let ParsedLink {
-            kind,
-            format,
-            key: _,
-            body,
-            params,
-        } = self;
+        let ParsedLink { kind, format, key: _, body, params } = self;
         match body {
             Body::SeedSigned { target, sig } => {
                 let key = active
                     .iter()
-                    .find(|k| {
-                        k.signer().is_some_and(|m| {
-                            m.chain_update(target.as_bytes()).verify_slice(&sig).is_ok()
-                        })
-                    })
+                    .find(|k| k.signer().is_some_and(|m| m.chain_update(target.as_bytes()).verify_slice(&sig).is_ok()))
                     .ok_or(ProtocolError::InvalidSignature)?;
                 Ok(VerifiedLink {
                     format,
@@ -550,36 +461,14 @@ impl ParsedLink {
                     expires_at: None,
                 })
             }
-            Body::V2Signed {
-                target,
-                exp,
-                ext,
-                sig,
-            } => {
+            Body::V2Signed { target, exp, ext, sig } => {
                 let kp = key_prefix.as_deref().unwrap_or_default();
                 let key = active.first().ok_or(ProtocolError::InvalidSignature)?;
-                let borrowed: Vec<(&str, &str)> = params
-                    .iter()
-                    .map(|(k, v)| (k.as_str(), v.as_str()))
-                    .collect();
+                let borrowed: Vec<(&str, &str)> = params.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
                 let extra = ext_names(ext.as_deref());
-                let signed: Vec<(&str, &str)> = borrowed
-                    .iter()
-                    .copied()
-                    .filter(|(k, _)| !extra.contains(k))
-                    .collect();
-                let msg = v2_message(
-                    kind,
-                    kp,
-                    &key.kid,
-                    &target,
-                    exp.as_deref(),
-                    ext.as_deref(),
-                    &signed,
-                );
-                let ok = key
-                    .signer()
-                    .is_some_and(|m| m.chain_update(&msg).verify_slice(&sig).is_ok());
+                let signed: Vec<(&str, &str)> = borrowed.iter().copied().filter(|(k, _)| !extra.contains(k)).collect();
+                let msg = v2_message(kind, kp, &key.kid, &target, exp.as_deref(), ext.as_deref(), &signed);
+                let ok = key.signer().is_some_and(|m| m.chain_update(&msg).verify_slice(&sig).is_ok());
                 if !ok {
                     return Err(ProtocolError::InvalidSignature);
                 }
@@ -597,11 +486,9 @@ impl ParsedLink {
             Body::Encrypted { blob } => {
                 let (nonce, ct) = blob.split_at(NONCE_LEN);
                 let aad = match format {
-                    LinkFormat::V2Encrypted => v2_aad(
-                        kind,
-                        key_prefix.as_deref().unwrap_or_default(),
-                        wanted_kid.unwrap_or_default(),
-                    ),
+                    LinkFormat::V2Encrypted => {
+                        v2_aad(kind, key_prefix.as_deref().unwrap_or_default(), wanted_kid.unwrap_or_default())
+                    }
                     _ => Vec::new(),
                 };
                 let (key, plain) = active
@@ -609,16 +496,12 @@ impl ParsedLink {
                     .filter_map(|k| Some((k, k.encryption_key.as_ref()?)))
                     .find_map(|(k, aes)| {
                         let cipher = Aes256Gcm::new_from_slice(aes).ok()?;
-                        let plain = cipher
-                            .decrypt(Nonce::from_slice(nonce), Payload { msg: ct, aad: &aad })
-                            .ok()?;
+                        let plain = cipher.decrypt(Nonce::from_slice(nonce), Payload { msg: ct, aad: &aad }).ok()?;
                         Some((k, plain))
                     })
                     .ok_or(ProtocolError::DecryptionFailed)?;
-                let plain =
-                    String::from_utf8(plain).map_err(|_| ProtocolError::MalformedCiphertext {
-                        reason: "plaintext is not UTF-8",
-                    })?;
+                let plain = String::from_utf8(plain)
+                    .map_err(|_| ProtocolError::MalformedCiphertext { reason: "plaintext is not UTF-8" })?;
                 if format == LinkFormat::SeedEncrypted {
                     return Ok(VerifiedLink {
                         format,
@@ -631,10 +514,7 @@ impl ParsedLink {
                 }
                 let mut inner = parse_query(&plain)?;
                 let target = take(&mut inner, "url").ok_or(ProtocolError::MissingLinkParams)?;
-                let expires_at = take(&mut inner, "exp")
-                    .as_deref()
-                    .map(parse_exp)
-                    .transpose()?;
+                let expires_at = take(&mut inner, "exp").as_deref().map(parse_exp).transpose()?;
                 let ext = take(&mut inner, "ext");
                 let extra = ext_names(ext.as_deref());
                 reject_reserved(&inner)?;
@@ -649,14 +529,7 @@ impl ParsedLink {
                     }
                     all.insert(k, v);
                 }
-                Ok(VerifiedLink {
-                    format,
-                    key_prefix,
-                    kid: key.kid.clone(),
-                    target,
-                    params: all,
-                    expires_at,
-                })
+                Ok(VerifiedLink { format, key_prefix, kid: key.kid.clone(), target, params: all, expires_at })
             }
         }
     }
@@ -691,15 +564,10 @@ fn url_with(base: &str, path: &str, pairs: &[(&str, &str)]) -> String {
 
 fn hmac_bytes(secret: &str, msg: &[u8]) -> Result<[u8; 32], ProtocolError> {
     if secret.is_empty() {
-        return Err(ProtocolError::MalformedSignature {
-            reason: "the secret is empty",
-        });
+        return Err(ProtocolError::MalformedSignature { reason: "the secret is empty" });
     }
-    let mac = <HmacSha256 as Mac>::new_from_slice(secret.as_bytes()).map_err(|_| {
-        ProtocolError::MalformedSignature {
-            reason: "the secret is unusable",
-        }
-    })?;
+    let mac = <HmacSha256 as Mac>::new_from_slice(secret.as_bytes())
+        .map_err(|_| ProtocolError::MalformedSignature { reason: "the secret is unusable" })?;
     Ok(mac.chain_update(msg).finalize().into_bytes().into())
 }
 
@@ -707,25 +575,17 @@ fn check_params(params: &[(&str, &str)]) -> Result<(), ProtocolError> {
     let mut seen = BTreeSet::new();
     for (k, _) in params {
         if RESERVED_PARAMS.contains(k) {
-            return Err(ProtocolError::ReservedParam {
-                name: (*k).to_owned(),
-            });
+            return Err(ProtocolError::ReservedParam { name: (*k).to_owned() });
         }
         if !seen.insert(*k) {
-            return Err(ProtocolError::DuplicateParam {
-                name: (*k).to_owned(),
-            });
+            return Err(ProtocolError::DuplicateParam { name: (*k).to_owned() });
         }
     }
     Ok(())
 }
 
 /// The seed signature value: `[<key_prefix>_]<lowercase hex HMAC-SHA256(secret, message)>`.
-pub fn seed_signature(
-    secret: &str,
-    key_prefix: Option<&str>,
-    message: &str,
-) -> Result<String, ProtocolError> {
+pub fn seed_signature(secret: &str, key_prefix: Option<&str>, message: &str) -> Result<String, ProtocolError> {
     let hex_sig = hex::encode(hmac_bytes(secret, message.as_bytes())?);
     Ok(match key_prefix {
         Some(p) => format!("{p}_{hex_sig}"),
@@ -766,19 +626,12 @@ pub fn seed_short_url(
     Ok(url_with(base, &format!("/t/{tu_id}"), &pairs))
 }
 
-fn seal(
-    key: &[u8; 32],
-    nonce: [u8; NONCE_LEN],
-    plain: &[u8],
-    aad: &[u8],
-) -> Result<String, ProtocolError> {
-    let cipher = Aes256Gcm::new_from_slice(key)
-        .map_err(|_| ProtocolError::MalformedCiphertext { reason: "bad key" })?;
+fn seal(key: &[u8; 32], nonce: [u8; NONCE_LEN], plain: &[u8], aad: &[u8]) -> Result<String, ProtocolError> {
+    let cipher =
+        Aes256Gcm::new_from_slice(key).map_err(|_| ProtocolError::MalformedCiphertext { reason: "bad key" })?;
     let ct = cipher
         .encrypt(Nonce::from_slice(&nonce), Payload { msg: plain, aad })
-        .map_err(|_| ProtocolError::MalformedCiphertext {
-            reason: "encryption failed",
-        })?;
+        .map_err(|_| ProtocolError::MalformedCiphertext { reason: "encryption failed" })?;
     let mut blob = nonce.to_vec();
     blob.extend_from_slice(&ct);
     Ok(URL_SAFE_NO_PAD.encode(blob))
@@ -822,9 +675,7 @@ impl V2Link<'_> {
             return Err(ProtocolError::InvalidKeyPrefix);
         }
         if !is_valid_kid(self.kid) {
-            return Err(ProtocolError::MalformedSignature {
-                reason: "kid must be [a-z0-9]{1,16}",
-            });
+            return Err(ProtocolError::MalformedSignature { reason: "kid must be [a-z0-9]{1,16}" });
         }
         if self.kind == LinkKind::Short && !is_valid_short_id(self.target) {
             return Err(ProtocolError::InvalidShortLinkId);
@@ -838,9 +689,7 @@ impl V2Link<'_> {
             validate_ext(e)?;
         }
         if let Some((k, _)) = self.params.iter().find(|(k, _)| self.ext.contains(k)) {
-            return Err(ProtocolError::ReservedParam {
-                name: (*k).to_owned(),
-            });
+            return Err(ProtocolError::ReservedParam { name: (*k).to_owned() });
         }
         Ok((exp, ext))
     }
@@ -848,15 +697,8 @@ impl V2Link<'_> {
     /// The v2 signature (`s`): base64url without padding of HMAC-SHA256(secret, [`v2_message`]).
     pub fn signature(&self, secret: &str) -> Result<String, ProtocolError> {
         let (exp, ext) = self.check()?;
-        let msg = v2_message(
-            self.kind,
-            self.key_prefix,
-            self.kid,
-            self.target,
-            exp.as_deref(),
-            ext.as_deref(),
-            self.params,
-        );
+        let msg =
+            v2_message(self.kind, self.key_prefix, self.kid, self.target, exp.as_deref(), ext.as_deref(), self.params);
         Ok(URL_SAFE_NO_PAD.encode(hmac_bytes(secret, &msg)?))
     }
 
@@ -882,12 +724,7 @@ impl V2Link<'_> {
 
     /// `<base>/t?v=2&k=<kp>.<kid>&e=<base64url(nonce || ciphertext || tag)>` where the plaintext is the
     /// form-encoded `url=<dest>[&exp=][&ext=]&<params>` and the associated data binds kind, tenant and kid.
-    pub fn encrypted_url(
-        &self,
-        base: &str,
-        key: &[u8; 32],
-        nonce: [u8; NONCE_LEN],
-    ) -> Result<String, ProtocolError> {
+    pub fn encrypted_url(&self, base: &str, key: &[u8; 32], nonce: [u8; NONCE_LEN]) -> Result<String, ProtocolError> {
         if self.kind != LinkKind::Click {
             return Err(ProtocolError::MissingLinkParams);
         }
@@ -903,12 +740,7 @@ impl V2Link<'_> {
         for (k, v) in self.params {
             ser.append_pair(k, v);
         }
-        let e = seal(
-            key,
-            nonce,
-            ser.finish().as_bytes(),
-            &v2_aad(self.kind, self.key_prefix, self.kid),
-        )?;
+        let e = seal(key, nonce, ser.finish().as_bytes(), &v2_aad(self.kind, self.key_prefix, self.kid))?;
         let k = format!("{}.{}", self.key_prefix, self.kid);
         Ok(url_with(base, "/t", &[("v", "2"), ("k", &k), ("e", &e)]))
     }
@@ -935,12 +767,7 @@ mod tests {
         (path.trim_start_matches("http://t.example"), q)
     }
 
-    fn verify(
-        kind: LinkKind,
-        url: &str,
-        keys: &[LinkKey],
-        now: i64,
-    ) -> Result<VerifiedLink, ProtocolError> {
+    fn verify(kind: LinkKind, url: &str, keys: &[LinkKey], now: i64) -> Result<VerifiedLink, ProtocolError> {
         let (path, q) = query(url);
         let id = path.strip_prefix("/t/");
         parse_link(kind, id, q, SeedMode::Any)?.verify(keys, now)
@@ -949,14 +776,7 @@ mod tests {
     #[test]
     fn seed_signed_uses_secret_text_and_decoded_destination() {
         let dest = "https://offer.com/landing?a=1&b=two words";
-        let url = seed_signed_url(
-            "http://t.example",
-            SECRET,
-            Some("6vct"),
-            dest,
-            &[("sub1", "g")],
-        )
-        .unwrap();
+        let url = seed_signed_url("http://t.example", SECRET, Some("6vct"), dest, &[("sub1", "g")]).unwrap();
         let v = verify(LinkKind::Click, &url, &[key("k1", SECRET)], NOW).unwrap();
         assert_eq!(v.target, dest);
         assert_eq!(v.key_prefix.as_deref(), Some("6vct"));
@@ -964,25 +784,17 @@ mod tests {
         // the HMAC key is the text of the secret, not its hex decoding
         let mut mac = <HmacSha256 as Mac>::new_from_slice(SECRET.as_bytes()).unwrap();
         mac.update(dest.as_bytes());
-        assert!(url.contains(&format!(
-            "sig=6vct_{}",
-            hex::encode(mac.finalize().into_bytes())
-        )));
+        assert!(url.contains(&format!("sig=6vct_{}", hex::encode(mac.finalize().into_bytes()))));
     }
 
     #[test]
     fn tampering_is_refused() {
         let url = seed_signed_url("http://t.example", SECRET, None, "https://a.com/", &[]).unwrap();
         let bad = url.replace("a.com", "b.com");
-        assert_eq!(
-            verify(LinkKind::Click, &bad, &[key("g", SECRET)], NOW),
-            Err(ProtocolError::InvalidSignature)
-        );
+        assert_eq!(verify(LinkKind::Click, &bad, &[key("g", SECRET)], NOW), Err(ProtocolError::InvalidSignature));
         assert_eq!(
             verify(LinkKind::Click, &url, &[], NOW),
-            Err(ProtocolError::GlobalKeyNotConfigured {
-                what: "HMAC_SECRET"
-            })
+            Err(ProtocolError::GlobalKeyNotConfigured { what: "HMAC_SECRET" })
         );
     }
 
@@ -1007,73 +819,33 @@ mod tests {
         assert_eq!(v.params.get("gclid").map(String::as_str), Some("abc"));
         // changing a signed param or adding an undeclared one breaks it
         let tampered = url.replace("campaign=c1", "campaign=c2");
-        assert_eq!(
-            verify(LinkKind::Click, &tampered, &keys, NOW),
-            Err(ProtocolError::InvalidSignature)
-        );
+        assert_eq!(verify(LinkKind::Click, &tampered, &keys, NOW), Err(ProtocolError::InvalidSignature));
         assert_eq!(
             verify(LinkKind::Click, &format!("{url}&other=1"), &keys, NOW),
             Err(ProtocolError::InvalidSignature)
         );
         // expiry
-        assert_eq!(
-            verify(LinkKind::Click, &url, &keys, NOW + 61_000),
-            Err(ProtocolError::LinkExpired)
-        );
+        assert_eq!(verify(LinkKind::Click, &url, &keys, NOW + 61_000), Err(ProtocolError::LinkExpired));
         // the key id must exist and be active
-        let retired = [LinkKey {
-            retires_at_ms: Some(NOW),
-            ..key("k2", "s3cret")
-        }];
-        assert_eq!(
-            verify(LinkKind::Click, &url, &retired, NOW),
-            Err(ProtocolError::UnknownKeyId { kid: "k2".into() })
-        );
+        let retired = [LinkKey { retires_at_ms: Some(NOW), ..key("k2", "s3cret") }];
+        assert_eq!(verify(LinkKind::Click, &url, &retired, NOW), Err(ProtocolError::UnknownKeyId { kid: "k2".into() }));
     }
 
     #[test]
     fn rotation_grace_period_keeps_seed_links_working() {
-        let url = seed_signed_url(
-            "http://t.example",
-            "old",
-            Some("6vct"),
-            "https://a.com/",
-            &[],
-        )
-        .unwrap();
-        let keys = [
-            key("k2", "new"),
-            LinkKey {
-                retires_at_ms: Some(NOW + 1000),
-                ..key("k1", "old")
-            },
-        ];
+        let url = seed_signed_url("http://t.example", "old", Some("6vct"), "https://a.com/", &[]).unwrap();
+        let keys = [key("k2", "new"), LinkKey { retires_at_ms: Some(NOW + 1000), ..key("k1", "old") }];
         assert_eq!(verify(LinkKind::Click, &url, &keys, NOW).unwrap().kid, "k1");
-        assert_eq!(
-            verify(LinkKind::Click, &url, &keys, NOW + 1000),
-            Err(ProtocolError::InvalidSignature)
-        );
+        assert_eq!(verify(LinkKind::Click, &url, &keys, NOW + 1000), Err(ProtocolError::InvalidSignature));
     }
 
     #[test]
     fn encrypted_formats_round_trip_and_bind_the_tenant() {
         let aes = [9u8; 32];
-        let url = seed_encrypted_url(
-            "http://t.example",
-            &aes,
-            [1; 12],
-            "https://hidden.com/x",
-            &[("s", "1")],
-        );
+        let url = seed_encrypted_url("http://t.example", &aes, [1; 12], "https://hidden.com/x", &[("s", "1")]);
         assert_eq!(url.unwrap_err().code(), "reserved_param");
-        let url = seed_encrypted_url(
-            "http://t.example",
-            &aes,
-            [1; 12],
-            "https://hidden.com/x",
-            &[("sub", "1")],
-        )
-        .unwrap();
+        let url =
+            seed_encrypted_url("http://t.example", &aes, [1; 12], "https://hidden.com/x", &[("sub", "1")]).unwrap();
         let v = verify(LinkKind::Click, &url, &[key("global", SECRET)], NOW).unwrap();
         assert_eq!(v.target, "https://hidden.com/x");
         assert_eq!(v.format, LinkFormat::SeedEncrypted);
@@ -1087,80 +859,39 @@ mod tests {
             ext: &["gclid"],
             params: &[("campaign", "c1")],
         };
-        let url = link
-            .encrypted_url("http://t.example", &aes, [2; 12])
-            .unwrap();
-        let v = verify(
-            LinkKind::Click,
-            &format!("{url}&gclid=z"),
-            &[key("k1", SECRET)],
-            NOW,
-        )
-        .unwrap();
+        let url = link.encrypted_url("http://t.example", &aes, [2; 12]).unwrap();
+        let v = verify(LinkKind::Click, &format!("{url}&gclid=z"), &[key("k1", SECRET)], NOW).unwrap();
         assert_eq!(v.target, "https://hidden.com/y");
         assert_eq!(v.params.len(), 2);
         assert_eq!(
-            verify(
-                LinkKind::Click,
-                &format!("{url}&campaign=c9"),
-                &[key("k1", SECRET)],
-                NOW
-            ),
-            Err(ProtocolError::UnsignedParam {
-                name: "campaign".into()
-            })
+            verify(LinkKind::Click, &format!("{url}&campaign=c9"), &[key("k1", SECRET)], NOW),
+            Err(ProtocolError::UnsignedParam { name: "campaign".into() })
         );
         // the same blob presented as another tenant does not decrypt
         let other = url.replace("k=6vct.k1", "k=zzzz.k1");
-        assert_eq!(
-            verify(LinkKind::Click, &other, &[key("k1", SECRET)], NOW),
-            Err(ProtocolError::DecryptionFailed)
-        );
+        assert_eq!(verify(LinkKind::Click, &other, &[key("k1", SECRET)], NOW), Err(ProtocolError::DecryptionFailed));
     }
 
     #[test]
     fn short_links_sign_the_id() {
         let id = "tu_019c3f8d-aa19-7261-a5d6-9aa75cea309d";
-        let url = seed_short_url(
-            "http://t.example",
-            SECRET,
-            Some("6vct"),
-            id,
-            &[("sub1", "x")],
-        )
-        .unwrap();
+        let url = seed_short_url("http://t.example", SECRET, Some("6vct"), id, &[("sub1", "x")]).unwrap();
         let v = verify(LinkKind::Short, &url, &[key("k1", SECRET)], NOW).unwrap();
         assert_eq!(v.target, id);
         let other = url.replace("9aa75cea309d", "9aa75cea3090");
-        assert_eq!(
-            verify(LinkKind::Short, &other, &[key("k1", SECRET)], NOW),
-            Err(ProtocolError::InvalidSignature)
-        );
+        assert_eq!(verify(LinkKind::Short, &other, &[key("k1", SECRET)], NOW), Err(ProtocolError::InvalidSignature));
     }
 
     #[test]
     fn syntax_errors_have_precise_codes() {
-        let code = |kind, q: &str| {
-            parse_link(kind, None, q, SeedMode::Signed)
-                .unwrap_err()
-                .code()
-        };
+        let code = |kind, q: &str| parse_link(kind, None, q, SeedMode::Signed).unwrap_err().code();
         assert_eq!(code(LinkKind::Click, ""), "missing_link_params");
-        assert_eq!(
-            code(LinkKind::Click, "url=a&url=b&sig=00"),
-            "duplicate_param"
-        );
+        assert_eq!(code(LinkKind::Click, "url=a&url=b&sig=00"), "duplicate_param");
         assert_eq!(code(LinkKind::Click, "url=a&sig=zz"), "malformed_signature");
-        assert_eq!(
-            code(LinkKind::Click, "url=a&sig=BAD_00"),
-            "malformed_signature"
-        );
+        assert_eq!(code(LinkKind::Click, "url=a&sig=BAD_00"), "malformed_signature");
         assert_eq!(code(LinkKind::Click, "d=AAAA"), "link_format_disabled");
         assert_eq!(code(LinkKind::Click, "v=3"), "unsupported_link_version");
-        assert_eq!(
-            code(LinkKind::Click, "v=2&k=6vct.k1&url=x&s=AAAA"),
-            "malformed_signature"
-        );
+        assert_eq!(code(LinkKind::Click, "v=2&k=6vct.k1&url=x&s=AAAA"), "malformed_signature");
         assert_eq!(code(LinkKind::Short, "sig=00"), "malformed_signature");
     }
 }

@@ -15,13 +15,9 @@ pub const CLICK_ID_PARAM: &str = "ad_click_id";
 /// Checks that `dest` is an absolute http(s) URL a browser will follow to the host it shows.
 pub fn validate_destination(dest: &str) -> Result<(), ProtocolError> {
     if dest.len() > MAX_DESTINATION_LEN {
-        return Err(ProtocolError::DestinationTooLong {
-            max: MAX_DESTINATION_LEN,
-        });
+        return Err(ProtocolError::DestinationTooLong { max: MAX_DESTINATION_LEN });
     }
-    let (scheme, rest) = dest
-        .split_once("://")
-        .ok_or(ProtocolError::DestinationSchemeNotAllowed)?;
+    let (scheme, rest) = dest.split_once("://").ok_or(ProtocolError::DestinationSchemeNotAllowed)?;
     if !scheme.eq_ignore_ascii_case("http") && !scheme.eq_ignore_ascii_case("https") {
         return Err(ProtocolError::DestinationSchemeNotAllowed);
     }
@@ -40,19 +36,10 @@ pub fn validate_destination(dest: &str) -> Result<(), ProtocolError> {
         });
     }
     let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
-        let (addr, after) = v6
-            .split_once(']')
-            .ok_or(ProtocolError::InvalidDestination {
-                reason: "unclosed IPv6 literal",
-            })?;
-        if addr.is_empty()
-            || !addr
-                .bytes()
-                .all(|b| b.is_ascii_hexdigit() || b == b':' || b == b'.')
-        {
-            return Err(ProtocolError::InvalidDestination {
-                reason: "bad IPv6 literal",
-            });
+        let (addr, after) =
+            v6.split_once(']').ok_or(ProtocolError::InvalidDestination { reason: "unclosed IPv6 literal" })?;
+        if addr.is_empty() || !addr.bytes().all(|b| b.is_ascii_hexdigit() || b == b':' || b == b'.') {
+            return Err(ProtocolError::InvalidDestination { reason: "bad IPv6 literal" });
         }
         match after {
             "" => ("v6", None),
@@ -60,9 +47,7 @@ pub fn validate_destination(dest: &str) -> Result<(), ProtocolError> {
                 "v6",
                 Some(
                     p.strip_prefix(':')
-                        .ok_or(ProtocolError::InvalidDestination {
-                            reason: "junk after IPv6 literal",
-                        })?,
+                        .ok_or(ProtocolError::InvalidDestination { reason: "junk after IPv6 literal" })?,
                 ),
             ),
         }
@@ -73,15 +58,9 @@ pub fn validate_destination(dest: &str) -> Result<(), ProtocolError> {
         }
     };
     if host.is_empty() {
-        return Err(ProtocolError::InvalidDestination {
-            reason: "missing host",
-        });
+        return Err(ProtocolError::InvalidDestination { reason: "missing host" });
     }
-    if !host
-        .bytes()
-        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_'))
-        || host.starts_with('.')
-    {
+    if !host.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_')) || host.starts_with('.') {
         return Err(ProtocolError::InvalidDestination {
             reason: "host must be ASCII (use punycode for international names)",
         });
@@ -92,9 +71,7 @@ pub fn validate_destination(dest: &str) -> Result<(), ProtocolError> {
             && p.bytes().all(|b| b.is_ascii_digit())
             && p.parse::<u32>().is_ok_and(|n| (1..=65535).contains(&n));
         if !ok {
-            return Err(ProtocolError::InvalidDestination {
-                reason: "port must be 1 to 65535",
-            });
+            return Err(ProtocolError::InvalidDestination { reason: "port must be 1 to 65535" });
         }
     }
     Ok(())
@@ -102,9 +79,7 @@ pub fn validate_destination(dest: &str) -> Result<(), ProtocolError> {
 
 fn is_click_id_pair(pair: &str) -> bool {
     let name = pair.split('=').next().unwrap_or_default();
-    form_urlencoded::parse(name.as_bytes())
-        .next()
-        .is_some_and(|(k, _)| k == CLICK_ID_PARAM)
+    form_urlencoded::parse(name.as_bytes()).next().is_some_and(|(k, _)| k == CLICK_ID_PARAM)
 }
 
 /// The `Location` for a click: the destination with `ad_click_id=<event_id>` added to its query (an existing
@@ -124,10 +99,7 @@ pub fn build_redirect(dest: &str, click_id: &Uuid) -> Result<String, ProtocolErr
     push_ascii(&mut out, path);
     out.push('?');
     if let Some(q) = query {
-        for pair in q
-            .split('&')
-            .filter(|p| !p.is_empty() && !is_click_id_pair(p))
-        {
+        for pair in q.split('&').filter(|p| !p.is_empty() && !is_click_id_pair(p)) {
             push_ascii(&mut out, pair);
             out.push('&');
         }
@@ -166,38 +138,17 @@ mod tests {
     #[test]
     fn appends_click_id_in_the_right_place() {
         let cases = [
-            (
-                "https://a.com",
-                "https://a.com?ad_click_id=019c4633-5078-7411-8858-4aeafb6298bb",
-            ),
-            (
-                "https://a.com/p?x=1",
-                "https://a.com/p?x=1&ad_click_id=019c4633-5078-7411-8858-4aeafb6298bb",
-            ),
-            (
-                "https://a.com/p?",
-                "https://a.com/p?ad_click_id=019c4633-5078-7411-8858-4aeafb6298bb",
-            ),
-            (
-                "https://a.com/p?x=1&#f",
-                "https://a.com/p?x=1&ad_click_id=019c4633-5078-7411-8858-4aeafb6298bb#f",
-            ),
-            (
-                "https://a.com/p#frag?no",
-                "https://a.com/p?ad_click_id=019c4633-5078-7411-8858-4aeafb6298bb#frag?no",
-            ),
+            ("https://a.com", "https://a.com?ad_click_id=019c4633-5078-7411-8858-4aeafb6298bb"),
+            ("https://a.com/p?x=1", "https://a.com/p?x=1&ad_click_id=019c4633-5078-7411-8858-4aeafb6298bb"),
+            ("https://a.com/p?", "https://a.com/p?ad_click_id=019c4633-5078-7411-8858-4aeafb6298bb"),
+            ("https://a.com/p?x=1&#f", "https://a.com/p?x=1&ad_click_id=019c4633-5078-7411-8858-4aeafb6298bb#f"),
+            ("https://a.com/p#frag?no", "https://a.com/p?ad_click_id=019c4633-5078-7411-8858-4aeafb6298bb#frag?no"),
             (
                 "https://a.com/?ad_click_id=old&q=%20x",
                 "https://a.com/?q=%20x&ad_click_id=019c4633-5078-7411-8858-4aeafb6298bb",
             ),
-            (
-                "HTTP://a.com:8080/é",
-                "HTTP://a.com:8080/%C3%A9?ad_click_id=019c4633-5078-7411-8858-4aeafb6298bb",
-            ),
-            (
-                "https://[::1]:8443/",
-                "https://[::1]:8443/?ad_click_id=019c4633-5078-7411-8858-4aeafb6298bb",
-            ),
+            ("HTTP://a.com:8080/é", "HTTP://a.com:8080/%C3%A9?ad_click_id=019c4633-5078-7411-8858-4aeafb6298bb"),
+            ("https://[::1]:8443/", "https://[::1]:8443/?ad_click_id=019c4633-5078-7411-8858-4aeafb6298bb"),
         ];
         for (dest, want) in cases {
             assert_eq!(build_redirect(dest, &id()).unwrap(), want, "{dest}");
@@ -220,16 +171,9 @@ mod tests {
             ("https://exämple.com/", "invalid_destination"),
         ];
         for (dest, code) in cases {
-            assert_eq!(
-                build_redirect(dest, &id()).unwrap_err().code(),
-                code,
-                "{dest}"
-            );
+            assert_eq!(build_redirect(dest, &id()).unwrap_err().code(), code, "{dest}");
         }
         let long = format!("https://a.com/{}", "a".repeat(MAX_DESTINATION_LEN));
-        assert_eq!(
-            build_redirect(&long, &id()).unwrap_err().code(),
-            "destination_too_long"
-        );
+        assert_eq!(build_redirect(&long, &id()).unwrap_err().code(), "destination_too_long");
     }
 }

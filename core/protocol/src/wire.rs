@@ -60,14 +60,7 @@ pub fn encode_event(e: &Event, out: &mut Vec<u8>) {
     out.push(u8::from(e.historical));
     put_str(out, &e.event_type);
     put_str(out, &e.key_prefix);
-    for f in [
-        &e.ip,
-        &e.user_agent,
-        &e.referer,
-        &e.accept_language,
-        &e.request_path,
-        &e.request_host,
-    ] {
+    for f in [&e.ip, &e.user_agent, &e.referer, &e.accept_language, &e.request_path, &e.request_host] {
         put_opt(out, f.as_deref());
     }
     put_varint(out, e.params.len() as u64);
@@ -97,11 +90,7 @@ impl RecordSetBuilder {
         let mut buf = Vec::with_capacity(bytes.max(HEADER_LEN));
         buf.push(RECORD_SET_VERSION);
         buf.extend_from_slice(&[0; 4]);
-        RecordSetBuilder {
-            buf,
-            count: 0,
-            scratch: Vec::with_capacity(512),
-        }
+        RecordSetBuilder { buf, count: 0, scratch: Vec::with_capacity(512) }
     }
 
     pub fn push(&mut self, e: &Event) {
@@ -154,10 +143,7 @@ pub fn record_set_events(buf: &[u8]) -> Result<RecordSetIter<'_>, ProtocolError>
     if (count as usize).saturating_mul(40) > rest.len() {
         return Err(err("count larger than the record set"));
     }
-    Ok(RecordSetIter {
-        reader: Reader { buf: rest },
-        remaining: count,
-    })
+    Ok(RecordSetIter { reader: Reader { buf: rest }, remaining: count })
 }
 
 /// Decodes a whole record set.
@@ -243,9 +229,7 @@ impl<'a> Reader<'a> {
 
     fn utf8(&mut self, len: u64) -> Result<String, ProtocolError> {
         let bytes = self.take(len)?;
-        std::str::from_utf8(bytes)
-            .map(str::to_owned)
-            .map_err(|_| err("string is not UTF-8"))
+        std::str::from_utf8(bytes).map(str::to_owned).map_err(|_| err("string is not UTF-8"))
     }
 
     fn opt(&mut self) -> Result<Option<String>, ProtocolError> {
@@ -285,10 +269,7 @@ pub fn decode_event(buf: &[u8]) -> Result<Event, ProtocolError> {
         let v = r.str()?;
         params.insert(k, v);
     }
-    let raw_payload = r
-        .opt()?
-        .map(|s| RawJson::parse(&s).map_err(|_| err("raw_payload is not JSON")))
-        .transpose()?;
+    let raw_payload = r.opt()?.map(|s| RawJson::parse(&s).map_err(|_| err("raw_payload is not JSON"))).transpose()?;
     if !r.buf.is_empty() {
         return Err(err("trailing bytes in event"));
     }

@@ -7,14 +7,9 @@ use std::collections::BTreeMap;
 use serde_json::{Value, json};
 use tracker_protocol::intake::sign_batch;
 use tracker_protocol::links::{seed_encrypted_url, seed_short_url, seed_signed_url, v2_message};
-use tracker_protocol::{
-    LinkKey, LinkKind, SeedMode, Uuid, V2Link, build_redirect, parse_link, partition_for,
-};
+use tracker_protocol::{LinkKey, LinkKind, SeedMode, Uuid, V2Link, build_redirect, parse_link, partition_for};
 
-const PATH: &str = concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/../../tests/vectors/links.json"
-);
+const PATH: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/vectors/links.json");
 const NOW_MS: i64 = 1_770_704_294_008;
 const BASE: &str = "https://track.example";
 const TENANT_SECRET: &str = "7f3c1e9a5b2d4f6081a3c5e7092b4d6f8a1c3e5079b2d4f6a8c0e2f4a6b8d0c2";
@@ -65,9 +60,7 @@ fn expect(kind: LinkKind, url: &str) -> Value {
     let keys = match parsed.key_ref() {
         tracker_protocol::KeyRef::Global => global_keys(),
         // zzzz holds the very same key material: only the associated data tells the tenants apart
-        tracker_protocol::KeyRef::Tenant { key_prefix, .. }
-            if key_prefix == "6vct" || key_prefix == "zzzz" =>
-        {
+        tracker_protocol::KeyRef::Tenant { key_prefix, .. } if key_prefix == "6vct" || key_prefix == "zzzz" => {
             tenant_keys()
         }
         tracker_protocol::KeyRef::Tenant { .. } => Vec::new(),
@@ -96,15 +89,7 @@ fn v2(
     ext: &'static [&'static str],
     params: &'static [(&'static str, &'static str)],
 ) -> V2Link<'static> {
-    V2Link {
-        kind,
-        key_prefix: "6vct",
-        kid: "k2",
-        target,
-        expires_at,
-        ext,
-        params,
-    }
+    V2Link { kind, key_prefix: "6vct", kid: "k2", target, expires_at, ext, params }
 }
 
 fn build() -> Value {
@@ -116,77 +101,28 @@ fn build() -> Value {
         &[("campaign", "c 1"), ("sub1", "é")],
     );
     let signed = click.signed_url(BASE, TENANT_SECRET).unwrap();
-    let short = v2(LinkKind::Short, TU_ID, None, &[], &[("sub1", "x")])
+    let short = v2(LinkKind::Short, TU_ID, None, &[], &[("sub1", "x")]).signed_url(BASE, TENANT_SECRET).unwrap();
+    let postback = v2(LinkKind::Postback, "", None, &[], &[("event_type", "purchase"), ("click_id", "abc")])
         .signed_url(BASE, TENANT_SECRET)
         .unwrap();
-    let postback = v2(
-        LinkKind::Postback,
-        "",
-        None,
-        &[],
-        &[("event_type", "purchase"), ("click_id", "abc")],
-    )
-    .signed_url(BASE, TENANT_SECRET)
-    .unwrap();
-    let expired = v2(
-        LinkKind::Click,
-        "https://offer.example/",
-        Some(NOW_MS / 1000 - 1),
-        &[],
-        &[],
-    )
-    .signed_url(BASE, TENANT_SECRET)
-    .unwrap();
-    let encrypted = v2(
-        LinkKind::Click,
-        "https://hidden.example/p?q=1",
-        None,
-        &["gclid"],
-        &[("campaign", "c1")],
-    )
-    .encrypted_url(BASE, &aes(TENANT_AES), [7; 12])
-    .unwrap();
-    let seed_tenant = seed_signed_url(
-        BASE,
-        TENANT_SECRET,
-        Some("6vct"),
-        "https://offer.example/a?b=c",
-        &[("sub1", "google")],
-    )
-    .unwrap();
-    let seed_old_key = seed_signed_url(
-        BASE,
-        TENANT_SECRET_OLD,
-        Some("6vct"),
-        "https://offer.example/a",
-        &[],
-    )
-    .unwrap();
-    let seed_global = seed_signed_url(
-        BASE,
-        GLOBAL_SECRET,
-        None,
-        "https://offer.example/g",
-        &[("campaign_id", "camp_8821")],
-    )
-    .unwrap();
-    let seed_short =
-        seed_short_url(BASE, TENANT_SECRET, Some("6vct"), TU_ID, &[("sub1", "s")]).unwrap();
-    let seed_encrypted = seed_encrypted_url(
-        BASE,
-        &aes(GLOBAL_AES),
-        [9; 12],
-        "https://hidden.example/seed",
-        &[("sub1", "s")],
-    )
-    .unwrap();
+    let expired = v2(LinkKind::Click, "https://offer.example/", Some(NOW_MS / 1000 - 1), &[], &[])
+        .signed_url(BASE, TENANT_SECRET)
+        .unwrap();
+    let encrypted = v2(LinkKind::Click, "https://hidden.example/p?q=1", None, &["gclid"], &[("campaign", "c1")])
+        .encrypted_url(BASE, &aes(TENANT_AES), [7; 12])
+        .unwrap();
+    let seed_tenant =
+        seed_signed_url(BASE, TENANT_SECRET, Some("6vct"), "https://offer.example/a?b=c", &[("sub1", "google")])
+            .unwrap();
+    let seed_old_key = seed_signed_url(BASE, TENANT_SECRET_OLD, Some("6vct"), "https://offer.example/a", &[]).unwrap();
+    let seed_global =
+        seed_signed_url(BASE, GLOBAL_SECRET, None, "https://offer.example/g", &[("campaign_id", "camp_8821")]).unwrap();
+    let seed_short = seed_short_url(BASE, TENANT_SECRET, Some("6vct"), TU_ID, &[("sub1", "s")]).unwrap();
+    let seed_encrypted =
+        seed_encrypted_url(BASE, &aes(GLOBAL_AES), [9; 12], "https://hidden.example/seed", &[("sub1", "s")]).unwrap();
 
     let links = vec![
-        link_case(
-            "v2 signed click with expiry, ext and non-ASCII params",
-            LinkKind::Click,
-            signed.clone(),
-        ),
+        link_case("v2 signed click with expiry, ext and non-ASCII params", LinkKind::Click, signed.clone()),
         link_case(
             "v2 signed click plus a declared ext param appended later",
             LinkKind::Click,
@@ -197,49 +133,21 @@ fn build() -> Value {
             LinkKind::Click,
             signed.replace("sub1=%C3%A9", "sub1=e"),
         ),
-        link_case(
-            "v2 signed click with an undeclared param appended",
-            LinkKind::Click,
-            format!("{signed}&fbclid=F"),
-        ),
-        link_case(
-            "v2 signed click with a repeated param",
-            LinkKind::Click,
-            format!("{signed}&sub1=x"),
-        ),
+        link_case("v2 signed click with an undeclared param appended", LinkKind::Click, format!("{signed}&fbclid=F")),
+        link_case("v2 signed click with a repeated param", LinkKind::Click, format!("{signed}&sub1=x")),
         link_case("v2 signed short link", LinkKind::Short, short),
         link_case("v2 signed postback", LinkKind::Postback, postback),
         link_case("v2 expired click", LinkKind::Click, expired),
-        link_case(
-            "v2 encrypted click with a declared ext param",
-            LinkKind::Click,
-            format!("{encrypted}&gclid=G"),
-        ),
+        link_case("v2 encrypted click with a declared ext param", LinkKind::Click, format!("{encrypted}&gclid=G")),
         link_case(
             "v2 encrypted click replayed under another tenant with the same key material",
             LinkKind::Click,
             encrypted.replace("k=6vct.k2", "k=zzzz.k2"),
         ),
-        link_case(
-            "seed signed click, tenant prefix",
-            LinkKind::Click,
-            seed_tenant,
-        ),
-        link_case(
-            "seed signed click, key in its rotation grace period",
-            LinkKind::Click,
-            seed_old_key,
-        ),
-        link_case(
-            "seed signed click, global secret",
-            LinkKind::Click,
-            seed_global.clone(),
-        ),
-        link_case(
-            "seed signed click, destination changed",
-            LinkKind::Click,
-            seed_global.replace("%2Fg", "%2Fh"),
-        ),
+        link_case("seed signed click, tenant prefix", LinkKind::Click, seed_tenant),
+        link_case("seed signed click, key in its rotation grace period", LinkKind::Click, seed_old_key),
+        link_case("seed signed click, global secret", LinkKind::Click, seed_global.clone()),
+        link_case("seed signed click, destination changed", LinkKind::Click, seed_global.replace("%2Fg", "%2Fh")),
         link_case("seed short link", LinkKind::Short, seed_short),
         link_case("seed encrypted click", LinkKind::Click, seed_encrypted),
         link_case(
@@ -274,10 +182,8 @@ fn build() -> Value {
     })
     .collect();
     let body = r#"{"events":[]}"#;
-    let partitions: BTreeMap<&str, u32> = ["6vct", "acme", "global", "a1b2c3"]
-        .iter()
-        .map(|p| (*p, partition_for(p, 24)))
-        .collect();
+    let partitions: BTreeMap<&str, u32> =
+        ["6vct", "acme", "global", "a1b2c3"].iter().map(|p| (*p, partition_for(p, 24))).collect();
     json!({
         "about": "Test vectors for the tracking link formats, redirects, edge batch signatures and partitioning. The formats are specified in core/protocol/src/lib.rs.",
         "now_ms": NOW_MS,
@@ -312,8 +218,7 @@ fn vectors_match_the_implementation() {
         std::fs::write(PATH, serde_json::to_string_pretty(&built).unwrap() + "\n").unwrap();
     }
     let stored: Value =
-        serde_json::from_str(&std::fs::read_to_string(PATH).expect("tests/vectors/links.json"))
-            .unwrap();
+        serde_json::from_str(&std::fs::read_to_string(PATH).expect("tests/vectors/links.json")).unwrap();
     // every stored link verifies (or fails) exactly as recorded, independently of how it was built
     for case in stored["links"].as_array().unwrap() {
         let kind = match case["kind"].as_str().unwrap() {
@@ -322,24 +227,10 @@ fn vectors_match_the_implementation() {
             "postback" => LinkKind::Postback,
             _ => LinkKind::Impression,
         };
-        assert_eq!(
-            expect(kind, case["url"].as_str().unwrap()),
-            case["expect"],
-            "{}",
-            case["name"]
-        );
+        assert_eq!(expect(kind, case["url"].as_str().unwrap()), case["expect"], "{}", case["name"]);
     }
-    assert_eq!(
-        built, stored,
-        "regenerated vectors differ from tests/vectors/links.json"
-    );
+    assert_eq!(built, stored, "regenerated vectors differ from tests/vectors/links.json");
     let links = stored["links"].as_array().unwrap();
-    let errors = links
-        .iter()
-        .filter(|c| c["expect"]["error"].is_string())
-        .count();
-    assert!(
-        errors >= 5 && errors < links.len(),
-        "the vectors exercise both outcomes"
-    );
+    let errors = links.iter().filter(|c| c["expect"]["error"].is_string()).count();
+    assert!(errors >= 5 && errors < links.len(), "the vectors exercise both outcomes");
 }

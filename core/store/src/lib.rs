@@ -152,9 +152,7 @@ fn random_hex(bytes: usize) -> String {
 fn random_prefix() -> String {
     const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
     let mut rng = rand::rng();
-    (0..6)
-        .map(|_| char::from(ALPHABET[rng.random_range(0..ALPHABET.len())]))
-        .collect()
+    (0..6).map(|_| char::from(ALPHABET[rng.random_range(0..ALPHABET.len())])).collect()
 }
 
 /// SHA-256 of a token, hex. Tokens carry 256 bits of randomness, so a fast hash is the right tool.
@@ -189,19 +187,11 @@ impl Store {
         let _ = conn.query("PRAGMA journal_mode=WAL", ()).await?;
         conn.execute("PRAGMA foreign_keys=ON", ()).await?;
         conn.execute_batch(SCHEMA).await?;
-        Ok(Store {
-            conn,
-            _db: std::sync::Arc::new(db),
-        })
+        Ok(Store { conn, _db: std::sync::Arc::new(db) })
     }
 
     /// Creates a tenant with its first key (`k1`). A prefix is generated unless given.
-    pub async fn create_tenant(
-        &self,
-        name: &str,
-        key_prefix: Option<&str>,
-        now_ms: i64,
-    ) -> Result<NewKey> {
+    pub async fn create_tenant(&self, name: &str, key_prefix: Option<&str>, now_ms: i64) -> Result<NewKey> {
         if name.is_empty() || name.len() > 200 {
             return Err(StoreError::Invalid("name must be 1 to 200 bytes"));
         }
@@ -211,9 +201,7 @@ impl Store {
                 None => random_prefix(),
             };
             if !is_valid_key_prefix(&prefix) || prefix == GLOBAL_KEY_PREFIX {
-                return Err(StoreError::Invalid(
-                    "key prefix must be 2 to 32 of [a-z0-9] and not \"global\"",
-                ));
+                return Err(StoreError::Invalid("key prefix must be 2 to 32 of [a-z0-9] and not \"global\""));
             }
             let tx = self.conn.transaction().await?;
             let inserted = tx
@@ -284,19 +272,10 @@ impl Store {
     }
 
     /// Adds a new current key; every older key keeps verifying links until `now + grace`.
-    pub async fn rotate_keys(
-        &self,
-        key_prefix: &str,
-        grace_ms: i64,
-        now_ms: i64,
-    ) -> Result<NewKey> {
+    pub async fn rotate_keys(&self, key_prefix: &str, grace_ms: i64, now_ms: i64) -> Result<NewKey> {
         let tx = self.conn.transaction().await?;
-        let mut rows = tx
-            .query(
-                "SELECT COALESCE(MAX(seq), 0) FROM tenant_keys WHERE key_prefix = ?1",
-                [key_prefix],
-            )
-            .await?;
+        let mut rows =
+            tx.query("SELECT COALESCE(MAX(seq), 0) FROM tenant_keys WHERE key_prefix = ?1", [key_prefix]).await?;
         let seq = match rows.next().await? {
             Some(row) => int(&row, 0, "seq")?,
             None => 0,
@@ -364,20 +343,14 @@ impl Store {
             )
             .await?;
         match rows.next().await? {
-            Some(row) => Ok(Some(TokenInfo {
-                token_id: text(&row, 0, "token_id")?,
-                key_prefix: text(&row, 1, "key_prefix")?,
-            })),
+            Some(row) => {
+                Ok(Some(TokenInfo { token_id: text(&row, 0, "token_id")?, key_prefix: text(&row, 1, "key_prefix")? }))
+            }
             None => Ok(None),
         }
     }
 
-    pub async fn revoke_ingest_token(
-        &self,
-        key_prefix: &str,
-        token_id: &str,
-        now_ms: i64,
-    ) -> Result<()> {
+    pub async fn revoke_ingest_token(&self, key_prefix: &str, token_id: &str, now_ms: i64) -> Result<()> {
         let n = self
             .conn
             .execute(
@@ -407,13 +380,7 @@ impl Store {
             .execute(
                 "INSERT INTO tracking_urls (tu_id, key_prefix, destination, created_at, expires_at)
                  SELECT ?1, key_prefix, ?3, ?4, ?5 FROM tenants WHERE key_prefix = ?2",
-                (
-                    tu_id.as_str(),
-                    key_prefix,
-                    destination,
-                    now_ms,
-                    expires_at_ms,
-                ),
+                (tu_id.as_str(), key_prefix, destination, now_ms, expires_at_ms),
             )
             .await?;
         if n == 0 {
@@ -471,9 +438,7 @@ mod tests {
 
     async fn store() -> (tempfile::TempDir, Store) {
         let dir = tempfile::tempdir().unwrap();
-        let s = Store::open(&dir.path().join("meta/tracker.db"))
-            .await
-            .unwrap();
+        let s = Store::open(&dir.path().join("meta/tracker.db")).await.unwrap();
         (dir, s)
     }
 
@@ -483,71 +448,36 @@ mod tests {
         let k1 = s.create_tenant("Acme", None, NOW).await.unwrap();
         assert!(is_valid_key_prefix(&k1.key_prefix));
         assert_eq!(k1.signing_secret.len(), 64);
-        assert!(matches!(
-            s.create_tenant("Again", Some(&k1.key_prefix), NOW).await,
-            Err(StoreError::Conflict(_))
-        ));
-        assert!(matches!(
-            s.create_tenant("G", Some("global"), NOW).await,
-            Err(StoreError::Invalid(_))
-        ));
+        assert!(matches!(s.create_tenant("Again", Some(&k1.key_prefix), NOW).await, Err(StoreError::Conflict(_))));
+        assert!(matches!(s.create_tenant("G", Some("global"), NOW).await, Err(StoreError::Invalid(_))));
 
         let k2 = s.rotate_keys(&k1.key_prefix, 1000, NOW).await.unwrap();
         assert_eq!(k2.kid, "k2");
         let tk = s.tenant_keys(&k1.key_prefix).await.unwrap().unwrap();
-        assert_eq!(
-            tk.keys.iter().map(|k| k.kid.as_str()).collect::<Vec<_>>(),
-            vec!["k2", "k1"]
-        );
+        assert_eq!(tk.keys.iter().map(|k| k.kid.as_str()).collect::<Vec<_>>(), vec!["k2", "k1"]);
         assert_eq!(tk.keys[0].retires_at_ms, None);
         assert_eq!(tk.keys[1].retires_at_ms, Some(NOW + 1000));
-        assert_eq!(
-            tk.keys[1].signing_secret.as_deref(),
-            Some(k1.signing_secret.as_str())
-        );
+        assert_eq!(tk.keys[1].signing_secret.as_deref(), Some(k1.signing_secret.as_str()));
         // a second rotation does not extend the first key's grace period
-        s.rotate_keys(&k1.key_prefix, 1_000_000, NOW + 10)
-            .await
-            .unwrap();
+        s.rotate_keys(&k1.key_prefix, 1_000_000, NOW + 10).await.unwrap();
         let tk = s.tenant_keys(&k1.key_prefix).await.unwrap().unwrap();
         assert_eq!(tk.keys[2].retires_at_ms, Some(NOW + 1000));
         assert!(s.tenant_keys("nope").await.unwrap().is_none());
-        assert!(matches!(
-            s.rotate_keys("nope", 1, NOW).await,
-            Err(StoreError::NotFound(_))
-        ));
+        assert!(matches!(s.rotate_keys("nope", 1, NOW).await, Err(StoreError::NotFound(_))));
     }
 
     #[tokio::test]
     async fn tokens_are_hashed_expire_and_revoke() {
         let (_d, s) = store().await;
         let t = s.create_tenant("Acme", Some("acme"), NOW).await.unwrap();
-        let (token, id) = s
-            .create_ingest_token(&t.key_prefix, "ci", Some(NOW + 10), NOW)
-            .await
-            .unwrap();
+        let (token, id) = s.create_ingest_token(&t.key_prefix, "ci", Some(NOW + 10), NOW).await.unwrap();
         assert!(token.starts_with(INGEST_TOKEN_PREFIX));
         let info = s.lookup_ingest_token(&token, NOW).await.unwrap().unwrap();
         assert_eq!(info.key_prefix, "acme");
-        assert!(
-            s.lookup_ingest_token(&token, NOW + 10)
-                .await
-                .unwrap()
-                .is_none(),
-            "expired"
-        );
-        assert!(
-            s.lookup_ingest_token("trk_ing_guess", NOW)
-                .await
-                .unwrap()
-                .is_none()
-        );
+        assert!(s.lookup_ingest_token(&token, NOW + 10).await.unwrap().is_none(), "expired");
+        assert!(s.lookup_ingest_token("trk_ing_guess", NOW).await.unwrap().is_none());
         // the plaintext is nowhere in the database
-        let mut rows = s
-            .conn
-            .query("SELECT token_hash FROM ingest_tokens", ())
-            .await
-            .unwrap();
+        let mut rows = s.conn.query("SELECT token_hash FROM ingest_tokens", ()).await.unwrap();
         let stored = text(&rows.next().await.unwrap().unwrap(), 0, "token_hash").unwrap();
         assert_ne!(stored, token);
         assert_eq!(stored, hash_token(&token));
@@ -562,21 +492,10 @@ mod tests {
     async fn short_links_belong_to_a_tenant() {
         let (_d, s) = store().await;
         s.create_tenant("Acme", Some("acme"), NOW).await.unwrap();
-        let l = s
-            .create_short_link("acme", "https://a.com/x", None, NOW)
-            .await
-            .unwrap();
+        let l = s.create_short_link("acme", "https://a.com/x", None, NOW).await.unwrap();
         assert!(tracker_protocol::links::is_valid_short_id(&l.tu_id));
         assert_eq!(s.short_link(&l.tu_id).await.unwrap(), Some(l));
-        assert!(
-            s.create_short_link("acme", "javascript:x", None, NOW)
-                .await
-                .is_err()
-        );
-        assert!(
-            s.create_short_link("ghost", "https://a.com", None, NOW)
-                .await
-                .is_err()
-        );
+        assert!(s.create_short_link("acme", "javascript:x", None, NOW).await.is_err());
+        assert!(s.create_short_link("ghost", "https://a.com", None, NOW).await.is_err());
     }
 }

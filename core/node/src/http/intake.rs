@@ -11,13 +11,9 @@ use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use tracker_log::RecordSet;
-use tracker_protocol::intake::{
-    BATCH_ID_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER, is_valid_batch_id, verify_batch,
-};
+use tracker_protocol::intake::{BATCH_ID_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER, is_valid_batch_id, verify_batch};
 use tracker_protocol::wire::RecordSetBuilder;
-use tracker_protocol::{
-    Auth, Event, EventInput, IntakeContext, ProtocolError, build_event, partition_for,
-};
+use tracker_protocol::{Auth, Event, EventInput, IntakeContext, ProtocolError, build_event, partition_for};
 use tracker_store::GLOBAL_KEY_PREFIX;
 
 use super::{RawBody, RequestMeta, bearer};
@@ -34,11 +30,7 @@ struct Rejection {
 
 impl Rejection {
     fn new(index: usize, e: &ProtocolError) -> Self {
-        Rejection {
-            index,
-            code: e.code(),
-            message: e.to_string(),
-        }
+        Rejection { index, code: e.code(), message: e.to_string() }
     }
 }
 
@@ -70,9 +62,7 @@ fn split_batch(body: &[u8]) -> Result<Vec<&RawValue>, ApiError> {
             ));
         }
     };
-    parsed.map_err(|e| {
-        ApiError::bad_request("invalid_batch", format!("the batch is not valid JSON: {e}"))
-    })
+    parsed.map_err(|e| ApiError::bad_request("invalid_batch", format!("the batch is not valid JSON: {e}")))
 }
 
 fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
@@ -89,8 +79,7 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
 }
 
 async fn tenant_from_token(st: &AppState, headers: &HeaderMap) -> Result<String, ApiError> {
-    let token = bearer(headers)
-        .ok_or_else(|| ApiError::unauthorized("send Authorization: Bearer <ingest token>"))?;
+    let token = bearer(headers).ok_or_else(|| ApiError::unauthorized("send Authorization: Bearer <ingest token>"))?;
     Ok(st.authenticate_token(token).await?.key_prefix.clone())
 }
 
@@ -134,7 +123,8 @@ pub async fn batch(
         let mut set = RecordSetBuilder::with_capacity(body.len());
         let mut rejected = Vec::new();
         for (index, raw) in items.iter().enumerate() {
-            let built = EventInput::from_json(raw.get().as_bytes()).and_then(|input| build_event(input, &ctx, &st.cfg.limits, random10()));
+            let built = EventInput::from_json(raw.get().as_bytes())
+                .and_then(|input| build_event(input, &ctx, &st.cfg.limits, random10()));
             match built {
                 Ok(event) => set.push(&event),
                 Err(e) => {
@@ -152,10 +142,14 @@ pub async fn batch(
             return Ok(super::json(StatusCode::UNPROCESSABLE_ENTITY, &body));
         }
         let count = set.len();
-        let records = RecordSet { partition: partition_for(&key_prefix, st.log.partitions()), count, bytes: set.finish() };
+        let records =
+            RecordSet { partition: partition_for(&key_prefix, st.log.partitions()), count, bytes: set.finish() };
         let receipt = st.log.append(vec![records], idem.map(|k| format!("batch\0{key_prefix}\0{k}"))).await?;
         st.metrics.accepted(Endpoint::Batch, u64::from(count));
-        Ok(super::json(StatusCode::OK, &BatchResponse { accepted: receipt.events(), rejected, duplicate: receipt.duplicate }))
+        Ok(super::json(
+            StatusCode::OK,
+            &BatchResponse { accepted: receipt.events(), rejected, duplicate: receipt.duplicate },
+        ))
     }
     .await;
     respond(&st, Endpoint::Batch, result)
@@ -177,20 +171,10 @@ pub async fn ingest(
             request_path: Some(&meta.path),
             request_host: meta.host.as_deref(),
         };
-        let event = build_event(
-            EventInput::from_json(&body)?,
-            &ctx,
-            &st.cfg.limits,
-            random10(),
-        )?;
-        let duplicate = st
-            .store_durably(&event, idem.map(|k| format!("ingest\0{key_prefix}\0{k}")))
-            .await?;
+        let event = build_event(EventInput::from_json(&body)?, &ctx, &st.cfg.limits, random10())?;
+        let duplicate = st.store_durably(&event, idem.map(|k| format!("ingest\0{key_prefix}\0{k}"))).await?;
         st.metrics.accepted(Endpoint::Ingest, 1);
-        Ok(super::json(
-            StatusCode::OK,
-            &serde_json::json!({ "event_id": event.event_id, "duplicate": duplicate }),
-        ))
+        Ok(super::json(StatusCode::OK, &serde_json::json!({ "event_id": event.event_id, "duplicate": duplicate })))
     }
     .await;
     respond(&st, Endpoint::Ingest, result)
@@ -198,22 +182,31 @@ pub async fn ingest(
 
 /// Signed batches of already-verified events forwarded by the edge. The signature covers timestamp, batch id and
 /// body; the timestamp must be within the replay window; the batch id makes queue retries idempotent.
-pub async fn edge_batch(
-    State(st): State<Arc<AppState>>,
-    headers: HeaderMap,
-    RawBody(body): RawBody,
-) -> Response {
+pub async fn edge_batch(State(st): State<Arc<AppState>>, headers: HeaderMap, RawBody(body): RawBody) -> Response {
     let result = async {
         if st.cfg.edge_secrets.is_empty() {
-            return Err(ApiError::new(StatusCode::NOT_FOUND, "edge_intake_disabled", "this node has no EDGE_SHARED_SECRETS"));
+            return Err(ApiError::new(
+                StatusCode::NOT_FOUND,
+                "edge_intake_disabled",
+                "this node has no EDGE_SHARED_SECRETS",
+            ));
         }
         let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
-        let (Some(sig), Some(ts), Some(batch_id)) = (header(SIGNATURE_HEADER), header(TIMESTAMP_HEADER), header(BATCH_ID_HEADER)) else {
-            return Err(ApiError::unauthorized("signed edge batches need X-Tracker-Signature, X-Tracker-Timestamp and X-Tracker-Batch-Id"));
+        let (Some(sig), Some(ts), Some(batch_id)) =
+            (header(SIGNATURE_HEADER), header(TIMESTAMP_HEADER), header(BATCH_ID_HEADER))
+        else {
+            return Err(ApiError::unauthorized(
+                "signed edge batches need X-Tracker-Signature, X-Tracker-Timestamp and X-Tracker-Batch-Id",
+            ));
         };
-        let ts: i64 = ts.parse().map_err(|_| ApiError::unauthorized("X-Tracker-Timestamp must be milliseconds since the epoch"))?;
+        let ts: i64 = ts
+            .parse()
+            .map_err(|_| ApiError::unauthorized("X-Tracker-Timestamp must be milliseconds since the epoch"))?;
         if !is_valid_batch_id(batch_id) {
-            return Err(ApiError::bad_request("invalid_batch_id", "X-Tracker-Batch-Id must be 1 to 128 characters from [A-Za-z0-9_.:-]"));
+            return Err(ApiError::bad_request(
+                "invalid_batch_id",
+                "X-Tracker-Batch-Id must be 1 to 128 characters from [A-Za-z0-9_.:-]",
+            ));
         }
         // authenticity before anything else about the request is looked at
         if !verify_batch(&st.cfg.edge_secrets, sig, ts, batch_id, &body) {
@@ -225,7 +218,11 @@ pub async fn edge_batch(
         }
         let items = split_batch(&body)?;
         if items.len() > st.cfg.max_batch_size {
-            return Err(ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "batch_too_large", "too many events in one edge batch"));
+            return Err(ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "batch_too_large",
+                "too many events in one edge batch",
+            ));
         }
         let partitions = st.log.partitions();
         let mut sets: BTreeMap<u32, RecordSetBuilder> = BTreeMap::new();

@@ -29,9 +29,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/t", get(track::click))
         .route(
             "/t/auto",
-            post(track::beacon)
-                .options(track::beacon_preflight)
-                .layer(DefaultBodyLimit::max(MAX_BEACON_BYTES)),
+            post(track::beacon).options(track::beacon_preflight).layer(DefaultBodyLimit::max(MAX_BEACON_BYTES)),
         )
         .route("/t/{tu_id}", get(track::short))
         .route("/p", get(track::postback))
@@ -53,11 +51,7 @@ async fn not_found() -> ApiError {
 }
 
 async fn method_not_allowed() -> ApiError {
-    ApiError::new(
-        StatusCode::METHOD_NOT_ALLOWED,
-        "method_not_allowed",
-        "this endpoint does not accept that method",
-    )
+    ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "this endpoint does not accept that method")
 }
 
 /// Facts about the request that become event fields (truncated, never rejected: a click must not fail because
@@ -75,10 +69,7 @@ pub struct RequestMeta {
 impl FromRequestParts<Arc<AppState>> for RequestMeta {
     type Rejection = Response;
 
-    async fn from_request_parts(
-        parts: &mut Parts,
-        state: &Arc<AppState>,
-    ) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(parts: &mut Parts, state: &Arc<AppState>) -> Result<Self, Self::Rejection> {
         let max = state.cfg.limits.max_field_len;
         let h = &parts.headers;
         let header = |name: header::HeaderName| -> Option<String> {
@@ -87,10 +78,7 @@ impl FromRequestParts<Arc<AppState>> for RequestMeta {
                 .map(|v| truncate_field(v.trim(), max).to_owned())
                 .filter(|v| !v.is_empty())
         };
-        let peer = parts
-            .extensions
-            .get::<ConnectInfo<SocketAddr>>()
-            .map(|c| c.0.ip().to_string());
+        let peer = parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip().to_string());
         let ip = match state.cfg.trust_proxy {
             TrustProxy::None => peer,
             TrustProxy::XForwardedFor => h
@@ -126,17 +114,10 @@ impl<S: Send + Sync> axum::extract::FromRequest<S> for RawBody {
     type Rejection = ApiError;
 
     async fn from_request(req: axum::extract::Request, state: &S) -> Result<Self, Self::Rejection> {
-        axum::body::Bytes::from_request(req, state)
-            .await
-            .map(RawBody)
-            .map_err(|e| {
-                let code = if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                    "body_too_large"
-                } else {
-                    "unreadable_body"
-                };
-                ApiError::new(e.status(), code, e.body_text())
-            })
+        axum::body::Bytes::from_request(req, state).await.map(RawBody).map_err(|e| {
+            let code = if e.status() == StatusCode::PAYLOAD_TOO_LARGE { "body_too_large" } else { "unreadable_body" };
+            ApiError::new(e.status(), code, e.body_text())
+        })
     }
 }
 
@@ -144,10 +125,7 @@ impl<S: Send + Sync> axum::extract::FromRequest<S> for RawBody {
 fn bearer(headers: &HeaderMap) -> Option<&str> {
     let v = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
     let (scheme, token) = v.split_once(' ')?;
-    scheme
-        .eq_ignore_ascii_case("bearer")
-        .then_some(token.trim())
-        .filter(|t| !t.is_empty())
+    scheme.eq_ignore_ascii_case("bearer").then_some(token.trim()).filter(|t| !t.is_empty())
 }
 
 fn json<T: serde::Serialize>(status: StatusCode, body: &T) -> Response {

@@ -9,19 +9,12 @@ use axum::response::{IntoResponse, Response};
 use crate::state::AppState;
 
 pub async fn health() -> Response {
-    super::json(
-        StatusCode::OK,
-        &serde_json::json!({ "status": "ok", "version": env!("CARGO_PKG_VERSION") }),
-    )
+    super::json(StatusCode::OK, &serde_json::json!({ "status": "ok", "version": env!("CARGO_PKG_VERSION") }))
 }
 
 pub async fn broker(State(st): State<Arc<AppState>>) -> Response {
     let s = st.log.status();
-    let status = if s.healthy {
-        StatusCode::OK
-    } else {
-        StatusCode::SERVICE_UNAVAILABLE
-    };
+    let status = if s.healthy { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
     super::json(
         status,
         &serde_json::json!({

@@ -11,9 +11,7 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use tracker_protocol::event::ParamMap;
 use tracker_protocol::links::parse_query;
-use tracker_protocol::{
-    Auth, Event, LinkKind, ProtocolError, Uuid, build_redirect, new_event_id, parse_link,
-};
+use tracker_protocol::{Auth, Event, LinkKind, ProtocolError, Uuid, build_redirect, new_event_id, parse_link};
 use tracker_store::GLOBAL_KEY_PREFIX;
 
 use super::{RawBody, RequestMeta, bearer};
@@ -23,9 +21,9 @@ use crate::state::{AppState, now_ms, random10};
 
 /// A 1x1 transparent GIF.
 const PIXEL: &[u8] = &[
-    0x47, 0x49, 0x46, 0x38, 0x39, 0x61, 0x01, 0x00, 0x01, 0x00, 0x80, 0x00, 0x00, 0x00, 0x00, 0x00,
-    0xff, 0xff, 0xff, 0x21, 0xf9, 0x04, 0x01, 0x00, 0x00, 0x00, 0x00, 0x2c, 0x00, 0x00, 0x00, 0x00,
-    0x01, 0x00, 0x01, 0x00, 0x00, 0x02, 0x02, 0x44, 0x01, 0x00, 0x3b,
+    0x47, 0x49, 0x46, 0x38, 0x39, 0x61, 0x01, 0x00, 0x01, 0x00, 0x80, 0x00, 0x00, 0x00, 0x00, 0x00, 0xff, 0xff, 0xff,
+    0x21, 0xf9, 0x04, 0x01, 0x00, 0x00, 0x00, 0x00, 0x2c, 0x00, 0x00, 0x00, 0x00, 0x01, 0x00, 0x01, 0x00, 0x00, 0x02,
+    0x02, 0x44, 0x01, 0x00, 0x3b,
 ];
 
 fn new_event(
@@ -62,22 +60,15 @@ fn redirect(location: &str) -> Response {
             StatusCode::TEMPORARY_REDIRECT,
             [
                 (header::LOCATION, loc),
-                (
-                    header::CACHE_CONTROL,
-                    HeaderValue::from_static("no-store, max-age=0"),
-                ),
-                (
-                    header::REFERRER_POLICY,
-                    HeaderValue::from_static("no-referrer"),
-                ),
+                (header::CACHE_CONTROL, HeaderValue::from_static("no-store, max-age=0")),
+                (header::REFERRER_POLICY, HeaderValue::from_static("no-referrer")),
             ],
         )
             .into_response(),
         // build_redirect only produces visible ASCII, so this is unreachable in practice; still no panic
-        Err(_) => ApiError::from(ProtocolError::InvalidDestination {
-            reason: "not a valid header value",
-        })
-        .into_response(),
+        Err(_) => {
+            ApiError::from(ProtocolError::InvalidDestination { reason: "not a valid header value" }).into_response()
+        }
     }
 }
 
@@ -99,20 +90,9 @@ fn finish<T>(
     }
 }
 
-pub async fn click(
-    State(st): State<Arc<AppState>>,
-    meta: RequestMeta,
-    RawQuery(q): RawQuery,
-) -> Response {
+pub async fn click(State(st): State<Arc<AppState>>, meta: RequestMeta, RawQuery(q): RawQuery) -> Response {
     let started = Instant::now();
-    let result = follow(
-        &st,
-        &meta,
-        LinkKind::Click,
-        None,
-        q.as_deref().unwrap_or_default(),
-    )
-    .await;
+    let result = follow(&st, &meta, LinkKind::Click, None, q.as_deref().unwrap_or_default()).await;
     if result.is_ok() {
         st.metrics.redirect_served(started.elapsed());
     }
@@ -126,14 +106,7 @@ pub async fn short(
     RawQuery(q): RawQuery,
 ) -> Response {
     let started = Instant::now();
-    let result = follow(
-        &st,
-        &meta,
-        LinkKind::Short,
-        Some(&tu_id),
-        q.as_deref().unwrap_or_default(),
-    )
-    .await;
+    let result = follow(&st, &meta, LinkKind::Short, Some(&tu_id), q.as_deref().unwrap_or_default()).await;
     if result.is_ok() {
         st.metrics.redirect_served(started.elapsed());
     }
@@ -149,27 +122,16 @@ async fn follow(
     query: &str,
 ) -> Result<String, ApiError> {
     let parsed = parse_link(kind, tu_id, query, st.cfg.url_mode)?;
-    let (_, keys) = st.keys_for(parsed.key_ref()).await?;
+    let keys = st.keys_for(parsed.key_ref()).await?;
     let now = now_ms();
-    let verified = parsed.verify(&keys, now)?;
-    let key_prefix = verified
-        .key_prefix
-        .unwrap_or_else(|| GLOBAL_KEY_PREFIX.to_owned());
+    let verified = parsed.verify(keys.as_slice(), now)?;
+    let key_prefix = verified.key_prefix.unwrap_or_else(|| GLOBAL_KEY_PREFIX.to_owned());
     let mut params = verified.params;
     let destination = if kind == LinkKind::Short {
-        let unknown = || {
-            ApiError::new(
-                StatusCode::NOT_FOUND,
-                "unknown_short_link",
-                "no such short link for this tenant",
-            )
-        };
+        let unknown =
+            || ApiError::new(StatusCode::NOT_FOUND, "unknown_short_link", "no such short link for this tenant");
         // a link signed by one tenant never resolves another tenant's short link: same answer as "not found"
-        let link = st
-            .short_link(&verified.target)
-            .await?
-            .filter(|l| l.key_prefix == key_prefix)
-            .ok_or_else(unknown)?;
+        let link = st.short_link(&verified.target).await?.filter(|l| l.key_prefix == key_prefix).ok_or_else(unknown)?;
         if link.expires_at.is_some_and(|e| now >= e) {
             return Err(ProtocolError::LinkExpired.into());
         }
@@ -180,15 +142,7 @@ async fn follow(
     };
     let event_id = new_event_id(now, random10());
     let location = build_redirect(&destination, &event_id)?;
-    let event = new_event(
-        event_id,
-        "click".into(),
-        now,
-        key_prefix,
-        meta,
-        params,
-        Auth::Link,
-    );
+    let event = new_event(event_id, "click".into(), now, key_prefix, meta, params, Auth::Link);
     event.validate(&st.cfg.limits)?;
     st.emit(&event).await?;
     Ok(location)
@@ -201,14 +155,7 @@ pub async fn postback(
     RawQuery(q): RawQuery,
 ) -> Response {
     let result = async {
-        let event = signal(
-            &st,
-            &meta,
-            &headers,
-            LinkKind::Postback,
-            q.as_deref().unwrap_or_default(),
-        )
-        .await?;
+        let event = signal(&st, &meta, &headers, LinkKind::Postback, q.as_deref().unwrap_or_default()).await?;
         // a postback is a server telling us about a conversion: answer only once it is durable
         st.store_durably(&event, None).await?;
         Ok(event)
@@ -229,14 +176,7 @@ pub async fn impression(
     RawQuery(q): RawQuery,
 ) -> Response {
     let result = async {
-        let event = signal(
-            &st,
-            &meta,
-            &headers,
-            LinkKind::Impression,
-            q.as_deref().unwrap_or_default(),
-        )
-        .await?;
+        let event = signal(&st, &meta, &headers, LinkKind::Impression, q.as_deref().unwrap_or_default()).await?;
         st.emit(&event).await
     }
     .await;
@@ -245,10 +185,7 @@ pub async fn impression(
             StatusCode::OK,
             [
                 (header::CONTENT_TYPE, "image/gif"),
-                (
-                    header::CACHE_CONTROL,
-                    "no-store, no-cache, must-revalidate, max-age=0",
-                ),
+                (header::CACHE_CONTROL, "no-store, no-cache, must-revalidate, max-age=0"),
                 (header::PRAGMA, "no-cache"),
                 (header::EXPIRES, "0"),
             ],
@@ -271,14 +208,11 @@ async fn signal(
     let now = now_ms();
     let (key_prefix, auth) = if pairs.contains_key("v") {
         let parsed = parse_link(kind, None, query, st.cfg.url_mode)?;
-        let (_, keys) = st.keys_for(parsed.key_ref()).await?;
-        let verified = parsed.verify(&keys, now)?;
+        let keys = st.keys_for(parsed.key_ref()).await?;
+        let verified = parsed.verify(keys.as_slice(), now)?;
         pairs = verified.params;
         (verified.key_prefix.unwrap_or_default(), Auth::Signature)
-    } else if let Some(token) = pairs
-        .remove("token")
-        .or_else(|| bearer(headers).map(str::to_owned))
-    {
+    } else if let Some(token) = pairs.remove("token").or_else(|| bearer(headers).map(str::to_owned)) {
         let info = st.authenticate_token(&token).await?;
         if let Some(kp) = pairs.remove("key_prefix")
             && kp != info.key_prefix
@@ -292,10 +226,7 @@ async fn signal(
         (info.key_prefix.clone(), Auth::Token)
     } else {
         let kp = pairs.remove("key_prefix").ok_or_else(|| {
-            ApiError::bad_request(
-                "missing_key_prefix",
-                "key_prefix (or a token, or a v2 signature) is required",
-            )
+            ApiError::bad_request("missing_key_prefix", "key_prefix (or a token, or a v2 signature) is required")
         })?;
         if !tracker_protocol::is_valid_key_prefix(&kp) {
             return Err(ProtocolError::InvalidKeyPrefix.into());
@@ -303,23 +234,9 @@ async fn signal(
         st.tenant(&kp).await?;
         (kp, Auth::None)
     };
-    let default_type = if kind == LinkKind::Postback {
-        "postback"
-    } else {
-        "impression"
-    };
-    let event_type = pairs
-        .remove("event_type")
-        .unwrap_or_else(|| default_type.to_owned());
-    let event = new_event(
-        new_event_id(now, random10()),
-        event_type,
-        now,
-        key_prefix,
-        meta,
-        pairs,
-        auth,
-    );
+    let default_type = if kind == LinkKind::Postback { "postback" } else { "impression" };
+    let event_type = pairs.remove("event_type").unwrap_or_else(|| default_type.to_owned());
+    let event = new_event(new_event_id(now, random10()), event_type, now, key_prefix, meta, pairs, auth);
     event.validate(&st.cfg.limits)?;
     Ok(event)
 }
@@ -345,10 +262,7 @@ struct BeaconInput {
 }
 
 fn with_cors(mut res: Response) -> Response {
-    res.headers_mut().insert(
-        header::ACCESS_CONTROL_ALLOW_ORIGIN,
-        HeaderValue::from_static("*"),
-    );
+    res.headers_mut().insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, HeaderValue::from_static("*"));
     res
 }
 
@@ -366,44 +280,24 @@ pub async fn beacon_preflight() -> Response {
     )
 }
 
-pub async fn beacon(
-    State(st): State<Arc<AppState>>,
-    meta: RequestMeta,
-    body: Result<RawBody, ApiError>,
-) -> Response {
+pub async fn beacon(State(st): State<Arc<AppState>>, meta: RequestMeta, body: Result<RawBody, ApiError>) -> Response {
     let result = async {
         let RawBody(body) = body?;
-        let input: BeaconInput = serde_json::from_slice(&body).map_err(|e| {
-            ApiError::bad_request(
-                "invalid_beacon",
-                format!("the beacon body is not valid: {e}"),
-            )
-        })?;
+        let input: BeaconInput = serde_json::from_slice(&body)
+            .map_err(|e| ApiError::bad_request("invalid_beacon", format!("the beacon body is not valid: {e}")))?;
         if !tracker_protocol::is_valid_key_prefix(&input.key) {
             return Err(ProtocolError::InvalidKeyPrefix.into());
         }
         st.tenant(&input.key).await?;
         let mut params = input.params.map(|p| p.0).unwrap_or_default();
-        for (k, v) in [
-            ("url", input.url),
-            ("title", input.title),
-            ("ad_click_id", input.ad_click_id),
-        ] {
+        for (k, v) in [("url", input.url), ("title", input.title), ("ad_click_id", input.ad_click_id)] {
             if let Some(v) = v {
                 params.insert(k.to_owned(), v);
             }
         }
         let now = now_ms();
         let event_type = input.event_type.unwrap_or_else(|| "pageview".to_owned());
-        let mut event = new_event(
-            new_event_id(now, random10()),
-            event_type,
-            now,
-            input.key,
-            &meta,
-            params,
-            Auth::None,
-        );
+        let mut event = new_event(new_event_id(now, random10()), event_type, now, input.key, &meta, params, Auth::None);
         if let Some(r) = input.referrer.filter(|r| !r.is_empty()) {
             event.referer = Some(r);
         }
@@ -411,7 +305,5 @@ pub async fn beacon(
         st.emit(&event).await
     }
     .await;
-    with_cors(finish(&st, Endpoint::Beacon, result, |()| {
-        StatusCode::NO_CONTENT.into_response()
-    }))
+    with_cors(finish(&st, Endpoint::Beacon, result, |()| StatusCode::NO_CONTENT.into_response()))
 }
