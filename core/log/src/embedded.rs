@@ -21,7 +21,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, KvSeparationOptions, PersistMode};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 use tracker_protocol::wire;
 
 use crate::{AppendReceipt, EventLog, LogError, LogFuture, LogStatus, Polled, RecordSet};
@@ -161,6 +161,11 @@ struct Shared {
     durable_next: Vec<AtomicU64>,
     /// Appended but not yet fsynced data exists (the ticker only wakes the writer then).
     unsynced: AtomicBool,
+    /// Fire-and-forget events waiting for the next commit, per partition, already in record-set layout.
+    pending: Vec<Mutex<PendingSet>>,
+    pending_bytes: AtomicU64,
+    /// Bytes of appends queued for the writer (in KiB permits): producers wait when it is spent.
+    budget: Arc<Semaphore>,
     failed: Mutex<Option<String>>,
     stats: Stats,
 }
@@ -186,9 +191,39 @@ impl Shared {
 
 type Ack = oneshot::Sender<Result<AppendReceipt, LogError>>;
 
+/// Events of one partition accumulated between commits: a record set being built in place (header first).
+#[derive(Debug)]
+struct PendingSet {
+    buf: Vec<u8>,
+    count: u32,
+}
+
+impl PendingSet {
+    fn new() -> Self {
+        PendingSet { buf: empty_set(), count: 0 }
+    }
+}
+
+fn empty_set() -> Vec<u8> {
+    let mut buf = Vec::with_capacity(4096);
+    buf.extend_from_slice(&[wire::RECORD_SET_VERSION, 0, 0, 0, 0]);
+    buf
+}
+
+/// Fire-and-forget events held in memory before the writer is asked to flush at once.
+const MAX_PENDING_BYTES: u64 = 16 * 1024 * 1024;
+/// Bytes of durable appends that may wait for the writer (backpressure beyond).
+const QUEUE_BUDGET_KIB: usize = 64 * 1024;
+
+fn kib(bytes: usize) -> u32 {
+    u32::try_from(bytes / 1024 + 1).unwrap_or(u32::MAX).min(QUEUE_BUDGET_KIB as u32)
+}
+
 enum Cmd {
-    Append { sets: Vec<RecordSet>, idempotency_key: Option<String>, ack: Option<Ack> },
+    Append { sets: Vec<RecordSet>, idempotency_key: Option<String>, ack: Option<Ack>, _permit: Option<OwnedSemaphorePermit> },
+    /// Commit the pending fire-and-forget events now (timer, or too many pending bytes).
     Tick,
+    Flush(oneshot::Sender<()>),
     Shutdown(oneshot::Sender<()>),
 }
 
@@ -234,7 +269,11 @@ impl EmbeddedLog {
             }
         };
         let events = db.keyspace("events", || {
-            KeyspaceCreateOptions::default().with_kv_separation(Some(KvSeparationOptions::default()))
+            // small memtables bound memory: at 1M events/s a 64 MiB default fills in a quarter second and several
+            // sealed ones would wait for flushing
+            KeyspaceCreateOptions::default()
+                .with_kv_separation(Some(KvSeparationOptions::default()))
+                .max_memtable_size(16 * 1024 * 1024)
         })?;
         let index = db.keyspace("index", KeyspaceCreateOptions::default)?;
         let offsets = db.keyspace("offsets", KeyspaceCreateOptions::default)?;
@@ -260,6 +299,9 @@ impl EmbeddedLog {
             partitions,
             durable_next: next.iter().map(|n| AtomicU64::new(*n)).collect(),
             unsynced: AtomicBool::new(false),
+            pending: (0..partitions).map(|_| Mutex::new(PendingSet::new())).collect(),
+            pending_bytes: AtomicU64::new(0),
+            budget: Arc::new(Semaphore::new(QUEUE_BUDGET_KIB)),
             failed: Mutex::new(None),
             stats: Stats { stored_bytes: AtomicU64::new(bytes.iter().sum()), ..Stats::default() },
         });
@@ -294,7 +336,8 @@ impl EmbeddedLog {
                         if tx.is_closed() {
                             return;
                         }
-                        if !due && !shared.unsynced.load(Ordering::Acquire) {
+                        let idle = !shared.unsynced.load(Ordering::Acquire) && shared.pending_bytes.load(Ordering::Acquire) == 0;
+                        if !due && idle {
                             continue;
                         }
                         if due {
@@ -397,8 +440,12 @@ impl EventLog for EmbeddedLog {
         Box::pin(async move {
             self.check_sets(&sets)?;
             let (ack, rx) = oneshot::channel();
+            let bytes = sets.iter().map(|s| s.bytes.len()).sum();
+            // bounded by bytes, not by count: a queue of 1,000-event batches must not hold gigabytes
+            let permit = self.shared.budget.clone().acquire_many_owned(kib(bytes)).await.map_err(|_| LogError::Closed)?;
             self.shared.stats.queued.fetch_add(1, Ordering::Relaxed);
-            self.tx.send(Cmd::Append { sets, idempotency_key, ack: Some(ack) }).await.map_err(|_| LogError::Closed)?;
+            let cmd = Cmd::Append { sets, idempotency_key, ack: Some(ack), _permit: Some(permit) };
+            self.tx.send(cmd).await.map_err(|_| LogError::Closed)?;
             rx.await.map_err(|_| LogError::Closed)?
         })
     }
@@ -406,8 +453,27 @@ impl EventLog for EmbeddedLog {
     fn enqueue(&self, sets: Vec<RecordSet>) -> LogFuture<'_, ()> {
         Box::pin(async move {
             self.check_sets(&sets)?;
-            self.shared.stats.queued.fetch_add(1, Ordering::Relaxed);
-            self.tx.send(Cmd::Append { sets, idempotency_key: None, ack: None }).await.map_err(|_| LogError::Closed)
+            let mut added = 0u64;
+            for set in &sets {
+                let events = set.bytes.get(5..).ok_or(LogError::Corrupt {
+                    partition: set.partition,
+                    offset: 0,
+                    source: tracker_protocol::ProtocolError::MalformedRecord { reason: "record set without header" },
+                })?;
+                let Some(slot) = self.shared.pending.get(set.partition as usize) else { continue };
+                let mut slot = slot.lock().map_err(|_| LogError::Failed("pending buffer poisoned".into()))?;
+                slot.buf.extend_from_slice(events);
+                slot.count += set.count;
+                added += events.len() as u64;
+            }
+            let total = self.shared.pending_bytes.fetch_add(added, Ordering::AcqRel) + added;
+            if total > MAX_PENDING_BYTES {
+                // the writer is behind: wait for a commit instead of growing memory (backpressure, never a drop)
+                let (done, rx) = oneshot::channel();
+                self.tx.send(Cmd::Flush(done)).await.map_err(|_| LogError::Closed)?;
+                rx.await.map_err(|_| LogError::Closed)?;
+            }
+            Ok(())
         })
     }
 
@@ -521,6 +587,8 @@ impl Writer {
                 return;
             }
         }
+        // every handle is gone: commit what is still pending before the database closes
+        self.process(vec![Cmd::Tick]);
         let _ = self.shared.db.persist(PersistMode::SyncAll);
     }
 
@@ -531,6 +599,7 @@ impl Writer {
         let mut acks: Vec<(Ack, Result<AppendReceipt, LogError>)> = Vec::new();
         let mut in_group: HashMap<String, Vec<(u32, u64, u32)>> = HashMap::new();
         let mut shutdown = None;
+        let mut flushed = Vec::new();
         let mut tick = false;
         let mut wants_sync = false;
         let mut wrote = false;
@@ -542,11 +611,16 @@ impl Writer {
                     tick = true;
                     continue;
                 }
+                Cmd::Flush(done) => {
+                    tick = true;
+                    flushed.push(done);
+                    continue;
+                }
                 Cmd::Shutdown(done) => {
                     shutdown = Some(done);
                     continue;
                 }
-                Cmd::Append { sets, idempotency_key, ack } => (sets, idempotency_key, ack),
+                Cmd::Append { sets, idempotency_key, ack, _permit } => (sets, idempotency_key, ack),
             };
             s.stats.queued.fetch_sub(1, Ordering::Relaxed);
             if let Some(why) = s.failure() {
@@ -605,6 +679,32 @@ impl Writer {
                 acks.push((ack, Ok(AppendReceipt { parts, duplicate: false })));
             }
         }
+        if s.pending_bytes.load(Ordering::Acquire) > 0 && s.failure().is_none() {
+            let mut drained = 0u64;
+            for (p, slot) in s.pending.iter().enumerate() {
+                let taken = match slot.lock() {
+                    Ok(mut slot) if slot.count > 0 => std::mem::replace(&mut *slot, PendingSet::new()),
+                    _ => continue,
+                };
+                let PendingSet { mut buf, count } = taken;
+                drained += buf.len() as u64 - 5;
+                if let Some(header) = buf.get_mut(1..5) {
+                    header.copy_from_slice(&count.to_le_bytes());
+                }
+                let (Some(next), Some(bytes)) = (self.next.get_mut(p), self.bytes.get_mut(p)) else { continue };
+                let base = *next;
+                *next += u64::from(count);
+                let entry = IndexEntry { base, append_ms: now, count, bytes: buf.len() as u64 };
+                *bytes += entry.bytes;
+                s.stats.stored_bytes.fetch_add(entry.bytes, Ordering::Relaxed);
+                batch.insert(&s.index, entry_key(p as u32, base), entry.encode());
+                batch.insert(&s.events, entry_key(p as u32, base), buf);
+                events += u64::from(count);
+                sets_written += 1;
+                wrote = true;
+            }
+            s.pending_bytes.fetch_sub(drained, Ordering::AcqRel);
+        }
         if !batch.is_empty()
             && let Err(e) = batch.commit()
         {
@@ -615,7 +715,7 @@ impl Writer {
             s.unsynced.store(true, Ordering::Release);
         }
         let window_over = self.unsynced_since.is_some_and(|t| t.elapsed() >= self.cfg.commit_window);
-        if self.unsynced_since.is_some() && (wants_sync || window_over || shutdown.is_some()) {
+        if self.unsynced_since.is_some() && (wants_sync || window_over || tick || shutdown.is_some()) {
             self.sync();
         }
         s.stats.appended_events.fetch_add(events, Ordering::Relaxed);
@@ -627,6 +727,9 @@ impl Writer {
                 (_, r) => r,
             };
             let _ = ack.send(result);
+        }
+        for done in flushed {
+            let _ = done.send(());
         }
         if tick && self.last_retention.elapsed() >= self.cfg.retention_interval {
             self.last_retention = Instant::now();
