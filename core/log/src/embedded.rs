@@ -13,7 +13,7 @@
 //! batch, and fsyncs when any append in the group waits for durability or when the oldest unsynced append is older
 //! than the commit window. Consumers only see offsets below the durable watermark.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -60,6 +60,25 @@ impl EmbeddedLogConfig {
             cache_bytes: 16 * 1024 * 1024,
         }
     }
+}
+
+/// A group's record sets for one partition are merged up to this size (readers fetch whole record sets).
+const MAX_SET_BYTES: usize = 1024 * 1024;
+
+/// One record set being assembled for a partition within a group.
+struct Staged {
+    base: u64,
+    buf: Vec<u8>,
+    count: u32,
+}
+
+/// What a group writes.
+struct Staging {
+    now: i64,
+    open: BTreeMap<u32, Staged>,
+    batch: fjall::OwnedWriteBatch,
+    events: u64,
+    sets: u64,
 }
 
 /// Largest group the writer commits at once.
@@ -220,7 +239,12 @@ fn kib(bytes: usize) -> u32 {
 }
 
 enum Cmd {
-    Append { sets: Vec<RecordSet>, idempotency_key: Option<String>, ack: Option<Ack>, _permit: Option<OwnedSemaphorePermit> },
+    Append {
+        sets: Vec<RecordSet>,
+        idempotency_key: Option<String>,
+        ack: Option<Ack>,
+        _permit: Option<OwnedSemaphorePermit>,
+    },
     /// Commit the pending fire-and-forget events now (timer, or too many pending bytes).
     Tick,
     Flush(oneshot::Sender<()>),
@@ -275,9 +299,10 @@ impl EmbeddedLog {
                 .with_kv_separation(Some(KvSeparationOptions::default()))
                 .max_memtable_size(16 * 1024 * 1024)
         })?;
-        let index = db.keyspace("index", KeyspaceCreateOptions::default)?;
-        let offsets = db.keyspace("offsets", KeyspaceCreateOptions::default)?;
-        let idempotency = db.keyspace("idempotency", KeyspaceCreateOptions::default)?;
+        let small = || KeyspaceCreateOptions::default().max_memtable_size(4 * 1024 * 1024);
+        let index = db.keyspace("index", small)?;
+        let offsets = db.keyspace("offsets", small)?;
+        let idempotency = db.keyspace("idempotency", small)?;
 
         let mut next = vec![0u64; partitions as usize];
         let mut bytes = vec![0u64; partitions as usize];
@@ -336,7 +361,8 @@ impl EmbeddedLog {
                         if tx.is_closed() {
                             return;
                         }
-                        let idle = !shared.unsynced.load(Ordering::Acquire) && shared.pending_bytes.load(Ordering::Acquire) == 0;
+                        let idle = !shared.unsynced.load(Ordering::Acquire)
+                            && shared.pending_bytes.load(Ordering::Acquire) == 0;
                         if !due && idle {
                             continue;
                         }
@@ -442,7 +468,8 @@ impl EventLog for EmbeddedLog {
             let (ack, rx) = oneshot::channel();
             let bytes = sets.iter().map(|s| s.bytes.len()).sum();
             // bounded by bytes, not by count: a queue of 1,000-event batches must not hold gigabytes
-            let permit = self.shared.budget.clone().acquire_many_owned(kib(bytes)).await.map_err(|_| LogError::Closed)?;
+            let permit =
+                self.shared.budget.clone().acquire_many_owned(kib(bytes)).await.map_err(|_| LogError::Closed)?;
             self.shared.stats.queued.fetch_add(1, Ordering::Relaxed);
             let cmd = Cmd::Append { sets, idempotency_key, ack: Some(ack), _permit: Some(permit) };
             self.tx.send(cmd).await.map_err(|_| LogError::Closed)?;
@@ -593,18 +620,18 @@ impl Writer {
     }
 
     /// Writes one group; returns the shutdown acknowledgement if the group asked for it.
+    ///
+    /// Record sets bound for the same partition are merged (up to [`MAX_SET_BYTES`]) so that many small appends,
+    /// such as postbacks or a window of clicks, become one entry, and everything is committed in one atomic batch.
     fn process(&mut self, group: Vec<Cmd>) -> Option<oneshot::Sender<()>> {
         let s = self.shared.clone();
-        let mut batch = s.db.batch();
+        let mut staged = Staging { now: now_ms(), open: BTreeMap::new(), batch: s.db.batch(), events: 0, sets: 0 };
         let mut acks: Vec<(Ack, Result<AppendReceipt, LogError>)> = Vec::new();
         let mut in_group: HashMap<String, Vec<(u32, u64, u32)>> = HashMap::new();
         let mut shutdown = None;
         let mut flushed = Vec::new();
         let mut tick = false;
         let mut wants_sync = false;
-        let mut wrote = false;
-        let now = now_ms();
-        let (mut events, mut sets_written) = (0u64, 0u64);
         for cmd in group {
             let (sets, idem, ack) = match cmd {
                 Cmd::Tick => {
@@ -654,24 +681,12 @@ impl Writer {
             }
             let mut parts = Vec::with_capacity(sets.len());
             for set in sets {
-                let p = set.partition as usize;
-                let (Some(next), Some(bytes)) = (self.next.get_mut(p), self.bytes.get_mut(p)) else {
-                    continue;
-                };
-                let base = *next;
-                *next += u64::from(set.count);
-                let entry = IndexEntry { base, append_ms: now, count: set.count, bytes: set.bytes.len() as u64 };
-                *bytes += entry.bytes;
-                s.stats.stored_bytes.fetch_add(entry.bytes, Ordering::Relaxed);
-                batch.insert(&s.index, entry_key(set.partition, base), entry.encode());
-                batch.insert(&s.events, entry_key(set.partition, base), set.bytes);
-                parts.push((set.partition, base, set.count));
-                events += u64::from(set.count);
-                sets_written += 1;
-                wrote = true;
+                if let Some(base) = self.stage(&mut staged, set.partition, set.bytes, set.count) {
+                    parts.push((set.partition, base, set.count));
+                }
             }
             if let Some(key) = idem {
-                batch.insert(&s.idempotency, key.as_bytes(), encode_receipt(now, &parts));
+                staged.batch.insert(&s.idempotency, key.as_bytes(), encode_receipt(staged.now, &parts));
                 in_group.insert(key, parts.clone());
             }
             if let Some(ack) = ack {
@@ -686,25 +701,17 @@ impl Writer {
                     Ok(mut slot) if slot.count > 0 => std::mem::replace(&mut *slot, PendingSet::new()),
                     _ => continue,
                 };
-                let PendingSet { mut buf, count } = taken;
-                drained += buf.len() as u64 - 5;
-                if let Some(header) = buf.get_mut(1..5) {
-                    header.copy_from_slice(&count.to_le_bytes());
-                }
-                let (Some(next), Some(bytes)) = (self.next.get_mut(p), self.bytes.get_mut(p)) else { continue };
-                let base = *next;
-                *next += u64::from(count);
-                let entry = IndexEntry { base, append_ms: now, count, bytes: buf.len() as u64 };
-                *bytes += entry.bytes;
-                s.stats.stored_bytes.fetch_add(entry.bytes, Ordering::Relaxed);
-                batch.insert(&s.index, entry_key(p as u32, base), entry.encode());
-                batch.insert(&s.events, entry_key(p as u32, base), buf);
-                events += u64::from(count);
-                sets_written += 1;
-                wrote = true;
+                drained += taken.buf.len() as u64 - 5;
+                self.stage(&mut staged, p as u32, taken.buf, taken.count);
             }
             s.pending_bytes.fetch_sub(drained, Ordering::AcqRel);
         }
+        let wrote = !staged.open.is_empty() || staged.sets > 0;
+        let open: Vec<(u32, Staged)> = std::mem::take(&mut staged.open).into_iter().collect();
+        for (p, set) in open {
+            self.emit(&mut staged, p, set);
+        }
+        let Staging { batch, events, sets, .. } = staged;
         if !batch.is_empty()
             && let Err(e) = batch.commit()
         {
@@ -719,7 +726,7 @@ impl Writer {
             self.sync();
         }
         s.stats.appended_events.fetch_add(events, Ordering::Relaxed);
-        s.stats.appended_record_sets.fetch_add(sets_written, Ordering::Relaxed);
+        s.stats.appended_record_sets.fetch_add(sets, Ordering::Relaxed);
         let failure = s.failure();
         for (ack, result) in acks {
             let result = match (&failure, result) {
@@ -738,6 +745,44 @@ impl Writer {
             }
         }
         shutdown
+    }
+
+    /// Assigns offsets to a record set (with its header) and merges it into the partition's open entry.
+    fn stage(&mut self, staged: &mut Staging, partition: u32, bytes: Vec<u8>, count: u32) -> Option<u64> {
+        let next = self.next.get_mut(partition as usize)?;
+        let base = *next;
+        *next += u64::from(count);
+        let fits = staged.open.get(&partition).is_some_and(|o| o.buf.len() + bytes.len() <= MAX_SET_BYTES);
+        if !fits && let Some(full) = staged.open.remove(&partition) {
+            self.emit(staged, partition, full);
+        }
+        match staged.open.get_mut(&partition) {
+            Some(open) => {
+                open.buf.extend_from_slice(bytes.get(5..).unwrap_or_default());
+                open.count += count;
+            }
+            None => {
+                staged.open.insert(partition, Staged { base, buf: bytes, count });
+            }
+        }
+        Some(base)
+    }
+
+    /// Puts a finished record set and its index entry into the group's batch.
+    fn emit(&mut self, staged: &mut Staging, partition: u32, mut set: Staged) {
+        let s = &self.shared;
+        if let Some(header) = set.buf.get_mut(1..5) {
+            header.copy_from_slice(&set.count.to_le_bytes());
+        }
+        let entry = IndexEntry { base: set.base, append_ms: staged.now, count: set.count, bytes: set.buf.len() as u64 };
+        if let Some(b) = self.bytes.get_mut(partition as usize) {
+            *b += entry.bytes;
+        }
+        s.stats.stored_bytes.fetch_add(entry.bytes, Ordering::Relaxed);
+        staged.batch.insert(&s.index, entry_key(partition, set.base), entry.encode());
+        staged.batch.insert(&s.events, entry_key(partition, set.base), set.buf);
+        staged.events += u64::from(set.count);
+        staged.sets += 1;
     }
 
     fn sync(&mut self) {

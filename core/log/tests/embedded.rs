@@ -154,3 +154,42 @@ async fn partition_count_is_fixed_at_creation() {
     let err = EmbeddedLog::open(EmbeddedLogConfig { partitions: 8, ..config(dir.path()) }).unwrap_err();
     assert!(matches!(err, LogError::PartitionMismatch { stored: 4, configured: 8, .. }));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_appends_are_merged_but_keep_their_own_offsets() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = std::sync::Arc::new(EmbeddedLog::open(config(dir.path())).unwrap());
+    let mut tasks = Vec::new();
+    for i in 0..50u64 {
+        let log = log.clone();
+        tasks.push(tokio::spawn(async move { (i, log.append(vec![set(2, i * 3..i * 3 + 3)], None).await.unwrap()) }));
+    }
+    for i in 0..20u64 {
+        log.enqueue(vec![set(2, 1000 + i..1001 + i)]).await.unwrap();
+    }
+    let mut receipts = Vec::new();
+    for t in tasks {
+        receipts.push(t.await.unwrap());
+    }
+    // each append's receipt points at exactly its own events
+    for (i, r) in &receipts {
+        let (p, base, count) = r.parts[0];
+        assert_eq!((p, count), (2, 3));
+        let polled = log.poll(2, base, 3).await.unwrap();
+        let ns: Vec<u64> = polled.events.iter().map(|(_, e)| e.params["n"].parse().unwrap()).collect();
+        assert_eq!(ns, vec![i * 3, i * 3 + 1, i * 3 + 2]);
+    }
+    let status = log.status();
+    assert!(status.appended_record_sets < 70, "small appends were merged: {} entries", status.appended_record_sets);
+    let mut all = log.poll(2, 0, 1000).await.unwrap().events;
+    for _ in 0..100 {
+        if all.len() == 170 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        all = log.poll(2, 0, 1000).await.unwrap().events;
+    }
+    assert_eq!(all.len(), 170);
+    assert!(all.iter().enumerate().all(|(i, (o, _))| *o == i as u64), "offsets are dense");
+    log.shutdown().await.unwrap();
+}
