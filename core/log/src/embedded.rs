@@ -57,13 +57,16 @@ impl EmbeddedLogConfig {
             retention_bytes: None,
             idempotency_ttl: Duration::from_secs(24 * 3600),
             retention_interval: Duration::from_secs(30),
-            cache_bytes: 16 * 1024 * 1024,
+            cache_bytes: 8 * 1024 * 1024,
         }
     }
 }
 
 /// A group's record sets for one partition are merged up to this size (readers fetch whole record sets).
 const MAX_SET_BYTES: usize = 1024 * 1024;
+
+/// Record sets at least this large are stored as they come instead of being merged.
+const MERGE_BELOW: usize = 64 * 1024;
 
 /// One record set being assembled for a partition within a group.
 struct Staged {
@@ -82,7 +85,7 @@ struct Staging {
 }
 
 /// Largest group the writer commits at once.
-const MAX_GROUP_BYTES: usize = 64 * 1024 * 1024;
+const MAX_GROUP_BYTES: usize = 8 * 1024 * 1024;
 
 fn now_ms() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
@@ -232,7 +235,7 @@ fn empty_set() -> Vec<u8> {
 /// Fire-and-forget events held in memory before the writer is asked to flush at once.
 const MAX_PENDING_BYTES: u64 = 16 * 1024 * 1024;
 /// Bytes of durable appends that may wait for the writer (backpressure beyond).
-const QUEUE_BUDGET_KIB: usize = 64 * 1024;
+const QUEUE_BUDGET_KIB: usize = 16 * 1024;
 
 fn kib(bytes: usize) -> u32 {
     u32::try_from(bytes / 1024 + 1).unwrap_or(u32::MAX).min(QUEUE_BUDGET_KIB as u32)
@@ -297,7 +300,7 @@ impl EmbeddedLog {
             // sealed ones would wait for flushing
             KeyspaceCreateOptions::default()
                 .with_kv_separation(Some(KvSeparationOptions::default()))
-                .max_memtable_size(16 * 1024 * 1024)
+                .max_memtable_size(8 * 1024 * 1024)
         })?;
         let small = || KeyspaceCreateOptions::default().max_memtable_size(4 * 1024 * 1024);
         let index = db.keyspace("index", small)?;
@@ -755,6 +758,11 @@ impl Writer {
         let fits = staged.open.get(&partition).is_some_and(|o| o.buf.len() + bytes.len() <= MAX_SET_BYTES);
         if !fits && let Some(full) = staged.open.remove(&partition) {
             self.emit(staged, partition, full);
+        }
+        if bytes.len() >= MERGE_BELOW {
+            // already a large record set: store it as it is (no copy), after whatever was open before it
+            self.emit(staged, partition, Staged { base, buf: bytes, count });
+            return Some(base);
         }
         match staged.open.get_mut(&partition) {
             Some(open) => {
