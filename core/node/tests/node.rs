@@ -565,7 +565,7 @@ async fn wait_healthy(http: &reqwest::Client, base: &str) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sigkill_loses_no_acknowledged_event_and_retries_do_not_duplicate() {
+async fn sigkill_loses_no_acknowledged_event_retries_do_not_duplicate_and_sigterm_flushes() {
     let dir = tempfile::tempdir().unwrap();
     let token = {
         let store = Store::open(&dir.path().join("tracker.db")).await.unwrap();
@@ -650,7 +650,29 @@ async fn sigkill_loses_no_acknowledged_event_and_retries_do_not_duplicate() {
         assert_eq!(res.status(), StatusCode::OK);
         retried.extend(ids);
     }
-    // graceful stop (SIGTERM) flushes, then read the log directly
+    // clicks do not wait for the disk; a graceful stop (SIGTERM) right after them must still flush them
+    let link = {
+        let store = Store::open(&dir.path().join("tracker.db")).await.unwrap();
+        let k = store.tenant_keys("acme").await.unwrap().unwrap().keys.remove(0);
+        let v2 = V2Link {
+            kind: LinkKind::Click,
+            key_prefix: "acme",
+            kid: &k.kid,
+            target: "https://a.example/",
+            expires_at: None,
+            ext: &[],
+            params: &[],
+        };
+        v2.signed_url(&proc.base, k.signing_secret.as_deref().unwrap()).unwrap()
+    };
+    let no_redirect = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+    let mut clicks = Vec::new();
+    for _ in 0..200 {
+        let res = no_redirect.get(&link).send().await.unwrap();
+        assert_eq!(res.status(), StatusCode::TEMPORARY_REDIRECT);
+        let location = res.headers()["location"].to_str().unwrap().to_owned();
+        clicks.push(location.rsplit_once("ad_click_id=").unwrap().1.to_owned());
+    }
     let pid = proc.child.id().to_string();
     assert!(std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
     assert!(proc.child.wait().unwrap().success());
@@ -676,6 +698,8 @@ async fn sigkill_loses_no_acknowledged_event_and_retries_do_not_duplicate() {
         }
     }
     log.shutdown().await.unwrap();
+    let missing_clicks = clicks.iter().filter(|id| !seen.contains_key(*id)).count();
+    assert_eq!(missing_clicks, 0, "clicks answered before SIGTERM are flushed by the graceful shutdown");
     let missing = acked.iter().chain(&retried).filter(|id| !seen.contains_key(*id)).count();
     let duplicated = seen.values().filter(|n| **n > 1).count();
     println!(
@@ -686,5 +710,5 @@ async fn sigkill_loses_no_acknowledged_event_and_retries_do_not_duplicate() {
     );
     assert_eq!(missing, 0, "every acknowledged or retried event is stored");
     assert_eq!(duplicated, 0, "no event is stored twice");
-    assert_eq!(seen.len(), acked.len() + retried.len(), "nothing else is stored");
+    assert_eq!(seen.len(), acked.len() + retried.len() + clicks.len(), "nothing else is stored");
 }
