@@ -144,7 +144,10 @@ fn encode_receipt(at_ms: i64, parts: &[(u32, u64, u32)]) -> Vec<u8> {
     v
 }
 
-fn decode_receipt(v: &[u8]) -> Option<(i64, Vec<(u32, u64, u32)>)> {
+/// `(partition, first offset, count)` per record set of an append.
+type Parts = Vec<(u32, u64, u32)>;
+
+fn decode_receipt(v: &[u8]) -> Option<(i64, Parts)> {
     let at = i64::from_le_bytes(v.get(..8)?.try_into().ok()?);
     let parts = v
         .get(8..)?
@@ -312,9 +315,11 @@ impl EmbeddedLog {
         for p in 0..partitions {
             for kv in index.prefix(p.to_be_bytes()) {
                 let (k, v) = kv.into_inner()?;
-                if let Some(e) = IndexEntry::decode(&k, &v) {
-                    next[p as usize] = e.end();
-                    bytes[p as usize] += e.bytes;
+                if let Some(e) = IndexEntry::decode(&k, &v)
+                    && let (Some(n), Some(b)) = (next.get_mut(p as usize), bytes.get_mut(p as usize))
+                {
+                    *n = e.end();
+                    *b += e.bytes;
                 }
             }
         }
@@ -630,7 +635,7 @@ impl Writer {
         let s = self.shared.clone();
         let mut staged = Staging { now: now_ms(), open: BTreeMap::new(), batch: s.db.batch(), events: 0, sets: 0 };
         let mut acks: Vec<(Ack, Result<AppendReceipt, LogError>)> = Vec::new();
-        let mut in_group: HashMap<String, Vec<(u32, u64, u32)>> = HashMap::new();
+        let mut in_group: HashMap<String, Parts> = HashMap::new();
         let mut shutdown = None;
         let mut flushed = Vec::new();
         let mut tick = false;

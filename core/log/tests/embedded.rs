@@ -1,6 +1,8 @@
 //! The embedded log against its contract: durable appends, idempotency, durable-only reads, consumer offsets,
 //! retention and restarts.
 
+#![allow(clippy::unwrap_used, clippy::indexing_slicing)] // tests: a panic is a failure report
+
 use std::time::Duration;
 
 use tracker_log::{EmbeddedLog, EmbeddedLogConfig, EventLog, LogError, RecordSet};

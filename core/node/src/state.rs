@@ -26,11 +26,14 @@ pub fn random10() -> [u8; 10] {
 /// Entries kept before a cache is cleared wholesale (bounds memory against random lookups).
 const MAX_CACHE_ENTRIES: usize = 100_000;
 
+/// A cached answer (including "there is none") and when it was loaded.
+type Cached<V> = (Option<Arc<V>>, Instant);
+
 /// A read-through cache with a TTL for positive and negative answers.
 #[derive(Debug)]
 pub struct TtlCache<K, V> {
     ttl: Duration,
-    map: RwLock<HashMap<K, (Option<Arc<V>>, Instant)>>,
+    map: RwLock<HashMap<K, Cached<V>>>,
 }
 
 impl<K: Eq + Hash + Clone, V> TtlCache<K, V> {

@@ -1,6 +1,8 @@
 //! The core node over real HTTP on a real port: every endpoint, every rejection path, tenant isolation, and the
 //! crash test (SIGKILL after acknowledged batches, restart, every acknowledged event exactly once).
 
+#![allow(clippy::unwrap_used, clippy::indexing_slicing)] // tests: a panic is a failure report
+
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -109,8 +111,7 @@ async fn error_code(res: reqwest::Response) -> (StatusCode, String) {
 }
 
 fn path(url: &str) -> &str {
-    let rest = url.strip_prefix("http://x").unwrap();
-    rest
+    url.strip_prefix("http://x").unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

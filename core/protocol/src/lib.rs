@@ -79,8 +79,8 @@ pub mod fuzzing {
         };
         let text = String::from_utf8_lossy(rest);
         let (path_id, query) = text.split_once('?').unwrap_or(("", &text));
-        let kind = KINDS[usize::from(selector % 4)];
-        let mode = MODES[usize::from(selector / 4 % 3)];
+        let kind = KINDS.get(usize::from(selector % 4)).copied().unwrap_or(LinkKind::Click);
+        let mode = MODES.get(usize::from(selector / 4 % 3)).copied().unwrap_or_default();
         let keys = [LinkKey {
             kid: "k1".into(),
             signing_secret: Some("secret".into()),

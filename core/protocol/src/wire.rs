@@ -312,7 +312,7 @@ mod tests {
             params: [("sub1".to_string(), "google".to_string())].into(),
             raw_payload: Some(RawJson::parse(r#"{"a":1}"#).unwrap()),
             auth: Auth::Link,
-            historical: i % 2 == 0,
+            historical: i.is_multiple_of(2),
         }
     }
 

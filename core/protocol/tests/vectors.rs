@@ -2,6 +2,8 @@
 //! node must produce and accept exactly these bytes. Run with `UPDATE_VECTORS=1` to rewrite the file after an
 //! intentional, versioned format change (never for an existing format: links in circulation depend on them).
 
+#![allow(clippy::unwrap_used, clippy::indexing_slicing)] // tests: a panic is a failure report
+
 use std::collections::BTreeMap;
 
 use serde_json::{Value, json};

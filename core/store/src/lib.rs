@@ -152,7 +152,7 @@ fn random_hex(bytes: usize) -> String {
 fn random_prefix() -> String {
     const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
     let mut rng = rand::rng();
-    (0..6).map(|_| char::from(ALPHABET[rng.random_range(0..ALPHABET.len())])).collect()
+    (0..6).filter_map(|_| ALPHABET.get(rng.random_range(0..ALPHABET.len())).map(|b| char::from(*b))).collect()
 }
 
 /// SHA-256 of a token, hex. Tokens carry 256 bits of randomness, so a fast hash is the right tool.
