@@ -12,3 +12,5 @@ say "test vectors agree with an independent implementation"
 python3 tests/vectors/check.py
 say "cargo test --workspace"
 cargo test --workspace
+say "clippy (workspace lints, warnings are errors)"
+cargo clippy --workspace --all-targets -- -D warnings
