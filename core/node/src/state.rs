@@ -150,28 +150,20 @@ impl AppState {
         info.ok_or_else(|| ApiError::unauthorized("the ingest token is invalid, expired or revoked"))
     }
 
-    /// Hands one event to the log without waiting for the disk (durable within the commit window).
-    pub async fn emit(&self, event: &Event) -> Result<(), ApiError> {
+    /// One event as a record set for its tenant's partition.
+    fn single(&self, event: &Event) -> RecordSet {
         let mut b = RecordSetBuilder::with_capacity(512);
         b.push(event);
-        let set = RecordSet {
-            partition: partition_for(&event.key_prefix, self.log.partitions()),
-            count: 1,
-            bytes: b.finish(),
-        };
-        self.log.enqueue(vec![set]).await?;
-        Ok(())
+        RecordSet { partition: partition_for(&event.key_prefix, self.log.partitions()), count: 1, bytes: b.finish() }
     }
 
-    /// Appends one event and waits until it is durable.
+    /// Hands one event to the log without waiting for the disk (durable within the commit window).
+    pub async fn emit(&self, event: &Event) -> Result<(), ApiError> {
+        Ok(self.log.enqueue(vec![self.single(event)]).await?)
+    }
+
+    /// Appends one event and waits until it is durable; `true` if the idempotency key had been seen.
     pub async fn store_durably(&self, event: &Event, idempotency_key: Option<String>) -> Result<bool, ApiError> {
-        let mut b = RecordSetBuilder::with_capacity(512);
-        b.push(event);
-        let set = RecordSet {
-            partition: partition_for(&event.key_prefix, self.log.partitions()),
-            count: 1,
-            bytes: b.finish(),
-        };
-        Ok(self.log.append(vec![set], idempotency_key).await?.duplicate)
+        Ok(self.log.append(vec![self.single(event)], idempotency_key).await?.duplicate)
     }
 }
