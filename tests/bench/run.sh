@@ -91,6 +91,13 @@ rows+=("$(run "core GET /p (durable)" "http://127.0.0.1:$CORE_PORT/p?key_prefix=
 rows+=("$(run "core GET /i (pixel)" "http://127.0.0.1:$CORE_PORT/i?key_prefix=bench&creative=7" "$CONNECTIONS")")
 batch_row="$(run "core POST /batch x1000 (durable)" "http://127.0.0.1:$CORE_PORT/batch" 8 -s "$work/batch.lua")"
 rss_kb="$(awk '/VmHWM/{print $2}' "/proc/$core_pid/status")"
+# server time of the redirects, from the node's own histogram (all /t requests of the run)
+server_time="$(curl -s "http://127.0.0.1:$CORE_PORT/metrics" | awk '
+    /^tracker_redirect_duration_seconds_bucket\{le="0.00005"\}/ {a=$2}
+    /^tracker_redirect_duration_seconds_bucket\{le="0.001"\}/ {c=$2}
+    /^tracker_redirect_duration_seconds_sum/ {sum=$2}
+    /^tracker_redirect_duration_seconds_count/ {n=$2}
+    END { if (n > 0) printf "mean %.1f us, %.2f%% within 50 us, %.3f%% within 1 ms", 1e6*sum/n, 100*a/n, 100*c/n }')"
 log_events="$(curl -s "http://127.0.0.1:$CORE_PORT/metrics" | awk '/^tracker_log_appended_events_total/{print $2}')"
 
 nginx_rps="$(cut -d'|' -f2 <<<"${rows[0]}")"
@@ -106,5 +113,6 @@ IFS='|' read -r name rps p50 p99 err <<<"$batch_row"
 events="$(python3 -c "print(f'{float($rps)*1000:,.0f}')")"
 echo "| $name | $rps batches/s = **$events events/s** | | $p50 | $p99 | $err |"
 echo
+echo "redirect server time (handler, under full load): $server_time"
 echo "core node peak RSS: $((rss_kb / 1024)) MB; events written to the log during the run: $log_events"
 echo "machine: $(nproc) cores, $(uname -sr); wrk and both servers share the cores"
