@@ -1,4 +1,5 @@
-//! Shared state of a core node: configuration, the event log, the metadata store and its hot caches.
+//! Shared state of a core node: configuration, the event log, the metadata store and its hot caches. The state is
+//! the [`Directory`] of the shared tracking service.
 
 use std::collections::HashMap;
 use std::hash::Hash;
@@ -7,9 +8,10 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use rand::Rng as _;
 use tracker_log::{EventLog, RecordSet};
+use tracker_protocol::service::{Directory, ServiceConfig, ShortLinkRecord, TenantRecord, TokenRecord};
 use tracker_protocol::wire::RecordSetBuilder;
-use tracker_protocol::{Event, KeyRef, LinkKey, ProtocolError, partition_for};
-use tracker_store::{ShortLink, Store, StoreError, TenantKeys, TokenInfo, hash_token};
+use tracker_protocol::{Event, LinkKey, ProtocolError, partition_for};
+use tracker_store::{Store, StoreError, hash_token};
 
 use crate::config::Config;
 use crate::error::ApiError;
@@ -63,31 +65,21 @@ impl<K: Eq + Hash + Clone, V> TtlCache<K, V> {
     }
 }
 
-/// Keys borrowed from the configuration or shared from the tenant cache.
-#[derive(Debug)]
-pub enum Keys<'a> {
-    Global(&'a [LinkKey]),
-    Tenant(Arc<TenantKeys>),
-}
-
-impl Keys<'_> {
-    pub fn as_slice(&self) -> &[LinkKey] {
-        match self {
-            Keys::Global(k) => k,
-            Keys::Tenant(t) => &t.keys,
-        }
-    }
+fn unavailable(e: StoreError) -> ProtocolError {
+    tracing::error!(error = %e, "metadata store failed");
+    ProtocolError::Unavailable { what: "the metadata store" }
 }
 
 #[derive(Debug)]
 pub struct AppState {
     pub cfg: Config,
+    pub service: ServiceConfig,
     pub log: Arc<dyn EventLog>,
     pub store: Store,
     pub metrics: Metrics,
-    tenants: TtlCache<String, TenantKeys>,
-    short_links: TtlCache<String, ShortLink>,
-    tokens: TtlCache<String, TokenInfo>,
+    tenants: TtlCache<String, TenantRecord>,
+    short_links: TtlCache<String, ShortLinkRecord>,
+    tokens: TtlCache<String, TokenRecord>,
     global_keys: Vec<LinkKey>,
 }
 
@@ -104,8 +96,11 @@ impl AppState {
             Vec::new()
         };
         let ttl = cfg.cache_ttl;
+        let service =
+            ServiceConfig { seed_mode: cfg.url_mode, limits: cfg.limits.clone(), max_batch_size: cfg.max_batch_size };
         AppState {
             cfg,
+            service,
             log,
             store,
             metrics: Metrics::default(),
@@ -116,38 +111,10 @@ impl AppState {
         }
     }
 
-    /// An active tenant, or the precise refusal.
-    pub async fn tenant(&self, key_prefix: &str) -> Result<Arc<TenantKeys>, ApiError> {
-        let found = self.tenants.get(&key_prefix.to_owned(), || self.store.tenant_keys(key_prefix)).await?;
-        match found {
-            Some(t) if t.tenant.is_active() => Ok(t),
-            Some(_) => Err(ApiError::new(
-                axum::http::StatusCode::FORBIDDEN,
-                "tenant_suspended",
-                format!("tenant {key_prefix:?} is suspended"),
-            )),
-            None => Err(ProtocolError::UnknownTenant { key_prefix: key_prefix.to_owned() }.into()),
-        }
-    }
-
-    /// The keys that verify a link: the global ones or the tenant's (no copies of secrets on the hot path).
-    pub async fn keys_for(&self, key: &KeyRef) -> Result<Keys<'_>, ApiError> {
-        match key {
-            KeyRef::Global => Ok(Keys::Global(&self.global_keys)),
-            KeyRef::Tenant { key_prefix, .. } => Ok(Keys::Tenant(self.tenant(key_prefix).await?)),
-        }
-    }
-
-    pub async fn short_link(&self, tu_id: &str) -> Result<Option<Arc<ShortLink>>, ApiError> {
-        Ok(self.short_links.get(&tu_id.to_owned(), || self.store.short_link(tu_id)).await?)
-    }
-
-    /// The tenant an ingest token belongs to; refusals never say whether the token ever existed.
-    pub async fn authenticate_token(&self, token: &str) -> Result<Arc<TokenInfo>, ApiError> {
-        let hash = hash_token(token);
+    /// The tenant of a token given as its SHA-256 (the edge's lookups).
+    pub async fn token_by_hash(&self, hash: &str) -> Result<Option<Arc<TokenRecord>>, ProtocolError> {
         let now = now_ms();
-        let info = self.tokens.get(&hash, || self.store.lookup_ingest_token(token, now)).await?;
-        info.ok_or_else(|| ApiError::unauthorized("the ingest token is invalid, expired or revoked"))
+        self.tokens.get(&hash.to_owned(), || self.store.lookup_ingest_token_hash(hash, now)).await.map_err(unavailable)
     }
 
     /// One event as a record set for its tenant's partition.
@@ -165,5 +132,27 @@ impl AppState {
     /// Appends one event and waits until it is durable; `true` if the idempotency key had been seen.
     pub async fn store_durably(&self, event: &Event, idempotency_key: Option<String>) -> Result<bool, ApiError> {
         Ok(self.log.append(vec![self.single(event)], idempotency_key).await?.duplicate)
+    }
+}
+
+impl Directory for AppState {
+    async fn tenant(&self, key_prefix: &str) -> Result<Option<Arc<TenantRecord>>, ProtocolError> {
+        let load = || async { Ok(self.store.tenant_keys(key_prefix).await?.map(tracker_store::TenantKeys::record)) };
+        self.tenants.get(&key_prefix.to_owned(), load).await.map_err(unavailable)
+    }
+
+    async fn short_link(&self, tu_id: &str) -> Result<Option<Arc<ShortLinkRecord>>, ProtocolError> {
+        self.short_links.get(&tu_id.to_owned(), || self.store.short_link(tu_id)).await.map_err(unavailable)
+    }
+
+    async fn token(&self, token: &str) -> Result<Option<Arc<TokenRecord>>, ProtocolError> {
+        if !token.starts_with(tracker_store::INGEST_TOKEN_PREFIX) || token.len() > 128 {
+            return Ok(None);
+        }
+        self.token_by_hash(&hash_token(token)).await
+    }
+
+    fn global_keys(&self) -> &[LinkKey] {
+        &self.global_keys
     }
 }

@@ -514,6 +514,66 @@ async fn edge_batches_are_signed_fresh_and_idempotent() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn edge_lookups_are_signed_and_return_the_records_the_edge_caches() {
+    let node = Node::start(|_| {}).await;
+    let acme = node.tenant("acme").await;
+    let token = node.token("acme").await;
+    let link = node.state.store.create_short_link("acme", "https://acme.example/", None, now_ms()).await.unwrap();
+    let lookup = |path: String, secret: &str, ts: i64| {
+        let sig = intake::sign_lookup(secret.as_bytes(), ts, &path).unwrap();
+        node.http
+            .get(format!("{}{path}", node.base))
+            .header(intake::SIGNATURE_HEADER, sig)
+            .header(intake::TIMESTAMP_HEADER, ts.to_string())
+            .send()
+    };
+    let tenant: tracker_protocol::service::TenantRecord =
+        lookup("/internal/v1/tenants/acme".into(), EDGE_SECRET, now_ms()).await.unwrap().json().await.unwrap();
+    assert!(tenant.active);
+    assert_eq!(tenant.keys[0].signing_secret.as_deref(), Some(acme.signing_secret.as_str()));
+    let short: Value = lookup(format!("/internal/v1/short-links/{}", link.tu_id), EDGE_SECRET, now_ms())
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(short["destination"], "https://acme.example/");
+    let hash = tracker_store::hash_token(&token);
+    let tok: Value =
+        lookup(format!("/internal/v1/tokens/{hash}"), EDGE_SECRET, now_ms()).await.unwrap().json().await.unwrap();
+    assert_eq!(tok["key_prefix"], "acme");
+
+    assert_eq!(
+        lookup("/internal/v1/tenants/nobody".into(), EDGE_SECRET, now_ms()).await.unwrap().status(),
+        StatusCode::NOT_FOUND
+    );
+    // a signature for one path does not open another, nor does a stale or forged one
+    let sig = intake::sign_lookup(EDGE_SECRET.as_bytes(), now_ms(), "/internal/v1/tenants/other").unwrap();
+    let res = node
+        .http
+        .get(format!("{}/internal/v1/tenants/acme", node.base))
+        .header(intake::SIGNATURE_HEADER, sig)
+        .header(intake::TIMESTAMP_HEADER, now_ms().to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        lookup("/internal/v1/tenants/acme".into(), "forged-secret-forged-secret-forged", now_ms())
+            .await
+            .unwrap()
+            .status(),
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        lookup("/internal/v1/tenants/acme".into(), EDGE_SECRET, now_ms() - 3_600_000).await.unwrap().status(),
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(node.get("/internal/v1/tenants/acme").await.status(), StatusCode::UNAUTHORIZED);
+    node.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn health_broker_and_metrics() {
     let node = Node::start(|_| {}).await;
     assert_eq!(node.get("/health").await.json::<Value>().await.unwrap()["status"], "ok");

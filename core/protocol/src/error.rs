@@ -66,6 +66,32 @@ pub enum ProtocolError {
     #[error("short link id must look like tu_<uuid>")]
     InvalidShortLinkId,
 
+    // Service (endpoint) rules.
+    #[error("no such short link for this tenant")]
+    UnknownShortLink,
+    #[error("tenant {key_prefix:?} is suspended")]
+    TenantSuspended { key_prefix: String },
+    #[error("key_prefix (or a token, or a v2 signature) is required")]
+    MissingKeyPrefix,
+    #[error("key_prefix does not match the token's tenant")]
+    TenantMismatch,
+    #[error("the beacon body is not valid: {reason}")]
+    InvalidBeacon { reason: String },
+    #[error("{reason}")]
+    Unauthorized { reason: &'static str },
+    #[error("the batch is not valid: {reason}")]
+    InvalidBatch { reason: String },
+    #[error("the batch has no events")]
+    EmptyBatch,
+    #[error("a batch may hold at most {max} events, this one has {got}")]
+    BatchTooLarge { max: usize, got: usize },
+    #[error("every event in the batch was rejected")]
+    NoValidEvents,
+    #[error("Idempotency-Key must be 1 to 128 characters from [A-Za-z0-9_.:-]")]
+    InvalidIdempotencyKey,
+    #[error("{what} is unavailable right now")]
+    Unavailable { what: &'static str },
+
     // Destinations.
     #[error("destination is longer than {max} bytes")]
     DestinationTooLong { max: usize },
@@ -113,6 +139,18 @@ impl ProtocolError {
             MalformedCiphertext { .. } => "malformed_ciphertext",
             DecryptionFailed => "decryption_failed",
             InvalidShortLinkId => "invalid_short_link_id",
+            UnknownShortLink => "unknown_short_link",
+            TenantSuspended { .. } => "tenant_suspended",
+            MissingKeyPrefix => "missing_key_prefix",
+            TenantMismatch => "tenant_mismatch",
+            InvalidBeacon { .. } => "invalid_beacon",
+            Unauthorized { .. } => "unauthorized",
+            InvalidBatch { .. } => "invalid_batch",
+            EmptyBatch => "empty_batch",
+            BatchTooLarge { .. } => "batch_too_large",
+            NoValidEvents => "no_valid_events",
+            InvalidIdempotencyKey => "invalid_idempotency_key",
+            Unavailable { .. } => "unavailable",
             DestinationTooLong { .. } => "destination_too_long",
             DestinationSchemeNotAllowed => "destination_scheme_not_allowed",
             InvalidDestination { .. } => "invalid_destination",
@@ -128,10 +166,15 @@ impl ProtocolError {
             | UnknownKeyId { .. }
             | GlobalKeyNotConfigured { .. }
             | UnsignedParam { .. }
-            | DecryptionFailed => 403,
-            UnknownTenant { .. } => 404,
+            | DecryptionFailed
+            | TenantSuspended { .. }
+            | TenantMismatch => 403,
+            Unauthorized { .. } => 401,
+            UnknownTenant { .. } | UnknownShortLink => 404,
             LinkExpired => 410,
-            EventTooLarge { .. } | RawPayloadTooLarge { .. } => 413,
+            EventTooLarge { .. } | RawPayloadTooLarge { .. } | BatchTooLarge { .. } => 413,
+            NoValidEvents => 422,
+            Unavailable { .. } => 503,
             MalformedRecord { .. } => 500,
             _ => 400,
         }

@@ -38,6 +38,16 @@ pub fn verify_batch(secrets: &[Vec<u8>], header: &str, timestamp_ms: i64, batch_
     secrets.iter().filter_map(|s| mac(s, timestamp_ms, batch_id, body)).any(|m| m.verify_slice(&sig).is_ok())
 }
 
+/// Signature of a service lookup by the edge (`GET /internal/v1/...`): the batch scheme over the request path and
+/// an empty body, with `X-Tracker-Timestamp` and `X-Tracker-Signature`.
+pub fn sign_lookup(secret: &[u8], timestamp_ms: i64, path: &str) -> Option<String> {
+    sign_batch(secret, timestamp_ms, path, b"")
+}
+
+pub fn verify_lookup(secrets: &[Vec<u8>], header: &str, timestamp_ms: i64, path: &str) -> bool {
+    verify_batch(secrets, header, timestamp_ms, path, b"")
+}
+
 /// Batch ids are opaque to the core but bounded: `[A-Za-z0-9_.:-]{1,128}`.
 pub fn is_valid_batch_id(id: &str) -> bool {
     crate::is_valid_name(id, 128)

@@ -50,6 +50,7 @@ pub mod event;
 pub mod intake;
 pub mod links;
 pub mod redirect;
+pub mod service;
 pub mod wire;
 
 pub use error::ProtocolError;

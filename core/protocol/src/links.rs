@@ -103,10 +103,12 @@ pub enum KeyRef {
 
 /// One signing/encryption key of a tenant (or the global one). Secrets are used exactly as given: the HMAC key
 /// is the secret string's UTF-8 bytes, never hex-decoded.
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct LinkKey {
     pub kid: String,
     pub signing_secret: Option<String>,
+    /// Written as 64 hex characters in JSON (the core-to-edge key records).
+    #[serde(with = "hex_key")]
     pub encryption_key: Option<[u8; 32]>,
     /// End of the rotation grace period, ms since the epoch; `None` while the key is current.
     pub retires_at_ms: Option<i64>,
@@ -129,6 +131,26 @@ impl LinkKey {
     fn signer(&self) -> Option<HmacSha256> {
         let secret = self.signing_secret.as_deref().filter(|s| !s.is_empty())?;
         <HmacSha256 as Mac>::new_from_slice(secret.as_bytes()).ok()
+    }
+}
+
+mod hex_key {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(key: &Option<[u8; 32]>, s: S) -> Result<S::Ok, S::Error> {
+        match key {
+            Some(k) => s.serialize_some(&hex::encode(k)),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<[u8; 32]>, D::Error> {
+        match Option::<String>::deserialize(d)? {
+            None => Ok(None),
+            Some(h) => super::parse_encryption_key(&h)
+                .map(Some)
+                .ok_or_else(|| serde::de::Error::custom("encryption_key must be 64 hex characters")),
+        }
     }
 }
 

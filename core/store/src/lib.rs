@@ -14,10 +14,9 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use libsql::{Connection, Value};
 use rand::Rng as _;
 use sha2::{Digest, Sha256};
+pub use tracker_protocol::service::{GLOBAL_KEY_PREFIX, ShortLinkRecord as ShortLink, TokenRecord as TokenInfo};
 use tracker_protocol::{LinkKey, is_valid_key_prefix, parse_encryption_key, validate_destination};
 
-/// The key prefix of events verified with the server's global secret (seed links without a prefix).
-pub const GLOBAL_KEY_PREFIX: &str = "global";
 /// Prefix of ingest tokens, so they are recognisable in logs and by secret scanners.
 pub const INGEST_TOKEN_PREFIX: &str = "trk_ing_";
 
@@ -61,6 +60,17 @@ pub struct TenantKeys {
     pub keys: Vec<LinkKey>,
 }
 
+impl TenantKeys {
+    /// What the tracking endpoints (and the edge) need.
+    pub fn record(self) -> tracker_protocol::service::TenantRecord {
+        tracker_protocol::service::TenantRecord {
+            active: self.tenant.is_active(),
+            key_prefix: self.tenant.key_prefix,
+            keys: self.keys,
+        }
+    }
+}
+
 /// Secrets returned once, at creation or rotation.
 #[derive(Debug, Clone)]
 pub struct NewKey {
@@ -68,20 +78,6 @@ pub struct NewKey {
     pub kid: String,
     pub signing_secret: String,
     pub encryption_key: String,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TokenInfo {
-    pub token_id: String,
-    pub key_prefix: String,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ShortLink {
-    pub tu_id: String,
-    pub key_prefix: String,
-    pub destination: String,
-    pub expires_at: Option<i64>,
 }
 
 const SCHEMA: &str = r#"
@@ -333,13 +329,18 @@ impl Store {
         if !token.starts_with(INGEST_TOKEN_PREFIX) || token.len() > 128 {
             return Ok(None);
         }
+        self.lookup_ingest_token_hash(&hash_token(token), now_ms).await
+    }
+
+    /// Like [`Store::lookup_ingest_token`] with the SHA-256 (hex) of the token, as the edge sends it.
+    pub async fn lookup_ingest_token_hash(&self, token_hash: &str, now_ms: i64) -> Result<Option<TokenInfo>> {
         let mut rows = self
             .conn
             .query(
                 "SELECT t.token_id, t.key_prefix FROM ingest_tokens t JOIN tenants n ON n.key_prefix = t.key_prefix
                  WHERE t.token_hash = ?1 AND t.revoked_at IS NULL AND (t.expires_at IS NULL OR t.expires_at > ?2)
                    AND n.status = 'active'",
-                (hash_token(token), now_ms),
+                (token_hash, now_ms),
             )
             .await?;
         match rows.next().await? {

@@ -1,6 +1,7 @@
 //! The HTTP surface of a core node.
 
 mod intake;
+mod internal;
 mod ops;
 mod track;
 
@@ -20,8 +21,7 @@ use crate::config::TrustProxy;
 use crate::error::ApiError;
 use crate::state::AppState;
 
-/// Largest beacon body (`navigator.sendBeacon` payloads are small; browsers cap them at 64 KiB).
-const MAX_BEACON_BYTES: usize = 64 * 1024;
+use tracker_protocol::service::{MAX_BEACON_BYTES, RequestInfo};
 
 pub fn router(state: Arc<AppState>) -> Router {
     let max_body = state.cfg.max_body_bytes;
@@ -37,6 +37,9 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/batch", post(intake::batch))
         .route("/ingest", post(intake::ingest))
         .route("/internal/v1/edge/batches", post(intake::edge_batch))
+        .route("/internal/v1/tenants/{key_prefix}", get(internal::tenant))
+        .route("/internal/v1/short-links/{tu_id}", get(internal::short_link))
+        .route("/internal/v1/tokens/{hash}", get(internal::token))
         .route("/health", get(ops::health))
         .route("/health/broker", get(ops::broker))
         .route("/metrics", get(ops::metrics))
@@ -57,14 +60,7 @@ async fn method_not_allowed() -> ApiError {
 /// Facts about the request that become event fields (truncated, never rejected: a click must not fail because
 /// of a huge header).
 #[derive(Debug, Clone, Default)]
-pub struct RequestMeta {
-    pub ip: Option<String>,
-    pub user_agent: Option<String>,
-    pub referer: Option<String>,
-    pub accept_language: Option<String>,
-    pub host: Option<String>,
-    pub path: String,
-}
+pub struct RequestMeta(pub RequestInfo);
 
 impl FromRequestParts<Arc<AppState>> for RequestMeta {
     type Rejection = Response;
@@ -95,14 +91,14 @@ impl FromRequestParts<Arc<AppState>> for RequestMeta {
                 .filter(|v| v.parse::<std::net::IpAddr>().is_ok())
                 .or(peer),
         };
-        Ok(RequestMeta {
+        Ok(RequestMeta(RequestInfo {
             ip,
             user_agent: header(header::USER_AGENT),
             referer: header(header::REFERER),
             accept_language: header(header::ACCEPT_LANGUAGE),
             host: header(header::HOST),
             path: truncate_field(parts.uri.path(), max).to_owned(),
-        })
+        }))
     }
 }
 

@@ -1,0 +1,105 @@
+//! The service API the edge Worker calls: lookups that fill Workers KV on a miss. Every request is signed with an
+//! edge shared secret over its timestamp and path (see `tracker_protocol::intake`) and refused outside the replay
+//! window; the intake is off (404) unless `EDGE_SHARED_SECRETS` is set.
+
+use std::sync::Arc;
+
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use tracker_protocol::ProtocolError;
+use tracker_protocol::intake::{
+    BATCH_ID_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER, is_valid_batch_id, verify_batch, verify_lookup,
+};
+use tracker_protocol::service::Directory as _;
+
+use crate::error::ApiError;
+use crate::state::{AppState, now_ms};
+
+/// Checks an edge request: a signed batch (`path == None`: returns its batch id) or a signed lookup of `path`.
+/// Authenticity is checked before anything else about the request is looked at.
+pub fn authenticate(st: &AppState, headers: &HeaderMap, path: Option<&str>, body: &[u8]) -> Result<String, ApiError> {
+    if st.cfg.edge_secrets.is_empty() {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "edge_intake_disabled",
+            "this node has no EDGE_SHARED_SECRETS",
+        ));
+    }
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    let unauthorized = |reason: &'static str| ApiError::from(ProtocolError::Unauthorized { reason });
+    let (Some(sig), Some(ts)) = (header(SIGNATURE_HEADER), header(TIMESTAMP_HEADER)) else {
+        return Err(unauthorized("edge requests need X-Tracker-Signature and X-Tracker-Timestamp"));
+    };
+    let ts: i64 = ts.parse().map_err(|_| unauthorized("X-Tracker-Timestamp must be milliseconds since the epoch"))?;
+    let subject = match path {
+        Some(p) => {
+            if !verify_lookup(&st.cfg.edge_secrets, sig, ts, p) {
+                return Err(unauthorized("the request signature is invalid"));
+            }
+            p.to_owned()
+        }
+        None => {
+            let batch_id =
+                header(BATCH_ID_HEADER).ok_or_else(|| unauthorized("edge batches need X-Tracker-Batch-Id"))?;
+            if !is_valid_batch_id(batch_id) {
+                return Err(ApiError::bad_request(
+                    "invalid_batch_id",
+                    "X-Tracker-Batch-Id must be 1 to 128 characters from [A-Za-z0-9_.:-]",
+                ));
+            }
+            if !verify_batch(&st.cfg.edge_secrets, sig, ts, batch_id, body) {
+                return Err(unauthorized("the batch signature is invalid"));
+            }
+            batch_id.to_owned()
+        }
+    };
+    if (now_ms() - ts).abs() > st.cfg.edge_replay_window.as_millis() as i64 {
+        return Err(unauthorized("the request timestamp is outside the replay window"));
+    }
+    Ok(subject)
+}
+
+fn found<T: serde::Serialize>(value: Option<Arc<T>>, what: &str) -> Response {
+    match value {
+        Some(v) => super::json(StatusCode::OK, &*v),
+        None => ApiError::new(StatusCode::NOT_FOUND, "not_found", format!("no such {what}")).into_response(),
+    }
+}
+
+fn or_error(result: Result<Response, ApiError>) -> Response {
+    result.unwrap_or_else(IntoResponse::into_response)
+}
+
+pub async fn tenant(State(st): State<Arc<AppState>>, Path(key_prefix): Path<String>, headers: HeaderMap) -> Response {
+    or_error(
+        async {
+            authenticate(&st, &headers, Some(&format!("/internal/v1/tenants/{key_prefix}")), b"")?;
+            Ok(found(st.tenant(&key_prefix).await?, "tenant"))
+        }
+        .await,
+    )
+}
+
+pub async fn short_link(State(st): State<Arc<AppState>>, Path(tu_id): Path<String>, headers: HeaderMap) -> Response {
+    or_error(
+        async {
+            authenticate(&st, &headers, Some(&format!("/internal/v1/short-links/{tu_id}")), b"")?;
+            Ok(found(st.short_link(&tu_id).await?, "short link"))
+        }
+        .await,
+    )
+}
+
+pub async fn token(State(st): State<Arc<AppState>>, Path(hash): Path<String>, headers: HeaderMap) -> Response {
+    or_error(
+        async {
+            authenticate(&st, &headers, Some(&format!("/internal/v1/tokens/{hash}")), b"")?;
+            if hash.len() != 64 || !hash.bytes().all(|b| b.is_ascii_hexdigit()) {
+                return Err(ApiError::bad_request("invalid_token_hash", "the token hash must be 64 hex characters"));
+            }
+            Ok(found(st.token_by_hash(&hash).await?, "token"))
+        }
+        .await,
+    )
+}

@@ -1,0 +1,424 @@
+//! The tracking endpoints' logic, shared by the core node and the edge Worker so that both answer every request
+//! the same way: verify, look up, build and validate the event, build the redirect. Transport (HTTP types,
+//! where events go) stays with the caller; lookups go through [`Directory`], which the core backs with libSQL and
+//! the Worker with Workers KV.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+
+use crate::event::ParamMap;
+use crate::links::{LinkKind, SeedMode, parse_link, parse_query};
+use crate::{
+    Auth, Event, EventInput, IntakeContext, KeyRef, Limits, LinkKey, ProtocolError, Uuid, build_event, build_redirect,
+    is_valid_key_prefix, new_event_id,
+};
+
+/// The key prefix of events verified with the server's global secret (seed links without a prefix).
+pub const GLOBAL_KEY_PREFIX: &str = "global";
+
+/// A tenant as the tracking endpoints need it (also the core-to-edge lookup record).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TenantRecord {
+    pub key_prefix: String,
+    pub active: bool,
+    /// Current key first.
+    pub keys: Vec<LinkKey>,
+}
+
+/// A short link (also the core-to-edge lookup record).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShortLinkRecord {
+    pub tu_id: String,
+    pub key_prefix: String,
+    pub destination: String,
+    /// ms since the epoch.
+    pub expires_at: Option<i64>,
+}
+
+/// The tenant an ingest token belongs to (also the core-to-edge lookup record).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TokenRecord {
+    pub token_id: String,
+    pub key_prefix: String,
+}
+
+/// Where the endpoints look things up. A failing backend is [`ProtocolError::Unavailable`] (503), never a guess.
+pub trait Directory {
+    fn tenant(&self, key_prefix: &str) -> impl Future<Output = Result<Option<Arc<TenantRecord>>, ProtocolError>>;
+    fn short_link(&self, tu_id: &str) -> impl Future<Output = Result<Option<Arc<ShortLinkRecord>>, ProtocolError>>;
+    /// The tenant of a valid (unexpired, unrevoked) ingest token.
+    fn token(&self, token: &str) -> impl Future<Output = Result<Option<Arc<TokenRecord>>, ProtocolError>>;
+    /// Keys for seed links signed without a prefix (`HMAC_SECRET`, `ENCRYPTION_KEY`); empty if not configured.
+    fn global_keys(&self) -> &[LinkKey];
+}
+
+/// Settings the endpoints depend on.
+#[derive(Debug, Clone)]
+pub struct ServiceConfig {
+    pub seed_mode: SeedMode,
+    pub limits: Limits,
+    pub max_batch_size: usize,
+}
+
+/// Facts about the HTTP request that become event fields (already truncated to the field limit).
+#[derive(Debug, Clone, Default)]
+pub struct RequestInfo {
+    pub ip: Option<String>,
+    pub user_agent: Option<String>,
+    pub referer: Option<String>,
+    pub accept_language: Option<String>,
+    pub host: Option<String>,
+    pub path: String,
+}
+
+impl RequestInfo {
+    fn event(
+        &self,
+        event_id: Uuid,
+        event_type: String,
+        now: i64,
+        key_prefix: String,
+        params: BTreeMap<String, String>,
+        auth: Auth,
+    ) -> Event {
+        Event {
+            event_id,
+            event_type,
+            timestamp: now,
+            received_at: now,
+            key_prefix,
+            ip: self.ip.clone(),
+            user_agent: self.user_agent.clone(),
+            referer: self.referer.clone(),
+            accept_language: self.accept_language.clone(),
+            request_path: Some(self.path.clone()),
+            request_host: self.host.clone(),
+            params,
+            raw_payload: None,
+            auth,
+            historical: false,
+        }
+    }
+}
+
+/// An active tenant, or why not.
+pub async fn active_tenant<D: Directory>(dir: &D, key_prefix: &str) -> Result<Arc<TenantRecord>, ProtocolError> {
+    match dir.tenant(key_prefix).await? {
+        Some(t) if t.active => Ok(t),
+        Some(_) => Err(ProtocolError::TenantSuspended { key_prefix: key_prefix.to_owned() }),
+        None => Err(ProtocolError::UnknownTenant { key_prefix: key_prefix.to_owned() }),
+    }
+}
+
+async fn verify<D: Directory>(
+    dir: &D,
+    parsed: crate::ParsedLink,
+    now: i64,
+) -> Result<crate::VerifiedLink, ProtocolError> {
+    match parsed.key_ref() {
+        KeyRef::Global => {
+            let keys = dir.global_keys();
+            parsed.verify(keys, now)
+        }
+        KeyRef::Tenant { key_prefix, .. } => {
+            let tenant = active_tenant(dir, key_prefix).await?;
+            parsed.verify(&tenant.keys, now)
+        }
+    }
+}
+
+/// A verified click: the event to record and where to send the browser.
+#[derive(Debug, Clone)]
+pub struct Click {
+    pub event: Event,
+    pub location: String,
+}
+
+/// `GET /t` (no `tu_id`) and `GET /t/<tu_id>`.
+pub async fn click<D: Directory>(
+    dir: &D,
+    cfg: &ServiceConfig,
+    req: &RequestInfo,
+    tu_id: Option<&str>,
+    query: &str,
+    now: i64,
+    random: [u8; 10],
+) -> Result<Click, ProtocolError> {
+    let kind = if tu_id.is_some() { LinkKind::Short } else { LinkKind::Click };
+    let parsed = parse_link(kind, tu_id, query, cfg.seed_mode)?;
+    let verified = verify(dir, parsed, now).await?;
+    let key_prefix = verified.key_prefix.unwrap_or_else(|| GLOBAL_KEY_PREFIX.to_owned());
+    let mut params = verified.params;
+    let destination = if kind == LinkKind::Short {
+        // a link signed by one tenant never resolves another tenant's short link: same answer as "not found"
+        let link = dir
+            .short_link(&verified.target)
+            .await?
+            .filter(|l| l.key_prefix == key_prefix)
+            .ok_or(ProtocolError::UnknownShortLink)?;
+        if link.expires_at.is_some_and(|e| now >= e) {
+            return Err(ProtocolError::LinkExpired);
+        }
+        params.insert("tu_id".to_owned(), verified.target);
+        link.destination.clone()
+    } else {
+        verified.target
+    };
+    let event_id = new_event_id(now, random);
+    let location = build_redirect(&destination, &event_id)?;
+    let event = req.event(event_id, "click".into(), now, key_prefix, params, Auth::Link);
+    event.validate(&cfg.limits)?;
+    Ok(Click { event, location })
+}
+
+/// `GET /p` and `GET /i`: a v2 signature over the params, an ingest token (`token=` or a bearer header), or
+/// nothing (the seed's open postbacks, stored with `auth = none` so later stages can tell).
+#[allow(clippy::too_many_arguments)] // every input of the endpoint, time and randomness injected
+pub async fn signal<D: Directory>(
+    dir: &D,
+    cfg: &ServiceConfig,
+    req: &RequestInfo,
+    kind: LinkKind,
+    query: &str,
+    bearer: Option<&str>,
+    now: i64,
+    random: [u8; 10],
+) -> Result<Event, ProtocolError> {
+    let mut pairs: BTreeMap<String, String> = parse_query(query)?.into_iter().collect();
+    let (key_prefix, auth) = if pairs.contains_key("v") {
+        let verified = verify(dir, parse_link(kind, None, query, cfg.seed_mode)?, now).await?;
+        pairs = verified.params;
+        (verified.key_prefix.unwrap_or_default(), Auth::Signature)
+    } else if let Some(token) = pairs.remove("token").or_else(|| bearer.map(str::to_owned)) {
+        let info = dir
+            .token(&token)
+            .await?
+            .ok_or(ProtocolError::Unauthorized { reason: "the ingest token is invalid, expired or revoked" })?;
+        if let Some(kp) = pairs.remove("key_prefix")
+            && kp != info.key_prefix
+        {
+            return Err(ProtocolError::TenantMismatch);
+        }
+        (info.key_prefix.clone(), Auth::Token)
+    } else {
+        let kp = pairs.remove("key_prefix").ok_or(ProtocolError::MissingKeyPrefix)?;
+        if !is_valid_key_prefix(&kp) {
+            return Err(ProtocolError::InvalidKeyPrefix);
+        }
+        active_tenant(dir, &kp).await?;
+        (kp, Auth::None)
+    };
+    let default_type = if kind == LinkKind::Postback { "postback" } else { "impression" };
+    let event_type = pairs.remove("event_type").unwrap_or_else(|| default_type.to_owned());
+    let event = req.event(new_event_id(now, random), event_type, now, key_prefix, pairs, auth);
+    event.validate(&cfg.limits)?;
+    Ok(event)
+}
+
+/// What the browser beacon sends (as `text/plain` from `navigator.sendBeacon`, or JSON).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BeaconInput {
+    #[serde(alias = "key_prefix")]
+    key: String,
+    #[serde(default)]
+    event_type: Option<String>,
+    #[serde(default)]
+    url: Option<String>,
+    #[serde(default)]
+    referrer: Option<String>,
+    #[serde(default)]
+    title: Option<String>,
+    #[serde(default)]
+    ad_click_id: Option<String>,
+    #[serde(default)]
+    params: Option<ParamMap>,
+}
+
+/// `POST /t/auto`.
+pub async fn beacon<D: Directory>(
+    dir: &D,
+    cfg: &ServiceConfig,
+    req: &RequestInfo,
+    body: &[u8],
+    now: i64,
+    random: [u8; 10],
+) -> Result<Event, ProtocolError> {
+    let input: BeaconInput =
+        serde_json::from_slice(body).map_err(|e| ProtocolError::InvalidBeacon { reason: e.to_string() })?;
+    if !is_valid_key_prefix(&input.key) {
+        return Err(ProtocolError::InvalidKeyPrefix);
+    }
+    active_tenant(dir, &input.key).await?;
+    let mut params = input.params.map(|p| p.0).unwrap_or_default();
+    for (k, v) in [("url", input.url), ("title", input.title), ("ad_click_id", input.ad_click_id)] {
+        if let Some(v) = v {
+            params.insert(k.to_owned(), v);
+        }
+    }
+    let event_type = input.event_type.unwrap_or_else(|| "pageview".to_owned());
+    let mut event = req.event(new_event_id(now, random), event_type, now, input.key, params, Auth::None);
+    if let Some(r) = input.referrer.filter(|r| !r.is_empty()) {
+        event.referer = Some(r);
+    }
+    event.validate(&cfg.limits)?;
+    Ok(event)
+}
+
+/// One refused event of a batch.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Rejection {
+    pub index: usize,
+    pub code: &'static str,
+    pub message: String,
+}
+
+impl Rejection {
+    pub fn new(index: usize, e: &ProtocolError) -> Self {
+        Rejection { index, code: e.code(), message: e.to_string() }
+    }
+}
+
+/// The events of a batch that passed, and the ones that did not.
+#[derive(Debug, Clone)]
+pub struct Batch {
+    pub key_prefix: String,
+    pub events: Vec<Event>,
+    pub rejected: Vec<Rejection>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Wrapped<'a> {
+    #[serde(borrow)]
+    events: Vec<&'a RawValue>,
+}
+
+/// A JSON array of items or `{"events": [...]}`, each element kept raw so that one bad element is reported with
+/// its index instead of failing the whole batch.
+pub fn split_batch(body: &[u8]) -> Result<Vec<&RawValue>, ProtocolError> {
+    let parsed = match body.iter().find(|b| !b.is_ascii_whitespace()) {
+        Some(b'[') => serde_json::from_slice::<Vec<&RawValue>>(body),
+        Some(b'{') => serde_json::from_slice::<Wrapped<'_>>(body).map(|w| w.events),
+        _ => {
+            return Err(ProtocolError::InvalidBatch {
+                reason: "the body must be a JSON array of events or {\"events\": [...]}".into(),
+            });
+        }
+    };
+    parsed.map_err(|e| ProtocolError::InvalidBatch { reason: e.to_string() })
+}
+
+/// The tenant of a bearer ingest token.
+pub async fn authenticate<D: Directory>(dir: &D, bearer: Option<&str>) -> Result<String, ProtocolError> {
+    let token = bearer.ok_or(ProtocolError::Unauthorized { reason: "send Authorization: Bearer <ingest token>" })?;
+    let info = dir
+        .token(token)
+        .await?
+        .ok_or(ProtocolError::Unauthorized { reason: "the ingest token is invalid, expired or revoked" })?;
+    Ok(info.key_prefix.clone())
+}
+
+/// `POST /batch`: the tenant comes from the token, never from the body. `random` feeds the ids of events sent
+/// without one.
+pub async fn batch<D: Directory>(
+    dir: &D,
+    cfg: &ServiceConfig,
+    req: &RequestInfo,
+    bearer: Option<&str>,
+    body: &[u8],
+    now: i64,
+    mut random: impl FnMut() -> [u8; 10],
+) -> Result<Batch, ProtocolError> {
+    let key_prefix = authenticate(dir, bearer).await?;
+    let items = split_batch(body)?;
+    if items.is_empty() {
+        return Err(ProtocolError::EmptyBatch);
+    }
+    if items.len() > cfg.max_batch_size {
+        return Err(ProtocolError::BatchTooLarge { max: cfg.max_batch_size, got: items.len() });
+    }
+    let ctx = IntakeContext {
+        key_prefix: &key_prefix,
+        received_at: now,
+        auth: Auth::Token,
+        request_path: Some(&req.path),
+        request_host: req.host.as_deref(),
+    };
+    let mut events = Vec::with_capacity(items.len());
+    let mut rejected = Vec::new();
+    for (index, raw) in items.iter().enumerate() {
+        match EventInput::from_json(raw.get().as_bytes())
+            .and_then(|input| build_event(input, &ctx, &cfg.limits, random()))
+        {
+            Ok(event) => events.push(event),
+            Err(e) => rejected.push(Rejection::new(index, &e)),
+        }
+    }
+    Ok(Batch { key_prefix, events, rejected })
+}
+
+/// `POST /ingest`: one event, tenant from the token.
+pub async fn ingest<D: Directory>(
+    dir: &D,
+    cfg: &ServiceConfig,
+    req: &RequestInfo,
+    bearer: Option<&str>,
+    body: &[u8],
+    now: i64,
+    random: [u8; 10],
+) -> Result<Event, ProtocolError> {
+    let key_prefix = authenticate(dir, bearer).await?;
+    let ctx = IntakeContext {
+        key_prefix: &key_prefix,
+        received_at: now,
+        auth: Auth::Token,
+        request_path: Some(&req.path),
+        request_host: req.host.as_deref(),
+    };
+    build_event(EventInput::from_json(body)?, &ctx, &cfg.limits, random)
+}
+
+/// An `Idempotency-Key` header value, checked.
+pub fn idempotency_key(value: Option<&str>) -> Result<Option<String>, ProtocolError> {
+    match value {
+        None => Ok(None),
+        Some(k) if crate::is_valid_name(k, 128) => Ok(Some(k.to_owned())),
+        Some(_) => Err(ProtocolError::InvalidIdempotencyKey),
+    }
+}
+
+/// A 1x1 transparent GIF, the answer of `/i`.
+pub const PIXEL_GIF: &[u8] = &[
+    0x47, 0x49, 0x46, 0x38, 0x39, 0x61, 0x01, 0x00, 0x01, 0x00, 0x80, 0x00, 0x00, 0x00, 0x00, 0x00, 0xff, 0xff, 0xff,
+    0x21, 0xf9, 0x04, 0x01, 0x00, 0x00, 0x00, 0x00, 0x2c, 0x00, 0x00, 0x00, 0x00, 0x01, 0x00, 0x01, 0x00, 0x00, 0x02,
+    0x02, 0x44, 0x01, 0x00, 0x3b,
+];
+/// Headers of every redirect: never cached, and the tracking URL is not leaked onward.
+pub const REDIRECT_HEADERS: [(&str, &str); 2] =
+    [("cache-control", "no-store, max-age=0"), ("referrer-policy", "no-referrer")];
+/// Headers of the pixel.
+pub const PIXEL_HEADERS: [(&str, &str); 4] = [
+    ("content-type", "image/gif"),
+    ("cache-control", "no-store, no-cache, must-revalidate, max-age=0"),
+    ("pragma", "no-cache"),
+    ("expires", "0"),
+];
+/// Answer to the beacon's CORS preflight.
+pub const BEACON_PREFLIGHT_HEADERS: [(&str, &str); 4] = [
+    ("access-control-allow-origin", "*"),
+    ("access-control-allow-methods", "POST, OPTIONS"),
+    ("access-control-allow-headers", "content-type"),
+    ("access-control-max-age", "86400"),
+];
+/// Largest beacon body (`navigator.sendBeacon` payloads are small; browsers cap them at 64 KiB).
+pub const MAX_BEACON_BYTES: usize = 64 * 1024;
+
+/// The JSON body of every rejection: `{"error": {"code", "message"}}`.
+pub fn error_body(e: &ProtocolError) -> String {
+    serde_json::json!({ "error": { "code": e.code(), "message": e.to_string() } }).to_string()
+}
