@@ -14,3 +14,39 @@ ensure_rust() {
         rustup target add wasm32-unknown-unknown
     fi
 }
+
+# The exact wasm-bindgen version Cargo.lock pins (wasm-bindgen-cli must match it).
+wasm_bindgen_version() {
+    awk '/^name = "wasm-bindgen"$/{getline; gsub(/"/, "", $3); print $3; exit}' Cargo.lock
+}
+
+ensure_node_packages() {
+    if ! command -v node >/dev/null 2>&1; then
+        echo "node is missing: install Node.js 20 or newer and run again" >&2
+        exit 1
+    fi
+    if [ ! -x node_modules/.bin/wrangler ] || [ ! -x node_modules/.bin/wasm-opt ] || [ package.json -nt node_modules/.package-lock.json ]; then
+        say "installing npm packages (wrangler, miniflare, binaryen, esbuild)"
+        npm install --no-audit --no-fund --loglevel=error
+    fi
+}
+
+# worker-build, wasm-bindgen-cli (the version in Cargo.lock) and the npm tools; fast when already present.
+ensure_worker_tools() {
+    ensure_rust
+    ensure_node_packages
+    local want
+    want="$(wasm_bindgen_version)"
+    if ! command -v worker-build >/dev/null 2>&1; then
+        say "installing worker-build (once, a few minutes)"
+        cargo install worker-build --version 0.8.7 --locked
+    fi
+    if [ "$(wasm-bindgen --version 2>/dev/null | awk '{print $2}')" != "$want" ]; then
+        say "installing wasm-bindgen-cli $want (once, a few minutes)"
+        # no --locked: one of its pinned dependencies is no longer published
+        cargo install wasm-bindgen-cli --version "$want" --force
+    fi
+    export WASM_BINDGEN_BIN="$(command -v wasm-bindgen)"
+    export WASM_OPT_BIN="$PWD/node_modules/.bin/wasm-opt"
+    export ESBUILD_BIN="$PWD/node_modules/.bin/esbuild"
+}

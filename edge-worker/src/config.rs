@@ -1,0 +1,105 @@
+//! The Worker's settings, from `wrangler.toml` vars and secrets.
+
+use tracker_protocol::service::ServiceConfig;
+use tracker_protocol::{Limits, LinkKey, SeedMode, parse_encryption_key};
+
+#[derive(Debug, Clone)]
+pub struct EdgeConfig {
+    /// Core nodes, tried in turn (failover) for forwarding and lookups.
+    pub core_urls: Vec<String>,
+    /// `EDGE_SHARED_SECRET`: signs batches and lookups sent to the core.
+    pub edge_secret: Option<Vec<u8>>,
+    pub service: ServiceConfig,
+    /// Seed links without a key prefix (`HMAC_SECRET`, `ENCRYPTION_KEY` secrets).
+    pub global_keys: Vec<LinkKey>,
+    /// How long an isolate keeps a tenant, short link or token (and a "not found").
+    pub cache_ttl_ms: i64,
+    /// Expiry of KV entries the Worker fills from the core (the bound on changes made in the core reaching the
+    /// edge while nothing writes KV directly; Cloudflare's minimum is 60 s).
+    pub kv_fill_ttl_secs: u64,
+    /// Events per second per tenant, per isolate.
+    pub tenant_rate: f64,
+    /// Requests per second per tenant and client IP, per isolate.
+    pub ip_rate: f64,
+    /// Name of the dead-letter queue (its consumer parks messages in KV).
+    pub dlq_name: String,
+}
+
+fn num<T: std::str::FromStr>(get: &impl Fn(&str) -> Option<String>, name: &str, default: T) -> Result<T, String> {
+    match get(name).filter(|v| !v.is_empty()) {
+        None => Ok(default),
+        Some(v) => v.parse().map_err(|_| format!("{name}: {v:?} is not a number")),
+    }
+}
+
+impl EdgeConfig {
+    /// Reads every setting through `get` (vars and secrets of the Worker's environment).
+    pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<EdgeConfig, String> {
+        let core_urls: Vec<String> = get("CORE_URLS")
+            .unwrap_or_default()
+            .split(',')
+            .map(|u| u.trim().trim_end_matches('/').to_owned())
+            .filter(|u| !u.is_empty())
+            .collect();
+        if let Some(bad) = core_urls.iter().find(|u| !u.starts_with("http://") && !u.starts_with("https://")) {
+            return Err(format!("CORE_URLS: {bad:?} is not an http(s) URL"));
+        }
+        let seed_mode: SeedMode =
+            get("URL_MODE").filter(|v| !v.is_empty()).unwrap_or_else(|| "signed".into()).parse()?;
+        let hmac_secret = get("HMAC_SECRET").filter(|v| !v.is_empty());
+        let encryption_key = match get("ENCRYPTION_KEY").filter(|v| !v.is_empty()) {
+            Some(k) => Some(parse_encryption_key(&k).ok_or("ENCRYPTION_KEY: must be 64 hex characters")?),
+            None => None,
+        };
+        let global_keys = if hmac_secret.is_some() || encryption_key.is_some() {
+            vec![LinkKey { kid: "global".into(), signing_secret: hmac_secret, encryption_key, retires_at_ms: None }]
+        } else {
+            Vec::new()
+        };
+        let edge_secret = get("EDGE_SHARED_SECRET").filter(|v| !v.is_empty()).map(String::into_bytes);
+        if edge_secret.as_ref().is_some_and(|s| s.len() < 32) {
+            return Err("EDGE_SHARED_SECRET: must be at least 32 characters".into());
+        }
+        Ok(EdgeConfig {
+            core_urls,
+            edge_secret,
+            service: ServiceConfig {
+                seed_mode,
+                limits: Limits::default(),
+                max_batch_size: num(&get, "MAX_BATCH_SIZE", 10_000)?,
+            },
+            global_keys,
+            cache_ttl_ms: num(&get, "CACHE_TTL_MS", 5_000)?,
+            kv_fill_ttl_secs: num::<u64>(&get, "KV_FILL_TTL_SECS", 60)?.max(60),
+            tenant_rate: num(&get, "RATE_LIMIT_TENANT_PER_SEC", 5_000.0)?,
+            ip_rate: num(&get, "RATE_LIMIT_IP_PER_SEC", 50.0)?,
+            dlq_name: get("DLQ_NAME").filter(|v| !v.is_empty()).unwrap_or_else(|| "tracker-events-dlq".into()),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use super::*;
+
+    fn cfg(pairs: &[(&str, &str)]) -> Result<EdgeConfig, String> {
+        let map: HashMap<String, String> = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        EdgeConfig::from_lookup(|k| map.get(k).cloned())
+    }
+
+    #[test]
+    fn reads_settings_and_names_bad_ones() {
+        let c = cfg(&[("CORE_URLS", "http://a:1/, https://b"), ("HMAC_SECRET", "s"), ("RATE_LIMIT_IP_PER_SEC", "9")])
+            .unwrap();
+        assert_eq!(c.core_urls, vec!["http://a:1", "https://b"]);
+        assert_eq!(c.global_keys.len(), 1);
+        assert_eq!(c.ip_rate, 9.0);
+        assert_eq!(c.kv_fill_ttl_secs, 60);
+        assert!(cfg(&[("CORE_URLS", "ftp://x")]).unwrap_err().starts_with("CORE_URLS"));
+        assert!(cfg(&[("EDGE_SHARED_SECRET", "short")]).unwrap_err().starts_with("EDGE_SHARED_SECRET"));
+        assert!(cfg(&[("URL_MODE", "weird")]).is_err());
+        assert!(cfg(&[("MAX_BATCH_SIZE", "many")]).unwrap_err().starts_with("MAX_BATCH_SIZE"));
+    }
+}

@@ -1,0 +1,556 @@
+//! The Workers runtime glue (wasm32 only): `#[event(fetch)]` answers the tracking endpoints with the shared
+//! service and queues the events; `#[event(queue)]` forwards queued messages to the core fleet and parks
+//! dead letters in KV. Nothing here decides anything the core node decides differently.
+
+use std::cell::RefCell;
+use std::future::Future;
+use std::rc::Rc;
+use std::sync::Arc;
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use sha2::{Digest, Sha256};
+use tracker_protocol::intake::{BATCH_ID_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER, sign_batch, sign_lookup};
+use tracker_protocol::service::{
+    self, BEACON_PREFLIGHT_HEADERS, Directory, PIXEL_GIF, PIXEL_HEADERS, REDIRECT_HEADERS, RequestInfo,
+    ShortLinkRecord, TenantRecord, TokenRecord, error_body,
+};
+use tracker_protocol::{Event, LinkKey, LinkKind, ProtocolError, truncate_field};
+use worker::{
+    Context, Date, Env, Fetch, Headers, Message, MessageBatch, MessageBuilder, MessageExt, Method, QueueContentType,
+    Request, RequestInit, Response, console_error, event, wasm_bindgen::JsValue,
+};
+
+use crate::cache::IsolateCache;
+use crate::config::EdgeConfig;
+use crate::limiter::Limiter;
+use crate::pack::{batch_id, pack, pick, send_groups};
+
+const KV: &str = "TRACKER_KV";
+const EVENTS_QUEUE: &str = "EVENTS";
+const DLQ: &str = "DLQ";
+
+/// What an isolate keeps between requests.
+struct Isolate {
+    config: Rc<EdgeConfig>,
+    tenants: IsolateCache<TenantRecord>,
+    links: IsolateCache<ShortLinkRecord>,
+    tokens: IsolateCache<TokenRecord>,
+    tenant_limits: Limiter,
+    ip_limits: Limiter,
+}
+
+thread_local! {
+    static ISOLATE: RefCell<Option<Isolate>> = const { RefCell::new(None) };
+}
+
+fn now_ms() -> i64 {
+    Date::now().as_millis() as i64
+}
+
+fn random10() -> [u8; 10] {
+    let mut b = [0u8; 10];
+    // the Workers runtime always provides crypto.getRandomValues
+    let _ = getrandom::getrandom(&mut b);
+    b
+}
+
+fn config(env: &Env) -> Result<Rc<EdgeConfig>, String> {
+    if let Some(c) = ISOLATE.with(|i| i.borrow().as_ref().map(|i| i.config.clone())) {
+        return Ok(c);
+    }
+    let cfg = Rc::new(EdgeConfig::from_lookup(|name| {
+        env.secret(name).ok().map(|s| s.to_string()).or_else(|| env.var(name).ok().map(|v| v.to_string()))
+    })?);
+    ISOLATE.with(|i| {
+        *i.borrow_mut() = Some(Isolate {
+            config: cfg.clone(),
+            tenants: IsolateCache::new(cfg.cache_ttl_ms),
+            links: IsolateCache::new(cfg.cache_ttl_ms),
+            tokens: IsolateCache::new(cfg.cache_ttl_ms),
+            tenant_limits: Limiter::new(cfg.tenant_rate),
+            ip_limits: Limiter::new(cfg.ip_rate),
+        })
+    });
+    Ok(cfg)
+}
+
+fn with_isolate<T>(f: impl FnOnce(&mut Isolate) -> T) -> Option<T> {
+    ISOLATE.with(|i| i.borrow_mut().as_mut().map(f))
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Lookups: isolate cache, then KV, then the core's signed lookup API (which fills KV).
+
+/// A record kind the edge looks up.
+trait Record: Serialize + DeserializeOwned + 'static {
+    const KV_PREFIX: &'static str;
+    const CORE_PATH: &'static str;
+    fn cache(isolate: &mut Isolate) -> &mut IsolateCache<Self>;
+}
+
+impl Record for TenantRecord {
+    const KV_PREFIX: &'static str = "tenant:";
+    const CORE_PATH: &'static str = "/internal/v1/tenants/";
+    fn cache(i: &mut Isolate) -> &mut IsolateCache<Self> {
+        &mut i.tenants
+    }
+}
+
+impl Record for ShortLinkRecord {
+    const KV_PREFIX: &'static str = "short:";
+    const CORE_PATH: &'static str = "/internal/v1/short-links/";
+    fn cache(i: &mut Isolate) -> &mut IsolateCache<Self> {
+        &mut i.links
+    }
+}
+
+impl Record for TokenRecord {
+    const KV_PREFIX: &'static str = "token:";
+    const CORE_PATH: &'static str = "/internal/v1/tokens/";
+    fn cache(i: &mut Isolate) -> &mut IsolateCache<Self> {
+        &mut i.tokens
+    }
+}
+
+struct EdgeDirectory<'a> {
+    env: &'a Env,
+    cfg: &'a EdgeConfig,
+}
+
+fn unavailable(what: &'static str) -> ProtocolError {
+    ProtocolError::Unavailable { what }
+}
+
+impl EdgeDirectory<'_> {
+    async fn lookup<R: Record>(&self, id: &str) -> Result<Option<Arc<R>>, ProtocolError> {
+        let now = now_ms();
+        if let Some(Some(hit)) = with_isolate(|i| R::cache(i).get(id, now)) {
+            return Ok(hit);
+        }
+        let kv = self.env.kv(KV).map_err(|_| unavailable("Workers KV"))?;
+        let key = format!("{}{id}", R::KV_PREFIX);
+        if let Ok(Some(text)) = kv.get(&key).text().await
+            && let Ok(record) = serde_json::from_str::<R>(&text)
+        {
+            let record = Some(Arc::new(record));
+            with_isolate(|i| R::cache(i).put(id, record.clone(), now));
+            return Ok(record);
+        }
+        let found: Option<R> = self.from_core(&format!("{}{id}", R::CORE_PATH)).await?;
+        if let Some(record) = &found
+            && let Ok(text) = serde_json::to_string(record)
+            && let Ok(put) = kv.put(&key, text)
+        {
+            // best effort: a failed fill only costs another core lookup later
+            let _ = put.expiration_ttl(self.cfg.kv_fill_ttl_secs).execute().await;
+        }
+        let found = found.map(Arc::new);
+        with_isolate(|i| R::cache(i).put(id, found.clone(), now));
+        Ok(found)
+    }
+
+    /// A signed GET to the core nodes in turn; `None` on 404.
+    async fn from_core<R: DeserializeOwned>(&self, path: &str) -> Result<Option<R>, ProtocolError> {
+        let secret =
+            self.cfg.edge_secret.as_deref().ok_or(unavailable("the core lookup API (no EDGE_SHARED_SECRET)"))?;
+        for base in &self.cfg.core_urls {
+            let ts = now_ms();
+            let Some(sig) = sign_lookup(secret, ts, path) else { continue };
+            let headers = Headers::new();
+            let _ = headers.set(SIGNATURE_HEADER, &sig);
+            let _ = headers.set(TIMESTAMP_HEADER, &ts.to_string());
+            let mut init = RequestInit::new();
+            init.with_method(Method::Get).with_headers(headers);
+            let Ok(req) = Request::new_with_init(&format!("{base}{path}"), &init) else { continue };
+            match Fetch::Request(req).send().await {
+                Ok(mut res) if res.status_code() == 200 => {
+                    return res.json::<R>().await.map(Some).map_err(|_| unavailable("the core lookup API"));
+                }
+                Ok(res) if res.status_code() == 404 => return Ok(None),
+                Ok(res) => console_error!("core lookup {path} at {base} answered {}", res.status_code()),
+                Err(e) => console_error!("core lookup {path} at {base} failed: {e}"),
+            }
+        }
+        Err(unavailable("the core lookup API"))
+    }
+}
+
+impl Directory for EdgeDirectory<'_> {
+    fn tenant(&self, key_prefix: &str) -> impl Future<Output = Result<Option<Arc<TenantRecord>>, ProtocolError>> {
+        self.lookup::<TenantRecord>(key_prefix)
+    }
+
+    fn short_link(&self, tu_id: &str) -> impl Future<Output = Result<Option<Arc<ShortLinkRecord>>, ProtocolError>> {
+        self.lookup::<ShortLinkRecord>(tu_id)
+    }
+
+    async fn token(&self, token: &str) -> Result<Option<Arc<TokenRecord>>, ProtocolError> {
+        if !token.starts_with("trk_ing_") || token.len() > 128 {
+            return Ok(None);
+        }
+        // only the hash ever leaves the request: KV and the core are asked by SHA-256
+        self.lookup::<TokenRecord>(&hex::encode(Sha256::digest(token.as_bytes()))).await
+    }
+
+    fn global_keys(&self) -> &[LinkKey] {
+        &self.cfg.global_keys
+    }
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Responses.
+
+fn respond(status: u16, headers: &[(&str, &str)], body: Option<Vec<u8>>) -> Response {
+    let h = Headers::new();
+    for (k, v) in headers {
+        let _ = h.set(k, v);
+    }
+    let res = match body {
+        Some(b) => Response::from_bytes(b),
+        None => Response::empty(),
+    };
+    match res {
+        Ok(r) => r.with_status(status).with_headers(h),
+        Err(_) => Response::error("internal error", 500)
+            .unwrap_or_else(|_| Response::empty().unwrap_or_else(|_| unreachable_response())),
+    }
+}
+
+#[allow(clippy::unwrap_used)] // constructing an empty response cannot fail in the Workers runtime
+fn unreachable_response() -> Response {
+    Response::empty().unwrap()
+}
+
+fn json(status: u16, body: String) -> Response {
+    respond(status, &[("content-type", "application/json"), ("cache-control", "no-store")], Some(body.into_bytes()))
+}
+
+fn error(e: &ProtocolError) -> Response {
+    let status = e.http_status();
+    let mut headers = vec![("content-type", "application/json"), ("cache-control", "no-store")];
+    if status == 503 {
+        headers.push(("retry-after", "1"));
+    }
+    respond(status, &headers, Some(error_body(e).into_bytes()))
+}
+
+fn rate_limited(retry_after: u64) -> Response {
+    let body = serde_json::json!({ "error": { "code": "rate_limited", "message": "too many requests for this tenant or client; retry later" } });
+    let retry = retry_after.to_string();
+    respond(429, &[("content-type", "application/json"), ("retry-after", &retry)], Some(body.to_string().into_bytes()))
+}
+
+/// Per-tenant and per-tenant-and-IP limits, checked only after the request proved which tenant it is for.
+fn check_rate(key_prefix: &str, ip: Option<&str>, cost: f64) -> Result<(), Response> {
+    let now = now_ms();
+    let verdict = with_isolate(|i| {
+        i.tenant_limits.check(key_prefix, cost, now)?;
+        match ip {
+            Some(ip) => i.ip_limits.check(&format!("{key_prefix}|{ip}"), 1.0, now),
+            None => Ok(()),
+        }
+    });
+    match verdict {
+        Some(Err(retry)) => Err(rate_limited(retry)),
+        _ => Ok(()),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Forwarding.
+
+/// Puts events on the queue, packed into as few messages as fit.
+async fn enqueue(env: &Env, events: &[Event]) -> Result<(), String> {
+    let queue = env.queue(EVENTS_QUEUE).map_err(|e| e.to_string())?;
+    let messages = pack(events).map_err(|e| e.to_string())?;
+    for group in send_groups(&messages) {
+        let batch: Vec<_> = messages
+            .get(group)
+            .unwrap_or_default()
+            .iter()
+            .map(|m| MessageBuilder::new(m.clone()).content_type(QueueContentType::Text).build())
+            .collect();
+        queue.send_batch(batch).await.map_err(|e| e.to_string())?;
+    }
+    Ok(())
+}
+
+/// Queues events without delaying the response. If the queue refuses, the events go straight to the core; if that
+/// fails too they are logged in full, never dropped silently.
+fn enqueue_later(env: &Env, ctx: &Context, events: Vec<Event>) {
+    let env = env.clone();
+    ctx.wait_until(async move {
+        if let Err(e) = enqueue(&env, &events).await {
+            console_error!("queue send failed ({e}); delivering directly to the core");
+            let Ok(cfg) = config(&env) else { return };
+            let Ok(bodies) = pack(&events) else { return };
+            for body in bodies {
+                let id = format!("direct-{}", hex::encode(random10()));
+                if deliver(&cfg, &id, &body).await.is_err() {
+                    console_error!("UNDELIVERED EVENTS (queue and core both failed): {body}");
+                }
+            }
+        }
+    });
+}
+
+/// Sends one message body to the core fleet's intake, trying each node in turn. Returns the indices the core
+/// refused permanently.
+async fn deliver(cfg: &EdgeConfig, batch: &str, body: &str) -> Result<Vec<usize>, String> {
+    let secret = cfg.edge_secret.as_deref().ok_or("EDGE_SHARED_SECRET is not set")?;
+    if cfg.core_urls.is_empty() {
+        return Err("CORE_URLS is empty".into());
+    }
+    // spread messages over the nodes, fail over to the others
+    let start = batch.bytes().map(usize::from).sum::<usize>() % cfg.core_urls.len();
+    let mut last = String::new();
+    for i in 0..cfg.core_urls.len() {
+        let Some(base) = cfg.core_urls.get((start + i) % cfg.core_urls.len()) else { continue };
+        let ts = now_ms();
+        let sig = sign_batch(secret, ts, batch, body.as_bytes()).ok_or("cannot sign")?;
+        let headers = Headers::new();
+        let _ = headers.set("content-type", "application/json");
+        let _ = headers.set(SIGNATURE_HEADER, &sig);
+        let _ = headers.set(TIMESTAMP_HEADER, &ts.to_string());
+        let _ = headers.set(BATCH_ID_HEADER, batch);
+        let mut init = RequestInit::new();
+        init.with_method(Method::Post).with_headers(headers).with_body(Some(JsValue::from_str(body)));
+        let req =
+            Request::new_with_init(&format!("{base}/internal/v1/edge/batches"), &init).map_err(|e| e.to_string())?;
+        match Fetch::Request(req).send().await {
+            Ok(mut res) if res.status_code() == 200 => {
+                #[derive(serde::Deserialize)]
+                struct Rejected {
+                    index: usize,
+                }
+                #[derive(serde::Deserialize)]
+                struct Answer {
+                    rejected: Vec<Rejected>,
+                }
+                let answer: Answer = res.json().await.map_err(|e| e.to_string())?;
+                return Ok(answer.rejected.into_iter().map(|r| r.index).collect());
+            }
+            Ok(res) => last = format!("{base} answered {}", res.status_code()),
+            Err(e) => last = format!("{base}: {e}"),
+        }
+    }
+    Err(last)
+}
+
+#[event(queue)]
+pub async fn queue(batch: MessageBatch<String>, env: Env, _ctx: Context) -> worker::Result<()> {
+    let cfg = config(&env).map_err(worker::Error::RustError)?;
+    let parking = batch.queue() == cfg.dlq_name;
+    let messages: Vec<Message<String>> = batch.messages()?;
+    for msg in messages {
+        let body = msg.body().clone();
+        if parking {
+            // dead letters are parked in KV (never expiring) for inspection and replay
+            let key = format!("dlq:{:013}:{}", now_ms(), msg.id());
+            let parked = match env.kv(KV) {
+                Ok(kv) => match kv.put(&key, body) {
+                    Ok(put) => put.execute().await.is_ok(),
+                    Err(_) => false,
+                },
+                Err(_) => false,
+            };
+            if parked {
+                msg.ack()
+            } else {
+                msg.retry()
+            }
+            continue;
+        }
+        match deliver(&cfg, &batch_id(&msg.id()), &body).await {
+            Ok(rejected) if rejected.is_empty() => msg.ack(),
+            Ok(rejected) => {
+                // permanently refused by the core: dead-lettered with the reason, not dropped
+                let events = pick(&body, &rejected);
+                let letter = serde_json::json!({ "reason": "refused_by_core", "events": events.iter().map(|e| serde_json::value::RawValue::from_string(e.clone()).ok()).collect::<Vec<_>>() });
+                let sent = match env.queue(DLQ) {
+                    Ok(q) => q
+                        .send(MessageBuilder::new(letter.to_string()).content_type(QueueContentType::Text).build())
+                        .await
+                        .is_ok(),
+                    Err(_) => false,
+                };
+                if sent { msg.ack() } else { msg.retry() }
+            }
+            Err(e) => {
+                console_error!("forwarding message {} failed on every core node ({e}); the queue retries it", msg.id());
+                msg.retry();
+            }
+        }
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// The endpoints.
+
+fn request_info(req: &Request, path: &str, max: usize) -> RequestInfo {
+    let h = req.headers();
+    let header = |name: &str| {
+        h.get(name).ok().flatten().map(|v| truncate_field(v.trim(), max).to_owned()).filter(|v| !v.is_empty())
+    };
+    RequestInfo {
+        ip: header("cf-connecting-ip"),
+        user_agent: header("user-agent"),
+        referer: header("referer"),
+        accept_language: header("accept-language"),
+        host: header("host"),
+        path: truncate_field(path, max).to_owned(),
+    }
+}
+
+fn bearer(req: &Request) -> Option<String> {
+    let v = req.headers().get("authorization").ok().flatten()?;
+    let (scheme, token) = v.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim().to_owned()).filter(|t| !t.is_empty())
+}
+
+#[event(fetch)]
+pub async fn fetch(req: Request, env: Env, ctx: Context) -> worker::Result<Response> {
+    let cfg = match config(&env) {
+        Ok(c) => c,
+        Err(e) => {
+            console_error!("bad Worker configuration: {e}");
+            return Ok(json(
+                500,
+                serde_json::json!({ "error": { "code": "misconfigured", "message": e } }).to_string(),
+            ));
+        }
+    };
+    Ok(handle(req, &env, &ctx, &cfg).await)
+}
+
+async fn handle(mut req: Request, env: &Env, ctx: &Context, cfg: &EdgeConfig) -> Response {
+    let Ok(url) = req.url() else { return error(&ProtocolError::MissingLinkParams) };
+    let path = url.path().to_owned();
+    let query = url.query().unwrap_or_default().to_owned();
+    let info = request_info(&req, &path, cfg.service.limits.max_field_len);
+    let dir = EdgeDirectory { env, cfg };
+    let svc = &cfg.service;
+    let now = now_ms();
+    let method = req.method();
+    match (method, path.as_str()) {
+        (Method::Get, "/health") => json(200, serde_json::json!({ "status": "ok", "tier": "edge" }).to_string()),
+        (Method::Get, "/t") => click(&dir, env, ctx, &info, None, &query).await,
+        (Method::Get, p) if p.starts_with("/t/") && p != "/t/auto" => {
+            let id = p.trim_start_matches("/t/").to_owned();
+            click(&dir, env, ctx, &info, Some(&id), &query).await
+        }
+        (Method::Options, "/t/auto") => respond(204, &BEACON_PREFLIGHT_HEADERS, None),
+        (Method::Post, "/t/auto") => {
+            let cors = [("access-control-allow-origin", "*")];
+            let body = match req.bytes().await {
+                Ok(b) if b.len() <= service::MAX_BEACON_BYTES => b,
+                _ => return with_cors(error(&ProtocolError::InvalidBeacon { reason: "the body is missing or larger than 64 KiB".into() })),
+            };
+            match service::beacon(&dir, svc, &info, &body, now, random10()).await {
+                Ok(event) => {
+                    if let Err(r) = check_rate(&event.key_prefix, info.ip.as_deref(), 1.0) {
+                        return with_cors(r);
+                    }
+                    enqueue_later(env, ctx, vec![event]);
+                    respond(204, &cors, None)
+                }
+                Err(e) => with_cors(error(&e)),
+            }
+        }
+        (Method::Get, "/p" | "/i") => {
+            let kind = if path == "/p" { LinkKind::Postback } else { LinkKind::Impression };
+            let token = bearer(&req);
+            match service::signal(&dir, svc, &info, kind, &query, token.as_deref(), now, random10()).await {
+                Ok(event) => {
+                    if let Err(r) = check_rate(&event.key_prefix, info.ip.as_deref(), 1.0) {
+                        return r;
+                    }
+                    if kind == LinkKind::Postback {
+                        // a conversion is acknowledged once it is in the queue (durable), never before
+                        let answer = serde_json::json!({ "status": "ok", "event_id": event.event_id, "authenticated": event.auth.is_authenticated() });
+                        match enqueue(env, std::slice::from_ref(&event)).await {
+                            Ok(()) => json(200, answer.to_string()),
+                            Err(_) => error(&unavailable("the event queue")),
+                        }
+                    } else {
+                        enqueue_later(env, ctx, vec![event]);
+                        respond(200, &PIXEL_HEADERS, Some(PIXEL_GIF.to_vec()))
+                    }
+                }
+                Err(e) => error(&e),
+            }
+        }
+        (Method::Post, "/batch") => {
+            let token = bearer(&req);
+            let Ok(body) = req.bytes().await else { return error(&ProtocolError::InvalidBatch { reason: "unreadable body".into() }) };
+            let batch = match service::batch(&dir, svc, &info, token.as_deref(), &body, now, random10).await {
+                Ok(b) => b,
+                Err(e) => return error(&e),
+            };
+            if batch.events.is_empty() {
+                let e = ProtocolError::NoValidEvents;
+                let body = serde_json::json!({ "error": { "code": e.code(), "message": e.to_string() }, "accepted": 0, "rejected": batch.rejected });
+                return json(422, body.to_string());
+            }
+            if let Err(r) = check_rate(&batch.key_prefix, None, batch.events.len() as f64) {
+                return r;
+            }
+            match enqueue(env, &batch.events).await {
+                Ok(()) => json(200, serde_json::json!({ "accepted": batch.events.len(), "rejected": batch.rejected, "duplicate": false }).to_string()),
+                Err(_) => error(&unavailable("the event queue")),
+            }
+        }
+        (Method::Post, "/ingest") => {
+            let token = bearer(&req);
+            let Ok(body) = req.bytes().await else { return error(&ProtocolError::InvalidBatch { reason: "unreadable body".into() }) };
+            match service::ingest(&dir, svc, &info, token.as_deref(), &body, now, random10()).await {
+                Ok(event) => {
+                    if let Err(r) = check_rate(&event.key_prefix, None, 1.0) {
+                        return r;
+                    }
+                    match enqueue(env, std::slice::from_ref(&event)).await {
+                        Ok(()) => json(200, serde_json::json!({ "event_id": event.event_id, "duplicate": false }).to_string()),
+                        Err(_) => error(&unavailable("the event queue")),
+                    }
+                }
+                Err(e) => error(&e),
+            }
+        }
+        (_, "/health" | "/t" | "/t/auto" | "/p" | "/i" | "/batch" | "/ingest") => json(
+            405,
+            serde_json::json!({ "error": { "code": "method_not_allowed", "message": "this endpoint does not accept that method" } }).to_string(),
+        ),
+        _ => json(404, serde_json::json!({ "error": { "code": "not_found", "message": "no such endpoint" } }).to_string()),
+    }
+}
+
+fn with_cors(res: Response) -> Response {
+    let mut res = res;
+    let _ = res.headers_mut().set("access-control-allow-origin", "*");
+    res
+}
+
+async fn click(
+    dir: &EdgeDirectory<'_>,
+    env: &Env,
+    ctx: &Context,
+    info: &RequestInfo,
+    tu_id: Option<&str>,
+    query: &str,
+) -> Response {
+    match service::click(dir, &dir.cfg.service, info, tu_id, query, now_ms(), random10()).await {
+        Ok(click) => {
+            if let Err(r) = check_rate(&click.event.key_prefix, info.ip.as_deref(), 1.0) {
+                return r;
+            }
+            // the redirect never waits for the queue
+            enqueue_later(env, ctx, vec![click.event]);
+            let mut headers = vec![("location", click.location.as_str())];
+            headers.extend(REDIRECT_HEADERS);
+            respond(307, &headers, None)
+        }
+        Err(e) => error(&e),
+    }
+}
