@@ -1,14 +1,35 @@
 #!/usr/bin/env bash
-# `make dev`: build and run the platform locally on embedded defaults (embedded durable log, libSQL file),
-# create a demo tenant and print links to click. Ctrl-C stops the node gracefully (the log is flushed).
+# `make dev`: build and run the whole platform locally on embedded defaults: a core node (embedded durable log,
+# libSQL file) and the edge Worker under `wrangler dev` (local KV and Queues), wired together with a shared
+# secret; create a demo tenant and print links to click at the edge. Ctrl-C stops both (the log is flushed).
 source "$(dirname "$0")/lib.sh"
 cd "$(dirname "$0")/.."
-ensure_rust
+ensure_worker_tools
 say "building the core node"
 cargo build -p tracker-core
+say "building the edge Worker"
+bash scripts/build-worker.sh --dev
+
 export DATA_DIR="${DATA_DIR:-data}"
+export PORT="${PORT:-3030}"
+EDGE_PORT="${EDGE_PORT:-8787}"
+if [ ! -f .dev.vars ]; then
+    secret="$(python3 -c 'import secrets; print(secrets.token_urlsafe(32))')"
+    printf 'EDGE_SHARED_SECRET=%s\n' "$secret" > .dev.vars
+    say "wrote .dev.vars with a fresh EDGE_SHARED_SECRET"
+fi
+EDGE_SHARED_SECRETS="$(sed -n 's/^EDGE_SHARED_SECRET=//p' .dev.vars)"
+export EDGE_SHARED_SECRETS
+
+./target/debug/tracker-core serve &
+core_pid=$!
+trap 'kill -TERM $core_pid 2>/dev/null; wait $core_pid 2>/dev/null' EXIT INT TERM
+for _ in $(seq 100); do curl -sf "http://127.0.0.1:$PORT/health" >/dev/null && break; sleep 0.1; done
+
 say "demo tenant (data in $DATA_DIR/)"
-./target/debug/tracker-core demo
+PUBLIC_URL="http://127.0.0.1:$EDGE_PORT" ./target/debug/tracker-core demo
 echo
-say "core node on ${PUBLIC_URL:-http://127.0.0.1:${PORT:-3030}} (Ctrl-C to stop)"
-exec ./target/debug/tracker-core serve
+echo "Core node: http://127.0.0.1:$PORT (serves the same endpoints directly). Edge Worker: http://127.0.0.1:$EDGE_PORT"
+say "wrangler dev (Ctrl-C to stop everything)"
+WRANGLER_SEND_METRICS=false npx wrangler dev --ip 127.0.0.1 --port "$EDGE_PORT" \
+    --var "CORE_URLS:http://127.0.0.1:$PORT"

@@ -3,7 +3,7 @@
 # steps rebuilds hundreds of crates).
 source "$(dirname "$0")/lib.sh"
 cd "$(dirname "$0")/.."
-ensure_rust
+ensure_worker_tools
 say "formatting"
 cargo fmt --all --check
 say "the protocol crate builds for wasm32-unknown-unknown (the edge Worker)"
@@ -12,5 +12,14 @@ say "test vectors agree with an independent implementation"
 python3 tests/vectors/check.py
 say "cargo test --workspace"
 cargo test --workspace
-say "clippy (workspace lints, warnings are errors)"
+say "clippy (workspace lints, warnings are errors), natively and for the Worker's wasm32 target"
 cargo clippy --workspace --all-targets -- -D warnings
+cargo clippy -p tracker-edge --target wasm32-unknown-unknown -- -D warnings
+say "building the edge Worker (worker-build --release)"
+bash scripts/build-worker.sh
+gz=$(gzip -9c edge-worker/build/index_bg.wasm | wc -c)
+echo "edge Worker wasm: $(wc -c < edge-worker/build/index_bg.wasm) bytes, $gz gzipped (limit 409600)"
+[ "$gz" -le 409600 ] || { echo "the Worker's gzipped wasm exceeds 400 KB" >&2; exit 1; }
+say "edge Worker tests under Miniflare, against a real core node"
+cargo build -p tracker-core
+node --test --test-concurrency=1 tests/edge/

@@ -137,7 +137,7 @@ impl EdgeDirectory<'_> {
             with_isolate(|i| R::cache(i).put(id, record.clone(), now));
             return Ok(record);
         }
-        let found: Option<R> = self.from_core(&format!("{}{id}", R::CORE_PATH)).await?;
+        let found: Option<R> = self.ask_core(&format!("{}{id}", R::CORE_PATH)).await?;
         if let Some(record) = &found
             && let Ok(text) = serde_json::to_string(record)
             && let Ok(put) = kv.put(&key, text)
@@ -151,7 +151,7 @@ impl EdgeDirectory<'_> {
     }
 
     /// A signed GET to the core nodes in turn; `None` on 404.
-    async fn from_core<R: DeserializeOwned>(&self, path: &str) -> Result<Option<R>, ProtocolError> {
+    async fn ask_core<R: DeserializeOwned>(&self, path: &str) -> Result<Option<R>, ProtocolError> {
         let secret =
             self.cfg.edge_secret.as_deref().ok_or(unavailable("the core lookup API (no EDGE_SHARED_SECRET)"))?;
         for base in &self.cfg.core_urls {

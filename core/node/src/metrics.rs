@@ -12,6 +12,7 @@ use tracker_log::LogStatus;
 pub const EVENTS_ACCEPTED: &str = "tracker_events_accepted_total";
 pub const REQUESTS_REJECTED: &str = "tracker_requests_rejected_total";
 pub const REDIRECT_SECONDS: &str = "tracker_redirect_duration_seconds";
+pub const EDGE_BATCHES: &str = "tracker_edge_batches_total";
 
 /// The endpoints that accept events (metric label `endpoint`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -61,6 +62,7 @@ pub struct Metrics {
     rejected: Mutex<BTreeMap<(&'static str, &'static str), u64>>,
     redirect_buckets: [AtomicU64; BUCKETS_US.len()],
     redirect_count: AtomicU64,
+    edge_batches: AtomicU64,
     redirect_sum_us: AtomicU64,
 }
 
@@ -75,6 +77,11 @@ impl Metrics {
         if let Ok(mut m) = self.rejected.lock() {
             *m.entry((endpoint.label(), code)).or_default() += 1;
         }
+    }
+
+    /// One signed batch from the edge stored (one queue message).
+    pub fn edge_batch(&self) {
+        self.edge_batches.fetch_add(1, Ordering::Relaxed);
     }
 
     pub fn redirect_served(&self, took: Duration) {
@@ -114,7 +121,13 @@ impl Metrics {
         let _ = writeln!(out, "{REDIRECT_SECONDS}_bucket{{le=\"+Inf\"}} {count}");
         let _ = writeln!(out, "{REDIRECT_SECONDS}_sum {}", self.redirect_sum_us.load(Ordering::Relaxed) as f64 / 1e6);
         let _ = writeln!(out, "{REDIRECT_SECONDS}_count {count}");
-        let gauges: [(&str, &str, &str, u64); 8] = [
+        let gauges: [(&str, &str, &str, u64); 9] = [
+            (
+                EDGE_BATCHES,
+                "counter",
+                "Signed batches (queue messages) received from the edge.",
+                self.edge_batches.load(Ordering::Relaxed),
+            ),
             ("tracker_log_healthy", "gauge", "1 when the event log accepts writes.", u64::from(log.healthy)),
             ("tracker_log_queued_appends", "gauge", "Appends waiting for the log writer.", log.queued),
             ("tracker_log_appended_events_total", "counter", "Events written to the log.", log.appended_events),

@@ -143,6 +143,7 @@ pub async fn edge_batch(State(st): State<Arc<AppState>>, headers: HeaderMap, Raw
             st.metrics.accepted(Endpoint::Edge, receipt.events());
             (receipt.events(), receipt.duplicate)
         };
+        st.metrics.edge_batch();
         // permanent rejections are reported, not retried: the edge dead-letters them
         Ok(super::json(StatusCode::OK, &BatchResponse { accepted, rejected, duplicate }))
     }

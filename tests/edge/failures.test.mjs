@@ -1,0 +1,70 @@
+// Failure behaviour of the edge: core down (retries, then the dead-letter queue, parked in KV), failover between
+// core nodes, and per-tenant rate limits that are checked only after authenticity.
+import { after, before, describe, it } from "node:test";
+import assert from "node:assert/strict";
+import { Core, clickId, eventually, freePort, get, worker } from "./harness.mjs";
+
+describe("edge worker failure modes", () => {
+  const core = new Core();
+  const workers = [];
+  let deadUrl;
+
+  before(async () => {
+    core.tenant("acme");
+    core.tenant("beta");
+    await core.start();
+    deadUrl = `http://127.0.0.1:${await freePort()}`;
+  });
+
+  after(async () => {
+    for (const mf of workers) await mf.dispose();
+    core.cleanup();
+  });
+
+  it("retries while every core node is down, then dead-letters the events (parked in KV), never drops them", async () => {
+    const mf = worker({ CORE_URLS: deadUrl }, { maxRetries: 1 });
+    workers.push(mf);
+    const kv = await mf.getKVNamespace("TRACKER_KV");
+    // with the core down the tenant's keys must already be at the edge: put the record the core serves into KV,
+    // as the platform API does
+    const link = core.link("acme", "https://a.example/");
+    await kv.put("tenant:acme", await core.lookup("/internal/v1/tenants/acme"));
+    const res = await get(mf, link);
+    assert.equal(res.status, 307, "the redirect does not depend on the core");
+    const id = clickId(res);
+    const parked = await eventually(async () => {
+      const { keys } = await kv.list({ prefix: "dlq:" });
+      for (const k of keys) {
+        const body = await kv.get(k.name);
+        if (body.includes(id)) return body;
+      }
+      return null;
+    }, 30000, "the dead letter");
+    assert.equal(JSON.parse(parked).events[0].event_id, id, "the whole event is in the dead letter");
+  });
+
+  it("fails over to the next core node", async () => {
+    const mf = worker({ CORE_URLS: `${deadUrl},${core.url}` });
+    workers.push(mf);
+    const before = await core.metric("tracker_events_accepted_total", '{endpoint="edge"}');
+    for (let i = 0; i < 4; i++) assert.equal((await get(mf, core.link("beta", `https://b.example/${i}`))).status, 307);
+    await eventually(async () => (await core.metric("tracker_events_accepted_total", '{endpoint="edge"}')) >= before + 4, 20000, "delivery through the live node");
+  });
+
+  it("rate-limits per tenant and client IP, after authenticity, without touching other tenants", async () => {
+    const mf = worker({ CORE_URLS: core.url, RATE_LIMIT_IP_PER_SEC: "2" });
+    workers.push(mf);
+    const link = core.link("acme", "https://a.example/");
+    // forged requests are refused as forged and spend nobody's budget
+    for (let i = 0; i < 10; i++) assert.equal((await get(mf, link.replace(/s=[^&]+/, "s=AAAA"))).status, 400);
+    const statuses = [];
+    for (let i = 0; i < 8; i++) statuses.push((await get(mf, link)).status);
+    assert.deepEqual(statuses.slice(0, 4), [307, 307, 307, 307], "a burst of twice the rate passes");
+    const limited = await get(mf, link);
+    assert.equal(limited.status, 429);
+    assert.ok(Number(limited.headers.get("retry-after")) >= 1);
+    assert.equal((await limited.json()).error.code, "rate_limited");
+    assert.equal((await get(mf, link, { "cf-connecting-ip": "198.51.100.1" })).status, 307, "another client is not limited");
+    assert.equal((await get(mf, core.link("beta", "https://b.example/"))).status, 307, "another tenant is not limited");
+  });
+});

@@ -1,0 +1,134 @@
+// Test harness: a real core node (the debug binary built by `cargo test`) and the built Worker under Miniflare.
+import { spawn, execFileSync } from "node:child_process";
+import { createHmac } from "node:crypto";
+import { mkdtempSync, rmSync } from "node:fs";
+import { createServer } from "node:net";
+import { tmpdir } from "node:os";
+import { join, resolve } from "node:path";
+import { Miniflare } from "miniflare";
+
+export const ROOT = resolve(import.meta.dirname, "../..");
+export const CORE_BIN = join(ROOT, "target/debug/tracker-core");
+export const EDGE_SECRET = "edge-secret-for-tests-0123456789abcdef";
+
+export async function freePort() {
+  return new Promise((ok, fail) => {
+    const s = createServer();
+    s.listen(0, "127.0.0.1", () => {
+      const { port } = s.address();
+      s.close(() => ok(port));
+    });
+    s.on("error", fail);
+  });
+}
+
+export const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+/** Polls `check` until it returns a truthy value or `ms` pass. */
+export async function eventually(check, ms = 15000, what = "condition") {
+  const end = Date.now() + ms;
+  let last;
+  while (Date.now() < end) {
+    last = await check();
+    if (last) return last;
+    await sleep(100);
+  }
+  throw new Error(`timed out waiting for ${what} (last: ${JSON.stringify(last)})`);
+}
+
+/** A core node with its own data directory. `cli(...)` runs the operator CLI against it. */
+export class Core {
+  constructor() {
+    this.dir = mkdtempSync(join(tmpdir(), "tracker-edge-test-"));
+  }
+
+  env(extra = {}) {
+    return { ...process.env, DATA_DIR: this.dir, PORT: String(this.port ?? 0), EDGE_SHARED_SECRETS: EDGE_SECRET, RUST_LOG: "warn", CACHE_TTL_SECS: "0", ...extra };
+  }
+
+  cli(...args) {
+    return execFileSync(CORE_BIN, args, { env: this.env(), encoding: "utf8" });
+  }
+
+  tenant(prefix) {
+    const out = this.cli("tenant", "create", "--name", prefix, "--prefix", prefix);
+    const field = (name) => out.match(new RegExp(`^${name}\\s+(\\S+)`, "m"))[1];
+    return { prefix, kid: field("kid"), secret: field("signing_secret"), aes: field("encryption_key") };
+  }
+
+  token(prefix) {
+    return this.cli("token", "create", prefix).match(/^token\s+(\S+)/m)[1];
+  }
+
+  /** A signed link's path and query (the host is irrelevant to the Worker). */
+  link(prefix, destination, ...opts) {
+    return this.cli("link", "sign", prefix, destination, "--base", "", ...opts).trim();
+  }
+
+  shortLink(prefix, destination, ...opts) {
+    return this.cli("link", "short", prefix, destination, "--base", "", ...opts).trim();
+  }
+
+  async start() {
+    this.port = await freePort();
+    this.url = `http://127.0.0.1:${this.port}`;
+    this.proc = spawn(CORE_BIN, ["serve"], { env: this.env(), stdio: ["ignore", "ignore", "inherit"] });
+    await eventually(async () => (await fetch(`${this.url}/health`).catch(() => null))?.ok, 10000, "core health");
+  }
+
+  /** A signed service lookup, as the edge makes them (the record as JSON text). */
+  async lookup(path) {
+    const ts = Date.now();
+    const sig = "v1=" + createHmac("sha256", EDGE_SECRET).update(`v1\n${ts}\n${path}\n`).digest("hex");
+    const res = await fetch(`${this.url}${path}`, { headers: { "x-tracker-signature": sig, "x-tracker-timestamp": String(ts) } });
+    if (!res.ok) throw new Error(`lookup ${path}: ${res.status}`);
+    return res.text();
+  }
+
+  async metric(name, labels = "") {
+    const text = await (await fetch(`${this.url}/metrics`)).text();
+    const line = text.split("\n").find((l) => l.startsWith(`${name}${labels} `));
+    return line ? Number(line.split(" ").pop()) : 0;
+  }
+
+  /** Stops the node gracefully and returns every event in its durable log. */
+  async stopAndDump() {
+    await new Promise((ok) => {
+      this.proc.once("exit", ok);
+      this.proc.kill("SIGTERM");
+    });
+    const out = this.cli("log", "dump", "--limit", "1000000");
+    return out.trim().split("\n").filter(Boolean).map((l) => JSON.parse(l).event);
+  }
+
+  cleanup() {
+    this.proc?.kill("SIGKILL");
+    rmSync(this.dir, { recursive: true, force: true });
+  }
+}
+
+/** The built Worker under Miniflare with local KV and queues. */
+export function worker(vars = {}, { maxRetries = 2 } = {}) {
+  return new Miniflare({
+    modules: true,
+    scriptPath: join(ROOT, "edge-worker/build/index.js"),
+    modulesRoot: join(ROOT, "edge-worker/build"),
+    modulesRules: [{ type: "CompiledWasm", include: ["**/*.wasm"] }],
+    compatibilityDate: "2026-04-01",
+    bindings: { EDGE_SHARED_SECRET: EDGE_SECRET, ...vars },
+    kvNamespaces: ["TRACKER_KV"],
+    queueProducers: { EVENTS: "tracker-events", DLQ: "tracker-events-dlq" },
+    queueConsumers: {
+      "tracker-events": { maxBatchSize: 50, maxBatchTimeout: 0.2, maxRetries, deadLetterQueue: "tracker-events-dlq" },
+      "tracker-events-dlq": { maxBatchSize: 50, maxBatchTimeout: 0.2, maxRetries: 5 },
+    },
+  });
+}
+
+export const get = (mf, path, headers = {}) =>
+  mf.dispatchFetch(`http://edge.test${path}`, { redirect: "manual", headers: { "cf-connecting-ip": "203.0.113.7", ...headers } });
+
+export const post = (mf, path, body, headers = {}) =>
+  mf.dispatchFetch(`http://edge.test${path}`, { method: "POST", body, headers: { "cf-connecting-ip": "203.0.113.7", ...headers } });
+
+export const clickId = (res) => new URL(res.headers.get("location")).searchParams.get("ad_click_id");
