@@ -1,5 +1,5 @@
 # The two commands a newcomer needs: `make dev` and `make test`. Everything else is optional.
-.PHONY: dev test bench fuzz clean
+.PHONY: dev test bench bench-edge fuzz clean
 
 dev: ## set up and run the platform locally on embedded defaults
 	@bash scripts/dev.sh
@@ -9,6 +9,9 @@ test: ## run every test (what CI runs)
 
 bench: ## HTTP and durable-batch benchmarks against nginx on this machine (release build, needs apt)
 	@bash tests/bench/run.sh
+
+bench-edge: ## the Rust Worker against a JavaScript reference Worker in workerd
+	@bash tests/bench/edge.sh
 
 fuzz: ## run each cargo-fuzz target for FUZZ_SECONDS (default 60)
 	@bash scripts/fuzz.sh

@@ -264,13 +264,13 @@ fn check_rate(key_prefix: &str, ip: Option<&str>, cost: f64) -> Result<(), Respo
 async fn enqueue(env: &Env, events: &[Event]) -> Result<(), String> {
     let queue = env.queue(EVENTS_QUEUE).map_err(|e| e.to_string())?;
     let messages = pack(events).map_err(|e| e.to_string())?;
+    let text = |m: &String| MessageBuilder::new(m.clone()).content_type(QueueContentType::Text).build();
+    if let [one] = messages.as_slice() {
+        // the common case (a click, a postback): one message, one plain send
+        return queue.send(text(one)).await.map_err(|e| e.to_string());
+    }
     for group in send_groups(&messages) {
-        let batch: Vec<_> = messages
-            .get(group)
-            .unwrap_or_default()
-            .iter()
-            .map(|m| MessageBuilder::new(m.clone()).content_type(QueueContentType::Text).build())
-            .collect();
+        let batch: Vec<_> = messages.get(group).unwrap_or_default().iter().map(text).collect();
         queue.send_batch(batch).await.map_err(|e| e.to_string())?;
     }
     Ok(())

@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Edge benchmark (`make bench-edge`): the built Rust Worker against a plain-JavaScript reference Worker doing the
+# same HMAC check and redirect, both in workerd (Miniflare, no wrangler proxy), loaded by wrk in the same run.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+DURATION="${DURATION:-10s}"
+CONNECTIONS="${CONNECTIONS:-32}"
+command -v wrk >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null; }
+bash scripts/build-worker.sh >/dev/null
+out="$(mktemp)"
+node tests/bench/edge-servers.mjs > "$out" &
+pid=$!
+trap 'kill $pid 2>/dev/null || true; rm -f "$out"' EXIT
+for _ in $(seq 200); do [ -s "$out" ] && break; sleep 0.1; done
+read -r rust js link < <(python3 -c "import json,sys; d=json.load(open('$out')); print(d['rust'], d['js'], d['link'])")
+run() {
+    local o
+    o="$(wrk -t2 -c"$CONNECTIONS" -d"$DURATION" --latency "$2")"
+    echo "$1|$(awk '/^Requests\/sec/{print $2}' <<<"$o")|$(awk '$1=="50%"{print $2}' <<<"$o")|$(awk '$1=="99%"{print $2}' <<<"$o")|$(awk '/Non-2xx or 3xx/{print $5}' <<<"$o")"
+}
+echo "==> measuring (${DURATION} each, $CONNECTIONS connections, wrk -t2)"
+# each Worker drains its queue backlog after its run; let that finish so it does not slow the next one down
+rust_row="$(run "Rust Worker (tracker-edge)" "$rust$link")"
+sleep "${SETTLE:-5}"
+js_row="$(run "JavaScript reference Worker" "$js$link")"
+js_rps="$(cut -d'|' -f2 <<<"$js_row")"
+echo
+echo "| worker (workerd via Miniflare) | requests/s | vs JS | p50 | p99 | non-2xx/3xx |"
+echo "|---|---:|---:|---:|---:|---:|"
+for r in "$js_row" "$rust_row"; do
+    IFS='|' read -r name rps p50 p99 err <<<"$r"
+    echo "| $name | $rps | $(python3 -c "print(f'{float($rps)/float($js_rps):.2f}x')") | $p50 | $p99 | ${err:-0} |"
+done
+wasm=edge-worker/build/index_bg.wasm
+echo
+echo "Rust Worker wasm: $(wc -c < $wasm) bytes, $(gzip -9c $wasm | wc -c) bytes gzipped (target: under 409600)"
