@@ -2,6 +2,7 @@
 // core nodes, and per-tenant rate limits that are checked only after authenticity.
 import { after, before, describe, it } from "node:test";
 import assert from "node:assert/strict";
+import { createServer } from "node:http";
 import { Core, clickId, eventually, freePort, get, worker } from "./harness.mjs";
 
 describe("edge worker failure modes", () => {
@@ -41,6 +42,27 @@ describe("edge worker failure modes", () => {
       return null;
     }, 30000, "the dead letter");
     assert.equal(JSON.parse(parked).events[0].event_id, id, "the whole event is in the dead letter");
+  });
+
+  it("answers redirects without waiting for a slow core", async () => {
+    // a core that takes 3 s to answer anything
+    const slow = createServer((req, res) => setTimeout(() => { res.writeHead(503); res.end(); }, 3000));
+    await new Promise((ok) => slow.listen(0, "127.0.0.1", ok));
+    try {
+      const mf = worker({ CORE_URLS: `http://127.0.0.1:${slow.address().port}` });
+      workers.push(mf);
+      await (await mf.getKVNamespace("TRACKER_KV")).put("tenant:acme", await core.lookup("/internal/v1/tenants/acme"));
+      const link = core.link("acme", "https://a.example/");
+      await get(mf, link); // warm the isolate
+      const started = Date.now();
+      const res = await get(mf, link);
+      const took = Date.now() - started;
+      assert.equal(res.status, 307);
+      assert.ok(took < 1000, `the redirect took ${took} ms while the core needs 3,000`);
+    } finally {
+      slow.closeAllConnections();
+      slow.close();
+    }
   });
 
   it("fails over to the next core node", async () => {
