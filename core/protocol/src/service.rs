@@ -76,6 +76,17 @@ pub struct RequestInfo {
 }
 
 impl RequestInfo {
+    /// The intake context of events sent with an ingest token.
+    fn token_intake<'a>(&'a self, key_prefix: &'a str, now: i64) -> IntakeContext<'a> {
+        IntakeContext {
+            key_prefix,
+            received_at: now,
+            auth: Auth::Token,
+            request_path: Some(&self.path),
+            request_host: self.host.as_deref(),
+        }
+    }
+
     fn event(
         &self,
         event_id: Uuid,
@@ -342,13 +353,7 @@ pub async fn batch<D: Directory>(
     if items.len() > cfg.max_batch_size {
         return Err(ProtocolError::BatchTooLarge { max: cfg.max_batch_size, got: items.len() });
     }
-    let ctx = IntakeContext {
-        key_prefix: &key_prefix,
-        received_at: now,
-        auth: Auth::Token,
-        request_path: Some(&req.path),
-        request_host: req.host.as_deref(),
-    };
+    let ctx = req.token_intake(&key_prefix, now);
     let mut events = Vec::with_capacity(items.len());
     let mut rejected = Vec::new();
     for (index, raw) in items.iter().enumerate() {
@@ -373,13 +378,7 @@ pub async fn ingest<D: Directory>(
     random: [u8; 10],
 ) -> Result<Event, ProtocolError> {
     let key_prefix = authenticate(dir, bearer).await?;
-    let ctx = IntakeContext {
-        key_prefix: &key_prefix,
-        received_at: now,
-        auth: Auth::Token,
-        request_path: Some(&req.path),
-        request_host: req.host.as_deref(),
-    };
+    let ctx = req.token_intake(&key_prefix, now);
     build_event(EventInput::from_json(body)?, &ctx, &cfg.limits, random)
 }
 
