@@ -18,7 +18,7 @@ use tracker_protocol::service::{
 use tracker_protocol::{Event, LinkKey, LinkKind, ProtocolError, truncate_field};
 use worker::{
     Context, Date, Env, Fetch, Headers, Message, MessageBatch, MessageBuilder, MessageExt, Method, QueueContentType,
-    Request, RequestInit, Response, console_error, event, wasm_bindgen::JsValue,
+    RawMessageBuilder, Request, RequestInit, Response, console_error, event, wasm_bindgen::JsValue,
 };
 
 use crate::cache::IsolateCache;
@@ -264,14 +264,16 @@ fn check_rate(key_prefix: &str, ip: Option<&str>, cost: f64) -> Result<(), Respo
 async fn enqueue(env: &Env, events: &[Event]) -> Result<(), String> {
     let queue = env.queue(EVENTS_QUEUE).map_err(|e| e.to_string())?;
     let messages = pack(events).map_err(|e| e.to_string())?;
-    let text = |m: &String| MessageBuilder::new(m.clone()).content_type(QueueContentType::Text).build();
+    // raw JS strings with the text content type: no serde_wasm_bindgen pass over the body
+    let text =
+        |m: &String| RawMessageBuilder::new(JsValue::from_str(m)).build_with_content_type(QueueContentType::Text);
     if let [one] = messages.as_slice() {
         // the common case (a click, a postback): one message, one plain send
-        return queue.send(text(one)).await.map_err(|e| e.to_string());
+        return queue.send_raw(text(one)).await.map_err(|e| e.to_string());
     }
     for group in send_groups(&messages) {
         let batch: Vec<_> = messages.get(group).unwrap_or_default().iter().map(text).collect();
-        queue.send_batch(batch).await.map_err(|e| e.to_string())?;
+        queue.send_raw_batch(batch).await.map_err(|e| e.to_string())?;
     }
     Ok(())
 }

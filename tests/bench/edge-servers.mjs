@@ -40,8 +40,11 @@ export default {
     const now = Date.now();
     const params = {};
     for (const [k, v] of url.searchParams) if (k !== "url" && k !== "sig") params[k] = v;
+    // the same event fields the Rust Worker records
+    const h = req.headers;
     const event = { event_id: id, event_type: "click", timestamp: now, received_at: now, key_prefix: kp,
-      ip: req.headers.get("cf-connecting-ip"), user_agent: req.headers.get("user-agent"), request_path: "/t", params, auth: "link" };
+      ip: h.get("cf-connecting-ip"), user_agent: h.get("user-agent"), referer: h.get("referer"),
+      accept_language: h.get("accept-language"), request_path: url.pathname, request_host: h.get("host"), params, auth: "link" };
     ctx.waitUntil(env.EVENTS.send(JSON.stringify({ events: [event] }), { contentType: "text" }));
     loc.searchParams.set("ad_click_id", id);
     return new Response(null, { status: 307, headers: { location: loc.toString(), "cache-control": "no-store, max-age=0", "referrer-policy": "no-referrer" } });
