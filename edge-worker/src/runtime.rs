@@ -17,7 +17,7 @@ use tracker_protocol::service::{
 };
 use tracker_protocol::{Event, LinkKey, LinkKind, ProtocolError, truncate_field};
 use worker::{
-    Context, Date, Env, Fetch, Headers, Message, MessageBatch, MessageBuilder, MessageExt, Method, QueueContentType,
+    Context, Env, Fetch, Headers, Message, MessageBatch, MessageBuilder, MessageExt, Method, QueueContentType,
     RawMessageBuilder, Request, RequestInit, Response, console_error, event, wasm_bindgen::JsValue,
 };
 
@@ -45,7 +45,8 @@ thread_local! {
 }
 
 fn now_ms() -> i64 {
-    Date::now().as_millis() as i64
+    // the static Date.now(): no Date object per call
+    worker::js_sys::Date::now() as i64
 }
 
 fn random10() -> [u8; 10] {
@@ -431,13 +432,15 @@ async fn handle(mut req: Request, env: &Env, ctx: &Context, cfg: &EdgeConfig) ->
     let Ok(url) = req.url() else { return error(&ProtocolError::MissingLinkParams) };
     let path = url.path().to_owned();
     let query = url.query().unwrap_or_default().to_owned();
+    let method = req.method();
+    if method == Method::Get && path == "/health" {
+        return json(200, serde_json::json!({ "status": "ok", "tier": "edge" }).to_string());
+    }
     let info = request_info(&req, &path, cfg.service.limits.max_field_len);
     let dir = EdgeDirectory { env, cfg };
     let svc = &cfg.service;
     let now = now_ms();
-    let method = req.method();
     match (method, path.as_str()) {
-        (Method::Get, "/health") => json(200, serde_json::json!({ "status": "ok", "tier": "edge" }).to_string()),
         (Method::Get, "/t") => click(&dir, env, ctx, &info, None, &query).await,
         (Method::Get, p) if p.starts_with("/t/") && p != "/t/auto" => {
             let id = p.trim_start_matches("/t/").to_owned();
