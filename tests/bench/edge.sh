@@ -6,7 +6,7 @@ cd "$(dirname "$0")/../.."
 DURATION="${DURATION:-10s}"
 CONNECTIONS="${CONNECTIONS:-32}"
 command -v wrk >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null; }
-bash scripts/build-worker.sh >/dev/null
+[ -n "${NO_BUILD:-}" ] || bash scripts/build-worker.sh >/dev/null
 out="$(mktemp)"
 node tests/bench/edge-servers.mjs > "$out" &
 pid=$!
