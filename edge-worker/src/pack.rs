@@ -16,17 +16,27 @@ pub const MAX_SEND_BATCH_MESSAGES: usize = 100;
 pub const MAX_SEND_BATCH_BYTES: usize = 230 * 1024;
 
 const PREFIX: &str = "{\"events\":[";
-const SUFFIX: &str = "]}";
+/// Room for `]`, the optional batch id and `}`.
+const SUFFIX_ROOM: usize = 200;
 
-/// Serialises events into as few message bodies as fit.
-pub fn pack(events: &[Event]) -> Result<Vec<String>, serde_json::Error> {
+/// Serialises events into as few message bodies as fit. With `batch_key` (derived from a client's
+/// `Idempotency-Key`), message `i` carries `"batch_id": "<batch_key>-<i>"`, which the consumer uses as the core
+/// intake's batch id: a retried request is then stored once, like the core's own `/batch`.
+pub fn pack(events: &[Event], batch_key: Option<&str>) -> Result<Vec<String>, serde_json::Error> {
     let mut out = Vec::new();
+    let close = |current: &mut String, index: usize| {
+        current.push(']');
+        if let Some(key) = batch_key {
+            current.push_str(&format!(",\"batch_id\":\"{key}-{index}\""));
+        }
+        current.push('}');
+    };
     let mut current = String::from(PREFIX);
     let mut in_current = 0usize;
     for event in events {
         let json = serde_json::to_string(event)?;
-        if in_current > 0 && current.len() + 1 + json.len() + SUFFIX.len() > MAX_MESSAGE_BYTES {
-            current.push_str(SUFFIX);
+        if in_current > 0 && current.len() + 1 + json.len() + SUFFIX_ROOM > MAX_MESSAGE_BYTES {
+            close(&mut current, out.len());
             out.push(std::mem::replace(&mut current, String::from(PREFIX)));
             in_current = 0;
         }
@@ -37,7 +47,7 @@ pub fn pack(events: &[Event]) -> Result<Vec<String>, serde_json::Error> {
         in_current += 1;
     }
     if in_current > 0 {
-        current.push_str(SUFFIX);
+        close(&mut current, out.len());
         out.push(current);
     }
     Ok(out)
@@ -59,6 +69,30 @@ pub fn send_groups(messages: &[String]) -> Vec<Range<usize>> {
         groups.push(start..messages.len());
     }
     groups
+}
+
+/// The batch key of a client's idempotency key: scoped to the tenant, opaque, valid as an intake batch id prefix.
+pub fn batch_key(key_prefix: &str, idempotency_key: &str) -> String {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::digest(format!("{key_prefix}\0{idempotency_key}").as_bytes());
+    format!("k-{}", hex::encode(digest.get(..16).unwrap_or_default()))
+}
+
+#[derive(Deserialize)]
+struct Envelope<'a> {
+    #[serde(borrow)]
+    events: &'a RawValue,
+    #[serde(default)]
+    batch_id: Option<String>,
+}
+
+/// What the consumer sends to the core for a message: the intake batch id (the message's own, or the queue message
+/// id) and the `{"events": [...]}` body. `None` if the message is not an events envelope.
+pub fn unwrap(body: &str, message_id: &str) -> Option<(String, String)> {
+    let env: Envelope<'_> = serde_json::from_str(body).ok()?;
+    let id =
+        env.batch_id.filter(|b| tracker_protocol::intake::is_valid_batch_id(b)).unwrap_or_else(|| batch_id(message_id));
+    Some((id, format!("{{\"events\":{}}}", env.events.get())))
 }
 
 /// A core intake batch id from a queue message id (stable across the queue's retries, so a retried message is
@@ -113,7 +147,7 @@ mod tests {
     #[test]
     fn a_thousand_events_are_a_few_messages_that_round_trip_with_their_params() {
         let events: Vec<Event> = (0..1000).map(|i| event(i, 150)).collect();
-        let messages = pack(&events).unwrap();
+        let messages = pack(&events, None).unwrap();
         assert!(messages.len() <= 4, "{} messages", messages.len());
         assert!(messages.iter().all(|m| m.len() <= MAX_MESSAGE_BYTES));
         let mut back = Vec::new();
@@ -141,7 +175,26 @@ mod tests {
         let big: Vec<String> = (0..3).map(|_| "x".repeat(MAX_MESSAGE_BYTES)).collect();
         assert_eq!(send_groups(&big), vec![0..1, 1..2, 2..3]);
         assert!(send_groups(&[]).is_empty());
-        assert!(pack(&[]).unwrap().is_empty());
+        assert!(pack(&[], None).unwrap().is_empty());
+    }
+
+    #[test]
+    fn idempotent_requests_carry_stable_batch_ids_per_message() {
+        let events: Vec<Event> = (0..1000).map(|i| event(i, 150)).collect();
+        let key = batch_key("acme", "order-42");
+        assert_eq!(key, batch_key("acme", "order-42"));
+        assert_ne!(key, batch_key("beta", "order-42"), "scoped to the tenant");
+        let messages = pack(&events, Some(&key)).unwrap();
+        for (i, m) in messages.iter().enumerate() {
+            let (id, body) = unwrap(m, "ignored").unwrap();
+            assert_eq!(id, format!("{key}-{i}"));
+            assert!(tracker_protocol::intake::is_valid_batch_id(&id));
+            assert!(body.starts_with("{\"events\":[") && !body.contains("batch_id"));
+            assert!(m.len() <= MAX_MESSAGE_BYTES);
+        }
+        let plain = pack(&events[..1], None).unwrap().remove(0);
+        assert_eq!(unwrap(&plain, "m1").unwrap(), ("q-m1".to_owned(), plain.clone()));
+        assert!(unwrap("not json", "m1").is_none());
     }
 
     #[test]
@@ -149,7 +202,7 @@ mod tests {
         let id = batch_id("a1b2/c3 d4");
         assert_eq!(id, "q-a1b2c3d4");
         assert!(tracker_protocol::intake::is_valid_batch_id(&id));
-        let body = pack(&[event(0, 1), event(1, 1), event(2, 1)]).unwrap().remove(0);
+        let body = pack(&[event(0, 1), event(1, 1), event(2, 1)], None).unwrap().remove(0);
         let picked = pick(&body, &[2, 7]);
         assert_eq!(picked.len(), 1);
         assert!(picked[0].contains("\"n\":\"2\""));

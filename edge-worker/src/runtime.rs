@@ -24,7 +24,7 @@ use worker::{
 use crate::cache::IsolateCache;
 use crate::config::EdgeConfig;
 use crate::limiter::Limiter;
-use crate::pack::{batch_id, pack, pick, send_groups};
+use crate::pack::{batch_key, pack, pick, send_groups, unwrap};
 
 const KV: &str = "TRACKER_KV";
 const EVENTS_QUEUE: &str = "EVENTS";
@@ -262,9 +262,9 @@ fn check_rate(key_prefix: &str, ip: Option<&str>, cost: f64) -> Result<(), Respo
 // Forwarding.
 
 /// Puts events on the queue, packed into as few messages as fit.
-async fn enqueue(env: &Env, events: &[Event]) -> Result<(), String> {
+async fn enqueue(env: &Env, events: &[Event], batch_key: Option<&str>) -> Result<(), String> {
     let queue = env.queue(EVENTS_QUEUE).map_err(|e| e.to_string())?;
-    let messages = pack(events).map_err(|e| e.to_string())?;
+    let messages = pack(events, batch_key).map_err(|e| e.to_string())?;
     // raw JS strings with the text content type: no serde_wasm_bindgen pass over the body
     let text =
         |m: &String| RawMessageBuilder::new(JsValue::from_str(m)).build_with_content_type(QueueContentType::Text);
@@ -284,10 +284,10 @@ async fn enqueue(env: &Env, events: &[Event]) -> Result<(), String> {
 fn enqueue_later(env: &Env, ctx: &Context, events: Vec<Event>) {
     let env = env.clone();
     ctx.wait_until(async move {
-        if let Err(e) = enqueue(&env, &events).await {
+        if let Err(e) = enqueue(&env, &events, None).await {
             console_error!("queue send failed ({e}); delivering directly to the core");
             let Ok(cfg) = config(&env) else { return };
-            let Ok(bodies) = pack(&events) else { return };
+            let Ok(bodies) = pack(&events, None) else { return };
             for body in bodies {
                 let id = format!("direct-{}", hex::encode(random10()));
                 if deliver(&cfg, &id, &body).await.is_err() {
@@ -365,7 +365,26 @@ pub async fn queue(batch: MessageBatch<String>, env: Env, _ctx: Context) -> work
             }
             continue;
         }
-        match deliver(&cfg, &batch_id(&msg.id()), &body).await {
+        let Some((batch, forward)) = unwrap(&body, &msg.id()) else {
+            // not an events envelope: nothing the core could take; dead-letter it as it is
+            let sent = match env.queue(DLQ) {
+                Ok(q) => q
+                    .send_raw(
+                        RawMessageBuilder::new(JsValue::from_str(&body))
+                            .build_with_content_type(QueueContentType::Text),
+                    )
+                    .await
+                    .is_ok(),
+                Err(_) => false,
+            };
+            if sent {
+                msg.ack()
+            } else {
+                msg.retry()
+            }
+            continue;
+        };
+        match deliver(&cfg, &batch, &forward).await {
             Ok(rejected) if rejected.is_empty() => msg.ack(),
             Ok(rejected) => {
                 // permanently refused by the core: dead-lettered with the reason, not dropped
@@ -405,6 +424,10 @@ fn request_info(req: &Request, path: &str, max: usize) -> RequestInfo {
         host: header("host"),
         path: truncate_field(path, max).to_owned(),
     }
+}
+
+fn idempotency(req: &Request) -> Result<Option<String>, ProtocolError> {
+    service::idempotency_key(req.headers().get("idempotency-key").ok().flatten().as_deref())
 }
 
 fn bearer(req: &Request) -> Option<String> {
@@ -475,7 +498,7 @@ async fn handle(mut req: Request, env: &Env, ctx: &Context, cfg: &EdgeConfig) ->
                     if kind == LinkKind::Postback {
                         // a conversion is acknowledged once it is in the queue (durable), never before
                         let answer = serde_json::json!({ "status": "ok", "event_id": event.event_id, "authenticated": event.auth.is_authenticated() });
-                        match enqueue(env, std::slice::from_ref(&event)).await {
+                        match enqueue(env, std::slice::from_ref(&event), None).await {
                             Ok(()) => json(200, answer.to_string()),
                             Err(_) => error(&unavailable("the event queue")),
                         }
@@ -489,6 +512,10 @@ async fn handle(mut req: Request, env: &Env, ctx: &Context, cfg: &EdgeConfig) ->
         }
         (Method::Post, "/batch") => {
             let token = bearer(&req);
+            let idem = match idempotency(&req) {
+                Ok(k) => k,
+                Err(e) => return error(&e),
+            };
             let Ok(body) = req.bytes().await else { return error(&ProtocolError::InvalidBatch { reason: "unreadable body".into() }) };
             let batch = match service::batch(&dir, svc, &info, token.as_deref(), &body, now, random10).await {
                 Ok(b) => b,
@@ -502,21 +529,28 @@ async fn handle(mut req: Request, env: &Env, ctx: &Context, cfg: &EdgeConfig) ->
             if let Err(r) = check_rate(&batch.key_prefix, None, batch.events.len() as f64) {
                 return r;
             }
-            match enqueue(env, &batch.events).await {
-                Ok(()) => json(200, serde_json::json!({ "accepted": batch.events.len(), "rejected": batch.rejected, "duplicate": false }).to_string()),
+            // with an Idempotency-Key, a retried request is stored once: the core dedups by the derived batch ids
+            let key = idem.map(|k| batch_key(&batch.key_prefix, &k));
+            match enqueue(env, &batch.events, key.as_deref()).await {
+                Ok(()) => json(200, serde_json::json!({ "accepted": batch.events.len(), "rejected": batch.rejected }).to_string()),
                 Err(_) => error(&unavailable("the event queue")),
             }
         }
         (Method::Post, "/ingest") => {
             let token = bearer(&req);
+            let idem = match idempotency(&req) {
+                Ok(k) => k,
+                Err(e) => return error(&e),
+            };
             let Ok(body) = req.bytes().await else { return error(&ProtocolError::InvalidBatch { reason: "unreadable body".into() }) };
             match service::ingest(&dir, svc, &info, token.as_deref(), &body, now, random10()).await {
                 Ok(event) => {
                     if let Err(r) = check_rate(&event.key_prefix, None, 1.0) {
                         return r;
                     }
-                    match enqueue(env, std::slice::from_ref(&event)).await {
-                        Ok(()) => json(200, serde_json::json!({ "event_id": event.event_id, "duplicate": false }).to_string()),
+                    let key = idem.map(|k| batch_key(&event.key_prefix, &format!("ingest\0{k}")));
+                    match enqueue(env, std::slice::from_ref(&event), key.as_deref()).await {
+                        Ok(()) => json(200, serde_json::json!({ "event_id": event.event_id }).to_string()),
                         Err(_) => error(&unavailable("the event queue")),
                     }
                 }

@@ -167,6 +167,15 @@ describe("edge worker endpoints", () => {
     assert.equal(res.status, 200);
     assert.equal((await res.json()).accepted, 1000);
     accepted += 1000;
+    // a retried request with the same Idempotency-Key is stored once
+    const retried = JSON.stringify([1, 2, 3].map((n) => ({ event_type: "retried", params: { n } })));
+    for (let i = 0; i < 2; i++) {
+      res = await post(mf, "/batch", retried, { authorization: `Bearer ${acmeToken}`, "idempotency-key": "order-42" });
+      assert.equal(res.status, 200);
+    }
+    accepted += 3;
+    res = await post(mf, "/batch", retried, { authorization: `Bearer ${acmeToken}`, "idempotency-key": "bad key!" });
+    assert.equal((await res.json()).error.code, "invalid_idempotency_key");
     res = await post(mf, "/batch", JSON.stringify([{ event_type: "x", key_prefix: "acme" }]), { authorization: `Bearer ${evilToken}` });
     assert.equal(res.status, 422, "a body naming a tenant is refused");
     res = await post(mf, "/batch", "[]", {});
@@ -192,6 +201,7 @@ describe("edge worker endpoints", () => {
     assert.equal(purchases.length, 1000);
     assert.ok(purchases.every((e) => e.key_prefix === "acme" && e.auth === "token"));
     assert.equal(purchases.find((e) => e.params.order === "o-7").params.amount, "7", "params arrive whole");
+    assert.equal(stored.filter((e) => e.event_type === "retried").length, 3, "the retried batch is stored once");
     const signup = stored.find((e) => e.event_type === "signup");
     assert.equal(signup.key_prefix, "evil");
     const click = stored.find((e) => e.event_id === expectStored[0]);

@@ -74,7 +74,9 @@ pub async fn batch(
         let records =
             RecordSet { partition: partition_for(key_prefix, st.log.partitions()), count, bytes: set.finish() };
         let receipt = st.log.append(vec![records], idem.map(|k| format!("batch\0{key_prefix}\0{k}"))).await?;
-        st.metrics.accepted(Endpoint::Batch, u64::from(count));
+        if !receipt.duplicate {
+            st.metrics.accepted(Endpoint::Batch, u64::from(count));
+        }
         let response =
             BatchResponse { accepted: receipt.events(), rejected: batch.rejected, duplicate: receipt.duplicate };
         Ok(super::json(StatusCode::OK, &response))
@@ -140,7 +142,9 @@ pub async fn edge_batch(State(st): State<Arc<AppState>>, headers: HeaderMap, Raw
             (0, false)
         } else {
             let receipt = st.log.append(sets, Some(format!("edge\0{batch_id}"))).await?;
-            st.metrics.accepted(Endpoint::Edge, receipt.events());
+            if !receipt.duplicate {
+                st.metrics.accepted(Endpoint::Edge, receipt.events());
+            }
             (receipt.events(), receipt.duplicate)
         };
         st.metrics.edge_batch();
