@@ -212,6 +212,7 @@ async fn bad_links_get_precise_4xx_and_never_a_redirect() {
             "link_format_disabled",
         ),
         ("/t/tu_nope?sig=00".into(), StatusCode::BAD_REQUEST, "malformed_signature"),
+        ("/t/%FF%FE?sig=00".into(), StatusCode::BAD_REQUEST, "invalid_path"),
         ("/nowhere".into(), StatusCode::NOT_FOUND, "not_found"),
     ];
     for (p, status, code) in cases {

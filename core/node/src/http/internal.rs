@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use tracker_protocol::ProtocolError;
@@ -13,6 +13,7 @@ use tracker_protocol::intake::{
 };
 use tracker_protocol::service::Directory as _;
 
+use super::Segment;
 use crate::error::ApiError;
 use crate::state::{AppState, now_ms};
 
@@ -71,7 +72,7 @@ fn or_error(result: Result<Response, ApiError>) -> Response {
     result.unwrap_or_else(IntoResponse::into_response)
 }
 
-pub async fn tenant(State(st): State<Arc<AppState>>, Path(key_prefix): Path<String>, headers: HeaderMap) -> Response {
+pub async fn tenant(State(st): State<Arc<AppState>>, Segment(key_prefix): Segment, headers: HeaderMap) -> Response {
     or_error(
         async {
             authenticate(&st, &headers, Some(&format!("/internal/v1/tenants/{key_prefix}")), b"")?;
@@ -81,7 +82,7 @@ pub async fn tenant(State(st): State<Arc<AppState>>, Path(key_prefix): Path<Stri
     )
 }
 
-pub async fn short_link(State(st): State<Arc<AppState>>, Path(tu_id): Path<String>, headers: HeaderMap) -> Response {
+pub async fn short_link(State(st): State<Arc<AppState>>, Segment(tu_id): Segment, headers: HeaderMap) -> Response {
     or_error(
         async {
             authenticate(&st, &headers, Some(&format!("/internal/v1/short-links/{tu_id}")), b"")?;
@@ -91,7 +92,7 @@ pub async fn short_link(State(st): State<Arc<AppState>>, Path(tu_id): Path<Strin
     )
 }
 
-pub async fn token(State(st): State<Arc<AppState>>, Path(hash): Path<String>, headers: HeaderMap) -> Response {
+pub async fn token(State(st): State<Arc<AppState>>, Segment(hash): Segment, headers: HeaderMap) -> Response {
     or_error(
         async {
             authenticate(&st, &headers, Some(&format!("/internal/v1/tokens/{hash}")), b"")?;

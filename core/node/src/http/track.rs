@@ -5,13 +5,13 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use axum::extract::{Path, RawQuery, State};
+use axum::extract::{RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use tracker_protocol::service::{self, BEACON_PREFLIGHT_HEADERS, PIXEL_GIF, PIXEL_HEADERS, REDIRECT_HEADERS};
 use tracker_protocol::{LinkKind, ProtocolError};
 
-use super::{RawBody, RequestMeta, bearer};
+use super::{RawBody, RequestMeta, Segment, bearer};
 use crate::error::ApiError;
 use crate::metrics::Endpoint;
 use crate::state::{AppState, now_ms, random10};
@@ -75,7 +75,7 @@ pub async fn click(State(st): State<Arc<AppState>>, meta: RequestMeta, RawQuery(
 
 pub async fn short(
     State(st): State<Arc<AppState>>,
-    Path(tu_id): Path<String>,
+    Segment(tu_id): Segment,
     meta: RequestMeta,
     RawQuery(q): RawQuery,
 ) -> Response {
