@@ -21,6 +21,8 @@ pub struct EdgeConfig {
     pub tenant_rate: f64,
     /// Requests per second per tenant and client IP, per isolate.
     pub ip_rate: f64,
+    /// Lookups per second per client IP that miss KV and ask the core, per isolate.
+    pub miss_rate: f64,
     /// Name of the dead-letter queue (its consumer parks messages in KV).
     pub dlq_name: String,
 }
@@ -73,6 +75,7 @@ impl EdgeConfig {
             kv_fill_ttl_secs: num::<u64>(&get, "KV_FILL_TTL_SECS", 60)?.max(60),
             tenant_rate: num(&get, "RATE_LIMIT_TENANT_PER_SEC", 5_000.0)?,
             ip_rate: num(&get, "RATE_LIMIT_IP_PER_SEC", 50.0)?,
+            miss_rate: num(&get, "RATE_LIMIT_LOOKUP_MISS_PER_SEC", 10.0)?,
             dlq_name: get("DLQ_NAME").filter(|v| !v.is_empty()).unwrap_or_else(|| "tracker-events-dlq".into()),
         })
     }

@@ -38,6 +38,8 @@ struct Isolate {
     tokens: IsolateCache<TokenRecord>,
     tenant_limits: Limiter,
     ip_limits: Limiter,
+    /// Lookups that miss KV and go to the core, per client IP.
+    miss_limits: Limiter,
 }
 
 thread_local! {
@@ -71,6 +73,7 @@ fn config(env: &Env) -> Result<Rc<EdgeConfig>, String> {
             tokens: IsolateCache::new(cfg.cache_ttl_ms),
             tenant_limits: Limiter::new(cfg.tenant_rate),
             ip_limits: Limiter::new(cfg.ip_rate),
+            miss_limits: Limiter::new(cfg.miss_rate),
         })
     });
     Ok(cfg)
@@ -117,6 +120,8 @@ impl Record for TokenRecord {
 struct EdgeDirectory<'a> {
     env: &'a Env,
     cfg: &'a EdgeConfig,
+    /// The client, whose lookups that miss KV are limited: random ids must not become a flood at the core.
+    ip: Option<&'a str>,
 }
 
 fn unavailable(what: &'static str) -> ProtocolError {
@@ -137,6 +142,10 @@ impl EdgeDirectory<'_> {
             let record = Some(Arc::new(record));
             with_isolate(|i| R::cache(i).put(id, record.clone(), now));
             return Ok(record);
+        }
+        let client = self.ip.unwrap_or("unknown");
+        if let Some(Err(retry_after_secs)) = with_isolate(|i| i.miss_limits.check(client, 1.0, now)) {
+            return Err(ProtocolError::RateLimited { retry_after_secs });
         }
         let found: Option<R> = self.ask_core(&format!("{}{id}", R::CORE_PATH)).await?;
         if let Some(record) = &found
@@ -229,9 +238,14 @@ fn json(status: u16, body: String) -> Response {
 
 fn error(e: &ProtocolError) -> Response {
     let status = e.http_status();
+    let retry = match e {
+        ProtocolError::RateLimited { retry_after_secs } => Some(retry_after_secs.to_string()),
+        _ if status == 503 => Some("1".to_owned()),
+        _ => None,
+    };
     let mut headers = vec![("content-type", "application/json"), ("cache-control", "no-store")];
-    if status == 503 {
-        headers.push(("retry-after", "1"));
+    if let Some(r) = &retry {
+        headers.push(("retry-after", r));
     }
     respond(status, &headers, Some(error_body(e).into_bytes()))
 }
@@ -460,7 +474,7 @@ async fn handle(mut req: Request, env: &Env, ctx: &Context, cfg: &EdgeConfig) ->
         return json(200, serde_json::json!({ "status": "ok", "tier": "edge" }).to_string());
     }
     let info = request_info(&req, &path, cfg.service.limits.max_field_len);
-    let dir = EdgeDirectory { env, cfg };
+    let dir = EdgeDirectory { env, cfg, ip: info.ip.as_deref() };
     let svc = &cfg.service;
     let now = now_ms();
     match (method, path.as_str()) {

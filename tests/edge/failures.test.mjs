@@ -89,4 +89,17 @@ describe("edge worker failure modes", () => {
     assert.equal((await get(mf, link, { "cf-connecting-ip": "198.51.100.1" })).status, 307, "another client is not limited");
     assert.equal((await get(mf, core.link("beta", "https://b.example/"))).status, 307, "another tenant is not limited");
   });
+
+  it("limits how often one client can send the edge to the core with unknown ids", async () => {
+    const mf = worker({ CORE_URLS: core.url, RATE_LIMIT_LOOKUP_MISS_PER_SEC: "2" });
+    workers.push(mf);
+    const statuses = [];
+    for (let i = 0; i < 8; i++) statuses.push((await get(mf, `/p?key_prefix=nobody${i}`, { "cf-connecting-ip": "192.0.2.9" })).status);
+    assert.deepEqual(statuses.slice(0, 4), [404, 404, 404, 404], "misses are answered from the core while within the limit");
+    assert.ok(statuses.slice(4).every((s) => s === 429), `then refused without asking the core: ${statuses}`);
+    const limited = await get(mf, "/p?key_prefix=nobody99", { "cf-connecting-ip": "192.0.2.9" });
+    assert.ok(Number(limited.headers.get("retry-after")) >= 1);
+    assert.equal((await get(mf, "/p?key_prefix=nobody0", { "cf-connecting-ip": "192.0.2.9" })).status, 404, "a cached answer costs nothing");
+    assert.equal((await get(mf, "/p?key_prefix=acme", { "cf-connecting-ip": "192.0.2.10" })).status, 200, "other clients are unaffected");
+  });
 });

@@ -91,6 +91,8 @@ pub enum ProtocolError {
     InvalidIdempotencyKey,
     #[error("{what} is unavailable right now")]
     Unavailable { what: &'static str },
+    #[error("too many requests; retry in {retry_after_secs} s")]
+    RateLimited { retry_after_secs: u64 },
 
     // Destinations.
     #[error("destination is longer than {max} bytes")]
@@ -151,6 +153,7 @@ impl ProtocolError {
             NoValidEvents => "no_valid_events",
             InvalidIdempotencyKey => "invalid_idempotency_key",
             Unavailable { .. } => "unavailable",
+            RateLimited { .. } => "rate_limited",
             DestinationTooLong { .. } => "destination_too_long",
             DestinationSchemeNotAllowed => "destination_scheme_not_allowed",
             InvalidDestination { .. } => "invalid_destination",
@@ -175,6 +178,7 @@ impl ProtocolError {
             EventTooLarge { .. } | RawPayloadTooLarge { .. } | BatchTooLarge { .. } => 413,
             NoValidEvents => 422,
             Unavailable { .. } => 503,
+            RateLimited { .. } => 429,
             MalformedRecord { .. } => 500,
             _ => 400,
         }
