@@ -18,12 +18,19 @@ run() {
     o="$(wrk -t2 -c"$CONNECTIONS" -d"$DURATION" --latency "$2")"
     echo "$1|$(awk '/^Requests\/sec/{print $2}' <<<"$o")|$(awk '$1=="50%"{print $2}' <<<"$o")|$(awk '$1=="99%"{print $2}' <<<"$o")|$(awk '/Non-2xx or 3xx/{print $5}' <<<"$o")"
 }
-echo "==> measuring (${DURATION} each, $CONNECTIONS connections, wrk -t2)"
+ROUNDS="${ROUNDS:-3}"
+echo "==> measuring: $ROUNDS alternating rounds of ${DURATION} per Worker, $CONNECTIONS connections, wrk -t2 (median round shown)"
 # each Worker drains its queue backlog after its run; let that finish so it does not slow the next one down
-rust_row="$(run "Rust Worker (tracker-edge)" "$rust$link")"
-sleep "${SETTLE:-5}"
-js_row="$(run "JavaScript reference Worker" "$js$link")"
+rust_rows=(); js_rows=()
+for _ in $(seq "$ROUNDS"); do
+    rust_rows+=("$(run "Rust Worker (tracker-edge)" "$rust$link")"); sleep "${SETTLE:-5}"
+    js_rows+=("$(run "JavaScript reference Worker" "$js$link")"); sleep "${SETTLE:-5}"
+done
+median() { printf '%s\n' "$@" | sort -t'|' -k2 -g | sed -n "$(( ($# + 1) / 2 ))p"; }
+rust_row="$(median "${rust_rows[@]}")"
+js_row="$(median "${js_rows[@]}")"
 js_rps="$(cut -d'|' -f2 <<<"$js_row")"
+echo "all rounds, requests/s: Rust $(printf '%s ' "${rust_rows[@]}" | grep -o '|[0-9.]*|' | tr -d '|' | tr '\n' ' '); JS $(printf '%s ' "${js_rows[@]}" | grep -o '|[0-9.]*|' | tr -d '|' | tr '\n' ' ')"
 echo
 echo "| worker (workerd via Miniflare) | requests/s | vs JS | p50 | p99 | non-2xx/3xx |"
 echo "|---|---:|---:|---:|---:|---:|"
