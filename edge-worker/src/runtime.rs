@@ -17,8 +17,8 @@ use tracker_protocol::service::{
 };
 use tracker_protocol::{Event, LinkKey, LinkKind, ProtocolError, truncate_field};
 use worker::{
-    Context, Env, Fetch, Headers, Message, MessageBatch, MessageBuilder, MessageExt, Method, QueueContentType,
-    RawMessageBuilder, Request, RequestInit, Response, console_error, event, wasm_bindgen::JsValue,
+    Context, Env, Fetch, Headers, Message, MessageBatch, MessageExt, Method, QueueContentType, RawMessageBuilder,
+    Request, RequestInit, Response, console_error, event, wasm_bindgen::JsValue,
 };
 
 use crate::cache::IsolateCache;
@@ -355,6 +355,20 @@ async fn deliver(cfg: &EdgeConfig, batch: &str, body: &str) -> Result<Vec<usize>
     Err(last)
 }
 
+/// Sends text to the dead-letter queue; `false` if it could not.
+async fn dead_letter(env: &Env, text: &str) -> bool {
+    let message = RawMessageBuilder::new(JsValue::from_str(text)).build_with_content_type(QueueContentType::Text);
+    match env.queue(DLQ) {
+        Ok(q) => q.send_raw(message).await.is_ok(),
+        Err(_) => false,
+    }
+}
+
+/// Acknowledges a message whose outcome is safely stored somewhere, or hands it back to the queue.
+fn settle(msg: &Message<String>, stored: bool) {
+    if stored { msg.ack() } else { msg.retry() }
+}
+
 #[event(queue)]
 pub async fn queue(batch: MessageBatch<String>, env: Env, _ctx: Context) -> worker::Result<()> {
     let cfg = config(&env).map_err(worker::Error::RustError)?;
@@ -372,30 +386,12 @@ pub async fn queue(batch: MessageBatch<String>, env: Env, _ctx: Context) -> work
                 },
                 Err(_) => false,
             };
-            if parked {
-                msg.ack()
-            } else {
-                msg.retry()
-            }
+            settle(&msg, parked);
             continue;
         }
         let Some((batch, forward)) = unwrap(&body, &msg.id()) else {
             // not an events envelope: nothing the core could take; dead-letter it as it is
-            let sent = match env.queue(DLQ) {
-                Ok(q) => q
-                    .send_raw(
-                        RawMessageBuilder::new(JsValue::from_str(&body))
-                            .build_with_content_type(QueueContentType::Text),
-                    )
-                    .await
-                    .is_ok(),
-                Err(_) => false,
-            };
-            if sent {
-                msg.ack()
-            } else {
-                msg.retry()
-            }
+            settle(&msg, dead_letter(&env, &body).await);
             continue;
         };
         match deliver(&cfg, &batch, &forward).await {
@@ -404,14 +400,7 @@ pub async fn queue(batch: MessageBatch<String>, env: Env, _ctx: Context) -> work
                 // permanently refused by the core: dead-lettered with the reason, not dropped
                 let events = pick(&body, &rejected);
                 let letter = serde_json::json!({ "reason": "refused_by_core", "events": events.iter().map(|e| serde_json::value::RawValue::from_string(e.clone()).ok()).collect::<Vec<_>>() });
-                let sent = match env.queue(DLQ) {
-                    Ok(q) => q
-                        .send(MessageBuilder::new(letter.to_string()).content_type(QueueContentType::Text).build())
-                        .await
-                        .is_ok(),
-                    Err(_) => false,
-                };
-                if sent { msg.ack() } else { msg.retry() }
+                settle(&msg, dead_letter(&env, &letter.to_string()).await);
             }
             Err(e) => {
                 console_error!("forwarding message {} failed on every core node ({e}); the queue retries it", msg.id());
