@@ -421,3 +421,138 @@ pub const MAX_BEACON_BYTES: usize = 64 * 1024;
 pub fn error_body(e: &ProtocolError) -> String {
     serde_json::json!({ "error": { "code": e.code(), "message": e.to_string() } }).to_string()
 }
+
+#[cfg(test)]
+mod tests {
+    use std::pin::pin;
+    use std::task::{Context, Poll, Waker};
+
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::{LinkKind, V2Link};
+
+    const NOW: i64 = 1_770_704_294_008;
+    const TU: &str = "tu_019c3f8d-aa19-7261-a5d6-9aa75cea309d";
+
+    /// An in-memory directory: one tenant `acme`, one short link, one token.
+    struct Fake {
+        global: Vec<LinkKey>,
+    }
+
+    impl Directory for Fake {
+        async fn tenant(&self, key_prefix: &str) -> Result<Option<Arc<TenantRecord>>, ProtocolError> {
+            Ok((key_prefix == "acme").then(|| {
+                Arc::new(TenantRecord {
+                    key_prefix: "acme".into(),
+                    active: true,
+                    keys: vec![LinkKey {
+                        kid: "k1".into(),
+                        signing_secret: Some("s3cret".into()),
+                        encryption_key: Some([4; 32]),
+                        retires_at_ms: None,
+                    }],
+                })
+            }))
+        }
+        async fn short_link(&self, tu_id: &str) -> Result<Option<Arc<ShortLinkRecord>>, ProtocolError> {
+            Ok((tu_id == TU).then(|| {
+                Arc::new(ShortLinkRecord {
+                    tu_id: TU.into(),
+                    key_prefix: "acme".into(),
+                    destination: "https://a.example/x".into(),
+                    expires_at: None,
+                })
+            }))
+        }
+        async fn token(&self, token: &str) -> Result<Option<Arc<TokenRecord>>, ProtocolError> {
+            Ok((token == "trk_ing_good")
+                .then(|| Arc::new(TokenRecord { token_id: "t".into(), key_prefix: "acme".into() })))
+        }
+        fn global_keys(&self) -> &[LinkKey] {
+            &self.global
+        }
+    }
+
+    /// The fake directory never waits, so one poll finishes any service call.
+    fn ready<T>(fut: impl Future<Output = T>) -> T {
+        match pin!(fut).as_mut().poll(&mut Context::from_waker(Waker::noop())) {
+            Poll::Ready(v) => v,
+            Poll::Pending => unreachable!("the fake directory is synchronous"),
+        }
+    }
+
+    fn cfg() -> ServiceConfig {
+        ServiceConfig { seed_mode: SeedMode::Any, limits: Limits::default(), max_batch_size: 50 }
+    }
+
+    fn dir() -> Fake {
+        Fake {
+            global: vec![LinkKey {
+                kid: "global".into(),
+                signing_secret: Some("g".into()),
+                encryption_key: None,
+                retires_at_ms: None,
+            }],
+        }
+    }
+
+    fn is_client_error(e: &ProtocolError) -> bool {
+        (400..500).contains(&e.http_status())
+    }
+
+    #[test]
+    fn a_signed_link_becomes_a_click_with_its_params() {
+        let link = V2Link {
+            kind: LinkKind::Click,
+            key_prefix: "acme",
+            kid: "k1",
+            target: "https://shop.example/?a=1",
+            expires_at: None,
+            ext: &[],
+            params: &[("campaign", "c1")],
+        };
+        let url = link.signed_url("", "s3cret").unwrap();
+        let req = RequestInfo { path: "/t".into(), ip: Some("203.0.113.1".into()), ..Default::default() };
+        let click = ready(click(&dir(), &cfg(), &req, None, url.split_once('?').unwrap().1, NOW, [1; 10])).unwrap();
+        assert_eq!(click.event.params.get("campaign").map(String::as_str), Some("c1"));
+        assert_eq!(click.event.key_prefix, "acme");
+        assert_eq!(click.location, format!("https://shop.example/?a=1&ad_click_id={}", click.event.event_id));
+        let short = ready(click_short()).unwrap();
+        assert_eq!(short.event.params.get("tu_id").map(String::as_str), Some(TU));
+    }
+
+    async fn click_short() -> Result<Click, ProtocolError> {
+        let url = crate::links::seed_short_url("", "s3cret", Some("acme"), TU, &[]).unwrap();
+        click(&dir(), &cfg(), &RequestInfo::default(), Some(TU), url.split_once('?').unwrap().1, NOW, [2; 10]).await
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        /// Whatever the query or body, every endpoint answers with an event or a client error (4xx), never a panic
+        /// and never a server error.
+        #[test]
+        fn endpoints_answer_any_input_with_an_event_or_a_4xx(
+            query in "((v|k|s|e|d|url|sig|exp|ext|key_prefix|token|event_type|campaign|x)=[a-zA-Z0-9%._:+/-]{0,20}&?){0,8}",
+            body in proptest::collection::vec(any::<u8>(), 0..300),
+            tu in proptest::option::of("tu_[0-9a-f-]{0,40}"),
+            kind in prop_oneof![Just(LinkKind::Postback), Just(LinkKind::Impression)],
+        ) {
+            let (d, c, req) = (dir(), cfg(), RequestInfo::default());
+            let results = [
+                ready(click(&d, &c, &req, tu.as_deref(), &query, NOW, [0; 10])).map(|_| ()),
+                ready(signal(&d, &c, &req, kind, &query, None, NOW, [0; 10])).map(|_| ()),
+                ready(signal(&d, &c, &req, kind, &query, Some("trk_ing_good"), NOW, [0; 10])).map(|_| ()),
+                ready(beacon(&d, &c, &req, &body, NOW, [0; 10])).map(|_| ()),
+                ready(batch(&d, &c, &req, Some("trk_ing_good"), &body, NOW, || [0; 10])).map(|_| ()),
+                ready(ingest(&d, &c, &req, Some("trk_ing_good"), &body, NOW, [0; 10])).map(|_| ()),
+            ];
+            for r in results {
+                if let Err(e) = r {
+                    prop_assert!(is_client_error(&e), "{e:?} is not a 4xx");
+                }
+            }
+        }
+    }
+}
