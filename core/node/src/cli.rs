@@ -12,7 +12,7 @@ use tracker_store::{GLOBAL_KEY_PREFIX, Store};
 
 use crate::config::{Config, VARIABLES};
 use crate::state::now_ms;
-use crate::{NodeError, build_state, log_config, serve};
+use crate::{NodeError, build_state, log_config, open_store, serve};
 
 #[derive(Debug, Parser)]
 #[command(name = "tracker-core", version, about = "Core node of the event tracking platform, and its operator CLI")]
@@ -198,7 +198,7 @@ async fn shutdown_signal() {
 }
 
 async fn tenant(cfg: Config, cmd: TenantCmd) -> Result<(), NodeError> {
-    let store = Store::open(&cfg.database_path).await?;
+    let store = open_store(&cfg).await?;
     match cmd {
         TenantCmd::Create { name, prefix } => {
             let k = store.create_tenant(&name, prefix.as_deref(), now_ms()).await?;
@@ -230,7 +230,7 @@ async fn tenant(cfg: Config, cmd: TenantCmd) -> Result<(), NodeError> {
 }
 
 async fn token(cfg: Config, cmd: TokenCmd) -> Result<(), NodeError> {
-    let store = Store::open(&cfg.database_path).await?;
+    let store = open_store(&cfg).await?;
     match cmd {
         TokenCmd::Create { prefix, name, expires_days } => {
             let now = now_ms();
@@ -301,7 +301,7 @@ pub async fn build_link(
 }
 
 async fn link(cfg: Config, cmd: LinkCmd) -> Result<(), NodeError> {
-    let store = Store::open(&cfg.database_path).await?;
+    let store = open_store(&cfg).await?;
     match cmd {
         LinkCmd::Sign { prefix, destination, opts } => {
             println!("{}", build_link(&cfg, &store, &prefix, LinkKind::Click, &destination, &opts).await?);
@@ -357,7 +357,7 @@ async fn log(cfg: Config, cmd: LogCmd) -> Result<(), NodeError> {
 }
 
 async fn demo(cfg: Config) -> Result<(), NodeError> {
-    let store = Store::open(&cfg.database_path).await?;
+    let store = open_store(&cfg).await?;
     let now = now_ms();
     if store.tenant_keys("demo").await?.is_none() {
         store.create_tenant("Demo tenant", Some("demo"), now).await?;

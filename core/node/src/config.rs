@@ -49,6 +49,8 @@ pub struct Config {
     pub public_url: String,
     pub hmac_secret: Option<String>,
     pub encryption_key: Option<[u8; 32]>,
+    /// Seals tenant link secrets at rest in the metadata store.
+    pub secrets_key: Option<[u8; 32]>,
     pub url_mode: SeedMode,
     pub max_batch_size: usize,
     pub max_body_bytes: usize,
@@ -71,6 +73,7 @@ impl Default for Config {
             public_url: "http://127.0.0.1:3030".into(),
             hmac_secret: None,
             encryption_key: None,
+            secrets_key: None,
             url_mode: SeedMode::Signed,
             max_batch_size: 10_000,
             max_body_bytes: 32 * 1024 * 1024,
@@ -100,6 +103,11 @@ pub const VARIABLES: &[(&str, &str, &str)] = &[
     ("PUBLIC_URL", "http://HOST:PORT", "base URL the CLI prints links with"),
     ("HMAC_SECRET", "", "global secret for seed links signed without a key prefix (text, used as given)"),
     ("ENCRYPTION_KEY", "", "global AES-256 key for seed encrypted links, 64 hex characters"),
+    (
+        "SECRETS_KEY",
+        "",
+        "64 hex characters: seals tenant link secrets at rest (AES-256-GCM); keep it out of the database's backups",
+    ),
     ("URL_MODE", "signed", "seed click formats accepted: signed, encrypted or any (v2 links always)"),
     ("MAX_BATCH_SIZE", "10000", "most events in one /batch request"),
     ("MAX_BODY_BYTES", "33554432", "largest request body"),
@@ -198,6 +206,13 @@ impl Config {
                     .ok_or_else(|| invalid("ENCRYPTION_KEY", "must be 64 hex characters (32 bytes)"))?,
             ),
         };
+        let secrets_key = match src.get("SECRETS_KEY") {
+            None => None,
+            Some(k) => Some(
+                parse_encryption_key(k)
+                    .ok_or_else(|| invalid("SECRETS_KEY", "must be 64 hex characters (32 bytes)"))?,
+            ),
+        };
         let url_mode: SeedMode = src.parse("URL_MODE", d.url_mode)?;
         if url_mode == SeedMode::Encrypted && encryption_key.is_none() {
             return Err(invalid("ENCRYPTION_KEY", "is required when URL_MODE=encrypted"));
@@ -253,6 +268,7 @@ impl Config {
             public_url,
             hmac_secret,
             encryption_key,
+            secrets_key,
             url_mode,
             max_batch_size,
             max_body_bytes,

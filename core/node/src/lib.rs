@@ -49,9 +49,21 @@ pub fn log_config(cfg: &Config) -> EmbeddedLogConfig {
     }
 }
 
+/// Opens the metadata store, sealing link secrets at rest when `SECRETS_KEY` is set.
+pub async fn open_store(cfg: &Config) -> Result<Store, NodeError> {
+    let store = Store::open(&cfg.database_path).await?;
+    Ok(match cfg.secrets_key {
+        Some(key) => store.with_secrets_key(key),
+        None => store,
+    })
+}
+
 /// Opens the store and the log and builds the shared state.
 pub async fn build_state(cfg: Config) -> Result<Arc<AppState>, NodeError> {
-    let store = Store::open(&cfg.database_path).await?;
+    if cfg.secrets_key.is_none() {
+        tracing::warn!("SECRETS_KEY is not set: tenant link secrets are stored unsealed in the metadata database");
+    }
+    let store = open_store(&cfg).await?;
     let log_cfg = log_config(&cfg);
     let log = tokio::task::spawn_blocking(move || EmbeddedLog::open(log_cfg))
         .await

@@ -4,8 +4,9 @@
 //! links, in libSQL: a local file by default. Remote Turso comes with the platform API issue; the schema and the
 //! queries are the same.
 //!
-//! Link signing secrets and encryption keys must be usable to verify links, so they are stored as written; API and
-//! ingest tokens are only ever stored as SHA-256 hashes and shown once.
+//! Link signing secrets and encryption keys must be usable to verify links, so they cannot be hashed: with a
+//! `SECRETS_KEY` they are sealed at rest with AES-256-GCM (`enc:v1:` values; plain rows written before the key was set
+//! still read). API and ingest tokens are only ever stored as SHA-256 hashes and shown once.
 
 use std::path::Path;
 
@@ -34,6 +35,8 @@ pub enum StoreError {
     BadColumn(&'static str),
     #[error("cannot create the database directory: {0}")]
     Io(#[from] std::io::Error),
+    #[error("a sealed secret cannot be opened (wrong or missing SECRETS_KEY) or sealed")]
+    Sealed,
 }
 
 pub type Result<T> = std::result::Result<T, StoreError>;
@@ -156,10 +159,41 @@ pub fn hash_token(token: &str) -> String {
     hex::encode(Sha256::digest(token.as_bytes()))
 }
 
+const SEALED_PREFIX: &str = "enc:v1:";
+
+/// Seals secrets at rest: `enc:v1:` + base64url(nonce || AES-256-GCM ciphertext || tag).
+#[derive(Clone)]
+struct Sealer(aes_gcm::Aes256Gcm);
+
+impl Sealer {
+    fn seal(&self, plain: &str) -> Result<String> {
+        use aes_gcm::aead::{Aead, AeadCore, OsRng};
+        let nonce = aes_gcm::Aes256Gcm::generate_nonce(&mut OsRng);
+        let ct = self.0.encrypt(&nonce, plain.as_bytes()).map_err(|_| StoreError::Sealed)?;
+        let mut blob = nonce.to_vec();
+        blob.extend_from_slice(&ct);
+        Ok(format!("{SEALED_PREFIX}{}", URL_SAFE_NO_PAD.encode(blob)))
+    }
+}
+
+fn open_secret(sealer: Option<&Sealer>, stored: String) -> Result<String> {
+    use aes_gcm::aead::Aead;
+    let Some(blob) = stored.strip_prefix(SEALED_PREFIX) else { return Ok(stored) };
+    let sealer = sealer.ok_or(StoreError::Sealed)?;
+    let blob = URL_SAFE_NO_PAD.decode(blob).map_err(|_| StoreError::Sealed)?;
+    if blob.len() < 12 {
+        return Err(StoreError::Sealed);
+    }
+    let (nonce, ct) = blob.split_at(12);
+    let plain = sealer.0.decrypt(aes_gcm::Nonce::from_slice(nonce), ct).map_err(|_| StoreError::Sealed)?;
+    String::from_utf8(plain).map_err(|_| StoreError::Sealed)
+}
+
 /// The libSQL metadata store.
 #[derive(Clone)]
 pub struct Store {
     conn: Connection,
+    sealer: Option<Sealer>,
     // keeps the database handle alive for the connection's lifetime
     _db: std::sync::Arc<libsql::Database>,
 }
@@ -183,7 +217,21 @@ impl Store {
         let _ = conn.query("PRAGMA journal_mode=WAL", ()).await?;
         conn.execute("PRAGMA foreign_keys=ON", ()).await?;
         conn.execute_batch(SCHEMA).await?;
-        Ok(Store { conn, _db: std::sync::Arc::new(db) })
+        Ok(Store { conn, sealer: None, _db: std::sync::Arc::new(db) })
+    }
+
+    /// Seals link secrets written from now on with this key (`SECRETS_KEY`), and opens sealed ones.
+    pub fn with_secrets_key(mut self, key: [u8; 32]) -> Store {
+        use aes_gcm::KeyInit;
+        self.sealer = aes_gcm::Aes256Gcm::new_from_slice(&key).ok().map(Sealer);
+        self
+    }
+
+    fn sealed(&self, secret: &str) -> Result<String> {
+        match &self.sealer {
+            Some(s) => s.seal(secret),
+            None => Ok(secret.to_owned()),
+        }
     }
 
     /// Creates a tenant with its first key (`k1`). A prefix is generated unless given.
@@ -219,7 +267,7 @@ impl Store {
                 signing_secret: random_hex(32),
                 encryption_key: random_hex(32),
             };
-            insert_key(&tx, &key, 1, now_ms).await?;
+            insert_key(&tx, &key, self, 1, now_ms).await?;
             tx.commit().await?;
             return Ok(key);
         }
@@ -257,10 +305,11 @@ impl Store {
             .await?;
         let mut keys = Vec::new();
         while let Some(row) = rows.next().await? {
+            let sealer = self.sealer.as_ref();
             keys.push(LinkKey {
                 kid: text(&row, 0, "kid")?,
-                signing_secret: Some(text(&row, 1, "signing_secret")?),
-                encryption_key: parse_encryption_key(&text(&row, 2, "encryption_key")?),
+                signing_secret: Some(open_secret(sealer, text(&row, 1, "signing_secret")?)?),
+                encryption_key: parse_encryption_key(&open_secret(sealer, text(&row, 2, "encryption_key")?)?),
                 retires_at_ms: opt_int(&row, 3, "retires_at")?,
             });
         }
@@ -292,7 +341,7 @@ impl Store {
             signing_secret: random_hex(32),
             encryption_key: random_hex(32),
         };
-        insert_key(&tx, &key, seq + 1, now_ms).await?;
+        insert_key(&tx, &key, self, seq + 1, now_ms).await?;
         tx.commit().await?;
         Ok(key)
     }
@@ -422,10 +471,11 @@ fn tenant_from_row(row: &libsql::Row) -> Result<Tenant> {
     })
 }
 
-async fn insert_key(conn: &Connection, key: &NewKey, seq: i64, now_ms: i64) -> Result<()> {
+async fn insert_key(conn: &Connection, key: &NewKey, store: &Store, seq: i64, now_ms: i64) -> Result<()> {
+    let (secret, aes) = (store.sealed(&key.signing_secret)?, store.sealed(&key.encryption_key)?);
     conn.execute(
         "INSERT INTO tenant_keys (key_prefix, kid, seq, signing_secret, encryption_key, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-        (key.key_prefix.as_str(), key.kid.as_str(), seq, key.signing_secret.as_str(), key.encryption_key.as_str(), now_ms),
+        (key.key_prefix.as_str(), key.kid.as_str(), seq, secret.as_str(), aes.as_str(), now_ms),
     )
     .await?;
     Ok(())
@@ -465,6 +515,35 @@ mod tests {
         assert_eq!(tk.keys[2].retires_at_ms, Some(NOW + 1000));
         assert!(s.tenant_keys("nope").await.unwrap().is_none());
         assert!(matches!(s.rotate_keys("nope", 1, NOW).await, Err(StoreError::NotFound(_))));
+    }
+
+    #[tokio::test]
+    async fn link_secrets_are_sealed_at_rest_with_a_secrets_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.db");
+        let plain = Store::open(&path).await.unwrap();
+        let old = plain.create_tenant("Old", Some("old"), NOW).await.unwrap();
+        let s = Store::open(&path).await.unwrap().with_secrets_key([7; 32]);
+        let k = s.create_tenant("Acme", Some("acme"), NOW).await.unwrap();
+        let mut rows = s
+            .conn
+            .query("SELECT signing_secret, encryption_key FROM tenant_keys WHERE key_prefix = 'acme'", ())
+            .await
+            .unwrap();
+        let row = rows.next().await.unwrap().unwrap();
+        for (i, secret) in [&k.signing_secret, &k.encryption_key].into_iter().enumerate() {
+            let stored = text(&row, i as i32, "secret").unwrap();
+            assert!(stored.starts_with(SEALED_PREFIX) && !stored.contains(secret.as_str()), "sealed at rest");
+        }
+        let keys = s.tenant_keys("acme").await.unwrap().unwrap().keys;
+        assert_eq!(keys[0].signing_secret.as_deref(), Some(k.signing_secret.as_str()));
+        // rows written before the key was configured still read
+        let keys = s.tenant_keys("old").await.unwrap().unwrap().keys;
+        assert_eq!(keys[0].signing_secret.as_deref(), Some(old.signing_secret.as_str()));
+        // without the key, or with another one, sealed secrets do not open
+        assert!(matches!(plain.tenant_keys("acme").await, Err(StoreError::Sealed)));
+        let other = Store::open(&path).await.unwrap().with_secrets_key([8; 32]);
+        assert!(matches!(other.tenant_keys("acme").await, Err(StoreError::Sealed)));
     }
 
     #[tokio::test]
