@@ -81,6 +81,19 @@ impl EdgeConfig {
     }
 }
 
+/// The path and query of an absolute URL as the runtime serialises it (WHATWG: the path starts at the first `/`
+/// after the authority; `?` and `#` inside it are percent-encoded), without parsing the whole URL again.
+pub fn split_url(url: &str) -> (&str, &str) {
+    let after_scheme = url.find("://").map_or(0, |i| i + 3);
+    let rest = url.get(after_scheme..).unwrap_or_default();
+    let rest = rest.find('/').and_then(|i| rest.get(i..)).unwrap_or("/");
+    let rest = rest.split('#').next().unwrap_or_default();
+    match rest.split_once('?') {
+        Some((path, query)) => (path, query),
+        None => (rest, ""),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::collections::HashMap;
@@ -90,6 +103,15 @@ mod tests {
     fn cfg(pairs: &[(&str, &str)]) -> Result<EdgeConfig, String> {
         let map: HashMap<String, String> = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         EdgeConfig::from_lookup(|k| map.get(k).cloned())
+    }
+
+    #[test]
+    fn splits_runtime_urls_into_path_and_query() {
+        assert_eq!(split_url("https://edge.test/t?url=a&sig=b#frag"), ("/t", "url=a&sig=b"));
+        assert_eq!(split_url("http://127.0.0.1:8787/t/tu_1"), ("/t/tu_1", ""));
+        assert_eq!(split_url("https://edge.test"), ("/", ""));
+        assert_eq!(split_url("https://edge.test/?"), ("/", ""));
+        assert_eq!(split_url("https://edge.test/p%3F?x=%23"), ("/p%3F", "x=%23"));
     }
 
     #[test]
