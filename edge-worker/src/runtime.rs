@@ -16,6 +16,9 @@ use tracker_protocol::service::{
     ShortLinkRecord, TenantRecord, TokenRecord, error_body,
 };
 use tracker_protocol::{Event, LinkKey, LinkKind, ProtocolError, truncate_field};
+use worker::js_sys::{Function, Promise, Reflect};
+use worker::wasm_bindgen::JsCast as _;
+use worker::wasm_bindgen::closure::Closure;
 use worker::{
     Context, Env, Fetch, Headers, Message, MessageBatch, MessageExt, Method, QueueContentType, RawMessageBuilder,
     Request, RequestInit, Response, console_error, event, wasm_bindgen::JsValue,
@@ -296,20 +299,77 @@ async fn enqueue(env: &Env, events: &[Event], batch_key: Option<&str>) -> Result
 /// Queues events without delaying the response. If the queue refuses, the events go straight to the core; if that
 /// fails too they are logged in full, never dropped silently.
 fn enqueue_later(env: &Env, ctx: &Context, events: Vec<Event>) {
-    let env = env.clone();
-    ctx.wait_until(async move {
-        if let Err(e) = enqueue(&env, &events, None).await {
-            console_error!("queue send failed ({e}); delivering directly to the core");
-            let Ok(cfg) = config(&env) else { return };
-            let Ok(bodies) = pack(&events, None) else { return };
-            for body in bodies {
+    let bodies = match pack(&events, None) {
+        Ok(b) => b,
+        Err(e) => return console_error!("UNDELIVERED EVENTS (cannot serialise: {e}): {events:?}"),
+    };
+    for body in bodies {
+        let body = JsValue::from_str(&body);
+        // the queue's own promise goes straight to waitUntil (no Rust future, closure or microtask per request);
+        // if it rejects, the isolate's fallback delivers the body to the core
+        let sent = env.queue(EVENTS_QUEUE).ok().and_then(|q| send_text(q.as_ref(), &body));
+        let guarded = match sent {
+            Some(promise) => {
+                let handler: Function = JsValue::from(fallback().bind1(&JsValue::NULL, &body)).unchecked_into();
+                promise.catch_with(&handler)
+            }
+            None => fallback().call2(&JsValue::NULL, &body, &JsValue::from_str("no EVENTS queue binding")).ok(),
+        };
+        if let Some(p) = guarded.and_then(|p| p.dyn_into::<Promise>().ok()) {
+            let _ = ctx.as_ref().wait_until(&p);
+        }
+    }
+}
+
+/// `queue.send(body, {contentType: "text"})` through the raw binding; `None` if the call itself throws.
+fn send_text(queue: &JsValue, body: &JsValue) -> Option<Promise> {
+    thread_local! {
+        static TEXT: JsValue = {
+            let options = worker::js_sys::Object::new();
+            let _ = Reflect::set(&options, &JsValue::from_str("contentType"), &JsValue::from_str("text"));
+            options.into()
+        };
+    }
+    let send: Function = Reflect::get(queue, &JsValue::from_str("send")).ok()?.dyn_into().ok()?;
+    TEXT.with(|options| send.call2(queue, body, options)).ok()?.dyn_into().ok()
+}
+
+/// The isolate's `(body, error) => Promise` fallback for queue sends that fail: deliver straight to the core, and
+/// log the events in full if that fails too (never dropped silently).
+fn fallback() -> Function {
+    thread_local! {
+        static FALLBACK: Function = Closure::<dyn FnMut(JsValue, JsValue) -> Promise>::new(|body: JsValue, error: JsValue| {
+            let body = body.as_string().unwrap_or_default();
+            worker::js_sys::futures::future_to_promise(async move {
+                console_error!("queue send failed ({error:?}); delivering directly to the core");
+                let cfg = ISOLATE.with(|i| i.borrow().as_ref().map(|i| i.config.clone()));
                 let id = format!("direct-{}", hex::encode(random10()));
-                if deliver(&cfg, &id, &body).await.is_err() {
+                let delivered = match cfg {
+                    Some(cfg) => deliver(&cfg, &id, &body).await.is_ok(),
+                    None => false,
+                };
+                if !delivered {
                     console_error!("UNDELIVERED EVENTS (queue and core both failed): {body}");
                 }
-            }
-        }
-    });
+                Ok(JsValue::UNDEFINED)
+            })
+        })
+        .into_js_value()
+        .unchecked_into();
+    }
+    FALLBACK.with(Function::clone)
+}
+
+trait CatchWith {
+    fn catch_with(&self, handler: &Function) -> Option<JsValue>;
+}
+
+impl CatchWith for Promise {
+    /// `promise.then(undefined, handler)` with a JS function (no Rust closure per call).
+    fn catch_with(&self, handler: &Function) -> Option<JsValue> {
+        let then: Function = Reflect::get(self, &JsValue::from_str("then")).ok()?.dyn_into().ok()?;
+        then.call2(self, &JsValue::UNDEFINED, handler).ok()
+    }
 }
 
 /// Sends one message body to the core fleet's intake, trying each node in turn. Returns the indices the core

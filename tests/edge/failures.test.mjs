@@ -65,6 +65,15 @@ describe("edge worker failure modes", () => {
     }
   });
 
+  it("delivers straight to the core when the queue cannot take a click", async () => {
+    const mf = worker({ CORE_URLS: core.url }, { eventsQueue: false });
+    workers.push(mf);
+    const before = await core.metric("tracker_events_accepted_total", '{endpoint="edge"}');
+    const res = await get(mf, core.link("acme", "https://a.example/fallback"));
+    assert.equal(res.status, 307, "the click is answered anyway");
+    await eventually(async () => (await core.metric("tracker_events_accepted_total", '{endpoint="edge"}')) > before, 15000, "direct delivery");
+  });
+
   it("fails over to the next core node", async () => {
     const mf = worker({ CORE_URLS: `${deadUrl},${core.url}` });
     workers.push(mf);

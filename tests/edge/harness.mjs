@@ -108,7 +108,7 @@ export class Core {
 }
 
 /** The built Worker under Miniflare with local KV and queues. */
-export function worker(vars = {}, { maxRetries = 2 } = {}) {
+export function worker(vars = {}, { maxRetries = 2, eventsQueue = true } = {}) {
   return new Miniflare({
     modules: true,
     scriptPath: join(ROOT, "edge-worker/build/index.js"),
@@ -117,7 +117,7 @@ export function worker(vars = {}, { maxRetries = 2 } = {}) {
     compatibilityDate: "2026-04-01",
     bindings: { EDGE_SHARED_SECRET: EDGE_SECRET, ...vars },
     kvNamespaces: ["TRACKER_KV"],
-    queueProducers: { EVENTS: "tracker-events", DLQ: "tracker-events-dlq" },
+    queueProducers: eventsQueue ? { EVENTS: "tracker-events", DLQ: "tracker-events-dlq" } : { DLQ: "tracker-events-dlq" },
     queueConsumers: {
       "tracker-events": { maxBatchSize: 50, maxBatchTimeout: 0.2, maxRetries, deadLetterQueue: "tracker-events-dlq" },
       "tracker-events-dlq": { maxBatchSize: 50, maxBatchTimeout: 0.2, maxRetries: 5 },
