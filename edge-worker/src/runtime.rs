@@ -21,7 +21,7 @@ use worker::wasm_bindgen::JsCast as _;
 use worker::wasm_bindgen::closure::Closure;
 use worker::{
     Context, Env, Fetch, Headers, Message, MessageBatch, MessageExt, Method, QueueContentType, RawMessageBuilder,
-    Request, RequestInit, Response, console_error, event, wasm_bindgen::JsValue,
+    Request, RequestInit, console_error, event, wasm_bindgen::JsValue,
 };
 
 use crate::cache::IsolateCache;
@@ -214,53 +214,79 @@ impl Directory for EdgeDirectory<'_> {
 // ---------------------------------------------------------------------------------------------------------------
 // Responses.
 
-fn respond(status: u16, headers: &[(&str, &str)], body: Option<Vec<u8>>) -> Response {
-    let h = Headers::new();
+/// Our answers are built as the runtime's own `Response`, headers given as one plain object (constant names and
+/// values come from a per-isolate cache of JS strings), so an answer costs one constructor call.
+type WebResponse = worker::web_sys::Response;
+
+thread_local! {
+    static JS_STRINGS: RefCell<std::collections::HashMap<&'static str, JsValue>> = RefCell::new(std::collections::HashMap::new());
+}
+
+fn js(s: &'static str) -> JsValue {
+    JS_STRINGS.with(|m| m.borrow_mut().entry(s).or_insert_with(|| JsValue::from_str(s)).clone())
+}
+
+fn respond_with(
+    status: u16,
+    headers: &[(&'static str, &'static str)],
+    dynamic: &[(&'static str, &str)],
+    body: Option<Vec<u8>>,
+) -> WebResponse {
+    let h = worker::js_sys::Object::new();
     for (k, v) in headers {
-        let _ = h.set(k, v);
+        let _ = Reflect::set(&h, &js(k), &js(v));
     }
+    for (k, v) in dynamic {
+        let _ = Reflect::set(&h, &js(k), &JsValue::from_str(v));
+    }
+    let init = worker::web_sys::ResponseInit::new();
+    init.set_status(status);
+    init.set_headers(&h);
     let res = match body {
-        Some(b) => Response::from_bytes(b),
-        None => Response::empty(),
+        Some(mut b) => WebResponse::new_with_opt_u8_array_and_init(Some(&mut b), &init),
+        None => WebResponse::new_with_opt_str_and_init(None, &init),
     };
-    match res {
-        Ok(r) => r.with_status(status).with_headers(h),
-        Err(_) => Response::error("internal error", 500)
-            .unwrap_or_else(|_| Response::empty().unwrap_or_else(|_| unreachable_response())),
-    }
+    res.or_else(|_| WebResponse::new()).unwrap_or_else(|_| unreachable_response())
 }
 
-#[allow(clippy::unwrap_used)] // constructing an empty response cannot fail in the Workers runtime
-fn unreachable_response() -> Response {
-    Response::empty().unwrap()
+fn respond(status: u16, headers: &[(&'static str, &'static str)], body: Option<Vec<u8>>) -> WebResponse {
+    respond_with(status, headers, &[], body)
 }
 
-fn json(status: u16, body: String) -> Response {
+#[allow(clippy::unwrap_used)] // `new Response()` cannot fail in the Workers runtime
+fn unreachable_response() -> WebResponse {
+    WebResponse::new().unwrap()
+}
+
+fn json(status: u16, body: String) -> WebResponse {
     respond(status, &[("content-type", "application/json"), ("cache-control", "no-store")], Some(body.into_bytes()))
 }
 
-fn error(e: &ProtocolError) -> Response {
+fn error(e: &ProtocolError) -> WebResponse {
     let status = e.http_status();
     let retry = match e {
         ProtocolError::RateLimited { retry_after_secs } => Some(retry_after_secs.to_string()),
         _ if status == 503 => Some("1".to_owned()),
         _ => None,
     };
-    let mut headers = vec![("content-type", "application/json"), ("cache-control", "no-store")];
-    if let Some(r) = &retry {
-        headers.push(("retry-after", r));
-    }
-    respond(status, &headers, Some(error_body(e).into_bytes()))
+    let headers = [("content-type", "application/json"), ("cache-control", "no-store")];
+    let dynamic: Vec<(&'static str, &str)> = retry.iter().map(|r| ("retry-after", r.as_str())).collect();
+    respond_with(status, &headers, &dynamic, Some(error_body(e).into_bytes()))
 }
 
-fn rate_limited(retry_after: u64) -> Response {
+fn rate_limited(retry_after: u64) -> WebResponse {
     let body = serde_json::json!({ "error": { "code": "rate_limited", "message": "too many requests for this tenant or client; retry later" } });
     let retry = retry_after.to_string();
-    respond(429, &[("content-type", "application/json"), ("retry-after", &retry)], Some(body.to_string().into_bytes()))
+    respond_with(
+        429,
+        &[("content-type", "application/json")],
+        &[("retry-after", &retry)],
+        Some(body.to_string().into_bytes()),
+    )
 }
 
 /// Per-tenant and per-tenant-and-IP limits, checked only after the request proved which tenant it is for.
-fn check_rate(key_prefix: &str, ip: Option<&str>, cost: f64) -> Result<(), Response> {
+fn check_rate(key_prefix: &str, ip: Option<&str>, cost: f64) -> Result<(), WebResponse> {
     let now = now_ms();
     let verdict = with_isolate(|i| {
         i.tenant_limits.check(key_prefix, cost, now)?;
@@ -514,7 +540,7 @@ fn bearer(req: &RawRequest) -> Option<String> {
 }
 
 #[event(fetch)]
-pub async fn fetch(req: RawRequest, env: Env, ctx: Context) -> worker::Result<Response> {
+pub async fn fetch(req: RawRequest, env: Env, ctx: Context) -> worker::Result<WebResponse> {
     let cfg = match config(&env) {
         Ok(c) => c,
         Err(e) => {
@@ -528,7 +554,7 @@ pub async fn fetch(req: RawRequest, env: Env, ctx: Context) -> worker::Result<Re
     Ok(handle(req, &env, &ctx, &cfg).await)
 }
 
-async fn handle(req: RawRequest, env: &Env, ctx: &Context, cfg: &EdgeConfig) -> Response {
+async fn handle(req: RawRequest, env: &Env, ctx: &Context, cfg: &EdgeConfig) -> WebResponse {
     let url = req.url();
     let (path, query) = crate::config::split_url(&url);
     let (path, query) = (path.to_owned(), query.to_owned());
@@ -651,9 +677,8 @@ async fn handle(req: RawRequest, env: &Env, ctx: &Context, cfg: &EdgeConfig) -> 
     }
 }
 
-fn with_cors(res: Response) -> Response {
-    let mut res = res;
-    let _ = res.headers_mut().set("access-control-allow-origin", "*");
+fn with_cors(res: WebResponse) -> WebResponse {
+    let _ = res.headers().set("access-control-allow-origin", "*");
     res
 }
 
@@ -664,7 +689,7 @@ async fn click(
     info: &RequestInfo,
     tu_id: Option<&str>,
     query: &str,
-) -> Response {
+) -> WebResponse {
     match service::click(dir, &dir.cfg.service, info, tu_id, query, now_ms(), random10()).await {
         Ok(click) => {
             if let Err(r) = check_rate(&click.event.key_prefix, info.ip.as_deref(), 1.0) {
@@ -672,9 +697,7 @@ async fn click(
             }
             // the redirect never waits for the queue
             enqueue_later(env, ctx, vec![click.event]);
-            let mut headers = vec![("location", click.location.as_str())];
-            headers.extend(REDIRECT_HEADERS);
-            respond(307, &headers, None)
+            respond_with(307, &REDIRECT_HEADERS, &[("location", click.location.as_str())], None)
         }
         Err(e) => error(&e),
     }
