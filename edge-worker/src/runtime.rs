@@ -505,8 +505,19 @@ pub async fn queue(batch: MessageBatch<String>, env: Env, _ctx: Context) -> work
 /// handler (found with a V8 CPU profile of the Worker under load).
 type RawRequest = worker::web_sys::Request;
 
-fn header(req: &RawRequest, name: &str) -> Option<String> {
-    req.headers().get(name).ok().flatten()
+/// `headers.get(name)` with the name from the isolate's JS string cache (no string copy into JS per call).
+fn header_of(headers: &JsValue, name: &'static str) -> Option<String> {
+    thread_local! {
+        static GET: Option<Function> = worker::web_sys::Headers::new()
+            .ok()
+            .and_then(|h| Reflect::get(&h, &JsValue::from_str("get")).ok())
+            .and_then(|f| f.dyn_into().ok());
+    }
+    GET.with(|get| get.as_ref()?.call1(headers, &js(name)).ok()?.as_string())
+}
+
+fn header(req: &RawRequest, name: &'static str) -> Option<String> {
+    header_of(&req.headers(), name)
 }
 
 async fn body_bytes(req: &RawRequest) -> Option<Vec<u8>> {
@@ -515,9 +526,9 @@ async fn body_bytes(req: &RawRequest) -> Option<Vec<u8>> {
 }
 
 fn request_info(req: &RawRequest, path: &str, max: usize) -> RequestInfo {
-    let h = req.headers();
-    let header = |name: &str| {
-        h.get(name).ok().flatten().map(|v| truncate_field(v.trim(), max).to_owned()).filter(|v| !v.is_empty())
+    let h: JsValue = req.headers().into();
+    let header = |name: &'static str| {
+        header_of(&h, name).map(|v| truncate_field(v.trim(), max).to_owned()).filter(|v| !v.is_empty())
     };
     RequestInfo {
         ip: header("cf-connecting-ip"),
