@@ -540,6 +540,13 @@ fn request_info(req: &RawRequest, path: &str, max: usize) -> RequestInfo {
     }
 }
 
+/// What `/batch` and `/ingest` read from the request: the bearer token, the `Idempotency-Key` and the body.
+async fn intake_parts(req: &RawRequest) -> Result<(Option<String>, Option<String>, Vec<u8>), ProtocolError> {
+    let idem = idempotency(req)?;
+    let body = body_bytes(req).await.ok_or(ProtocolError::InvalidBatch { reason: "unreadable body".into() })?;
+    Ok((bearer(req), idem, body))
+}
+
 fn idempotency(req: &RawRequest) -> Result<Option<String>, ProtocolError> {
     service::idempotency_key(header(req, "idempotency-key").as_deref())
 }
@@ -630,13 +637,9 @@ async fn handle(req: RawRequest, env: &Env, ctx: &Context, cfg: &EdgeConfig) -> 
             }
         }
         (Method::Post, "/batch") => {
-            let token = bearer(&req);
-            let idem = match idempotency(&req) {
-                Ok(k) => k,
+            let (token, idem, body) = match intake_parts(&req).await {
+                Ok(parts) => parts,
                 Err(e) => return error(&e),
-            };
-            let Some(body) = body_bytes(&req).await else {
-                return error(&ProtocolError::InvalidBatch { reason: "unreadable body".into() });
             };
             let batch = match service::batch(&dir, svc, &info, token.as_deref(), &body, now, random10).await {
                 Ok(b) => b,
@@ -658,13 +661,9 @@ async fn handle(req: RawRequest, env: &Env, ctx: &Context, cfg: &EdgeConfig) -> 
             }
         }
         (Method::Post, "/ingest") => {
-            let token = bearer(&req);
-            let idem = match idempotency(&req) {
-                Ok(k) => k,
+            let (token, idem, body) = match intake_parts(&req).await {
+                Ok(parts) => parts,
                 Err(e) => return error(&e),
-            };
-            let Some(body) = body_bytes(&req).await else {
-                return error(&ProtocolError::InvalidBatch { reason: "unreadable body".into() });
             };
             match service::ingest(&dir, svc, &info, token.as_deref(), &body, now, random10()).await {
                 Ok(event) => {
