@@ -87,6 +87,18 @@ pub async fn short(
     finish(&st, Endpoint::Short, result, |loc| redirect(&loc))
 }
 
+/// A postback or impression event, authenticated (or not) by the shared service.
+async fn signal(
+    st: &AppState,
+    meta: &RequestMeta,
+    headers: &HeaderMap,
+    kind: LinkKind,
+    query: Option<String>,
+) -> Result<tracker_protocol::Event, ApiError> {
+    let q = query.as_deref().unwrap_or_default();
+    Ok(service::signal(st, &st.service, &meta.0, kind, q, bearer(headers), now_ms(), random10()).await?)
+}
+
 pub async fn postback(
     State(st): State<Arc<AppState>>,
     meta: RequestMeta,
@@ -94,10 +106,7 @@ pub async fn postback(
     RawQuery(q): RawQuery,
 ) -> Response {
     let result = async {
-        let q = q.as_deref().unwrap_or_default();
-        let event =
-            service::signal(&*st, &st.service, &meta.0, LinkKind::Postback, q, bearer(&headers), now_ms(), random10())
-                .await?;
+        let event = signal(&st, &meta, &headers, LinkKind::Postback, q).await?;
         // a postback is a server telling us about a conversion: answer only once it is durable
         st.store_durably(&event, None).await?;
         Ok(event)
@@ -118,18 +127,7 @@ pub async fn impression(
     RawQuery(q): RawQuery,
 ) -> Response {
     let result = async {
-        let q = q.as_deref().unwrap_or_default();
-        let event = service::signal(
-            &*st,
-            &st.service,
-            &meta.0,
-            LinkKind::Impression,
-            q,
-            bearer(&headers),
-            now_ms(),
-            random10(),
-        )
-        .await?;
+        let event = signal(&st, &meta, &headers, LinkKind::Impression, q).await?;
         st.emit(&event).await
     }
     .await;
