@@ -48,6 +48,40 @@ pub fn verify_lookup(secrets: &[Vec<u8>], header: &str, timestamp_ms: i64, path:
     verify_batch(secrets, header, timestamp_ms, path, b"")
 }
 
+/// Header that carries the SHA-256 (hex) of the caller's credential on platform API requests the edge forwards.
+pub const CREDENTIAL_HEADER: &str = "x-tracker-credential-sha256";
+
+fn api_subject(method: &str, path_and_query: &str, credential_sha256: &str) -> String {
+    format!("api\n{method}\n{path_and_query}\n{credential_sha256}")
+}
+
+/// Signature of a platform API request the edge forwards (`/internal/v1/api/...`): the batch scheme over
+/// `"api\n" || method || "\n" || path_and_query || "\n" || credential_sha256` as the subject and the request body.
+/// `path_and_query` is the public path below `/api` (for example `/links?limit=5`). The credential travels only
+/// as its hash, so a raw API key never leaves the edge.
+pub fn sign_api(
+    secret: &[u8],
+    timestamp_ms: i64,
+    method: &str,
+    path_and_query: &str,
+    credential_sha256: &str,
+    body: &[u8],
+) -> Option<String> {
+    sign_batch(secret, timestamp_ms, &api_subject(method, path_and_query, credential_sha256), body)
+}
+
+pub fn verify_api(
+    secrets: &[Vec<u8>],
+    header: &str,
+    timestamp_ms: i64,
+    method: &str,
+    path_and_query: &str,
+    credential_sha256: &str,
+    body: &[u8],
+) -> bool {
+    verify_batch(secrets, header, timestamp_ms, &api_subject(method, path_and_query, credential_sha256), body)
+}
+
 /// Batch ids are opaque to the core but bounded: `[A-Za-z0-9_.:-]{1,128}`.
 pub fn is_valid_batch_id(id: &str) -> bool {
     crate::is_valid_name(id, 128)
@@ -66,5 +100,17 @@ mod tests {
         assert!(!verify_batch(&[b"new".to_vec()], &sig, 1000, "b2", b"{}"));
         assert!(!verify_batch(&[b"new".to_vec()], &sig, 1000, "b1", b"{ }"));
         assert!(!verify_batch(&[Vec::new()], "v1=", 1000, "b1", b"{}"));
+    }
+
+    #[test]
+    fn api_signatures_cover_method_path_credential_and_body() {
+        let s = [b"k".to_vec()];
+        let sig = sign_api(b"k", 5, "PATCH", "/links/tu_1", "ab", b"{}").unwrap();
+        assert!(verify_api(&s, &sig, 5, "PATCH", "/links/tu_1", "ab", b"{}"));
+        assert!(!verify_api(&s, &sig, 5, "DELETE", "/links/tu_1", "ab", b"{}"));
+        assert!(!verify_api(&s, &sig, 5, "PATCH", "/links/tu_2", "ab", b"{}"));
+        assert!(!verify_api(&s, &sig, 5, "PATCH", "/links/tu_1", "ac", b"{}"));
+        assert!(!verify_api(&s, &sig, 5, "PATCH", "/links/tu_1", "ab", b"[]"));
+        assert!(!verify_api(&s, &sig, 6, "PATCH", "/links/tu_1", "ab", b"{}"));
     }
 }

@@ -51,6 +51,7 @@ pub mod intake;
 pub mod links;
 pub mod redirect;
 pub mod service;
+pub mod webhook;
 pub mod wire;
 
 pub use error::ProtocolError;

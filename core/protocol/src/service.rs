@@ -37,6 +37,9 @@ pub struct ShortLinkRecord {
     pub destination: String,
     /// ms since the epoch.
     pub expires_at: Option<i64>,
+    /// Where clicks go once the link has expired (otherwise they are refused with `link_expired`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fallback: Option<String>,
 }
 
 /// The tenant an ingest token belongs to (also the core-to-edge lookup record).
@@ -171,11 +174,13 @@ pub async fn click<D: Directory>(
             .await?
             .filter(|l| l.key_prefix == key_prefix)
             .ok_or(ProtocolError::UnknownShortLink)?;
-        if link.expires_at.is_some_and(|e| now >= e) {
-            return Err(ProtocolError::LinkExpired);
-        }
         params.insert("tu_id".to_owned(), verified.target);
-        link.destination.clone()
+        if link.expires_at.is_some_and(|e| now >= e) {
+            // an expired link with a fallback still takes the visitor somewhere (and the click is recorded)
+            link.fallback.clone().ok_or(ProtocolError::LinkExpired)?
+        } else {
+            link.destination.clone()
+        }
     } else {
         verified.target
     };
@@ -434,6 +439,10 @@ mod tests {
 
     const NOW: i64 = 1_770_704_294_008;
     const TU: &str = "tu_019c3f8d-aa19-7261-a5d6-9aa75cea309d";
+    /// Expired, with a fallback destination.
+    const TU_OLD: &str = "tu_019c3f8d-aa19-7261-a5d6-9aa75cea3000";
+    /// Expired, no fallback.
+    const TU_GONE: &str = "tu_019c3f8d-aa19-7261-a5d6-9aa75cea3001";
 
     /// An in-memory directory: one tenant `acme`, one short link, one token.
     struct Fake {
@@ -456,12 +465,13 @@ mod tests {
             }))
         }
         async fn short_link(&self, tu_id: &str) -> Result<Option<Arc<ShortLinkRecord>>, ProtocolError> {
-            Ok((tu_id == TU).then(|| {
+            Ok([TU, TU_OLD, TU_GONE].contains(&tu_id).then(|| {
                 Arc::new(ShortLinkRecord {
-                    tu_id: TU.into(),
+                    tu_id: tu_id.into(),
                     key_prefix: "acme".into(),
                     destination: "https://a.example/x".into(),
-                    expires_at: None,
+                    expires_at: (tu_id != TU).then_some(NOW - 1),
+                    fallback: (tu_id == TU_OLD).then(|| "https://a.example/over".into()),
                 })
             }))
         }
@@ -518,13 +528,22 @@ mod tests {
         assert_eq!(click.event.params.get("campaign").map(String::as_str), Some("c1"));
         assert_eq!(click.event.key_prefix, "acme");
         assert_eq!(click.location, format!("https://shop.example/?a=1&ad_click_id={}", click.event.event_id));
-        let short = ready(click_short()).unwrap();
+        let short = ready(click_short(TU)).unwrap();
         assert_eq!(short.event.params.get("tu_id").map(String::as_str), Some(TU));
+        assert!(short.location.starts_with("https://a.example/x?ad_click_id="));
     }
 
-    async fn click_short() -> Result<Click, ProtocolError> {
-        let url = crate::links::seed_short_url("", "s3cret", Some("acme"), TU, &[]).unwrap();
-        click(&dir(), &cfg(), &RequestInfo::default(), Some(TU), url.split_once('?').unwrap().1, NOW, [2; 10]).await
+    #[test]
+    fn an_expired_short_link_goes_to_its_fallback_or_is_refused() {
+        let old = ready(click_short(TU_OLD)).unwrap();
+        assert!(old.location.starts_with("https://a.example/over?ad_click_id="), "{}", old.location);
+        assert_eq!(old.event.params.get("tu_id").map(String::as_str), Some(TU_OLD));
+        assert!(matches!(ready(click_short(TU_GONE)), Err(ProtocolError::LinkExpired)));
+    }
+
+    async fn click_short(tu: &str) -> Result<Click, ProtocolError> {
+        let url = crate::links::seed_short_url("", "s3cret", Some("acme"), tu, &[]).unwrap();
+        click(&dir(), &cfg(), &RequestInfo::default(), Some(tu), url.split_once('?').unwrap().1, NOW, [2; 10]).await
     }
 
     proptest! {
