@@ -8,6 +8,8 @@
 //! `SECRETS_KEY` they are sealed at rest with AES-256-GCM (`enc:v1:` values; plain rows written before the key was set
 //! still read). API and ingest tokens are only ever stored as SHA-256 hashes and shown once.
 
+mod resources;
+
 use std::path::Path;
 
 use base64::Engine as _;
@@ -17,6 +19,12 @@ use rand::Rng as _;
 use sha2::{Digest, Sha256};
 pub use tracker_protocol::service::{GLOBAL_KEY_PREFIX, ShortLinkRecord as ShortLink, TokenRecord as TokenInfo};
 use tracker_protocol::{LinkKey, is_valid_key_prefix, parse_encryption_key, validate_destination};
+
+use resources::tenant_from_row;
+pub use resources::{
+    API_KEY_PREFIX, ApiKey, FilterRule, IngestToken, KeyOwner, Link, LinkSpec, MAX_PAGE, Page, RuleSpec, SCOPES,
+    TenantLimits, TenantUpdate, WEBHOOK_SECRET_PREFIX, Webhook, WebhookSpec,
+};
 
 /// Prefix of ingest tokens, so they are recognisable in logs and by secret scanners.
 pub const INGEST_TOKEN_PREFIX: &str = "trk_ing_";
@@ -46,8 +54,11 @@ pub struct Tenant {
     pub key_prefix: String,
     pub name: String,
     pub plan: String,
+    /// `active` or `suspended`.
     pub status: String,
     pub created_at: i64,
+    pub limits: TenantLimits,
+    pub updated_at: Option<i64>,
 }
 
 impl Tenant {
@@ -119,6 +130,56 @@ CREATE TABLE IF NOT EXISTS tracking_urls (
 ) STRICT;
 CREATE INDEX IF NOT EXISTS tracking_urls_by_tenant ON tracking_urls(key_prefix);
 "#;
+
+/// Schema changes after the first release, applied in order once each (`PRAGMA user_version` counts them).
+const MIGRATIONS: &[&str] = &[
+    // 1: the platform API's resources
+    r#"
+ALTER TABLE tenants ADD COLUMN limits TEXT NOT NULL DEFAULT '{}';
+ALTER TABLE tenants ADD COLUMN updated_at INTEGER;
+ALTER TABLE tracking_urls ADD COLUMN name TEXT;
+ALTER TABLE tracking_urls ADD COLUMN fallback_url TEXT;
+ALTER TABLE tracking_urls ADD COLUMN updated_at INTEGER;
+CREATE INDEX IF NOT EXISTS ingest_tokens_by_tenant ON ingest_tokens(key_prefix, token_id);
+CREATE TABLE IF NOT EXISTS api_keys (
+    key_id TEXT PRIMARY KEY,
+    key_hash TEXT NOT NULL UNIQUE,
+    key_prefix TEXT NOT NULL REFERENCES tenants(key_prefix),
+    name TEXT NOT NULL,
+    scopes TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    expires_at INTEGER,
+    revoked_at INTEGER
+) STRICT;
+CREATE INDEX IF NOT EXISTS api_keys_by_tenant ON api_keys(key_prefix, key_id);
+CREATE TABLE IF NOT EXISTS webhooks (
+    webhook_id TEXT PRIMARY KEY,
+    key_prefix TEXT NOT NULL REFERENCES tenants(key_prefix),
+    url TEXT NOT NULL,
+    description TEXT NOT NULL DEFAULT '',
+    event_types TEXT NOT NULL DEFAULT '[]',
+    param_filters TEXT NOT NULL DEFAULT '{}',
+    secret TEXT NOT NULL,
+    enabled INTEGER NOT NULL DEFAULT 1,
+    created_at INTEGER NOT NULL,
+    updated_at INTEGER NOT NULL
+) STRICT;
+CREATE INDEX IF NOT EXISTS webhooks_by_tenant ON webhooks(key_prefix, webhook_id);
+CREATE TABLE IF NOT EXISTS filter_rules (
+    rule_id TEXT PRIMARY KEY,
+    key_prefix TEXT NOT NULL REFERENCES tenants(key_prefix),
+    field TEXT NOT NULL,
+    operator TEXT NOT NULL,
+    value TEXT,
+    action TEXT NOT NULL,
+    enabled INTEGER NOT NULL DEFAULT 1,
+    description TEXT NOT NULL DEFAULT '',
+    created_at INTEGER NOT NULL,
+    updated_at INTEGER NOT NULL
+) STRICT;
+CREATE INDEX IF NOT EXISTS filter_rules_by_tenant ON filter_rules(key_prefix, rule_id);
+"#,
+];
 
 fn text(row: &libsql::Row, i: i32, col: &'static str) -> Result<String> {
     match row.get_value(i)? {
@@ -217,6 +278,7 @@ impl Store {
         let _ = conn.query("PRAGMA journal_mode=WAL", ()).await?;
         conn.execute("PRAGMA foreign_keys=ON", ()).await?;
         conn.execute_batch(SCHEMA).await?;
+        migrate(&conn).await?;
         Ok(Store { conn, sealer: None, _db: std::sync::Arc::new(db) })
     }
 
@@ -234,8 +296,21 @@ impl Store {
         }
     }
 
-    /// Creates a tenant with its first key (`k1`). A prefix is generated unless given.
+    /// Creates a tenant on the free plan with its first key (`k1`). A prefix is generated unless given.
     pub async fn create_tenant(&self, name: &str, key_prefix: Option<&str>, now_ms: i64) -> Result<NewKey> {
+        self.create_tenant_on(name, key_prefix, "free", &TenantLimits::default(), now_ms).await
+    }
+
+    /// Creates a tenant on `plan` with `limits` and its first key (`k1`), in one transaction.
+    pub async fn create_tenant_on(
+        &self,
+        name: &str,
+        key_prefix: Option<&str>,
+        plan: &str,
+        limits: &TenantLimits,
+        now_ms: i64,
+    ) -> Result<NewKey> {
+        let limits = serde_json::to_string(limits).map_err(|_| StoreError::Invalid("limits"))?;
         if name.is_empty() || name.len() > 200 {
             return Err(StoreError::Invalid("name must be 1 to 200 bytes"));
         }
@@ -250,8 +325,9 @@ impl Store {
             let tx = self.conn.transaction().await?;
             let inserted = tx
                 .execute(
-                    "INSERT INTO tenants (key_prefix, name, created_at) VALUES (?1, ?2, ?3) ON CONFLICT DO NOTHING",
-                    (prefix.as_str(), name, now_ms),
+                    "INSERT INTO tenants (key_prefix, name, plan, limits, created_at) VALUES (?1, ?2, ?3, ?4, ?5)
+                     ON CONFLICT DO NOTHING",
+                    (prefix.as_str(), name, plan, limits.as_str(), now_ms),
                 )
                 .await?;
             if inserted == 0 {
@@ -277,7 +353,10 @@ impl Store {
     pub async fn list_tenants(&self) -> Result<Vec<Tenant>> {
         let mut rows = self
             .conn
-            .query("SELECT key_prefix, name, plan, status, created_at FROM tenants ORDER BY created_at, key_prefix", ())
+            .query(
+                "SELECT key_prefix, name, plan, status, created_at, limits, updated_at FROM tenants ORDER BY created_at, key_prefix",
+                (),
+            )
             .await?;
         let mut out = Vec::new();
         while let Some(row) = rows.next().await? {
@@ -290,7 +369,10 @@ impl Store {
     pub async fn tenant_keys(&self, key_prefix: &str) -> Result<Option<TenantKeys>> {
         let mut rows = self
             .conn
-            .query("SELECT key_prefix, name, plan, status, created_at FROM tenants WHERE key_prefix = ?1", [key_prefix])
+            .query(
+                "SELECT key_prefix, name, plan, status, created_at, limits, updated_at FROM tenants WHERE key_prefix = ?1",
+                [key_prefix],
+            )
             .await?;
         let Some(row) = rows.next().await? else {
             return Ok(None);
@@ -357,7 +439,7 @@ impl Store {
         let mut raw = [0u8; 32];
         rand::rng().fill(&mut raw);
         let token = format!("{INGEST_TOKEN_PREFIX}{}", URL_SAFE_NO_PAD.encode(raw));
-        let token_id = format!("tok_{}", random_hex(8));
+        let token_id = format!("tok_{}", uuid::Uuid::now_v7().simple());
         let n = self
             .conn
             .execute(
@@ -400,18 +482,16 @@ impl Store {
         }
     }
 
-    pub async fn revoke_ingest_token(&self, key_prefix: &str, token_id: &str, now_ms: i64) -> Result<()> {
-        let n = self
-            .conn
+    /// Revokes a token now and returns it (with its hash, so caches keyed by it can be dropped). Revoking twice
+    /// is not an error: the first time stands.
+    pub async fn revoke_ingest_token(&self, key_prefix: &str, token_id: &str, now_ms: i64) -> Result<IngestToken> {
+        self.conn
             .execute(
                 "UPDATE ingest_tokens SET revoked_at = ?3 WHERE key_prefix = ?1 AND token_id = ?2 AND revoked_at IS NULL",
                 (key_prefix, token_id, now_ms),
             )
             .await?;
-        if n == 0 {
-            return Err(StoreError::NotFound(format!("token {token_id}")));
-        }
-        Ok(())
+        self.ingest_token(key_prefix, token_id).await?.ok_or_else(|| StoreError::NotFound(format!("token {token_id}")))
     }
 
     /// Creates a short link owned by the tenant.
@@ -441,13 +521,17 @@ impl Store {
             key_prefix: key_prefix.to_owned(),
             destination: destination.to_owned(),
             expires_at: expires_at_ms,
+            fallback: None,
         })
     }
 
     pub async fn short_link(&self, tu_id: &str) -> Result<Option<ShortLink>> {
         let mut rows = self
             .conn
-            .query("SELECT tu_id, key_prefix, destination, expires_at FROM tracking_urls WHERE tu_id = ?1", [tu_id])
+            .query(
+                "SELECT tu_id, key_prefix, destination, expires_at, fallback_url FROM tracking_urls WHERE tu_id = ?1",
+                [tu_id],
+            )
             .await?;
         match rows.next().await? {
             Some(row) => Ok(Some(ShortLink {
@@ -455,20 +539,32 @@ impl Store {
                 key_prefix: text(&row, 1, "key_prefix")?,
                 destination: text(&row, 2, "destination")?,
                 expires_at: opt_int(&row, 3, "expires_at")?,
+                fallback: match row.get_value(4)? {
+                    Value::Text(s) => Some(s),
+                    _ => None,
+                },
             })),
             None => Ok(None),
         }
     }
 }
 
-fn tenant_from_row(row: &libsql::Row) -> Result<Tenant> {
-    Ok(Tenant {
-        key_prefix: text(row, 0, "key_prefix")?,
-        name: text(row, 1, "name")?,
-        plan: text(row, 2, "plan")?,
-        status: text(row, 3, "status")?,
-        created_at: int(row, 4, "created_at")?,
-    })
+/// Applies the migrations this database has not seen, each in its own transaction with its version bump.
+async fn migrate(conn: &Connection) -> Result<()> {
+    let mut rows = conn.query("PRAGMA user_version", ()).await?;
+    let applied = match rows.next().await? {
+        Some(row) => int(&row, 0, "user_version")?,
+        None => 0,
+    };
+    drop(rows);
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(usize::try_from(applied).unwrap_or(usize::MAX)) {
+        let tx = conn.transaction().await?;
+        tx.execute_batch(sql).await?;
+        tx.execute_batch(&format!("PRAGMA user_version = {}", i + 1)).await?;
+        tx.commit().await?;
+        tracing::info!(version = i + 1, "metadata schema migrated");
+    }
+    Ok(())
 }
 
 async fn insert_key(conn: &Connection, key: &NewKey, store: &Store, seq: i64, now_ms: i64) -> Result<()> {
