@@ -7,6 +7,7 @@ use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use sha2::Digest as _;
 use tracker_protocol::{Limits, SeedMode, parse_encryption_key};
 
 #[derive(Debug, thiserror::Error)]
@@ -61,6 +62,21 @@ pub struct Config {
     pub limits: Limits,
     /// How long tenant keys, short links and tokens are cached before the store is asked again.
     pub cache_ttl: Duration,
+    /// SHA-256 of the platform admin credential (`ADMIN_TOKEN`, or `ADMIN_TOKEN_SHA256` to keep only the hash in
+    /// the configuration); `None` turns the admin routes off.
+    pub admin_token_sha256: Option<[u8; 32]>,
+    /// Platform API requests per minute for the admin credential.
+    pub admin_api_rpm: u32,
+    /// Lets webhooks reach private, loopback and link-local addresses (local development and tests only).
+    pub webhook_allow_private: bool,
+}
+
+/// The plans a tenant can be on and their platform API requests per minute (a tenant's `limits` can override it).
+pub const PLANS: &[(&str, u32)] = &[("free", 60), ("pro", 600), ("enterprise", 6000)];
+
+/// API requests per minute of `plan` (unknown plans get the smallest).
+pub fn plan_api_rpm(plan: &str) -> u32 {
+    PLANS.iter().find(|(p, _)| *p == plan).map_or(60, |(_, rpm)| *rpm)
 }
 
 impl Default for Config {
@@ -89,6 +105,9 @@ impl Default for Config {
             trust_proxy: TrustProxy::None,
             limits: Limits::default(),
             cache_ttl: Duration::from_secs(5),
+            admin_token_sha256: None,
+            admin_api_rpm: 600,
+            webhook_allow_private: false,
         }
     }
 }
@@ -126,6 +145,14 @@ pub const VARIABLES: &[(&str, &str, &str)] = &[
     ("MAX_CLOCK_SKEW_SECS", "300", "client timestamps further in the future are refused"),
     ("HISTORICAL_AFTER_HOURS", "168", "client timestamps older than this mark events historical"),
     ("CACHE_TTL_SECS", "5", "how long tenant keys, short links and tokens are cached (revocation bound)"),
+    ("ADMIN_TOKEN", "", "platform admin credential for /api/tenants (at least 32 characters; empty = admin API off)"),
+    ("ADMIN_TOKEN_SHA256", "", "instead of ADMIN_TOKEN: its SHA-256 in hex, so the configuration holds no secret"),
+    ("ADMIN_API_REQUESTS_PER_MINUTE", "600", "platform API rate limit of the admin credential"),
+    (
+        "WEBHOOK_ALLOW_PRIVATE",
+        "false",
+        "let webhooks reach private, loopback and link-local addresses (development and tests only)",
+    ),
 ];
 
 struct Source {
@@ -260,6 +287,23 @@ impl Config {
             historical_after_ms: historical.max(0).saturating_mul(3_600_000),
             ..Limits::default()
         };
+        let admin_token_sha256 = match (src.get("ADMIN_TOKEN"), src.get("ADMIN_TOKEN_SHA256")) {
+            (Some(_), Some(_)) => {
+                return Err(invalid("ADMIN_TOKEN", "set ADMIN_TOKEN or ADMIN_TOKEN_SHA256, not both"));
+            }
+            (Some(t), None) if t.len() < 32 => return Err(invalid("ADMIN_TOKEN", "must be at least 32 characters")),
+            (Some(t), None) => Some(<[u8; 32]>::from(sha2::Sha256::digest(t.as_bytes()))),
+            (None, Some(h)) => Some(
+                parse_encryption_key(h)
+                    .ok_or_else(|| invalid("ADMIN_TOKEN_SHA256", "must be 64 hex characters (a SHA-256)"))?,
+            ),
+            (None, None) => None,
+        };
+        let webhook_allow_private = match src.get("WEBHOOK_ALLOW_PRIVATE").unwrap_or("false") {
+            "true" | "1" => true,
+            "false" | "0" => false,
+            other => return Err(invalid("WEBHOOK_ALLOW_PRIVATE", format!("{other:?} is not true or false"))),
+        };
         Ok(Config {
             host,
             port,
@@ -278,6 +322,9 @@ impl Config {
             trust_proxy,
             limits,
             cache_ttl: Duration::from_secs(src.parse("CACHE_TTL_SECS", 5)?),
+            admin_token_sha256,
+            admin_api_rpm: src.parse("ADMIN_API_REQUESTS_PER_MINUTE", d.admin_api_rpm)?,
+            webhook_allow_private,
         })
     }
 
@@ -316,6 +363,13 @@ mod tests {
         let c = Config::from_vars(vars(&[("IGGY_PARTITIONS", "8"), ("LOG_RETENTION_HOURS", "0")]), None).unwrap();
         assert_eq!(c.log.partitions, 8);
         assert_eq!(c.log.retention_age, None);
+        let e = Config::from_vars(vars(&[("ADMIN_TOKEN", "short")]), None).unwrap_err().to_string();
+        assert!(e.starts_with("ADMIN_TOKEN:"), "{e}");
+        let token = "a".repeat(32);
+        let c = Config::from_vars(vars(&[("ADMIN_TOKEN", &token)]), None).unwrap();
+        let hashed =
+            Config::from_vars(vars(&[("ADMIN_TOKEN_SHA256", &hex::encode(c.admin_token_sha256.unwrap()))]), None);
+        assert_eq!(hashed.unwrap().admin_token_sha256, c.admin_token_sha256);
     }
 }
 

@@ -9,7 +9,9 @@ pub mod config;
 pub mod error;
 pub mod http;
 pub mod metrics;
+pub mod ratelimit;
 pub mod state;
+pub mod webhook;
 
 use std::future::Future;
 use std::net::SocketAddr;

@@ -16,6 +16,7 @@ use tracker_store::{Store, StoreError, hash_token};
 use crate::config::Config;
 use crate::error::ApiError;
 use crate::metrics::Metrics;
+use crate::ratelimit::RateLimiter;
 
 pub fn now_ms() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
@@ -63,6 +64,13 @@ impl<K: Eq + Hash + Clone, V> TtlCache<K, V> {
         }
         Ok(v)
     }
+
+    /// Forgets `key`, so the next read asks the store (after a change made through the API).
+    pub fn invalidate(&self, key: &K) {
+        if let Ok(mut map) = self.map.write() {
+            map.remove(key);
+        }
+    }
 }
 
 fn unavailable(e: StoreError) -> ProtocolError {
@@ -77,6 +85,10 @@ pub struct AppState {
     pub log: Arc<dyn EventLog>,
     pub store: Store,
     pub metrics: Metrics,
+    /// Platform API rate limits, per tenant (and one for the admin credential).
+    pub api_limits: RateLimiter,
+    /// Webhook deliveries (with the address guard unless `WEBHOOK_ALLOW_PRIVATE`).
+    pub webhook_client: reqwest::Client,
     tenants: TtlCache<String, TenantRecord>,
     short_links: TtlCache<String, ShortLinkRecord>,
     tokens: TtlCache<String, TokenRecord>,
@@ -98,16 +110,30 @@ impl AppState {
         let ttl = cfg.cache_ttl;
         let service =
             ServiceConfig { seed_mode: cfg.url_mode, limits: cfg.limits.clone(), max_batch_size: cfg.max_batch_size };
+        let webhook_client = crate::webhook::client(cfg.webhook_allow_private);
         AppState {
+            webhook_client,
             cfg,
             service,
             log,
             store,
             metrics: Metrics::default(),
+            api_limits: RateLimiter::default(),
             tenants: TtlCache::new(ttl),
             short_links: TtlCache::new(ttl),
             tokens: TtlCache::new(ttl),
             global_keys,
+        }
+    }
+
+    /// Drops cached hot-path records after a change (`tenant:<key_prefix>`, `short:<tu_id>`, `token:<sha256>`,
+    /// the same keys the edge uses in Workers KV).
+    pub fn invalidate(&self, key: &str) {
+        match key.split_once(':') {
+            Some(("tenant", id)) => self.tenants.invalidate(&id.to_owned()),
+            Some(("short", id)) => self.short_links.invalidate(&id.to_owned()),
+            Some(("token", id)) => self.tokens.invalidate(&id.to_owned()),
+            _ => {}
         }
     }
 

@@ -4,59 +4,19 @@
 #![allow(clippy::unwrap_used, clippy::indexing_slicing)] // tests: a panic is a failure report
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use reqwest::StatusCode;
 use serde_json::{Value, json};
-use tokio::sync::oneshot;
-use tracker_core::{AppState, Config, build_state, serve};
 use tracker_protocol::links::{seed_encrypted_url, seed_short_url, seed_signed_url};
 use tracker_protocol::{Event, LinkKind, V2Link, intake};
 use tracker_store::{NewKey, Store};
 
-const EDGE_SECRET: &str = "edge-secret-0123456789abcdef0123456789";
+mod common;
 
-fn now_ms() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as i64
-}
-
-struct Node {
-    base: String,
-    state: Arc<AppState>,
-    stop: Option<oneshot::Sender<()>>,
-    task: Option<tokio::task::JoinHandle<()>>,
-    http: reqwest::Client,
-    _dir: tempfile::TempDir,
-}
+use common::{EDGE_SECRET, Node, now_ms};
 
 impl Node {
-    async fn start(tune: impl FnOnce(&mut Config)) -> Node {
-        let dir = tempfile::tempdir().unwrap();
-        let mut cfg = Config::for_dir(dir.path());
-        cfg.cache_ttl = Duration::ZERO;
-        cfg.log.partitions = 4;
-        cfg.log.commit_window = Duration::from_millis(2);
-        cfg.edge_secrets = vec![EDGE_SECRET.as_bytes().to_vec()];
-        tune(&mut cfg);
-        let state = build_state(cfg).await.unwrap();
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let base = format!("http://{}", listener.local_addr().unwrap());
-        let (stop, rx) = oneshot::channel::<()>();
-        let task = tokio::spawn({
-            let state = state.clone();
-            async move {
-                serve(state, listener, async {
-                    let _ = rx.await;
-                })
-                .await
-                .unwrap();
-            }
-        });
-        let http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
-        Node { base, state, stop: Some(stop), task: Some(task), http, _dir: dir }
-    }
-
     async fn tenant(&self, prefix: &str) -> NewKey {
         self.state.store.create_tenant(prefix, Some(prefix), now_ms()).await.unwrap()
     }
@@ -92,15 +52,6 @@ impl Node {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         out
-    }
-
-    async fn stop(mut self) {
-        if let Some(s) = self.stop.take() {
-            let _ = s.send(());
-        }
-        if let Some(t) = self.task.take() {
-            t.await.unwrap();
-        }
     }
 }
 

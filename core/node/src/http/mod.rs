@@ -1,5 +1,6 @@
 //! The HTTP surface of a core node.
 
+pub mod api;
 mod intake;
 mod internal;
 mod ops;
@@ -43,6 +44,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/health", get(ops::health))
         .route("/health/broker", get(ops::broker))
         .route("/metrics", get(ops::metrics))
+        .merge(api::router(state.clone()))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(max_body))

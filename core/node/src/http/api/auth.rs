@@ -1,0 +1,224 @@
+//! Who is calling: the admin credential or a tenant's API key, resolved from the credential alone; plus the
+//! per-plan rate limit and the cache purges that follow a change.
+
+use std::sync::Arc;
+
+use axum::Extension;
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq as _;
+use tracker_protocol::intake::{CREDENTIAL_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER, verify_api};
+use tracker_store::{ApiKey, Tenant};
+
+use super::{MAX_API_BODY, PUBLIC_URL_HEADER, PURGE_HEADER, Purge, json};
+use crate::config::plan_api_rpm;
+use crate::error::ApiError;
+use crate::state::{AppState, now_ms};
+
+#[derive(Debug, Clone)]
+#[allow(clippy::large_enum_variant)] // one per request, never stored in bulk
+pub enum Who {
+    /// The platform operator (`ADMIN_TOKEN`): manages tenants, nothing inside them.
+    Admin,
+    /// A tenant's API key.
+    Tenant { tenant: Tenant, key: ApiKey },
+}
+
+/// The authenticated caller of one request.
+#[derive(Debug, Clone)]
+pub struct Principal {
+    pub who: Who,
+    /// Base URL for links the API prints (the edge's origin when the request came through it).
+    pub public_url: String,
+}
+
+impl Principal {
+    pub fn require_admin(&self) -> Result<(), ApiError> {
+        match self.who {
+            Who::Admin => Ok(()),
+            Who::Tenant { .. } => Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "admin_only",
+                "this route needs the platform admin credential, not a tenant API key",
+            )),
+        }
+    }
+
+    /// The caller's tenant, if its key has `scope` (and, for changes, the tenant is not suspended).
+    pub fn tenant(&self, scope: &'static str) -> Result<&Tenant, ApiError> {
+        match &self.who {
+            Who::Admin => Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "tenant_only",
+                "the admin credential manages tenants; use one of the tenant's API keys for its resources",
+            )),
+            Who::Tenant { key, .. } if !key.has_scope(scope) => Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "missing_scope",
+                format!("this API key does not have the `{scope}` scope"),
+            )),
+            Who::Tenant { tenant, .. } if scope != "read" && !tenant.is_active() => Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "tenant_suspended",
+                "the tenant is suspended: its data can be read but not changed",
+            )),
+            Who::Tenant { tenant, .. } => Ok(tenant),
+        }
+    }
+
+    /// The rate-limit bucket and requests per minute.
+    fn rate(&self, admin_rpm: u32) -> (String, u32) {
+        match &self.who {
+            Who::Admin => ("admin".into(), admin_rpm),
+            Who::Tenant { tenant, .. } => (
+                format!("tenant:{}", tenant.key_prefix),
+                tenant.limits.api_requests_per_minute.unwrap_or_else(|| plan_api_rpm(&tenant.plan)),
+            ),
+        }
+    }
+}
+
+fn unauthorized(code: &'static str, message: &'static str) -> Response {
+    let mut res = ApiError::new(StatusCode::UNAUTHORIZED, code, message).into_response();
+    res.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer realm=\"tracker\""));
+    res
+}
+
+/// Resolves a credential's SHA-256 to the caller: the admin credential (compared in constant time) or a live API
+/// key (looked up by hash on every request, so a revoked key stops working at once).
+async fn resolve(st: &AppState, hash_hex: Option<&str>) -> Result<Who, Response> {
+    let Some(hash_hex) = hash_hex else {
+        return Err(unauthorized("missing_credentials", "send Authorization: Bearer <API key>"));
+    };
+    let Some(hash) = tracker_protocol::parse_encryption_key(hash_hex) else {
+        return Err(unauthorized("invalid_credentials", "the credential is unknown, revoked or expired"));
+    };
+    if let Some(admin) = &st.cfg.admin_token_sha256
+        && bool::from(admin.ct_eq(&hash))
+    {
+        return Ok(Who::Admin);
+    }
+    match st.store.api_key_by_hash(hash_hex, now_ms()).await {
+        Ok(Some(owner)) => Ok(Who::Tenant { tenant: owner.tenant, key: owner.key }),
+        Ok(None) => Err(unauthorized("invalid_credentials", "the credential is unknown, revoked or expired")),
+        Err(e) => Err(ApiError::from(e).into_response()),
+    }
+}
+
+fn bearer_hash(headers: &HeaderMap) -> Option<String> {
+    super::super::bearer(headers).filter(|t| t.len() <= 512).map(|t| hex::encode(Sha256::digest(t.as_bytes())))
+}
+
+/// `/api/...`: the credential is the bearer token.
+pub async fn direct(State(st): State<Arc<AppState>>, req: Request, next: Next) -> Response {
+    if req.uri().path() == "/openapi.json" {
+        return next.run(req).await;
+    }
+    let hash = bearer_hash(req.headers());
+    let public_url = st.cfg.public_url.clone();
+    finish(&st, req, next, hash, public_url, false).await
+}
+
+/// `/internal/v1/api/...`: the edge's signature over method, path, credential hash and body, within the replay
+/// window; then the caller is resolved from the credential hash like any direct call.
+pub async fn via_edge(State(st): State<Arc<AppState>>, req: Request, next: Next) -> Response {
+    if st.cfg.edge_secrets.is_empty() {
+        return ApiError::new(StatusCode::NOT_FOUND, "edge_intake_disabled", "this node has no EDGE_SHARED_SECRETS")
+            .into_response();
+    }
+    let (parts, body) = req.into_parts();
+    let Ok(bytes) = axum::body::to_bytes(body, MAX_API_BODY).await else {
+        return ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "body_too_large", "the body is larger than 1 MiB")
+            .into_response();
+    };
+    let header = |name: &str| parts.headers.get(name).and_then(|v| v.to_str().ok());
+    let refuse = |reason: &'static str| unauthorized("invalid_edge_signature", reason);
+    let (Some(sig), Some(ts)) = (header(SIGNATURE_HEADER), header(TIMESTAMP_HEADER)) else {
+        return refuse("edge requests need X-Tracker-Signature and X-Tracker-Timestamp");
+    };
+    let Ok(ts) = ts.parse::<i64>() else { return refuse("X-Tracker-Timestamp must be milliseconds since the epoch") };
+    let credential = header(CREDENTIAL_HEADER).unwrap_or_default();
+    let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+    if !verify_api(&st.cfg.edge_secrets, sig, ts, parts.method.as_str(), path, credential, &bytes) {
+        return refuse("the request signature is invalid");
+    }
+    if (now_ms() - ts).abs() > st.cfg.edge_replay_window.as_millis() as i64 {
+        return refuse("the request timestamp is outside the replay window");
+    }
+    let public_url = header(PUBLIC_URL_HEADER)
+        .filter(|u| (u.starts_with("https://") || u.starts_with("http://")) && u.len() < 256)
+        .map_or_else(|| st.cfg.public_url.clone(), |u| u.trim_end_matches('/').to_owned());
+    let hash = (!credential.is_empty()).then(|| credential.to_owned());
+    let req = Request::from_parts(parts, Body::from(bytes));
+    if req.uri().path() == "/openapi.json" {
+        return next.run(req).await;
+    }
+    finish(&st, req, next, hash, public_url, true).await
+}
+
+async fn finish(
+    st: &AppState,
+    mut req: Request,
+    next: Next,
+    hash: Option<String>,
+    public_url: String,
+    via_edge: bool,
+) -> Response {
+    let who = match resolve(st, hash.as_deref()).await {
+        Ok(who) => who,
+        Err(res) => return res,
+    };
+    let principal = Principal { who, public_url };
+    let (bucket, rpm) = principal.rate(st.cfg.admin_api_rpm);
+    let verdict = st.api_limits.check(&bucket, rpm, 60, now_ms());
+    let mut res = if verdict.allowed {
+        req.extensions_mut().insert(Arc::new(principal));
+        next.run(req).await
+    } else {
+        let mut res = ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate_limited",
+            format!("more than {rpm} API requests per minute; retry in {} s", verdict.retry_after_secs),
+        )
+        .into_response();
+        res.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(verdict.retry_after_secs));
+        res
+    };
+    let h = res.headers_mut();
+    for (name, value) in [("ratelimit-policy", verdict.policy_header()), ("ratelimit", verdict.header())] {
+        if let Ok(v) = HeaderValue::from_str(&value) {
+            h.insert(name, v);
+        }
+    }
+    if let Some(Purge(keys)) = res.extensions_mut().remove::<Purge>() {
+        for key in &keys {
+            st.invalidate(key);
+        }
+        if via_edge && let Ok(v) = HeaderValue::from_str(&keys.join(",")) {
+            res.headers_mut().insert(PURGE_HEADER, v);
+        }
+    }
+    res
+}
+
+/// `GET /api/me`: who the credential is, and its rate limit.
+pub async fn me(State(st): State<Arc<AppState>>, Extension(p): Extension<Arc<Principal>>) -> Response {
+    let (_, rpm) = p.rate(st.cfg.admin_api_rpm);
+    let body = match &p.who {
+        Who::Admin => serde_json::json!({ "kind": "admin", "api_requests_per_minute": rpm }),
+        Who::Tenant { tenant, key } => serde_json::json!({
+            "kind": "tenant",
+            "key_prefix": tenant.key_prefix,
+            "plan": tenant.plan,
+            "status": tenant.status,
+            "key_id": key.key_id,
+            "scopes": key.scopes,
+            "api_requests_per_minute": rpm,
+        }),
+    };
+    json(StatusCode::OK, &body)
+}

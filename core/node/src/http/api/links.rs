@@ -1,0 +1,220 @@
+//! `/api/links`: tracking links (`tu_...` short links whose destination lives in the store) and signed links.
+//! A change of destination, expiry or fallback purges the link from the node's cache and the edge's KV.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use axum::Extension;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::Response;
+use rand::Rng as _;
+use serde::{Deserialize, Serialize};
+use tracker_protocol::links::{seed_short_url, seed_signed_url};
+use tracker_protocol::{LinkKey, LinkKind, V2Link, validate_destination};
+use tracker_store::{Link, LinkSpec};
+
+use super::{
+    Body, PageQuery, Principal, Query, check_text, future_ms, json, listing, not_found, nullable, purging, store_err,
+};
+use crate::error::ApiError;
+use crate::http::Segment;
+use crate::state::{AppState, now_ms};
+
+#[derive(Debug, Serialize)]
+struct LinkView {
+    #[serde(flatten)]
+    link: Link,
+    /// The link signed with the tenant's current key (v2).
+    url: Option<String>,
+    /// Click counts come from the stats tier; `null` until it serves them.
+    counts: Option<serde_json::Value>,
+}
+
+/// The tenant's current link key.
+async fn current_key(st: &AppState, key_prefix: &str) -> Result<LinkKey, ApiError> {
+    let keys = st.store.tenant_keys(key_prefix).await?.ok_or_else(|| not_found("tenant"))?;
+    keys.keys.into_iter().next().ok_or_else(|| not_found("tenant key"))
+}
+
+fn short_url(base: &str, key_prefix: &str, key: &LinkKey, tu_id: &str) -> Option<String> {
+    let link = V2Link {
+        kind: LinkKind::Short,
+        key_prefix,
+        kid: &key.kid,
+        target: tu_id,
+        expires_at: None,
+        ext: &[],
+        params: &[],
+    };
+    link.signed_url(base, key.signing_secret.as_deref()?).ok()
+}
+
+fn view(link: Link, base: &str, key_prefix: &str, key: Option<&LinkKey>) -> LinkView {
+    let url = key.and_then(|k| short_url(base, key_prefix, k, &link.tu_id));
+    LinkView { link, url, counts: None }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LinkBody {
+    destination: Option<String>,
+    #[serde(default, deserialize_with = "nullable")]
+    name: Option<Option<String>>,
+    #[serde(default, deserialize_with = "nullable")]
+    fallback_url: Option<Option<String>>,
+    /// ms since the epoch; `null` clears it.
+    #[serde(default, deserialize_with = "nullable")]
+    expires_at: Option<Option<i64>>,
+}
+
+impl LinkBody {
+    fn spec(self, now: i64) -> Result<LinkSpec, ApiError> {
+        if let Some(Some(name)) = &self.name {
+            check_text("name", name, 200)?;
+        }
+        let expires_at = match self.expires_at {
+            Some(Some(t)) => Some(future_ms("expires_at", Some(t), now)?),
+            other => other,
+        };
+        Ok(LinkSpec { name: self.name, destination: self.destination, fallback_url: self.fallback_url, expires_at })
+    }
+}
+
+pub async fn create(
+    State(st): State<Arc<AppState>>,
+    Extension(p): Extension<Arc<Principal>>,
+    Body(body): Body<LinkBody>,
+) -> Result<Response, ApiError> {
+    let tenant = p.tenant("write")?;
+    if body.destination.is_none() {
+        return Err(ApiError::bad_request("invalid_field", "destination is required"));
+    }
+    let now = now_ms();
+    let key = current_key(&st, &tenant.key_prefix).await?;
+    let link = st.store.create_link(&tenant.key_prefix, body.spec(now)?, now).await.map_err(store_err("tenant"))?;
+    Ok(json(StatusCode::CREATED, &view(link, &p.public_url, &tenant.key_prefix, Some(&key))))
+}
+
+pub async fn list(
+    State(st): State<Arc<AppState>>,
+    Extension(p): Extension<Arc<Principal>>,
+    Query(q): Query<PageQuery>,
+) -> Result<Response, ApiError> {
+    let tenant = p.tenant("read")?;
+    let (limit, after) = q.parts()?;
+    let page = st.store.links_page(&tenant.key_prefix, after.as_deref(), limit).await?;
+    let key = current_key(&st, &tenant.key_prefix).await?;
+    Ok(listing(page, |l| view(l, &p.public_url, &tenant.key_prefix, Some(&key))))
+}
+
+pub async fn get(
+    State(st): State<Arc<AppState>>,
+    Extension(p): Extension<Arc<Principal>>,
+    Segment(tu_id): Segment,
+) -> Result<Response, ApiError> {
+    let tenant = p.tenant("read")?;
+    let link = st.store.link(&tenant.key_prefix, &tu_id).await?.ok_or_else(|| not_found("link"))?;
+    let key = current_key(&st, &tenant.key_prefix).await?;
+    Ok(json(StatusCode::OK, &view(link, &p.public_url, &tenant.key_prefix, Some(&key))))
+}
+
+pub async fn update(
+    State(st): State<Arc<AppState>>,
+    Extension(p): Extension<Arc<Principal>>,
+    Segment(tu_id): Segment,
+    Body(body): Body<LinkBody>,
+) -> Result<Response, ApiError> {
+    let tenant = p.tenant("write")?;
+    let now = now_ms();
+    let spec = body.spec(now)?;
+    let link = st.store.update_link(&tenant.key_prefix, &tu_id, spec, now).await.map_err(store_err("link"))?;
+    let key = current_key(&st, &tenant.key_prefix).await?;
+    let res = json(StatusCode::OK, &view(link, &p.public_url, &tenant.key_prefix, Some(&key)));
+    Ok(purging(res, vec![format!("short:{tu_id}")]))
+}
+
+pub async fn delete(
+    State(st): State<Arc<AppState>>,
+    Extension(p): Extension<Arc<Principal>>,
+    Segment(tu_id): Segment,
+) -> Result<Response, ApiError> {
+    let tenant = p.tenant("write")?;
+    st.store.delete_link(&tenant.key_prefix, &tu_id).await.map_err(store_err("link"))?;
+    Ok(purging(StatusCode::NO_CONTENT, vec![format!("short:{tu_id}")]))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SignBody {
+    /// A click link to this destination...
+    destination: Option<String>,
+    /// ...or a link to one of the tenant's short links.
+    tu_id: Option<String>,
+    #[serde(default)]
+    params: BTreeMap<String, String>,
+    /// v2 only: ms since the epoch (rounded up to the second).
+    expires_at: Option<i64>,
+    /// v2 only: param names an ad network may append later unsigned.
+    #[serde(default)]
+    ext: Vec<String>,
+    /// `v2` (default), `v2_encrypted` (clicks only) or `seed`.
+    format: Option<String>,
+    /// Tracking host the link points at (default: the API's public URL).
+    base_url: Option<String>,
+}
+
+pub async fn sign(
+    State(st): State<Arc<AppState>>,
+    Extension(p): Extension<Arc<Principal>>,
+    Body(body): Body<SignBody>,
+) -> Result<Response, ApiError> {
+    let tenant = p.tenant("write")?;
+    let prefix = tenant.key_prefix.as_str();
+    let format = body.format.as_deref().unwrap_or("v2");
+    if !matches!(format, "v2" | "v2_encrypted" | "seed") {
+        return Err(ApiError::bad_request("invalid_format", "format must be v2, v2_encrypted or seed"));
+    }
+    let base = match &body.base_url {
+        Some(b) if (b.starts_with("https://") || b.starts_with("http://")) && b.len() <= 256 => {
+            b.trim_end_matches('/').to_owned()
+        }
+        Some(_) => return Err(ApiError::bad_request("invalid_field", "base_url must be an http(s) URL")),
+        None => p.public_url.clone(),
+    };
+    let (kind, target) = match (&body.destination, &body.tu_id) {
+        (Some(d), None) => {
+            validate_destination(d)?;
+            (LinkKind::Click, d.clone())
+        }
+        (None, Some(id)) => {
+            st.store.link(prefix, id).await?.ok_or_else(|| not_found("link"))?;
+            (LinkKind::Short, id.clone())
+        }
+        _ => return Err(ApiError::bad_request("invalid_field", "give exactly one of destination and tu_id")),
+    };
+    if format == "seed" && (body.expires_at.is_some() || !body.ext.is_empty()) {
+        return Err(ApiError::bad_request("invalid_field", "seed links have no expires_at or ext; use format v2"));
+    }
+    let now = now_ms();
+    let expires_at = future_ms("expires_at", body.expires_at, now)?.map(|ms| (ms + 999) / 1000);
+    let key = current_key(&st, prefix).await?;
+    let secret = key.signing_secret.as_deref().ok_or_else(|| not_found("signing key"))?;
+    let params: Vec<(&str, &str)> = body.params.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let ext: Vec<&str> = body.ext.iter().map(String::as_str).collect();
+    let link =
+        V2Link { kind, key_prefix: prefix, kid: &key.kid, target: &target, expires_at, ext: &ext, params: &params };
+    let url = match (format, kind) {
+        ("seed", LinkKind::Click) => seed_signed_url(&base, secret, Some(prefix), &target, &params)?,
+        ("seed", _) => seed_short_url(&base, secret, Some(prefix), &target, &params)?,
+        ("v2_encrypted", LinkKind::Click) => {
+            let aes = key.encryption_key.ok_or_else(|| not_found("encryption key"))?;
+            link.encrypted_url(&base, &aes, rand::rng().random())?
+        }
+        ("v2_encrypted", _) => {
+            return Err(ApiError::bad_request("invalid_format", "v2_encrypted links are for destinations, not tu_id"));
+        }
+        _ => link.signed_url(&base, secret)?,
+    };
+    Ok(json(StatusCode::OK, &serde_json::json!({ "url": url, "format": format, "kid": key.kid })))
+}

@@ -1,0 +1,198 @@
+//! `/api/rules`: a tenant's filter rules, applied by the filter consumer. A rule reads one field of an event,
+//! compares it with an operator, and drops or flags the event on a match. Rules are checked here so the filter
+//! never meets one it cannot run: regexes compile within a size limit, CIDRs parse, fields exist.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use axum::Extension;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use tracker_protocol::is_valid_name;
+use tracker_store::{FilterRule, RuleSpec};
+
+use super::{Body, PageQuery, Principal, Query, check_text, json, listing, not_found, nullable, store_err};
+use crate::error::ApiError;
+use crate::http::Segment;
+use crate::state::{AppState, now_ms};
+
+/// Event fields a rule can read, besides `param:<key>`.
+pub const FIELDS: &[&str] =
+    &["user_agent", "ip", "referer", "event_type", "host", "path", "accept_language", "key_prefix"];
+pub const OPERATORS: &[&str] = &["equals", "contains", "starts_with", "regex", "cidr", "is_empty"];
+pub const ACTIONS: &[&str] = &["drop", "flag"];
+
+/// Most rules per tenant (every event of the tenant is checked against all of them).
+const MAX_RULES: usize = 200;
+// the count below reads one page
+const _: () = assert!(MAX_RULES as u32 <= tracker_store::MAX_PAGE);
+
+/// Compiled size limit of a rule's regex.
+const REGEX_SIZE_LIMIT: usize = 256 * 1024;
+
+fn bad(reason: impl Into<String>) -> ApiError {
+    ApiError::bad_request("invalid_rule", reason)
+}
+
+/// `a.b.c.d/n` or `v6/n`.
+pub fn parse_cidr(s: &str) -> Option<(IpAddr, u8)> {
+    let (addr, len) = s.split_once('/')?;
+    let addr: IpAddr = addr.parse().ok()?;
+    let len: u8 = len.parse().ok()?;
+    let max = if addr.is_ipv4() { 32 } else { 128 };
+    (len <= max).then_some((addr, len))
+}
+
+/// Whether a rule is one the filter can run.
+pub fn check(rule: &FilterRule) -> Result<(), ApiError> {
+    let field_ok = FIELDS.contains(&rule.field.as_str())
+        || rule.field.strip_prefix("param:").is_some_and(|k| is_valid_name(k, 64));
+    if !field_ok {
+        return Err(bad(format!("field must be one of {} or param:<key>", FIELDS.join(", "))));
+    }
+    if !OPERATORS.contains(&rule.operator.as_str()) {
+        return Err(bad(format!("operator must be one of {}", OPERATORS.join(", "))));
+    }
+    if !ACTIONS.contains(&rule.action.as_str()) {
+        return Err(bad("action must be drop or flag"));
+    }
+    check_text("description", &rule.description, 500)?;
+    match (rule.operator.as_str(), rule.value.as_deref()) {
+        ("is_empty", None) => Ok(()),
+        ("is_empty", Some(_)) => Err(bad("is_empty takes no value")),
+        (_, None) => Err(bad("this operator needs a value")),
+        (_, Some(v)) if v.is_empty() || v.len() > 1024 => Err(bad("value must be 1 to 1024 bytes")),
+        ("regex", Some(v)) => regex::RegexBuilder::new(v)
+            .size_limit(REGEX_SIZE_LIMIT)
+            .build()
+            .map(|_| ())
+            .map_err(|e| bad(format!("the regex does not compile: {e}"))),
+        ("cidr", Some(v)) => {
+            if rule.field != "ip" {
+                return Err(bad("cidr applies to the ip field"));
+            }
+            parse_cidr(v).map(|_| ()).ok_or_else(|| bad("value must be a CIDR such as 203.0.113.0/24 or 2001:db8::/32"))
+        }
+        _ => Ok(()),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuleBody {
+    field: Option<String>,
+    operator: Option<String>,
+    #[serde(default, deserialize_with = "nullable")]
+    value: Option<Option<String>>,
+    action: Option<String>,
+    enabled: Option<bool>,
+    description: Option<String>,
+}
+
+impl From<RuleBody> for RuleSpec {
+    fn from(b: RuleBody) -> Self {
+        RuleSpec {
+            field: b.field,
+            operator: b.operator,
+            value: b.value,
+            action: b.action,
+            enabled: b.enabled,
+            description: b.description,
+        }
+    }
+}
+
+pub async fn create(
+    State(st): State<Arc<AppState>>,
+    Extension(p): Extension<Arc<Principal>>,
+    Body(body): Body<RuleBody>,
+) -> Result<Response, ApiError> {
+    let tenant = p.tenant("write")?;
+    let rule = FilterRule::blank(now_ms()).with(body.into());
+    check(&rule)?;
+    let existing = st.store.rules_page(&tenant.key_prefix, None, tracker_store::MAX_PAGE).await?;
+    if existing.items.len() >= MAX_RULES {
+        return Err(ApiError::new(StatusCode::CONFLICT, "too_many_rules", format!("at most {MAX_RULES} rules")));
+    }
+    st.store.create_rule(&tenant.key_prefix, &rule).await.map_err(store_err("tenant"))?;
+    Ok(json(StatusCode::CREATED, &rule))
+}
+
+pub async fn list(
+    State(st): State<Arc<AppState>>,
+    Extension(p): Extension<Arc<Principal>>,
+    Query(q): Query<PageQuery>,
+) -> Result<Response, ApiError> {
+    let tenant = p.tenant("read")?;
+    let (limit, after) = q.parts()?;
+    Ok(listing(st.store.rules_page(&tenant.key_prefix, after.as_deref(), limit).await?, |r| r))
+}
+
+pub async fn get(
+    State(st): State<Arc<AppState>>,
+    Extension(p): Extension<Arc<Principal>>,
+    Segment(id): Segment,
+) -> Result<Response, ApiError> {
+    let tenant = p.tenant("read")?;
+    let rule = st.store.rule(&tenant.key_prefix, &id).await?.ok_or_else(|| not_found("rule"))?;
+    Ok(json(StatusCode::OK, &rule))
+}
+
+pub async fn update(
+    State(st): State<Arc<AppState>>,
+    Extension(p): Extension<Arc<Principal>>,
+    Segment(id): Segment,
+    Body(body): Body<RuleBody>,
+) -> Result<Response, ApiError> {
+    let tenant = p.tenant("write")?;
+    let current = st.store.rule(&tenant.key_prefix, &id).await?.ok_or_else(|| not_found("rule"))?;
+    let mut rule = current.with(body.into());
+    rule.updated_at = now_ms();
+    check(&rule)?;
+    st.store.save_rule(&tenant.key_prefix, &rule).await.map_err(store_err("rule"))?;
+    Ok(json(StatusCode::OK, &rule))
+}
+
+pub async fn delete(
+    State(st): State<Arc<AppState>>,
+    Extension(p): Extension<Arc<Principal>>,
+    Segment(id): Segment,
+) -> Result<Response, ApiError> {
+    let tenant = p.tenant("write")?;
+    st.store.delete_rule(&tenant.key_prefix, &id).await.map_err(store_err("rule"))?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rule(field: &str, op: &str, value: Option<&str>) -> FilterRule {
+        FilterRule::blank(0).with(RuleSpec {
+            field: Some(field.into()),
+            operator: Some(op.into()),
+            value: Some(value.map(String::from)),
+            action: Some("drop".into()),
+            ..RuleSpec::default()
+        })
+    }
+
+    #[test]
+    fn rules_the_filter_cannot_run_are_refused() {
+        assert!(check(&rule("user_agent", "regex", Some("(?i)bot|crawler"))).is_ok());
+        assert!(check(&rule("ip", "cidr", Some("203.0.113.0/24"))).is_ok());
+        assert!(check(&rule("param:utm_source", "equals", Some("spam"))).is_ok());
+        assert!(check(&rule("referer", "is_empty", None)).is_ok());
+        assert!(check(&rule("user_agent", "regex", Some("(unclosed"))).is_err());
+        assert!(check(&rule("user_agent", "regex", Some("a{1000}{1000}"))).is_err(), "over the size limit");
+        assert!(check(&rule("ip", "cidr", Some("203.0.113.0/33"))).is_err());
+        assert!(check(&rule("user_agent", "cidr", Some("10.0.0.0/8"))).is_err());
+        assert!(check(&rule("cookie", "equals", Some("x"))).is_err());
+        assert!(check(&rule("param:", "equals", Some("x"))).is_err());
+        assert!(check(&rule("ip", "equals", None)).is_err());
+        assert!(check(&rule("ip", "is_empty", Some("x"))).is_err());
+        assert!(check(&rule("ip", "matches", Some("x"))).is_err());
+    }
+}

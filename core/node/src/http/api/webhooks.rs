@@ -1,0 +1,148 @@
+//! `/api/webhooks`: endpoints that receive signed deliveries of a tenant's events, with a test delivery.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use axum::Extension;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use tracker_protocol::is_valid_name;
+use tracker_store::WebhookSpec;
+
+use super::{Body, PageQuery, Principal, Query, check_text, json, listing, not_found, store_err};
+use crate::error::ApiError;
+use crate::http::Segment;
+use crate::state::{AppState, now_ms, random10};
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookBody {
+    url: Option<String>,
+    description: Option<String>,
+    /// Event types delivered (empty: all).
+    event_types: Option<Vec<String>>,
+    /// Params an event must carry with exactly these values (empty: no condition).
+    param_filters: Option<BTreeMap<String, String>>,
+    enabled: Option<bool>,
+}
+
+impl WebhookBody {
+    fn spec(self, allow_private: bool) -> Result<WebhookSpec, ApiError> {
+        if let Some(url) = &self.url {
+            crate::webhook::check_url(url, allow_private).map_err(|r| ApiError::bad_request("invalid_url", r))?;
+        }
+        if let Some(d) = &self.description {
+            check_text("description", d, 500)?;
+        }
+        if let Some(types) = &self.event_types
+            && (types.len() > 50 || types.iter().any(|t| !is_valid_name(t, 64)))
+        {
+            return Err(ApiError::bad_request(
+                "invalid_field",
+                "event_types must be at most 50 names of 1 to 64 characters from [A-Za-z0-9_.:-]",
+            ));
+        }
+        if let Some(filters) = &self.param_filters
+            && (filters.len() > 20 || filters.iter().any(|(k, v)| !is_valid_name(k, 64) || v.len() > 1024))
+        {
+            return Err(ApiError::bad_request(
+                "invalid_field",
+                "param_filters must be at most 20 params with names from [A-Za-z0-9_.:-] and values up to 1024 bytes",
+            ));
+        }
+        Ok(WebhookSpec {
+            url: self.url,
+            description: self.description,
+            event_types: self.event_types,
+            param_filters: self.param_filters,
+            enabled: self.enabled,
+        })
+    }
+}
+
+pub async fn create(
+    State(st): State<Arc<AppState>>,
+    Extension(p): Extension<Arc<Principal>>,
+    Body(body): Body<WebhookBody>,
+) -> Result<Response, ApiError> {
+    let tenant = p.tenant("write")?;
+    if body.url.is_none() {
+        return Err(ApiError::bad_request("invalid_field", "url is required"));
+    }
+    let spec = body.spec(st.cfg.webhook_allow_private)?;
+    let (hook, secret) =
+        st.store.create_webhook(&tenant.key_prefix, spec, now_ms()).await.map_err(store_err("tenant"))?;
+    Ok(json(StatusCode::CREATED, &serde_json::json!({ "webhook": hook, "secret": secret })))
+}
+
+pub async fn list(
+    State(st): State<Arc<AppState>>,
+    Extension(p): Extension<Arc<Principal>>,
+    Query(q): Query<PageQuery>,
+) -> Result<Response, ApiError> {
+    let tenant = p.tenant("read")?;
+    let (limit, after) = q.parts()?;
+    Ok(listing(st.store.webhooks_page(&tenant.key_prefix, after.as_deref(), limit).await?, |w| w))
+}
+
+pub async fn get(
+    State(st): State<Arc<AppState>>,
+    Extension(p): Extension<Arc<Principal>>,
+    Segment(id): Segment,
+) -> Result<Response, ApiError> {
+    let tenant = p.tenant("read")?;
+    let hook = st.store.webhook(&tenant.key_prefix, &id).await?.ok_or_else(|| not_found("webhook"))?;
+    Ok(json(StatusCode::OK, &hook))
+}
+
+pub async fn update(
+    State(st): State<Arc<AppState>>,
+    Extension(p): Extension<Arc<Principal>>,
+    Segment(id): Segment,
+    Body(body): Body<WebhookBody>,
+) -> Result<Response, ApiError> {
+    let tenant = p.tenant("write")?;
+    let spec = body.spec(st.cfg.webhook_allow_private)?;
+    let hook = st.store.update_webhook(&tenant.key_prefix, &id, spec, now_ms()).await.map_err(store_err("webhook"))?;
+    Ok(json(StatusCode::OK, &hook))
+}
+
+pub async fn delete(
+    State(st): State<Arc<AppState>>,
+    Extension(p): Extension<Arc<Principal>>,
+    Segment(id): Segment,
+) -> Result<Response, ApiError> {
+    let tenant = p.tenant("write")?;
+    st.store.delete_webhook(&tenant.key_prefix, &id).await.map_err(store_err("webhook"))?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// `POST /api/webhooks/{id}/test`: one signed `webhook.test` delivery, now, and what the endpoint answered.
+pub async fn test(
+    State(st): State<Arc<AppState>>,
+    Extension(p): Extension<Arc<Principal>>,
+    Segment(id): Segment,
+) -> Result<Response, ApiError> {
+    let tenant = p.tenant("write")?;
+    let hook = st.store.webhook(&tenant.key_prefix, &id).await?.ok_or_else(|| not_found("webhook"))?;
+    let secret = st.store.webhook_secret(&tenant.key_prefix, &id).await?.ok_or_else(|| not_found("webhook"))?;
+    let now = now_ms();
+    let delivery_id = format!("dlv_{}", hex::encode(random10()));
+    let body = serde_json::json!({
+        "id": delivery_id,
+        "type": "webhook.test",
+        "created_at": now,
+        "data": { "webhook_id": hook.webhook_id, "key_prefix": tenant.key_prefix },
+    });
+    let delivery = crate::webhook::Delivery {
+        url: &hook.url,
+        secret: &secret,
+        event_type: "webhook.test",
+        delivery_id: &delivery_id,
+        body: body.to_string().into_bytes(),
+    };
+    let attempt = crate::webhook::deliver(&st.webhook_client, delivery, st.cfg.webhook_allow_private, now / 1000).await;
+    Ok(json(StatusCode::OK, &attempt))
+}

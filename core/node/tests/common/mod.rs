@@ -1,0 +1,63 @@
+//! A core node on a real port for the integration tests.
+
+#![allow(dead_code)] // each test crate uses part of it
+
+pub mod schema;
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use tokio::sync::oneshot;
+use tracker_core::{AppState, Config, build_state, serve};
+
+pub const EDGE_SECRET: &str = "edge-secret-0123456789abcdef0123456789";
+
+pub fn now_ms() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as i64
+}
+
+pub struct Node {
+    pub base: String,
+    pub state: Arc<AppState>,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<()>>,
+    pub http: reqwest::Client,
+    _dir: tempfile::TempDir,
+}
+
+impl Node {
+    pub async fn start(tune: impl FnOnce(&mut Config)) -> Node {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cfg = Config::for_dir(dir.path());
+        cfg.cache_ttl = Duration::ZERO;
+        cfg.log.partitions = 4;
+        cfg.log.commit_window = Duration::from_millis(2);
+        cfg.edge_secrets = vec![EDGE_SECRET.as_bytes().to_vec()];
+        tune(&mut cfg);
+        let state = build_state(cfg).await.unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let (stop, rx) = oneshot::channel::<()>();
+        let task = tokio::spawn({
+            let state = state.clone();
+            async move {
+                serve(state, listener, async {
+                    let _ = rx.await;
+                })
+                .await
+                .unwrap();
+            }
+        });
+        let http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+        Node { base, state, stop: Some(stop), task: Some(task), http, _dir: dir }
+    }
+
+    pub async fn stop(mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        if let Some(t) = self.task.take() {
+            t.await.unwrap();
+        }
+    }
+}
