@@ -23,6 +23,10 @@ impl<V> IsolateCache<V> {
         self.map.get(key).filter(|(_, at)| now_ms - at < self.ttl_ms).map(|(v, _)| v.clone())
     }
 
+    pub fn remove(&mut self, key: &str) {
+        self.map.remove(key);
+    }
+
     pub fn put(&mut self, key: &str, value: Option<Arc<V>>, now_ms: i64) {
         if self.map.len() >= MAX_ENTRIES {
             self.map.clear();

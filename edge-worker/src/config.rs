@@ -23,6 +23,9 @@ pub struct EdgeConfig {
     pub ip_rate: f64,
     /// Lookups per second per client IP that miss KV and ask the core, per isolate.
     pub miss_rate: f64,
+    /// Platform API requests per second per client IP, per isolate (a flood shield; the per-plan limits are
+    /// the core's).
+    pub api_ip_rate: f64,
     /// Name of the dead-letter queue (its consumer parks messages in KV).
     pub dlq_name: String,
 }
@@ -76,6 +79,7 @@ impl EdgeConfig {
             tenant_rate: num(&get, "RATE_LIMIT_TENANT_PER_SEC", 5_000.0)?,
             ip_rate: num(&get, "RATE_LIMIT_IP_PER_SEC", 50.0)?,
             miss_rate: num(&get, "RATE_LIMIT_LOOKUP_MISS_PER_SEC", 10.0)?,
+            api_ip_rate: num(&get, "RATE_LIMIT_API_IP_PER_SEC", 50.0)?,
             dlq_name: get("DLQ_NAME").filter(|v| !v.is_empty()).unwrap_or_else(|| "tracker-events-dlq".into()),
         })
     }

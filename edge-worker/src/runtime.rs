@@ -10,7 +10,9 @@ use std::sync::Arc;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use sha2::{Digest, Sha256};
-use tracker_protocol::intake::{BATCH_ID_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER, sign_batch, sign_lookup};
+use tracker_protocol::intake::{
+    BATCH_ID_HEADER, CREDENTIAL_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER, sign_api, sign_batch, sign_lookup,
+};
 use tracker_protocol::service::{
     self, BEACON_PREFLIGHT_HEADERS, Directory, PIXEL_GIF, PIXEL_HEADERS, REDIRECT_HEADERS, RequestInfo,
     ShortLinkRecord, TenantRecord, TokenRecord, error_body,
@@ -24,6 +26,10 @@ use worker::{
     Request, RequestInit, console_error, event, wasm_bindgen::JsValue,
 };
 
+use crate::api::{
+    CORS_HEADERS, FORWARDED_HEADERS, MAX_API_BODY, PREFLIGHT_HEADERS, Refusals, credential_hash, forward_path, origin,
+    purge_keys,
+};
 use crate::cache::IsolateCache;
 use crate::config::EdgeConfig;
 use crate::limiter::Limiter;
@@ -43,6 +49,10 @@ struct Isolate {
     ip_limits: Limiter,
     /// Lookups that miss KV and go to the core, per client IP.
     miss_limits: Limiter,
+    /// Platform API requests per client IP.
+    api_ip_limits: Limiter,
+    /// API credentials the core refused or rate-limited.
+    api_refusals: Refusals,
 }
 
 thread_local! {
@@ -77,6 +87,8 @@ fn config(env: &Env) -> Result<Rc<EdgeConfig>, String> {
             tenant_limits: Limiter::new(cfg.tenant_rate),
             ip_limits: Limiter::new(cfg.ip_rate),
             miss_limits: Limiter::new(cfg.miss_rate),
+            api_ip_limits: Limiter::new(cfg.api_ip_rate),
+            api_refusals: Refusals::default(),
         })
     });
     Ok(cfg)
@@ -585,6 +597,9 @@ async fn handle(req: RawRequest, env: &Env, ctx: &Context, cfg: &EdgeConfig) -> 
     if method == Method::Get && path == "/health" {
         return json(200, serde_json::json!({ "status": "ok", "tier": "edge" }).to_string());
     }
+    if let Some(forward) = forward_path(&path, &query) {
+        return api(req, env, cfg, &url, &forward).await;
+    }
     let info = request_info(&req, &path, cfg.service.limits.max_field_len);
     let dir = EdgeDirectory { env, cfg, ip: info.ip.as_deref() };
     let svc = &cfg.service;
@@ -684,6 +699,131 @@ async fn handle(req: RawRequest, env: &Env, ctx: &Context, cfg: &EdgeConfig) -> 
             serde_json::json!({ "error": { "code": "method_not_allowed", "message": "this endpoint does not accept that method" } }).to_string(),
         ),
         _ => json(404, serde_json::json!({ "error": { "code": "not_found", "message": "no such endpoint" } }).to_string()),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// The platform API: authenticated, shielded and forwarded to the core's internal API (see `crate::api`).
+
+fn api_error(status: u16, code: &str, message: &str, retry_after: Option<u64>) -> WebResponse {
+    let body = serde_json::json!({ "error": { "code": code, "message": message } }).to_string();
+    let retry = retry_after.map(|r| r.to_string());
+    let mut dynamic: Vec<(&'static str, &str)> = retry.iter().map(|r| ("retry-after", r.as_str())).collect();
+    if status == 401 {
+        dynamic.push(("www-authenticate", "Bearer realm=\"tracker\""));
+    }
+    let mut headers = vec![("content-type", "application/json"), ("cache-control", "no-store")];
+    headers.extend_from_slice(&CORS_HEADERS);
+    respond_with(status, &headers, &dynamic, Some(body.into_bytes()))
+}
+
+async fn api(req: RawRequest, env: &Env, cfg: &EdgeConfig, url: &str, forward: &str) -> WebResponse {
+    let method = req.method();
+    if method == "OPTIONS" {
+        return respond(204, &PREFLIGHT_HEADERS, None);
+    }
+    let now = now_ms();
+    let ip = header(&req, "cf-connecting-ip").unwrap_or_else(|| "unknown".into());
+    if let Some(Err(retry)) = with_isolate(|i| i.api_ip_limits.check(&ip, 1.0, now)) {
+        return api_error(429, "rate_limited", "too many API requests from this address; retry later", Some(retry));
+    }
+    let public = forward == "/openapi.json";
+    let hash = bearer(&req).as_deref().and_then(credential_hash);
+    if !public {
+        let Some(hash) = &hash else {
+            return api_error(401, "missing_credentials", "send Authorization: Bearer <API key>", None);
+        };
+        match with_isolate(|i| i.api_refusals.get(hash, now)).flatten() {
+            Some((429, secs)) => {
+                return api_error(429, "rate_limited", "over this plan's API rate limit; retry later", Some(secs));
+            }
+            Some(_) => {
+                return api_error(401, "invalid_credentials", "the credential is unknown, revoked or expired", None);
+            }
+            None => {}
+        }
+    }
+    let body = match body_bytes(&req).await {
+        Some(b) if b.len() <= MAX_API_BODY => b,
+        Some(_) => return api_error(413, "body_too_large", "the body is larger than 1 MiB", None),
+        None => return api_error(400, "unreadable_body", "the request body could not be read", None),
+    };
+    let Some(secret) = cfg.edge_secret.as_deref() else {
+        return api_error(503, "unavailable", "the edge has no EDGE_SHARED_SECRET to reach the core", Some(1));
+    };
+    let credential = hash.unwrap_or_default();
+    let content_type = header(&req, "content-type");
+    let idempotent = method == "GET" || method == "HEAD";
+    let mut answer = None;
+    for base in &cfg.core_urls {
+        let ts = now_ms();
+        let Some(sig) = sign_api(secret, ts, &method, forward, &credential, &body) else { continue };
+        let headers = Headers::new();
+        let _ = headers.set(SIGNATURE_HEADER, &sig);
+        let _ = headers.set(TIMESTAMP_HEADER, &ts.to_string());
+        let _ = headers.set(CREDENTIAL_HEADER, &credential);
+        let _ = headers.set("x-tracker-public-url", origin(url));
+        if let Some(ct) = &content_type {
+            let _ = headers.set("content-type", ct);
+        }
+        let mut init = RequestInit::new();
+        init.with_method(Method::from(method.clone())).with_headers(headers);
+        if !body.is_empty() {
+            init.with_body(Some(worker::js_sys::Uint8Array::from(body.as_slice()).into()));
+        }
+        let Ok(outgoing) = Request::new_with_init(&format!("{base}/internal/v1/api{forward}"), &init) else {
+            continue;
+        };
+        match Fetch::Request(outgoing).send().await {
+            Ok(res) => {
+                answer = Some(res);
+                break;
+            }
+            // a change is tried on one node only: it may have been applied before the connection failed
+            Err(e) if !idempotent => {
+                console_error!("platform API {method} {forward} at {base} failed: {e}");
+                break;
+            }
+            Err(e) => console_error!("platform API {method} {forward} at {base} failed: {e}"),
+        }
+    }
+    let Some(mut res) = answer else {
+        return api_error(503, "unavailable", "no core node answered; retry later", Some(1));
+    };
+    let status = res.status_code();
+    let res_headers = res.headers();
+    let get = |name: &str| res_headers.get(name).ok().flatten();
+    if let Some(purge) = get(PURGE_HEADER) {
+        purge_hot_path(env, &purge).await;
+    }
+    if !public && !credential.is_empty() {
+        let retry = get("retry-after").and_then(|r| r.parse().ok());
+        with_isolate(|i| i.api_refusals.record(&credential, status, retry, now_ms()));
+    }
+    let copied: Vec<(&'static str, String)> =
+        FORWARDED_HEADERS.iter().filter_map(|name| get(name).map(|v| (*name, v))).collect();
+    let dynamic: Vec<(&'static str, &str)> = copied.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let bytes = res.bytes().await.unwrap_or_default();
+    respond_with(status, &CORS_HEADERS, &dynamic, (!bytes.is_empty()).then_some(bytes))
+}
+
+/// The core's response header naming hot-path records a change made stale.
+const PURGE_HEADER: &str = "x-tracker-edge-purge";
+
+/// Deletes stale records from KV and this isolate before the change is acknowledged to the caller.
+async fn purge_hot_path(env: &Env, header: &str) {
+    let kv = env.kv(KV).ok();
+    for (kind, id) in purge_keys(header) {
+        with_isolate(|i| match kind {
+            "tenant" => i.tenants.remove(id),
+            "short" => i.links.remove(id),
+            _ => i.tokens.remove(id),
+        });
+        if let Some(kv) = &kv
+            && let Err(e) = kv.delete(&format!("{kind}:{id}")).await
+        {
+            console_error!("could not delete {kind}:{id} from KV: {e}");
+        }
     }
 }
 

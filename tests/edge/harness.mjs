@@ -38,12 +38,14 @@ export async function eventually(check, ms = 15000, what = "condition") {
 
 /** A core node with its own data directory. `cli(...)` runs the operator CLI against it. */
 export class Core {
-  constructor() {
+  /** `settings`: extra environment variables of the node. */
+  constructor(settings = {}) {
     this.dir = mkdtempSync(join(tmpdir(), "tracker-edge-test-"));
+    this.settings = settings;
   }
 
   env(extra = {}) {
-    return { ...process.env, DATA_DIR: this.dir, PORT: String(this.port ?? 0), EDGE_SHARED_SECRETS: EDGE_SECRET, RUST_LOG: "warn", CACHE_TTL_SECS: "0", ...extra };
+    return { ...process.env, DATA_DIR: this.dir, PORT: String(this.port ?? 0), EDGE_SHARED_SECRETS: EDGE_SECRET, RUST_LOG: "warn", CACHE_TTL_SECS: "0", ...this.settings, ...extra };
   }
 
   cli(...args) {

@@ -1,0 +1,148 @@
+//! The platform API at the edge, the pure part: what the Worker forwards to the core's internal API, what it
+//! answers itself, and what it remembers between requests. The runtime glue is in `runtime.rs`.
+//!
+//! The edge authenticates the request's shape (a bearer credential, a body within bounds), shields the core
+//! from floods (per-IP limit, and credentials the core refused or rate-limited are answered locally until the
+//! refusal expires), and forwards the rest signed with the service credential. The raw credential never leaves
+//! the edge: the core receives its SHA-256 and resolves the caller from it, so a tenant can only ever act on its
+//! own data whatever ids it sends. Answers to changes name the hot-path records they made stale; the Worker
+//! deletes them from Workers KV and its isolate caches before it answers, so the edge follows a change within
+//! `CACHE_TTL_MS` in other isolates of the same location and within KV's propagation (up to 60 s) elsewhere.
+
+use std::collections::HashMap;
+
+use sha2::{Digest, Sha256};
+
+/// Largest API request body the edge forwards.
+pub const MAX_API_BODY: usize = 1 << 20;
+
+/// Core answers whose headers reach the client.
+pub const FORWARDED_HEADERS: &[&str] =
+    &["content-type", "cache-control", "ratelimit", "ratelimit-policy", "retry-after", "www-authenticate"];
+
+/// CORS for browsers calling the API with a bearer credential (no cookies, so any origin may call).
+pub const PREFLIGHT_HEADERS: [(&str, &str); 4] = [
+    ("access-control-allow-origin", "*"),
+    ("access-control-allow-methods", "GET, POST, PATCH, DELETE, OPTIONS"),
+    ("access-control-allow-headers", "authorization, content-type, idempotency-key"),
+    ("access-control-max-age", "86400"),
+];
+
+pub const CORS_HEADERS: [(&str, &str); 2] = [
+    ("access-control-allow-origin", "*"),
+    ("access-control-expose-headers", "ratelimit, ratelimit-policy, retry-after"),
+];
+
+/// How long a credential the core refused (401) is refused at the edge without asking again.
+pub const REFUSED_FOR_MS: i64 = 10_000;
+
+/// The path below `/api` with the query, as signed for the core; `None` if the path is not an API path.
+pub fn forward_path(path: &str, query: &str) -> Option<String> {
+    let rest = path.strip_prefix("/api")?;
+    if !(rest.is_empty() || rest.starts_with('/')) {
+        return None;
+    }
+    let rest = if rest.is_empty() { "/" } else { rest };
+    Some(if query.is_empty() { rest.to_owned() } else { format!("{rest}?{query}") })
+}
+
+/// SHA-256 (hex) of a bearer credential, the only form in which it leaves the edge.
+pub fn credential_hash(credential: &str) -> Option<String> {
+    (!credential.is_empty() && credential.len() <= 512).then(|| hex::encode(Sha256::digest(credential.as_bytes())))
+}
+
+/// The origin (`scheme://host[:port]`) of an absolute URL.
+pub fn origin(url: &str) -> &str {
+    let after_scheme = url.find("://").map_or(0, |i| i + 3);
+    match url.get(after_scheme..).and_then(|rest| rest.find('/')) {
+        Some(i) => url.get(..after_scheme + i).unwrap_or(url),
+        None => url,
+    }
+}
+
+/// The hot-path keys an answer made stale (`x-tracker-edge-purge`), checked: only the three kinds the edge
+/// caches, with ids of safe characters.
+pub fn purge_keys(header: &str) -> Vec<(&str, &str)> {
+    header
+        .split(',')
+        .filter_map(|k| k.trim().split_once(':'))
+        .filter(|(kind, id)| {
+            matches!(*kind, "tenant" | "short" | "token")
+                && !id.is_empty()
+                && id.len() <= 128
+                && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+        })
+        .collect()
+}
+
+/// Credentials the core refused or rate-limited, answered at the edge until the refusal expires.
+#[derive(Debug, Default)]
+pub struct Refusals {
+    map: HashMap<String, (u16, i64)>,
+}
+
+/// Entries kept before the map is cleared wholesale (bounds memory against random credentials).
+const MAX_REFUSALS: usize = 10_000;
+
+impl Refusals {
+    /// The status to answer with and the seconds until the refusal ends, while it lasts.
+    pub fn get(&self, hash: &str, now_ms: i64) -> Option<(u16, u64)> {
+        let (status, until) = self.map.get(hash)?;
+        (*until > now_ms).then(|| (*status, u64::try_from((until - now_ms + 999) / 1000).unwrap_or(1)))
+    }
+
+    /// Remembers a 401 (for [`REFUSED_FOR_MS`]) or a 429 (for its `Retry-After`); other answers clear the entry.
+    pub fn record(&mut self, hash: &str, status: u16, retry_after_secs: Option<u64>, now_ms: i64) {
+        let until = match (status, retry_after_secs) {
+            (401, _) => now_ms + REFUSED_FOR_MS,
+            (429, Some(secs)) => now_ms + i64::try_from(secs.min(3600)).unwrap_or(60) * 1000,
+            _ => {
+                self.map.remove(hash);
+                return;
+            }
+        };
+        if self.map.len() >= MAX_REFUSALS {
+            self.map.clear();
+        }
+        self.map.insert(hash.to_owned(), (status, until));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn api_paths_are_forwarded_below_api_with_their_query() {
+        assert_eq!(forward_path("/api/links", "limit=5").as_deref(), Some("/links?limit=5"));
+        assert_eq!(forward_path("/api", "").as_deref(), Some("/"));
+        assert_eq!(forward_path("/apix", ""), None);
+        assert_eq!(forward_path("/t", ""), None);
+    }
+
+    #[test]
+    fn purge_keys_are_checked() {
+        let keys = purge_keys("short:tu_01-ab, tenant:acme,token:ab12,evil:x,short:a/b,short:");
+        assert_eq!(keys, vec![("short", "tu_01-ab"), ("tenant", "acme"), ("token", "ab12")]);
+    }
+
+    #[test]
+    fn origins_and_hashes() {
+        assert_eq!(origin("https://edge.test:8787/api/links?x=1"), "https://edge.test:8787");
+        assert_eq!(origin("https://edge.test"), "https://edge.test");
+        assert_eq!(credential_hash("").as_deref(), None);
+        assert_eq!(credential_hash("abc").unwrap().len(), 64);
+    }
+
+    #[test]
+    fn refusals_last_until_they_expire_and_success_clears_them() {
+        let mut r = Refusals::default();
+        r.record("h", 401, None, 0);
+        assert_eq!(r.get("h", 1), Some((401, 10)));
+        assert_eq!(r.get("h", REFUSED_FOR_MS), None);
+        r.record("h", 429, Some(3), 0);
+        assert_eq!(r.get("h", 500), Some((429, 3)));
+        r.record("h", 200, None, 600);
+        assert_eq!(r.get("h", 700), None);
+    }
+}
