@@ -174,6 +174,22 @@ describe("platform API at the edge", () => {
     assert.equal((await ingest()).status, 401, "the revoked token is refused at the edge");
   });
 
+  it("is driven by the operator CLI against the edge like any remote API", async () => {
+    const edge = String(await mf.ready).replace(/\/$/, "");
+    const cli = (key, ...args) => JSON.parse(core.cli("api", "--url", edge, "--key", key, ...args));
+    const link = cli(acme, "links", "create", "--destination", "https://cli.example/a");
+    assert.match(link.url, /\/t\/tu_/);
+    assert.match((await click(link.url))[1], /^https:\/\/cli\.example\/a\?/);
+    const changed = cli(acme, "links", "update", link.tu_id, "--destination", "https://cli.example/b");
+    assert.equal(changed.destination, "https://cli.example/b");
+    assert.match((await click(link.url))[1], /^https:\/\/cli\.example\/b\?/);
+    const tenants = cli(ADMIN, "tenants", "list", "--limit", "200");
+    assert.ok(tenants.data.some((t) => t.key_prefix === "acme"));
+    // refusals exit non-zero with the API's code and message
+    assert.throws(() => core.cli("api", "--url", edge, "--key", evil, "links", "get", link.tu_id), /404 not_found/);
+    assert.throws(() => core.cli("api", "--url", edge, "--key", evil, "tenants", "list"), /403 admin_only/);
+  });
+
   it("applies the plan's API rate limit with RateLimit and Retry-After headers", async () => {
     const t = created(await api("POST", "/api/tenants", ADMIN, { name: "Tiny", key_prefix: "tiny", limits: { api_requests_per_minute: 2 } }), "tiny");
     const key = t.api_key.secret;

@@ -37,6 +37,8 @@ pub enum Command {
     /// Print signed tracking links.
     #[command(subcommand)]
     Link(LinkCmd),
+    /// The platform API against a local or remote host (TRACKER_API_URL, TRACKER_API_KEY).
+    Api(crate::remote::ApiArgs),
     /// Read the embedded event log (stop the node first: the log is single-process).
     #[command(subcommand)]
     Log(LogCmd),
@@ -175,6 +177,7 @@ pub async fn run(cli: Cli) -> Result<(), NodeError> {
         Command::Link(cmd) => link(cfg, cmd).await,
         Command::Log(cmd) => log(cfg, cmd).await,
         Command::Demo => demo(cfg).await,
+        Command::Api(args) => crate::remote::run(&cfg, args).await,
     }
 }
 
