@@ -1,5 +1,5 @@
 # The two commands a newcomer needs: `make dev` and `make test`. Everything else is optional.
-.PHONY: dev test bench bench-edge fuzz clean
+.PHONY: dev test bench bench-edge fuzz api-fuzz clean
 
 dev: ## set up and run the platform locally on embedded defaults
 	@bash scripts/dev.sh
@@ -15,6 +15,9 @@ bench-edge: ## the Rust Worker against a JavaScript reference Worker in workerd
 
 fuzz: ## run each cargo-fuzz target for FUZZ_SECONDS (default 60)
 	@bash scripts/fuzz.sh
+
+api-fuzz: ## schemathesis against a live core node with the OpenAPI document (MAX_EXAMPLES, default 50)
+	@bash scripts/api-fuzz.sh
 
 clean:
 	cargo clean

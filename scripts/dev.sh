@@ -21,6 +21,14 @@ fi
 EDGE_SHARED_SECRETS="$(sed -n 's/^EDGE_SHARED_SECRET=//p' .dev.vars)"
 export EDGE_SHARED_SECRETS
 
+# the platform admin credential (for /api/tenants), kept with the data and never printed into logs
+mkdir -p "$DATA_DIR"
+if [ ! -s "$DATA_DIR/admin-token" ]; then
+    (umask 077 && python3 -c 'import secrets; print(secrets.token_urlsafe(32))' > "$DATA_DIR/admin-token")
+fi
+ADMIN_TOKEN="$(cat "$DATA_DIR/admin-token")"
+export ADMIN_TOKEN
+
 ./target/debug/tracker-core serve &
 core_pid=$!
 trap 'kill -TERM $core_pid 2>/dev/null; wait $core_pid 2>/dev/null' EXIT INT TERM
@@ -30,6 +38,8 @@ say "demo tenant (data in $DATA_DIR/)"
 PUBLIC_URL="http://127.0.0.1:$EDGE_PORT" ./target/debug/tracker-core demo
 echo
 echo "Core node: http://127.0.0.1:$PORT (serves the same endpoints directly). Edge Worker: http://127.0.0.1:$EDGE_PORT"
+echo "Platform API at the edge (admin token in $DATA_DIR/admin-token):"
+echo "  TRACKER_API_URL=http://127.0.0.1:$EDGE_PORT TRACKER_API_KEY=\$(cat $DATA_DIR/admin-token) ./target/debug/tracker-core api tenants list"
 say "wrangler dev (Ctrl-C to stop everything)"
 WRANGLER_SEND_METRICS=false npx wrangler dev --ip 127.0.0.1 --port "$EDGE_PORT" \
     --var "CORE_URLS:http://127.0.0.1:$PORT"

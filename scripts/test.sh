@@ -23,3 +23,5 @@ echo "edge Worker wasm: $(wc -c < edge-worker/build/index_bg.wasm) bytes, $gz gz
 say "edge Worker tests under Miniflare, against a real core node"
 cargo build -p tracker-core
 node --test --test-concurrency=1 tests/edge/
+say "schemathesis: the OpenAPI document against a live core node"
+MAX_EXAMPLES="${MAX_EXAMPLES:-25}" bash scripts/api-fuzz.sh

@@ -63,6 +63,9 @@ pub fn check_url(url: &str, allow_private: bool) -> Result<reqwest::Url, &'stati
     if url.len() > 2048 {
         return Err("the URL must be at most 2048 bytes");
     }
+    // the same host and character rules as link destinations (ASCII host, no credentials, whitespace or `\`)
+    tracker_protocol::validate_destination(url)
+        .map_err(|_| "the URL must be an absolute http(s) URL with an ASCII host")?;
     let parsed = reqwest::Url::parse(url).map_err(|_| "the URL is not an absolute URL")?;
     if !matches!(parsed.scheme(), "https" | "http") {
         return Err("the URL must be http or https");
@@ -232,6 +235,8 @@ mod tests {
             "http://localhost:3000/",
             "http://metadata.google.internal/",
             "not a url",
+            "http://00*/",
+            "https://a.example\\@b.example/",
         ] {
             assert!(check_url(bad, false).is_err(), "{bad} must be refused");
         }

@@ -128,9 +128,9 @@ async fn tenants_keys_and_links_through_their_whole_life() {
     assert_eq!(changed.status, 200);
     assert_eq!(changed.body["name"], "spring", "fields not sent are kept");
     assert!(api.click(&url).await.1.starts_with("https://shop.example/b?"));
-    // an expiry in the past cannot be set, a fallback can be, and null clears a field
-    let past = api.call("PATCH", &format!("/api/links/{tu}"), &key, Some(json!({ "expires_at": 1 }))).await;
-    assert_eq!((past.status, past.code()), (400, "invalid_field"));
+    // an expiry must be a time (one in the past means "expired now"), a fallback can be set, null clears a field
+    let bad = api.call("PATCH", &format!("/api/links/{tu}"), &key, Some(json!({ "expires_at": -1 }))).await;
+    assert_eq!((bad.status, bad.code()), (400, "invalid_field"));
     let cleared = api
         .call(
             "PATCH",
@@ -389,7 +389,15 @@ async fn every_bad_input_gets_a_4xx_that_says_why() {
         ("PATCH", "/api/tenants/acme", ADMIN, Some(json!({ "status": "deleted" })), 400, "invalid_status"),
         ("PATCH", "/api/tenants/ghost", ADMIN, Some(json!({ "plan": "pro" })), 404, "not_found"),
         ("POST", "/api/keys", &key, Some(json!({ "name": "k", "scopes": ["root"] })), 400, "invalid_scopes"),
-        ("POST", "/api/keys", &key, Some(json!({ "name": "k", "expires_at": 5 })), 400, "invalid_field"),
+        (
+            "POST",
+            "/api/keys",
+            &key,
+            Some(json!({ "name": "k", "expires_at": 33_000_000_000_000_i64 })),
+            400,
+            "invalid_field",
+        ),
+        ("POST", "/api/tokens", &key, Some(json!([null, null])), 400, "invalid_body"),
         ("POST", "/api/links", &key, Some(json!({ "destination": "javascript:alert(1)" })), 400, "invalid_field"),
         ("POST", "/api/links", &key, Some(json!({ "destination": "https://u:p@a.example" })), 400, "invalid_field"),
         ("POST", "/api/links", &key, Some(json!({})), 400, "invalid_field"),
@@ -408,7 +416,7 @@ async fn every_bad_input_gets_a_4xx_that_says_why() {
             &key,
             Some(json!({ "destination": "https://a.example", "params": { "sig": "x" } })),
             400,
-            "reserved_param",
+            "invalid_param",
         ),
         ("POST", "/api/webhooks", &key, Some(json!({ "url": "http://169.254.169.254/latest" })), 400, "invalid_url"),
         ("POST", "/api/webhooks", &key, Some(json!({ "url": "http://localhost:8080/" })), 400, "invalid_url"),
@@ -446,9 +454,8 @@ async fn every_bad_input_gets_a_4xx_that_says_why() {
         ),
         ("GET", "/api/links?limit=0", &key, None, 400, "invalid_limit"),
         ("GET", "/api/links?limit=abc", &key, None, 400, "invalid_query"),
-        ("GET", "/api/links?cursor=%%%", &key, None, 400, "invalid_cursor"),
-        ("GET", "/api/links?cursor=AAAA", &key, None, 200, ""),
-        ("GET", "/api/links?cursor=!!", &key, None, 400, "invalid_cursor"),
+        ("GET", "/api/links?cursor=", &key, None, 400, "invalid_cursor"),
+        ("GET", "/api/links?cursor=tu_0", &key, None, 200, ""),
         ("GET", "/api/links/tu_nope", &key, None, 404, "not_found"),
         ("GET", "/api/events", &key, None, 501, "not_implemented"),
         ("GET", "/api/events/stats", &key, None, 501, "not_implemented"),

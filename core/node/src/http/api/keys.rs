@@ -11,7 +11,7 @@ use axum::response::Response;
 use serde::Deserialize;
 use tracker_store::{ApiKey, SCOPES};
 
-use super::{Body, PageQuery, Principal, Query, check_text, future_ms, json, listing, not_found, purging, store_err};
+use super::{Body, PageQuery, Principal, Query, check_text, expiry_ms, json, listing, not_found, purging, store_err};
 use crate::error::ApiError;
 use crate::http::Segment;
 use crate::state::{AppState, now_ms};
@@ -40,7 +40,7 @@ impl NewKeyBody {
             ));
         }
         let now = now_ms();
-        let expires_at = future_ms("expires_at", self.expires_at, now)?;
+        let expires_at = expiry_ms("expires_at", self.expires_at)?;
         st.store.create_api_key(key_prefix, &self.name, &scopes, expires_at, now).await.map_err(store_err("tenant"))
     }
 }
@@ -102,7 +102,7 @@ pub async fn create_token(
     let name = body.name.unwrap_or_else(|| "default".into());
     check_text("name", &name, 200)?;
     let now = now_ms();
-    let expires_at = future_ms("expires_at", body.expires_at, now)?;
+    let expires_at = expiry_ms("expires_at", body.expires_at)?;
     let (secret, id) =
         st.store.create_ingest_token(&tenant.key_prefix, &name, expires_at, now).await.map_err(store_err("tenant"))?;
     let token = st.store.ingest_token(&tenant.key_prefix, &id).await?.ok_or_else(|| not_found("token"))?;

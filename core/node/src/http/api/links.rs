@@ -15,7 +15,7 @@ use tracker_protocol::{LinkKey, LinkKind, V2Link, validate_destination};
 use tracker_store::{Link, LinkSpec};
 
 use super::{
-    Body, PageQuery, Principal, Query, check_text, future_ms, json, listing, not_found, nullable, purging, store_err,
+    Body, PageQuery, Principal, Query, check_text, expiry_ms, json, listing, not_found, nullable, purging, store_err,
 };
 use crate::error::ApiError;
 use crate::http::Segment;
@@ -69,12 +69,12 @@ pub struct LinkBody {
 }
 
 impl LinkBody {
-    fn spec(self, now: i64) -> Result<LinkSpec, ApiError> {
+    fn spec(self) -> Result<LinkSpec, ApiError> {
         if let Some(Some(name)) = &self.name {
             check_text("name", name, 200)?;
         }
         let expires_at = match self.expires_at {
-            Some(Some(t)) => Some(future_ms("expires_at", Some(t), now)?),
+            Some(Some(t)) => Some(expiry_ms("expires_at", Some(t))?),
             other => other,
         };
         Ok(LinkSpec { name: self.name, destination: self.destination, fallback_url: self.fallback_url, expires_at })
@@ -92,7 +92,7 @@ pub async fn create(
     }
     let now = now_ms();
     let key = current_key(&st, &tenant.key_prefix).await?;
-    let link = st.store.create_link(&tenant.key_prefix, body.spec(now)?, now).await.map_err(store_err("tenant"))?;
+    let link = st.store.create_link(&tenant.key_prefix, body.spec()?, now).await.map_err(store_err("tenant"))?;
     Ok(json(StatusCode::CREATED, &view(link, &p.public_url, &tenant.key_prefix, Some(&key))))
 }
 
@@ -127,7 +127,7 @@ pub async fn update(
 ) -> Result<Response, ApiError> {
     let tenant = p.tenant("write")?;
     let now = now_ms();
-    let spec = body.spec(now)?;
+    let spec = body.spec()?;
     let link = st.store.update_link(&tenant.key_prefix, &tu_id, spec, now).await.map_err(store_err("link"))?;
     let key = current_key(&st, &tenant.key_prefix).await?;
     let res = json(StatusCode::OK, &view(link, &p.public_url, &tenant.key_prefix, Some(&key)));
@@ -164,6 +164,35 @@ pub struct SignBody {
     base_url: Option<String>,
 }
 
+/// Params of a signed link become event params when it is clicked, so they follow the event rules; `ext` names
+/// are param names too, not signed and not also given as params.
+fn check_link_params(params: &BTreeMap<String, String>, ext: &[String]) -> Result<(), ApiError> {
+    let bad = |m: String| ApiError::bad_request("invalid_param", m);
+    let reserved = |k: &str| tracker_protocol::links::RESERVED_PARAMS.contains(&k);
+    if params.len() > 64 || ext.len() > 20 {
+        return Err(bad("at most 64 params and 20 ext names".into()));
+    }
+    for (k, v) in params {
+        if !tracker_protocol::is_valid_name(k, 64) || reserved(k) {
+            return Err(bad(format!("param name {k:?} must be 1 to 64 of [A-Za-z0-9_.:-] and not a link field")));
+        }
+        if v.len() > 1024 {
+            return Err(bad(format!("param {k:?} is longer than 1024 bytes")));
+        }
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    for name in ext {
+        if !tracker_protocol::is_valid_name(name, 64)
+            || reserved(name)
+            || params.contains_key(name)
+            || !seen.insert(name)
+        {
+            return Err(bad(format!("ext name {name:?} must be a distinct param name that is not also signed")));
+        }
+    }
+    Ok(())
+}
+
 pub async fn sign(
     State(st): State<Arc<AppState>>,
     Extension(p): Extension<Arc<Principal>>,
@@ -193,11 +222,12 @@ pub async fn sign(
         }
         _ => return Err(ApiError::bad_request("invalid_field", "give exactly one of destination and tu_id")),
     };
+    check_link_params(&body.params, &body.ext)?;
     if format == "seed" && (body.expires_at.is_some() || !body.ext.is_empty()) {
         return Err(ApiError::bad_request("invalid_field", "seed links have no expires_at or ext; use format v2"));
     }
-    let now = now_ms();
-    let expires_at = future_ms("expires_at", body.expires_at, now)?.map(|ms| (ms + 999) / 1000);
+    // v2 expiries are whole seconds after the epoch (at least 1)
+    let expires_at = expiry_ms("expires_at", body.expires_at)?.map(|ms| ((ms + 999) / 1000).max(1));
     let key = current_key(&st, prefix).await?;
     let secret = key.signing_secret.as_deref().ok_or_else(|| not_found("signing key"))?;
     let params: Vec<(&str, &str)> = body.params.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();

@@ -29,8 +29,6 @@ use axum::http::request::Parts;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::MethodRouter;
-use base64::Engine as _;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer, Serialize};
 use tracker_store::{MAX_PAGE, Page, StoreError};
@@ -128,10 +126,36 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for Body<T> {
                 "the body must be JSON (Content-Type: application/json)",
             ));
         }
-        let bytes: &[u8] = if bytes.iter().all(u8::is_ascii_whitespace) { b"{}" } else { &bytes };
-        serde_json::from_slice(bytes)
-            .map(Body)
-            .map_err(|e| ApiError::bad_request("invalid_body", format!("the JSON body is not valid here: {e}")))
+        // no body at all is an empty object (`POST /api/tokens` with every field defaulted)
+        let bytes: &[u8] = if bytes.is_empty() { b"{}" } else { &bytes };
+        let invalid = |e: serde_json::Error| {
+            ApiError::bad_request("invalid_body", format!("the JSON body is not valid here: {e}"))
+        };
+        let mut value: serde_json::Value = serde_json::from_slice(bytes).map_err(invalid)?;
+        // an object, not an array that serde would also map onto a struct's fields in order
+        if !value.is_object() {
+            return Err(ApiError::bad_request("invalid_body", "the JSON body must be an object"));
+        }
+        integral_floats_as_integers(&mut value);
+        serde_json::from_value(value).map(Body).map_err(invalid)
+    }
+}
+
+/// JSON has one number type: `5.0` is the integer 5 (as JSON Schema says), so integral floats become integers
+/// before typed decoding.
+fn integral_floats_as_integers(v: &mut serde_json::Value) {
+    match v {
+        serde_json::Value::Number(n) if !n.is_i64() && !n.is_u64() => {
+            if let Some(f) = n.as_f64()
+                && f.fract() == 0.0
+                && f.abs() < 9.0e15
+            {
+                *v = serde_json::Value::from(f as i64);
+            }
+        }
+        serde_json::Value::Array(items) => items.iter_mut().for_each(integral_floats_as_integers),
+        serde_json::Value::Object(map) => map.values_mut().for_each(integral_floats_as_integers),
+        _ => {}
     }
 }
 
@@ -159,30 +183,25 @@ pub struct PageQuery {
 }
 
 impl PageQuery {
-    /// The page size and the decoded cursor (the id after which the page starts).
+    /// The page size and the cursor. A cursor is the id of the last row of the previous page (the next page
+    /// starts after it in id order), so any string is a valid position; only its length is bounded.
     fn parts(&self) -> Result<(u32, Option<String>), ApiError> {
         let limit = self.limit.unwrap_or(50);
         if limit == 0 || limit > MAX_PAGE {
             return Err(ApiError::bad_request("invalid_limit", format!("limit must be 1 to {MAX_PAGE}")));
         }
-        let after = match &self.cursor {
-            None => None,
-            Some(c) => Some(
-                URL_SAFE_NO_PAD
-                    .decode(c)
-                    .ok()
-                    .and_then(|b| String::from_utf8(b).ok())
-                    .filter(|s| s.len() <= 200 && !s.is_empty())
-                    .ok_or_else(|| ApiError::bad_request("invalid_cursor", "cursor is not one this API returned"))?,
-            ),
-        };
-        Ok((limit, after))
+        if let Some(c) = &self.cursor
+            && (c.is_empty() || c.len() > 200)
+        {
+            return Err(ApiError::bad_request("invalid_cursor", "cursor must be 1 to 200 characters"));
+        }
+        Ok((limit, self.cursor.clone()))
     }
 }
 
 /// A list answer: `{"data": [...], "next_cursor": "..." | null}`.
 fn listing<T, V: Serialize>(page: Page<T>, view: impl Fn(T) -> V) -> Response {
-    let next = page.next.map(|id| URL_SAFE_NO_PAD.encode(id));
+    let next = page.next;
     let data: Vec<V> = page.items.into_iter().map(view).collect();
     json(StatusCode::OK, &serde_json::json!({ "data": data, "next_cursor": next }))
 }
@@ -209,15 +228,17 @@ fn nullable<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Opti
     Option::<T>::deserialize(d).map(Some)
 }
 
-/// A timestamp in ms since the epoch that must lie in the future.
-fn future_ms(field: &'static str, value: Option<i64>, now: i64) -> Result<Option<i64>, ApiError> {
+/// Latest expiry accepted: the year 3000, in ms since the epoch.
+const MAX_EXPIRY_MS: i64 = 32_503_680_000_000;
+
+/// An expiry in ms since the epoch. One in the past is allowed and means "already expired" (a link then goes to
+/// its fallback; a key or token is created unusable), so a client clock never decides whether a request is valid.
+fn expiry_ms(field: &'static str, value: Option<i64>) -> Result<Option<i64>, ApiError> {
     match value {
-        Some(t) if t <= now => {
-            Err(ApiError::bad_request("invalid_field", format!("{field} must be in the future (ms since the epoch)")))
-        }
-        Some(t) if t > 32_503_680_000_000 => {
-            Err(ApiError::bad_request("invalid_field", format!("{field} must be before the year 3000")))
-        }
+        Some(t) if !(0..=MAX_EXPIRY_MS).contains(&t) => Err(ApiError::bad_request(
+            "invalid_field",
+            format!("{field} must be between 0 and {MAX_EXPIRY_MS} (ms since the epoch)"),
+        )),
         other => Ok(other),
     }
 }
