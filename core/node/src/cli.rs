@@ -168,7 +168,12 @@ pub async fn run(cli: Cli) -> Result<(), NodeError> {
                 cfg.host,
                 cfg.port,
                 cfg.data_dir.display(),
-                cfg.database_path.display()
+                match &cfg.database {
+                    tracker_store::Location::File(p) => p.display().to_string(),
+                    tracker_store::Location::Remote { url, .. } => url.clone(),
+                    tracker_store::Location::Replica { path, url, .. } =>
+                        format!("{} (replica of {url})", path.display()),
+                }
             );
             Ok(())
         }

@@ -45,7 +45,8 @@ pub struct Config {
     pub host: IpAddr,
     pub port: u16,
     pub data_dir: PathBuf,
-    pub database_path: PathBuf,
+    /// The libSQL metadata database: a file (default), a remote server, or an embedded replica of one.
+    pub database: tracker_store::Location,
     /// Base URL printed in links by the CLI.
     pub public_url: String,
     pub hmac_secret: Option<String>,
@@ -85,7 +86,7 @@ impl Default for Config {
             host: IpAddr::from([127, 0, 0, 1]),
             port: 3030,
             data_dir: PathBuf::from("data"),
-            database_path: PathBuf::from("data/tracker.db"),
+            database: tracker_store::Location::File(PathBuf::from("data/tracker.db")),
             public_url: "http://127.0.0.1:3030".into(),
             hmac_secret: None,
             encryption_key: None,
@@ -118,7 +119,14 @@ pub const VARIABLES: &[(&str, &str, &str)] = &[
     ("HOST", "127.0.0.1", "bind address (0.0.0.0 to accept remote traffic)"),
     ("PORT", "3030", "HTTP port"),
     ("DATA_DIR", "data", "directory of the embedded log (DATA_DIR/log)"),
-    ("DATABASE_URL", "DATA_DIR/tracker.db", "libSQL metadata database: a file path or file: URL"),
+    (
+        "DATABASE_URL",
+        "DATA_DIR/tracker.db",
+        "libSQL metadata database: a file path (file: URL), or a remote server (libsql://, https://; Turso)",
+    ),
+    ("LIBSQL_AUTH_TOKEN", "", "auth token of a remote DATABASE_URL (Turso database token)"),
+    ("LIBSQL_REPLICA_PATH", "", "with a remote DATABASE_URL: keep an embedded replica in this file (local reads)"),
+    ("LIBSQL_SYNC_INTERVAL_SECS", "5", "how often an embedded replica pulls changes from the primary"),
     ("PUBLIC_URL", "http://HOST:PORT", "base URL the CLI prints links with"),
     ("HMAC_SECRET", "", "global secret for seed links signed without a key prefix (text, used as given)"),
     ("ENCRYPTION_KEY", "", "global AES-256 key for seed encrypted links, 64 hex characters"),
@@ -211,15 +219,27 @@ impl Config {
         let host = src.parse("HOST", d.host)?;
         let port = src.parse("PORT", d.port)?;
         let data_dir = src.get("DATA_DIR").map(PathBuf::from).unwrap_or(d.data_dir);
-        let database_path = match src.get("DATABASE_URL") {
-            None => data_dir.join("tracker.db"),
-            Some(url) if url.starts_with("libsql:") || url.starts_with("http") || url.starts_with("wss:") => {
-                return Err(invalid(
-                    "DATABASE_URL",
-                    "remote libSQL (Turso) is not supported by this build yet; use a file path",
-                ));
+        let database = match src.get("DATABASE_URL") {
+            None => tracker_store::Location::File(data_dir.join("tracker.db")),
+            Some(url) if ["libsql://", "https://", "http://"].iter().any(|p| url.starts_with(p)) => {
+                let auth_token = src.get("LIBSQL_AUTH_TOKEN").unwrap_or_default().to_owned();
+                if auth_token.is_empty() && !url.starts_with("http://") {
+                    return Err(invalid("LIBSQL_AUTH_TOKEN", "is required for a remote DATABASE_URL"));
+                }
+                match src.get("LIBSQL_REPLICA_PATH") {
+                    Some(path) => tracker_store::Location::Replica {
+                        path: PathBuf::from(path),
+                        url: url.to_owned(),
+                        auth_token,
+                        sync_interval: Duration::from_secs(src.parse("LIBSQL_SYNC_INTERVAL_SECS", 5u64)?.max(1)),
+                    },
+                    None => tracker_store::Location::Remote { url: url.to_owned(), auth_token },
+                }
             }
-            Some(url) => PathBuf::from(url.strip_prefix("file:").unwrap_or(url)),
+            Some(url) if url.contains("://") => {
+                return Err(invalid("DATABASE_URL", "must be a file path, file:, libsql://, https:// or http:// URL"));
+            }
+            Some(url) => tracker_store::Location::File(PathBuf::from(url.strip_prefix("file:").unwrap_or(url))),
         };
         let public_url = src.get("PUBLIC_URL").map(str::to_owned).unwrap_or_else(|| {
             let shown = if host.is_unspecified() { IpAddr::from([127, 0, 0, 1]) } else { host };
@@ -308,7 +328,7 @@ impl Config {
             host,
             port,
             data_dir,
-            database_path,
+            database,
             public_url,
             hmac_secret,
             encryption_key,
@@ -330,7 +350,11 @@ impl Config {
 
     /// Test and embedding helper: defaults rooted in `dir`.
     pub fn for_dir(dir: &Path) -> Config {
-        Config { data_dir: dir.to_path_buf(), database_path: dir.join("tracker.db"), ..Config::default() }
+        Config {
+            data_dir: dir.to_path_buf(),
+            database: tracker_store::Location::File(dir.join("tracker.db")),
+            ..Config::default()
+        }
     }
 }
 
@@ -363,6 +387,19 @@ mod tests {
         let c = Config::from_vars(vars(&[("IGGY_PARTITIONS", "8"), ("LOG_RETENTION_HOURS", "0")]), None).unwrap();
         assert_eq!(c.log.partitions, 8);
         assert_eq!(c.log.retention_age, None);
+        let e = Config::from_vars(vars(&[("DATABASE_URL", "libsql://db.turso.io")]), None).unwrap_err().to_string();
+        assert!(e.starts_with("LIBSQL_AUTH_TOKEN:"), "{e}");
+        let c = Config::from_vars(
+            vars(&[
+                ("DATABASE_URL", "libsql://db.turso.io"),
+                ("LIBSQL_AUTH_TOKEN", "t"),
+                ("LIBSQL_REPLICA_PATH", "r.db"),
+            ]),
+            None,
+        )
+        .unwrap();
+        assert!(matches!(c.database, tracker_store::Location::Replica { .. }));
+        assert!(Config::from_vars(vars(&[("DATABASE_URL", "postgres://x")]), None).is_err());
         let e = Config::from_vars(vars(&[("ADMIN_TOKEN", "short")]), None).unwrap_err().to_string();
         assert!(e.starts_with("ADMIN_TOKEN:"), "{e}");
         let token = "a".repeat(32);

@@ -54,7 +54,7 @@ pub fn log_config(cfg: &Config) -> EmbeddedLogConfig {
 
 /// Opens the metadata store, sealing link secrets at rest when `SECRETS_KEY` is set.
 pub async fn open_store(cfg: &Config) -> Result<Store, NodeError> {
-    let store = Store::open(&cfg.database_path).await?;
+    let store = Store::connect(&cfg.database).await?;
     Ok(match cfg.secrets_key {
         Some(key) => store.with_secrets_key(key),
         None => store,

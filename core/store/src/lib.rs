@@ -131,7 +131,7 @@ CREATE TABLE IF NOT EXISTS tracking_urls (
 CREATE INDEX IF NOT EXISTS tracking_urls_by_tenant ON tracking_urls(key_prefix);
 "#;
 
-/// Schema changes after the first release, applied in order once each (`PRAGMA user_version` counts them).
+/// Schema changes after the first release, applied in order once each (the `tracker_schema` table records them).
 const MIGRATIONS: &[&str] = &[
     // 1: the platform API's resources
     r#"
@@ -250,6 +250,18 @@ fn open_secret(sealer: Option<&Sealer>, stored: String) -> Result<String> {
     String::from_utf8(plain).map_err(|_| StoreError::Sealed)
 }
 
+/// Where the metadata lives.
+#[derive(Debug, Clone)]
+pub enum Location {
+    /// A local database file (the default).
+    File(std::path::PathBuf),
+    /// A remote libSQL server such as Turso (`libsql://`, `https://`), every statement a network round trip.
+    Remote { url: String, auth_token: String },
+    /// An embedded replica: reads from a local file kept in sync with the remote primary, writes forwarded to it
+    /// (and visible to this process's next read).
+    Replica { path: std::path::PathBuf, url: String, auth_token: String, sync_interval: std::time::Duration },
+}
+
 /// The libSQL metadata store.
 #[derive(Clone)]
 pub struct Store {
@@ -268,15 +280,41 @@ impl std::fmt::Debug for Store {
 impl Store {
     /// Opens (creating if needed) a local database file and applies the schema.
     pub async fn open(path: &Path) -> Result<Store> {
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir)?;
-        }
-        let db = libsql::Builder::new_local(path).build().await?;
+        Self::connect(&Location::File(path.to_path_buf())).await
+    }
+
+    /// Opens the database at `location` and applies the schema and any migrations it has not seen.
+    pub async fn connect(location: &Location) -> Result<Store> {
+        let db = match location {
+            Location::File(path) => {
+                if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                    std::fs::create_dir_all(dir)?;
+                }
+                libsql::Builder::new_local(path).build().await?
+            }
+            Location::Remote { url, auth_token } => {
+                libsql::Builder::new_remote(url.clone(), auth_token.clone()).build().await?
+            }
+            Location::Replica { path, url, auth_token, sync_interval } => {
+                if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                    std::fs::create_dir_all(dir)?;
+                }
+                let db = libsql::Builder::new_remote_replica(path, url.clone(), auth_token.clone())
+                    .sync_interval(*sync_interval)
+                    .read_your_writes(true)
+                    .build()
+                    .await?;
+                db.sync().await?;
+                db
+            }
+        };
         let conn = db.connect()?;
-        conn.busy_timeout(std::time::Duration::from_secs(5))?;
-        // WAL lets the CLI write while a node reads; the pragma answers with a row, so query it.
-        let _ = conn.query("PRAGMA journal_mode=WAL", ()).await?;
-        conn.execute("PRAGMA foreign_keys=ON", ()).await?;
+        if let Location::File(_) = location {
+            conn.busy_timeout(std::time::Duration::from_secs(5))?;
+            // WAL lets the CLI write while a node reads; the pragma answers with a row, so query it.
+            let _ = conn.query("PRAGMA journal_mode=WAL", ()).await?;
+            conn.execute("PRAGMA foreign_keys=ON", ()).await?;
+        }
         conn.execute_batch(SCHEMA).await?;
         migrate(&conn).await?;
         Ok(Store { conn, sealer: None, _db: std::sync::Arc::new(db) })
@@ -549,20 +587,24 @@ impl Store {
     }
 }
 
-/// Applies the migrations this database has not seen, each in its own transaction with its version bump.
+/// Applies the migrations this database has not seen, each in one transaction with its version record (a table,
+/// not `PRAGMA user_version`, so it works on remote servers too).
 async fn migrate(conn: &Connection) -> Result<()> {
-    let mut rows = conn.query("PRAGMA user_version", ()).await?;
+    conn.execute("CREATE TABLE IF NOT EXISTS tracker_schema (version INTEGER PRIMARY KEY) STRICT", ()).await?;
+    let mut rows = conn.query("SELECT COALESCE(MAX(version), 0) FROM tracker_schema", ()).await?;
     let applied = match rows.next().await? {
-        Some(row) => int(&row, 0, "user_version")?,
+        Some(row) => int(&row, 0, "version")?,
         None => 0,
     };
     drop(rows);
     for (i, sql) in MIGRATIONS.iter().enumerate().skip(usize::try_from(applied).unwrap_or(usize::MAX)) {
+        let version = i64::try_from(i + 1).unwrap_or(i64::MAX);
         let tx = conn.transaction().await?;
         tx.execute_batch(sql).await?;
-        tx.execute_batch(&format!("PRAGMA user_version = {}", i + 1)).await?;
+        // a concurrent node that applied it first makes this insert fail and the transaction roll back
+        tx.execute("INSERT INTO tracker_schema (version) VALUES (?1)", [version]).await?;
         tx.commit().await?;
-        tracing::info!(version = i + 1, "metadata schema migrated");
+        tracing::info!(version, "metadata schema migrated");
     }
     Ok(())
 }
