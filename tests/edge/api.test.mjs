@@ -4,7 +4,7 @@
 import { after, before, describe, it } from "node:test";
 import assert from "node:assert/strict";
 import { createHash } from "node:crypto";
-import { Core, get, post, sleep, worker } from "./harness.mjs";
+import { Core, eventually, get, post, sleep, worker } from "./harness.mjs";
 
 const ADMIN = "admin-token-for-edge-tests-0123456789abcdef";
 /** The edge's isolate cache TTL: the bound within which every isolate follows a change made through the API. */
@@ -183,6 +183,8 @@ describe("platform API at the edge", () => {
     const changed = cli(acme, "links", "update", link.tu_id, "--destination", "https://cli.example/b");
     assert.equal(changed.destination, "https://cli.example/b");
     assert.match((await click(link.url))[1], /^https:\/\/cli\.example\/b\?/);
+    // both clicks went through the edge's queue to the core, whose log consumer counts them per link
+    await eventually(async () => cli(acme, "links", "get", link.tu_id).counts.clicks === 2, 15000, "link counts");
     const tenants = cli(ADMIN, "tenants", "list", "--limit", "200");
     assert.ok(tenants.data.some((t) => t.key_prefix === "acme"));
     // refusals exit non-zero with the API's code and message

@@ -8,6 +8,7 @@ pub mod cli;
 pub mod config;
 pub mod error;
 pub mod http;
+pub mod link_counts;
 pub mod metrics;
 pub mod ratelimit;
 pub mod remote;
@@ -83,10 +84,15 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), NodeError> {
     let app = router(state.clone());
+    let counter = tokio::spawn(link_counts::run(state.clone(), link_counts::consumer_name(&state.cfg.data_dir)?));
     tracing::info!(addr = %listener.local_addr()?, partitions = state.log.partitions(), "core node listening");
-    axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
+    let served = axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
         .with_graceful_shutdown(shutdown)
-        .await?;
+        .await;
+    // the counts commit with their offsets, so stopping between batches loses nothing
+    counter.abort();
+    let _ = counter.await;
+    served?;
     state.log.shutdown().await?;
     tracing::info!("event log flushed; core node stopped");
     Ok(())

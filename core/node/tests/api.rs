@@ -142,7 +142,13 @@ async fn tenants_keys_and_links_through_their_whole_life() {
     assert_eq!(cleared.body["name"], Value::Null);
     let got = api.call("GET", &format!("/api/links/{tu}"), &key, None).await;
     assert_eq!(got.body["fallback_url"], "https://shop.example/over");
-    assert_eq!(got.body["counts"], Value::Null, "counts arrive with the stats tier");
+    // two clicks so far (before and after the destination change), counted from the log
+    let counted = eventually(|| async {
+        let c = api.call("GET", &format!("/api/links/{tu}"), &key, None).await.body["counts"].clone();
+        (c["clicks"] == 2).then_some(c)
+    })
+    .await;
+    assert!(counted["last_click_at"].as_i64().unwrap() > now_ms() - 60_000);
 
     // pages: three more links, two per page, every link exactly once
     for i in 0..3 {
@@ -191,6 +197,50 @@ async fn tenants_keys_and_links_through_their_whole_life() {
     assert_eq!((refused.status, refused.code()), (403, "tenant_suspended"));
     assert_eq!(api.call("GET", "/api/links", &key, None).await.status, 200);
     api.call("PATCH", "/api/tenants/acme", ADMIN, Some(json!({ "status": "active" }))).await;
+    api.node.stop().await;
+}
+
+/// Polls `check` for up to 5 s.
+async fn eventually<T, F: std::future::Future<Output = Option<T>>>(mut check: impl FnMut() -> F) -> T {
+    for _ in 0..100 {
+        if let Some(v) = check().await {
+            return v;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("condition not met within 5 s");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn link_counts_survive_restarts_without_double_counting() {
+    let api = Api::start(|_| {}).await;
+    let (key, _) = api.tenant("acme", "pro").await;
+    let link = api.call("POST", "/api/links", &key, Some(json!({ "destination": "https://shop.example/" }))).await;
+    let (tu, url) = (link.body["tu_id"].as_str().unwrap().to_owned(), link.body["url"].as_str().unwrap().to_owned());
+    // events a tenant sends itself do not count as clicks on a link
+    let token = api.call("POST", "/api/tokens", &key, None).await.body["secret"].as_str().unwrap().to_owned();
+    let forged = json!({ "event_type": "click", "params": { "tu_id": tu } });
+    let res = api.node.http.post(format!("{}/ingest", api.node.base)).bearer_auth(&token).json(&forged).send().await;
+    assert_eq!(res.unwrap().status(), 200);
+    for _ in 0..3 {
+        assert_eq!(api.click(&url).await.0, 307);
+    }
+    let clicks = |api: &Api| {
+        let (key, tu) = (key.clone(), tu.clone());
+        let http = api.node.http.clone();
+        let base = api.node.base.clone();
+        async move {
+            let res = http.get(format!("{base}/api/links/{tu}")).bearer_auth(key).send().await.unwrap();
+            res.json::<Value>().await.unwrap()["counts"]["clicks"].as_i64().unwrap()
+        }
+    };
+    eventually(|| async { (clicks(&api).await == 3).then_some(()) }).await;
+    let Api { node, doc } = api;
+    let api = Api { node: node.restart().await, doc };
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(clicks(&api).await, 3, "a restart re-reads the log without counting again");
+    assert_eq!(api.click(&url).await.0, 307);
+    eventually(|| async { (clicks(&api).await == 4).then_some(()) }).await;
     api.node.stop().await;
 }
 

@@ -22,8 +22,8 @@ use tracker_protocol::{LinkKey, is_valid_key_prefix, parse_encryption_key, valid
 
 use resources::tenant_from_row;
 pub use resources::{
-    API_KEY_PREFIX, ApiKey, FilterRule, IngestToken, KeyOwner, Link, LinkSpec, MAX_PAGE, Page, RuleSpec, SCOPES,
-    TenantLimits, TenantUpdate, WEBHOOK_SECRET_PREFIX, Webhook, WebhookSpec,
+    API_KEY_PREFIX, ApiKey, FilterRule, IngestToken, KeyOwner, Link, LinkCount, LinkSpec, MAX_PAGE, Page, RuleSpec,
+    SCOPES, TenantLimits, TenantUpdate, WEBHOOK_SECRET_PREFIX, Webhook, WebhookSpec,
 };
 
 /// Prefix of ingest tokens, so they are recognisable in logs and by secret scanners.
@@ -178,6 +178,22 @@ CREATE TABLE IF NOT EXISTS filter_rules (
     updated_at INTEGER NOT NULL
 ) STRICT;
 CREATE INDEX IF NOT EXISTS filter_rules_by_tenant ON filter_rules(key_prefix, rule_id);
+"#,
+    // 2: click counts per tracking link, and consumer offsets kept in the same transactions as what they produced
+    r#"
+CREATE TABLE IF NOT EXISTS link_counts (
+    key_prefix TEXT NOT NULL,
+    tu_id TEXT NOT NULL,
+    clicks INTEGER NOT NULL,
+    last_click_at INTEGER,
+    PRIMARY KEY (key_prefix, tu_id)
+) STRICT;
+CREATE TABLE IF NOT EXISTS consumer_offsets (
+    consumer TEXT NOT NULL,
+    partition INTEGER NOT NULL,
+    next_offset INTEGER NOT NULL,
+    PRIMARY KEY (consumer, partition)
+) STRICT;
 "#,
 ];
 

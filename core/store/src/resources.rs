@@ -499,8 +499,83 @@ impl Store {
         if n == 0 {
             return Err(StoreError::NotFound(format!("link {tu_id}")));
         }
+        self.conn.execute("DELETE FROM link_counts WHERE key_prefix = ?1 AND tu_id = ?2", [key_prefix, tu_id]).await?;
         Ok(())
     }
+
+    /// Click counts of the tenant's links among `tu_ids` (links never clicked are absent).
+    pub async fn link_counts(&self, key_prefix: &str, tu_ids: &[&str]) -> Result<BTreeMap<String, LinkCount>> {
+        let mut out = BTreeMap::new();
+        if tu_ids.is_empty() {
+            return Ok(out);
+        }
+        let placeholders: Vec<String> = (0..tu_ids.len()).map(|i| format!("?{}", i + 2)).collect();
+        let sql = format!(
+            "SELECT tu_id, clicks, last_click_at FROM link_counts WHERE key_prefix = ?1 AND tu_id IN ({})",
+            placeholders.join(", ")
+        );
+        let mut params: Vec<Value> = vec![key_prefix.into()];
+        params.extend(tu_ids.iter().map(|id| Value::from(*id)));
+        let mut rows = self.conn.query(&sql, params).await?;
+        while let Some(row) = rows.next().await? {
+            let count =
+                LinkCount { clicks: int(&row, 1, "clicks")?, last_click_at: opt_int(&row, 2, "last_click_at")? };
+            out.insert(text(&row, 0, "tu_id")?, count);
+        }
+        Ok(out)
+    }
+
+    /// Where `consumer` resumes in `partition` (0 if it never committed).
+    pub async fn consumer_offset(&self, consumer: &str, partition: u32) -> Result<u64> {
+        let mut rows = self
+            .conn
+            .query(
+                "SELECT next_offset FROM consumer_offsets WHERE consumer = ?1 AND partition = ?2",
+                (consumer, i64::from(partition)),
+            )
+            .await?;
+        match rows.next().await? {
+            Some(row) => Ok(u64::try_from(int(&row, 0, "next_offset")?).unwrap_or(0)),
+            None => Ok(0),
+        }
+    }
+
+    /// Adds click counts and moves `consumer`'s offset in `partition` to `next_offset`, in one transaction: a crash
+    /// before the commit leaves both as they were (the events are counted again from the old offset), after it
+    /// both are done, so no click is lost or counted twice.
+    pub async fn add_link_counts(
+        &self,
+        consumer: &str,
+        partition: u32,
+        next_offset: u64,
+        counts: &[(String, String, LinkCount)],
+    ) -> Result<()> {
+        let tx = self.conn.transaction().await?;
+        for (key_prefix, tu_id, c) in counts {
+            tx.execute(
+                "INSERT INTO link_counts (key_prefix, tu_id, clicks, last_click_at) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (key_prefix, tu_id) DO UPDATE SET clicks = clicks + excluded.clicks,
+                   last_click_at = MAX(COALESCE(last_click_at, 0), COALESCE(excluded.last_click_at, 0))",
+                (key_prefix.as_str(), tu_id.as_str(), c.clicks, c.last_click_at),
+            )
+            .await?;
+        }
+        tx.execute(
+            "INSERT INTO consumer_offsets (consumer, partition, next_offset) VALUES (?1, ?2, ?3)
+             ON CONFLICT (consumer, partition) DO UPDATE SET next_offset = excluded.next_offset",
+            (consumer, i64::from(partition), i64::try_from(next_offset).unwrap_or(i64::MAX)),
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+}
+
+/// Clicks recorded on one tracking link.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct LinkCount {
+    pub clicks: i64,
+    pub last_click_at: Option<i64>,
 }
 
 // ---------------------------------------------------------------------------------------------------------------

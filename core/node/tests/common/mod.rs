@@ -22,6 +22,7 @@ pub struct Node {
     stop: Option<oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<()>>,
     pub http: reqwest::Client,
+    cfg: Config,
     _dir: tempfile::TempDir,
 }
 
@@ -34,7 +35,20 @@ impl Node {
         cfg.log.commit_window = Duration::from_millis(2);
         cfg.edge_secrets = vec![EDGE_SECRET.as_bytes().to_vec()];
         tune(&mut cfg);
-        let state = build_state(cfg).await.unwrap();
+        Self::start_with(cfg, dir).await
+    }
+
+    /// Stops the node gracefully and starts it again on the same data (a new port).
+    pub async fn restart(mut self) -> Node {
+        self.shut().await;
+        // the log is single-process: every handle must be gone before it opens again
+        let Node { state, cfg, _dir: dir, .. } = self;
+        drop(state);
+        Self::start_with(cfg, dir).await
+    }
+
+    async fn start_with(cfg: Config, dir: tempfile::TempDir) -> Node {
+        let state = build_state(cfg.clone()).await.unwrap();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
         let (stop, rx) = oneshot::channel::<()>();
@@ -49,10 +63,14 @@ impl Node {
             }
         });
         let http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
-        Node { base, state, stop: Some(stop), task: Some(task), http, _dir: dir }
+        Node { base, state, stop: Some(stop), task: Some(task), http, cfg, _dir: dir }
     }
 
     pub async fn stop(mut self) {
+        self.shut().await;
+    }
+
+    async fn shut(&mut self) {
         if let Some(s) = self.stop.take() {
             let _ = s.send(());
         }

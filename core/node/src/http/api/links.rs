@@ -12,7 +12,7 @@ use rand::Rng as _;
 use serde::{Deserialize, Serialize};
 use tracker_protocol::links::{seed_short_url, seed_signed_url};
 use tracker_protocol::{LinkKey, LinkKind, V2Link, validate_destination};
-use tracker_store::{Link, LinkSpec};
+use tracker_store::{Link, LinkCount, LinkSpec};
 
 use super::{
     Body, PageQuery, Principal, Query, check_text, expiry_ms, json, listing, not_found, nullable, purging, store_err,
@@ -27,8 +27,8 @@ struct LinkView {
     link: Link,
     /// The link signed with the tenant's current key (v2).
     url: Option<String>,
-    /// Click counts come from the stats tier; `null` until it serves them.
-    counts: Option<serde_json::Value>,
+    /// Clicks recorded on the link (counted from the event log within about a second; before bot filtering).
+    counts: LinkCount,
 }
 
 /// The tenant's current link key.
@@ -50,9 +50,13 @@ fn short_url(base: &str, key_prefix: &str, key: &LinkKey, tu_id: &str) -> Option
     link.signed_url(base, key.signing_secret.as_deref()?).ok()
 }
 
-fn view(link: Link, base: &str, key_prefix: &str, key: Option<&LinkKey>) -> LinkView {
+fn view(link: Link, base: &str, key_prefix: &str, key: Option<&LinkKey>, counts: LinkCount) -> LinkView {
     let url = key.and_then(|k| short_url(base, key_prefix, k, &link.tu_id));
-    LinkView { link, url, counts: None }
+    LinkView { link, url, counts }
+}
+
+async fn counts_of(st: &AppState, key_prefix: &str, ids: &[&str]) -> Result<BTreeMap<String, LinkCount>, ApiError> {
+    Ok(st.store.link_counts(key_prefix, ids).await?)
 }
 
 #[derive(Debug, Deserialize)]
@@ -93,7 +97,7 @@ pub async fn create(
     let now = now_ms();
     let key = current_key(&st, &tenant.key_prefix).await?;
     let link = st.store.create_link(&tenant.key_prefix, body.spec()?, now).await.map_err(store_err("tenant"))?;
-    Ok(json(StatusCode::CREATED, &view(link, &p.public_url, &tenant.key_prefix, Some(&key))))
+    Ok(json(StatusCode::CREATED, &view(link, &p.public_url, &tenant.key_prefix, Some(&key), LinkCount::default())))
 }
 
 pub async fn list(
@@ -105,7 +109,12 @@ pub async fn list(
     let (limit, after) = q.parts()?;
     let page = st.store.links_page(&tenant.key_prefix, after.as_deref(), limit).await?;
     let key = current_key(&st, &tenant.key_prefix).await?;
-    Ok(listing(page, |l| view(l, &p.public_url, &tenant.key_prefix, Some(&key))))
+    let ids: Vec<&str> = page.items.iter().map(|l| l.tu_id.as_str()).collect();
+    let counts = counts_of(&st, &tenant.key_prefix, &ids).await?;
+    Ok(listing(page, |l| {
+        let c = counts.get(&l.tu_id).copied().unwrap_or_default();
+        view(l, &p.public_url, &tenant.key_prefix, Some(&key), c)
+    }))
 }
 
 pub async fn get(
@@ -116,7 +125,8 @@ pub async fn get(
     let tenant = p.tenant("read")?;
     let link = st.store.link(&tenant.key_prefix, &tu_id).await?.ok_or_else(|| not_found("link"))?;
     let key = current_key(&st, &tenant.key_prefix).await?;
-    Ok(json(StatusCode::OK, &view(link, &p.public_url, &tenant.key_prefix, Some(&key))))
+    let c = counts_of(&st, &tenant.key_prefix, &[tu_id.as_str()]).await?.remove(&tu_id).unwrap_or_default();
+    Ok(json(StatusCode::OK, &view(link, &p.public_url, &tenant.key_prefix, Some(&key), c)))
 }
 
 pub async fn update(
@@ -130,7 +140,8 @@ pub async fn update(
     let spec = body.spec()?;
     let link = st.store.update_link(&tenant.key_prefix, &tu_id, spec, now).await.map_err(store_err("link"))?;
     let key = current_key(&st, &tenant.key_prefix).await?;
-    let res = json(StatusCode::OK, &view(link, &p.public_url, &tenant.key_prefix, Some(&key)));
+    let c = counts_of(&st, &tenant.key_prefix, &[tu_id.as_str()]).await?.remove(&tu_id).unwrap_or_default();
+    let res = json(StatusCode::OK, &view(link, &p.public_url, &tenant.key_prefix, Some(&key), c));
     Ok(purging(res, vec![format!("short:{tu_id}")]))
 }
 
