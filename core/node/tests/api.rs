@@ -518,6 +518,21 @@ async fn every_bad_input_gets_a_4xx_that_says_why() {
             assert!(!a.body["error"]["message"].as_str().unwrap().is_empty());
         }
     }
+    // a change that would make a rule unrunnable is refused and leaves the rule as it was
+    let rule = api
+        .call(
+            "POST",
+            "/api/rules",
+            &key,
+            Some(json!({ "field": "user_agent", "operator": "contains", "value": "bot", "action": "drop" })),
+        )
+        .await;
+    let path = format!("/api/rules/{}", rule.body["rule_id"].as_str().unwrap());
+    let bad = api.call("PATCH", &path, &key, Some(json!({ "operator": "cidr", "value": "10.0.0.0/8" }))).await;
+    assert_eq!((bad.status, bad.code()), (400, "invalid_rule"));
+    assert_eq!(api.call("GET", &path, &key, None).await.body["operator"], "contains");
+    let ok = api.call("PATCH", &path, &key, Some(json!({ "enabled": false }))).await;
+    assert_eq!((ok.status, ok.body["enabled"].clone(), ok.body["value"].clone()), (200, json!(false), json!("bot")));
     // not JSON, or not even declared as JSON
     let res = api
         .node

@@ -39,6 +39,8 @@ pub enum StoreError {
     Conflict(String),
     #[error("invalid input: {0}")]
     Invalid(&'static str),
+    #[error("refused: {0}")]
+    Rejected(String),
     #[error("unexpected data in column {0}")]
     BadColumn(&'static str),
     #[error("cannot create the database directory: {0}")]
@@ -281,10 +283,10 @@ pub enum Location {
 /// The libSQL metadata store.
 #[derive(Clone)]
 pub struct Store {
-    conn: Connection,
     sealer: Option<Sealer>,
-    // keeps the database handle alive for the connection's lifetime
-    _db: std::sync::Arc<libsql::Database>,
+    /// Connections are opened per statement or transaction (see [`Store::conn`]).
+    db: std::sync::Arc<libsql::Database>,
+    local: bool,
 }
 
 impl std::fmt::Debug for Store {
@@ -324,16 +326,17 @@ impl Store {
                 db
             }
         };
-        let conn = db.connect()?;
-        if let Location::File(_) = location {
-            conn.busy_timeout(std::time::Duration::from_secs(5))?;
-            // WAL lets the CLI write while a node reads; the pragma answers with a row, so query it.
-            let _ = conn.query("PRAGMA journal_mode=WAL", ()).await?;
-            conn.execute("PRAGMA foreign_keys=ON", ()).await?;
+        let local = matches!(location, Location::File(_));
+        let store = Store { sealer: None, db: std::sync::Arc::new(db), local };
+        let setup = store.tx_conn().await?;
+        if local {
+            // WAL (a property of the file) lets the CLI write while a node reads; the pragma answers with a row
+            let _ = setup.query("PRAGMA journal_mode=WAL", ()).await?;
         }
-        conn.execute_batch(SCHEMA).await?;
-        migrate(&conn).await?;
-        Ok(Store { conn, sealer: None, _db: std::sync::Arc::new(db) })
+        setup.execute_batch(SCHEMA).await?;
+        migrate(&setup).await?;
+        drop(setup);
+        Ok(store)
     }
 
     /// Seals link secrets written from now on with this key (`SECRETS_KEY`), and opens sealed ones.
@@ -341,6 +344,29 @@ impl Store {
         use aes_gcm::KeyInit;
         self.sealer = aes_gcm::Aes256Gcm::new_from_slice(&key).ok().map(Sealer);
         self
+    }
+
+    /// A connection for one statement. Every call has its own (cheap: a file handle, or a stream on a remote
+    /// server), so no request ever sees another's open statement or transaction state: a shared connection holding
+    /// a read while another connection commits would fail its next write (`SQLITE_BUSY_SNAPSHOT`), and remote
+    /// servers interrupt streams that ran a transaction once another writer takes the lock.
+    fn conn(&self) -> Result<Connection> {
+        let conn = self.db.connect()?;
+        if self.local {
+            conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        }
+        Ok(conn)
+    }
+
+    /// A connection for one transaction, with foreign keys enforced on a local file. Write transactions begin
+    /// `IMMEDIATE`: one that reads first and upgrades to a write lock later fails at once when another writer is
+    /// active, where an immediate one waits its turn (`busy_timeout`).
+    async fn tx_conn(&self) -> Result<Connection> {
+        let conn = self.conn()?;
+        if self.local {
+            conn.execute("PRAGMA foreign_keys=ON", ()).await?;
+        }
+        Ok(conn)
     }
 
     fn sealed(&self, secret: &str) -> Result<String> {
@@ -376,7 +402,8 @@ impl Store {
             if !is_valid_key_prefix(&prefix) || prefix == GLOBAL_KEY_PREFIX {
                 return Err(StoreError::Invalid("key prefix must be 2 to 32 of [a-z0-9] and not \"global\""));
             }
-            let tx = self.conn.transaction().await?;
+            let conn = self.tx_conn().await?;
+            let tx = conn.transaction_with_behavior(libsql::TransactionBehavior::Immediate).await?;
             let inserted = tx
                 .execute(
                     "INSERT INTO tenants (key_prefix, name, plan, limits, created_at) VALUES (?1, ?2, ?3, ?4, ?5)
@@ -406,7 +433,7 @@ impl Store {
 
     pub async fn list_tenants(&self) -> Result<Vec<Tenant>> {
         let mut rows = self
-            .conn
+            .conn()?
             .query(
                 "SELECT key_prefix, name, plan, status, created_at, limits, updated_at FROM tenants ORDER BY created_at, key_prefix",
                 (),
@@ -422,7 +449,7 @@ impl Store {
     /// A tenant with all its keys, current key first; `None` if there is no such tenant.
     pub async fn tenant_keys(&self, key_prefix: &str) -> Result<Option<TenantKeys>> {
         let mut rows = self
-            .conn
+            .conn()?
             .query(
                 "SELECT key_prefix, name, plan, status, created_at, limits, updated_at FROM tenants WHERE key_prefix = ?1",
                 [key_prefix],
@@ -433,7 +460,7 @@ impl Store {
         };
         let tenant = tenant_from_row(&row)?;
         let mut rows = self
-            .conn
+            .conn()?
             .query(
                 "SELECT kid, signing_secret, encryption_key, retires_at FROM tenant_keys WHERE key_prefix = ?1 ORDER BY seq DESC",
                 [key_prefix],
@@ -454,7 +481,8 @@ impl Store {
 
     /// Adds a new current key; every older key keeps verifying links until `now + grace`.
     pub async fn rotate_keys(&self, key_prefix: &str, grace_ms: i64, now_ms: i64) -> Result<NewKey> {
-        let tx = self.conn.transaction().await?;
+        let conn = self.tx_conn().await?;
+        let tx = conn.transaction_with_behavior(libsql::TransactionBehavior::Immediate).await?;
         let mut rows =
             tx.query("SELECT COALESCE(MAX(seq), 0) FROM tenant_keys WHERE key_prefix = ?1", [key_prefix]).await?;
         let seq = match rows.next().await? {
@@ -495,7 +523,7 @@ impl Store {
         let token = format!("{INGEST_TOKEN_PREFIX}{}", URL_SAFE_NO_PAD.encode(raw));
         let token_id = format!("tok_{}", uuid::Uuid::now_v7().simple());
         let n = self
-            .conn
+            .conn()?
             .execute(
                 "INSERT INTO ingest_tokens (token_hash, token_id, key_prefix, name, created_at, expires_at)
                  SELECT ?1, ?2, key_prefix, ?4, ?5, ?6 FROM tenants WHERE key_prefix = ?3",
@@ -520,7 +548,7 @@ impl Store {
     /// Like [`Store::lookup_ingest_token`] with the SHA-256 (hex) of the token, as the edge sends it.
     pub async fn lookup_ingest_token_hash(&self, token_hash: &str, now_ms: i64) -> Result<Option<TokenInfo>> {
         let mut rows = self
-            .conn
+            .conn()?
             .query(
                 "SELECT t.token_id, t.key_prefix FROM ingest_tokens t JOIN tenants n ON n.key_prefix = t.key_prefix
                  WHERE t.token_hash = ?1 AND t.revoked_at IS NULL AND (t.expires_at IS NULL OR t.expires_at > ?2)
@@ -539,7 +567,7 @@ impl Store {
     /// Revokes a token now and returns it (with its hash, so caches keyed by it can be dropped). Revoking twice
     /// is not an error: the first time stands.
     pub async fn revoke_ingest_token(&self, key_prefix: &str, token_id: &str, now_ms: i64) -> Result<IngestToken> {
-        self.conn
+        self.conn()?
             .execute(
                 "UPDATE ingest_tokens SET revoked_at = ?3 WHERE key_prefix = ?1 AND token_id = ?2 AND revoked_at IS NULL",
                 (key_prefix, token_id, now_ms),
@@ -560,7 +588,7 @@ impl Store {
             .map_err(|_| StoreError::Invalid("destination must be an absolute http(s) URL"))?;
         let tu_id = format!("tu_{}", uuid::Uuid::now_v7());
         let n = self
-            .conn
+            .conn()?
             .execute(
                 "INSERT INTO tracking_urls (tu_id, key_prefix, destination, created_at, expires_at)
                  SELECT ?1, key_prefix, ?3, ?4, ?5 FROM tenants WHERE key_prefix = ?2",
@@ -581,7 +609,7 @@ impl Store {
 
     pub async fn short_link(&self, tu_id: &str) -> Result<Option<ShortLink>> {
         let mut rows = self
-            .conn
+            .conn()?
             .query(
                 "SELECT tu_id, key_prefix, destination, expires_at, fallback_url FROM tracking_urls WHERE tu_id = ?1",
                 [tu_id],
@@ -615,7 +643,7 @@ async fn migrate(conn: &Connection) -> Result<()> {
     drop(rows);
     for (i, sql) in MIGRATIONS.iter().enumerate().skip(usize::try_from(applied).unwrap_or(usize::MAX)) {
         let version = i64::try_from(i + 1).unwrap_or(i64::MAX);
-        let tx = conn.transaction().await?;
+        let tx = conn.transaction_with_behavior(libsql::TransactionBehavior::Immediate).await?;
         tx.execute_batch(sql).await?;
         // a concurrent node that applied it first makes this insert fail and the transaction roll back
         tx.execute("INSERT INTO tracker_schema (version) VALUES (?1)", [version]).await?;
@@ -680,7 +708,8 @@ mod tests {
         let s = Store::open(&path).await.unwrap().with_secrets_key([7; 32]);
         let k = s.create_tenant("Acme", Some("acme"), NOW).await.unwrap();
         let mut rows = s
-            .conn
+            .conn()
+            .unwrap()
             .query("SELECT signing_secret, encryption_key FROM tenant_keys WHERE key_prefix = 'acme'", ())
             .await
             .unwrap();
@@ -711,7 +740,7 @@ mod tests {
         assert!(s.lookup_ingest_token(&token, NOW + 10).await.unwrap().is_none(), "expired");
         assert!(s.lookup_ingest_token("trk_ing_guess", NOW).await.unwrap().is_none());
         // the plaintext is nowhere in the database
-        let mut rows = s.conn.query("SELECT token_hash FROM ingest_tokens", ()).await.unwrap();
+        let mut rows = s.conn().unwrap().query("SELECT token_hash FROM ingest_tokens", ()).await.unwrap();
         let stored = text(&rows.next().await.unwrap().unwrap(), 0, "token_hash").unwrap();
         assert_ne!(stored, token);
         assert_eq!(stored, hash_token(&token));
@@ -720,6 +749,34 @@ mod tests {
         assert!(s.revoke_ingest_token("other", &id, NOW).await.is_err());
         s.revoke_ingest_token("acme", &id, NOW).await.unwrap();
         assert!(s.lookup_ingest_token(&token, NOW).await.unwrap().is_none());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn concurrent_requests_do_not_see_each_others_transactions() {
+        let (_d, s) = store().await;
+        s.create_tenant("Acme", Some("acme"), NOW).await.unwrap();
+        let mut tasks = Vec::new();
+        for i in 0..40 {
+            let s = s.clone();
+            tasks.push(tokio::spawn(async move {
+                match i % 4 {
+                    0 => s.rotate_keys("acme", 1_000, NOW + i).await.map(|_| ()),
+                    1 => {
+                        let spec =
+                            LinkSpec { destination: Some(format!("https://a.example/{i}")), ..LinkSpec::default() };
+                        s.create_link("acme", spec, NOW).await.map(|_| ())
+                    }
+                    2 => s.tenant_keys("acme").await.map(|_| ()),
+                    _ => s.create_tenant(&format!("t{i}"), None, NOW).await.map(|_| ()),
+                }
+            }));
+        }
+        for t in tasks {
+            t.await.unwrap().unwrap();
+        }
+        let keys = s.tenant_keys("acme").await.unwrap().unwrap().keys;
+        assert_eq!(keys.len(), 11, "every rotation applied exactly once");
+        assert_eq!(s.links_page("acme", None, 200).await.unwrap().items.len(), 10);
     }
 
     #[tokio::test]

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use libsql::Value;
+use libsql::{Connection, Value};
 use rand::Rng as _;
 use serde::{Deserialize, Serialize};
 use tracker_protocol::validate_destination;
@@ -73,7 +73,7 @@ async fn page<T>(
     let limit = limit.clamp(1, MAX_PAGE);
     params.push(Value::Text(after.unwrap_or_default().to_owned()));
     params.push(Value::Integer(i64::from(limit) + 1));
-    let mut rows = store.conn.query(sql, params).await?;
+    let mut rows = store.conn()?.query(sql, params).await?;
     let mut items = Vec::new();
     while let Some(row) = rows.next().await? {
         items.push(map(&row)?);
@@ -124,9 +124,7 @@ pub(crate) fn tenant_from_row(row: &libsql::Row) -> Result<Tenant> {
 
 impl Store {
     pub async fn tenant(&self, key_prefix: &str) -> Result<Option<Tenant>> {
-        let sql = format!("SELECT {TENANT_COLUMNS} FROM tenants WHERE key_prefix = ?1");
-        let mut rows = self.conn.query(&sql, [key_prefix]).await?;
-        rows.next().await?.map(|r| tenant_from_row(&r)).transpose()
+        tenant_on(&self.conn()?, key_prefix).await
     }
 
     pub async fn tenants_page(&self, after: Option<&str>, limit: u32) -> Result<Page<Tenant>> {
@@ -134,9 +132,12 @@ impl Store {
         page(self, &sql, vec![], after, limit, |t: &Tenant| &t.key_prefix, tenant_from_row).await
     }
 
-    /// Applies `update` (values checked by the caller) and returns the tenant as it now is.
+    /// Applies `update` (values checked by the caller) and returns the tenant as it now is; concurrent updates
+    /// of one tenant apply one after the other (read and write in one transaction).
     pub async fn update_tenant(&self, key_prefix: &str, update: TenantUpdate, now_ms: i64) -> Result<Tenant> {
-        let Some(mut t) = self.tenant(key_prefix).await? else {
+        let conn = self.tx_conn().await?;
+        let tx = conn.transaction_with_behavior(libsql::TransactionBehavior::Immediate).await?;
+        let Some(mut t) = tenant_on(&tx, key_prefix).await? else {
             return Err(StoreError::NotFound(format!("tenant {key_prefix}")));
         };
         if let Some(name) = update.name {
@@ -149,14 +150,20 @@ impl Store {
         t.status = update.status.unwrap_or(t.status);
         t.limits = update.limits.unwrap_or(t.limits);
         t.updated_at = Some(now_ms);
-        self.conn
-            .execute(
-                "UPDATE tenants SET name = ?2, plan = ?3, status = ?4, limits = ?5, updated_at = ?6 WHERE key_prefix = ?1",
-                (key_prefix, t.name.as_str(), t.plan.as_str(), t.status.as_str(), to_json(&t.limits), now_ms),
-            )
-            .await?;
+        tx.execute(
+            "UPDATE tenants SET name = ?2, plan = ?3, status = ?4, limits = ?5, updated_at = ?6 WHERE key_prefix = ?1",
+            (key_prefix, t.name.as_str(), t.plan.as_str(), t.status.as_str(), to_json(&t.limits), now_ms),
+        )
+        .await?;
+        tx.commit().await?;
         Ok(t)
     }
+}
+
+async fn tenant_on(conn: &Connection, key_prefix: &str) -> Result<Option<Tenant>> {
+    let sql = format!("SELECT {TENANT_COLUMNS} FROM tenants WHERE key_prefix = ?1");
+    let mut rows = conn.query(&sql, [key_prefix]).await?;
+    rows.next().await?.map(|r| tenant_from_row(&r)).transpose()
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -230,7 +237,7 @@ impl Store {
             revoked_at: None,
         };
         let n = self
-            .conn
+            .conn()?
             .execute(
                 "INSERT INTO api_keys (key_id, key_hash, key_prefix, name, scopes, created_at, expires_at)
                  SELECT ?1, ?2, key_prefix, ?4, ?5, ?6, ?7 FROM tenants WHERE key_prefix = ?3",
@@ -258,7 +265,7 @@ impl Store {
                           t.name, t.plan, t.status, t.created_at, t.limits, t.updated_at
                    FROM api_keys k JOIN tenants t ON t.key_prefix = k.key_prefix
                    WHERE k.key_hash = ?1 AND k.revoked_at IS NULL AND (k.expires_at IS NULL OR k.expires_at > ?2)";
-        let mut rows = self.conn.query(sql, (key_hash, now_ms)).await?;
+        let mut rows = self.conn()?.query(sql, (key_hash, now_ms)).await?;
         let Some(row) = rows.next().await? else { return Ok(None) };
         let key = key_from_row(&row)?;
         let tenant = Tenant {
@@ -282,13 +289,13 @@ impl Store {
 
     pub async fn api_key(&self, key_prefix: &str, key_id: &str) -> Result<Option<ApiKey>> {
         let sql = format!("SELECT {KEY_COLUMNS} FROM api_keys WHERE key_prefix = ?1 AND key_id = ?2");
-        let mut rows = self.conn.query(&sql, [key_prefix, key_id]).await?;
+        let mut rows = self.conn()?.query(&sql, [key_prefix, key_id]).await?;
         rows.next().await?.map(|r| key_from_row(&r)).transpose()
     }
 
     /// Revokes a key now; revoking twice is not an error (the first time stands).
     pub async fn revoke_api_key(&self, key_prefix: &str, key_id: &str, now_ms: i64) -> Result<ApiKey> {
-        self.conn
+        self.conn()?
             .execute(
                 "UPDATE api_keys SET revoked_at = ?3 WHERE key_prefix = ?1 AND key_id = ?2 AND revoked_at IS NULL",
                 (key_prefix, key_id, now_ms),
@@ -340,7 +347,7 @@ impl Store {
 
     pub async fn ingest_token(&self, key_prefix: &str, token_id: &str) -> Result<Option<IngestToken>> {
         let sql = format!("SELECT {TOKEN_COLUMNS} FROM ingest_tokens WHERE key_prefix = ?1 AND token_id = ?2");
-        let mut rows = self.conn.query(&sql, [key_prefix, token_id]).await?;
+        let mut rows = self.conn()?.query(&sql, [key_prefix, token_id]).await?;
         rows.next().await?.map(|r| token_from_row(&r)).transpose()
     }
 }
@@ -422,7 +429,7 @@ impl Store {
         };
         check_link(&link)?;
         let n = self
-            .conn
+            .conn()?
             .execute(
                 "INSERT INTO tracking_urls (tu_id, key_prefix, name, destination, fallback_url, created_at, expires_at)
                  SELECT ?1, key_prefix, ?3, ?4, ?5, ?6, ?7 FROM tenants WHERE key_prefix = ?2",
@@ -444,9 +451,7 @@ impl Store {
     }
 
     pub async fn link(&self, key_prefix: &str, tu_id: &str) -> Result<Option<Link>> {
-        let sql = format!("SELECT {LINK_COLUMNS} FROM tracking_urls WHERE key_prefix = ?1 AND tu_id = ?2");
-        let mut rows = self.conn.query(&sql, [key_prefix, tu_id]).await?;
-        rows.next().await?.map(|r| link_from_row(&r)).transpose()
+        link_on(&self.conn()?, key_prefix, tu_id).await
     }
 
     pub async fn links_page(&self, key_prefix: &str, after: Option<&str>, limit: u32) -> Result<Page<Link>> {
@@ -456,9 +461,12 @@ impl Store {
         page(self, &sql, vec![key_prefix.into()], after, limit, |l: &Link| &l.tu_id, link_from_row).await
     }
 
+    /// Applies `spec` to a link in one transaction (concurrent changes apply one after the other).
     pub async fn update_link(&self, key_prefix: &str, tu_id: &str, spec: LinkSpec, now_ms: i64) -> Result<Link> {
+        let conn = self.tx_conn().await?;
+        let tx = conn.transaction_with_behavior(libsql::TransactionBehavior::Immediate).await?;
         let mut link =
-            self.link(key_prefix, tu_id).await?.ok_or_else(|| StoreError::NotFound(format!("link {tu_id}")))?;
+            link_on(&tx, key_prefix, tu_id).await?.ok_or_else(|| StoreError::NotFound(format!("link {tu_id}")))?;
         if let Some(n) = spec.name {
             link.name = n;
         }
@@ -473,33 +481,35 @@ impl Store {
         }
         link.updated_at = Some(now_ms);
         check_link(&link)?;
-        self.conn
-            .execute(
-                "UPDATE tracking_urls SET name = ?3, destination = ?4, fallback_url = ?5, expires_at = ?6, updated_at = ?7
+        tx.execute(
+            "UPDATE tracking_urls SET name = ?3, destination = ?4, fallback_url = ?5, expires_at = ?6, updated_at = ?7
                  WHERE key_prefix = ?1 AND tu_id = ?2",
-                (
-                    key_prefix,
-                    tu_id,
-                    link.name.clone(),
-                    link.destination.as_str(),
-                    link.fallback_url.clone(),
-                    link.expires_at,
-                    now_ms,
-                ),
-            )
-            .await?;
+            (
+                key_prefix,
+                tu_id,
+                link.name.clone(),
+                link.destination.as_str(),
+                link.fallback_url.clone(),
+                link.expires_at,
+                now_ms,
+            ),
+        )
+        .await?;
+        tx.commit().await?;
         Ok(link)
     }
 
     pub async fn delete_link(&self, key_prefix: &str, tu_id: &str) -> Result<()> {
         let n = self
-            .conn
+            .conn()?
             .execute("DELETE FROM tracking_urls WHERE key_prefix = ?1 AND tu_id = ?2", [key_prefix, tu_id])
             .await?;
         if n == 0 {
             return Err(StoreError::NotFound(format!("link {tu_id}")));
         }
-        self.conn.execute("DELETE FROM link_counts WHERE key_prefix = ?1 AND tu_id = ?2", [key_prefix, tu_id]).await?;
+        self.conn()?
+            .execute("DELETE FROM link_counts WHERE key_prefix = ?1 AND tu_id = ?2", [key_prefix, tu_id])
+            .await?;
         Ok(())
     }
 
@@ -516,7 +526,7 @@ impl Store {
         );
         let mut params: Vec<Value> = vec![key_prefix.into()];
         params.extend(tu_ids.iter().map(|id| Value::from(*id)));
-        let mut rows = self.conn.query(&sql, params).await?;
+        let mut rows = self.conn()?.query(&sql, params).await?;
         while let Some(row) = rows.next().await? {
             let count =
                 LinkCount { clicks: int(&row, 1, "clicks")?, last_click_at: opt_int(&row, 2, "last_click_at")? };
@@ -528,7 +538,7 @@ impl Store {
     /// Where `consumer` resumes in `partition` (0 if it never committed).
     pub async fn consumer_offset(&self, consumer: &str, partition: u32) -> Result<u64> {
         let mut rows = self
-            .conn
+            .conn()?
             .query(
                 "SELECT next_offset FROM consumer_offsets WHERE consumer = ?1 AND partition = ?2",
                 (consumer, i64::from(partition)),
@@ -550,7 +560,8 @@ impl Store {
         next_offset: u64,
         counts: &[(String, String, LinkCount)],
     ) -> Result<()> {
-        let tx = self.conn.transaction().await?;
+        let conn = self.tx_conn().await?;
+        let tx = conn.transaction_with_behavior(libsql::TransactionBehavior::Immediate).await?;
         for (key_prefix, tu_id, c) in counts {
             tx.execute(
                 "INSERT INTO link_counts (key_prefix, tu_id, clicks, last_click_at) VALUES (?1, ?2, ?3, ?4)
@@ -576,6 +587,12 @@ impl Store {
 pub struct LinkCount {
     pub clicks: i64,
     pub last_click_at: Option<i64>,
+}
+
+async fn link_on(conn: &Connection, key_prefix: &str, tu_id: &str) -> Result<Option<Link>> {
+    let sql = format!("SELECT {LINK_COLUMNS} FROM tracking_urls WHERE key_prefix = ?1 AND tu_id = ?2");
+    let mut rows = conn.query(&sql, [key_prefix, tu_id]).await?;
+    rows.next().await?.map(|r| link_from_row(&r)).transpose()
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -664,7 +681,7 @@ impl Store {
         }
         let secret = random_secret(WEBHOOK_SECRET_PREFIX);
         let n = self
-            .conn
+            .conn()?
             .execute(
                 "INSERT INTO webhooks (webhook_id, key_prefix, url, description, event_types, param_filters, secret, enabled, created_at, updated_at)
                  SELECT ?1, key_prefix, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?9 FROM tenants WHERE key_prefix = ?2",
@@ -688,15 +705,13 @@ impl Store {
     }
 
     pub async fn webhook(&self, key_prefix: &str, webhook_id: &str) -> Result<Option<Webhook>> {
-        let sql = format!("SELECT {WEBHOOK_COLUMNS} FROM webhooks WHERE key_prefix = ?1 AND webhook_id = ?2");
-        let mut rows = self.conn.query(&sql, [key_prefix, webhook_id]).await?;
-        rows.next().await?.map(|r| webhook_from_row(&r)).transpose()
+        webhook_on(&self.conn()?, key_prefix, webhook_id).await
     }
 
     /// The signing secret of an endpoint (for deliveries).
     pub async fn webhook_secret(&self, key_prefix: &str, webhook_id: &str) -> Result<Option<String>> {
         let mut rows = self
-            .conn
+            .conn()?
             .query("SELECT secret FROM webhooks WHERE key_prefix = ?1 AND webhook_id = ?2", [key_prefix, webhook_id])
             .await?;
         match rows.next().await? {
@@ -719,14 +734,14 @@ impl Store {
         spec: WebhookSpec,
         now_ms: i64,
     ) -> Result<Webhook> {
-        let mut hook = self
-            .webhook(key_prefix, webhook_id)
+        let conn = self.tx_conn().await?;
+        let tx = conn.transaction_with_behavior(libsql::TransactionBehavior::Immediate).await?;
+        let mut hook = webhook_on(&tx, key_prefix, webhook_id)
             .await?
             .ok_or_else(|| StoreError::NotFound(format!("webhook {webhook_id}")))?;
         hook.apply(spec);
         hook.updated_at = now_ms;
-        self.conn
-            .execute(
+        tx.execute(
                 "UPDATE webhooks SET url = ?3, description = ?4, event_types = ?5, param_filters = ?6, enabled = ?7, updated_at = ?8
                  WHERE key_prefix = ?1 AND webhook_id = ?2",
                 (
@@ -741,12 +756,13 @@ impl Store {
                 ),
             )
             .await?;
+        tx.commit().await?;
         Ok(hook)
     }
 
     pub async fn delete_webhook(&self, key_prefix: &str, webhook_id: &str) -> Result<()> {
         let n = self
-            .conn
+            .conn()?
             .execute("DELETE FROM webhooks WHERE key_prefix = ?1 AND webhook_id = ?2", [key_prefix, webhook_id])
             .await?;
         if n == 0 {
@@ -754,6 +770,12 @@ impl Store {
         }
         Ok(())
     }
+}
+
+async fn webhook_on(conn: &Connection, key_prefix: &str, webhook_id: &str) -> Result<Option<Webhook>> {
+    let sql = format!("SELECT {WEBHOOK_COLUMNS} FROM webhooks WHERE key_prefix = ?1 AND webhook_id = ?2");
+    let mut rows = conn.query(&sql, [key_prefix, webhook_id]).await?;
+    rows.next().await?.map(|r| webhook_from_row(&r)).transpose()
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -843,7 +865,7 @@ impl Store {
     /// Stores a new rule (built with [`FilterRule::blank`] and checked by the caller).
     pub async fn create_rule(&self, key_prefix: &str, rule: &FilterRule) -> Result<()> {
         let n = self
-            .conn
+            .conn()?
             .execute(
                 "INSERT INTO filter_rules (rule_id, key_prefix, field, operator, value, action, enabled, description, created_at, updated_at)
                  SELECT ?1, key_prefix, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10 FROM tenants WHERE key_prefix = ?2",
@@ -869,7 +891,7 @@ impl Store {
 
     pub async fn rule(&self, key_prefix: &str, rule_id: &str) -> Result<Option<FilterRule>> {
         let sql = format!("SELECT {RULE_COLUMNS} FROM filter_rules WHERE key_prefix = ?1 AND rule_id = ?2");
-        let mut rows = self.conn.query(&sql, [key_prefix, rule_id]).await?;
+        let mut rows = self.conn()?.query(&sql, [key_prefix, rule_id]).await?;
         rows.next().await?.map(|r| rule_from_row(&r)).transpose()
     }
 
@@ -880,35 +902,48 @@ impl Store {
         page(self, &sql, vec![key_prefix.into()], after, limit, |r: &FilterRule| &r.rule_id, rule_from_row).await
     }
 
-    /// Replaces a rule's fields (the id and tenant stay).
-    pub async fn save_rule(&self, key_prefix: &str, rule: &FilterRule) -> Result<()> {
-        let n = self
-            .conn
-            .execute(
-                "UPDATE filter_rules SET field = ?3, operator = ?4, value = ?5, action = ?6, enabled = ?7, description = ?8, updated_at = ?9
-                 WHERE key_prefix = ?1 AND rule_id = ?2",
-                libsql::params![
-                    key_prefix,
-                    rule.rule_id.as_str(),
-                    rule.field.as_str(),
-                    rule.operator.as_str(),
-                    rule.value.clone(),
-                    rule.action.as_str(),
-                    i64::from(rule.enabled),
-                    rule.description.as_str(),
-                    rule.updated_at
-                ],
-            )
-            .await?;
-        if n == 0 {
-            return Err(StoreError::NotFound(format!("rule {}", rule.rule_id)));
-        }
-        Ok(())
+    /// Applies `spec` to a rule in one transaction, if `check` accepts the result (its reason is returned as
+    /// [`StoreError::Rejected`]); concurrent changes apply one after the other.
+    pub async fn update_rule(
+        &self,
+        key_prefix: &str,
+        rule_id: &str,
+        spec: RuleSpec,
+        now_ms: i64,
+        check: impl FnOnce(&FilterRule) -> std::result::Result<(), String>,
+    ) -> Result<FilterRule> {
+        let conn = self.tx_conn().await?;
+        let tx = conn.transaction_with_behavior(libsql::TransactionBehavior::Immediate).await?;
+        let sql = format!("SELECT {RULE_COLUMNS} FROM filter_rules WHERE key_prefix = ?1 AND rule_id = ?2");
+        let mut rows = tx.query(&sql, [key_prefix, rule_id]).await?;
+        let current = rows.next().await?.map(|r| rule_from_row(&r)).transpose()?;
+        drop(rows);
+        let mut rule = current.ok_or_else(|| StoreError::NotFound(format!("rule {rule_id}")))?.with(spec);
+        rule.updated_at = now_ms;
+        check(&rule).map_err(StoreError::Rejected)?;
+        tx.execute(
+            "UPDATE filter_rules SET field = ?3, operator = ?4, value = ?5, action = ?6, enabled = ?7, description = ?8, updated_at = ?9
+             WHERE key_prefix = ?1 AND rule_id = ?2",
+            libsql::params![
+                key_prefix,
+                rule.rule_id.as_str(),
+                rule.field.as_str(),
+                rule.operator.as_str(),
+                rule.value.clone(),
+                rule.action.as_str(),
+                i64::from(rule.enabled),
+                rule.description.as_str(),
+                rule.updated_at
+            ],
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(rule)
     }
 
     pub async fn delete_rule(&self, key_prefix: &str, rule_id: &str) -> Result<()> {
         let n = self
-            .conn
+            .conn()?
             .execute("DELETE FROM filter_rules WHERE key_prefix = ?1 AND rule_id = ?2", [key_prefix, rule_id])
             .await?;
         if n == 0 {

@@ -216,6 +216,7 @@ fn store_err(what: &'static str) -> impl Fn(StoreError) -> ApiError {
     move |e| match e {
         StoreError::NotFound(_) => not_found(what),
         StoreError::Invalid(reason) => ApiError::bad_request("invalid_field", reason),
+        StoreError::Rejected(reason) => ApiError::bad_request("invalid_rule", reason),
         StoreError::Conflict(thing) => {
             ApiError::new(StatusCode::CONFLICT, "conflict", format!("{thing} already exists"))
         }

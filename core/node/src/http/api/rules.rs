@@ -147,11 +147,12 @@ pub async fn update(
     Body(body): Body<RuleBody>,
 ) -> Result<Response, ApiError> {
     let tenant = p.tenant("write")?;
-    let current = st.store.rule(&tenant.key_prefix, &id).await?.ok_or_else(|| not_found("rule"))?;
-    let mut rule = current.with(body.into());
-    rule.updated_at = now_ms();
-    check(&rule)?;
-    st.store.save_rule(&tenant.key_prefix, &rule).await.map_err(store_err("rule"))?;
+    let checked = |rule: &FilterRule| check(rule).map_err(|e| e.message);
+    let rule = st
+        .store
+        .update_rule(&tenant.key_prefix, &id, body.into(), now_ms(), checked)
+        .await
+        .map_err(store_err("rule"))?;
     Ok(json(StatusCode::OK, &rule))
 }
 
