@@ -75,6 +75,27 @@ pub fn purge_keys(header: &str) -> Vec<(&str, &str)> {
         .collect()
 }
 
+/// The status to remember for a credential after the core's answer: only a refusal of the credential itself
+/// (`invalid_credentials`) or of its rate (`rate_limited`). Other 401s (the edge's own signature refused during a
+/// secret rotation or clock skew) and every other answer are not about the caller; they clear the entry.
+pub fn refusal(status: u16, body: &[u8]) -> u16 {
+    #[derive(serde::Deserialize)]
+    struct Body<'a> {
+        #[serde(borrow)]
+        error: Error<'a>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Error<'a> {
+        code: &'a str,
+    }
+    let code = serde_json::from_slice::<Body<'_>>(body).ok().map(|b| b.error.code);
+    match (status, code) {
+        (401, Some("invalid_credentials")) => 401,
+        (429, Some("rate_limited")) => 429,
+        _ => 200,
+    }
+}
+
 /// Credentials the core refused or rate-limited, answered at the edge until the refusal expires.
 #[derive(Debug, Default)]
 pub struct Refusals {
@@ -132,6 +153,16 @@ mod tests {
         assert_eq!(origin("https://edge.test"), "https://edge.test");
         assert_eq!(credential_hash("").as_deref(), None);
         assert_eq!(credential_hash("abc").unwrap().len(), 64);
+    }
+
+    #[test]
+    fn only_refusals_of_the_credential_are_remembered() {
+        let e = |code: &str| format!("{{\"error\":{{\"code\":\"{code}\",\"message\":\"m\"}}}}").into_bytes();
+        assert_eq!(refusal(401, &e("invalid_credentials")), 401);
+        assert_eq!(refusal(429, &e("rate_limited")), 429);
+        assert_eq!(refusal(401, &e("invalid_edge_signature")), 200, "the edge's problem, not the caller's");
+        assert_eq!(refusal(401, b"not json"), 200);
+        assert_eq!(refusal(403, &e("missing_scope")), 200);
     }
 
     #[test]

@@ -28,7 +28,7 @@ use worker::{
 
 use crate::api::{
     CORS_HEADERS, FORWARDED_HEADERS, MAX_API_BODY, PREFLIGHT_HEADERS, Refusals, credential_hash, forward_path, origin,
-    purge_keys,
+    purge_keys, refusal,
 };
 use crate::cache::IsolateCache;
 use crate::config::EdgeConfig;
@@ -613,7 +613,11 @@ async fn handle(req: RawRequest, env: &Env, ctx: &Context, cfg: &EdgeConfig) -> 
         (Method::Options, "/t/auto") => respond(204, &BEACON_PREFLIGHT_HEADERS, None),
         (Method::Post, "/t/auto") => {
             let cors = [("access-control-allow-origin", "*")];
-            let body = match body_bytes(&req).await {
+            let declared: Option<usize> = header(&req, "content-length").and_then(|l| l.trim().parse().ok());
+    if declared.is_some_and(|n| n > MAX_API_BODY) {
+        return api_error(413, "body_too_large", "the body is larger than 1 MiB", None);
+    }
+    let body = match body_bytes(&req).await {
                 Some(b) if b.len() <= service::MAX_BEACON_BYTES => b,
                 _ => return with_cors(error(&ProtocolError::InvalidBeacon { reason: "the body is missing or larger than 64 KiB".into() })),
             };
@@ -743,6 +747,10 @@ async fn api(req: RawRequest, env: &Env, cfg: &EdgeConfig, url: &str, forward: &
             None => {}
         }
     }
+    let declared: Option<usize> = header(&req, "content-length").and_then(|l| l.trim().parse().ok());
+    if declared.is_some_and(|n| n > MAX_API_BODY) {
+        return api_error(413, "body_too_large", "the body is larger than 1 MiB", None);
+    }
     let body = match body_bytes(&req).await {
         Some(b) if b.len() <= MAX_API_BODY => b,
         Some(_) => return api_error(413, "body_too_large", "the body is larger than 1 MiB", None),
@@ -796,14 +804,15 @@ async fn api(req: RawRequest, env: &Env, cfg: &EdgeConfig, url: &str, forward: &
     if let Some(purge) = get(PURGE_HEADER) {
         purge_hot_path(env, &purge).await;
     }
-    if !public && !credential.is_empty() {
-        let retry = get("retry-after").and_then(|r| r.parse().ok());
-        with_isolate(|i| i.api_refusals.record(&credential, status, retry, now_ms()));
-    }
     let copied: Vec<(&'static str, String)> =
         FORWARDED_HEADERS.iter().filter_map(|name| get(name).map(|v| (*name, v))).collect();
     let dynamic: Vec<(&'static str, &str)> = copied.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let retry = get("retry-after").and_then(|r| r.parse().ok());
     let bytes = res.bytes().await.unwrap_or_default();
+    if !public && !credential.is_empty() {
+        let remembered = refusal(status, &bytes);
+        with_isolate(|i| i.api_refusals.record(&credential, remembered, retry, now_ms()));
+    }
     respond_with(status, &CORS_HEADERS, &dynamic, (!bytes.is_empty()).then_some(bytes))
 }
 

@@ -343,7 +343,10 @@ impl Config {
             limits,
             cache_ttl: Duration::from_secs(src.parse("CACHE_TTL_SECS", 5)?),
             admin_token_sha256,
-            admin_api_rpm: src.parse("ADMIN_API_REQUESTS_PER_MINUTE", d.admin_api_rpm)?,
+            admin_api_rpm: match src.parse("ADMIN_API_REQUESTS_PER_MINUTE", d.admin_api_rpm)? {
+                n @ 1..=1_000_000 => n,
+                _ => return Err(invalid("ADMIN_API_REQUESTS_PER_MINUTE", "must be 1 to 1000000")),
+            },
             webhook_allow_private,
         })
     }

@@ -2,8 +2,8 @@
 //! on short links and stores the counts in libSQL together with its offsets, in one transaction per batch, so a
 //! crash or restart never loses or double-counts a click (exactly once without idempotency bookkeeping).
 //!
-//! Counted: `click` events recorded by the tracking endpoints (`auth = link`) that carry a `tu_id`; events a
-//! tenant ingests itself cannot inflate them. These are raw counts (before bot and rule filtering, which come with
+//! Counted: `click` events recorded by the short-link endpoint (`/t/<tu_id>`, `auth = link`); events a tenant
+//! ingests itself, or a `tu_id` param on some other link, cannot inflate them. These are raw counts (before bot and rule filtering, which come with
 //! the filter consumer). Each node counts its own log under its own consumer name, so nodes sharing one metadata
 //! database add up without overlap.
 
@@ -49,6 +49,10 @@ async fn step(st: &AppState, consumer: &str, partition: u32) -> Result<usize, St
             continue;
         }
         let Some(tu_id) = e.params.get("tu_id") else { continue };
+        // only a click on the short link itself (`/t/<tu_id>`): a click link cannot claim one through its params
+        if e.request_path.as_deref().and_then(|p| p.strip_prefix("/t/")) != Some(tu_id.as_str()) {
+            continue;
+        }
         let c = counts.entry((e.key_prefix.clone(), tu_id.clone())).or_default();
         c.clicks += 1;
         c.last_click_at = Some(c.last_click_at.unwrap_or(0).max(e.timestamp));

@@ -4,6 +4,9 @@
 use std::collections::HashMap;
 use std::sync::Mutex;
 
+/// Largest quota per window (the configuration refuses more).
+pub const MAX_QUOTA: u32 = 1_000_000;
+
 /// Keys tracked before the ones whose buckets are full again are forgotten (they carry no state).
 const SWEEP_AT: usize = 50_000;
 
@@ -35,32 +38,33 @@ impl Verdict {
 
 #[derive(Debug, Default)]
 pub struct RateLimiter {
-    /// Theoretical arrival time per key, in ms.
+    /// Theoretical arrival time per key, in µs (so quotas far above one per ms per window still have a
+    /// non-zero emission interval).
     tat: Mutex<HashMap<String, i64>>,
 }
 
 impl RateLimiter {
     /// Counts one request for `key` under a limit of `quota` per `window_secs` (bursts up to the whole quota).
     pub fn check(&self, key: &str, quota: u32, window_secs: u32, now_ms: i64) -> Verdict {
-        let quota = quota.max(1);
-        let window_ms = i64::from(window_secs.max(1)) * 1000;
-        let interval = window_ms / i64::from(quota);
+        let quota = quota.clamp(1, MAX_QUOTA);
+        let now = now_ms.saturating_mul(1000);
+        let window = i64::from(window_secs.max(1)) * 1_000_000;
+        let interval = (window / i64::from(quota)).max(1);
         let mut map = self.tat.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         if map.len() >= SWEEP_AT {
-            map.retain(|_, tat| *tat > now_ms);
+            map.retain(|_, tat| *tat > now);
         }
-        let tat = map.get(key).copied().unwrap_or(now_ms).max(now_ms);
+        let tat = map.get(key).copied().unwrap_or(now).max(now);
         let new_tat = tat + interval;
-        let secs_up = |ms: i64| u64::try_from((ms + 999) / 1000).unwrap_or(0);
-        let remaining = |tat: i64| u32::try_from((window_ms - (tat - now_ms)) / interval.max(1)).unwrap_or(0);
-        if new_tat - now_ms > window_ms {
+        let secs_up = |us: i64| u64::try_from((us + 999_999) / 1_000_000).unwrap_or(0);
+        if new_tat - now > window {
             return Verdict {
                 allowed: false,
                 quota,
                 window_secs,
                 remaining: 0,
-                reset_secs: secs_up(tat - now_ms),
-                retry_after_secs: secs_up(new_tat - now_ms - window_ms).max(1),
+                reset_secs: secs_up(tat - now),
+                retry_after_secs: secs_up(new_tat - now - window).max(1),
             };
         }
         map.insert(key.to_owned(), new_tat);
@@ -68,8 +72,8 @@ impl RateLimiter {
             allowed: true,
             quota,
             window_secs,
-            remaining: remaining(new_tat),
-            reset_secs: secs_up(new_tat - now_ms),
+            remaining: u32::try_from((window - (new_tat - now)) / interval).unwrap_or(0),
+            reset_secs: secs_up(new_tat - now),
             retry_after_secs: 0,
         }
     }
@@ -95,5 +99,12 @@ mod tests {
         assert!(l.check("other", 3, 60, 0).allowed, "keys are independent");
         assert!(!l.check("t", 3, 60, 19_999).allowed);
         assert!(l.check("t", 3, 60, 20_000).allowed);
+    }
+
+    #[test]
+    fn large_quotas_still_limit() {
+        let l = RateLimiter::default();
+        let allowed = (0..200_000).filter(|_| l.check("big", 100_000, 60, 0).allowed).count();
+        assert_eq!(allowed, 100_000);
     }
 }

@@ -294,6 +294,19 @@ fn some<T: Into<Value>>(v: Option<T>) -> Option<Value> {
     v.map(Into::into)
 }
 
+/// An id as one path segment: anything outside the unreserved characters is percent-encoded, so an id can never
+/// reach another route (`../`, `?`, `#`).
+fn seg(id: &str) -> String {
+    id.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' if id != "." && id != ".." => {
+                char::from(b).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
 /// The request a command stands for: method, path and body.
 pub fn request(cmd: ApiCmd) -> Result<(String, String, Option<Value>), NodeError> {
     use ApiCmd as A;
@@ -315,27 +328,27 @@ pub fn request(cmd: ApiCmd) -> Result<(String, String, Option<Value>), NodeError
                 fields([("name", some(Some(name))), ("key_prefix", some(prefix)), ("plan", some(plan))]),
             ),
             TenantsCmd::List(p) => get(format!("/api/tenants{}", p.query())),
-            TenantsCmd::Get { prefix } => get(format!("/api/tenants/{prefix}")),
+            TenantsCmd::Get { prefix } => get(format!("/api/tenants/{}", seg(&prefix))),
             TenantsCmd::Update { prefix, name, plan, status, api_requests_per_minute } => {
                 let limits = api_requests_per_minute.map(|n| json!({ "api_requests_per_minute": n }));
                 let body =
                     fields([("name", some(name)), ("plan", some(plan)), ("status", some(status)), ("limits", limits)]);
-                send("PATCH", format!("/api/tenants/{prefix}"), body)
+                send("PATCH", format!("/api/tenants/{}", seg(&prefix)), body)
             }
             TenantsCmd::Suspend { prefix } => {
-                send("PATCH", format!("/api/tenants/{prefix}"), json!({ "status": "suspended" }))
+                send("PATCH", format!("/api/tenants/{}", seg(&prefix)), json!({ "status": "suspended" }))
             }
             TenantsCmd::Activate { prefix } => {
-                send("PATCH", format!("/api/tenants/{prefix}"), json!({ "status": "active" }))
+                send("PATCH", format!("/api/tenants/{}", seg(&prefix)), json!({ "status": "active" }))
             }
             TenantsCmd::Rotate { prefix, grace_seconds } => send(
                 "POST",
-                format!("/api/tenants/{prefix}/rotate-keys"),
+                format!("/api/tenants/{}/rotate-keys", seg(&prefix)),
                 fields([("grace_seconds", some(grace_seconds))]),
             ),
             TenantsCmd::IssueKey { prefix, name, scopes } => send(
                 "POST",
-                format!("/api/tenants/{prefix}/api-keys"),
+                format!("/api/tenants/{}/api-keys", seg(&prefix)),
                 fields([("name", some(Some(name))), ("scopes", (!scopes.is_empty()).then(|| json!(scopes)))]),
             ),
         },
@@ -350,16 +363,16 @@ pub fn request(cmd: ApiCmd) -> Result<(String, String, Option<Value>), NodeError
                 ]),
             ),
             KeysCmd::List(p) => get(format!("/api/keys{}", p.query())),
-            KeysCmd::Get { id } => get(format!("/api/keys/{id}")),
-            KeysCmd::Revoke { id } => delete(format!("/api/keys/{id}")),
+            KeysCmd::Get { id } => get(format!("/api/keys/{}", seg(&id))),
+            KeysCmd::Revoke { id } => delete(format!("/api/keys/{}", seg(&id))),
         },
         A::Tokens(c) => match c {
             TokensCmd::Create { name, expires_at } => {
                 send("POST", "/api/tokens".into(), fields([("name", some(name)), ("expires_at", some(expires_at))]))
             }
             TokensCmd::List(p) => get(format!("/api/tokens{}", p.query())),
-            TokensCmd::Get { id } => get(format!("/api/tokens/{id}")),
-            TokensCmd::Revoke { id } => delete(format!("/api/tokens/{id}")),
+            TokensCmd::Get { id } => get(format!("/api/tokens/{}", seg(&id))),
+            TokensCmd::Revoke { id } => delete(format!("/api/tokens/{}", seg(&id))),
         },
         A::Links(c) => match c {
             LinksCmd::Create { destination, name, fallback_url, expires_at } => send(
@@ -373,10 +386,10 @@ pub fn request(cmd: ApiCmd) -> Result<(String, String, Option<Value>), NodeError
                 ]),
             ),
             LinksCmd::List(p) => get(format!("/api/links{}", p.query())),
-            LinksCmd::Get { tu_id } => get(format!("/api/links/{tu_id}")),
+            LinksCmd::Get { tu_id } => get(format!("/api/links/{}", seg(&tu_id))),
             LinksCmd::Update { tu_id, destination, name, fallback_url, expires_at } => send(
                 "PATCH",
-                format!("/api/links/{tu_id}"),
+                format!("/api/links/{}", seg(&tu_id)),
                 fields([
                     ("destination", some(destination)),
                     ("name", some(name)),
@@ -384,7 +397,7 @@ pub fn request(cmd: ApiCmd) -> Result<(String, String, Option<Value>), NodeError
                     ("expires_at", some(expires_at)),
                 ]),
             ),
-            LinksCmd::Delete { tu_id } => delete(format!("/api/links/{tu_id}")),
+            LinksCmd::Delete { tu_id } => delete(format!("/api/links/{}", seg(&tu_id))),
             LinksCmd::Sign { destination, tu_id, params, format, expires_at, ext, base_url } => {
                 let params: Map<String, Value> = params.into_iter().map(|(k, v)| (k, Value::String(v))).collect();
                 send(
@@ -418,12 +431,14 @@ pub fn request(cmd: ApiCmd) -> Result<(String, String, Option<Value>), NodeError
                 )
             }
             WebhooksCmd::List(p) => get(format!("/api/webhooks{}", p.query())),
-            WebhooksCmd::Get { id } => get(format!("/api/webhooks/{id}")),
-            WebhooksCmd::Update { id, url, enabled } => {
-                send("PATCH", format!("/api/webhooks/{id}"), fields([("url", some(url)), ("enabled", some(enabled))]))
-            }
-            WebhooksCmd::Delete { id } => delete(format!("/api/webhooks/{id}")),
-            WebhooksCmd::Test { id } => send("POST", format!("/api/webhooks/{id}/test"), json!({})),
+            WebhooksCmd::Get { id } => get(format!("/api/webhooks/{}", seg(&id))),
+            WebhooksCmd::Update { id, url, enabled } => send(
+                "PATCH",
+                format!("/api/webhooks/{}", seg(&id)),
+                fields([("url", some(url)), ("enabled", some(enabled))]),
+            ),
+            WebhooksCmd::Delete { id } => delete(format!("/api/webhooks/{}", seg(&id))),
+            WebhooksCmd::Test { id } => send("POST", format!("/api/webhooks/{}/test", seg(&id)), json!({})),
         },
         A::Rules(c) => match c {
             RulesCmd::Create { field, operator, value, action, description } => send(
@@ -438,11 +453,13 @@ pub fn request(cmd: ApiCmd) -> Result<(String, String, Option<Value>), NodeError
                 ]),
             ),
             RulesCmd::List(p) => get(format!("/api/rules{}", p.query())),
-            RulesCmd::Get { id } => get(format!("/api/rules/{id}")),
-            RulesCmd::Update { id, enabled, value } => {
-                send("PATCH", format!("/api/rules/{id}"), fields([("enabled", some(enabled)), ("value", some(value))]))
-            }
-            RulesCmd::Delete { id } => delete(format!("/api/rules/{id}")),
+            RulesCmd::Get { id } => get(format!("/api/rules/{}", seg(&id))),
+            RulesCmd::Update { id, enabled, value } => send(
+                "PATCH",
+                format!("/api/rules/{}", seg(&id)),
+                fields([("enabled", some(enabled)), ("value", some(value))]),
+            ),
+            RulesCmd::Delete { id } => delete(format!("/api/rules/{}", seg(&id))),
         },
     }
 }
@@ -451,6 +468,13 @@ pub fn request(cmd: ApiCmd) -> Result<(String, String, Option<Value>), NodeError
 pub async fn run(cfg: &Config, args: ApiArgs) -> Result<(), NodeError> {
     let base = args.url.unwrap_or_else(|| cfg.public_url.clone());
     let base = base.trim_end_matches('/');
+    let remote_plain_http = base.strip_prefix("http://").is_some_and(|rest| {
+        let host = rest.split(['/', ':']).next().unwrap_or_default();
+        !matches!(host, "127.0.0.1" | "localhost" | "[::1]")
+    });
+    if remote_plain_http && args.key.is_some() {
+        eprintln!("warning: sending the credential to {base} over plain http; use https for remote hosts");
+    }
     let (method, path, body) = request(args.command)?;
     if !path.starts_with("/api/") {
         return Err(NodeError::Cli(format!("{path:?} is not a platform API path (/api/...)")));
@@ -521,5 +545,8 @@ mod tests {
         let (_, _, b) = req(&["links", "sign", "--destination", "https://a.example", "--param", "c=1"]);
         assert_eq!(b.unwrap(), json!({ "destination": "https://a.example", "params": { "c": "1" } }));
         assert_eq!(req(&["raw", "delete", "/api/rules/r1"]).0, "DELETE");
+        // ids cannot escape their path segment
+        assert_eq!(req(&["links", "get", "../keys?x=1"]).1, "/api/links/..%2Fkeys%3Fx%3D1");
+        assert_eq!(req(&["keys", "revoke", ".."]).1, "/api/keys/%2E%2E");
     }
 }

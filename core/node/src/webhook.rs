@@ -25,10 +25,20 @@ pub fn is_public(ip: IpAddr) -> bool {
                 return is_public_v4(v4);
             }
             let s = v6.segments();
-            let nat64 = s[0] == 0x64 && s[1] == 0xff9b && s[2..6] == [0, 0, 0, 0];
-            if nat64 {
+            let low_v4 = || {
                 let [a, b] = s[6].to_be_bytes();
                 let [c, d] = s[7].to_be_bytes();
+                Ipv4Addr::new(a, b, c, d)
+            };
+            // NAT64 (64:ff9b::/96) and IPv4-compatible (::/96) addresses carry an IPv4 address in the low bits
+            let nat64 = s[0] == 0x64 && s[1] == 0xff9b && s[2..6] == [0, 0, 0, 0];
+            if nat64 || s[0..6] == [0, 0, 0, 0, 0, 0] {
+                return is_public_v4(low_v4());
+            }
+            // 6to4 (2002::/16) carries one in bits 16..48
+            if s[0] == 0x2002 {
+                let [a, b] = s[1].to_be_bytes();
+                let [c, d] = s[2].to_be_bytes();
                 return is_public_v4(Ipv4Addr::new(a, b, c, d));
             }
             !(v6.is_loopback()
@@ -37,6 +47,7 @@ pub fn is_public(ip: IpAddr) -> bool {
                 || (s[0] & 0xfe00) == 0xfc00 // unique local (includes fd00:ec2::254, a metadata address)
                 || (s[0] & 0xffc0) == 0xfe80 // link-local
                 || (s[0] == 0x2001 && s[1] == 0x0db8) // documentation
+                || (s[0] == 0x64 && s[1] == 0xff9b && s[2] == 1) // local-use NAT64 (64:ff9b:1::/48)
                 || s[0] == 0x0100 && s[1..4] == [0, 0, 0]) // discard-only
         }
     }
@@ -114,6 +125,8 @@ impl Resolve for PublicResolver {
 /// The HTTP client for deliveries: the address guard (unless `allow_private`), no redirects, bounded time.
 pub fn client(allow_private: bool) -> reqwest::Client {
     let mut b = reqwest::Client::builder()
+        // a proxy from the environment would resolve names itself, past the address guard
+        .no_proxy()
         .redirect(reqwest::redirect::Policy::none())
         .timeout(Duration::from_secs(10))
         .connect_timeout(Duration::from_secs(5))
@@ -215,10 +228,16 @@ mod tests {
             "::ffff:127.0.0.1",
             "64:ff9b::a00:1",
             "2001:db8::1",
+            "::127.0.0.1",
+            "::a00:1",
+            "2002:7f00:1::",
+            "2002:a9fe:a9fe::1",
+            "64:ff9b:1::a00:1",
         ] {
             assert!(!is_public(private.parse().unwrap()), "{private} must be refused");
         }
-        for public in ["1.1.1.1", "8.8.8.8", "2606:4700::1111", "::ffff:1.1.1.1", "64:ff9b::101:101"] {
+        for public in ["1.1.1.1", "8.8.8.8", "2606:4700::1111", "::ffff:1.1.1.1", "64:ff9b::101:101", "2002:101:101::"]
+        {
             assert!(is_public(public.parse().unwrap()), "{public} must pass");
         }
     }

@@ -191,11 +191,23 @@ async fn tenants_keys_and_links_through_their_whole_life() {
     // tenants: list (admin), suspend (changes refused, reads allowed), reactivate
     let list = api.call("GET", "/api/tenants", ADMIN, None).await;
     assert_eq!(list.body["data"][0]["key_prefix"], "acme");
+    let t = api.call("POST", "/api/tokens", &key, Some(json!({ "name": "server" }))).await;
+    let (token, token_id) =
+        (t.body["secret"].as_str().unwrap().to_owned(), t.body["token"]["token_id"].as_str().unwrap().to_owned());
+    let ingest = || {
+        let req = api.node.http.post(format!("{}/ingest", api.node.base)).bearer_auth(&token);
+        async move { req.json(&json!({ "event_type": "signup" })).send().await.unwrap().status().as_u16() }
+    };
+    assert_eq!(ingest().await, 200);
     let s = api.call("PATCH", "/api/tenants/acme", ADMIN, Some(json!({ "status": "suspended" }))).await;
+    assert_eq!(ingest().await, 403, "a suspended tenant's tokens stop with it");
     assert_eq!(s.body["status"], "suspended");
     let refused = api.call("POST", "/api/links", &key, Some(json!({ "destination": "https://a.example" }))).await;
     assert_eq!((refused.status, refused.code()), (403, "tenant_suspended"));
     assert_eq!(api.call("GET", "/api/links", &key, None).await.status, 200);
+    // it can still see and revoke its credentials (a leak does not wait for reactivation)
+    assert_eq!(api.call("GET", "/api/keys", &key, None).await.status, 200);
+    assert_eq!(api.call("DELETE", &format!("/api/tokens/{token_id}"), &key, None).await.status, 200);
     api.call("PATCH", "/api/tenants/acme", ADMIN, Some(json!({ "status": "active" }))).await;
     api.node.stop().await;
 }
@@ -222,6 +234,10 @@ async fn link_counts_survive_restarts_without_double_counting() {
     let forged = json!({ "event_type": "click", "params": { "tu_id": tu } });
     let res = api.node.http.post(format!("{}/ingest", api.node.base)).bearer_auth(&token).json(&forged).send().await;
     assert_eq!(res.unwrap().status(), 200);
+    // nor can a click link that names the link in a param (here one a visitor could append, through `ext`)
+    let sign = json!({ "destination": "https://shop.example/", "ext": ["tu_id"] });
+    let other = api.call("POST", "/api/links/sign", &key, Some(sign)).await.body["url"].as_str().unwrap().to_owned();
+    assert_eq!(api.click(&format!("{other}&tu_id={tu}")).await.0, 307);
     for _ in 0..3 {
         assert_eq!(api.click(&url).await.0, 307);
     }

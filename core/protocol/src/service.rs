@@ -219,6 +219,7 @@ pub async fn signal<D: Directory>(
         {
             return Err(ProtocolError::TenantMismatch);
         }
+        active_tenant(dir, &info.key_prefix).await?;
         (info.key_prefix.clone(), Auth::Token)
     } else {
         let kp = pairs.remove("key_prefix").ok_or(ProtocolError::MissingKeyPrefix)?;
@@ -336,6 +337,8 @@ pub async fn authenticate<D: Directory>(dir: &D, bearer: Option<&str>) -> Result
         .token(token)
         .await?
         .ok_or(ProtocolError::Unauthorized { reason: "the ingest token is invalid, expired or revoked" })?;
+    // a suspended tenant's tokens stop with the tenant record, wherever a copy of the token is cached
+    active_tenant(dir, &info.key_prefix).await?;
     Ok(info.key_prefix.clone())
 }
 

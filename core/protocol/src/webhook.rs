@@ -58,7 +58,7 @@ pub fn verify(secret: &str, header: &str, body: &[u8], now_secs: i64, tolerance_
     if signatures.is_empty() {
         return Err(VerifyError::Malformed);
     }
-    if (now_secs - t).abs() > tolerance_secs {
+    if now_secs.abs_diff(t) > tolerance_secs.unsigned_abs() {
         return Err(VerifyError::Stale);
     }
     let m = mac(secret, t, body).ok_or(VerifyError::Malformed)?;
@@ -78,6 +78,8 @@ mod tests {
         assert_eq!(verify("whsec_y", &h, b"{\"a\":1}", 1_100, 300), Err(VerifyError::Mismatch));
         assert_eq!(verify("whsec_x", &h, b"{\"a\":1}", 1_301, 300), Err(VerifyError::Stale));
         assert_eq!(verify("whsec_x", "v1=zz", b"", 0, 300), Err(VerifyError::Malformed));
+        let far = format!("t={},v1={}", i64::MIN, "00".repeat(32));
+        assert_eq!(verify("whsec_x", &far, b"", i64::MAX, 300), Err(VerifyError::Stale), "no overflow");
         // a rotated endpoint may carry several signatures
         let both = format!("{h},v1={}", "00".repeat(32));
         assert_eq!(verify("whsec_x", &both, b"{\"a\":1}", 1_000, 300), Ok(()));

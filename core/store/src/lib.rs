@@ -536,7 +536,8 @@ impl Store {
         Ok((token, token_id))
     }
 
-    /// The tenant a token belongs to, if it is valid now. Lookup is by hash (an index probe), so no comparison of
+    /// The tenant a token belongs to, if it is valid now (whether the tenant is active is the caller's check, so a
+    /// suspended tenant's requests are told so). Lookup is by hash (an index probe), so no comparison of
     /// secret bytes happens in a data-dependent time.
     pub async fn lookup_ingest_token(&self, token: &str, now_ms: i64) -> Result<Option<TokenInfo>> {
         if !token.starts_with(INGEST_TOKEN_PREFIX) || token.len() > 128 {
@@ -550,9 +551,8 @@ impl Store {
         let mut rows = self
             .conn()?
             .query(
-                "SELECT t.token_id, t.key_prefix FROM ingest_tokens t JOIN tenants n ON n.key_prefix = t.key_prefix
-                 WHERE t.token_hash = ?1 AND t.revoked_at IS NULL AND (t.expires_at IS NULL OR t.expires_at > ?2)
-                   AND n.status = 'active'",
+                "SELECT token_id, key_prefix FROM ingest_tokens
+                 WHERE token_hash = ?1 AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > ?2)",
                 (token_hash, now_ms),
             )
             .await?;
@@ -631,21 +631,25 @@ impl Store {
     }
 }
 
-/// Applies the migrations this database has not seen, each in one transaction with its version record (a table,
-/// not `PRAGMA user_version`, so it works on remote servers too).
+/// Applies the migrations this database has not seen, each in one `IMMEDIATE` transaction with its version record
+/// (a table, not `PRAGMA user_version`, so it works on remote servers too). The version is read inside the
+/// transaction, so nodes starting together apply each migration once: the others wait for the lock and skip it.
 async fn migrate(conn: &Connection) -> Result<()> {
     conn.execute("CREATE TABLE IF NOT EXISTS tracker_schema (version INTEGER PRIMARY KEY) STRICT", ()).await?;
-    let mut rows = conn.query("SELECT COALESCE(MAX(version), 0) FROM tracker_schema", ()).await?;
-    let applied = match rows.next().await? {
-        Some(row) => int(&row, 0, "version")?,
-        None => 0,
-    };
-    drop(rows);
-    for (i, sql) in MIGRATIONS.iter().enumerate().skip(usize::try_from(applied).unwrap_or(usize::MAX)) {
+    for (i, sql) in MIGRATIONS.iter().enumerate() {
         let version = i64::try_from(i + 1).unwrap_or(i64::MAX);
         let tx = conn.transaction_with_behavior(libsql::TransactionBehavior::Immediate).await?;
+        let mut rows = tx.query("SELECT COALESCE(MAX(version), 0) FROM tracker_schema", ()).await?;
+        let applied = match rows.next().await? {
+            Some(row) => int(&row, 0, "version")?,
+            None => 0,
+        };
+        drop(rows);
+        if applied >= version {
+            tx.rollback().await?;
+            continue;
+        }
         tx.execute_batch(sql).await?;
-        // a concurrent node that applied it first makes this insert fail and the transaction roll back
         tx.execute("INSERT INTO tracker_schema (version) VALUES (?1)", [version]).await?;
         tx.commit().await?;
         tracing::info!(version, "metadata schema migrated");
@@ -749,6 +753,26 @@ mod tests {
         assert!(s.revoke_ingest_token("other", &id, NOW).await.is_err());
         s.revoke_ingest_token("acme", &id, NOW).await.unwrap();
         assert!(s.lookup_ingest_token(&token, NOW).await.unwrap().is_none());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn nodes_starting_together_migrate_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.db");
+        let opens: Vec<_> = (0..4)
+            .map(|_| {
+                let path = path.clone();
+                tokio::spawn(async move { Store::open(&path).await })
+            })
+            .collect();
+        for o in opens {
+            o.await.unwrap().unwrap();
+        }
+        let s = Store::open(&path).await.unwrap();
+        let mut rows = s.conn().unwrap().query("SELECT COUNT(*), MAX(version) FROM tracker_schema", ()).await.unwrap();
+        let row = rows.next().await.unwrap().unwrap();
+        assert_eq!(int(&row, 0, "count").unwrap(), MIGRATIONS.len() as i64);
+        assert_eq!(int(&row, 1, "max").unwrap(), MIGRATIONS.len() as i64);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

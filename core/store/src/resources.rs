@@ -499,17 +499,17 @@ impl Store {
         Ok(link)
     }
 
+    /// Deletes a link and its counts together.
     pub async fn delete_link(&self, key_prefix: &str, tu_id: &str) -> Result<()> {
-        let n = self
-            .conn()?
-            .execute("DELETE FROM tracking_urls WHERE key_prefix = ?1 AND tu_id = ?2", [key_prefix, tu_id])
-            .await?;
+        let conn = self.tx_conn().await?;
+        let tx = conn.transaction_with_behavior(libsql::TransactionBehavior::Immediate).await?;
+        let n =
+            tx.execute("DELETE FROM tracking_urls WHERE key_prefix = ?1 AND tu_id = ?2", [key_prefix, tu_id]).await?;
         if n == 0 {
             return Err(StoreError::NotFound(format!("link {tu_id}")));
         }
-        self.conn()?
-            .execute("DELETE FROM link_counts WHERE key_prefix = ?1 AND tu_id = ?2", [key_prefix, tu_id])
-            .await?;
+        tx.execute("DELETE FROM link_counts WHERE key_prefix = ?1 AND tu_id = ?2", [key_prefix, tu_id]).await?;
+        tx.commit().await?;
         Ok(())
     }
 

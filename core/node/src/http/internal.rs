@@ -1,4 +1,6 @@
-//! The service API the edge Worker calls: lookups that fill Workers KV on a miss. Every request is signed with an
+//! The service API the edge Worker calls: lookups that fill Workers KV on a miss. They read the store, not the
+//! node's caches: what goes into KV stays there for `KV_FILL_TTL_SECS`, so it must be the latest (a node's cache
+//! could still hold a record another node just changed). Every request is signed with an
 //! edge shared secret over its timestamp and path (see `tracker_protocol::intake`) and refused outside the replay
 //! window; the intake is off (404) unless `EDGE_SHARED_SECRETS` is set.
 
@@ -11,7 +13,6 @@ use tracker_protocol::ProtocolError;
 use tracker_protocol::intake::{
     BATCH_ID_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER, is_valid_batch_id, verify_batch, verify_lookup,
 };
-use tracker_protocol::service::Directory as _;
 
 use super::Segment;
 use crate::error::ApiError;
@@ -55,7 +56,7 @@ pub fn authenticate(st: &AppState, headers: &HeaderMap, path: Option<&str>, body
             batch_id.to_owned()
         }
     };
-    if (now_ms() - ts).abs() > st.cfg.edge_replay_window.as_millis() as i64 {
+    if u128::from(now_ms().abs_diff(ts)) > st.cfg.edge_replay_window.as_millis() {
         return Err(unauthorized("the request timestamp is outside the replay window"));
     }
     Ok(subject)
@@ -76,7 +77,8 @@ pub async fn tenant(State(st): State<Arc<AppState>>, Segment(key_prefix): Segmen
     or_error(
         async {
             authenticate(&st, &headers, Some(&format!("/internal/v1/tenants/{key_prefix}")), b"")?;
-            Ok(found(st.tenant(&key_prefix).await?, "tenant"))
+            let record = st.store.tenant_keys(&key_prefix).await?.map(|t| Arc::new(t.record()));
+            Ok(found(record, "tenant"))
         }
         .await,
     )
@@ -86,7 +88,7 @@ pub async fn short_link(State(st): State<Arc<AppState>>, Segment(tu_id): Segment
     or_error(
         async {
             authenticate(&st, &headers, Some(&format!("/internal/v1/short-links/{tu_id}")), b"")?;
-            Ok(found(st.short_link(&tu_id).await?, "short link"))
+            Ok(found(st.store.short_link(&tu_id).await?.map(Arc::new), "short link"))
         }
         .await,
     )
@@ -99,7 +101,7 @@ pub async fn token(State(st): State<Arc<AppState>>, Segment(hash): Segment, head
             if hash.len() != 64 || !hash.bytes().all(|b| b.is_ascii_hexdigit()) {
                 return Err(ApiError::bad_request("invalid_token_hash", "the token hash must be 64 hex characters"));
             }
-            Ok(found(st.token_by_hash(&hash).await?, "token"))
+            Ok(found(st.store.lookup_ingest_token_hash(&hash, now_ms()).await?.map(Arc::new), "token"))
         }
         .await,
     )

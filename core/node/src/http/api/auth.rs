@@ -70,6 +70,15 @@ impl Principal {
         }
     }
 
+    /// The caller's tenant for reading and revoking its credentials (`admin` scope), also while suspended: a
+    /// suspended tenant must still be able to see and revoke a leaked key or token.
+    pub fn tenant_even_if_suspended(&self, scope: &'static str) -> Result<&Tenant, ApiError> {
+        match &self.who {
+            Who::Tenant { tenant, key } if key.has_scope(scope) => Ok(tenant),
+            _ => self.tenant(scope),
+        }
+    }
+
     /// The rate-limit bucket and requests per minute.
     fn rate(&self, admin_rpm: u32) -> (String, u32) {
         match &self.who {
@@ -146,7 +155,7 @@ pub async fn via_edge(State(st): State<Arc<AppState>>, req: Request, next: Next)
     if !verify_api(&st.cfg.edge_secrets, sig, ts, parts.method.as_str(), path, credential, &bytes) {
         return refuse("the request signature is invalid");
     }
-    if (now_ms() - ts).abs() > st.cfg.edge_replay_window.as_millis() as i64 {
+    if u128::from(now_ms().abs_diff(ts)) > st.cfg.edge_replay_window.as_millis() {
         return refuse("the request timestamp is outside the replay window");
     }
     let public_url = header(PUBLIC_URL_HEADER)

@@ -60,7 +60,7 @@ pub async fn list_keys(
     Extension(p): Extension<Arc<Principal>>,
     Query(q): Query<PageQuery>,
 ) -> Result<Response, ApiError> {
-    let tenant = p.tenant("admin")?;
+    let tenant = p.tenant_even_if_suspended("admin")?;
     let (limit, after) = q.parts()?;
     Ok(listing(st.store.api_keys_page(&tenant.key_prefix, after.as_deref(), limit).await?, |k| k))
 }
@@ -70,7 +70,7 @@ pub async fn get_key(
     Extension(p): Extension<Arc<Principal>>,
     Segment(id): Segment,
 ) -> Result<Response, ApiError> {
-    let tenant = p.tenant("admin")?;
+    let tenant = p.tenant_even_if_suspended("admin")?;
     let key = st.store.api_key(&tenant.key_prefix, &id).await?.ok_or_else(|| not_found("API key"))?;
     Ok(json(StatusCode::OK, &key))
 }
@@ -80,7 +80,7 @@ pub async fn revoke_key(
     Extension(p): Extension<Arc<Principal>>,
     Segment(id): Segment,
 ) -> Result<Response, ApiError> {
-    let tenant = p.tenant("admin")?;
+    let tenant = p.tenant_even_if_suspended("admin")?;
     let key = st.store.revoke_api_key(&tenant.key_prefix, &id, now_ms()).await.map_err(store_err("API key"))?;
     Ok(json(StatusCode::OK, &key))
 }
@@ -114,7 +114,7 @@ pub async fn list_tokens(
     Extension(p): Extension<Arc<Principal>>,
     Query(q): Query<PageQuery>,
 ) -> Result<Response, ApiError> {
-    let tenant = p.tenant("admin")?;
+    let tenant = p.tenant_even_if_suspended("admin")?;
     let (limit, after) = q.parts()?;
     Ok(listing(st.store.ingest_tokens_page(&tenant.key_prefix, after.as_deref(), limit).await?, |t| t))
 }
@@ -124,7 +124,7 @@ pub async fn get_token(
     Extension(p): Extension<Arc<Principal>>,
     Segment(id): Segment,
 ) -> Result<Response, ApiError> {
-    let tenant = p.tenant("admin")?;
+    let tenant = p.tenant_even_if_suspended("admin")?;
     let token = st.store.ingest_token(&tenant.key_prefix, &id).await?.ok_or_else(|| not_found("token"))?;
     Ok(json(StatusCode::OK, &token))
 }
@@ -134,7 +134,7 @@ pub async fn revoke_token(
     Extension(p): Extension<Arc<Principal>>,
     Segment(id): Segment,
 ) -> Result<Response, ApiError> {
-    let tenant = p.tenant("admin")?;
+    let tenant = p.tenant_even_if_suspended("admin")?;
     let token = st.store.revoke_ingest_token(&tenant.key_prefix, &id, now_ms()).await.map_err(store_err("token"))?;
     let purge = vec![format!("token:{}", token.token_hash)];
     Ok(purging(json(StatusCode::OK, &token), purge))
