@@ -6,6 +6,8 @@
 #   core  GET /p  (postback)    answered only after the event is fsynced
 #   core  GET /i  (pixel)       GIF, event durable within the commit window
 #   core  POST /batch           1,000-event JSON batches, acknowledged after fsync
+#   core  GET /api/links        the platform API: key lookup by hash, rate limit, a page of 50 links with counts,
+#                               each link signed (nginx serving a static JSON of the same size is its baseline)
 #
 # wrk and the servers share this machine's cores, exactly as nginx and the node do. Timings are printed, never
 # asserted: CI does not run this script.
@@ -18,7 +20,7 @@ CORE_PORT=13030
 work="$(mktemp -d)"
 pids=()
 cleanup() {
-    for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+    for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; done
     [ -f "$work/nginx.pid" ] && kill "$(cat "$work/nginx.pid")" 2>/dev/null || true
     rm -rf "$work"
 }
@@ -33,6 +35,7 @@ cargo build --release -p tracker-core 2>&1 | tail -1
 bin=target/release/tracker-core
 
 export DATA_DIR="$work/data" PORT=$CORE_PORT PUBLIC_URL="http://127.0.0.1:$CORE_PORT" RUST_LOG=warn
+export ADMIN_TOKEN="bench-admin-$(openssl rand -hex 16)"
 $bin tenant create --name bench --prefix bench >/dev/null
 token="$($bin token create bench | awk '/^token /{print $2}')"
 click="$($bin link sign bench https://example.com/landing --param campaign=bench --param sub1=wrk | sed "s|http://127.0.0.1:$CORE_PORT||")"
@@ -47,6 +50,7 @@ http {
     server {
         listen 127.0.0.1:$NGINX_PORT;
         location /t { add_header Cache-Control no-store; return 307 "https://example.com/landing?ad_click_id=019c4633-5078-7411-8858-4aeafb6298bb"; }
+        location = /links.json { root $work; default_type application/json; }
     }
 }
 CONF
@@ -57,6 +61,20 @@ pids+=($!)
 core_pid=$!
 for _ in $(seq 100); do curl -sf "http://127.0.0.1:$CORE_PORT/health" >/dev/null && break; sleep 0.1; done
 curl -sf -o /dev/null -w '%{http_code}' "http://127.0.0.1:$CORE_PORT$click" | grep -q 307 || { echo "the signed link does not redirect"; exit 1; }
+
+# the API: a tenant whose limit wrk cannot reach, 50 links, and the same answer as a static file for nginx
+api_key="$(curl -sf -H "authorization: Bearer $ADMIN_TOKEN" -H 'content-type: application/json' \
+    -d '{"name":"api","key_prefix":"apibench","plan":"enterprise","limits":{"api_requests_per_minute":1000000}}' \
+    "http://127.0.0.1:$CORE_PORT/api/tenants" | python3 -c 'import json,sys; print(json.load(sys.stdin)["api_key"]["secret"])')"
+for i in $(seq 50); do
+    curl -sf -o /dev/null -H "authorization: Bearer $api_key" -H 'content-type: application/json' \
+        -d "{\"destination\":\"https://shop.example/p/$i?utm_source=bench\"}" "http://127.0.0.1:$CORE_PORT/api/links"
+done
+curl -sf -H "authorization: Bearer $api_key" "http://127.0.0.1:$CORE_PORT/api/links?limit=50" > "$work/links.json"
+chmod 755 "$work" && chmod 644 "$work/links.json"  # nginx workers run as another user
+cat > "$work/api.lua" <<LUA
+wrk.headers["Authorization"] = "Bearer $api_key"
+LUA
 
 python3 - "$work/batch.json" <<'PY'
 import json, sys
@@ -90,6 +108,10 @@ rows+=("$(run "core GET /t (v2 signed)" "http://127.0.0.1:$CORE_PORT$click" "$CO
 rows+=("$(run "core GET /p (durable)" "http://127.0.0.1:$CORE_PORT/p?key_prefix=bench&event_type=sale&click_id=abc" "$CONNECTIONS")")
 rows+=("$(run "core GET /i (pixel)" "http://127.0.0.1:$CORE_PORT/i?key_prefix=bench&creative=7" "$CONNECTIONS")")
 batch_row="$(run "core POST /batch x1000 (durable)" "http://127.0.0.1:$CORE_PORT/batch" 8 -s "$work/batch.lua")"
+rss_tracking_kb="$(awk '/VmHWM/{print $2}' "/proc/$core_pid/status")"
+api_rows=()
+api_rows+=("$(run "nginx static links.json ($(wc -c < "$work/links.json") B)" "http://127.0.0.1:$NGINX_PORT/links.json" "$CONNECTIONS")")
+api_rows+=("$(run "core GET /api/links?limit=50" "http://127.0.0.1:$CORE_PORT/api/links?limit=50" "$CONNECTIONS" -s "$work/api.lua")")
 rss_kb="$(awk '/VmHWM/{print $2}' "/proc/$core_pid/status")"
 # server time of the redirects, from the node's own histogram (all /t requests of the run)
 server_time="$(curl -s "http://127.0.0.1:$CORE_PORT/metrics" | awk '
@@ -112,7 +134,13 @@ done
 IFS='|' read -r name rps p50 p99 err <<<"$batch_row"
 events="$(python3 -c "print(f'{float($rps)*1000:,.0f}')")"
 echo "| $name | $rps batches/s = **$events events/s** | | $p50 | $p99 | $err |"
+api_nginx="$(cut -d'|' -f2 <<<"${api_rows[0]}")"
+for r in "${api_rows[@]}"; do
+    IFS='|' read -r name rps p50 p99 err <<<"$r"
+    ratio="$(python3 -c "print(f'{float($rps)/float($api_nginx):.2f}x')")"
+    echo "| $name | $rps | $ratio of static | $p50 | $p99 | $err |"
+done
 echo
 echo "redirect server time (handler, under full load): $server_time"
-echo "core node peak RSS: $((rss_kb / 1024)) MB; events written to the log during the run: $log_events"
+echo "core node peak RSS: $((rss_tracking_kb / 1024)) MB after the tracking and batch rows, $((rss_kb / 1024)) MB after the API rows; events written to the log during the run: $log_events"
 echo "machine: $(nproc) cores, $(uname -sr); wrk and both servers share the cores"

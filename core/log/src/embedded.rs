@@ -24,7 +24,7 @@ use fjall::{Database, Keyspace, KeyspaceCreateOptions, KvSeparationOptions, Pers
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 use tracker_protocol::wire;
 
-use crate::{AppendReceipt, EventLog, LogError, LogFuture, LogStatus, Polled, RecordSet};
+use crate::{AppendReceipt, EventLog, Filter, LogError, LogFuture, LogStatus, Polled, RecordSet};
 
 /// Settings of the embedded log.
 #[derive(Debug, Clone)]
@@ -73,6 +73,7 @@ struct Staged {
     base: u64,
     buf: Vec<u8>,
     count: u32,
+    tags: u8,
 }
 
 /// What a group writes.
@@ -108,14 +109,17 @@ struct IndexEntry {
     append_ms: i64,
     count: u32,
     bytes: u64,
+    /// `tracker_protocol::wire` tags of the set (entries written before tags existed read as unknown).
+    tags: u8,
 }
 
 impl IndexEntry {
-    fn encode(&self) -> [u8; 20] {
-        let mut v = [0u8; 20];
+    fn encode(&self) -> [u8; 21] {
+        let mut v = [0u8; 21];
         v[..8].copy_from_slice(&self.append_ms.to_le_bytes());
         v[8..12].copy_from_slice(&self.count.to_le_bytes());
-        v[12..].copy_from_slice(&self.bytes.to_le_bytes());
+        v[12..20].copy_from_slice(&self.bytes.to_le_bytes());
+        v[20] = self.tags;
         v
     }
 
@@ -125,6 +129,7 @@ impl IndexEntry {
             append_ms: i64::from_le_bytes(v.get(..8)?.try_into().ok()?),
             count: u32::from_le_bytes(v.get(8..12)?.try_into().ok()?),
             bytes: u64::from_le_bytes(v.get(12..20)?.try_into().ok()?),
+            tags: v.get(20).copied().unwrap_or(wire::TAGS_UNKNOWN),
         })
     }
 
@@ -221,11 +226,12 @@ type Ack = oneshot::Sender<Result<AppendReceipt, LogError>>;
 struct PendingSet {
     buf: Vec<u8>,
     count: u32,
+    tags: u8,
 }
 
 impl PendingSet {
     fn new() -> Self {
-        PendingSet { buf: empty_set(), count: 0 }
+        PendingSet { buf: empty_set(), count: 0, tags: 0 }
     }
 }
 
@@ -397,11 +403,12 @@ impl EmbeddedLog {
 }
 
 impl Shared {
-    fn poll(&self, partition: u32, from: u64, max_events: usize) -> Result<Polled, LogError> {
+    fn poll(&self, partition: u32, from: u64, max_events: usize, filter: Filter) -> Result<Polled, LogError> {
         let s = self;
         let durable = s.durable_next.get(partition as usize).ok_or(LogError::NoSuchPartition(partition))?;
         let durable = durable.load(Ordering::Acquire);
         let mut out = Polled { events: Vec::new(), next_offset: from };
+        let mut scanned = 0usize;
         if from >= durable {
             return Ok(out);
         }
@@ -425,6 +432,16 @@ impl Shared {
             if entry.end() <= from {
                 continue;
             }
+            if filter.tags != 0 && entry.tags & filter.tags == 0 {
+                // nothing this reader wants: move past the set without reading it
+                let skipped = entry.end() - entry.base.max(from);
+                scanned += usize::try_from(skipped).unwrap_or(usize::MAX);
+                out.next_offset = entry.end();
+                if scanned >= max_events {
+                    break;
+                }
+                continue;
+            }
             let Some(set) = s.events.get(k)? else {
                 continue;
             };
@@ -437,15 +454,18 @@ impl Shared {
                 if offset >= durable {
                     break 'outer;
                 }
-                let event = wire::decode_event(raw.map_err(corrupt)?).map_err(corrupt)?;
-                out.events.push((offset, event));
+                let raw = raw.map_err(corrupt)?;
+                scanned += 1;
                 out.next_offset = offset + 1;
-                if out.events.len() >= max_events {
+                if (filter.keep)(raw) {
+                    out.events.push((offset, wire::decode_event(raw).map_err(corrupt)?));
+                }
+                if scanned >= max_events {
                     break 'outer;
                 }
             }
         }
-        if out.events.is_empty() {
+        if scanned == 0 {
             // everything below `durable` from `from` on was deleted by retention: skip ahead
             out.next_offset = out.next_offset.max(from);
         }
@@ -499,6 +519,7 @@ impl EventLog for EmbeddedLog {
                 let mut slot = slot.lock().map_err(|_| LogError::Failed("pending buffer poisoned".into()))?;
                 slot.buf.extend_from_slice(events);
                 slot.count += set.count;
+                slot.tags |= set.tags;
                 added += events.len() as u64;
             }
             let total = self.shared.pending_bytes.fetch_add(added, Ordering::AcqRel) + added;
@@ -512,10 +533,10 @@ impl EventLog for EmbeddedLog {
         })
     }
 
-    fn poll(&self, partition: u32, from: u64, max_events: usize) -> LogFuture<'_, Polled> {
+    fn poll_where(&self, partition: u32, from: u64, max_events: usize, filter: Filter) -> LogFuture<'_, Polled> {
         let shared = self.shared.clone();
         Box::pin(async move {
-            tokio::task::spawn_blocking(move || shared.poll(partition, from, max_events))
+            tokio::task::spawn_blocking(move || shared.poll(partition, from, max_events, filter))
                 .await
                 .map_err(|_| LogError::Closed)?
         })
@@ -689,7 +710,7 @@ impl Writer {
             }
             let mut parts = Vec::with_capacity(sets.len());
             for set in sets {
-                if let Some(base) = self.stage(&mut staged, set.partition, set.bytes, set.count) {
+                if let Some(base) = self.stage(&mut staged, set.partition, set.bytes, set.count, set.tags) {
                     parts.push((set.partition, base, set.count));
                 }
             }
@@ -710,7 +731,7 @@ impl Writer {
                     _ => continue,
                 };
                 drained += taken.buf.len() as u64 - 5;
-                self.stage(&mut staged, p as u32, taken.buf, taken.count);
+                self.stage(&mut staged, p as u32, taken.buf, taken.count, taken.tags);
             }
             s.pending_bytes.fetch_sub(drained, Ordering::AcqRel);
         }
@@ -756,7 +777,7 @@ impl Writer {
     }
 
     /// Assigns offsets to a record set (with its header) and merges it into the partition's open entry.
-    fn stage(&mut self, staged: &mut Staging, partition: u32, bytes: Vec<u8>, count: u32) -> Option<u64> {
+    fn stage(&mut self, staged: &mut Staging, partition: u32, bytes: Vec<u8>, count: u32, tags: u8) -> Option<u64> {
         let next = self.next.get_mut(partition as usize)?;
         let base = *next;
         *next += u64::from(count);
@@ -766,16 +787,17 @@ impl Writer {
         }
         if bytes.len() >= MERGE_BELOW {
             // already a large record set: store it as it is (no copy), after whatever was open before it
-            self.emit(staged, partition, Staged { base, buf: bytes, count });
+            self.emit(staged, partition, Staged { base, buf: bytes, count, tags });
             return Some(base);
         }
         match staged.open.get_mut(&partition) {
             Some(open) => {
                 open.buf.extend_from_slice(bytes.get(5..).unwrap_or_default());
                 open.count += count;
+                open.tags |= tags;
             }
             None => {
-                staged.open.insert(partition, Staged { base, buf: bytes, count });
+                staged.open.insert(partition, Staged { base, buf: bytes, count, tags });
             }
         }
         Some(base)
@@ -787,7 +809,13 @@ impl Writer {
         if let Some(header) = set.buf.get_mut(1..5) {
             header.copy_from_slice(&set.count.to_le_bytes());
         }
-        let entry = IndexEntry { base: set.base, append_ms: staged.now, count: set.count, bytes: set.buf.len() as u64 };
+        let entry = IndexEntry {
+            base: set.base,
+            append_ms: staged.now,
+            count: set.count,
+            bytes: set.buf.len() as u64,
+            tags: set.tags,
+        };
         if let Some(b) = self.bytes.get_mut(partition as usize) {
             *b += entry.bytes;
         }

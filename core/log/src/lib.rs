@@ -22,6 +22,21 @@ use tracker_protocol::Event;
 /// A boxed future, so the trait stays object-safe (`Arc<dyn EventLog>`).
 pub type LogFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, LogError>> + Send + 'a>>;
 
+/// A cheap test on an event's encoding, run before decoding it.
+pub type Keep = fn(&[u8]) -> bool;
+
+/// What a filtered poll reads: record sets with any of `tags` (`tracker_protocol::wire` `TAG_*`; 0 = every set),
+/// and of those, the events `keep` accepts.
+#[derive(Debug, Clone, Copy)]
+pub struct Filter {
+    pub tags: u8,
+    pub keep: Keep,
+}
+
+impl Filter {
+    pub const ALL: Filter = Filter { tags: 0, keep: |_| true };
+}
+
 /// Encoded events bound for one partition.
 #[derive(Debug, Clone)]
 pub struct RecordSet {
@@ -29,6 +44,8 @@ pub struct RecordSet {
     /// A `tracker_protocol::wire` record set.
     pub bytes: Vec<u8>,
     pub count: u32,
+    /// What kinds of events the set holds (`tracker_protocol::wire::tags_of`, or-ed over its events).
+    pub tags: u8,
 }
 
 /// Where an append landed: `(partition, first offset, event count)` per record set.
@@ -104,7 +121,15 @@ pub trait EventLog: Send + Sync + std::fmt::Debug + 'static {
     fn enqueue(&self, sets: Vec<RecordSet>) -> LogFuture<'_, ()>;
 
     /// Reads up to about `max_events` durable events of `partition` from `from` on.
-    fn poll(&self, partition: u32, from: u64, max_events: usize) -> LogFuture<'_, Polled>;
+    fn poll(&self, partition: u32, from: u64, max_events: usize) -> LogFuture<'_, Polled> {
+        self.poll_where(partition, from, max_events, Filter::ALL)
+    }
+
+    /// Like [`EventLog::poll`], but reads only the record sets with one of `filter.tags` and decodes only the
+    /// events whose encoding `filter.keep` accepts: a consumer that needs a few kinds of events skips the cost of
+    /// reading and decoding the others. `max_events` bounds the events scanned (skipped sets count in full), and
+    /// `next_offset` moves past every scanned event, kept or not.
+    fn poll_where(&self, partition: u32, from: u64, max_events: usize, filter: Filter) -> LogFuture<'_, Polled>;
 
     /// Stores the next offset `group` will read from `partition`.
     fn commit_offset(&self, group: &str, partition: u32, next_offset: u64) -> LogFuture<'_, ()>;

@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use tracker_log::{EmbeddedLog, EmbeddedLogConfig, EventLog, LogError, RecordSet};
+use tracker_log::{EmbeddedLog, EmbeddedLogConfig, EventLog, Filter, LogError, RecordSet};
 use tracker_protocol::{Auth, Event, Uuid, wire};
 
 fn event(n: u64) -> Event {
@@ -30,7 +30,7 @@ fn event(n: u64) -> Event {
 
 fn set(partition: u32, range: std::ops::Range<u64>) -> RecordSet {
     let events: Vec<Event> = range.map(event).collect();
-    RecordSet { partition, count: events.len() as u32, bytes: wire::encode_record_set(&events) }
+    RecordSet { partition, count: events.len() as u32, tags: wire::TAG_LINK, bytes: wire::encode_record_set(&events) }
 }
 
 fn config(dir: &std::path::Path) -> EmbeddedLogConfig {
@@ -193,5 +193,47 @@ async fn concurrent_appends_are_merged_but_keep_their_own_offsets() {
     }
     assert_eq!(all.len(), 170);
     assert!(all.iter().enumerate().all(|(i, (o, _))| *o == i as u64), "offsets are dense");
+    log.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn filtered_polls_decode_only_kept_events_and_move_past_the_rest() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = EmbeddedLog::open(config(dir.path())).unwrap();
+    log.append(vec![set(0, 0..30)], None).await.unwrap();
+    // keep the events whose param value ends in 7: the encoding ends with that value, then an absent raw payload
+    fn sevens(raw: &[u8]) -> bool {
+        raw.ends_with(b"7\0")
+    }
+    let sevens = Filter { tags: 0, keep: sevens };
+    let polled = log.poll_where(0, 0, 20, sevens).await.unwrap();
+    assert_eq!(polled.events.iter().map(|(o, _)| *o).collect::<Vec<_>>(), vec![7, 17]);
+    assert_eq!(polled.next_offset, 20, "the scan limit counts skipped events too");
+    let polled = log.poll_where(0, polled.next_offset, 20, sevens).await.unwrap();
+    assert_eq!(polled.events.iter().map(|(_, e)| e.params["n"].as_str()).collect::<Vec<_>>(), vec!["27"]);
+    assert_eq!(polled.next_offset, 30);
+    let polled = log.poll_where(0, 30, 20, sevens).await.unwrap();
+    assert!(polled.events.is_empty());
+    assert_eq!(polled.next_offset, 30, "caught up");
+    log.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tagged_polls_skip_whole_record_sets_without_reading_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = EmbeddedLog::open(config(dir.path())).unwrap();
+    let untagged = RecordSet { tags: 0, ..set(0, 0..100) };
+    log.append(vec![untagged], None).await.unwrap();
+    log.append(vec![set(0, 100..103)], None).await.unwrap();
+    let links = Filter { tags: wire::TAG_LINK, keep: |_| true };
+    let polled = log.poll_where(0, 0, 1_000, links).await.unwrap();
+    assert_eq!(polled.events.iter().map(|(o, _)| *o).collect::<Vec<_>>(), vec![100, 101, 102]);
+    assert_eq!(polled.next_offset, 103);
+    // a skipped set counts towards the scan limit in full, and the next poll starts after it
+    let polled = log.poll_where(0, 10, 50, links).await.unwrap();
+    assert!(polled.events.is_empty());
+    assert_eq!(polled.next_offset, 100);
+    // a plain poll reads everything
+    assert_eq!(log.poll(0, 0, 1_000).await.unwrap().events.len(), 103);
     log.shutdown().await.unwrap();
 }

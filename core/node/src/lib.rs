@@ -84,14 +84,16 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), NodeError> {
     let app = router(state.clone());
-    let counter = tokio::spawn(link_counts::run(state.clone(), link_counts::consumer_name(&state.cfg.data_dir)?));
+    let stop_counting = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let counter =
+        link_counts::spawn(state.clone(), link_counts::consumer_name(&state.cfg.data_dir)?, stop_counting.clone())?;
     tracing::info!(addr = %listener.local_addr()?, partitions = state.log.partitions(), "core node listening");
     let served = axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
         .with_graceful_shutdown(shutdown)
         .await;
     // the counts commit with their offsets, so stopping between batches loses nothing
-    counter.abort();
-    let _ = counter.await;
+    stop_counting.store(true, std::sync::atomic::Ordering::Release);
+    let _ = tokio::task::spawn_blocking(move || counter.join()).await;
     served?;
     state.log.shutdown().await?;
     tracing::info!("event log flushed; core node stopped");

@@ -147,7 +147,8 @@ impl AppState {
     fn single(&self, event: &Event) -> RecordSet {
         let mut b = RecordSetBuilder::with_capacity(512);
         b.push(event);
-        RecordSet { partition: partition_for(&event.key_prefix, self.log.partitions()), count: 1, bytes: b.finish() }
+        let partition = partition_for(&event.key_prefix, self.log.partitions());
+        RecordSet { partition, count: 1, tags: b.tags(), bytes: b.finish() }
     }
 
     /// Hands one event to the log without waiting for the disk (durable within the commit window).

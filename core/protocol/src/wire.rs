@@ -22,6 +22,24 @@ use crate::ProtocolError;
 use crate::event::{Auth, Event, RawJson};
 
 pub const RECORD_SET_VERSION: u8 = 1;
+
+/// Record-set tag: the set holds events recorded from links (`auth = link`: clicks on signed and short links).
+/// Tags travel beside a record set (in the log's index, or a broker message header), never inside it, so readers
+/// that need only some kinds of events can skip whole sets without reading them.
+pub const TAG_LINK: u8 = 1;
+/// Record-set tag: the set holds clicks on short links (`/t/<tu_id>`).
+pub const TAG_SHORT_LINK: u8 = 2;
+/// Tags of a set whose contents are unknown (written before tags existed): read it.
+pub const TAGS_UNKNOWN: u8 = u8::MAX;
+
+/// The tags one event gives the record set that holds it.
+pub fn tags_of(e: &Event) -> u8 {
+    if e.auth != Auth::Link {
+        return 0;
+    }
+    let short = e.request_path.as_deref().is_some_and(|p| p.starts_with("/t/tu_"));
+    if short { TAG_LINK | TAG_SHORT_LINK } else { TAG_LINK }
+}
 const HEADER_LEN: usize = 5;
 
 fn err(reason: &'static str) -> ProtocolError {
@@ -76,6 +94,7 @@ pub fn encode_event(e: &Event, out: &mut Vec<u8>) {
 pub struct RecordSetBuilder {
     buf: Vec<u8>,
     count: u32,
+    tags: u8,
     scratch: Vec<u8>,
 }
 
@@ -90,7 +109,7 @@ impl RecordSetBuilder {
         let mut buf = Vec::with_capacity(bytes.max(HEADER_LEN));
         buf.push(RECORD_SET_VERSION);
         buf.extend_from_slice(&[0; 4]);
-        RecordSetBuilder { buf, count: 0, scratch: Vec::with_capacity(512) }
+        RecordSetBuilder { buf, count: 0, tags: 0, scratch: Vec::with_capacity(512) }
     }
 
     pub fn push(&mut self, e: &Event) {
@@ -99,6 +118,12 @@ impl RecordSetBuilder {
         put_varint(&mut self.buf, self.scratch.len() as u64);
         self.buf.extend_from_slice(&self.scratch);
         self.count += 1;
+        self.tags |= tags_of(e);
+    }
+
+    /// The tags of the events pushed so far ([`tags_of`]).
+    pub fn tags(&self) -> u8 {
+        self.tags
     }
 
     pub fn len(&self) -> u32 {

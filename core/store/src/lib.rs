@@ -268,6 +268,58 @@ fn open_secret(sealer: Option<&Sealer>, stored: String) -> Result<String> {
     String::from_utf8(plain).map_err(|_| StoreError::Sealed)
 }
 
+/// Idle local connections kept for reuse, and the most statements running at once.
+const MAX_IDLE: usize = 16;
+
+/// A connection lent by [`Store::conn`], back to the pool when dropped.
+struct Conn<'a> {
+    conn: Option<Connection>,
+    store: &'a Store,
+    _permit: tokio::sync::OwnedSemaphorePermit,
+}
+
+impl std::ops::Deref for Conn<'_> {
+    type Target = Connection;
+    fn deref(&self) -> &Connection {
+        // always `Some` until drop
+        self.conn.as_ref().unwrap_or_else(|| unreachable!("a lent connection is present until dropped"))
+    }
+}
+
+impl<'a> Conn<'a> {
+    /// Runs a query; the rows keep the connection until they are dropped, so it cannot go back to the pool (and
+    /// to another caller) with a statement still open.
+    async fn query(self, sql: &str, params: impl libsql::params::IntoParams) -> Result<PooledRows<'a>> {
+        let rows = Connection::query(&self, sql, params).await?;
+        Ok(PooledRows { rows, _conn: self })
+    }
+}
+
+/// Rows that hold their connection (fields drop in order: the statement first, then the connection).
+struct PooledRows<'a> {
+    rows: libsql::Rows,
+    _conn: Conn<'a>,
+}
+
+impl PooledRows<'_> {
+    async fn next(&mut self) -> libsql::Result<Option<libsql::Row>> {
+        self.rows.next().await
+    }
+}
+
+impl Drop for Conn<'_> {
+    fn drop(&mut self) {
+        if !self.store.local {
+            return;
+        }
+        if let (Some(conn), Ok(mut idle)) = (self.conn.take(), self.store.idle.lock())
+            && idle.len() < MAX_IDLE
+        {
+            idle.push(conn);
+        }
+    }
+}
+
 /// Where the metadata lives.
 #[derive(Debug, Clone)]
 pub enum Location {
@@ -284,8 +336,12 @@ pub enum Location {
 #[derive(Clone)]
 pub struct Store {
     sealer: Option<Sealer>,
-    /// Connections are opened per statement or transaction (see [`Store::conn`]).
+    /// Connections are held per statement or transaction (see [`Store::conn`]).
     db: std::sync::Arc<libsql::Database>,
+    /// Idle connections to a local file.
+    idle: std::sync::Arc<std::sync::Mutex<Vec<Connection>>>,
+    /// Connections in use at once (statements; transactions open their own).
+    permits: std::sync::Arc<tokio::sync::Semaphore>,
     local: bool,
 }
 
@@ -327,7 +383,13 @@ impl Store {
             }
         };
         let local = matches!(location, Location::File(_));
-        let store = Store { sealer: None, db: std::sync::Arc::new(db), local };
+        let store = Store {
+            sealer: None,
+            db: std::sync::Arc::new(db),
+            idle: Default::default(),
+            permits: std::sync::Arc::new(tokio::sync::Semaphore::new(MAX_IDLE)),
+            local,
+        };
         let setup = store.tx_conn().await?;
         if local {
             // WAL (a property of the file) lets the CLI write while a node reads; the pragma answers with a row
@@ -346,11 +408,29 @@ impl Store {
         self
     }
 
-    /// A connection for one statement. Every call has its own (cheap: a file handle, or a stream on a remote
-    /// server), so no request ever sees another's open statement or transaction state: a shared connection holding
-    /// a read while another connection commits would fail its next write (`SQLITE_BUSY_SNAPSHOT`), and remote
-    /// servers interrupt streams that ran a transaction once another writer takes the lock.
-    fn conn(&self) -> Result<Connection> {
+    /// A connection for one statement, held by one caller at a time so no request ever sees another's open
+    /// statement or transaction state (a connection holding a read while another commits would fail its next write
+    /// with `SQLITE_BUSY_SNAPSHOT`). On a local file, idle connections are reused (opening one costs a file open
+    /// and a schema parse); on a remote server every statement gets a stream of its own (servers interrupt
+    /// streams that ran a transaction once another writer takes the lock). Rows hold their connection, so it goes
+    /// back to the pool only after them.
+    async fn conn(&self) -> Result<Conn<'_>> {
+        // a bounded number of connections at once: under load, callers queue here instead of opening more
+        let permit = self
+            .permits
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| StoreError::Io(std::io::Error::other("the store is closed")))?;
+        let idle = if self.local { self.idle.lock().ok().and_then(|mut idle| idle.pop()) } else { None };
+        let conn = match idle {
+            Some(c) => c,
+            None => self.open_conn()?,
+        };
+        Ok(Conn { conn: Some(conn), store: self, _permit: permit })
+    }
+
+    fn open_conn(&self) -> Result<Connection> {
         let conn = self.db.connect()?;
         if self.local {
             conn.busy_timeout(std::time::Duration::from_secs(5))?;
@@ -362,7 +442,7 @@ impl Store {
     /// `IMMEDIATE`: one that reads first and upgrades to a write lock later fails at once when another writer is
     /// active, where an immediate one waits its turn (`busy_timeout`).
     async fn tx_conn(&self) -> Result<Connection> {
-        let conn = self.conn()?;
+        let conn = self.open_conn()?;
         if self.local {
             conn.execute("PRAGMA foreign_keys=ON", ()).await?;
         }
@@ -432,8 +512,8 @@ impl Store {
     }
 
     pub async fn list_tenants(&self) -> Result<Vec<Tenant>> {
-        let mut rows = self
-            .conn()?
+        let conn = self.conn().await?;
+        let mut rows = conn
             .query(
                 "SELECT key_prefix, name, plan, status, created_at, limits, updated_at FROM tenants ORDER BY created_at, key_prefix",
                 (),
@@ -448,8 +528,8 @@ impl Store {
 
     /// A tenant with all its keys, current key first; `None` if there is no such tenant.
     pub async fn tenant_keys(&self, key_prefix: &str) -> Result<Option<TenantKeys>> {
-        let mut rows = self
-            .conn()?
+        let conn = self.conn().await?;
+        let mut rows = conn
             .query(
                 "SELECT key_prefix, name, plan, status, created_at, limits, updated_at FROM tenants WHERE key_prefix = ?1",
                 [key_prefix],
@@ -459,8 +539,8 @@ impl Store {
             return Ok(None);
         };
         let tenant = tenant_from_row(&row)?;
-        let mut rows = self
-            .conn()?
+        let conn = self.conn().await?;
+        let mut rows = conn
             .query(
                 "SELECT kid, signing_secret, encryption_key, retires_at FROM tenant_keys WHERE key_prefix = ?1 ORDER BY seq DESC",
                 [key_prefix],
@@ -523,7 +603,8 @@ impl Store {
         let token = format!("{INGEST_TOKEN_PREFIX}{}", URL_SAFE_NO_PAD.encode(raw));
         let token_id = format!("tok_{}", uuid::Uuid::now_v7().simple());
         let n = self
-            .conn()?
+            .conn()
+            .await?
             .execute(
                 "INSERT INTO ingest_tokens (token_hash, token_id, key_prefix, name, created_at, expires_at)
                  SELECT ?1, ?2, key_prefix, ?4, ?5, ?6 FROM tenants WHERE key_prefix = ?3",
@@ -548,8 +629,8 @@ impl Store {
 
     /// Like [`Store::lookup_ingest_token`] with the SHA-256 (hex) of the token, as the edge sends it.
     pub async fn lookup_ingest_token_hash(&self, token_hash: &str, now_ms: i64) -> Result<Option<TokenInfo>> {
-        let mut rows = self
-            .conn()?
+        let conn = self.conn().await?;
+        let mut rows = conn
             .query(
                 "SELECT token_id, key_prefix FROM ingest_tokens
                  WHERE token_hash = ?1 AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > ?2)",
@@ -567,7 +648,7 @@ impl Store {
     /// Revokes a token now and returns it (with its hash, so caches keyed by it can be dropped). Revoking twice
     /// is not an error: the first time stands.
     pub async fn revoke_ingest_token(&self, key_prefix: &str, token_id: &str, now_ms: i64) -> Result<IngestToken> {
-        self.conn()?
+        self.conn().await?
             .execute(
                 "UPDATE ingest_tokens SET revoked_at = ?3 WHERE key_prefix = ?1 AND token_id = ?2 AND revoked_at IS NULL",
                 (key_prefix, token_id, now_ms),
@@ -588,7 +669,8 @@ impl Store {
             .map_err(|_| StoreError::Invalid("destination must be an absolute http(s) URL"))?;
         let tu_id = format!("tu_{}", uuid::Uuid::now_v7());
         let n = self
-            .conn()?
+            .conn()
+            .await?
             .execute(
                 "INSERT INTO tracking_urls (tu_id, key_prefix, destination, created_at, expires_at)
                  SELECT ?1, key_prefix, ?3, ?4, ?5 FROM tenants WHERE key_prefix = ?2",
@@ -608,8 +690,8 @@ impl Store {
     }
 
     pub async fn short_link(&self, tu_id: &str) -> Result<Option<ShortLink>> {
-        let mut rows = self
-            .conn()?
+        let conn = self.conn().await?;
+        let mut rows = conn
             .query(
                 "SELECT tu_id, key_prefix, destination, expires_at, fallback_url FROM tracking_urls WHERE tu_id = ?1",
                 [tu_id],
@@ -711,9 +793,8 @@ mod tests {
         let old = plain.create_tenant("Old", Some("old"), NOW).await.unwrap();
         let s = Store::open(&path).await.unwrap().with_secrets_key([7; 32]);
         let k = s.create_tenant("Acme", Some("acme"), NOW).await.unwrap();
-        let mut rows = s
-            .conn()
-            .unwrap()
+        let conn = s.conn().await.unwrap();
+        let mut rows = conn
             .query("SELECT signing_secret, encryption_key FROM tenant_keys WHERE key_prefix = 'acme'", ())
             .await
             .unwrap();
@@ -744,7 +825,8 @@ mod tests {
         assert!(s.lookup_ingest_token(&token, NOW + 10).await.unwrap().is_none(), "expired");
         assert!(s.lookup_ingest_token("trk_ing_guess", NOW).await.unwrap().is_none());
         // the plaintext is nowhere in the database
-        let mut rows = s.conn().unwrap().query("SELECT token_hash FROM ingest_tokens", ()).await.unwrap();
+        let conn = s.conn().await.unwrap();
+        let mut rows = conn.query("SELECT token_hash FROM ingest_tokens", ()).await.unwrap();
         let stored = text(&rows.next().await.unwrap().unwrap(), 0, "token_hash").unwrap();
         assert_ne!(stored, token);
         assert_eq!(stored, hash_token(&token));
@@ -769,7 +851,8 @@ mod tests {
             o.await.unwrap().unwrap();
         }
         let s = Store::open(&path).await.unwrap();
-        let mut rows = s.conn().unwrap().query("SELECT COUNT(*), MAX(version) FROM tracker_schema", ()).await.unwrap();
+        let conn = s.conn().await.unwrap();
+        let mut rows = conn.query("SELECT COUNT(*), MAX(version) FROM tracker_schema", ()).await.unwrap();
         let row = rows.next().await.unwrap().unwrap();
         assert_eq!(int(&row, 0, "count").unwrap(), MIGRATIONS.len() as i64);
         assert_eq!(int(&row, 1, "max").unwrap(), MIGRATIONS.len() as i64);

@@ -73,7 +73,8 @@ async fn page<T>(
     let limit = limit.clamp(1, MAX_PAGE);
     params.push(Value::Text(after.unwrap_or_default().to_owned()));
     params.push(Value::Integer(i64::from(limit) + 1));
-    let mut rows = store.conn()?.query(sql, params).await?;
+    let conn = store.conn().await?;
+    let mut rows = conn.query(sql, params).await?;
     let mut items = Vec::new();
     while let Some(row) = rows.next().await? {
         items.push(map(&row)?);
@@ -124,7 +125,8 @@ pub(crate) fn tenant_from_row(row: &libsql::Row) -> Result<Tenant> {
 
 impl Store {
     pub async fn tenant(&self, key_prefix: &str) -> Result<Option<Tenant>> {
-        tenant_on(&self.conn()?, key_prefix).await
+        let conn = self.conn().await?;
+        tenant_on(&conn, key_prefix).await
     }
 
     pub async fn tenants_page(&self, after: Option<&str>, limit: u32) -> Result<Page<Tenant>> {
@@ -237,7 +239,8 @@ impl Store {
             revoked_at: None,
         };
         let n = self
-            .conn()?
+            .conn()
+            .await?
             .execute(
                 "INSERT INTO api_keys (key_id, key_hash, key_prefix, name, scopes, created_at, expires_at)
                  SELECT ?1, ?2, key_prefix, ?4, ?5, ?6, ?7 FROM tenants WHERE key_prefix = ?3",
@@ -265,7 +268,8 @@ impl Store {
                           t.name, t.plan, t.status, t.created_at, t.limits, t.updated_at
                    FROM api_keys k JOIN tenants t ON t.key_prefix = k.key_prefix
                    WHERE k.key_hash = ?1 AND k.revoked_at IS NULL AND (k.expires_at IS NULL OR k.expires_at > ?2)";
-        let mut rows = self.conn()?.query(sql, (key_hash, now_ms)).await?;
+        let conn = self.conn().await?;
+        let mut rows = conn.query(sql, (key_hash, now_ms)).await?;
         let Some(row) = rows.next().await? else { return Ok(None) };
         let key = key_from_row(&row)?;
         let tenant = Tenant {
@@ -289,13 +293,15 @@ impl Store {
 
     pub async fn api_key(&self, key_prefix: &str, key_id: &str) -> Result<Option<ApiKey>> {
         let sql = format!("SELECT {KEY_COLUMNS} FROM api_keys WHERE key_prefix = ?1 AND key_id = ?2");
-        let mut rows = self.conn()?.query(&sql, [key_prefix, key_id]).await?;
+        let conn = self.conn().await?;
+        let mut rows = conn.query(&sql, [key_prefix, key_id]).await?;
         rows.next().await?.map(|r| key_from_row(&r)).transpose()
     }
 
     /// Revokes a key now; revoking twice is not an error (the first time stands).
     pub async fn revoke_api_key(&self, key_prefix: &str, key_id: &str, now_ms: i64) -> Result<ApiKey> {
-        self.conn()?
+        self.conn()
+            .await?
             .execute(
                 "UPDATE api_keys SET revoked_at = ?3 WHERE key_prefix = ?1 AND key_id = ?2 AND revoked_at IS NULL",
                 (key_prefix, key_id, now_ms),
@@ -347,7 +353,8 @@ impl Store {
 
     pub async fn ingest_token(&self, key_prefix: &str, token_id: &str) -> Result<Option<IngestToken>> {
         let sql = format!("SELECT {TOKEN_COLUMNS} FROM ingest_tokens WHERE key_prefix = ?1 AND token_id = ?2");
-        let mut rows = self.conn()?.query(&sql, [key_prefix, token_id]).await?;
+        let conn = self.conn().await?;
+        let mut rows = conn.query(&sql, [key_prefix, token_id]).await?;
         rows.next().await?.map(|r| token_from_row(&r)).transpose()
     }
 }
@@ -429,7 +436,8 @@ impl Store {
         };
         check_link(&link)?;
         let n = self
-            .conn()?
+            .conn()
+            .await?
             .execute(
                 "INSERT INTO tracking_urls (tu_id, key_prefix, name, destination, fallback_url, created_at, expires_at)
                  SELECT ?1, key_prefix, ?3, ?4, ?5, ?6, ?7 FROM tenants WHERE key_prefix = ?2",
@@ -451,7 +459,8 @@ impl Store {
     }
 
     pub async fn link(&self, key_prefix: &str, tu_id: &str) -> Result<Option<Link>> {
-        link_on(&self.conn()?, key_prefix, tu_id).await
+        let conn = self.conn().await?;
+        link_on(&conn, key_prefix, tu_id).await
     }
 
     pub async fn links_page(&self, key_prefix: &str, after: Option<&str>, limit: u32) -> Result<Page<Link>> {
@@ -526,7 +535,8 @@ impl Store {
         );
         let mut params: Vec<Value> = vec![key_prefix.into()];
         params.extend(tu_ids.iter().map(|id| Value::from(*id)));
-        let mut rows = self.conn()?.query(&sql, params).await?;
+        let conn = self.conn().await?;
+        let mut rows = conn.query(&sql, params).await?;
         while let Some(row) = rows.next().await? {
             let count =
                 LinkCount { clicks: int(&row, 1, "clicks")?, last_click_at: opt_int(&row, 2, "last_click_at")? };
@@ -537,8 +547,8 @@ impl Store {
 
     /// Where `consumer` resumes in `partition` (0 if it never committed).
     pub async fn consumer_offset(&self, consumer: &str, partition: u32) -> Result<u64> {
-        let mut rows = self
-            .conn()?
+        let conn = self.conn().await?;
+        let mut rows = conn
             .query(
                 "SELECT next_offset FROM consumer_offsets WHERE consumer = ?1 AND partition = ?2",
                 (consumer, i64::from(partition)),
@@ -681,7 +691,7 @@ impl Store {
         }
         let secret = random_secret(WEBHOOK_SECRET_PREFIX);
         let n = self
-            .conn()?
+            .conn().await?
             .execute(
                 "INSERT INTO webhooks (webhook_id, key_prefix, url, description, event_types, param_filters, secret, enabled, created_at, updated_at)
                  SELECT ?1, key_prefix, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?9 FROM tenants WHERE key_prefix = ?2",
@@ -705,13 +715,14 @@ impl Store {
     }
 
     pub async fn webhook(&self, key_prefix: &str, webhook_id: &str) -> Result<Option<Webhook>> {
-        webhook_on(&self.conn()?, key_prefix, webhook_id).await
+        let conn = self.conn().await?;
+        webhook_on(&conn, key_prefix, webhook_id).await
     }
 
     /// The signing secret of an endpoint (for deliveries).
     pub async fn webhook_secret(&self, key_prefix: &str, webhook_id: &str) -> Result<Option<String>> {
-        let mut rows = self
-            .conn()?
+        let conn = self.conn().await?;
+        let mut rows = conn
             .query("SELECT secret FROM webhooks WHERE key_prefix = ?1 AND webhook_id = ?2", [key_prefix, webhook_id])
             .await?;
         match rows.next().await? {
@@ -762,7 +773,8 @@ impl Store {
 
     pub async fn delete_webhook(&self, key_prefix: &str, webhook_id: &str) -> Result<()> {
         let n = self
-            .conn()?
+            .conn()
+            .await?
             .execute("DELETE FROM webhooks WHERE key_prefix = ?1 AND webhook_id = ?2", [key_prefix, webhook_id])
             .await?;
         if n == 0 {
@@ -865,7 +877,7 @@ impl Store {
     /// Stores a new rule (built with [`FilterRule::blank`] and checked by the caller).
     pub async fn create_rule(&self, key_prefix: &str, rule: &FilterRule) -> Result<()> {
         let n = self
-            .conn()?
+            .conn().await?
             .execute(
                 "INSERT INTO filter_rules (rule_id, key_prefix, field, operator, value, action, enabled, description, created_at, updated_at)
                  SELECT ?1, key_prefix, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10 FROM tenants WHERE key_prefix = ?2",
@@ -891,7 +903,8 @@ impl Store {
 
     pub async fn rule(&self, key_prefix: &str, rule_id: &str) -> Result<Option<FilterRule>> {
         let sql = format!("SELECT {RULE_COLUMNS} FROM filter_rules WHERE key_prefix = ?1 AND rule_id = ?2");
-        let mut rows = self.conn()?.query(&sql, [key_prefix, rule_id]).await?;
+        let conn = self.conn().await?;
+        let mut rows = conn.query(&sql, [key_prefix, rule_id]).await?;
         rows.next().await?.map(|r| rule_from_row(&r)).transpose()
     }
 
@@ -943,7 +956,8 @@ impl Store {
 
     pub async fn delete_rule(&self, key_prefix: &str, rule_id: &str) -> Result<()> {
         let n = self
-            .conn()?
+            .conn()
+            .await?
             .execute("DELETE FROM filter_rules WHERE key_prefix = ?1 AND rule_id = ?2", [key_prefix, rule_id])
             .await?;
         if n == 0 {

@@ -70,9 +70,9 @@ pub async fn batch(
             set.push(event);
         }
         let key_prefix = &batch.key_prefix;
-        let count = set.len();
-        let records =
-            RecordSet { partition: partition_for(key_prefix, st.log.partitions()), count, bytes: set.finish() };
+        let (count, tags) = (set.len(), set.tags());
+        let partition = partition_for(key_prefix, st.log.partitions());
+        let records = RecordSet { partition, count, tags, bytes: set.finish() };
         let receipt = st.log.append(vec![records], idem.map(|k| format!("batch\0{key_prefix}\0{k}"))).await?;
         if !receipt.duplicate {
             st.metrics.accepted(Endpoint::Batch, u64::from(count));
@@ -136,8 +136,10 @@ pub async fn edge_batch(State(st): State<Arc<AppState>>, headers: HeaderMap, Raw
                 }
             }
         }
-        let sets: Vec<RecordSet> =
-            sets.into_iter().map(|(partition, b)| RecordSet { partition, count: b.len(), bytes: b.finish() }).collect();
+        let sets: Vec<RecordSet> = sets
+            .into_iter()
+            .map(|(partition, b)| RecordSet { partition, count: b.len(), tags: b.tags(), bytes: b.finish() })
+            .collect();
         let (accepted, duplicate) = if sets.is_empty() {
             (0, false)
         } else {
