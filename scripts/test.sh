@@ -11,6 +11,7 @@ say "the protocol crate builds for wasm32-unknown-unknown (the edge Worker)"
 cargo check -p tracker-protocol --target wasm32-unknown-unknown
 say "test vectors agree with an independent implementation"
 python3 tests/vectors/check.py
+[ -n "${IGGY_TEST_ADDR:-}" ] || say "note: IGGY_TEST_ADDR is not set, so the Iggy contract test reports itself skipped"
 say "cargo test --workspace"
 cargo test --workspace
 say "clippy (workspace lints, warnings are errors), natively and for the Worker's wasm32 target"

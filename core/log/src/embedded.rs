@@ -281,6 +281,13 @@ pub struct EmbeddedLog {
 }
 
 impl EmbeddedLog {
+    /// Makes every enqueued event durable now (instead of within the commit window).
+    pub async fn flush(&self) -> Result<(), LogError> {
+        let (done, rx) = oneshot::channel();
+        self.tx.send(Cmd::Flush(done)).await.map_err(|_| LogError::Closed)?;
+        rx.await.map_err(|_| LogError::Closed)
+    }
+
     /// Opens (or creates) the log and starts its writer. Blocking: call before serving or from `spawn_blocking`.
     pub fn open(cfg: EmbeddedLogConfig) -> Result<EmbeddedLog, LogError> {
         std::fs::create_dir_all(&cfg.dir).map_err(|e| LogError::Storage(e.into()))?;
@@ -584,6 +591,7 @@ impl EventLog for EmbeddedLog {
             duplicates: st.duplicates.load(Ordering::Relaxed),
             retention_deleted_record_sets: st.retention_deleted.load(Ordering::Relaxed),
             stored_bytes: st.stored_bytes.load(Ordering::Relaxed),
+            spooled_events: 0,
         }
     }
 

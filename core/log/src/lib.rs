@@ -12,11 +12,13 @@
 //! [`EmbeddedLog`] is the default implementation, on the fjall LSM storage engine.
 
 mod embedded;
+mod spool;
 
 use std::future::Future;
 use std::pin::Pin;
 
 pub use embedded::{EmbeddedLog, EmbeddedLogConfig};
+pub use spool::SpooledLog;
 use tracker_protocol::Event;
 
 /// A boxed future, so the trait stays object-safe (`Arc<dyn EventLog>`).
@@ -88,6 +90,8 @@ pub struct LogStatus {
     pub retention_deleted_record_sets: u64,
     /// Bytes of record sets currently held.
     pub stored_bytes: u64,
+    /// Events accepted into the local spool that have not reached the primary log yet (spooled backends).
+    pub spooled_events: u64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -98,6 +102,8 @@ pub enum LogError {
     Closed,
     #[error("the log writer failed earlier and refuses writes until restarted: {0}")]
     Failed(String),
+    #[error("the log is unavailable: {0}")]
+    Unavailable(String),
     #[error("partition {0} does not exist")]
     NoSuchPartition(u32),
     #[error("corrupt record set at partition {partition} offset {offset}: {source}")]

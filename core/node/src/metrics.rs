@@ -121,7 +121,7 @@ impl Metrics {
         let _ = writeln!(out, "{REDIRECT_SECONDS}_bucket{{le=\"+Inf\"}} {count}");
         let _ = writeln!(out, "{REDIRECT_SECONDS}_sum {}", self.redirect_sum_us.load(Ordering::Relaxed) as f64 / 1e6);
         let _ = writeln!(out, "{REDIRECT_SECONDS}_count {count}");
-        let gauges: [(&str, &str, &str, u64); 9] = [
+        let gauges: [(&str, &str, &str, u64); 10] = [
             (
                 EDGE_BATCHES,
                 "counter",
@@ -140,6 +140,12 @@ impl Metrics {
                 log.duplicates,
             ),
             ("tracker_log_stored_bytes", "gauge", "Bytes of record sets held by the log.", log.stored_bytes),
+            (
+                "tracker_log_spooled_events",
+                "gauge",
+                "Events accepted into the local spool that have not reached the primary log yet.",
+                log.spooled_events,
+            ),
             (
                 "tracker_log_retention_deleted_total",
                 "counter",

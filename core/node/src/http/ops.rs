@@ -27,6 +27,7 @@ pub async fn broker(State(st): State<Arc<AppState>>) -> Response {
             "fsyncs": s.fsyncs,
             "last_fsync_micros": s.last_fsync_micros,
             "stored_bytes": s.stored_bytes,
+            "spooled_events": s.spooled_events,
         }),
     )
 }
