@@ -11,6 +11,7 @@
 //!
 //! [`EmbeddedLog`] is the default implementation, on the fjall LSM storage engine.
 
+pub mod contract;
 mod embedded;
 mod spool;
 

@@ -37,6 +37,9 @@ pub struct SpooledLog {
     backend: &'static str,
     /// Events in the spool not yet replayed (kept current by writes and drains).
     spooled: AtomicU64,
+    /// Set by shutdown: background tasks holding the log end.
+    closed: std::sync::atomic::AtomicBool,
+    closing: tokio::sync::Notify,
 }
 
 impl SpooledLog {
@@ -49,7 +52,19 @@ impl SpooledLog {
             timeout,
             backend,
             spooled: AtomicU64::new(0),
+            closed: std::sync::atomic::AtomicBool::new(false),
+            closing: tokio::sync::Notify::new(),
         }
+    }
+
+    /// Resolves once [`EventLog::shutdown`] was called: tasks that hold the log (the drainer, a reconnecting
+    /// connector) select on it and end, so the spool can be opened again by the next process.
+    pub async fn closed(&self) {
+        let notified = self.closing.notified();
+        if self.closed.load(Ordering::Acquire) {
+            return;
+        }
+        notified.await;
     }
 
     /// Attaches (or replaces) the primary, once it is reachable. Writes keep going to the spool until the drainer
@@ -100,7 +115,12 @@ impl SpooledLog {
     /// Replays what the spool holds to the primary, in order per partition; returns the events replayed. When the
     /// spool is empty afterwards, writes go to the primary again.
     pub async fn drain(&self) -> Result<u64, LogError> {
-        let Some(primary) = self.primary() else { return Ok(0) };
+        let Some(primary) = self.primary() else {
+            // nowhere to drain to: keep the count of what waits current (it survives restarts in the spool)
+            self.spool.flush().await?;
+            self.spooled.store(self.spooled().await?, Ordering::Relaxed);
+            return Ok(0);
+        };
         let mut drained = 0;
         for p in 0..self.spool.partitions() {
             loop {
@@ -199,12 +219,11 @@ impl SpooledLog {
         self.primary().ok_or_else(|| LogError::Unavailable("the primary log is not connected".into()))
     }
 
-    /// Drains whenever there is something to drain, until `stop` resolves.
-    pub async fn run_drainer(self: Arc<Self>, every: Duration, stop: impl std::future::Future<Output = ()>) {
-        tokio::pin!(stop);
+    /// Drains whenever there is something to drain, until the log shuts down.
+    pub async fn run_drainer(self: Arc<Self>, every: Duration) {
         loop {
             tokio::select! {
-                () = &mut stop => return,
+                () = self.closed() => return,
                 () = tokio::time::sleep(every) => {}
             }
             if *self.spooling.read().await
@@ -264,6 +283,8 @@ impl EventLog for SpooledLog {
 
     fn shutdown(&self) -> LogFuture<'_, ()> {
         Box::pin(async move {
+            self.closed.store(true, Ordering::Release);
+            self.closing.notify_waiters();
             if let Some(p) = self.primary() {
                 p.shutdown().await?;
             }

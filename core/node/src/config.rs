@@ -70,6 +70,18 @@ pub struct Config {
     pub admin_api_rpm: u32,
     /// Lets webhooks reach private, loopback and link-local addresses (local development and tests only).
     pub webhook_allow_private: bool,
+    /// Apache Iggy as the event log (with a local spool), instead of the embedded log.
+    pub iggy: Option<IggySettings>,
+}
+
+/// The Iggy connection (`IGGY_URL` and friends).
+#[derive(Debug, Clone)]
+pub struct IggySettings {
+    /// Connection string with transport, address, credentials and TLS.
+    pub url: String,
+    pub stream: String,
+    /// A send slower than this goes to the local spool instead.
+    pub send_timeout: Duration,
 }
 
 /// The plans a tenant can be on and their platform API requests per minute (a tenant's `limits` can override it).
@@ -109,6 +121,7 @@ impl Default for Config {
             admin_token_sha256: None,
             admin_api_rpm: 600,
             webhook_allow_private: false,
+            iggy: None,
         }
     }
 }
@@ -156,6 +169,13 @@ pub const VARIABLES: &[(&str, &str, &str)] = &[
     ("ADMIN_TOKEN", "", "platform admin credential for /api/tenants (at least 32 characters; empty = admin API off)"),
     ("ADMIN_TOKEN_SHA256", "", "instead of ADMIN_TOKEN: its SHA-256 in hex, so the configuration holds no secret"),
     ("ADMIN_API_REQUESTS_PER_MINUTE", "600", "platform API rate limit of the admin credential"),
+    (
+        "IGGY_URL",
+        "",
+        "Apache Iggy connection string (iggy://user:secret@host:8090, iggy+quic://…, ?tls=true); empty = embedded log",
+    ),
+    ("IGGY_STREAM", "tracker", "Iggy stream holding the events and filtered topics"),
+    ("IGGY_SEND_TIMEOUT_MS", "2000", "an Iggy send slower than this is written to the local spool (DATA_DIR/spool)"),
     (
         "WEBHOOK_ALLOW_PRIVATE",
         "false",
@@ -324,6 +344,20 @@ impl Config {
             "false" | "0" => false,
             other => return Err(invalid("WEBHOOK_ALLOW_PRIVATE", format!("{other:?} is not true or false"))),
         };
+        let iggy = match src.get("IGGY_URL") {
+            None => None,
+            Some(url) if !url.contains("://") || !url.contains('@') => {
+                return Err(invalid(
+                    "IGGY_URL",
+                    "must be an Iggy connection string with credentials (iggy://user:secret@host:port)",
+                ));
+            }
+            Some(url) => Some(IggySettings {
+                url: url.to_owned(),
+                stream: src.get("IGGY_STREAM").unwrap_or("tracker").to_owned(),
+                send_timeout: Duration::from_millis(src.parse("IGGY_SEND_TIMEOUT_MS", 2000u64)?.max(1)),
+            }),
+        };
         Ok(Config {
             host,
             port,
@@ -348,6 +382,7 @@ impl Config {
                 _ => return Err(invalid("ADMIN_API_REQUESTS_PER_MINUTE", "must be 1 to 1000000")),
             },
             webhook_allow_private,
+            iggy,
         })
     }
 

@@ -19,8 +19,11 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use std::time::Duration;
 use tokio::net::TcpListener;
-use tracker_log::{EmbeddedLog, EmbeddedLogConfig, EventLog, LogError};
+
+use tracker_log::{EmbeddedLog, EmbeddedLogConfig, EventLog, LogError, SpooledLog};
+use tracker_log_iggy::{IggyConfig, IggyLog};
 use tracker_store::{Store, StoreError};
 
 pub use config::Config;
@@ -68,12 +71,71 @@ pub async fn build_state(cfg: Config) -> Result<Arc<AppState>, NodeError> {
         tracing::warn!("SECRETS_KEY is not set: tenant link secrets are stored unsealed in the metadata database");
     }
     let store = open_store(&cfg).await?;
-    let log_cfg = log_config(&cfg);
-    let log = tokio::task::spawn_blocking(move || EmbeddedLog::open(log_cfg))
-        .await
-        .map_err(|e| NodeError::Io(std::io::Error::other(e)))??;
-    let log: Arc<dyn EventLog> = Arc::new(log);
+    let mut log_cfg = log_config(&cfg);
+    let log: Arc<dyn EventLog> = match cfg.iggy.clone() {
+        None => Arc::new(open_embedded(log_cfg).await?),
+        Some(iggy) => {
+            // the spool: a local embedded log that holds what Iggy could not take, until it can
+            log_cfg.dir = cfg.data_dir.join("spool");
+            let spool = open_embedded(log_cfg).await?;
+            let log = Arc::new(SpooledLog::new(spool, iggy.send_timeout, "iggy"));
+            let primary = IggyConfig {
+                url: iggy.url,
+                stream: iggy.stream,
+                partitions: cfg.log.partitions,
+                retention: cfg.log.retention_age,
+            };
+            tokio::spawn(keep_iggy_connected(log.clone(), primary));
+            tokio::spawn(log.clone().run_drainer(Duration::from_millis(500)));
+            log
+        }
+    };
     Ok(Arc::new(AppState::new(cfg, log, store)))
+}
+
+async fn open_embedded(cfg: EmbeddedLogConfig) -> Result<EmbeddedLog, NodeError> {
+    tokio::task::spawn_blocking(move || EmbeddedLog::open(cfg))
+        .await
+        .map_err(|e| NodeError::Io(std::io::Error::other(e)))?
+        .map_err(NodeError::from)
+}
+
+/// Connects to Iggy, and again whenever the connection is lost, with backoff (1 s doubling to 30 s), for as long as
+/// the node runs. Meanwhile the spool takes the writes.
+async fn keep_iggy_connected(log: Arc<SpooledLog>, cfg: IggyConfig) {
+    let mut backoff = Duration::from_secs(1);
+    let mut connected = false;
+    loop {
+        if !connected || !log.status().healthy {
+            let attempt = tokio::select! {
+                () = log.closed() => return,
+                attempt = IggyLog::connect(&cfg) => attempt,
+            };
+            match attempt {
+                Ok(iggy) => {
+                    tracing::info!(stream = %cfg.stream, "connected to Iggy");
+                    log.attach(Arc::new(iggy));
+                    connected = true;
+                    backoff = Duration::from_secs(1);
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, retry_in_secs = backoff.as_secs(), "cannot reach Iggy; events are spooled locally");
+                    connected = false;
+                    log.detach();
+                    tokio::select! {
+                        () = log.closed() => return,
+                        () = tokio::time::sleep(backoff) => {}
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(30));
+                    continue;
+                }
+            }
+        }
+        tokio::select! {
+            () = log.closed() => return,
+            () = tokio::time::sleep(Duration::from_secs(5)) => {}
+        }
+    }
 }
 
 /// Serves until `shutdown` resolves, then stops accepting, finishes in-flight requests and makes every queued

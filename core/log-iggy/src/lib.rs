@@ -1,0 +1,248 @@
+//! # The event log on Apache Iggy
+//!
+//! [`IggyLog`] implements `tracker_log::EventLog` with the official `iggy` client, so core nodes and consumers
+//! run unchanged on the embedded log or on an Iggy cluster. The mapping:
+//!
+//! - one stream (`IGGY_STREAM`, default `tracker`) with the topics `events` (raw events) and `filtered` (for the
+//!   filter consumer), created if missing with the configured partition count, message expiry, and fsync
+//!   enforced, so an acknowledged send is on the server's disk;
+//! - our partition `p` is Iggy partition `p`, chosen by tenant (`tracker_protocol::partition_for`), so a tenant's
+//!   events stay in order;
+//! - one Iggy message per event (its `tracker_protocol::wire` encoding), with the event id as the message id, so
+//!   Iggy offsets are event offsets and the server's message deduplication (when enabled) drops a retried send;
+//! - consumer groups are named Iggy consumers with server-side offsets per partition (Iggy stores the last
+//!   consumed offset; the trait speaks of the next one).
+//!
+//! Connection, transport (TCP, QUIC, HTTP), credentials and TLS all come from one connection string
+//! (`IGGY_URL`, for example `iggy://user:secret@host:8090?tls=true`); there is no built-in user. Outages are the
+//! `tracker_log::SpooledLog`'s job: the node writes through it, and reconnects with backoff for as long as it runs.
+
+use std::sync::Mutex;
+use std::time::Duration;
+
+use bytes::Bytes;
+use iggy::prelude::*;
+use tracker_log::{AppendReceipt, EventLog, Filter, LogError, LogFuture, LogStatus, Polled, RecordSet};
+use tracker_protocol::wire;
+
+/// Where and how to connect.
+#[derive(Debug, Clone)]
+pub struct IggyConfig {
+    /// Iggy connection string: transport, address, credentials, TLS.
+    pub url: String,
+    pub stream: String,
+    pub partitions: u32,
+    /// Messages older than this are deleted by the server (`None`: kept).
+    pub retention: Option<Duration>,
+}
+
+/// The topics the platform uses.
+pub const EVENTS_TOPIC: &str = "events";
+pub const FILTERED_TOPIC: &str = "filtered";
+
+fn unavailable(e: impl std::fmt::Display) -> LogError {
+    LogError::Unavailable(format!("iggy: {e}"))
+}
+
+fn named(name: &str) -> Result<Identifier, LogError> {
+    Identifier::named(name).map_err(|e| LogError::InvalidGroup(format!("{name}: {e}")))
+}
+
+/// A connected Iggy log.
+pub struct IggyLog {
+    client: IggyClient,
+    stream: Identifier,
+    topic: Identifier,
+    partitions: u32,
+    last_error: Mutex<Option<String>>,
+}
+
+impl std::fmt::Debug for IggyLog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IggyLog").field("partitions", &self.partitions).finish_non_exhaustive()
+    }
+}
+
+impl IggyLog {
+    /// Connects, signs in (credentials from the connection string) and makes sure the stream and topics exist with
+    /// the configured partition count.
+    pub async fn connect(cfg: &IggyConfig) -> Result<IggyLog, LogError> {
+        let client =
+            IggyClientBuilder::from_connection_string(&cfg.url).map_err(unavailable)?.build().map_err(unavailable)?;
+        client.connect().await.map_err(unavailable)?;
+        let stream = named(&cfg.stream)?;
+        if client.get_stream(&stream).await.map_err(unavailable)?.is_none() {
+            match client.create_stream(&cfg.stream).await {
+                Ok(_) | Err(IggyError::StreamNameAlreadyExists(_)) => {}
+                Err(e) => return Err(unavailable(e)),
+            }
+        }
+        for topic in [EVENTS_TOPIC, FILTERED_TOPIC] {
+            let id = named(topic)?;
+            match client.get_topic(&stream, &id).await.map_err(unavailable)? {
+                Some(t) if t.partitions_count != cfg.partitions => {
+                    return Err(LogError::PartitionMismatch {
+                        path: format!("iggy stream {} topic {topic}", cfg.stream),
+                        stored: t.partitions_count,
+                        configured: cfg.partitions,
+                    });
+                }
+                Some(_) => {}
+                None => {
+                    let options = TopicCreateOptions {
+                        partitions_count: Some(cfg.partitions),
+                        message_expiry: Some(match cfg.retention {
+                            Some(d) => IggyExpiry::ExpireDuration(IggyDuration::from(d)),
+                            None => IggyExpiry::NeverExpire,
+                        }),
+                        enforce_fsync: Some(true),
+                        ..TopicCreateOptions::default()
+                    };
+                    match client.create_topic(&stream, topic, &options).await {
+                        Ok(_) | Err(IggyError::TopicNameAlreadyExists(..)) => {}
+                        Err(e) => return Err(unavailable(e)),
+                    }
+                }
+            }
+        }
+        Ok(IggyLog {
+            client,
+            stream,
+            topic: named(EVENTS_TOPIC)?,
+            partitions: cfg.partitions,
+            last_error: Mutex::new(None),
+        })
+    }
+
+    fn note<T>(&self, r: Result<T, IggyError>) -> Result<T, LogError> {
+        let message = r.as_ref().err().map(ToString::to_string);
+        if let Ok(mut last) = self.last_error.lock() {
+            *last = message;
+        }
+        r.map_err(unavailable)
+    }
+
+    /// One Iggy message per event of the record set.
+    fn messages(set: &RecordSet) -> Result<Vec<IggyMessage>, LogError> {
+        let corrupt = |source| LogError::Corrupt { partition: set.partition, offset: 0, source };
+        let mut out = Vec::with_capacity(set.count as usize);
+        for raw in wire::record_set_events(&set.bytes).map_err(corrupt)? {
+            let raw = raw.map_err(corrupt)?;
+            // the event id is the first 16 bytes of the encoding
+            let id = raw.get(..16).and_then(|b| <[u8; 16]>::try_from(b).ok()).map(u128::from_be_bytes);
+            let message = IggyMessage::builder()
+                .maybe_id(id)
+                .payload(Bytes::copy_from_slice(raw))
+                .build()
+                .map_err(unavailable)?;
+            out.push(message);
+        }
+        Ok(out)
+    }
+
+    async fn send(&self, sets: Vec<RecordSet>) -> Result<AppendReceipt, LogError> {
+        let mut parts = Vec::with_capacity(sets.len());
+        for set in &sets {
+            if set.partition >= self.partitions {
+                return Err(LogError::NoSuchPartition(set.partition));
+            }
+            let mut messages = Self::messages(set)?;
+            let sent = self
+                .client
+                .send_messages(&self.stream, &self.topic, &Partitioning::partition_id(set.partition), &mut messages)
+                .await;
+            let sent = self.note(sent)?;
+            let base = sent.confirmations.first().map_or(0, |c| c.base_offset);
+            parts.push((set.partition, base, set.count));
+        }
+        Ok(AppendReceipt { parts, duplicate: false })
+    }
+
+    async fn read(&self, partition: u32, from: u64, max_events: usize, filter: Filter) -> Result<Polled, LogError> {
+        let consumer = Consumer::new(named("tracker-reader")?);
+        let count = u32::try_from(max_events.clamp(1, 100_000)).unwrap_or(100_000);
+        let polled = self
+            .client
+            .poll_messages(
+                &self.stream,
+                &self.topic,
+                Some(partition),
+                &consumer,
+                &PollingStrategy::offset(from),
+                count,
+                false,
+            )
+            .await;
+        let polled = self.note(polled)?;
+        let mut out = Polled { events: Vec::new(), next_offset: from };
+        for m in polled.messages {
+            let offset = m.header.offset;
+            if offset < from {
+                continue;
+            }
+            out.next_offset = offset + 1;
+            if (filter.keep)(&m.payload) {
+                let corrupt = |source| LogError::Corrupt { partition, offset, source };
+                out.events.push((offset, wire::decode_event(&m.payload).map_err(corrupt)?));
+            }
+        }
+        Ok(out)
+    }
+}
+
+impl EventLog for IggyLog {
+    fn partitions(&self) -> u32 {
+        self.partitions
+    }
+
+    fn append(&self, sets: Vec<RecordSet>, _idempotency_key: Option<String>) -> LogFuture<'_, AppendReceipt> {
+        // a retried request carries the same event ids, which Iggy's message deduplication drops when enabled
+        Box::pin(self.send(sets))
+    }
+
+    fn enqueue(&self, sets: Vec<RecordSet>) -> LogFuture<'_, ()> {
+        Box::pin(async move { self.send(sets).await.map(|_| ()) })
+    }
+
+    fn poll_where(&self, partition: u32, from: u64, max_events: usize, filter: Filter) -> LogFuture<'_, Polled> {
+        Box::pin(self.read(partition, from, max_events, filter))
+    }
+
+    fn commit_offset(&self, group: &str, partition: u32, next_offset: u64) -> LogFuture<'_, ()> {
+        let group = group.to_owned();
+        Box::pin(async move {
+            let Some(last) = next_offset.checked_sub(1) else { return Ok(()) };
+            let consumer = Consumer::new(named(&group)?);
+            let stored =
+                self.client.store_consumer_offset(&consumer, &self.stream, &self.topic, Some(partition), last).await;
+            self.note(stored)
+        })
+    }
+
+    fn committed_offset(&self, group: &str, partition: u32) -> LogFuture<'_, Option<u64>> {
+        let group = group.to_owned();
+        Box::pin(async move {
+            let consumer = Consumer::new(named(&group)?);
+            let info = self.client.get_consumer_offset(&consumer, &self.stream, &self.topic, Some(partition)).await;
+            Ok(self.note(info)?.map(|i| i.stored_offset + 1))
+        })
+    }
+
+    fn status(&self) -> LogStatus {
+        let error = self.last_error.lock().ok().and_then(|e| e.clone());
+        LogStatus {
+            backend: "iggy",
+            healthy: error.is_none(),
+            error,
+            partitions: self.partitions,
+            ..LogStatus::default()
+        }
+    }
+
+    fn shutdown(&self) -> LogFuture<'_, ()> {
+        Box::pin(async move {
+            let _ = self.client.disconnect().await;
+            Ok(())
+        })
+    }
+}

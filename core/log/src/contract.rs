@@ -1,0 +1,100 @@
+//! The contract every [`EventLog`] implementation keeps: order per partition, contiguous offsets that continue
+//! after a restart, durable reads, idempotent appends, and consumer groups whose offsets are independent and
+//! survive restarts. Test support (it panics on a breach), public so every backend's tests run the same checks.
+
+#![allow(clippy::unwrap_used, clippy::indexing_slicing, clippy::missing_panics_doc)] // a test suite
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tracker_protocol::{Auth, Event, Uuid, wire};
+
+use crate::{EventLog, RecordSet};
+
+fn event(p: u32, n: u64) -> Event {
+    Event {
+        event_id: Uuid::from_u64_pair(u64::from(p) + 1, n),
+        event_type: "signup".into(),
+        timestamp: 1_770_704_294_008,
+        received_at: 1_770_704_294_008,
+        key_prefix: format!("t{p}"),
+        ip: None,
+        user_agent: None,
+        referer: None,
+        accept_language: None,
+        request_path: None,
+        request_host: None,
+        params: [("n".to_string(), n.to_string())].into(),
+        raw_payload: None,
+        auth: Auth::Token,
+        historical: false,
+    }
+}
+
+fn set(p: u32, range: std::ops::Range<u64>) -> RecordSet {
+    let events: Vec<Event> = range.map(|n| event(p, n)).collect();
+    RecordSet { partition: p, count: events.len() as u32, tags: 0, bytes: wire::encode_record_set(&events) }
+}
+
+/// Runs the contract against the log `open` returns; `open` is called again after a shutdown and must give the
+/// same log back (the same directory, the same server and stream). Panics with `name` on the first breach.
+pub async fn run<F, Fut>(name: &str, open: F)
+where
+    F: Fn() -> Fut,
+    Fut: Future<Output = Arc<dyn EventLog>>,
+{
+    let log = open().await;
+    assert_eq!(log.partitions(), 3, "{name}");
+
+    // order and contiguous offsets per partition, partitions independent
+    let r = log.append(vec![set(0, 0..4), set(1, 0..2)], None).await.unwrap();
+    assert_eq!(r.parts, vec![(0, 0, 4), (1, 0, 2)], "{name}");
+    log.append(vec![set(0, 4..6)], None).await.unwrap();
+    log.enqueue(vec![set(2, 0..3)]).await.unwrap();
+    let p0 = log.poll(0, 0, 100).await.unwrap();
+    assert_eq!(p0.events.iter().map(|(o, _)| *o).collect::<Vec<_>>(), (0..6).collect::<Vec<_>>(), "{name}");
+    assert_eq!(
+        p0.events.iter().map(|(_, e)| e.params["n"].clone()).collect::<Vec<_>>(),
+        ["0", "1", "2", "3", "4", "5"]
+    );
+    assert_eq!(p0.next_offset, 6, "{name}");
+    let tail = log.poll(0, 4, 1).await.unwrap();
+    assert_eq!((tail.events.len(), tail.events[0].0, tail.next_offset), (1, 4, 5), "{name}: from the middle");
+    // enqueued events become readable (durable) within the commit window
+    let mut seen = 0;
+    for _ in 0..100 {
+        seen = log.poll(2, 0, 100).await.unwrap().events.len();
+        if seen == 3 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(seen, 3, "{name}");
+
+    // idempotent appends
+    let first = log.append(vec![set(1, 2..3)], Some("same".into())).await.unwrap();
+    let again = log.append(vec![set(1, 2..3)], Some("same".into())).await.unwrap();
+    assert!(!first.duplicate && again.duplicate, "{name}");
+    assert_eq!(again.parts, first.parts, "{name}");
+    assert_eq!(log.poll(1, 0, 100).await.unwrap().events.len(), 3, "{name}");
+
+    // consumer groups: independent offsets per group and partition
+    log.commit_offset("stats", 0, 4).await.unwrap();
+    log.commit_offset("webhooks", 0, 2).await.unwrap();
+    log.commit_offset("stats", 1, 1).await.unwrap();
+    assert_eq!(log.committed_offset("stats", 0).await.unwrap(), Some(4), "{name}");
+    assert_eq!(log.committed_offset("webhooks", 0).await.unwrap(), Some(2), "{name}");
+    assert_eq!(log.committed_offset("stats", 2).await.unwrap(), None, "{name}");
+
+    // a restart keeps events, offsets and committed offsets, and appends continue after them
+    log.shutdown().await.unwrap();
+    drop(log);
+    let log = open().await;
+    assert_eq!(log.committed_offset("stats", 0).await.unwrap(), Some(4), "{name}");
+    let resumed = log.poll(0, 4, 100).await.unwrap();
+    assert_eq!(resumed.events.iter().map(|(o, _)| *o).collect::<Vec<_>>(), vec![4, 5], "{name}");
+    let r = log.append(vec![set(0, 6..7)], None).await.unwrap();
+    assert_eq!(r.parts, vec![(0, 6, 1)], "{name}");
+    log.shutdown().await.unwrap();
+}
