@@ -34,6 +34,22 @@ pub struct IggyConfig {
     pub partitions: u32,
     /// Messages older than this are deleted by the server (`None`: kept).
     pub retention: Option<Duration>,
+    /// How long a send waits for others to join its batch.
+    pub linger: Duration,
+}
+
+/// Most record sets waiting for the sender; producers wait beyond (backpressure, never a drop).
+const QUEUE: usize = 1024;
+/// A batch is sent once it holds this many bytes, whatever the linger.
+const BATCH_BYTES: usize = 4 * 1024 * 1024;
+
+/// Where each record set of a send landed (`AppendReceipt::parts`), or why the send failed.
+type Answer = Result<Vec<(u32, u64, u32)>, String>;
+
+/// Record sets waiting to be sent, and who to answer.
+struct Pending {
+    sets: Vec<RecordSet>,
+    done: tokio::sync::oneshot::Sender<Answer>,
 }
 
 /// The topics the platform uses.
@@ -50,6 +66,11 @@ fn named(name: &str) -> Result<Identifier, LogError> {
 
 /// A connected Iggy log.
 pub struct IggyLog {
+    inner: std::sync::Arc<Inner>,
+    queue: tokio::sync::mpsc::Sender<Pending>,
+}
+
+struct Inner {
     client: IggyClient,
     stream: Identifier,
     topic: Identifier,
@@ -59,7 +80,7 @@ pub struct IggyLog {
 
 impl std::fmt::Debug for IggyLog {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("IggyLog").field("partitions", &self.partitions).finish_non_exhaustive()
+        f.debug_struct("IggyLog").field("partitions", &self.inner.partitions).finish_non_exhaustive()
     }
 }
 
@@ -105,15 +126,97 @@ impl IggyLog {
                 }
             }
         }
-        Ok(IggyLog {
+        let inner = std::sync::Arc::new(Inner {
             client,
             stream,
             topic: named(EVENTS_TOPIC)?,
             partitions: cfg.partitions,
             last_error: Mutex::new(None),
-        })
+        });
+        let (queue, rx) = tokio::sync::mpsc::channel(QUEUE);
+        tokio::spawn(sender(inner.clone(), rx, cfg.linger));
+        Ok(IggyLog { inner, queue })
     }
 
+    /// Hands record sets to the sender and waits until Iggy took them (the sender batches them with what other
+    /// producers sent within the linger time).
+    async fn send(&self, sets: Vec<RecordSet>) -> Result<AppendReceipt, LogError> {
+        if let Some(bad) = sets.iter().find(|s| s.partition >= self.inner.partitions) {
+            return Err(LogError::NoSuchPartition(bad.partition));
+        }
+        let (done, answer) = tokio::sync::oneshot::channel();
+        self.queue.send(Pending { sets, done }).await.map_err(|_| LogError::Closed)?;
+        let parts = answer.await.map_err(|_| LogError::Closed)?.map_err(unavailable)?;
+        Ok(AppendReceipt { parts, duplicate: false })
+    }
+}
+
+/// The sender: collects what producers hand over for up to `linger` (or [`BATCH_BYTES`]), sends one batch per
+/// partition, and answers every producer with its own part of the result.
+async fn sender(inner: std::sync::Arc<Inner>, mut rx: tokio::sync::mpsc::Receiver<Pending>, linger: Duration) {
+    while let Some(first) = rx.recv().await {
+        let mut batch = vec![first];
+        let mut bytes: usize = batch.iter().flat_map(|p| &p.sets).map(|s| s.bytes.len()).sum();
+        let deadline = tokio::time::Instant::now() + linger;
+        while bytes < BATCH_BYTES {
+            match tokio::time::timeout_at(deadline, rx.recv()).await {
+                Ok(Some(p)) => {
+                    bytes += p.sets.iter().map(|s| s.bytes.len()).sum::<usize>();
+                    batch.push(p);
+                }
+                _ => break,
+            }
+        }
+        // one send per partition, in arrival order; each producer learns where its sets landed
+        let mut by_partition: std::collections::BTreeMap<u32, Vec<(usize, usize, IggyMessage)>> = Default::default();
+        let mut failed: Option<String> = None;
+        for (i, p) in batch.iter().enumerate() {
+            for (j, set) in p.sets.iter().enumerate() {
+                match Inner::messages(set) {
+                    Ok(ms) => by_partition.entry(set.partition).or_default().extend(ms.into_iter().map(|m| (i, j, m))),
+                    Err(e) => failed = Some(e.to_string()),
+                }
+            }
+        }
+        let mut bases: std::collections::HashMap<(usize, usize), u64> = Default::default();
+        if failed.is_none() {
+            for (partition, items) in by_partition {
+                let (owners, mut messages): (Vec<(usize, usize)>, Vec<IggyMessage>) =
+                    items.into_iter().map(|(i, j, m)| ((i, j), m)).unzip();
+                let sent = inner
+                    .client
+                    .send_messages(&inner.stream, &inner.topic, &Partitioning::partition_id(partition), &mut messages)
+                    .await;
+                match inner.note(sent) {
+                    Ok(sent) => {
+                        let base = sent.confirmations.first().map_or(0, |c| c.base_offset);
+                        for (k, owner) in owners.into_iter().enumerate() {
+                            bases.entry(owner).or_insert(base + k as u64);
+                        }
+                    }
+                    Err(e) => {
+                        failed = Some(e.to_string());
+                        break;
+                    }
+                }
+            }
+        }
+        for (i, p) in batch.into_iter().enumerate() {
+            let answer = match &failed {
+                Some(e) => Err(e.clone()),
+                None => Ok(p
+                    .sets
+                    .iter()
+                    .enumerate()
+                    .map(|(j, s)| (s.partition, bases.get(&(i, j)).copied().unwrap_or(0), s.count))
+                    .collect()),
+            };
+            let _ = p.done.send(answer);
+        }
+    }
+}
+
+impl Inner {
     fn note<T>(&self, r: Result<T, IggyError>) -> Result<T, LogError> {
         let message = r.as_ref().err().map(ToString::to_string);
         if let Ok(mut last) = self.last_error.lock() {
@@ -138,24 +241,6 @@ impl IggyLog {
             out.push(message);
         }
         Ok(out)
-    }
-
-    async fn send(&self, sets: Vec<RecordSet>) -> Result<AppendReceipt, LogError> {
-        let mut parts = Vec::with_capacity(sets.len());
-        for set in &sets {
-            if set.partition >= self.partitions {
-                return Err(LogError::NoSuchPartition(set.partition));
-            }
-            let mut messages = Self::messages(set)?;
-            let sent = self
-                .client
-                .send_messages(&self.stream, &self.topic, &Partitioning::partition_id(set.partition), &mut messages)
-                .await;
-            let sent = self.note(sent)?;
-            let base = sent.confirmations.first().map_or(0, |c| c.base_offset);
-            parts.push((set.partition, base, set.count));
-        }
-        Ok(AppendReceipt { parts, duplicate: false })
     }
 
     async fn read(&self, partition: u32, from: u64, max_events: usize, filter: Filter) -> Result<Polled, LogError> {
@@ -192,7 +277,7 @@ impl IggyLog {
 
 impl EventLog for IggyLog {
     fn partitions(&self) -> u32 {
-        self.partitions
+        self.inner.partitions
     }
 
     fn append(&self, sets: Vec<RecordSet>, _idempotency_key: Option<String>) -> LogFuture<'_, AppendReceipt> {
@@ -205,7 +290,7 @@ impl EventLog for IggyLog {
     }
 
     fn poll_where(&self, partition: u32, from: u64, max_events: usize, filter: Filter) -> LogFuture<'_, Polled> {
-        Box::pin(self.read(partition, from, max_events, filter))
+        Box::pin(self.inner.read(partition, from, max_events, filter))
     }
 
     fn commit_offset(&self, group: &str, partition: u32, next_offset: u64) -> LogFuture<'_, ()> {
@@ -213,9 +298,12 @@ impl EventLog for IggyLog {
         Box::pin(async move {
             let Some(last) = next_offset.checked_sub(1) else { return Ok(()) };
             let consumer = Consumer::new(named(&group)?);
-            let stored =
-                self.client.store_consumer_offset(&consumer, &self.stream, &self.topic, Some(partition), last).await;
-            self.note(stored)
+            let stored = self
+                .inner
+                .client
+                .store_consumer_offset(&consumer, &self.inner.stream, &self.inner.topic, Some(partition), last)
+                .await;
+            self.inner.note(stored)
         })
     }
 
@@ -223,25 +311,31 @@ impl EventLog for IggyLog {
         let group = group.to_owned();
         Box::pin(async move {
             let consumer = Consumer::new(named(&group)?);
-            let info = self.client.get_consumer_offset(&consumer, &self.stream, &self.topic, Some(partition)).await;
-            Ok(self.note(info)?.map(|i| i.stored_offset + 1))
+            let info = self
+                .inner
+                .client
+                .get_consumer_offset(&consumer, &self.inner.stream, &self.inner.topic, Some(partition))
+                .await;
+            Ok(self.inner.note(info)?.map(|i| i.stored_offset + 1))
         })
     }
 
     fn status(&self) -> LogStatus {
-        let error = self.last_error.lock().ok().and_then(|e| e.clone());
+        let error = self.inner.last_error.lock().ok().and_then(|e| e.clone());
         LogStatus {
             backend: "iggy",
             healthy: error.is_none(),
             error,
-            partitions: self.partitions,
+            partitions: self.inner.partitions,
             ..LogStatus::default()
         }
     }
 
     fn shutdown(&self) -> LogFuture<'_, ()> {
         Box::pin(async move {
-            let _ = self.client.disconnect().await;
+            // queued sends are answered before the connection closes
+            let _ = self.queue.reserve_many(QUEUE).await;
+            let _ = self.inner.client.disconnect().await;
             Ok(())
         })
     }

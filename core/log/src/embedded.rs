@@ -281,6 +281,23 @@ pub struct EmbeddedLog {
 }
 
 impl EmbeddedLog {
+    /// The receipt remembered under an idempotency key (its own appends' keys, and [`EmbeddedLog::remember`]ed
+    /// ones), if it has not expired.
+    pub fn recall(&self, key: &str) -> Result<Option<AppendReceipt>, LogError> {
+        Ok(self
+            .shared
+            .idempotency
+            .get(key.as_bytes())?
+            .and_then(|v| decode_receipt(&v))
+            .map(|(_, parts)| AppendReceipt { parts, duplicate: true }))
+    }
+
+    /// Remembers the receipt of an append made elsewhere (a primary log without idempotency keys) under `key`, for
+    /// the same time as its own keys.
+    pub fn remember(&self, key: &str, receipt: &AppendReceipt) -> Result<(), LogError> {
+        Ok(self.shared.idempotency.insert(key.as_bytes(), encode_receipt(now_ms(), &receipt.parts))?)
+    }
+
     /// Makes every enqueued event durable now (instead of within the commit window).
     pub async fn flush(&self) -> Result<(), LogError> {
         let (done, rx) = oneshot::channel();

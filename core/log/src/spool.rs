@@ -22,6 +22,8 @@ use crate::{AppendReceipt, EmbeddedLog, EventLog, Filter, LogError, LogFuture, L
 
 /// The spool's consumer group for the drainer.
 const DRAIN_GROUP: &str = "spool-drain";
+/// Stripes of the per-key turn taking of idempotent appends.
+const KEY_STRIPES: usize = 64;
 /// Events replayed to the primary per append.
 const DRAIN_BATCH: usize = 5_000;
 
@@ -37,6 +39,8 @@ pub struct SpooledLog {
     backend: &'static str,
     /// Events in the spool not yet replayed (kept current by writes and drains).
     spooled: AtomicU64,
+    /// Appends with idempotency keys take turns per key stripe.
+    key_locks: Vec<tokio::sync::Mutex<()>>,
     /// Set by shutdown: background tasks holding the log end.
     closed: std::sync::atomic::AtomicBool,
     closing: tokio::sync::Notify,
@@ -52,6 +56,7 @@ impl SpooledLog {
             timeout,
             backend,
             spooled: AtomicU64::new(0),
+            key_locks: (0..KEY_STRIPES).map(|_| tokio::sync::Mutex::new(())).collect(),
             closed: std::sync::atomic::AtomicBool::new(false),
             closing: tokio::sync::Notify::new(),
         }
@@ -165,6 +170,20 @@ impl SpooledLog {
     }
 
     async fn append_inner(&self, sets: Vec<RecordSet>, key: Option<String>) -> Result<AppendReceipt, LogError> {
+        // idempotency keys are kept in the spool whatever log takes the write (a primary may have none), one key
+        // at a time so two retries of one request cannot both miss
+        let _key_turn = match &key {
+            Some(k) => {
+                let stripe = k.bytes().fold(0usize, |h, b| h.wrapping_mul(31).wrapping_add(usize::from(b)));
+                let lock = self.key_locks.get(stripe % KEY_STRIPES).ok_or(LogError::Closed)?;
+                let turn = lock.lock().await;
+                if let Some(receipt) = self.spool.recall(k)? {
+                    return Ok(receipt);
+                }
+                Some(turn)
+            }
+            None => None,
+        };
         loop {
             // the guard is held through the write, so the drainer cannot switch back to the primary while a write
             // it has not seen is still going into the spool
@@ -182,7 +201,12 @@ impl SpooledLog {
                 continue;
             };
             let why = match tokio::time::timeout(self.timeout, primary.append(sets.clone(), key.clone())).await {
-                Ok(Ok(receipt)) => return Ok(receipt),
+                Ok(Ok(receipt)) => {
+                    if let Some(k) = &key {
+                        self.spool.remember(k, &receipt)?;
+                    }
+                    return Ok(receipt);
+                }
                 Ok(Err(e)) => e.to_string(),
                 Err(_) => "the append timed out".to_owned(),
             };

@@ -82,6 +82,8 @@ pub struct IggySettings {
     pub stream: String,
     /// A send slower than this goes to the local spool instead.
     pub send_timeout: Duration,
+    /// How long a send waits for others to join its batch.
+    pub linger: Duration,
 }
 
 /// The plans a tenant can be on and their platform API requests per minute (a tenant's `limits` can override it).
@@ -175,6 +177,7 @@ pub const VARIABLES: &[(&str, &str, &str)] = &[
         "Apache Iggy connection string (iggy://user:secret@host:8090, iggy+quic://…, ?tls=true); empty = embedded log",
     ),
     ("IGGY_STREAM", "tracker", "Iggy stream holding the events and filtered topics"),
+    ("IGGY_LINGER_MS", "2", "an Iggy send waits this long for other events to join its batch"),
     ("IGGY_SEND_TIMEOUT_MS", "2000", "an Iggy send slower than this is written to the local spool (DATA_DIR/spool)"),
     (
         "WEBHOOK_ALLOW_PRIVATE",
@@ -356,6 +359,7 @@ impl Config {
                 url: url.to_owned(),
                 stream: src.get("IGGY_STREAM").unwrap_or("tracker").to_owned(),
                 send_timeout: Duration::from_millis(src.parse("IGGY_SEND_TIMEOUT_MS", 2000u64)?.max(1)),
+                linger: Duration::from_millis(src.parse("IGGY_LINGER_MS", 2u64)?),
             }),
         };
         Ok(Config {

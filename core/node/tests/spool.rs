@@ -29,6 +29,7 @@ async fn with_iggy_down_events_are_accepted_into_the_spool_and_survive_a_restart
             url: format!("iggy://tracker:secret@127.0.0.1:{port}"),
             stream: "tracker".into(),
             send_timeout: Duration::from_millis(300),
+            linger: Duration::from_millis(2),
         });
     })
     .await;
