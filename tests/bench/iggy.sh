@@ -29,17 +29,15 @@ ev = {"event_type": "purchase", "ip": "203.0.113.1", "user_agent": "Mozilla/5.0 
 json.dump([ev] * 1000, open(sys.argv[1], "w"))
 PY
 
-# start NAME PORT [env...]: a node with its own data, a tenant and a token; prints the token
+# start NAME PORT [env...]: a node with its own data, a tenant and a token (in $work/NAME.token)
 start() {
     local name=$1 port=$2; shift 2
     mkdir -p "$work/$name"
-    env DATA_DIR="$work/$name" PORT="$port" RUST_LOG=warn "$@" $bin tenant create --name bench --prefix bench >/dev/null
-    local token
-    token="$(env DATA_DIR="$work/$name" "$@" $bin token create bench | awk '/^token /{print $2}')"
-    env DATA_DIR="$work/$name" PORT="$port" RUST_LOG=warn "$@" $bin serve &
+    env DATA_DIR="$work/$name" RUST_LOG=warn "$@" $bin tenant create --name bench --prefix bench >/dev/null
+    env DATA_DIR="$work/$name" RUST_LOG=warn "$@" $bin token create bench | awk '/^token /{print $2}' > "$work/$name.token"
+    env DATA_DIR="$work/$name" PORT="$port" RUST_LOG=warn "$@" $bin serve > "$work/$name.log" 2>&1 &
     pids+=($!)
     for _ in $(seq 100); do curl -sf "http://127.0.0.1:$port/health" >/dev/null && break; sleep 0.1; done
-    echo "$token"
 }
 measure() {
     local token=$1 port=$2
@@ -52,8 +50,10 @@ LUA
     wrk -t2 -c8 -d"$DURATION" -s "$work/batch-$port.lua" "http://127.0.0.1:$port/batch" | awk '/^Requests\/sec/{print $2}'
 }
 stream="bench$(date +%s)"
-embedded_token="$(start embedded 13041)"
-iggy_token="$(start iggy 13042 IGGY_URL="$IGGY_TEST_ADDR" IGGY_STREAM="$stream")"
+start embedded 13041
+start iggy 13042 IGGY_URL="$IGGY_TEST_ADDR" IGGY_STREAM="$stream"
+embedded_token="$(cat "$work/embedded.token")"
+iggy_token="$(cat "$work/iggy.token")"
 sleep 2
 echo "==> measuring (${DURATION} each, wrk -t2 -c8, 1,000-event batches)"
 e="$(measure "$embedded_token" 13041)"
@@ -63,6 +63,6 @@ echo
 echo "| log | batches/s | events/s | vs embedded |"
 echo "|---|---:|---:|---:|"
 echo "| embedded (fjall) | $e | $(python3 -c "print(f'{float($e)*1000:,.0f}')") | 1.00x |"
-echo "| Apache Iggy ($IGGY_TEST_ADDR, stream $stream) | $i | $(python3 -c "print(f'{float($i)*1000:,.0f}')") | $(python3 -c "print(f'{float($i)/float($e):.2f}x')") |"
+echo "| Apache Iggy (${IGGY_TEST_ADDR##*@}, stream $stream) | $i | $(python3 -c "print(f'{float($i)*1000:,.0f}')") | $(python3 -c "print(f'{float($i)/float($e):.2f}x')") |"
 echo
 echo "events left in the Iggy node's spool at the end: $spooled (0 means Iggy took everything directly)"
