@@ -12,7 +12,9 @@ use tracker_protocol::{Auth, Event, Uuid, wire};
 
 use crate::{EventLog, RecordSet};
 
-fn event(p: u32, n: u64) -> Event {
+/// Event `n` of a test tenant whose events go to partition `p`: a click recorded from a link, with the param
+/// `n` as its last encoded field (tests match on it).
+pub fn event(p: u32, n: u64) -> Event {
     Event {
         event_id: Uuid::from_u64_pair(u64::from(p) + 1, n),
         event_type: "signup".into(),
@@ -27,14 +29,18 @@ fn event(p: u32, n: u64) -> Event {
         request_host: None,
         params: [("n".to_string(), n.to_string())].into(),
         raw_payload: None,
-        auth: Auth::Token,
+        auth: Auth::Link,
         historical: false,
     }
 }
 
-fn set(p: u32, range: std::ops::Range<u64>) -> RecordSet {
-    let events: Vec<Event> = range.map(|n| event(p, n)).collect();
-    RecordSet { partition: p, count: events.len() as u32, tags: 0, bytes: wire::encode_record_set(&events) }
+/// Events `range` of partition `p` as one record set, tagged like a producer would tag it.
+pub fn set(p: u32, range: std::ops::Range<u64>) -> RecordSet {
+    let mut b = wire::RecordSetBuilder::default();
+    for n in range {
+        b.push(&event(p, n));
+    }
+    RecordSet { partition: p, count: b.len(), tags: b.tags(), bytes: b.finish() }
 }
 
 /// Runs the contract against the log `open` returns; `open` is called again after a shutdown and must give the

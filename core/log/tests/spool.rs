@@ -7,33 +7,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use tracker_log::{EmbeddedLog, EmbeddedLogConfig, EventLog, LogError, RecordSet, SpooledLog};
-use tracker_protocol::{Auth, Event, Uuid, wire};
-
-fn event(n: u64) -> Event {
-    Event {
-        event_id: Uuid::from_u64_pair(7, n),
-        event_type: "click".into(),
-        timestamp: 1_770_704_294_008,
-        received_at: 1_770_704_294_008,
-        key_prefix: "acme".into(),
-        ip: None,
-        user_agent: None,
-        referer: None,
-        accept_language: None,
-        request_path: None,
-        request_host: None,
-        params: [("n".to_string(), n.to_string())].into(),
-        raw_payload: None,
-        auth: Auth::Link,
-        historical: false,
-    }
-}
-
-fn set(partition: u32, range: std::ops::Range<u64>) -> RecordSet {
-    let events: Vec<Event> = range.map(event).collect();
-    RecordSet { partition, count: events.len() as u32, tags: wire::TAG_LINK, bytes: wire::encode_record_set(&events) }
-}
+use tracker_log::contract::set;
+use tracker_log::{EmbeddedLog, EmbeddedLogConfig, EventLog, LogError, SpooledLog};
 
 fn open(dir: &std::path::Path) -> EmbeddedLog {
     EmbeddedLog::open(EmbeddedLogConfig { partitions: 2, ..EmbeddedLogConfig::new(dir) }).unwrap()
