@@ -76,6 +76,8 @@ struct Inner {
     topic: Identifier,
     partitions: u32,
     last_error: Mutex<Option<String>>,
+    /// Consumer groups this connection joined (their offsets are the group's, not a plain consumer's).
+    joined: tokio::sync::Mutex<std::collections::HashSet<String>>,
 }
 
 impl std::fmt::Debug for IggyLog {
@@ -132,6 +134,7 @@ impl IggyLog {
             topic: named(EVENTS_TOPIC)?,
             partitions: cfg.partitions,
             last_error: Mutex::new(None),
+            joined: Default::default(),
         });
         let (queue, rx) = tokio::sync::mpsc::channel(QUEUE);
         tokio::spawn(sender(inner.clone(), rx, cfg.linger));
@@ -217,6 +220,57 @@ async fn sender(inner: std::sync::Arc<Inner>, mut rx: tokio::sync::mpsc::Receive
 }
 
 impl Inner {
+    /// The Iggy consumer for `name`: the group's if this connection joined it, else a plain named consumer.
+    async fn consumer(&self, name: &str) -> Result<Consumer, LogError> {
+        let id = named(name)?;
+        Ok(if self.joined.lock().await.contains(name) { Consumer::group(id) } else { Consumer::new(id) })
+    }
+
+    /// Creates the consumer group if needed and joins it as a member (once per connection).
+    async fn join(&self, group: &str) -> Result<(), LogError> {
+        let mut joined = self.joined.lock().await;
+        if joined.contains(group) {
+            return Ok(());
+        }
+        match self.client.create_consumer_group(&self.stream, &self.topic, group).await {
+            Ok(_) | Err(IggyError::ConsumerGroupNameAlreadyExists(..)) => {}
+            Err(e) => return Err(unavailable(e)),
+        }
+        let joined_now = self.client.join_consumer_group(&self.stream, &self.topic, &named(group)?).await;
+        self.note(joined_now)?;
+        joined.insert(group.to_owned());
+        Ok(())
+    }
+
+    /// One poll as a member of `group`: Iggy picks the partition among those assigned to this member.
+    async fn poll_group(
+        &self,
+        group: &str,
+        max_events: usize,
+        filter: Filter,
+    ) -> Result<Option<(u32, Polled)>, LogError> {
+        self.join(group).await?;
+        let consumer = Consumer::group(named(group)?);
+        let count = u32::try_from(max_events.clamp(1, 100_000)).unwrap_or(100_000);
+        let polled = self
+            .client
+            .poll_messages(&self.stream, &self.topic, None, &consumer, &PollingStrategy::next(), count, false)
+            .await;
+        let polled = self.note(polled)?;
+        let Some(first) = polled.messages.first() else { return Ok(None) };
+        let partition = polled.partition_id;
+        let mut out = Polled { events: Vec::new(), next_offset: first.header.offset };
+        for m in polled.messages {
+            let offset = m.header.offset;
+            out.next_offset = offset + 1;
+            if (filter.keep)(&m.payload) {
+                let corrupt = |source| LogError::Corrupt { partition, offset, source };
+                out.events.push((offset, wire::decode_event(&m.payload).map_err(corrupt)?));
+            }
+        }
+        Ok(Some((partition, out)))
+    }
+
     fn note<T>(&self, r: Result<T, IggyError>) -> Result<T, LogError> {
         let message = r.as_ref().err().map(ToString::to_string);
         if let Ok(mut last) = self.last_error.lock() {
@@ -293,11 +347,16 @@ impl EventLog for IggyLog {
         Box::pin(self.inner.read(partition, from, max_events, filter))
     }
 
+    fn poll_group(&self, group: &str, max_events: usize, filter: Filter) -> LogFuture<'_, Option<(u32, Polled)>> {
+        let group = group.to_owned();
+        Box::pin(async move { self.inner.poll_group(&group, max_events, filter).await })
+    }
+
     fn commit_offset(&self, group: &str, partition: u32, next_offset: u64) -> LogFuture<'_, ()> {
         let group = group.to_owned();
         Box::pin(async move {
             let Some(last) = next_offset.checked_sub(1) else { return Ok(()) };
-            let consumer = Consumer::new(named(&group)?);
+            let consumer = self.inner.consumer(&group).await?;
             let stored = self
                 .inner
                 .client
@@ -310,7 +369,7 @@ impl EventLog for IggyLog {
     fn committed_offset(&self, group: &str, partition: u32) -> LogFuture<'_, Option<u64>> {
         let group = group.to_owned();
         Box::pin(async move {
-            let consumer = Consumer::new(named(&group)?);
+            let consumer = self.inner.consumer(&group).await?;
             let info = self
                 .inner
                 .client

@@ -93,6 +93,18 @@ where
     assert_eq!(log.committed_offset("webhooks", 0).await.unwrap(), Some(2), "{name}");
     assert_eq!(log.committed_offset("stats", 2).await.unwrap(), None, "{name}");
 
+    // a consumer group's member reads every event once, in order per partition, moving on as it commits
+    let mut seen: std::collections::BTreeMap<u32, Vec<u64>> = Default::default();
+    for _ in 0..100 {
+        let Some((p, polled)) = log.poll_group("archiver", 2, crate::Filter::ALL).await.unwrap() else { break };
+        seen.entry(p).or_default().extend(polled.events.iter().map(|(o, _)| *o));
+        log.commit_offset("archiver", p, polled.next_offset).await.unwrap();
+    }
+    let expected: std::collections::BTreeMap<u32, Vec<u64>> =
+        [(0, (0..6).collect()), (1, (0..3).collect()), (2, (0..3).collect())].into();
+    assert_eq!(seen, expected, "{name}: a group member sees each event once");
+    assert!(log.poll_group("archiver", 10, crate::Filter::ALL).await.unwrap().is_none(), "{name}: caught up");
+
     // a restart keeps events, offsets and committed offsets, and appends continue after them
     log.shutdown().await.unwrap();
     drop(log);

@@ -138,6 +138,31 @@ pub trait EventLog: Send + Sync + std::fmt::Debug + 'static {
     /// `next_offset` moves past every scanned event, kept or not.
     fn poll_where(&self, partition: u32, from: u64, max_events: usize, filter: Filter) -> LogFuture<'_, Polled>;
 
+    /// Reads for consumer group `group` as one of its members: the log spreads the partitions over the members
+    /// that poll (Iggy consumer groups; in a single-process log this member has them all), so several instances
+    /// of a consumer share the work. Returns the partition the events came from and the events after the group's
+    /// committed offset, or `None` when nothing waits. The consumer commits with [`EventLog::commit_offset`] once
+    /// its output is durable; until then the same events come back.
+    fn poll_group(&self, group: &str, max_events: usize, filter: Filter) -> LogFuture<'_, Option<(u32, Polled)>> {
+        let group = group.to_owned();
+        Box::pin(async move {
+            let n = self.partitions();
+            // start somewhere else each time, so one busy partition does not starve the others
+            let start = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.subsec_nanos() % n.max(1));
+            for i in 0..n {
+                let p = (start + i) % n;
+                let from = self.committed_offset(&group, p).await?.unwrap_or(0);
+                let polled = self.poll_where(p, from, max_events, filter).await?;
+                if polled.next_offset > from {
+                    return Ok(Some((p, polled)));
+                }
+            }
+            Ok(None)
+        })
+    }
+
     /// Stores the next offset `group` will read from `partition`.
     fn commit_offset(&self, group: &str, partition: u32, next_offset: u64) -> LogFuture<'_, ()>;
 

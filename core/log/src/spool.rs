@@ -276,6 +276,11 @@ impl EventLog for SpooledLog {
         Box::pin(async move { self.need_primary()?.poll_where(partition, from, max_events, filter).await })
     }
 
+    fn poll_group(&self, group: &str, max_events: usize, filter: Filter) -> LogFuture<'_, Option<(u32, Polled)>> {
+        let group = group.to_owned();
+        Box::pin(async move { self.need_primary()?.poll_group(&group, max_events, filter).await })
+    }
+
     fn commit_offset(&self, group: &str, partition: u32, next_offset: u64) -> LogFuture<'_, ()> {
         let group = group.to_owned();
         Box::pin(async move { self.need_primary()?.commit_offset(&group, partition, next_offset).await })
