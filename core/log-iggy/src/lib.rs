@@ -36,6 +36,8 @@ pub struct IggyConfig {
     pub retention: Option<Duration>,
     /// How long a send waits for others to join its batch.
     pub linger: Duration,
+    /// Segment size of the topics it creates (`None`: the server's default). Expiry deletes whole sealed segments.
+    pub segment_bytes: Option<u64>,
 }
 
 /// Most record sets waiting for the sender; producers wait beyond (backpressure, never a drop).
@@ -119,6 +121,7 @@ impl IggyLog {
                             None => IggyExpiry::NeverExpire,
                         }),
                         enforce_fsync: Some(true),
+                        segment_size: cfg.segment_bytes.map(IggyByteSize::from),
                         ..TopicCreateOptions::default()
                     };
                     match client.create_topic(&stream, topic, &options).await {

@@ -85,6 +85,7 @@ pub async fn build_state(cfg: Config) -> Result<Arc<AppState>, NodeError> {
                 partitions: cfg.log.partitions,
                 retention: cfg.log.retention_age,
                 linger: iggy.linger,
+                segment_bytes: None,
             };
             tokio::spawn(keep_iggy_connected(log.clone(), primary));
             tokio::spawn(log.clone().run_drainer(Duration::from_millis(500)));
