@@ -6,6 +6,7 @@ use clap::{Args, Subcommand};
 use serde_json::{Map, Value, json};
 
 use crate::NodeError;
+use crate::cli::parse_kv;
 use crate::config::Config;
 
 #[derive(Debug, Args)]
@@ -278,10 +279,6 @@ pub enum RulesCmd {
     Delete {
         id: String,
     },
-}
-
-fn parse_kv(s: &str) -> Result<(String, String), String> {
-    s.split_once('=').map(|(k, v)| (k.to_owned(), v.to_owned())).ok_or_else(|| format!("{s:?} is not key=value"))
 }
 
 /// A JSON object of the fields that are set.

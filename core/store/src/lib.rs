@@ -18,7 +18,7 @@ use libsql::{Connection, Value};
 use rand::Rng as _;
 use sha2::{Digest, Sha256};
 pub use tracker_protocol::service::{GLOBAL_KEY_PREFIX, ShortLinkRecord as ShortLink, TokenRecord as TokenInfo};
-use tracker_protocol::{LinkKey, is_valid_key_prefix, parse_encryption_key, validate_destination};
+use tracker_protocol::{LinkKey, is_valid_key_prefix, parse_encryption_key};
 
 use resources::tenant_from_row;
 pub use resources::{
@@ -657,7 +657,7 @@ impl Store {
         self.ingest_token(key_prefix, token_id).await?.ok_or_else(|| StoreError::NotFound(format!("token {token_id}")))
     }
 
-    /// Creates a short link owned by the tenant.
+    /// Creates a short link owned by the tenant (a tracking link with just a destination and expiry).
     pub async fn create_short_link(
         &self,
         key_prefix: &str,
@@ -665,28 +665,12 @@ impl Store {
         expires_at_ms: Option<i64>,
         now_ms: i64,
     ) -> Result<ShortLink> {
-        validate_destination(destination)
-            .map_err(|_| StoreError::Invalid("destination must be an absolute http(s) URL"))?;
-        let tu_id = format!("tu_{}", uuid::Uuid::now_v7());
-        let n = self
-            .conn()
-            .await?
-            .execute(
-                "INSERT INTO tracking_urls (tu_id, key_prefix, destination, created_at, expires_at)
-                 SELECT ?1, key_prefix, ?3, ?4, ?5 FROM tenants WHERE key_prefix = ?2",
-                (tu_id.as_str(), key_prefix, destination, now_ms, expires_at_ms),
-            )
-            .await?;
-        if n == 0 {
-            return Err(StoreError::NotFound(format!("tenant {key_prefix}")));
-        }
-        Ok(ShortLink {
-            tu_id,
-            key_prefix: key_prefix.to_owned(),
-            destination: destination.to_owned(),
-            expires_at: expires_at_ms,
-            fallback: None,
-        })
+        let spec = LinkSpec {
+            destination: Some(destination.to_owned()),
+            expires_at: Some(expires_at_ms),
+            ..LinkSpec::default()
+        };
+        Ok(self.create_link(key_prefix, spec, now_ms).await?.record(key_prefix))
     }
 
     pub async fn short_link(&self, tu_id: &str) -> Result<Option<ShortLink>> {

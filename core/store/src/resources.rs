@@ -43,6 +43,22 @@ fn random_secret(prefix: &str) -> String {
     format!("{prefix}{}", URL_SAFE_NO_PAD.encode(raw))
 }
 
+/// Deletes the tenant's row `id` of `table` (table and column are constants of this module, never input).
+async fn delete_owned(
+    store: &Store,
+    table: &'static str,
+    id_column: &'static str,
+    what: &str,
+    key_prefix: &str,
+    id: &str,
+) -> Result<()> {
+    let sql = format!("DELETE FROM {table} WHERE key_prefix = ?1 AND {id_column} = ?2");
+    if store.conn().await?.execute(&sql, [key_prefix, id]).await? == 0 {
+        return Err(StoreError::NotFound(format!("{what} {id}")));
+    }
+    Ok(())
+}
+
 fn opt_text(row: &libsql::Row, i: i32, col: &'static str) -> Result<Option<String>> {
     match row.get_value(i)? {
         Value::Text(s) => Ok(Some(s)),
@@ -772,15 +788,7 @@ impl Store {
     }
 
     pub async fn delete_webhook(&self, key_prefix: &str, webhook_id: &str) -> Result<()> {
-        let n = self
-            .conn()
-            .await?
-            .execute("DELETE FROM webhooks WHERE key_prefix = ?1 AND webhook_id = ?2", [key_prefix, webhook_id])
-            .await?;
-        if n == 0 {
-            return Err(StoreError::NotFound(format!("webhook {webhook_id}")));
-        }
-        Ok(())
+        delete_owned(self, "webhooks", "webhook_id", "webhook", key_prefix, webhook_id).await
     }
 }
 
@@ -955,14 +963,6 @@ impl Store {
     }
 
     pub async fn delete_rule(&self, key_prefix: &str, rule_id: &str) -> Result<()> {
-        let n = self
-            .conn()
-            .await?
-            .execute("DELETE FROM filter_rules WHERE key_prefix = ?1 AND rule_id = ?2", [key_prefix, rule_id])
-            .await?;
-        if n == 0 {
-            return Err(StoreError::NotFound(format!("rule {rule_id}")));
-        }
-        Ok(())
+        delete_owned(self, "filter_rules", "rule_id", "rule", key_prefix, rule_id).await
     }
 }
