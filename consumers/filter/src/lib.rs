@@ -230,6 +230,78 @@ pub fn judge(e: &Event, bots: &Bots, rules: &[Rule]) -> Verdict {
     Verdict::Keep { flags }
 }
 
+/// Rate rules with bounded memory: at most `per_ip_per_minute` unauthenticated events per tenant and client IP in
+/// a minute, and at most a tenant's own limit of events per second. Counters live in a fixed table of slots
+/// (direct-mapped by a hash of the key, each remembering a 64-bit fingerprint of its key), so memory never grows
+/// with the number of IPs or tenants: when two keys meet in one slot the newer takes it over and starts from zero,
+/// which can only let an event through, never drop one wrongly. Windows follow the events' `received_at`, so a
+/// replay of the same events judges them the same way.
+#[derive(Debug, Clone)]
+pub struct RateRules {
+    per_ip_per_minute: u32,
+    slots: Vec<Slot>,
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+struct Slot {
+    fingerprint: u64,
+    window: i64,
+    count: u32,
+}
+
+/// Slots in a [`RateRules`] table (24 bytes each: 1.5 MiB).
+pub const RATE_SLOTS: usize = 1 << 16;
+
+fn fnv(parts: &[&[u8]]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for part in parts {
+        for b in part.iter().chain(std::iter::once(&0xff)) {
+            h ^= u64::from(*b);
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+    h
+}
+
+impl RateRules {
+    /// `per_ip_per_minute` 0 turns the per-IP rule off.
+    pub fn new(per_ip_per_minute: u32) -> RateRules {
+        RateRules { per_ip_per_minute, slots: vec![Slot::default(); RATE_SLOTS] }
+    }
+
+    fn count(&mut self, fingerprint: u64, window: i64) -> u32 {
+        let i = usize::try_from(fingerprint % RATE_SLOTS as u64).unwrap_or(0);
+        let Some(slot) = self.slots.get_mut(i) else { return 0 };
+        if slot.fingerprint != fingerprint || slot.window != window {
+            *slot = Slot { fingerprint, window, count: 0 };
+        }
+        slot.count = slot.count.saturating_add(1);
+        slot.count
+    }
+
+    /// Counts the event and says which rule it breaks, if any: `"rate_ip"` or `"rate_tenant"`
+    /// (`tenant_per_second` 0 = no tenant limit).
+    pub fn check(&mut self, e: &Event, tenant_per_second: u32) -> Option<&'static str> {
+        let authenticated = matches!(e.auth, Auth::Token | Auth::Signature);
+        if tenant_per_second > 0 {
+            let fp = fnv(&[b"tenant", e.key_prefix.as_bytes()]);
+            if self.count(fp, e.received_at.div_euclid(1000)) > tenant_per_second {
+                return Some("rate_tenant");
+            }
+        }
+        if self.per_ip_per_minute > 0
+            && !authenticated
+            && let Some(ip) = e.ip.as_deref()
+        {
+            let fp = fnv(&[b"ip", e.key_prefix.as_bytes(), ip.as_bytes()]);
+            if self.count(fp, e.received_at.div_euclid(60_000)) > self.per_ip_per_minute {
+                return Some("rate_ip");
+            }
+        }
+        None
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
@@ -296,5 +368,31 @@ mod tests {
         assert!(Rule::compile("x", "ip", "cidr", Some("10.0.0.0/40"), "drop").is_err());
         assert!(Rule::compile("x", "ip", "regex", Some("("), "drop").is_err());
         assert!(Rule::compile("x", "ip", "equals", None, "drop").is_err());
+    }
+
+    #[test]
+    fn rate_rules_drop_past_the_limit_per_window_and_spare_authenticated_postbacks() {
+        let mut rates = RateRules::new(3);
+        let mut e = event(Some(CHROME), Auth::Link);
+        e.received_at = 60_000;
+        let verdicts: Vec<_> = (0..5).map(|_| rates.check(&e, 0)).collect();
+        assert_eq!(verdicts, [None, None, None, Some("rate_ip"), Some("rate_ip")]);
+        // another IP, another tenant and the next minute each start afresh
+        let mut other = e.clone();
+        other.ip = Some("198.51.100.1".into());
+        assert_eq!(rates.check(&other, 0), None);
+        other.key_prefix = "beta".into();
+        other.ip = e.ip.clone();
+        assert_eq!(rates.check(&other, 0), None);
+        e.received_at = 120_000;
+        assert_eq!(rates.check(&e, 0), None);
+        // a server's token postbacks are not limited per IP
+        let mut post = event(Some("python-requests/2.31"), Auth::Token);
+        post.received_at = 60_000;
+        assert!((0..10).all(|_| rates.check(&post, 0).is_none()));
+        // the tenant's own limit, per second
+        let mut t = RateRules::new(0);
+        let got: Vec<_> = (0..4).map(|_| t.check(&post, 2)).collect();
+        assert_eq!(got, [None, None, Some("rate_tenant"), Some("rate_tenant")]);
     }
 }

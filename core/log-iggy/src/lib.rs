@@ -90,8 +90,13 @@ impl std::fmt::Debug for IggyLog {
 
 impl IggyLog {
     /// Connects, signs in (credentials from the connection string) and makes sure the stream and topics exist with
-    /// the configured partition count.
+    /// the configured partition count. The log reads and writes the raw events (`events`).
     pub async fn connect(cfg: &IggyConfig) -> Result<IggyLog, LogError> {
+        Self::connect_topic(cfg, EVENTS_TOPIC).await
+    }
+
+    /// Like [`IggyLog::connect`], for one of the platform's topics ([`EVENTS_TOPIC`] or [`FILTERED_TOPIC`]).
+    pub async fn connect_topic(cfg: &IggyConfig, topic: &str) -> Result<IggyLog, LogError> {
         let client =
             IggyClientBuilder::from_connection_string(&cfg.url).map_err(unavailable)?.build().map_err(unavailable)?;
         client.connect().await.map_err(unavailable)?;
@@ -134,7 +139,7 @@ impl IggyLog {
         let inner = std::sync::Arc::new(Inner {
             client,
             stream,
-            topic: named(EVENTS_TOPIC)?,
+            topic: named(topic)?,
             partitions: cfg.partitions,
             last_error: Mutex::new(None),
             joined: Default::default(),

@@ -36,6 +36,9 @@ pub struct Filter {
     pub keep: Keep,
 }
 
+/// A record-set tag bit no producer sets (`tracker_protocol::wire` tags use the low bits).
+const NO_SET_HAS_THIS_TAG: u8 = 0x40;
+
 impl Filter {
     pub const ALL: Filter = Filter { tags: 0, keep: |_| true };
 }
@@ -160,6 +163,23 @@ pub trait EventLog: Send + Sync + std::fmt::Debug + 'static {
                 }
             }
             Ok(None)
+        })
+    }
+
+    /// The offset the next event appended to `partition` will get (what a reader that wants only new events
+    /// starts from). The default scans the partition's index without reading any record set.
+    fn end_offset(&self, partition: u32) -> LogFuture<'_, u64> {
+        Box::pin(async move {
+            // a tag no producer sets: every set is skipped unread, and `next_offset` moves past all of them
+            let none = Filter { tags: NO_SET_HAS_THIS_TAG, keep: |_| false };
+            let mut at = 0;
+            loop {
+                let polled = self.poll_where(partition, at, 1 << 30, none).await?;
+                if polled.next_offset <= at {
+                    return Ok(at);
+                }
+                at = polled.next_offset;
+            }
         })
     }
 

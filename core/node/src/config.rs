@@ -72,6 +72,14 @@ pub struct Config {
     pub webhook_allow_private: bool,
     /// Apache Iggy as the event log (with a local spool), instead of the embedded log.
     pub iggy: Option<IggySettings>,
+    /// The hot tier's database (the stats and filter consumers write it, `/api/events*` reads it).
+    pub hot_database: tracker_store::Location,
+    /// Run the stream consumers inside the node (`CONSUMERS=in-process`, the default) rather than as processes
+    /// of their own (`off`, with `tracker-consumer`).
+    pub consumers: bool,
+    pub consumer_settings: tracker_consumers::Settings,
+    /// Comment lines sent on idle live streams (`/sse/events`).
+    pub sse_keepalive: Duration,
 }
 
 /// The Iggy connection (`IGGY_URL` and friends).
@@ -124,6 +132,10 @@ impl Default for Config {
             admin_api_rpm: 600,
             webhook_allow_private: false,
             iggy: None,
+            hot_database: tracker_store::Location::File(PathBuf::from("data/hot.db")),
+            consumers: true,
+            consumer_settings: tracker_consumers::Settings::default(),
+            sse_keepalive: Duration::from_secs(15),
         }
     }
 }
@@ -184,7 +196,48 @@ pub const VARIABLES: &[(&str, &str, &str)] = &[
         "false",
         "let webhooks reach private, loopback and link-local addresses (development and tests only)",
     ),
+    ("CONSUMERS", "in-process", "run the stream consumers in the node (in-process) or not (off: run tracker-consumer)"),
+    ("HOT_DATABASE_URL", "DATA_DIR/hot.db", "libSQL database of the hot tier: a file path, or a remote server"),
+    ("HOT_LIBSQL_AUTH_TOKEN", "", "auth token of a remote HOT_DATABASE_URL"),
+    ("HOT_RETENTION_HOURS", "72", "how long the hot tier keeps events (listings, param filters, match)"),
+    ("HOT_COUNTS_RETENTION_DAYS", "35", "how long the hot tier keeps counts per minute and the drop ledger"),
+    (
+        "FILTER_IP_EVENTS_PER_MINUTE",
+        "600",
+        "unauthenticated events per tenant and client IP per minute kept (0 = no limit)",
+    ),
+    ("FILTER_RULES_RELOAD_MS", "2000", "how long the filter uses a tenant's rules before reading them again"),
+    ("WEBHOOK_ENDPOINT_CONCURRENCY", "4", "deliveries in flight at once per webhook endpoint (1 = in event order)"),
+    ("WEBHOOK_MAX_ATTEMPTS", "12", "attempts before a delivery goes to the dead-letter list"),
+    ("WEBHOOK_RETRY_BASE_MS", "10000", "first retry delay; doubles per attempt, with 50-100% jitter"),
+    ("WEBHOOK_RETRY_MAX_MS", "3600000", "longest retry delay"),
+    ("WEBHOOK_DISABLE_AFTER_FAILURES", "50", "consecutive failed attempts after which an endpoint is disabled"),
+    ("WEBHOOK_LOG_RETENTION_HOURS", "168", "how long delivered entries stay in the delivery log (dead letters 4x)"),
+    ("SSE_KEEPALIVE_SECS", "15", "comment lines sent on idle live streams (/sse/events)"),
 ];
+
+/// A libSQL location from `var` (a file path or `file:` URL; `libsql://`, `https://` or `http://` with the token in
+/// `token_var`), or `None` when unset.
+fn location(
+    src: &Source,
+    var: &'static str,
+    token_var: &'static str,
+) -> Result<Option<tracker_store::Location>, ConfigError> {
+    match src.get(var) {
+        None => Ok(None),
+        Some(url) if ["libsql://", "https://", "http://"].iter().any(|p| url.starts_with(p)) => {
+            let auth_token = src.get(token_var).unwrap_or_default().to_owned();
+            if auth_token.is_empty() && !url.starts_with("http://") {
+                return Err(invalid(token_var, format!("is required for a remote {var}")));
+            }
+            Ok(Some(tracker_store::Location::Remote { url: url.to_owned(), auth_token }))
+        }
+        Some(url) if url.contains("://") => {
+            Err(invalid(var, "must be a file path, file:, libsql://, https:// or http:// URL"))
+        }
+        Some(url) => Ok(Some(tracker_store::Location::File(PathBuf::from(url.strip_prefix("file:").unwrap_or(url))))),
+    }
+}
 
 struct Source {
     values: BTreeMap<String, String>,
@@ -242,28 +295,56 @@ impl Config {
         let host = src.parse("HOST", d.host)?;
         let port = src.parse("PORT", d.port)?;
         let data_dir = src.get("DATA_DIR").map(PathBuf::from).unwrap_or(d.data_dir);
-        let database = match src.get("DATABASE_URL") {
+        let database = match location(&src, "DATABASE_URL", "LIBSQL_AUTH_TOKEN")? {
             None => tracker_store::Location::File(data_dir.join("tracker.db")),
-            Some(url) if ["libsql://", "https://", "http://"].iter().any(|p| url.starts_with(p)) => {
-                let auth_token = src.get("LIBSQL_AUTH_TOKEN").unwrap_or_default().to_owned();
-                if auth_token.is_empty() && !url.starts_with("http://") {
-                    return Err(invalid("LIBSQL_AUTH_TOKEN", "is required for a remote DATABASE_URL"));
-                }
-                match src.get("LIBSQL_REPLICA_PATH") {
-                    Some(path) => tracker_store::Location::Replica {
-                        path: PathBuf::from(path),
-                        url: url.to_owned(),
-                        auth_token,
-                        sync_interval: Duration::from_secs(src.parse("LIBSQL_SYNC_INTERVAL_SECS", 5u64)?.max(1)),
-                    },
-                    None => tracker_store::Location::Remote { url: url.to_owned(), auth_token },
-                }
-            }
-            Some(url) if url.contains("://") => {
-                return Err(invalid("DATABASE_URL", "must be a file path, file:, libsql://, https:// or http:// URL"));
-            }
-            Some(url) => tracker_store::Location::File(PathBuf::from(url.strip_prefix("file:").unwrap_or(url))),
+            Some(tracker_store::Location::Remote { url, auth_token }) => match src.get("LIBSQL_REPLICA_PATH") {
+                Some(path) => tracker_store::Location::Replica {
+                    path: PathBuf::from(path),
+                    url,
+                    auth_token,
+                    sync_interval: Duration::from_secs(src.parse("LIBSQL_SYNC_INTERVAL_SECS", 5u64)?.max(1)),
+                },
+                None => tracker_store::Location::Remote { url, auth_token },
+            },
+            Some(other) => other,
         };
+        let hot_database = location(&src, "HOT_DATABASE_URL", "HOT_LIBSQL_AUTH_TOKEN")?
+            .unwrap_or_else(|| tracker_store::Location::File(data_dir.join("hot.db")));
+        let consumers = match src.get("CONSUMERS").unwrap_or("in-process") {
+            "in-process" => true,
+            "off" => false,
+            other => return Err(invalid("CONSUMERS", format!("{other:?} is not in-process or off"))),
+        };
+        let secs = |name: &'static str, default: u64| -> Result<Duration, ConfigError> {
+            Ok(Duration::from_secs(src.parse(name, default)?))
+        };
+        let millis = |name: &'static str, default: u64| -> Result<Duration, ConfigError> {
+            Ok(Duration::from_millis(src.parse(name, default)?))
+        };
+        let positive = |name: &'static str, default: u32| -> Result<u32, ConfigError> {
+            match src.parse(name, default)? {
+                0 => Err(invalid(name, "must be at least 1")),
+                n => Ok(n),
+            }
+        };
+        let webhook_settings = tracker_consumers::webhooks::WebhookSettings {
+            // WEBHOOK_ALLOW_PRIVATE, applied by `pipeline`
+            allow_private: false,
+            concurrency: positive("WEBHOOK_ENDPOINT_CONCURRENCY", 4)?,
+            max_attempts: positive("WEBHOOK_MAX_ATTEMPTS", 12)?,
+            retry_base: millis("WEBHOOK_RETRY_BASE_MS", 10_000)?.max(Duration::from_millis(1)),
+            retry_max: millis("WEBHOOK_RETRY_MAX_MS", 3_600_000)?.max(Duration::from_millis(1)),
+            disable_after: positive("WEBHOOK_DISABLE_AFTER_FAILURES", 50)?,
+            log_retention: secs("WEBHOOK_LOG_RETENTION_HOURS", 168)? * 3600,
+        };
+        let consumer_settings = tracker_consumers::Settings {
+            filter_ip_per_minute: src.parse("FILTER_IP_EVENTS_PER_MINUTE", 600)?,
+            rules_ttl: millis("FILTER_RULES_RELOAD_MS", 2000)?,
+            hot_events_retention: secs("HOT_RETENTION_HOURS", 72)? * 3600,
+            hot_counts_retention: secs("HOT_COUNTS_RETENTION_DAYS", 35)? * 24 * 3600,
+            webhooks: webhook_settings,
+        };
+        let sse_keepalive = secs("SSE_KEEPALIVE_SECS", 15)?.max(Duration::from_secs(1));
         let public_url = src.get("PUBLIC_URL").map(str::to_owned).unwrap_or_else(|| {
             let shown = if host.is_unspecified() { IpAddr::from([127, 0, 0, 1]) } else { host };
             format!("http://{shown}:{port}")
@@ -387,6 +468,10 @@ impl Config {
             },
             webhook_allow_private,
             iggy,
+            hot_database,
+            consumers,
+            consumer_settings,
+            sse_keepalive,
         })
     }
 
@@ -395,6 +480,7 @@ impl Config {
         Config {
             data_dir: dir.to_path_buf(),
             database: tracker_store::Location::File(dir.join("tracker.db")),
+            hot_database: tracker_store::Location::File(dir.join("hot.db")),
             ..Config::default()
         }
     }

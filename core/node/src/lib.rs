@@ -12,8 +12,11 @@ pub mod link_counts;
 pub mod metrics;
 pub mod ratelimit;
 pub mod remote;
+pub mod sse;
 pub mod state;
-pub mod webhook;
+
+/// Webhook deliveries and the address guard (shared with the webhook consumer).
+pub use tracker_consumers::delivery as webhook;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -23,12 +26,13 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 
 use tracker_log::{EmbeddedLog, EmbeddedLogConfig, EventLog, LogError, SpooledLog};
-use tracker_log_iggy::{IggyConfig, IggyLog};
+use tracker_log_iggy::{EVENTS_TOPIC, FILTERED_TOPIC, IggyConfig, IggyLog};
+use tracker_store::hot::HotStore;
 use tracker_store::{Store, StoreError};
 
 pub use config::Config;
 pub use http::router;
-pub use state::AppState;
+pub use state::{AppState, Streams};
 
 #[derive(Debug, thiserror::Error)]
 pub enum NodeError {
@@ -71,12 +75,23 @@ pub async fn build_state(cfg: Config) -> Result<Arc<AppState>, NodeError> {
         tracing::warn!("SECRETS_KEY is not set: tenant link secrets are stored unsealed in the metadata database");
     }
     let store = open_store(&cfg).await?;
-    let mut log_cfg = log_config(&cfg);
-    let log: Arc<dyn EventLog> = match cfg.iggy.clone() {
-        None => Arc::new(open_embedded(log_cfg).await?),
+    let hot = HotStore::connect(&cfg.hot_database).await?;
+    let log = open_log(&cfg, "log", "spool", EVENTS_TOPIC).await?;
+    let filtered = open_log(&cfg, "filtered", "filtered-spool", FILTERED_TOPIC).await?;
+    Ok(Arc::new(AppState::new(cfg, log, store, Streams { filtered, hot })))
+}
+
+/// One of the platform's logs: the embedded log in `DATA_DIR/<dir>`, or with `IGGY_URL` the Iggy `topic` behind a
+/// local spool in `DATA_DIR/<spool>` that holds what Iggy could not take, until it can.
+async fn open_log(cfg: &Config, dir: &str, spool: &str, topic: &'static str) -> Result<Arc<dyn EventLog>, NodeError> {
+    let mut log_cfg = log_config(cfg);
+    Ok(match cfg.iggy.clone() {
+        None => {
+            log_cfg.dir = cfg.data_dir.join(dir);
+            Arc::new(open_embedded(log_cfg).await?)
+        }
         Some(iggy) => {
-            // the spool: a local embedded log that holds what Iggy could not take, until it can
-            log_cfg.dir = cfg.data_dir.join("spool");
+            log_cfg.dir = cfg.data_dir.join(spool);
             let spool = open_embedded(log_cfg).await?;
             let log = Arc::new(SpooledLog::new(spool, iggy.send_timeout, "iggy"));
             let primary = IggyConfig {
@@ -87,12 +102,28 @@ pub async fn build_state(cfg: Config) -> Result<Arc<AppState>, NodeError> {
                 linger: iggy.linger,
                 segment_bytes: None,
             };
-            tokio::spawn(keep_iggy_connected(log.clone(), primary));
+            tokio::spawn(keep_iggy_connected(log.clone(), primary, topic));
             tokio::spawn(log.clone().run_drainer(Duration::from_millis(500)));
             log
         }
-    };
-    Ok(Arc::new(AppState::new(cfg, log, store)))
+    })
+}
+
+/// What the stream consumers need, from the node's state.
+pub fn pipeline(st: &AppState) -> tracker_consumers::Pipeline {
+    tracker_consumers::Pipeline {
+        raw: st.log.clone(),
+        filtered: st.streams.filtered.clone(),
+        store: st.store.clone(),
+        hot: st.streams.hot.clone(),
+        settings: tracker_consumers::Settings {
+            webhooks: tracker_consumers::webhooks::WebhookSettings {
+                allow_private: st.cfg.webhook_allow_private,
+                ..st.cfg.consumer_settings.webhooks.clone()
+            },
+            ..st.cfg.consumer_settings.clone()
+        },
+    }
 }
 
 async fn open_embedded(cfg: EmbeddedLogConfig) -> Result<EmbeddedLog, NodeError> {
@@ -104,18 +135,18 @@ async fn open_embedded(cfg: EmbeddedLogConfig) -> Result<EmbeddedLog, NodeError>
 
 /// Connects to Iggy, and again whenever the connection is lost, with backoff (1 s doubling to 30 s), for as long as
 /// the node runs. Meanwhile the spool takes the writes.
-async fn keep_iggy_connected(log: Arc<SpooledLog>, cfg: IggyConfig) {
+async fn keep_iggy_connected(log: Arc<SpooledLog>, cfg: IggyConfig, topic: &'static str) {
     let mut backoff = Duration::from_secs(1);
     let mut connected = false;
     loop {
         if !connected || !log.status().healthy {
             let attempt = tokio::select! {
                 () = log.closed() => return,
-                attempt = IggyLog::connect(&cfg) => attempt,
+                attempt = IggyLog::connect_topic(&cfg, topic) => attempt,
             };
             match attempt {
                 Ok(iggy) => {
-                    tracing::info!(stream = %cfg.stream, "connected to Iggy");
+                    tracing::info!(stream = %cfg.stream, topic, "connected to Iggy");
                     log.attach(Arc::new(iggy));
                     connected = true;
                     backoff = Duration::from_secs(1);
@@ -151,15 +182,29 @@ pub async fn serve(
     let stop_counting = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let counter =
         link_counts::spawn(state.clone(), link_counts::consumer_name(&state.cfg.data_dir)?, stop_counting.clone())?;
+    let consumers = if state.cfg.consumers {
+        Some(tracker_consumers::spawn(
+            Arc::new(pipeline(&state)),
+            tracker_consumers::ALL.to_vec(),
+            stop_counting.clone(),
+        )?)
+    } else {
+        None
+    };
     tracing::info!(addr = %listener.local_addr()?, partitions = state.log.partitions(), "core node listening");
     let served = axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
         .with_graceful_shutdown(shutdown)
         .await;
     // the counts commit with their offsets, so stopping between batches loses nothing
     stop_counting.store(true, std::sync::atomic::Ordering::Release);
-    let _ = tokio::task::spawn_blocking(move || counter.join()).await;
+    let _ = tokio::task::spawn_blocking(move || {
+        let _ = counter.join();
+        consumers.map(std::thread::JoinHandle::join)
+    })
+    .await;
     served?;
     state.log.shutdown().await?;
+    state.streams.filtered.shutdown().await?;
     tracing::info!("event log flushed; core node stopped");
     Ok(())
 }

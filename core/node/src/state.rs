@@ -78,9 +78,19 @@ fn unavailable(e: StoreError) -> ProtocolError {
     ProtocolError::Unavailable { what: "the metadata store" }
 }
 
+/// The consumers' outputs the node serves.
+#[derive(Debug, Clone)]
+pub struct Streams {
+    /// Events the filter kept.
+    pub filtered: Arc<dyn EventLog>,
+    pub hot: tracker_store::hot::HotStore,
+}
+
 #[derive(Debug)]
 pub struct AppState {
     pub cfg: Config,
+    /// The filtered events and the hot tier (what `/api/events*` and `/sse/events` read).
+    pub streams: Streams,
     pub service: ServiceConfig,
     pub log: Arc<dyn EventLog>,
     pub store: Store,
@@ -96,7 +106,7 @@ pub struct AppState {
 }
 
 impl AppState {
-    pub fn new(cfg: Config, log: Arc<dyn EventLog>, store: Store) -> AppState {
+    pub fn new(cfg: Config, log: Arc<dyn EventLog>, store: Store, streams: Streams) -> AppState {
         let global_keys = if cfg.hmac_secret.is_some() || cfg.encryption_key.is_some() {
             vec![LinkKey {
                 kid: "global".into(),
@@ -112,6 +122,7 @@ impl AppState {
             ServiceConfig { seed_mode: cfg.url_mode, limits: cfg.limits.clone(), max_batch_size: cfg.max_batch_size };
         let webhook_client = crate::webhook::client(cfg.webhook_allow_private);
         AppState {
+            streams,
             webhook_client,
             cfg,
             service,

@@ -523,9 +523,12 @@ async fn every_bad_input_gets_a_4xx_that_says_why() {
         ("GET", "/api/links?cursor=", &key, None, 400, "invalid_cursor"),
         ("GET", "/api/links?cursor=tu_0", &key, None, 200, ""),
         ("GET", "/api/links/tu_nope", &key, None, 404, "not_found"),
-        ("GET", "/api/events", &key, None, 501, "not_implemented"),
-        ("GET", "/api/events/stats", &key, None, 501, "not_implemented"),
-        ("GET", "/api/events/match", &key, None, 501, "not_implemented"),
+        ("GET", "/api/events?hours=0", &key, None, 400, "invalid_range"),
+        ("GET", "/api/events/stats?group_by=param:", &key, None, 400, "invalid_group_by"),
+        ("GET", "/api/events/match?trigger=a&result=b", &key, None, 400, "invalid_query"),
+        ("GET", "/api/drops/samples?limit=500", &key, None, 400, "invalid_limit"),
+        ("GET", "/api/webhooks/wh_nope/deliveries?status=lost", &key, None, 400, "invalid_status"),
+        ("POST", "/api/sse/tokens", &key, Some(json!({ "ttl_secs": 5 })), 400, "invalid_field"),
     ];
     for (method, path, cred, body, status, code) in cases {
         let a = api.call(method, path, cred, body.clone()).await;

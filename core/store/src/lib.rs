@@ -8,6 +8,9 @@
 //! `SECRETS_KEY` they are sealed at rest with AES-256-GCM (`enc:v1:` values; plain rows written before the key was set
 //! still read). API and ingest tokens are only ever stored as SHA-256 hashes and shown once.
 
+mod db;
+mod deliveries;
+pub mod hot;
 mod resources;
 
 use std::path::Path;
@@ -20,6 +23,9 @@ use sha2::{Digest, Sha256};
 pub use tracker_protocol::service::{GLOBAL_KEY_PREFIX, ShortLinkRecord as ShortLink, TokenRecord as TokenInfo};
 use tracker_protocol::{LinkKey, is_valid_key_prefix, parse_encryption_key};
 
+pub use db::Location;
+use db::{Conn, Db};
+pub use deliveries::{AttemptOutcome, DELIVERY_STATUSES, DeliveryRecord, DueDelivery, NewDelivery};
 use resources::tenant_from_row;
 pub use resources::{
     API_KEY_PREFIX, ApiKey, FilterRule, IngestToken, KeyOwner, Link, LinkCount, LinkSpec, MAX_PAGE, Page, RuleSpec,
@@ -197,6 +203,29 @@ CREATE TABLE IF NOT EXISTS consumer_offsets (
     PRIMARY KEY (consumer, partition)
 ) STRICT;
 "#,
+    // 3: webhook deliveries (queue, log and dead letters), endpoints disabled after repeated failures
+    r#"
+CREATE TABLE IF NOT EXISTS webhook_deliveries (
+    delivery_id TEXT PRIMARY KEY,
+    key_prefix TEXT NOT NULL,
+    webhook_id TEXT NOT NULL,
+    event_id TEXT NOT NULL,
+    event_type TEXT NOT NULL,
+    data TEXT NOT NULL,
+    status TEXT NOT NULL,
+    attempts INTEGER NOT NULL,
+    next_attempt_at INTEGER NOT NULL,
+    last_status INTEGER,
+    last_error TEXT,
+    created_at INTEGER NOT NULL,
+    updated_at INTEGER NOT NULL,
+    UNIQUE (webhook_id, event_id)
+) STRICT;
+CREATE INDEX IF NOT EXISTS webhook_deliveries_due ON webhook_deliveries(status, next_attempt_at);
+CREATE INDEX IF NOT EXISTS webhook_deliveries_by_endpoint ON webhook_deliveries(key_prefix, webhook_id, delivery_id);
+ALTER TABLE webhooks ADD COLUMN consecutive_failures INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE webhooks ADD COLUMN disabled_reason TEXT;
+"#,
 ];
 
 fn text(row: &libsql::Row, i: i32, col: &'static str) -> Result<String> {
@@ -268,81 +297,11 @@ fn open_secret(sealer: Option<&Sealer>, stored: String) -> Result<String> {
     String::from_utf8(plain).map_err(|_| StoreError::Sealed)
 }
 
-/// Idle local connections kept for reuse, and the most statements running at once.
-const MAX_IDLE: usize = 16;
-
-/// A connection lent by [`Store::conn`], back to the pool when dropped.
-struct Conn<'a> {
-    conn: Option<Connection>,
-    store: &'a Store,
-    _permit: tokio::sync::OwnedSemaphorePermit,
-}
-
-impl std::ops::Deref for Conn<'_> {
-    type Target = Connection;
-    fn deref(&self) -> &Connection {
-        // always `Some` until drop
-        self.conn.as_ref().unwrap_or_else(|| unreachable!("a lent connection is present until dropped"))
-    }
-}
-
-impl<'a> Conn<'a> {
-    /// Runs a query; the rows keep the connection until they are dropped, so it cannot go back to the pool (and
-    /// to another caller) with a statement still open.
-    async fn query(self, sql: &str, params: impl libsql::params::IntoParams) -> Result<PooledRows<'a>> {
-        let rows = Connection::query(&self, sql, params).await?;
-        Ok(PooledRows { rows, _conn: self })
-    }
-}
-
-/// Rows that hold their connection (fields drop in order: the statement first, then the connection).
-struct PooledRows<'a> {
-    rows: libsql::Rows,
-    _conn: Conn<'a>,
-}
-
-impl PooledRows<'_> {
-    async fn next(&mut self) -> libsql::Result<Option<libsql::Row>> {
-        self.rows.next().await
-    }
-}
-
-impl Drop for Conn<'_> {
-    fn drop(&mut self) {
-        if !self.store.local {
-            return;
-        }
-        if let (Some(conn), Ok(mut idle)) = (self.conn.take(), self.store.idle.lock())
-            && idle.len() < MAX_IDLE
-        {
-            idle.push(conn);
-        }
-    }
-}
-
-/// Where the metadata lives.
-#[derive(Debug, Clone)]
-pub enum Location {
-    /// A local database file (the default).
-    File(std::path::PathBuf),
-    /// A remote libSQL server such as Turso (`libsql://`, `https://`), every statement a network round trip.
-    Remote { url: String, auth_token: String },
-    /// An embedded replica: reads from a local file kept in sync with the remote primary, writes forwarded to it
-    /// (and visible to this process's next read).
-    Replica { path: std::path::PathBuf, url: String, auth_token: String, sync_interval: std::time::Duration },
-}
-
 /// The libSQL metadata store.
 #[derive(Clone)]
 pub struct Store {
     sealer: Option<Sealer>,
-    /// Connections are held per statement or transaction (see [`Store::conn`]).
-    db: std::sync::Arc<libsql::Database>,
-    /// Idle connections to a local file.
-    idle: std::sync::Arc<std::sync::Mutex<Vec<Connection>>>,
-    /// Connections in use at once (statements; transactions open their own).
-    permits: std::sync::Arc<tokio::sync::Semaphore>,
-    local: bool,
+    db: Db,
 }
 
 impl std::fmt::Debug for Store {
@@ -359,46 +318,8 @@ impl Store {
 
     /// Opens the database at `location` and applies the schema and any migrations it has not seen.
     pub async fn connect(location: &Location) -> Result<Store> {
-        let db = match location {
-            Location::File(path) => {
-                if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-                    std::fs::create_dir_all(dir)?;
-                }
-                libsql::Builder::new_local(path).build().await?
-            }
-            Location::Remote { url, auth_token } => {
-                libsql::Builder::new_remote(url.clone(), auth_token.clone()).build().await?
-            }
-            Location::Replica { path, url, auth_token, sync_interval } => {
-                if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-                    std::fs::create_dir_all(dir)?;
-                }
-                let db = libsql::Builder::new_remote_replica(path, url.clone(), auth_token.clone())
-                    .sync_interval(*sync_interval)
-                    .read_your_writes(true)
-                    .build()
-                    .await?;
-                db.sync().await?;
-                db
-            }
-        };
-        let local = matches!(location, Location::File(_));
-        let store = Store {
-            sealer: None,
-            db: std::sync::Arc::new(db),
-            idle: Default::default(),
-            permits: std::sync::Arc::new(tokio::sync::Semaphore::new(MAX_IDLE)),
-            local,
-        };
-        let setup = store.tx_conn().await?;
-        if local {
-            // WAL (a property of the file) lets the CLI write while a node reads; the pragma answers with a row
-            let _ = setup.query("PRAGMA journal_mode=WAL", ()).await?;
-        }
-        setup.execute_batch(SCHEMA).await?;
-        migrate(&setup).await?;
-        drop(setup);
-        Ok(store)
+        let db = Db::connect(location, SCHEMA, MIGRATIONS).await?;
+        Ok(Store { sealer: None, db })
     }
 
     /// Seals link secrets written from now on with this key (`SECRETS_KEY`), and opens sealed ones.
@@ -408,45 +329,16 @@ impl Store {
         self
     }
 
-    /// A connection for one statement, held by one caller at a time so no request ever sees another's open
-    /// statement or transaction state (a connection holding a read while another commits would fail its next write
-    /// with `SQLITE_BUSY_SNAPSHOT`). On a local file, idle connections are reused (opening one costs a file open
-    /// and a schema parse); on a remote server every statement gets a stream of its own (servers interrupt
-    /// streams that ran a transaction once another writer takes the lock). Rows hold their connection, so it goes
-    /// back to the pool only after them.
     async fn conn(&self) -> Result<Conn<'_>> {
-        // a bounded number of connections at once: under load, callers queue here instead of opening more
-        let permit = self
-            .permits
-            .clone()
-            .acquire_owned()
-            .await
-            .map_err(|_| StoreError::Io(std::io::Error::other("the store is closed")))?;
-        let idle = if self.local { self.idle.lock().ok().and_then(|mut idle| idle.pop()) } else { None };
-        let conn = match idle {
-            Some(c) => c,
-            None => self.open_conn()?,
-        };
-        Ok(Conn { conn: Some(conn), store: self, _permit: permit })
+        self.db.conn().await
     }
 
-    fn open_conn(&self) -> Result<Connection> {
-        let conn = self.db.connect()?;
-        if self.local {
-            conn.busy_timeout(std::time::Duration::from_secs(5))?;
-        }
-        Ok(conn)
-    }
-
-    /// A connection for one transaction, with foreign keys enforced on a local file. Write transactions begin
-    /// `IMMEDIATE`: one that reads first and upgrades to a write lock later fails at once when another writer is
-    /// active, where an immediate one waits its turn (`busy_timeout`).
     async fn tx_conn(&self) -> Result<Connection> {
-        let conn = self.open_conn()?;
-        if self.local {
-            conn.execute("PRAGMA foreign_keys=ON", ()).await?;
-        }
-        Ok(conn)
+        self.db.tx_conn().await
+    }
+
+    fn sealer(&self) -> Option<&Sealer> {
+        self.sealer.as_ref()
     }
 
     fn sealed(&self, secret: &str) -> Result<String> {
@@ -695,32 +587,6 @@ impl Store {
             None => Ok(None),
         }
     }
-}
-
-/// Applies the migrations this database has not seen, each in one `IMMEDIATE` transaction with its version record
-/// (a table, not `PRAGMA user_version`, so it works on remote servers too). The version is read inside the
-/// transaction, so nodes starting together apply each migration once: the others wait for the lock and skip it.
-async fn migrate(conn: &Connection) -> Result<()> {
-    conn.execute("CREATE TABLE IF NOT EXISTS tracker_schema (version INTEGER PRIMARY KEY) STRICT", ()).await?;
-    for (i, sql) in MIGRATIONS.iter().enumerate() {
-        let version = i64::try_from(i + 1).unwrap_or(i64::MAX);
-        let tx = conn.transaction_with_behavior(libsql::TransactionBehavior::Immediate).await?;
-        let mut rows = tx.query("SELECT COALESCE(MAX(version), 0) FROM tracker_schema", ()).await?;
-        let applied = match rows.next().await? {
-            Some(row) => int(&row, 0, "version")?,
-            None => 0,
-        };
-        drop(rows);
-        if applied >= version {
-            tx.rollback().await?;
-            continue;
-        }
-        tx.execute_batch(sql).await?;
-        tx.execute("INSERT INTO tracker_schema (version) VALUES (?1)", [version]).await?;
-        tx.commit().await?;
-        tracing::info!(version, "metadata schema migrated");
-    }
-    Ok(())
 }
 
 async fn insert_key(conn: &Connection, key: &NewKey, store: &Store, seq: i64, now_ms: i64) -> Result<()> {

@@ -19,8 +19,8 @@ use crate::{Result, ShortLink, Store, StoreError, Tenant, hash_token, int, open_
 pub const API_KEY_PREFIX: &str = "trk_key_";
 
 /// What an API key may do: `read` (GET), `write` (change links, webhooks and rules), `admin` (manage keys and
-/// tokens). Scopes do not imply each other; a key gets exactly the ones it was created with.
-pub const SCOPES: &[&str] = &["read", "write", "admin"];
+/// tokens), `stream` (open live event streams, nothing else: for short-lived browser tokens). Scopes do not imply each other; a key gets exactly the ones it was created with.
+pub const SCOPES: &[&str] = &["read", "write", "admin", "stream"];
 
 /// Most rows one page returns.
 pub const MAX_PAGE: u32 = 200;
@@ -59,7 +59,7 @@ async fn delete_owned(
     Ok(())
 }
 
-fn opt_text(row: &libsql::Row, i: i32, col: &'static str) -> Result<Option<String>> {
+pub(crate) fn opt_text(row: &libsql::Row, i: i32, col: &'static str) -> Result<Option<String>> {
     match row.get_value(i)? {
         Value::Text(s) => Ok(Some(s)),
         Value::Null => Ok(None),
@@ -77,7 +77,7 @@ fn to_json<T: Serialize>(v: &T) -> String {
 
 /// Runs a page query: `sql` must select rows `WHERE ... AND id > ?after ORDER BY id LIMIT ?limit` with the
 /// placeholders last; one row more than asked tells whether there is a next page.
-async fn page<T>(
+pub(crate) async fn page<T>(
     store: &Store,
     sql: &str,
     mut params: Vec<Value>,
@@ -114,6 +114,9 @@ pub struct TenantLimits {
     /// Platform API requests per minute (the plan's default when absent).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub api_requests_per_minute: Option<u32>,
+    /// Events per second the filter keeps (no limit when absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub events_per_second: Option<u32>,
 }
 
 /// A change to a tenant; `None` leaves a field as it is.
@@ -239,7 +242,7 @@ impl Store {
             return Err(StoreError::Invalid("name must be 1 to 200 bytes"));
         }
         if scopes.is_empty() || scopes.iter().any(|s| !SCOPES.contains(&s.as_str())) {
-            return Err(StoreError::Invalid("scopes must be a non-empty list of read, write and admin"));
+            return Err(StoreError::Invalid("scopes must be a non-empty list of read, write, admin and stream"));
         }
         let mut scopes = scopes.to_vec();
         scopes.sort();
@@ -634,6 +637,8 @@ pub struct Webhook {
     /// Params an event must carry with exactly these values; empty means no condition.
     pub param_filters: BTreeMap<String, String>,
     pub enabled: bool,
+    /// Why the platform disabled the endpoint (after repeated failed deliveries); cleared when it is enabled.
+    pub disabled_reason: Option<String>,
     pub created_at: i64,
     pub updated_at: i64,
 }
@@ -652,7 +657,7 @@ pub struct WebhookSpec {
 pub const WEBHOOK_SECRET_PREFIX: &str = "whsec_";
 
 const WEBHOOK_COLUMNS: &str =
-    "webhook_id, url, description, event_types, param_filters, enabled, created_at, updated_at";
+    "webhook_id, url, description, event_types, param_filters, enabled, created_at, updated_at, disabled_reason";
 
 fn webhook_from_row(row: &libsql::Row) -> Result<Webhook> {
     Ok(Webhook {
@@ -664,6 +669,7 @@ fn webhook_from_row(row: &libsql::Row) -> Result<Webhook> {
         enabled: int(row, 5, "enabled")? != 0,
         created_at: int(row, 6, "created_at")?,
         updated_at: int(row, 7, "updated_at")?,
+        disabled_reason: opt_text(row, 8, "disabled_reason")?,
     })
 }
 
@@ -698,6 +704,7 @@ impl Store {
             event_types: Vec::new(),
             param_filters: BTreeMap::new(),
             enabled: true,
+            disabled_reason: None,
             created_at: now_ms,
             updated_at: now_ms,
         };
@@ -768,8 +775,14 @@ impl Store {
             .ok_or_else(|| StoreError::NotFound(format!("webhook {webhook_id}")))?;
         hook.apply(spec);
         hook.updated_at = now_ms;
+        if hook.enabled {
+            hook.disabled_reason = None;
+        }
+        // enabling an endpoint starts its run of failures afresh
         tx.execute(
-                "UPDATE webhooks SET url = ?3, description = ?4, event_types = ?5, param_filters = ?6, enabled = ?7, updated_at = ?8
+                "UPDATE webhooks SET url = ?3, description = ?4, event_types = ?5, param_filters = ?6, enabled = ?7, updated_at = ?8,
+                   disabled_reason = CASE WHEN ?7 = 1 THEN NULL ELSE disabled_reason END,
+                   consecutive_failures = CASE WHEN ?7 = 1 AND enabled = 0 THEN 0 ELSE consecutive_failures END
                  WHERE key_prefix = ?1 AND webhook_id = ?2",
                 (
                     key_prefix,

@@ -61,11 +61,13 @@ impl Principal {
                 "missing_scope",
                 format!("this API key does not have the `{scope}` scope"),
             )),
-            Who::Tenant { tenant, .. } if scope != "read" && !tenant.is_active() => Err(ApiError::new(
-                StatusCode::FORBIDDEN,
-                "tenant_suspended",
-                "the tenant is suspended: its data can be read but not changed",
-            )),
+            Who::Tenant { tenant, .. } if !matches!(scope, "read" | "stream") && !tenant.is_active() => {
+                Err(ApiError::new(
+                    StatusCode::FORBIDDEN,
+                    "tenant_suspended",
+                    "the tenant is suspended: its data can be read but not changed",
+                ))
+            }
             Who::Tenant { tenant, .. } => Ok(tenant),
         }
     }
@@ -122,12 +124,29 @@ fn bearer_hash(headers: &HeaderMap) -> Option<String> {
     super::super::bearer(headers).filter(|t| t.len() <= 512).map(|t| hex::encode(Sha256::digest(t.as_bytes())))
 }
 
+/// `?access_token=` (live streams only: browsers' `EventSource` cannot send an `Authorization` header).
+fn query_token_hash(uri: &axum::http::Uri) -> Option<String> {
+    let query = uri.query()?;
+    form_urlencoded::parse(query.as_bytes())
+        .find(|(k, _)| k == "access_token")
+        .map(|(_, v)| v.into_owned())
+        .filter(|t| !t.is_empty() && t.len() <= 512)
+        .map(|t| hex::encode(Sha256::digest(t.as_bytes())))
+}
+
 /// `/api/...`: the credential is the bearer token.
 pub async fn direct(State(st): State<Arc<AppState>>, req: Request, next: Next) -> Response {
     if req.uri().path() == "/openapi.json" {
         return next.run(req).await;
     }
     let hash = bearer_hash(req.headers());
+    let public_url = st.cfg.public_url.clone();
+    finish(&st, req, next, hash, public_url, false).await
+}
+
+/// `/sse/...`: the bearer token, or `?access_token=` for browsers' `EventSource`.
+pub async fn direct_live(State(st): State<Arc<AppState>>, req: Request, next: Next) -> Response {
+    let hash = bearer_hash(req.headers()).or_else(|| query_token_hash(req.uri()));
     let public_url = st.cfg.public_url.clone();
     finish(&st, req, next, hash, public_url, false).await
 }

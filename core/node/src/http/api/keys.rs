@@ -36,7 +36,7 @@ impl NewKeyBody {
         if scopes.is_empty() || scopes.iter().any(|s| !SCOPES.contains(&s.as_str())) {
             return Err(ApiError::bad_request(
                 "invalid_scopes",
-                "scopes must be a non-empty list of read, write, admin",
+                "scopes must be a non-empty list of read, write, admin, stream",
             ));
         }
         let now = now_ms();

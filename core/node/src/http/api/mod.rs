@@ -78,17 +78,30 @@ api_routes! {
     "/webhooks/{webhook_id}/test" => { post webhooks::test }
     "/rules" => { get rules::list, post rules::create }
     "/rules/{rule_id}" => { get rules::get, patch rules::update, delete rules::delete }
+    "/webhooks/{webhook_id}/deliveries" => { get webhooks::deliveries }
+    "/webhooks/{webhook_id}/deliveries/{delivery_id}/redeliver" => { post webhooks::redeliver }
     "/events" => { get events::list }
     "/events/stats" => { get events::stats }
     "/events/match" => { get events::matches }
+    "/drops" => { get events::drops }
+    "/drops/samples" => { get events::samples }
+    "/sse/tokens" => { post crate::sse::create_token }
 }
 
 /// The API for direct callers (`/api`) and for the edge (`/internal/v1/api`).
 pub fn router(state: Arc<AppState>) -> Router<Arc<AppState>> {
     let limit = axum::extract::DefaultBodyLimit::max(MAX_API_BODY);
     let direct = routes().layer(limit).layer(axum::middleware::from_fn_with_state(state.clone(), auth::direct));
-    let edge = routes().layer(limit).layer(axum::middleware::from_fn_with_state(state, auth::via_edge));
-    Router::new().nest("/api", direct).nest("/internal/v1/api", edge)
+    let edge = routes().layer(limit).layer(axum::middleware::from_fn_with_state(state.clone(), auth::via_edge));
+    // live events: the same callers, plus `?access_token=` for browsers' EventSource (which cannot set headers)
+    let live = || Router::new().route("/events", axum::routing::get(crate::sse::events));
+    let live_direct = live().layer(axum::middleware::from_fn_with_state(state.clone(), auth::direct_live));
+    let live_edge = live().layer(axum::middleware::from_fn_with_state(state, auth::via_edge));
+    Router::new()
+        .nest("/api", direct)
+        .nest("/internal/v1/api", edge)
+        .nest("/sse", live_direct)
+        .nest("/internal/v1/sse", live_edge)
 }
 
 /// Hot-path cache keys a change made stale (`tenant:<key_prefix>`, `short:<tu_id>`, `token:<sha256>`).
@@ -104,6 +117,11 @@ fn purging(res: impl IntoResponse, keys: Vec<String>) -> Response {
 
 fn json<T: Serialize>(status: StatusCode, body: &T) -> Response {
     super::json(status, body)
+}
+
+/// A JSON answer (for API routes defined outside this module).
+pub(crate) fn json_response<T: Serialize>(status: StatusCode, body: &T) -> Response {
+    json(status, body)
 }
 
 /// The request body as JSON of type `T`; anything else is a 400 (or 415, 413) that says what is wrong.
@@ -178,8 +196,8 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for Query<T> {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PageQuery {
-    limit: Option<u32>,
-    cursor: Option<String>,
+    pub(crate) limit: Option<u32>,
+    pub(crate) cursor: Option<String>,
 }
 
 impl PageQuery {
@@ -230,7 +248,7 @@ fn nullable<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Opti
 }
 
 /// Latest expiry accepted: the year 3000, in ms since the epoch.
-const MAX_EXPIRY_MS: i64 = 32_503_680_000_000;
+pub(crate) const MAX_EXPIRY_MS: i64 = 32_503_680_000_000;
 
 /// An expiry in ms since the epoch. One in the past is allowed and means "already expired" (a link then goes to
 /// its fallback; a key or token is created unusable), so a client clock never decides whether a request is valid.

@@ -56,6 +56,9 @@ fn check_limits(limits: &TenantLimits) -> Result<(), ApiError> {
     if limits.api_requests_per_minute.is_some_and(|n| n == 0 || n > 1_000_000) {
         return Err(ApiError::bad_request("invalid_limits", "api_requests_per_minute must be 1 to 1000000"));
     }
+    if limits.events_per_second.is_some_and(|n| n == 0 || n > 1_000_000) {
+        return Err(ApiError::bad_request("invalid_limits", "events_per_second must be 1 to 1000000"));
+    }
     Ok(())
 }
 

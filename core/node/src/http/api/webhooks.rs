@@ -13,7 +13,7 @@ use tracker_store::WebhookSpec;
 
 use super::{Body, PageQuery, Principal, Query, check_text, json, listing, not_found, store_err};
 use crate::error::ApiError;
-use crate::http::Segment;
+use crate::http::{Segment, Segments};
 use crate::state::{AppState, now_ms, random10};
 
 #[derive(Debug, Deserialize)]
@@ -145,4 +145,57 @@ pub async fn test(
     };
     let attempt = crate::webhook::deliver(&st.webhook_client, delivery, st.cfg.webhook_allow_private, now / 1000).await;
     Ok(json(StatusCode::OK, &attempt))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeliveryQuery {
+    /// `pending`, `delivered` or `dead` (the dead-letter list).
+    status: Option<String>,
+    limit: Option<u32>,
+    cursor: Option<String>,
+}
+
+/// `GET /api/webhooks/{id}/deliveries`: the endpoint's delivery log, newest first; `?status=dead` is its
+/// dead-letter list.
+pub async fn deliveries(
+    State(st): State<Arc<AppState>>,
+    Extension(p): Extension<Arc<Principal>>,
+    Segment(id): Segment,
+    Query(q): Query<DeliveryQuery>,
+) -> Result<Response, ApiError> {
+    let tenant = p.tenant("read")?;
+    let (limit, cursor) = PageQuery { limit: q.limit, cursor: q.cursor }.parts()?;
+    if let Some(s) = q.status.as_deref()
+        && !tracker_store::DELIVERY_STATUSES.contains(&s)
+    {
+        return Err(ApiError::bad_request("invalid_status", "status must be pending, delivered or dead"));
+    }
+    st.store.webhook(&tenant.key_prefix, &id).await?.ok_or_else(|| not_found("webhook"))?;
+    let page = st
+        .store
+        .deliveries_page(&tenant.key_prefix, &id, q.status.as_deref(), cursor.as_deref(), limit)
+        .await
+        .map_err(store_err("webhook"))?;
+    Ok(listing(page, |d| d))
+}
+
+/// `POST /api/webhooks/{id}/deliveries/{delivery_id}/redeliver`: queues a delivery again now, with a fresh set
+/// of attempts (from the dead letters, or any entry of the log).
+pub async fn redeliver(
+    State(st): State<Arc<AppState>>,
+    Extension(p): Extension<Arc<Principal>>,
+    Segments(id, delivery_id): Segments,
+) -> Result<Response, ApiError> {
+    let tenant = p.tenant("write")?;
+    let hook = st.store.webhook(&tenant.key_prefix, &id).await?.ok_or_else(|| not_found("webhook"))?;
+    if !hook.enabled {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "webhook_disabled",
+            "the endpoint is disabled: enable it (PATCH enabled=true) before redelivering",
+        ));
+    }
+    let d = st.store.redeliver(&tenant.key_prefix, &id, &delivery_id, now_ms()).await.map_err(store_err("delivery"))?;
+    Ok(json(StatusCode::OK, &d))
 }

@@ -1,0 +1,237 @@
+//! The filter consumer: raw events to filtered events.
+//!
+//! For each batch of the raw log it judges every event ([`tracker_filter::judge`]: bots, then the tenant's rules,
+//! then the rate rules), and then, in this order:
+//!
+//! 1. one hot-tier transaction records the drop ledger (and samples), the batch's range and the ids it dropped,
+//!    and the filter's position after the batch;
+//! 2. the kept events are appended to the filtered log with the idempotency key `filter:<partition>:<first offset>`;
+//! 3. the batch is marked done, and the group's offset is committed in the raw log.
+//!
+//! A crash after 1 finds the batch pending at start-up and appends exactly the events the first run kept (the
+//! dropped ids are in the record; the key makes a second append of a batch that did land a no-op). A crash before
+//! 1 judges the batch again from scratch. So every raw event is either in the filtered log once or in the ledger
+//! once.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::time::{Duration, Instant};
+
+use tracker_filter::{Bots, RateRules, Rule, Verdict, judge};
+use tracker_log::{Filter, RecordSet};
+use tracker_protocol::wire::RecordSetBuilder;
+use tracker_protocol::{Event, partition_for};
+use tracker_store::MAX_PAGE;
+use tracker_store::hot::{Judged, PendingBatch};
+
+use crate::{BATCH, IDLE, Pipeline, rest, stopped};
+
+/// The filter's consumer group (and its name in the hot tier's positions).
+pub const GROUP: &str = "filter";
+
+/// Most events in one record set of the filtered log.
+const SET_EVENTS: usize = 1024;
+
+/// A tenant's rules and limits as the filter applies them.
+#[derive(Debug, Default)]
+struct TenantFilter {
+    rules: Vec<Rule>,
+    events_per_second: u32,
+}
+
+/// Tenants' rules, read again after the settings' `rules_ttl`, so changes apply without a restart.
+#[derive(Debug, Default)]
+struct Tenants(HashMap<String, (Instant, Arc<TenantFilter>)>);
+
+impl Tenants {
+    async fn get(&mut self, p: &Pipeline, key_prefix: &str) -> Result<Arc<TenantFilter>, String> {
+        if let Some((at, t)) = self.0.get(key_prefix)
+            && at.elapsed() < p.settings.rules_ttl
+        {
+            return Ok(t.clone());
+        }
+        let tenant = p.store.tenant(key_prefix).await.map_err(|e| e.to_string())?;
+        let rules = p.store.rules_page(key_prefix, None, MAX_PAGE).await.map_err(|e| e.to_string())?;
+        let mut compiled = Vec::new();
+        for r in rules.items.iter().filter(|r| r.enabled) {
+            match Rule::compile(&r.rule_id, &r.field, &r.operator, r.value.as_deref(), &r.action) {
+                Ok(rule) => compiled.push(rule),
+                // the API only stores rules that compile; one that does not is skipped, not fatal
+                Err(e) => tracing::warn!(tenant = key_prefix, rule = %r.rule_id, error = %e.0, "filter rule skipped"),
+            }
+        }
+        let events_per_second = tenant.and_then(|t| t.limits.events_per_second).unwrap_or(0);
+        let t = Arc::new(TenantFilter { rules: compiled, events_per_second });
+        if self.0.len() > 100_000 {
+            self.0.clear();
+        }
+        self.0.insert(key_prefix.to_owned(), (Instant::now(), t.clone()));
+        Ok(t)
+    }
+}
+
+/// The filter's state between batches.
+#[derive(Debug)]
+struct Filtering {
+    bots: Bots,
+    rates: RateRules,
+    tenants: Tenants,
+}
+
+/// Runs the filter until `stop` is set.
+pub async fn run(p: Arc<Pipeline>, stop: Arc<AtomicBool>) {
+    let mut f = Filtering {
+        bots: Bots::default(),
+        rates: RateRules::new(p.settings.filter_ip_per_minute),
+        tenants: Tenants::default(),
+    };
+    while !stopped(&stop) {
+        match recover(&p).await {
+            Ok(()) => break,
+            Err(e) => {
+                tracing::warn!(error = %e, "filter: pending batches not replayed yet; retrying");
+                rest(Duration::from_secs(1), &stop).await;
+            }
+        }
+    }
+    while !stopped(&stop) {
+        match step(&p, &mut f).await {
+            Ok(true) => {}
+            Ok(false) => rest(IDLE, &stop).await,
+            Err(e) => {
+                tracing::warn!(error = %e, "filter: batch not filtered; retrying");
+                rest(Duration::from_secs(1), &stop).await;
+            }
+        }
+    }
+}
+
+/// Filters one batch; `false` when nothing waited.
+async fn step(p: &Pipeline, f: &mut Filtering) -> Result<bool, String> {
+    let Some((batch, kept)) = judge_and_record(p, f).await? else { return Ok(false) };
+    let kept: Vec<&Event> = kept.iter().collect();
+    append(p, &batch, &kept).await?;
+    p.hot.filter_done(GROUP, batch.partition).await.map_err(|e| e.to_string())?;
+    p.raw.commit_offset(GROUP, batch.partition, batch.next).await.map_err(|e| e.to_string())?;
+    Ok(true)
+}
+
+/// The first step of a batch alone, as if the process died right after it: for crash tests. `false` when
+/// nothing waited.
+pub async fn record_only(p: &Pipeline) -> Result<bool, String> {
+    let mut f = Filtering {
+        bots: Bots::default(),
+        rates: RateRules::new(p.settings.filter_ip_per_minute),
+        tenants: Tenants::default(),
+    };
+    Ok(judge_and_record(p, &mut f).await?.is_some())
+}
+
+/// Judges the next batch and records the decisions (step 1); returns the batch and the events it kept.
+async fn judge_and_record(p: &Pipeline, f: &mut Filtering) -> Result<Option<(PendingBatch, Vec<Event>)>, String> {
+    let Some((partition, polled)) = p.raw.poll_group(GROUP, BATCH, Filter::ALL).await.map_err(|e| e.to_string())?
+    else {
+        return Ok(None);
+    };
+    let done = p.hot.offset(GROUP, partition).await.map_err(|e| e.to_string())?;
+    let next = polled.next_offset.max(done);
+    let events: Vec<(u64, Event)> = polled.events.into_iter().filter(|(o, _)| *o >= done).collect();
+    let Some(from) = events.first().map(|(o, _)| *o) else {
+        // all of it was filtered before (the log's offset lagged the filter's own)
+        p.raw.commit_offset(GROUP, partition, next).await.map_err(|e| e.to_string())?;
+        return Ok(None);
+    };
+    let mut kept = Vec::with_capacity(events.len());
+    let mut judged = Vec::new();
+    let mut dropped = Vec::new();
+    for (_, e) in &events {
+        let tenant = f.tenants.get(p, &e.key_prefix).await?;
+        let verdict = match judge(e, &f.bots, &tenant.rules) {
+            Verdict::Keep { flags } => match f.rates.check(e, tenant.events_per_second) {
+                Some(rate) => Verdict::Drop { reason: rate.to_owned() },
+                None => Verdict::Keep { flags },
+            },
+            drop => drop,
+        };
+        match verdict {
+            Verdict::Keep { flags } => {
+                for reason in flags {
+                    judged.push(Judged { event: e, action: "flag", reason });
+                }
+                kept.push(e.clone());
+            }
+            Verdict::Drop { reason } => {
+                dropped.push(e.event_id.to_string());
+                judged.push(Judged { event: e, action: "drop", reason });
+            }
+        }
+    }
+    let batch = PendingBatch { partition, from, next, dropped };
+    p.hot.record_filtered(GROUP, &batch, &judged).await.map_err(|e| e.to_string())?;
+    Ok(Some((batch, kept)))
+}
+
+/// Appends a batch's kept events to the filtered log, idempotently per batch.
+async fn append(p: &Pipeline, batch: &PendingBatch, kept: &[&Event]) -> Result<(), String> {
+    if kept.is_empty() {
+        return Ok(());
+    }
+    let n = p.filtered.partitions();
+    let mut builders: BTreeMap<u32, Vec<RecordSetBuilder>> = BTreeMap::new();
+    for e in kept {
+        let list = builders.entry(partition_for(&e.key_prefix, n)).or_default();
+        if list.last().is_none_or(|b| b.len() as usize >= SET_EVENTS) {
+            list.push(RecordSetBuilder::with_capacity(64 * 1024));
+        }
+        if let Some(b) = list.last_mut() {
+            b.push(e);
+        }
+    }
+    let sets: Vec<RecordSet> = builders
+        .into_iter()
+        .flat_map(|(partition, list)| {
+            list.into_iter().map(move |b| {
+                let (count, tags) = (b.len(), b.tags());
+                RecordSet { partition, bytes: b.finish(), count, tags }
+            })
+        })
+        .collect();
+    let key = format!("{GROUP}:{}:{}", batch.partition, batch.from);
+    p.filtered.append(sets, Some(key)).await.map_err(|e| e.to_string())?;
+    Ok(())
+}
+
+/// Appends the kept events of batches recorded before a crash, exactly as first decided.
+async fn recover(p: &Pipeline) -> Result<(), String> {
+    for batch in p.hot.filter_pending(GROUP).await.map_err(|e| e.to_string())? {
+        let dropped: HashSet<&str> = batch.dropped.iter().map(String::as_str).collect();
+        let mut events = Vec::new();
+        let mut at = batch.from;
+        while at < batch.next {
+            let polled = p.raw.poll(batch.partition, at, BATCH).await.map_err(|e| e.to_string())?;
+            if polled.next_offset <= at {
+                // the log no longer holds the rest (retention): nothing more to append
+                tracing::warn!(
+                    partition = batch.partition,
+                    from = at,
+                    "filter: pending batch partly gone from the log"
+                );
+                break;
+            }
+            events.extend(polled.events.into_iter().filter(|(o, _)| *o >= at && *o < batch.next).map(|(_, e)| e));
+            at = polled.next_offset;
+        }
+        let id = |e: &Event| e.event_id.to_string();
+        let kept: Vec<&Event> = events.iter().filter(|e| !dropped.contains(id(e).as_str())).collect();
+        append(p, &batch, &kept).await?;
+        p.hot.filter_done(GROUP, batch.partition).await.map_err(|e| e.to_string())?;
+        tracing::info!(
+            partition = batch.partition,
+            from = batch.from,
+            kept = kept.len(),
+            "filter: pending batch replayed"
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,144 @@
+//! # The stream consumers
+//!
+//! Each reads the event log through a consumer group ([`tracker_log::EventLog::poll_group`]), processes a batch,
+//! makes its output durable together with its own position, and only then commits the group's offset in the log:
+//!
+//! | consumer | reads | writes (atomically with its position) |
+//! |---|---|---|
+//! | [`filter`] | raw events | drop ledger and the batch's decisions (hot tier), then the kept events to the filtered log (idempotently) |
+//! | [`stats`] | filtered events | recent events, counts per minute, type, link and param value (hot tier) |
+//! | [`webhooks`] | filtered events | deliveries to the tenant's matching endpoints (metadata store); a dispatcher sends them |
+//!
+//! The position kept with the output is the authority: after a crash the log may hand out events again from its
+//! older committed offset, and the consumer skips what its output already holds. So a crash at any point loses
+//! nothing and counts nothing twice.
+//!
+//! In the embedded default the node runs them in-process (on a thread of their own); in production each runs as
+//! its own process (`tracker-consumer <name>`) against Iggy, as many instances as the partitions allow.
+
+pub mod delivery;
+pub mod filter;
+pub mod stats;
+pub mod webhooks;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use tracker_log::EventLog;
+use tracker_store::Store;
+use tracker_store::hot::HotStore;
+
+/// Most events one batch reads.
+pub const BATCH: usize = 4096;
+/// Pause when nothing waits (bounds how long an idle consumer takes to see a new event).
+pub const IDLE: Duration = Duration::from_millis(50);
+
+/// What the consumers can be told (the node maps its configuration onto this).
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Unauthenticated events per tenant and client IP per minute the filter keeps (0 = no limit).
+    pub filter_ip_per_minute: u32,
+    /// How long the filter uses a tenant's rules before reading them again.
+    pub rules_ttl: Duration,
+    /// How long the hot tier keeps events (listings, param filters, match).
+    pub hot_events_retention: Duration,
+    /// How long the hot tier keeps counts and the drop ledger.
+    pub hot_counts_retention: Duration,
+    pub webhooks: webhooks::WebhookSettings,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            filter_ip_per_minute: 600,
+            rules_ttl: Duration::from_secs(2),
+            hot_events_retention: Duration::from_secs(72 * 3600),
+            hot_counts_retention: Duration::from_secs(35 * 24 * 3600),
+            webhooks: webhooks::WebhookSettings::default(),
+        }
+    }
+}
+
+/// Everything the consumers read and write.
+#[derive(Debug, Clone)]
+pub struct Pipeline {
+    /// Raw events, as accepted.
+    pub raw: Arc<dyn EventLog>,
+    /// Events the filter kept.
+    pub filtered: Arc<dyn EventLog>,
+    /// Metadata: tenants, rules, webhook endpoints and deliveries.
+    pub store: Store,
+    pub hot: HotStore,
+    pub settings: Settings,
+}
+
+/// Which consumers to run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Which {
+    Filter,
+    Stats,
+    Webhooks,
+}
+
+pub const ALL: &[Which] = &[Which::Filter, Which::Stats, Which::Webhooks];
+
+impl std::str::FromStr for Which {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Which, String> {
+        match s {
+            "filter" => Ok(Which::Filter),
+            "stats" => Ok(Which::Stats),
+            "webhooks" => Ok(Which::Webhooks),
+            other => Err(format!("unknown consumer {other:?}: filter, stats or webhooks")),
+        }
+    }
+}
+
+/// Runs the chosen consumers until `stop` is set; each stops between batches (its output and position are
+/// always consistent, so stopping anywhere is safe).
+pub async fn run(p: Arc<Pipeline>, which: &[Which], stop: Arc<AtomicBool>) {
+    let mut tasks = tokio::task::JoinSet::new();
+    for w in which {
+        let (p, stop) = (p.clone(), stop.clone());
+        match w {
+            Which::Filter => tasks.spawn(filter::run(p, stop)),
+            Which::Stats => tasks.spawn(stats::run(p, stop)),
+            Which::Webhooks => tasks.spawn(webhooks::run(p, stop)),
+        };
+    }
+    while tasks.join_next().await.is_some() {}
+}
+
+/// Runs the consumers on a thread of their own (a single-threaded runtime), as the node does in the embedded
+/// default: their reads and writes stay off the request-serving workers.
+pub fn spawn(
+    p: Arc<Pipeline>,
+    which: Vec<Which>,
+    stop: Arc<AtomicBool>,
+) -> std::io::Result<std::thread::JoinHandle<()>> {
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    std::thread::Builder::new().name("consumers".into()).spawn(move || runtime.block_on(run(p, &which, stop)))
+}
+
+fn stopped(stop: &AtomicBool) -> bool {
+    stop.load(Ordering::Acquire)
+}
+
+/// Sleeps `d`, waking early when `stop` is set.
+async fn rest(d: Duration, stop: &AtomicBool) {
+    let step = Duration::from_millis(50);
+    let mut left = d;
+    while !left.is_zero() && !stopped(stop) {
+        let s = left.min(step);
+        tokio::time::sleep(s).await;
+        left -= s;
+    }
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}

@@ -1,0 +1,63 @@
+//! The stats consumer: filtered events into the hot tier ([`tracker_store::hot`]).
+//!
+//! Each batch is one hot-tier transaction: the events new by tenant and `event_id`, the counts they add, and the
+//! consumer's position. Replays (after a crash, or a filter batch appended twice) find the events already there
+//! and add nothing. It also prunes the hot tier to its retention, once an hour.
+
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::time::{Duration, Instant};
+
+use tracker_log::Filter;
+use tracker_protocol::Event;
+
+use crate::{BATCH, IDLE, Pipeline, now_ms, rest, stopped};
+
+/// The stats consumer's group.
+pub const GROUP: &str = "stats";
+
+const PRUNE_EVERY: Duration = Duration::from_secs(3600);
+
+/// Runs the stats consumer until `stop` is set.
+pub async fn run(p: Arc<Pipeline>, stop: Arc<AtomicBool>) {
+    let mut pruned: Option<Instant> = None;
+    while !stopped(&stop) {
+        if pruned.is_none_or(|at| at.elapsed() >= PRUNE_EVERY) {
+            pruned = Some(Instant::now());
+            let now = now_ms();
+            let ms = |d: Duration| i64::try_from(d.as_millis()).unwrap_or(i64::MAX);
+            let events_before = now.saturating_sub(ms(p.settings.hot_events_retention));
+            let counts_before = now.saturating_sub(ms(p.settings.hot_counts_retention));
+            match p.hot.prune(events_before, counts_before).await {
+                Ok(n) if n > 0 => tracing::info!(events = n, "hot tier pruned to its retention"),
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "hot tier: prune failed"),
+            }
+        }
+        match step(&p).await {
+            Ok(true) => {}
+            Ok(false) => rest(IDLE, &stop).await,
+            Err(e) => {
+                tracing::warn!(error = %e, "stats: batch not stored; retrying");
+                rest(Duration::from_secs(1), &stop).await;
+            }
+        }
+    }
+}
+
+/// Stores one batch; `false` when nothing waited.
+pub async fn step(p: &Pipeline) -> Result<bool, String> {
+    let Some((partition, polled)) =
+        p.filtered.poll_group(GROUP, BATCH, Filter::ALL).await.map_err(|e| e.to_string())?
+    else {
+        return Ok(false);
+    };
+    let done = p.hot.offset(GROUP, partition).await.map_err(|e| e.to_string())?;
+    let next = polled.next_offset.max(done);
+    let events: Vec<Event> = polled.events.into_iter().filter(|(o, _)| *o >= done).map(|(_, e)| e).collect();
+    if !events.is_empty() {
+        p.hot.apply_events(GROUP, partition, next, &events).await.map_err(|e| e.to_string())?;
+    }
+    p.filtered.commit_offset(GROUP, partition, next).await.map_err(|e| e.to_string())?;
+    Ok(true)
+}

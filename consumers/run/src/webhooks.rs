@@ -1,0 +1,270 @@
+//! The webhook consumer and its dispatcher.
+//!
+//! The consumer reads filtered events and queues one delivery per matching endpoint of the event's tenant (event
+//! types, param values, and only events received after the endpoint was created), in the metadata transaction
+//! that moves its position ([`tracker_store::Store::queue_deliveries`]): nothing queued twice, nothing missed.
+//!
+//! The dispatcher sends what is due, oldest first, at most `concurrency` at a time per endpoint (so a slow
+//! endpoint holds back only itself), each attempt signed afresh (`Tracker-Signature: t=<now>,v1=...`, so a
+//! receiver can refuse replays) with the delivery id for dedup. A failure is retried with capped exponential
+//! backoff and jitter; after `max_attempts` the delivery is dead-lettered, and after `disable_after` consecutive
+//! failed attempts the endpoint is disabled. Tenants read the log and the dead letters, and redeliver, through
+//! the platform API. With `concurrency` 1 an endpoint receives first attempts in event order.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use rand::Rng as _;
+use tracker_log::Filter;
+use tracker_protocol::Event;
+use tracker_store::{AttemptOutcome, DueDelivery, MAX_PAGE, NewDelivery, Webhook};
+
+use crate::delivery::{self, Delivery};
+use crate::{BATCH, IDLE, Pipeline, now_ms, rest, stopped};
+
+/// The webhook consumer's group (and its name among the metadata store's consumer positions).
+pub const GROUP: &str = "webhooks";
+
+#[derive(Debug, Clone)]
+pub struct WebhookSettings {
+    /// Let deliveries reach private, loopback and link-local addresses (development and tests only).
+    pub allow_private: bool,
+    /// Deliveries in flight at once per endpoint.
+    pub concurrency: u32,
+    /// Attempts before a delivery is dead-lettered.
+    pub max_attempts: u32,
+    /// First retry delay; each further one doubles, up to `retry_max`, with jitter (50-100%).
+    pub retry_base: Duration,
+    pub retry_max: Duration,
+    /// Consecutive failed attempts after which an endpoint is disabled.
+    pub disable_after: u32,
+    /// How long delivered entries stay in the delivery log; dead letters stay four times as long.
+    pub log_retention: Duration,
+}
+
+impl Default for WebhookSettings {
+    fn default() -> Self {
+        WebhookSettings {
+            allow_private: false,
+            concurrency: 4,
+            max_attempts: 12,
+            retry_base: Duration::from_secs(10),
+            retry_max: Duration::from_secs(3600),
+            disable_after: 50,
+            log_retention: Duration::from_secs(7 * 24 * 3600),
+        }
+    }
+}
+
+impl WebhookSettings {
+    /// The delay before retry number `attempt` (1 = the first retry).
+    pub fn backoff(&self, attempt: u32) -> Duration {
+        let base = self.retry_base.as_millis() as f64;
+        let capped =
+            (base * 2f64.powi(attempt.saturating_sub(1).min(40) as i32)).min(self.retry_max.as_millis() as f64);
+        let jitter: f64 = rand::rng().random_range(0.5..=1.0);
+        Duration::from_millis((capped * jitter) as u64)
+    }
+}
+
+/// Runs the consumer and the dispatcher until `stop` is set.
+pub async fn run(p: Arc<Pipeline>, stop: Arc<AtomicBool>) {
+    tokio::join!(queue(p.clone(), stop.clone()), dispatch(p, stop));
+}
+
+/// Whether an endpoint wants an event.
+pub fn wants(hook: &Webhook, e: &Event) -> bool {
+    hook.enabled
+        && e.received_at >= hook.created_at
+        && (hook.event_types.is_empty() || hook.event_types.contains(&e.event_type))
+        && hook.param_filters.iter().all(|(k, v)| e.params.get(k) == Some(v))
+}
+
+#[derive(Debug, Default)]
+struct Endpoints(HashMap<String, (Instant, Arc<Vec<Webhook>>)>);
+
+impl Endpoints {
+    async fn get(&mut self, p: &Pipeline, key_prefix: &str) -> Result<Arc<Vec<Webhook>>, String> {
+        if let Some((at, hooks)) = self.0.get(key_prefix)
+            && at.elapsed() < p.settings.rules_ttl
+        {
+            return Ok(hooks.clone());
+        }
+        let mut hooks = Vec::new();
+        let mut after: Option<String> = None;
+        loop {
+            let page =
+                p.store.webhooks_page(key_prefix, after.as_deref(), MAX_PAGE).await.map_err(|e| e.to_string())?;
+            hooks.extend(page.items.into_iter().filter(|h| h.enabled));
+            match page.next {
+                Some(n) => after = Some(n),
+                None => break,
+            }
+        }
+        let hooks = Arc::new(hooks);
+        if self.0.len() > 100_000 {
+            self.0.clear();
+        }
+        self.0.insert(key_prefix.to_owned(), (Instant::now(), hooks.clone()));
+        Ok(hooks)
+    }
+}
+
+async fn queue(p: Arc<Pipeline>, stop: Arc<AtomicBool>) {
+    let mut endpoints = Endpoints::default();
+    while !stopped(&stop) {
+        match queue_step(&p, &mut endpoints).await {
+            Ok(true) => {}
+            Ok(false) => rest(IDLE, &stop).await,
+            Err(e) => {
+                tracing::warn!(error = %e, "webhooks: batch not queued; retrying");
+                rest(Duration::from_secs(1), &stop).await;
+            }
+        }
+    }
+}
+
+/// Queues the deliveries of one batch; `false` when nothing waited.
+async fn queue_step(p: &Pipeline, endpoints: &mut Endpoints) -> Result<bool, String> {
+    let Some((partition, polled)) =
+        p.filtered.poll_group(GROUP, BATCH, Filter::ALL).await.map_err(|e| e.to_string())?
+    else {
+        return Ok(false);
+    };
+    let done = p.store.consumer_offset(GROUP, partition).await.map_err(|e| e.to_string())?;
+    let next = polled.next_offset.max(done);
+    let mut deliveries = Vec::new();
+    for (_, e) in polled.events.iter().filter(|(o, _)| *o >= done) {
+        let hooks = endpoints.get(p, &e.key_prefix).await?;
+        for hook in hooks.iter().filter(|h| wants(h, e)) {
+            deliveries.push(NewDelivery {
+                key_prefix: e.key_prefix.clone(),
+                webhook_id: hook.webhook_id.clone(),
+                event_id: e.event_id.to_string(),
+                event_type: e.event_type.clone(),
+                data: serde_json::to_string(e).map_err(|e| e.to_string())?,
+            });
+        }
+    }
+    if next > done {
+        p.store.queue_deliveries(GROUP, partition, next, &deliveries, now_ms()).await.map_err(|e| e.to_string())?;
+    }
+    p.filtered.commit_offset(GROUP, partition, next).await.map_err(|e| e.to_string())?;
+    Ok(true)
+}
+
+const PRUNE_EVERY: Duration = Duration::from_secs(3600);
+/// Most deliveries the dispatcher looks at per round.
+const DUE_BATCH: u32 = 512;
+
+async fn dispatch(p: Arc<Pipeline>, stop: Arc<AtomicBool>) {
+    let client = delivery::client(p.settings.webhooks.allow_private);
+    let in_flight: Arc<Mutex<HashSet<String>>> = Arc::default();
+    let mut tasks = tokio::task::JoinSet::new();
+    let mut pruned: Option<Instant> = None;
+    let s = &p.settings.webhooks;
+    while !stopped(&stop) {
+        while tasks.try_join_next().is_some() {}
+        if pruned.is_none_or(|at| at.elapsed() >= PRUNE_EVERY) {
+            pruned = Some(Instant::now());
+            let keep = i64::try_from(s.log_retention.as_millis()).unwrap_or(i64::MAX);
+            let now = now_ms();
+            if let Err(e) = p.store.prune_deliveries(now.saturating_sub(keep), now.saturating_sub(keep * 4)).await {
+                tracing::warn!(error = %e, "webhooks: delivery log not pruned");
+            }
+        }
+        let due = match p.store.due_deliveries(now_ms(), s.concurrency.max(1), DUE_BATCH).await {
+            Ok(d) => d,
+            Err(e) => {
+                tracing::warn!(error = %e, "webhooks: cannot read due deliveries");
+                rest(Duration::from_secs(1), &stop).await;
+                continue;
+            }
+        };
+        for d in due {
+            let fresh = in_flight.lock().map(|mut f| f.insert(d.delivery_id.clone())).unwrap_or(false);
+            if !fresh {
+                continue;
+            }
+            let (p, client, in_flight) = (p.clone(), client.clone(), in_flight.clone());
+            tasks.spawn(async move {
+                send(&p, &client, &d).await;
+                if let Ok(mut f) = in_flight.lock() {
+                    f.remove(&d.delivery_id);
+                }
+            });
+        }
+        rest(Duration::from_millis(100), &stop).await;
+    }
+    // attempts in flight finish (each is bounded by the client's timeout) and are recorded
+    while tasks.join_next().await.is_some() {}
+}
+
+/// One attempt of one delivery, and its record.
+async fn send(p: &Pipeline, client: &reqwest::Client, d: &DueDelivery) {
+    let s = &p.settings.webhooks;
+    let now = now_ms();
+    let outcome = match p.store.open_webhook_secret(d.secret.clone()) {
+        Err(e) => AttemptOutcome::Failed {
+            status: None,
+            error: format!("the endpoint's secret cannot be opened: {e}"),
+            retry_at: None,
+        },
+        Ok(secret) => {
+            let id = serde_json::Value::String(d.delivery_id.clone());
+            let body = format!(r#"{{"id":{id},"type":"event","created_at":{now},"data":{}}}"#, d.data);
+            let delivery = Delivery {
+                url: &d.url,
+                secret: &secret,
+                event_type: &d.event_type,
+                delivery_id: &d.delivery_id,
+                body: body.into_bytes(),
+            };
+            let attempt = delivery::deliver(client, delivery, s.allow_private, now / 1000).await;
+            match (attempt.delivered, attempt.status) {
+                (true, Some(status)) => AttemptOutcome::Delivered { status },
+                (_, status) => {
+                    let made = u32::try_from(d.attempts + 1).unwrap_or(u32::MAX);
+                    let retry_at = (made < s.max_attempts)
+                        .then(|| now_ms() + i64::try_from(s.backoff(made).as_millis()).unwrap_or(i64::MAX / 2));
+                    AttemptOutcome::Failed { status, error: attempt.error.unwrap_or_default(), retry_at }
+                }
+            }
+        }
+    };
+    match p.store.record_attempt(d, &outcome, s.disable_after, now_ms()).await {
+        Ok(true) => {
+            tracing::warn!(webhook = %d.webhook_id, tenant = %d.key_prefix, "webhook endpoint disabled after repeated failures")
+        }
+        Ok(false) => {}
+        // not recorded: the delivery stays due and is sent again (receivers dedup by delivery id)
+        Err(e) => tracing::warn!(delivery = %d.delivery_id, error = %e, "webhooks: attempt not recorded"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_up_to_the_cap_with_jitter() {
+        let s = WebhookSettings {
+            retry_base: Duration::from_secs(10),
+            retry_max: Duration::from_secs(3600),
+            ..Default::default()
+        };
+        for (attempt, full) in
+            [(1u32, 10_000u128), (2, 20_000), (3, 40_000), (9, 2_560_000), (10, 3_600_000), (30, 3_600_000)]
+        {
+            for _ in 0..50 {
+                let d = s.backoff(attempt).as_millis();
+                assert!(d >= full / 2 && d <= full, "attempt {attempt}: {d} ms outside {}..={full}", full / 2);
+            }
+        }
+        // twelve attempts spread over hours
+        let total: u128 = (1..12).map(|a| s.backoff(a).as_millis()).sum();
+        assert!(total > 3_600_000, "{total}");
+    }
+}

@@ -1,0 +1,66 @@
+//! `tracker-consumer`: runs stream consumers as a process of their own, for deployments where the node does not
+//! (`CONSUMERS=off`). It reads the same configuration as the node. Each process joins its consumers' groups in the
+//! log, so several instances share the partitions (Apache Iggy); the embedded log belongs to one node process, so
+//! with it the consumers run inside the node instead.
+//!
+//! ```text
+//! tracker-consumer filter stats webhooks
+//! ```
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use tracker_consumers::Which;
+use tracker_core::{Config, build_state, pipeline};
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info,fjall=warn,lsm_tree=warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let which: Result<Vec<Which>, String> =
+        if args.is_empty() { Ok(tracker_consumers::ALL.to_vec()) } else { args.iter().map(|a| a.parse()).collect() };
+    let which = match which {
+        Ok(w) => w,
+        Err(e) => {
+            eprintln!("error: {e}\nusage: tracker-consumer [filter] [stats] [webhooks]   (all when none is named)");
+            return std::process::ExitCode::from(2);
+        }
+    };
+    let cfg = match Config::from_env(None) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    if cfg.iggy.is_none() {
+        tracing::warn!("no IGGY_URL: reading the embedded log in DATA_DIR, which no node may have open meanwhile");
+    }
+    let state = match build_state(cfg).await {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    let stop = Arc::new(AtomicBool::new(false));
+    let flag = stop.clone();
+    tokio::spawn(async move {
+        let _ = tokio::signal::ctrl_c().await;
+        flag.store(true, Ordering::Release);
+    });
+    tracing::info!(consumers = ?which, "consumers running");
+    tracker_consumers::run(Arc::new(pipeline(&state)), &which, stop).await;
+    let _ = state.streams.filtered.shutdown().await;
+    let _ = state.log.shutdown().await;
+    std::process::ExitCode::SUCCESS
+}

@@ -1,0 +1,338 @@
+//! Live events over Server-Sent Events: `GET /sse/events` (and `/internal/v1/sse/events` for the edge).
+//!
+//! One tail task per partition of the filtered log (started by the first subscriber, stopped a while after the
+//! last leaves) polls new events and broadcasts each batch to the subscribers; a subscriber keeps only its
+//! tenant's events that pass its filters. The broadcast never waits for anyone: a subscriber that falls more than
+//! [`BACKLOG`] batches behind is told so (`event: lagged`, with the ids it missed) and carries on with live events,
+//! so a slow client costs only its own connection.
+//!
+//! Event ids are offsets in the tenant's partition of the filtered log, so `Last-Event-ID` (sent by browsers when
+//! they reconnect) resumes exactly after the last event received: what was missed is read from the log, then the
+//! stream continues live.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::Extension;
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::Response;
+use serde::Deserialize;
+use tokio::sync::{broadcast, mpsc};
+use tracker_log::EventLog;
+use tracker_protocol::{Event, partition_for};
+
+use crate::error::ApiError;
+use crate::http::api::{Principal, Query};
+use crate::state::AppState;
+
+/// Batches a subscriber may fall behind before it is told it lagged.
+pub const BACKLOG: usize = 256;
+/// Most events one poll of the log reads.
+const POLL: usize = 1024;
+/// Pause of a tail with nothing new.
+const IDLE: Duration = Duration::from_millis(50);
+/// A tail with no subscribers stops after this long.
+const LINGER: Duration = Duration::from_secs(30);
+/// Messages queued for one client's socket before its writer waits.
+const CLIENT_QUEUE: usize = 64;
+
+type Batch = Arc<Vec<(u64, Event)>>;
+
+#[derive(Debug)]
+struct Tail {
+    tx: broadcast::Sender<Batch>,
+    /// The offset the tail broadcasts next.
+    head: AtomicU64,
+}
+
+/// The tails of the filtered log's partitions that have subscribers.
+#[derive(Debug, Default)]
+pub struct Hub {
+    tails: Mutex<HashMap<u32, Arc<Tail>>>,
+}
+
+impl Hub {
+    async fn subscribe(
+        &self,
+        log: &Arc<dyn EventLog>,
+        partition: u32,
+    ) -> Result<(broadcast::Receiver<Batch>, u64), ApiError> {
+        let existing = self.tails.lock().ok().and_then(|t| t.get(&partition).cloned());
+        let tail = match existing {
+            Some(t) => t,
+            None => {
+                let head = log.end_offset(partition).await?;
+                let (tx, _) = broadcast::channel(BACKLOG);
+                let fresh = Arc::new(Tail { tx, head: AtomicU64::new(head) });
+                let mut tails = self.tails.lock().map_err(|_| {
+                    ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "live_unavailable", "live events are unavailable")
+                })?;
+                // another subscriber may have started it meanwhile
+                match tails.get(&partition) {
+                    Some(t) => t.clone(),
+                    None => {
+                        tails.insert(partition, fresh.clone());
+                        tokio::spawn(run_tail(log.clone(), partition, fresh.clone()));
+                        fresh
+                    }
+                }
+            }
+        };
+        let rx = tail.tx.subscribe();
+        Ok((rx, tail.head.load(Ordering::Acquire)))
+    }
+
+    fn forget(&self, partition: u32, tail: &Arc<Tail>) -> bool {
+        let Ok(mut tails) = self.tails.lock() else { return true };
+        // stop only if no one subscribed while it was deciding
+        if tail.tx.receiver_count() > 0 {
+            return false;
+        }
+        if tails.get(&partition).is_some_and(|t| Arc::ptr_eq(t, tail)) {
+            tails.remove(&partition);
+        }
+        true
+    }
+}
+
+async fn run_tail(log: Arc<dyn EventLog>, partition: u32, tail: Arc<Tail>) {
+    let hub = HUB.get_or_init(Hub::default);
+    let mut lonely = 0u32;
+    loop {
+        if tail.tx.receiver_count() == 0 {
+            lonely += 1;
+            if Duration::from_millis(50) * lonely >= LINGER && hub.forget(partition, &tail) {
+                return;
+            }
+        } else {
+            lonely = 0;
+        }
+        let at = tail.head.load(Ordering::Acquire);
+        match log.poll(partition, at, POLL).await {
+            Ok(polled) if polled.next_offset > at => {
+                tail.head.store(polled.next_offset, Ordering::Release);
+                if !polled.events.is_empty() {
+                    let _ = tail.tx.send(Arc::new(polled.events));
+                }
+                continue;
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(partition, error = %e, "live events: the filtered log cannot be read"),
+        }
+        tokio::time::sleep(IDLE).await;
+    }
+}
+
+/// The node's hub (one per process: the tails serve every connection).
+static HUB: std::sync::OnceLock<Hub> = std::sync::OnceLock::new();
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SseQuery {
+    /// Comma-separated event types (all when absent).
+    event_type: Option<String>,
+    param_key: Option<String>,
+    param_value: Option<String>,
+    /// For clients that cannot set headers (browsers' `EventSource`): the key or short-lived stream token.
+    #[allow(dead_code)] // read by the authentication layer
+    access_token: Option<String>,
+    /// Same as the `Last-Event-ID` header (which wins).
+    last_event_id: Option<u64>,
+}
+
+struct Wanted {
+    tenant: String,
+    event_types: Option<Vec<String>>,
+    param: Option<(String, String)>,
+}
+
+impl Wanted {
+    fn keeps(&self, e: &Event) -> bool {
+        e.key_prefix == self.tenant
+            && self.event_types.as_ref().is_none_or(|t| t.contains(&e.event_type))
+            && self.param.as_ref().is_none_or(|(k, v)| e.params.get(k) == Some(v))
+    }
+}
+
+fn frame(offset: u64, e: &Event) -> String {
+    let data = serde_json::to_string(e).unwrap_or_else(|_| "{}".into());
+    format!("id: {offset}\ndata: {data}\n\n")
+}
+
+/// `GET /sse/events`: the tenant's filtered events as they arrive (`read` or `stream` scope).
+pub async fn events(
+    State(st): State<Arc<AppState>>,
+    Extension(p): Extension<Arc<Principal>>,
+    headers: HeaderMap,
+    Query(q): Query<SseQuery>,
+) -> Result<Response, ApiError> {
+    let tenant = p.tenant("stream").or_else(|_| p.tenant("read"))?.key_prefix.clone();
+    let event_types = match q.event_type.as_deref() {
+        None | Some("") => None,
+        Some(list) => {
+            let types: Vec<String> = list.split(',').map(|t| t.trim().to_owned()).filter(|t| !t.is_empty()).collect();
+            if types.len() > 50 || types.iter().any(|t| t.len() > 128) {
+                return Err(ApiError::bad_request("invalid_query", "at most 50 event types of up to 128 bytes"));
+            }
+            Some(types)
+        }
+    };
+    let param = match (q.param_key, q.param_value) {
+        (None, None) => None,
+        (Some(k), Some(v)) if !k.is_empty() && k.len() <= 256 && v.len() <= 2048 => Some((k, v)),
+        _ => {
+            return Err(ApiError::bad_request(
+                "invalid_query",
+                "param_key and param_value go together (key 1 to 256 bytes, value up to 2048)",
+            ));
+        }
+    };
+    let resume = match headers.get("last-event-id").map(|v| v.to_str().map(|s| s.trim().parse::<u64>())) {
+        Some(Ok(Ok(id))) => Some(id),
+        Some(_) => return Err(ApiError::bad_request("invalid_last_event_id", "Last-Event-ID must be an event id")),
+        None => q.last_event_id,
+    };
+    let log = st.streams.filtered.clone();
+    let partition = partition_for(&tenant, log.partitions());
+    let hub = HUB.get_or_init(Hub::default);
+    let (rx, head) = hub.subscribe(&log, partition).await?;
+    let next = match resume {
+        Some(id) => id.saturating_add(1).min(head),
+        None => head,
+    };
+    let wanted = Wanted { tenant, event_types, param };
+    let (out, body) = mpsc::channel::<String>(CLIENT_QUEUE);
+    tokio::spawn(stream(log, partition, wanted, rx, (next, head), out, st.cfg.sse_keepalive));
+    let body = futures_util::stream::unfold(body, |mut body| async move {
+        body.recv().await.map(|chunk| (Ok::<_, Infallible>(chunk), body))
+    });
+    let mut res = Response::new(Body::from_stream(body));
+    *res.status_mut() = StatusCode::OK;
+    let h = res.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    h.insert("x-accel-buffering", HeaderValue::from_static("no"));
+    Ok(res)
+}
+
+/// Sends events matching `wanted` from `next` on: first what the log holds up to the live position, then live
+/// batches, filling any gap from the log.
+async fn stream(
+    log: Arc<dyn EventLog>,
+    partition: u32,
+    wanted: Wanted,
+    mut rx: broadcast::Receiver<Batch>,
+    (mut next, head): (u64, u64),
+    out: mpsc::Sender<String>,
+    keepalive: Duration,
+) {
+    if out.send(format!("retry: 2000\n: live events of {}\n\n", wanted.tenant)).await.is_err() {
+        return;
+    }
+    // resuming: what the log holds up to where the live batches start
+    if catch_up(&log, partition, &wanted, &mut next, head, &out).await.is_err() {
+        return;
+    }
+    let mut lagged_from: Option<u64> = None;
+    loop {
+        let batch = tokio::select! {
+            got = rx.recv() => got,
+            () = tokio::time::sleep(keepalive) => {
+                if out.send(": keep-alive\n\n".into()).await.is_err() {
+                    return;
+                }
+                continue;
+            }
+        };
+        let batch = match batch {
+            Ok(b) => b,
+            Err(broadcast::error::RecvError::Lagged(_)) => {
+                lagged_from.get_or_insert(next);
+                continue;
+            }
+            Err(broadcast::error::RecvError::Closed) => return,
+        };
+        let Some(first) = batch.first().map(|(o, _)| *o) else { continue };
+        if let Some(from) = lagged_from.take() {
+            // tell the client what it missed, and go on live: it can fetch the gap with Last-Event-ID
+            let missed = format!(
+                "event: lagged\ndata: {{\"missed_from_id\":{from},\"missed_to_id\":{},\"resume_with_last_event_id\":{}}}\n\n",
+                first.saturating_sub(1),
+                from.saturating_sub(1)
+            );
+            if out.send(missed).await.is_err() {
+                return;
+            }
+            next = first;
+        }
+        // a gap before this batch (events broadcast before this subscriber joined): from the log
+        if catch_up(&log, partition, &wanted, &mut next, first, &out).await.is_err() {
+            return;
+        }
+        let from = next;
+        for (o, e) in batch.iter().filter(|(o, _)| *o >= from) {
+            if wanted.keeps(e) && out.send(frame(*o, e)).await.is_err() {
+                return;
+            }
+            next = o + 1;
+        }
+    }
+}
+
+/// Sends the wanted events of `[next, until)` from the log; `Err` when the client has gone.
+async fn catch_up(
+    log: &Arc<dyn EventLog>,
+    partition: u32,
+    wanted: &Wanted,
+    next: &mut u64,
+    until: u64,
+    out: &mpsc::Sender<String>,
+) -> Result<(), ()> {
+    while *next < until {
+        let polled = match log.poll(partition, *next, POLL).await {
+            Ok(p) if p.next_offset > *next => p,
+            _ => break,
+        };
+        for (o, e) in polled.events.iter().filter(|(o, e)| *o < until && *o >= *next && wanted.keeps(e)) {
+            out.send(frame(*o, e)).await.map_err(|_| ())?;
+        }
+        *next = polled.next_offset.min(until);
+    }
+    Ok(())
+}
+
+/// `POST /api/sse/tokens`: a short-lived key with only the `stream` scope, for a browser's `EventSource`
+/// (`/sse/events?access_token=...`), so no long-lived key is ever exposed to a page.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewStreamToken {
+    /// Lifetime in seconds, 60 to 86,400 (default 900).
+    ttl_secs: Option<i64>,
+}
+
+pub async fn create_token(
+    State(st): State<Arc<AppState>>,
+    Extension(p): Extension<Arc<Principal>>,
+    crate::http::api::Body(body): crate::http::api::Body<NewStreamToken>,
+) -> Result<Response, ApiError> {
+    let tenant = p.tenant("read")?;
+    let ttl = body.ttl_secs.unwrap_or(900);
+    if !(60..=86_400).contains(&ttl) {
+        return Err(ApiError::bad_request("invalid_field", "ttl_secs must be 60 to 86400"));
+    }
+    let now = crate::state::now_ms();
+    let expires_at = now + ttl * 1000;
+    let (secret, key) = st
+        .store
+        .create_api_key(&tenant.key_prefix, "live stream token", &["stream".to_owned()], Some(expires_at), now)
+        .await?;
+    Ok(crate::http::api::json_response(
+        StatusCode::CREATED,
+        &serde_json::json!({ "token": secret, "key_id": key.key_id, "expires_at": expires_at }),
+    ))
+}

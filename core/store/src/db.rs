@@ -1,0 +1,192 @@
+//! Pooled libSQL connections and numbered migrations, shared by the metadata store and the hot tier.
+
+use libsql::Connection;
+
+use crate::{Result, StoreError, int};
+
+/// Idle local connections kept for reuse, and the most statements running at once.
+const MAX_IDLE: usize = 16;
+
+/// A connection lent by [`Db::conn`], back to the pool when dropped.
+pub(crate) struct Conn<'a> {
+    conn: Option<Connection>,
+    db: &'a Db,
+    _permit: tokio::sync::OwnedSemaphorePermit,
+}
+
+impl std::ops::Deref for Conn<'_> {
+    type Target = Connection;
+    fn deref(&self) -> &Connection {
+        // always `Some` until drop
+        self.conn.as_ref().unwrap_or_else(|| unreachable!("a lent connection is present until dropped"))
+    }
+}
+
+impl<'a> Conn<'a> {
+    /// Runs a query; the rows keep the connection until they are dropped, so it cannot go back to the pool (and
+    /// to another caller) with a statement still open.
+    pub(crate) async fn query(self, sql: &str, params: impl libsql::params::IntoParams) -> Result<PooledRows<'a>> {
+        let rows = Connection::query(&self, sql, params).await?;
+        Ok(PooledRows { rows, _conn: self })
+    }
+}
+
+/// Rows that hold their connection (fields drop in order: the statement first, then the connection).
+pub(crate) struct PooledRows<'a> {
+    rows: libsql::Rows,
+    _conn: Conn<'a>,
+}
+
+impl PooledRows<'_> {
+    pub(crate) async fn next(&mut self) -> libsql::Result<Option<libsql::Row>> {
+        self.rows.next().await
+    }
+}
+
+impl Drop for Conn<'_> {
+    fn drop(&mut self) {
+        if !self.db.local {
+            return;
+        }
+        if let (Some(conn), Ok(mut idle)) = (self.conn.take(), self.db.idle.lock())
+            && idle.len() < MAX_IDLE
+        {
+            idle.push(conn);
+        }
+    }
+}
+
+/// Where the metadata lives.
+#[derive(Debug, Clone)]
+pub enum Location {
+    /// A local database file (the default).
+    File(std::path::PathBuf),
+    /// A remote libSQL server such as Turso (`libsql://`, `https://`), every statement a network round trip.
+    Remote { url: String, auth_token: String },
+    /// An embedded replica: reads from a local file kept in sync with the remote primary, writes forwarded to it
+    /// (and visible to this process's next read).
+    Replica { path: std::path::PathBuf, url: String, auth_token: String, sync_interval: std::time::Duration },
+}
+
+/// A libSQL database: a pool of local connections, or fresh streams to a remote one.
+#[derive(Clone)]
+pub(crate) struct Db {
+    db: std::sync::Arc<libsql::Database>,
+    /// Idle connections to a local file.
+    idle: std::sync::Arc<std::sync::Mutex<Vec<Connection>>>,
+    /// Connections in use at once (statements; transactions open their own).
+    permits: std::sync::Arc<tokio::sync::Semaphore>,
+    local: bool,
+}
+
+impl Db {
+    /// Opens the database at `location`, applies `schema` and then the `migrations` it has not seen.
+    pub(crate) async fn connect(location: &Location, schema: &str, migrations: &[&str]) -> Result<Db> {
+        let db = match location {
+            Location::File(path) => {
+                if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                    std::fs::create_dir_all(dir)?;
+                }
+                libsql::Builder::new_local(path).build().await?
+            }
+            Location::Remote { url, auth_token } => {
+                libsql::Builder::new_remote(url.clone(), auth_token.clone()).build().await?
+            }
+            Location::Replica { path, url, auth_token, sync_interval } => {
+                if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                    std::fs::create_dir_all(dir)?;
+                }
+                let db = libsql::Builder::new_remote_replica(path, url.clone(), auth_token.clone())
+                    .sync_interval(*sync_interval)
+                    .read_your_writes(true)
+                    .build()
+                    .await?;
+                db.sync().await?;
+                db
+            }
+        };
+        let local = matches!(location, Location::File(_));
+        let db = Db {
+            db: std::sync::Arc::new(db),
+            idle: Default::default(),
+            permits: std::sync::Arc::new(tokio::sync::Semaphore::new(MAX_IDLE)),
+            local,
+        };
+        let setup = db.tx_conn().await?;
+        if local {
+            // WAL (a property of the file) lets the CLI write while a node reads; the pragma answers with a row
+            let _ = setup.query("PRAGMA journal_mode=WAL", ()).await?;
+        }
+        setup.execute_batch(schema).await?;
+        migrate(&setup, migrations).await?;
+        drop(setup);
+        Ok(db)
+    }
+
+    /// A connection for one statement, held by one caller at a time so no request ever sees another's open
+    /// statement or transaction state (a connection holding a read while another commits would fail its next write
+    /// with `SQLITE_BUSY_SNAPSHOT`). On a local file, idle connections are reused (opening one costs a file open
+    /// and a schema parse); on a remote server every statement gets a stream of its own (servers interrupt
+    /// streams that ran a transaction once another writer takes the lock). Rows hold their connection, so it goes
+    /// back to the pool only after them.
+    pub(crate) async fn conn(&self) -> Result<Conn<'_>> {
+        // a bounded number of connections at once: under load, callers queue here instead of opening more
+        let permit = self
+            .permits
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| StoreError::Io(std::io::Error::other("the store is closed")))?;
+        let idle = if self.local { self.idle.lock().ok().and_then(|mut idle| idle.pop()) } else { None };
+        let conn = match idle {
+            Some(c) => c,
+            None => self.open_conn()?,
+        };
+        Ok(Conn { conn: Some(conn), db: self, _permit: permit })
+    }
+
+    fn open_conn(&self) -> Result<Connection> {
+        let conn = self.db.connect()?;
+        if self.local {
+            conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        }
+        Ok(conn)
+    }
+
+    /// A connection for one transaction, with foreign keys enforced on a local file. Write transactions begin
+    /// `IMMEDIATE`: one that reads first and upgrades to a write lock later fails at once when another writer is
+    /// active, where an immediate one waits its turn (`busy_timeout`).
+    pub(crate) async fn tx_conn(&self) -> Result<Connection> {
+        let conn = self.open_conn()?;
+        if self.local {
+            conn.execute("PRAGMA foreign_keys=ON", ()).await?;
+        }
+        Ok(conn)
+    }
+}
+
+/// Applies the migrations this database has not seen, each in one `IMMEDIATE` transaction with its version record
+/// (a table, not `PRAGMA user_version`, so it works on remote servers too). The version is read inside the
+/// transaction, so nodes starting together apply each migration once: the others wait for the lock and skip it.
+async fn migrate(conn: &Connection, migrations: &[&str]) -> Result<()> {
+    conn.execute("CREATE TABLE IF NOT EXISTS tracker_schema (version INTEGER PRIMARY KEY) STRICT", ()).await?;
+    for (i, sql) in migrations.iter().enumerate() {
+        let version = i64::try_from(i + 1).unwrap_or(i64::MAX);
+        let tx = conn.transaction_with_behavior(libsql::TransactionBehavior::Immediate).await?;
+        let mut rows = tx.query("SELECT COALESCE(MAX(version), 0) FROM tracker_schema", ()).await?;
+        let applied = match rows.next().await? {
+            Some(row) => int(&row, 0, "version")?,
+            None => 0,
+        };
+        drop(rows);
+        if applied >= version {
+            tx.rollback().await?;
+            continue;
+        }
+        tx.execute_batch(sql).await?;
+        tx.execute("INSERT INTO tracker_schema (version) VALUES (?1)", [version]).await?;
+        tx.commit().await?;
+        tracing::info!(version, "schema migrated");
+    }
+    Ok(())
+}

@@ -1,0 +1,856 @@
+//! # The hot tier
+//!
+//! What the stats and filter consumers write and the platform API's `/api/events*` and `/api/drops*` routes read:
+//! a libSQL database of its own (a local file by default, `HOT_DATABASE_URL` for a shared one), so event writes
+//! never contend with the metadata's writers.
+//!
+//! - **Recent events** per tenant (`hot_events`, JSON as the API shows them) and their params (`hot_params`), kept
+//!   for the hot retention, for listings, param filters and the event match.
+//! - **Counts** per tenant, minute, event type and short link (`hot_counts`), and per param value
+//!   (`hot_param_counts`), kept longer, for time series and breakdowns.
+//! - **The drop ledger**: events the filter dropped or flagged, per tenant, hour, action and reason, with a sample.
+//!
+//! Exactly once: an event is stored once per tenant and `event_id` (`INSERT ... ON CONFLICT DO NOTHING`), and only
+//! a new row adds to the counts, all in the transaction that also moves the consumer's offset. Every statement is
+//! a constant or built from constant fragments; every value (tenant, event type, param key and value, times) is a
+//! bound parameter, and every query takes the tenant as its first condition.
+
+use std::collections::{BTreeMap, HashMap};
+
+use libsql::Value;
+use libsql::params::Params;
+use serde::Serialize;
+use tracker_protocol::Event;
+
+use crate::db::Db;
+use crate::{Location, Result, StoreError, int, text};
+
+const SCHEMA: &str = r#"
+CREATE TABLE IF NOT EXISTS hot_events (
+    seq INTEGER PRIMARY KEY,
+    key_prefix TEXT NOT NULL,
+    event_id TEXT NOT NULL,
+    event_type TEXT NOT NULL,
+    ts INTEGER NOT NULL,
+    received_at INTEGER NOT NULL,
+    tu_id TEXT NOT NULL DEFAULT '',
+    body TEXT NOT NULL
+) STRICT;
+CREATE UNIQUE INDEX IF NOT EXISTS hot_events_once ON hot_events(key_prefix, event_id);
+CREATE INDEX IF NOT EXISTS hot_events_by_time ON hot_events(key_prefix, ts, seq);
+CREATE INDEX IF NOT EXISTS hot_events_by_type ON hot_events(key_prefix, event_type, ts, seq);
+CREATE INDEX IF NOT EXISTS hot_events_by_link ON hot_events(key_prefix, tu_id, ts, seq);
+CREATE TABLE IF NOT EXISTS hot_params (
+    seq INTEGER NOT NULL,
+    name TEXT NOT NULL,
+    value TEXT NOT NULL,
+    key_prefix TEXT NOT NULL,
+    ts INTEGER NOT NULL,
+    PRIMARY KEY (seq, name)
+) STRICT, WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS hot_params_by_value ON hot_params(key_prefix, name, value, ts, seq);
+CREATE TABLE IF NOT EXISTS hot_counts (
+    key_prefix TEXT NOT NULL,
+    minute INTEGER NOT NULL,
+    event_type TEXT NOT NULL,
+    tu_id TEXT NOT NULL,
+    n INTEGER NOT NULL,
+    PRIMARY KEY (key_prefix, minute, event_type, tu_id)
+) STRICT, WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS hot_param_counts (
+    key_prefix TEXT NOT NULL,
+    name TEXT NOT NULL,
+    minute INTEGER NOT NULL,
+    value TEXT NOT NULL,
+    event_type TEXT NOT NULL,
+    n INTEGER NOT NULL,
+    PRIMARY KEY (key_prefix, name, minute, value, event_type)
+) STRICT, WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS hot_drops (
+    key_prefix TEXT NOT NULL,
+    hour INTEGER NOT NULL,
+    action TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    n INTEGER NOT NULL,
+    PRIMARY KEY (key_prefix, hour, action, reason)
+) STRICT, WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS hot_drop_samples (
+    id INTEGER PRIMARY KEY,
+    key_prefix TEXT NOT NULL,
+    hour INTEGER NOT NULL,
+    action TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    body TEXT NOT NULL
+) STRICT;
+CREATE INDEX IF NOT EXISTS hot_drop_samples_by_reason ON hot_drop_samples(key_prefix, reason, hour);
+CREATE TABLE IF NOT EXISTS hot_offsets (
+    consumer TEXT NOT NULL,
+    partition INTEGER NOT NULL,
+    next_offset INTEGER NOT NULL,
+    PRIMARY KEY (consumer, partition)
+) STRICT;
+CREATE TABLE IF NOT EXISTS hot_filter_pending (
+    consumer TEXT NOT NULL,
+    partition INTEGER NOT NULL,
+    from_offset INTEGER NOT NULL,
+    next_offset INTEGER NOT NULL,
+    dropped TEXT NOT NULL,
+    done INTEGER NOT NULL,
+    PRIMARY KEY (consumer, partition)
+) STRICT;
+"#;
+
+/// Sample events kept per tenant, hour, action and reason in the drop ledger.
+pub const SAMPLES_PER_REASON: i64 = 10;
+/// Most rows a stats answer holds; a wider question must narrow its range or grouping.
+pub const MAX_SERIES_ROWS: usize = 20_000;
+/// Most triggers plus results one match reads from the hot tier.
+pub const MAX_MATCH_ROWS: usize = 1_000_000;
+
+const MINUTE_MS: i64 = 60_000;
+const HOUR_MS: i64 = 3_600_000;
+
+fn to_i64(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+fn short_link(e: &Event) -> &str {
+    // a click on a short link carries its id (`/t/<tu_id>`); other events name no link
+    match (e.request_path.as_deref().and_then(|p| p.strip_prefix("/t/")), e.params.get("tu_id")) {
+        (Some(path), Some(tu)) if path == tu => tu.as_str(),
+        _ => "",
+    }
+}
+
+/// What the filter decided about one event that did not pass unchanged.
+#[derive(Debug, Clone)]
+pub struct Judged<'e> {
+    pub event: &'e Event,
+    /// `"drop"` or `"flag"`.
+    pub action: &'static str,
+    pub reason: String,
+}
+
+/// A filter batch whose kept events may not have reached the filtered log yet.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PendingBatch {
+    pub partition: u32,
+    pub from: u64,
+    pub next: u64,
+    /// Event ids of the batch that were dropped (so a replay keeps exactly the events the first run kept).
+    pub dropped: Vec<String>,
+}
+
+/// The hot-tier database.
+#[derive(Clone)]
+pub struct HotStore {
+    db: Db,
+}
+
+impl std::fmt::Debug for HotStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HotStore").finish_non_exhaustive()
+    }
+}
+
+/// Listing filters for `GET /api/events`.
+#[derive(Debug, Clone, Default)]
+pub struct EventQuery {
+    pub event_type: Option<String>,
+    pub from: Option<i64>,
+    pub to: Option<i64>,
+    pub tu_id: Option<String>,
+    pub param: Option<(String, String)>,
+    /// Exclusive: events older than this position (`ts`, `seq`).
+    pub before: Option<(i64, i64)>,
+    pub limit: u32,
+}
+
+/// One page of events, newest first.
+#[derive(Debug, Clone)]
+pub struct EventPage {
+    /// Events as JSON text (the API's representation).
+    pub events: Vec<String>,
+    /// Position of the last event, when there may be more.
+    pub next: Option<(i64, i64)>,
+}
+
+/// How a time series is grouped.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GroupBy {
+    None,
+    EventType,
+    Link,
+    Param(String),
+}
+
+/// `GET /api/events/stats`.
+#[derive(Debug, Clone)]
+pub struct StatsQuery {
+    pub from: i64,
+    pub to: i64,
+    /// Bucket width: [`MINUTE_MS`] or [`HOUR_MS`] (60,000 or 3,600,000).
+    pub bucket_ms: i64,
+    pub group_by: GroupBy,
+    pub event_type: Option<String>,
+    pub tu_id: Option<String>,
+    pub param: Option<(String, String)>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SeriesPoint {
+    pub bucket: i64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+    pub count: i64,
+}
+
+/// `GET /api/events/match`.
+#[derive(Debug, Clone)]
+pub struct MatchQuery {
+    pub trigger: String,
+    pub result: String,
+    pub on: String,
+    pub from: i64,
+    pub to: i64,
+    pub window_ms: i64,
+    pub limit: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct MatchPair {
+    pub key: String,
+    pub trigger_event: serde_json::Value,
+    pub result_event: serde_json::Value,
+    pub time_delta_ms: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct MatchSummary {
+    pub triggers: u64,
+    pub results: u64,
+    pub matched: u64,
+    pub unmatched_results: u64,
+    /// `matched / triggers` (0 without triggers).
+    pub match_rate: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub median_time_delta_ms: Option<i64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct MatchAnswer {
+    pub pairs: Vec<MatchPair>,
+    pub summary: MatchSummary,
+}
+
+/// One drop-ledger row.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DropRow {
+    pub hour: i64,
+    pub action: String,
+    pub reason: String,
+    pub count: i64,
+}
+
+struct Sides {
+    // (key value, ts, seq, body) ordered by key value, then time
+    triggers: Vec<(String, i64, i64, String)>,
+    results: Vec<(String, i64, i64, String)>,
+}
+
+impl HotStore {
+    pub async fn connect(location: &Location) -> Result<HotStore> {
+        Ok(HotStore { db: Db::connect(location, SCHEMA, &[]).await? })
+    }
+
+    pub async fn offset(&self, consumer: &str, partition: u32) -> Result<u64> {
+        let conn = self.db.conn().await?;
+        let mut rows = conn
+            .query(
+                "SELECT next_offset FROM hot_offsets WHERE consumer = ?1 AND partition = ?2",
+                (consumer, i64::from(partition)),
+            )
+            .await?;
+        match rows.next().await? {
+            Some(row) => Ok(u64::try_from(int(&row, 0, "next_offset")?).unwrap_or(0)),
+            None => Ok(0),
+        }
+    }
+
+    /// Stores the events that are new (by tenant and `event_id`), adds them to the counts, and moves `consumer`'s
+    /// offset in `partition` to `next_offset`, in one transaction. Returns how many events were new.
+    pub async fn apply_events(
+        &self,
+        consumer: &str,
+        partition: u32,
+        next_offset: u64,
+        events: &[Event],
+    ) -> Result<u64> {
+        let conn = self.db.tx_conn().await?;
+        let tx = conn.transaction_with_behavior(libsql::TransactionBehavior::Immediate).await?;
+        let mut added = 0u64;
+        let mut counts: HashMap<(&str, i64, &str, &str), i64> = HashMap::new();
+        let mut param_counts: HashMap<(&str, &str, i64, &str, &str), i64> = HashMap::new();
+        {
+            let insert = tx
+                .prepare(
+                    "INSERT INTO hot_events (key_prefix, event_id, event_type, ts, received_at, tu_id, body)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT DO NOTHING RETURNING seq",
+                )
+                .await?;
+            let param = tx
+                .prepare("INSERT INTO hot_params (seq, name, value, key_prefix, ts) VALUES (?1, ?2, ?3, ?4, ?5)")
+                .await?;
+            for e in events {
+                let body = serde_json::to_string(e).map_err(|_| StoreError::BadColumn("body"))?;
+                let id = e.event_id.to_string();
+                let tu = short_link(e);
+                let mut rows = insert
+                    .query((
+                        e.key_prefix.as_str(),
+                        id.as_str(),
+                        e.event_type.as_str(),
+                        e.timestamp,
+                        e.received_at,
+                        tu,
+                        body.as_str(),
+                    ))
+                    .await?;
+                let seq = match rows.next().await? {
+                    Some(row) => Some(int(&row, 0, "seq")?),
+                    None => None,
+                };
+                drop(rows);
+                insert.reset();
+                let Some(seq) = seq else { continue };
+                added += 1;
+                let minute = e.timestamp.div_euclid(MINUTE_MS) * MINUTE_MS;
+                *counts.entry((e.key_prefix.as_str(), minute, e.event_type.as_str(), tu)).or_default() += 1;
+                for (k, v) in &e.params {
+                    param.execute((seq, k.as_str(), v.as_str(), e.key_prefix.as_str(), e.timestamp)).await?;
+                    param.reset();
+                    *param_counts
+                        .entry((e.key_prefix.as_str(), k.as_str(), minute, v.as_str(), e.event_type.as_str()))
+                        .or_default() += 1;
+                }
+            }
+        }
+        for ((tenant, minute, event_type, tu), n) in counts {
+            tx.execute(
+                "INSERT INTO hot_counts (key_prefix, minute, event_type, tu_id, n) VALUES (?1, ?2, ?3, ?4, ?5)
+                 ON CONFLICT DO UPDATE SET n = n + excluded.n",
+                (tenant, minute, event_type, tu, n),
+            )
+            .await?;
+        }
+        for ((tenant, name, minute, value, event_type), n) in param_counts {
+            tx.execute(
+                "INSERT INTO hot_param_counts (key_prefix, name, minute, value, event_type, n)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT DO UPDATE SET n = n + excluded.n",
+                (tenant, name, minute, value, event_type, n),
+            )
+            .await?;
+        }
+        set_offset(&tx, consumer, partition, next_offset).await?;
+        tx.commit().await?;
+        Ok(added)
+    }
+
+    /// Records the filter's decisions on one batch and its intent to append the kept events, and moves its offset,
+    /// in one transaction. The caller then appends the kept events (idempotently) and calls
+    /// [`HotStore::filter_done`]; after a crash in between, [`HotStore::filter_pending`] says what to redo.
+    pub async fn record_filtered(&self, consumer: &str, batch: &PendingBatch, judged: &[Judged<'_>]) -> Result<()> {
+        let conn = self.db.tx_conn().await?;
+        let tx = conn.transaction_with_behavior(libsql::TransactionBehavior::Immediate).await?;
+        let mut ledger: BTreeMap<(&str, i64, &str, &str), i64> = BTreeMap::new();
+        for j in judged {
+            let hour = j.event.received_at.div_euclid(HOUR_MS) * HOUR_MS;
+            *ledger.entry((j.event.key_prefix.as_str(), hour, j.action, j.reason.as_str())).or_default() += 1;
+        }
+        for ((tenant, hour, action, reason), n) in &ledger {
+            tx.execute(
+                "INSERT INTO hot_drops (key_prefix, hour, action, reason, n) VALUES (?1, ?2, ?3, ?4, ?5)
+                 ON CONFLICT DO UPDATE SET n = n + excluded.n",
+                (*tenant, *hour, *action, *reason, *n),
+            )
+            .await?;
+        }
+        for j in judged {
+            let hour = j.event.received_at.div_euclid(HOUR_MS) * HOUR_MS;
+            let body = serde_json::to_string(j.event).map_err(|_| StoreError::BadColumn("body"))?;
+            tx.execute(
+                "INSERT INTO hot_drop_samples (key_prefix, hour, action, reason, body)
+                 SELECT ?1, ?2, ?3, ?4, ?5 WHERE (SELECT COUNT(*) FROM hot_drop_samples
+                   WHERE key_prefix = ?1 AND reason = ?4 AND hour = ?2 AND action = ?3) < ?6",
+                (j.event.key_prefix.as_str(), hour, j.action, j.reason.as_str(), body.as_str(), SAMPLES_PER_REASON),
+            )
+            .await?;
+        }
+        let dropped = serde_json::to_string(&batch.dropped).map_err(|_| StoreError::BadColumn("dropped"))?;
+        tx.execute(
+            "INSERT INTO hot_filter_pending (consumer, partition, from_offset, next_offset, dropped, done)
+             VALUES (?1, ?2, ?3, ?4, ?5, 0) ON CONFLICT (consumer, partition) DO UPDATE SET
+               from_offset = excluded.from_offset, next_offset = excluded.next_offset,
+               dropped = excluded.dropped, done = 0",
+            (consumer, i64::from(batch.partition), to_i64(batch.from), to_i64(batch.next), dropped.as_str()),
+        )
+        .await?;
+        set_offset(&tx, consumer, batch.partition, batch.next).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// The kept events of the filter's last batch in `partition` reached the filtered log.
+    pub async fn filter_done(&self, consumer: &str, partition: u32) -> Result<()> {
+        self.db
+            .conn()
+            .await?
+            .execute(
+                "UPDATE hot_filter_pending SET done = 1 WHERE consumer = ?1 AND partition = ?2",
+                (consumer, i64::from(partition)),
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// The filter batches recorded but not known to be in the filtered log (at most one per partition).
+    pub async fn filter_pending(&self, consumer: &str) -> Result<Vec<PendingBatch>> {
+        let conn = self.db.conn().await?;
+        let mut rows = conn
+            .query(
+                "SELECT partition, from_offset, next_offset, dropped FROM hot_filter_pending
+                 WHERE consumer = ?1 AND done = 0 ORDER BY partition",
+                [consumer],
+            )
+            .await?;
+        let mut out = Vec::new();
+        while let Some(row) = rows.next().await? {
+            out.push(PendingBatch {
+                partition: u32::try_from(int(&row, 0, "partition")?).map_err(|_| StoreError::BadColumn("partition"))?,
+                from: u64::try_from(int(&row, 1, "from_offset")?).unwrap_or(0),
+                next: u64::try_from(int(&row, 2, "next_offset")?).unwrap_or(0),
+                dropped: serde_json::from_str(&text(&row, 3, "dropped")?)
+                    .map_err(|_| StoreError::BadColumn("dropped"))?,
+            });
+        }
+        Ok(out)
+    }
+
+    /// The tenant's events, newest first.
+    pub async fn events(&self, tenant: &str, q: &EventQuery) -> Result<EventPage> {
+        // fragments are constants; every value is bound
+        let mut args: Vec<Value> = vec![Value::Text(tenant.to_owned())];
+        let mut sql = String::from("SELECT e.ts, e.seq, e.body FROM ");
+        let (t, s) = if let Some((k, v)) = &q.param {
+            sql.push_str("hot_params p JOIN hot_events e ON e.seq = p.seq WHERE p.key_prefix = ?1 AND p.name = ?");
+            args.push(Value::Text(k.clone()));
+            sql.push_str(&args.len().to_string());
+            sql.push_str(" AND p.value = ?");
+            args.push(Value::Text(v.clone()));
+            sql.push_str(&args.len().to_string());
+            sql.push_str(" AND e.key_prefix = ?1");
+            ("p.ts", "p.seq")
+        } else {
+            sql.push_str("hot_events e WHERE e.key_prefix = ?1");
+            ("e.ts", "e.seq")
+        };
+        let mut bind = |sql: &mut String, cond: &str, v: Value| {
+            args.push(v);
+            sql.push_str(cond);
+            sql.push_str(&args.len().to_string());
+        };
+        if let Some(et) = &q.event_type {
+            bind(&mut sql, " AND e.event_type = ?", Value::Text(et.clone()));
+        }
+        if let Some(tu) = &q.tu_id {
+            bind(&mut sql, " AND e.tu_id = ?", Value::Text(tu.clone()));
+        }
+        if let Some(from) = q.from {
+            bind(&mut sql, &format!(" AND {t} >= ?"), Value::Integer(from));
+        }
+        if let Some(to) = q.to {
+            bind(&mut sql, &format!(" AND {t} < ?"), Value::Integer(to));
+        }
+        if let Some((ts, seq)) = q.before {
+            bind(&mut sql, &format!(" AND ({t}, {s}) < (?"), Value::Integer(ts));
+            bind(&mut sql, ", ?", Value::Integer(seq));
+            sql.push(')');
+        }
+        let limit = i64::from(q.limit.max(1));
+        bind(&mut sql, &format!(" ORDER BY {t} DESC, {s} DESC LIMIT ?"), Value::Integer(limit + 1));
+        let conn = self.db.conn().await?;
+        let mut rows = conn.query(&sql, Params::Positional(args)).await?;
+        let mut events = Vec::new();
+        let mut last = None;
+        let mut more = false;
+        while let Some(row) = rows.next().await? {
+            if events.len() as i64 == limit {
+                more = true;
+                break;
+            }
+            last = Some((int(&row, 0, "ts")?, int(&row, 1, "seq")?));
+            events.push(text(&row, 2, "body")?);
+        }
+        Ok(EventPage { events, next: if more { last } else { None } })
+    }
+
+    /// A time series of the tenant's counts.
+    pub async fn stats(&self, tenant: &str, q: &StatsQuery) -> Result<Vec<SeriesPoint>> {
+        let mut args: Vec<Value> = vec![
+            Value::Text(tenant.to_owned()),
+            Value::Integer(q.bucket_ms),
+            Value::Integer(q.from),
+            Value::Integer(q.to),
+        ];
+        let mut push = |v: Value| {
+            args.push(v);
+            args.len().to_string()
+        };
+        let sql = match (&q.param, &q.group_by) {
+            // counts per minute answer these directly
+            (None, GroupBy::Param(name)) => {
+                if q.tu_id.is_some() {
+                    return Err(StoreError::Rejected("tu_id cannot be combined with group_by=param:<key>".into()));
+                }
+                let mut sql = format!(
+                    "SELECT (minute / ?2) * ?2 AS b, value, SUM(n) FROM hot_param_counts
+                     WHERE key_prefix = ?1 AND name = ?{} AND minute >= ?3 AND minute < ?4",
+                    push(Value::Text(name.clone()))
+                );
+                if let Some(et) = &q.event_type {
+                    sql.push_str(&format!(" AND event_type = ?{}", push(Value::Text(et.clone()))));
+                }
+                sql.push_str(" GROUP BY b, value ORDER BY b, value");
+                sql
+            }
+            (None, group) => {
+                let key = match group {
+                    GroupBy::EventType => "event_type",
+                    GroupBy::Link => "tu_id",
+                    _ => "NULL",
+                };
+                let mut sql = format!(
+                    "SELECT (minute / ?2) * ?2 AS b, {key} AS k, SUM(n) FROM hot_counts
+                     WHERE key_prefix = ?1 AND minute >= ?3 AND minute < ?4"
+                );
+                if let Some(et) = &q.event_type {
+                    sql.push_str(&format!(" AND event_type = ?{}", push(Value::Text(et.clone()))));
+                }
+                if let Some(tu) = &q.tu_id {
+                    sql.push_str(&format!(" AND tu_id = ?{}", push(Value::Text(tu.clone()))));
+                }
+                if *group == GroupBy::Link {
+                    sql.push_str(" AND tu_id != ''");
+                }
+                sql.push_str(" GROUP BY b, k ORDER BY b, k");
+                sql
+            }
+            // a param filter with no other condition: the param counts
+            (Some((name, value)), GroupBy::None | GroupBy::EventType) if q.tu_id.is_none() => {
+                let key = if q.group_by == GroupBy::EventType { "event_type" } else { "NULL" };
+                let mut sql = format!(
+                    "SELECT (minute / ?2) * ?2 AS b, {key} AS k, SUM(n) FROM hot_param_counts
+                     WHERE key_prefix = ?1 AND name = ?{} AND value = ?{} AND minute >= ?3 AND minute < ?4",
+                    push(Value::Text(name.clone())),
+                    push(Value::Text(value.clone()))
+                );
+                if let Some(et) = &q.event_type {
+                    sql.push_str(&format!(" AND event_type = ?{}", push(Value::Text(et.clone()))));
+                }
+                sql.push_str(" GROUP BY b, k ORDER BY b, k");
+                sql
+            }
+            // anything else with a param filter: from the recent events themselves
+            (Some((name, value)), group) => {
+                let (key, join) = match group {
+                    GroupBy::EventType => ("e.event_type", String::new()),
+                    GroupBy::Link => ("e.tu_id", String::new()),
+                    GroupBy::Param(other) => (
+                        "g.value",
+                        format!(
+                            " JOIN hot_params g ON g.seq = p.seq AND g.name = ?{}",
+                            push(Value::Text(other.clone()))
+                        ),
+                    ),
+                    GroupBy::None => ("NULL", String::new()),
+                };
+                let mut sql = format!(
+                    "SELECT (p.ts / ?2) * ?2 AS b, {key} AS k, COUNT(*) FROM hot_params p
+                     JOIN hot_events e ON e.seq = p.seq{join}
+                     WHERE p.key_prefix = ?1 AND p.name = ?{} AND p.value = ?{} AND p.ts >= ?3 AND p.ts < ?4",
+                    push(Value::Text(name.clone())),
+                    push(Value::Text(value.clone()))
+                );
+                if let Some(et) = &q.event_type {
+                    sql.push_str(&format!(" AND e.event_type = ?{}", push(Value::Text(et.clone()))));
+                }
+                if let Some(tu) = &q.tu_id {
+                    sql.push_str(&format!(" AND e.tu_id = ?{}", push(Value::Text(tu.clone()))));
+                }
+                if *group == GroupBy::Link {
+                    sql.push_str(" AND e.tu_id != ''");
+                }
+                sql.push_str(" GROUP BY b, k ORDER BY b, k");
+                sql
+            }
+        };
+        let conn = self.db.conn().await?;
+        let mut rows = conn.query(&sql, Params::Positional(args)).await?;
+        let mut out = Vec::new();
+        while let Some(row) = rows.next().await? {
+            if out.len() >= MAX_SERIES_ROWS {
+                return Err(StoreError::Rejected(format!(
+                    "the answer has more than {MAX_SERIES_ROWS} points: narrow the time range, use interval=hour or another group_by"
+                )));
+            }
+            let key = match row.get_value(1)? {
+                Value::Text(s) => Some(s),
+                _ => None,
+            };
+            out.push(SeriesPoint { bucket: int(&row, 0, "bucket")?, key, count: int(&row, 2, "count")? });
+        }
+        Ok(out)
+    }
+
+    async fn side(
+        &self,
+        tenant: &str,
+        on: &str,
+        event_type: &str,
+        from: i64,
+        to: i64,
+    ) -> Result<Vec<(String, i64, i64, String)>> {
+        let conn = self.db.conn().await?;
+        let mut rows = conn
+            .query(
+                "SELECT p.value, p.ts, p.seq, e.body FROM hot_params p JOIN hot_events e ON e.seq = p.seq
+                 WHERE p.key_prefix = ?1 AND p.name = ?2 AND e.key_prefix = ?1 AND e.event_type = ?3
+                   AND p.ts >= ?4 AND p.ts < ?5
+                 ORDER BY p.value, p.ts, p.seq",
+                (tenant, on, event_type, from, to),
+            )
+            .await?;
+        let mut out = Vec::new();
+        while let Some(row) = rows.next().await? {
+            if out.len() >= MAX_MATCH_ROWS {
+                return Err(StoreError::Rejected(format!(
+                    "more than {MAX_MATCH_ROWS} {event_type:?} events in range: narrow the time range"
+                )));
+            }
+            out.push((text(&row, 0, "value")?, int(&row, 1, "ts")?, int(&row, 2, "seq")?, text(&row, 3, "body")?));
+        }
+        Ok(out)
+    }
+
+    /// Pairs each `result` event with the latest earlier `trigger` event that has the same value of param `on`,
+    /// no more than `window_ms` before it. A trigger is paired at most once and a result at most once; a result
+    /// never precedes its trigger. Results are those in `[from, to)`; their triggers may be up to the window earlier.
+    pub async fn match_events(&self, tenant: &str, q: &MatchQuery) -> Result<MatchAnswer> {
+        let sides = Sides {
+            triggers: self.side(tenant, &q.on, &q.trigger, q.from.saturating_sub(q.window_ms), q.to).await?,
+            results: self.side(tenant, &q.on, &q.result, q.from, q.to).await?,
+        };
+        Ok(pair(&sides, q))
+    }
+
+    /// The drop ledger: per hour, action and reason.
+    pub async fn drops(&self, tenant: &str, from: i64, to: i64, reason: Option<&str>) -> Result<Vec<DropRow>> {
+        let conn = self.db.conn().await?;
+        let mut rows = conn
+            .query(
+                "SELECT hour, action, reason, n FROM hot_drops WHERE key_prefix = ?1 AND hour >= ?2 AND hour < ?3
+                   AND (?4 IS NULL OR reason = ?4) ORDER BY hour, action, reason",
+                (tenant, from.div_euclid(HOUR_MS) * HOUR_MS, to, reason),
+            )
+            .await?;
+        let mut out = Vec::new();
+        while let Some(row) = rows.next().await? {
+            out.push(DropRow {
+                hour: int(&row, 0, "hour")?,
+                action: text(&row, 1, "action")?,
+                reason: text(&row, 2, "reason")?,
+                count: int(&row, 3, "n")?,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Sample events of the drop ledger, newest first: `(hour, action, reason, event JSON)`.
+    pub async fn drop_samples(
+        &self,
+        tenant: &str,
+        reason: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<(i64, String, String, String)>> {
+        let conn = self.db.conn().await?;
+        let mut rows = conn
+            .query(
+                "SELECT hour, action, reason, body FROM hot_drop_samples WHERE key_prefix = ?1
+                   AND (?2 IS NULL OR reason = ?2) ORDER BY id DESC LIMIT ?3",
+                (tenant, reason, i64::from(limit)),
+            )
+            .await?;
+        let mut out = Vec::new();
+        while let Some(row) = rows.next().await? {
+            out.push((
+                int(&row, 0, "hour")?,
+                text(&row, 1, "action")?,
+                text(&row, 2, "reason")?,
+                text(&row, 3, "body")?,
+            ));
+        }
+        Ok(out)
+    }
+
+    /// Deletes events (and their params) received before `events_before`, and counts, ledger rows and samples
+    /// older than `counts_before`. Returns the events deleted.
+    pub async fn prune(&self, events_before: i64, counts_before: i64) -> Result<u64> {
+        let conn = self.db.tx_conn().await?;
+        let tx = conn.transaction_with_behavior(libsql::TransactionBehavior::Immediate).await?;
+        let mut rows =
+            tx.query("SELECT COALESCE(MAX(seq), 0) FROM hot_events WHERE received_at < ?1", [events_before]).await?;
+        let last = match rows.next().await? {
+            Some(row) => int(&row, 0, "seq")?,
+            None => 0,
+        };
+        drop(rows);
+        let deleted = tx.execute("DELETE FROM hot_events WHERE seq <= ?1", [last]).await?;
+        tx.execute("DELETE FROM hot_params WHERE seq <= ?1", [last]).await?;
+        tx.execute("DELETE FROM hot_counts WHERE minute < ?1", [counts_before]).await?;
+        tx.execute("DELETE FROM hot_drops WHERE hour < ?1", [counts_before]).await?;
+        tx.execute("DELETE FROM hot_drop_samples WHERE hour < ?1", [counts_before]).await?;
+        tx.commit().await?;
+        Ok(deleted)
+    }
+}
+
+async fn set_offset(tx: &libsql::Transaction, consumer: &str, partition: u32, next: u64) -> Result<()> {
+    tx.execute(
+        "INSERT INTO hot_offsets (consumer, partition, next_offset) VALUES (?1, ?2, ?3)
+         ON CONFLICT (consumer, partition) DO UPDATE SET next_offset = excluded.next_offset",
+        (consumer, i64::from(partition), to_i64(next)),
+    )
+    .await?;
+    Ok(())
+}
+
+fn json(body: &str) -> serde_json::Value {
+    serde_json::from_str(body).unwrap_or(serde_json::Value::Null)
+}
+
+/// The pairing itself (see [`HotStore::match_events`]); both sides are ordered by key value, then time.
+fn pair(sides: &Sides, q: &MatchQuery) -> MatchAnswer {
+    let mut pairs = Vec::new();
+    let mut deltas = Vec::new();
+    let (mut matched, mut t_i) = (0u64, 0usize);
+    let triggers_in_range = sides.triggers.iter().filter(|t| t.1 >= q.from).count() as u64;
+    let mut r_i = 0usize;
+    let (ts, rs) = (&sides.triggers, &sides.results);
+    while r_i < rs.len() {
+        let Some(key) = rs.get(r_i).map(|r| r.0.as_str()) else { break };
+        let r_end = rs.get(r_i..).map_or(r_i, |s| r_i + s.iter().take_while(|r| r.0 == key).count());
+        // the triggers with the same key value
+        while ts.get(t_i).is_some_and(|t| t.0.as_str() < key) {
+            t_i += 1;
+        }
+        let t_start = t_i;
+        while ts.get(t_i).is_some_and(|t| t.0 == key) {
+            t_i += 1;
+        }
+        let group = ts.get(t_start..t_i).unwrap_or_default();
+        let mut used = vec![false; group.len()];
+        for r in rs.get(r_i..r_end).unwrap_or_default() {
+            // the latest unpaired trigger at or before the result (by time, then arrival), within the window
+            let at = group.partition_point(|t| (t.1, t.2) < (r.1, r.2));
+            let found = (0..at)
+                .rev()
+                .take_while(|&i| group.get(i).is_some_and(|t| r.1 - t.1 <= q.window_ms))
+                .find(|&i| !used.get(i).copied().unwrap_or(true));
+            if let (Some(i), Some(t)) = (found, found.and_then(|i| group.get(i))) {
+                if let Some(u) = used.get_mut(i) {
+                    *u = true;
+                }
+                matched += 1;
+                deltas.push(r.1 - t.1);
+                if pairs.len() < q.limit {
+                    pairs.push(MatchPair {
+                        key: key.to_owned(),
+                        trigger_event: json(&t.3),
+                        result_event: json(&r.3),
+                        time_delta_ms: r.1 - t.1,
+                    });
+                }
+            }
+        }
+        r_i = r_end;
+    }
+    deltas.sort_unstable();
+    let median = deltas.get(deltas.len() / 2).copied();
+    let results = rs.len() as u64;
+    MatchAnswer {
+        pairs,
+        summary: MatchSummary {
+            triggers: triggers_in_range,
+            results,
+            matched,
+            unmatched_results: results - matched,
+            match_rate: if triggers_in_range == 0 { 0.0 } else { matched as f64 / triggers_in_range as f64 },
+            median_time_delta_ms: median,
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::indexing_slicing)]
+
+    use super::*;
+
+    fn q(window_ms: i64) -> MatchQuery {
+        MatchQuery {
+            trigger: "click".into(),
+            result: "postback".into(),
+            on: "click_id".into(),
+            from: 0,
+            to: 1_000_000,
+            window_ms,
+            limit: 100,
+        }
+    }
+
+    fn side(rows: &[(&str, i64, i64)]) -> Vec<(String, i64, i64, String)> {
+        let mut v: Vec<_> = rows.iter().map(|(k, t, s)| (k.to_string(), *t, *s, format!("{{\"seq\":{s}}}"))).collect();
+        v.sort();
+        v
+    }
+
+    #[test]
+    fn results_pair_with_the_latest_earlier_unpaired_trigger_once() {
+        let sides = Sides {
+            triggers: side(&[("a", 100, 1), ("a", 200, 2), ("b", 50, 3), ("c", 900, 9)]),
+            results: side(&[("a", 250, 10), ("a", 260, 11), ("a", 270, 12), ("b", 40, 13), ("c", 800, 14)]),
+        };
+        let ans = pair(&sides, &q(1_000));
+        let got: Vec<_> = ans
+            .pairs
+            .iter()
+            .map(|p| {
+                (
+                    p.key.as_str(),
+                    p.trigger_event["seq"].as_i64().unwrap(),
+                    p.result_event["seq"].as_i64().unwrap(),
+                    p.time_delta_ms,
+                )
+            })
+            .collect();
+        // a: 250 takes the latest (200), 260 the earlier one (100), 270 finds none left; b and c: the result
+        // precedes its only trigger, so neither pairs
+        assert_eq!(got, vec![("a", 2, 10, 50), ("a", 1, 11, 160)]);
+        assert_eq!(ans.summary.matched, 2);
+        assert_eq!(ans.summary.unmatched_results, 3);
+        assert_eq!(ans.summary.triggers, 4);
+        assert!((ans.summary.match_rate - 0.5).abs() < 1e-9);
+        // a window shorter than 160 ms leaves the second pair out
+        assert_eq!(pair(&sides, &q(100)).summary.matched, 1);
+    }
+}
