@@ -157,7 +157,7 @@ async fn filtered_events_reach_the_hot_routes_and_drops_reach_the_ledger() {
         api.call("POST", "/api/links", &key, Some(json!({ "destination": "https://shop.example/p" }))).await;
     assert_eq!(s, 201);
     let url = link["url"].as_str().unwrap();
-    let path = &url[url.find("/t/").unwrap()..];
+    let path = url.get(url.find("/t/").unwrap()..).unwrap();
     let clicked_at = Instant::now();
     let res = api.node.http.get(format!("{}{path}", api.node.base)).header("user-agent", CHROME).send().await.unwrap();
     assert_eq!(res.status(), 307);
