@@ -97,9 +97,9 @@ impl std::str::FromStr for Which {
 
 /// Runs the chosen consumers until `stop` is set; each stops between batches (its output and position are
 /// always consistent, so stopping anywhere is safe).
-pub async fn run(p: Arc<Pipeline>, which: &[Which], stop: Arc<AtomicBool>) {
+pub async fn run(p: Arc<Pipeline>, which: Vec<Which>, stop: Arc<AtomicBool>) {
     let mut tasks = tokio::task::JoinSet::new();
-    for w in which {
+    for w in &which {
         let (p, stop) = (p.clone(), stop.clone());
         match w {
             Which::Filter => tasks.spawn(filter::run(p, stop)),
@@ -118,7 +118,7 @@ pub fn spawn(
     stop: Arc<AtomicBool>,
 ) -> std::io::Result<std::thread::JoinHandle<()>> {
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    std::thread::Builder::new().name("consumers".into()).spawn(move || runtime.block_on(run(p, &which, stop)))
+    std::thread::Builder::new().name("consumers".into()).spawn(move || runtime.block_on(run(p, which, stop)))
 }
 
 fn stopped(stop: &AtomicBool) -> bool {

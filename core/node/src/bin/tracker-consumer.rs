@@ -55,11 +55,22 @@ async fn main() -> std::process::ExitCode {
     let stop = Arc::new(AtomicBool::new(false));
     let flag = stop.clone();
     tokio::spawn(async move {
-        let _ = tokio::signal::ctrl_c().await;
+        // SIGINT or SIGTERM: stop between batches (output and positions are always consistent)
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
         flag.store(true, Ordering::Release);
     });
     tracing::info!(consumers = ?which, "consumers running");
-    tracker_consumers::run(Arc::new(pipeline(&state)), &which, stop).await;
+    tracker_consumers::run(Arc::new(pipeline(&state)), which, stop).await;
     let _ = state.streams.filtered.shutdown().await;
     let _ = state.log.shutdown().await;
     std::process::ExitCode::SUCCESS
