@@ -579,6 +579,7 @@ async fn wait_healthy(http: &reqwest::Client, base: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_loses_no_acknowledged_event_retries_do_not_duplicate_and_sigterm_flushes() {
+    // also the consumers': killed with the node mid-batch, they lose and double-count nothing
     let dir = tempfile::tempdir().unwrap();
     let token = {
         let store = Store::open(&dir.path().join("tracker.db")).await.unwrap();
@@ -633,6 +634,17 @@ async fn sigkill_loses_no_acknowledged_event_retries_do_not_duplicate_and_sigter
     while acked.len() < 4_000 {
         acked.extend(acked_rx.recv().await.unwrap());
     }
+    // and the consumers are at work (the hot tier has some of them), so the kill lands in their batches too
+    let hot_db = tracker_store::Location::File(dir.path().join("hot.db"));
+    let started = std::time::Instant::now();
+    while started.elapsed() < Duration::from_secs(10) {
+        let hot = tracker_store::hot::HotStore::connect(&hot_db).await.unwrap();
+        let page = hot.events("acme", &tracker_store::hot::EventQuery { limit: 1, ..Default::default() }).await;
+        if page.is_ok_and(|p| !p.events.is_empty()) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     proc.child.kill().unwrap();
     proc.child.wait().unwrap();
     for w in writers {
@@ -686,9 +698,58 @@ async fn sigkill_loses_no_acknowledged_event_retries_do_not_duplicate_and_sigter
         let location = res.headers()["location"].to_str().unwrap().to_owned();
         clicks.push(location.rsplit_once("ad_click_id=").unwrap().1.to_owned());
     }
+    // the consumers, killed mid-batch with the node, catch up without loss or double count: every batch event
+    // (token-authenticated, so never judged a bot) once in the hot tier, every click (no user agent: a bot)
+    // once in the drop ledger
+    let hot = tracker_store::hot::HotStore::connect(&tracker_store::Location::File(dir.path().join("hot.db")))
+        .await
+        .unwrap();
+    let everything = tracker_store::hot::StatsQuery {
+        from: 0,
+        to: i64::MAX / 2,
+        bucket_ms: 3_600_000,
+        group_by: tracker_store::hot::GroupBy::None,
+        event_type: None,
+        tu_id: None,
+        param: None,
+    };
+    let want = i64::try_from(acked.len() + retried.len()).unwrap();
+    let started = std::time::Instant::now();
+    let (mut counted, mut bots) = (0, 0);
+    while (counted, bots) != (want, 200) && started.elapsed() < Duration::from_secs(60) {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        counted = hot.stats("acme", &everything).await.unwrap().iter().map(|p| p.count).sum::<i64>();
+        bots = hot.drops("acme", 0, i64::MAX / 2, Some("bot")).await.unwrap().iter().map(|r| r.count).sum::<i64>();
+    }
+    assert_eq!((counted, bots), (want, 200), "the hot tier counts each event once; the ledger each bot click once");
+    drop(hot);
+
     let pid = proc.child.id().to_string();
     assert!(std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
     assert!(proc.child.wait().unwrap().success());
+
+    let filtered = tracker_log::EmbeddedLog::open(tracker_log::EmbeddedLogConfig {
+        partitions: 4,
+        ..tracker_log::EmbeddedLogConfig::new(dir.path().join("filtered"))
+    })
+    .unwrap();
+    let mut kept: HashMap<String, u32> = HashMap::new();
+    for p in 0..4 {
+        let mut from = 0;
+        loop {
+            let polled = tracker_log::EventLog::poll(&filtered, p, from, 50_000).await.unwrap();
+            if polled.events.is_empty() {
+                break;
+            }
+            for (_, e) in &polled.events {
+                *kept.entry(e.event_id.to_string()).or_default() += 1;
+            }
+            from = polled.next_offset;
+        }
+    }
+    tracker_log::EventLog::shutdown(&filtered).await.unwrap();
+    assert_eq!(kept.len(), acked.len() + retried.len(), "every kept event is in the filtered log");
+    assert!(kept.values().all(|n| *n == 1), "and only once");
 
     let log = tracker_log::EmbeddedLog::open(tracker_log::EmbeddedLogConfig {
         partitions: 4,
