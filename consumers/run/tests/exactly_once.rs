@@ -39,7 +39,7 @@ fn base_ms() -> i64 {
 fn event(n: u64, bot: bool) -> Event {
     Event {
         event_id: Uuid::from_u64_pair(7, n),
-        event_type: if n % 3 == 0 { "postback".into() } else { "click".into() },
+        event_type: if n.is_multiple_of(3) { "postback".into() } else { "click".into() },
         timestamp: base_ms() + i64::try_from(n).unwrap() * 1000,
         received_at: base_ms() + i64::try_from(n).unwrap(),
         key_prefix: "acme".into(),
@@ -59,7 +59,7 @@ fn event(n: u64, bot: bool) -> Event {
 /// `n` events, every tenth a bot's, in record sets of 50.
 fn sets(range: std::ops::Range<u64>) -> Vec<RecordSet> {
     let p = partition_for("acme", PARTITIONS);
-    let events: Vec<Event> = range.map(|n| event(n, n % 10 == 0)).collect();
+    let events: Vec<Event> = range.map(|n| event(n, n.is_multiple_of(10))).collect();
     events
         .chunks(50)
         .map(|chunk| {

@@ -80,6 +80,8 @@ pub struct Config {
     pub consumer_settings: tracker_consumers::Settings,
     /// Comment lines sent on idle live streams (`/sse/events`).
     pub sse_keepalive: Duration,
+    /// Batches of events a live stream may fall behind before it is told it lagged.
+    pub sse_backlog: usize,
 }
 
 /// The Iggy connection (`IGGY_URL` and friends).
@@ -136,6 +138,7 @@ impl Default for Config {
             consumers: true,
             consumer_settings: tracker_consumers::Settings::default(),
             sse_keepalive: Duration::from_secs(15),
+            sse_backlog: 256,
         }
     }
 }
@@ -214,6 +217,11 @@ pub const VARIABLES: &[(&str, &str, &str)] = &[
     ("WEBHOOK_DISABLE_AFTER_FAILURES", "50", "consecutive failed attempts after which an endpoint is disabled"),
     ("WEBHOOK_LOG_RETENTION_HOURS", "168", "how long delivered entries stay in the delivery log (dead letters 4x)"),
     ("SSE_KEEPALIVE_SECS", "15", "comment lines sent on idle live streams (/sse/events)"),
+    (
+        "SSE_BACKLOG",
+        "256",
+        "batches of events a live stream may fall behind before it is told it lagged and skips ahead",
+    ),
 ];
 
 /// A libSQL location from `var` (a file path or `file:` URL; `libsql://`, `https://` or `http://` with the token in
@@ -472,6 +480,10 @@ impl Config {
             consumers,
             consumer_settings,
             sse_keepalive,
+            sse_backlog: match src.parse("SSE_BACKLOG", 256usize)? {
+                n @ 1..=65_536 => n,
+                _ => return Err(invalid("SSE_BACKLOG", "must be 1 to 65536")),
+            },
         })
     }
 

@@ -171,6 +171,9 @@ async fn keep_iggy_connected(log: Arc<SpooledLog>, cfg: IggyConfig, topic: &'sta
     }
 }
 
+/// How long a graceful shutdown waits for open connections to finish.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
 /// Serves until `shutdown` resolves, then stops accepting, finishes in-flight requests and makes every queued
 /// event durable before returning.
 pub async fn serve(
@@ -192,9 +195,36 @@ pub async fn serve(
         None
     };
     tracing::info!(addr = %listener.local_addr()?, partitions = state.log.partitions(), "core node listening");
-    let served = axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
-        .with_graceful_shutdown(shutdown)
-        .await;
+    // no Nagle delay: live event streams write many small frames, and answers go out as soon as they are whole
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
+    let (stopping, stopped) = tokio::sync::oneshot::channel::<()>();
+    let graceful = axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
+        .with_graceful_shutdown({
+            let live = state.live.clone();
+            async move {
+                shutdown.await;
+                // live streams never end on their own: end them, or the graceful shutdown would wait forever
+                live.close();
+                let _ = stopping.send(());
+            }
+        })
+        .into_future();
+    // a client that stopped reading can hold its connection open forever: past the grace period it is dropped
+    let served = tokio::select! {
+        served = graceful => served,
+        () = async {
+            if stopped.await.is_ok() {
+                tokio::time::sleep(SHUTDOWN_GRACE).await;
+            } else {
+                std::future::pending::<()>().await;
+            }
+        } => {
+            tracing::warn!(grace_secs = SHUTDOWN_GRACE.as_secs(), "connections still open after the grace period were dropped");
+            Ok(())
+        }
+    };
     // the counts commit with their offsets, so stopping between batches loses nothing
     stop_counting.store(true, std::sync::atomic::Ordering::Release);
     let _ = tokio::task::spawn_blocking(move || {

@@ -30,8 +30,6 @@ use crate::error::ApiError;
 use crate::http::api::{Principal, Query};
 use crate::state::AppState;
 
-/// Batches a subscriber may fall behind before it is told it lagged.
-pub const BACKLOG: usize = 256;
 /// Most events one poll of the log reads.
 const POLL: usize = 1024;
 /// Pause of a tail with nothing new.
@@ -50,15 +48,31 @@ struct Tail {
     head: AtomicU64,
 }
 
-/// The tails of the filtered log's partitions that have subscribers.
-#[derive(Debug, Default)]
+/// The tails of the filtered log's partitions that have subscribers (one hub per node: the tails serve every
+/// connection).
+#[derive(Debug)]
 pub struct Hub {
     tails: Mutex<HashMap<u32, Arc<Tail>>>,
+    /// Set when the node shuts down: every stream ends, so a graceful shutdown does not wait for them.
+    closing: tokio::sync::watch::Sender<bool>,
+    /// Batches a subscriber may fall behind before it is told it lagged (`SSE_BACKLOG`).
+    backlog: usize,
+}
+
+impl Hub {
+    pub fn new(backlog: usize) -> Hub {
+        Hub { tails: Mutex::default(), closing: tokio::sync::watch::Sender::new(false), backlog: backlog.max(1) }
+    }
+
+    /// Ends every live stream (the node is shutting down; clients reconnect elsewhere with `Last-Event-ID`).
+    pub fn close(&self) {
+        self.closing.send_replace(true);
+    }
 }
 
 impl Hub {
     async fn subscribe(
-        &self,
+        self: &Arc<Self>,
         log: &Arc<dyn EventLog>,
         partition: u32,
     ) -> Result<(broadcast::Receiver<Batch>, u64), ApiError> {
@@ -67,7 +81,7 @@ impl Hub {
             Some(t) => t,
             None => {
                 let head = log.end_offset(partition).await?;
-                let (tx, _) = broadcast::channel(BACKLOG);
+                let (tx, _) = broadcast::channel(self.backlog);
                 let fresh = Arc::new(Tail { tx, head: AtomicU64::new(head) });
                 let mut tails = self.tails.lock().map_err(|_| {
                     ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "live_unavailable", "live events are unavailable")
@@ -77,7 +91,7 @@ impl Hub {
                     Some(t) => t.clone(),
                     None => {
                         tails.insert(partition, fresh.clone());
-                        tokio::spawn(run_tail(log.clone(), partition, fresh.clone()));
+                        tokio::spawn(run_tail(self.clone(), log.clone(), partition, fresh.clone()));
                         fresh
                     }
                 }
@@ -100,8 +114,7 @@ impl Hub {
     }
 }
 
-async fn run_tail(log: Arc<dyn EventLog>, partition: u32, tail: Arc<Tail>) {
-    let hub = HUB.get_or_init(Hub::default);
+async fn run_tail(hub: Arc<Hub>, log: Arc<dyn EventLog>, partition: u32, tail: Arc<Tail>) {
     let mut lonely = 0u32;
     loop {
         if tail.tx.receiver_count() == 0 {
@@ -127,9 +140,6 @@ async fn run_tail(log: Arc<dyn EventLog>, partition: u32, tail: Arc<Tail>) {
         tokio::time::sleep(IDLE).await;
     }
 }
-
-/// The node's hub (one per process: the tails serve every connection).
-static HUB: std::sync::OnceLock<Hub> = std::sync::OnceLock::new();
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -199,15 +209,24 @@ pub async fn events(
     };
     let log = st.streams.filtered.clone();
     let partition = partition_for(&tenant, log.partitions());
-    let hub = HUB.get_or_init(Hub::default);
-    let (rx, head) = hub.subscribe(&log, partition).await?;
+    let (rx, head) = st.live.subscribe(&log, partition).await?;
     let next = match resume {
         Some(id) => id.saturating_add(1).min(head),
         None => head,
     };
     let wanted = Wanted { tenant, event_types, param };
     let (out, body) = mpsc::channel::<String>(CLIENT_QUEUE);
-    tokio::spawn(stream(log, partition, wanted, rx, (next, head), out, st.cfg.sse_keepalive));
+    let closing = st.live.closing.subscribe();
+    if *closing.borrow() {
+        return Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "shutting_down", "the node is shutting down"));
+    }
+    tokio::spawn(async move {
+        let mut closing = closing;
+        tokio::select! {
+            () = stream(log, partition, wanted, rx, (next, head), out, st.cfg.sse_keepalive) => {}
+            _ = closing.wait_for(|c| *c) => {}
+        }
+    });
     let body = futures_util::stream::unfold(body, |mut body| async move {
         body.recv().await.map(|chunk| (Ok::<_, Infallible>(chunk), body))
     });

@@ -91,6 +91,8 @@ pub struct AppState {
     pub cfg: Config,
     /// The filtered events and the hot tier (what `/api/events*` and `/sse/events` read).
     pub streams: Streams,
+    /// Live event streams (`/sse/events`).
+    pub live: Arc<crate::sse::Hub>,
     pub service: ServiceConfig,
     pub log: Arc<dyn EventLog>,
     pub store: Store,
@@ -123,6 +125,7 @@ impl AppState {
         let webhook_client = crate::webhook::client(cfg.webhook_allow_private);
         AppState {
             streams,
+            live: Arc::new(crate::sse::Hub::new(cfg.sse_backlog)),
             webhook_client,
             cfg,
             service,

@@ -417,3 +417,179 @@ async fn webhooks_are_signed_retried_in_order_dead_lettered_and_redelivered() {
     assert_eq!(s, 404);
     api.node.stop().await;
 }
+
+/// A live stream read with a real HTTP client, frame by frame.
+struct Live {
+    res: reqwest::Response,
+    buf: String,
+    /// Where the unread part of `buf` starts.
+    at: usize,
+}
+
+#[derive(Debug, Clone, Default)]
+struct Frame {
+    id: Option<u64>,
+    event: Option<String>,
+    data: String,
+    comment: bool,
+}
+
+impl Live {
+    async fn open(api: &Api, query: &str, bearer: Option<&str>, last_id: Option<u64>) -> Live {
+        let mut req = api.node.http.get(format!("{}/sse/events{query}", api.node.base));
+        if let Some(b) = bearer {
+            req = req.bearer_auth(b);
+        }
+        if let Some(id) = last_id {
+            req = req.header("last-event-id", id.to_string());
+        }
+        let res = req.send().await.unwrap();
+        assert_eq!(res.status(), 200);
+        assert_eq!(res.headers()["content-type"], "text/event-stream");
+        Live { res, buf: String::new(), at: 0 }
+    }
+
+    /// The next frame (comments included), waiting at most 10 s.
+    async fn frame(&mut self) -> Frame {
+        loop {
+            if let Some(end) = self.buf.get(self.at..).unwrap().find("\n\n") {
+                let block = self.buf.get(self.at..self.at + end).unwrap().to_owned();
+                self.at += end + 2;
+                let mut f = Frame::default();
+                for line in block.lines() {
+                    if let Some(v) = line.strip_prefix("id: ") {
+                        f.id = Some(v.parse().unwrap());
+                    } else if let Some(v) = line.strip_prefix("event: ") {
+                        f.event = Some(v.to_owned());
+                    } else if let Some(v) = line.strip_prefix("data: ") {
+                        f.data.push_str(v);
+                    } else if line.starts_with(':') {
+                        f.comment = true;
+                    }
+                }
+                return f;
+            }
+            let chunk = tokio::time::timeout(Duration::from_secs(10), self.res.chunk()).await.unwrap().unwrap();
+            self.buf.drain(..self.at);
+            self.at = 0;
+            self.buf.push_str(std::str::from_utf8(&chunk.unwrap()).unwrap());
+        }
+    }
+
+    /// The next event frame, skipping comments and `retry:` lines.
+    async fn event(&mut self) -> (u64, Value) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            assert!(Instant::now() < deadline, "no event within 10 s");
+            let f = self.frame().await;
+            if let Some(id) = f.id {
+                return (id, serde_json::from_str(&f.data).unwrap());
+            }
+            assert!(f.event.is_none(), "unexpected {f:?}");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn live_events_are_the_tenants_own_filtered_and_resume_after_the_last_id() {
+    let api = Api::start(|c| {
+        c.sse_keepalive = Duration::from_secs(1);
+        c.sse_backlog = 8;
+    })
+    .await;
+    let (key, token) = api.tenant("acme").await;
+    let (_, beta_token) = api.tenant("beta").await;
+
+    // a browser gets a short-lived token that opens streams and nothing else
+    let (s, minted) = api.call("POST", "/api/sse/tokens", &key, Some(json!({ "ttl_secs": 120 }))).await;
+    assert_eq!(s, 201, "{minted}");
+    let stream_token = minted["token"].as_str().unwrap().to_owned();
+    let (s, body) = api.call("GET", "/api/links", &stream_token, None).await;
+    assert_eq!((s, body["error"]["code"].as_str().unwrap()), (403, "missing_scope"));
+    let anonymous = api.node.http.get(format!("{}/sse/events", api.node.base)).send().await.unwrap();
+    assert_eq!(anonymous.status(), 401);
+    let wrong =
+        api.node.http.get(format!("{}/sse/events?access_token=trk_key_nope", api.node.base)).send().await.unwrap();
+    assert_eq!(wrong.status(), 401);
+    let bad_id = api
+        .node
+        .http
+        .get(format!("{}/sse/events", api.node.base))
+        .bearer_auth(&key)
+        .header("last-event-id", "x")
+        .send();
+    assert_eq!(bad_id.await.unwrap().status(), 400);
+
+    let mut purchases =
+        Live::open(&api, &format!("?event_type=purchase&access_token={stream_token}"), None, None).await;
+    let mut everything = Live::open(&api, "", Some(&key), None).await;
+    let ev = |t: &str, n: &str| json!({"event_type": t, "params": {"n": n}});
+    api.ingest(&token, &json!([ev("pageview", "1"), ev("purchase", "p1")])).await;
+    api.ingest(&beta_token, &json!([ev("purchase", "beta")])).await;
+    api.ingest(&token, &json!([ev("purchase", "p2")])).await;
+
+    let (_, a) = purchases.event().await;
+    let (_, b) = purchases.event().await;
+    assert_eq!((a["params"]["n"].as_str(), b["params"]["n"].as_str()), (Some("p1"), Some("p2")));
+    assert!([&a, &b].iter().all(|e| e["key_prefix"] == "acme"));
+    let mut seen = Vec::new();
+    for _ in 0..3 {
+        let (id, e) = everything.event().await;
+        seen.push((id, e["params"]["n"].as_str().unwrap().to_owned()));
+    }
+    assert_eq!(seen.iter().map(|(_, n)| n.as_str()).collect::<Vec<_>>(), ["1", "p1", "p2"], "never beta's");
+    // idle streams get keep-alives
+    let f = everything.frame().await;
+    assert!(f.comment && f.id.is_none(), "{f:?}");
+    drop(everything);
+
+    // a reconnect with the id of p1 gets p2 and what came while it was away, then live events
+    api.ingest(&token, &json!([ev("purchase", "p3")])).await;
+    let mut resumed = Live::open(&api, "", Some(&key), Some(seen[1].0)).await;
+    let (_, x) = resumed.event().await;
+    let (_, y) = resumed.event().await;
+    assert_eq!((x["params"]["n"].as_str(), y["params"]["n"].as_str()), (Some("p2"), Some("p3")));
+    api.ingest(&token, &json!([ev("purchase", "p4")])).await;
+    assert_eq!(resumed.event().await.1["params"]["n"], "p4");
+
+    // a client that stops reading is told it lagged, and is not waited for: the others keep getting events
+    let mut stalled = Live::open(&api, "", Some(&key), None).await;
+    let batch: Vec<Value> = (0..40).map(|i| json!({"event_type": "bulk", "params": {"a": "x".repeat(1000), "b": "y".repeat(1000), "i": i.to_string()}})).collect();
+    let batch = Value::Array(batch);
+    // about 10 MB fills the stalled client's queue and socket buffers; then a trickle of small batches (more
+    // broadcasts than the backlog of 8) overflows its backlog
+    for _ in 0..125 {
+        api.ingest(&token, &batch).await;
+    }
+    for i in 0..40 {
+        api.ingest(&token, &json!([ev("tick", &i.to_string())])).await;
+        tokio::time::sleep(Duration::from_millis(60)).await;
+    }
+    api.ingest(&token, &json!([ev("purchase", "after")])).await;
+    let mut got = Vec::new();
+    while got.last().is_none_or(|n| n != "after") {
+        got.push(purchases.event().await.1["params"]["n"].as_str().unwrap().to_owned());
+    }
+    assert_eq!(got, ["p3", "p4", "after"], "a stalled client holds no one back");
+    let mut lagged = None;
+    let mut events = 0;
+    for _ in 0..6_000 {
+        let f = stalled.frame().await;
+        events += usize::from(f.id.is_some());
+        assert!(!(f.comment && events > 0), "the stream went idle after {events} events without a lag notice");
+        if f.event.as_deref() == Some("lagged") {
+            lagged = Some(f);
+            break;
+        }
+    }
+    let lagged = lagged.expect("the stalled client was told it lagged");
+    let info: Value = serde_json::from_str(&lagged.data).unwrap();
+    assert!(info["missed_to_id"].as_u64().unwrap() >= info["missed_from_id"].as_u64().unwrap(), "{info}");
+    // the node stops even with a client that is not reading (the resumed stream): streams end at shutdown, and
+    // connections still stuck after the grace period are dropped
+    drop((stalled, purchases));
+    let stopping = Instant::now();
+    api.node.stop().await;
+    assert!(stopping.elapsed() < tracker_core::SHUTDOWN_GRACE + Duration::from_secs(5));
+    drop(resumed);
+}

@@ -701,9 +701,8 @@ async fn sigkill_loses_no_acknowledged_event_retries_do_not_duplicate_and_sigter
     // the consumers, killed mid-batch with the node, catch up without loss or double count: every batch event
     // (token-authenticated, so never judged a bot) once in the hot tier, every click (no user agent: a bot)
     // once in the drop ledger
-    let hot = tracker_store::hot::HotStore::connect(&tracker_store::Location::File(dir.path().join("hot.db")))
-        .await
-        .unwrap();
+    let hot =
+        tracker_store::hot::HotStore::connect(&tracker_store::Location::File(dir.path().join("hot.db"))).await.unwrap();
     let everything = tracker_store::hot::StatsQuery {
         from: 0,
         to: i64::MAX / 2,
