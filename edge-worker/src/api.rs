@@ -36,6 +36,35 @@ pub const CORS_HEADERS: [(&str, &str); 2] = [
 /// How long a credential the core refused (401) is refused at the edge without asking again.
 pub const REFUSED_FOR_MS: i64 = 10_000;
 
+/// CORS of live event streams (`/sse/events`): browsers' `EventSource` sends no credentials of its own (the
+/// short-lived token is in the query), so any origin may read; `Last-Event-ID` may be sent on reconnects.
+pub const LIVE_PREFLIGHT_HEADERS: [(&str, &str); 4] = [
+    ("access-control-allow-origin", "*"),
+    ("access-control-allow-methods", "GET, OPTIONS"),
+    ("access-control-allow-headers", "authorization, last-event-id, cache-control"),
+    ("access-control-max-age", "86400"),
+];
+
+/// For `/sse/events`: the path and query as signed for the core (below `/internal/v1/sse`), without the
+/// `access_token` parameter, and that token. The token never leaves the edge either: the core gets its hash.
+pub fn live_forward(path: &str, query: &str) -> Option<(String, Option<String>)> {
+    let rest = path.strip_prefix("/sse")?;
+    if rest != "/events" {
+        return None;
+    }
+    let mut token = None;
+    let mut kept = form_urlencoded::Serializer::new(String::new());
+    for (k, v) in form_urlencoded::parse(query.as_bytes()) {
+        if k == "access_token" {
+            token = Some(v.into_owned());
+        } else {
+            kept.append_pair(&k, &v);
+        }
+    }
+    let kept = kept.finish();
+    Some((if kept.is_empty() { rest.to_owned() } else { format!("{rest}?{kept}") }, token))
+}
+
 /// The path below `/api` with the query, as signed for the core; `None` if the path is not an API path.
 pub fn forward_path(path: &str, query: &str) -> Option<String> {
     let rest = path.strip_prefix("/api")?;
@@ -126,6 +155,22 @@ impl Refusals {
             self.map.clear();
         }
         self.map.insert(hash.to_owned(), (status, until));
+    }
+}
+
+#[cfg(test)]
+mod live_tests {
+    use super::*;
+
+    #[test]
+    fn live_streams_forward_without_the_token() {
+        assert_eq!(live_forward("/sse/events", ""), Some(("/events".into(), None)));
+        assert_eq!(
+            live_forward("/sse/events", "event_type=click&access_token=trk_key_x%2By&param_key=a"),
+            Some(("/events?event_type=click&param_key=a".into(), Some("trk_key_x+y".into())))
+        );
+        assert_eq!(live_forward("/sse/other", ""), None);
+        assert_eq!(live_forward("/ssex/events", ""), None);
     }
 }
 

@@ -27,8 +27,8 @@ use worker::{
 };
 
 use crate::api::{
-    CORS_HEADERS, FORWARDED_HEADERS, MAX_API_BODY, PREFLIGHT_HEADERS, Refusals, credential_hash, forward_path, origin,
-    purge_keys, refusal,
+    CORS_HEADERS, FORWARDED_HEADERS, LIVE_PREFLIGHT_HEADERS, MAX_API_BODY, PREFLIGHT_HEADERS, Refusals,
+    credential_hash, forward_path, live_forward, origin, purge_keys, refusal,
 };
 use crate::cache::IsolateCache;
 use crate::config::EdgeConfig;
@@ -600,6 +600,9 @@ async fn handle(req: RawRequest, env: &Env, ctx: &Context, cfg: &EdgeConfig) -> 
     if let Some(forward) = forward_path(&path, &query) {
         return api(req, env, cfg, &url, &forward).await;
     }
+    if let Some((forward, token)) = live_forward(&path, &query) {
+        return live(req, cfg, &forward, token).await;
+    }
     let info = request_info(&req, &path, cfg.service.limits.max_field_len);
     let dir = EdgeDirectory { env, cfg, ip: info.ip.as_deref() };
     let svc = &cfg.service;
@@ -814,6 +817,92 @@ async fn api(req: RawRequest, env: &Env, cfg: &EdgeConfig, url: &str, forward: &
         with_isolate(|i| i.api_refusals.record(&credential, remembered, retry, now_ms()));
     }
     respond_with(status, &CORS_HEADERS, &dynamic, (!bytes.is_empty()).then_some(bytes))
+}
+
+/// `GET /sse/events`: a live event stream from a core node, passed through as it streams. The credential is the
+/// bearer token or `?access_token=` (browsers' `EventSource` cannot set headers); like every API call, only its
+/// hash reaches the core, inside the edge's signature.
+async fn live(req: RawRequest, cfg: &EdgeConfig, forward: &str, token: Option<String>) -> WebResponse {
+    let method = req.method();
+    if method == "OPTIONS" {
+        return respond(204, &LIVE_PREFLIGHT_HEADERS, None);
+    }
+    if method != "GET" {
+        return api_error(405, "method_not_allowed", "live streams are read with GET", None);
+    }
+    let now = now_ms();
+    let ip = header(&req, "cf-connecting-ip").unwrap_or_else(|| "unknown".into());
+    if let Some(Err(retry)) = with_isolate(|i| i.api_ip_limits.check(&ip, 1.0, now)) {
+        return api_error(429, "rate_limited", "too many API requests from this address; retry later", Some(retry));
+    }
+    let Some(credential) = bearer(&req).or(token).as_deref().and_then(credential_hash) else {
+        return api_error(
+            401,
+            "missing_credentials",
+            "send Authorization: Bearer <key> or ?access_token=<token>",
+            None,
+        );
+    };
+    match with_isolate(|i| i.api_refusals.get(&credential, now)).flatten() {
+        Some((429, secs)) => {
+            return api_error(429, "rate_limited", "over this plan's API rate limit; retry later", Some(secs));
+        }
+        Some(_) => return api_error(401, "invalid_credentials", "the credential is unknown, revoked or expired", None),
+        None => {}
+    }
+    let Some(secret) = cfg.edge_secret.as_deref() else {
+        return api_error(503, "unavailable", "the edge has no EDGE_SHARED_SECRET to reach the core", Some(1));
+    };
+    let last_event_id = header(&req, "last-event-id");
+    for base in &cfg.core_urls {
+        let ts = now_ms();
+        let Some(sig) = sign_api(secret, ts, "GET", forward, &credential, &[]) else { continue };
+        let headers = Headers::new();
+        let _ = headers.set(SIGNATURE_HEADER, &sig);
+        let _ = headers.set(TIMESTAMP_HEADER, &ts.to_string());
+        let _ = headers.set(CREDENTIAL_HEADER, &credential);
+        if let Some(id) = &last_event_id {
+            let _ = headers.set("last-event-id", id);
+        }
+        let mut init = RequestInit::new();
+        init.with_method(Method::Get).with_headers(headers);
+        let Ok(outgoing) = Request::new_with_init(&format!("{base}/internal/v1/sse{forward}"), &init) else {
+            continue;
+        };
+        let mut res = match Fetch::Request(outgoing).send().await {
+            Ok(res) => res,
+            Err(e) => {
+                console_error!("live stream at {base} failed: {e}");
+                continue;
+            }
+        };
+        let status = res.status_code();
+        let res_headers = res.headers();
+        let get = |name: &str| res_headers.get(name).ok().flatten();
+        let copied: Vec<(&'static str, String)> =
+            FORWARDED_HEADERS.iter().filter_map(|name| get(name).map(|v| (*name, v))).collect();
+        let dynamic: Vec<(&'static str, &str)> = copied.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        if status != 200 {
+            // a refusal: a small JSON answer, remembered like the API's
+            let retry = get("retry-after").and_then(|r| r.parse().ok());
+            let bytes = res.bytes().await.unwrap_or_default();
+            let remembered = refusal(status, &bytes);
+            with_isolate(|i| i.api_refusals.record(&credential, remembered, retry, now_ms()));
+            return respond_with(status, &CORS_HEADERS, &dynamic, (!bytes.is_empty()).then_some(bytes));
+        }
+        let h = worker::js_sys::Object::new();
+        for (k, v) in dynamic.iter().copied().chain(CORS_HEADERS) {
+            let _ = Reflect::set(&h, &js(k), &JsValue::from_str(v));
+        }
+        let raw: WebResponse = res.into();
+        let init = worker::web_sys::ResponseInit::new();
+        init.set_status(200);
+        init.set_headers(&h);
+        // the body streams through as the core writes it
+        return WebResponse::new_with_opt_readable_stream_and_init(raw.body().as_ref(), &init)
+            .unwrap_or_else(|_| unreachable_response());
+    }
+    api_error(503, "unavailable", "no core node answered; retry later", Some(1))
 }
 
 /// The core's response header naming hot-path records a change made stale.

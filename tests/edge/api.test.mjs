@@ -65,9 +65,77 @@ describe("platform API at the edge", () => {
     const preflight = await mf.dispatchFetch("http://edge.test/api/links", { method: "OPTIONS" });
     assert.equal(preflight.status, 204);
     assert.match(preflight.headers.get("access-control-allow-headers"), /authorization/);
-    const [s501, e501] = await api("GET", "/api/events?limit=5", acme);
-    assert.equal(s501, 501);
-    assert.equal(e501.error.code, "not_implemented");
+    const [sEvents, events] = await api("GET", "/api/events?limit=5", acme);
+    assert.equal(sEvents, 200);
+    assert.equal(events.tier, "hot");
+  });
+
+  it("an edge click is live on the stream and listed in /api/events within 2 s", async () => {
+    // the production queue batching (wrangler.toml: max_batch_timeout = 1 s)
+    const edge = worker({ CORE_URLS: core.url, CACHE_TTL_MS: String(CACHE_TTL_MS) }, { batchTimeout: 1 });
+    try {
+      const link = created(await api("POST", "/api/links", acme, { destination: "https://shop.example/live" }), "link");
+      const token = created(await api("POST", "/api/sse/tokens", acme, { ttl_secs: 300 }), "stream token").token;
+      const preflight = await edge.dispatchFetch("http://edge.test/sse/events", { method: "OPTIONS" });
+      assert.equal(preflight.status, 204);
+      assert.match(preflight.headers.get("access-control-allow-headers"), /last-event-id/);
+      const refused = await edge.dispatchFetch("http://edge.test/sse/events?access_token=trk_key_forged");
+      assert.equal(refused.status, 401);
+      await refused.text();
+      // a browser's EventSource: the token in the query, any origin
+      const stream = await edge.dispatchFetch(`http://edge.test/sse/events?event_type=click&access_token=${token}`, {
+        headers: { "cf-connecting-ip": "198.51.100.4", origin: "https://dashboard.example" },
+      });
+      assert.equal(stream.status, 200);
+      assert.equal(stream.headers.get("content-type"), "text/event-stream");
+      assert.equal(stream.headers.get("access-control-allow-origin"), "*");
+      const reader = stream.body.getReader();
+      const decoder = new TextDecoder();
+      let buffered = "";
+      /** The next event of the stream (skipping comments), or null after `ms`. */
+      const nextEvent = async (ms) => {
+        const deadline = Date.now() + ms;
+        for (;;) {
+          const end = buffered.indexOf("\n\n");
+          if (end >= 0) {
+            const block = buffered.slice(0, end);
+            buffered = buffered.slice(end + 2);
+            const data = block.split("\n").find((l) => l.startsWith("data: "));
+            if (data) return JSON.parse(data.slice(6));
+            continue;
+          }
+          const left = deadline - Date.now();
+          if (left <= 0) return null;
+          const chunk = await Promise.race([reader.read(), sleep(left).then(() => null)]);
+          if (!chunk || chunk.done) return null;
+          buffered += decoder.decode(chunk.value, { stream: true });
+        }
+      };
+      const u = new URL(link.url);
+      const clickedAt = Date.now();
+      const res = await get(edge, u.pathname + u.search, { "user-agent": "Mozilla/5.0 (X11; Linux x86_64) Chrome/126.0 Safari/537.36" });
+      assert.equal(res.status, 307);
+      let live;
+      while ((live = await nextEvent(5000)) && live.params.tu_id !== link.tu_id) {}
+      const liveMs = Date.now() - clickedAt;
+      assert.ok(live, "the click arrived on the stream");
+      assert.equal(live.key_prefix, "acme");
+      await reader.cancel();
+      let listedMs;
+      await eventually(async () => {
+        const [s, body] = await api("GET", `/api/events?tu_id=${link.tu_id}`, acme);
+        if (s === 200 && body.data.length === 1) listedMs = Date.now() - clickedAt;
+        return listedMs !== undefined;
+      }, 5000, "the click in /api/events");
+      console.log(`edge click to live stream: ${liveMs} ms; to /api/events: ${listedMs} ms (queue batches of up to 1 s)`);
+      assert.ok(liveMs < 2000, `live after ${liveMs} ms`);
+      assert.ok(listedMs < 2000, `listed after ${listedMs} ms`);
+      // another tenant's key sees none of it
+      const [, other] = await api("GET", `/api/events?tu_id=${link.tu_id}`, evil);
+      assert.equal(other.data.length, 0);
+    } finally {
+      await edge.dispose();
+    }
   });
 
   it("creates a link at the edge and follows a destination change within the bound", async () => {

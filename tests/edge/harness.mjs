@@ -110,7 +110,7 @@ export class Core {
 }
 
 /** The built Worker under Miniflare with local KV and queues. */
-export function worker(vars = {}, { maxRetries = 2, eventsQueue = true } = {}) {
+export function worker(vars = {}, { maxRetries = 2, eventsQueue = true, batchTimeout = 0.2 } = {}) {
   return new Miniflare({
     modules: true,
     scriptPath: join(ROOT, "edge-worker/build/index.js"),
@@ -121,7 +121,7 @@ export function worker(vars = {}, { maxRetries = 2, eventsQueue = true } = {}) {
     kvNamespaces: ["TRACKER_KV"],
     queueProducers: eventsQueue ? { EVENTS: "tracker-events", DLQ: "tracker-events-dlq" } : { DLQ: "tracker-events-dlq" },
     queueConsumers: {
-      "tracker-events": { maxBatchSize: 50, maxBatchTimeout: 0.2, maxRetries, deadLetterQueue: "tracker-events-dlq" },
+      "tracker-events": { maxBatchSize: 50, maxBatchTimeout: batchTimeout, maxRetries, deadLetterQueue: "tracker-events-dlq" },
       "tracker-events-dlq": { maxBatchSize: 50, maxBatchTimeout: 0.2, maxRetries: 5 },
     },
   });
