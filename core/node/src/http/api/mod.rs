@@ -242,6 +242,17 @@ fn store_err(what: &'static str) -> impl Fn(StoreError) -> ApiError {
     }
 }
 
+/// An optional nested object: `null` or absent is `None`, and an array is refused (serde would otherwise map it
+/// onto the struct's fields in order).
+fn object<'de, D: Deserializer<'de>, T: DeserializeOwned>(d: D) -> Result<Option<T>, D::Error> {
+    use serde::de::Error as _;
+    match serde_json::Value::deserialize(d)? {
+        serde_json::Value::Null => Ok(None),
+        v @ serde_json::Value::Object(_) => serde_json::from_value(v).map(Some).map_err(D::Error::custom),
+        _ => Err(D::Error::custom("must be an object")),
+    }
+}
+
 /// For `PATCH` fields that can be cleared: absent = `None`, `null` = `Some(None)`.
 fn nullable<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Option<Option<T>>, D::Error> {
     Option::<T>::deserialize(d).map(Some)

@@ -68,6 +68,7 @@ pub struct CreateTenant {
     name: String,
     key_prefix: Option<String>,
     plan: Option<String>,
+    #[serde(default, deserialize_with = "super::object")]
     limits: Option<TenantLimits>,
 }
 
@@ -145,6 +146,7 @@ pub struct UpdateTenant {
     name: Option<String>,
     plan: Option<String>,
     status: Option<String>,
+    #[serde(default, deserialize_with = "super::object")]
     limits: Option<TenantLimits>,
 }
 
