@@ -61,6 +61,10 @@ pub fn live_forward(path: &str, query: &str) -> Option<(String, Option<String>)>
             kept.append_pair(&k, &v);
         }
     }
+    if token.is_some() {
+        // the core allows only short-lived stream tokens in URLs
+        kept.append_pair("credential", "query");
+    }
     let kept = kept.finish();
     Some((if kept.is_empty() { rest.to_owned() } else { format!("{rest}?{kept}") }, token))
 }
@@ -167,7 +171,7 @@ mod live_tests {
         assert_eq!(live_forward("/sse/events", ""), Some(("/events".into(), None)));
         assert_eq!(
             live_forward("/sse/events", "event_type=click&access_token=trk_key_x%2By&param_key=a"),
-            Some(("/events?event_type=click&param_key=a".into(), Some("trk_key_x+y".into())))
+            Some(("/events?event_type=click&param_key=a&credential=query".into(), Some("trk_key_x+y".into())))
         );
         assert_eq!(live_forward("/sse/other", ""), None);
         assert_eq!(live_forward("/ssex/events", ""), None);

@@ -122,8 +122,9 @@ impl Resolve for PublicResolver {
     }
 }
 
-/// The HTTP client for deliveries: the address guard (unless `allow_private`), no redirects, bounded time.
-pub fn client(allow_private: bool) -> reqwest::Client {
+/// The HTTP client for deliveries: the address guard (unless `allow_private`), no redirects, bounded time. There
+/// is no fallback: without this client there are no deliveries.
+pub fn client(allow_private: bool) -> Result<reqwest::Client, String> {
     let mut b = reqwest::Client::builder()
         // a proxy from the environment would resolve names itself, past the address guard
         .no_proxy()
@@ -134,7 +135,7 @@ pub fn client(allow_private: bool) -> reqwest::Client {
     if !allow_private {
         b = b.dns_resolver(Arc::new(PublicResolver));
     }
-    b.build().unwrap_or_else(|_| reqwest::Client::new())
+    b.build().map_err(|e| format!("the webhook HTTP client cannot be built: {e}"))
 }
 
 /// What happened to one delivery attempt.
@@ -275,7 +276,7 @@ mod tests {
             delivery_id: "d1",
             body: vec![],
         };
-        let a = deliver(&client(false), d, false, 0).await;
+        let a = deliver(&client(false).unwrap(), d, false, 0).await;
         assert!(!a.delivered && a.error.unwrap().contains("private"));
     }
 }

@@ -86,21 +86,25 @@ pub async fn run(p: Arc<Pipeline>, stop: Arc<AtomicBool>) {
         rates: RateRules::new(p.settings.filter_ip_per_minute),
         tenants: Tenants::default(),
     };
+    // batches recorded but not appended (a crash, or an append that failed) are replayed before anything else
+    let mut pending = true;
     while !stopped(&stop) {
-        match recover(&p).await {
-            Ok(()) => break,
-            Err(e) => {
-                tracing::warn!(error = %e, "filter: pending batches not replayed yet; retrying");
-                rest(Duration::from_secs(1), &stop).await;
+        if pending {
+            match recover(&p).await {
+                Ok(()) => pending = false,
+                Err(e) => {
+                    tracing::warn!(error = %e, "filter: pending batches not replayed yet; retrying");
+                    rest(Duration::from_secs(1), &stop).await;
+                    continue;
+                }
             }
         }
-    }
-    while !stopped(&stop) {
         match step(&p, &mut f).await {
             Ok(true) => {}
             Ok(false) => rest(IDLE, &stop).await,
             Err(e) => {
                 tracing::warn!(error = %e, "filter: batch not filtered; retrying");
+                pending = true;
                 rest(Duration::from_secs(1), &stop).await;
             }
         }
@@ -135,6 +139,7 @@ async fn judge_and_record(p: &Pipeline, f: &mut Filtering) -> Result<Option<(Pen
         return Ok(None);
     };
     let done = p.hot.offset(GROUP, partition).await.map_err(|e| e.to_string())?;
+    let polled = crate::from_position(&p.raw, partition, polled, done).await?;
     let next = polled.next_offset.max(done);
     let events: Vec<(u64, Event)> = polled.events.into_iter().filter(|(o, _)| *o >= done).collect();
     let Some(from) = events.first().map(|(o, _)| *o) else {
@@ -145,7 +150,7 @@ async fn judge_and_record(p: &Pipeline, f: &mut Filtering) -> Result<Option<(Pen
     let mut kept = Vec::with_capacity(events.len());
     let mut judged = Vec::new();
     let mut dropped = Vec::new();
-    for (_, e) in &events {
+    for (offset, e) in &events {
         let tenant = f.tenants.get(p, &e.key_prefix).await?;
         let verdict = match judge(e, &f.bots, &tenant.rules) {
             Verdict::Keep { flags } => match f.rates.check(e, tenant.events_per_second) {
@@ -162,7 +167,7 @@ async fn judge_and_record(p: &Pipeline, f: &mut Filtering) -> Result<Option<(Pen
                 kept.push(e.clone());
             }
             Verdict::Drop { reason } => {
-                dropped.push(e.event_id.to_string());
+                dropped.push(*offset);
                 judged.push(Judged { event: e, action: "drop", reason });
             }
         }
@@ -205,7 +210,7 @@ async fn append(p: &Pipeline, batch: &PendingBatch, kept: &[&Event]) -> Result<(
 /// Appends the kept events of batches recorded before a crash, exactly as first decided.
 async fn recover(p: &Pipeline) -> Result<(), String> {
     for batch in p.hot.filter_pending(GROUP).await.map_err(|e| e.to_string())? {
-        let dropped: HashSet<&str> = batch.dropped.iter().map(String::as_str).collect();
+        let dropped: HashSet<u64> = batch.dropped.iter().copied().collect();
         let mut events = Vec::new();
         let mut at = batch.from;
         while at < batch.next {
@@ -219,11 +224,11 @@ async fn recover(p: &Pipeline) -> Result<(), String> {
                 );
                 break;
             }
-            events.extend(polled.events.into_iter().filter(|(o, _)| *o >= at && *o < batch.next).map(|(_, e)| e));
+            events
+                .extend(polled.events.into_iter().filter(|(o, _)| *o >= at && *o < batch.next && !dropped.contains(o)));
             at = polled.next_offset;
         }
-        let id = |e: &Event| e.event_id.to_string();
-        let kept: Vec<&Event> = events.iter().filter(|e| !dropped.contains(id(e).as_str())).collect();
+        let kept: Vec<&Event> = events.iter().map(|(_, e)| e).collect();
         append(p, &batch, &kept).await?;
         p.hot.filter_done(GROUP, batch.partition).await.map_err(|e| e.to_string())?;
         tracing::info!(

@@ -134,6 +134,7 @@ async fn queue_step(p: &Pipeline, endpoints: &mut Endpoints) -> Result<bool, Str
         return Ok(false);
     };
     let done = p.store.consumer_offset(GROUP, partition).await.map_err(|e| e.to_string())?;
+    let polled = crate::from_position(&p.filtered, partition, polled, done).await?;
     let next = polled.next_offset.max(done);
     let mut deliveries = Vec::new();
     for (_, e) in polled.events.iter().filter(|(o, _)| *o >= done) {
@@ -156,11 +157,21 @@ async fn queue_step(p: &Pipeline, endpoints: &mut Endpoints) -> Result<bool, Str
 }
 
 const PRUNE_EVERY: Duration = Duration::from_secs(3600);
-/// Most deliveries the dispatcher looks at per round.
+/// Most deliveries the dispatcher claims per round.
 const DUE_BATCH: u32 = 512;
+/// How long a claimed delivery is the dispatcher's alone: well past an attempt's longest time (the client's
+/// 10 s timeout), so a dispatcher that dies mid-attempt only delays its deliveries by this much.
+const LEASE_MS: i64 = 60_000;
 
 async fn dispatch(p: Arc<Pipeline>, stop: Arc<AtomicBool>) {
-    let client = delivery::client(p.settings.webhooks.allow_private);
+    let client = match delivery::client(p.settings.webhooks.allow_private) {
+        Ok(c) => c,
+        Err(e) => {
+            // deliveries stay queued; nothing is sent through a client without the address guard
+            tracing::error!(error = %e, "webhooks: no deliveries");
+            return;
+        }
+    };
     let in_flight: Arc<Mutex<HashSet<String>>> = Arc::default();
     let mut tasks = tokio::task::JoinSet::new();
     let mut pruned: Option<Instant> = None;
@@ -171,11 +182,12 @@ async fn dispatch(p: Arc<Pipeline>, stop: Arc<AtomicBool>) {
             pruned = Some(Instant::now());
             let keep = i64::try_from(s.log_retention.as_millis()).unwrap_or(i64::MAX);
             let now = now_ms();
-            if let Err(e) = p.store.prune_deliveries(now.saturating_sub(keep), now.saturating_sub(keep * 4)).await {
+            let dead_keep = keep.saturating_mul(4);
+            if let Err(e) = p.store.prune_deliveries(now.saturating_sub(keep), now.saturating_sub(dead_keep)).await {
                 tracing::warn!(error = %e, "webhooks: delivery log not pruned");
             }
         }
-        let due = match p.store.due_deliveries(now_ms(), s.concurrency.max(1), DUE_BATCH).await {
+        let due = match p.store.claim_deliveries(now_ms(), LEASE_MS, s.concurrency.max(1), DUE_BATCH).await {
             Ok(d) => d,
             Err(e) => {
                 tracing::warn!(error = %e, "webhooks: cannot read due deliveries");

@@ -360,6 +360,17 @@ impl EventLog for IggyLog {
         Box::pin(async move { self.inner.poll_group(&group, max_events, filter).await })
     }
 
+    fn end_offset(&self, partition: u32) -> LogFuture<'_, u64> {
+        // from the topic's metadata, not by reading the partition
+        Box::pin(async move {
+            let topic = self.inner.client.get_topic(&self.inner.stream, &self.inner.topic).await;
+            let topic = self.inner.note(topic)?.ok_or_else(|| LogError::Unavailable("the topic is gone".into()))?;
+            let p = topic.partitions.iter().find(|p| p.id == partition).ok_or(LogError::NoSuchPartition(partition))?;
+            // `current_offset` is the last message's offset; 0 with no message ever written
+            Ok(if p.current_offset == 0 && p.messages_count == 0 { 0 } else { p.current_offset + 1 })
+        })
+    }
+
     fn commit_offset(&self, group: &str, partition: u32, next_offset: u64) -> LogFuture<'_, ()> {
         let group = group.to_owned();
         Box::pin(async move {

@@ -323,11 +323,27 @@ impl Config {
             "off" => false,
             other => return Err(invalid("CONSUMERS", format!("{other:?} is not in-process or off"))),
         };
+        // every duration at most about 30 years: no overflow anywhere it is added to a time
+        let bounded = |name: &'static str, value: u64, unit_secs: u64| -> Result<Duration, ConfigError> {
+            match value.checked_mul(unit_secs) {
+                Some(s) if s <= 1_000_000_000 => Ok(Duration::from_secs(s)),
+                _ => Err(invalid(name, "is too large")),
+            }
+        };
         let secs = |name: &'static str, default: u64| -> Result<Duration, ConfigError> {
-            Ok(Duration::from_secs(src.parse(name, default)?))
+            bounded(name, src.parse(name, default)?, 1)
+        };
+        let hours = |name: &'static str, default: u64| -> Result<Duration, ConfigError> {
+            bounded(name, src.parse(name, default)?, 3600)
+        };
+        let days = |name: &'static str, default: u64| -> Result<Duration, ConfigError> {
+            bounded(name, src.parse(name, default)?, 24 * 3600)
         };
         let millis = |name: &'static str, default: u64| -> Result<Duration, ConfigError> {
-            Ok(Duration::from_millis(src.parse(name, default)?))
+            match src.parse(name, default)? {
+                ms @ 0..=1_000_000_000_000 => Ok(Duration::from_millis(ms)),
+                _ => Err(invalid(name, "is too large")),
+            }
         };
         let positive = |name: &'static str, default: u32| -> Result<u32, ConfigError> {
             match src.parse(name, default)? {
@@ -343,13 +359,13 @@ impl Config {
             retry_base: millis("WEBHOOK_RETRY_BASE_MS", 10_000)?.max(Duration::from_millis(1)),
             retry_max: millis("WEBHOOK_RETRY_MAX_MS", 3_600_000)?.max(Duration::from_millis(1)),
             disable_after: positive("WEBHOOK_DISABLE_AFTER_FAILURES", 50)?,
-            log_retention: secs("WEBHOOK_LOG_RETENTION_HOURS", 168)? * 3600,
+            log_retention: hours("WEBHOOK_LOG_RETENTION_HOURS", 168)?,
         };
         let consumer_settings = tracker_consumers::Settings {
             filter_ip_per_minute: src.parse("FILTER_IP_EVENTS_PER_MINUTE", 600)?,
             rules_ttl: millis("FILTER_RULES_RELOAD_MS", 2000)?,
-            hot_events_retention: secs("HOT_RETENTION_HOURS", 72)? * 3600,
-            hot_counts_retention: secs("HOT_COUNTS_RETENTION_DAYS", 35)? * 24 * 3600,
+            hot_events_retention: hours("HOT_RETENTION_HOURS", 72)?,
+            hot_counts_retention: days("HOT_COUNTS_RETENTION_DAYS", 35)?,
             webhooks: webhook_settings,
         };
         let sse_keepalive = secs("SSE_KEEPALIVE_SECS", 15)?.max(Duration::from_secs(1));

@@ -78,7 +78,8 @@ pub async fn build_state(cfg: Config) -> Result<Arc<AppState>, NodeError> {
     let hot = HotStore::connect(&cfg.hot_database).await?;
     let log = open_log(&cfg, "log", "spool", EVENTS_TOPIC).await?;
     let filtered = open_log(&cfg, "filtered", "filtered-spool", FILTERED_TOPIC).await?;
-    Ok(Arc::new(AppState::new(cfg, log, store, Streams { filtered, hot })))
+    let state = AppState::new(cfg, log, store, Streams { filtered, hot }).map_err(NodeError::Cli)?;
+    Ok(Arc::new(state))
 }
 
 /// One of the platform's logs: the embedded log in `DATA_DIR/<dir>`, or with `IGGY_URL` the Iggy `topic` behind a

@@ -3,7 +3,7 @@
 //! One tail task per partition of the filtered log (started by the first subscriber, stopped a while after the
 //! last leaves) polls new events and broadcasts each batch to the subscribers; a subscriber keeps only its
 //! tenant's events that pass its filters. The broadcast never waits for anyone: a subscriber that falls more than
-//! [`BACKLOG`] batches behind is told so (`event: lagged`, with the ids it missed) and carries on with live events,
+//! `SSE_BACKLOG` batches behind is told so (`event: lagged`, with the ids it missed) and carries on with live events,
 //! so a slow client costs only its own connection.
 //!
 //! Event ids are offsets in the tenant's partition of the filtered log, so `Last-Event-ID` (sent by browsers when
@@ -148,9 +148,11 @@ pub struct SseQuery {
     event_type: Option<String>,
     param_key: Option<String>,
     param_value: Option<String>,
-    /// For clients that cannot set headers (browsers' `EventSource`): the key or short-lived stream token.
+    /// For clients that cannot set headers (browsers' `EventSource`): a short-lived stream token.
     #[allow(dead_code)] // read by the authentication layer
     access_token: Option<String>,
+    /// Set by the edge when it took the credential from `access_token`.
+    credential: Option<String>,
     /// Same as the `Last-Event-ID` header (which wins).
     last_event_id: Option<u64>,
 }
@@ -169,6 +171,15 @@ impl Wanted {
     }
 }
 
+/// The notice that ids `[from, to)` were skipped (a reconnect with `Last-Event-ID: from - 1` fetches them).
+fn lagged(from: u64, to: u64) -> String {
+    format!(
+        "event: lagged\ndata: {{\"missed_from_id\":{from},\"missed_to_id\":{},\"resume_with_last_event_id\":{}}}\n\n",
+        to.saturating_sub(1),
+        from.saturating_sub(1)
+    )
+}
+
 fn frame(offset: u64, e: &Event) -> String {
     let data = serde_json::to_string(e).unwrap_or_else(|_| "{}".into());
     format!("id: {offset}\ndata: {data}\n\n")
@@ -178,10 +189,20 @@ fn frame(offset: u64, e: &Event) -> String {
 pub async fn events(
     State(st): State<Arc<AppState>>,
     Extension(p): Extension<Arc<Principal>>,
+    url_credential: Option<Extension<crate::http::api::UrlCredential>>,
     headers: HeaderMap,
     Query(q): Query<SseQuery>,
 ) -> Result<Response, ApiError> {
     let tenant = p.tenant("stream").or_else(|_| p.tenant("read"))?.key_prefix.clone();
+    // a URL ends up in logs and histories: only short-lived stream tokens may travel in one
+    let in_url = url_credential.is_some() || q.credential.as_deref() == Some("query");
+    if in_url && !p.stream_only() {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "key_in_url",
+            "only short-lived stream tokens (POST /api/sse/tokens) may be sent in the URL; send keys in the Authorization header",
+        ));
+    }
     let event_types = match q.event_type.as_deref() {
         None | Some("") => None,
         Some(list) => {
@@ -279,12 +300,7 @@ async fn stream(
         let Some(first) = batch.first().map(|(o, _)| *o) else { continue };
         if let Some(from) = lagged_from.take() {
             // tell the client what it missed, and go on live: it can fetch the gap with Last-Event-ID
-            let missed = format!(
-                "event: lagged\ndata: {{\"missed_from_id\":{from},\"missed_to_id\":{},\"resume_with_last_event_id\":{}}}\n\n",
-                first.saturating_sub(1),
-                from.saturating_sub(1)
-            );
-            if out.send(missed).await.is_err() {
+            if out.send(lagged(from, first)).await.is_err() {
                 return;
             }
             next = first;
@@ -303,6 +319,10 @@ async fn stream(
     }
 }
 
+/// Most events a stream reads back from the log on its own (a resume from an old id skips ahead beyond this,
+/// with a lag notice, rather than scanning the partition).
+const MAX_CATCH_UP: u64 = 100_000;
+
 /// Sends the wanted events of `[next, until)` from the log; `Err` when the client has gone.
 async fn catch_up(
     log: &Arc<dyn EventLog>,
@@ -312,6 +332,11 @@ async fn catch_up(
     until: u64,
     out: &mpsc::Sender<String>,
 ) -> Result<(), ()> {
+    if until.saturating_sub(*next) > MAX_CATCH_UP {
+        let skip_to = until - MAX_CATCH_UP;
+        out.send(lagged(*next, skip_to)).await.map_err(|_| ())?;
+        *next = skip_to;
+    }
     while *next < until {
         let polled = match log.poll(partition, *next, POLL).await {
             Ok(p) if p.next_offset > *next => p,
@@ -330,7 +355,7 @@ async fn catch_up(
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct NewStreamToken {
-    /// Lifetime in seconds, 60 to 86,400 (default 900).
+    /// Lifetime in seconds, 60 to 3,600 (default 900).
     ttl_secs: Option<i64>,
 }
 
@@ -341,11 +366,13 @@ pub async fn create_token(
 ) -> Result<Response, ApiError> {
     let tenant = p.tenant("read")?;
     let ttl = body.ttl_secs.unwrap_or(900);
-    if !(60..=86_400).contains(&ttl) {
-        return Err(ApiError::bad_request("invalid_field", "ttl_secs must be 60 to 86400"));
+    if !(60..=3600).contains(&ttl) {
+        return Err(ApiError::bad_request("invalid_field", "ttl_secs must be 60 to 3600"));
     }
     let now = crate::state::now_ms();
     let expires_at = now + ttl * 1000;
+    // expired stream tokens are of no use to anyone: they go as new ones are made
+    st.store.delete_expired_keys(&tenant.key_prefix, "stream", now - 24 * 3600 * 1000).await?;
     let (secret, key) = st
         .store
         .create_api_key(&tenant.key_prefix, "live stream token", &["stream".to_owned()], Some(expires_at), now)

@@ -108,7 +108,7 @@ pub struct AppState {
 }
 
 impl AppState {
-    pub fn new(cfg: Config, log: Arc<dyn EventLog>, store: Store, streams: Streams) -> AppState {
+    pub fn new(cfg: Config, log: Arc<dyn EventLog>, store: Store, streams: Streams) -> Result<AppState, String> {
         let global_keys = if cfg.hmac_secret.is_some() || cfg.encryption_key.is_some() {
             vec![LinkKey {
                 kid: "global".into(),
@@ -122,8 +122,8 @@ impl AppState {
         let ttl = cfg.cache_ttl;
         let service =
             ServiceConfig { seed_mode: cfg.url_mode, limits: cfg.limits.clone(), max_batch_size: cfg.max_batch_size };
-        let webhook_client = crate::webhook::client(cfg.webhook_allow_private);
-        AppState {
+        let webhook_client = crate::webhook::client(cfg.webhook_allow_private)?;
+        Ok(AppState {
             streams,
             live: Arc::new(crate::sse::Hub::new(cfg.sse_backlog)),
             webhook_client,
@@ -137,7 +137,7 @@ impl AppState {
             short_links: TtlCache::new(ttl),
             tokens: TtlCache::new(ttl),
             global_keys,
-        }
+        })
     }
 
     /// Drops cached hot-path records after a change (`tenant:<key_prefix>`, `short:<tu_id>`, `token:<sha256>`,

@@ -132,38 +132,70 @@ impl Store {
         Ok(added)
     }
 
-    /// Pending deliveries due at `now_ms` to enabled endpoints, oldest first, at most `per_endpoint` of each
-    /// endpoint (so one endpoint's backlog never fills the batch) and `limit` in all.
-    pub async fn due_deliveries(&self, now_ms: i64, per_endpoint: u32, limit: u32) -> Result<Vec<DueDelivery>> {
-        let conn = self.conn().await?;
-        let mut rows = conn
+    /// Claims pending deliveries due at `now_ms` to enabled endpoints, oldest first: each is leased to the caller
+    /// until `now_ms + lease_ms` (no other dispatcher, in this process or another, takes it meanwhile), at most
+    /// `per_endpoint` leased at once per endpoint counting those still in flight (so one endpoint's backlog never
+    /// fills the batch, and its concurrency holds across dispatchers), and `limit` in all.
+    pub async fn claim_deliveries(
+        &self,
+        now_ms: i64,
+        lease_ms: i64,
+        per_endpoint: u32,
+        limit: u32,
+    ) -> Result<Vec<DueDelivery>> {
+        let conn = self.tx_conn().await?;
+        let tx = conn.transaction_with_behavior(libsql::TransactionBehavior::Immediate).await?;
+        let mut rows = tx
             .query(
-                "SELECT d.delivery_id, d.key_prefix, d.webhook_id, w.url, w.secret, d.event_type, d.data, d.attempts
-                 FROM (SELECT *, ROW_NUMBER() OVER (PARTITION BY webhook_id ORDER BY delivery_id) AS nth
-                       FROM webhook_deliveries WHERE status = 'pending' AND next_attempt_at <= ?1) d
-                 JOIN webhooks w ON w.webhook_id = d.webhook_id AND w.key_prefix = d.key_prefix
-                 WHERE d.nth <= ?2 AND w.enabled = 1
-                 ORDER BY d.delivery_id LIMIT ?3",
-                (now_ms, i64::from(per_endpoint), i64::from(limit)),
+                "UPDATE webhook_deliveries SET lease_until = ?2 WHERE delivery_id IN (
+                   SELECT delivery_id FROM (
+                     SELECT d.delivery_id, d.lease_until >= ?1 AS leased,
+                       ROW_NUMBER() OVER (PARTITION BY d.webhook_id
+                                          ORDER BY COALESCE(d.lease_until >= ?1, 0) DESC, d.delivery_id) AS nth
+                     FROM webhook_deliveries d
+                     JOIN webhooks w ON w.webhook_id = d.webhook_id AND w.key_prefix = d.key_prefix AND w.enabled = 1
+                     WHERE d.status = 'pending' AND (d.next_attempt_at <= ?1 OR d.lease_until >= ?1))
+                   WHERE nth <= ?3 AND NOT COALESCE(leased, 0)
+                   ORDER BY delivery_id LIMIT ?4)
+                 RETURNING delivery_id, key_prefix, webhook_id, event_type, data, attempts",
+                (now_ms, now_ms.saturating_add(lease_ms), i64::from(per_endpoint), i64::from(limit)),
             )
             .await?;
-        let mut out = Vec::new();
+        let mut claimed = Vec::new();
         while let Some(row) = rows.next().await? {
-            out.push(DueDelivery {
-                delivery_id: text(&row, 0, "delivery_id")?,
-                key_prefix: text(&row, 1, "key_prefix")?,
-                webhook_id: text(&row, 2, "webhook_id")?,
-                url: text(&row, 3, "url")?,
-                secret: text(&row, 4, "secret")?,
-                event_type: text(&row, 5, "event_type")?,
-                data: text(&row, 6, "data")?,
-                attempts: int(&row, 7, "attempts")?,
-            });
+            claimed.push((
+                text(&row, 0, "delivery_id")?,
+                text(&row, 1, "key_prefix")?,
+                text(&row, 2, "webhook_id")?,
+                text(&row, 3, "event_type")?,
+                text(&row, 4, "data")?,
+                int(&row, 5, "attempts")?,
+            ));
         }
+        drop(rows);
+        let mut endpoints: std::collections::HashMap<String, (String, String)> = Default::default();
+        let mut out = Vec::with_capacity(claimed.len());
+        for (delivery_id, key_prefix, webhook_id, event_type, data, attempts) in claimed {
+            if !endpoints.contains_key(&webhook_id) {
+                let mut rows = tx
+                    .query(
+                        "SELECT url, secret FROM webhooks WHERE webhook_id = ?1 AND key_prefix = ?2",
+                        (webhook_id.as_str(), key_prefix.as_str()),
+                    )
+                    .await?;
+                if let Some(row) = rows.next().await? {
+                    endpoints.insert(webhook_id.clone(), (text(&row, 0, "url")?, text(&row, 1, "secret")?));
+                }
+            }
+            let Some((url, secret)) = endpoints.get(&webhook_id).cloned() else { continue };
+            out.push(DueDelivery { delivery_id, key_prefix, webhook_id, url, secret, event_type, data, attempts });
+        }
+        tx.commit().await?;
+        out.sort_by(|a, b| a.delivery_id.cmp(&b.delivery_id));
         Ok(out)
     }
 
-    /// Opens a secret as [`Store::due_deliveries`] returns it.
+    /// Opens a secret as [`Store::claim_deliveries`] returns it.
     pub fn open_webhook_secret(&self, stored: String) -> Result<String> {
         crate::open_secret(self.sealer(), stored)
     }
@@ -185,7 +217,8 @@ impl Store {
             AttemptOutcome::Delivered { status } => {
                 tx.execute(
                     "UPDATE webhook_deliveries SET status = 'delivered', attempts = attempts + 1, last_status = ?2,
-                       last_error = NULL, updated_at = ?3 WHERE delivery_id = ?1",
+                       last_error = NULL, lease_until = NULL, updated_at = ?3
+                     WHERE delivery_id = ?1 AND status = 'pending'",
                     (d.delivery_id.as_str(), i64::from(*status), now_ms),
                 )
                 .await?;
@@ -202,7 +235,8 @@ impl Store {
                 };
                 tx.execute(
                     "UPDATE webhook_deliveries SET status = ?2, attempts = attempts + 1, next_attempt_at = ?3,
-                       last_status = ?4, last_error = ?5, updated_at = ?6 WHERE delivery_id = ?1",
+                       last_status = ?4, last_error = ?5, lease_until = NULL, updated_at = ?6
+                     WHERE delivery_id = ?1 AND status = 'pending'",
                     (d.delivery_id.as_str(), state, next, status.map(i64::from), error.as_str(), now_ms),
                 )
                 .await?;
@@ -273,7 +307,8 @@ impl Store {
     ) -> Result<DeliveryRecord> {
         let conn = self.conn().await?;
         let sql = format!(
-            "UPDATE webhook_deliveries SET status = 'pending', attempts = 0, next_attempt_at = ?4, updated_at = ?4
+            "UPDATE webhook_deliveries SET status = 'pending', attempts = 0, next_attempt_at = ?4, lease_until = NULL,
+               updated_at = ?4
              WHERE key_prefix = ?1 AND webhook_id = ?2 AND delivery_id = ?3 RETURNING {DELIVERY_COLUMNS}"
         );
         let mut rows = conn.query(&sql, (key_prefix, webhook_id, delivery_id, now_ms)).await?;

@@ -104,8 +104,8 @@ CREATE TABLE IF NOT EXISTS hot_filter_pending (
 pub const SAMPLES_PER_REASON: i64 = 10;
 /// Most rows a stats answer holds; a wider question must narrow its range or grouping.
 pub const MAX_SERIES_ROWS: usize = 20_000;
-/// Most triggers plus results one match reads from the hot tier.
-pub const MAX_MATCH_ROWS: usize = 1_000_000;
+/// Most triggers, and most results, one match reads from the hot tier (about 100 bytes each in memory).
+pub const MAX_MATCH_ROWS: usize = 500_000;
 
 const MINUTE_MS: i64 = 60_000;
 const HOUR_MS: i64 = 3_600_000;
@@ -137,8 +137,9 @@ pub struct PendingBatch {
     pub partition: u32,
     pub from: u64,
     pub next: u64,
-    /// Event ids of the batch that were dropped (so a replay keeps exactly the events the first run kept).
-    pub dropped: Vec<String>,
+    /// Offsets of the batch's events that were dropped (so a replay keeps exactly the events the first run kept,
+    /// even when an event id appears twice in a batch).
+    pub dropped: Vec<u64>,
 }
 
 /// The hot-tier database.
@@ -252,10 +253,20 @@ pub struct DropRow {
     pub count: i64,
 }
 
+/// One side of a match: `(key value, ts, seq)`, ordered by key value, then time.
+type Side = Vec<(String, i64, i64)>;
+
 struct Sides {
-    // (key value, ts, seq, body) ordered by key value, then time
-    triggers: Vec<(String, i64, i64, String)>,
-    results: Vec<(String, i64, i64, String)>,
+    triggers: Side,
+    results: Side,
+}
+
+/// A pair found, by the events' `seq`.
+struct Paired {
+    key: String,
+    trigger: i64,
+    result: i64,
+    time_delta_ms: i64,
 }
 
 impl HotStore {
@@ -387,14 +398,41 @@ impl HotStore {
             .await?;
         }
         let dropped = serde_json::to_string(&batch.dropped).map_err(|_| StoreError::BadColumn("dropped"))?;
-        tx.execute(
-            "INSERT INTO hot_filter_pending (consumer, partition, from_offset, next_offset, dropped, done)
-             VALUES (?1, ?2, ?3, ?4, ?5, 0) ON CONFLICT (consumer, partition) DO UPDATE SET
-               from_offset = excluded.from_offset, next_offset = excluded.next_offset,
-               dropped = excluded.dropped, done = 0",
-            (consumer, i64::from(batch.partition), to_i64(batch.from), to_i64(batch.next), dropped.as_str()),
-        )
-        .await?;
+        // the batch must start where this consumer's position is (another member may have moved it meanwhile)
+        let mut rows = tx
+            .query(
+                "SELECT next_offset FROM hot_offsets WHERE consumer = ?1 AND partition = ?2",
+                (consumer, i64::from(batch.partition)),
+            )
+            .await?;
+        let at = match rows.next().await? {
+            Some(row) => u64::try_from(int(&row, 0, "next_offset")?).unwrap_or(0),
+            None => 0,
+        };
+        drop(rows);
+        if at > batch.from {
+            return Err(StoreError::Conflict(format!(
+                "the {consumer} position in partition {} moved to {at} (batch from {})",
+                batch.partition, batch.from
+            )));
+        }
+        // and the previous batch's kept events must be in the filtered log before its record is replaced
+        let replaced = tx
+            .execute(
+                "INSERT INTO hot_filter_pending (consumer, partition, from_offset, next_offset, dropped, done)
+                 VALUES (?1, ?2, ?3, ?4, ?5, 0) ON CONFLICT (consumer, partition) DO UPDATE SET
+                   from_offset = excluded.from_offset, next_offset = excluded.next_offset,
+                   dropped = excluded.dropped, done = 0
+                 WHERE hot_filter_pending.done = 1",
+                (consumer, i64::from(batch.partition), to_i64(batch.from), to_i64(batch.next), dropped.as_str()),
+            )
+            .await?;
+        if replaced == 0 {
+            return Err(StoreError::Conflict(format!(
+                "the {consumer} batch pending in partition {} is not appended yet",
+                batch.partition
+            )));
+        }
         set_offset(&tx, consumer, batch.partition, batch.next).await?;
         tx.commit().await?;
         Ok(())
@@ -612,18 +650,11 @@ impl HotStore {
         Ok(out)
     }
 
-    async fn side(
-        &self,
-        tenant: &str,
-        on: &str,
-        event_type: &str,
-        from: i64,
-        to: i64,
-    ) -> Result<Vec<(String, i64, i64, String)>> {
+    async fn side(&self, tenant: &str, on: &str, event_type: &str, from: i64, to: i64) -> Result<Side> {
         let conn = self.db.conn().await?;
         let mut rows = conn
             .query(
-                "SELECT p.value, p.ts, p.seq, e.body FROM hot_params p JOIN hot_events e ON e.seq = p.seq
+                "SELECT p.value, p.ts, p.seq FROM hot_params p JOIN hot_events e ON e.seq = p.seq
                  WHERE p.key_prefix = ?1 AND p.name = ?2 AND e.key_prefix = ?1 AND e.event_type = ?3
                    AND p.ts >= ?4 AND p.ts < ?5
                  ORDER BY p.value, p.ts, p.seq",
@@ -637,20 +668,52 @@ impl HotStore {
                     "more than {MAX_MATCH_ROWS} {event_type:?} events in range: narrow the time range"
                 )));
             }
-            out.push((text(&row, 0, "value")?, int(&row, 1, "ts")?, int(&row, 2, "seq")?, text(&row, 3, "body")?));
+            out.push((text(&row, 0, "value")?, int(&row, 1, "ts")?, int(&row, 2, "seq")?));
         }
         Ok(out)
     }
 
-    /// Pairs each `result` event with the latest earlier `trigger` event that has the same value of param `on`,
-    /// no more than `window_ms` before it. A trigger is paired at most once and a result at most once; a result
-    /// never precedes its trigger. Results are those in `[from, to)`; their triggers may be up to the window earlier.
+    async fn bodies(&self, tenant: &str, seqs: &[i64]) -> Result<HashMap<i64, String>> {
+        let mut out = HashMap::new();
+        for chunk in seqs.chunks(200) {
+            let conn = self.db.conn().await?;
+            let marks = (0..chunk.len()).map(|i| format!("?{}", i + 2)).collect::<Vec<_>>().join(",");
+            let sql = format!("SELECT seq, body FROM hot_events WHERE key_prefix = ?1 AND seq IN ({marks})");
+            let mut args = vec![Value::Text(tenant.to_owned())];
+            args.extend(chunk.iter().map(|s| Value::Integer(*s)));
+            let mut rows = conn.query(&sql, Params::Positional(args)).await?;
+            while let Some(row) = rows.next().await? {
+                out.insert(int(&row, 0, "seq")?, text(&row, 1, "body")?);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Pairs each `result` event with the latest `trigger` event at or before it that has the same value of param
+    /// `on`, no more than `window_ms` earlier. A trigger is paired at most once and a result at most once; a result
+    /// never precedes its trigger. The answer covers results in `[from, to)`; their triggers may be up to the
+    /// window earlier, and results of the window before `from` are paired first (not reported), so adjacent
+    /// ranges never pair one trigger twice. `match_rate` is the share of triggers in `[from, to)` that were paired.
     pub async fn match_events(&self, tenant: &str, q: &MatchQuery) -> Result<MatchAnswer> {
+        let earlier = q.from.saturating_sub(q.window_ms);
         let sides = Sides {
-            triggers: self.side(tenant, &q.on, &q.trigger, q.from.saturating_sub(q.window_ms), q.to).await?,
-            results: self.side(tenant, &q.on, &q.result, q.from, q.to).await?,
+            triggers: self.side(tenant, &q.on, &q.trigger, earlier.saturating_sub(q.window_ms), q.to).await?,
+            results: self.side(tenant, &q.on, &q.result, earlier, q.to).await?,
         };
-        Ok(pair(&sides, q))
+        let (paired, summary) = pair(&sides, q);
+        let seqs: Vec<i64> = paired.iter().flat_map(|p| [p.trigger, p.result]).collect();
+        let bodies = self.bodies(tenant, &seqs).await?;
+        let body = |seq: i64| bodies.get(&seq).map_or(serde_json::Value::Null, |b| json(b));
+        let pairs = paired
+            .into_iter()
+            .map(|p| MatchPair {
+                trigger_event: body(p.trigger),
+                result_event: body(p.result),
+                key: p.key,
+                time_delta_ms: p.time_delta_ms,
+            })
+            .collect();
+        Ok(MatchAnswer { pairs, summary })
     }
 
     /// The drop ledger: per hour, action and reason.
@@ -707,15 +770,13 @@ impl HotStore {
     pub async fn prune(&self, events_before: i64, counts_before: i64) -> Result<u64> {
         let conn = self.db.tx_conn().await?;
         let tx = conn.transaction_with_behavior(libsql::TransactionBehavior::Immediate).await?;
-        let mut rows =
-            tx.query("SELECT COALESCE(MAX(seq), 0) FROM hot_events WHERE received_at < ?1", [events_before]).await?;
-        let last = match rows.next().await? {
-            Some(row) => int(&row, 0, "seq")?,
-            None => 0,
-        };
-        drop(rows);
-        let deleted = tx.execute("DELETE FROM hot_events WHERE seq <= ?1", [last]).await?;
-        tx.execute("DELETE FROM hot_params WHERE seq <= ?1", [last]).await?;
+        // by time, not by position: an old event stored late (a consumer catching up) sits among new ones
+        tx.execute(
+            "DELETE FROM hot_params WHERE seq IN (SELECT seq FROM hot_events WHERE received_at < ?1)",
+            [events_before],
+        )
+        .await?;
+        let deleted = tx.execute("DELETE FROM hot_events WHERE received_at < ?1", [events_before]).await?;
         tx.execute("DELETE FROM hot_counts WHERE minute < ?1", [counts_before]).await?;
         tx.execute("DELETE FROM hot_drops WHERE hour < ?1", [counts_before]).await?;
         tx.execute("DELETE FROM hot_drop_samples WHERE hour < ?1", [counts_before]).await?;
@@ -738,17 +799,17 @@ fn json(body: &str) -> serde_json::Value {
     serde_json::from_str(body).unwrap_or(serde_json::Value::Null)
 }
 
-/// The pairing itself (see [`HotStore::match_events`]); both sides are ordered by key value, then time.
-fn pair(sides: &Sides, q: &MatchQuery) -> MatchAnswer {
+/// The pairing itself (see [`HotStore::match_events`]): the pairs listed (up to `q.limit`, results in range) and
+/// the summary over all of them.
+fn pair(sides: &Sides, q: &MatchQuery) -> (Vec<Paired>, MatchSummary) {
     let mut pairs = Vec::new();
     let mut deltas = Vec::new();
-    let (mut matched, mut t_i) = (0u64, 0usize);
+    let (mut matched, mut matched_triggers, mut results) = (0u64, 0u64, 0u64);
     let triggers_in_range = sides.triggers.iter().filter(|t| t.1 >= q.from).count() as u64;
-    let mut r_i = 0usize;
     let (ts, rs) = (&sides.triggers, &sides.results);
-    while r_i < rs.len() {
-        let Some(key) = rs.get(r_i).map(|r| r.0.as_str()) else { break };
-        let r_end = rs.get(r_i..).map_or(r_i, |s| r_i + s.iter().take_while(|r| r.0 == key).count());
+    let (mut t_i, mut r_i) = (0usize, 0usize);
+    while let Some(key) = rs.get(r_i).map(|r| r.0.as_str()) {
+        let r_end = r_i + rs.get(r_i..).map_or(0, |s| s.iter().take_while(|r| r.0 == key).count());
         // the triggers with the same key value
         while ts.get(t_i).is_some_and(|t| t.0.as_str() < key) {
             t_i += 1;
@@ -760,44 +821,40 @@ fn pair(sides: &Sides, q: &MatchQuery) -> MatchAnswer {
         let group = ts.get(t_start..t_i).unwrap_or_default();
         let mut used = vec![false; group.len()];
         for r in rs.get(r_i..r_end).unwrap_or_default() {
-            // the latest unpaired trigger at or before the result (by time, then arrival), within the window
-            let at = group.partition_point(|t| (t.1, t.2) < (r.1, r.2));
+            let in_range = r.1 >= q.from;
+            results += u64::from(in_range);
+            // the latest unpaired trigger at or before the result's time, within the window
+            let at = group.partition_point(|t| t.1 <= r.1);
             let found = (0..at)
                 .rev()
                 .take_while(|&i| group.get(i).is_some_and(|t| r.1 - t.1 <= q.window_ms))
                 .find(|&i| !used.get(i).copied().unwrap_or(true));
-            if let (Some(i), Some(t)) = (found, found.and_then(|i| group.get(i))) {
-                if let Some(u) = used.get_mut(i) {
-                    *u = true;
-                }
-                matched += 1;
-                deltas.push(r.1 - t.1);
-                if pairs.len() < q.limit {
-                    pairs.push(MatchPair {
-                        key: key.to_owned(),
-                        trigger_event: json(&t.3),
-                        result_event: json(&r.3),
-                        time_delta_ms: r.1 - t.1,
-                    });
-                }
+            let Some((i, t)) = found.and_then(|i| group.get(i).map(|t| (i, t))) else { continue };
+            if let Some(u) = used.get_mut(i) {
+                *u = true;
+            }
+            if !in_range {
+                continue;
+            }
+            matched += 1;
+            matched_triggers += u64::from(t.1 >= q.from);
+            deltas.push(r.1 - t.1);
+            if pairs.len() < q.limit {
+                pairs.push(Paired { key: key.to_owned(), trigger: t.2, result: r.2, time_delta_ms: r.1 - t.1 });
             }
         }
         r_i = r_end;
     }
     deltas.sort_unstable();
-    let median = deltas.get(deltas.len() / 2).copied();
-    let results = rs.len() as u64;
-    MatchAnswer {
-        pairs,
-        summary: MatchSummary {
-            triggers: triggers_in_range,
-            results,
-            matched,
-            unmatched_results: results - matched,
-            match_rate: if triggers_in_range == 0 { 0.0 } else { matched as f64 / triggers_in_range as f64 },
-            median_time_delta_ms: median,
-        },
-    }
+    let summary = MatchSummary {
+        triggers: triggers_in_range,
+        results,
+        matched,
+        unmatched_results: results - matched,
+        match_rate: if triggers_in_range == 0 { 0.0 } else { matched_triggers as f64 / triggers_in_range as f64 },
+        median_time_delta_ms: deltas.get(deltas.len() / 2).copied(),
+    };
+    (pairs, summary)
 }
 
 #[cfg(test)]
@@ -818,8 +875,8 @@ mod tests {
         }
     }
 
-    fn side(rows: &[(&str, i64, i64)]) -> Vec<(String, i64, i64, String)> {
-        let mut v: Vec<_> = rows.iter().map(|(k, t, s)| (k.to_string(), *t, *s, format!("{{\"seq\":{s}}}"))).collect();
+    fn side(rows: &[(&str, i64, i64)]) -> Side {
+        let mut v: Vec<_> = rows.iter().map(|(k, t, s)| (k.to_string(), *t, *s)).collect();
         v.sort();
         v
     }
@@ -827,30 +884,36 @@ mod tests {
     #[test]
     fn results_pair_with_the_latest_earlier_unpaired_trigger_once() {
         let sides = Sides {
-            triggers: side(&[("a", 100, 1), ("a", 200, 2), ("b", 50, 3), ("c", 900, 9)]),
-            results: side(&[("a", 250, 10), ("a", 260, 11), ("a", 270, 12), ("b", 40, 13), ("c", 800, 14)]),
+            triggers: side(&[("a", 100, 1), ("a", 200, 2), ("b", 50, 3), ("c", 900, 9), ("d", 300, 20)]),
+            results: side(&[
+                ("a", 250, 10),
+                ("a", 260, 11),
+                ("a", 270, 12),
+                ("b", 40, 13),
+                ("c", 800, 14),
+                ("d", 300, 15),
+            ]),
         };
-        let ans = pair(&sides, &q(1_000));
-        let got: Vec<_> = ans
-            .pairs
-            .iter()
-            .map(|p| {
-                (
-                    p.key.as_str(),
-                    p.trigger_event["seq"].as_i64().unwrap(),
-                    p.result_event["seq"].as_i64().unwrap(),
-                    p.time_delta_ms,
-                )
-            })
-            .collect();
+        let (pairs, summary) = pair(&sides, &q(1_000));
+        let got: Vec<_> = pairs.iter().map(|p| (p.key.as_str(), p.trigger, p.result, p.time_delta_ms)).collect();
         // a: 250 takes the latest (200), 260 the earlier one (100), 270 finds none left; b and c: the result
-        // precedes its only trigger, so neither pairs
-        assert_eq!(got, vec![("a", 2, 10, 50), ("a", 1, 11, 160)]);
-        assert_eq!(ans.summary.matched, 2);
-        assert_eq!(ans.summary.unmatched_results, 3);
-        assert_eq!(ans.summary.triggers, 4);
-        assert!((ans.summary.match_rate - 0.5).abs() < 1e-9);
+        // precedes its only trigger, so neither pairs; d: the same millisecond is not "before"
+        assert_eq!(got, vec![("a", 2, 10, 50), ("a", 1, 11, 160), ("d", 20, 15, 0)]);
+        assert_eq!(summary.matched, 3);
+        assert_eq!(summary.unmatched_results, 3);
+        assert_eq!(summary.triggers, 5);
+        assert!((summary.match_rate - 0.6).abs() < 1e-9);
         // a window shorter than 160 ms leaves the second pair out
-        assert_eq!(pair(&sides, &q(100)).summary.matched, 1);
+        assert_eq!(pair(&sides, &q(100)).1.matched, 2);
+    }
+
+    #[test]
+    fn a_trigger_paired_before_the_range_is_not_paired_again_inside_it() {
+        let sides = Sides { triggers: side(&[("a", 100, 1)]), results: side(&[("a", 150, 2), ("a", 250, 3)]) };
+        // the range starts at 200: the result at 150 (before it) already took the only trigger
+        let (pairs, summary) = pair(&sides, &MatchQuery { from: 200, ..q(1_000) });
+        assert!(pairs.is_empty());
+        assert_eq!((summary.results, summary.matched, summary.triggers), (1, 0, 0));
+        assert_eq!(summary.match_rate, 0.0);
     }
 }

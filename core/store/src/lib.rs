@@ -217,6 +217,7 @@ CREATE TABLE IF NOT EXISTS webhook_deliveries (
     next_attempt_at INTEGER NOT NULL,
     last_status INTEGER,
     last_error TEXT,
+    lease_until INTEGER,
     created_at INTEGER NOT NULL,
     updated_at INTEGER NOT NULL,
     UNIQUE (webhook_id, event_id)

@@ -229,6 +229,20 @@ pub struct KeyOwner {
 }
 
 impl Store {
+    /// Deletes the tenant's keys that have exactly the one scope `scope` and expired before `before` (stream tokens
+    /// are made often and are useless once expired).
+    pub async fn delete_expired_keys(&self, key_prefix: &str, scope: &str, before: i64) -> Result<u64> {
+        let n = self
+            .conn()
+            .await?
+            .execute(
+                "DELETE FROM api_keys WHERE key_prefix = ?1 AND scopes = ?2 AND expires_at < ?3",
+                (key_prefix, scope, before),
+            )
+            .await?;
+        Ok(n)
+    }
+
     /// Creates an API key with `scopes` (each one of [`SCOPES`]); returns the key (shown once) and its record.
     pub async fn create_api_key(
         &self,

@@ -81,6 +81,11 @@ impl Principal {
         }
     }
 
+    /// Whether the credential is a key that can only open live streams (a short-lived stream token).
+    pub fn stream_only(&self) -> bool {
+        matches!(&self.who, Who::Tenant { key, .. } if key.scopes.iter().all(|s| s == "stream"))
+    }
+
     /// The rate-limit bucket and requests per minute.
     fn rate(&self, admin_rpm: u32) -> (String, u32) {
         match &self.who {
@@ -144,9 +149,19 @@ pub async fn direct(State(st): State<Arc<AppState>>, req: Request, next: Next) -
     finish(&st, req, next, hash, public_url, false).await
 }
 
+/// Marks a request whose credential came from the URL (`?access_token=`).
+#[derive(Debug, Clone, Copy)]
+pub struct UrlCredential;
+
 /// `/sse/...`: the bearer token, or `?access_token=` for browsers' `EventSource`.
-pub async fn direct_live(State(st): State<Arc<AppState>>, req: Request, next: Next) -> Response {
-    let hash = bearer_hash(req.headers()).or_else(|| query_token_hash(req.uri()));
+pub async fn direct_live(State(st): State<Arc<AppState>>, mut req: Request, next: Next) -> Response {
+    let mut hash = bearer_hash(req.headers());
+    if hash.is_none() {
+        hash = query_token_hash(req.uri());
+        if hash.is_some() {
+            req.extensions_mut().insert(UrlCredential);
+        }
+    }
     let public_url = st.cfg.public_url.clone();
     finish(&st, req, next, hash, public_url, false).await
 }

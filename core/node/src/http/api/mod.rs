@@ -33,7 +33,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer, Serialize};
 use tracker_store::{MAX_PAGE, Page, StoreError};
 
-pub use auth::Principal;
+pub use auth::{Principal, UrlCredential};
 
 use crate::error::ApiError;
 use crate::state::AppState;
