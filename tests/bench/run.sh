@@ -8,6 +8,10 @@
 #   core  POST /batch           1,000-event JSON batches, acknowledged after fsync
 #   core  GET /api/links        the platform API: key lookup by hash, rate limit, a page of 50 links with counts,
 #                               each link signed (nginx serving a static JSON of the same size is its baseline)
+#   consumers                   filter + stats + webhook queue in-process: events/s from the raw log to the hot tier
+#
+# The ingest rows run the node with CONSUMERS=off, as production does (consumers are processes of their own, on
+# other machines); the consumers are measured on their own afterwards, in-process as in the embedded default.
 #
 # wrk and the servers share this machine's cores, exactly as nginx and the node do. Timings are printed, never
 # asserted: CI does not run this script.
@@ -56,7 +60,7 @@ http {
 CONF
 nginx -c "$work/nginx.conf"
 
-$bin serve &
+CONSUMERS=off $bin serve &
 pids+=($!)
 core_pid=$!
 for _ in $(seq 100); do curl -sf "http://127.0.0.1:$CORE_PORT/health" >/dev/null && break; sleep 0.1; done
@@ -144,3 +148,42 @@ echo
 echo "redirect server time (handler, under full load): $server_time"
 echo "core node peak RSS: $((rss_tracking_kb / 1024)) MB after the tracking and batch rows, $((rss_kb / 1024)) MB after the API rows; events written to the log during the run: $log_events"
 echo "machine: $(nproc) cores, $(uname -sr); wrk and both servers share the cores"
+
+# the consumers: a fresh node with them in-process, 200,000 events posted as fast as it takes them, and the time
+# until every one is filtered and counted in the hot tier (what /api/events/stats answers)
+kill "$core_pid" && wait "$core_pid" 2>/dev/null || true
+export DATA_DIR="$work/consumers"
+$bin tenant create --name bench --prefix bench >/dev/null
+token="$($bin token create bench | awk '/^token /{print $2}')"
+CONSUMERS=in-process $bin serve &
+pids+=($!)
+core_pid=$!
+for _ in $(seq 100); do curl -sf "http://127.0.0.1:$CORE_PORT/health" >/dev/null && break; sleep 0.1; done
+curl -sf -o /dev/null -H "authorization: Bearer $ADMIN_TOKEN" -H 'content-type: application/json' -X PATCH \
+    -d '{"limits":{"api_requests_per_minute":1000000}}' "http://127.0.0.1:$CORE_PORT/api/tenants/bench"
+api_key="$(curl -sf -H "authorization: Bearer $ADMIN_TOKEN" -H 'content-type: application/json' -X POST \
+    -d '{"name":"ci","scopes":["read"]}' "http://127.0.0.1:$CORE_PORT/api/tenants/bench/api-keys" \
+    | python3 -c 'import json,sys; print(json.load(sys.stdin)["secret"])')"
+python3 - "$work/batch.json" "$token" "$api_key" "$CORE_PORT" "$core_pid" <<'PY'
+import http.client, json, sys, time
+body, token, key, port, pid = open(sys.argv[1], "rb").read(), sys.argv[2], sys.argv[3], int(sys.argv[4]), sys.argv[5]
+n_batches = 200
+c = http.client.HTTPConnection("127.0.0.1", port)
+start = time.time()
+for _ in range(n_batches):
+    c.request("POST", "/batch", body, {"authorization": f"Bearer {token}", "content-type": "application/json"})
+    r = c.getresponse(); r.read()
+    assert r.status == 200, r.status
+posted = time.time() - start
+total = 0
+while total < n_batches * 1000 and time.time() - start < 600:
+    time.sleep(0.05)
+    c.request("GET", "/api/events/stats?hours=24", headers={"authorization": f"Bearer {key}"})
+    r = c.getresponse(); answer = json.loads(r.read())
+    assert r.status == 200, answer
+    total = answer["total"]
+took = time.time() - start
+rss = next(int(l.split()[1]) for l in open(f"/proc/{pid}/status") if l.startswith("VmHWM"))
+print(f"| consumers in-process (filter + stats + webhook queue) | {total:,} events in {took:.1f} s "
+      f"(posted in {posted:.1f} s) = **{total / took:,.0f} events/s** to the hot tier | peak RSS {rss // 1024} MB |")
+PY
