@@ -27,9 +27,11 @@ KEY="$(curl -fs -H "authorization: Bearer $ADMIN" -H 'content-type: application/
   -d '{"name":"Fuzz","key_prefix":"fuzz","plan":"enterprise","limits":{"api_requests_per_minute":1000000}}' \
   "$BASE/api/tenants" | python3 -c 'import json,sys; print(json.load(sys.stdin)["api_key"]["secret"])')"
 
+# one worker: with two, Hypothesis (under schemathesis 4.32.5) races on its lambda-source cache now and then and
+# reports a "Runtime Error: Inconsistent results" that is not about the API (seen in CI on POST /api/links/sign)
 run() {
   "$VENV/bin/schemathesis" --config-file tests/api/schemathesis.toml run "$BASE/api/openapi.json" \
-    --max-examples "${MAX_EXAMPLES:-50}" --workers 2 --seed "${SEED:-1}" "$@"
+    --max-examples "${MAX_EXAMPLES:-50}" --workers 1 --seed "${SEED:-1}" "$@"
 }
 echo "== tenant API key: every tenant route (the key revoking itself is left out) =="
 run -H "Authorization: Bearer $KEY" --exclude-path-regex '^/api/tenants' --exclude-operation-id revokeApiKey
