@@ -173,6 +173,7 @@ async fn dispatch(p: Arc<Pipeline>, stop: Arc<AtomicBool>) {
         }
     };
     let in_flight: Arc<Mutex<HashSet<String>>> = Arc::default();
+    let wake = Arc::new(tokio::sync::Notify::new());
     let mut tasks = tokio::task::JoinSet::new();
     let mut pruned: Option<Instant> = None;
     let s = &p.settings.webhooks;
@@ -200,15 +201,20 @@ async fn dispatch(p: Arc<Pipeline>, stop: Arc<AtomicBool>) {
             if !fresh {
                 continue;
             }
-            let (p, client, in_flight) = (p.clone(), client.clone(), in_flight.clone());
+            let (p, client, in_flight, wake) = (p.clone(), client.clone(), in_flight.clone(), wake.clone());
             tasks.spawn(async move {
                 send(&p, &client, &d).await;
                 if let Ok(mut f) = in_flight.lock() {
                     f.remove(&d.delivery_id);
                 }
+                // a slot of its endpoint is free: claim the next delivery now, not at the next tick
+                wake.notify_one();
             });
         }
-        rest(Duration::from_millis(100), &stop).await;
+        tokio::select! {
+            () = wake.notified() => {}
+            () = tokio::time::sleep(Duration::from_millis(100)) => {}
+        }
     }
     // attempts in flight finish (each is bounded by the client's timeout) and are recorded
     while tasks.join_next().await.is_some() {}

@@ -266,18 +266,22 @@ async fn filtered_events_reach_the_hot_routes_and_drops_reach_the_ledger() {
 /// A webhook receiver: answers each delivery with the next status of its script (then 200), after `delay`.
 #[derive(Clone, Default)]
 struct Receiver {
+    /// Deliveries answered 200: (delivery id, event type header, body).
     got: Arc<Mutex<Vec<(String, String, Value)>>>,
+    /// Every signed attempt, in arrival order: (delivery id, body).
+    tried: Arc<Mutex<Vec<(String, Value)>>>,
 }
 
 async fn receiver(secret_slot: Arc<Mutex<String>>, fail_first: usize, delay: Duration) -> (String, Receiver) {
     use axum::http::HeaderMap;
     let rx = Receiver::default();
     let seen = rx.got.clone();
+    let tried = rx.tried.clone();
     let attempts: Arc<Mutex<std::collections::HashMap<String, usize>>> = Arc::default();
     let app = axum::Router::new().route(
         "/hook",
         axum::routing::post(move |headers: HeaderMap, body: axum::body::Bytes| {
-            let (seen, attempts, secret) = (seen.clone(), attempts.clone(), secret_slot.clone());
+            let (seen, attempts, secret, tried) = (seen.clone(), attempts.clone(), secret_slot.clone(), tried.clone());
             async move {
                 tokio::time::sleep(delay).await;
                 let h = |n: &str| headers.get(n).unwrap().to_str().unwrap().to_owned();
@@ -288,6 +292,7 @@ async fn receiver(secret_slot: Arc<Mutex<String>>, fail_first: usize, delay: Dur
                     return axum::http::StatusCode::UNAUTHORIZED;
                 }
                 let id = h("tracker-delivery-id");
+                tried.lock().unwrap().push((id.clone(), serde_json::from_slice(&body).unwrap()));
                 let n = {
                     let mut a = attempts.lock().unwrap();
                     let n = a.entry(id.clone()).or_default();
@@ -317,7 +322,8 @@ async fn webhooks_are_signed_retried_in_order_dead_lettered_and_redelivered() {
         w.max_attempts = 3;
         w.retry_base = Duration::from_millis(100);
         w.retry_max = Duration::from_millis(400);
-        w.disable_after = 6;
+        // above the flaky endpoint's worst run (its 5 deliveries fail twice each), below the down one's 15
+        w.disable_after = 12;
     })
     .await;
     let (key, token) = api.tenant("acme").await;
@@ -345,7 +351,7 @@ async fn webhooks_are_signed_retried_in_order_dead_lettered_and_redelivered() {
     api.ingest(&token, &Value::Array(events)).await;
     api.ingest(&token, &json!([{"event_type": "pageview"}])).await;
 
-    // the flaky endpoint gets each signup once, in event order, after two failed attempts each
+    // the flaky endpoint gets each signup, after two failed attempts each; first attempts come in event order
     let deadline = Instant::now() + Duration::from_secs(20);
     while flaky.got.lock().unwrap().len() < 5 {
         assert!(Instant::now() < deadline, "flaky endpoint got {:?}", flaky.got.lock().unwrap());
@@ -353,9 +359,20 @@ async fn webhooks_are_signed_retried_in_order_dead_lettered_and_redelivered() {
     }
     let flaky_done = started.elapsed();
     let got = flaky.got.lock().unwrap().clone();
-    let order: Vec<String> =
+    let mut delivered: Vec<String> =
         got.iter().map(|(_, _, b)| b["data"]["params"]["n"].as_str().unwrap().to_owned()).collect();
-    assert_eq!(order, ["0", "1", "2", "3", "4"]);
+    delivered.sort();
+    assert_eq!(delivered, ["0", "1", "2", "3", "4"], "each once");
+    let tried = flaky.tried.lock().unwrap().clone();
+    let mut first_attempts = Vec::new();
+    for (_, body) in &tried {
+        let n = body["data"]["params"]["n"].as_str().unwrap().to_owned();
+        if !first_attempts.contains(&n) {
+            first_attempts.push(n);
+        }
+    }
+    assert_eq!(first_attempts, ["0", "1", "2", "3", "4"], "first attempts in event order (concurrency 1)");
+    assert_eq!(tried.len(), 15, "three attempts each");
     assert!(
         got.iter().all(|(id, event, body)| body["id"] == id.as_str() && event == "signup" && body["type"] == "event")
     );

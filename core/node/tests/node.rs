@@ -561,6 +561,7 @@ fn spawn_node(dir: &std::path::Path, port: u16) -> Proc {
         .env("PORT", port.to_string())
         .env("LOG_PARTITIONS", "4")
         .env("RUST_LOG", "warn")
+        .env("WEBHOOK_ALLOW_PRIVATE", "true")
         .stdout(std::process::Stdio::null())
         .spawn()
         .unwrap();
@@ -581,10 +582,37 @@ async fn wait_healthy(http: &reqwest::Client, base: &str) {
 async fn sigkill_loses_no_acknowledged_event_retries_do_not_duplicate_and_sigterm_flushes() {
     // also the consumers': killed with the node mid-batch, they lose and double-count nothing
     let dir = tempfile::tempdir().unwrap();
-    let token = {
+    // a webhook receiver for the events of every writer's batch 3: (delivery id, event id) of each delivery
+    let received: std::sync::Arc<std::sync::Mutex<Vec<(String, String)>>> = Default::default();
+    let hook_url = {
+        let received = received.clone();
+        let app = axum::Router::new().route(
+            "/hook",
+            axum::routing::post(move |headers: axum::http::HeaderMap, body: axum::body::Bytes| {
+                let received = received.clone();
+                async move {
+                    let id = headers["tracker-delivery-id"].to_str().unwrap().to_owned();
+                    let body: Value = serde_json::from_slice(&body).unwrap();
+                    received.lock().unwrap().push((id, body["data"]["event_id"].as_str().unwrap().to_owned()));
+                    axum::http::StatusCode::OK
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/hook", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        url
+    };
+    let (token, hook_id) = {
         let store = Store::open(&dir.path().join("tracker.db")).await.unwrap();
         store.create_tenant("acme", Some("acme"), now_ms()).await.unwrap();
-        store.create_ingest_token("acme", "crash", None, now_ms()).await.unwrap().0
+        let spec = tracker_store::WebhookSpec {
+            url: Some(hook_url),
+            param_filters: Some([("b".to_string(), "3".to_string())].into()),
+            ..Default::default()
+        };
+        let hook = store.create_webhook("acme", spec, now_ms()).await.unwrap().0;
+        (store.create_ingest_token("acme", "crash", None, now_ms()).await.unwrap().0, hook.webhook_id)
     };
     let http = reqwest::Client::new();
     let port = free_port();
@@ -721,7 +749,35 @@ async fn sigkill_loses_no_acknowledged_event_retries_do_not_duplicate_and_sigter
         bots = hot.drops("acme", 0, i64::MAX / 2, Some("bot")).await.unwrap().iter().map(|r| r.count).sum::<i64>();
     }
     assert_eq!((counted, bots), (want, 200), "the hot tier counts each event once; the ledger each bot click once");
-    drop(hot);
+
+    // the webhook consumer queued each batch-3 event once, and each was delivered (at least once, by one id)
+    let batch3 = tracker_store::hot::StatsQuery { param: Some(("b".into(), "3".into())), ..everything.clone() };
+    let want = usize::try_from(hot.stats("acme", &batch3).await.unwrap().iter().map(|p| p.count).sum::<i64>()).unwrap();
+    assert!(want >= 200, "writers got past batch 3 before the kill");
+    let started = std::time::Instant::now();
+    let distinct = |r: &[(String, String)]| r.iter().map(|(_, e)| e.clone()).collect::<std::collections::HashSet<_>>();
+    while distinct(&received.lock().unwrap()).len() < want && started.elapsed() < Duration::from_secs(60) {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let got = received.lock().unwrap().clone();
+    assert_eq!(distinct(&got).len(), want, "every matching event was delivered");
+    let mut delivery_of: HashMap<String, String> = HashMap::new();
+    for (delivery, event) in &got {
+        let first = delivery_of.entry(event.clone()).or_insert_with(|| delivery.clone());
+        assert_eq!(first, delivery, "an event redelivered under another delivery id was queued twice");
+    }
+    let store = Store::open(&dir.path().join("tracker.db")).await.unwrap();
+    let (mut queued, mut cursor) = (0, None::<String>);
+    loop {
+        let page = store.deliveries_page("acme", &hook_id, None, cursor.as_deref(), 200).await.unwrap();
+        queued += page.items.len();
+        match page.next {
+            Some(n) => cursor = Some(n),
+            None => break,
+        }
+    }
+    assert_eq!(queued, want, "one delivery per event in the delivery log");
+    drop((hot, store));
 
     let pid = proc.child.id().to_string();
     assert!(std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
