@@ -149,8 +149,9 @@ echo "redirect server time (handler, under full load): $server_time"
 echo "core node peak RSS: $((rss_tracking_kb / 1024)) MB after the tracking and batch rows, $((rss_kb / 1024)) MB after the API rows; events written to the log during the run: $log_events"
 echo "machine: $(nproc) cores, $(uname -sr); wrk and both servers share the cores"
 
-# the consumers: a fresh node with them in-process, 200,000 events posted as fast as it takes them, and the time
-# until every one is filtered and counted in the hot tier (what /api/events/stats answers)
+# the consumers: a fresh node with them in-process, 200,000 events (clicks and their conversions) posted as fast
+# as it takes them, the time until every one is filtered and counted in the hot tier (what /api/events/stats
+# answers), then the hot routes' latency over them
 kill "$core_pid" && wait "$core_pid" 2>/dev/null || true
 export DATA_DIR="$work/consumers"
 $bin tenant create --name bench --prefix bench >/dev/null
@@ -164,26 +165,63 @@ curl -sf -o /dev/null -H "authorization: Bearer $ADMIN_TOKEN" -H 'content-type: 
 api_key="$(curl -sf -H "authorization: Bearer $ADMIN_TOKEN" -H 'content-type: application/json' -X POST \
     -d '{"name":"ci","scopes":["read"]}' "http://127.0.0.1:$CORE_PORT/api/tenants/bench/api-keys" \
     | python3 -c 'import json,sys; print(json.load(sys.stdin)["secret"])')"
-python3 - "$work/batch.json" "$token" "$api_key" "$CORE_PORT" "$core_pid" <<'PY'
-import http.client, json, sys, time
-body, token, key, port, pid = open(sys.argv[1], "rb").read(), sys.argv[2], sys.argv[3], int(sys.argv[4]), sys.argv[5]
-n_batches = 200
+python3 - "$token" "$api_key" "$CORE_PORT" "$core_pid" <<'PY'
+import http.client, json, statistics, sys, time
+token, key, port, pid = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
+ua = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/126.0 Safari/537.36"
+now = int(time.time() * 1000)
+# clicks with their own click ids and ten traffic sources; every third click converts a few minutes later
+bodies, i = [], 0
+while i < 150_000:
+    batch = []
+    for _ in range(750):
+        batch.append({"event_type": "click", "timestamp": now - 3_600_000 + i * 20, "ip": f"198.51.100.{i % 250}",
+                      "user_agent": ua, "params": {"click_id": f"c{i}", "sub1": f"source{i % 10}"}})
+        if i % 3 == 0:
+            batch.append({"event_type": "postback", "timestamp": now - 3_600_000 + i * 20 + 180_000,
+                          "params": {"click_id": f"c{i}", "payout": "2.50"}})
+        i += 1
+    bodies.append(json.dumps(batch).encode())
+n_events = sum(len(json.loads(b)) for b in bodies)
 c = http.client.HTTPConnection("127.0.0.1", port)
 start = time.time()
-for _ in range(n_batches):
+for body in bodies:
     c.request("POST", "/batch", body, {"authorization": f"Bearer {token}", "content-type": "application/json"})
     r = c.getresponse(); r.read()
     assert r.status == 200, r.status
 posted = time.time() - start
-total = 0
-while total < n_batches * 1000 and time.time() - start < 600:
-    time.sleep(0.05)
-    c.request("GET", "/api/events/stats?hours=24", headers={"authorization": f"Bearer {key}"})
+def get(path):
+    c.request("GET", path, headers={"authorization": f"Bearer {key}"})
     r = c.getresponse(); answer = json.loads(r.read())
     assert r.status == 200, answer
-    total = answer["total"]
+    return answer
+total = 0
+while total < n_events and time.time() - start < 600:
+    time.sleep(0.05)
+    total = get("/api/events/stats?hours=24")["total"]
 took = time.time() - start
 rss = next(int(l.split()[1]) for l in open(f"/proc/{pid}/status") if l.startswith("VmHWM"))
 print(f"| consumers in-process (filter + stats + webhook queue) | {total:,} events in {took:.1f} s "
       f"(posted in {posted:.1f} s) = **{total / took:,.0f} events/s** to the hot tier | peak RSS {rss // 1024} MB |")
+print()
+print(f"hot-tier queries over those {total:,} events (20 runs each, one client):")
+print()
+print("| query | p50 | max | answer |")
+print("|---|---:|---:|---|")
+queries = [
+    ("/api/events?limit=50", lambda a: f"{len(a['data'])} events"),
+    ("/api/events?param_key=click_id&param_value=c74999", lambda a: f"{len(a['data'])} events"),
+    ("/api/events?event_type=postback&limit=100", lambda a: f"{len(a['data'])} events"),
+    ("/api/events/stats?hours=24&group_by=event_type", lambda a: f"total {a['total']}"),
+    ("/api/events/stats?hours=24&interval=minute&group_by=param:sub1", lambda a: f"{len(a['series'])} points"),
+    ("/api/events/stats?hours=24&param_key=sub1&param_value=source3", lambda a: f"total {a['total']}"),
+    ("/api/events/match?trigger=click&result=postback&on=click_id&hours=24&window_secs=3600",
+     lambda a: f"{a['summary']['matched']} pairs, rate {a['summary']['match_rate']:.3f}"),
+    ("/api/drops?hours=24", lambda a: f"{len(a['data'])} rows"),
+]
+for path, show in queries:
+    times = []
+    for _ in range(20):
+        t = time.perf_counter(); answer = get(path); times.append((time.perf_counter() - t) * 1000)
+    print(f"| `{path}` | {statistics.median(times):.1f} ms | {max(times):.1f} ms | {show(answer)} |")
 PY
