@@ -841,3 +841,59 @@ async fn sigkill_loses_no_acknowledged_event_retries_do_not_duplicate_and_sigter
     assert_eq!(duplicated, 0, "no event is stored twice");
     assert_eq!(seen.len(), acked.len() + retried.len() + clicks.len(), "nothing else is stored");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_consumers_run_as_a_process_of_their_own() {
+    // a node with CONSUMERS=off takes the events; `tracker-consumer` (here on the same embedded log, after the
+    // node stopped; in production against Iggy beside it) filters them into the hot tier and stops on SIGTERM
+    let dir = tempfile::tempdir().unwrap();
+    let token = {
+        let store = Store::open(&dir.path().join("tracker.db")).await.unwrap();
+        store.create_tenant("acme", Some("acme"), now_ms()).await.unwrap();
+        store.create_ingest_token("acme", "t", None, now_ms()).await.unwrap().0
+    };
+    let http = reqwest::Client::new();
+    let port = free_port();
+    let mut node = std::process::Command::new(env!("CARGO_BIN_EXE_tracker-core"))
+        .arg("serve")
+        .env("DATA_DIR", dir.path())
+        .env("PORT", port.to_string())
+        .env("LOG_PARTITIONS", "4")
+        .env("RUST_LOG", "warn")
+        .env("CONSUMERS", "off")
+        .spawn()
+        .unwrap();
+    let base = format!("http://127.0.0.1:{port}");
+    wait_healthy(&http, &base).await;
+    let events: Vec<Value> =
+        (0..500).map(|i| json!({"event_type": "signup", "params": {"i": i.to_string()}})).collect();
+    let res = http.post(format!("{base}/batch")).bearer_auth(&token).json(&events).send().await.unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    assert!(std::process::Command::new("kill").args(["-TERM", &node.id().to_string()]).status().unwrap().success());
+    assert!(node.wait().unwrap().success());
+    let hot_db = tracker_store::Location::File(dir.path().join("hot.db"));
+    let hot = tracker_store::hot::HotStore::connect(&hot_db).await.unwrap();
+    let listed = |hot: tracker_store::hot::HotStore| async move {
+        let q = tracker_store::hot::EventQuery { limit: 1000, ..Default::default() };
+        hot.events("acme", &q).await.unwrap().events.len()
+    };
+    assert_eq!(listed(hot.clone()).await, 0, "the node itself consumed nothing");
+
+    let mut consumer = std::process::Command::new(env!("CARGO_BIN_EXE_tracker-consumer"))
+        .args(["filter", "stats"])
+        .env("DATA_DIR", dir.path())
+        .env("LOG_PARTITIONS", "4")
+        .env("RUST_LOG", "warn")
+        .spawn()
+        .unwrap();
+    let started = std::time::Instant::now();
+    while listed(hot.clone()).await < 500 && started.elapsed() < Duration::from_secs(30) {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(listed(hot).await, 500);
+    assert!(std::process::Command::new("kill").args(["-TERM", &consumer.id().to_string()]).status().unwrap().success());
+    assert!(consumer.wait().unwrap().success(), "stops cleanly on SIGTERM");
+    let bad = std::process::Command::new(env!("CARGO_BIN_EXE_tracker-consumer")).arg("archiver").output().unwrap();
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("unknown consumer"));
+}
