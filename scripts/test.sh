@@ -5,6 +5,7 @@ source "$(dirname "$0")/lib.sh"
 cd "$(dirname "$0")/.."
 ensure_worker_tools
 ensure_sqld
+ensure_duckdb
 say "formatting"
 cargo fmt --all --check
 say "the protocol crate builds for wasm32-unknown-unknown (the edge Worker)"
