@@ -133,12 +133,7 @@ pub async fn run(
             let i = partition as usize;
             let position = at.get(i).copied().unwrap_or(0);
             // the table is the authority: read from its position when the log's offset is behind or ahead
-            let first = polled.events.first().map_or(polled.next_offset, |(o, _)| *o);
-            let polled = if position < first || position > polled.next_offset {
-                log.poll(partition, position, 8192).await?
-            } else {
-                polled
-            };
+            let polled = tracker_log::resume_at(&*log, partition, polled, position, 8192).await?;
             let fresh: Vec<Event> = polled.events.into_iter().filter(|(o, _)| *o >= position).map(|(_, e)| e).collect();
             if polled.next_offset > position {
                 idle = false;

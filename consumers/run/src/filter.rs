@@ -79,13 +79,19 @@ struct Filtering {
     tenants: Tenants,
 }
 
+impl Filtering {
+    fn new(p: &Pipeline) -> Filtering {
+        Filtering {
+            bots: Bots::default(),
+            rates: RateRules::new(p.settings.filter_ip_per_minute),
+            tenants: Tenants::default(),
+        }
+    }
+}
+
 /// Runs the filter until `stop` is set.
 pub async fn run(p: Arc<Pipeline>, stop: Arc<AtomicBool>) {
-    let mut f = Filtering {
-        bots: Bots::default(),
-        rates: RateRules::new(p.settings.filter_ip_per_minute),
-        tenants: Tenants::default(),
-    };
+    let mut f = Filtering::new(&p);
     // batches recorded but not appended (a crash, or an append that failed) are replayed before anything else
     let mut pending = true;
     while !stopped(&stop) {
@@ -124,12 +130,7 @@ async fn step(p: &Pipeline, f: &mut Filtering) -> Result<bool, String> {
 /// The first step of a batch alone, as if the process died right after it: for crash tests. `false` when
 /// nothing waited.
 pub async fn record_only(p: &Pipeline) -> Result<bool, String> {
-    let mut f = Filtering {
-        bots: Bots::default(),
-        rates: RateRules::new(p.settings.filter_ip_per_minute),
-        tenants: Tenants::default(),
-    };
-    Ok(judge_and_record(p, &mut f).await?.is_some())
+    Ok(judge_and_record(p, &mut Filtering::new(p)).await?.is_some())
 }
 
 /// Judges the next batch and records the decisions (step 1); returns the batch and the events it kept.
@@ -139,7 +140,7 @@ async fn judge_and_record(p: &Pipeline, f: &mut Filtering) -> Result<Option<(Pen
         return Ok(None);
     };
     let done = p.hot.offset(GROUP, partition).await.map_err(|e| e.to_string())?;
-    let polled = crate::from_position(&p.raw, partition, polled, done).await?;
+    let polled = tracker_log::resume_at(&*p.raw, partition, polled, done, BATCH).await.map_err(|e| e.to_string())?;
     let next = polled.next_offset.max(done);
     let events: Vec<(u64, Event)> = polled.events.into_iter().filter(|(o, _)| *o >= done).collect();
     let Some(from) = events.first().map(|(o, _)| *o) else {

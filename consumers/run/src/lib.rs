@@ -142,20 +142,3 @@ pub fn now_ms() -> i64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
-
-/// A group poll read from the log's committed offset; the consumer's own position (kept with its output) is the
-/// authority. Behind the log's offset (the output store was restored from a backup, or a commit to the store was
-/// lost), it reads again from its own position, so nothing in between is skipped; ahead of it, the caller skips
-/// what it already holds.
-async fn from_position(
-    log: &Arc<dyn EventLog>,
-    partition: u32,
-    polled: tracker_log::Polled,
-    position: u64,
-) -> Result<tracker_log::Polled, String> {
-    let first = polled.events.first().map_or(polled.next_offset, |(o, _)| *o);
-    if position >= first {
-        return Ok(polled);
-    }
-    log.poll(partition, position, BATCH).await.map_err(|e| e.to_string())
-}

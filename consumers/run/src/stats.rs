@@ -53,7 +53,8 @@ pub async fn step(p: &Pipeline) -> Result<bool, String> {
         return Ok(false);
     };
     let done = p.hot.offset(GROUP, partition).await.map_err(|e| e.to_string())?;
-    let polled = crate::from_position(&p.filtered, partition, polled, done).await?;
+    let polled =
+        tracker_log::resume_at(&*p.filtered, partition, polled, done, BATCH).await.map_err(|e| e.to_string())?;
     let next = polled.next_offset.max(done);
     let events: Vec<Event> = polled.events.into_iter().filter(|(o, _)| *o >= done).map(|(_, e)| e).collect();
     if !events.is_empty() {

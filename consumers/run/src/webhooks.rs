@@ -11,9 +11,9 @@
 //! failed attempts the endpoint is disabled. Tenants read the log and the dead letters, and redeliver, through
 //! the platform API. With `concurrency` 1 an endpoint receives first attempts in event order.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
+use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use rand::Rng as _;
@@ -134,7 +134,8 @@ async fn queue_step(p: &Pipeline, endpoints: &mut Endpoints) -> Result<bool, Str
         return Ok(false);
     };
     let done = p.store.consumer_offset(GROUP, partition).await.map_err(|e| e.to_string())?;
-    let polled = crate::from_position(&p.filtered, partition, polled, done).await?;
+    let polled =
+        tracker_log::resume_at(&*p.filtered, partition, polled, done, BATCH).await.map_err(|e| e.to_string())?;
     let next = polled.next_offset.max(done);
     let mut deliveries = Vec::new();
     for (_, e) in polled.events.iter().filter(|(o, _)| *o >= done) {
@@ -172,7 +173,6 @@ async fn dispatch(p: Arc<Pipeline>, stop: Arc<AtomicBool>) {
             return;
         }
     };
-    let in_flight: Arc<Mutex<HashSet<String>>> = Arc::default();
     let wake = Arc::new(tokio::sync::Notify::new());
     let mut tasks = tokio::task::JoinSet::new();
     let mut pruned: Option<Instant> = None;
@@ -196,17 +196,11 @@ async fn dispatch(p: Arc<Pipeline>, stop: Arc<AtomicBool>) {
                 continue;
             }
         };
+        // a claimed delivery is leased to this dispatcher: no later claim returns it while it is in flight
         for d in due {
-            let fresh = in_flight.lock().map(|mut f| f.insert(d.delivery_id.clone())).unwrap_or(false);
-            if !fresh {
-                continue;
-            }
-            let (p, client, in_flight, wake) = (p.clone(), client.clone(), in_flight.clone(), wake.clone());
+            let (p, client, wake) = (p.clone(), client.clone(), wake.clone());
             tasks.spawn(async move {
                 send(&p, &client, &d).await;
-                if let Ok(mut f) = in_flight.lock() {
-                    f.remove(&d.delivery_id);
-                }
                 // a slot of its endpoint is free: claim the next delivery now, not at the next tick
                 wake.notify_one();
             });

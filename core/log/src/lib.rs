@@ -118,6 +118,24 @@ pub enum LogError {
     PartitionMismatch { path: String, stored: u32, configured: u32 },
 }
 
+/// For a consumer whose own position (kept with its output) is the authority over the group offset a
+/// [`EventLog::poll_group`] read from: the poll as it is when `position` lies within what it read, otherwise a
+/// read from `position` (the output store is behind the log's offset, after a restore or a lost commit, so nothing
+/// in between is skipped; or ahead of it, so nothing is read twice).
+pub async fn resume_at(
+    log: &dyn EventLog,
+    partition: u32,
+    polled: Polled,
+    position: u64,
+    max_events: usize,
+) -> Result<Polled, LogError> {
+    let first = polled.events.first().map_or(polled.next_offset, |(o, _)| *o);
+    if (first..=polled.next_offset).contains(&position) {
+        return Ok(polled);
+    }
+    log.poll(partition, position, max_events).await
+}
+
 /// The durable, partitioned event log.
 pub trait EventLog: Send + Sync + std::fmt::Debug + 'static {
     fn partitions(&self) -> u32;

@@ -48,6 +48,17 @@ pub enum NodeError {
     Cli(String),
 }
 
+/// Logs to stderr, filtered by `RUST_LOG` (info by default, storage engine chatter at warn): for the binaries.
+pub fn init_tracing() {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info,fjall=warn,lsm_tree=warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+}
+
 /// The embedded log configured for this node (`DATA_DIR/log`).
 pub fn log_config(cfg: &Config) -> EmbeddedLogConfig {
     EmbeddedLogConfig {

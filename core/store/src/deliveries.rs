@@ -8,7 +8,7 @@
 use libsql::Value;
 use serde::Serialize;
 
-use crate::resources::{Page, opt_text, page};
+use crate::resources::{Page, opt_text, page, set_consumer_offset};
 use crate::{Result, Store, StoreError, int, opt_int, text};
 
 /// A delivery to queue.
@@ -122,12 +122,7 @@ impl Store {
                 )
                 .await?;
         }
-        tx.execute(
-            "INSERT INTO consumer_offsets (consumer, partition, next_offset) VALUES (?1, ?2, ?3)
-             ON CONFLICT (consumer, partition) DO UPDATE SET next_offset = excluded.next_offset",
-            (consumer, i64::from(partition), i64::try_from(next_offset).unwrap_or(i64::MAX)),
-        )
-        .await?;
+        set_consumer_offset(&tx, consumer, partition, next_offset).await?;
         tx.commit().await?;
         Ok(added)
     }

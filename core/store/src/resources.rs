@@ -614,15 +614,26 @@ impl Store {
             )
             .await?;
         }
-        tx.execute(
-            "INSERT INTO consumer_offsets (consumer, partition, next_offset) VALUES (?1, ?2, ?3)
-             ON CONFLICT (consumer, partition) DO UPDATE SET next_offset = excluded.next_offset",
-            (consumer, i64::from(partition), i64::try_from(next_offset).unwrap_or(i64::MAX)),
-        )
-        .await?;
+        set_consumer_offset(&tx, consumer, partition, next_offset).await?;
         tx.commit().await?;
         Ok(())
     }
+}
+
+/// Moves `consumer`'s offset in `partition` inside the transaction that stored what it produced.
+pub(crate) async fn set_consumer_offset(
+    tx: &libsql::Transaction,
+    consumer: &str,
+    partition: u32,
+    next_offset: u64,
+) -> Result<()> {
+    tx.execute(
+        "INSERT INTO consumer_offsets (consumer, partition, next_offset) VALUES (?1, ?2, ?3)
+         ON CONFLICT (consumer, partition) DO UPDATE SET next_offset = excluded.next_offset",
+        (consumer, i64::from(partition), i64::try_from(next_offset).unwrap_or(i64::MAX)),
+    )
+    .await?;
+    Ok(())
 }
 
 /// Clicks recorded on one tracking link.

@@ -18,13 +18,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info,fjall=warn,lsm_tree=warn".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    tracker_core::init_tracing();
     let args: Vec<String> = std::env::args().skip(1).collect();
     let which: Result<Vec<Which>, String> =
         if args.is_empty() { Ok(tracker_consumers::ALL.to_vec()) } else { args.iter().map(|a| a.parse()).collect() };
