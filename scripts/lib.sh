@@ -79,3 +79,14 @@ ensure_duckdb() {
     fi
     export TRACKER_DUCKDB_PYTHON="$venv/bin/python"
 }
+
+# moto's S3 server from PyPI: the archive's S3 (R2) path is tested against it. Sets TRACKER_S3_PYTHON for the tests
+# (they start tests/archive/s3_server.py with it).
+ensure_moto() {
+    local venv="${TRACKER_VENV:-$HOME/.cache/tracker/venv}"
+    [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
+    if ! "$venv/bin/python" -c 'import moto.server, werkzeug' 2>/dev/null; then
+        "$venv/bin/pip" install -q 'moto[server]==5.2.5'
+    fi
+    export TRACKER_S3_PYTHON="$venv/bin/python"
+}

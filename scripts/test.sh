@@ -6,6 +6,7 @@ cd "$(dirname "$0")/.."
 ensure_worker_tools
 ensure_sqld
 ensure_duckdb
+ensure_moto
 say "formatting"
 cargo fmt --all --check
 say "the protocol crate builds for wasm32-unknown-unknown (the edge Worker)"

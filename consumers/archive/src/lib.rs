@@ -1,46 +1,129 @@
 //! # The archiver
 //!
-//! Filtered events into an open Delta Lake table, `<base>/events`, partitioned by tenant and date, with a typed
-//! schema: params are a `map<string, string>` (queryable natively by any Delta reader), the raw payload is kept
-//! as JSON text.
+//! Filtered events into two open Delta Lake tables under one base location (a local directory, or
+//! `s3://bucket/prefix` on S3 or Cloudflare R2), both partitioned by tenant and UTC date:
+//!
+//! * `<base>/events`: every event, with a typed schema: params are a `map<string, string>` (queryable natively by
+//!   any Delta reader), the raw payload is kept as JSON text, the short link has a column of its own;
+//! * `<base>/rollups`: events per tenant, event type, link and hour, the warm tier's input.
 //!
 //! Exactly once without any state of its own: each commit carries, for every log partition it covers, a Delta
-//! application transaction (`appId` = `tracker-archiver/<partition>`, `version` = the next log offset to archive).
-//! The table is the only record of how far the archiver got. A crash before a commit leaves at most unreferenced
-//! data files (never read; `VACUUM` removes them) and the same events are written again; a crash after it finds
-//! the new versions at start-up and skips what the table holds. One archiver owns a log partition at a time (the
-//! log's consumer group assigns them).
+//! application transaction (`appId` = `tracker-archiver/<table>/<partition>`, `version` = the next log offset).
+//! The tables are the only record of how far the archiver got, each on its own: a crash between the two tables'
+//! commits is repaired at start-up, when each table takes only the events it does not hold yet. A crash before a
+//! commit leaves at most unreferenced data files (never read; `VACUUM` removes them). One archiver owns a log
+//! partition at a time (the log's consumer group assigns them).
+//!
+//! [`maintain`] keeps the tables fast and bounded: per-tenant retention deletes, `OPTIMIZE` (compaction, which
+//! commits alongside the archiver's appends without blocking them), a checkpoint, and `VACUUM`.
 
+mod maintain;
 mod schema;
 
-use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Once};
 use std::time::{Duration, Instant};
 
 use deltalake::DeltaTable;
+use deltalake::arrow::array::RecordBatch;
 use deltalake::kernel::Transaction;
 use deltalake::kernel::transaction::CommitProperties;
 use deltalake::protocol::SaveMode;
 use tracker_log::{EventLog, Filter};
 use tracker_protocol::Event;
 
-pub use schema::{columns, partition_columns, to_batch};
+pub use maintain::{Maintenance, MaintenanceReport, Retention, maintain};
+pub use schema::{Rollups, date_of, event_batch, event_columns, partition_columns, rollup_columns};
 
 /// The archiver's consumer group in the log.
 pub const GROUP: &str = "archiver";
+/// Most events one poll reads.
+const POLL: usize = 16_384;
 
-/// How the archiver batches its writes.
+/// The archive's two tables.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Table {
+    Events,
+    Rollups,
+}
+
+impl Table {
+    pub const ALL: [Table; 2] = [Table::Events, Table::Rollups];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Table::Events => "events",
+            Table::Rollups => "rollups",
+        }
+    }
+
+    /// The application id under which this table records how far it holds a log partition.
+    pub fn app_id(self, partition: u32) -> String {
+        format!("tracker-archiver/{}/{partition}", self.name())
+    }
+
+    fn columns(self) -> Vec<deltalake::kernel::StructField> {
+        match self {
+            Table::Events => event_columns(),
+            Table::Rollups => rollup_columns(),
+        }
+    }
+}
+
+/// Where the archive lives and how it batches its writes.
 #[derive(Debug, Clone)]
 pub struct ArchiveSettings {
-    /// The table's location: a local directory or `s3://bucket/prefix` (R2 through its S3 endpoint).
-    pub table_url: url::Url,
+    /// The tables' base location: `file:///…` or `s3://bucket/prefix`.
+    pub base: url::Url,
     /// Object store options (`AWS_ENDPOINT_URL`, `AWS_REGION`, credentials, ...).
-    pub storage_options: std::collections::HashMap<String, String>,
+    pub storage_options: HashMap<String, String>,
     /// A commit is made once this many events wait...
     pub flush_events: usize,
     /// ...or the oldest waiting event has waited this long.
     pub flush_interval: Duration,
+    pub maintenance: Maintenance,
+}
+
+impl ArchiveSettings {
+    /// Defaults for a base location: commits of up to 100,000 events or every 60 s (large files; a crash only
+    /// re-reads what was not committed), maintenance every hour.
+    pub fn new(base: url::Url) -> ArchiveSettings {
+        ArchiveSettings {
+            base,
+            storage_options: HashMap::new(),
+            flush_events: 100_000,
+            flush_interval: Duration::from_secs(60),
+            maintenance: Maintenance::default(),
+        }
+    }
+
+    /// A table's location: `<base>/<name>`.
+    pub fn table_url(&self, table: Table) -> url::Url {
+        let mut url = self.base.clone();
+        let path = format!("{}/{}", self.base.path().trim_end_matches('/'), table.name());
+        url.set_path(&path);
+        url
+    }
+}
+
+/// Parses `ARCHIVE_URL`: `s3://bucket/prefix` (S3, R2) or a local directory (a path or `file://` URL; created
+/// when the tables are opened).
+pub fn parse_base(location: &str) -> Result<url::Url, ArchiveError> {
+    let bad = |e: &dyn std::fmt::Display| ArchiveError::Location(format!("{location}: {e}"));
+    if let Some(path) = location.strip_prefix("file://") {
+        return parse_base(path);
+    }
+    if location.contains("://") {
+        let url = url::Url::parse(location).map_err(|e| bad(&e))?;
+        return match (url.scheme(), url.host_str()) {
+            ("s3" | "s3a", Some(bucket)) if !bucket.is_empty() => Ok(url),
+            ("s3" | "s3a", _) => Err(bad(&"names no bucket")),
+            (other, _) => Err(bad(&format!("unsupported scheme {other} (s3:// or a directory)"))),
+        };
+    }
+    let dir = std::path::absolute(location).map_err(|e| bad(&e))?;
+    url::Url::from_directory_path(&dir).map_err(|()| bad(&"not a directory path"))
 }
 
 /// Why archiving failed.
@@ -52,116 +135,249 @@ pub enum ArchiveError {
     Arrow(#[from] deltalake::arrow::error::ArrowError),
     #[error("event log: {0}")]
     Log(#[from] tracker_log::LogError),
+    #[error("archive location {0}")]
+    Location(String),
+    #[error("commit task: {0}")]
+    Task(String),
 }
 
-/// The application id of a log partition's progress in the table.
-pub fn app_id(partition: u32) -> String {
-    format!("tracker-archiver/{partition}")
-}
-
-/// Opens the events table, creating it (empty, with its schema and partitioning) if it does not exist.
-pub async fn open_table(settings: &ArchiveSettings) -> Result<DeltaTable, ArchiveError> {
-    let ops =
-        DeltaTable::try_from_url_with_storage_options(settings.table_url.clone(), settings.storage_options.clone())
-            .await?;
-    let table = ops
+/// Opens a table, creating it (empty, with its schema, partitioning and properties) if it does not exist.
+pub async fn open_table(settings: &ArchiveSettings, table: Table) -> Result<DeltaTable, ArchiveError> {
+    static S3: Once = Once::new();
+    S3.call_once(|| deltalake::aws::register_handlers(None));
+    let url = settings.table_url(table);
+    if url.scheme() == "file"
+        && let Ok(dir) = url.to_file_path()
+    {
+        std::fs::create_dir_all(&dir).map_err(|e| ArchiveError::Location(format!("{url}: {e}")))?;
+    }
+    let ops = DeltaTable::try_from_url_with_storage_options(url, settings.storage_options.clone()).await?;
+    let created = ops
         .create()
-        .with_table_name("events")
-        .with_columns(columns())
+        .with_table_name(table.name())
+        .with_columns(table.columns())
         .with_partition_columns(partition_columns())
+        .with_configuration(settings.maintenance.table_properties())
         .with_save_mode(SaveMode::Ignore)
         .await?;
-    Ok(table)
+    Ok(created)
 }
 
-/// How far the table holds each log partition: the next offset to archive.
-pub async fn positions(table: &DeltaTable, partitions: u32) -> Result<Vec<u64>, ArchiveError> {
-    let snapshot = table.snapshot()?;
+/// Opens an existing table to read it; `None` if it was never created. Readers never create a table: that is
+/// the archiver's job (a reader creating it at the same time would conflict with the archiver's first commit).
+pub async fn read_table(settings: &ArchiveSettings, table: Table) -> Result<Option<DeltaTable>, ArchiveError> {
+    let url = settings.table_url(table);
+    match deltalake::open_table_with_storage_options(url, settings.storage_options.clone()).await {
+        Ok(t) => Ok(Some(t)),
+        Err(deltalake::DeltaTableError::NotATable(_) | deltalake::DeltaTableError::InvalidTableLocation(_)) => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// How far a table holds each log partition: the next offset it has not archived.
+pub async fn positions(delta: &DeltaTable, table: Table, partitions: u32) -> Result<Vec<u64>, ArchiveError> {
+    let snapshot = delta.snapshot()?;
     let mut out = Vec::with_capacity(partitions as usize);
     for p in 0..partitions {
-        let v = snapshot.transaction_version(table.log_store().as_ref(), app_id(p)).await?;
+        let v = snapshot.transaction_version(delta.log_store().as_ref(), table.app_id(p)).await?;
         out.push(v.and_then(|v| u64::try_from(v).ok()).unwrap_or(0));
     }
     Ok(out)
 }
 
-/// Events read but not committed yet, per log partition: `(first offset, next offset, events)`.
+/// What was read but not committed yet.
 #[derive(Debug, Default)]
 struct Pending {
-    parts: BTreeMap<u32, (u64, Vec<Event>)>,
-    events: usize,
+    /// Each poll's events, being converted (on another core) into event rows and rollup counts.
+    parts: Vec<tokio::task::JoinHandle<Result<Converted, ArchiveError>>>,
+    /// Event rows in `parts`.
+    rows: usize,
+    /// Per log partition, the next offset once this is committed.
+    next: BTreeMap<u32, u64>,
     since: Option<Instant>,
 }
 
-/// Commits everything pending as one Delta version, with each partition's new position as its application
-/// transaction. Returns the table after the commit.
-async fn flush(table: DeltaTable, pending: &mut Pending) -> Result<DeltaTable, ArchiveError> {
-    if pending.events == 0 {
-        return Ok(table);
-    }
-    let events: Vec<&Event> = pending.parts.values().flat_map(|(_, e)| e.iter()).collect();
-    let batch = to_batch(&events)?;
-    let txns: Vec<Transaction> = pending
-        .parts
-        .iter()
-        .map(|(p, (next, _))| Transaction::new(app_id(*p), i64::try_from(*next).unwrap_or(i64::MAX)))
-        .collect();
-    let table = table
-        .write(vec![batch])
-        .with_save_mode(SaveMode::Append)
-        .with_partition_columns(partition_columns())
-        .with_commit_properties(CommitProperties::default().with_application_transactions(txns))
-        .await?;
-    *pending = Pending::default();
-    Ok(table)
+/// One poll's events as rows of both tables.
+#[derive(Debug)]
+struct Converted {
+    rows: Option<RecordBatch>,
+    rollups: Rollups,
 }
 
-/// Archives until `stop` is set; returns the events archived.
+impl Pending {
+    /// Converts `events` (offset, event) off the reading task: rows for the events table where `events_from`
+    /// allows, counts for the rollups where `rollups_from` does.
+    fn add(&mut self, events: Vec<(u64, Event)>, events_from: u64, rollups_from: u64) {
+        self.rows += events.iter().filter(|(o, _)| *o >= events_from).count();
+        self.parts.push(tokio::spawn(async move {
+            let mut rollups = Rollups::default();
+            events.iter().filter(|(o, _)| *o >= rollups_from).for_each(|(_, e)| rollups.add(e));
+            let rows: Vec<&Event> = events.iter().filter(|(o, _)| *o >= events_from).map(|(_, e)| e).collect();
+            let rows = if rows.is_empty() { None } else { Some(event_batch(rows.into_iter())?) };
+            Ok(Converted { rows, rollups })
+        }));
+    }
+
+    /// The event rows and rollup counts of every part, once converted.
+    async fn converted(self) -> Result<(Vec<RecordBatch>, Rollups), ArchiveError> {
+        let mut batches = Vec::with_capacity(self.parts.len());
+        let mut rollups = Rollups::default();
+        for part in self.parts {
+            let c = part.await.map_err(|e| ArchiveError::Task(e.to_string()))??;
+            batches.extend(c.rows);
+            rollups.merge(c.rollups);
+        }
+        Ok((batches, rollups))
+    }
+}
+
+/// One table and how far it holds each partition.
+#[derive(Debug)]
+struct Target {
+    table: Table,
+    delta: DeltaTable,
+    held: Vec<u64>,
+}
+
+impl Target {
+    async fn open(settings: &ArchiveSettings, table: Table, partitions: u32) -> Result<Target, ArchiveError> {
+        let delta = open_table(settings, table).await?;
+        let held = positions(&delta, table, partitions).await?;
+        Ok(Target { table, delta, held })
+    }
+
+    /// Appends `batch` with the new positions of the partitions it moves, as one commit.
+    async fn commit(&mut self, batches: Vec<RecordBatch>, next: &BTreeMap<u32, u64>) -> Result<(), ArchiveError> {
+        if batches.is_empty() {
+            // nothing new for this table (it already held these events: a crash between the two commits)
+            return Ok(());
+        }
+        let moved: Vec<(u32, u64)> = next
+            .iter()
+            .filter(|(p, n)| self.held.get(**p as usize).is_some_and(|h| **n > *h))
+            .map(|(p, n)| (*p, *n))
+            .collect();
+        let txns: Vec<Transaction> = moved
+            .iter()
+            .map(|(p, n)| Transaction::new(self.table.app_id(*p), i64::try_from(*n).unwrap_or(i64::MAX)))
+            .collect();
+        let delta = self.delta.clone();
+        self.delta = delta
+            .write(batches)
+            .with_save_mode(SaveMode::Append)
+            .with_partition_columns(partition_columns())
+            .with_commit_properties(CommitProperties::default().with_application_transactions(txns))
+            .await?;
+        for (p, n) in moved {
+            if let Some(h) = self.held.get_mut(p as usize) {
+                *h = n;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Archives until `stop` is set; returns the events archived. On an error it returns it: nothing is lost, a
+/// restart continues from the tables' positions.
+///
+/// Reading and committing overlap: while one commit is written (Parquet encoding, object store puts), the next
+/// batch is read and converted. Commits stay in order, one at a time.
 pub async fn run(
     log: Arc<dyn EventLog>,
     settings: ArchiveSettings,
     stop: Arc<AtomicBool>,
 ) -> Result<u64, ArchiveError> {
-    let mut table = open_table(&settings).await?;
-    let mut at = positions(&table, log.partitions()).await?;
+    let partitions = log.partitions();
+    let events = Target::open(&settings, Table::Events, partitions).await?;
+    let rollups = Target::open(&settings, Table::Rollups, partitions).await?;
+    // what each table held at start-up: events below are skipped for it (after a crash between the commits)
+    let (events_held, rollups_held) = (events.held.clone(), rollups.held.clone());
+    // read from the older of the two tables' positions
+    let mut read: Vec<u64> = events_held.iter().zip(&rollups_held).map(|(e, r)| (*e).min(*r)).collect();
+    // the log's group offsets follow what was read, not what was committed (the archiver batches many polls into
+    // one commit): they start from the tables' positions
+    for (p, at) in (0..partitions).zip(&read) {
+        log.commit_offset(GROUP, p, *at).await?;
+    }
+    let mut writer = Writer { idle: Some((events, rollups)), busy: None };
     let mut pending = Pending::default();
     let mut archived = 0u64;
+    let poll = POLL.min(settings.flush_events.max(1));
     while !stop.load(Ordering::Acquire) {
-        let polled = log.poll_group(GROUP, 8192, Filter::ALL).await?;
+        let polled = log.poll_group(GROUP, poll, Filter::ALL).await?;
         let mut idle = true;
-        if let Some((partition, polled)) = polled {
-            let i = partition as usize;
-            let position = at.get(i).copied().unwrap_or(0);
-            // the table is the authority: read from its position when the log's offset is behind or ahead
-            let polled = tracker_log::resume_at(&*log, partition, polled, position, 8192).await?;
-            let fresh: Vec<Event> = polled.events.into_iter().filter(|(o, _)| *o >= position).map(|(_, e)| e).collect();
-            if polled.next_offset > position {
+        if let Some((partition, polled)) = polled
+            && let Some(at) = read.get_mut(partition as usize)
+        {
+            // the tables are the authority: read from their position when the log's offset is behind or ahead
+            let polled = tracker_log::resume_at(&*log, partition, polled, *at, poll).await?;
+            if polled.next_offset > *at {
                 idle = false;
-                pending.events += fresh.len();
-                let entry = pending.parts.entry(partition).or_default();
-                entry.0 = polled.next_offset;
-                entry.1.extend(fresh);
+                let at_least = |held: &[u64]| held.get(partition as usize).copied().unwrap_or(0).max(*at);
+                pending.add(polled.events, at_least(&events_held), at_least(&rollups_held));
+                pending.next.insert(partition, polled.next_offset);
                 pending.since.get_or_insert_with(Instant::now);
-                if let Some(a) = at.get_mut(i) {
-                    *a = polled.next_offset;
-                }
+                *at = polled.next_offset;
+                log.commit_offset(GROUP, partition, polled.next_offset).await?;
             }
         }
         let due = pending.since.is_some_and(|s| s.elapsed() >= settings.flush_interval);
-        if pending.events >= settings.flush_events || (due && !pending.parts.is_empty()) {
-            let offsets: Vec<(u32, u64)> = pending.parts.iter().map(|(p, (n, _))| (*p, *n)).collect();
-            let n = pending.events as u64;
-            table = flush(table, &mut pending).await?;
-            archived += n;
-            for (p, next) in offsets {
-                // the log's offset only saves a re-read; the table is the record
-                let _ = log.commit_offset(GROUP, p, next).await;
-            }
+        if pending.rows >= settings.flush_events || due {
+            archived += writer.start(std::mem::take(&mut pending)).await?;
         }
         if idle {
+            archived += writer.settle().await?;
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
-    // what is pending is not lost: it is read again from the table's positions next time
+    // a stop commits what was read (not needed for correctness: it would be read again)
+    archived += writer.start(pending).await?;
+    archived += writer.settle().await?;
     Ok(archived)
+}
+
+/// The tables, idle or being committed to by a task of their own.
+#[derive(Debug)]
+struct Writer {
+    idle: Option<(Target, Target)>,
+    busy: Option<Committing>,
+}
+
+/// A commit in flight; aborted if the archiver is dropped (as a crash would: safe, the commit either happened or not).
+#[derive(Debug)]
+struct Committing(tokio::task::JoinHandle<Result<(Target, Target, u64), ArchiveError>>);
+
+impl Drop for Committing {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+impl Writer {
+    /// Waits for the commit in flight, if any; returns the events it committed.
+    async fn settle(&mut self) -> Result<u64, ArchiveError> {
+        let Some(mut task) = self.busy.take() else { return Ok(0) };
+        let (events, rollups, n) = (&mut task.0).await.map_err(|e| ArchiveError::Task(e.to_string()))??;
+        self.idle = Some((events, rollups));
+        Ok(n)
+    }
+
+    /// Starts committing `pending` once the commit in flight is done; returns the events that one committed.
+    async fn start(&mut self, mut pending: Pending) -> Result<u64, ArchiveError> {
+        let n = self.settle().await?;
+        if pending.since.is_none() {
+            return Ok(n);
+        }
+        let (mut events, mut rollups) = self.idle.take().ok_or_else(|| ArchiveError::Task("no tables".into()))?;
+        let next = std::mem::take(&mut pending.next);
+        let events_read = pending.rows as u64;
+        self.busy = Some(Committing(tokio::spawn(async move {
+            let (batches, rollup_counts) = pending.converted().await?;
+            events.commit(batches, &next).await?;
+            let rollup_rows = if rollup_counts.is_empty() { vec![] } else { vec![rollup_counts.batch()?] };
+            rollups.commit(rollup_rows, &next).await?;
+            Ok((events, rollups, events_read))
+        })));
+        Ok(n)
+    }
 }

@@ -1,23 +1,37 @@
-//! The events table's schema and the conversion of events into Arrow record batches.
+//! The two tables' schemas and the conversion of events into Arrow record batches.
+//!
+//! * `events`: one row per event, params as a `map<string, string>`, the raw payload as JSON text.
+//! * `rollups`: events per tenant, event type, link and hour (the warm tier's input); several rows may hold the
+//!   same key (one per commit), so readers sum `events`.
+//!
+//! Both are partitioned by tenant, then by the event's UTC date (`YYYY-MM-DD`).
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use deltalake::arrow::array::{
-    ArrayRef, BooleanBuilder, MapBuilder, MapFieldNames, RecordBatch, StringBuilder, TimestampMicrosecondBuilder,
+    ArrayRef, BooleanBuilder, Int64Builder, MapBuilder, MapFieldNames, RecordBatch, StringBuilder,
+    TimestampMicrosecondBuilder,
 };
 use deltalake::arrow::datatypes::{DataType as ArrowType, Field, Schema, TimeUnit};
 use deltalake::arrow::error::ArrowError;
 use deltalake::kernel::{DataType, MapType, StructField};
 use tracker_protocol::Event;
 
-/// The columns, in order (the partition columns `tenant` and `date` last).
-pub fn columns() -> Vec<StructField> {
+/// Both tables are partitioned by tenant, then by the event's UTC date.
+pub fn partition_columns() -> Vec<String> {
+    vec!["tenant".into(), "date".into()]
+}
+
+/// The `events` table's columns, in order (the partition columns last).
+pub fn event_columns() -> Vec<StructField> {
     let text = |name: &str, nullable: bool| StructField::new(name, DataType::STRING, nullable);
     vec![
         text("event_id", false),
         text("event_type", false),
         StructField::new("timestamp", DataType::TIMESTAMP, false),
         StructField::new("received_at", DataType::TIMESTAMP, false),
+        text("tu_id", true),
         text("ip", true),
         text("user_agent", true),
         text("referer", true),
@@ -33,26 +47,38 @@ pub fn columns() -> Vec<StructField> {
     ]
 }
 
-/// The table is partitioned by tenant, then by the event's UTC date (`YYYY-MM-DD`).
-pub fn partition_columns() -> Vec<String> {
-    vec!["tenant".into(), "date".into()]
+/// The `rollups` table's columns.
+pub fn rollup_columns() -> Vec<StructField> {
+    vec![
+        StructField::new("hour", DataType::TIMESTAMP, false),
+        StructField::new("event_type", DataType::STRING, false),
+        StructField::new("tu_id", DataType::STRING, true),
+        StructField::new("events", DataType::LONG, false),
+        StructField::new("tenant", DataType::STRING, false),
+        StructField::new("date", DataType::STRING, false),
+    ]
 }
 
-fn arrow_schema() -> Schema {
-    let text = |name: &str, nullable: bool| Field::new(name, ArrowType::Utf8, nullable);
-    let ts = |name: &str| Field::new(name, ArrowType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())), false);
+fn text(name: &str, nullable: bool) -> Field {
+    Field::new(name, ArrowType::Utf8, nullable)
+}
+
+fn timestamp(name: &str) -> Field {
+    Field::new(name, ArrowType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())), false)
+}
+
+fn event_schema() -> Arc<Schema> {
     let entries = Field::new(
         "key_value",
-        ArrowType::Struct(
-            vec![Field::new("key", ArrowType::Utf8, false), Field::new("value", ArrowType::Utf8, true)].into(),
-        ),
+        ArrowType::Struct(vec![Field::new("key", ArrowType::Utf8, false), text("value", true)].into()),
         false,
     );
-    Schema::new(vec![
+    Arc::new(Schema::new(vec![
         text("event_id", false),
         text("event_type", false),
-        ts("timestamp"),
-        ts("received_at"),
+        timestamp("timestamp"),
+        timestamp("received_at"),
+        text("tu_id", true),
         text("ip", true),
         text("user_agent", true),
         text("referer", true),
@@ -65,12 +91,26 @@ fn arrow_schema() -> Schema {
         Field::new("historical", ArrowType::Boolean, false),
         text("tenant", false),
         text("date", false),
-    ])
+    ]))
 }
+
+fn rollup_schema() -> Arc<Schema> {
+    Arc::new(Schema::new(vec![
+        timestamp("hour"),
+        text("event_type", false),
+        text("tu_id", true),
+        Field::new("events", ArrowType::Int64, false),
+        text("tenant", false),
+        text("date", false),
+    ]))
+}
+
+const DAY_MS: i64 = 86_400_000;
+const HOUR_MS: i64 = 3_600_000;
 
 /// The UTC date of a time in ms since the epoch, `YYYY-MM-DD` (civil-from-days, no time zone data needed).
 pub fn date_of(ms: i64) -> String {
-    let days = ms.div_euclid(86_400_000);
+    let days = ms.div_euclid(DAY_MS);
     let z = days + 719_468;
     let era = z.div_euclid(146_097);
     let doe = z - era * 146_097;
@@ -83,24 +123,52 @@ pub fn date_of(ms: i64) -> String {
     format!("{y:04}-{m:02}-{d:02}")
 }
 
-/// Events as one record batch of the table's schema.
-pub fn to_batch(events: &[&Event]) -> Result<RecordBatch, ArrowError> {
+/// Caches the date string of the last day seen: events arrive in time order, so nearly every lookup hits.
+#[derive(Debug, Default)]
+struct Dates {
+    day: Option<(i64, String)>,
+}
+
+impl Dates {
+    fn of(&mut self, ms: i64) -> &str {
+        let day = ms.div_euclid(DAY_MS);
+        if self.day.as_ref().is_none_or(|(d, _)| *d != day) {
+            self.day = Some((day, date_of(ms)));
+        }
+        self.day.as_ref().map_or("", |(_, s)| s.as_str())
+    }
+}
+
+fn auth_name(auth: tracker_protocol::Auth) -> &'static str {
+    match auth {
+        tracker_protocol::Auth::None => "none",
+        tracker_protocol::Auth::Link => "link",
+        tracker_protocol::Auth::Token => "token",
+        tracker_protocol::Auth::Signature => "signature",
+    }
+}
+
+/// Events as one record batch of the `events` table.
+pub fn event_batch<'e>(events: impl ExactSizeIterator<Item = &'e Event>) -> Result<RecordBatch, ArrowError> {
     let n = events.len();
-    let mut strings: Vec<StringBuilder> = (0..12).map(|_| StringBuilder::with_capacity(n, n * 16)).collect();
-    let mut timestamp = TimestampMicrosecondBuilder::with_capacity(n).with_timezone("UTC");
+    let strings = || StringBuilder::with_capacity(n, n * 16);
+    let (mut event_id, mut event_type, mut tu_id, mut ip, mut ua) =
+        (strings(), strings(), strings(), strings(), strings());
+    let (mut referer, mut lang, mut path, mut host) = (strings(), strings(), strings(), strings());
+    let (mut raw, mut auth, mut tenant, mut date) = (strings(), strings(), strings(), strings());
+    let mut ts = TimestampMicrosecondBuilder::with_capacity(n).with_timezone("UTC");
     let mut received = TimestampMicrosecondBuilder::with_capacity(n).with_timezone("UTC");
     let mut historical = BooleanBuilder::with_capacity(n);
     let names = MapFieldNames { entry: "key_value".into(), key: "key".into(), value: "value".into() };
     let mut params = MapBuilder::new(Some(names), StringBuilder::new(), StringBuilder::new());
+    let mut dates = Dates::default();
+    let mut id = tracker_protocol::Uuid::encode_buffer();
     for e in events {
-        let [event_id, event_type, ip, ua, referer, lang, path, host, raw, auth, tenant, date] = &mut strings[..]
-        else {
-            unreachable!("twelve string columns")
-        };
-        event_id.append_value(e.event_id.to_string());
+        event_id.append_value(e.event_id.as_hyphenated().encode_lower(&mut id));
         event_type.append_value(&e.event_type);
-        timestamp.append_value(e.timestamp.saturating_mul(1000));
+        ts.append_value(e.timestamp.saturating_mul(1000));
         received.append_value(e.received_at.saturating_mul(1000));
+        tu_id.append_option(e.link());
         ip.append_option(e.ip.as_deref());
         ua.append_option(e.user_agent.as_deref());
         referer.append_option(e.referer.as_deref());
@@ -113,42 +181,93 @@ pub fn to_batch(events: &[&Event]) -> Result<RecordBatch, ArrowError> {
         }
         params.append(true)?;
         raw.append_option(e.raw_payload.as_ref().map(|r| r.as_str()));
-        auth.append_value(match e.auth {
-            tracker_protocol::Auth::None => "none",
-            tracker_protocol::Auth::Link => "link",
-            tracker_protocol::Auth::Token => "token",
-            tracker_protocol::Auth::Signature => "signature",
-        });
+        auth.append_value(auth_name(e.auth));
         historical.append_value(e.historical);
         tenant.append_value(&e.key_prefix);
-        date.append_value(date_of(e.timestamp));
+        date.append_value(dates.of(e.timestamp));
     }
-    let mut s = strings.into_iter().map(|mut b| Arc::new(b.finish()) as ArrayRef);
-    let mut next = || s.next().unwrap_or_else(|| unreachable!("twelve string columns"));
-    let (event_id, event_type, ip, ua, referer, lang, path, host, raw, auth, tenant, date) =
-        (next(), next(), next(), next(), next(), next(), next(), next(), next(), next(), next(), next());
-    let params: ArrayRef = Arc::new(params.finish());
-    RecordBatch::try_new(
-        Arc::new(arrow_schema()),
-        vec![
-            event_id,
-            event_type,
-            Arc::new(timestamp.finish()),
-            Arc::new(received.finish()),
-            ip,
-            ua,
-            referer,
-            lang,
-            path,
-            host,
-            params,
-            raw,
-            auth,
-            Arc::new(historical.finish()),
-            tenant,
-            date,
-        ],
-    )
+    let s = |b: &mut StringBuilder| Arc::new(b.finish()) as ArrayRef;
+    let columns: Vec<ArrayRef> = vec![
+        s(&mut event_id),
+        s(&mut event_type),
+        Arc::new(ts.finish()),
+        Arc::new(received.finish()),
+        s(&mut tu_id),
+        s(&mut ip),
+        s(&mut ua),
+        s(&mut referer),
+        s(&mut lang),
+        s(&mut path),
+        s(&mut host),
+        Arc::new(params.finish()),
+        s(&mut raw),
+        s(&mut auth),
+        Arc::new(historical.finish()),
+        s(&mut tenant),
+        s(&mut date),
+    ];
+    RecordBatch::try_new(event_schema(), columns)
+}
+
+/// The key of a rollup row: tenant, hour (ms), event type, link.
+type RollupKey = (String, i64, String, Option<String>);
+
+/// Counts events per tenant, event type, link and hour, until they are written as one batch of rollup rows.
+#[derive(Debug, Default)]
+pub struct Rollups {
+    counts: BTreeMap<RollupKey, i64>,
+}
+
+impl Rollups {
+    pub fn add(&mut self, e: &Event) {
+        let hour = e.timestamp.div_euclid(HOUR_MS) * HOUR_MS;
+        let key = (e.key_prefix.clone(), hour, e.event_type.clone(), e.link().map(str::to_owned));
+        *self.counts.entry(key).or_default() += 1;
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.counts.is_empty()
+    }
+
+    /// Adds `other`'s counts.
+    pub fn merge(&mut self, other: Rollups) {
+        if self.counts.is_empty() {
+            self.counts = other.counts;
+            return;
+        }
+        for (key, n) in other.counts {
+            *self.counts.entry(key).or_default() += n;
+        }
+    }
+
+    /// The rows as one record batch of the `rollups` table.
+    pub fn batch(&self) -> Result<RecordBatch, ArrowError> {
+        let n = self.counts.len();
+        let mut hour = TimestampMicrosecondBuilder::with_capacity(n).with_timezone("UTC");
+        let (mut event_type, mut tu_id, mut tenant, mut date) =
+            (StringBuilder::new(), StringBuilder::new(), StringBuilder::new(), StringBuilder::new());
+        let mut events = Int64Builder::with_capacity(n);
+        let mut dates = Dates::default();
+        for ((t, h, et, tu), count) in &self.counts {
+            hour.append_value(h.saturating_mul(1000));
+            event_type.append_value(et);
+            tu_id.append_option(tu.as_deref());
+            events.append_value(*count);
+            tenant.append_value(t);
+            date.append_value(dates.of(*h));
+        }
+        RecordBatch::try_new(
+            rollup_schema(),
+            vec![
+                Arc::new(hour.finish()),
+                Arc::new(event_type.finish()),
+                Arc::new(tu_id.finish()),
+                Arc::new(events.finish()),
+                Arc::new(tenant.finish()),
+                Arc::new(date.finish()),
+            ],
+        )
+    }
 }
 
 #[cfg(test)]
@@ -161,5 +280,40 @@ mod tests {
         assert_eq!(date_of(951_782_400_000), "2000-02-29");
         assert_eq!(date_of(1_795_996_799_999), "2026-11-29");
         assert_eq!(date_of(-1), "1969-12-31");
+        let mut d = Dates::default();
+        assert_eq!(d.of(1_795_996_799_999), "2026-11-29");
+        assert_eq!(d.of(1_795_996_800_000), "2026-11-30");
+    }
+
+    #[test]
+    fn rollups_count_per_tenant_type_link_and_hour() {
+        let base = Event {
+            event_id: tracker_protocol::Uuid::from_u64_pair(1, 1),
+            event_type: "click".into(),
+            timestamp: 1_795_996_799_999,
+            received_at: 1_795_996_799_999,
+            key_prefix: "acme".into(),
+            ip: None,
+            user_agent: None,
+            referer: None,
+            accept_language: None,
+            request_path: Some("/t/abc".into()),
+            request_host: None,
+            params: [("tu_id".to_string(), "abc".to_string())].into(),
+            raw_payload: None,
+            auth: tracker_protocol::Auth::Link,
+            historical: false,
+        };
+        let mut r = Rollups::default();
+        r.add(&base);
+        r.add(&base);
+        r.add(&Event { timestamp: base.timestamp + 1, ..base.clone() }); // the next hour (and day)
+        r.add(&Event { request_path: None, ..base.clone() }); // names no link
+        r.add(&Event { key_prefix: "globex".into(), ..base.clone() });
+        let b = r.batch().unwrap();
+        assert_eq!(b.num_rows(), 4);
+        let events = b.column(3).as_any().downcast_ref::<deltalake::arrow::array::Int64Array>().unwrap();
+        assert_eq!(events.iter().flatten().sum::<i64>(), 5);
+        assert_eq!(events.value(1), 2, "rows sorted by tenant, hour, type, link: {b:?}");
     }
 }

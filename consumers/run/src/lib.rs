@@ -8,6 +8,7 @@
 //! | [`filter`] | raw events | drop ledger and the batch's decisions (hot tier), then the kept events to the filtered log (idempotently) |
 //! | [`stats`] | filtered events | recent events, counts per minute, type, link and param value (hot tier) |
 //! | [`webhooks`] | filtered events | deliveries to the tenant's matching endpoints (metadata store); a dispatcher sends them |
+//! | [`archive`] | filtered events | the Delta tables `events` and `rollups` (positions in each commit); maintenance |
 //!
 //! The position kept with the output is the authority: after a crash the log may hand out events again from its
 //! older committed offset, and the consumer skips what its output already holds. So a crash at any point loses
@@ -16,6 +17,7 @@
 //! In the embedded default the node runs them in-process (on a thread of their own); in production each runs as
 //! its own process (`tracker-consumer <name>`) against Iggy, as many instances as the partitions allow.
 
+pub mod archive;
 pub mod delivery;
 pub mod filter;
 pub mod stats;
@@ -46,6 +48,8 @@ pub struct Settings {
     /// How long the hot tier keeps counts and the drop ledger.
     pub hot_counts_retention: Duration,
     pub webhooks: webhooks::WebhookSettings,
+    /// The archive's location and batching; `None` runs no archiver.
+    pub archive: Option<tracker_archive::ArchiveSettings>,
 }
 
 impl Default for Settings {
@@ -56,6 +60,7 @@ impl Default for Settings {
             hot_events_retention: Duration::from_secs(72 * 3600),
             hot_counts_retention: Duration::from_secs(35 * 24 * 3600),
             webhooks: webhooks::WebhookSettings::default(),
+            archive: None,
         }
     }
 }
@@ -79,9 +84,10 @@ pub enum Which {
     Filter,
     Stats,
     Webhooks,
+    Archive,
 }
 
-pub const ALL: &[Which] = &[Which::Filter, Which::Stats, Which::Webhooks];
+pub const ALL: &[Which] = &[Which::Filter, Which::Stats, Which::Webhooks, Which::Archive];
 
 impl std::str::FromStr for Which {
     type Err = String;
@@ -90,7 +96,8 @@ impl std::str::FromStr for Which {
             "filter" => Ok(Which::Filter),
             "stats" => Ok(Which::Stats),
             "webhooks" => Ok(Which::Webhooks),
-            other => Err(format!("unknown consumer {other:?}: filter, stats or webhooks")),
+            "archive" => Ok(Which::Archive),
+            other => Err(format!("unknown consumer {other:?}: filter, stats, webhooks or archive")),
         }
     }
 }
@@ -105,6 +112,17 @@ pub async fn run(p: Arc<Pipeline>, which: Vec<Which>, stop: Arc<AtomicBool>) {
             Which::Filter => tasks.spawn(filter::run(p, stop)),
             Which::Stats => tasks.spawn(stats::run(p, stop)),
             Which::Webhooks => tasks.spawn(webhooks::run(p, stop)),
+            Which::Archive => {
+                let Some(settings) = p.settings.archive.clone() else {
+                    tracing::warn!("no archive configured: the archiver does not run");
+                    continue;
+                };
+                // Parquet encoding and compaction are CPU work: each gets a thread, off the other consumers'
+                let (p2, s, st) = (p.clone(), settings.clone(), stop.clone());
+                // reading and committing overlap on two threads
+                tasks.spawn_blocking(move || on_own_runtime(2, archive::archive(p2, s, st)));
+                tasks.spawn_blocking(move || on_own_runtime(1, archive::maintain(p, settings, stop)))
+            }
         };
     }
     while tasks.join_next().await.is_some() {}
@@ -119,6 +137,17 @@ pub fn spawn(
 ) -> std::io::Result<std::thread::JoinHandle<()>> {
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     std::thread::Builder::new().name("consumers".into()).spawn(move || runtime.block_on(run(p, which, stop)))
+}
+
+fn on_own_runtime(threads: usize, task: impl std::future::Future<Output = ()>) {
+    let runtime = match threads {
+        1 => tokio::runtime::Builder::new_current_thread().enable_all().build(),
+        n => tokio::runtime::Builder::new_multi_thread().worker_threads(n).enable_all().build(),
+    };
+    match runtime {
+        Ok(runtime) => runtime.block_on(task),
+        Err(e) => tracing::error!(error = %e, "no runtime for a consumer thread"),
+    }
 }
 
 fn stopped(stop: &AtomicBool) -> bool {

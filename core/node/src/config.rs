@@ -222,6 +222,25 @@ pub const VARIABLES: &[(&str, &str, &str)] = &[
         "256",
         "batches of events a live stream may fall behind before it is told it lagged and skips ahead",
     ),
+    (
+        "ARCHIVE_URL",
+        "DATA_DIR/archive",
+        "Delta Lake archive (tables events and rollups): a directory, s3://bucket/prefix (S3, R2), or off",
+    ),
+    ("ARCHIVE_FLUSH_EVENTS", "100000", "the archiver commits once this many events wait..."),
+    ("ARCHIVE_FLUSH_SECS", "60", "...or the oldest has waited this long (large files; the log holds the rest)"),
+    ("ARCHIVE_MAINTENANCE_SECS", "3600", "how often retention deletes, OPTIMIZE, checkpoint and VACUUM run"),
+    ("ARCHIVE_TARGET_FILE_MB", "128", "OPTIMIZE compacts small files into files of about this size"),
+    (
+        "ARCHIVE_VACUUM_RETENTION_HOURS",
+        "168",
+        "VACUUM deletes data files unreferenced for this long (longer than any query or write runs)",
+    ),
+    ("ARCHIVE_S3_ENDPOINT", "", "S3-compatible endpoint (R2: https://<account>.r2.cloudflarestorage.com)"),
+    ("ARCHIVE_S3_REGION", "auto", "region (auto for R2; the bucket's region for AWS S3)"),
+    ("ARCHIVE_S3_ACCESS_KEY_ID", "", "S3 or R2 access key id (or the AWS_* environment and instance credentials)"),
+    ("ARCHIVE_S3_SECRET_ACCESS_KEY", "", "S3 or R2 secret access key"),
+    ("ARCHIVE_S3_ALLOW_HTTP", "false", "allow a plain-http endpoint (local S3 servers only)"),
 ];
 
 /// A libSQL location from `var` (a file path or `file:` URL; `libsql://`, `https://` or `http://` with the token in
@@ -245,6 +264,59 @@ fn location(
         }
         Some(url) => Ok(Some(tracker_store::Location::File(PathBuf::from(url.strip_prefix("file:").unwrap_or(url))))),
     }
+}
+
+/// The archive's settings (`ARCHIVE_*`); `None` for `ARCHIVE_URL=off`.
+fn archive_settings(
+    src: &Source,
+    data_dir: &Path,
+    secs: impl Fn(&'static str, u64) -> Result<Duration, ConfigError>,
+    hours: impl Fn(&'static str, u64) -> Result<Duration, ConfigError>,
+) -> Result<Option<tracker_archive::ArchiveSettings>, ConfigError> {
+    let base = match src.get("ARCHIVE_URL") {
+        Some("off") => return Ok(None),
+        Some(url) => url.to_owned(),
+        None => data_dir.join("archive").display().to_string(),
+    };
+    let base = tracker_archive::parse_base(&base).map_err(|e| invalid("ARCHIVE_URL", e.to_string()))?;
+    let mut settings = tracker_archive::ArchiveSettings::new(base);
+    settings.flush_events = match src.parse("ARCHIVE_FLUSH_EVENTS", settings.flush_events)? {
+        n @ 1..=10_000_000 => n,
+        _ => return Err(invalid("ARCHIVE_FLUSH_EVENTS", "must be 1 to 10000000")),
+    };
+    settings.flush_interval = secs("ARCHIVE_FLUSH_SECS", 60)?.max(Duration::from_secs(1));
+    settings.maintenance.interval = secs("ARCHIVE_MAINTENANCE_SECS", 3600)?.max(Duration::from_secs(1));
+    settings.maintenance.target_file_size = match src.parse("ARCHIVE_TARGET_FILE_MB", 128u64)? {
+        n @ 1..=4096 => n * 1024 * 1024,
+        _ => return Err(invalid("ARCHIVE_TARGET_FILE_MB", "must be 1 to 4096")),
+    };
+    settings.maintenance.vacuum_retention = match hours("ARCHIVE_VACUUM_RETENTION_HOURS", 168)? {
+        d if d.is_zero() => return Err(invalid("ARCHIVE_VACUUM_RETENTION_HOURS", "must be at least 1")),
+        d => d,
+    };
+    let s3 = [
+        ("ARCHIVE_S3_ENDPOINT", "AWS_ENDPOINT_URL"),
+        ("ARCHIVE_S3_ACCESS_KEY_ID", "AWS_ACCESS_KEY_ID"),
+        ("ARCHIVE_S3_SECRET_ACCESS_KEY", "AWS_SECRET_ACCESS_KEY"),
+        ("ARCHIVE_S3_REGION", "AWS_REGION"),
+    ];
+    for (var, option) in s3 {
+        if let Some(v) = src.get(var) {
+            settings.storage_options.insert(option.into(), v.into());
+        }
+    }
+    if src.get("ARCHIVE_S3_ENDPOINT").is_some() && src.get("ARCHIVE_S3_REGION").is_none() {
+        // R2's region; commits use conditional puts (If-None-Match), which R2 supports: no lock service needed
+        settings.storage_options.insert("AWS_REGION".into(), "auto".into());
+    }
+    match src.get("ARCHIVE_S3_ALLOW_HTTP").unwrap_or("false") {
+        "true" | "1" => {
+            settings.storage_options.insert("AWS_ALLOW_HTTP".into(), "true".into());
+        }
+        "false" | "0" => {}
+        other => return Err(invalid("ARCHIVE_S3_ALLOW_HTTP", format!("{other:?} is not true or false"))),
+    }
+    Ok(Some(settings))
 }
 
 struct Source {
@@ -361,12 +433,14 @@ impl Config {
             disable_after: positive("WEBHOOK_DISABLE_AFTER_FAILURES", 50)?,
             log_retention: hours("WEBHOOK_LOG_RETENTION_HOURS", 168)?,
         };
+        let archive = archive_settings(&src, &data_dir, secs, hours)?;
         let consumer_settings = tracker_consumers::Settings {
             filter_ip_per_minute: src.parse("FILTER_IP_EVENTS_PER_MINUTE", 600)?,
             rules_ttl: millis("FILTER_RULES_RELOAD_MS", 2000)?,
             hot_events_retention: hours("HOT_RETENTION_HOURS", 72)?,
             hot_counts_retention: days("HOT_COUNTS_RETENTION_DAYS", 35)?,
             webhooks: webhook_settings,
+            archive,
         };
         let sse_keepalive = secs("SSE_KEEPALIVE_SECS", 15)?.max(Duration::from_secs(1));
         let public_url = src.get("PUBLIC_URL").map(str::to_owned).unwrap_or_else(|| {

@@ -562,6 +562,7 @@ fn spawn_node(dir: &std::path::Path, port: u16) -> Proc {
         .env("LOG_PARTITIONS", "4")
         .env("RUST_LOG", "warn")
         .env("WEBHOOK_ALLOW_PRIVATE", "true")
+        .env("ARCHIVE_FLUSH_SECS", "1")
         .stdout(std::process::Stdio::null())
         .spawn()
         .unwrap();
@@ -576,6 +577,24 @@ async fn wait_healthy(http: &reqwest::Client, base: &str) {
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
     panic!("node at {base} did not become healthy");
+}
+
+/// Rows, distinct event ids and the rollups' total for acme in the archive.
+async fn archive_counts(settings: &tracker_archive::ArchiveSettings) -> (i64, i64, i64) {
+    use deltalake::arrow::array::Int64Array;
+    let ctx = deltalake::datafusion::prelude::SessionContext::new();
+    for t in tracker_archive::Table::ALL {
+        let Some(table) = tracker_archive::read_table(settings, t).await.unwrap() else {
+            return (0, 0, 0); // not created yet
+        };
+        ctx.register_table(t.name(), table.table_provider().await.unwrap()).unwrap();
+    }
+    let sql = "SELECT (SELECT COUNT(*) FROM events WHERE tenant = 'acme'),
+                      (SELECT COUNT(DISTINCT event_id) FROM events WHERE tenant = 'acme'),
+                      (SELECT COALESCE(SUM(events), 0) FROM rollups WHERE tenant = 'acme')";
+    let batches = ctx.sql(sql).await.unwrap().collect().await.unwrap();
+    let v = |i: usize| batches[0].column(i).as_any().downcast_ref::<Int64Array>().unwrap().value(0);
+    (v(0), v(1), v(2))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -778,6 +797,19 @@ async fn sigkill_loses_no_acknowledged_event_retries_do_not_duplicate_and_sigter
     }
     assert_eq!(queued, want, "one delivery per event in the delivery log");
     drop((hot, store));
+
+    // the archiver, killed mid-commit with the node, has every kept event once in `events` and once in `rollups`
+    let want = i64::try_from(acked.len() + retried.len()).unwrap();
+    let archive = tracker_archive::ArchiveSettings::new(
+        tracker_archive::parse_base(dir.path().join("archive").to_str().unwrap()).unwrap(),
+    );
+    let started = std::time::Instant::now();
+    let mut archived = (0, 0, 0);
+    while archived.0 < want && started.elapsed() < Duration::from_secs(90) {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        archived = archive_counts(&archive).await;
+    }
+    assert_eq!(archived, (want, want, want), "rows, distinct event ids, rollup total");
 
     let pid = proc.child.id().to_string();
     assert!(std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());

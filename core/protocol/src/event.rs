@@ -182,6 +182,15 @@ pub fn truncate_field(s: &str, max: usize) -> &str {
 }
 
 impl Event {
+    /// The short link this event is a click on (`/t/<tu_id>` with the same `tu_id` param), if any. Every tier
+    /// counts "per link" by this one definition.
+    pub fn link(&self) -> Option<&str> {
+        match (self.request_path.as_deref().and_then(|p| p.strip_prefix("/t/")), self.params.get("tu_id")) {
+            (Some(path), Some(tu)) if path == tu => Some(tu.as_str()),
+            _ => None,
+        }
+    }
+
     /// Checks every limit. Used on events the platform builds and on events forwarded by the edge.
     pub fn validate(&self, limits: &Limits) -> Result<(), ProtocolError> {
         if self.event_id.is_nil() {
@@ -449,6 +458,16 @@ mod tests {
         // the id's embedded time is the received time
         let (secs, nanos) = e.event_id.get_timestamp().unwrap().to_unix();
         assert_eq!(secs as i64 * 1000 + i64::from(nanos / 1_000_000), NOW);
+    }
+
+    #[test]
+    fn only_a_click_on_a_short_link_names_a_link() {
+        let mut e = input(r#"{"event_type":"click","params":{"tu_id":"abc"}}"#).unwrap();
+        assert_eq!(e.link(), None, "a tu_id param alone is the tenant's vocabulary, not a click on our link");
+        e.request_path = Some("/t/abc".into());
+        assert_eq!(e.link(), Some("abc"));
+        e.request_path = Some("/t/other".into());
+        assert_eq!(e.link(), None);
     }
 
     #[test]

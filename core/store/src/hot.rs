@@ -115,14 +115,6 @@ fn to_i64(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
 }
 
-fn short_link(e: &Event) -> &str {
-    // a click on a short link carries its id (`/t/<tu_id>`); other events name no link
-    match (e.request_path.as_deref().and_then(|p| p.strip_prefix("/t/")), e.params.get("tu_id")) {
-        (Some(path), Some(tu)) if path == tu => tu.as_str(),
-        _ => "",
-    }
-}
-
 /// What the filter decided about one event that did not pass unchanged.
 #[derive(Debug, Clone)]
 pub struct Judged<'e> {
@@ -318,7 +310,7 @@ impl HotStore {
             for e in events {
                 let body = serde_json::to_string(e).map_err(|_| StoreError::BadColumn("body"))?;
                 let id = e.event_id.to_string();
-                let tu = short_link(e);
+                let tu = e.link().unwrap_or_default();
                 let mut rows = insert
                     .query((
                         e.key_prefix.as_str(),

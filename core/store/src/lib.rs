@@ -227,6 +227,14 @@ CREATE INDEX IF NOT EXISTS webhook_deliveries_by_endpoint ON webhook_deliveries(
 ALTER TABLE webhooks ADD COLUMN consecutive_failures INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE webhooks ADD COLUMN disabled_reason TEXT;
 "#,
+    // 4: leases for jobs one process may run at a time (archive maintenance)
+    r#"
+CREATE TABLE IF NOT EXISTS leases (
+    name TEXT PRIMARY KEY,
+    holder TEXT NOT NULL,
+    until INTEGER NOT NULL
+) STRICT;
+"#,
 ];
 
 fn text(row: &libsql::Row, i: i32, col: &'static str) -> Result<String> {
@@ -746,5 +754,19 @@ mod tests {
         assert_eq!(s.short_link(&l.tu_id).await.unwrap(), Some(l));
         assert!(s.create_short_link("acme", "javascript:x", None, NOW).await.is_err());
         assert!(s.create_short_link("ghost", "https://a.com", None, NOW).await.is_err());
+    }
+
+    #[tokio::test]
+    async fn a_lease_has_one_holder_until_it_expires_or_is_released() {
+        let (_d, s) = store().await;
+        assert!(s.acquire_lease("job", "a", NOW, NOW + 1000).await.unwrap());
+        assert!(!s.acquire_lease("job", "b", NOW + 10, NOW + 2000).await.unwrap(), "held by a");
+        assert!(s.acquire_lease("job", "a", NOW + 10, NOW + 2000).await.unwrap(), "a renews");
+        assert!(s.acquire_lease("other", "b", NOW, NOW + 1000).await.unwrap(), "leases are per name");
+        s.release_lease("job", "b").await.unwrap(); // not b's: no effect
+        assert!(!s.acquire_lease("job", "b", NOW + 20, NOW + 2000).await.unwrap());
+        assert!(s.acquire_lease("job", "b", NOW + 2000, NOW + 3000).await.unwrap(), "expired: taken over");
+        s.release_lease("job", "b").await.unwrap();
+        assert!(s.acquire_lease("job", "a", NOW + 2001, NOW + 3000).await.unwrap(), "released: free");
     }
 }

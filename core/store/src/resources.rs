@@ -117,6 +117,9 @@ pub struct TenantLimits {
     /// Events per second the filter keeps (no limit when absent).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub events_per_second: Option<u32>,
+    /// Days the archive keeps the tenant's events (forever when absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retention_days: Option<u32>,
 }
 
 /// A change to a tenant; `None` leaves a field as it is.
@@ -616,6 +619,31 @@ impl Store {
         }
         set_consumer_offset(&tx, consumer, partition, next_offset).await?;
         tx.commit().await?;
+        Ok(())
+    }
+}
+
+impl Store {
+    /// Takes the lease `name` for `holder` until `until_ms` when it is free, expired at `now_ms` or already
+    /// `holder`'s (a renewal). Returns whether `holder` holds it: a job only one process may run at a time runs
+    /// only while its lease is held.
+    pub async fn acquire_lease(&self, name: &str, holder: &str, now_ms: i64, until_ms: i64) -> Result<bool> {
+        let conn = self.tx_conn().await?;
+        let changed = conn
+            .execute(
+                "INSERT INTO leases (name, holder, until) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, until = excluded.until
+                 WHERE leases.until <= ?4 OR leases.holder = excluded.holder",
+                (name, holder, until_ms, now_ms),
+            )
+            .await?;
+        Ok(changed == 1)
+    }
+
+    /// Gives the lease `name` up if `holder` holds it.
+    pub async fn release_lease(&self, name: &str, holder: &str) -> Result<()> {
+        let conn = self.tx_conn().await?;
+        conn.execute("DELETE FROM leases WHERE name = ?1 AND holder = ?2", (name, holder)).await?;
         Ok(())
     }
 }

@@ -4,7 +4,7 @@
 //! with it the consumers run inside the node instead.
 //!
 //! ```text
-//! tracker-consumer filter stats webhooks
+//! tracker-consumer filter stats webhooks archive
 //! ```
 
 use std::sync::Arc;
@@ -25,7 +25,9 @@ async fn main() -> std::process::ExitCode {
     let which = match which {
         Ok(w) => w,
         Err(e) => {
-            eprintln!("error: {e}\nusage: tracker-consumer [filter] [stats] [webhooks]   (all when none is named)");
+            eprintln!(
+                "error: {e}\nusage: tracker-consumer [filter] [stats] [webhooks] [archive]   (all when none is named)"
+            );
             return std::process::ExitCode::from(2);
         }
     };

@@ -59,6 +59,9 @@ fn check_limits(limits: &TenantLimits) -> Result<(), ApiError> {
     if limits.events_per_second.is_some_and(|n| n == 0 || n > 1_000_000) {
         return Err(ApiError::bad_request("invalid_limits", "events_per_second must be 1 to 1000000"));
     }
+    if limits.retention_days.is_some_and(|n| n == 0 || n > 36_500) {
+        return Err(ApiError::bad_request("invalid_limits", "retention_days must be 1 to 36500"));
+    }
     Ok(())
 }
 
