@@ -11,11 +11,18 @@
 //! application transaction (`appId` = `tracker-archiver/<table>/<partition>`, `version` = the next log offset).
 //! The tables are the only record of how far the archiver got, each on its own: a crash between the two tables'
 //! commits is repaired at start-up, when each table takes only the events it does not hold yet. A crash before a
-//! commit leaves at most unreferenced data files (never read; `VACUUM` removes them). One archiver owns a log
-//! partition at a time (the log's consumer group assigns them).
+//! commit leaves at most unreferenced data files (never read; `VACUUM` removes them).
+//!
+//! One archiver writes an archive (the consumer holds a lease). Should a second one write at the same time (a
+//! writer that lost its lease and has not noticed yet), Delta's conflict check alone would not stop it: it
+//! refuses only commits racing one that moved the same application id. So before each commit the archiver
+//! checks, whenever anyone else committed since its last commit, that the table's positions are still its own,
+//! and stops otherwise (see `Target::fence`). Commits that conflict with a retention delete or a compaction
+//! are retried on the new table version.
 //!
 //! [`maintain`] keeps the tables fast and bounded: per-tenant retention deletes, `OPTIMIZE` (compaction, which
-//! commits alongside the archiver's appends without blocking them), a checkpoint, and `VACUUM`.
+//! commits alongside the archiver's appends without conflicting with them), a checkpoint, log cleanup and
+//! `VACUUM`.
 
 mod maintain;
 mod schema;
@@ -27,8 +34,8 @@ use std::time::{Duration, Instant};
 
 use deltalake::DeltaTable;
 use deltalake::arrow::array::RecordBatch;
-use deltalake::kernel::Transaction;
 use deltalake::kernel::transaction::CommitProperties;
+use deltalake::kernel::{Transaction, Version};
 use deltalake::protocol::SaveMode;
 use tracker_log::{EventLog, Filter};
 use tracker_protocol::Event;
@@ -72,7 +79,7 @@ impl Table {
 }
 
 /// Where the archive lives and how it batches its writes.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct ArchiveSettings {
     /// The tables' base location: `file:///…` or `s3://bucket/prefix`.
     pub base: url::Url,
@@ -107,6 +114,20 @@ impl ArchiveSettings {
     }
 }
 
+impl std::fmt::Debug for ArchiveSettings {
+    /// Storage option values stay out of logs (they include the secret key); only their names are shown.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let options: Vec<&String> = self.storage_options.keys().collect();
+        f.debug_struct("ArchiveSettings")
+            .field("base", &self.base.as_str())
+            .field("storage_options", &options)
+            .field("flush_events", &self.flush_events)
+            .field("flush_interval", &self.flush_interval)
+            .field("maintenance", &self.maintenance)
+            .finish()
+    }
+}
+
 /// Parses `ARCHIVE_URL`: `s3://bucket/prefix` (S3, R2) or a local directory (a path or `file://` URL; created
 /// when the tables are opened).
 pub fn parse_base(location: &str) -> Result<url::Url, ArchiveError> {
@@ -116,6 +137,10 @@ pub fn parse_base(location: &str) -> Result<url::Url, ArchiveError> {
     }
     if location.contains("://") {
         let url = url::Url::parse(location).map_err(|e| bad(&e))?;
+        if !url.username().is_empty() || url.password().is_some() {
+            // credentials belong in ARCHIVE_S3_* (never in a URL that ends up in logs and errors)
+            return Err(ArchiveError::Location("the URL must not carry credentials: use ARCHIVE_S3_*".into()));
+        }
         return match (url.scheme(), url.host_str()) {
             ("s3" | "s3a", Some(bucket)) if !bucket.is_empty() => Ok(url),
             ("s3" | "s3a", _) => Err(bad(&"names no bucket")),
@@ -139,6 +164,8 @@ pub enum ArchiveError {
     Location(String),
     #[error("commit task: {0}")]
     Task(String),
+    #[error("another archiver moved the {0} table's positions: stopping (a restart reads them again)")]
+    Moved(&'static str),
 }
 
 /// Opens a table, creating it (empty, with its schema, partitioning and properties) if it does not exist.
@@ -190,6 +217,8 @@ pub async fn positions(delta: &DeltaTable, table: Table, partitions: u32) -> Res
 struct Pending {
     /// Each poll's events, being converted (on another core) into event rows and rollup counts.
     parts: Vec<tokio::task::JoinHandle<Result<Converted, ArchiveError>>>,
+    /// Events in `parts` (rows for either table).
+    events: usize,
     /// Event rows in `parts`.
     rows: usize,
     /// Per log partition, the next offset once this is committed.
@@ -209,6 +238,7 @@ impl Pending {
     /// allows, counts for the rollups where `rollups_from` does.
     fn add(&mut self, events: Vec<(u64, Event)>, events_from: u64, rollups_from: u64) {
         self.rows += events.iter().filter(|(o, _)| *o >= events_from).count();
+        self.events += events.iter().filter(|(o, _)| *o >= events_from.min(rollups_from)).count();
         self.parts.push(tokio::spawn(async move {
             let mut rollups = Rollups::default();
             events.iter().filter(|(o, _)| *o >= rollups_from).for_each(|(_, e)| rollups.add(e));
@@ -237,16 +267,39 @@ struct Target {
     table: Table,
     delta: DeltaTable,
     held: Vec<u64>,
+    /// Every commit up to this version is known: ours, or checked not to have moved a partition.
+    known: Option<Version>,
 }
+
+/// Attempts at a commit that conflicts with another writer's (a retention delete, say) before giving up.
+const COMMIT_ATTEMPTS: usize = 4;
 
 impl Target {
     async fn open(settings: &ArchiveSettings, table: Table, partitions: u32) -> Result<Target, ArchiveError> {
         let delta = open_table(settings, table).await?;
         let held = positions(&delta, table, partitions).await?;
-        Ok(Target { table, delta, held })
+        let known = delta.version();
+        Ok(Target { table, delta, held, known })
     }
 
-    /// Appends `batch` with the new positions of the partitions it moves, as one commit.
+    /// The fence against another archiver: if anyone else committed since the last known version (maintenance,
+    /// or a writer that lost its lease and has not noticed yet), the table's positions must still be this
+    /// archiver's. Otherwise it stops: its positions are stale, and writing on would duplicate events.
+    async fn fence(&mut self) -> Result<(), ArchiveError> {
+        self.delta.update_incremental(None).await?;
+        if self.delta.version() == self.known {
+            return Ok(());
+        }
+        let partitions = u32::try_from(self.held.len()).unwrap_or(u32::MAX);
+        let now = positions(&self.delta, self.table, partitions).await?;
+        if now != self.held {
+            return Err(ArchiveError::Moved(self.table.name()));
+        }
+        self.known = self.delta.version();
+        Ok(())
+    }
+
+    /// Appends `batches` with the new positions of the partitions they move, as one commit.
     async fn commit(&mut self, batches: Vec<RecordBatch>, next: &BTreeMap<u32, u64>) -> Result<(), ArchiveError> {
         if batches.is_empty() {
             // nothing new for this table (it already held these events: a crash between the two commits)
@@ -257,17 +310,44 @@ impl Target {
             .filter(|(p, n)| self.held.get(**p as usize).is_some_and(|h| **n > *h))
             .map(|(p, n)| (*p, *n))
             .collect();
-        let txns: Vec<Transaction> = moved
-            .iter()
-            .map(|(p, n)| Transaction::new(self.table.app_id(*p), i64::try_from(*n).unwrap_or(i64::MAX)))
-            .collect();
-        let delta = self.delta.clone();
-        self.delta = delta
-            .write(batches)
-            .with_save_mode(SaveMode::Append)
-            .with_partition_columns(partition_columns())
-            .with_commit_properties(CommitProperties::default().with_application_transactions(txns))
-            .await?;
+        let mut attempt = 1;
+        loop {
+            self.fence().await?;
+            let before = self.delta.version();
+            let txns: Vec<Transaction> = moved
+                .iter()
+                .map(|(p, n)| Transaction::new(self.table.app_id(*p), i64::try_from(*n).unwrap_or(i64::MAX)))
+                .collect();
+            let written = self
+                .delta
+                .clone()
+                .write(batches.clone())
+                .with_writer_properties(writer_properties())
+                .with_save_mode(SaveMode::Append)
+                .with_partition_columns(partition_columns())
+                .with_commit_properties(CommitProperties::default().with_application_transactions(txns))
+                .await;
+            match written {
+                Ok(delta) => {
+                    // committed right after the version it read: every commit is known; otherwise another
+                    // writer's came in between, and the next fence checks it
+                    if delta.version() == before.map(|v| v + 1) && before == self.known {
+                        self.known = delta.version();
+                    }
+                    self.delta = delta;
+                    break;
+                }
+                // a concurrent delete or compaction won the race: read the table again and retry (a commit
+                // moving the same partitions would fail the fence)
+                Err(deltalake::DeltaTableError::Transaction {
+                    source: deltalake::kernel::transaction::TransactionError::CommitConflict(conflict),
+                }) if attempt < COMMIT_ATTEMPTS => {
+                    tracing::info!(table = self.table.name(), %conflict, attempt, "archive commit conflicted; retrying");
+                    attempt += 1;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
         for (p, n) in moved {
             if let Some(h) = self.held.get_mut(p as usize) {
                 *h = n;
@@ -275,6 +355,18 @@ impl Target {
         }
         Ok(())
     }
+}
+
+/// How data files are written: Snappy (fast; OPTIMIZE rewrites them with ZSTD), and no dictionary for columns
+/// whose values are unique, where building one only costs time.
+fn writer_properties() -> deltalake::parquet::file::properties::WriterProperties {
+    use deltalake::parquet::schema::types::ColumnPath;
+    let mut b = deltalake::parquet::file::properties::WriterProperties::builder()
+        .set_compression(deltalake::parquet::basic::Compression::SNAPPY);
+    for unique in ["event_id", "timestamp", "received_at", "raw_payload"] {
+        b = b.set_column_dictionary_enabled(ColumnPath::from(unique), false);
+    }
+    b.build()
 }
 
 /// Archives until `stop` is set; returns the events archived. On an error it returns it: nothing is lost, a
@@ -322,7 +414,7 @@ pub async fn run(
             }
         }
         let due = pending.since.is_some_and(|s| s.elapsed() >= settings.flush_interval);
-        if pending.rows >= settings.flush_events || due {
+        if pending.events >= settings.flush_events || due {
             archived += writer.start(std::mem::take(&mut pending)).await?;
         }
         if idle {

@@ -2,8 +2,10 @@
 //!
 //! Safe alongside the archiver: compaction only removes files with `dataChange = false` and reads no predicate,
 //! so appends committed meanwhile never conflict with it (and it keeps the application transactions, so the
-//! archiver's positions survive it). Two compactions of the same files must never run at once (both would
-//! commit and duplicate rows): callers run [`maintain`] from one place at a time (the node holds a lease).
+//! archiver's positions survive it). A retention delete does conflict with an append that read the files it
+//! removed; the archiver retries its commit. Two compactions of the same files must never run at once (both
+//! would commit and duplicate rows): callers run [`maintain`] from one place at a time (the consumer holds a
+//! lease).
 
 use std::num::NonZeroU64;
 use std::time::Duration;
@@ -22,7 +24,8 @@ pub struct Maintenance {
     pub target_file_size: u64,
     /// `VACUUM` deletes files unreferenced for this long (readers and writers older than this must not exist).
     pub vacuum_retention: Duration,
-    /// Commit files older than this (and older than a checkpoint) are deleted: time travel reaches this far.
+    /// Commit files older than this (and older than a checkpoint) are deleted. Time travel reaches back the
+    /// shorter of this and `vacuum_retention` (older versions' data files are gone).
     pub log_retention: Duration,
 }
 
@@ -38,7 +41,8 @@ impl Default for Maintenance {
 }
 
 impl Maintenance {
-    /// The Delta table properties new tables are created with, so other Delta writers and readers agree.
+    /// The Delta table properties new tables are created with, so other Delta writers and readers agree. They
+    /// are set at creation only; maintenance always uses the configured values.
     pub(crate) fn table_properties(&self) -> Vec<(String, Option<String>)> {
         let secs = |d: Duration| format!("interval {} seconds", d.as_secs());
         vec![

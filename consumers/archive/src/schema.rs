@@ -150,17 +150,35 @@ fn auth_name(auth: tracker_protocol::Auth) -> &'static str {
 
 /// Events as one record batch of the `events` table.
 pub fn event_batch<'e>(events: impl ExactSizeIterator<Item = &'e Event>) -> Result<RecordBatch, ArrowError> {
+    let events: Vec<&Event> = events.collect();
     let n = events.len();
-    let strings = || StringBuilder::with_capacity(n, n * 16);
-    let (mut event_id, mut event_type, mut tu_id, mut ip, mut ua) =
-        (strings(), strings(), strings(), strings(), strings());
-    let (mut referer, mut lang, mut path, mut host) = (strings(), strings(), strings(), strings());
-    let (mut raw, mut auth, mut tenant, mut date) = (strings(), strings(), strings(), strings());
+    // exact byte capacities: no regrowth (copies and fresh pages) while the columns fill
+    let bytes = |f: fn(&Event) -> usize| events.iter().map(|e| f(e)).sum::<usize>();
+    fn len(s: &Option<String>) -> usize {
+        s.as_ref().map_or(0, String::len)
+    }
+    let strings = |total: usize| StringBuilder::with_capacity(n, total);
+    let mut event_id = strings(n * 36);
+    let mut event_type = strings(bytes(|e| e.event_type.len()));
+    let mut tu_id = strings(bytes(|e| e.link().map_or(0, str::len)));
+    let mut ip = strings(bytes(|e| len(&e.ip)));
+    let mut ua = strings(bytes(|e| len(&e.user_agent)));
+    let mut referer = strings(bytes(|e| len(&e.referer)));
+    let mut lang = strings(bytes(|e| len(&e.accept_language)));
+    let mut path = strings(bytes(|e| len(&e.request_path)));
+    let mut host = strings(bytes(|e| len(&e.request_host)));
+    let mut raw = strings(bytes(|e| e.raw_payload.as_ref().map_or(0, |r| r.as_str().len())));
+    let mut auth = strings(n * 9);
+    let mut tenant = strings(bytes(|e| e.key_prefix.len()));
+    let mut date = strings(n * 10);
     let mut ts = TimestampMicrosecondBuilder::with_capacity(n).with_timezone("UTC");
     let mut received = TimestampMicrosecondBuilder::with_capacity(n).with_timezone("UTC");
     let mut historical = BooleanBuilder::with_capacity(n);
     let names = MapFieldNames { entry: "key_value".into(), key: "key".into(), value: "value".into() };
-    let mut params = MapBuilder::new(Some(names), StringBuilder::new(), StringBuilder::new());
+    let entries = bytes(|e| e.params.len());
+    let keys = StringBuilder::with_capacity(entries, bytes(|e| e.params.keys().map(String::len).sum()));
+    let values = StringBuilder::with_capacity(entries, bytes(|e| e.params.values().map(String::len).sum()));
+    let mut params = MapBuilder::with_capacity(Some(names), keys, values, n);
     let mut dates = Dates::default();
     let mut id = tracker_protocol::Uuid::encode_buffer();
     for e in events {

@@ -285,6 +285,85 @@ async fn maintenance_expires_a_tenants_old_days_compacts_and_vacuums_and_keeps_t
     assert_eq!(again.expired_files, [0, 0]);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_archivers_at_once_never_write_an_event_twice() {
+    // a writer that lost its lease and has not noticed yet: the fence stops whichever's positions went stale
+    let dir = tempfile::tempdir().unwrap();
+    let settings = local(dir.path());
+    let log = embedded_log(&dir.path().join("log"));
+    append(&log, "acme", 0..6000).await;
+    append(&log, "globex", 0..3000).await;
+    let done = Arc::new(AtomicBool::new(false));
+    let mut writers = Vec::new();
+    for _ in 0..2 {
+        let (log, settings, done) = (log.clone(), settings.clone(), done.clone());
+        writers.push(tokio::spawn(async move {
+            let mut refused = 0;
+            while !done.load(Ordering::Acquire) {
+                // each writer restarts after being refused, as the consumer does
+                if tracker_archive::run(log.clone(), settings.clone(), done.clone()).await.is_err() {
+                    refused += 1;
+                }
+            }
+            refused
+        }));
+    }
+    let started = Instant::now();
+    loop {
+        let (e, r) = (held(&settings, Table::Events).await, held(&settings, Table::Rollups).await);
+        let at = |v: &[u64], t: &str| v[partition_for(t, PARTITIONS) as usize];
+        if [("acme", 6000), ("globex", 3000)].iter().all(|(t, n)| at(&e, t) == *n && at(&r, t) == *n) {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(120), "stuck at {e:?} / {r:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    done.store(true, Ordering::Release);
+    let mut refused = 0;
+    for w in writers {
+        refused += w.await.unwrap();
+    }
+    println!("commits refused to a stale writer: {refused}");
+    assert_eq!(query(&settings, "SELECT COUNT(*), COUNT(DISTINCT event_id) FROM events").await, [["9000", "9000"]]);
+    assert_eq!(query(&settings, "SELECT SUM(events) FROM rollups").await, [["9000"]]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retention_delete_while_archiving_loses_and_repeats_nothing() {
+    // the delete removes files the archiver's next commit "read" (a conflict): the archiver retries
+    let dir = tempfile::tempdir().unwrap();
+    let settings = local(dir.path());
+    let log = embedded_log(&dir.path().join("log"));
+    append(&log, "initech", 0..500).await; // all on 2026-11-28
+    archive_until(&log, &settings, &[("initech", 500)]).await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let archiver = tokio::spawn(tracker_archive::run(log.clone(), settings.clone(), stop.clone()));
+    let feeder = {
+        let log = log.clone();
+        tokio::spawn(async move {
+            for chunk in 0..30u64 {
+                append(&log, "acme", chunk * 200..(chunk + 1) * 200).await;
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    let retention = [Retention { tenant: "initech".into(), keep_days: 1 }];
+    let report = maintain(&settings, &retention, 1_796_040_000_000).await.unwrap();
+    assert!(report.expired_files[0] > 0, "{report:?}");
+    feeder.await.unwrap();
+    let started = Instant::now();
+    while held(&settings, Table::Rollups).await[partition_for("acme", PARTITIONS) as usize] < 6000 {
+        assert!(!archiver.is_finished(), "the archiver gave up: {:?}", archiver.await);
+        assert!(started.elapsed() < Duration::from_secs(60));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    stop.store(true, Ordering::Release);
+    archiver.await.unwrap().unwrap();
+    let per_tenant = query(&settings, "SELECT tenant, COUNT(*), COUNT(DISTINCT event_id) FROM events GROUP BY 1").await;
+    assert_eq!(per_tenant, [["acme", "6000", "6000"]], "initech expired, acme whole");
+}
+
 fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     let mut out = Vec::new();
     for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {

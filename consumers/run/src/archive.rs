@@ -2,10 +2,14 @@
 //! error (the tables hold its positions, so a restart neither loses nor repeats an event), and the tables'
 //! maintenance (retention deletes, compaction, checkpoint, vacuum) on a schedule.
 //!
-//! One process writes the tables at a time (a lease in the metadata store; others stand by). Maintenance runs
-//! on a thread of its own so compaction never holds up archiving, under a lease of its own, so that only one
-//! process compacts at a time (two compactions of the same files would both commit and duplicate rows).
+//! Both run under leases in the metadata store, named after the archive's location:
+//! * one process writes an archive at a time; others stand by. A writer that loses its lease (a long stall)
+//!   stops; should it still commit, the archiver's fence (it checks the table's positions whenever someone else
+//!   committed) stops whichever writer's positions went stale, so no event is written twice;
+//! * one process maintains it at a time: two compactions of the same files would both commit and duplicate rows.
+//!   Maintenance runs on a thread of its own, so compaction never holds up archiving.
 
+use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -14,114 +18,185 @@ use tracker_archive::{ArchiveSettings, Retention};
 
 use crate::{Pipeline, now_ms, rest, stopped};
 
-/// The maintenance lease's name in the metadata store.
-pub const LEASE: &str = "archive-maintenance";
-/// How long a maintenance run may hold the lease (a holder that died mid-run is replaced after this).
-const LEASE_MS: i64 = 6 * 3600 * 1000;
-
-/// The single-writer lease's name: one archiver process writes the tables, others stand by.
-pub const WRITER_LEASE: &str = "archive-writer";
-/// How long the writer's lease lasts without a renewal (a standby takes over this long after a writer died).
-const WRITER_LEASE_MS: i64 = 60_000;
-/// How often the writer renews its lease.
+/// How long a lease lasts without a renewal (another process takes over this long after a holder died).
+const LEASE_MS: i64 = 60_000;
+/// How often a holder renews its lease.
 const RENEW_EVERY: Duration = Duration::from_secs(15);
+/// How long a stop waits for a commit or a maintenance step before dropping it (as a crash would: safe).
+const STOP_GRACE: Duration = Duration::from_secs(10);
 
-/// Archives until `stop` is set, restarting after errors, as the single writer of the tables: Delta commits are
-/// serialized per table anyway, and one archiver keeps its positions exact without reading them back before
-/// each commit. Other processes wait as standbys. If a writer loses its lease (a long stall), it stops, and
-/// Delta's conflict check on the partitions' application transactions refuses any commit it still makes after
-/// the new writer's, so no event is written twice.
+/// A lease's name for this archive: `<job>:<location>`, with the host for a local directory (two machines'
+/// local archives are two archives).
+pub fn lease_name(job: &str, settings: &ArchiveSettings) -> String {
+    let base = settings.base.as_str();
+    if settings.base.scheme() == "file" {
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_else(|_| "localhost".into());
+        return format!("{job}:{}:{base}", host.trim());
+    }
+    format!("{job}:{base}")
+}
+
+fn holder() -> String {
+    format!("{}-{}", std::process::id(), tracker_protocol::Uuid::now_v7())
+}
+
+/// A job run under a lease.
+type Job<T> = std::pin::Pin<Box<dyn Future<Output = T> + Send>>;
+
+/// How a job under a lease ended.
+enum Leased<T> {
+    Done(T),
+    /// Another process holds the lease.
+    Busy,
+    /// The lease was lost, or a stop outlasted the grace: the job was stopped or dropped.
+    Stopped,
+}
+
+/// Runs `job` while holding `lease`, renewing it. `job_stop` asks the job to stop (at a stop, or when the
+/// lease is lost); a job still running `STOP_GRACE` later is dropped.
+async fn under_lease<T>(
+    p: &Pipeline,
+    lease: &str,
+    holder: &str,
+    stop: &AtomicBool,
+    job: impl FnOnce(Arc<AtomicBool>) -> Job<T>,
+) -> Result<Leased<T>, String> {
+    let now = now_ms();
+    if !p.store.acquire_lease(lease, holder, now, now + LEASE_MS).await.map_err(|e| e.to_string())? {
+        return Ok(Leased::Busy);
+    }
+    let job_stop = Arc::new(AtomicBool::new(false));
+    let mut job = job(job_stop.clone());
+    let (mut renewed, mut stopping) = (Instant::now(), None::<Instant>);
+    let ended = loop {
+        tokio::select! {
+            out = &mut job => break Leased::Done(out),
+            () = tokio::time::sleep(Duration::from_millis(100)) => {
+                if stopping.is_some_and(|at| at.elapsed() >= STOP_GRACE) {
+                    tracing::warn!(lease, "stop: the archive job did not end in time and was dropped");
+                    break Leased::Stopped;
+                }
+                if stopped(stop) && stopping.is_none() {
+                    stopping = Some(Instant::now());
+                    job_stop.store(true, Ordering::Release);
+                }
+                if renewed.elapsed() >= RENEW_EVERY && stopping.is_none() {
+                    let now = now_ms();
+                    match p.store.acquire_lease(lease, holder, now, now + LEASE_MS).await {
+                        Ok(true) => renewed = Instant::now(),
+                        Ok(false) => {
+                            tracing::warn!(lease, "lease lost to another process: stopping");
+                            stopping = Some(Instant::now());
+                            job_stop.store(true, Ordering::Release);
+                        }
+                        // unreachable store: keep going while the lease surely holds, then stop
+                        Err(e) if renewed.elapsed() < Duration::from_millis(LEASE_MS as u64 / 2) => {
+                            tracing::warn!(lease, error = %e, "lease not renewed; retrying");
+                        }
+                        Err(e) => {
+                            tracing::warn!(lease, error = %e, "lease could not be renewed: stopping");
+                            stopping = Some(Instant::now());
+                            job_stop.store(true, Ordering::Release);
+                        }
+                    }
+                }
+            }
+        }
+    };
+    drop(job);
+    let _ = p.store.release_lease(lease, holder).await;
+    Ok(ended)
+}
+
+/// Archives until `stop` is set, restarting after errors, as the archive's single writer.
 pub async fn archive(p: Arc<Pipeline>, settings: ArchiveSettings, stop: Arc<AtomicBool>) {
-    let holder = format!("{}-{}", std::process::id(), tracker_protocol::Uuid::now_v7());
+    let (lease, holder) = (lease_name("archive-writer", &settings), holder());
     let mut wait = Duration::from_secs(1);
+    let mut standing_by: Option<Instant> = None;
     while !stopped(&stop) {
-        let now = now_ms();
-        match p.store.acquire_lease(WRITER_LEASE, &holder, now, now + WRITER_LEASE_MS).await {
-            Ok(true) => {}
-            Ok(false) => {
+        let started = Instant::now();
+        let (log, s) = (p.filtered.clone(), settings.clone());
+        let job = |job_stop| -> Job<_> { Box::pin(tracker_archive::run(log, s, job_stop)) };
+        match under_lease(&p, &lease, &holder, &stop, job).await {
+            Ok(Leased::Done(Ok(n))) => tracing::info!(events = n, "archiver stopped"),
+            Ok(Leased::Done(Err(e))) => {
+                if started.elapsed() > Duration::from_secs(300) {
+                    wait = Duration::from_secs(1); // it had been working: not a persistent failure
+                }
+                tracing::warn!(error = %e, retry_in = ?wait, "archiver: restarting from the tables' positions");
+                rest(wait, &stop).await;
+                wait = (wait * 2).min(Duration::from_secs(60));
+            }
+            Ok(Leased::Stopped) => {}
+            Ok(Leased::Busy) => {
+                let since = *standing_by.get_or_insert_with(Instant::now);
+                if since.elapsed() > Duration::from_secs(600) {
+                    tracing::warn!(
+                        %lease,
+                        "another process has been writing this archive for 10 minutes; if this node has an event \
+                         log of its own (embedded), give it an ARCHIVE_URL of its own"
+                    );
+                    standing_by = Some(Instant::now());
+                }
                 rest(RENEW_EVERY, &stop).await;
                 continue;
             }
             Err(e) => {
                 tracing::warn!(error = %e, "archiver: cannot reach the metadata store for its lease");
                 rest(RENEW_EVERY, &stop).await;
-                continue;
             }
         }
-        let run_stop = Arc::new(AtomicBool::new(false));
-        let run = tracker_archive::run(p.filtered.clone(), settings.clone(), run_stop.clone());
-        tokio::pin!(run);
-        let mut renewed = Instant::now();
-        let result = loop {
-            tokio::select! {
-                r = &mut run => break r,
-                () = tokio::time::sleep(Duration::from_millis(100)) => {
-                    if stopped(&stop) {
-                        run_stop.store(true, Ordering::Release);
-                    } else if renewed.elapsed() >= RENEW_EVERY {
-                        let now = now_ms();
-                        match p.store.acquire_lease(WRITER_LEASE, &holder, now, now + WRITER_LEASE_MS).await {
-                            Ok(true) => renewed = Instant::now(),
-                            Ok(false) => {
-                                tracing::warn!("archiver: lost its lease to another process; standing by");
-                                run_stop.store(true, Ordering::Release);
-                            }
-                            // the lease lasts a while: try again next time
-                            Err(e) => tracing::warn!(error = %e, "archiver: lease not renewed"),
-                        }
-                    }
-                }
-            }
-        };
-        match result {
-            Ok(n) => {
-                tracing::info!(events = n, "archiver stopped");
-                wait = Duration::from_secs(1);
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, retry_in = ?wait, "archiver: commit failed; restarting from the tables' positions");
-                rest(wait, &stop).await;
-                wait = (wait * 2).min(Duration::from_secs(60));
-            }
-        }
+        standing_by = None;
     }
-    let _ = p.store.release_lease(WRITER_LEASE, &holder).await;
 }
 
-/// Runs [`tracker_archive::maintain`] every `settings.maintenance.interval` while holding the lease.
+/// Runs [`tracker_archive::maintain`] every `settings.maintenance.interval`, when no other process does.
 pub async fn maintain(p: Arc<Pipeline>, settings: ArchiveSettings, stop: Arc<AtomicBool>) {
-    let holder = format!("{}-{}", std::process::id(), tracker_protocol::Uuid::now_v7());
+    let holder = holder();
     while !stopped(&stop) {
         rest(settings.maintenance.interval, &stop).await;
         if stopped(&stop) {
             break;
         }
-        if let Err(e) = maintain_once(&p, &settings, &holder).await {
-            tracing::warn!(error = %e, "archive maintenance failed; retrying at the next interval");
+        match maintain_once(&p, &settings, &holder, &stop).await {
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "archive maintenance failed; retrying at the next interval"),
         }
     }
 }
 
-/// One maintenance run if the lease is free; `Ok(false)` when another process holds it.
-pub async fn maintain_once(p: &Pipeline, settings: &ArchiveSettings, holder: &str) -> Result<bool, String> {
-    let now = now_ms();
-    if !p.store.acquire_lease(LEASE, holder, now, now + LEASE_MS).await.map_err(|e| e.to_string())? {
-        return Ok(false);
+/// One maintenance run if no other process is running one; `Ok(false)` when another is.
+pub async fn maintain_once(
+    p: &Pipeline,
+    settings: &ArchiveSettings,
+    holder: &str,
+    stop: &AtomicBool,
+) -> Result<bool, String> {
+    let retention: Vec<Retention> = p
+        .store
+        .list_tenants()
+        .await
+        .map_err(|e| e.to_string())?
+        .into_iter()
+        .filter_map(|t| t.limits.retention_days.map(|keep_days| Retention { tenant: t.key_prefix, keep_days }))
+        .collect();
+    let s = settings.clone();
+    // maintenance has no stopping point of its own: at a stop or a lost lease it is dropped (Delta commits are
+    // atomic; VACUUM removes what a dropped step wrote)
+    let job = move |job_stop: Arc<AtomicBool>| -> Job<Option<Result<_, tracker_archive::ArchiveError>>> {
+        Box::pin(async move {
+            tokio::select! {
+                r = tracker_archive::maintain(&s, &retention, now_ms()) => Some(r),
+                () = async { while !job_stop.load(Ordering::Acquire) { tokio::time::sleep(Duration::from_millis(100)).await } } => None,
+            }
+        })
+    };
+    match under_lease(p, &lease_name("archive-maintenance", settings), holder, stop, job).await? {
+        Leased::Done(Some(Ok(report))) => {
+            tracing::info!(?report, "archive maintained");
+            Ok(true)
+        }
+        Leased::Done(Some(Err(e))) => Err(e.to_string()),
+        Leased::Done(None) | Leased::Stopped | Leased::Busy => Ok(false),
     }
-    let result = async {
-        let retention: Vec<Retention> = p
-            .store
-            .list_tenants()
-            .await
-            .map_err(|e| e.to_string())?
-            .into_iter()
-            .filter_map(|t| t.limits.retention_days.map(|keep_days| Retention { tenant: t.key_prefix, keep_days }))
-            .collect();
-        let report = tracker_archive::maintain(settings, &retention, now).await.map_err(|e| e.to_string())?;
-        tracing::info!(?report, "archive maintained");
-        Ok(true)
-    }
-    .await;
-    let _ = p.store.release_lease(LEASE, holder).await;
-    result
 }

@@ -237,7 +237,7 @@ pub const VARIABLES: &[(&str, &str, &str)] = &[
         "VACUUM deletes data files unreferenced for this long (longer than any query or write runs)",
     ),
     ("ARCHIVE_S3_ENDPOINT", "", "S3-compatible endpoint (R2: https://<account>.r2.cloudflarestorage.com)"),
-    ("ARCHIVE_S3_REGION", "auto", "region (auto for R2; the bucket's region for AWS S3)"),
+    ("ARCHIVE_S3_REGION", "", "region: `auto` when ARCHIVE_S3_ENDPOINT is set (R2), else the AWS environment's"),
     ("ARCHIVE_S3_ACCESS_KEY_ID", "", "S3 or R2 access key id (or the AWS_* environment and instance credentials)"),
     ("ARCHIVE_S3_SECRET_ACCESS_KEY", "", "S3 or R2 secret access key"),
     ("ARCHIVE_S3_ALLOW_HTTP", "false", "allow a plain-http endpoint (local S3 servers only)"),
@@ -594,6 +594,41 @@ mod tests {
 
     fn vars(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
         pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    #[test]
+    fn the_archive_is_local_by_default_and_r2_by_its_endpoint() {
+        let c = Config::from_vars(vars(&[("DATA_DIR", "/srv/tracker")]), None).unwrap();
+        let a = c.consumer_settings.archive.unwrap();
+        assert_eq!(a.base.as_str(), "file:///srv/tracker/archive/");
+        assert!(a.storage_options.is_empty());
+        assert!(Config::from_vars(vars(&[("ARCHIVE_URL", "off")]), None).unwrap().consumer_settings.archive.is_none());
+
+        let r2 = [
+            ("ARCHIVE_URL", "s3://events/prod"),
+            ("ARCHIVE_S3_ENDPOINT", "https://acct.r2.cloudflarestorage.com"),
+            ("ARCHIVE_S3_ACCESS_KEY_ID", "key-id"),
+            ("ARCHIVE_S3_SECRET_ACCESS_KEY", "very-secret-value"),
+        ];
+        let a = Config::from_vars(vars(&r2), None).unwrap().consumer_settings.archive.unwrap();
+        assert_eq!(a.storage_options["AWS_REGION"], "auto", "R2's region when an endpoint is set");
+        assert_eq!(a.storage_options["AWS_SECRET_ACCESS_KEY"], "very-secret-value");
+        assert!(!a.storage_options.contains_key("AWS_ALLOW_HTTP"));
+        assert!(!format!("{a:?}").contains("very-secret-value"), "secrets stay out of debug output");
+
+        for (name, value) in [
+            ("ARCHIVE_URL", "s3://KEY:SECRET@events/prod"),
+            ("ARCHIVE_URL", "s3:///no-bucket"),
+            ("ARCHIVE_URL", "https://example.com/lake"),
+            ("ARCHIVE_FLUSH_EVENTS", "0"),
+            ("ARCHIVE_TARGET_FILE_MB", "0"),
+            ("ARCHIVE_VACUUM_RETENTION_HOURS", "0"),
+            ("ARCHIVE_S3_ALLOW_HTTP", "yes"),
+        ] {
+            let e = Config::from_vars(vars(&[(name, value)]), None).unwrap_err().to_string();
+            assert!(e.starts_with(name), "{name}={value}: {e}");
+            assert!(!e.contains("SECRET"), "{e}");
+        }
     }
 
     #[test]
