@@ -53,7 +53,8 @@ pub fn init_tracing() {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info,fjall=warn,lsm_tree=warn".into()),
+                // the Delta kernel logs an ERROR when it finds no table where the archiver is about to create one
+                .unwrap_or_else(|_| "info,fjall=warn,lsm_tree=warn,buoyant_kernel::snapshot::builder=off".into()),
         )
         .with_writer(std::io::stderr)
         .init();

@@ -1,0 +1,217 @@
+//! # Cold queries (issue 8, first part)
+//!
+//! The questions tenants ask of their full history, as typed requests (never SQL text from the caller), answered
+//! with DataFusion over the archive's `events` Delta table.
+//!
+//! Tenant isolation is by construction: a query's table provider is built from the list of the caller's data
+//! files (partition `tenant` = the caller, `date` within the requested range), read from the table's log. Other
+//! tenants' files are not in the plan at all, whatever the filters say; a tenant with no files gets an empty
+//! scan, never a full one. Param keys and values are bound as literals in expressions, never spliced into SQL.
+//! Every answer reports the files and bytes the scan read.
+
+mod request;
+
+use std::sync::Arc;
+
+use deltalake::arrow::array::{Array, AsArray, RecordBatch};
+use deltalake::arrow::datatypes::{DataType, Int64Type, TimestampMicrosecondType};
+use deltalake::datafusion::common::ScalarValue;
+use deltalake::datafusion::logical_expr::Expr;
+use deltalake::datafusion::physical_plan::{ExecutionPlan, collect};
+use deltalake::datafusion::prelude::{SessionContext, col, get_field, lit};
+use deltalake::{FilterOp, FilterValue};
+use futures::TryStreamExt;
+use serde_json::{Map, Value, json};
+use tracker_archive::{ArchiveSettings, Table, date_of, read_table};
+
+pub use request::{Filters, Interval, Query, SeriesGroup};
+
+/// Why a query was not answered.
+#[derive(Debug, thiserror::Error)]
+pub enum QueryError {
+    /// The request itself is wrong (a 400).
+    #[error("{0}")]
+    Invalid(String),
+    #[error("delta: {0}")]
+    Delta(#[from] deltalake::DeltaTableError),
+    #[error("datafusion: {0}")]
+    DataFusion(#[from] deltalake::datafusion::error::DataFusionError),
+    #[error("arrow: {0}")]
+    Arrow(#[from] deltalake::arrow::error::ArrowError),
+    #[error("archive: {0}")]
+    Archive(#[from] tracker_archive::ArchiveError),
+}
+
+/// What a scan read.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Scanned {
+    /// Data files in the tenant's selected partitions.
+    pub files: usize,
+    /// Their size.
+    pub bytes: u64,
+    /// Bytes the Parquet reader fetched (after pruning by statistics).
+    pub bytes_read: u64,
+}
+
+const MS_PER_DAY: i64 = 86_400_000;
+
+/// Answers `query` for `tenant` over the archive at `settings`.
+pub async fn answer(settings: &ArchiveSettings, tenant: &str, query: &Query) -> Result<Value, QueryError> {
+    query.validate()?;
+    let filters = query.filters();
+    let Some(table) = read_table(settings, Table::Events).await? else {
+        return Ok(query.empty_answer());
+    };
+    // the tenant's files in the requested days, from the table's log: the only files the plan can read
+    let (first, last) = (date_of(filters.from), date_of(filters.to.saturating_sub(1).max(filters.from)));
+    let selection = [
+        ("tenant", FilterOp::Eq, FilterValue::Scalar(tenant)),
+        ("date", FilterOp::Ge, FilterValue::Scalar(&first)),
+        ("date", FilterOp::Le, FilterValue::Scalar(&last)),
+    ];
+    let files: Vec<_> = table.get_active_add_actions_by_partitions(&selection).try_collect().await?;
+    let mut scanned = Scanned {
+        files: files.len(),
+        bytes: files.iter().map(|f| u64::try_from(f.size()).unwrap_or(0)).sum(),
+        bytes_read: 0,
+    };
+    if files.is_empty() {
+        return Ok(query.empty_answer());
+    }
+    let provider =
+        table.table_provider().with_file_paths(files.iter().map(|f| f.object_store_path().to_string())).await?;
+    let ctx = SessionContext::new();
+    let df = ctx.read_table(provider)?.filter(where_clause(tenant, &filters))?;
+    let (df, shape) = query.plan(df)?;
+    let plan = df.create_physical_plan().await?;
+    let batches = collect(plan.clone(), ctx.task_ctx()).await?;
+    scanned.bytes_read = u64::try_from(metric(&plan, "bytes_scanned")).unwrap_or(0);
+    let mut answer = shape.render(&batches)?;
+    if let Some(obj) = answer.as_object_mut() {
+        obj.insert("tier".into(), json!("cold"));
+        obj.insert("scanned".into(), serde_json::to_value(scanned).unwrap_or(Value::Null));
+    }
+    Ok(answer)
+}
+
+fn timestamp(ms: i64) -> Expr {
+    lit(ScalarValue::TimestampMicrosecond(Some(ms.saturating_mul(1000)), Some("UTC".into())))
+}
+
+/// The filters every query shares, as one expression. The tenant is matched again on the rows: the file
+/// selection already holds only the tenant's, so this is belt and braces, not the isolation itself.
+fn where_clause(tenant: &str, f: &Filters) -> Expr {
+    let mut e = col("tenant")
+        .eq(lit(tenant))
+        .and(col("timestamp").gt_eq(timestamp(f.from)))
+        .and(col("timestamp").lt(timestamp(f.to)));
+    if !f.event_types.is_empty() {
+        e = e.and(col("event_type").in_list(f.event_types.iter().map(|t| lit(t.as_str())).collect(), false));
+    }
+    if let Some(tu) = &f.tu_id {
+        e = e.and(col("tu_id").eq(lit(tu.as_str())));
+    }
+    for (key, value) in &f.params {
+        e = e.and(get_field(col("params"), key.as_str()).eq(lit(value.as_str())));
+    }
+    e
+}
+
+/// Sums a metric over a plan and its children.
+fn metric(plan: &Arc<dyn ExecutionPlan>, name: &str) -> usize {
+    let own = plan.metrics().and_then(|m| m.sum_by_name(name)).map_or(0, |v| v.as_usize());
+    own + plan.children().iter().map(|c| metric(c, name)).sum::<usize>()
+}
+
+/// How a query's result batches become its JSON answer.
+#[derive(Debug, Clone)]
+enum Shape {
+    /// Event rows, with the cursor of the last one when the page is full.
+    Events { limit: usize },
+    /// `(bucket, group?, count)` rows.
+    Series { grouped: bool },
+}
+
+fn text(array: &dyn Array, i: usize) -> Result<Option<String>, QueryError> {
+    if array.is_null(i) {
+        return Ok(None);
+    }
+    let utf8 = deltalake::arrow::compute::cast(&array.slice(i, 1), &DataType::Utf8)?;
+    Ok(Some(utf8.as_string::<i32>().value(0).to_owned()))
+}
+
+fn micros(array: &dyn Array, i: usize) -> Result<i64, QueryError> {
+    let ts = deltalake::arrow::compute::cast(
+        &array.slice(i, 1),
+        &DataType::Timestamp(deltalake::arrow::datatypes::TimeUnit::Microsecond, Some("UTC".into())),
+    )?;
+    Ok(ts.as_primitive::<TimestampMicrosecondType>().value(0))
+}
+
+impl Shape {
+    fn render(&self, batches: &[RecordBatch]) -> Result<Value, QueryError> {
+        match self {
+            Shape::Events { limit } => {
+                let mut events = Vec::new();
+                let mut last = None;
+                for b in batches {
+                    let column = |name: &str| b.column_by_name(name).cloned();
+                    let (Some(id), Some(ty), Some(ts), Some(tu), Some(params)) = (
+                        column("event_id"),
+                        column("event_type"),
+                        column("timestamp"),
+                        column("tu_id"),
+                        column("params"),
+                    ) else {
+                        return Err(QueryError::Invalid("unexpected result columns".into()));
+                    };
+                    let params = params.as_map();
+                    for i in 0..b.num_rows() {
+                        let mut p = Map::new();
+                        let entries = params.value(i);
+                        let (keys, values) = (entries.column(0), entries.column(1));
+                        for j in 0..entries.len() {
+                            if let Some(k) = text(keys.as_ref(), j)? {
+                                p.insert(k, text(values.as_ref(), j)?.map_or(Value::Null, Value::String));
+                            }
+                        }
+                        let (event_id, us) = (text(id.as_ref(), i)?.unwrap_or_default(), micros(ts.as_ref(), i)?);
+                        last = Some(format!("{us}:{event_id}"));
+                        events.push(json!({
+                            "event_id": event_id,
+                            "event_type": text(ty.as_ref(), i)?,
+                            "timestamp": us.div_euclid(1000),
+                            "tu_id": text(tu.as_ref(), i)?,
+                            "params": p,
+                        }));
+                    }
+                }
+                let next = if events.len() == *limit { last } else { None };
+                Ok(json!({ "events": events, "next_cursor": next }))
+            }
+            Shape::Series { grouped } => {
+                let mut points = Vec::new();
+                for b in batches {
+                    let unexpected = || QueryError::Invalid("unexpected result columns".into());
+                    let t = b.column_by_name("t").ok_or_else(unexpected)?;
+                    let counts = b.column_by_name("count").ok_or_else(unexpected)?;
+                    let counts = counts.as_primitive_opt::<Int64Type>().ok_or_else(unexpected)?;
+                    let group = if *grouped { Some(b.column_by_name("group").ok_or_else(unexpected)?) } else { None };
+                    for i in 0..b.num_rows() {
+                        let mut point = Map::new();
+                        point.insert("t".into(), json!(micros(t.as_ref(), i)?.div_euclid(1000)));
+                        if let Some(g) = group {
+                            point.insert("group".into(), text(g.as_ref(), i)?.map_or(Value::Null, Value::String));
+                        }
+                        point.insert("count".into(), json!(counts.value(i)));
+                        points.push(Value::Object(point));
+                    }
+                }
+                Ok(json!({ "points": points }))
+            }
+        }
+    }
+}
+
+/// The longest range one query may cover.
+pub const MAX_RANGE_MS: i64 = 400 * MS_PER_DAY;

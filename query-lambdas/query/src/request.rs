@@ -1,0 +1,211 @@
+//! The typed requests: what a caller may ask, checked before anything is planned.
+
+use std::collections::BTreeMap;
+
+use deltalake::datafusion::common::ScalarValue;
+use deltalake::datafusion::dataframe::DataFrame;
+use deltalake::datafusion::functions_aggregate::expr_fn::count;
+use deltalake::datafusion::prelude::{col, date_bin, get_field, lit};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::{MAX_RANGE_MS, QueryError, Shape, timestamp};
+
+/// A cold query.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Query {
+    /// Events in time order, a page at a time.
+    Events {
+        filters: Filters,
+        /// Events per page (1 to 1,000; 100 when absent).
+        #[serde(default)]
+        limit: Option<usize>,
+        /// The previous page's `next_cursor`.
+        #[serde(default)]
+        cursor: Option<String>,
+    },
+    /// Event counts per time bucket, optionally per group.
+    Series {
+        filters: Filters,
+        interval: Interval,
+        #[serde(default)]
+        group_by: Option<SeriesGroup>,
+    },
+}
+
+/// What every query filters on.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Filters {
+    /// Start of the range, ms since the epoch (inclusive), on the event's own time.
+    pub from: i64,
+    /// End of the range, ms since the epoch (exclusive).
+    pub to: i64,
+    /// Only these event types (all when empty).
+    #[serde(default)]
+    pub event_types: Vec<String>,
+    /// Only clicks on this short link.
+    #[serde(default)]
+    pub tu_id: Option<String>,
+    /// Only events whose params hold every one of these values.
+    #[serde(default)]
+    pub params: BTreeMap<String, String>,
+}
+
+/// A series' bucket width.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Interval {
+    Minute,
+    Hour,
+    Day,
+}
+
+impl Interval {
+    fn ms(self) -> i64 {
+        match self {
+            Interval::Minute => 60_000,
+            Interval::Hour => 3_600_000,
+            Interval::Day => 86_400_000,
+        }
+    }
+}
+
+/// What a series is split by: `event_type`, `tu_id`, `date` or `param:<key>`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
+pub enum SeriesGroup {
+    EventType,
+    Link,
+    Date,
+    Param(String),
+}
+
+impl TryFrom<String> for SeriesGroup {
+    type Error = String;
+    fn try_from(s: String) -> Result<SeriesGroup, String> {
+        match s.as_str() {
+            "event_type" => Ok(SeriesGroup::EventType),
+            "tu_id" => Ok(SeriesGroup::Link),
+            "date" => Ok(SeriesGroup::Date),
+            other => match other.strip_prefix("param:") {
+                Some(key) if !key.is_empty() => Ok(SeriesGroup::Param(key.to_owned())),
+                _ => Err(format!("group_by {other:?}: event_type, tu_id, date or param:<key>")),
+            },
+        }
+    }
+}
+
+/// Most buckets one series may have.
+const MAX_POINTS: i64 = 100_000;
+const MAX_PAGE: usize = 1000;
+
+fn invalid(reason: impl Into<String>) -> QueryError {
+    QueryError::Invalid(reason.into())
+}
+
+/// `<timestamp µs>:<event id>` of the last event of a page.
+fn parse_cursor(cursor: &str) -> Result<(i64, &str), QueryError> {
+    let bad = || invalid("cursor is not a next_cursor this API returned");
+    let (us, id) = cursor.split_once(':').ok_or_else(bad)?;
+    let us: i64 = us.parse().map_err(|_| bad())?;
+    if id.len() != 36 || !id.bytes().all(|b| b.is_ascii_hexdigit() || b == b'-') {
+        return Err(bad());
+    }
+    Ok((us, id))
+}
+
+impl Query {
+    pub fn filters(&self) -> Filters {
+        match self {
+            Query::Events { filters, .. } | Query::Series { filters, .. } => filters.clone(),
+        }
+    }
+
+    /// Refuses what cannot be answered well, with the reason.
+    pub fn validate(&self) -> Result<(), QueryError> {
+        let f = match self {
+            Query::Events { filters, .. } | Query::Series { filters, .. } => filters,
+        };
+        if f.from >= f.to {
+            return Err(invalid("from must be before to"));
+        }
+        if f.to - f.from > MAX_RANGE_MS {
+            return Err(invalid("the range is longer than 400 days"));
+        }
+        if f.event_types.len() > 50 || f.params.len() > 20 {
+            return Err(invalid("at most 50 event types and 20 params"));
+        }
+        match self {
+            Query::Events { limit, cursor, .. } => {
+                if limit.is_some_and(|l| l == 0 || l > MAX_PAGE) {
+                    return Err(invalid("limit must be 1 to 1000"));
+                }
+                if let Some(c) = cursor {
+                    parse_cursor(c)?;
+                }
+            }
+            Query::Series { interval, .. } => {
+                if (f.to - f.from) / interval.ms() > MAX_POINTS {
+                    return Err(invalid("too many buckets: use a longer interval or a shorter range"));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The answer when the tenant has no data in the range.
+    pub(crate) fn empty_answer(&self) -> Value {
+        let scanned = json!({ "files": 0, "bytes": 0, "bytes_read": 0 });
+        match self {
+            Query::Events { .. } => json!({ "events": [], "next_cursor": null, "tier": "cold", "scanned": scanned }),
+            Query::Series { .. } => json!({ "points": [], "tier": "cold", "scanned": scanned }),
+        }
+    }
+
+    /// The plan on top of the filtered events, and how to render its result.
+    pub(crate) fn plan(&self, df: DataFrame) -> Result<(DataFrame, Shape), QueryError> {
+        match self {
+            Query::Events { limit, cursor, .. } => {
+                let limit = limit.unwrap_or(100);
+                let df = match cursor {
+                    Some(c) => {
+                        let (us, id) = parse_cursor(c)?;
+                        let t = lit(ScalarValue::TimestampMicrosecond(Some(us), Some("UTC".into())));
+                        df.filter(
+                            col("timestamp").gt(t.clone()).or(col("timestamp").eq(t).and(col("event_id").gt(lit(id)))),
+                        )?
+                    }
+                    None => df,
+                };
+                let df = df
+                    .sort(vec![col("timestamp").sort(true, false), col("event_id").sort(true, false)])?
+                    .limit(0, Some(limit))?
+                    .select_columns(&["event_id", "event_type", "timestamp", "tu_id", "params"])?;
+                Ok((df, Shape::Events { limit }))
+            }
+            Query::Series { interval, group_by, .. } => {
+                let stride = lit(ScalarValue::new_interval_mdn(0, 0, interval.ms() * 1_000_000));
+                let bucket = date_bin(stride, col("timestamp"), timestamp(0)).alias("t");
+                let group = group_by.as_ref().map(|g| {
+                    match g {
+                        SeriesGroup::EventType => col("event_type"),
+                        SeriesGroup::Link => col("tu_id"),
+                        SeriesGroup::Date => col("date"),
+                        SeriesGroup::Param(key) => get_field(col("params"), key.as_str()),
+                    }
+                    .alias("group")
+                });
+                let mut keys = vec![bucket];
+                keys.extend(group.clone());
+                let mut order = vec![col("t").sort(true, false)];
+                if group.is_some() {
+                    order.push(col("group").sort(true, true));
+                }
+                let df = df.aggregate(keys, vec![count(lit(1)).alias("count")])?.sort(order)?;
+                Ok((df, Shape::Series { grouped: group.is_some() }))
+            }
+        }
+    }
+}
