@@ -49,6 +49,7 @@ mod error;
 pub mod event;
 pub mod intake;
 pub mod links;
+pub mod matching;
 pub mod redirect;
 pub mod service;
 pub mod webhook;

@@ -806,56 +806,41 @@ fn json(body: &str) -> serde_json::Value {
 /// The pairing itself (see [`HotStore::match_events`]): the pairs listed (up to `q.limit`, results in range) and
 /// the summary over all of them.
 fn pair(sides: &Sides, q: &MatchQuery) -> (Vec<Paired>, MatchSummary) {
-    let mut pairs = Vec::new();
-    let mut deltas = Vec::new();
-    let (mut matched, mut matched_triggers, mut results) = (0u64, 0u64, 0u64);
-    let triggers_in_range = sides.triggers.iter().filter(|t| t.1 >= q.from).count() as u64;
+    use tracker_protocol::matching::{Counts, Rules, Touch, pair_key};
+    let rules = Rules { from: q.from, window_ms: q.window_ms, touch: Touch::Last };
+    let (mut pairs, mut deltas, mut counts) = (Vec::new(), Vec::new(), Counts::default());
     let (ts, rs) = (&sides.triggers, &sides.results);
-    let (mut t_i, mut r_i) = (0usize, 0usize);
+    let mut t_i = 0usize;
+    let mut r_i = 0usize;
     while let Some(key) = rs.get(r_i).map(|r| r.0.as_str()) {
         let r_end = r_i + rs.get(r_i..).map_or(0, |s| s.iter().take_while(|r| r.0 == key).count());
-        // the triggers with the same key value
+        // the triggers with the same key value (triggers of keys without results count as unpaired)
         while ts.get(t_i).is_some_and(|t| t.0.as_str() < key) {
+            counts.triggers += u64::from(ts.get(t_i).is_some_and(|t| t.1 >= q.from));
             t_i += 1;
         }
         let t_start = t_i;
         while ts.get(t_i).is_some_and(|t| t.0 == key) {
             t_i += 1;
         }
-        let group = ts.get(t_start..t_i).unwrap_or_default();
-        let mut used = vec![false; group.len()];
-        for r in rs.get(r_i..r_end).unwrap_or_default() {
-            let in_range = r.1 >= q.from;
-            results += u64::from(in_range);
-            // the latest unpaired trigger at or before the result's time, within the window
-            let at = group.partition_point(|t| t.1 <= r.1);
-            let found = (0..at)
-                .rev()
-                .take_while(|&i| group.get(i).is_some_and(|t| r.1 - t.1 <= q.window_ms))
-                .find(|&i| !used.get(i).copied().unwrap_or(true));
-            let Some((i, t)) = found.and_then(|i| group.get(i).map(|t| (i, t))) else { continue };
-            if let Some(u) = used.get_mut(i) {
-                *u = true;
-            }
-            if !in_range {
-                continue;
-            }
-            matched += 1;
-            matched_triggers += u64::from(t.1 >= q.from);
-            deltas.push(r.1 - t.1);
+        let group: Vec<(i64, i64)> = ts.get(t_start..t_i).unwrap_or_default().iter().map(|t| (t.1, t.2)).collect();
+        let results: Vec<(i64, i64)> = rs.get(r_i..r_end).unwrap_or_default().iter().map(|r| (r.1, r.2)).collect();
+        pair_key(&group, &results, &rules, &mut counts, |t, r| {
+            deltas.push(r.0 - t.0);
             if pairs.len() < q.limit {
-                pairs.push(Paired { key: key.to_owned(), trigger: t.2, result: r.2, time_delta_ms: r.1 - t.1 });
+                pairs.push(Paired { key: key.to_owned(), trigger: t.1, result: r.1, time_delta_ms: r.0 - t.0 });
             }
-        }
+        });
         r_i = r_end;
     }
+    counts.triggers += ts.get(t_i..).unwrap_or_default().iter().filter(|t| t.1 >= q.from).count() as u64;
     deltas.sort_unstable();
     let summary = MatchSummary {
-        triggers: triggers_in_range,
-        results,
-        matched,
-        unmatched_results: results - matched,
-        match_rate: if triggers_in_range == 0 { 0.0 } else { matched_triggers as f64 / triggers_in_range as f64 },
+        triggers: counts.triggers,
+        results: counts.results,
+        matched: counts.matched,
+        unmatched_results: counts.results - counts.matched,
+        match_rate: counts.match_rate(),
         median_time_delta_ms: deltas.get(deltas.len() / 2).copied(),
     };
     (pairs, summary)

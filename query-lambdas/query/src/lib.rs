@@ -9,6 +9,7 @@
 //! scan, never a full one. Param keys and values are bound as literals in expressions, never spliced into SQL.
 //! Every answer reports the files and bytes the scan read.
 
+mod matching;
 mod request;
 
 use std::sync::Arc;
@@ -23,8 +24,9 @@ use deltalake::{FilterOp, FilterValue};
 use futures::TryStreamExt;
 use serde_json::{Map, Value, json};
 use tracker_archive::{ArchiveSettings, Table, date_of, read_table};
+use tracker_protocol::matching::Rules;
 
-pub use request::{Filters, Interval, Query, SeriesGroup};
+pub use request::{Filters, Interval, Query, SeriesGroup, Touch};
 
 /// Why a query was not answered.
 #[derive(Debug, thiserror::Error)]
@@ -84,9 +86,15 @@ pub async fn answer(settings: &ArchiveSettings, tenant: &str, query: &Query) -> 
     let df = ctx.read_table(provider)?.filter(where_clause(tenant, &filters))?;
     let (df, shape) = query.plan(df)?;
     let plan = df.create_physical_plan().await?;
-    let batches = collect(plan.clone(), ctx.task_ctx()).await?;
+    let mut answer = match (query, shape) {
+        (Query::Match { filters, window_secs, touch, limit, .. }, _) => {
+            let rules = Rules { from: filters.from, window_ms: request::window_ms(*window_secs), touch: *touch };
+            let (pairs, counts, mut deltas) = matching::pair(&ctx, plan.clone(), rules, limit.unwrap_or(100)).await?;
+            json!({ "pairs": pairs, "summary": matching::summary(&counts, &mut deltas) })
+        }
+        (_, shape) => shape.render(&collect(plan.clone(), ctx.task_ctx()).await?)?,
+    };
     scanned.bytes_read = u64::try_from(metric(&plan, "bytes_scanned")).unwrap_or(0);
-    let mut answer = shape.render(&batches)?;
     if let Some(obj) = answer.as_object_mut() {
         obj.insert("tier".into(), json!("cold"));
         obj.insert("scanned".into(), serde_json::to_value(scanned).unwrap_or(Value::Null));
@@ -130,6 +138,8 @@ enum Shape {
     Events { limit: usize },
     /// `(bucket, group?, count)` rows.
     Series { grouped: bool },
+    /// The sorted `(key, time, id, is_trigger)` stream the match pairs.
+    Match,
 }
 
 fn text(array: &dyn Array, i: usize) -> Result<Option<String>, QueryError> {
@@ -209,6 +219,7 @@ impl Shape {
                 }
                 Ok(json!({ "points": points }))
             }
+            Shape::Match => Err(QueryError::Invalid("a match is paired as it streams".into())),
         }
     }
 }

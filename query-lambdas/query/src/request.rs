@@ -10,6 +10,11 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::{MAX_RANGE_MS, QueryError, Shape, timestamp};
+pub use tracker_protocol::matching::Touch;
+
+pub(crate) fn window_ms(secs: u64) -> i64 {
+    i64::try_from(secs).unwrap_or(i64::MAX / 1000).saturating_mul(1000)
+}
 
 /// A cold query.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -24,6 +29,21 @@ pub enum Query {
         /// The previous page's `next_cursor`.
         #[serde(default)]
         cursor: Option<String>,
+    },
+    /// Pairs `result` events with `trigger` events that share the value of param `on` (see
+    /// [`tracker_protocol::matching`]): results in the range, triggers up to the window earlier.
+    Match {
+        filters: Filters,
+        trigger: String,
+        result: String,
+        on: String,
+        /// How much earlier than its result a trigger may be (1 s to 90 days).
+        window_secs: u64,
+        #[serde(default)]
+        touch: Touch,
+        /// Pairs listed (0 to 1,000; 100 when absent); the summary covers all of them.
+        #[serde(default)]
+        limit: Option<usize>,
     },
     /// Event counts per time bucket, optionally per group.
     Series {
@@ -117,16 +137,25 @@ fn parse_cursor(cursor: &str) -> Result<(i64, &str), QueryError> {
 }
 
 impl Query {
+    /// The events the query reads: a match also reads triggers up to its window before the range, and only
+    /// its two event types.
     pub fn filters(&self) -> Filters {
         match self {
             Query::Events { filters, .. } | Query::Series { filters, .. } => filters.clone(),
+            // results of the window before the range are paired first (see tracker_protocol::matching), and
+            // their triggers may be a window earlier still
+            Query::Match { filters, trigger, result, window_secs, .. } => Filters {
+                from: filters.from.saturating_sub(window_ms(*window_secs).saturating_mul(2)),
+                event_types: vec![trigger.clone(), result.clone()],
+                ..filters.clone()
+            },
         }
     }
 
     /// Refuses what cannot be answered well, with the reason.
     pub fn validate(&self) -> Result<(), QueryError> {
         let f = match self {
-            Query::Events { filters, .. } | Query::Series { filters, .. } => filters,
+            Query::Events { filters, .. } | Query::Series { filters, .. } | Query::Match { filters, .. } => filters,
         };
         if f.from >= f.to {
             return Err(invalid("from must be before to"));
@@ -146,6 +175,23 @@ impl Query {
                     parse_cursor(c)?;
                 }
             }
+            Query::Match { filters, trigger, result, on, window_secs, limit, .. } => {
+                if trigger.is_empty() || result.is_empty() || on.is_empty() {
+                    return Err(invalid("trigger, result and on are required"));
+                }
+                if trigger == result {
+                    return Err(invalid("trigger and result must be different event types"));
+                }
+                if !filters.event_types.is_empty() {
+                    return Err(invalid("a match takes its event types from trigger and result, not event_types"));
+                }
+                if !(1..=90 * 86_400).contains(window_secs) {
+                    return Err(invalid("window_secs must be 1 to 7776000 (90 days)"));
+                }
+                if limit.is_some_and(|l| l > MAX_PAGE) {
+                    return Err(invalid("limit must be 0 to 1000"));
+                }
+            }
             Query::Series { interval, .. } => {
                 if (f.to - f.from) / interval.ms() > MAX_POINTS {
                     return Err(invalid("too many buckets: use a longer interval or a shorter range"));
@@ -161,6 +207,10 @@ impl Query {
         match self {
             Query::Events { .. } => json!({ "events": [], "next_cursor": null, "tier": "cold", "scanned": scanned }),
             Query::Series { .. } => json!({ "points": [], "tier": "cold", "scanned": scanned }),
+            Query::Match { .. } => {
+                let summary = crate::matching::summary(&tracker_protocol::matching::Counts::default(), &mut []);
+                json!({ "pairs": [], "summary": summary, "tier": "cold", "scanned": scanned })
+            }
         }
     }
 
@@ -205,6 +255,24 @@ impl Query {
                 }
                 let df = df.aggregate(keys, vec![count(lit(1)).alias("count")])?.sort(order)?;
                 Ok((df, Shape::Series { grouped: group.is_some() }))
+            }
+            Query::Match { filters, trigger, on, window_secs, .. } => {
+                let results_from = timestamp(filters.from.saturating_sub(window_ms(*window_secs)));
+                let df = df
+                    .filter(get_field(col("params"), on.as_str()).is_not_null())?
+                    .filter(col("event_type").eq(lit(trigger.as_str())).or(col("timestamp").gt_eq(results_from)))?
+                    .select(vec![
+                        get_field(col("params"), on.as_str()).alias("k"),
+                        col("timestamp"),
+                        col("event_id"),
+                        col("event_type").eq(lit(trigger.as_str())).alias("is_trigger"),
+                    ])?
+                    .sort(vec![
+                        col("k").sort(true, false),
+                        col("timestamp").sort(true, false),
+                        col("event_id").sort(true, false),
+                    ])?;
+                Ok((df, Shape::Match))
             }
         }
     }

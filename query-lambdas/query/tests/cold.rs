@@ -195,6 +195,74 @@ async fn cold_answers_match_the_events_and_stay_within_the_tenant() {
     assert_eq!(nobody["scanned"]["files"], 0, "a tenant without files scans nothing");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cold_match_pairs_exactly_as_the_hot_tier_does() {
+    let lake = lake().await;
+    // the same events in the hot tier (SQLite), an independent implementation of the same query
+    let hot_db = lake._dir.path().join("hot.db");
+    let hot = tracker_store::hot::HotStore::connect(&tracker_store::Location::File(hot_db)).await.unwrap();
+    let events: Vec<Event> = (0..N).map(|n| event("acme", n)).collect();
+    hot.apply_events("stats", 0, N, &events).await.unwrap();
+    // day two only: results of the window before it consume their triggers first
+    let (from, to, window_secs) = (DAY0 + 86_400_000, DAY0 + 2 * 86_400_000, 600);
+    let hot_answer = hot
+        .match_events(
+            "acme",
+            &tracker_store::hot::MatchQuery {
+                trigger: "click".into(),
+                result: "conversion".into(),
+                on: "tu_id".into(),
+                from,
+                to,
+                window_ms: window_secs * 1000,
+                limit: 1000,
+            },
+        )
+        .await
+        .unwrap();
+    let cold = ask(
+        &lake,
+        "acme",
+        json!({ "kind": "match", "filters": { "from": from, "to": to }, "trigger": "click", "result": "conversion",
+                "on": "tu_id", "window_secs": window_secs, "limit": 1000 }),
+    )
+    .await;
+    let summary = &cold["summary"];
+    let h = &hot_answer.summary;
+    assert_eq!(
+        (summary["triggers"].as_u64(), summary["results"].as_u64(), summary["matched"].as_u64()),
+        (Some(h.triggers), Some(h.results), Some(h.matched))
+    );
+    assert!(h.matched > 100 && h.match_rate < 0.6, "paired results and unpaired triggers: {h:?}");
+    assert_eq!(summary["match_rate"].as_f64(), Some(h.match_rate));
+    let id = |v: &Value| v["event_id"].as_str().unwrap().to_owned();
+    let hot_pairs: std::collections::BTreeSet<(String, String)> =
+        hot_answer.pairs.iter().map(|p| (id(&p.trigger_event), id(&p.result_event))).collect();
+    let cold_pairs: std::collections::BTreeSet<(String, String)> = cold["pairs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            (p["trigger_event_id"].as_str().unwrap().to_owned(), p["result_event_id"].as_str().unwrap().to_owned())
+        })
+        .collect();
+    assert_eq!(cold_pairs, hot_pairs, "the same pairs");
+    let histogram: u64 = summary["histogram"].as_array().unwrap().iter().map(|b| b["count"].as_u64().unwrap()).sum();
+    assert_eq!(histogram, h.matched);
+    assert!(summary["time_delta_ms"]["max"].as_i64().unwrap() <= window_secs * 1000);
+
+    // first touch credits earlier triggers: the same number of pairs here, longer times to result
+    let first = ask(
+        &lake,
+        "acme",
+        json!({ "kind": "match", "filters": { "from": from, "to": to }, "trigger": "click", "result": "conversion",
+                "on": "tu_id", "window_secs": window_secs, "touch": "first", "limit": 0 }),
+    )
+    .await;
+    assert_eq!(first["pairs"], json!([]));
+    assert!(first["summary"]["time_delta_ms"]["p50"].as_i64() >= summary["time_delta_ms"]["p50"].as_i64());
+}
+
 #[tokio::test]
 async fn bad_requests_are_refused_with_a_reason() {
     let dir = tempfile::tempdir().unwrap();
