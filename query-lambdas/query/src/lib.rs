@@ -26,7 +26,7 @@ use serde_json::{Map, Value, json};
 use tracker_archive::{ArchiveSettings, Table, date_of, read_table};
 use tracker_protocol::matching::Rules;
 
-pub use request::{Filters, Interval, Query, SeriesGroup, Touch};
+pub use request::{Distinct, Filters, Interval, Query, SeriesGroup, Touch};
 
 /// Why a query was not answered.
 #[derive(Debug, thiserror::Error)]
@@ -138,6 +138,8 @@ enum Shape {
     Events { limit: usize },
     /// `(bucket, group?, count)` rows.
     Series { grouped: bool },
+    /// `(group, count, distinct?)` rows, largest first: the first `top` listed, the rest summed as `other`.
+    Breakdown { top: usize, distinct: bool },
     /// The sorted `(key, time, id, is_trigger)` stream the match pairs.
     Match,
 }
@@ -218,6 +220,38 @@ impl Shape {
                     }
                 }
                 Ok(json!({ "points": points }))
+            }
+            Shape::Breakdown { top, distinct } => {
+                let (mut groups, mut other, mut total) = (Vec::new(), 0i64, 0i64);
+                for b in batches {
+                    let unexpected = || QueryError::Invalid("unexpected result columns".into());
+                    let group = b.column_by_name("group").ok_or_else(unexpected)?;
+                    let counts = b.column_by_name("count").ok_or_else(unexpected)?;
+                    let counts = counts.as_primitive_opt::<Int64Type>().ok_or_else(unexpected)?;
+                    let uniques = match distinct {
+                        true => Some(b.column_by_name("distinct").ok_or_else(unexpected)?),
+                        false => None,
+                    };
+                    for i in 0..b.num_rows() {
+                        let n = counts.value(i);
+                        total += n;
+                        if groups.len() == *top {
+                            other += n;
+                            continue;
+                        }
+                        let mut row = Map::new();
+                        row.insert("group".into(), text(group.as_ref(), i)?.map_or(Value::Null, Value::String));
+                        row.insert("count".into(), json!(n));
+                        if let Some(u) = uniques {
+                            let u = u.as_primitive_opt::<Int64Type>().ok_or_else(unexpected)?;
+                            row.insert("distinct".into(), json!(u.value(i)));
+                        }
+                        groups.push(Value::Object(row));
+                    }
+                }
+                // `other` has no distinct count: the values of the groups it sums may overlap
+                let other = if other > 0 { json!({ "count": other }) } else { Value::Null };
+                Ok(json!({ "groups": groups, "other": other, "total": total }))
             }
             Shape::Match => Err(QueryError::Invalid("a match is paired as it streams".into())),
         }

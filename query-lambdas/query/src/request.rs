@@ -4,7 +4,8 @@ use std::collections::BTreeMap;
 
 use deltalake::datafusion::common::ScalarValue;
 use deltalake::datafusion::dataframe::DataFrame;
-use deltalake::datafusion::functions_aggregate::expr_fn::count;
+use deltalake::datafusion::functions_aggregate::expr_fn::{count, count_distinct};
+use deltalake::datafusion::logical_expr::Expr;
 use deltalake::datafusion::prelude::{col, date_bin, get_field, lit};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -44,6 +45,18 @@ pub enum Query {
         /// Pairs listed (0 to 1,000; 100 when absent); the summary covers all of them.
         #[serde(default)]
         limit: Option<usize>,
+    },
+    /// Event counts per group, the largest `top` groups and the rest as `other`; optionally the distinct
+    /// values of a column per group.
+    Breakdown {
+        filters: Filters,
+        by: SeriesGroup,
+        /// Groups listed (1 to 1,000; 10 when absent).
+        #[serde(default)]
+        top: Option<usize>,
+        /// Also count distinct values of this: `ip`, `tu_id`, `event_type` or `param:<key>`.
+        #[serde(default)]
+        distinct: Option<Distinct>,
     },
     /// Event counts per time bucket, optionally per group.
     Series {
@@ -117,6 +130,53 @@ impl TryFrom<String> for SeriesGroup {
     }
 }
 
+/// What a breakdown may count distinct values of.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
+pub enum Distinct {
+    Ip,
+    Link,
+    EventType,
+    Param(String),
+}
+
+impl TryFrom<String> for Distinct {
+    type Error = String;
+    fn try_from(s: String) -> Result<Distinct, String> {
+        match s.as_str() {
+            "ip" => Ok(Distinct::Ip),
+            "tu_id" => Ok(Distinct::Link),
+            "event_type" => Ok(Distinct::EventType),
+            other => match other.strip_prefix("param:") {
+                Some(key) if !key.is_empty() => Ok(Distinct::Param(key.to_owned())),
+                _ => Err(format!("distinct {other:?}: ip, tu_id, event_type or param:<key>")),
+            },
+        }
+    }
+}
+
+impl Distinct {
+    fn expr(&self) -> Expr {
+        match self {
+            Distinct::Ip => col("ip"),
+            Distinct::Link => col("tu_id"),
+            Distinct::EventType => col("event_type"),
+            Distinct::Param(key) => get_field(col("params"), key.as_str()),
+        }
+    }
+}
+
+impl SeriesGroup {
+    fn expr(&self) -> Expr {
+        match self {
+            SeriesGroup::EventType => col("event_type"),
+            SeriesGroup::Link => col("tu_id"),
+            SeriesGroup::Date => col("date"),
+            SeriesGroup::Param(key) => get_field(col("params"), key.as_str()),
+        }
+    }
+}
+
 /// Most buckets one series may have.
 const MAX_POINTS: i64 = 100_000;
 const MAX_PAGE: usize = 1000;
@@ -141,7 +201,9 @@ impl Query {
     /// its two event types.
     pub fn filters(&self) -> Filters {
         match self {
-            Query::Events { filters, .. } | Query::Series { filters, .. } => filters.clone(),
+            Query::Events { filters, .. } | Query::Series { filters, .. } | Query::Breakdown { filters, .. } => {
+                filters.clone()
+            }
             // results of the window before the range are paired first (see tracker_protocol::matching), and
             // their triggers may be a window earlier still
             Query::Match { filters, trigger, result, window_secs, .. } => Filters {
@@ -155,7 +217,10 @@ impl Query {
     /// Refuses what cannot be answered well, with the reason.
     pub fn validate(&self) -> Result<(), QueryError> {
         let f = match self {
-            Query::Events { filters, .. } | Query::Series { filters, .. } | Query::Match { filters, .. } => filters,
+            Query::Events { filters, .. }
+            | Query::Series { filters, .. }
+            | Query::Match { filters, .. }
+            | Query::Breakdown { filters, .. } => filters,
         };
         if f.from >= f.to {
             return Err(invalid("from must be before to"));
@@ -173,6 +238,11 @@ impl Query {
                 }
                 if let Some(c) = cursor {
                     parse_cursor(c)?;
+                }
+            }
+            Query::Breakdown { top, .. } => {
+                if top.is_some_and(|t| t == 0 || t > MAX_PAGE) {
+                    return Err(invalid("top must be 1 to 1000"));
                 }
             }
             Query::Match { filters, trigger, result, on, window_secs, limit, .. } => {
@@ -207,6 +277,9 @@ impl Query {
         match self {
             Query::Events { .. } => json!({ "events": [], "next_cursor": null, "tier": "cold", "scanned": scanned }),
             Query::Series { .. } => json!({ "points": [], "tier": "cold", "scanned": scanned }),
+            Query::Breakdown { .. } => {
+                json!({ "groups": [], "other": null, "total": 0, "tier": "cold", "scanned": scanned })
+            }
             Query::Match { .. } => {
                 let summary = crate::matching::summary(&tracker_protocol::matching::Counts::default(), &mut []);
                 json!({ "pairs": [], "summary": summary, "tier": "cold", "scanned": scanned })
@@ -238,15 +311,7 @@ impl Query {
             Query::Series { interval, group_by, .. } => {
                 let stride = lit(ScalarValue::new_interval_mdn(0, 0, interval.ms() * 1_000_000));
                 let bucket = date_bin(stride, col("timestamp"), timestamp(0)).alias("t");
-                let group = group_by.as_ref().map(|g| {
-                    match g {
-                        SeriesGroup::EventType => col("event_type"),
-                        SeriesGroup::Link => col("tu_id"),
-                        SeriesGroup::Date => col("date"),
-                        SeriesGroup::Param(key) => get_field(col("params"), key.as_str()),
-                    }
-                    .alias("group")
-                });
+                let group = group_by.as_ref().map(|g| g.expr().alias("group"));
                 let mut keys = vec![bucket];
                 keys.extend(group.clone());
                 let mut order = vec![col("t").sort(true, false)];
@@ -255,6 +320,14 @@ impl Query {
                 }
                 let df = df.aggregate(keys, vec![count(lit(1)).alias("count")])?.sort(order)?;
                 Ok((df, Shape::Series { grouped: group.is_some() }))
+            }
+            Query::Breakdown { by, top, distinct, .. } => {
+                let mut aggregates = vec![count(lit(1)).alias("count")];
+                aggregates.extend(distinct.as_ref().map(|d| count_distinct(d.expr()).alias("distinct")));
+                let df = df
+                    .aggregate(vec![by.expr().alias("group")], aggregates)?
+                    .sort(vec![col("count").sort(false, true), col("group").sort(true, true)])?;
+                Ok((df, Shape::Breakdown { top: top.unwrap_or(10), distinct: distinct.is_some() }))
             }
             Query::Match { filters, trigger, on, window_secs, .. } => {
                 let results_from = timestamp(filters.from.saturating_sub(window_ms(*window_secs)));

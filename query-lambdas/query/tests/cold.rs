@@ -170,6 +170,39 @@ async fn cold_answers_match_the_events_and_stay_within_the_tenant() {
     }
     assert_eq!(groups, want);
 
+    // breakdown: the top two sub1 values with their distinct links, the rest as other
+    let top = ask(
+        &lake,
+        "acme",
+        json!({ "kind": "breakdown", "filters": all, "by": "param:sub1", "top": 2, "distinct": "tu_id" }),
+    )
+    .await;
+    let mut by_value: BTreeMap<String, (i64, std::collections::BTreeSet<String>)> = BTreeMap::new();
+    for n in 0..N {
+        let e = event("acme", n);
+        let entry = by_value.entry(e.params["sub1"].clone()).or_default();
+        entry.0 += 1;
+        entry.1.extend(e.link().map(str::to_owned));
+    }
+    let mut ranked: Vec<(String, i64, usize)> =
+        by_value.into_iter().map(|(k, (n, links))| (k, n, links.len())).collect();
+    ranked.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+    let listed: Vec<(String, i64, usize)> = top["groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|g| {
+            (
+                g["group"].as_str().unwrap().to_owned(),
+                g["count"].as_i64().unwrap(),
+                g["distinct"].as_u64().unwrap() as usize,
+            )
+        })
+        .collect();
+    assert_eq!(listed, ranked[..2]);
+    assert_eq!(top["other"]["count"].as_i64(), Some(ranked[2..].iter().map(|r| r.1).sum()));
+    assert_eq!(top["total"], N);
+
     // one day's query reads only that day's files of the tenant
     let one_day =
         ask(&lake, "acme", json!({ "kind": "series", "filters": { "from": DAY0 + 86_400_000, "to": DAY0 + 2 * 86_400_000 }, "interval": "day" }))
@@ -287,6 +320,7 @@ async fn bad_requests_are_refused_with_a_reason() {
         json!({ "kind": "sql", "filters": f }),
         json!({ "kind": "series", "filters": f, "interval": "week" }),
         json!({ "kind": "series", "filters": f, "interval": "day", "group_by": "param:" }),
+        json!({ "kind": "breakdown", "filters": f, "by": "event_type", "distinct": "raw_payload" }),
         json!({ "kind": "events", "filters": f, "tenant": "globex" }),
         json!({ "kind": "events", "filters": { "from": DAY0, "to": DAY0 + 1, "key_prefix": "globex" } }),
     ] {
