@@ -24,6 +24,7 @@
 //! commits alongside the archiver's appends without conflicting with them), a checkpoint, log cleanup and
 //! `VACUUM`.
 
+mod config;
 mod maintain;
 mod schema;
 
@@ -40,6 +41,7 @@ use deltalake::protocol::SaveMode;
 use tracker_log::{EventLog, Filter};
 use tracker_protocol::Event;
 
+pub use config::{SettingError, from_vars};
 pub use maintain::{Maintenance, MaintenanceReport, Retention, maintain};
 pub use schema::{Rollups, date_of, event_batch, event_columns, partition_columns, rollup_columns};
 

@@ -266,59 +266,6 @@ fn location(
     }
 }
 
-/// The archive's settings (`ARCHIVE_*`); `None` for `ARCHIVE_URL=off`.
-fn archive_settings(
-    src: &Source,
-    data_dir: &Path,
-    secs: impl Fn(&'static str, u64) -> Result<Duration, ConfigError>,
-    hours: impl Fn(&'static str, u64) -> Result<Duration, ConfigError>,
-) -> Result<Option<tracker_archive::ArchiveSettings>, ConfigError> {
-    let base = match src.get("ARCHIVE_URL") {
-        Some("off") => return Ok(None),
-        Some(url) => url.to_owned(),
-        None => data_dir.join("archive").display().to_string(),
-    };
-    let base = tracker_archive::parse_base(&base).map_err(|e| invalid("ARCHIVE_URL", e.to_string()))?;
-    let mut settings = tracker_archive::ArchiveSettings::new(base);
-    settings.flush_events = match src.parse("ARCHIVE_FLUSH_EVENTS", settings.flush_events)? {
-        n @ 1..=10_000_000 => n,
-        _ => return Err(invalid("ARCHIVE_FLUSH_EVENTS", "must be 1 to 10000000")),
-    };
-    settings.flush_interval = secs("ARCHIVE_FLUSH_SECS", 60)?.max(Duration::from_secs(1));
-    settings.maintenance.interval = secs("ARCHIVE_MAINTENANCE_SECS", 3600)?.max(Duration::from_secs(1));
-    settings.maintenance.target_file_size = match src.parse("ARCHIVE_TARGET_FILE_MB", 128u64)? {
-        n @ 1..=4096 => n * 1024 * 1024,
-        _ => return Err(invalid("ARCHIVE_TARGET_FILE_MB", "must be 1 to 4096")),
-    };
-    settings.maintenance.vacuum_retention = match hours("ARCHIVE_VACUUM_RETENTION_HOURS", 168)? {
-        d if d.is_zero() => return Err(invalid("ARCHIVE_VACUUM_RETENTION_HOURS", "must be at least 1")),
-        d => d,
-    };
-    let s3 = [
-        ("ARCHIVE_S3_ENDPOINT", "AWS_ENDPOINT_URL"),
-        ("ARCHIVE_S3_ACCESS_KEY_ID", "AWS_ACCESS_KEY_ID"),
-        ("ARCHIVE_S3_SECRET_ACCESS_KEY", "AWS_SECRET_ACCESS_KEY"),
-        ("ARCHIVE_S3_REGION", "AWS_REGION"),
-    ];
-    for (var, option) in s3 {
-        if let Some(v) = src.get(var) {
-            settings.storage_options.insert(option.into(), v.into());
-        }
-    }
-    if src.get("ARCHIVE_S3_ENDPOINT").is_some() && src.get("ARCHIVE_S3_REGION").is_none() {
-        // R2's region; commits use conditional puts (If-None-Match), which R2 supports: no lock service needed
-        settings.storage_options.insert("AWS_REGION".into(), "auto".into());
-    }
-    match src.get("ARCHIVE_S3_ALLOW_HTTP").unwrap_or("false") {
-        "true" | "1" => {
-            settings.storage_options.insert("AWS_ALLOW_HTTP".into(), "true".into());
-        }
-        "false" | "0" => {}
-        other => return Err(invalid("ARCHIVE_S3_ALLOW_HTTP", format!("{other:?} is not true or false"))),
-    }
-    Ok(Some(settings))
-}
-
 struct Source {
     values: BTreeMap<String, String>,
 }
@@ -433,7 +380,8 @@ impl Config {
             disable_after: positive("WEBHOOK_DISABLE_AFTER_FAILURES", 50)?,
             log_retention: hours("WEBHOOK_LOG_RETENTION_HOURS", 168)?,
         };
-        let archive = archive_settings(&src, &data_dir, secs, hours)?;
+        let archive = tracker_archive::from_vars(|name| src.get(name).map(str::to_owned), &data_dir)
+            .map_err(|e| invalid(e.name, e.reason))?;
         let consumer_settings = tracker_consumers::Settings {
             filter_ip_per_minute: src.parse("FILTER_IP_EVENTS_PER_MINUTE", 600)?,
             rules_ttl: millis("FILTER_RULES_RELOAD_MS", 2000)?,

@@ -57,11 +57,46 @@ pub struct Scanned {
 
 const MS_PER_DAY: i64 = 86_400_000;
 
-/// Answers `query` for `tenant` over the archive at `settings`.
+/// The archive as the query functions see it: its settings and the `events` table handle, opened once (per
+/// Lambda cold start, or per node) and brought up to date before each query by reading only the new commits.
+#[derive(Debug)]
+pub struct Archive {
+    settings: ArchiveSettings,
+    table: tokio::sync::Mutex<Option<deltalake::DeltaTable>>,
+}
+
+impl Archive {
+    pub fn new(settings: ArchiveSettings) -> Archive {
+        Archive { settings, table: tokio::sync::Mutex::new(None) }
+    }
+
+    /// The table at its latest version; `None` while the archiver has not created it.
+    async fn table(&self) -> Result<Option<deltalake::DeltaTable>, QueryError> {
+        let mut cached = self.table.lock().await;
+        match cached.as_mut() {
+            Some(t) => t.update_incremental(None).await?,
+            None => *cached = read_table(&self.settings, Table::Events).await?,
+        }
+        Ok(cached.clone())
+    }
+
+    /// Answers `query` for `tenant`.
+    pub async fn answer(&self, tenant: &str, query: &Query) -> Result<Value, QueryError> {
+        query.validate()?;
+        let table = self.table().await?;
+        answer_on(table, tenant, query).await
+    }
+}
+
+/// Answers `query` for `tenant` over the archive at `settings` (opening the table for this one query).
 pub async fn answer(settings: &ArchiveSettings, tenant: &str, query: &Query) -> Result<Value, QueryError> {
     query.validate()?;
+    answer_on(read_table(settings, Table::Events).await?, tenant, query).await
+}
+
+async fn answer_on(table: Option<deltalake::DeltaTable>, tenant: &str, query: &Query) -> Result<Value, QueryError> {
     let filters = query.filters();
-    let Some(table) = read_table(settings, Table::Events).await? else {
+    let Some(table) = table else {
         return Ok(query.empty_answer());
     };
     // the tenant's files in the requested days, from the table's log: the only files the plan can read

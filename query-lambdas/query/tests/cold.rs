@@ -296,6 +296,95 @@ async fn the_cold_match_pairs_exactly_as_the_hot_tier_does() {
     assert!(first["summary"]["time_delta_ms"]["p50"].as_i64() >= summary["time_delta_ms"]["p50"].as_i64());
 }
 
+/// A Lambda Runtime API (the interface AWS Lambda and `cargo lambda watch` serve): hands out `events` one by one
+/// and records what the function answers, `(request id, "response" or "error", body)`.
+async fn runtime_api(events: Vec<Value>) -> (String, tokio::sync::mpsc::UnboundedReceiver<(String, String, Value)>) {
+    use axum::extract::{Path, State};
+    use axum::routing::{get, post};
+    type Queue = Arc<tokio::sync::Mutex<std::vec::IntoIter<Value>>>;
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let queue: Queue = Arc::new(tokio::sync::Mutex::new(events.into_iter()));
+    let served = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let next = {
+        let served = served.clone();
+        move |State(queue): State<Queue>| async move {
+            let Some(event) = queue.lock().await.next() else {
+                std::future::pending::<()>().await; // no more invocations: the function waits, as on AWS
+                unreachable!()
+            };
+            let id = format!("req-{}", served.fetch_add(1, Ordering::SeqCst));
+            let deadline = (std::time::SystemTime::now() + Duration::from_secs(60))
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_millis();
+            (
+                [
+                    ("lambda-runtime-aws-request-id", id),
+                    ("lambda-runtime-deadline-ms", deadline.to_string()),
+                    ("lambda-runtime-invoked-function-arn", "arn:aws:lambda:us-east-1:000000000000:function:q".into()),
+                    ("lambda-runtime-trace-id", "Root=1-00000000-000000000000000000000000".into()),
+                ],
+                axum::Json(event),
+            )
+        }
+    };
+    let reply = |kind: &'static str| {
+        let tx = tx.clone();
+        move |Path(id): Path<String>, body: axum::body::Bytes| async move {
+            tx.send((id, kind.to_owned(), serde_json::from_slice(&body).unwrap_or(Value::Null))).unwrap();
+            axum::http::StatusCode::ACCEPTED
+        }
+    };
+    let app = axum::Router::new()
+        .route("/2018-06-01/runtime/invocation/next", get(next))
+        .route("/2018-06-01/runtime/invocation/{id}/response", post(reply("response")))
+        .route("/2018-06-01/runtime/invocation/{id}/error", post(reply("error")))
+        .with_state(queue);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (addr, rx)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_lambda_function_answers_invocations_through_the_runtime_api() {
+    let lake = lake().await;
+    let all = json!({ "from": DAY0, "to": DAY0 + 3 * 86_400_000 });
+    let (api, mut replies) = runtime_api(vec![
+        json!({ "tenant": "acme", "query": { "kind": "series", "filters": all, "interval": "day" } }),
+        json!({ "tenant": "acme", "query": { "kind": "series", "filters": all, "interval": "fortnight" } }),
+        json!({ "tenant": "../globex", "query": { "kind": "events", "filters": all } }),
+        json!({ "tenant": "globex", "query": { "kind": "breakdown", "filters": all, "by": "event_type" } }),
+    ])
+    .await;
+    let started = std::time::Instant::now();
+    let mut function = std::process::Command::new(env!("CARGO_BIN_EXE_tracker-query-lambda"))
+        .env("AWS_LAMBDA_RUNTIME_API", &api)
+        .env("AWS_LAMBDA_FUNCTION_NAME", "tracker-query")
+        .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "1024")
+        .env("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST")
+        .env("ARCHIVE_URL", lake.settings.base.as_str())
+        .env("RUST_LOG", "warn")
+        .spawn()
+        .unwrap();
+    let mut got = Vec::new();
+    while got.len() < 4 {
+        let reply = tokio::time::timeout(Duration::from_secs(60), replies.recv()).await.unwrap().unwrap();
+        if got.is_empty() {
+            println!("cold start to first answer: {:?}", started.elapsed());
+        }
+        got.push(reply);
+    }
+    let _ = function.kill();
+    let _ = function.wait();
+    assert!(got.iter().all(|(_, kind, _)| kind == "response"), "{got:?}");
+    let total: i64 = got[0].2["points"].as_array().unwrap().iter().map(|p| p["count"].as_i64().unwrap()).sum();
+    assert_eq!((got[0].2["tier"].as_str(), total), (Some("cold"), N as i64));
+    assert_eq!(got[1].2["error"]["code"], "invalid_query", "{:?}", got[1]);
+    assert_eq!(got[2].2["error"]["code"], "invalid_query", "{:?}", got[2]);
+    assert_eq!(got[3].2["total"], N, "globex's own events");
+}
+
 #[tokio::test]
 async fn bad_requests_are_refused_with_a_reason() {
     let dir = tempfile::tempdir().unwrap();
