@@ -17,8 +17,8 @@ use std::time::{Duration, Instant};
 
 use tracker_archive::{ArchiveSettings, GROUP, Maintenance, Table, open_table, positions};
 use tracker_log::{EmbeddedLog, EmbeddedLogConfig, EventLog, RecordSet};
+use tracker_protocol::partition_for;
 use tracker_protocol::wire::RecordSetBuilder;
-use tracker_protocol::{Auth, Event, Uuid, partition_for};
 
 // as in the node and tracker-consumer, which run the archiver in production
 #[global_allocator]
@@ -27,43 +27,6 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 fn arg(name: &str) -> Option<String> {
     let args: Vec<String> = std::env::args().collect();
     args.iter().position(|a| a == name).and_then(|i| args.get(i + 1).cloned())
-}
-
-/// A realistic click or conversion: user agent, IP, referer, five params.
-fn event(n: u64, tenants: u64, start_ms: i64) -> Event {
-    let tenant = format!("tenant{:03}", n % tenants);
-    let click = !n.is_multiple_of(5);
-    let link = format!("L{:05}", (n / tenants) % 2000);
-    let ts = start_ms + i64::try_from(n).unwrap() / 20; // 20 events per ms: a million events over ~14 hours
-    Event {
-        event_id: Uuid::from_u64_pair(0x0190_0000_0000_7000 | (n >> 40), n),
-        event_type: if click { "click".into() } else { "conversion".into() },
-        timestamp: ts,
-        received_at: ts,
-        key_prefix: tenant,
-        ip: Some(format!("203.0.{}.{}", (n >> 8) % 256, n % 256)),
-        user_agent: Some(
-            "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/128.0 Safari/537.36"
-                .into(),
-        ),
-        referer: click.then(|| "https://news.example.com/article/2026/11/ad".into()),
-        accept_language: Some("en-US,en;q=0.9".into()),
-        request_path: click.then(|| format!("/t/{link}")),
-        request_host: Some("go.example.com".into()),
-        params: [
-            ("tu_id", link.clone()),
-            ("click_id", format!("c{}", n / 3)),
-            ("sub1", ["google", "meta", "tiktok"][(n % 3) as usize].to_string()),
-            ("sub2", format!("campaign-{}", n % 40)),
-            ("sub3", format!("creative-{}", n % 700)),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_string(), v))
-        .collect(),
-        raw_payload: None,
-        auth: if click { Auth::Link } else { Auth::Token },
-        historical: false,
-    }
 }
 
 fn sizes(dir: &std::path::Path) -> Vec<u64> {
@@ -123,7 +86,7 @@ async fn main() {
         let mut builders: Vec<RecordSetBuilder> = (0..partitions).map(|_| RecordSetBuilder::default()).collect();
         let mut sets = Vec::new();
         for i in n..n + chunk {
-            let e = event(i, tenants, start_ms);
+            let e = tracker_archive::sample::event(i, tenants, start_ms, 50);
             if let Some(out) = ndjson.as_mut() {
                 let mut row = serde_json::to_value(&e).unwrap();
                 row["tenant"] = e.key_prefix.clone().into();

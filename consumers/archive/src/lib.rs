@@ -26,6 +26,7 @@
 
 mod config;
 mod maintain;
+pub mod sample;
 mod schema;
 
 use std::collections::{BTreeMap, HashMap};

@@ -4,14 +4,16 @@
 //! once and a result at most once; a result never precedes its trigger.
 //!
 //! A range `[from, to)` is answered by pairing, key by key, the results of the window before `from` first (not
-//! reported: they consume the triggers they would have consumed in the previous range), so adjacent ranges never
-//! pair one trigger twice.
+//! reported: they consume the triggers they would have consumed in the previous range), so with last touch
+//! adjacent ranges never pair one trigger twice. First touch takes the earliest trigger, which results further
+//! back may have taken in the previous range: across adjacent ranges it can credit a trigger twice (within one
+//! range, never).
 
 /// Which trigger a result is credited to.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Touch {
-    /// The earliest unpaired trigger within the window.
+    /// The earliest unpaired trigger within the window (exact within one range; see the module's note).
     First,
     /// The latest unpaired trigger at or before the result.
     #[default]
@@ -58,22 +60,23 @@ pub fn pair_key<T, R>(
     mut paired: impl FnMut(&(i64, T), &(i64, R)),
 ) {
     counts.triggers += triggers.iter().filter(|t| t.0 >= rules.from).count() as u64;
-    let mut used = vec![false; triggers.len()];
+    // the unpaired triggers' indices: each lookup is logarithmic, however many were paired before
+    let mut unused: std::collections::BTreeSet<usize> = (0..triggers.len()).collect();
     for r in results {
         let in_range = r.0 >= rules.from;
         counts.results += u64::from(in_range);
         // the triggers at or before the result, within the window
         let end = triggers.partition_point(|t| t.0 <= r.0);
         let start = triggers.partition_point(|t| t.0 < r.0.saturating_sub(rules.window_ms));
-        let candidates = start..end.max(start);
+        if start >= end {
+            continue;
+        }
         let found = match rules.touch {
-            Touch::Last => candidates.rev().find(|&i| used.get(i) == Some(&false)),
-            Touch::First => candidates.clone().find(|&i| used.get(i) == Some(&false)),
+            Touch::Last => unused.range(start..end).next_back().copied(),
+            Touch::First => unused.range(start..end).next().copied(),
         };
         let Some((i, t)) = found.and_then(|i| triggers.get(i).map(|t| (i, t))) else { continue };
-        if let Some(u) = used.get_mut(i) {
-            *u = true;
-        }
+        unused.remove(&i);
         if in_range {
             counts.matched += 1;
             counts.matched_triggers += u64::from(t.0 >= rules.from);

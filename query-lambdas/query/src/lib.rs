@@ -17,9 +17,10 @@ use std::sync::Arc;
 use deltalake::arrow::array::{Array, AsArray, RecordBatch};
 use deltalake::arrow::datatypes::{DataType, Int64Type, TimestampMicrosecondType};
 use deltalake::datafusion::common::ScalarValue;
+use deltalake::datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use deltalake::datafusion::logical_expr::Expr;
 use deltalake::datafusion::physical_plan::{ExecutionPlan, collect};
-use deltalake::datafusion::prelude::{SessionContext, col, get_field, lit};
+use deltalake::datafusion::prelude::{SessionConfig, SessionContext, col, get_field, lit};
 use deltalake::{FilterOp, FilterValue};
 use futures::TryStreamExt;
 use serde_json::{Map, Value, json};
@@ -56,6 +57,8 @@ pub struct Scanned {
 }
 
 const MS_PER_DAY: i64 = 86_400_000;
+/// The memory one query may hold before its sorts and aggregations spill.
+const MEMORY_LIMIT: usize = 512 * 1024 * 1024;
 
 /// The archive as the query functions see it: its settings and the `events` table handle, opened once (per
 /// Lambda cold start, or per node) and brought up to date before each query by reading only the new commits.
@@ -95,6 +98,9 @@ pub async fn answer(settings: &ArchiveSettings, tenant: &str, query: &Query) -> 
 }
 
 async fn answer_on(table: Option<deltalake::DeltaTable>, tenant: &str, query: &Query) -> Result<Value, QueryError> {
+    if !tracker_protocol::event::is_valid_key_prefix(tenant) {
+        return Err(QueryError::Invalid("tenant must be 2 to 32 of [a-z0-9]".into()));
+    }
     let filters = query.filters();
     let Some(table) = table else {
         return Ok(query.empty_answer());
@@ -117,7 +123,9 @@ async fn answer_on(table: Option<deltalake::DeltaTable>, tenant: &str, query: &Q
     }
     let provider =
         table.table_provider().with_file_paths(files.iter().map(|f| f.object_store_path().to_string())).await?;
-    let ctx = SessionContext::new();
+    // bounded memory: sorts and aggregations beyond it spill to disk instead of growing
+    let runtime = RuntimeEnvBuilder::new().with_memory_limit(MEMORY_LIMIT, 1.0).build_arc()?;
+    let ctx = SessionContext::new_with_config_rt(SessionConfig::new(), runtime);
     let df = ctx.read_table(provider)?.filter(where_clause(tenant, &filters))?;
     let (df, shape) = query.plan(df)?;
     let plan = df.create_physical_plan().await?;
@@ -238,6 +246,7 @@ impl Shape {
             }
             Shape::Series { grouped } => {
                 let mut points = Vec::new();
+                let mut truncated = false;
                 for b in batches {
                     let unexpected = || QueryError::Invalid("unexpected result columns".into());
                     let t = b.column_by_name("t").ok_or_else(unexpected)?;
@@ -245,6 +254,10 @@ impl Shape {
                     let counts = counts.as_primitive_opt::<Int64Type>().ok_or_else(unexpected)?;
                     let group = if *grouped { Some(b.column_by_name("group").ok_or_else(unexpected)?) } else { None };
                     for i in 0..b.num_rows() {
+                        if points.len() == request::MAX_SERIES_ROWS {
+                            truncated = true;
+                            break;
+                        }
                         let mut point = Map::new();
                         point.insert("t".into(), json!(micros(t.as_ref(), i)?.div_euclid(1000)));
                         if let Some(g) = group {
@@ -254,7 +267,7 @@ impl Shape {
                         points.push(Value::Object(point));
                     }
                 }
-                Ok(json!({ "points": points }))
+                Ok(json!({ "points": points, "truncated": truncated }))
             }
             Shape::Breakdown { top, distinct } => {
                 let (mut groups, mut other, mut total) = (Vec::new(), 0i64, 0i64);
@@ -269,11 +282,13 @@ impl Shape {
                     };
                     for i in 0..b.num_rows() {
                         let n = counts.value(i);
-                        total += n;
+                        if let Some(all) = b.column_by_name("total").and_then(|c| c.as_primitive_opt::<Int64Type>()) {
+                            total = all.value(i);
+                        }
                         if groups.len() == *top {
-                            other += n;
                             continue;
                         }
+                        other -= n;
                         let mut row = Map::new();
                         row.insert("group".into(), text(group.as_ref(), i)?.map_or(Value::Null, Value::String));
                         row.insert("count".into(), json!(n));
@@ -285,6 +300,7 @@ impl Shape {
                     }
                 }
                 // `other` has no distinct count: the values of the groups it sums may overlap
+                other += total;
                 let other = if other > 0 { json!({ "count": other }) } else { Value::Null };
                 Ok(json!({ "groups": groups, "other": other, "total": total }))
             }

@@ -1,6 +1,6 @@
-//! The match on the cold tier: DataFusion sorts the two event types by key and time (spilling if it must), and
-//! the shared pairing ([`tracker_protocol::matching`]) runs key by key over the sorted stream, so memory holds one
-//! key's events at a time, not the range's.
+//! The match on the cold tier: DataFusion sorts the two event types by key and time (spilling to disk beyond the
+//! query's memory limit), and the shared pairing ([`tracker_protocol::matching`]) runs key by key over the sorted
+//! stream, so memory holds one key's events at a time (at most `MAX_KEY_EVENTS`), not the range's.
 
 use std::sync::Arc;
 
@@ -16,6 +16,10 @@ use crate::QueryError;
 
 /// Upper bounds (ms) of the time-to-result histogram's buckets; the last bucket is open.
 const HISTOGRAM_MS: [i64; 6] = [60_000, 600_000, 3_600_000, 21_600_000, 86_400_000, 604_800_000];
+
+/// Most events one key value may have in a match: a key that common (a constant param) is not an identifier to
+/// match on, and pairing it would hold them all in memory.
+const MAX_KEY_EVENTS: usize = 1_000_000;
 
 /// One key's events so far: `(time ms, event id)`.
 #[derive(Debug, Default)]
@@ -76,6 +80,11 @@ pub(crate) async fn pair(
                     flush(&mut group, &mut counts);
                 }
                 group.key = Some(key.to_owned());
+            }
+            if group.triggers.len() + group.results.len() >= MAX_KEY_EVENTS {
+                return Err(QueryError::Invalid(format!(
+                    "more than {MAX_KEY_EVENTS} events share one value of the match key: match on an identifier"
+                )));
             }
             let event = (times.value(i).div_euclid(1000), ids.value(i).to_owned());
             if is_trigger.value(i) { group.triggers.push(event) } else { group.results.push(event) }

@@ -5,7 +5,9 @@ use std::collections::BTreeMap;
 use deltalake::datafusion::common::ScalarValue;
 use deltalake::datafusion::dataframe::DataFrame;
 use deltalake::datafusion::functions_aggregate::expr_fn::{count, count_distinct};
+use deltalake::datafusion::functions_aggregate::sum::sum_udaf;
 use deltalake::datafusion::logical_expr::Expr;
+use deltalake::datafusion::logical_expr::expr::WindowFunction;
 use deltalake::datafusion::prelude::{col, date_bin, get_field, lit};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -177,6 +179,12 @@ impl SeriesGroup {
     }
 }
 
+/// 9999-12-31 23:59:59.999 UTC: dates compare as text, so years stay four digits.
+const LAST_MS: i64 = 253_402_300_799_999;
+
+/// Most rows (buckets times groups) a series answers; beyond, it says it was truncated.
+pub(crate) const MAX_SERIES_ROWS: usize = 100_000;
+
 /// Most buckets one series may have.
 const MAX_POINTS: i64 = 100_000;
 const MAX_PAGE: usize = 1000;
@@ -222,6 +230,9 @@ impl Query {
             | Query::Match { filters, .. }
             | Query::Breakdown { filters, .. } => filters,
         };
+        if !(0..=LAST_MS).contains(&f.from) || !(0..=LAST_MS).contains(&f.to) {
+            return Err(invalid("from and to must be ms since 1970 and before the year 10000"));
+        }
         if f.from >= f.to {
             return Err(invalid("from must be before to"));
         }
@@ -318,15 +329,23 @@ impl Query {
                 if group.is_some() {
                     order.push(col("group").sort(true, true));
                 }
-                let df = df.aggregate(keys, vec![count(lit(1)).alias("count")])?.sort(order)?;
+                let df = df
+                    .aggregate(keys, vec![count(lit(1)).alias("count")])?
+                    .sort(order)?
+                    .limit(0, Some(MAX_SERIES_ROWS + 1))?;
                 Ok((df, Shape::Series { grouped: group.is_some() }))
             }
             Query::Breakdown { by, top, distinct, .. } => {
                 let mut aggregates = vec![count(lit(1)).alias("count")];
                 aggregates.extend(distinct.as_ref().map(|d| count_distinct(d.expr()).alias("distinct")));
+                // the total over every group rides along each row, so only the top N leave the engine
+                let sum_all = WindowFunction::new(sum_udaf(), vec![col("count")]);
+                let total = Expr::WindowFunction(Box::new(sum_all)).alias("total");
                 let df = df
                     .aggregate(vec![by.expr().alias("group")], aggregates)?
-                    .sort(vec![col("count").sort(false, true), col("group").sort(true, true)])?;
+                    .window(vec![total])?
+                    .sort(vec![col("count").sort(false, true), col("group").sort(true, true)])?
+                    .limit(0, Some(top.unwrap_or(10)))?;
                 Ok((df, Shape::Breakdown { top: top.unwrap_or(10), distinct: distinct.is_some() }))
             }
             Query::Match { filters, trigger, on, window_secs, .. } => {

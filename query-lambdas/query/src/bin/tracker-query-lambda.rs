@@ -30,11 +30,7 @@ async fn handle(archive: &Archive, event: Value) -> Result<Value, Error> {
         Ok(i) => i,
         Err(e) => return Ok(invalid(e.to_string())),
     };
-    let tenant = &invocation.tenant;
-    if !(2..=32).contains(&tenant.len()) || !tenant.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit()) {
-        return Ok(invalid("tenant must be 2 to 32 of [a-z0-9]".into()));
-    }
-    match archive.answer(tenant, &invocation.query).await {
+    match archive.answer(&invocation.tenant, &invocation.query).await {
         Ok(answer) => Ok(answer),
         Err(QueryError::Invalid(reason)) => Ok(invalid(reason)),
         Err(e) => Err(e.into()),
