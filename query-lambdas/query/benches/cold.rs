@@ -109,7 +109,7 @@ async fn main() {
         ),
         (
             "events_page_sub2",
-            json!({ "kind": "events", "filters": { "from": from, "to": to, "params": { "sub2": "campaign-7" } }, "limit": 100 }),
+            json!({ "kind": "events", "filters": { "from": from, "to": to, "params": { "sub2": "campaign-10" } }, "limit": 100 }),
         ),
         (
             "series_day_sub1",
