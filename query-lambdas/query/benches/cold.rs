@@ -1,5 +1,5 @@
-//! Cold-query latency over a generated archive (issue 8, in progress: not measured yet; the DuckDB half, running
-//! the same questions as SQL over the same Delta table, and its script are still to come).
+//! Cold-query latency over a generated archive (issue 8, in progress: the DuckDB half, running the same
+//! questions as SQL over the same Delta table, and its script are still to come; so far compared by hand).
 //!
 //! ```text
 //! cold [--events N] [--tenants T] --dir DIR
