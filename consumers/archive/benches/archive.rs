@@ -15,10 +15,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use tracker_archive::{ArchiveSettings, GROUP, Maintenance, Table, open_table, positions};
-use tracker_log::{EmbeddedLog, EmbeddedLogConfig, EventLog, RecordSet};
-use tracker_protocol::partition_for;
-use tracker_protocol::wire::RecordSetBuilder;
+use tracker_archive::{ArchiveSettings, Maintenance, Table, open_table, positions};
+use tracker_log::{EmbeddedLog, EmbeddedLogConfig, EventLog};
 
 // as in the node and tracker-consumer, which run the archiver in production
 #[global_allocator]
@@ -80,41 +78,18 @@ async fn main() {
     // the log, filled as the filter would: record sets of up to 1,000 events per partition
     let filled = Instant::now();
     let mut ndjson = arg("--ndjson").map(|p| std::io::BufWriter::new(std::fs::File::create(p).unwrap()));
-    let mut n = 0;
-    while n < total {
-        let chunk = (total - n).min(100_000);
-        let mut builders: Vec<RecordSetBuilder> = (0..partitions).map(|_| RecordSetBuilder::default()).collect();
-        let mut sets = Vec::new();
-        for i in n..n + chunk {
-            let e = tracker_archive::sample::event(i, tenants, start_ms, 50);
-            if let Some(out) = ndjson.as_mut() {
-                let mut row = serde_json::to_value(&e).unwrap();
-                row["tenant"] = e.key_prefix.clone().into();
-                row["date"] = tracker_archive::date_of(e.timestamp).into();
-                serde_json::to_writer(&mut *out, &row).unwrap();
-                out.write_all(b"\n").unwrap();
-            }
-            let p = partition_for(&e.key_prefix, partitions);
-            let b = &mut builders[p as usize];
-            b.push(&e);
-            if b.len() >= 1000 {
-                let b = std::mem::take(b);
-                sets.push(RecordSet { partition: p, count: b.len(), tags: b.tags(), bytes: b.finish() });
-            }
+    let ends = tracker_archive::sample::fill(&*log, total, tenants, start_ms, 50, |e| {
+        if let Some(out) = ndjson.as_mut() {
+            let mut row = serde_json::to_value(e).unwrap();
+            row["tenant"] = e.key_prefix.clone().into();
+            row["date"] = tracker_archive::date_of(e.timestamp).into();
+            serde_json::to_writer(&mut *out, &row).unwrap();
+            out.write_all(b"\n").unwrap();
         }
-        for (p, b) in builders.into_iter().enumerate() {
-            if !b.is_empty() {
-                sets.push(RecordSet { partition: p as u32, count: b.len(), tags: b.tags(), bytes: b.finish() });
-            }
-        }
-        log.append(sets, None).await.unwrap();
-        n += chunk;
-    }
+    })
+    .await
+    .unwrap();
     drop(ndjson);
-    let mut ends = Vec::new();
-    for p in 0..partitions {
-        ends.push(log.end_offset(p).await.unwrap());
-    }
     eprintln!("log filled with {total} events in {:.1} s", filled.elapsed().as_secs_f64());
 
     let base = match arg("--base") {
@@ -129,19 +104,14 @@ async fn main() {
     };
     let stop = Arc::new(AtomicBool::new(false));
     let started = Instant::now();
-    let task = tokio::spawn(tracker_archive::run(log.clone(), settings.clone(), stop.clone()));
-    loop {
-        // the archiver's group offsets in the log follow what it read; once it read everything, a stop makes it
-        // commit what it holds and return
-        tokio::time::sleep(Duration::from_millis(20)).await;
-        let mut read = true;
-        for (p, end) in ends.iter().enumerate() {
-            read &= log.committed_offset(GROUP, p as u32).await.unwrap().unwrap_or(0) >= *end;
-        }
-        if read {
-            break;
-        }
-        assert!(!task.is_finished(), "the archiver stopped: {:?}", task.await);
+    let mut task = tokio::spawn(tracker_archive::run(log.clone(), settings.clone(), stop.clone()));
+    let reading = tokio::spawn({
+        let (log, ends) = (log.clone(), ends.clone());
+        async move { tracker_archive::sample::wait_read(&*log, &ends).await }
+    });
+    tokio::select! {
+        r = reading => r.unwrap().unwrap(),
+        r = &mut task => panic!("the archiver stopped: {r:?}"),
     }
     stop.store(true, Ordering::Release);
     task.await.unwrap().unwrap();

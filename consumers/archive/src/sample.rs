@@ -41,3 +41,64 @@ pub fn event(n: u64, tenants: u64, start_ms: i64, spacing_us: u64) -> Event {
         historical: false,
     }
 }
+
+/// Appends sample events `0..total` to `log` as the filter would (record sets of up to 1,000 events per
+/// partition), calling `each` on every event; returns each partition's end offset.
+pub async fn fill(
+    log: &dyn tracker_log::EventLog,
+    total: u64,
+    tenants: u64,
+    start_ms: i64,
+    spacing_us: u64,
+    mut each: impl FnMut(&Event),
+) -> Result<Vec<u64>, tracker_log::LogError> {
+    use tracker_log::RecordSet;
+    use tracker_protocol::wire::RecordSetBuilder;
+    let partitions = log.partitions();
+    let set =
+        |p: u32, b: RecordSetBuilder| RecordSet { partition: p, count: b.len(), tags: b.tags(), bytes: b.finish() };
+    let mut n = 0;
+    while n < total {
+        let chunk = (total - n).min(100_000);
+        let mut builders: Vec<RecordSetBuilder> = (0..partitions).map(|_| RecordSetBuilder::default()).collect();
+        let mut sets = Vec::new();
+        for i in n..n + chunk {
+            let e = event(i, tenants, start_ms, spacing_us);
+            each(&e);
+            let p = tracker_protocol::partition_for(&e.key_prefix, partitions);
+            if let Some(b) = builders.get_mut(p as usize) {
+                b.push(&e);
+                if b.len() >= 1000 {
+                    sets.push(set(p, std::mem::take(b)));
+                }
+            }
+        }
+        for (p, b) in (0..partitions).zip(builders) {
+            if !b.is_empty() {
+                sets.push(set(p, b));
+            }
+        }
+        log.append(sets, None).await?;
+        n += chunk;
+    }
+    let mut ends = Vec::with_capacity(partitions as usize);
+    for p in 0..partitions {
+        ends.push(log.end_offset(p).await?);
+    }
+    Ok(ends)
+}
+
+/// Waits until the archiver's consumer group has read every partition up to `ends` (its group offsets follow
+/// what it read; a stop then makes it commit what it holds).
+pub async fn wait_read(log: &dyn tracker_log::EventLog, ends: &[u64]) -> Result<(), tracker_log::LogError> {
+    loop {
+        let mut read = true;
+        for (p, end) in (0u32..).zip(ends) {
+            read &= log.committed_offset(crate::GROUP, p).await?.unwrap_or(0) >= *end;
+        }
+        if read {
+            return Ok(());
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}

@@ -13,10 +13,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use serde_json::json;
-use tracker_archive::{ArchiveSettings, GROUP, Maintenance};
-use tracker_log::{EmbeddedLog, EmbeddedLogConfig, EventLog, RecordSet};
-use tracker_protocol::partition_for;
-use tracker_protocol::wire::RecordSetBuilder;
+use tracker_archive::{ArchiveSettings, Maintenance};
+use tracker_log::{EmbeddedLog, EmbeddedLogConfig, EventLog};
 use tracker_query::{Archive, Query};
 
 #[global_allocator]
@@ -33,48 +31,12 @@ fn arg(name: &str) -> Option<String> {
 
 async fn build(dir: &std::path::Path, total: u64, tenants: u64, settings: &ArchiveSettings) {
     let log: Arc<dyn EventLog> = Arc::new(EmbeddedLog::open(EmbeddedLogConfig::new(dir.join("log"))).unwrap());
-    let partitions = log.partitions();
     let spacing_us = u64::try_from(DAYS * 86_400_000_000).unwrap() / total;
     let started = Instant::now();
-    let mut n = 0;
-    while n < total {
-        let chunk = (total - n).min(100_000);
-        let mut builders: Vec<RecordSetBuilder> = (0..partitions).map(|_| RecordSetBuilder::default()).collect();
-        let mut sets = Vec::new();
-        for i in n..n + chunk {
-            let e = tracker_archive::sample::event(i, tenants, START_MS, spacing_us);
-            let p = partition_for(&e.key_prefix, partitions);
-            let b = &mut builders[p as usize];
-            b.push(&e);
-            if b.len() >= 1000 {
-                let b = std::mem::take(b);
-                sets.push(RecordSet { partition: p, count: b.len(), tags: b.tags(), bytes: b.finish() });
-            }
-        }
-        for (p, b) in builders.into_iter().enumerate() {
-            if !b.is_empty() {
-                sets.push(RecordSet { partition: p as u32, count: b.len(), tags: b.tags(), bytes: b.finish() });
-            }
-        }
-        log.append(sets, None).await.unwrap();
-        n += chunk;
-    }
-    let mut ends = Vec::new();
-    for p in 0..partitions {
-        ends.push(log.end_offset(p).await.unwrap());
-    }
+    let ends = tracker_archive::sample::fill(&*log, total, tenants, START_MS, spacing_us, |_| {}).await.unwrap();
     let stop = Arc::new(AtomicBool::new(false));
     let task = tokio::spawn(tracker_archive::run(log.clone(), settings.clone(), stop.clone()));
-    loop {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        let mut read = true;
-        for (p, end) in ends.iter().enumerate() {
-            read &= log.committed_offset(GROUP, p as u32).await.unwrap().unwrap_or(0) >= *end;
-        }
-        if read {
-            break;
-        }
-    }
+    tracker_archive::sample::wait_read(&*log, &ends).await.unwrap();
     stop.store(true, Ordering::Release);
     task.await.unwrap().unwrap();
     tracker_archive::maintain(settings, &[], START_MS + (DAYS + 1) * 86_400_000).await.unwrap();
