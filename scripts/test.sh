@@ -25,7 +25,7 @@ gz=$(gzip -9c edge-worker/build/index_bg.wasm | wc -c)
 echo "edge Worker wasm: $(wc -c < edge-worker/build/index_bg.wasm) bytes, $gz gzipped (limit 409600)"
 [ "$gz" -le 409600 ] || { echo "the Worker's gzipped wasm exceeds 400 KB" >&2; exit 1; }
 say "edge Worker tests under Miniflare, against a real core node"
-cargo build -p tracker-core
+cargo build --workspace --bins # already built by `cargo test --workspace`: a no-op that states the need
 node --test --test-concurrency=1 tests/edge/
 say "schemathesis: the OpenAPI document against a live core node"
 MAX_EXAMPLES="${MAX_EXAMPLES:-25}" bash scripts/api-fuzz.sh

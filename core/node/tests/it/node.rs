@@ -1,8 +1,6 @@
 //! The core node over real HTTP on a real port: every endpoint, every rejection path, tenant isolation, and the
 //! crash test (SIGKILL after acknowledged batches, restart, every acknowledged event exactly once).
 
-#![allow(clippy::unwrap_used, clippy::indexing_slicing)] // tests: a panic is a failure report
-
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
@@ -12,9 +10,7 @@ use tracker_protocol::links::{seed_encrypted_url, seed_short_url, seed_signed_ur
 use tracker_protocol::{Event, LinkKind, V2Link, intake};
 use tracker_store::{NewKey, Store};
 
-mod common;
-
-use common::{EDGE_SECRET, Node, now_ms};
+use crate::common::{EDGE_SECRET, Node, now_ms};
 
 impl Node {
     async fn tenant(&self, prefix: &str) -> NewKey {

@@ -2,14 +2,10 @@
 //! credentials and scopes, per-plan rate limits, bad input, the edge's signed entrance, and the OpenAPI document
 //! (every answer in these tests is checked against it).
 
-#![allow(clippy::unwrap_used, clippy::indexing_slicing)] // tests: a panic is a failure report
-
-mod common;
-
 use std::time::Duration;
 
-use common::schema::assert_documented;
-use common::{EDGE_SECRET, Node, now_ms};
+use crate::common::schema::assert_documented;
+use crate::common::{EDGE_SECRET, Node, now_ms};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use tracker_core::Config;

@@ -2,13 +2,9 @@
 //! accepted, durable in the local spool, reported by `/health/broker` and `/metrics`, and still there after a
 //! restart, waiting for Iggy. (Replaying the spool into a log that comes back is tested in `tracker-log`.)
 
-#![allow(clippy::unwrap_used, clippy::indexing_slicing)] // tests: a panic is a failure report
-
-mod common;
-
 use std::time::Duration;
 
-use common::{Node, now_ms};
+use crate::common::{Node, now_ms};
 use serde_json::{Value, json};
 use tracker_core::config::IggySettings;
 

@@ -1,6 +1,6 @@
 //! A core node on a real port for the integration tests.
 
-#![allow(dead_code)] // each test crate uses part of it
+#![allow(dead_code)] // each test module uses part of it
 
 pub mod schema;
 

@@ -2,15 +2,11 @@
 //! behind `/api/events*`, webhook deliveries with retries, dead letters and redelivery, and live SSE, all over
 //! real HTTP, with every API answer checked against the OpenAPI document.
 
-#![allow(clippy::unwrap_used, clippy::indexing_slicing)] // tests: a panic is a failure report
-
-mod common;
-
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::schema::assert_documented;
-use common::{Node, now_ms};
+use crate::common::schema::assert_documented;
+use crate::common::{Node, now_ms};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use tracker_core::Config;
