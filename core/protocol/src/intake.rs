@@ -82,6 +82,16 @@ pub fn verify_api(
     verify_batch(secrets, header, timestamp_ms, &api_subject(method, path_and_query, credential_sha256), body)
 }
 
+/// Signature of a request to the query functions (`POST /v1/query`, from the platform API): the batch scheme
+/// with `query` as the subject, so a signed batch can never pass for a query or the other way round.
+pub fn sign_query(secret: &[u8], timestamp_ms: i64, body: &[u8]) -> Option<String> {
+    sign_batch(secret, timestamp_ms, "query", body)
+}
+
+pub fn verify_query(secrets: &[Vec<u8>], header: &str, timestamp_ms: i64, body: &[u8]) -> bool {
+    verify_batch(secrets, header, timestamp_ms, "query", body)
+}
+
 /// Batch ids are opaque to the core but bounded: `[A-Za-z0-9_.:-]{1,128}`.
 pub fn is_valid_batch_id(id: &str) -> bool {
     crate::is_valid_name(id, 128)

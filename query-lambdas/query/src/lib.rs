@@ -11,6 +11,8 @@
 
 mod matching;
 mod request;
+pub mod router;
+pub mod warm;
 
 use std::sync::Arc;
 
@@ -43,6 +45,13 @@ pub enum QueryError {
     Arrow(#[from] deltalake::arrow::error::ArrowError),
     #[error("archive: {0}")]
     Archive(#[from] tracker_archive::ArchiveError),
+    /// The tier asked cannot answer this query (a 400 when the caller chose the tier).
+    #[error("{0}")]
+    Unsupported(String),
+    #[error("polars: {0}")]
+    Polars(#[from] polars::error::PolarsError),
+    #[error("storage: {0}")]
+    Storage(String),
 }
 
 /// What a scan read.
@@ -97,22 +106,36 @@ pub async fn answer(settings: &ArchiveSettings, tenant: &str, query: &Query) -> 
     answer_on(read_table(settings, Table::Events).await?, tenant, query).await
 }
 
-async fn answer_on(table: Option<deltalake::DeltaTable>, tenant: &str, query: &Query) -> Result<Value, QueryError> {
-    if !tracker_protocol::event::is_valid_key_prefix(tenant) {
-        return Err(QueryError::Invalid("tenant must be 2 to 32 of [a-z0-9]".into()));
+pub(crate) fn check_tenant(tenant: &str) -> Result<(), QueryError> {
+    match tracker_protocol::event::is_valid_key_prefix(tenant) {
+        true => Ok(()),
+        false => Err(QueryError::Invalid("tenant must be 2 to 32 of [a-z0-9]".into())),
     }
-    let filters = query.filters();
-    let Some(table) = table else {
-        return Ok(query.empty_answer());
-    };
-    // the tenant's files in the requested days, from the table's log: the only files the plan can read
-    let (first, last) = (date_of(filters.from), date_of(filters.to.saturating_sub(1).max(filters.from)));
+}
+
+/// The tenant's data files for the days of `[from, to)`, from the table's log: the only files a plan may read.
+pub(crate) async fn tenant_files(
+    table: &deltalake::DeltaTable,
+    tenant: &str,
+    from: i64,
+    to: i64,
+) -> Result<Vec<deltalake::kernel::LogicalFileView>, QueryError> {
+    let (first, last) = (date_of(from), date_of(to.saturating_sub(1).max(from)));
     let selection = [
         ("tenant", FilterOp::Eq, FilterValue::Scalar(tenant)),
         ("date", FilterOp::Ge, FilterValue::Scalar(&first)),
         ("date", FilterOp::Le, FilterValue::Scalar(&last)),
     ];
-    let files: Vec<_> = table.get_active_add_actions_by_partitions(&selection).try_collect().await?;
+    Ok(table.get_active_add_actions_by_partitions(&selection).try_collect().await?)
+}
+
+async fn answer_on(table: Option<deltalake::DeltaTable>, tenant: &str, query: &Query) -> Result<Value, QueryError> {
+    check_tenant(tenant)?;
+    let filters = query.filters();
+    let Some(table) = table else {
+        return Ok(query.empty_answer());
+    };
+    let files = tenant_files(&table, tenant, filters.from, filters.to).await?;
     let mut scanned = Scanned {
         files: files.len(),
         bytes: files.iter().map(|f| u64::try_from(f.size()).unwrap_or(0)).sum(),

@@ -9,7 +9,7 @@ use deltalake::datafusion::functions_aggregate::sum::sum_udaf;
 use deltalake::datafusion::logical_expr::Expr;
 use deltalake::datafusion::logical_expr::expr::WindowFunction;
 use deltalake::datafusion::prelude::{col, date_bin, get_field, lit};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use crate::{MAX_RANGE_MS, QueryError, Shape, timestamp};
@@ -20,7 +20,7 @@ pub(crate) fn window_ms(secs: u64) -> i64 {
 }
 
 /// A cold query.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
 pub enum Query {
     /// Events in time order, a page at a time.
@@ -70,7 +70,7 @@ pub enum Query {
 }
 
 /// What every query filters on.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Filters {
     /// Start of the range, ms since the epoch (inclusive), on the event's own time.
@@ -89,7 +89,7 @@ pub struct Filters {
 }
 
 /// A series' bucket width.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Interval {
     Minute,
@@ -108,8 +108,8 @@ impl Interval {
 }
 
 /// What a series is split by: `event_type`, `tu_id`, `date` or `param:<key>`.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(try_from = "String")]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
 pub enum SeriesGroup {
     EventType,
     Link,
@@ -133,13 +133,35 @@ impl TryFrom<String> for SeriesGroup {
 }
 
 /// What a breakdown may count distinct values of.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(try_from = "String")]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
 pub enum Distinct {
     Ip,
     Link,
     EventType,
     Param(String),
+}
+
+impl From<SeriesGroup> for String {
+    fn from(g: SeriesGroup) -> String {
+        match g {
+            SeriesGroup::EventType => "event_type".into(),
+            SeriesGroup::Link => "tu_id".into(),
+            SeriesGroup::Date => "date".into(),
+            SeriesGroup::Param(key) => format!("param:{key}"),
+        }
+    }
+}
+
+impl From<Distinct> for String {
+    fn from(d: Distinct) -> String {
+        match d {
+            Distinct::Ip => "ip".into(),
+            Distinct::Link => "tu_id".into(),
+            Distinct::EventType => "event_type".into(),
+            Distinct::Param(key) => format!("param:{key}"),
+        }
+    }
 }
 
 impl TryFrom<String> for Distinct {

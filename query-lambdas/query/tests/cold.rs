@@ -353,17 +353,69 @@ async fn runtime_api(events: Vec<Value>) -> (String, tokio::sync::mpsc::Unbounde
     (addr, rx)
 }
 
+const SECRET: &str = "query-secret-0123456789abcdef";
+
+/// A signed `POST /v1/query` body and its headers.
+fn signed(request: &Value) -> (String, String, String) {
+    let body = request.to_string();
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64;
+    let sig = tracker_protocol::intake::sign_query(SECRET.as_bytes(), now, body.as_bytes()).unwrap();
+    (body, now.to_string(), sig)
+}
+
+/// What AWS Lambda hands a function behind a function URL (the API Gateway v2 payload).
+fn function_url_event(body: String, headers: Value) -> Value {
+    json!({
+        "version": "2.0",
+        "routeKey": "$default",
+        "rawPath": "/v1/query",
+        "rawQueryString": "",
+        "headers": headers,
+        "requestContext": {
+            "accountId": "anonymous",
+            "apiId": "q",
+            "domainName": "q.lambda-url.us-east-1.on.aws",
+            "domainPrefix": "q",
+            "http": { "method": "POST", "path": "/v1/query", "protocol": "HTTP/1.1", "sourceIp": "127.0.0.1", "userAgent": "core" },
+            "requestId": "r",
+            "routeKey": "$default",
+            "stage": "$default",
+            "time": "29/Nov/2026:00:00:00 +0000",
+            "timeEpoch": 0
+        },
+        "body": body,
+        "isBase64Encoded": false
+    })
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_lambda_function_answers_invocations_through_the_runtime_api() {
+async fn the_lambda_function_answers_function_url_requests_through_the_runtime_api() {
     let lake = lake().await;
     let all = json!({ "from": DAY0, "to": DAY0 + 3 * 86_400_000 });
-    let (api, mut replies) = runtime_api(vec![
-        json!({ "tenant": "acme", "query": { "kind": "series", "filters": all, "interval": "day" } }),
-        json!({ "tenant": "acme", "query": { "kind": "series", "filters": all, "interval": "fortnight" } }),
-        json!({ "tenant": "../globex", "query": { "kind": "events", "filters": all } }),
-        json!({ "tenant": "globex", "query": { "kind": "breakdown", "filters": all, "by": "event_type" } }),
-    ])
-    .await;
+    let requests = [
+        json!({ "tenant": "acme", "tier": "cold", "query": { "kind": "series", "filters": all, "interval": "day" } }),
+        json!({ "tenant": "acme", "tier": "warm", "query": { "kind": "series", "filters": all, "interval": "day" } }),
+        json!({ "tenant": "acme", "tier": "cold", "query": { "kind": "series", "filters": all, "interval": "fortnight" } }),
+        json!({ "tenant": "../globex", "tier": "cold", "query": { "kind": "events", "filters": all } }),
+        json!({ "tenant": "globex", "tier": "warm", "query": { "kind": "breakdown", "filters": all, "by": "event_type" } }),
+    ];
+    let mut events: Vec<Value> = requests
+        .iter()
+        .map(|r| {
+            let (body, ts, sig) = signed(r);
+            function_url_event(
+                body,
+                json!({ "content-type": "application/json", "x-tracker-timestamp": ts, "x-tracker-signature": sig }),
+            )
+        })
+        .collect();
+    // the body names the tenant: an unsigned one, or one signed for another body, is refused
+    let (_, ts, sig) = signed(&requests[0]);
+    events.push(function_url_event(
+        requests[4].to_string(),
+        json!({ "x-tracker-timestamp": ts, "x-tracker-signature": sig }),
+    ));
+    let (api, mut replies) = runtime_api(events).await;
     let started = std::time::Instant::now();
     let mut function = std::process::Command::new(env!("CARGO_BIN_EXE_tracker-query-lambda"))
         .env("AWS_LAMBDA_RUNTIME_API", &api)
@@ -371,11 +423,12 @@ async fn the_lambda_function_answers_invocations_through_the_runtime_api() {
         .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "1024")
         .env("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST")
         .env("ARCHIVE_URL", lake.settings.base.as_str())
+        .env("QUERY_SECRET", SECRET)
         .env("RUST_LOG", "warn")
         .spawn()
         .unwrap();
     let mut got = Vec::new();
-    while got.len() < 4 {
+    while got.len() < 6 {
         let reply = tokio::time::timeout(Duration::from_secs(60), replies.recv()).await.unwrap().unwrap();
         if got.is_empty() {
             println!("cold start to first answer: {:?}", started.elapsed());
@@ -385,11 +438,115 @@ async fn the_lambda_function_answers_invocations_through_the_runtime_api() {
     let _ = function.kill();
     let _ = function.wait();
     assert!(got.iter().all(|(_, kind, _)| kind == "response"), "{got:?}");
-    let total: i64 = got[0].2["points"].as_array().unwrap().iter().map(|p| p["count"].as_i64().unwrap()).sum();
-    assert_eq!((got[0].2["tier"].as_str(), total), (Some("cold"), N as i64));
-    assert_eq!(got[1].2["error"]["code"], "invalid_query", "{:?}", got[1]);
-    assert_eq!(got[2].2["error"]["code"], "invalid_query", "{:?}", got[2]);
-    assert_eq!(got[3].2["total"], N, "globex's own events");
+    let answers: Vec<(i64, Value)> = got
+        .iter()
+        .map(|(_, _, r)| {
+            (r["statusCode"].as_i64().unwrap(), serde_json::from_str(r["body"].as_str().unwrap()).unwrap())
+        })
+        .collect();
+    let total = |a: &Value| a["points"].as_array().unwrap().iter().map(|p| p["count"].as_i64().unwrap()).sum::<i64>();
+    assert_eq!((answers[0].0, answers[0].1["tier"].as_str(), total(&answers[0].1)), (200, Some("cold"), N as i64));
+    assert_eq!((answers[1].0, answers[1].1["tier"].as_str()), (200, Some("warm")));
+    assert_eq!(answers[1].1["points"], answers[0].1["points"], "warm and cold agree");
+    assert_eq!((answers[2].0, &answers[2].1["error"]["code"]), (400, &json!("invalid_query")));
+    assert_eq!((answers[3].0, &answers[3].1["error"]["code"]), (400, &json!("invalid_query")));
+    assert_eq!((answers[4].0, &answers[4].1["total"]), (200, &json!(N)), "globex's own events");
+    assert_eq!((answers[5].0, &answers[5].1["error"]["code"]), (401, &json!("unauthorized")));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn warm_answers_equal_cold_answers_and_refuse_what_rollups_cannot_hold() {
+    let lake = lake().await;
+    let engines = tracker_query::router::Engines::new(lake.settings.clone(), Duration::from_secs(30));
+    use tracker_query::router::Tier;
+    let ranges = [(DAY0, DAY0 + 3 * 86_400_000), (DAY0 + 5 * 3_600_000, DAY0 + 29 * 3_600_000)];
+    for (from, to) in ranges {
+        for tu_id in [None, Some("L1")] {
+            let f = json!({ "from": from, "to": to, "tu_id": tu_id });
+            let fc = json!({ "from": from, "to": to, "tu_id": tu_id, "event_types": ["conversion"] });
+            for q in [
+                json!({ "kind": "series", "filters": f, "interval": "hour" }),
+                json!({ "kind": "series", "filters": f, "interval": "day", "group_by": "event_type" }),
+                json!({ "kind": "series", "filters": fc, "interval": "hour", "group_by": "tu_id" }),
+                json!({ "kind": "series", "filters": f, "interval": "day", "group_by": "date" }),
+                json!({ "kind": "breakdown", "filters": f, "by": "tu_id", "top": 2, "distinct": "event_type" }),
+                json!({ "kind": "breakdown", "filters": f, "by": "event_type", "distinct": "tu_id" }),
+                json!({ "kind": "breakdown", "filters": fc, "by": "date", "top": 1 }),
+            ] {
+                let query = query(q.clone());
+                let mut warm = engines.answer("acme", Tier::Warm, &query).await.unwrap();
+                let mut cold = engines.answer("acme", Tier::Cold, &query).await.unwrap();
+                assert_eq!((warm["tier"].take(), cold["tier"].take()), (json!("warm"), json!("cold")));
+                let (ws, cs) = (warm["scanned"].take(), cold["scanned"].take());
+                assert_eq!(warm, cold, "{q}");
+                assert!(
+                    ws["bytes"].as_u64().unwrap() * 4 < cs["bytes"].as_u64().unwrap(),
+                    "rollups are smaller: {ws} {cs}"
+                );
+            }
+        }
+    }
+    let f = json!({ "from": DAY0, "to": DAY0 + 86_400_000 });
+    for (q, reason) in [
+        (json!({ "kind": "series", "filters": f, "interval": "minute" }), "minute"),
+        (
+            json!({ "kind": "series", "filters": { "from": DAY0 + 1, "to": DAY0 + 7_200_000 }, "interval": "hour" }),
+            "on the hour",
+        ),
+        (
+            json!({ "kind": "series", "filters": { "from": DAY0, "to": DAY0 + 86_400_000, "params": { "sub1": "meta" } }, "interval": "hour" }),
+            "params",
+        ),
+        (json!({ "kind": "breakdown", "filters": f, "by": "param:sub1" }), "params"),
+        (json!({ "kind": "breakdown", "filters": f, "by": "event_type", "distinct": "ip" }), "distinct"),
+        (json!({ "kind": "events", "filters": f }), "listings"),
+        (
+            json!({ "kind": "series", "filters": { "from": DAY0 - 100 * 86_400_000, "to": DAY0 }, "interval": "day" }),
+            "90 days",
+        ),
+    ] {
+        let refusal = engines.answer("acme", Tier::Warm, &query(q.clone())).await.unwrap_err();
+        assert_eq!(refusal.code, "tier_cannot_answer", "{q}");
+        assert!(refusal.message.contains(reason), "{q}: {}", refusal.message);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_same_router_serves_locally_with_signatures_checked() {
+    let lake = lake().await;
+    let engines = Arc::new(tracker_query::router::Engines::new(lake.settings.clone(), Duration::from_secs(30)));
+    let app = tracker_query::router::router(engines, vec![SECRET.as_bytes().to_vec()]);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/v1/query", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let http = reqwest::Client::new();
+    let request = json!({ "tenant": "acme", "tier": "cold", "query": { "kind": "breakdown", "filters": { "from": DAY0, "to": DAY0 + 86_400_000 }, "by": "event_type" } });
+    let (body, ts, sig) = signed(&request);
+    let post = |body: String, ts: String, sig: String| {
+        http.post(&url).header("x-tracker-timestamp", ts).header("x-tracker-signature", sig).body(body).send()
+    };
+    let ok = post(body.clone(), ts.clone(), sig.clone()).await.unwrap();
+    assert_eq!(ok.status(), 200);
+    assert_eq!(ok.json::<Value>().await.unwrap()["total"], 960);
+    let stale = (ts.parse::<i64>().unwrap() - 10 * 60 * 1000).to_string();
+    let stale_sig =
+        tracker_protocol::intake::sign_query(SECRET.as_bytes(), stale.parse().unwrap(), body.as_bytes()).unwrap();
+    for (b, t, s, status) in [
+        (body.replace("acme", "globex"), ts.clone(), sig.clone(), 401),
+        (body.clone(), ts.clone(), "v1=00".into(), 401),
+        (body.clone(), stale, stale_sig, 401),
+        (
+            "{\"tenant\":\"acme\"}".to_string(),
+            ts.clone(),
+            tracker_protocol::intake::sign_query(SECRET.as_bytes(), ts.parse().unwrap(), b"{\"tenant\":\"acme\"}")
+                .unwrap(),
+            400,
+        ),
+    ] {
+        let res = post(b.clone(), t, s).await.unwrap();
+        assert_eq!(res.status(), status, "{b}");
+        assert!(res.json::<Value>().await.unwrap()["error"]["message"].is_string());
+    }
 }
 
 #[tokio::test]

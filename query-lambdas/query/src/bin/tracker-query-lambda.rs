@@ -1,52 +1,68 @@
-//! `tracker-query-lambda`: cold queries as an AWS Lambda function (built with `cargo lambda build --release`).
+//! `tracker-query-lambda`: the query functions' router ([`tracker_query::router`]) as an AWS Lambda function
+//! behind a function URL (built with `cargo lambda build --release`), or, outside Lambda, as a local HTTP server
+//! on `QUERY_LISTEN` (127.0.0.1:8090).
 //!
-//! An invocation is `{"tenant": "<key prefix>", "query": {...}}` (see [`tracker_query::Query`]). The platform API
-//! makes it after authenticating the tenant; the function is invoked with IAM credentials and never exposed
-//! publicly, so it trusts the tenant it is given and only ever reads that tenant's files. A bad query answers
-//! `{"error": {"code": "invalid_query", "message"}}` (the caller's 400); a failure is a function error (its
-//! 503). The archive's settings are the same `ARCHIVE_*` variables the node reads; they, and the table handle,
-//! are built once per cold start.
+//! Configuration, read once per cold start with the engines and their table handles:
+//!
+//! | variable | default | meaning |
+//! |---|---|---|
+//! | `QUERY_SECRET` | (required) | comma-separated secrets the platform API signs requests with (rotation) |
+//! | `QUERY_TIMEOUT_SECS` | 25 | longest a query may run |
+//! | `QUERY_LISTEN` | 127.0.0.1:8090 | the local server's address (not used under Lambda) |
+//! | `ARCHIVE_*` | | the archive, exactly as the core node reads it |
 
 use std::sync::Arc;
+use std::time::Duration;
 
-use lambda_runtime::{Error, LambdaEvent, service_fn};
-use serde::Deserialize;
-use serde_json::{Value, json};
-use tracker_query::{Archive, Query, QueryError};
+use tracker_query::router::{Engines, router};
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Invocation {
-    tenant: String,
-    query: Query,
-}
-
-fn invalid(message: String) -> Value {
-    json!({ "error": { "code": "invalid_query", "message": message } })
-}
-
-async fn handle(archive: &Archive, event: Value) -> Result<Value, Error> {
-    let invocation: Invocation = match serde_json::from_value(event) {
-        Ok(i) => i,
-        Err(e) => return Ok(invalid(e.to_string())),
-    };
-    match archive.answer(&invocation.tenant, &invocation.query).await {
-        Ok(answer) => Ok(answer),
-        Err(QueryError::Invalid(reason)) => Ok(invalid(reason)),
-        Err(e) => Err(e.into()),
-    }
-}
+type Error = Box<dyn std::error::Error + Send + Sync>;
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
-    lambda_runtime::tracing::init_default_subscriber();
     let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
-    let settings = tracker_archive::from_vars(var, std::path::Path::new("/tmp"))?
+    let under_lambda = var("AWS_LAMBDA_RUNTIME_API").is_some();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info,buoyant_kernel::snapshot::builder=off".into()),
+        )
+        .with_ansi(!under_lambda)
+        .without_time()
+        .init();
+    let secrets: Vec<Vec<u8>> = var("QUERY_SECRET")
+        .ok_or("QUERY_SECRET is not set: requests name their tenant, so only signed ones are answered")?
+        .split(',')
+        .map(|s| s.trim().as_bytes().to_vec())
+        .filter(|s| s.len() >= 16)
+        .collect();
+    if secrets.is_empty() {
+        return Err("QUERY_SECRET: each secret must be at least 16 bytes".into());
+    }
+    let timeout = match var("QUERY_TIMEOUT_SECS") {
+        None => 25,
+        Some(v) => v.parse().ok().filter(|s| (1..=900).contains(s)).ok_or("QUERY_TIMEOUT_SECS: 1 to 900")?,
+    };
+    let data_dir = std::path::Path::new("/tmp");
+    let settings = tracker_archive::from_vars(var, data_dir)
+        .map_err(|e| format!("{}: {}", e.name, e.reason))?
         .ok_or("ARCHIVE_URL is off: there is no archive to query")?;
-    let archive = Arc::new(Archive::new(settings));
-    lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| {
-        let archive = archive.clone();
-        async move { handle(&archive, event.payload).await }
-    }))
-    .await
+    let engines = Arc::new(Engines::new(settings, Duration::from_secs(timeout)));
+    let app = router(engines, secrets);
+    if under_lambda {
+        return lambda_http::run(app).await;
+    }
+    let listen = var("QUERY_LISTEN").unwrap_or_else(|| "127.0.0.1:8090".into());
+    let listener = tokio::net::TcpListener::bind(&listen).await?;
+    tracing::info!(addr = %listener.local_addr()?, "query functions listening");
+    axum::serve(listener, app).with_graceful_shutdown(shutdown()).await?;
+    Ok(())
+}
+
+async fn shutdown() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => {}
+    }
 }
