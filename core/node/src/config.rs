@@ -82,6 +82,19 @@ pub struct Config {
     pub sse_keepalive: Duration,
     /// Batches of events a live stream may fall behind before it is told it lagged.
     pub sse_backlog: usize,
+    /// Where `/api/query` finds the warm and cold tiers.
+    pub query: QuerySettings,
+}
+
+/// The query functions (`QUERY_URL` and friends).
+#[derive(Debug, Clone)]
+pub struct QuerySettings {
+    /// The query functions' base URL (a Lambda function URL); `None` answers in-process over `ARCHIVE_URL`.
+    pub url: Option<String>,
+    /// The secret requests to `url` are signed with.
+    pub secret: Option<Vec<u8>>,
+    /// Longest a warm or cold query may run.
+    pub timeout: Duration,
 }
 
 /// The Iggy connection (`IGGY_URL` and friends).
@@ -98,6 +111,15 @@ pub struct IggySettings {
 
 /// The plans a tenant can be on and their platform API requests per minute (a tenant's `limits` can override it).
 pub const PLANS: &[(&str, u32)] = &[("free", 60), ("pro", 600), ("enterprise", 6000)];
+
+/// The query tiers a plan may use (unknown plans get the smallest set): the hot tier's recent counts and the
+/// warm tier's rollups for everyone, full history (the cold tier) for paying plans.
+pub fn plan_tiers(plan: &str) -> &'static [&'static str] {
+    match plan {
+        "pro" | "enterprise" => &["hot", "warm", "cold"],
+        _ => &["hot", "warm"],
+    }
+}
 
 /// API requests per minute of `plan` (unknown plans get the smallest).
 pub fn plan_api_rpm(plan: &str) -> u32 {
@@ -139,6 +161,7 @@ impl Default for Config {
             consumer_settings: tracker_consumers::Settings::default(),
             sse_keepalive: Duration::from_secs(15),
             sse_backlog: 256,
+            query: QuerySettings { url: None, secret: None, timeout: Duration::from_secs(25) },
         }
     }
 }
@@ -241,6 +264,13 @@ pub const VARIABLES: &[(&str, &str, &str)] = &[
     ("ARCHIVE_S3_ACCESS_KEY_ID", "", "S3 or R2 access key id (or the AWS_* environment and instance credentials)"),
     ("ARCHIVE_S3_SECRET_ACCESS_KEY", "", "S3 or R2 secret access key"),
     ("ARCHIVE_S3_ALLOW_HTTP", "false", "allow a plain-http endpoint (local S3 servers only)"),
+    (
+        "QUERY_URL",
+        "",
+        "the query functions (a Lambda function URL, or tracker-query-lambda); unset: in-process over ARCHIVE_URL",
+    ),
+    ("QUERY_SECRET", "", "secret /api/query signs its requests to QUERY_URL with (at least 16 bytes)"),
+    ("QUERY_TIMEOUT_SECS", "25", "longest a warm or cold query may run"),
 ];
 
 /// A libSQL location from `var` (a file path or `file:` URL; `libsql://`, `https://` or `http://` with the token in
@@ -391,6 +421,25 @@ impl Config {
             archive,
         };
         let sse_keepalive = secs("SSE_KEEPALIVE_SECS", 15)?.max(Duration::from_secs(1));
+        let query = QuerySettings {
+            url: match src.get("QUERY_URL") {
+                None => None,
+                Some(u) if u.starts_with("https://") || u.starts_with("http://") => Some(u.to_owned()),
+                Some(_) => return Err(invalid("QUERY_URL", "must be an http(s) URL")),
+            },
+            secret: match src.get("QUERY_SECRET") {
+                None => None,
+                Some(s) if s.len() >= 16 => Some(s.as_bytes().to_vec()),
+                Some(_) => return Err(invalid("QUERY_SECRET", "must be at least 16 bytes")),
+            },
+            timeout: match src.parse("QUERY_TIMEOUT_SECS", 25u64)? {
+                n @ 1..=900 => Duration::from_secs(n),
+                _ => return Err(invalid("QUERY_TIMEOUT_SECS", "must be 1 to 900")),
+            },
+        };
+        if query.url.is_some() && query.secret.is_none() {
+            return Err(invalid("QUERY_SECRET", "is required with QUERY_URL"));
+        }
         let public_url = src.get("PUBLIC_URL").map(str::to_owned).unwrap_or_else(|| {
             let shown = if host.is_unspecified() { IpAddr::from([127, 0, 0, 1]) } else { host };
             format!("http://{shown}:{port}")
@@ -522,6 +571,7 @@ impl Config {
                 n @ 1..=65_536 => n,
                 _ => return Err(invalid("SSE_BACKLOG", "must be 1 to 65536")),
             },
+            query,
         })
     }
 

@@ -10,6 +10,7 @@ pub mod error;
 pub mod http;
 pub mod link_counts;
 pub mod metrics;
+pub mod query;
 pub mod ratelimit;
 pub mod remote;
 pub mod sse;

@@ -101,6 +101,8 @@ pub struct AppState {
     pub api_limits: RateLimiter,
     /// Webhook deliveries (with the address guard unless `WEBHOOK_ALLOW_PRIVATE`).
     pub webhook_client: reqwest::Client,
+    /// The warm and cold tiers `/api/query` asks.
+    pub queries: crate::query::Archived,
     tenants: TtlCache<String, TenantRecord>,
     short_links: TtlCache<String, ShortLinkRecord>,
     tokens: TtlCache<String, TokenRecord>,
@@ -123,7 +125,9 @@ impl AppState {
         let service =
             ServiceConfig { seed_mode: cfg.url_mode, limits: cfg.limits.clone(), max_batch_size: cfg.max_batch_size };
         let webhook_client = crate::webhook::client(cfg.webhook_allow_private)?;
+        let queries = crate::query::Archived::from_config(&cfg)?;
         Ok(AppState {
+            queries,
             streams,
             live: Arc::new(crate::sse::Hub::new(cfg.sse_backlog)),
             webhook_client,

@@ -11,17 +11,17 @@ use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use tracker_core::Config;
 
-const ADMIN: &str = "admin-token-0123456789abcdef0123456789";
+pub(crate) const ADMIN: &str = "admin-token-0123456789abcdef0123456789";
 const CHROME: &str =
     "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/126.0 Safari/537.36";
 
-struct Api {
-    node: Node,
+pub(crate) struct Api {
+    pub(crate) node: Node,
     doc: Value,
 }
 
 impl Api {
-    async fn start(tune: impl FnOnce(&mut Config)) -> Api {
+    pub(crate) async fn start(tune: impl FnOnce(&mut Config)) -> Api {
         let node = Node::start(|c| {
             c.admin_token_sha256 = Some(Sha256::digest(ADMIN.as_bytes()).into());
             c.admin_api_rpm = 100_000;
@@ -35,7 +35,7 @@ impl Api {
 
     /// A request with a bearer credential and an optional JSON body; `(status, body)`, checked against the
     /// OpenAPI document.
-    async fn call(&self, method: &str, path: &str, credential: &str, body: Option<Value>) -> (u16, Value) {
+    pub(crate) async fn call(&self, method: &str, path: &str, credential: &str, body: Option<Value>) -> (u16, Value) {
         let m = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
         let mut req = self.node.http.request(m, format!("{}{path}", self.node.base)).bearer_auth(credential);
         if let Some(b) = body {
@@ -49,14 +49,14 @@ impl Api {
         (status, body)
     }
 
-    async fn get(&self, path: &str, key: &str) -> Value {
+    pub(crate) async fn get(&self, path: &str, key: &str) -> Value {
         let (status, body) = self.call("GET", path, key, None).await;
         assert_eq!(status, 200, "{path}: {body}");
         body
     }
 
     /// A tenant with its admin API key, raised API limits and an ingest token.
-    async fn tenant(&self, prefix: &str) -> (String, String) {
+    pub(crate) async fn tenant(&self, prefix: &str) -> (String, String) {
         let (s, created) = self
             .call(
                 "POST",
@@ -76,7 +76,7 @@ impl Api {
         (key["secret"].as_str().unwrap().to_owned(), token["secret"].as_str().unwrap().to_owned())
     }
 
-    async fn ingest(&self, token: &str, events: &Value) {
+    pub(crate) async fn ingest(&self, token: &str, events: &Value) {
         let res = self
             .node
             .http
@@ -93,7 +93,7 @@ impl Api {
     }
 
     /// Polls `path` until `done` holds for its answer (at most 10 s).
-    async fn until(&self, path: &str, key: &str, done: impl Fn(&Value) -> bool) -> Value {
+    pub(crate) async fn until(&self, path: &str, key: &str, done: impl Fn(&Value) -> bool) -> Value {
         let started = Instant::now();
         loop {
             let body = self.get(path, key).await;

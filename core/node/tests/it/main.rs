@@ -7,5 +7,6 @@ mod common;
 
 mod api;
 mod consumers;
+mod golden;
 mod node;
 mod spool;

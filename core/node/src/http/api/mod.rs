@@ -83,6 +83,7 @@ api_routes! {
     "/events" => { get events::list }
     "/events/stats" => { get events::stats }
     "/events/match" => { get events::matches }
+    "/query" => { post crate::query::query }
     "/drops" => { get events::drops }
     "/drops/samples" => { get events::samples }
     "/sse/tokens" => { post crate::sse::create_token }
