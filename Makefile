@@ -1,5 +1,5 @@
 # The two commands a newcomer needs: `make dev` and `make test`. Everything else is optional.
-.PHONY: dev test bench bench-edge bench-iggy bench-archive fuzz api-fuzz clean
+.PHONY: dev test bench bench-edge bench-iggy bench-archive bench-query fuzz api-fuzz clean
 
 dev: ## set up and run the platform locally on embedded defaults
 	@bash scripts/dev.sh
@@ -15,6 +15,9 @@ bench-edge: ## the Rust Worker against a JavaScript reference Worker in workerd
 
 bench-archive: ## events/s archived from the log into Delta (local disk, local S3), against DuckDB writing Parquet
 	@bash tests/bench/archive.sh
+
+bench-query: ## cold (DataFusion) and warm (Polars) queries over 10M archived events against DuckDB; the Lambda's size and cold start
+	@bash tests/bench/query.sh
 
 bench-iggy: ## producer throughput on the Iggy server at IGGY_TEST_ADDR against the embedded log
 	@bash tests/bench/iggy.sh

@@ -80,6 +80,14 @@ ensure_duckdb() {
     export TRACKER_DUCKDB_PYTHON="$venv/bin/python"
 }
 
+# cargo-lambda from PyPI (a prebuilt binary; it brings zig for linking), for `cargo lambda build --release`.
+ensure_cargo_lambda() {
+    local venv="${TRACKER_VENV:-$HOME/.cache/tracker/venv}"
+    [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
+    [ -x "$venv/bin/cargo-lambda" ] || "$venv/bin/pip" install -q 'cargo-lambda==1.9.2'
+    export PATH="$venv/bin:$PATH"
+}
+
 # moto's S3 server from PyPI: the archive's S3 (R2) path is tested against it. Sets TRACKER_S3_PYTHON for the tests
 # (they start tests/archive/s3_server.py with it).
 ensure_moto() {

@@ -68,7 +68,8 @@ impl Archived {
         }
     }
 
-    async fn answer(&self, tenant: &str, tier: Tier, query: &Query) -> Result<Value, ApiError> {
+    /// `query` for `tenant` on `tier`, with the query functions' refusals as API errors.
+    pub async fn answer(&self, tenant: &str, tier: Tier, query: &Query) -> Result<Value, ApiError> {
         let refused = |r: Refusal| ApiError::new(r.status, r.code, r.message);
         match self {
             Archived::Local(engines) => engines.answer(tenant, tier, query).await.map_err(refused),

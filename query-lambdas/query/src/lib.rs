@@ -148,7 +148,12 @@ async fn answer_on(table: Option<deltalake::DeltaTable>, tenant: &str, query: &Q
         table.table_provider().with_file_paths(files.iter().map(|f| f.object_store_path().to_string())).await?;
     // bounded memory: sorts and aggregations beyond it spill to disk instead of growing
     let runtime = RuntimeEnvBuilder::new().with_memory_limit(MEMORY_LIMIT, 1.0).build_arc()?;
-    let ctx = SessionContext::new_with_config_rt(SessionConfig::new(), runtime);
+    let mut config = SessionConfig::new();
+    if matches!(query, Query::Match { .. }) {
+        // one sorted stream: a sort can spill, the merge of per-core sorts cannot
+        config = config.with_target_partitions(1);
+    }
+    let ctx = SessionContext::new_with_config_rt(config, runtime);
     let df = ctx.read_table(provider)?.filter(where_clause(tenant, &filters))?;
     let (df, shape) = query.plan(df)?;
     let plan = df.create_physical_plan().await?;

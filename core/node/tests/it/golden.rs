@@ -119,6 +119,34 @@ async fn every_tier_gives_the_golden_answers_and_auto_merges_at_the_watermark() 
         }
     }
 
+    // the query functions as a server of their own (QUERY_URL, as a Lambda function URL would be): the node's
+    // signed requests get the same answers; a wrong secret gets none
+    let engines = std::sync::Arc::new(tracker_query::router::Engines::new(
+        api.node.state.cfg.consumer_settings.archive.clone().unwrap(),
+        Duration::from_secs(30),
+    ));
+    let secret = b"golden-query-secret-0123456789".to_vec();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let app = tracker_query::router::router(engines, vec![secret.clone()]);
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let remote = |secret: &[u8]| {
+        let mut cfg = api.node.state.cfg.clone();
+        cfg.query.url = Some(url.clone());
+        cfg.query.secret = Some(secret.to_vec());
+        tracker_core::query::Archived::from_config(&cfg).unwrap()
+    };
+    let (remote, forged) = (remote(&secret), remote(b"not-the-query-secret-0123"));
+    let whole_series = json!({ "kind": "series", "filters": { "from": DAY0, "to": DAY0 + 72 * HOUR }, "interval": "day", "group_by": "event_type" });
+    for (tier, name) in [(tracker_query::router::Tier::Warm, "warm"), (tracker_query::router::Tier::Cold, "cold")] {
+        let q: tracker_query::Query = serde_json::from_value(whole_series.clone()).unwrap();
+        let far = remote.answer("golden", tier, &q).await.unwrap();
+        let (_, near) = ask(name, &whole_series).await;
+        assert_eq!(normalized(far), normalized(near), "{name} through QUERY_URL");
+        let refused = forged.answer("golden", tier, &q).await.unwrap_err();
+        assert_eq!((refused.status.as_u16(), refused.code), (503, "query_unavailable"), "{refused:?}");
+    }
+
     // a tier that cannot answer says why, and a plan without the cold tier cannot force it
     let before = json!({ "kind": "series", "filters": { "from": DAY0, "to": DAY0 + 24 * HOUR }, "interval": "hour" });
     let (status, refused) = ask("hot", &before).await;
