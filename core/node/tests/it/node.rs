@@ -550,6 +550,14 @@ struct Proc {
     base: String,
 }
 
+impl Drop for Proc {
+    /// A test that fails halfway must not leave its node running.
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 fn spawn_node(dir: &std::path::Path, port: u16) -> Proc {
     let child = std::process::Command::new(env!("CARGO_BIN_EXE_tracker-core"))
         .arg("serve")
