@@ -779,7 +779,9 @@ async fn sigkill_loses_no_acknowledged_event_retries_do_not_duplicate_and_sigter
     assert!(want >= 200, "writers got past batch 3 before the kill");
     let started = std::time::Instant::now();
     let distinct = |r: &[(String, String)]| r.iter().map(|(_, e)| e.clone()).collect::<std::collections::HashSet<_>>();
-    while distinct(&received.lock().unwrap()).len() < want && started.elapsed() < Duration::from_secs(60) {
+    // deliveries in flight at the kill stay leased for the dispatcher's 60 s lease, and count against the
+    // endpoint's concurrency until then: allow for the lease on top of the delivery time
+    while distinct(&received.lock().unwrap()).len() < want && started.elapsed() < Duration::from_secs(150) {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let got = received.lock().unwrap().clone();
