@@ -69,34 +69,46 @@ const MS_PER_DAY: i64 = 86_400_000;
 /// The memory one query may hold before its sorts and aggregations spill.
 const MEMORY_LIMIT: usize = 512 * 1024 * 1024;
 
-/// The archive as the query functions see it: its settings and the `events` table handle, opened once (per
-/// Lambda cold start, or per node) and brought up to date before each query by reading only the new commits.
+/// One of the archive's tables as the query functions see it: opened once (per Lambda cold start, or per node)
+/// and brought up to date before each query by reading only the new commits.
+#[derive(Debug)]
+pub(crate) struct CachedTable {
+    settings: ArchiveSettings,
+    which: Table,
+    table: tokio::sync::Mutex<Option<deltalake::DeltaTable>>,
+}
+
+impl CachedTable {
+    pub(crate) fn new(settings: ArchiveSettings, which: Table) -> CachedTable {
+        CachedTable { settings, which, table: tokio::sync::Mutex::new(None) }
+    }
+
+    /// The table at its latest version; `None` while the archiver has not created it.
+    pub(crate) async fn latest(&self) -> Result<Option<deltalake::DeltaTable>, QueryError> {
+        let mut cached = self.table.lock().await;
+        match cached.as_mut() {
+            Some(t) => t.update_incremental(None).await?,
+            None => *cached = read_table(&self.settings, self.which).await?,
+        }
+        Ok(cached.clone())
+    }
+}
+
+/// The cold tier: the archive's `events` table.
 #[derive(Debug)]
 pub struct Archive {
-    settings: ArchiveSettings,
-    table: tokio::sync::Mutex<Option<deltalake::DeltaTable>>,
+    events: CachedTable,
 }
 
 impl Archive {
     pub fn new(settings: ArchiveSettings) -> Archive {
-        Archive { settings, table: tokio::sync::Mutex::new(None) }
-    }
-
-    /// The table at its latest version; `None` while the archiver has not created it.
-    async fn table(&self) -> Result<Option<deltalake::DeltaTable>, QueryError> {
-        let mut cached = self.table.lock().await;
-        match cached.as_mut() {
-            Some(t) => t.update_incremental(None).await?,
-            None => *cached = read_table(&self.settings, Table::Events).await?,
-        }
-        Ok(cached.clone())
+        Archive { events: CachedTable::new(settings, Table::Events) }
     }
 
     /// Answers `query` for `tenant`.
     pub async fn answer(&self, tenant: &str, query: &Query) -> Result<Value, QueryError> {
         query.validate()?;
-        let table = self.table().await?;
-        answer_on(table, tenant, query).await
+        answer_on(self.events.latest().await?, tenant, query).await
     }
 }
 

@@ -20,10 +20,10 @@ use polars::prelude::{
     col, concat, lit,
 };
 use serde_json::{Map, Value, json};
-use tracker_archive::{ArchiveSettings, Table, read_table};
+use tracker_archive::{ArchiveSettings, Table};
 
 use crate::request::{Distinct, Interval, MAX_SERIES_ROWS, Query, SeriesGroup};
-use crate::{QueryError, Scanned, tenant_files};
+use crate::{CachedTable, QueryError, Scanned, tenant_files};
 
 /// The longest range the warm tier answers; longer ones are the cold tier's.
 pub const MAX_WARM_DAYS: i64 = 90;
@@ -61,25 +61,15 @@ pub fn refusal(query: &Query) -> Option<&'static str> {
     None
 }
 
-/// The rollups as the query functions see them: opened once, brought up to date before each query.
+/// The warm tier: the archive's `rollups` table.
 #[derive(Debug)]
 pub struct Warm {
-    settings: ArchiveSettings,
-    table: tokio::sync::Mutex<Option<deltalake::DeltaTable>>,
+    rollups: CachedTable,
 }
 
 impl Warm {
     pub fn new(settings: ArchiveSettings) -> Warm {
-        Warm { settings, table: tokio::sync::Mutex::new(None) }
-    }
-
-    async fn table(&self) -> Result<Option<deltalake::DeltaTable>, QueryError> {
-        let mut cached = self.table.lock().await;
-        match cached.as_mut() {
-            Some(t) => t.update_incremental(None).await?,
-            None => *cached = read_table(&self.settings, Table::Rollups).await?,
-        }
-        Ok(cached.clone())
+        Warm { rollups: CachedTable::new(settings, Table::Rollups) }
     }
 
     /// Answers `query` for `tenant` from the rollups, in the cold tier's answer shape (`"tier": "warm"`).
@@ -92,7 +82,7 @@ impl Warm {
         let filters = query.filters();
         let mut scanned = Scanned::default();
         let mut frames = Vec::new();
-        if let Some(table) = self.table().await? {
+        if let Some(table) = self.rollups.latest().await? {
             let files = tenant_files(&table, tenant, filters.from, filters.to).await?;
             scanned.files = files.len();
             scanned.bytes = files.iter().map(|f| u64::try_from(f.size()).unwrap_or(0)).sum();
