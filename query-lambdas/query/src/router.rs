@@ -44,7 +44,7 @@ pub const MAX_ANSWER_BYTES: usize = 6_000_000 - 64 * 1024;
 /// Largest request body.
 const MAX_REQUEST_BYTES: usize = 64 * 1024;
 /// How far a signed request's timestamp may be from now.
-const SIGNATURE_WINDOW_MS: i64 = 5 * 60 * 1000;
+const SIGNATURE_WINDOW_MS: u64 = 5 * 60 * 1000;
 
 /// Why an answer was not given, with the HTTP status and code it is on the wire.
 #[derive(Debug)]
@@ -163,7 +163,7 @@ async fn query(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Byte
     let timestamp: i64 = header(TIMESTAMP_HEADER)
         .and_then(|t| t.parse().ok())
         .ok_or_else(|| unauthorized("X-Tracker-Timestamp is missing or not ms since the epoch"))?;
-    if (now_ms() - timestamp).abs() > SIGNATURE_WINDOW_MS {
+    if now_ms().abs_diff(timestamp) > SIGNATURE_WINDOW_MS {
         return Err(unauthorized("X-Tracker-Timestamp is more than five minutes from now"));
     }
     let signature = header(SIGNATURE_HEADER).ok_or_else(|| unauthorized("X-Tracker-Signature is missing"))?;
