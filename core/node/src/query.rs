@@ -24,11 +24,11 @@ use serde::Deserialize;
 use serde_json::{Map, Value, json};
 use tracker_query::router::{Engines, QueryRequest, Refusal, Tier};
 use tracker_query::{Filters, Interval, Query, SeriesGroup};
-use tracker_store::StoreError;
 use tracker_store::hot::{GroupBy, StatsQuery};
 
 use crate::config::{Config, plan_tiers};
 use crate::error::ApiError;
+use crate::http::api::events::hot_err;
 use crate::http::api::{Body, Principal, json_response};
 use crate::state::{AppState, now_ms};
 
@@ -319,13 +319,6 @@ fn hot_refusal(q: &Query) -> Option<&'static str> {
         return Some("the hot tier cannot group by a param within one link");
     }
     None
-}
-
-fn hot_err(e: StoreError) -> ApiError {
-    match e {
-        StoreError::Rejected(reason) => ApiError::bad_request("query_too_large", reason),
-        other => ApiError::from(other),
-    }
 }
 
 /// One `(bucket start, group, count)` per point, in the archive's order: by time, then group (none first).

@@ -79,7 +79,8 @@ fn short_text(field: &'static str, v: Option<String>) -> Result<Option<String>, 
     }
 }
 
-fn hot_err(e: StoreError) -> ApiError {
+/// A hot-tier failure as an API error: a query the store refuses as too large is the caller's 400.
+pub(crate) fn hot_err(e: StoreError) -> ApiError {
     match e {
         StoreError::Rejected(reason) => ApiError::bad_request("query_too_large", reason),
         other => ApiError::from(other),

@@ -13,7 +13,7 @@
 //! drops its own caches and the edge drops its KV entries (see [`Purge`]).
 
 mod auth;
-mod events;
+pub(crate) mod events;
 mod keys;
 mod links;
 mod openapi;
