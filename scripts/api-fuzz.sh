@@ -35,5 +35,5 @@ run() {
 }
 echo "== tenant API key: every tenant route (the key revoking itself is left out) =="
 run -H "Authorization: Bearer $KEY" --exclude-path-regex '^/api/tenants' --exclude-operation-id revokeApiKey
-echo "== admin token: the tenant routes =="
-run -H "Authorization: Bearer $ADMIN" --include-path-regex '^/api/(tenants|me)'
+echo "== admin token: the tenant and admin routes =="
+run -H "Authorization: Bearer $ADMIN" --include-path-regex '^/api/(tenants|me|admin)'

@@ -276,13 +276,12 @@ fn json(status: u16, body: String) -> WebResponse {
 
 fn error(e: &ProtocolError) -> WebResponse {
     let status = e.http_status();
-    let retry = match e {
-        ProtocolError::RateLimited { retry_after_secs } => Some(retry_after_secs.to_string()),
-        _ if status == 503 => Some("1".to_owned()),
-        _ => None,
-    };
+    let mut extra = e.retry_headers();
+    if status == 503 && extra.is_empty() {
+        extra.push(("retry-after", "1".to_owned()));
+    }
     let headers = [("content-type", "application/json"), ("cache-control", "no-store")];
-    let dynamic: Vec<(&'static str, &str)> = retry.iter().map(|r| ("retry-after", r.as_str())).collect();
+    let dynamic: Vec<(&'static str, &str)> = extra.iter().map(|(k, v)| (*k, v.as_str())).collect();
     respond_with(status, &headers, &dynamic, Some(error_body(e).into_bytes()))
 }
 

@@ -178,7 +178,11 @@ pub async fn maintain_once(
         .await
         .map_err(|e| e.to_string())?
         .into_iter()
-        .filter_map(|t| t.limits.retention_days.map(|keep_days| Retention { tenant: t.key_prefix, keep_days }))
+        .filter_map(|t| {
+            // the tenant's own limit, else its plan's
+            let keep_days = p.settings.plans.or_free(&t.plan).with_limits(&t.limits).retention_days?;
+            Some(Retention { tenant: t.key_prefix, keep_days })
+        })
         .collect();
     let s = settings.clone();
     // maintenance has no stopping point of its own: at a stop or a lost lease it is dropped (Delta commits are

@@ -8,6 +8,12 @@
 //! 2. the kept events are appended to the filtered log with the idempotency key `filter:<partition>:<first offset>`;
 //! 3. the batch is marked done, and the group's offset is committed in the raw log.
 //!
+//! The hard cap is judged here, where every event of a tenant passes in order (a tenant's events share one
+//! partition): an event the other rules keep counts against the tenant's monthly allowance (`quota_months`,
+//! updated in transaction 1), and once a hard-capped plan's allowance is used up the rest of the month's events
+//! are dropped with the reason `quota`. Crossing 80% and 100% of an allowance records a warning that the webhook
+//! consumer delivers. The same transaction adds the batch's redirects and drops to the tenants' usage.
+//!
 //! A crash after 1 finds the batch pending at start-up and appends exactly the events the first run kept (the
 //! dropped ids are in the record; the key makes a second append of a batch that did land a no-op). A crash before
 //! 1 judges the batch again from scratch. So every raw event is either in the filtered log once or in the ledger
@@ -20,10 +26,13 @@ use std::time::{Duration, Instant};
 
 use tracker_filter::{Bots, RateRules, Rule, Verdict, judge};
 use tracker_log::{Filter, RecordSet};
+use tracker_protocol::Auth;
+use tracker_protocol::quota::month_start;
 use tracker_protocol::wire::RecordSetBuilder;
 use tracker_protocol::{Event, partition_for};
-use tracker_store::MAX_PAGE;
-use tracker_store::hot::{Judged, PendingBatch};
+use tracker_store::hot::{FilterUsage, Judged, PendingBatch};
+use tracker_store::usage::{QuotaAlert, drop_metric};
+use tracker_store::{MAX_PAGE, Plan};
 
 use crate::{BATCH, IDLE, Pipeline, rest, stopped};
 
@@ -34,10 +43,11 @@ pub const GROUP: &str = "filter";
 const SET_EVENTS: usize = 1024;
 
 /// A tenant's rules and limits as the filter applies them.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct TenantFilter {
     rules: Vec<Rule>,
-    events_per_second: u32,
+    /// The tenant's plan with its own limits applied.
+    plan: Plan,
 }
 
 /// Tenants' rules, read again after the settings' `rules_ttl`, so changes apply without a restart.
@@ -61,8 +71,11 @@ impl Tenants {
                 Err(e) => tracing::warn!(tenant = key_prefix, rule = %r.rule_id, error = %e.0, "filter rule skipped"),
             }
         }
-        let events_per_second = tenant.and_then(|t| t.limits.events_per_second).unwrap_or(0);
-        let t = Arc::new(TenantFilter { rules: compiled, events_per_second });
+        let plan = match &tenant {
+            Some(t) => p.settings.plans.or_free(&t.plan).with_limits(&t.limits),
+            None => p.settings.plans.or_free("free").clone(),
+        };
+        let t = Arc::new(TenantFilter { rules: compiled, plan });
         if self.0.len() > 100_000 {
             self.0.clear();
         }
@@ -151,15 +164,56 @@ async fn judge_and_record(p: &Pipeline, f: &mut Filtering) -> Result<Option<(Pen
     let mut kept = Vec::with_capacity(events.len());
     let mut judged = Vec::new();
     let mut dropped = Vec::new();
+    let mut usage = FilterUsage::default();
+    // billable events so far per tenant and month: read once per batch, then counted here
+    let mut months: HashMap<(String, i64), i64> = HashMap::new();
     for (offset, e) in &events {
         let tenant = f.tenants.get(p, &e.key_prefix).await?;
+        if e.event_type == "click" && e.auth == Auth::Link {
+            usage.counts.add(&e.key_prefix, e.received_at, "redirects", 1);
+        }
         let verdict = match judge(e, &f.bots, &tenant.rules) {
-            Verdict::Keep { flags } => match f.rates.check(e, tenant.events_per_second) {
+            Verdict::Keep { flags } => match f.rates.check(e, tenant.plan.events_per_second.unwrap_or(0)) {
                 Some(rate) => Verdict::Drop { reason: rate.to_owned() },
                 None => Verdict::Keep { flags },
             },
             drop => drop,
         };
+        let verdict = match verdict {
+            Verdict::Keep { flags } => {
+                let month = month_start(e.received_at);
+                let used = match months.entry((e.key_prefix.clone(), month)) {
+                    std::collections::hash_map::Entry::Occupied(o) => o.into_mut(),
+                    std::collections::hash_map::Entry::Vacant(v) => {
+                        v.insert(p.hot.quota_kept(&e.key_prefix, month).await.map_err(|e| e.to_string())?)
+                    }
+                };
+                let allowance = i64::try_from(tenant.plan.monthly_events).unwrap_or(i64::MAX);
+                if tenant.plan.hard_cap() && *used >= allowance {
+                    Verdict::Drop { reason: "quota".to_owned() }
+                } else {
+                    *used += 1;
+                    *usage.kept.entry((e.key_prefix.clone(), month)).or_default() += 1;
+                    for percent in [80, 100] {
+                        // the first event at or past the threshold (80% rounded up)
+                        if *used == (allowance.saturating_mul(percent) + 99) / 100 {
+                            usage.alerts.push(QuotaAlert {
+                                key_prefix: e.key_prefix.clone(),
+                                month,
+                                percent,
+                                allowance,
+                                at: e.received_at,
+                            });
+                        }
+                    }
+                    Verdict::Keep { flags }
+                }
+            }
+            drop => drop,
+        };
+        if let Verdict::Drop { reason } = &verdict {
+            usage.counts.add(&e.key_prefix, e.received_at, drop_metric(reason), 1);
+        }
         match verdict {
             Verdict::Keep { flags } => {
                 for reason in flags {
@@ -174,7 +228,7 @@ async fn judge_and_record(p: &Pipeline, f: &mut Filtering) -> Result<Option<(Pen
         }
     }
     let batch = PendingBatch { partition, from, next, dropped };
-    p.hot.record_filtered(GROUP, &batch, &judged).await.map_err(|e| e.to_string())?;
+    p.hot.record_filtered(GROUP, &batch, &judged, &usage).await.map_err(|e| e.to_string())?;
     Ok(Some((batch, kept)))
 }
 

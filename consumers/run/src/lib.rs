@@ -50,6 +50,8 @@ pub struct Settings {
     pub webhooks: webhooks::WebhookSettings,
     /// The archive's location and batching; `None` runs no archiver.
     pub archive: Option<tracker_archive::ArchiveSettings>,
+    /// The plans tenants are on (allowances, hard caps, ingestion rates, retention).
+    pub plans: tracker_store::Plans,
 }
 
 impl Default for Settings {
@@ -61,6 +63,7 @@ impl Default for Settings {
             hot_counts_retention: Duration::from_secs(35 * 24 * 3600),
             webhooks: webhooks::WebhookSettings::default(),
             archive: None,
+            plans: tracker_store::Plans::default(),
         }
     }
 }

@@ -112,9 +112,60 @@ impl Endpoints {
     }
 }
 
+/// The event type (`Tracker-Event`) and body `type` of allowance warnings.
+pub const USAGE_THRESHOLD: &str = "usage.threshold";
+
+/// Whether an endpoint wants allowance warnings: every enabled endpoint that takes all event types or lists
+/// `usage.threshold` (param filters select events, and a warning has no params).
+pub fn wants_notice(hook: &Webhook) -> bool {
+    hook.enabled && (hook.event_types.is_empty() || hook.event_types.iter().any(|t| t == USAGE_THRESHOLD))
+}
+
+/// Turns the filter's allowance crossings into deliveries (once per endpoint: the delivery's event id is
+/// `usage:<month>:<percent>`), then marks them notified. A crash in between queues them again, and the
+/// deliveries' uniqueness makes that a no-op.
+async fn notify_alerts(p: &Pipeline, endpoints: &mut Endpoints) -> Result<(), String> {
+    for a in p.hot.pending_alerts(100).await.map_err(|e| e.to_string())? {
+        let period = tracker_protocol::quota::month_name(a.month);
+        let data = serde_json::json!({
+            "key_prefix": a.key_prefix,
+            "period": period,
+            "percent": a.percent,
+            "allowance": a.allowance,
+            "used": (a.allowance.saturating_mul(a.percent) + 99) / 100,
+            "at": a.at,
+        })
+        .to_string();
+        let hooks = endpoints.get(p, &a.key_prefix).await?;
+        let notices: Vec<NewDelivery> = hooks
+            .iter()
+            .filter(|h| wants_notice(h))
+            .map(|h| NewDelivery {
+                key_prefix: a.key_prefix.clone(),
+                webhook_id: h.webhook_id.clone(),
+                event_id: format!("usage:{period}:{}", a.percent),
+                event_type: USAGE_THRESHOLD.to_owned(),
+                data: data.clone(),
+                kind: USAGE_THRESHOLD,
+            })
+            .collect();
+        p.store.queue_notices(&notices, now_ms()).await.map_err(|e| e.to_string())?;
+        p.hot.alert_notified(&a).await.map_err(|e| e.to_string())?;
+        tracing::info!(tenant = %a.key_prefix, percent = a.percent, endpoints = notices.len(), "allowance warning queued");
+    }
+    Ok(())
+}
+
 async fn queue(p: Arc<Pipeline>, stop: Arc<AtomicBool>) {
     let mut endpoints = Endpoints::default();
+    let mut alerts_at: Option<Instant> = None;
     while !stopped(&stop) {
+        if alerts_at.is_none_or(|at| at.elapsed() >= Duration::from_millis(500)) {
+            alerts_at = Some(Instant::now());
+            if let Err(e) = notify_alerts(&p, &mut endpoints).await {
+                tracing::warn!(error = %e, "webhooks: allowance warnings not queued; retrying");
+            }
+        }
         match queue_step(&p, &mut endpoints).await {
             Ok(true) => {}
             Ok(false) => rest(IDLE, &stop).await,
@@ -147,6 +198,7 @@ async fn queue_step(p: &Pipeline, endpoints: &mut Endpoints) -> Result<bool, Str
                 event_id: e.event_id.to_string(),
                 event_type: e.event_type.clone(),
                 data: serde_json::to_string(e).map_err(|e| e.to_string())?,
+                kind: "event",
             });
         }
     }
@@ -226,7 +278,8 @@ async fn send(p: &Pipeline, client: &reqwest::Client, d: &DueDelivery) {
         },
         Ok(secret) => {
             let id = serde_json::Value::String(d.delivery_id.clone());
-            let body = format!(r#"{{"id":{id},"type":"event","created_at":{now},"data":{}}}"#, d.data);
+            let kind = serde_json::Value::String(d.kind.clone());
+            let body = format!(r#"{{"id":{id},"type":{kind},"created_at":{now},"data":{}}}"#, d.data);
             let delivery = Delivery {
                 url: &d.url,
                 secret: &secret,

@@ -109,21 +109,21 @@ pub struct IggySettings {
     pub linger: Duration,
 }
 
-/// The plans a tenant can be on and their platform API requests per minute (a tenant's `limits` can override it).
-pub const PLANS: &[(&str, u32)] = &[("free", 60), ("pro", 600), ("enterprise", 6000)];
-
-/// The query tiers a plan may use (unknown plans get the smallest set): the hot tier's recent counts and the
-/// warm tier's rollups for everyone, full history (the cold tier) for paying plans.
-pub fn plan_tiers(plan: &str) -> &'static [&'static str] {
-    match plan {
-        "pro" | "enterprise" => &["hot", "warm", "cold"],
-        _ => &["hot", "warm"],
+/// Custom plans from the config file's `[plans.<name>]` tables and then `PLANS` (a JSON object of the same
+/// shape; its plans win by name), over the built-in ones.
+fn plans(file: Option<toml::Value>, env: Option<&str>) -> Result<tracker_store::Plans, ConfigError> {
+    let mut custom: BTreeMap<String, tracker_store::Plan> = match file {
+        None => BTreeMap::new(),
+        Some(v) => {
+            v.try_into().map_err(|e: toml::de::Error| invalid("PLANS", format!("[plans] in the config file: {e}")))?
+        }
+    };
+    if let Some(json) = env {
+        let more: BTreeMap<String, tracker_store::Plan> =
+            serde_json::from_str(json).map_err(|e| invalid("PLANS", format!("not a JSON object of plans: {e}")))?;
+        custom.extend(more);
     }
-}
-
-/// API requests per minute of `plan` (unknown plans get the smallest).
-pub fn plan_api_rpm(plan: &str) -> u32 {
-    PLANS.iter().find(|(p, _)| *p == plan).map_or(60, |(_, rpm)| *rpm)
+    tracker_store::Plans::with(custom).map_err(|e| invalid("PLANS", e))
 }
 
 impl Default for Config {
@@ -329,6 +329,7 @@ impl Config {
     /// Builds the configuration from explicit variables over an optional TOML file.
     pub fn from_vars(env: BTreeMap<String, String>, file: Option<&Path>) -> Result<Config, ConfigError> {
         let mut values = BTreeMap::new();
+        let mut plan_table = None;
         let file =
             file.map(Path::to_path_buf).or_else(|| env.get("CONFIG_FILE").filter(|f| !f.is_empty()).map(PathBuf::from));
         if let Some(path) = file {
@@ -338,6 +339,10 @@ impl Config {
                 .parse()
                 .map_err(|source| ConfigError::Toml { path: path.display().to_string(), source: Box::new(source) })?;
             for (k, v) in table {
+                if k == "plans" {
+                    plan_table = Some(v);
+                    continue;
+                }
                 let v = match v {
                     toml::Value::String(s) => s,
                     other => other.to_string(),
@@ -419,6 +424,7 @@ impl Config {
             hot_counts_retention: days("HOT_COUNTS_RETENTION_DAYS", 35)?,
             webhooks: webhook_settings,
             archive,
+            plans: plans(plan_table, src.get("PLANS"))?,
         };
         let sse_keepalive = secs("SSE_KEEPALIVE_SECS", 15)?.max(Duration::from_secs(1));
         let query = QuerySettings {
@@ -573,6 +579,16 @@ impl Config {
             },
             query,
         })
+    }
+
+    /// The plans tenants can be on.
+    pub fn plans(&self) -> &tracker_store::Plans {
+        &self.consumer_settings.plans
+    }
+
+    /// The plan of `tenant` with its own limits applied.
+    pub fn plan_of(&self, tenant: &tracker_store::Tenant) -> tracker_store::Plan {
+        self.plans().or_free(&tenant.plan).with_limits(&tenant.limits)
     }
 
     /// Test and embedding helper: defaults rooted in `dir`.

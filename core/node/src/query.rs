@@ -26,7 +26,7 @@ use tracker_query::router::{Engines, QueryRequest, Refusal, Tier};
 use tracker_query::{Filters, Interval, Query, SeriesGroup};
 use tracker_store::hot::{GroupBy, StatsQuery};
 
-use crate::config::{Config, plan_tiers};
+use crate::config::Config;
 use crate::error::ApiError;
 use crate::http::api::events::hot_err;
 use crate::http::api::{Body, Principal, json_response};
@@ -166,8 +166,8 @@ pub async fn query(
     let tenant = p.tenant("read")?;
     let q = body.query;
     q.validate().map_err(|e| ApiError::bad_request("invalid_query", e.to_string()))?;
-    let allowed = plan_tiers(&tenant.plan);
-    let may = |c: Choice| allowed.contains(&c.name());
+    let allowed = st.cfg.plan_of(tenant).query_tiers;
+    let may = |c: Choice| allowed.iter().any(|t| t == c.name());
     if body.tier != Choice::Auto && !may(body.tier) {
         return Err(ApiError::new(
             StatusCode::FORBIDDEN,
@@ -232,7 +232,30 @@ pub async fn query(
         }
     };
     put(&mut answer, "query", json!({ "from": q.filters().from, "to": q.filters().to }));
+    meter(&st, key, &answer).await;
     Ok(json_response(StatusCode::OK, &answer))
+}
+
+/// Counts an answered query in the tenant's usage: one query per tier that answered part of it, and the bytes
+/// the archive read.
+async fn meter(st: &AppState, tenant: &str, answer: &Value) {
+    let now = now_ms();
+    let mut usage = tracker_store::usage::UsageDelta::default();
+    let tiers = answer.get("tier").and_then(Value::as_str).unwrap_or_default();
+    for tier in tiers.split('+') {
+        let metric = match tier {
+            "hot" => "queries_hot",
+            "warm" => "queries_warm",
+            "cold" => "queries_cold",
+            _ => continue,
+        };
+        usage.add(tenant, now, metric, 1);
+    }
+    let read = answer.pointer("/scanned/bytes_read").and_then(Value::as_i64).unwrap_or(0);
+    usage.add(tenant, now, "bytes_scanned", read);
+    if let Err(e) = st.streams.hot.add_usage(&usage).await {
+        tracing::warn!(error = %e, tenant, "query not metered");
+    }
 }
 
 fn with_tier(mut answer: Value, tier: &str) -> Value {

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use rand::Rng as _;
 use tracker_log::{EventLog, RecordSet};
+use tracker_protocol::quota::{QuotaState, month_start, next_month_start};
 use tracker_protocol::service::{Directory, ServiceConfig, ShortLinkRecord, TenantRecord, TokenRecord};
 use tracker_protocol::wire::RecordSetBuilder;
 use tracker_protocol::{Event, LinkKey, ProtocolError, partition_for};
@@ -155,6 +156,30 @@ impl AppState {
         }
     }
 
+    /// Whether `tenant` is over its hard cap this month: its plan drops events past the allowance and the filter
+    /// has kept that many. Fails open (with an error logged): an unreadable hot tier never breaks a link.
+    pub async fn quota_state(&self, tenant: &tracker_store::Tenant, now: i64) -> Option<QuotaState> {
+        let plan = self.cfg.plan_of(tenant);
+        if !plan.hard_cap() {
+            return None;
+        }
+        match self.streams.hot.quota_kept(&tenant.key_prefix, month_start(now)).await {
+            Ok(kept) => (u64::try_from(kept).unwrap_or(0) >= plan.monthly_events)
+                .then(|| QuotaState { allowance: plan.monthly_events, blocked_until: next_month_start(now) }),
+            Err(e) => {
+                tracing::error!(error = %e, tenant = %tenant.key_prefix, "hot tier unreadable: quota not checked");
+                None
+            }
+        }
+    }
+
+    /// A tenant as the tracking endpoints (and the edge) need it, with its quota state.
+    pub async fn tenant_record(&self, key_prefix: &str) -> Result<Option<TenantRecord>, StoreError> {
+        let Some(keys) = self.store.tenant_keys(key_prefix).await? else { return Ok(None) };
+        let quota = self.quota_state(&keys.tenant, now_ms()).await;
+        Ok(Some(TenantRecord { quota, ..keys.record() }))
+    }
+
     /// The tenant of a token given as its SHA-256 (the edge's lookups).
     pub async fn token_by_hash(&self, hash: &str) -> Result<Option<Arc<TokenRecord>>, ProtocolError> {
         let now = now_ms();
@@ -182,7 +207,7 @@ impl AppState {
 
 impl Directory for AppState {
     async fn tenant(&self, key_prefix: &str) -> Result<Option<Arc<TenantRecord>>, ProtocolError> {
-        let load = || async { Ok(self.store.tenant_keys(key_prefix).await?.map(tracker_store::TenantKeys::record)) };
+        let load = || self.tenant_record(key_prefix);
         self.tenants.get(&key_prefix.to_owned(), load).await.map_err(unavailable)
     }
 

@@ -93,6 +93,10 @@ pub enum ProtocolError {
     Unavailable { what: &'static str },
     #[error("too many requests; retry in {retry_after_secs} s")]
     RateLimited { retry_after_secs: u64 },
+    #[error(
+        "the monthly allowance of {allowance} events is used up; ingestion resumes in {retry_after_secs} s (next month)"
+    )]
+    QuotaExceeded { allowance: u64, retry_after_secs: u64 },
 
     // Destinations.
     #[error("destination is longer than {max} bytes")]
@@ -106,6 +110,10 @@ pub enum ProtocolError {
     #[error("the log record is malformed: {reason}")]
     MalformedRecord { reason: &'static str },
 }
+
+/// The window a monthly allowance's `RateLimit-Policy` names (30 days; the block itself ends with the calendar
+/// month, which `Retry-After` and `RateLimit`'s `t` give exactly).
+pub const MONTH_WINDOW_SECS: u64 = 30 * 86_400;
 
 impl ProtocolError {
     /// A stable machine-readable code (snake_case), also used as a metric label.
@@ -154,10 +162,27 @@ impl ProtocolError {
             InvalidIdempotencyKey => "invalid_idempotency_key",
             Unavailable { .. } => "unavailable",
             RateLimited { .. } => "rate_limited",
+            QuotaExceeded { .. } => "quota_exceeded",
             DestinationTooLong { .. } => "destination_too_long",
             DestinationSchemeNotAllowed => "destination_scheme_not_allowed",
             InvalidDestination { .. } => "invalid_destination",
             MalformedRecord { .. } => "malformed_record",
+        }
+    }
+
+    /// Headers both the Worker and the core node add to the answer: `Retry-After` on `429`, and for an allowance
+    /// used up the `RateLimit-Policy` and `RateLimit` of draft-ietf-httpapi-ratelimit-headers (policy `"events"`,
+    /// a month's window, nothing remaining until the month ends).
+    pub fn retry_headers(&self) -> Vec<(&'static str, String)> {
+        match self {
+            ProtocolError::RateLimited { retry_after_secs } => vec![("retry-after", retry_after_secs.to_string())],
+            ProtocolError::QuotaExceeded { allowance, retry_after_secs } => vec![
+                ("retry-after", retry_after_secs.to_string()),
+                ("ratelimit-policy", format!("\"events\";q={allowance};w={MONTH_WINDOW_SECS}")),
+                ("ratelimit", format!("\"events\";r=0;t={retry_after_secs}")),
+            ],
+            ProtocolError::Unavailable { .. } => vec![("retry-after", "1".to_owned())],
+            _ => Vec::new(),
         }
     }
 
@@ -178,7 +203,7 @@ impl ProtocolError {
             EventTooLarge { .. } | RawPayloadTooLarge { .. } | BatchTooLarge { .. } => 413,
             NoValidEvents => 422,
             Unavailable { .. } => 503,
-            RateLimited { .. } => 429,
+            RateLimited { .. } | QuotaExceeded { .. } => 429,
             MalformedRecord { .. } => 500,
             _ => 400,
         }

@@ -50,6 +50,7 @@ pub mod event;
 pub mod intake;
 pub mod links;
 pub mod matching;
+pub mod quota;
 pub mod redirect;
 pub mod service;
 pub mod webhook;

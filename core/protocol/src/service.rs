@@ -27,6 +27,10 @@ pub struct TenantRecord {
     pub active: bool,
     /// Current key first.
     pub keys: Vec<LinkKey>,
+    /// Set while a hard-capped tenant is over its monthly allowance: the ingestion API (`/batch`, `/ingest`,
+    /// postbacks) answers `429` until `blocked_until`; clicks, pixels and beacons are still answered.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quota: Option<crate::quota::QuotaState>,
 }
 
 /// A short link (also the core-to-edge lookup record).
@@ -229,6 +233,10 @@ pub async fn signal<D: Directory>(
         active_tenant(dir, &kp).await?;
         (kp, Auth::None)
     };
+    if kind == LinkKind::Postback && !key_prefix.is_empty() && key_prefix != GLOBAL_KEY_PREFIX {
+        // a postback is the ingestion API (its sender can retry); an impression pixel is always answered
+        check_quota(&*active_tenant(dir, &key_prefix).await?, now)?;
+    }
     let default_type = if kind == LinkKind::Postback { "postback" } else { "impression" };
     let event_type = pairs.remove("event_type").unwrap_or_else(|| default_type.to_owned());
     let event = req.event(new_event_id(now, random), event_type, now, key_prefix, pairs, auth);
@@ -330,6 +338,24 @@ pub fn split_batch(body: &[u8]) -> Result<Vec<&RawValue>, ProtocolError> {
     parsed.map_err(|e| ProtocolError::InvalidBatch { reason: e.to_string() })
 }
 
+/// Refuses ingestion for a tenant whose monthly allowance is used up (a hard cap): `429 quota_exceeded` with the
+/// time to the next month.
+pub fn check_quota(tenant: &TenantRecord, now: i64) -> Result<(), ProtocolError> {
+    match tenant.quota {
+        Some(q) if q.blocks(now) => {
+            Err(ProtocolError::QuotaExceeded { allowance: q.allowance, retry_after_secs: q.retry_after_secs(now) })
+        }
+        _ => Ok(()),
+    }
+}
+
+/// The tenant of a bearer ingest token, if it may ingest at `now`.
+async fn authenticate_ingest<D: Directory>(dir: &D, bearer: Option<&str>, now: i64) -> Result<String, ProtocolError> {
+    let key_prefix = authenticate(dir, bearer).await?;
+    check_quota(&*active_tenant(dir, &key_prefix).await?, now)?;
+    Ok(key_prefix)
+}
+
 /// The tenant of a bearer ingest token.
 pub async fn authenticate<D: Directory>(dir: &D, bearer: Option<&str>) -> Result<String, ProtocolError> {
     let token = bearer.ok_or(ProtocolError::Unauthorized { reason: "send Authorization: Bearer <ingest token>" })?;
@@ -353,7 +379,7 @@ pub async fn batch<D: Directory>(
     now: i64,
     mut random: impl FnMut() -> [u8; 10],
 ) -> Result<Batch, ProtocolError> {
-    let key_prefix = authenticate(dir, bearer).await?;
+    let key_prefix = authenticate_ingest(dir, bearer, now).await?;
     let items = split_batch(body)?;
     if items.is_empty() {
         return Err(ProtocolError::EmptyBatch);
@@ -385,7 +411,7 @@ pub async fn ingest<D: Directory>(
     now: i64,
     random: [u8; 10],
 ) -> Result<Event, ProtocolError> {
-    let key_prefix = authenticate(dir, bearer).await?;
+    let key_prefix = authenticate_ingest(dir, bearer, now).await?;
     let ctx = req.token_intake(&key_prefix, now);
     build_event(EventInput::from_json(body)?, &ctx, &cfg.limits, random)
 }
@@ -450,6 +476,8 @@ mod tests {
     /// An in-memory directory: one tenant `acme`, one short link, one token.
     struct Fake {
         global: Vec<LinkKey>,
+        /// `acme` is over its hard cap until `NOW + 90.5 s`.
+        capped: bool,
     }
 
     impl Directory for Fake {
@@ -464,6 +492,9 @@ mod tests {
                         encryption_key: Some([4; 32]),
                         retires_at_ms: None,
                     }],
+                    quota: self
+                        .capped
+                        .then_some(crate::quota::QuotaState { allowance: 100, blocked_until: NOW + 90_500 }),
                 })
             }))
         }
@@ -507,6 +538,7 @@ mod tests {
                 encryption_key: None,
                 retires_at_ms: None,
             }],
+            capped: false,
         }
     }
 
@@ -542,6 +574,40 @@ mod tests {
         assert!(old.location.starts_with("https://a.example/over?ad_click_id="), "{}", old.location);
         assert_eq!(old.event.params.get("tu_id").map(String::as_str), Some(TU_OLD));
         assert!(matches!(ready(click_short(TU_GONE)), Err(ProtocolError::LinkExpired)));
+    }
+
+    #[test]
+    fn a_tenant_over_its_hard_cap_keeps_its_links_and_pixels_but_ingestion_answers_429() {
+        let d = Fake { capped: true, ..dir() };
+        let (c, req) = (cfg(), RequestInfo::default());
+        let url = crate::links::seed_short_url("", "s3cret", Some("acme"), TU, &[]).unwrap();
+        let q = url.split_once('?').unwrap().1;
+        assert!(ready(click(&d, &c, &req, Some(TU), q, NOW, [2; 10])).is_ok());
+        let pixel = ready(signal(&d, &c, &req, LinkKind::Impression, "key_prefix=acme", None, NOW, [0; 10]));
+        assert!(pixel.is_ok());
+        assert!(ready(beacon(&d, &c, &req, br#"{"key":"acme"}"#, NOW, [0; 10])).is_ok());
+        let refusals = [
+            ready(signal(&d, &c, &req, LinkKind::Postback, "key_prefix=acme", None, NOW, [0; 10])).map(|_| ()),
+            ready(signal(&d, &c, &req, LinkKind::Postback, "a=1", Some("trk_ing_good"), NOW, [0; 10])).map(|_| ()),
+            ready(batch(&d, &c, &req, Some("trk_ing_good"), br#"[{"event_type":"x"}]"#, NOW, || [0; 10])).map(|_| ()),
+            ready(ingest(&d, &c, &req, Some("trk_ing_good"), br#"{"event_type":"x"}"#, NOW, [0; 10])).map(|_| ()),
+        ];
+        for r in refusals {
+            let e = r.unwrap_err();
+            assert_eq!(e, ProtocolError::QuotaExceeded { allowance: 100, retry_after_secs: 91 });
+            assert_eq!((e.http_status(), e.code()), (429, "quota_exceeded"));
+            assert_eq!(
+                e.retry_headers(),
+                vec![
+                    ("retry-after", "91".to_owned()),
+                    ("ratelimit-policy", "\"events\";q=100;w=2592000".to_owned()),
+                    ("ratelimit", "\"events\";r=0;t=91".to_owned()),
+                ]
+            );
+        }
+        // the block ends with the month
+        let later = NOW + 90_500;
+        assert!(ready(ingest(&d, &c, &req, Some("trk_ing_good"), br#"{"event_type":"x"}"#, later, [0; 10])).is_ok());
     }
 
     async fn click_short(tu: &str) -> Result<Click, ProtocolError> {

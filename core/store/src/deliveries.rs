@@ -20,6 +20,8 @@ pub struct NewDelivery {
     pub event_type: String,
     /// The JSON body, without its delivery id (added when sent).
     pub data: String,
+    /// The body's `type`: `event`, or `usage.threshold` for an allowance warning.
+    pub kind: &'static str,
 }
 
 /// A delivery as the delivery log shows it.
@@ -51,6 +53,8 @@ pub struct DueDelivery {
     pub event_type: String,
     pub data: String,
     pub attempts: i64,
+    /// The body's `type` (see [`NewDelivery::kind`]).
+    pub kind: String,
 }
 
 /// What an attempt's outcome does to its delivery.
@@ -100,6 +104,15 @@ impl Store {
         deliveries: &[NewDelivery],
         now_ms: i64,
     ) -> Result<u64> {
+        self.queue(Some((consumer, partition, next_offset)), deliveries, now_ms).await
+    }
+
+    /// Queues deliveries that come from no log (allowance warnings); each endpoint and `event_id` once.
+    pub async fn queue_notices(&self, deliveries: &[NewDelivery], now_ms: i64) -> Result<u64> {
+        self.queue(None, deliveries, now_ms).await
+    }
+
+    async fn queue(&self, position: Option<(&str, u32, u64)>, deliveries: &[NewDelivery], now_ms: i64) -> Result<u64> {
         let conn = self.tx_conn().await?;
         let tx = conn.transaction_with_behavior(libsql::TransactionBehavior::Immediate).await?;
         let mut added = 0;
@@ -108,8 +121,8 @@ impl Store {
             added += tx
                 .execute(
                     "INSERT INTO webhook_deliveries (delivery_id, key_prefix, webhook_id, event_id, event_type, data,
-                       status, attempts, next_attempt_at, created_at, updated_at)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'pending', 0, ?7, ?7, ?7) ON CONFLICT DO NOTHING",
+                       status, attempts, next_attempt_at, created_at, updated_at, kind)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'pending', 0, ?7, ?7, ?7, ?8) ON CONFLICT DO NOTHING",
                     (
                         id.as_str(),
                         d.key_prefix.as_str(),
@@ -118,11 +131,14 @@ impl Store {
                         d.event_type.as_str(),
                         d.data.as_str(),
                         now_ms,
+                        d.kind,
                     ),
                 )
                 .await?;
         }
-        set_consumer_offset(&tx, consumer, partition, next_offset).await?;
+        if let Some((consumer, partition, next_offset)) = position {
+            set_consumer_offset(&tx, consumer, partition, next_offset).await?;
+        }
         tx.commit().await?;
         Ok(added)
     }
@@ -152,7 +168,7 @@ impl Store {
                      WHERE d.status = 'pending' AND (d.next_attempt_at <= ?1 OR d.lease_until >= ?1))
                    WHERE nth <= ?3 AND NOT COALESCE(leased, 0)
                    ORDER BY delivery_id LIMIT ?4)
-                 RETURNING delivery_id, key_prefix, webhook_id, event_type, data, attempts",
+                 RETURNING delivery_id, key_prefix, webhook_id, event_type, data, attempts, kind",
                 (now_ms, now_ms.saturating_add(lease_ms), i64::from(per_endpoint), i64::from(limit)),
             )
             .await?;
@@ -165,12 +181,13 @@ impl Store {
                 text(&row, 3, "event_type")?,
                 text(&row, 4, "data")?,
                 int(&row, 5, "attempts")?,
+                text(&row, 6, "kind")?,
             ));
         }
         drop(rows);
         let mut endpoints: std::collections::HashMap<String, (String, String)> = Default::default();
         let mut out = Vec::with_capacity(claimed.len());
-        for (delivery_id, key_prefix, webhook_id, event_type, data, attempts) in claimed {
+        for (delivery_id, key_prefix, webhook_id, event_type, data, attempts, kind) in claimed {
             if !endpoints.contains_key(&webhook_id) {
                 let mut rows = tx
                     .query(
@@ -183,7 +200,17 @@ impl Store {
                 }
             }
             let Some((url, secret)) = endpoints.get(&webhook_id).cloned() else { continue };
-            out.push(DueDelivery { delivery_id, key_prefix, webhook_id, url, secret, event_type, data, attempts });
+            out.push(DueDelivery {
+                delivery_id,
+                key_prefix,
+                webhook_id,
+                url,
+                secret,
+                event_type,
+                data,
+                attempts,
+                kind,
+            });
         }
         tx.commit().await?;
         out.sort_by(|a, b| a.delivery_id.cmp(&b.delivery_id));
@@ -210,13 +237,17 @@ impl Store {
         let mut disabled = false;
         match outcome {
             AttemptOutcome::Delivered { status } => {
-                tx.execute(
-                    "UPDATE webhook_deliveries SET status = 'delivered', attempts = attempts + 1, last_status = ?2,
-                       last_error = NULL, lease_until = NULL, updated_at = ?3
-                     WHERE delivery_id = ?1 AND status = 'pending'",
-                    (d.delivery_id.as_str(), i64::from(*status), now_ms),
-                )
-                .await?;
+                let delivered = tx
+                    .execute(
+                        "UPDATE webhook_deliveries SET status = 'delivered', attempts = attempts + 1, last_status = ?2,
+                           last_error = NULL, lease_until = NULL, updated_at = ?3
+                         WHERE delivery_id = ?1 AND status = 'pending'",
+                        (d.delivery_id.as_str(), i64::from(*status), now_ms),
+                    )
+                    .await?;
+                let mut usage = crate::usage::UsageDelta::default();
+                usage.add(&d.key_prefix, now_ms, "webhook_deliveries", i64::try_from(delivered).unwrap_or(0));
+                crate::usage::apply(&tx, &usage).await?;
                 tx.execute(
                     "UPDATE webhooks SET consecutive_failures = 0 WHERE webhook_id = ?1 AND key_prefix = ?2",
                     (d.webhook_id.as_str(), d.key_prefix.as_str()),
@@ -267,6 +298,13 @@ impl Store {
         }
         tx.commit().await?;
         Ok(disabled)
+    }
+
+    /// The metadata store's usage counters (webhook deliveries) of `tenant` (every tenant when `None`) for hours
+    /// in `[from, to)`.
+    pub async fn usage(&self, tenant: Option<&str>, from: i64, to: i64) -> Result<Vec<crate::usage::UsageRow>> {
+        let conn = self.conn().await?;
+        crate::usage::read(&conn, tenant, from, to).await
     }
 
     /// One page of an endpoint's delivery log, newest first, optionally of one status (`dead`: the dead letters).

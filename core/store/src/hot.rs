@@ -23,6 +23,7 @@ use serde::Serialize;
 use tracker_protocol::Event;
 
 use crate::db::Db;
+use crate::usage::{QuotaAlert, UsageDelta, UsageRow};
 use crate::{Location, Result, StoreError, int, text};
 
 const SCHEMA: &str = r#"
@@ -90,6 +91,22 @@ CREATE TABLE IF NOT EXISTS hot_offsets (
     next_offset INTEGER NOT NULL,
     PRIMARY KEY (consumer, partition)
 ) STRICT;
+CREATE TABLE IF NOT EXISTS quota_months (
+    key_prefix TEXT NOT NULL,
+    month INTEGER NOT NULL,
+    kept INTEGER NOT NULL,
+    PRIMARY KEY (key_prefix, month)
+) STRICT, WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS quota_alerts (
+    key_prefix TEXT NOT NULL,
+    month INTEGER NOT NULL,
+    percent INTEGER NOT NULL,
+    allowance INTEGER NOT NULL,
+    at INTEGER NOT NULL,
+    notified INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (key_prefix, month, percent)
+) STRICT, WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS quota_alerts_pending ON quota_alerts(notified);
 CREATE TABLE IF NOT EXISTS hot_filter_pending (
     consumer TEXT NOT NULL,
     partition INTEGER NOT NULL,
@@ -133,6 +150,17 @@ pub struct PendingBatch {
     /// Offsets of the batch's events that were dropped (so a replay keeps exactly the events the first run kept,
     /// even when an event id appears twice in a batch).
     pub dropped: Vec<u64>,
+}
+
+/// What a filter batch adds to the tenants' usage (see [`crate::usage`]), in the transaction of its decisions.
+#[derive(Debug, Clone, Default)]
+pub struct FilterUsage {
+    /// Redirects and drops per tenant and hour.
+    pub counts: UsageDelta,
+    /// Billable (kept) events per tenant and month start.
+    pub kept: BTreeMap<(String, i64), i64>,
+    /// Allowance thresholds crossed.
+    pub alerts: Vec<QuotaAlert>,
 }
 
 /// The hot-tier database.
@@ -264,7 +292,8 @@ struct Paired {
 
 impl HotStore {
     pub async fn connect(location: &Location) -> Result<HotStore> {
-        Ok(HotStore { db: Db::connect(location, SCHEMA, &[]).await? })
+        let schema = format!("{SCHEMA}{}", crate::usage::USAGE_SCHEMA);
+        Ok(HotStore { db: Db::connect(location, &schema, &[]).await? })
     }
 
     pub async fn offset(&self, consumer: &str, partition: u32) -> Result<u64> {
@@ -293,6 +322,7 @@ impl HotStore {
         let conn = self.db.tx_conn().await?;
         let tx = conn.transaction_with_behavior(libsql::TransactionBehavior::Immediate).await?;
         let mut added = 0u64;
+        let mut accepted = UsageDelta::default();
         let mut counts: HashMap<(&str, i64, &str, &str), i64> = HashMap::new();
         let mut param_counts: HashMap<(&str, &str, i64, &str, &str), i64> = HashMap::new();
         {
@@ -330,6 +360,7 @@ impl HotStore {
                 insert.reset();
                 let Some(seq) = seq else { continue };
                 added += 1;
+                accepted.add(&e.key_prefix, e.received_at, "accepted", 1);
                 let minute = e.timestamp.div_euclid(MINUTE_MS) * MINUTE_MS;
                 *counts.entry((e.key_prefix.as_str(), minute, e.event_type.as_str(), tu)).or_default() += 1;
                 for (k, v) in &e.params {
@@ -366,6 +397,7 @@ impl HotStore {
             )
             .await?;
         }
+        crate::usage::apply(&tx, &accepted).await?;
         set_offset(&tx, consumer, partition, next_offset).await?;
         tx.commit().await?;
         Ok(added)
@@ -374,7 +406,13 @@ impl HotStore {
     /// Records the filter's decisions on one batch and its intent to append the kept events, and moves its offset,
     /// in one transaction. The caller then appends the kept events (idempotently) and calls
     /// [`HotStore::filter_done`]; after a crash in between, [`HotStore::filter_pending`] says what to redo.
-    pub async fn record_filtered(&self, consumer: &str, batch: &PendingBatch, judged: &[Judged<'_>]) -> Result<()> {
+    pub async fn record_filtered(
+        &self,
+        consumer: &str,
+        batch: &PendingBatch,
+        judged: &[Judged<'_>],
+        usage: &FilterUsage,
+    ) -> Result<()> {
         let conn = self.db.tx_conn().await?;
         let tx = conn.transaction_with_behavior(libsql::TransactionBehavior::Immediate).await?;
         let mut ledger: BTreeMap<(&str, i64, &str, &str), i64> = BTreeMap::new();
@@ -437,9 +475,92 @@ impl HotStore {
                 batch.partition
             )));
         }
+        crate::usage::apply(&tx, &usage.counts).await?;
+        for ((tenant, month), n) in &usage.kept {
+            tx.execute(
+                "INSERT INTO quota_months (key_prefix, month, kept) VALUES (?1, ?2, ?3)
+                 ON CONFLICT DO UPDATE SET kept = kept + excluded.kept",
+                (tenant.as_str(), *month, *n),
+            )
+            .await?;
+        }
+        for a in &usage.alerts {
+            tx.execute(
+                "INSERT INTO quota_alerts (key_prefix, month, percent, allowance, at) VALUES (?1, ?2, ?3, ?4, ?5)
+                 ON CONFLICT DO NOTHING",
+                (a.key_prefix.as_str(), a.month, a.percent, a.allowance, a.at),
+            )
+            .await?;
+        }
         set_offset(&tx, consumer, batch.partition, batch.next).await?;
         tx.commit().await?;
         Ok(())
+    }
+
+    /// Billable events the filter kept for `tenant` in the month starting at `month`.
+    pub async fn quota_kept(&self, tenant: &str, month: i64) -> Result<i64> {
+        let conn = self.db.conn().await?;
+        let mut rows =
+            conn.query("SELECT kept FROM quota_months WHERE key_prefix = ?1 AND month = ?2", (tenant, month)).await?;
+        match rows.next().await? {
+            Some(row) => int(&row, 0, "kept"),
+            None => Ok(0),
+        }
+    }
+
+    /// Allowance crossings not yet turned into webhook deliveries, oldest first.
+    pub async fn pending_alerts(&self, limit: u32) -> Result<Vec<QuotaAlert>> {
+        let conn = self.db.conn().await?;
+        let mut rows = conn
+            .query(
+                "SELECT key_prefix, month, percent, allowance, at FROM quota_alerts WHERE notified = 0
+                 ORDER BY at LIMIT ?1",
+                [i64::from(limit)],
+            )
+            .await?;
+        let mut out = Vec::new();
+        while let Some(row) = rows.next().await? {
+            out.push(QuotaAlert {
+                key_prefix: text(&row, 0, "key_prefix")?,
+                month: int(&row, 1, "month")?,
+                percent: int(&row, 2, "percent")?,
+                allowance: int(&row, 3, "allowance")?,
+                at: int(&row, 4, "at")?,
+            });
+        }
+        Ok(out)
+    }
+
+    /// The alert's deliveries are queued.
+    pub async fn alert_notified(&self, a: &QuotaAlert) -> Result<()> {
+        self.db
+            .conn()
+            .await?
+            .execute(
+                "UPDATE quota_alerts SET notified = 1 WHERE key_prefix = ?1 AND month = ?2 AND percent = ?3",
+                (a.key_prefix.as_str(), a.month, a.percent),
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// Adds usage outside a consumer's transaction (the API's own counters: queries, bytes scanned, refused
+    /// batch elements, stored bytes).
+    pub async fn add_usage(&self, delta: &UsageDelta) -> Result<()> {
+        if delta.is_empty() {
+            return Ok(());
+        }
+        let conn = self.db.tx_conn().await?;
+        let tx = conn.transaction_with_behavior(libsql::TransactionBehavior::Immediate).await?;
+        crate::usage::apply(&tx, delta).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// The usage counters of `tenant` (every tenant when `None`) for hours in `[from, to)`.
+    pub async fn usage(&self, tenant: Option<&str>, from: i64, to: i64) -> Result<Vec<UsageRow>> {
+        let conn = self.db.conn().await?;
+        crate::usage::read(&conn, tenant, from, to).await
     }
 
     /// The kept events of the filter's last batch in `partition` reached the filtered log.

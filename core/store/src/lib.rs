@@ -11,7 +11,9 @@
 mod db;
 mod deliveries;
 pub mod hot;
+pub mod plans;
 mod resources;
+pub mod usage;
 
 use std::path::Path;
 
@@ -26,6 +28,7 @@ use tracker_protocol::{LinkKey, is_valid_key_prefix, parse_encryption_key};
 pub use db::Location;
 use db::{Conn, Db};
 pub use deliveries::{AttemptOutcome, DELIVERY_STATUSES, DeliveryRecord, DueDelivery, NewDelivery};
+pub use plans::{Plan, Plans};
 use resources::tenant_from_row;
 pub use resources::{
     API_KEY_PREFIX, ApiKey, FilterRule, IngestToken, KeyOwner, Link, LinkCount, LinkSpec, MAX_PAGE, Page, RuleSpec,
@@ -47,6 +50,8 @@ pub enum StoreError {
     Invalid(&'static str),
     #[error("refused: {0}")]
     Rejected(String),
+    #[error("the plan allows at most {max} {what}")]
+    OverLimit { what: &'static str, max: u32 },
     #[error("unexpected data in column {0}")]
     BadColumn(&'static str),
     #[error("cannot create the database directory: {0}")]
@@ -89,6 +94,7 @@ impl TenantKeys {
             active: self.tenant.is_active(),
             key_prefix: self.tenant.key_prefix,
             keys: self.keys,
+            quota: None,
         }
     }
 }
@@ -234,6 +240,18 @@ CREATE TABLE IF NOT EXISTS leases (
     holder TEXT NOT NULL,
     until INTEGER NOT NULL
 ) STRICT;
+"#,
+    // 5: metering (webhook deliveries are counted with their outcome), and deliveries that are not events
+    // (allowance warnings)
+    r#"
+ALTER TABLE webhook_deliveries ADD COLUMN kind TEXT NOT NULL DEFAULT 'event';
+CREATE TABLE IF NOT EXISTS usage_hours (
+    key_prefix TEXT NOT NULL,
+    hour INTEGER NOT NULL,
+    metric TEXT NOT NULL,
+    n INTEGER NOT NULL,
+    PRIMARY KEY (key_prefix, hour, metric)
+) STRICT, WITHOUT ROWID;
 "#,
 ];
 

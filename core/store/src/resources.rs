@@ -459,8 +459,29 @@ impl Link {
 }
 
 impl Store {
+    /// Why an insert guarded by a tenant's existence and a limit wrote nothing.
+    async fn not_created(&self, key_prefix: &str, what: &'static str, max: Option<u32>) -> StoreError {
+        match (self.tenant(key_prefix).await, max) {
+            (Ok(Some(_)), Some(max)) => StoreError::OverLimit { what, max },
+            (Err(e), _) => e,
+            _ => StoreError::NotFound(format!("tenant {key_prefix}")),
+        }
+    }
+
     /// Creates a tracking link owned by the tenant.
     pub async fn create_link(&self, key_prefix: &str, spec: LinkSpec, now_ms: i64) -> Result<Link> {
+        self.create_link_within(key_prefix, spec, now_ms, None).await
+    }
+
+    /// Creates a tracking link if the tenant has fewer than `max` (checked in the insert itself, so concurrent
+    /// creations cannot pass the limit together).
+    pub async fn create_link_within(
+        &self,
+        key_prefix: &str,
+        spec: LinkSpec,
+        now_ms: i64,
+        max: Option<u32>,
+    ) -> Result<Link> {
         let link = Link {
             tu_id: format!("tu_{}", uuid::Uuid::now_v7()),
             name: spec.name.flatten(),
@@ -476,7 +497,8 @@ impl Store {
             .await?
             .execute(
                 "INSERT INTO tracking_urls (tu_id, key_prefix, name, destination, fallback_url, created_at, expires_at)
-                 SELECT ?1, key_prefix, ?3, ?4, ?5, ?6, ?7 FROM tenants WHERE key_prefix = ?2",
+                 SELECT ?1, key_prefix, ?3, ?4, ?5, ?6, ?7 FROM tenants WHERE key_prefix = ?2
+                   AND (?8 IS NULL OR (SELECT COUNT(*) FROM tracking_urls WHERE key_prefix = ?2) < ?8)",
                 (
                     link.tu_id.as_str(),
                     key_prefix,
@@ -485,11 +507,12 @@ impl Store {
                     link.fallback_url.clone(),
                     now_ms,
                     link.expires_at,
+                    max.map(i64::from),
                 ),
             )
             .await?;
         if n == 0 {
-            return Err(StoreError::NotFound(format!("tenant {key_prefix}")));
+            return Err(self.not_created(key_prefix, "links", max).await);
         }
         Ok(link)
     }
@@ -750,6 +773,17 @@ impl Store {
     /// Creates an endpoint (URL checked by the caller) and returns it with its signing secret (shown once; kept
     /// sealed with `SECRETS_KEY`, because deliveries must be signed with it).
     pub async fn create_webhook(&self, key_prefix: &str, spec: WebhookSpec, now_ms: i64) -> Result<(Webhook, String)> {
+        self.create_webhook_within(key_prefix, spec, now_ms, None).await
+    }
+
+    /// Creates an endpoint if the tenant has fewer than `max` (checked in the insert itself).
+    pub async fn create_webhook_within(
+        &self,
+        key_prefix: &str,
+        spec: WebhookSpec,
+        now_ms: i64,
+        max: Option<u32>,
+    ) -> Result<(Webhook, String)> {
         let mut hook = Webhook {
             webhook_id: new_id("wh"),
             url: String::new(),
@@ -770,7 +804,8 @@ impl Store {
             .conn().await?
             .execute(
                 "INSERT INTO webhooks (webhook_id, key_prefix, url, description, event_types, param_filters, secret, enabled, created_at, updated_at)
-                 SELECT ?1, key_prefix, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?9 FROM tenants WHERE key_prefix = ?2",
+                 SELECT ?1, key_prefix, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?9 FROM tenants WHERE key_prefix = ?2
+                   AND (?10 IS NULL OR (SELECT COUNT(*) FROM webhooks WHERE key_prefix = ?2) < ?10)",
                 (
                     hook.webhook_id.as_str(),
                     key_prefix,
@@ -781,11 +816,12 @@ impl Store {
                     self.sealed(&secret)?,
                     i64::from(hook.enabled),
                     now_ms,
+                    max.map(i64::from),
                 ),
             )
             .await?;
         if n == 0 {
-            return Err(StoreError::NotFound(format!("tenant {key_prefix}")));
+            return Err(self.not_created(key_prefix, "webhook endpoints", max).await);
         }
         Ok((hook, secret))
     }

@@ -44,6 +44,16 @@ fn respond(st: &AppState, endpoint: Endpoint, result: Result<Response, ApiError>
     }
 }
 
+/// Counts a batch's refused elements in the tenant's usage (`dropped_invalid`; a retry answered from the
+/// idempotency record is not counted again).
+async fn meter_invalid(st: &AppState, tenant: &str, n: usize) {
+    let mut usage = tracker_store::usage::UsageDelta::default();
+    usage.add(tenant, now_ms(), "dropped_invalid", i64::try_from(n).unwrap_or(i64::MAX));
+    if let Err(e) = st.streams.hot.add_usage(&usage).await {
+        tracing::warn!(error = %e, tenant, "refused events not metered");
+    }
+}
+
 pub async fn batch(
     State(st): State<Arc<AppState>>,
     meta: RequestMeta,
@@ -57,6 +67,7 @@ pub async fn batch(
             st.metrics.rejected(Endpoint::Batch, r.code);
         }
         if batch.events.is_empty() {
+            meter_invalid(&st, &batch.key_prefix, batch.rejected.len()).await;
             let e = ProtocolError::NoValidEvents;
             let body = serde_json::json!({
                 "error": { "code": e.code(), "message": e.to_string() },
@@ -76,6 +87,7 @@ pub async fn batch(
         let receipt = st.log.append(vec![records], idem.map(|k| format!("batch\0{key_prefix}\0{k}"))).await?;
         if !receipt.duplicate {
             st.metrics.accepted(Endpoint::Batch, u64::from(count));
+            meter_invalid(&st, key_prefix, batch.rejected.len()).await;
         }
         let response =
             BatchResponse { accepted: receipt.events(), rejected: batch.rejected, duplicate: receipt.duplicate };

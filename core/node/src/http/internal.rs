@@ -77,7 +77,7 @@ pub async fn tenant(State(st): State<Arc<AppState>>, Segment(key_prefix): Segmen
     or_error(
         async {
             authenticate(&st, &headers, Some(&format!("/internal/v1/tenants/{key_prefix}")), b"")?;
-            let record = st.store.tenant_keys(&key_prefix).await?.map(|t| Arc::new(t.record()));
+            let record = st.tenant_record(&key_prefix).await?.map(Arc::new);
             Ok(found(record, "tenant"))
         }
         .await,

@@ -12,7 +12,7 @@ use sha2::{Digest, Sha256};
 use tracker_core::Config;
 
 pub(crate) const ADMIN: &str = "admin-token-0123456789abcdef0123456789";
-const CHROME: &str =
+pub(crate) const CHROME: &str =
     "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/126.0 Safari/537.36";
 
 pub(crate) struct Api {
@@ -261,14 +261,18 @@ async fn filtered_events_reach_the_hot_routes_and_drops_reach_the_ledger() {
 
 /// A webhook receiver: answers each delivery with the next status of its script (then 200), after `delay`.
 #[derive(Clone, Default)]
-struct Receiver {
+pub(crate) struct Receiver {
     /// Deliveries answered 200: (delivery id, event type header, body).
-    got: Arc<Mutex<Vec<(String, String, Value)>>>,
+    pub(crate) got: Arc<Mutex<Vec<(String, String, Value)>>>,
     /// Every signed attempt, in arrival order: (delivery id, body).
     tried: Arc<Mutex<Vec<(String, Value)>>>,
 }
 
-async fn receiver(secret_slot: Arc<Mutex<String>>, fail_first: usize, delay: Duration) -> (String, Receiver) {
+pub(crate) async fn receiver(
+    secret_slot: Arc<Mutex<String>>,
+    fail_first: usize,
+    delay: Duration,
+) -> (String, Receiver) {
     use axum::http::HeaderMap;
     let rx = Receiver::default();
     let seen = rx.got.clone();

@@ -10,3 +10,4 @@ mod consumers;
 mod golden;
 mod node;
 mod spool;
+mod usage;

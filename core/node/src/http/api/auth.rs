@@ -15,7 +15,6 @@ use tracker_protocol::intake::{CREDENTIAL_HEADER, SIGNATURE_HEADER, TIMESTAMP_HE
 use tracker_store::{ApiKey, Tenant};
 
 use super::{MAX_API_BODY, PUBLIC_URL_HEADER, PURGE_HEADER, Purge, json};
-use crate::config::plan_api_rpm;
 use crate::error::ApiError;
 use crate::state::{AppState, now_ms};
 
@@ -87,13 +86,12 @@ impl Principal {
     }
 
     /// The rate-limit bucket and requests per minute.
-    fn rate(&self, admin_rpm: u32) -> (String, u32) {
+    fn rate(&self, cfg: &crate::config::Config) -> (String, u32) {
         match &self.who {
-            Who::Admin => ("admin".into(), admin_rpm),
-            Who::Tenant { tenant, .. } => (
-                format!("tenant:{}", tenant.key_prefix),
-                tenant.limits.api_requests_per_minute.unwrap_or_else(|| plan_api_rpm(&tenant.plan)),
-            ),
+            Who::Admin => ("admin".into(), cfg.admin_api_rpm),
+            Who::Tenant { tenant, .. } => {
+                (format!("tenant:{}", tenant.key_prefix), cfg.plan_of(tenant).api_requests_per_minute)
+            }
         }
     }
 }
@@ -216,7 +214,7 @@ async fn finish(
         Err(res) => return res,
     };
     let principal = Principal { who, public_url };
-    let (bucket, rpm) = principal.rate(st.cfg.admin_api_rpm);
+    let (bucket, rpm) = principal.rate(&st.cfg);
     let verdict = st.api_limits.check(&bucket, rpm, 60, now_ms());
     let mut res = if verdict.allowed {
         req.extensions_mut().insert(Arc::new(principal));
@@ -250,7 +248,7 @@ async fn finish(
 
 /// `GET /api/me`: who the credential is, and its rate limit.
 pub async fn me(State(st): State<Arc<AppState>>, Extension(p): Extension<Arc<Principal>>) -> Response {
-    let (_, rpm) = p.rate(st.cfg.admin_api_rpm);
+    let (_, rpm) = p.rate(&st.cfg);
     let body = match &p.who {
         Who::Admin => serde_json::json!({ "kind": "admin", "api_requests_per_minute": rpm }),
         Who::Tenant { tenant, key } => serde_json::json!({

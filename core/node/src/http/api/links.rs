@@ -96,7 +96,9 @@ pub async fn create(
     }
     let now = now_ms();
     let key = current_key(&st, &tenant.key_prefix).await?;
-    let link = st.store.create_link(&tenant.key_prefix, body.spec()?, now).await.map_err(store_err("tenant"))?;
+    let max = st.cfg.plan_of(tenant).max_links;
+    let link =
+        st.store.create_link_within(&tenant.key_prefix, body.spec()?, now, max).await.map_err(store_err("tenant"))?;
     Ok(json(StatusCode::CREATED, &view(link, &p.public_url, &tenant.key_prefix, Some(&key), LinkCount::default())))
 }
 

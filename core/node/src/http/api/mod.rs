@@ -19,6 +19,7 @@ mod links;
 mod openapi;
 mod rules;
 mod tenants;
+mod usage;
 mod webhooks;
 
 use std::sync::Arc;
@@ -87,6 +88,9 @@ api_routes! {
     "/drops" => { get events::drops }
     "/drops/samples" => { get events::samples }
     "/sse/tokens" => { post crate::sse::create_token }
+    "/usage" => { get usage::usage }
+    "/usage/invoice" => { get usage::invoice_preview }
+    "/admin/usage" => { get usage::admin }
 }
 
 /// The API for direct callers (`/api`) and for the edge (`/internal/v1/api`).
@@ -236,6 +240,7 @@ fn store_err(what: &'static str) -> impl Fn(StoreError) -> ApiError {
         StoreError::NotFound(_) => not_found(what),
         StoreError::Invalid(reason) => ApiError::bad_request("invalid_field", reason),
         StoreError::Rejected(reason) => ApiError::bad_request("invalid_rule", reason),
+        e @ StoreError::OverLimit { .. } => ApiError::new(StatusCode::FORBIDDEN, "plan_limit", e.to_string()),
         StoreError::Conflict(thing) => {
             ApiError::new(StatusCode::CONFLICT, "conflict", format!("{thing} already exists"))
         }

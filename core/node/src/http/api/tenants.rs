@@ -11,7 +11,6 @@ use tracker_store::{ApiKey, GLOBAL_KEY_PREFIX, Tenant, TenantLimits, TenantUpdat
 
 use super::keys::NewKeyBody;
 use super::{Body, PageQuery, Principal, Query, check_text, json, listing, not_found, purging, store_err};
-use crate::config::PLANS;
 use crate::error::ApiError;
 use crate::http::Segment;
 use crate::state::{AppState, now_ms};
@@ -44,11 +43,11 @@ impl From<Tenant> for TenantView {
     }
 }
 
-fn check_plan(plan: &str) -> Result<(), ApiError> {
-    if PLANS.iter().any(|(p, _)| *p == plan) {
+fn check_plan(plans: &tracker_store::Plans, plan: &str) -> Result<(), ApiError> {
+    if plans.get(plan).is_some() {
         return Ok(());
     }
-    let names: Vec<&str> = PLANS.iter().map(|(p, _)| *p).collect();
+    let names: Vec<&str> = plans.names().collect();
     Err(ApiError::bad_request("invalid_plan", format!("plan must be one of {}", names.join(", "))))
 }
 
@@ -86,7 +85,7 @@ pub async fn create(
         return Err(ApiError::bad_request("invalid_field", "name must not be empty"));
     }
     if let Some(plan) = &body.plan {
-        check_plan(plan)?;
+        check_plan(st.cfg.plans(), plan)?;
     }
     if let Some(limits) = &body.limits {
         check_limits(limits)?;
@@ -164,7 +163,7 @@ pub async fn update(
         check_text("name", name, 200)?;
     }
     if let Some(plan) = &body.plan {
-        check_plan(plan)?;
+        check_plan(st.cfg.plans(), plan)?;
     }
     if let Some(status) = &body.status
         && !matches!(status.as_str(), "active" | "suspended")

@@ -72,8 +72,11 @@ pub async fn create(
         return Err(ApiError::bad_request("invalid_field", "url is required"));
     }
     let spec = body.spec(st.cfg.webhook_allow_private)?;
-    let (hook, secret) =
-        st.store.create_webhook(&tenant.key_prefix, spec, now_ms()).await.map_err(store_err("tenant"))?;
+    let (hook, secret) = st
+        .store
+        .create_webhook_within(&tenant.key_prefix, spec, now_ms(), st.cfg.plan_of(tenant).max_webhooks)
+        .await
+        .map_err(store_err("tenant"))?;
     Ok(json(StatusCode::CREATED, &serde_json::json!({ "webhook": hook, "secret": secret })))
 }
 
