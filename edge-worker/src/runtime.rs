@@ -599,6 +599,9 @@ async fn handle(req: RawRequest, env: &Env, ctx: &Context, cfg: &EdgeConfig) -> 
     if let Some(forward) = forward_path(&path, &query) {
         return api(req, env, cfg, &url, &forward).await;
     }
+    if path == tracker_protocol::intake::PURGE_PATH {
+        return purge(req, env, cfg, method).await;
+    }
     if let Some((forward, token)) = live_forward(&path, &query) {
         return live(req, cfg, &forward, token).await;
     }
@@ -906,6 +909,32 @@ async fn live(req: RawRequest, cfg: &EdgeConfig, forward: &str, token: Option<St
 
 /// The core's response header naming hot-path records a change made stale.
 const PURGE_HEADER: &str = "x-tracker-edge-purge";
+
+/// `POST /internal/v1/purge` from the core (signed with the shared secret, within five minutes): deletes the
+/// named records from KV and this isolate, so the next request reads them from the core again.
+async fn purge(req: RawRequest, env: &Env, cfg: &EdgeConfig, method: Method) -> WebResponse {
+    let refuse = |status: u16, code: &str, message: &str| {
+        json(status, serde_json::json!({ "error": { "code": code, "message": message } }).to_string())
+    };
+    if method != Method::Post {
+        return refuse(405, "method_not_allowed", "POST only");
+    }
+    let Some(secret) = cfg.edge_secret.clone() else {
+        return refuse(404, "not_found", "no such endpoint");
+    };
+    let ts: Option<i64> = header(&req, "x-tracker-timestamp").and_then(|t| t.parse().ok());
+    let sig = header(&req, "x-tracker-signature").unwrap_or_default();
+    let body = match body_bytes(&req).await {
+        Some(b) if !b.is_empty() && b.len() <= 4096 => b,
+        _ => return refuse(400, "invalid_body", "the body must be 1 to 4096 bytes of keys"),
+    };
+    let fresh = ts.is_some_and(|t| t.abs_diff(now_ms()) <= 300_000);
+    if !fresh || !tracker_protocol::intake::verify_purge(&[secret], &sig, ts.unwrap_or(0), &body) {
+        return refuse(401, "invalid_signature", "the purge is not signed by the core or is too old");
+    }
+    purge_hot_path(env, &String::from_utf8_lossy(&body)).await;
+    respond(204, &[], None)
+}
 
 /// Deletes stale records from KV and this isolate before the change is acknowledged to the caller.
 async fn purge_hot_path(env: &Env, header: &str) {

@@ -33,7 +33,7 @@ PY
 start() {
     local name=$1 port=$2; shift 2
     mkdir -p "$work/$name"
-    env DATA_DIR="$work/$name" RUST_LOG=warn "$@" $bin tenant create --name bench --prefix bench >/dev/null
+    env DATA_DIR="$work/$name" RUST_LOG=warn "$@" $bin tenant create --name bench --prefix bench --plan enterprise >/dev/null
     env DATA_DIR="$work/$name" RUST_LOG=warn "$@" $bin token create bench | awk '/^token /{print $2}' > "$work/$name.token"
     env DATA_DIR="$work/$name" PORT="$port" RUST_LOG=warn "$@" $bin serve > "$work/$name.log" 2>&1 &
     pids+=($!)

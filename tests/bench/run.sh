@@ -40,7 +40,7 @@ bin=target/release/tracker-core
 
 export DATA_DIR="$work/data" PORT=$CORE_PORT PUBLIC_URL="http://127.0.0.1:$CORE_PORT" RUST_LOG=warn
 export ADMIN_TOKEN="bench-admin-$(openssl rand -hex 16)"
-$bin tenant create --name bench --prefix bench >/dev/null
+$bin tenant create --name bench --prefix bench --plan enterprise >/dev/null
 token="$($bin token create bench | awk '/^token /{print $2}')"
 click="$($bin link sign bench https://example.com/landing --param campaign=bench --param sub1=wrk | sed "s|http://127.0.0.1:$CORE_PORT||")"
 
@@ -154,7 +154,7 @@ echo "machine: $(nproc) cores, $(uname -sr); wrk and both servers share the core
 # answers), then the hot routes' latency over them
 kill "$core_pid" && wait "$core_pid" 2>/dev/null || true
 export DATA_DIR="$work/consumers"
-$bin tenant create --name bench --prefix bench >/dev/null
+$bin tenant create --name bench --prefix bench --plan enterprise >/dev/null
 token="$($bin token create bench | awk '/^token /{print $2}')"
 CONSUMERS=in-process $bin serve &
 pids+=($!)

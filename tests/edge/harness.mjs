@@ -71,8 +71,15 @@ export class Core {
     return this.cli("link", "short", prefix, destination, "--base", "", ...opts).trim();
   }
 
+  /** Picks the node's port before it starts (so a Worker can be pointed at it first). */
+  async reserve() {
+    this.port ??= await freePort();
+    this.url = `http://127.0.0.1:${this.port}`;
+    return this.url;
+  }
+
   async start() {
-    this.port = await freePort();
+    this.port ??= await freePort();
     this.url = `http://127.0.0.1:${this.port}`;
     this.proc = spawn(CORE_BIN, ["serve"], { env: this.env(), stdio: ["ignore", "ignore", "inherit"] });
     await eventually(async () => (await fetch(`${this.url}/health`).catch(() => null))?.ok, 10000, "core health");

@@ -46,8 +46,9 @@ const SET_EVENTS: usize = 1024;
 #[derive(Debug)]
 struct TenantFilter {
     rules: Vec<Rule>,
-    /// The tenant's plan with its own limits applied.
-    plan: Plan,
+    /// The tenant's plan with its own limits applied; `None` for events of no tenant (the global key's seed
+    /// links), which no plan meters.
+    plan: Option<Plan>,
 }
 
 /// Tenants' rules, read again after the settings' `rules_ttl`, so changes apply without a restart.
@@ -71,10 +72,7 @@ impl Tenants {
                 Err(e) => tracing::warn!(tenant = key_prefix, rule = %r.rule_id, error = %e.0, "filter rule skipped"),
             }
         }
-        let plan = match &tenant {
-            Some(t) => p.settings.plans.or_free(&t.plan).with_limits(&t.limits),
-            None => p.settings.plans.or_free("free").clone(),
-        };
+        let plan = tenant.map(|t| p.settings.plans.or_free(&t.plan).with_limits(&t.limits));
         let t = Arc::new(TenantFilter { rules: compiled, plan });
         if self.0.len() > 100_000 {
             self.0.clear();
@@ -173,14 +171,16 @@ async fn judge_and_record(p: &Pipeline, f: &mut Filtering) -> Result<Option<(Pen
             usage.counts.add(&e.key_prefix, e.received_at, "redirects", 1);
         }
         let verdict = match judge(e, &f.bots, &tenant.rules) {
-            Verdict::Keep { flags } => match f.rates.check(e, tenant.plan.events_per_second.unwrap_or(0)) {
-                Some(rate) => Verdict::Drop { reason: rate.to_owned() },
-                None => Verdict::Keep { flags },
-            },
+            Verdict::Keep { flags } => {
+                match f.rates.check(e, tenant.plan.as_ref().and_then(|p| p.events_per_second).unwrap_or(0)) {
+                    Some(rate) => Verdict::Drop { reason: rate.to_owned() },
+                    None => Verdict::Keep { flags },
+                }
+            }
             drop => drop,
         };
-        let verdict = match verdict {
-            Verdict::Keep { flags } => {
+        let verdict = match (verdict, &tenant.plan) {
+            (Verdict::Keep { flags }, Some(plan)) => {
                 let month = month_start(e.received_at);
                 let used = match months.entry((e.key_prefix.clone(), month)) {
                     std::collections::hash_map::Entry::Occupied(o) => o.into_mut(),
@@ -188,8 +188,8 @@ async fn judge_and_record(p: &Pipeline, f: &mut Filtering) -> Result<Option<(Pen
                         v.insert(p.hot.quota_kept(&e.key_prefix, month).await.map_err(|e| e.to_string())?)
                     }
                 };
-                let allowance = i64::try_from(tenant.plan.monthly_events).unwrap_or(i64::MAX);
-                if tenant.plan.hard_cap() && *used >= allowance {
+                let allowance = i64::try_from(plan.monthly_events).unwrap_or(i64::MAX);
+                if plan.hard_cap() && *used >= allowance {
                     Verdict::Drop { reason: "quota".to_owned() }
                 } else {
                     *used += 1;
@@ -209,7 +209,7 @@ async fn judge_and_record(p: &Pipeline, f: &mut Filtering) -> Result<Option<(Pen
                     Verdict::Keep { flags }
                 }
             }
-            drop => drop,
+            (other, _) => other,
         };
         if let Verdict::Drop { reason } = &verdict {
             usage.counts.add(&e.key_prefix, e.received_at, drop_metric(reason), 1);

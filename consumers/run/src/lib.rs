@@ -52,6 +52,49 @@ pub struct Settings {
     pub archive: Option<tracker_archive::ArchiveSettings>,
     /// The plans tenants are on (allowances, hard caps, ingestion rates, retention).
     pub plans: tracker_store::Plans,
+    /// The edge Worker to tell when a tenant reaches its allowance (`None`: the edge learns it when its KV copy
+    /// of the tenant expires).
+    pub edge: Option<EdgePush>,
+}
+
+/// Where the core pushes purges of hot-path records to the edge (`EDGE_URLS`), and the secret it signs them with
+/// (the first of `EDGE_SHARED_SECRETS`).
+#[derive(Clone)]
+pub struct EdgePush {
+    pub urls: Vec<String>,
+    pub secret: Vec<u8>,
+}
+
+impl std::fmt::Debug for EdgePush {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EdgePush").field("urls", &self.urls).field("secret", &"<redacted>").finish()
+    }
+}
+
+impl EdgePush {
+    /// Tells every edge URL that `keys` (`tenant:<p>`, ...) changed: the Worker deletes them from KV and its
+    /// isolate. Best effort (a failure is logged): the KV entries expire on their own anyway.
+    pub async fn purge(&self, keys: &str) {
+        let client = reqwest::Client::builder().timeout(Duration::from_secs(5)).build();
+        let Ok(client) = client else { return };
+        for base in &self.urls {
+            let ts = now_ms();
+            let Some(sig) = tracker_protocol::intake::sign_purge(&self.secret, ts, keys.as_bytes()) else { return };
+            let url = format!("{}{}", base.trim_end_matches('/'), tracker_protocol::intake::PURGE_PATH);
+            let sent = client
+                .post(&url)
+                .header("x-tracker-timestamp", ts.to_string())
+                .header("x-tracker-signature", sig)
+                .body(keys.to_owned())
+                .send()
+                .await;
+            match sent {
+                Ok(res) if res.status().is_success() => tracing::info!(%url, keys, "edge purged"),
+                Ok(res) => tracing::warn!(%url, keys, status = %res.status(), "edge purge refused"),
+                Err(e) => tracing::warn!(%url, keys, error = %e, "edge purge failed"),
+            }
+        }
+    }
 }
 
 impl Default for Settings {
@@ -64,6 +107,7 @@ impl Default for Settings {
             webhooks: webhooks::WebhookSettings::default(),
             archive: None,
             plans: tracker_store::Plans::default(),
+            edge: None,
         }
     }
 }

@@ -150,6 +150,12 @@ async fn notify_alerts(p: &Pipeline, endpoints: &mut Endpoints) -> Result<(), St
             })
             .collect();
         p.store.queue_notices(&notices, now_ms()).await.map_err(|e| e.to_string())?;
+        if a.percent >= 100
+            && let Some(edge) = &p.settings.edge
+        {
+            // a hard-capped tenant is blocked from now on: the edge reads its record again
+            edge.purge(&format!("tenant:{}", a.key_prefix)).await;
+        }
         p.hot.alert_notified(&a).await.map_err(|e| e.to_string())?;
         tracing::info!(tenant = %a.key_prefix, percent = a.percent, endpoints = notices.len(), "allowance warning queued");
     }

@@ -57,6 +57,9 @@ pub enum TenantCmd {
         /// Choose the key prefix ([a-z0-9], 2-32 characters) instead of a random one.
         #[arg(long)]
         prefix: Option<String>,
+        /// The tenant's plan (one of the configured plans).
+        #[arg(long, default_value = "free")]
+        plan: String,
     },
     List,
     /// Add a new current key; older keys keep verifying links for the grace period.
@@ -208,8 +211,13 @@ async fn shutdown_signal() {
 async fn tenant(cfg: Config, cmd: TenantCmd) -> Result<(), NodeError> {
     let store = open_store(&cfg).await?;
     match cmd {
-        TenantCmd::Create { name, prefix } => {
-            let k = store.create_tenant(&name, prefix.as_deref(), now_ms()).await?;
+        TenantCmd::Create { name, prefix, plan } => {
+            if cfg.plans().get(&plan).is_none() {
+                let names: Vec<&str> = cfg.plans().names().collect();
+                return Err(NodeError::Cli(format!("--plan must be one of {}", names.join(", "))));
+            }
+            let limits = tracker_store::TenantLimits::default();
+            let k = store.create_tenant_on(&name, prefix.as_deref(), &plan, &limits, now_ms()).await?;
             println!(
                 "key_prefix      {}\nkid             {}\nsigning_secret  {}\nencryption_key  {}",
                 k.key_prefix, k.kid, k.signing_secret, k.encryption_key

@@ -417,7 +417,7 @@ impl Config {
         };
         let archive = tracker_archive::from_vars(|name| src.get(name).map(str::to_owned), &data_dir)
             .map_err(|e| invalid(e.name, e.reason))?;
-        let consumer_settings = tracker_consumers::Settings {
+        let mut consumer_settings = tracker_consumers::Settings {
             filter_ip_per_minute: src.parse("FILTER_IP_EVENTS_PER_MINUTE", 600)?,
             rules_ttl: millis("FILTER_RULES_RELOAD_MS", 2000)?,
             hot_events_retention: hours("HOT_RETENTION_HOURS", 72)?,
@@ -425,6 +425,7 @@ impl Config {
             webhooks: webhook_settings,
             archive,
             plans: plans(plan_table, src.get("PLANS"))?,
+            edge: None,
         };
         let sse_keepalive = secs("SSE_KEEPALIVE_SECS", 15)?.max(Duration::from_secs(1));
         let query = QuerySettings {
@@ -496,6 +497,17 @@ impl Config {
             .unwrap_or_default();
         if edge_secrets.iter().any(|s| s.len() < 32) {
             return Err(invalid("EDGE_SHARED_SECRETS", "each secret must be at least 32 characters"));
+        }
+        if let Some(urls) = src.get("EDGE_URLS") {
+            let urls: Vec<String> =
+                urls.split(',').map(str::trim).filter(|u| !u.is_empty()).map(str::to_owned).collect();
+            if let Some(bad) = urls.iter().find(|u| !u.starts_with("https://") && !u.starts_with("http://")) {
+                return Err(invalid("EDGE_URLS", format!("{bad:?} is not an http(s) URL")));
+            }
+            let Some(secret) = edge_secrets.first() else {
+                return Err(invalid("EDGE_URLS", "needs EDGE_SHARED_SECRETS (purges are signed with the first)"));
+            };
+            consumer_settings.edge = Some(tracker_consumers::EdgePush { urls, secret: secret.clone() });
         }
         let trust_proxy = match src.get("TRUST_PROXY").unwrap_or("none") {
             "none" => TrustProxy::None,

@@ -48,6 +48,19 @@ pub fn verify_lookup(secrets: &[Vec<u8>], header: &str, timestamp_ms: i64, path:
     verify_batch(secrets, header, timestamp_ms, path, b"")
 }
 
+/// Path of the Worker's purge endpoint: the core tells the edge which hot-path records (`tenant:<p>`, `short:<id>`,
+/// `token:<sha256>`, comma-separated in the body) changed without a request through the edge (a tenant reaching its
+/// hard cap). Signed with the batch scheme over the subject `"purge"` and the body.
+pub const PURGE_PATH: &str = "/internal/v1/purge";
+
+pub fn sign_purge(secret: &[u8], timestamp_ms: i64, body: &[u8]) -> Option<String> {
+    sign_batch(secret, timestamp_ms, "purge", body)
+}
+
+pub fn verify_purge(secrets: &[Vec<u8>], header: &str, timestamp_ms: i64, body: &[u8]) -> bool {
+    verify_batch(secrets, header, timestamp_ms, "purge", body)
+}
+
 /// Header that carries the SHA-256 (hex) of the caller's credential on platform API requests the edge forwards.
 pub const CREDENTIAL_HEADER: &str = "x-tracker-credential-sha256";
 
