@@ -73,6 +73,8 @@ pub struct MaintenanceReport {
     pub expired_logs: [usize; 2],
     /// Data files `VACUUM` deleted.
     pub vacuumed: [usize; 2],
+    /// Bytes of each tenant's data files in both tables after the run (what it stores).
+    pub stored_bytes: std::collections::BTreeMap<String, u64>,
 }
 
 /// One maintenance run over both tables, at `now_ms`.
@@ -92,6 +94,9 @@ pub async fn maintain(
             deltalake::checkpoints::create_checkpoint(&delta, None).await?;
         }
         let expired_logs = deltalake::checkpoints::cleanup_metadata(&delta, None).await?;
+        for (tenant, bytes) in stored_bytes(&delta).await? {
+            *report.stored_bytes.entry(tenant).or_default() += bytes;
+        }
         let vacuumed = vacuum(delta, &settings.maintenance).await?;
         if let (Some(e), Some(c), Some(l), Some(v)) = (
             report.expired_files.get_mut(i),
@@ -103,6 +108,20 @@ pub async fn maintain(
         }
     }
     Ok(report)
+}
+
+/// Bytes of each tenant's data files in the table's current version (VACUUM removes only files no version
+/// references, so this is what the tenant stores).
+async fn stored_bytes(delta: &DeltaTable) -> Result<std::collections::BTreeMap<String, u64>, ArchiveError> {
+    use futures::TryStreamExt as _;
+    let files: Vec<_> = delta.get_active_add_actions_by_partitions(&[]).try_collect().await?;
+    let mut out = std::collections::BTreeMap::new();
+    for f in files {
+        if let Some(Some(tenant)) = f.partition_values_map().remove("tenant") {
+            *out.entry(tenant).or_default() += u64::try_from(f.size()).unwrap_or(0);
+        }
+    }
+    Ok(out)
 }
 
 /// Deletes each tenant's partitions older than its retention: whole files, no rewrite (the predicate names only

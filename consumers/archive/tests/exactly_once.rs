@@ -274,6 +274,20 @@ async fn maintenance_expires_a_tenants_old_days_compacts_and_vacuums_and_keeps_t
     );
     // one file per partition after OPTIMIZE, and VACUUM removed the rest from storage
     assert_eq!(files("events"), 4, "4 partitions left, one file each");
+    // what each tenant stores is what is on disk under its partitions of both tables (VACUUM left nothing else)
+    for tenant in ["acme", "globex"] {
+        let mut on_disk = 0;
+        for table in ["events", "rollups"] {
+            for e in walk(&dir.path().join("lake").join(table)) {
+                let p = e.to_string_lossy();
+                if p.ends_with(".parquet") && p.contains(&format!("tenant={tenant}/")) {
+                    on_disk += std::fs::metadata(&e).unwrap().len();
+                }
+            }
+        }
+        assert!(on_disk > 0);
+        assert_eq!(report.stored_bytes.get(tenant), Some(&on_disk), "{tenant}");
+    }
     assert_eq!(query(&settings, "SELECT COUNT(*), COUNT(DISTINCT event_id) FROM events").await, [["8480", "8480"]]);
     // the archiver's positions survive compaction: a restart archives only what is new
     assert_eq!(held(&settings, Table::Events).await, held(&settings, Table::Rollups).await);

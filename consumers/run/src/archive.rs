@@ -198,6 +198,13 @@ pub async fn maintain_once(
     match under_lease(p, &lease_name("archive-maintenance", settings), holder, stop, job).await? {
         Leased::Done(Some(Ok(report))) => {
             tracing::info!(?report, "archive maintained");
+            // what each tenant stores, as of this hour (a gauge in its usage)
+            let mut usage = tracker_store::usage::UsageDelta::default();
+            let now = now_ms();
+            for (tenant, bytes) in &report.stored_bytes {
+                usage.add(tenant, now, "stored_bytes", i64::try_from(*bytes).unwrap_or(i64::MAX));
+            }
+            p.hot.add_usage(&usage).await.map_err(|e| e.to_string())?;
             Ok(true)
         }
         Leased::Done(Some(Err(e))) => Err(e.to_string()),
