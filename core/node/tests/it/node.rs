@@ -772,6 +772,17 @@ async fn sigkill_loses_no_acknowledged_event_retries_do_not_duplicate_and_sigter
         bots = hot.drops("acme", 0, i64::MAX / 2, Some("bot")).await.unwrap().iter().map(|r| r.count).sum::<i64>();
     }
     assert_eq!((counted, bots), (want, 200), "the hot tier counts each event once; the ledger each bot click once");
+    // and so does the tenant's usage, written in the same transactions: each event accepted once, each bot click
+    // dropped once, each redirect counted once, and the month's billable count the same
+    let usage = hot.usage(Some("acme"), 0, i64::MAX / 2).await.unwrap();
+    let metered = |m: &str| usage.iter().filter(|r| r.metric == m).map(|r| r.n).sum::<i64>();
+    assert_eq!(
+        (metered("accepted"), metered("dropped_bot"), metered("redirects")),
+        (want, 200, 200),
+        "usage counts each event once across the kill"
+    );
+    let month = tracker_protocol::quota::month_start(now_ms());
+    assert_eq!(hot.quota_kept("acme", month).await.unwrap(), want, "the allowance counts each kept event once");
 
     // the webhook consumer queued each batch-3 event once, and each was delivered (at least once, by one id)
     let batch3 = tracker_store::hot::StatsQuery { param: Some(("b".into(), "3".into())), ..everything.clone() };
@@ -802,6 +813,15 @@ async fn sigkill_loses_no_acknowledged_event_retries_do_not_duplicate_and_sigter
         }
     }
     assert_eq!(queued, want, "one delivery per event in the delivery log");
+    // each delivery is metered once, when it is recorded as delivered
+    let started = std::time::Instant::now();
+    let delivered = || async {
+        store.usage(Some("acme"), 0, i64::MAX / 2).await.unwrap().iter().map(|r| r.n).sum::<i64>()
+    };
+    while delivered().await < i64::try_from(want).unwrap() && started.elapsed() < Duration::from_secs(10) {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(delivered().await, i64::try_from(want).unwrap(), "webhook deliveries metered once each");
     drop((hot, store));
 
     // the archiver, killed mid-commit with the node, has every kept event once in `events` and once in `rollups`
