@@ -210,6 +210,12 @@ pub const VARIABLES: &[(&str, &str, &str)] = &[
     ("ADMIN_TOKEN_SHA256", "", "instead of ADMIN_TOKEN: its SHA-256 in hex, so the configuration holds no secret"),
     ("ADMIN_API_REQUESTS_PER_MINUTE", "600", "platform API rate limit of the admin credential"),
     (
+        "PLANS",
+        "",
+        "custom plans as a JSON object, over [plans.<name>] in the config file and the built-in free, pro, enterprise",
+    ),
+    ("EDGE_URLS", "", "edge Worker URLs the core pushes signed purges to when a tenant reaches its cap"),
+    (
         "IGGY_URL",
         "",
         "Apache Iggy connection string (iggy://user:secret@host:8090, iggy+quic://…, ?tls=true); empty = embedded log",
@@ -620,6 +626,50 @@ mod tests {
 
     fn vars(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
         pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    #[test]
+    fn plans_come_from_the_config_file_and_plans_overrides_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("tracker.toml");
+        std::fs::write(
+            &file,
+            "port = 4000\n[plans.starter]\nmonthly_events = 5_000_000\nprice_cents = 2_900\n\
+             overage_cents_per_million = 400\nquery_tiers = [\"hot\", \"warm\"]\napi_requests_per_minute = 300\n\
+             [plans.free]\nmonthly_events = 10\nquery_tiers = [\"hot\"]\napi_requests_per_minute = 5\n",
+        )
+        .unwrap();
+        let c = Config::from_vars(vars(&[]), Some(&file)).unwrap();
+        assert_eq!(c.port, 4000);
+        let starter = c.plans().get("starter").unwrap();
+        assert_eq!((starter.monthly_events, starter.overage_cents_per_million), (5_000_000, Some(400)));
+        assert!(c.plans().get("free").unwrap().hard_cap());
+        assert_eq!(c.plans().get("free").unwrap().monthly_events, 10);
+        assert_eq!(c.plans().get("pro").unwrap().api_requests_per_minute, 600, "built-in plans stay");
+        let env = r#"{"starter": {"monthly_events": 7, "query_tiers": [], "api_requests_per_minute": 1}}"#;
+        let c = Config::from_vars(vars(&[("PLANS", env)]), Some(&file)).unwrap();
+        assert_eq!(c.plans().get("starter").unwrap().monthly_events, 7, "PLANS wins by name");
+        for bad in [r#"{"x": {"monthly_events": 0, "query_tiers": [], "api_requests_per_minute": 1}}"#, "[1]", "{"] {
+            let e = Config::from_vars(vars(&[("PLANS", bad)]), None).unwrap_err().to_string();
+            assert!(e.starts_with("PLANS"), "{e}");
+        }
+    }
+
+    #[test]
+    fn edge_urls_need_a_shared_secret_to_sign_with() {
+        let e = Config::from_vars(vars(&[("EDGE_URLS", "https://edge.example")]), None).unwrap_err().to_string();
+        assert!(e.starts_with("EDGE_URLS"), "{e}");
+        let secret = "s".repeat(32);
+        let c = Config::from_vars(
+            vars(&[("EDGE_URLS", "https://a.example, https://b.example"), ("EDGE_SHARED_SECRETS", &secret)]),
+            None,
+        )
+        .unwrap();
+        let edge = c.consumer_settings.edge.unwrap();
+        assert_eq!(edge.urls, ["https://a.example", "https://b.example"]);
+        assert!(!format!("{edge:?}").contains(&secret), "the secret is not in debug output");
+        let e = Config::from_vars(vars(&[("EDGE_URLS", "ftp://x"), ("EDGE_SHARED_SECRETS", &secret)]), None);
+        assert!(e.unwrap_err().to_string().starts_with("EDGE_URLS"));
     }
 
     #[test]

@@ -815,9 +815,8 @@ async fn sigkill_loses_no_acknowledged_event_retries_do_not_duplicate_and_sigter
     assert_eq!(queued, want, "one delivery per event in the delivery log");
     // each delivery is metered once, when it is recorded as delivered
     let started = std::time::Instant::now();
-    let delivered = || async {
-        store.usage(Some("acme"), 0, i64::MAX / 2).await.unwrap().iter().map(|r| r.n).sum::<i64>()
-    };
+    let delivered =
+        || async { store.usage(Some("acme"), 0, i64::MAX / 2).await.unwrap().iter().map(|r| r.n).sum::<i64>() };
     while delivered().await < i64::try_from(want).unwrap() && started.elapsed() < Duration::from_secs(10) {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
