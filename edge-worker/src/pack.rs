@@ -84,6 +84,20 @@ struct Envelope<'a> {
     events: &'a RawValue,
     #[serde(default)]
     batch_id: Option<String>,
+    /// Elements of the client's request the edge refused: `{"key_prefix", "count"}`, metered by the core.
+    #[serde(default, borrow)]
+    invalid: Option<&'a RawValue>,
+}
+
+/// A message with no events that tells the core how many elements of a tenant's request the edge refused (its
+/// `dropped_invalid` usage). With `batch_key` (from the client's `Idempotency-Key`) a retried request is counted
+/// once.
+pub fn invalid_message(key_prefix: &str, count: usize, batch_key: Option<&str>) -> String {
+    let mut m = serde_json::json!({ "events": [], "invalid": { "key_prefix": key_prefix, "count": count } });
+    if let (Some(key), Some(obj)) = (batch_key, m.as_object_mut()) {
+        obj.insert("batch_id".into(), format!("{key}-invalid").into());
+    }
+    m.to_string()
 }
 
 /// What the consumer sends to the core for a message: the intake batch id (the message's own, or the queue message
@@ -92,7 +106,11 @@ pub fn unwrap(body: &str, message_id: &str) -> Option<(String, String)> {
     let env: Envelope<'_> = serde_json::from_str(body).ok()?;
     let id =
         env.batch_id.filter(|b| tracker_protocol::intake::is_valid_batch_id(b)).unwrap_or_else(|| batch_id(message_id));
-    Some((id, format!("{{\"events\":{}}}", env.events.get())))
+    let body = match env.invalid {
+        Some(inv) => format!("{{\"events\":{},\"invalid\":{}}}", env.events.get(), inv.get()),
+        None => format!("{{\"events\":{}}}", env.events.get()),
+    };
+    Some((id, body))
 }
 
 /// A core intake batch id from a queue message id (stable across the queue's retries, so a retried message is
@@ -176,6 +194,17 @@ mod tests {
         assert_eq!(send_groups(&big), vec![0..1, 1..2, 2..3]);
         assert!(send_groups(&[]).is_empty());
         assert!(pack(&[], None).unwrap().is_empty());
+    }
+
+    #[test]
+    fn refused_elements_travel_as_a_message_of_their_own() {
+        let m = invalid_message("acme", 3, Some("k-1"));
+        let (id, body) = unwrap(&m, "ignored").unwrap();
+        assert_eq!(id, "k-1-invalid");
+        assert!(tracker_protocol::intake::is_valid_batch_id(&id));
+        assert_eq!(body, r#"{"events":[],"invalid":{"count":3,"key_prefix":"acme"}}"#);
+        let (id, _) = unwrap(&invalid_message("acme", 1, None), "m7").unwrap();
+        assert_eq!(id, "q-m7", "without a key, the queue message id");
     }
 
     #[test]

@@ -33,7 +33,7 @@ use crate::api::{
 use crate::cache::IsolateCache;
 use crate::config::EdgeConfig;
 use crate::limiter::Limiter;
-use crate::pack::{batch_key, pack, pick, send_groups, unwrap};
+use crate::pack::{batch_key, invalid_message, pack, pick, send_groups, unwrap};
 
 const KV: &str = "TRACKER_KV";
 const EVENTS_QUEUE: &str = "EVENTS";
@@ -331,6 +331,20 @@ async fn enqueue(env: &Env, events: &[Event], batch_key: Option<&str>) -> Result
         queue.send_raw_batch(batch).await.map_err(|e| e.to_string())?;
     }
     Ok(())
+}
+
+/// Queues the count of a request's refused elements for the tenant's usage. A failure is logged: the client has
+/// its answer (with the refusals) either way, and no event is lost.
+async fn enqueue_invalid(env: &Env, key_prefix: &str, count: usize, batch_key: Option<&str>) {
+    let message = invalid_message(key_prefix, count, batch_key);
+    let raw = RawMessageBuilder::new(JsValue::from_str(&message)).build_with_content_type(QueueContentType::Text);
+    let sent = match env.queue(EVENTS_QUEUE) {
+        Ok(q) => q.send_raw(raw).await.map_err(|e| e.to_string()),
+        Err(e) => Err(e.to_string()),
+    };
+    if let Err(e) = sent {
+        console_error!("refused elements not metered ({key_prefix}: {count}): {e}");
+    }
 }
 
 /// Queues events without delaying the response. If the queue refuses, the events go straight to the core; if that
@@ -669,6 +683,10 @@ async fn handle(req: RawRequest, env: &Env, ctx: &Context, cfg: &EdgeConfig) -> 
                 Ok(b) => b,
                 Err(e) => return error(&e),
             };
+            let key = idem.map(|k| batch_key(&batch.key_prefix, &k));
+            if !batch.rejected.is_empty() {
+                enqueue_invalid(env, &batch.key_prefix, batch.rejected.len(), key.as_deref()).await;
+            }
             if batch.events.is_empty() {
                 let e = ProtocolError::NoValidEvents;
                 let body = serde_json::json!({ "error": { "code": e.code(), "message": e.to_string() }, "accepted": 0, "rejected": batch.rejected });
@@ -678,7 +696,6 @@ async fn handle(req: RawRequest, env: &Env, ctx: &Context, cfg: &EdgeConfig) -> 
                 return r;
             }
             // with an Idempotency-Key, a retried request is stored once: the core dedups by the derived batch ids
-            let key = idem.map(|k| batch_key(&batch.key_prefix, &k));
             match enqueue(env, &batch.events, key.as_deref()).await {
                 Ok(()) => json(200, serde_json::json!({ "accepted": batch.events.len(), "rejected": batch.rejected }).to_string()),
                 Err(_) => error(&unavailable("the event queue")),

@@ -15,11 +15,13 @@ const PLANS = JSON.stringify({ free: { monthly_events: ALLOWANCE, query_tiers: [
 
 describe("edge worker quota", () => {
   const core = new Core({ PLANS, ADMIN_TOKEN: ADMIN });
-  let mf, token;
+  let mf, token, sloppyToken;
 
   before(async () => {
     core.tenant("capped");
     token = core.token("capped");
+    core.tenant("sloppy");
+    sloppyToken = core.token("sloppy");
     mf = worker({ CORE_URLS: await core.reserve(), CACHE_TTL_MS: "0" });
     // the core tells the Worker (its real HTTP address under Miniflare) when a tenant reaches its cap
     core.settings.EDGE_URLS = (await mf.ready).origin;
@@ -29,6 +31,29 @@ describe("edge worker quota", () => {
   after(async () => {
     await mf?.dispose();
     core.cleanup();
+  });
+
+  const adminUsage = async (tenant) => {
+    const res = await fetch(`${core.url}/api/admin/usage`, { headers: { authorization: `Bearer ${ADMIN}` } });
+    return (await res.json()).data.find((t) => t.key_prefix === tenant)?.totals;
+  };
+
+  it("meters the elements of a batch the edge refused, once per request", async () => {
+    const auth = { authorization: `Bearer ${sloppyToken}` };
+    const mixed = JSON.stringify([{ event_type: "signup" }, { event_type: "bad type!" }, { params: {} }]);
+    for (let i = 0; i < 2; i++) {
+      // a client retry with the same Idempotency-Key is counted once
+      const res = await post(mf, "/batch", mixed, { ...auth, "idempotency-key": "order-1" });
+      assert.equal(res.status, 200);
+      assert.equal((await res.json()).rejected.length, 2);
+    }
+    const none = await post(mf, "/batch", JSON.stringify([{ event_type: "" }]), auth);
+    assert.equal(none.status, 422);
+    const usage = await eventually(async () => {
+      const t = await adminUsage("sloppy");
+      return t && t.dropped_invalid === 3 && t.accepted === 1 ? t : null;
+    }, 20000, "the refused elements in the tenant's usage");
+    assert.equal(usage.dropped_invalid, 3);
   });
 
   it("refuses purges not signed by the core", async () => {
@@ -92,9 +117,8 @@ describe("edge worker quota", () => {
     // and the core counted every event past the cap as a quota drop: 3 accepted, 2 + 3 (+ early batches) dropped
     const dropped = 5 + early;
     const usage = await eventually(async () => {
-      const res = await fetch(`${core.url}/api/admin/usage`, { headers: { authorization: `Bearer ${ADMIN}` } });
-      const row = (await res.json()).data.find((t) => t.key_prefix === "capped");
-      return row && row.totals.accepted + row.totals.dropped_quota === ALLOWANCE + dropped ? row.totals : null;
+      const t = await adminUsage("capped");
+      return t && t.accepted + t.dropped_quota === ALLOWANCE + dropped ? t : null;
     }, 20000, "the core's usage of the capped tenant");
     assert.equal(usage.accepted, ALLOWANCE);
     assert.equal(usage.dropped_quota, dropped);

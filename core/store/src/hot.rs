@@ -107,6 +107,10 @@ CREATE TABLE IF NOT EXISTS quota_alerts (
     PRIMARY KEY (key_prefix, month, percent)
 ) STRICT, WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS quota_alerts_pending ON quota_alerts(notified);
+CREATE TABLE IF NOT EXISTS usage_marks (
+    id TEXT PRIMARY KEY,
+    at INTEGER NOT NULL
+) STRICT;
 CREATE TABLE IF NOT EXISTS hot_filter_pending (
     consumer TEXT NOT NULL,
     partition INTEGER NOT NULL,
@@ -557,6 +561,20 @@ impl HotStore {
         Ok(())
     }
 
+    /// Adds usage once per `id` (a retried message with the same id adds nothing); `true` if it was added. Ids
+    /// are kept for the counts' retention.
+    pub async fn add_usage_once(&self, id: &str, delta: &UsageDelta, now_ms: i64) -> Result<bool> {
+        let conn = self.db.tx_conn().await?;
+        let tx = conn.transaction_with_behavior(libsql::TransactionBehavior::Immediate).await?;
+        let new =
+            tx.execute("INSERT INTO usage_marks (id, at) VALUES (?1, ?2) ON CONFLICT DO NOTHING", (id, now_ms)).await?;
+        if new > 0 {
+            crate::usage::apply(&tx, delta).await?;
+        }
+        tx.commit().await?;
+        Ok(new > 0)
+    }
+
     /// The usage counters of `tenant` (every tenant when `None`) for hours in `[from, to)`.
     pub async fn usage(&self, tenant: Option<&str>, from: i64, to: i64) -> Result<Vec<UsageRow>> {
         let conn = self.db.conn().await?;
@@ -905,6 +923,7 @@ impl HotStore {
         tx.execute("DELETE FROM hot_counts WHERE minute < ?1", [counts_before]).await?;
         tx.execute("DELETE FROM hot_drops WHERE hour < ?1", [counts_before]).await?;
         tx.execute("DELETE FROM hot_drop_samples WHERE hour < ?1", [counts_before]).await?;
+        tx.execute("DELETE FROM usage_marks WHERE at < ?1", [counts_before]).await?;
         tx.commit().await?;
         Ok(deleted)
     }

@@ -8,7 +8,8 @@ use std::sync::Arc;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 use tracker_log::RecordSet;
 use tracker_protocol::service::{self, GLOBAL_KEY_PREFIX, Rejection};
 use tracker_protocol::wire::RecordSetBuilder;
@@ -115,12 +116,52 @@ pub async fn ingest(
     respond(&st, Endpoint::Ingest, result)
 }
 
+/// An edge batch: the events, and what the edge refused of the client's request (counted in the tenant's usage).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EdgeBody<'a> {
+    #[serde(borrow)]
+    events: Vec<&'a RawValue>,
+    #[serde(default)]
+    invalid: Option<EdgeInvalid>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EdgeInvalid {
+    key_prefix: String,
+    count: u32,
+}
+
+/// Counts the elements the edge refused, once per batch id (the queue delivers at least once).
+async fn meter_edge_invalid(st: &AppState, batch_id: &str, inv: &EdgeInvalid) -> Result<(), ApiError> {
+    if !tracker_protocol::is_valid_key_prefix(&inv.key_prefix) || inv.count as usize > st.cfg.max_batch_size {
+        return Err(
+            ProtocolError::InvalidBatch { reason: "invalid must name a tenant and at most a batch".into() }.into()
+        );
+    }
+    let mut usage = tracker_store::usage::UsageDelta::default();
+    usage.add(&inv.key_prefix, now_ms(), "dropped_invalid", i64::from(inv.count));
+    st.streams.hot.add_usage_once(&format!("edge:{batch_id}"), &usage, now_ms()).await.map_err(|e| {
+        tracing::error!(error = %e, "hot tier failed");
+        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "hot_unavailable", "usage cannot be recorded right now")
+    })?;
+    Ok(())
+}
+
 /// Signed batches of already-verified events forwarded by the edge. The signature covers timestamp, batch id and
 /// body; the timestamp must be within the replay window; the batch id makes queue retries idempotent.
 pub async fn edge_batch(State(st): State<Arc<AppState>>, headers: HeaderMap, RawBody(body): RawBody) -> Response {
     let result = async {
         let batch_id = super::internal::authenticate(&st, &headers, None, &body)?;
-        let items = service::split_batch(&body)?;
+        let (items, invalid) = match body.iter().find(|b| !b.is_ascii_whitespace()) {
+            Some(b'{') => {
+                let b: EdgeBody<'_> = serde_json::from_slice(&body)
+                    .map_err(|e| ProtocolError::InvalidBatch { reason: format!("not an edge batch: {e}") })?;
+                (b.events, b.invalid)
+            }
+            _ => (service::split_batch(&body)?, None),
+        };
         if items.len() > st.cfg.max_batch_size {
             return Err(ProtocolError::BatchTooLarge { max: st.cfg.max_batch_size, got: items.len() }.into());
         }
@@ -162,6 +203,9 @@ pub async fn edge_batch(State(st): State<Arc<AppState>>, headers: HeaderMap, Raw
             (receipt.events(), receipt.duplicate)
         };
         st.metrics.edge_batch();
+        if let Some(inv) = invalid {
+            meter_edge_invalid(&st, &batch_id, &inv).await?;
+        }
         // permanent rejections are reported, not retried: the edge dead-letters them
         Ok(super::json(StatusCode::OK, &BatchResponse { accepted, rejected, duplicate }))
     }
