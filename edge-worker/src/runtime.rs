@@ -684,10 +684,8 @@ async fn handle(req: RawRequest, env: &Env, ctx: &Context, cfg: &EdgeConfig) -> 
                 Err(e) => return error(&e),
             };
             let key = idem.map(|k| batch_key(&batch.key_prefix, &k));
-            if !batch.rejected.is_empty() {
-                enqueue_invalid(env, &batch.key_prefix, batch.rejected.len(), key.as_deref()).await;
-            }
             if batch.events.is_empty() {
+                enqueue_invalid(env, &batch.key_prefix, batch.rejected.len(), key.as_deref()).await;
                 let e = ProtocolError::NoValidEvents;
                 let body = serde_json::json!({ "error": { "code": e.code(), "message": e.to_string() }, "accepted": 0, "rejected": batch.rejected });
                 return json(422, body.to_string());
@@ -697,7 +695,12 @@ async fn handle(req: RawRequest, env: &Env, ctx: &Context, cfg: &EdgeConfig) -> 
             }
             // with an Idempotency-Key, a retried request is stored once: the core dedups by the derived batch ids
             match enqueue(env, &batch.events, key.as_deref()).await {
-                Ok(()) => json(200, serde_json::json!({ "accepted": batch.events.len(), "rejected": batch.rejected }).to_string()),
+                Ok(()) => {
+                    if !batch.rejected.is_empty() {
+                        enqueue_invalid(env, &batch.key_prefix, batch.rejected.len(), key.as_deref()).await;
+                    }
+                    json(200, serde_json::json!({ "accepted": batch.events.len(), "rejected": batch.rejected }).to_string())
+                }
                 Err(_) => error(&unavailable("the event queue")),
             }
         }

@@ -31,7 +31,7 @@ use tracker_protocol::quota::month_start;
 use tracker_protocol::wire::RecordSetBuilder;
 use tracker_protocol::{Event, partition_for};
 use tracker_store::hot::{FilterUsage, Judged, PendingBatch};
-use tracker_store::usage::{QuotaAlert, drop_metric};
+use tracker_store::usage::{QuotaAlert, drop_metric, threshold};
 use tracker_store::{MAX_PAGE, Plan};
 
 use crate::{BATCH, IDLE, Pipeline, rest, stopped};
@@ -165,6 +165,11 @@ async fn judge_and_record(p: &Pipeline, f: &mut Filtering) -> Result<Option<(Pen
     let mut usage = FilterUsage::default();
     // billable events so far per tenant and month: read once per batch, then counted here
     let mut months: HashMap<(String, i64), i64> = HashMap::new();
+    // on hard-capped plans, the event ids already counted this month: a second copy of an event (a client's resend,
+    // a replay from Iggy) is kept but not counted again, as it is billed once
+    let seen = counted_ids(p, f, &events).await?;
+    let mut counted: HashSet<(&str, i64, String)> = HashSet::new();
+    let mut alerted: HashSet<(&str, i64, i64)> = HashSet::new();
     for (offset, e) in &events {
         let tenant = f.tenants.get(p, &e.key_prefix).await?;
         if e.event_type == "click" && e.auth == Auth::Link {
@@ -189,25 +194,38 @@ async fn judge_and_record(p: &Pipeline, f: &mut Filtering) -> Result<Option<(Pen
                     }
                 };
                 let allowance = i64::try_from(plan.monthly_events).unwrap_or(i64::MAX);
-                if plan.hard_cap() && *used >= allowance {
+                let id = e.event_id.to_string();
+                let verdict = if plan.hard_cap()
+                    && (seen.contains(&(e.key_prefix.clone(), month, id.clone()))
+                        || counted.contains(&(e.key_prefix.as_str(), month, id.clone())))
+                {
+                    Verdict::Keep { flags } // a copy of an event already counted
+                } else if plan.hard_cap() && *used >= allowance {
                     Verdict::Drop { reason: "quota".to_owned() }
                 } else {
                     *used += 1;
                     *usage.kept.entry((e.key_prefix.clone(), month)).or_default() += 1;
-                    for percent in [80, 100] {
-                        // the first event at or past the threshold (80% rounded up)
-                        if *used == (allowance.saturating_mul(percent) + 99) / 100 {
-                            usage.alerts.push(QuotaAlert {
-                                key_prefix: e.key_prefix.clone(),
-                                month,
-                                percent,
-                                allowance,
-                                at: e.received_at,
-                            });
-                        }
+                    if plan.hard_cap() {
+                        usage.ids.push((e.key_prefix.clone(), month, id.clone()));
+                        counted.insert((e.key_prefix.as_str(), month, id));
                     }
                     Verdict::Keep { flags }
+                };
+                // 80% and 100% of the allowance reached (also when a smaller plan put the count past both at once);
+                // the hot tier keeps each once per month
+                for percent in [80, 100] {
+                    if *used >= threshold(allowance, percent) && alerted.insert((e.key_prefix.as_str(), month, percent))
+                    {
+                        usage.alerts.push(QuotaAlert {
+                            key_prefix: e.key_prefix.clone(),
+                            month,
+                            percent,
+                            allowance,
+                            at: e.received_at,
+                        });
+                    }
                 }
+                verdict
             }
             (other, _) => other,
         };
@@ -230,6 +248,28 @@ async fn judge_and_record(p: &Pipeline, f: &mut Filtering) -> Result<Option<(Pen
     let batch = PendingBatch { partition, from, next, dropped };
     p.hot.record_filtered(GROUP, &batch, &judged, &usage).await.map_err(|e| e.to_string())?;
     Ok(Some((batch, kept)))
+}
+
+/// The ids of a batch's events that their hard-capped tenant's month already counted.
+async fn counted_ids(
+    p: &Pipeline,
+    f: &mut Filtering,
+    events: &[(u64, Event)],
+) -> Result<HashSet<(String, i64, String)>, String> {
+    let mut asked: BTreeMap<(String, i64), Vec<String>> = BTreeMap::new();
+    for (_, e) in events {
+        let tenant = f.tenants.get(p, &e.key_prefix).await?;
+        if tenant.plan.as_ref().is_some_and(Plan::hard_cap) {
+            asked.entry((e.key_prefix.clone(), month_start(e.received_at))).or_default().push(e.event_id.to_string());
+        }
+    }
+    let mut seen = HashSet::new();
+    for ((tenant, month), ids) in asked {
+        for id in p.hot.quota_counted(&tenant, month, &ids).await.map_err(|e| e.to_string())? {
+            seen.insert((tenant.clone(), month, id));
+        }
+    }
+    Ok(seen)
 }
 
 /// Appends a batch's kept events to the filtered log, idempotently per batch.

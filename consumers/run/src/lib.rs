@@ -57,41 +57,61 @@ pub struct Settings {
     pub edge: Option<EdgePush>,
 }
 
-/// Where the core pushes purges of hot-path records to the edge (`EDGE_URLS`), and the secret it signs them with
-/// (the first of `EDGE_SHARED_SECRETS`).
+/// Where the core pushes purges of hot-path records to the edge (`EDGE_URLS`), and the secrets it may sign them
+/// with (`EDGE_SHARED_SECRETS`: during a rotation the Worker knows one of them, so a refused signature is retried
+/// with the next).
 #[derive(Clone)]
 pub struct EdgePush {
     pub urls: Vec<String>,
-    pub secret: Vec<u8>,
+    pub secrets: Vec<Vec<u8>>,
 }
 
 impl std::fmt::Debug for EdgePush {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("EdgePush").field("urls", &self.urls).field("secret", &"<redacted>").finish()
+        f.debug_struct("EdgePush").field("urls", &self.urls).field("secrets", &"<redacted>").finish()
     }
 }
 
 impl EdgePush {
-    /// Tells every edge URL that `keys` (`tenant:<p>`, ...) changed: the Worker deletes them from KV and its
-    /// isolate. Best effort (a failure is logged): the KV entries expire on their own anyway.
-    pub async fn purge(&self, keys: &str) {
+    /// Tells every edge URL, in a task of its own (so a slow or unreachable Worker holds nothing up), that
+    /// `keys` (`tenant:<p>`, ...) changed: the Worker deletes them from KV and its isolate. Best effort (a
+    /// failure is logged): the KV entries expire on their own anyway.
+    pub fn purge(&self, keys: String) {
+        let this = self.clone();
+        tokio::spawn(async move { this.send(&keys).await });
+    }
+
+    async fn send(&self, keys: &str) {
         let client = reqwest::Client::builder().timeout(Duration::from_secs(5)).build();
         let Ok(client) = client else { return };
         for base in &self.urls {
-            let ts = now_ms();
-            let Some(sig) = tracker_protocol::intake::sign_purge(&self.secret, ts, keys.as_bytes()) else { return };
             let url = format!("{}{}", base.trim_end_matches('/'), tracker_protocol::intake::PURGE_PATH);
-            let sent = client
-                .post(&url)
-                .header("x-tracker-timestamp", ts.to_string())
-                .header("x-tracker-signature", sig)
-                .body(keys.to_owned())
-                .send()
-                .await;
-            match sent {
-                Ok(res) if res.status().is_success() => tracing::info!(%url, keys, "edge purged"),
-                Ok(res) => tracing::warn!(%url, keys, status = %res.status(), "edge purge refused"),
-                Err(e) => tracing::warn!(%url, keys, error = %e, "edge purge failed"),
+            for (i, secret) in self.secrets.iter().enumerate() {
+                let ts = now_ms();
+                let Some(sig) = tracker_protocol::intake::sign_purge(secret, ts, keys.as_bytes()) else { break };
+                let sent = client
+                    .post(&url)
+                    .header("x-tracker-timestamp", ts.to_string())
+                    .header("x-tracker-signature", sig)
+                    .body(keys.to_owned())
+                    .send()
+                    .await;
+                match sent {
+                    Ok(res) if res.status().is_success() => {
+                        tracing::info!(%url, keys, "edge purged");
+                        break;
+                    }
+                    // the Worker may hold another of the secrets (a rotation): try the next
+                    Ok(res) if res.status() == reqwest::StatusCode::UNAUTHORIZED && i + 1 < self.secrets.len() => {}
+                    Ok(res) => {
+                        tracing::warn!(%url, keys, status = %res.status(), "edge purge refused");
+                        break;
+                    }
+                    Err(e) => {
+                        tracing::warn!(%url, keys, error = %e, "edge purge failed");
+                        break;
+                    }
+                }
             }
         }
     }

@@ -132,7 +132,7 @@ async fn notify_alerts(p: &Pipeline, endpoints: &mut Endpoints) -> Result<(), St
             "period": period,
             "percent": a.percent,
             "allowance": a.allowance,
-            "used": (a.allowance.saturating_mul(a.percent) + 99) / 100,
+            "used": tracker_store::usage::threshold(a.allowance, a.percent),
             "at": a.at,
         })
         .to_string();
@@ -154,7 +154,7 @@ async fn notify_alerts(p: &Pipeline, endpoints: &mut Endpoints) -> Result<(), St
             && let Some(edge) = &p.settings.edge
         {
             // a hard-capped tenant is blocked from now on: the edge reads its record again
-            edge.purge(&format!("tenant:{}", a.key_prefix)).await;
+            edge.purge(format!("tenant:{}", a.key_prefix));
         }
         p.hot.alert_notified(&a).await.map_err(|e| e.to_string())?;
         tracing::info!(tenant = %a.key_prefix, percent = a.percent, endpoints = notices.len(), "allowance warning queued");

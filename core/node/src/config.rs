@@ -214,7 +214,11 @@ pub const VARIABLES: &[(&str, &str, &str)] = &[
         "",
         "custom plans as a JSON object, over [plans.<name>] in the config file and the built-in free, pro, enterprise",
     ),
-    ("EDGE_URLS", "", "edge Worker URLs the core pushes signed purges to when a tenant reaches its cap"),
+    (
+        "EDGE_URLS",
+        "",
+        "edge Worker URLs the core pushes signed purges to (a tenant at its cap, changes made at the node)",
+    ),
     (
         "IGGY_URL",
         "",
@@ -510,10 +514,10 @@ impl Config {
             if let Some(bad) = urls.iter().find(|u| !u.starts_with("https://") && !u.starts_with("http://")) {
                 return Err(invalid("EDGE_URLS", format!("{bad:?} is not an http(s) URL")));
             }
-            let Some(secret) = edge_secrets.first() else {
-                return Err(invalid("EDGE_URLS", "needs EDGE_SHARED_SECRETS (purges are signed with the first)"));
-            };
-            consumer_settings.edge = Some(tracker_consumers::EdgePush { urls, secret: secret.clone() });
+            if edge_secrets.is_empty() {
+                return Err(invalid("EDGE_URLS", "needs EDGE_SHARED_SECRETS (purges are signed with them)"));
+            }
+            consumer_settings.edge = Some(tracker_consumers::EdgePush { urls, secrets: edge_secrets.clone() });
         }
         let trust_proxy = match src.get("TRUST_PROXY").unwrap_or("none") {
             "none" => TrustProxy::None,

@@ -96,7 +96,7 @@ CREATE TABLE IF NOT EXISTS quota_months (
     month INTEGER NOT NULL,
     kept INTEGER NOT NULL,
     PRIMARY KEY (key_prefix, month)
-) STRICT, WITHOUT ROWID;
+) STRICT;
 CREATE TABLE IF NOT EXISTS quota_alerts (
     key_prefix TEXT NOT NULL,
     month INTEGER NOT NULL,
@@ -105,8 +105,14 @@ CREATE TABLE IF NOT EXISTS quota_alerts (
     at INTEGER NOT NULL,
     notified INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (key_prefix, month, percent)
-) STRICT, WITHOUT ROWID;
+) STRICT;
 CREATE INDEX IF NOT EXISTS quota_alerts_pending ON quota_alerts(notified);
+CREATE TABLE IF NOT EXISTS quota_ids (
+    key_prefix TEXT NOT NULL,
+    month INTEGER NOT NULL,
+    event_id TEXT NOT NULL,
+    PRIMARY KEY (key_prefix, month, event_id)
+) STRICT;
 CREATE TABLE IF NOT EXISTS usage_marks (
     id TEXT PRIMARY KEY,
     at INTEGER NOT NULL
@@ -163,8 +169,10 @@ pub struct FilterUsage {
     pub counts: UsageDelta,
     /// Billable (kept) events per tenant and month start.
     pub kept: BTreeMap<(String, i64), i64>,
-    /// Allowance thresholds crossed.
+    /// Allowance thresholds reached.
     pub alerts: Vec<QuotaAlert>,
+    /// Event ids counted against a hard cap: `(tenant, month, event_id)`.
+    pub ids: Vec<(String, i64, String)>,
 }
 
 /// The hot-tier database.
@@ -488,6 +496,13 @@ impl HotStore {
             )
             .await?;
         }
+        for (tenant, month, id) in &usage.ids {
+            tx.execute(
+                "INSERT INTO quota_ids (key_prefix, month, event_id) VALUES (?1, ?2, ?3) ON CONFLICT DO NOTHING",
+                (tenant.as_str(), *month, id.as_str()),
+            )
+            .await?;
+        }
         for a in &usage.alerts {
             tx.execute(
                 "INSERT INTO quota_alerts (key_prefix, month, percent, allowance, at) VALUES (?1, ?2, ?3, ?4, ?5)
@@ -510,6 +525,27 @@ impl HotStore {
             Some(row) => int(&row, 0, "kept"),
             None => Ok(0),
         }
+    }
+
+    /// Which of `ids` the filter already counted against `tenant`'s hard cap in the month starting at `month`.
+    pub async fn quota_counted(&self, tenant: &str, month: i64, ids: &[String]) -> Result<Vec<String>> {
+        let mut out = Vec::new();
+        for chunk in ids.chunks(500) {
+            // placeholders only (`?3, ?4, ...`): every id is a bound value
+            let marks: Vec<String> = (0..chunk.len()).map(|i| format!("?{}", i + 3)).collect();
+            let sql = format!(
+                "SELECT event_id FROM quota_ids WHERE key_prefix = ?1 AND month = ?2 AND event_id IN ({})",
+                marks.join(", ")
+            );
+            let mut params = vec![Value::Text(tenant.to_owned()), Value::Integer(month)];
+            params.extend(chunk.iter().map(|id| Value::Text(id.clone())));
+            let conn = self.db.conn().await?;
+            let mut rows = conn.query(&sql, Params::Positional(params)).await?;
+            while let Some(row) = rows.next().await? {
+                out.push(text(&row, 0, "event_id")?);
+            }
+        }
+        Ok(out)
     }
 
     /// Allowance crossings not yet turned into webhook deliveries, oldest first.
@@ -924,6 +960,9 @@ impl HotStore {
         tx.execute("DELETE FROM hot_drops WHERE hour < ?1", [counts_before]).await?;
         tx.execute("DELETE FROM hot_drop_samples WHERE hour < ?1", [counts_before]).await?;
         tx.execute("DELETE FROM usage_marks WHERE at < ?1", [counts_before]).await?;
+        // the ids counted against hard caps are needed for the current month only
+        tx.execute("DELETE FROM quota_ids WHERE month < ?1", [tracker_protocol::quota::month_start(counts_before)])
+            .await?;
         tx.commit().await?;
         Ok(deleted)
     }

@@ -251,7 +251,7 @@ CREATE TABLE IF NOT EXISTS usage_hours (
     metric TEXT NOT NULL,
     n INTEGER NOT NULL,
     PRIMARY KEY (key_prefix, hour, metric)
-) STRICT, WITHOUT ROWID;
+) STRICT;
 "#,
 ];
 

@@ -13,6 +13,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::TenantLimits;
 
+/// The largest monthly allowance a plan may have (a quadrillion: far past any real plan, far below overflow).
+pub const MAX_MONTHLY_EVENTS: u64 = 1_000_000_000_000_000;
+
 /// The query tiers a plan can allow.
 pub const TIERS: &[&str] = &["hot", "warm", "cold"];
 
@@ -78,8 +81,8 @@ impl Plan {
     }
 
     fn check(&self, name: &str) -> Result<(), String> {
-        if self.monthly_events == 0 {
-            return Err(format!("plan {name}: monthly_events must be at least 1"));
+        if !(1..=MAX_MONTHLY_EVENTS).contains(&self.monthly_events) {
+            return Err(format!("plan {name}: monthly_events must be 1 to {MAX_MONTHLY_EVENTS}"));
         }
         if self.query_tiers.iter().any(|t| !TIERS.contains(&t.as_str())) {
             return Err(format!("plan {name}: query_tiers may hold only hot, warm and cold"));
@@ -246,6 +249,7 @@ mod tests {
 
         for (name, plan, why) in [
             ("x", Plan { monthly_events: 0, ..small.clone() }, "monthly_events"),
+            ("x", Plan { monthly_events: MAX_MONTHLY_EVENTS + 1, ..small.clone() }, "monthly_events"),
             ("x", Plan { query_tiers: vec!["lukewarm".into()], ..small.clone() }, "query_tiers"),
             ("x", Plan { api_requests_per_minute: 0, ..small.clone() }, "api_requests_per_minute"),
             ("Bad Name", small.clone(), "plan name"),

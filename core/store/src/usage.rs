@@ -49,7 +49,7 @@ CREATE TABLE IF NOT EXISTS usage_hours (
     metric TEXT NOT NULL,
     n INTEGER NOT NULL,
     PRIMARY KEY (key_prefix, hour, metric)
-) STRICT, WITHOUT ROWID;
+) STRICT;
 "#;
 
 /// The drop ledger's reason as a usage metric: `bot`, rate rules, the hard cap, or else a tenant rule's id.
@@ -63,6 +63,12 @@ pub fn drop_metric(reason: &str) -> &'static str {
 }
 
 const HOUR_MS: i64 = 3_600_000;
+
+/// The count at which `percent` of `allowance` is reached (rounded up).
+pub fn threshold(allowance: i64, percent: i64) -> i64 {
+    let t = (i128::from(allowance) * i128::from(percent) + 99) / 100;
+    i64::try_from(t).unwrap_or(i64::MAX)
+}
 
 /// The hour (ms) holding `ms`.
 pub fn hour_of(ms: i64) -> i64 {
@@ -140,4 +146,31 @@ pub(crate) async fn read(conn: &libsql::Connection, tenant: Option<&str>, from: 
         });
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn thresholds_round_up_and_never_overflow() {
+        assert_eq!((threshold(20, 80), threshold(20, 100)), (16, 20));
+        assert_eq!(threshold(3, 80), 3, "80% of 3 events is reached at the third");
+        assert_eq!(threshold(1_000_000, 80), 800_000);
+        assert_eq!(threshold(i64::MAX, 100), i64::MAX);
+        assert!(threshold(i64::MAX, 80) < i64::MAX);
+    }
+
+    #[test]
+    fn drop_reasons_map_onto_metrics() {
+        assert_eq!(drop_metric("bot"), "dropped_bot");
+        assert_eq!(drop_metric("rate_ip"), "dropped_rate");
+        assert_eq!(drop_metric("quota"), "dropped_quota");
+        assert_eq!(drop_metric("rule_0193"), "dropped_rule");
+        let mut d = UsageDelta::default();
+        d.add("a", 3_600_000 + 5, "accepted", 2);
+        d.add("a", 3_600_000 + 9, "accepted", 1);
+        d.add("a", 0, "accepted", 0);
+        assert_eq!(d.0.into_iter().collect::<Vec<_>>(), [(("a".to_owned(), 3_600_000, "accepted"), 3)]);
+    }
 }

@@ -10,6 +10,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
+use sha2::Digest as _;
 use tracker_log::RecordSet;
 use tracker_protocol::service::{self, GLOBAL_KEY_PREFIX, Rejection};
 use tracker_protocol::wire::RecordSetBuilder;
@@ -45,12 +46,23 @@ fn respond(st: &AppState, endpoint: Endpoint, result: Result<Response, ApiError>
     }
 }
 
-/// Counts a batch's refused elements in the tenant's usage (`dropped_invalid`; a retry answered from the
-/// idempotency record is not counted again).
-async fn meter_invalid(st: &AppState, tenant: &str, n: usize) {
+/// Counts a batch's refused elements in the tenant's usage (`dropped_invalid`). A retry of a stored batch is
+/// answered from the idempotency record and not counted again; a batch refused whole is counted once per
+/// `Idempotency-Key` when it has one.
+async fn meter_invalid(st: &AppState, tenant: &str, n: usize, idempotency_key: Option<&str>) {
+    if n == 0 {
+        return;
+    }
     let mut usage = tracker_store::usage::UsageDelta::default();
     usage.add(tenant, now_ms(), "dropped_invalid", i64::try_from(n).unwrap_or(i64::MAX));
-    if let Err(e) = st.streams.hot.add_usage(&usage).await {
+    let counted = match idempotency_key {
+        Some(k) => {
+            let id = format!("refused:{}", hex::encode(sha2::Sha256::digest(format!("{tenant}\0{k}").as_bytes())));
+            st.streams.hot.add_usage_once(&id, &usage, now_ms()).await.map(|_| ())
+        }
+        None => st.streams.hot.add_usage(&usage).await,
+    };
+    if let Err(e) = counted {
         tracing::warn!(error = %e, tenant, "refused events not metered");
     }
 }
@@ -68,7 +80,7 @@ pub async fn batch(
             st.metrics.rejected(Endpoint::Batch, r.code);
         }
         if batch.events.is_empty() {
-            meter_invalid(&st, &batch.key_prefix, batch.rejected.len()).await;
+            meter_invalid(&st, &batch.key_prefix, batch.rejected.len(), idem.as_deref()).await;
             let e = ProtocolError::NoValidEvents;
             let body = serde_json::json!({
                 "error": { "code": e.code(), "message": e.to_string() },
@@ -88,7 +100,7 @@ pub async fn batch(
         let receipt = st.log.append(vec![records], idem.map(|k| format!("batch\0{key_prefix}\0{k}"))).await?;
         if !receipt.duplicate {
             st.metrics.accepted(Endpoint::Batch, u64::from(count));
-            meter_invalid(&st, key_prefix, batch.rejected.len()).await;
+            meter_invalid(&st, key_prefix, batch.rejected.len(), None).await;
         }
         let response =
             BatchResponse { accepted: receipt.events(), rejected: batch.rejected, duplicate: receipt.duplicate };

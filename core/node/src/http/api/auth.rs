@@ -239,8 +239,13 @@ async fn finish(
         for key in &keys {
             st.invalidate(key);
         }
-        if via_edge && let Ok(v) = HeaderValue::from_str(&keys.join(",")) {
-            res.headers_mut().insert(PURGE_HEADER, v);
+        if via_edge {
+            if let Ok(v) = HeaderValue::from_str(&keys.join(",")) {
+                res.headers_mut().insert(PURGE_HEADER, v);
+            }
+        } else if let Some(edge) = &st.cfg.consumer_settings.edge {
+            // a change made at the node directly: the edge hears of it from the node (EDGE_URLS)
+            edge.purge(keys.join(","));
         }
     }
     res
