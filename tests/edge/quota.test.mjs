@@ -123,5 +123,17 @@ describe("edge worker quota", () => {
     assert.equal(usage.accepted, ALLOWANCE);
     assert.equal(usage.dropped_quota, dropped);
     assert.equal(usage.redirects, ALLOWANCE + 3);
+
+    // an upgrade made at the core directly (not through the edge's API) reaches the edge at once: the core pushes
+    // the purge (EDGE_URLS)
+    const patched = await fetch(`${core.url}/api/tenants/capped`, {
+      method: "PATCH",
+      headers: { authorization: `Bearer ${ADMIN}`, "content-type": "application/json" },
+      body: JSON.stringify({ plan: "pro" }),
+    });
+    assert.equal(patched.status, 200);
+    const lifted = Date.now();
+    await eventually(async () => (await batch()).status === 200, 5000, "the edge taking batches after the upgrade");
+    console.log(`the edge took batches again ${Date.now() - lifted} ms after the upgrade at the core`);
   });
 });
