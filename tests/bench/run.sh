@@ -165,9 +165,9 @@ curl -sf -o /dev/null -H "authorization: Bearer $ADMIN_TOKEN" -H 'content-type: 
 api_key="$(curl -sf -H "authorization: Bearer $ADMIN_TOKEN" -H 'content-type: application/json' -X POST \
     -d '{"name":"ci","scopes":["read"]}' "http://127.0.0.1:$CORE_PORT/api/tenants/bench/api-keys" \
     | python3 -c 'import json,sys; print(json.load(sys.stdin)["secret"])')"
-python3 - "$token" "$api_key" "$CORE_PORT" "$core_pid" <<'PY'
+consumers() { python3 - "$@" <<'PY'
 import http.client, json, statistics, sys, time
-token, key, port, pid = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
+token, key, port, pid, label = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4], sys.argv[5]
 ua = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/126.0 Safari/537.36"
 now = int(time.time() * 1000)
 # clicks with their own click ids and ten traffic sources; every third click converts a few minutes later
@@ -201,8 +201,10 @@ while total < n_events and time.time() - start < 600:
     total = get("/api/events/stats?hours=24")["total"]
 took = time.time() - start
 rss = next(int(l.split()[1]) for l in open(f"/proc/{pid}/status") if l.startswith("VmHWM"))
-print(f"| consumers in-process (filter + stats + webhook queue) | {total:,} events in {took:.1f} s "
+print(f"| consumers in-process (filter + stats + webhook queue){label} | {total:,} events in {took:.1f} s "
       f"(posted in {posted:.1f} s) = **{total / took:,.0f} events/s** to the hot tier | peak RSS {rss // 1024} MB |")
+if label:
+    sys.exit(0)
 print()
 print(f"hot-tier queries over those {total:,} events (20 runs each, one client):")
 print()
@@ -225,3 +227,21 @@ for path, show in queries:
         t = time.perf_counter(); answer = get(path); times.append((time.perf_counter() - t) * 1000)
     print(f"| `{path}` | {statistics.median(times):.1f} ms | {max(times):.1f} ms | {show(answer)} |")
 PY
+}
+consumers "$token" "$api_key" "$CORE_PORT" "$core_pid" ""
+
+# the same on a hard-capped plan (with room for every event): the filter also checks and records each event id
+# against the month's allowance, so a resent event is not counted twice
+kill "$core_pid" && wait "$core_pid" 2>/dev/null || true
+export DATA_DIR="$work/consumers-capped"
+export PLANS='{"capped": {"monthly_events": 100000000, "query_tiers": ["hot"], "api_requests_per_minute": 1000000}}'
+$bin tenant create --name bench --prefix bench --plan capped >/dev/null
+token="$($bin token create bench | awk '/^token /{print $2}')"
+CONSUMERS=in-process $bin serve &
+pids+=($!)
+core_pid=$!
+for _ in $(seq 100); do curl -sf "http://127.0.0.1:$CORE_PORT/health" >/dev/null && break; sleep 0.1; done
+api_key="$(curl -sf -H "authorization: Bearer $ADMIN_TOKEN" -H 'content-type: application/json' -X POST \
+    -d '{"name":"ci","scopes":["read"]}' "http://127.0.0.1:$CORE_PORT/api/tenants/bench/api-keys" \
+    | python3 -c 'import json,sys; print(json.load(sys.stdin)["secret"])')"
+consumers "$token" "$api_key" "$CORE_PORT" "$core_pid" ", hard-capped plan"
