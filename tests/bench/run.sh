@@ -8,7 +8,8 @@
 #   core  POST /batch           1,000-event JSON batches, acknowledged after fsync
 #   core  GET /api/links        the platform API: key lookup by hash, rate limit, a page of 50 links with counts,
 #                               each link signed (nginx serving a static JSON of the same size is its baseline)
-#   consumers                   filter + stats + webhook queue in-process: events/s from the raw log to the hot tier
+#   consumers                   filter + stats + webhook queue in-process: events/s from the raw log to the hot tier,
+#                               on an overage plan and on a hard-capped one (metering and the cap on both)
 #
 # The ingest rows run the node with CONSUMERS=off, as production does (consumers are processes of their own, on
 # other machines); the consumers are measured on their own afterwards, in-process as in the embedded default.
