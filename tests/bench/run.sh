@@ -153,19 +153,23 @@ echo "machine: $(nproc) cores, $(uname -sr); wrk and both servers share the core
 # the consumers: a fresh node with them in-process, 200,000 events (clicks and their conversions) posted as fast
 # as it takes them, the time until every one is filtered and counted in the hot tier (what /api/events/stats
 # answers), then the hot routes' latency over them
-kill "$core_pid" && wait "$core_pid" 2>/dev/null || true
-export DATA_DIR="$work/consumers"
-$bin tenant create --name bench --prefix bench --plan enterprise >/dev/null
-token="$($bin token create bench | awk '/^token /{print $2}')"
-CONSUMERS=in-process $bin serve &
-pids+=($!)
-core_pid=$!
-for _ in $(seq 100); do curl -sf "http://127.0.0.1:$CORE_PORT/health" >/dev/null && break; sleep 0.1; done
-curl -sf -o /dev/null -H "authorization: Bearer $ADMIN_TOKEN" -H 'content-type: application/json' -X PATCH \
-    -d '{"limits":{"api_requests_per_minute":1000000}}' "http://127.0.0.1:$CORE_PORT/api/tenants/bench"
-api_key="$(curl -sf -H "authorization: Bearer $ADMIN_TOKEN" -H 'content-type: application/json' -X POST \
-    -d '{"name":"ci","scopes":["read"]}' "http://127.0.0.1:$CORE_PORT/api/tenants/bench/api-keys" \
-    | python3 -c 'import json,sys; print(json.load(sys.stdin)["secret"])')"
+# a fresh node with the consumers in-process in DATA_DIR $1, tenant `bench` on plan $2: sets token and api_key
+consumer_node() {
+    kill "$core_pid" && wait "$core_pid" 2>/dev/null || true
+    export DATA_DIR="$work/$1"
+    $bin tenant create --name bench --prefix bench --plan "$2" >/dev/null
+    token="$($bin token create bench | awk '/^token /{print $2}')"
+    CONSUMERS=in-process $bin serve &
+    pids+=($!)
+    core_pid=$!
+    for _ in $(seq 100); do curl -sf "http://127.0.0.1:$CORE_PORT/health" >/dev/null && break; sleep 0.1; done
+    curl -sf -o /dev/null -H "authorization: Bearer $ADMIN_TOKEN" -H 'content-type: application/json' -X PATCH \
+        -d '{"limits":{"api_requests_per_minute":1000000}}' "http://127.0.0.1:$CORE_PORT/api/tenants/bench"
+    api_key="$(curl -sf -H "authorization: Bearer $ADMIN_TOKEN" -H 'content-type: application/json' -X POST \
+        -d '{"name":"ci","scopes":["read"]}' "http://127.0.0.1:$CORE_PORT/api/tenants/bench/api-keys" \
+        | python3 -c 'import json,sys; print(json.load(sys.stdin)["secret"])')"
+}
+consumer_node consumers enterprise
 consumers() { python3 - "$@" <<'PY'
 import http.client, json, statistics, sys, time
 token, key, port, pid, label = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4], sys.argv[5]
@@ -233,16 +237,6 @@ consumers "$token" "$api_key" "$CORE_PORT" "$core_pid" ""
 
 # the same on a hard-capped plan (with room for every event): the filter also checks and records each event id
 # against the month's allowance, so a resent event is not counted twice
-kill "$core_pid" && wait "$core_pid" 2>/dev/null || true
-export DATA_DIR="$work/consumers-capped"
 export PLANS='{"capped": {"monthly_events": 100000000, "query_tiers": ["hot"], "api_requests_per_minute": 1000000}}'
-$bin tenant create --name bench --prefix bench --plan capped >/dev/null
-token="$($bin token create bench | awk '/^token /{print $2}')"
-CONSUMERS=in-process $bin serve &
-pids+=($!)
-core_pid=$!
-for _ in $(seq 100); do curl -sf "http://127.0.0.1:$CORE_PORT/health" >/dev/null && break; sleep 0.1; done
-api_key="$(curl -sf -H "authorization: Bearer $ADMIN_TOKEN" -H 'content-type: application/json' -X POST \
-    -d '{"name":"ci","scopes":["read"]}' "http://127.0.0.1:$CORE_PORT/api/tenants/bench/api-keys" \
-    | python3 -c 'import json,sys; print(json.load(sys.stdin)["secret"])')"
+consumer_node consumers-capped capped
 consumers "$token" "$api_key" "$CORE_PORT" "$core_pid" ", hard-capped plan"

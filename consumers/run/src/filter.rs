@@ -167,8 +167,7 @@ async fn judge_and_record(p: &Pipeline, f: &mut Filtering) -> Result<Option<(Pen
     let mut months: HashMap<(String, i64), i64> = HashMap::new();
     // on hard-capped plans, the event ids already counted this month: a second copy of an event (a client's resend,
     // a replay from Iggy) is kept but not counted again, as it is billed once
-    let seen = counted_ids(p, f, &events).await?;
-    let mut counted: HashSet<(&str, i64, String)> = HashSet::new();
+    let mut counted = counted_ids(p, f, &events).await?;
     let mut alerted: HashSet<(&str, i64, i64)> = HashSet::new();
     for (offset, e) in &events {
         let tenant = f.tenants.get(p, &e.key_prefix).await?;
@@ -194,20 +193,18 @@ async fn judge_and_record(p: &Pipeline, f: &mut Filtering) -> Result<Option<(Pen
                     }
                 };
                 let allowance = i64::try_from(plan.monthly_events).unwrap_or(i64::MAX);
-                let id = e.event_id.to_string();
-                let verdict = if plan.hard_cap()
-                    && (seen.contains(&(e.key_prefix.clone(), month, id.clone()))
-                        || counted.contains(&(e.key_prefix.as_str(), month, id.clone())))
-                {
+                // on a hard-capped plan, the event's id in its month: counted once
+                let key = plan.hard_cap().then(|| (e.key_prefix.clone(), month, e.event_id.to_string()));
+                let verdict = if key.as_ref().is_some_and(|k| counted.contains(k)) {
                     Verdict::Keep { flags } // a copy of an event already counted
                 } else if plan.hard_cap() && *used >= allowance {
                     Verdict::Drop { reason: "quota".to_owned() }
                 } else {
                     *used += 1;
                     *usage.kept.entry((e.key_prefix.clone(), month)).or_default() += 1;
-                    if plan.hard_cap() {
-                        usage.ids.push((e.key_prefix.clone(), month, id.clone()));
-                        counted.insert((e.key_prefix.as_str(), month, id));
+                    if let Some(key) = key {
+                        usage.ids.push(key.clone());
+                        counted.insert(key);
                     }
                     Verdict::Keep { flags }
                 };

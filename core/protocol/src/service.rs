@@ -132,19 +132,20 @@ pub async fn active_tenant<D: Directory>(dir: &D, key_prefix: &str) -> Result<Ar
     }
 }
 
+/// A verified link, and its tenant's record (none for the global key).
 async fn verify<D: Directory>(
     dir: &D,
     parsed: crate::ParsedLink,
     now: i64,
-) -> Result<crate::VerifiedLink, ProtocolError> {
+) -> Result<(crate::VerifiedLink, Option<Arc<TenantRecord>>), ProtocolError> {
     match parsed.key_ref() {
         KeyRef::Global => {
             let keys = dir.global_keys();
-            parsed.verify(keys, now)
+            Ok((parsed.verify(keys, now)?, None))
         }
         KeyRef::Tenant { key_prefix, .. } => {
             let tenant = active_tenant(dir, key_prefix).await?;
-            parsed.verify(&tenant.keys, now)
+            Ok((parsed.verify(&tenant.keys, now)?, Some(tenant)))
         }
     }
 }
@@ -168,7 +169,7 @@ pub async fn click<D: Directory>(
 ) -> Result<Click, ProtocolError> {
     let kind = if tu_id.is_some() { LinkKind::Short } else { LinkKind::Click };
     let parsed = parse_link(kind, tu_id, query, cfg.seed_mode)?;
-    let verified = verify(dir, parsed, now).await?;
+    let (verified, _) = verify(dir, parsed, now).await?;
     let key_prefix = verified.key_prefix.unwrap_or_else(|| GLOBAL_KEY_PREFIX.to_owned());
     let mut params = verified.params;
     let destination = if kind == LinkKind::Short {
@@ -209,10 +210,10 @@ pub async fn signal<D: Directory>(
     random: [u8; 10],
 ) -> Result<Event, ProtocolError> {
     let mut pairs: BTreeMap<String, String> = parse_query(query)?.into_iter().collect();
-    let (key_prefix, auth) = if pairs.contains_key("v") {
-        let verified = verify(dir, parse_link(kind, None, query, cfg.seed_mode)?, now).await?;
+    let (key_prefix, auth, tenant) = if pairs.contains_key("v") {
+        let (verified, tenant) = verify(dir, parse_link(kind, None, query, cfg.seed_mode)?, now).await?;
         pairs = verified.params;
-        (verified.key_prefix.unwrap_or_default(), Auth::Signature)
+        (verified.key_prefix.unwrap_or_default(), Auth::Signature, tenant)
     } else if let Some(token) = pairs.remove("token").or_else(|| bearer.map(str::to_owned)) {
         let info = dir
             .token(&token)
@@ -223,19 +224,21 @@ pub async fn signal<D: Directory>(
         {
             return Err(ProtocolError::TenantMismatch);
         }
-        active_tenant(dir, &info.key_prefix).await?;
-        (info.key_prefix.clone(), Auth::Token)
+        let tenant = active_tenant(dir, &info.key_prefix).await?;
+        (info.key_prefix.clone(), Auth::Token, Some(tenant))
     } else {
         let kp = pairs.remove("key_prefix").ok_or(ProtocolError::MissingKeyPrefix)?;
         if !is_valid_key_prefix(&kp) {
             return Err(ProtocolError::InvalidKeyPrefix);
         }
-        active_tenant(dir, &kp).await?;
-        (kp, Auth::None)
+        let tenant = active_tenant(dir, &kp).await?;
+        (kp, Auth::None, Some(tenant))
     };
-    if kind == LinkKind::Postback && !key_prefix.is_empty() && key_prefix != GLOBAL_KEY_PREFIX {
-        // a postback is the ingestion API (its sender can retry); an impression pixel is always answered
-        check_quota(&*active_tenant(dir, &key_prefix).await?, now)?;
+    // a postback is the ingestion API (its sender can retry); an impression pixel is always answered
+    if kind == LinkKind::Postback
+        && let Some(tenant) = &tenant
+    {
+        check_quota(tenant, now)?;
     }
     let default_type = if kind == LinkKind::Postback { "postback" } else { "impression" };
     let event_type = pairs.remove("event_type").unwrap_or_else(|| default_type.to_owned());
@@ -351,21 +354,20 @@ pub fn check_quota(tenant: &TenantRecord, now: i64) -> Result<(), ProtocolError>
 
 /// The tenant of a bearer ingest token, if it may ingest at `now`.
 async fn authenticate_ingest<D: Directory>(dir: &D, bearer: Option<&str>, now: i64) -> Result<String, ProtocolError> {
-    let key_prefix = authenticate(dir, bearer).await?;
-    check_quota(&*active_tenant(dir, &key_prefix).await?, now)?;
-    Ok(key_prefix)
+    let tenant = authenticate(dir, bearer).await?;
+    check_quota(&tenant, now)?;
+    Ok(tenant.key_prefix.clone())
 }
 
-/// The tenant of a bearer ingest token.
-pub async fn authenticate<D: Directory>(dir: &D, bearer: Option<&str>) -> Result<String, ProtocolError> {
+/// The active tenant of a bearer ingest token.
+pub async fn authenticate<D: Directory>(dir: &D, bearer: Option<&str>) -> Result<Arc<TenantRecord>, ProtocolError> {
     let token = bearer.ok_or(ProtocolError::Unauthorized { reason: "send Authorization: Bearer <ingest token>" })?;
     let info = dir
         .token(token)
         .await?
         .ok_or(ProtocolError::Unauthorized { reason: "the ingest token is invalid, expired or revoked" })?;
     // a suspended tenant's tokens stop with the tenant record, wherever a copy of the token is cached
-    active_tenant(dir, &info.key_prefix).await?;
-    Ok(info.key_prefix.clone())
+    active_tenant(dir, &info.key_prefix).await
 }
 
 /// `POST /batch`: the tenant comes from the token, never from the body. `random` feeds the ids of events sent

@@ -241,17 +241,10 @@ CREATE TABLE IF NOT EXISTS leases (
     until INTEGER NOT NULL
 ) STRICT;
 "#,
-    // 5: metering (webhook deliveries are counted with their outcome), and deliveries that are not events
-    // (allowance warnings)
+    // 5: deliveries that are not events (allowance warnings); the usage table (webhook deliveries are counted with
+    // their outcome) is `usage::USAGE_SCHEMA`, created with the schema
     r#"
 ALTER TABLE webhook_deliveries ADD COLUMN kind TEXT NOT NULL DEFAULT 'event';
-CREATE TABLE IF NOT EXISTS usage_hours (
-    key_prefix TEXT NOT NULL,
-    hour INTEGER NOT NULL,
-    metric TEXT NOT NULL,
-    n INTEGER NOT NULL,
-    PRIMARY KEY (key_prefix, hour, metric)
-) STRICT;
 "#,
 ];
 
@@ -345,7 +338,8 @@ impl Store {
 
     /// Opens the database at `location` and applies the schema and any migrations it has not seen.
     pub async fn connect(location: &Location) -> Result<Store> {
-        let db = Db::connect(location, SCHEMA, MIGRATIONS).await?;
+        let schema = format!("{SCHEMA}{}", usage::USAGE_SCHEMA);
+        let db = Db::connect(location, &schema, MIGRATIONS).await?;
         Ok(Store { sealer: None, db })
     }
 

@@ -14,7 +14,7 @@ use axum::extract::State;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
-use tracker_protocol::quota::{month_name, month_start, next_month_start, parse_month};
+use tracker_protocol::quota::{civil_from_days, month_name, month_start, next_month_start, parse_month};
 use tracker_store::usage::{GAUGES, METRICS, UsageRow, hour_of};
 use tracker_store::{Plan, Tenant};
 
@@ -231,13 +231,11 @@ fn csv(tenant: &str, granularity: Granularity, periods: &BTreeMap<i64, Totals>) 
 
 /// A period's start as ISO 8601: `2026-11`, `2026-11-29` or `2026-11-29T13:00Z`.
 fn iso(ms: i64, granularity: Granularity) -> String {
-    let month = month_name(ms);
-    let day = ms.div_euclid(DAY_MS) * DAY_MS;
-    let dom = (day - month_start(ms)) / DAY_MS + 1;
+    let (y, m, d) = civil_from_days(ms.div_euclid(DAY_MS));
     match granularity {
-        Granularity::Month => month,
-        Granularity::Day => format!("{month}-{dom:02}"),
-        Granularity::Hour => format!("{month}-{dom:02}T{:02}:00Z", (ms - day) / HOUR_MS),
+        Granularity::Month => format!("{y:04}-{m:02}"),
+        Granularity::Day => format!("{y:04}-{m:02}-{d:02}"),
+        Granularity::Hour => format!("{y:04}-{m:02}-{d:02}T{:02}:00Z", ms.rem_euclid(DAY_MS) / HOUR_MS),
     }
 }
 
