@@ -8,7 +8,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use rand::Rng as _;
 use tracker_log::{EventLog, RecordSet};
-use tracker_protocol::quota::{QuotaState, month_start, next_month_start};
+use tracker_protocol::quota::{QuotaState, month_start};
 use tracker_protocol::service::{Directory, ServiceConfig, ShortLinkRecord, TenantRecord, TokenRecord};
 use tracker_protocol::wire::RecordSetBuilder;
 use tracker_protocol::{Event, LinkKey, ProtocolError, partition_for};
@@ -164,8 +164,7 @@ impl AppState {
             return None;
         }
         match self.streams.hot.quota_kept(&tenant.key_prefix, month_start(now)).await {
-            Ok(kept) => (u64::try_from(kept).unwrap_or(0) >= plan.monthly_events)
-                .then(|| QuotaState { allowance: plan.monthly_events, blocked_until: next_month_start(now) }),
+            Ok(kept) => plan.block(kept, now),
             Err(e) => {
                 tracing::error!(error = %e, tenant = %tenant.key_prefix, "hot tier unreadable: quota not checked");
                 None

@@ -56,6 +56,17 @@ impl Plan {
         self.overage_cents_per_million.is_none()
     }
 
+    /// The block on ingestion once `kept` billable events were kept in the month holding `now`: on a hard cap, at
+    /// the allowance, until the next month.
+    pub fn block(&self, kept: i64, now: i64) -> Option<tracker_protocol::quota::QuotaState> {
+        (self.hard_cap() && u64::try_from(kept).unwrap_or(0) >= self.monthly_events).then(|| {
+            tracker_protocol::quota::QuotaState {
+                allowance: self.monthly_events,
+                blocked_until: tracker_protocol::quota::next_month_start(now),
+            }
+        })
+    }
+
     /// The plan's values with a tenant's overrides.
     pub fn with_limits(&self, limits: &TenantLimits) -> Plan {
         let mut p = self.clone();

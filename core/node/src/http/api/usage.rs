@@ -123,7 +123,7 @@ fn sorted(mut rows: Vec<UsageRow>) -> Vec<UsageRow> {
 async fn allowance(st: &AppState, tenant: &Tenant, plan: &Plan, now: i64) -> Result<serde_json::Value, ApiError> {
     let month = month_start(now);
     let used = st.streams.hot.quota_kept(&tenant.key_prefix, month).await.map_err(super::events::hot_err)?;
-    let blocked = st.quota_state(tenant, now).await;
+    let blocked = plan.block(used, now);
     Ok(serde_json::json!({
         "period": month_name(now),
         "allowance": plan.monthly_events,
