@@ -70,8 +70,23 @@ pub fn from_vars(
         }
     }
     if get("ARCHIVE_S3_ENDPOINT").is_some() && get("ARCHIVE_S3_REGION").is_none() {
-        // R2's region; commits use conditional puts (If-None-Match), which R2 supports: no lock service needed
+        // R2's region
         settings.storage_options.insert("AWS_REGION".into(), "auto".into());
+    }
+    if settings.base.scheme() != "file" {
+        // Commit safety, stated rather than left to a library default: a Delta commit is a conditional put
+        // (`If-None-Match: *`), which S3 and R2 honour, so two writers can never both create a version and no lock
+        // service is needed. Copy-if-not-exists: R2 takes its own header (S3 a multipart upload, the default).
+        settings.storage_options.insert("AWS_CONDITIONAL_PUT".into(), "etag".into());
+        let r2 = get("ARCHIVE_S3_ENDPOINT")
+            .and_then(|e| url::Url::parse(&e).ok())
+            .and_then(|u| u.host_str().map(|h| h.ends_with(".r2.cloudflarestorage.com")))
+            .unwrap_or(false);
+        if r2 {
+            settings
+                .storage_options
+                .insert("AWS_COPY_IF_NOT_EXISTS".into(), "header: cf-copy-destination-if-none-match: *".into());
+        }
     }
     match get("ARCHIVE_S3_ALLOW_HTTP").as_deref().unwrap_or("false") {
         "true" | "1" => {

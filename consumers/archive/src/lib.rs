@@ -36,10 +36,11 @@ use std::time::{Duration, Instant};
 
 use deltalake::DeltaTable;
 use deltalake::arrow::array::RecordBatch;
-use deltalake::kernel::transaction::CommitProperties;
-use deltalake::kernel::{Transaction, Version};
-use deltalake::protocol::SaveMode;
-use tracker_log::{EventLog, Filter};
+use deltalake::kernel::transaction::{CommitBuilder, CommitProperties};
+use deltalake::kernel::{Action, Transaction, Version};
+use deltalake::protocol::{DeltaOperation, SaveMode};
+use deltalake::writer::{DeltaWriter, RecordBatchWriter};
+use tracker_log::EventLog;
 use tracker_protocol::Event;
 
 pub use config::{SettingError, from_vars};
@@ -219,7 +220,7 @@ pub async fn positions(delta: &DeltaTable, table: Table, partitions: u32) -> Res
 #[derive(Debug, Default)]
 struct Pending {
     /// Each poll's events, being converted (on another core) into event rows and rollup counts.
-    parts: Vec<tokio::task::JoinHandle<Result<Converted, ArchiveError>>>,
+    parts: Vec<(u32, tokio::task::JoinHandle<Result<Converted, ArchiveError>>)>,
     /// Events in `parts` (rows for either table).
     events: usize,
     /// Event rows in `parts`.
@@ -237,27 +238,30 @@ struct Converted {
 }
 
 impl Pending {
-    /// Converts `events` (offset, event) off the reading task: rows for the events table where `events_from`
-    /// allows, counts for the rollups where `rollups_from` does.
-    fn add(&mut self, events: Vec<(u64, Event)>, events_from: u64, rollups_from: u64) {
+    /// Converts `events` (offset, event) of log partition `partition` off the reading task: rows for the events
+    /// table where `events_from` allows, counts for the rollups where `rollups_from` does.
+    fn add(&mut self, partition: u32, events: Vec<(u64, Event)>, events_from: u64, rollups_from: u64) {
         self.rows += events.iter().filter(|(o, _)| *o >= events_from).count();
         self.events += events.iter().filter(|(o, _)| *o >= events_from.min(rollups_from)).count();
-        self.parts.push(tokio::spawn(async move {
-            let mut rollups = Rollups::default();
-            events.iter().filter(|(o, _)| *o >= rollups_from).for_each(|(_, e)| rollups.add(e));
-            let rows: Vec<&Event> = events.iter().filter(|(o, _)| *o >= events_from).map(|(_, e)| e).collect();
-            let rows = if rows.is_empty() { None } else { Some(event_batch(rows.into_iter())?) };
-            Ok(Converted { rows, rollups })
-        }));
+        self.parts.push((
+            partition,
+            tokio::spawn(async move {
+                let mut rollups = Rollups::default();
+                rollups.add(events.iter().filter(|(o, _)| *o >= rollups_from).map(|(_, e)| e));
+                let rows: Vec<&Event> = events.iter().filter(|(o, _)| *o >= events_from).map(|(_, e)| e).collect();
+                let rows = if rows.is_empty() { None } else { Some(event_batch(rows.into_iter())?) };
+                Ok(Converted { rows, rollups })
+            }),
+        ));
     }
 
-    /// The event rows and rollup counts of every part, once converted.
-    async fn converted(self) -> Result<(Vec<RecordBatch>, Rollups), ArchiveError> {
+    /// The event rows (with their log partition) and rollup counts of every part, once converted.
+    async fn converted(self) -> Result<(Vec<(u32, RecordBatch)>, Rollups), ArchiveError> {
         let mut batches = Vec::with_capacity(self.parts.len());
         let mut rollups = Rollups::default();
-        for part in self.parts {
+        for (partition, part) in self.parts {
             let c = part.await.map_err(|e| ArchiveError::Task(e.to_string()))??;
-            batches.extend(c.rows);
+            batches.extend(c.rows.map(|rows| (partition, rows)));
             rollups.merge(c.rollups);
         }
         Ok((batches, rollups))
@@ -302,9 +306,11 @@ impl Target {
         Ok(())
     }
 
-    /// Appends `batches` with the new positions of the partitions they move, as one commit.
-    async fn commit(&mut self, batches: Vec<RecordBatch>, next: &BTreeMap<u32, u64>) -> Result<(), ArchiveError> {
-        if batches.is_empty() {
+    /// Commits the data files `staged` (see [`stage`]) with the new positions of the partitions they move. A
+    /// commit that conflicts with another writer's (a retention delete, a compaction) is retried with the same
+    /// files.
+    async fn commit(&mut self, staged: Vec<Action>, next: &BTreeMap<u32, u64>) -> Result<(), ArchiveError> {
+        if staged.is_empty() {
             // nothing new for this table (it already held these events: a crash between the two commits)
             return Ok(());
         }
@@ -313,31 +319,29 @@ impl Target {
             .filter(|(p, n)| self.held.get(**p as usize).is_some_and(|h| **n > *h))
             .map(|(p, n)| (*p, *n))
             .collect();
+        let txns: Vec<Transaction> = moved
+            .iter()
+            .map(|(p, n)| Transaction::new(self.table.app_id(*p), i64::try_from(*n).unwrap_or(i64::MAX)))
+            .collect();
+        let operation =
+            DeltaOperation::Write { mode: SaveMode::Append, partition_by: Some(partition_columns()), predicate: None };
         let mut attempt = 1;
         loop {
             self.fence().await?;
             let before = self.delta.version();
-            let txns: Vec<Transaction> = moved
-                .iter()
-                .map(|(p, n)| Transaction::new(self.table.app_id(*p), i64::try_from(*n).unwrap_or(i64::MAX)))
-                .collect();
-            let written = self
-                .delta
-                .clone()
-                .write(batches.clone())
-                .with_writer_properties(writer_properties())
-                .with_save_mode(SaveMode::Append)
-                .with_partition_columns(partition_columns())
-                .with_commit_properties(CommitProperties::default().with_application_transactions(txns))
-                .await;
-            match written {
-                Ok(delta) => {
+            let committed =
+                CommitBuilder::from(CommitProperties::default().with_application_transactions(txns.clone()))
+                    .with_actions(staged.clone())
+                    .build(Some(self.delta.snapshot()?), self.delta.log_store(), operation.clone())
+                    .await;
+            match committed {
+                Ok(done) => {
                     // committed right after the version it read: every commit is known; otherwise another
                     // writer's came in between, and the next fence checks it
-                    if delta.version() == before.map(|v| v + 1) && before == self.known {
-                        self.known = delta.version();
+                    if Some(done.version()) == before.map(|v| v + 1) && before == self.known {
+                        self.known = Some(done.version());
                     }
-                    self.delta = delta;
+                    self.delta.state = Some(done.snapshot());
                     break;
                 }
                 // a concurrent delete or compaction won the race: read the table again and retry (a commit
@@ -358,6 +362,60 @@ impl Target {
         }
         Ok(())
     }
+}
+
+/// Writes `batches` (rows read from a log partition) as data files of `table`, by concurrent writers (a log
+/// partition's tenants are its own, so each tenant and date still gets one file); returns their add actions, for
+/// [`Target::commit`]. Files never committed are never read, and VACUUM removes them.
+async fn stage(table: &DeltaTable, batches: Vec<(u32, RecordBatch)>) -> Result<Vec<Action>, ArchiveError> {
+    let mut writing = Vec::new();
+    for group in writer_groups(batches) {
+        let mut writer = RecordBatchWriter::for_table(table)?.with_writer_properties(writer_properties());
+        writing.push(Staging(tokio::spawn(async move {
+            for batch in group {
+                writer.write(batch).await?;
+            }
+            writer.flush().await
+        })));
+    }
+    let mut actions = Vec::new();
+    for mut w in writing {
+        let adds = (&mut w.0).await.map_err(|e| ArchiveError::Task(e.to_string()))??;
+        actions.extend(adds.into_iter().map(Action::Add));
+    }
+    Ok(actions)
+}
+
+/// A writer staging files; aborted when dropped (its files then stay unreferenced).
+struct Staging(tokio::task::JoinHandle<Result<Vec<deltalake::kernel::Add>, deltalake::DeltaTableError>>);
+
+impl Drop for Staging {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Concurrent writers for one commit: the rows of each log partition go to one writer, the partitions spread
+/// so that the writers get about as many rows each.
+fn writer_groups(batches: Vec<(u32, RecordBatch)>) -> Vec<Vec<RecordBatch>> {
+    let writers = std::thread::available_parallelism().map_or(2, |n| n.get()).clamp(1, 8);
+    let mut by_partition: BTreeMap<u32, (usize, Vec<RecordBatch>)> = BTreeMap::new();
+    for (p, batch) in batches {
+        let entry = by_partition.entry(p).or_default();
+        entry.0 += batch.num_rows();
+        entry.1.push(batch);
+    }
+    let mut partitions: Vec<(usize, Vec<RecordBatch>)> = by_partition.into_values().collect();
+    partitions.sort_by_key(|(rows, _)| std::cmp::Reverse(*rows));
+    let mut groups: Vec<(usize, Vec<RecordBatch>)> =
+        (0..writers.min(partitions.len())).map(|_| Default::default()).collect();
+    for (rows, batches) in partitions {
+        if let Some(least) = groups.iter_mut().min_by_key(|(r, _)| *r) {
+            least.0 += rows;
+            least.1.extend(batches);
+        }
+    }
+    groups.into_iter().map(|(_, batches)| batches).collect()
 }
 
 /// How data files are written: Snappy (fast; OPTIMIZE rewrites them with ZSTD), and no dictionary for columns
@@ -389,56 +447,115 @@ pub async fn run(
     let (events_held, rollups_held) = (events.held.clone(), rollups.held.clone());
     // read from the older of the two tables' positions
     let mut read: Vec<u64> = events_held.iter().zip(&rollups_held).map(|(e, r)| (*e).min(*r)).collect();
-    // the log's group offsets follow what was read, not what was committed (the archiver batches many polls into
-    // one commit): they start from the tables' positions
-    for (p, at) in (0..partitions).zip(&read) {
-        log.commit_offset(GROUP, p, *at).await?;
-    }
-    let mut writer = Writer { idle: Some((events, rollups)), busy: None };
+    // One archiver reads every partition (it holds the archive's lease), from its own positions. The group offsets
+    // only show how far it read: a task of its own commits them, so no fsync of theirs is on the reading path.
+    let progress = Progress::start(log.clone(), &read).await?;
+    let mut writer = Writer::new(events, rollups);
     let mut pending = Pending::default();
     let mut archived = 0u64;
     let poll = POLL.min(settings.flush_events.max(1));
+    let mut turn = 0u32;
     while !stop.load(Ordering::Acquire) {
-        let polled = log.poll_group(GROUP, poll, Filter::ALL).await?;
         let mut idle = true;
-        if let Some((partition, polled)) = polled
-            && let Some(at) = read.get_mut(partition as usize)
-        {
-            // the tables are the authority: read from their position when the log's offset is behind or ahead
-            let polled = tracker_log::resume_at(&*log, partition, polled, *at, poll).await?;
+        // the partitions in turn, starting after the last one read: a busy partition does not starve the others
+        for i in 0..partitions {
+            let partition = (turn + i) % partitions;
+            let Some(at) = read.get_mut(partition as usize) else { continue };
+            let polled = log.poll(partition, *at, poll).await?;
             if polled.next_offset > *at {
                 idle = false;
                 let at_least = |held: &[u64]| held.get(partition as usize).copied().unwrap_or(0).max(*at);
-                pending.add(polled.events, at_least(&events_held), at_least(&rollups_held));
+                pending.add(partition, polled.events, at_least(&events_held), at_least(&rollups_held));
                 pending.next.insert(partition, polled.next_offset);
                 pending.since.get_or_insert_with(Instant::now);
                 *at = polled.next_offset;
-                log.commit_offset(GROUP, partition, polled.next_offset).await?;
+                turn = partition + 1;
+                break;
             }
         }
         let due = pending.since.is_some_and(|s| s.elapsed() >= settings.flush_interval);
         if pending.events >= settings.flush_events || due {
-            archived += writer.start(std::mem::take(&mut pending)).await?;
+            writer.start(std::mem::take(&mut pending)).await?;
         }
+        progress.show(&read);
         if idle {
             archived += writer.settle().await?;
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
     // a stop commits what was read (not needed for correctness: it would be read again)
-    archived += writer.start(pending).await?;
+    writer.start(pending).await?;
     archived += writer.settle().await?;
+    progress.stop().await;
     Ok(archived)
 }
 
-/// The tables, idle or being committed to by a task of their own.
-#[derive(Debug)]
-struct Writer {
-    idle: Option<(Target, Target)>,
-    busy: Option<Committing>,
+/// The archiver's read positions shown as its group's offsets in the log (for lag metrics and tools; the tables
+/// are the authority). A task commits the latest positions it was given, skipping those overtaken meanwhile.
+struct Progress {
+    tx: tokio::sync::watch::Sender<Vec<u64>>,
+    task: tokio::task::JoinHandle<()>,
 }
 
-/// A commit in flight; aborted if the archiver is dropped (as a crash would: safe, the commit either happened or not).
+impl Progress {
+    async fn start(log: Arc<dyn EventLog>, read: &[u64]) -> Result<Progress, ArchiveError> {
+        for (p, at) in (0u32..).zip(read) {
+            log.commit_offset(GROUP, p, *at).await?;
+        }
+        let (tx, mut rx) = tokio::sync::watch::channel(read.to_vec());
+        let mut shown = read.to_vec();
+        let task = tokio::spawn(async move {
+            while rx.changed().await.is_ok() {
+                let now = rx.borrow_and_update().clone();
+                for ((p, at), was) in (0u32..).zip(&now).zip(shown.iter_mut()) {
+                    if at == was {
+                        continue;
+                    }
+                    match log.commit_offset(GROUP, p, *at).await {
+                        Ok(()) => *was = *at,
+                        Err(e) => tracing::warn!(partition = p, error = %e, "archiver: group offset not shown"),
+                    }
+                }
+            }
+        });
+        Ok(Progress { tx, task })
+    }
+
+    fn show(&self, read: &[u64]) {
+        self.tx.send_if_modified(|shown| {
+            let changed = shown.as_slice() != read;
+            if changed {
+                shown.copy_from_slice(read);
+            }
+            changed
+        });
+    }
+
+    /// Shows the last positions given, then ends the task.
+    async fn stop(self) {
+        drop(self.tx);
+        let _ = self.task.await;
+    }
+}
+
+/// The tables and the commits in flight. The next commit's data files are written while the one before it commits
+/// (commits stay in order, one at a time): at most two commits are in flight, so memory stays bounded.
+#[derive(Debug)]
+struct Writer {
+    /// The tables, when no commit is in flight.
+    idle: Option<(Target, Target)>,
+    /// The latest commit in flight; it owns the one before it, and takes the tables from it.
+    busy: Option<Committing>,
+    /// Tables to stage data files with (their schema and partitioning, which never change).
+    layout: (DeltaTable, DeltaTable),
+    /// Two permits: a commit holds one from its start until it is done.
+    slots: Arc<tokio::sync::Semaphore>,
+    /// Set by a commit that failed (the commits after it fail with it).
+    failed: Arc<AtomicBool>,
+}
+
+/// A commit in flight, returning the tables and the events committed by it and the commits before it that it
+/// waited for; aborted if the archiver is dropped (as a crash would: safe, the commit either happened or not).
 #[derive(Debug)]
 struct Committing(tokio::task::JoinHandle<Result<(Target, Target, u64), ArchiveError>>);
 
@@ -449,7 +566,13 @@ impl Drop for Committing {
 }
 
 impl Writer {
-    /// Waits for the commit in flight, if any; returns the events it committed.
+    fn new(events: Target, rollups: Target) -> Writer {
+        let layout = (events.delta.clone(), rollups.delta.clone());
+        let slots = Arc::new(tokio::sync::Semaphore::new(2));
+        Writer { idle: Some((events, rollups)), busy: None, layout, slots, failed: Arc::default() }
+    }
+
+    /// Waits for the commits in flight, if any; returns the events they committed.
     async fn settle(&mut self) -> Result<u64, ArchiveError> {
         let Some(mut task) = self.busy.take() else { return Ok(0) };
         let (events, rollups, n) = (&mut task.0).await.map_err(|e| ArchiveError::Task(e.to_string()))??;
@@ -457,22 +580,46 @@ impl Writer {
         Ok(n)
     }
 
-    /// Starts committing `pending` once the commit in flight is done; returns the events that one committed.
-    async fn start(&mut self, mut pending: Pending) -> Result<u64, ArchiveError> {
-        let n = self.settle().await?;
+    /// Starts committing `pending`: its data files are written at once, its commit follows the one in flight.
+    /// Waits only while two commits are in flight.
+    async fn start(&mut self, mut pending: Pending) -> Result<(), ArchiveError> {
         if pending.since.is_none() {
-            return Ok(n);
+            return Ok(());
         }
-        let (mut events, mut rollups) = self.idle.take().ok_or_else(|| ArchiveError::Task("no tables".into()))?;
+        let slot = self.slots.clone().acquire_owned().await.map_err(|e| ArchiveError::Task(e.to_string()))?;
+        if self.failed.load(Ordering::Acquire) {
+            // a commit failed: its error ends the archiver (a restart reads from the tables)
+            self.settle().await?;
+        }
+        let failed = self.failed.clone();
+        let before = self.busy.take();
+        let idle = self.idle.take();
+        let (events_layout, rollups_layout) = self.layout.clone();
         let next = std::mem::take(&mut pending.next);
         let events_read = pending.rows as u64;
-        self.busy = Some(Committing(tokio::spawn(async move {
+        let commit = async move {
             let (batches, rollup_counts) = pending.converted().await?;
-            events.commit(batches, &next).await?;
-            let rollup_rows = if rollup_counts.is_empty() { vec![] } else { vec![rollup_counts.batch()?] };
-            rollups.commit(rollup_rows, &next).await?;
-            Ok((events, rollups, events_read))
+            let rollup_rows = if rollup_counts.is_empty() { vec![] } else { vec![(0, rollup_counts.batch()?)] };
+            // the tables are independent (each takes only what it lacks after a crash between the two): their
+            // files are written, and their commits made, side by side
+            let (events_staged, rollups_staged) =
+                tokio::try_join!(stage(&events_layout, batches), stage(&rollups_layout, rollup_rows))?;
+            let (mut events, mut rollups, committed) = match (before, idle) {
+                (Some(mut before), _) => (&mut before.0).await.map_err(|e| ArchiveError::Task(e.to_string()))??,
+                (None, Some((events, rollups))) => (events, rollups, 0),
+                (None, None) => return Err(ArchiveError::Task("no tables".into())),
+            };
+            tokio::try_join!(events.commit(events_staged, &next), rollups.commit(rollups_staged, &next))?;
+            Ok((events, rollups, committed + events_read))
+        };
+        self.busy = Some(Committing(tokio::spawn(async move {
+            let done = commit.await;
+            if done.is_err() {
+                failed.store(true, Ordering::Release);
+            }
+            drop(slot);
+            done
         })));
-        Ok(n)
+        Ok(())
     }
 }

@@ -6,7 +6,7 @@
 //!
 //! Both are partitioned by tenant, then by the event's UTC date (`YYYY-MM-DD`).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use deltalake::arrow::array::{
@@ -142,6 +142,7 @@ fn auth_name(auth: tracker_protocol::Auth) -> &'static str {
 /// Events as one record batch of the `events` table.
 pub fn event_batch<'e>(events: impl ExactSizeIterator<Item = &'e Event>) -> Result<RecordBatch, ArrowError> {
     let events: Vec<&Event> = events.collect();
+    let links: Vec<Option<&str>> = events.iter().map(|e| e.link()).collect();
     let n = events.len();
     // exact byte capacities: no regrowth (copies and fresh pages) while the columns fill
     let bytes = |f: fn(&Event) -> usize| events.iter().map(|e| f(e)).sum::<usize>();
@@ -151,7 +152,7 @@ pub fn event_batch<'e>(events: impl ExactSizeIterator<Item = &'e Event>) -> Resu
     let strings = |total: usize| StringBuilder::with_capacity(n, total);
     let mut event_id = strings(n * 36);
     let mut event_type = strings(bytes(|e| e.event_type.len()));
-    let mut tu_id = strings(bytes(|e| e.link().map_or(0, str::len)));
+    let mut tu_id = strings(links.iter().map(|l| l.map_or(0, str::len)).sum());
     let mut ip = strings(bytes(|e| len(&e.ip)));
     let mut ua = strings(bytes(|e| len(&e.user_agent)));
     let mut referer = strings(bytes(|e| len(&e.referer)));
@@ -172,12 +173,12 @@ pub fn event_batch<'e>(events: impl ExactSizeIterator<Item = &'e Event>) -> Resu
     let mut params = MapBuilder::with_capacity(Some(names), keys, values, n);
     let mut dates = Dates::default();
     let mut id = tracker_protocol::Uuid::encode_buffer();
-    for e in events {
+    for (e, link) in events.into_iter().zip(links) {
         event_id.append_value(e.event_id.as_hyphenated().encode_lower(&mut id));
         event_type.append_value(&e.event_type);
         ts.append_value(e.timestamp.saturating_mul(1000));
         received.append_value(e.received_at.saturating_mul(1000));
-        tu_id.append_option(e.link());
+        tu_id.append_option(link);
         ip.append_option(e.ip.as_deref());
         ua.append_option(e.user_agent.as_deref());
         referer.append_option(e.referer.as_deref());
@@ -228,10 +229,18 @@ pub struct Rollups {
 }
 
 impl Rollups {
-    pub fn add(&mut self, e: &Event) {
-        let hour = e.timestamp.div_euclid(HOUR_MS) * HOUR_MS;
-        let key = (e.key_prefix.clone(), hour, e.event_type.clone(), e.link().map(str::to_owned));
-        *self.counts.entry(key).or_default() += 1;
+    /// Counts `events`. They are tallied under borrowed keys first: a poll's thousands of events fall into a few
+    /// keys, and only those are copied.
+    pub fn add<'e>(&mut self, events: impl IntoIterator<Item = &'e Event>) {
+        let mut tally: HashMap<(&str, i64, &str, Option<&str>), i64> = HashMap::new();
+        for e in events {
+            let hour = e.timestamp.div_euclid(HOUR_MS) * HOUR_MS;
+            *tally.entry((&e.key_prefix, hour, &e.event_type, e.link())).or_default() += 1;
+        }
+        for ((tenant, hour, event_type, link), n) in tally {
+            let key = (tenant.to_owned(), hour, event_type.to_owned(), link.map(str::to_owned));
+            *self.counts.entry(key).or_default() += n;
+        }
     }
 
     pub fn is_empty(&self) -> bool {
@@ -314,11 +323,11 @@ mod tests {
             historical: false,
         };
         let mut r = Rollups::default();
-        r.add(&base);
-        r.add(&base);
-        r.add(&Event { timestamp: base.timestamp + 1, ..base.clone() }); // the next hour (and day)
-        r.add(&Event { request_path: None, ..base.clone() }); // names no link
-        r.add(&Event { key_prefix: "globex".into(), ..base.clone() });
+        r.add([&base]);
+        let next_hour = Event { timestamp: base.timestamp + 1, ..base.clone() }; // (and day)
+        let no_link = Event { request_path: None, ..base.clone() };
+        r.add([&base, &next_hour, &no_link]);
+        r.add([&Event { key_prefix: "globex".into(), ..base.clone() }]);
         let b = r.batch().unwrap();
         assert_eq!(b.num_rows(), 4);
         let events = b.column(3).as_any().downcast_ref::<deltalake::arrow::array::Int64Array>().unwrap();

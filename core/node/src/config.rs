@@ -692,6 +692,12 @@ mod tests {
         ];
         let a = Config::from_vars(vars(&r2), None).unwrap().consumer_settings.archive.unwrap();
         assert_eq!(a.storage_options["AWS_REGION"], "auto", "R2's region when an endpoint is set");
+        assert_eq!(a.storage_options["AWS_CONDITIONAL_PUT"], "etag", "commits are conditional puts");
+        assert_eq!(a.storage_options["AWS_COPY_IF_NOT_EXISTS"], "header: cf-copy-destination-if-none-match: *");
+        let s3 = Config::from_vars(vars(&[("ARCHIVE_URL", "s3://events/prod")]), None).unwrap();
+        let s3 = s3.consumer_settings.archive.unwrap().storage_options;
+        assert_eq!(s3.get("AWS_CONDITIONAL_PUT").map(String::as_str), Some("etag"));
+        assert!(!s3.contains_key("AWS_COPY_IF_NOT_EXISTS"), "Amazon S3 keeps the multipart default: {s3:?}");
         assert_eq!(a.storage_options["AWS_SECRET_ACCESS_KEY"], "very-secret-value");
         assert!(!a.storage_options.contains_key("AWS_ALLOW_HTTP"));
         assert!(!format!("{a:?}").contains("very-secret-value"), "secrets stay out of debug output");
