@@ -40,8 +40,8 @@ use deltalake::kernel::transaction::{CommitBuilder, CommitProperties};
 use deltalake::kernel::{Action, Transaction, Version};
 use deltalake::protocol::{DeltaOperation, SaveMode};
 use deltalake::writer::{DeltaWriter, RecordBatchWriter};
-use tracker_log::EventLog;
-use tracker_protocol::Event;
+use tracker_log::{EventLog, RawSet};
+use tracker_protocol::wire::decode_event_view;
 
 pub use config::{SettingError, from_vars};
 pub use maintain::{Maintenance, MaintenanceReport, Retention, maintain};
@@ -238,18 +238,32 @@ struct Converted {
 }
 
 impl Pending {
-    /// Converts `events` (offset, event) of log partition `partition` off the reading task: rows for the events
-    /// table where `events_from` allows, counts for the rollups where `rollups_from` does.
-    fn add(&mut self, partition: u32, events: Vec<(u64, Event)>, events_from: u64, rollups_from: u64) {
-        self.rows += events.iter().filter(|(o, _)| *o >= events_from).count();
-        self.events += events.iter().filter(|(o, _)| *o >= events_from.min(rollups_from)).count();
+    /// Converts the events of `sets` (read from log partition `partition`) off the reading task, reading them in
+    /// place: rows for the events table where `events_from` allows, counts for the rollups where `rollups_from`
+    /// does.
+    fn add(&mut self, partition: u32, sets: Vec<RawSet>, events_from: u64, rollups_from: u64) {
+        let from = |set: &RawSet, at: u64| set.end.saturating_sub(set.from.max(at));
+        self.rows += sets.iter().map(|s| from(s, events_from)).sum::<u64>() as usize;
+        self.events += sets.iter().map(|s| from(s, events_from.min(rollups_from))).sum::<u64>() as usize;
         self.parts.push((
             partition,
             tokio::spawn(async move {
+                let corrupt =
+                    |offset, source| ArchiveError::Log(tracker_log::LogError::Corrupt { partition, offset, source });
+                let mut views = Vec::with_capacity(sets.iter().map(|s| s.len() as usize).sum());
+                let mut offsets = Vec::with_capacity(views.capacity());
+                for set in &sets {
+                    for item in set.events().map_err(|e| ArchiveError::Log(with_partition(e, partition)))? {
+                        let (offset, raw) = item.map_err(|e| ArchiveError::Log(with_partition(e, partition)))?;
+                        views.push(decode_event_view(raw).map_err(|e| corrupt(offset, e))?);
+                        offsets.push(offset);
+                    }
+                }
                 let mut rollups = Rollups::default();
-                rollups.add(events.iter().filter(|(o, _)| *o >= rollups_from).map(|(_, e)| e));
-                let rows: Vec<&Event> = events.iter().filter(|(o, _)| *o >= events_from).map(|(_, e)| e).collect();
-                let rows = if rows.is_empty() { None } else { Some(event_batch(rows.into_iter())?) };
+                rollups.add(views.iter().zip(&offsets).filter(|(_, o)| **o >= rollups_from).map(|(v, _)| v));
+                let first_row = offsets.partition_point(|o| *o < events_from);
+                let rows = views.get(first_row..).unwrap_or_default();
+                let rows = if rows.is_empty() { None } else { Some(event_batch(rows)?) };
                 Ok(Converted { rows, rollups })
             }),
         ));
@@ -265,6 +279,16 @@ impl Pending {
             rollups.merge(c.rollups);
         }
         Ok((batches, rollups))
+    }
+}
+
+/// A log error from a set read from `partition` (a set does not know its partition).
+fn with_partition(e: tracker_log::LogError, partition: u32) -> tracker_log::LogError {
+    match e {
+        tracker_log::LogError::Corrupt { offset, source, .. } => {
+            tracker_log::LogError::Corrupt { partition, offset, source }
+        }
+        other => other,
     }
 }
 
@@ -461,11 +485,11 @@ pub async fn run(
         for i in 0..partitions {
             let partition = (turn + i) % partitions;
             let Some(at) = read.get_mut(partition as usize) else { continue };
-            let polled = log.poll(partition, *at, poll).await?;
+            let polled = log.poll_sets(partition, *at, poll).await?;
             if polled.next_offset > *at {
                 idle = false;
                 let at_least = |held: &[u64]| held.get(partition as usize).copied().unwrap_or(0).max(*at);
-                pending.add(partition, polled.events, at_least(&events_held), at_least(&rollups_held));
+                pending.add(partition, polled.sets, at_least(&events_held), at_least(&rollups_held));
                 pending.next.insert(partition, polled.next_offset);
                 pending.since.get_or_insert_with(Instant::now);
                 *at = polled.next_offset;

@@ -16,7 +16,7 @@ use deltalake::arrow::array::{
 use deltalake::arrow::datatypes::{DataType as ArrowType, Field, Schema, TimeUnit};
 use deltalake::arrow::error::ArrowError;
 use deltalake::kernel::{DataType, MapType, StructField};
-use tracker_protocol::Event;
+use tracker_protocol::wire::EventView;
 
 /// Both tables are partitioned by tenant, then by the event's UTC date.
 pub fn partition_columns() -> Vec<String> {
@@ -139,15 +139,15 @@ fn auth_name(auth: tracker_protocol::Auth) -> &'static str {
     }
 }
 
-/// Events as one record batch of the `events` table.
-pub fn event_batch<'e>(events: impl ExactSizeIterator<Item = &'e Event>) -> Result<RecordBatch, ArrowError> {
-    let events: Vec<&Event> = events.collect();
-    let links: Vec<Option<&str>> = events.iter().map(|e| e.link()).collect();
+/// Events (read in place, or borrowed from owned ones with `EventView::from`) as one record batch of the
+/// `events` table.
+pub fn event_batch(events: &[EventView<'_>]) -> Result<RecordBatch, ArrowError> {
+    let links: Vec<Option<&str>> = events.iter().map(EventView::link).collect();
     let n = events.len();
     // exact byte capacities: no regrowth (copies and fresh pages) while the columns fill
-    let bytes = |f: fn(&Event) -> usize| events.iter().map(|e| f(e)).sum::<usize>();
-    fn len(s: &Option<String>) -> usize {
-        s.as_ref().map_or(0, String::len)
+    let bytes = |f: fn(&EventView<'_>) -> usize| events.iter().map(f).sum::<usize>();
+    fn len(s: &Option<&str>) -> usize {
+        s.map_or(0, str::len)
     }
     let strings = |total: usize| StringBuilder::with_capacity(n, total);
     let mut event_id = strings(n * 36);
@@ -159,7 +159,7 @@ pub fn event_batch<'e>(events: impl ExactSizeIterator<Item = &'e Event>) -> Resu
     let mut lang = strings(bytes(|e| len(&e.accept_language)));
     let mut path = strings(bytes(|e| len(&e.request_path)));
     let mut host = strings(bytes(|e| len(&e.request_host)));
-    let mut raw = strings(bytes(|e| e.raw_payload.as_ref().map_or(0, |r| r.as_str().len())));
+    let mut raw = strings(bytes(|e| len(&e.raw_payload)));
     let mut auth = strings(n * 9);
     let mut tenant = strings(bytes(|e| e.key_prefix.len()));
     let mut date = strings(n * 10);
@@ -168,32 +168,32 @@ pub fn event_batch<'e>(events: impl ExactSizeIterator<Item = &'e Event>) -> Resu
     let mut historical = BooleanBuilder::with_capacity(n);
     let names = MapFieldNames { entry: "key_value".into(), key: "key".into(), value: "value".into() };
     let entries = bytes(|e| e.params.len());
-    let keys = StringBuilder::with_capacity(entries, bytes(|e| e.params.keys().map(String::len).sum()));
-    let values = StringBuilder::with_capacity(entries, bytes(|e| e.params.values().map(String::len).sum()));
+    let keys = StringBuilder::with_capacity(entries, bytes(|e| e.params.iter().map(|(k, _)| k.len()).sum()));
+    let values = StringBuilder::with_capacity(entries, bytes(|e| e.params.iter().map(|(_, v)| v.len()).sum()));
     let mut params = MapBuilder::with_capacity(Some(names), keys, values, n);
     let mut dates = Dates::default();
     let mut id = tracker_protocol::Uuid::encode_buffer();
-    for (e, link) in events.into_iter().zip(links) {
+    for (e, link) in events.iter().zip(links) {
         event_id.append_value(e.event_id.as_hyphenated().encode_lower(&mut id));
-        event_type.append_value(&e.event_type);
+        event_type.append_value(e.event_type);
         ts.append_value(e.timestamp.saturating_mul(1000));
         received.append_value(e.received_at.saturating_mul(1000));
         tu_id.append_option(link);
-        ip.append_option(e.ip.as_deref());
-        ua.append_option(e.user_agent.as_deref());
-        referer.append_option(e.referer.as_deref());
-        lang.append_option(e.accept_language.as_deref());
-        path.append_option(e.request_path.as_deref());
-        host.append_option(e.request_host.as_deref());
+        ip.append_option(e.ip);
+        ua.append_option(e.user_agent);
+        referer.append_option(e.referer);
+        lang.append_option(e.accept_language);
+        path.append_option(e.request_path);
+        host.append_option(e.request_host);
         for (k, v) in &e.params {
             params.keys().append_value(k);
             params.values().append_value(v);
         }
         params.append(true)?;
-        raw.append_option(e.raw_payload.as_ref().map(|r| r.as_str()));
+        raw.append_option(e.raw_payload);
         auth.append_value(auth_name(e.auth));
         historical.append_value(e.historical);
-        tenant.append_value(&e.key_prefix);
+        tenant.append_value(e.key_prefix);
         date.append_value(dates.of(e.timestamp));
     }
     let s = |b: &mut StringBuilder| Arc::new(b.finish()) as ArrayRef;
@@ -231,11 +231,11 @@ pub struct Rollups {
 impl Rollups {
     /// Counts `events`. They are tallied under borrowed keys first: a poll's thousands of events fall into a few
     /// keys, and only those are copied.
-    pub fn add<'e>(&mut self, events: impl IntoIterator<Item = &'e Event>) {
+    pub fn add<'e, 'v: 'e>(&mut self, events: impl IntoIterator<Item = &'e EventView<'v>>) {
         let mut tally: HashMap<(&str, i64, &str, Option<&str>), i64> = HashMap::new();
         for e in events {
             let hour = e.timestamp.div_euclid(HOUR_MS) * HOUR_MS;
-            *tally.entry((&e.key_prefix, hour, &e.event_type, e.link())).or_default() += 1;
+            *tally.entry((e.key_prefix, hour, e.event_type, e.link())).or_default() += 1;
         }
         for ((tenant, hour, event_type, link), n) in tally {
             let key = (tenant.to_owned(), hour, event_type.to_owned(), link.map(str::to_owned));
@@ -305,6 +305,7 @@ mod tests {
 
     #[test]
     fn rollups_count_per_tenant_type_link_and_hour() {
+        use tracker_protocol::Event;
         let base = Event {
             event_id: tracker_protocol::Uuid::from_u64_pair(1, 1),
             event_type: "click".into(),
@@ -323,11 +324,12 @@ mod tests {
             historical: false,
         };
         let mut r = Rollups::default();
-        r.add([&base]);
+        r.add(&[EventView::from(&base)]);
         let next_hour = Event { timestamp: base.timestamp + 1, ..base.clone() }; // (and day)
         let no_link = Event { request_path: None, ..base.clone() };
-        r.add([&base, &next_hour, &no_link]);
-        r.add([&Event { key_prefix: "globex".into(), ..base.clone() }]);
+        r.add(&[EventView::from(&base), EventView::from(&next_hour), EventView::from(&no_link)]);
+        let globex = Event { key_prefix: "globex".into(), ..base.clone() };
+        r.add(&[EventView::from(&globex)]);
         let b = r.batch().unwrap();
         assert_eq!(b.num_rows(), 4);
         let events = b.column(3).as_any().downcast_ref::<deltalake::arrow::array::Int64Array>().unwrap();

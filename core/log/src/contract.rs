@@ -67,6 +67,24 @@ where
     assert_eq!(p0.next_offset, 6, "{name}");
     let tail = log.poll(0, 4, 1).await.unwrap();
     assert_eq!((tail.events.len(), tail.events[0].0, tail.next_offset), (1, 4, 5), "{name}: from the middle");
+    // record sets as stored hold the same events, also from the middle of a set
+    for from in [0, 2, 4, 5] {
+        let sets = log.poll_sets(0, from, 100).await.unwrap();
+        let mut read = Vec::new();
+        for set in &sets.sets {
+            for item in set.events().unwrap() {
+                let (offset, raw) = item.unwrap();
+                read.push((offset, tracker_protocol::wire::decode_event(raw).unwrap()));
+            }
+        }
+        assert_eq!(read, log.poll(0, from, 100).await.unwrap().events, "{name}: sets from {from}");
+        assert_eq!(sets.next_offset, 6, "{name}");
+    }
+    let part = log.poll_sets(0, 1, 2).await.unwrap();
+    let offsets: Vec<u64> = part.sets.iter().flat_map(|s| s.events().unwrap().map(|e| e.unwrap().0)).collect();
+    assert_eq!((offsets, part.next_offset), (vec![1, 2], 3), "{name}: at most max_events, a set in part");
+    let none = log.poll_sets(0, 6, 100).await.unwrap();
+    assert!(none.sets.is_empty() && none.next_offset == 6, "{name}: nothing after the end");
     // enqueued events become readable (durable) within the commit window
     let mut seen = 0;
     for _ in 0..100 {

@@ -24,7 +24,7 @@ use fjall::{Database, Keyspace, KeyspaceCreateOptions, KvSeparationOptions, Pers
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 use tracker_protocol::wire;
 
-use crate::{AppendReceipt, EventLog, Filter, LogError, LogFuture, LogStatus, Polled, RecordSet};
+use crate::{AppendReceipt, EventLog, Filter, LogError, LogFuture, LogStatus, Polled, PolledSets, RawSet, RecordSet};
 
 /// Settings of the embedded log.
 #[derive(Debug, Clone)]
@@ -497,6 +497,56 @@ impl Shared {
     }
 }
 
+impl Shared {
+    /// [`EventLog::poll_sets`]: whole stored sets from the one holding `from`, undecoded, until about
+    /// `max_events` events.
+    fn poll_sets(&self, partition: u32, from: u64, max_events: usize) -> Result<PolledSets, LogError> {
+        let durable = self.durable_next.get(partition as usize).ok_or(LogError::NoSuchPartition(partition))?;
+        let durable = durable.load(Ordering::Acquire);
+        let mut out = PolledSets { sets: Vec::new(), next_offset: from };
+        if from >= durable {
+            return Ok(out);
+        }
+        let start = self
+            .index
+            .range(entry_key(partition, 0)..=entry_key(partition, from))
+            .next_back()
+            .map(|g| g.key())
+            .transpose()?
+            .and_then(|k| offset_of(&k))
+            .unwrap_or(0);
+        let mut scanned = 0u64;
+        for kv in self.index.range(entry_key(partition, start)..=entry_key(partition, u64::MAX)) {
+            let (k, v) = kv.into_inner()?;
+            let Some(entry) = IndexEntry::decode(&k, &v) else {
+                continue;
+            };
+            if entry.base >= durable {
+                break;
+            }
+            if entry.end() <= from {
+                continue;
+            }
+            let Some(set) = self.events.get(k)? else {
+                continue;
+            };
+            let start = entry.base.max(from);
+            // at most `max_events` in all: the last set may be handed out in part
+            let end = entry.end().min(durable).min(start.saturating_add(max_events as u64 - scanned));
+            let set = RawSet { base: entry.base, from: start, end, bytes: set.to_vec() };
+            scanned += set.len();
+            out.next_offset = set.end;
+            out.sets.push(set);
+            if scanned >= max_events as u64 {
+                break;
+            }
+        }
+        // everything below `durable` from `from` on was deleted by retention: skip ahead (as `poll` does)
+        out.next_offset = out.next_offset.max(from);
+        Ok(out)
+    }
+}
+
 impl EmbeddedLog {
     fn group_key(group: &str, partition: u32) -> Result<Vec<u8>, LogError> {
         if !tracker_protocol::is_valid_name(group, 128) {
@@ -561,6 +611,15 @@ impl EventLog for EmbeddedLog {
         let shared = self.shared.clone();
         Box::pin(async move {
             tokio::task::spawn_blocking(move || shared.poll(partition, from, max_events, filter))
+                .await
+                .map_err(|_| LogError::Closed)?
+        })
+    }
+
+    fn poll_sets(&self, partition: u32, from: u64, max_events: usize) -> LogFuture<'_, PolledSets> {
+        let shared = self.shared.clone();
+        Box::pin(async move {
+            tokio::task::spawn_blocking(move || shared.poll_sets(partition, from, max_events))
                 .await
                 .map_err(|_| LogError::Closed)?
         })

@@ -77,6 +77,52 @@ pub struct Polled {
     pub next_offset: u64,
 }
 
+/// Record sets read from one partition as they are stored, for a consumer that reads events in place
+/// ([`tracker_protocol::wire::decode_event_view`]) rather than as owned events.
+#[derive(Debug, Clone, Default)]
+pub struct PolledSets {
+    pub sets: Vec<RawSet>,
+    /// The offset to poll from next.
+    pub next_offset: u64,
+}
+
+/// One encoded record set: its event `i` has offset `base + i`; the poll holds those in `from..end`.
+#[derive(Debug, Clone, Default)]
+pub struct RawSet {
+    pub base: u64,
+    pub from: u64,
+    pub end: u64,
+    pub bytes: Vec<u8>,
+}
+
+impl RawSet {
+    /// Encodes `events` (consecutive offsets from `base`) as one set.
+    pub fn encode(base: u64, events: &[Event]) -> RawSet {
+        let end = base + events.len() as u64;
+        RawSet { base, from: base, end, bytes: tracker_protocol::wire::encode_record_set(events) }
+    }
+
+    /// How many of its events the poll holds.
+    pub fn len(&self) -> u64 {
+        self.end.saturating_sub(self.from)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// `(offset, encoded event)` for the events the poll holds.
+    pub fn events(&self) -> Result<impl Iterator<Item = Result<(u64, &[u8]), LogError>>, LogError> {
+        let corrupt = |source| LogError::Corrupt { partition: u32::MAX, offset: self.base, source };
+        let events = tracker_protocol::wire::record_set_events(&self.bytes).map_err(corrupt)?;
+        Ok((self.base..)
+            .zip(events)
+            .skip_while(|(o, _)| *o < self.from)
+            .take_while(|(o, _)| *o < self.end)
+            .map(move |(o, raw)| raw.map(|raw| (o, raw)).map_err(corrupt)))
+    }
+}
+
 /// What `/health/broker` and `/metrics` show.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct LogStatus {
@@ -158,6 +204,31 @@ pub trait EventLog: Send + Sync + std::fmt::Debug + 'static {
     /// reading and decoding the others. `max_events` bounds the events scanned (skipped sets count in full), and
     /// `next_offset` moves past every scanned event, kept or not.
     fn poll_where(&self, partition: u32, from: u64, max_events: usize, filter: Filter) -> LogFuture<'_, Polled>;
+
+    /// Like [`EventLog::poll`], but hands out the record sets as stored, undecoded. The default decodes and
+    /// encodes again (each run of consecutive offsets as one set); a log that stores sets hands them out as they
+    /// are.
+    fn poll_sets(&self, partition: u32, from: u64, max_events: usize) -> LogFuture<'_, PolledSets> {
+        Box::pin(async move {
+            let polled = self.poll(partition, from, max_events).await?;
+            let mut sets = Vec::new();
+            let mut run: Vec<Event> = Vec::new();
+            let mut base = 0;
+            for (offset, event) in polled.events {
+                if !run.is_empty() && offset != base + run.len() as u64 {
+                    sets.push(RawSet::encode(base, &std::mem::take(&mut run)));
+                }
+                if run.is_empty() {
+                    base = offset;
+                }
+                run.push(event);
+            }
+            if !run.is_empty() {
+                sets.push(RawSet::encode(base, &run));
+            }
+            Ok(PolledSets { sets, next_offset: polled.next_offset })
+        })
+    }
 
     /// Reads for consumer group `group` as one of its members: the log spreads the partitions over the members
     /// that poll (Iggy consumer groups; in a single-process log this member has them all), so several instances

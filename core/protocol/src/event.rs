@@ -65,6 +65,18 @@ impl RawJson {
             .map_err(|e| ProtocolError::InvalidEventBody { reason: format!("raw_payload: {e}") })
     }
 
+    /// Checks that `text` is one JSON value, and returns it without the whitespace around it, borrowed.
+    pub fn check(text: &str) -> Result<&str, ProtocolError> {
+        serde_json::from_str::<&RawValue>(text)
+            .map(RawValue::get)
+            .map_err(|e| ProtocolError::InvalidEventBody { reason: format!("raw_payload: {e}") })
+    }
+
+    /// Text that [`RawJson::check`] returned.
+    pub(crate) fn checked(text: String) -> RawJson {
+        RawJson(text)
+    }
+
     pub fn as_str(&self) -> &str {
         &self.0
     }

@@ -14,8 +14,6 @@
 //! ```
 //! Decoding checks every length against the remaining bytes, UTF-8 and JSON, and never panics.
 
-use std::collections::BTreeMap;
-
 use uuid::Uuid;
 
 use crate::ProtocolError;
@@ -247,17 +245,17 @@ impl<'a> Reader<'a> {
         Err(err("varint longer than 10 bytes"))
     }
 
-    fn str(&mut self) -> Result<String, ProtocolError> {
+    fn str(&mut self) -> Result<&'a str, ProtocolError> {
         let len = self.varint()?;
         self.utf8(len)
     }
 
-    fn utf8(&mut self, len: u64) -> Result<String, ProtocolError> {
+    fn utf8(&mut self, len: u64) -> Result<&'a str, ProtocolError> {
         let bytes = self.take(len)?;
-        std::str::from_utf8(bytes).map(str::to_owned).map_err(|_| err("string is not UTF-8"))
+        std::str::from_utf8(bytes).map_err(|_| err("string is not UTF-8"))
     }
 
-    fn opt(&mut self) -> Result<Option<String>, ProtocolError> {
+    fn opt(&mut self) -> Result<Option<&'a str>, ProtocolError> {
         match self.varint()? {
             0 => Ok(None),
             n => self.utf8(n - 1).map(Some),
@@ -265,8 +263,90 @@ impl<'a> Reader<'a> {
     }
 }
 
-/// Decodes one event encoded by [`encode_event`].
-pub fn decode_event(buf: &[u8]) -> Result<Event, ProtocolError> {
+/// An event read in place from its encoding: the strings borrow the record set. For consumers that only copy the
+/// fields onward (the archiver, into Arrow columns), with no allocation per field; checked like [`decode_event`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EventView<'a> {
+    pub event_id: Uuid,
+    pub event_type: &'a str,
+    pub timestamp: i64,
+    pub received_at: i64,
+    pub key_prefix: &'a str,
+    pub ip: Option<&'a str>,
+    pub user_agent: Option<&'a str>,
+    pub referer: Option<&'a str>,
+    pub accept_language: Option<&'a str>,
+    pub request_path: Option<&'a str>,
+    pub request_host: Option<&'a str>,
+    /// As encoded: in key order, each key once, for an event encoded from its map.
+    pub params: Vec<(&'a str, &'a str)>,
+    /// Valid JSON.
+    pub raw_payload: Option<&'a str>,
+    pub auth: Auth,
+    pub historical: bool,
+}
+
+impl<'a> EventView<'a> {
+    /// The value of param `key` (the last one, should an encoding repeat it, as the event's map would keep).
+    pub fn param(&self, key: &str) -> Option<&'a str> {
+        self.params.iter().rev().find(|(k, _)| *k == key).map(|(_, v)| *v)
+    }
+
+    /// The short link this event is a click on, by the one definition every tier uses ([`Event::link`]).
+    pub fn link(&self) -> Option<&'a str> {
+        match (self.request_path.and_then(|p| p.strip_prefix("/t/")), self.param("tu_id")) {
+            (Some(path), Some(tu)) if path == tu => Some(tu),
+            _ => None,
+        }
+    }
+
+    /// The owned event.
+    pub fn to_event(&self) -> Event {
+        let owned = |s: Option<&str>| s.map(str::to_owned);
+        Event {
+            event_id: self.event_id,
+            event_type: self.event_type.to_owned(),
+            timestamp: self.timestamp,
+            received_at: self.received_at,
+            key_prefix: self.key_prefix.to_owned(),
+            ip: owned(self.ip),
+            user_agent: owned(self.user_agent),
+            referer: owned(self.referer),
+            accept_language: owned(self.accept_language),
+            request_path: owned(self.request_path),
+            request_host: owned(self.request_host),
+            params: self.params.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect(),
+            raw_payload: self.raw_payload.map(|j| RawJson::checked(j.to_owned())),
+            auth: self.auth,
+            historical: self.historical,
+        }
+    }
+}
+
+impl<'a> From<&'a Event> for EventView<'a> {
+    fn from(e: &'a Event) -> EventView<'a> {
+        EventView {
+            event_id: e.event_id,
+            event_type: &e.event_type,
+            timestamp: e.timestamp,
+            received_at: e.received_at,
+            key_prefix: &e.key_prefix,
+            ip: e.ip.as_deref(),
+            user_agent: e.user_agent.as_deref(),
+            referer: e.referer.as_deref(),
+            accept_language: e.accept_language.as_deref(),
+            request_path: e.request_path.as_deref(),
+            request_host: e.request_host.as_deref(),
+            params: e.params.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect(),
+            raw_payload: e.raw_payload.as_ref().map(RawJson::as_str),
+            auth: e.auth,
+            historical: e.historical,
+        }
+    }
+}
+
+/// Reads one event encoded by [`encode_event`] in place.
+pub fn decode_event_view(buf: &[u8]) -> Result<EventView<'_>, ProtocolError> {
     let mut r = Reader { buf };
     let event_id = Uuid::from_bytes(r.array::<16>()?);
     let timestamp = i64::from_le_bytes(r.array::<8>()?);
@@ -288,17 +368,17 @@ pub fn decode_event(buf: &[u8]) -> Result<Event, ProtocolError> {
     if n > r.buf.len() as u64 / 2 {
         return Err(err("param count larger than the event"));
     }
-    let mut params = BTreeMap::new();
+    let mut params = Vec::with_capacity(usize::try_from(n).unwrap_or(0));
     for _ in 0..n {
         let k = r.str()?;
         let v = r.str()?;
-        params.insert(k, v);
+        params.push((k, v));
     }
-    let raw_payload = r.opt()?.map(|s| RawJson::parse(&s).map_err(|_| err("raw_payload is not JSON"))).transpose()?;
+    let raw_payload = r.opt()?.map(RawJson::check).transpose().map_err(|_| err("raw_payload is not JSON"))?;
     if !r.buf.is_empty() {
         return Err(err("trailing bytes in event"));
     }
-    Ok(Event {
+    Ok(EventView {
         event_id,
         event_type,
         timestamp,
@@ -315,6 +395,11 @@ pub fn decode_event(buf: &[u8]) -> Result<Event, ProtocolError> {
         auth,
         historical: flags & 1 == 1,
     })
+}
+
+/// Decodes one event encoded by [`encode_event`].
+pub fn decode_event(buf: &[u8]) -> Result<Event, ProtocolError> {
+    decode_event_view(buf).map(|v| v.to_event())
 }
 
 #[cfg(test)]
@@ -347,6 +432,24 @@ mod tests {
         let buf = encode_record_set(&events);
         assert_eq!(record_set_len(&buf).unwrap(), 10);
         assert_eq!(decode_record_set(&buf).unwrap(), events);
+    }
+
+    #[test]
+    fn views_read_what_events_decode() {
+        let mut events: Vec<Event> = (0..4).map(sample).collect();
+        events[1].request_path = Some("/t/abc".into());
+        events[1].params.insert("tu_id".into(), "abc".into());
+        let buf = encode_record_set(&events);
+        for (raw, e) in record_set_events(&buf).unwrap().zip(&events) {
+            let v = decode_event_view(raw.unwrap()).unwrap();
+            assert_eq!(v, EventView::from(e));
+            assert_eq!(v.to_event(), *e);
+            assert_eq!(v.link(), e.link());
+        }
+        assert_eq!(
+            decode_event_view(record_set_events(&buf).unwrap().nth(1).unwrap().unwrap()).unwrap().link(),
+            Some("abc")
+        );
     }
 
     #[test]
