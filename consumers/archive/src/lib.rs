@@ -570,12 +570,24 @@ struct Writer {
     idle: Option<(Target, Target)>,
     /// The latest commit in flight; it owns the one before it, and takes the tables from it.
     busy: Option<Committing>,
-    /// Tables to stage data files with (their schema and partitioning, which never change).
-    layout: (DeltaTable, DeltaTable),
+    /// The tables as of the last commit, to stage data files with (their schema and partitioning): shared with
+    /// the commits, which leave their new state here, so no older snapshot (and its file list) is kept alive.
+    layout: Arc<std::sync::Mutex<(DeltaTable, DeltaTable)>>,
     /// Two permits: a commit holds one from its start until it is done.
     slots: Arc<tokio::sync::Semaphore>,
-    /// Set by a commit that failed (the commits after it fail with it).
+    /// Set by a commit that failed or panicked (the commits after it fail with it).
     failed: Arc<AtomicBool>,
+}
+
+/// Sets its flag when dropped armed: a commit task that panics (or is aborted) is seen as failed.
+struct FailedUnlessDone(Option<Arc<AtomicBool>>);
+
+impl Drop for FailedUnlessDone {
+    fn drop(&mut self) {
+        if let Some(failed) = self.0.take() {
+            failed.store(true, Ordering::Release);
+        }
+    }
 }
 
 /// A commit in flight, returning the tables and the events committed by it and the commits before it that it
@@ -591,7 +603,7 @@ impl Drop for Committing {
 
 impl Writer {
     fn new(events: Target, rollups: Target) -> Writer {
-        let layout = (events.delta.clone(), rollups.delta.clone());
+        let layout = Arc::new(std::sync::Mutex::new((events.delta.clone(), rollups.delta.clone())));
         let slots = Arc::new(tokio::sync::Semaphore::new(2));
         Writer { idle: Some((events, rollups)), busy: None, layout, slots, failed: Arc::default() }
     }
@@ -618,7 +630,8 @@ impl Writer {
         let failed = self.failed.clone();
         let before = self.busy.take();
         let idle = self.idle.take();
-        let (events_layout, rollups_layout) = self.layout.clone();
+        let layout = self.layout.clone();
+        let (events_layout, rollups_layout) = layout.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
         let next = std::mem::take(&mut pending.next);
         let events_read = pending.rows as u64;
         let commit = async move {
@@ -634,13 +647,17 @@ impl Writer {
                 (None, None) => return Err(ArchiveError::Task("no tables".into())),
             };
             tokio::try_join!(events.commit(events_staged, &next), rollups.commit(rollups_staged, &next))?;
+            *layout.lock().unwrap_or_else(std::sync::PoisonError::into_inner) =
+                (events.delta.clone(), rollups.delta.clone());
             Ok((events, rollups, committed + events_read))
         };
         self.busy = Some(Committing(tokio::spawn(async move {
+            let mut unless_done = FailedUnlessDone(Some(failed));
             let done = commit.await;
-            if done.is_err() {
-                failed.store(true, Ordering::Release);
+            if done.is_ok() {
+                unless_done.0 = None;
             }
+            drop(unless_done);
             drop(slot);
             done
         })));

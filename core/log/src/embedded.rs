@@ -541,8 +541,7 @@ impl Shared {
                 break;
             }
         }
-        // everything below `durable` from `from` on was deleted by retention: skip ahead (as `poll` does)
-        out.next_offset = out.next_offset.max(from);
+        // offsets removed by retention are passed over: the scan starts at the first set that is left
         Ok(out)
     }
 }

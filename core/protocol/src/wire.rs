@@ -278,7 +278,7 @@ pub struct EventView<'a> {
     pub accept_language: Option<&'a str>,
     pub request_path: Option<&'a str>,
     pub request_host: Option<&'a str>,
-    /// As encoded: in key order, each key once, for an event encoded from its map.
+    /// In key order, each key once (as the event's map holds them).
     pub params: Vec<(&'a str, &'a str)>,
     /// Valid JSON.
     pub raw_payload: Option<&'a str>,
@@ -287,9 +287,9 @@ pub struct EventView<'a> {
 }
 
 impl<'a> EventView<'a> {
-    /// The value of param `key` (the last one, should an encoding repeat it, as the event's map would keep).
+    /// The value of param `key`.
     pub fn param(&self, key: &str) -> Option<&'a str> {
-        self.params.iter().rev().find(|(k, _)| *k == key).map(|(_, v)| *v)
+        self.params.binary_search_by(|(k, _)| (*k).cmp(key)).ok().and_then(|i| self.params.get(i)).map(|(_, v)| *v)
     }
 
     /// The short link this event is a click on, by the one definition every tier uses ([`Event::link`]).
@@ -374,6 +374,13 @@ pub fn decode_event_view(buf: &[u8]) -> Result<EventView<'_>, ProtocolError> {
         let v = r.str()?;
         params.push((k, v));
     }
+    if !params.is_sorted_by(|a, b| a.0 < b.0) {
+        // canonical, as the event's map holds them (an encoder writes them so): in key order, each key once, the
+        // last one written winning
+        params.reverse();
+        params.sort_by(|a, b| a.0.cmp(b.0));
+        params.dedup_by(|later, kept| later.0 == kept.0);
+    }
     let raw_payload = r.opt()?.map(RawJson::check).transpose().map_err(|_| err("raw_payload is not JSON"))?;
     if !r.buf.is_empty() {
         return Err(err("trailing bytes in event"));
@@ -450,6 +457,29 @@ mod tests {
             decode_event_view(record_set_events(&buf).unwrap().nth(1).unwrap().unwrap()).unwrap().link(),
             Some("abc")
         );
+    }
+
+    #[test]
+    fn views_hold_params_as_the_map_would() {
+        let mut e = sample(1);
+        e.raw_payload = None;
+        e.params = [("a".to_string(), "1".to_string()), ("b".to_string(), "2".to_string())].into();
+        let mut buf = Vec::new();
+        encode_event(&e, &mut buf);
+        let encoded: &[u8] = &[1, b'a', 1, b'1', 1, b'b', 1, b'2'];
+        let at = buf.windows(encoded.len()).position(|w| w == encoded).unwrap();
+        // an encoder that wrote the keys out of order, or one key twice: read as the map holds them
+        for (written, expected) in [
+            (&[1, b'b', 1, b'2', 1, b'a', 1, b'1'], vec![("a", "1"), ("b", "2")]),
+            (&[1, b'b', 1, b'2', 1, b'b', 1, b'3'], vec![("b", "3")]),
+        ] {
+            let mut crafted = buf.clone();
+            crafted.splice(at..at + encoded.len(), written.iter().copied());
+            let view = decode_event_view(&crafted).unwrap();
+            assert_eq!(view.params, expected);
+            let owned = decode_event(&crafted).unwrap();
+            assert_eq!(EventView::from(&owned).params, expected, "the owned event agrees");
+        }
     }
 
     #[test]
