@@ -429,33 +429,14 @@ impl EmbeddedLog {
 impl Shared {
     fn poll(&self, partition: u32, from: u64, max_events: usize, filter: Filter) -> Result<Polled, LogError> {
         let s = self;
-        let durable = s.durable_next.get(partition as usize).ok_or(LogError::NoSuchPartition(partition))?;
-        let durable = durable.load(Ordering::Acquire);
+        let durable = s.durable(partition)?;
         let mut out = Polled { events: Vec::new(), next_offset: from };
         let mut scanned = 0usize;
         if from >= durable {
             return Ok(out);
         }
-        // the record set holding `from`, or the first one after it (retention may have removed older ones)
-        let start = s
-            .index
-            .range(entry_key(partition, 0)..=entry_key(partition, from))
-            .next_back()
-            .map(|g| g.key())
-            .transpose()?
-            .and_then(|k| offset_of(&k))
-            .unwrap_or(0);
-        'outer: for kv in s.index.range(entry_key(partition, start)..=entry_key(partition, u64::MAX)) {
-            let (k, v) = kv.into_inner()?;
-            let Some(entry) = IndexEntry::decode(&k, &v) else {
-                continue;
-            };
-            if entry.base >= durable {
-                break;
-            }
-            if entry.end() <= from {
-                continue;
-            }
+        'outer: for found in s.sets_from(partition, from, durable)? {
+            let (k, entry) = found?;
             if filter.tags != 0 && entry.tags & filter.tags == 0 {
                 // nothing this reader wants: move past the set without reading it
                 let skipped = entry.end() - entry.base.max(from);
@@ -498,15 +479,21 @@ impl Shared {
 }
 
 impl Shared {
-    /// [`EventLog::poll_sets`]: whole stored sets from the one holding `from`, undecoded, until about
-    /// `max_events` events.
-    fn poll_sets(&self, partition: u32, from: u64, max_events: usize) -> Result<PolledSets, LogError> {
+    /// The offset before which `partition`'s events are durable (readable).
+    fn durable(&self, partition: u32) -> Result<u64, LogError> {
         let durable = self.durable_next.get(partition as usize).ok_or(LogError::NoSuchPartition(partition))?;
-        let durable = durable.load(Ordering::Acquire);
-        let mut out = PolledSets { sets: Vec::new(), next_offset: from };
-        if from >= durable {
-            return Ok(out);
-        }
+        Ok(durable.load(Ordering::Acquire))
+    }
+
+    /// The index entries (with their keys) of `partition`'s record sets that hold offsets from `from` on and
+    /// below `durable`, in order: from the set holding `from`, or the first one after it (retention may have
+    /// removed older ones).
+    fn sets_from(
+        &self,
+        partition: u32,
+        from: u64,
+        durable: u64,
+    ) -> Result<impl Iterator<Item = Result<(fjall::UserKey, IndexEntry), LogError>> + '_, LogError> {
         let start = self
             .index
             .range(entry_key(partition, 0)..=entry_key(partition, from))
@@ -515,18 +502,29 @@ impl Shared {
             .transpose()?
             .and_then(|k| offset_of(&k))
             .unwrap_or(0);
+        Ok(self
+            .index
+            .range(entry_key(partition, start)..=entry_key(partition, u64::MAX))
+            .map(|kv| kv.into_inner().map_err(LogError::from))
+            .filter_map(|kv| match kv {
+                Ok((k, v)) => IndexEntry::decode(&k, &v).map(|entry| Ok((k, entry))),
+                Err(e) => Some(Err(e)),
+            })
+            .take_while(move |found| found.as_ref().map_or(true, |(_, entry)| entry.base < durable))
+            .filter(move |found| found.as_ref().map_or(true, |(_, entry)| entry.end() > from)))
+    }
+
+    /// [`EventLog::poll_sets`]: whole stored sets from the one holding `from`, undecoded, until about
+    /// `max_events` events.
+    fn poll_sets(&self, partition: u32, from: u64, max_events: usize) -> Result<PolledSets, LogError> {
+        let durable = self.durable(partition)?;
+        let mut out = PolledSets { sets: Vec::new(), next_offset: from };
+        if from >= durable {
+            return Ok(out);
+        }
         let mut scanned = 0u64;
-        for kv in self.index.range(entry_key(partition, start)..=entry_key(partition, u64::MAX)) {
-            let (k, v) = kv.into_inner()?;
-            let Some(entry) = IndexEntry::decode(&k, &v) else {
-                continue;
-            };
-            if entry.base >= durable {
-                break;
-            }
-            if entry.end() <= from {
-                continue;
-            }
+        for found in self.sets_from(partition, from, durable)? {
+            let (k, entry) = found?;
             let Some(set) = self.events.get(k)? else {
                 continue;
             };
