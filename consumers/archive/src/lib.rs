@@ -253,8 +253,8 @@ impl Pending {
                 let mut views = Vec::with_capacity(sets.iter().map(|s| s.len() as usize).sum());
                 let mut offsets = Vec::with_capacity(views.capacity());
                 for set in &sets {
-                    for item in set.events().map_err(|e| ArchiveError::Log(with_partition(e, partition)))? {
-                        let (offset, raw) = item.map_err(|e| ArchiveError::Log(with_partition(e, partition)))?;
+                    for item in set.events(partition)? {
+                        let (offset, raw) = item?;
                         views.push(decode_event_view(raw).map_err(|e| corrupt(offset, e))?);
                         offsets.push(offset);
                     }
@@ -279,16 +279,6 @@ impl Pending {
             rollups.merge(c.rollups);
         }
         Ok((batches, rollups))
-    }
-}
-
-/// A log error from a set read from `partition` (a set does not know its partition).
-fn with_partition(e: tracker_log::LogError, partition: u32) -> tracker_log::LogError {
-    match e {
-        tracker_log::LogError::Corrupt { offset, source, .. } => {
-            tracker_log::LogError::Corrupt { partition, offset, source }
-        }
-        other => other,
     }
 }
 

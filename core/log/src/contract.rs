@@ -72,7 +72,7 @@ where
         let sets = log.poll_sets(0, from, 100).await.unwrap();
         let mut read = Vec::new();
         for set in &sets.sets {
-            for item in set.events().unwrap() {
+            for item in set.events(0).unwrap() {
                 let (offset, raw) = item.unwrap();
                 read.push((offset, tracker_protocol::wire::decode_event(raw).unwrap()));
             }
@@ -81,7 +81,7 @@ where
         assert_eq!(sets.next_offset, 6, "{name}");
     }
     let part = log.poll_sets(0, 1, 2).await.unwrap();
-    let offsets: Vec<u64> = part.sets.iter().flat_map(|s| s.events().unwrap().map(|e| e.unwrap().0)).collect();
+    let offsets: Vec<u64> = part.sets.iter().flat_map(|s| s.events(0).unwrap().map(|e| e.unwrap().0)).collect();
     assert_eq!((offsets, part.next_offset), (vec![1, 2], 3), "{name}: at most max_events, a set in part");
     let none = log.poll_sets(0, 6, 100).await.unwrap();
     assert!(none.sets.is_empty() && none.next_offset == 6, "{name}: nothing after the end");

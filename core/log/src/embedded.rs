@@ -476,9 +476,7 @@ impl Shared {
         }
         Ok(out)
     }
-}
 
-impl Shared {
     /// The offset before which `partition`'s events are durable (readable).
     fn durable(&self, partition: u32) -> Result<u64, LogError> {
         let durable = self.durable_next.get(partition as usize).ok_or(LogError::NoSuchPartition(partition))?;

@@ -111,9 +111,10 @@ impl RawSet {
         self.len() == 0
     }
 
-    /// `(offset, encoded event)` for the events the poll holds.
-    pub fn events(&self) -> Result<impl Iterator<Item = Result<(u64, &[u8]), LogError>>, LogError> {
-        let corrupt = |source| LogError::Corrupt { partition: u32::MAX, offset: self.base, source };
+    /// `(offset, encoded event)` for the events the poll holds; `partition` (where the set was read) names it
+    /// in errors.
+    pub fn events(&self, partition: u32) -> Result<impl Iterator<Item = Result<(u64, &[u8]), LogError>>, LogError> {
+        let corrupt = move |source| LogError::Corrupt { partition, offset: self.base, source };
         let events = tracker_protocol::wire::record_set_events(&self.bytes).map_err(corrupt)?;
         Ok((self.base..)
             .zip(events)

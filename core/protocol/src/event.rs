@@ -60,9 +60,7 @@ pub struct RawJson(String);
 impl RawJson {
     /// Checks that `text` is one JSON value.
     pub fn parse(text: &str) -> Result<RawJson, ProtocolError> {
-        serde_json::from_str::<&RawValue>(text)
-            .map(|v| RawJson(v.get().to_owned()))
-            .map_err(|e| ProtocolError::InvalidEventBody { reason: format!("raw_payload: {e}") })
+        RawJson::check(text).map(|json| RawJson(json.to_owned()))
     }
 
     /// Checks that `text` is one JSON value, and returns it without the whitespace around it, borrowed.
@@ -193,14 +191,19 @@ pub fn truncate_field(s: &str, max: usize) -> &str {
     s.get(..end).unwrap_or_default()
 }
 
+/// The short link of an event with this request path and `tu_id` param: `/t/<tu_id>` with the same `tu_id`.
+pub(crate) fn short_link<'a>(request_path: Option<&str>, tu_id: Option<&'a str>) -> Option<&'a str> {
+    match (request_path.and_then(|p| p.strip_prefix("/t/")), tu_id) {
+        (Some(path), Some(tu)) if path == tu => Some(tu),
+        _ => None,
+    }
+}
+
 impl Event {
     /// The short link this event is a click on (`/t/<tu_id>` with the same `tu_id` param), if any. Every tier
     /// counts "per link" by this one definition.
     pub fn link(&self) -> Option<&str> {
-        match (self.request_path.as_deref().and_then(|p| p.strip_prefix("/t/")), self.params.get("tu_id")) {
-            (Some(path), Some(tu)) if path == tu => Some(tu.as_str()),
-            _ => None,
-        }
+        short_link(self.request_path.as_deref(), self.params.get("tu_id").map(String::as_str))
     }
 
     /// Checks every limit. Used on events the platform builds and on events forwarded by the edge.

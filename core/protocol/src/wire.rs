@@ -294,10 +294,7 @@ impl<'a> EventView<'a> {
 
     /// The short link this event is a click on, by the one definition every tier uses ([`Event::link`]).
     pub fn link(&self) -> Option<&'a str> {
-        match (self.request_path.and_then(|p| p.strip_prefix("/t/")), self.param("tu_id")) {
-            (Some(path), Some(tu)) if path == tu => Some(tu),
-            _ => None,
-        }
+        crate::event::short_link(self.request_path, self.param("tu_id"))
     }
 
     /// The owned event.
