@@ -17,3 +17,4 @@ pub mod limiter;
 pub mod pack;
 #[cfg(target_arch = "wasm32")]
 mod runtime;
+pub mod v1;

@@ -159,6 +159,7 @@ mod tests {
             raw_payload: None,
             auth: Auth::Token,
             historical: false,
+            overflow: false,
         }
     }
 

@@ -14,8 +14,8 @@ use tracker_protocol::intake::{
     BATCH_ID_HEADER, CREDENTIAL_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER, sign_api, sign_batch, sign_lookup,
 };
 use tracker_protocol::service::{
-    self, BEACON_PREFLIGHT_HEADERS, Directory, PIXEL_GIF, PIXEL_HEADERS, REDIRECT_HEADERS, RequestInfo,
-    ShortLinkRecord, TenantRecord, TokenRecord, error_body,
+    self, BEACON_PREFLIGHT_HEADERS, BatchFormat, Directory, PIXEL_GIF, PIXEL_HEADERS, PIXEL_REFUSED_HEADER,
+    REDIRECT_HEADERS, RequestInfo, ShortLinkRecord, TenantRecord, TokenRecord, error_body,
 };
 use tracker_protocol::{Event, LinkKey, LinkKind, ProtocolError, truncate_field};
 use worker::js_sys::{Function, Promise, Reflect};
@@ -211,7 +211,7 @@ impl Directory for EdgeDirectory<'_> {
     }
 
     async fn token(&self, token: &str) -> Result<Option<Arc<TokenRecord>>, ProtocolError> {
-        if !token.starts_with("trk_ing_") || token.len() > 128 {
+        if !service::is_ingest_token_shape(token) {
             return Ok(None);
         }
         // only the hash ever leaves the request: KV and the core are asked by SHA-256
@@ -259,6 +259,11 @@ fn respond_with(
         None => WebResponse::new_with_opt_str_and_init(None, &init),
     };
     res.or_else(|_| WebResponse::new()).unwrap_or_else(|_| unreachable_response())
+}
+
+/// The pixel, with why its event was refused: a page or an email always gets its image.
+fn refused_pixel(code: &str) -> WebResponse {
+    respond_with(200, &PIXEL_HEADERS, &[(PIXEL_REFUSED_HEADER, code)], Some(PIXEL_GIF.to_vec()))
 }
 
 fn respond(status: u16, headers: &[(&'static str, &'static str)], body: Option<Vec<u8>>) -> WebResponse {
@@ -565,11 +570,15 @@ fn request_info(req: &RawRequest, path: &str, max: usize) -> RequestInfo {
     }
 }
 
-/// What `/batch` and `/ingest` read from the request: the bearer token, the `Idempotency-Key` and the body.
-async fn intake_parts(req: &RawRequest) -> Result<(Option<String>, Option<String>, Vec<u8>), ProtocolError> {
+/// What `/batch` and `/ingest` read from the request: the token (from the path of a v1 route, or the bearer
+/// header), the `Idempotency-Key` and the body.
+async fn intake_parts(
+    req: &RawRequest,
+    path_token: Option<String>,
+) -> Result<(Option<String>, Option<String>, Vec<u8>), ProtocolError> {
     let idem = idempotency(req)?;
     let body = body_bytes(req).await.ok_or(ProtocolError::InvalidBatch { reason: "unreadable body".into() })?;
-    Ok((bearer(req), idem, body))
+    Ok((path_token.or_else(|| bearer(req)), idem, body))
 }
 
 fn idempotency(req: &RawRequest) -> Result<Option<String>, ProtocolError> {
@@ -619,11 +628,17 @@ async fn handle(req: RawRequest, env: &Env, ctx: &Context, cfg: &EdgeConfig) -> 
     if let Some((forward, token)) = live_forward(&path, &query) {
         return live(req, cfg, &forward, token).await;
     }
-    let info = request_info(&req, &path, cfg.service.limits.max_field_len);
+    // the replaced system's clients configured with a base URL that carries their token: the token is the
+    // credential, and the path events record is one without it
+    let (endpoint, path_token, recorded) = match crate::v1::route(&path) {
+        Some((token, route)) => (route.endpoint(), Some(token.to_owned()), route.recorded_path()),
+        None => (path.as_str(), None, path.as_str()),
+    };
+    let info = request_info(&req, recorded, cfg.service.limits.max_field_len);
     let dir = EdgeDirectory { env, cfg, ip: info.ip.as_deref() };
     let svc = &cfg.service;
     let now = now_ms();
-    match (method, path.as_str()) {
+    match (method, endpoint) {
         (Method::Get, "/t") => click(&dir, env, ctx, &info, None, &query).await,
         (Method::Get, p) if p.starts_with("/t/") && p != "/t/auto" => {
             let id = p.trim_start_matches("/t/").to_owned();
@@ -632,13 +647,14 @@ async fn handle(req: RawRequest, env: &Env, ctx: &Context, cfg: &EdgeConfig) -> 
         (Method::Options, "/t/auto") => respond(204, &BEACON_PREFLIGHT_HEADERS, None),
         (Method::Post, "/t/auto") => {
             let cors = [("access-control-allow-origin", "*")];
+            let too_large = || ProtocolError::InvalidBeacon { reason: "the body is missing or larger than 64 KiB".into() };
             let declared: Option<usize> = header(&req, "content-length").and_then(|l| l.trim().parse().ok());
-    if declared.is_some_and(|n| n > MAX_API_BODY) {
-        return api_error(413, "body_too_large", "the body is larger than 1 MiB", None);
-    }
-    let body = match body_bytes(&req).await {
+            if declared.is_some_and(|n| n > service::MAX_BEACON_BYTES) {
+                return with_cors(error(&too_large()));
+            }
+            let body = match body_bytes(&req).await {
                 Some(b) if b.len() <= service::MAX_BEACON_BYTES => b,
-                _ => return with_cors(error(&ProtocolError::InvalidBeacon { reason: "the body is missing or larger than 64 KiB".into() })),
+                _ => return with_cors(error(&too_large())),
             };
             match service::beacon(&dir, svc, &info, &body, now, random10()).await {
                 Ok(event) => {
@@ -652,12 +668,12 @@ async fn handle(req: RawRequest, env: &Env, ctx: &Context, cfg: &EdgeConfig) -> 
             }
         }
         (Method::Get, "/p" | "/i") => {
-            let kind = if path == "/p" { LinkKind::Postback } else { LinkKind::Impression };
-            let token = bearer(&req);
+            let kind = if endpoint == "/p" { LinkKind::Postback } else { LinkKind::Impression };
+            let token = path_token.clone().or_else(|| bearer(&req));
             match service::signal(&dir, svc, &info, kind, &query, token.as_deref(), now, random10()).await {
                 Ok(event) => {
                     if let Err(r) = check_rate(&event.key_prefix, info.ip.as_deref(), 1.0) {
-                        return r;
+                        return if kind == LinkKind::Impression { refused_pixel("rate_limited") } else { r };
                     }
                     if kind == LinkKind::Postback {
                         // a conversion is acknowledged once it is in the queue (durable), never before
@@ -671,15 +687,18 @@ async fn handle(req: RawRequest, env: &Env, ctx: &Context, cfg: &EdgeConfig) -> 
                         respond(200, &PIXEL_HEADERS, Some(PIXEL_GIF.to_vec()))
                     }
                 }
+                // a pixel sits in a page or an email: whatever the verdict, the visitor gets an image
+                Err(e) if kind == LinkKind::Impression => refused_pixel(e.code()),
                 Err(e) => error(&e),
             }
         }
         (Method::Post, "/batch") => {
-            let (token, idem, body) = match intake_parts(&req).await {
+            let (token, idem, body) = match intake_parts(&req, path_token).await {
                 Ok(parts) => parts,
                 Err(e) => return error(&e),
             };
-            let batch = match service::batch(&dir, svc, &info, token.as_deref(), &body, now, random10).await {
+            let format = if endpoint == path { BatchFormat::Ours } else { BatchFormat::V1 };
+            let batch = match service::batch(&dir, svc, &info, token.as_deref(), &body, format, now, random10).await {
                 Ok(b) => b,
                 Err(e) => return error(&e),
             };
@@ -705,7 +724,7 @@ async fn handle(req: RawRequest, env: &Env, ctx: &Context, cfg: &EdgeConfig) -> 
             }
         }
         (Method::Post, "/ingest") => {
-            let (token, idem, body) = match intake_parts(&req).await {
+            let (token, idem, body) = match intake_parts(&req, path_token).await {
                 Ok(parts) => parts,
                 Err(e) => return error(&e),
             };
@@ -716,7 +735,7 @@ async fn handle(req: RawRequest, env: &Env, ctx: &Context, cfg: &EdgeConfig) -> 
                     }
                     let key = idem.map(|k| batch_key(&event.key_prefix, &format!("ingest\0{k}")));
                     match enqueue(env, std::slice::from_ref(&event), key.as_deref()).await {
-                        Ok(()) => json(200, serde_json::json!({ "event_id": event.event_id }).to_string()),
+                        Ok(()) => json(200, serde_json::json!({ "event_id": event.event_id, "accepted": 1 }).to_string()),
                         Err(_) => error(&unavailable("the event queue")),
                     }
                 }

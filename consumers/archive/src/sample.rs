@@ -39,6 +39,7 @@ pub fn event(n: u64, tenants: u64, start_ms: i64, spacing_us: u64) -> Event {
         raw_payload: None,
         auth: if click { Auth::Link } else { Auth::Token },
         historical: false,
+        overflow: false,
     }
 }
 

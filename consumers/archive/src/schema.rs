@@ -130,15 +130,6 @@ impl Dates {
     }
 }
 
-fn auth_name(auth: tracker_protocol::Auth) -> &'static str {
-    match auth {
-        tracker_protocol::Auth::None => "none",
-        tracker_protocol::Auth::Link => "link",
-        tracker_protocol::Auth::Token => "token",
-        tracker_protocol::Auth::Signature => "signature",
-    }
-}
-
 /// Events (read in place, or borrowed from owned ones with `EventView::from`) as one record batch of the
 /// `events` table.
 pub fn event_batch(events: &[EventView<'_>]) -> Result<RecordBatch, ArrowError> {
@@ -191,7 +182,7 @@ pub fn event_batch(events: &[EventView<'_>]) -> Result<RecordBatch, ArrowError> 
         }
         params.append(true)?;
         raw.append_option(e.raw_payload);
-        auth.append_value(auth_name(e.auth));
+        auth.append_value(e.auth.as_str());
         historical.append_value(e.historical);
         tenant.append_value(e.key_prefix);
         date.append_value(dates.of(e.timestamp));
@@ -322,6 +313,7 @@ mod tests {
             raw_payload: None,
             auth: tracker_protocol::Auth::Link,
             historical: false,
+            overflow: false,
         };
         let mut r = Rollups::default();
         r.add(&[EventView::from(&base)]);

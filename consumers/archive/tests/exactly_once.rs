@@ -47,6 +47,7 @@ fn event(tenant: &str, n: u64) -> Event {
         raw_payload: None,
         auth: Auth::Link,
         historical: false,
+        overflow: false,
     }
 }
 

@@ -214,7 +214,7 @@ pub enum Verdict {
 /// Judges one event: bots first (unauthenticated events only), then the tenant's rules in order; the first
 /// `drop` wins, every `flag` is collected.
 pub fn judge(e: &Event, bots: &Bots, rules: &[Rule]) -> Verdict {
-    let authenticated = matches!(e.auth, Auth::Token | Auth::Signature);
+    let authenticated = matches!(e.auth, Auth::Token | Auth::Signature | Auth::Import);
     if !authenticated && bots.is_bot(e.user_agent.as_deref()) {
         return Verdict::Drop { reason: "bot".into() };
     }
@@ -282,7 +282,7 @@ impl RateRules {
     /// Counts the event and says which rule it breaks, if any: `"rate_ip"` or `"rate_tenant"`
     /// (`tenant_per_second` 0 = no tenant limit).
     pub fn check(&mut self, e: &Event, tenant_per_second: u32) -> Option<&'static str> {
-        let authenticated = matches!(e.auth, Auth::Token | Auth::Signature);
+        let authenticated = matches!(e.auth, Auth::Token | Auth::Signature | Auth::Import);
         if tenant_per_second > 0 {
             let fp = fnv(&[b"tenant", e.key_prefix.as_bytes()]);
             if self.count(fp, e.received_at.div_euclid(1000)) > tenant_per_second {
@@ -325,6 +325,7 @@ mod tests {
             raw_payload: None,
             auth,
             historical: false,
+            overflow: false,
         }
     }
 

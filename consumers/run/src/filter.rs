@@ -39,6 +39,9 @@ use crate::{BATCH, IDLE, Pipeline, rest, stopped};
 /// The filter's consumer group (and its name in the hot tier's positions).
 pub const GROUP: &str = "filter";
 
+/// The drop ledger's reason for events that carried more than they hold ([`Event::overflow`]).
+pub const OVERFLOW: &str = "overflow";
+
 /// Most events in one record set of the filtered log.
 const SET_EVENTS: usize = 1024;
 
@@ -175,6 +178,8 @@ async fn judge_and_record(p: &Pipeline, f: &mut Filtering) -> Result<Option<(Pen
             usage.counts.add(&e.key_prefix, e.received_at, "redirects", 1);
         }
         let verdict = match judge(e, &f.bots, &tenant.rules) {
+            // imported history is judged by the tenant's rules only: the rates are live traffic's
+            Verdict::Keep { flags } if e.auth == Auth::Import => Verdict::Keep { flags },
             Verdict::Keep { flags } => {
                 match f.rates.check(e, tenant.plan.as_ref().and_then(|p| p.events_per_second).unwrap_or(0)) {
                     Some(rate) => Verdict::Drop { reason: rate.to_owned() },
@@ -184,6 +189,11 @@ async fn judge_and_record(p: &Pipeline, f: &mut Filtering) -> Result<Option<(Pen
             drop => drop,
         };
         let verdict = match (verdict, &tenant.plan) {
+            // imported history is not this month's traffic: kept whatever the allowance, metered as `imported`
+            (Verdict::Keep { flags }, _) if e.auth == Auth::Import => {
+                usage.counts.add(&e.key_prefix, e.received_at, "imported", 1);
+                Verdict::Keep { flags }
+            }
             (Verdict::Keep { flags }, Some(plan)) => {
                 let month = month_start(e.received_at);
                 let used = match months.entry((e.key_prefix.clone(), month)) {
@@ -233,6 +243,10 @@ async fn judge_and_record(p: &Pipeline, f: &mut Filtering) -> Result<Option<(Pen
             Verdict::Keep { flags } => {
                 for reason in flags {
                     judged.push(Judged { event: e, action: "flag", reason });
+                }
+                // what the request carried beyond the event (kept raw in it): the tenant sees it in the ledger
+                if e.overflow {
+                    judged.push(Judged { event: e, action: "flag", reason: OVERFLOW.to_owned() });
                 }
                 kept.push(e.clone());
             }

@@ -81,7 +81,8 @@ impl EdgePush {
         tokio::spawn(async move { this.send(&keys).await });
     }
 
-    async fn send(&self, keys: &str) {
+    /// Tells every edge URL now, waiting for the answers (the CLI, which exits right after).
+    pub async fn send(&self, keys: &str) {
         let client = reqwest::Client::builder().timeout(Duration::from_secs(5)).build();
         let Ok(client) = client else { return };
         for base in &self.urls {

@@ -9,7 +9,7 @@ use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 
 use tracker_log::Filter;
-use tracker_protocol::Event;
+use tracker_protocol::{Auth, Event};
 
 use crate::{BATCH, IDLE, Pipeline, now_ms, rest, stopped};
 
@@ -56,7 +56,15 @@ pub async fn step(p: &Pipeline) -> Result<bool, String> {
     let polled =
         tracker_log::resume_at(&*p.filtered, partition, polled, done, BATCH).await.map_err(|e| e.to_string())?;
     let next = polled.next_offset.max(done);
-    let events: Vec<Event> = polled.events.into_iter().filter(|(o, _)| *o >= done).map(|(_, e)| e).collect();
+    // imported history older than the hot tier's counts can answer nothing here (the archive holds it)
+    let horizon =
+        now_ms().saturating_sub(i64::try_from(p.settings.hot_counts_retention.as_millis()).unwrap_or(i64::MAX));
+    let events: Vec<Event> = polled
+        .events
+        .into_iter()
+        .filter(|(o, e)| *o >= done && !(e.auth == Auth::Import && e.timestamp < horizon))
+        .map(|(_, e)| e)
+        .collect();
     if !events.is_empty() {
         p.hot.apply_events(GROUP, partition, next, &events).await.map_err(|e| e.to_string())?;
     }

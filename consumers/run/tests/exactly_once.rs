@@ -53,6 +53,7 @@ fn event(n: u64, bot: bool) -> Event {
         raw_payload: None,
         auth: Auth::Link,
         historical: false,
+        overflow: false,
     }
 }
 

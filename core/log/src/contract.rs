@@ -31,6 +31,7 @@ pub fn event(p: u32, n: u64) -> Event {
         raw_payload: None,
         auth: Auth::Link,
         historical: false,
+        overflow: false,
     }
 }
 

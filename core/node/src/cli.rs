@@ -42,6 +42,19 @@ pub enum Command {
     /// Read the embedded event log (stop the node first: the log is single-process).
     #[command(subcommand)]
     Log(LogCmd),
+    /// Import history into the event log: the replaced system's archive (its `events` Delta table, a directory or
+    /// `s3://` URL) or NDJSON, CSV and Parquet files. Re-runs and resumed runs store each event once. Stop the
+    /// node first when the log is the embedded one.
+    Import(ImportArgs),
+    /// The tenant that owns events naming none of their own: clicks on v1 links signed with the global secret,
+    /// v1 postbacks and pixels without key_prefix.
+    #[command(subcommand)]
+    Global(GlobalCmd),
+    /// Operators' changes (imports, assignments), newest first.
+    Audit {
+        #[arg(long, default_value_t = 20)]
+        limit: u32,
+    },
     /// Create a demo tenant if missing and print links, a token and commands to try.
     Demo,
     /// Print the configuration variables and their values.
@@ -68,6 +81,54 @@ pub enum TenantCmd {
         #[arg(long, default_value_t = 168)]
         grace_hours: i64,
     },
+    /// Bring tenants over from the replaced system: key prefixes, signing secrets, encryption keys, ingest tokens
+    /// and short links, from its database export (`turso db shell <db> .dump`, a database file, or an import
+    /// document). Audited; `--dry-run` reports what would change.
+    Import {
+        /// The export file.
+        file: PathBuf,
+        /// Report what would change and change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// The plan of tenants whose plan there is not one of this platform's.
+        #[arg(long, default_value = "free")]
+        plan: String,
+        /// Print the whole report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum GlobalCmd {
+    /// Print the assigned tenant.
+    Show,
+    /// Assign a tenant (the platform's own, or the one the replaced system's global links were for).
+    Assign { prefix: String },
+    /// Remove the assignment (events naming no tenant are refused, or kept under `global` for links).
+    Unassign,
+}
+
+#[derive(Debug, Args)]
+pub struct ImportArgs {
+    /// Files, directories or URLs to import, each a run of its own.
+    #[arg(required = true)]
+    sources: Vec<String>,
+    /// ndjson, csv, parquet or v1-archive (default: from the name; a directory with _delta_log is v1-archive).
+    #[arg(long)]
+    format: Option<tracker_import::Format>,
+    /// The tenant of rows that name none.
+    #[arg(long)]
+    tenant: Option<String>,
+    /// Where rejected rows are listed (one JSON object a line).
+    #[arg(long, default_value = "import-rejects.ndjson")]
+    rejects: PathBuf,
+    /// Rows per chunk appended to the log (and per recorded position).
+    #[arg(long, default_value_t = 20_000)]
+    chunk_rows: usize,
+    /// No progress bar.
+    #[arg(long)]
+    quiet: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -185,6 +246,15 @@ pub async fn run(cli: Cli) -> Result<(), NodeError> {
         Command::Link(cmd) => link(cfg, cmd).await,
         Command::Log(cmd) => log(cfg, cmd).await,
         Command::Demo => demo(cfg).await,
+        Command::Import(args) => import_events(cfg, args).await,
+        Command::Global(cmd) => global(cfg, cmd).await,
+        Command::Audit { limit } => {
+            let store = open_store(&cfg).await?;
+            for e in store.audit_log(limit).await? {
+                println!("{:>6}  {}  {:<8} {:<22} {}", e.seq, e.at, e.actor, e.action, e.detail);
+            }
+            Ok(())
+        }
         Command::Api(args) => crate::remote::run(&cfg, args).await,
     }
 }
@@ -233,6 +303,34 @@ async fn tenant(cfg: Config, cmd: TenantCmd) -> Result<(), NodeError> {
                 println!("{:<12} {:<8} {:<10} {}", t.key_prefix, t.plan, t.status, t.name);
             }
         }
+        TenantCmd::Import { file, dry_run, plan, json } => {
+            if cfg.plans().get(&plan).is_none() {
+                let names: Vec<&str> = cfg.plans().names().collect();
+                return Err(NodeError::Cli(format!("--plan must be one of {}", names.join(", "))));
+            }
+            let plans = tracker_import::v1db::PlanMap {
+                known: cfg.plans().names().map(str::to_owned).collect(),
+                default: plan,
+            };
+            let export = tracker_import::v1db::read(&file, &plans).await.map_err(cli_err)?;
+            for note in &export.notes {
+                eprintln!("note: {note}");
+            }
+            let report = store.import_tenants(&export.import, dry_run, "cli", now_ms()).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report).map_err(cli_err)?);
+            } else {
+                print_import_report(&report);
+            }
+            if !dry_run && !report.purge.is_empty() {
+                // edge copies of records the import changed (a tenant's keys, a moved link) are dropped now
+                if let Some(edge) = &cfg.consumer_settings.edge {
+                    for keys in report.purge.chunks(100) {
+                        edge.send(&keys.join(",")).await;
+                    }
+                }
+            }
+        }
         TenantCmd::Rotate { prefix, grace_hours } => {
             let k = store.rotate_keys(&prefix, grace_hours.saturating_mul(3_600_000), now_ms()).await?;
             println!(
@@ -243,6 +341,98 @@ async fn tenant(cfg: Config, cmd: TenantCmd) -> Result<(), NodeError> {
         }
     }
     Ok(())
+}
+
+fn print_import_report(r: &tracker_store::imports::ImportReport) {
+    let verb = if r.dry_run { "would" } else { "did" };
+    println!("{:<8} {:>8} {:>8} {:>10} {:>8}", "", "create", "update", "unchanged", "skip");
+    for (name, c) in [("tenants", r.tenants), ("keys", r.keys), ("tokens", r.tokens), ("links", r.links)] {
+        println!("{name:<8} {:>8} {:>8} {:>10} {:>8}", c.create, c.update, c.unchanged, c.skip);
+    }
+    const SHOWN: usize = 50;
+    for c in r.changes.iter().take(SHOWN) {
+        let reason = c.reason.as_deref().map(|r| format!(" ({r})")).unwrap_or_default();
+        println!("{verb} {:?} {} {}{reason}", c.action, c.kind, c.id);
+    }
+    if r.changes.len() > SHOWN {
+        println!("... and {} more (--json lists them all)", r.changes.len() - SHOWN);
+    }
+    if r.dry_run {
+        println!("dry run: nothing was changed");
+    }
+}
+
+async fn global(cfg: Config, cmd: GlobalCmd) -> Result<(), NodeError> {
+    let store = open_store(&cfg).await?;
+    match cmd {
+        GlobalCmd::Show => match store.global_tenant().await? {
+            Some(p) => println!("{p}"),
+            None => println!("(none: events that name no tenant are refused, global links are kept under `global`)"),
+        },
+        GlobalCmd::Assign { prefix } => {
+            store.assign_global_tenant(Some(&prefix), "cli", now_ms()).await?;
+            println!("events that name no tenant now belong to {prefix}");
+        }
+        GlobalCmd::Unassign => {
+            store.assign_global_tenant(None, "cli", now_ms()).await?;
+            println!("unassigned");
+        }
+    }
+    if let Some(edge) = &cfg.consumer_settings.edge {
+        edge.send("tenant:global").await;
+    }
+    println!("(core nodes follow within CACHE_TTL_SECS, the edge within KV_FILL_TTL_SECS unless EDGE_URLS is set)");
+    Ok(())
+}
+
+async fn import_events(cfg: Config, args: ImportArgs) -> Result<(), NodeError> {
+    let store = open_store(&cfg).await?;
+    let log = crate::open_raw_log(&cfg).await.map_err(|e| {
+        cli_err(format!("{e} (is a node running on this DATA_DIR? the embedded log is single-process)"))
+    })?;
+    let mut failed = false;
+    for source in &args.sources {
+        let format = match args.format.or_else(|| tracker_import::Format::guess(source)) {
+            Some(f) => f,
+            None => return Err(cli_err(format!("{source}: say --format (ndjson, csv, parquet or v1-archive)"))),
+        };
+        let settings = tracker_import::ImportSettings {
+            format,
+            tenant: args.tenant.clone(),
+            rejects: args.rejects.clone(),
+            chunk_rows: args.chunk_rows,
+            progress: !args.quiet,
+            limits: cfg.limits.clone(),
+        };
+        match tracker_import::import(log.clone(), &store, source, &settings, now_ms()).await {
+            Ok(s) if s.already_done => println!("{source}: imported before (run {}): nothing to do", s.run_id),
+            Ok(s) => {
+                let resumed =
+                    if s.resumed_at > 0 { format!(", resumed at row {}", s.resumed_at) } else { String::new() };
+                println!(
+                    "{source}: {} rows, {} events imported, {} duplicates skipped, {} rejected in {:.1} s ({:.0} events/s{resumed})",
+                    s.rows,
+                    s.imported,
+                    s.duplicates,
+                    s.rejected_total(),
+                    s.seconds,
+                    s.events_per_second()
+                );
+                for (code, n) in &s.rejected {
+                    println!("  rejected {n}: {code}");
+                }
+                if s.rejected_total() > 0 {
+                    println!("  the rejected rows and why: {}", args.rejects.display());
+                }
+            }
+            Err(e) => {
+                eprintln!("{source}: {e}");
+                failed = true;
+            }
+        }
+    }
+    log.shutdown().await?;
+    if failed { Err(cli_err("some sources were not imported")) } else { Ok(()) }
 }
 
 async fn token(cfg: Config, cmd: TokenCmd) -> Result<(), NodeError> {

@@ -95,6 +95,35 @@ pub async fn build_state(cfg: Config) -> Result<Arc<AppState>, NodeError> {
     Ok(Arc::new(state))
 }
 
+/// The raw event log for a process other than the node (`tracker-core import`): the embedded log (which only one
+/// process can open), or with `IGGY_URL` Iggy itself, without a spool: what it does not take is an error, and the
+/// import resumes from its recorded position.
+pub async fn open_raw_log(cfg: &Config) -> Result<Arc<dyn EventLog>, NodeError> {
+    match cfg.iggy.clone() {
+        None => {
+            let mut log_cfg = log_config(cfg);
+            log_cfg.dir = cfg.data_dir.join("log");
+            Ok(Arc::new(open_embedded(log_cfg).await?))
+        }
+        Some(iggy) => {
+            let primary = IggyConfig {
+                url: iggy.url,
+                stream: iggy.stream,
+                partitions: cfg.log.partitions,
+                retention: cfg.log.retention_age,
+                linger: iggy.linger,
+                segment_bytes: None,
+            };
+            // the client retries forever when no server answers
+            let connect = IggyLog::connect_topic(&primary, EVENTS_TOPIC);
+            match tokio::time::timeout(Duration::from_secs(15), connect).await {
+                Ok(log) => Ok(Arc::new(log?)),
+                Err(_) => Err(NodeError::Cli("Iggy did not answer within 15 s".into())),
+            }
+        }
+    }
+}
+
 /// One of the platform's logs: the embedded log in `DATA_DIR/<dir>`, or with `IGGY_URL` the Iggy `topic` behind a
 /// local spool in `DATA_DIR/<spool>` that holds what Iggy could not take, until it can.
 async fn open_log(cfg: &Config, dir: &str, spool: &str, topic: &'static str) -> Result<Arc<dyn EventLog>, NodeError> {

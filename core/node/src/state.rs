@@ -9,7 +9,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use rand::Rng as _;
 use tracker_log::{EventLog, RecordSet};
 use tracker_protocol::quota::{QuotaState, month_start};
-use tracker_protocol::service::{Directory, ServiceConfig, ShortLinkRecord, TenantRecord, TokenRecord};
+use tracker_protocol::service::{
+    Directory, GLOBAL_KEY_PREFIX, ServiceConfig, ShortLinkRecord, TenantRecord, TokenRecord,
+};
 use tracker_protocol::wire::RecordSetBuilder;
 use tracker_protocol::{Event, LinkKey, ProtocolError, partition_for};
 use tracker_store::{Store, StoreError, hash_token};
@@ -172,8 +174,14 @@ impl AppState {
         }
     }
 
-    /// A tenant as the tracking endpoints (and the edge) need it, with its quota state.
+    /// A tenant as the tracking endpoints (and the edge) need it, with its quota state. For
+    /// [`GLOBAL_KEY_PREFIX`], the tenant the operator assigned events that name none (its keys left out: global
+    /// links verify with the global secret).
     pub async fn tenant_record(&self, key_prefix: &str) -> Result<Option<TenantRecord>, StoreError> {
+        if key_prefix == GLOBAL_KEY_PREFIX {
+            let Some(assigned) = self.store.global_tenant().await? else { return Ok(None) };
+            return Ok(Box::pin(self.tenant_record(&assigned)).await?.map(|t| TenantRecord { keys: Vec::new(), ..t }));
+        }
         let Some(keys) = self.store.tenant_keys(key_prefix).await? else { return Ok(None) };
         let quota = self.quota_state(&keys.tenant, now_ms()).await;
         Ok(Some(TenantRecord { quota, ..keys.record() }))
@@ -215,7 +223,7 @@ impl Directory for AppState {
     }
 
     async fn token(&self, token: &str) -> Result<Option<Arc<TokenRecord>>, ProtocolError> {
-        if !token.starts_with(tracker_store::INGEST_TOKEN_PREFIX) || token.len() > 128 {
+        if !tracker_protocol::service::is_ingest_token_shape(token) {
             return Ok(None);
         }
         self.token_by_hash(&hash_token(token)).await

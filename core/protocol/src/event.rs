@@ -30,10 +30,13 @@ pub enum Auth {
     Token,
     /// A request whose params carry a valid v2 signature.
     Signature,
+    /// History brought in by the operator (`tracker-core import`), not live traffic: the filter spares it the bot
+    /// and rate rules, and it is metered as `imported`, not billed.
+    Import,
 }
 
 impl Auth {
-    pub const ALL: [Auth; 4] = [Auth::None, Auth::Link, Auth::Token, Auth::Signature];
+    pub const ALL: [Auth; 5] = [Auth::None, Auth::Link, Auth::Token, Auth::Signature, Auth::Import];
 
     pub fn as_u8(self) -> u8 {
         match self {
@@ -41,11 +44,28 @@ impl Auth {
             Auth::Link => 1,
             Auth::Token => 2,
             Auth::Signature => 3,
+            Auth::Import => 4,
         }
     }
 
     pub fn from_u8(v: u8) -> Option<Auth> {
         Auth::ALL.get(usize::from(v)).copied()
+    }
+
+    /// The name events carry in JSON and in the archive.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Auth::None => "none",
+            Auth::Link => "link",
+            Auth::Token => "token",
+            Auth::Signature => "signature",
+            Auth::Import => "import",
+        }
+    }
+
+    /// The value named `name` ([`Auth::as_str`]).
+    pub fn from_name(name: &str) -> Option<Auth> {
+        Auth::ALL.into_iter().find(|a| a.as_str() == name)
     }
 
     pub fn is_authenticated(self) -> bool {
@@ -129,6 +149,11 @@ pub struct Event {
     /// The client timestamp is older than [`Limits::historical_after_ms`]: a backfill, not live traffic.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub historical: bool,
+    /// The request carried more than the event holds (params past a limit, or with names or values this model
+    /// refuses, sent in the formats of the system this one replaces): what did not fit is in `raw_payload` under
+    /// `v1`, or counted there when even that was full. The filter lists such events in the drop ledger as flagged.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub overflow: bool,
 }
 
 /// Documented limits. Every violation has its own error code.
@@ -432,6 +457,7 @@ pub fn build_event(
         raw_payload: input.raw_payload,
         auth: ctx.auth,
         historical,
+        overflow: false,
     };
     event.validate(limits)?;
     Ok(event)

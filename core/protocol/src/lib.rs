@@ -53,6 +53,7 @@ pub mod matching;
 pub mod quota;
 pub mod redirect;
 pub mod service;
+pub mod v1;
 pub mod webhook;
 pub mod wire;
 
@@ -215,14 +216,14 @@ mod props {
             ua in proptest::option::of("\\PC{0,40}"),
             ts in 946_684_800_000i64..4_000_000_000_000,
             raw in proptest::option::of(Just(r#"{"a":[1,true,null]}"#)),
-            auth in 0u8..4,
+            auth in 0u8..5,
             n in any::<u128>(),
         ) {
             let e = Event {
                 event_id: uuid::Uuid::from_u128(n), event_type: "x".into(), timestamp: ts, received_at: ts + 1,
                 key_prefix: "6vct".into(), ip: None, user_agent: ua, referer: Some("r".into()), accept_language: None,
                 request_path: None, request_host: Some("h".into()), params,
-                raw_payload: raw.map(|r| RawJson::parse(r).unwrap()), auth: Auth::from_u8(auth).unwrap(), historical: n % 2 == 0,
+                raw_payload: raw.map(|r| RawJson::parse(r).unwrap()), auth: Auth::from_u8(auth).unwrap(), historical: n % 2 == 0, overflow: n % 3 == 0,
             };
             let buf = wire::encode_record_set(std::slice::from_ref(&e));
             prop_assert_eq!(wire::decode_record_set(&buf).unwrap(), vec![e]);

@@ -1,4 +1,5 @@
-//! Tracking links: the seed-compatible formats and our v2 format, parsing, verification and signing.
+//! Tracking links: the v1 formats (those of the system this one replaces, still in circulation) and our v2
+//! format, parsing, verification and signing.
 //!
 //! Verification is two-phase so that it works where key lookup is asynchronous (Workers KV): [`parse_link`] reads
 //! the query and says which keys it needs ([`ParsedLink::key_ref`]); the caller fetches them and calls
@@ -49,12 +50,15 @@ impl LinkKind {
     }
 }
 
-/// The format a verified link used.
+/// The format a verified link used. The `Seed*` formats are v1: the replaced system's.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum LinkFormat {
     SeedSigned,
     SeedEncrypted,
     SeedShort,
+    /// A v1 short link without `sig`: the replaced system redirected those too. Only short links imported from it
+    /// accept this (the service checks).
+    SeedShortUnsigned,
     V2Signed,
     V2Encrypted,
 }
@@ -65,9 +69,15 @@ impl LinkFormat {
             LinkFormat::SeedSigned => "seed_signed",
             LinkFormat::SeedEncrypted => "seed_encrypted",
             LinkFormat::SeedShort => "seed_short",
+            LinkFormat::SeedShortUnsigned => "seed_short_unsigned",
             LinkFormat::V2Signed => "v2_signed",
             LinkFormat::V2Encrypted => "v2_encrypted",
         }
+    }
+
+    /// One of the replaced system's formats, whose params it read loosely (repeats, any name, any length).
+    pub fn is_v1(self) -> bool {
+        !matches!(self, LinkFormat::V2Signed | LinkFormat::V2Encrypted)
     }
 }
 
@@ -95,6 +105,8 @@ impl std::str::FromStr for SeedMode {
 /// Whose keys verify a link.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum KeyRef {
+    /// No key: a v1 short link without a signature.
+    Unsigned,
     /// The server's global `HMAC_SECRET` / `ENCRYPTION_KEY` (seed links without a key prefix).
     Global,
     /// A tenant's keys; `kid` names one key (v2), `None` means any active key (seed formats).
@@ -184,9 +196,58 @@ pub fn parse_query(raw: &str) -> Result<Vec<(String, String)>, ProtocolError> {
     Ok(out)
 }
 
+/// Decoded query parameters in order, repeats kept: how the replaced system's links are read.
+pub fn parse_query_loose(raw: &str) -> Vec<(String, String)> {
+    form_urlencoded::parse(raw.as_bytes()).map(|(k, v)| (k.into_owned(), v.into_owned())).collect()
+}
+
 fn take(pairs: &mut Vec<(String, String)>, name: &str) -> Option<String> {
     let i = pairs.iter().position(|(k, _)| k == name)?;
     Some(pairs.remove(i).1)
+}
+
+/// Removes every `name` and returns the last value: the replaced system read a query into a map, so of a repeated
+/// field the last one counted.
+fn take_last(pairs: &mut Vec<(String, String)>, name: &str) -> Option<String> {
+    let mut last = None;
+    pairs.retain_mut(|(k, v)| {
+        if k == name {
+            last = Some(std::mem::take(v));
+            false
+        } else {
+            true
+        }
+    });
+    last
+}
+
+/// Whether a query is a v2 link or signed request: `v` is present and none of the v1 format fields (`sig`, `d`),
+/// which v2 reserves and never writes. For short links, postbacks and pixels `k` must be there too, so that a v1
+/// campaign param that happens to be called `v` stays a param.
+fn is_v2(kind: LinkKind, raw_query: &str) -> bool {
+    let (mut v, mut k, mut v1) = (false, false, false);
+    for (name, _) in form_urlencoded::parse(raw_query.as_bytes()) {
+        match name.as_ref() {
+            "v" => v = true,
+            "k" => k = true,
+            "sig" | "d" => v1 = true,
+            _ => {}
+        }
+    }
+    v && !v1 && (k || kind == LinkKind::Click)
+}
+
+/// Splits a v1 link's params into the value that counts for each name (the last, as the replaced system kept it)
+/// and the earlier values of repeated names.
+pub(crate) fn last_wins(pairs: Vec<(String, String)>) -> (BTreeMap<String, String>, Vec<(String, String)>) {
+    let mut params = BTreeMap::new();
+    let mut shadowed = Vec::new();
+    for (k, v) in pairs {
+        if let Some(old) = params.insert(k.clone(), v) {
+            shadowed.push((k, old));
+        }
+    }
+    (params, shadowed)
 }
 
 fn reject_reserved(pairs: &[(String, String)]) -> Result<(), ProtocolError> {
@@ -198,6 +259,7 @@ fn reject_reserved(pairs: &[(String, String)]) -> Result<(), ProtocolError> {
 
 #[derive(Debug, Clone)]
 enum Body {
+    Unsigned { target: String },
     SeedSigned { target: String, sig: [u8; 32] },
     V2Signed { target: String, exp: Option<String>, ext: Option<String>, sig: [u8; 32] },
     Encrypted { blob: Vec<u8> },
@@ -224,6 +286,9 @@ pub struct VerifiedLink {
     /// The destination (click), the short link id (short), or empty (postback, impression).
     pub target: String,
     pub params: BTreeMap<String, String>,
+    /// v1 links only: earlier values of names the link repeats (`params` holds the last, which is the one the
+    /// replaced system kept). v2 refuses repeats.
+    pub shadowed: Vec<(String, String)>,
     /// Unix seconds.
     pub expires_at: Option<i64>,
 }
@@ -235,13 +300,16 @@ pub fn parse_link(
     raw_query: &str,
     seed_mode: SeedMode,
 ) -> Result<ParsedLink, ProtocolError> {
-    let mut pairs = parse_query(raw_query)?;
     let short_target = || -> Result<String, ProtocolError> {
         match path_id {
             Some(id) if is_valid_short_id(id) => Ok(id.to_owned()),
             _ => Err(ProtocolError::InvalidShortLinkId),
         }
     };
+    if !is_v2(kind, raw_query) {
+        return parse_v1(kind, short_target, parse_query_loose(raw_query), seed_mode);
+    }
+    let mut pairs = parse_query(raw_query)?;
     if let Some(version) = take(&mut pairs, "v") {
         if version != "2" {
             return Err(ProtocolError::UnsupportedLinkVersion { version });
@@ -289,10 +357,30 @@ pub fn parse_link(
             params: pairs,
         });
     }
-    // Seed formats (unversioned).
+    Err(ProtocolError::MissingLinkParams)
+}
+
+/// The replaced system's formats, read as it read them: the last of a repeated field counts, and in each mode
+/// only that mode's fields are the link's (in `signed` mode a `d` is a param, in `encrypted` mode `url` and `sig`
+/// are). A short link's `sig` is optional.
+fn parse_v1(
+    kind: LinkKind,
+    short_target: impl FnOnce() -> Result<String, ProtocolError>,
+    mut pairs: Vec<(String, String)>,
+    seed_mode: SeedMode,
+) -> Result<ParsedLink, ProtocolError> {
+    let has = |pairs: &[(String, String)], name: &str| pairs.iter().any(|(k, _)| k == name);
     match kind {
         LinkKind::Short => {
-            let sig = take(&mut pairs, "sig").ok_or(ProtocolError::MissingLinkParams)?;
+            let Some(sig) = take_last(&mut pairs, "sig") else {
+                return Ok(ParsedLink {
+                    kind,
+                    format: LinkFormat::SeedShortUnsigned,
+                    key: KeyRef::Unsigned,
+                    body: Body::Unsigned { target: short_target()? },
+                    params: pairs,
+                });
+            };
             let (key, sig) = parse_seed_sig(&sig)?;
             let target = short_target()?;
             Ok(ParsedLink {
@@ -304,10 +392,20 @@ pub fn parse_link(
             })
         }
         LinkKind::Click => {
-            if let Some(d) = take(&mut pairs, "d") {
-                if seed_mode == SeedMode::Signed {
-                    return Err(ProtocolError::LinkFormatDisabled { format: "encrypted" });
-                }
+            let signed = match seed_mode {
+                SeedMode::Signed => true,
+                SeedMode::Encrypted => false,
+                SeedMode::Any => has(&pairs, "sig") || !has(&pairs, "d"),
+            };
+            if !signed {
+                let Some(d) = take_last(&mut pairs, "d") else {
+                    let signed_link = has(&pairs, "url") && has(&pairs, "sig");
+                    return Err(if signed_link {
+                        ProtocolError::LinkFormatDisabled { format: "signed" }
+                    } else {
+                        ProtocolError::MissingLinkParams
+                    });
+                };
                 let blob = decode_blob(&d)?;
                 return Ok(ParsedLink {
                     kind,
@@ -317,12 +415,13 @@ pub fn parse_link(
                     params: pairs,
                 });
             }
-            let (Some(url), Some(sig)) = (take(&mut pairs, "url"), take(&mut pairs, "sig")) else {
-                return Err(ProtocolError::MissingLinkParams);
+            let (url, sig) = (take_last(&mut pairs, "url"), take_last(&mut pairs, "sig"));
+            let (Some(url), Some(sig)) = (url, sig) else {
+                return Err(match (seed_mode, has(&pairs, "d")) {
+                    (SeedMode::Signed, true) => ProtocolError::LinkFormatDisabled { format: "encrypted" },
+                    _ => ProtocolError::MissingLinkParams,
+                });
             };
-            if seed_mode == SeedMode::Encrypted {
-                return Err(ProtocolError::LinkFormatDisabled { format: "signed" });
-            }
             let (key, sig) = parse_seed_sig(&sig)?;
             Ok(ParsedLink {
                 kind,
@@ -450,6 +549,19 @@ impl ParsedLink {
     /// keys are ignored. Comparisons are constant-time.
     pub fn verify(self, keys: &[LinkKey], now_ms: i64) -> Result<VerifiedLink, ProtocolError> {
         let (key_prefix, wanted_kid) = match &self.key {
+            KeyRef::Unsigned => {
+                let Body::Unsigned { target } = self.body else { return Err(ProtocolError::MissingLinkParams) };
+                let (params, shadowed) = last_wins(self.params);
+                return Ok(VerifiedLink {
+                    format: self.format,
+                    key_prefix: None,
+                    kid: String::new(),
+                    target,
+                    params,
+                    shadowed,
+                    expires_at: None,
+                });
+            }
             KeyRef::Global => (None, None),
             KeyRef::Tenant { key_prefix, kid } => (Some(key_prefix.clone()), kid.as_deref()),
         };
@@ -460,7 +572,7 @@ impl ParsedLink {
                 (KeyRef::Global, _) if self.format == LinkFormat::SeedEncrypted => {
                     ProtocolError::GlobalKeyNotConfigured { what: "ENCRYPTION_KEY" }
                 }
-                (KeyRef::Global, _) => ProtocolError::GlobalKeyNotConfigured { what: "HMAC_SECRET" },
+                (KeyRef::Global | KeyRef::Unsigned, _) => ProtocolError::GlobalKeyNotConfigured { what: "HMAC_SECRET" },
                 (_, Some(kid)) => ProtocolError::UnknownKeyId { kid: kid.to_owned() },
                 (KeyRef::Tenant { key_prefix, .. }, None) => {
                     ProtocolError::UnknownTenant { key_prefix: key_prefix.clone() }
@@ -469,17 +581,20 @@ impl ParsedLink {
         }
         let ParsedLink { kind, format, key: _, body, params } = self;
         match body {
+            Body::Unsigned { .. } => Err(ProtocolError::MissingLinkParams),
             Body::SeedSigned { target, sig } => {
                 let key = active
                     .iter()
                     .find(|k| k.signer().is_some_and(|m| m.chain_update(target.as_bytes()).verify_slice(&sig).is_ok()))
                     .ok_or(ProtocolError::InvalidSignature)?;
+                let (params, shadowed) = last_wins(params);
                 Ok(VerifiedLink {
                     format,
                     key_prefix,
                     kid: key.kid.clone(),
                     target,
-                    params: params.into_iter().collect(),
+                    params,
+                    shadowed,
                     expires_at: None,
                 })
             }
@@ -502,6 +617,7 @@ impl ParsedLink {
                     kid: key.kid.clone(),
                     target,
                     params: params.into_iter().collect(),
+                    shadowed: Vec::new(),
                     expires_at,
                 })
             }
@@ -525,12 +641,14 @@ impl ParsedLink {
                 let plain = String::from_utf8(plain)
                     .map_err(|_| ProtocolError::MalformedCiphertext { reason: "plaintext is not UTF-8" })?;
                 if format == LinkFormat::SeedEncrypted {
+                    let (params, shadowed) = last_wins(params);
                     return Ok(VerifiedLink {
                         format,
                         key_prefix,
                         kid: key.kid.clone(),
                         target: plain,
-                        params: params.into_iter().collect(),
+                        params,
+                        shadowed,
                         expires_at: None,
                     });
                 }
@@ -551,7 +669,15 @@ impl ParsedLink {
                     }
                     all.insert(k, v);
                 }
-                Ok(VerifiedLink { format, key_prefix, kid: key.kid.clone(), target, params: all, expires_at })
+                Ok(VerifiedLink {
+                    format,
+                    key_prefix,
+                    kid: key.kid.clone(),
+                    target,
+                    params: all,
+                    shadowed: Vec::new(),
+                    expires_at,
+                })
             }
         }
     }
@@ -908,7 +1034,9 @@ mod tests {
     fn syntax_errors_have_precise_codes() {
         let code = |kind, q: &str| parse_link(kind, None, q, SeedMode::Signed).unwrap_err().code();
         assert_eq!(code(LinkKind::Click, ""), "missing_link_params");
-        assert_eq!(code(LinkKind::Click, "url=a&url=b&sig=00"), "duplicate_param");
+        assert_eq!(code(LinkKind::Click, "v=2&k=6vct.k1&url=a&url=b&s=x"), "duplicate_param");
+        // v1 links keep the last of a repeated field, as the replaced system did
+        assert_eq!(code(LinkKind::Click, "url=a&url=b&sig=00"), "malformed_signature");
         assert_eq!(code(LinkKind::Click, "url=a&sig=zz"), "malformed_signature");
         assert_eq!(code(LinkKind::Click, "url=a&sig=BAD_00"), "malformed_signature");
         assert_eq!(code(LinkKind::Click, "d=AAAA"), "link_format_disabled");

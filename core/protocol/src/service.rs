@@ -10,15 +10,28 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
-use crate::event::ParamMap;
-use crate::links::{LinkKind, SeedMode, parse_link, parse_query};
+use crate::links::{LinkFormat, LinkKind, SeedMode, parse_link, parse_query_loose};
+use crate::v1;
 use crate::{
     Auth, Event, EventInput, IntakeContext, KeyRef, Limits, LinkKey, ProtocolError, Uuid, build_event, build_redirect,
-    is_valid_key_prefix, new_event_id,
+    is_valid_key_prefix, is_valid_name, new_event_id,
 };
 
-/// The key prefix of events verified with the server's global secret (seed links without a prefix).
+/// The key prefix of events that name no tenant of their own (v1 links signed with the server's global secret,
+/// v1 postbacks and pixels without `key_prefix`) while the operator has assigned them no tenant. As a lookup
+/// ([`Directory::tenant`]) it names the tenant the operator assigned them.
 pub const GLOBAL_KEY_PREFIX: &str = "global";
+
+/// Prefix of the platform's ingest tokens.
+pub const INGEST_TOKEN_PREFIX: &str = "trk_ing_";
+/// Prefix of the replaced system's ingest tokens (`pt_<key_prefix>_<secret>`), which an import keeps working.
+pub const V1_INGEST_TOKEN_PREFIX: &str = "pt_";
+
+/// Whether `token` can be an ingest token at all (ours or an imported one): anything else is refused without a
+/// lookup.
+pub fn is_ingest_token_shape(token: &str) -> bool {
+    (token.starts_with(INGEST_TOKEN_PREFIX) || token.starts_with(V1_INGEST_TOKEN_PREFIX)) && token.len() <= 128
+}
 
 /// A tenant as the tracking endpoints need it (also the core-to-edge lookup record).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -44,6 +57,10 @@ pub struct ShortLinkRecord {
     /// Where clicks go once the link has expired (otherwise they are refused with `link_expired`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fallback: Option<String>,
+    /// Imported from the replaced system, whose short links redirected without a signature and with any valid
+    /// one: this link keeps those rules (its clicks are always its owner's).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub v1: bool,
 }
 
 /// The tenant an ingest token belongs to (also the core-to-edge lookup record).
@@ -55,6 +72,7 @@ pub struct TokenRecord {
 
 /// Where the endpoints look things up. A failing backend is [`ProtocolError::Unavailable`] (503), never a guess.
 pub trait Directory {
+    /// The tenant `key_prefix`; for [`GLOBAL_KEY_PREFIX`], the tenant the operator assigned events that name none.
     fn tenant(&self, key_prefix: &str) -> impl Future<Output = Result<Option<Arc<TenantRecord>>, ProtocolError>>;
     fn short_link(&self, tu_id: &str) -> impl Future<Output = Result<Option<Arc<ShortLinkRecord>>, ProtocolError>>;
     /// The tenant of a valid (unexpired, unrevoked) ingest token.
@@ -119,6 +137,7 @@ impl RequestInfo {
             raw_payload: None,
             auth,
             historical: false,
+            overflow: false,
         }
     }
 }
@@ -139,6 +158,7 @@ async fn verify<D: Directory>(
     now: i64,
 ) -> Result<(crate::VerifiedLink, Option<Arc<TenantRecord>>), ProtocolError> {
     match parsed.key_ref() {
+        KeyRef::Unsigned => Ok((parsed.verify(&[], now)?, None)),
         KeyRef::Global => {
             let keys = dir.global_keys();
             Ok((parsed.verify(keys, now)?, None))
@@ -157,7 +177,23 @@ pub struct Click {
     pub location: String,
 }
 
-/// `GET /t` (no `tu_id`) and `GET /t/<tu_id>`.
+/// The tenant that owns events naming none of their own (a v1 link signed with the global key, a v1 postback or
+/// pixel without `key_prefix`): the tenant a `key_prefix` param names, if it is an active one (as the replaced
+/// system attributed them), else the tenant the operator assigned, else [`GLOBAL_KEY_PREFIX`].
+async fn global_owner<D: Directory>(dir: &D, named: Option<&str>) -> Result<String, ProtocolError> {
+    if let Some(p) = named.filter(|p| is_valid_key_prefix(p) && *p != GLOBAL_KEY_PREFIX)
+        && dir.tenant(p).await?.is_some_and(|t| t.active)
+    {
+        return Ok(p.to_owned());
+    }
+    Ok(match dir.tenant(GLOBAL_KEY_PREFIX).await? {
+        Some(t) => t.key_prefix.clone(),
+        None => GLOBAL_KEY_PREFIX.to_owned(),
+    })
+}
+
+/// `GET /t` (no `tu_id`) and `GET /t/<tu_id>`. A link whose signature is valid always redirects: params that an
+/// event cannot hold are kept raw ([`v1::fit`]), never refused.
 pub async fn click<D: Directory>(
     dir: &D,
     cfg: &ServiceConfig,
@@ -169,35 +205,59 @@ pub async fn click<D: Directory>(
 ) -> Result<Click, ProtocolError> {
     let kind = if tu_id.is_some() { LinkKind::Short } else { LinkKind::Click };
     let parsed = parse_link(kind, tu_id, query, cfg.seed_mode)?;
+    let format = parsed.format();
     let (verified, _) = verify(dir, parsed, now).await?;
-    let key_prefix = verified.key_prefix.unwrap_or_else(|| GLOBAL_KEY_PREFIX.to_owned());
     let mut params = verified.params;
-    let destination = if kind == LinkKind::Short {
-        // a link signed by one tenant never resolves another tenant's short link: same answer as "not found"
-        let link = dir
-            .short_link(&verified.target)
-            .await?
-            .filter(|l| l.key_prefix == key_prefix)
-            .ok_or(ProtocolError::UnknownShortLink)?;
-        params.insert("tu_id".to_owned(), verified.target);
-        if link.expires_at.is_some_and(|e| now >= e) {
+    let (key_prefix, destination) = if kind == LinkKind::Short {
+        let link = dir.short_link(&verified.target).await?.ok_or(ProtocolError::UnknownShortLink)?;
+        // a link signed by one tenant never resolves another tenant's short link (same answer as "not found"),
+        // except an imported one, which keeps the replaced system's rules; the global key vouches for any
+        let allowed = match (&verified.key_prefix, format) {
+            (_, LinkFormat::SeedShortUnsigned) => link.v1,
+            (Some(signer), _) => *signer == link.key_prefix || link.v1,
+            (None, _) => true,
+        };
+        if !allowed {
+            return Err(if format == LinkFormat::SeedShortUnsigned {
+                ProtocolError::MissingLinkParams
+            } else {
+                ProtocolError::UnknownShortLink
+            });
+        }
+        params.insert("tu_id".to_owned(), verified.target.clone());
+        let destination = if link.expires_at.is_some_and(|e| now >= e) {
             // an expired link with a fallback still takes the visitor somewhere (and the click is recorded)
             link.fallback.clone().ok_or(ProtocolError::LinkExpired)?
         } else {
             link.destination.clone()
-        }
+        };
+        (link.key_prefix.clone(), destination)
     } else {
-        verified.target
+        let owner = match verified.key_prefix {
+            Some(p) => p,
+            None => global_owner(dir, params.get("key_prefix").map(String::as_str)).await?,
+        };
+        (owner, verified.target)
     };
+    // the replaced system's links name their tenant in a param too: it is the event's tenant, not a param
+    if format.is_v1() && params.get("key_prefix") == Some(&key_prefix) {
+        params.remove("key_prefix");
+    }
     let event_id = new_event_id(now, random);
     let location = build_redirect(&destination, &event_id)?;
-    let event = req.event(event_id, "click".into(), now, key_prefix, params, Auth::Link);
+    let mut event = req.event(event_id, "click".into(), now, key_prefix, BTreeMap::new(), Auth::Link);
+    if let Some(tu) = params.remove("tu_id") {
+        event.params.insert("tu_id".to_owned(), tu);
+    }
+    v1::fit(&mut event, params, verified.shadowed, serde_json::Map::new(), &cfg.limits);
     event.validate(&cfg.limits)?;
     Ok(Click { event, location })
 }
 
 /// `GET /p` and `GET /i`: a v2 signature over the params, an ingest token (`token=` or a bearer header), or
-/// nothing (the seed's open postbacks, stored with `auth = none` so later stages can tell).
+/// nothing (the replaced system's open postbacks and pixels, stored with `auth = none` so later stages can tell;
+/// their tenant is the `key_prefix` param, or the one the operator assigned to events that name none). Params are
+/// read as that system read them (any name, the last of a repeated one) and what an event cannot hold is kept raw.
 #[allow(clippy::too_many_arguments)] // every input of the endpoint, time and randomness injected
 pub async fn signal<D: Directory>(
     dir: &D,
@@ -209,30 +269,42 @@ pub async fn signal<D: Directory>(
     now: i64,
     random: [u8; 10],
 ) -> Result<Event, ProtocolError> {
-    let mut pairs: BTreeMap<String, String> = parse_query(query)?.into_iter().collect();
-    let (key_prefix, auth, tenant) = if pairs.contains_key("v") {
-        let (verified, tenant) = verify(dir, parse_link(kind, None, query, cfg.seed_mode)?, now).await?;
-        pairs = verified.params;
-        (verified.key_prefix.unwrap_or_default(), Auth::Signature, tenant)
-    } else if let Some(token) = pairs.remove("token").or_else(|| bearer.map(str::to_owned)) {
-        let info = dir
-            .token(&token)
-            .await?
-            .ok_or(ProtocolError::Unauthorized { reason: "the ingest token is invalid, expired or revoked" })?;
-        if let Some(kp) = pairs.remove("key_prefix")
-            && kp != info.key_prefix
-        {
-            return Err(ProtocolError::TenantMismatch);
+    let parsed = parse_link(kind, None, query, cfg.seed_mode);
+    let (key_prefix, auth, tenant, mut params, shadowed) = match parsed {
+        Ok(parsed) => {
+            let (verified, tenant) = verify(dir, parsed, now).await?;
+            (verified.key_prefix.unwrap_or_default(), Auth::Signature, tenant, verified.params, verified.shadowed)
         }
-        let tenant = active_tenant(dir, &info.key_prefix).await?;
-        (info.key_prefix.clone(), Auth::Token, Some(tenant))
-    } else {
-        let kp = pairs.remove("key_prefix").ok_or(ProtocolError::MissingKeyPrefix)?;
-        if !is_valid_key_prefix(&kp) {
-            return Err(ProtocolError::InvalidKeyPrefix);
+        // no v2 signature: the query's params, loosely
+        Err(ProtocolError::MissingLinkParams) => {
+            let (mut params, shadowed) = crate::links::last_wins(parse_query_loose(query));
+            let (key_prefix, auth, tenant) =
+                if let Some(token) = params.remove("token").or_else(|| bearer.map(str::to_owned)) {
+                    let info = dir.token(&token).await?.ok_or(ProtocolError::Unauthorized {
+                        reason: "the ingest token is invalid, expired or revoked",
+                    })?;
+                    if let Some(kp) = params.remove("key_prefix")
+                        && kp != info.key_prefix
+                    {
+                        return Err(ProtocolError::TenantMismatch);
+                    }
+                    let tenant = active_tenant(dir, &info.key_prefix).await?;
+                    (info.key_prefix.clone(), Auth::Token, tenant)
+                } else {
+                    let kp = match params.remove("key_prefix") {
+                        Some(kp) if !is_valid_key_prefix(&kp) => return Err(ProtocolError::InvalidKeyPrefix),
+                        Some(kp) => kp,
+                        None => match dir.tenant(GLOBAL_KEY_PREFIX).await? {
+                            Some(t) => t.key_prefix.clone(),
+                            None => return Err(ProtocolError::MissingKeyPrefix),
+                        },
+                    };
+                    let tenant = active_tenant(dir, &kp).await?;
+                    (kp, Auth::None, tenant)
+                };
+            (key_prefix, auth, Some(tenant), params, shadowed)
         }
-        let tenant = active_tenant(dir, &kp).await?;
-        (kp, Auth::None, Some(tenant))
+        Err(e) => return Err(e),
     };
     // a postback is the ingestion API (its sender can retry); an impression pixel is always answered
     if kind == LinkKind::Postback
@@ -241,33 +313,22 @@ pub async fn signal<D: Directory>(
         check_quota(tenant, now)?;
     }
     let default_type = if kind == LinkKind::Postback { "postback" } else { "impression" };
-    let event_type = pairs.remove("event_type").unwrap_or_else(|| default_type.to_owned());
-    let event = req.event(new_event_id(now, random), event_type, now, key_prefix, pairs, auth);
+    // an `event_type` param names the event's type; one that is not a valid type stays a param
+    let event_type = match params.remove("event_type") {
+        Some(t) if is_valid_name(&t, cfg.limits.max_event_type_len) => t,
+        Some(t) => {
+            params.insert("event_type".to_owned(), t);
+            default_type.to_owned()
+        }
+        None => default_type.to_owned(),
+    };
+    let mut event = req.event(new_event_id(now, random), event_type, now, key_prefix, BTreeMap::new(), auth);
+    v1::fit(&mut event, params, shadowed, serde_json::Map::new(), &cfg.limits);
     event.validate(&cfg.limits)?;
     Ok(event)
 }
 
-/// What the browser beacon sends (as `text/plain` from `navigator.sendBeacon`, or JSON).
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct BeaconInput {
-    #[serde(alias = "key_prefix")]
-    key: String,
-    #[serde(default)]
-    event_type: Option<String>,
-    #[serde(default)]
-    url: Option<String>,
-    #[serde(default)]
-    referrer: Option<String>,
-    #[serde(default)]
-    title: Option<String>,
-    #[serde(default)]
-    ad_click_id: Option<String>,
-    #[serde(default)]
-    params: Option<ParamMap>,
-}
-
-/// `POST /t/auto`.
+/// `POST /t/auto`: the browser beacon, ours and the replaced system's `t.js` alike ([`v1::Beacon`]).
 pub async fn beacon<D: Directory>(
     dir: &D,
     cfg: &ServiceConfig,
@@ -276,23 +337,20 @@ pub async fn beacon<D: Directory>(
     now: i64,
     random: [u8; 10],
 ) -> Result<Event, ProtocolError> {
-    let input: BeaconInput =
-        serde_json::from_slice(body).map_err(|e| ProtocolError::InvalidBeacon { reason: e.to_string() })?;
-    if !is_valid_key_prefix(&input.key) {
+    let input = v1::Beacon::parse(body)?;
+    if !is_valid_key_prefix(&input.key_prefix) {
         return Err(ProtocolError::InvalidKeyPrefix);
     }
-    active_tenant(dir, &input.key).await?;
-    let mut params = input.params.map(|p| p.0).unwrap_or_default();
-    for (k, v) in [("url", input.url), ("title", input.title), ("ad_click_id", input.ad_click_id)] {
-        if let Some(v) = v {
-            params.insert(k.to_owned(), v);
-        }
-    }
+    active_tenant(dir, &input.key_prefix).await?;
     let event_type = input.event_type.unwrap_or_else(|| "pageview".to_owned());
-    let mut event = req.event(new_event_id(now, random), event_type, now, input.key, params, Auth::None);
+    let mut event =
+        req.event(new_event_id(now, random), event_type, now, input.key_prefix, BTreeMap::new(), Auth::None);
     if let Some(r) = input.referrer.filter(|r| !r.is_empty()) {
-        event.referer = Some(r);
+        event.referer = Some(crate::truncate_field(&r, cfg.limits.max_field_len).to_owned());
     }
+    let (params, mut shadowed) = crate::links::last_wins(input.params);
+    shadowed.extend(input.unreadable);
+    v1::fit(&mut event, params, shadowed, serde_json::Map::new(), &cfg.limits);
     event.validate(&cfg.limits)?;
     Ok(event)
 }
@@ -361,7 +419,10 @@ async fn authenticate_ingest<D: Directory>(dir: &D, bearer: Option<&str>, now: i
 
 /// The active tenant of a bearer ingest token.
 pub async fn authenticate<D: Directory>(dir: &D, bearer: Option<&str>) -> Result<Arc<TenantRecord>, ProtocolError> {
-    let token = bearer.ok_or(ProtocolError::Unauthorized { reason: "send Authorization: Bearer <ingest token>" })?;
+    let token = bearer.ok_or(ProtocolError::Unauthorized {
+        reason: "send Authorization: Bearer <ingest token> (a client that cannot send headers: use the base URL \
+                 <host>/v1/<ingest token>)",
+    })?;
     let info = dir
         .token(token)
         .await?
@@ -370,14 +431,25 @@ pub async fn authenticate<D: Directory>(dir: &D, bearer: Option<&str>) -> Result
     active_tenant(dir, &info.key_prefix).await
 }
 
-/// `POST /batch`: the tenant comes from the token, never from the body. `random` feeds the ids of events sent
-/// without one.
+/// The body of each element of a batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BatchFormat {
+    /// Ours: [`EventInput`], unknown fields refused.
+    Ours,
+    /// The replaced system's `TrackingEvent` ([`v1::batch_event`]).
+    V1,
+}
+
+/// `POST /batch` (and `POST /v1/<token>/batch` with [`BatchFormat::V1`]): the tenant comes from the token, never
+/// from the body. `random` feeds the ids of events sent without one.
+#[allow(clippy::too_many_arguments)] // every input of the endpoint, time and randomness injected
 pub async fn batch<D: Directory>(
     dir: &D,
     cfg: &ServiceConfig,
     req: &RequestInfo,
     bearer: Option<&str>,
     body: &[u8],
+    format: BatchFormat,
     now: i64,
     mut random: impl FnMut() -> [u8; 10],
 ) -> Result<Batch, ProtocolError> {
@@ -393,9 +465,14 @@ pub async fn batch<D: Directory>(
     let mut events = Vec::with_capacity(items.len());
     let mut rejected = Vec::new();
     for (index, raw) in items.iter().enumerate() {
-        match EventInput::from_json(raw.get().as_bytes())
-            .and_then(|input| build_event(input, &ctx, &cfg.limits, random()))
-        {
+        let raw = raw.get().as_bytes();
+        let built = match format {
+            BatchFormat::Ours => {
+                EventInput::from_json(raw).and_then(|input| build_event(input, &ctx, &cfg.limits, random()))
+            }
+            BatchFormat::V1 => v1::batch_event(raw, &key_prefix, req, &cfg.limits, now, random()),
+        };
+        match built {
             Ok(event) => events.push(event),
             Err(e) => rejected.push(Rejection::new(index, &e)),
         }
@@ -436,6 +513,8 @@ pub const PIXEL_GIF: &[u8] = &[
 /// Headers of every redirect: never cached, and the tracking URL is not leaked onward.
 pub const REDIRECT_HEADERS: [(&str, &str); 2] =
     [("cache-control", "no-store, max-age=0"), ("referrer-policy", "no-referrer")];
+/// The header naming why a pixel's event was refused (the pixel itself is always answered with the image).
+pub const PIXEL_REFUSED_HEADER: &str = "x-tracker-refused";
 /// Headers of the pixel.
 pub const PIXEL_HEADERS: [(&str, &str); 4] = [
     ("content-type", "image/gif"),
@@ -474,17 +553,22 @@ mod tests {
     const TU_OLD: &str = "tu_019c3f8d-aa19-7261-a5d6-9aa75cea3000";
     /// Expired, no fallback.
     const TU_GONE: &str = "tu_019c3f8d-aa19-7261-a5d6-9aa75cea3001";
+    /// Imported from the replaced system.
+    const TU_V1: &str = "tu_019c3f8d-aa19-7261-a5d6-9aa75cea3002";
 
     /// An in-memory directory: one tenant `acme`, one short link, one token.
     struct Fake {
         global: Vec<LinkKey>,
         /// `acme` is over its hard cap until `NOW + 90.5 s`.
         capped: bool,
+        /// The operator assigned `acme` the events that name no tenant.
+        assigned: bool,
     }
 
     impl Directory for Fake {
         async fn tenant(&self, key_prefix: &str) -> Result<Option<Arc<TenantRecord>>, ProtocolError> {
-            Ok((key_prefix == "acme").then(|| {
+            let found = key_prefix == "acme" || (key_prefix == GLOBAL_KEY_PREFIX && self.assigned);
+            Ok(found.then(|| {
                 Arc::new(TenantRecord {
                     key_prefix: "acme".into(),
                     active: true,
@@ -501,13 +585,14 @@ mod tests {
             }))
         }
         async fn short_link(&self, tu_id: &str) -> Result<Option<Arc<ShortLinkRecord>>, ProtocolError> {
-            Ok([TU, TU_OLD, TU_GONE].contains(&tu_id).then(|| {
+            Ok([TU, TU_OLD, TU_GONE, TU_V1].contains(&tu_id).then(|| {
                 Arc::new(ShortLinkRecord {
                     tu_id: tu_id.into(),
                     key_prefix: "acme".into(),
                     destination: "https://a.example/x".into(),
-                    expires_at: (tu_id != TU).then_some(NOW - 1),
+                    expires_at: [TU_OLD, TU_GONE].contains(&tu_id).then_some(NOW - 1),
                     fallback: (tu_id == TU_OLD).then(|| "https://a.example/over".into()),
+                    v1: tu_id == TU_V1,
                 })
             }))
         }
@@ -541,6 +626,7 @@ mod tests {
                 retires_at_ms: None,
             }],
             capped: false,
+            assigned: false,
         }
     }
 
@@ -591,7 +677,17 @@ mod tests {
         let refusals = [
             ready(signal(&d, &c, &req, LinkKind::Postback, "key_prefix=acme", None, NOW, [0; 10])).map(|_| ()),
             ready(signal(&d, &c, &req, LinkKind::Postback, "a=1", Some("trk_ing_good"), NOW, [0; 10])).map(|_| ()),
-            ready(batch(&d, &c, &req, Some("trk_ing_good"), br#"[{"event_type":"x"}]"#, NOW, || [0; 10])).map(|_| ()),
+            ready(batch(
+                &d,
+                &c,
+                &req,
+                Some("trk_ing_good"),
+                br#"[{"event_type":"x"}]"#,
+                BatchFormat::Ours,
+                NOW,
+                || [0; 10],
+            ))
+            .map(|_| ()),
             ready(ingest(&d, &c, &req, Some("trk_ing_good"), br#"{"event_type":"x"}"#, NOW, [0; 10])).map(|_| ()),
         ];
         for r in refusals {
@@ -610,6 +706,79 @@ mod tests {
         // the block ends with the month
         let later = NOW + 90_500;
         assert!(ready(ingest(&d, &c, &req, Some("trk_ing_good"), br#"{"event_type":"x"}"#, later, [0; 10])).is_ok());
+    }
+
+    fn click_query(d: &Fake, tu: Option<&str>, query: &str) -> Result<Click, ProtocolError> {
+        let req = RequestInfo { path: "/t".into(), ..Default::default() };
+        ready(click(d, &cfg(), &req, tu, query, NOW, [3; 10]))
+    }
+
+    fn raw_overflow(e: &Event) -> serde_json::Value {
+        serde_json::from_str::<serde_json::Value>(e.raw_payload.as_ref().unwrap().as_str()).unwrap()["overflow"].clone()
+    }
+
+    #[test]
+    fn v1_links_redirect_whatever_their_params() {
+        let d = dir();
+        let url = crate::links::seed_signed_url("", "s3cret", Some("acme"), "https://shop.example/a", &[]).unwrap();
+        let base = url.split_once('?').unwrap().1;
+        // names of v2 fields, repeats, brackets, an over-long value, and the tenant named again
+        let long = "x".repeat(3000);
+        let query = format!("{base}&v=3&d=5&k=a&s=b&sub=1&sub=2&utm%5Bsource%5D=g&big={long}&key_prefix=acme");
+        let c = click_query(&d, None, &query).unwrap();
+        assert!(c.location.starts_with("https://shop.example/a?ad_click_id="));
+        let p = &c.event.params;
+        for (k, v) in [("v", "3"), ("d", "5"), ("k", "a"), ("s", "b"), ("sub", "2")] {
+            assert_eq!(p.get(k).map(String::as_str), Some(v), "{k}");
+        }
+        assert!(!p.contains_key("key_prefix") && !p.contains_key("big"));
+        assert!(c.event.overflow);
+        let kept = raw_overflow(&c.event)["params"].clone();
+        let kept: Vec<(String, String)> = serde_json::from_value(kept).unwrap();
+        assert_eq!(kept[0], ("sub".into(), "1".into()), "earlier values of a repeated name first");
+        assert!(kept.contains(&("utm[source]".into(), "g".into())));
+        assert!(kept.contains(&("big".into(), long.clone())));
+        // the last url and sig count, as they did
+        let twice = format!("url=https%3A%2F%2Fother.example%2F&sig=acme_{}&{base}", "0".repeat(64));
+        assert!(click_query(&d, None, &twice).is_ok());
+    }
+
+    #[test]
+    fn imported_short_links_keep_their_rules_and_ours_keep_ours() {
+        let (d, q) = (dir(), "sub1=x");
+        let c = click_query(&d, Some(TU_V1), q).unwrap();
+        assert_eq!(
+            (c.event.key_prefix.as_str(), c.event.params.get("tu_id").map(String::as_str)),
+            ("acme", Some(TU_V1))
+        );
+        assert_eq!(click_query(&d, Some(TU), q).unwrap_err(), ProtocolError::MissingLinkParams);
+        // the global key, or another tenant's key, resolves an imported link for its owner only
+        let global = crate::links::seed_short_url("", "g", None, TU_V1, &[]).unwrap();
+        let c = click_query(&d, Some(TU_V1), global.split_once('?').unwrap().1).unwrap();
+        assert_eq!(c.event.key_prefix, "acme");
+        let forged = format!("sig=acme_{}", "0".repeat(64));
+        assert_eq!(click_query(&d, Some(TU_V1), &forged).unwrap_err(), ProtocolError::InvalidSignature);
+    }
+
+    #[test]
+    fn global_links_and_postbacks_belong_to_the_assigned_tenant() {
+        let url = crate::links::seed_signed_url("", "g", None, "https://a.example/", &[("c", "1")]).unwrap();
+        let q = url.split_once('?').unwrap().1;
+        assert_eq!(click_query(&dir(), None, q).unwrap().event.key_prefix, GLOBAL_KEY_PREFIX);
+        let assigned = Fake { assigned: true, ..dir() };
+        assert_eq!(click_query(&assigned, None, q).unwrap().event.key_prefix, "acme");
+        // a tenant named in the link's params owns it, as it did in the replaced system
+        let named =
+            crate::links::seed_signed_url("", "g", None, "https://a.example/", &[("key_prefix", "acme")]).unwrap();
+        let c = click_query(&dir(), None, named.split_once('?').unwrap().1).unwrap();
+        assert_eq!((c.event.key_prefix.as_str(), c.event.params.get("key_prefix")), ("acme", None));
+        let req = RequestInfo::default();
+        let post =
+            |d: &Fake| ready(signal(d, &cfg(), &req, LinkKind::Postback, "click_id=1&p%5B%5D=2", None, NOW, [0; 10]));
+        assert_eq!(post(&dir()).unwrap_err(), ProtocolError::MissingKeyPrefix);
+        let e = post(&assigned).unwrap();
+        assert_eq!((e.key_prefix.as_str(), e.auth, e.overflow), ("acme", Auth::None, true));
+        assert_eq!(raw_overflow(&e)["params"][0], serde_json::json!(["p[]", "2"]));
     }
 
     async fn click_short(tu: &str) -> Result<Click, ProtocolError> {
@@ -635,7 +804,8 @@ mod tests {
                 ready(signal(&d, &c, &req, kind, &query, None, NOW, [0; 10])).map(|_| ()),
                 ready(signal(&d, &c, &req, kind, &query, Some("trk_ing_good"), NOW, [0; 10])).map(|_| ()),
                 ready(beacon(&d, &c, &req, &body, NOW, [0; 10])).map(|_| ()),
-                ready(batch(&d, &c, &req, Some("trk_ing_good"), &body, NOW, || [0; 10])).map(|_| ()),
+                ready(batch(&d, &c, &req, Some("trk_ing_good"), &body, BatchFormat::Ours, NOW, || [0; 10])).map(|_| ()),
+                ready(batch(&d, &c, &req, Some("trk_ing_good"), &body, BatchFormat::V1, NOW, || [0; 10])).map(|_| ()),
                 ready(ingest(&d, &c, &req, Some("trk_ing_good"), &body, NOW, [0; 10])).map(|_| ()),
             ];
             for r in results {

@@ -10,7 +10,7 @@
 //! str        := len:varint utf8-bytes
 //! opt        := 0 (absent) | len+1:varint utf8-bytes
 //! varint     := unsigned LEB128, at most 10 bytes
-//! flags      := bit 0 historical; other bits zero
+//! flags      := bit 0 historical, bit 1 overflow; other bits zero
 //! ```
 //! Decoding checks every length against the remaining bytes, UTF-8 and JSON, and never panics.
 
@@ -73,7 +73,7 @@ pub fn encode_event(e: &Event, out: &mut Vec<u8>) {
     out.extend_from_slice(&e.timestamp.to_le_bytes());
     out.extend_from_slice(&e.received_at.to_le_bytes());
     out.push(e.auth.as_u8());
-    out.push(u8::from(e.historical));
+    out.push(u8::from(e.historical) | (u8::from(e.overflow) << 1));
     put_str(out, &e.event_type);
     put_str(out, &e.key_prefix);
     for f in [&e.ip, &e.user_agent, &e.referer, &e.accept_language, &e.request_path, &e.request_host] {
@@ -284,6 +284,7 @@ pub struct EventView<'a> {
     pub raw_payload: Option<&'a str>,
     pub auth: Auth,
     pub historical: bool,
+    pub overflow: bool,
 }
 
 impl<'a> EventView<'a> {
@@ -316,6 +317,7 @@ impl<'a> EventView<'a> {
             raw_payload: self.raw_payload.map(|j| RawJson::checked(j.to_owned())),
             auth: self.auth,
             historical: self.historical,
+            overflow: self.overflow,
         }
     }
 }
@@ -338,6 +340,7 @@ impl<'a> From<&'a Event> for EventView<'a> {
             raw_payload: e.raw_payload.as_ref().map(RawJson::as_str),
             auth: e.auth,
             historical: e.historical,
+            overflow: e.overflow,
         }
     }
 }
@@ -350,7 +353,7 @@ pub fn decode_event_view(buf: &[u8]) -> Result<EventView<'_>, ProtocolError> {
     let received_at = i64::from_le_bytes(r.array::<8>()?);
     let auth = Auth::from_u8(r.u8()?).ok_or(err("unknown auth"))?;
     let flags = r.u8()?;
-    if flags > 1 {
+    if flags > 3 {
         return Err(err("unknown flags"));
     }
     let event_type = r.str()?;
@@ -398,6 +401,7 @@ pub fn decode_event_view(buf: &[u8]) -> Result<EventView<'_>, ProtocolError> {
         raw_payload,
         auth,
         historical: flags & 1 == 1,
+        overflow: flags & 2 == 2,
     })
 }
 
@@ -427,6 +431,7 @@ mod tests {
             raw_payload: Some(RawJson::parse(r#"{"a":1}"#).unwrap()),
             auth: Auth::Link,
             historical: i.is_multiple_of(2),
+            overflow: i.is_multiple_of(3),
         }
     }
 

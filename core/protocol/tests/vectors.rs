@@ -60,6 +60,7 @@ fn expect(kind: LinkKind, url: &str) -> Value {
         Err(e) => return json!({ "error": e.code() }),
     };
     let keys = match parsed.key_ref() {
+        tracker_protocol::KeyRef::Unsigned => Vec::new(),
         tracker_protocol::KeyRef::Global => global_keys(),
         // zzzz holds the very same key material: only the associated data tells the tenants apart
         tracker_protocol::KeyRef::Tenant { key_prefix, .. } if key_prefix == "6vct" || key_prefix == "zzzz" => {
@@ -68,14 +69,20 @@ fn expect(kind: LinkKind, url: &str) -> Value {
         tracker_protocol::KeyRef::Tenant { .. } => Vec::new(),
     };
     match parsed.verify(&keys, NOW_MS) {
-        Ok(v) => json!({
-            "format": v.format.as_str(),
-            "key_prefix": v.key_prefix,
-            "kid": v.kid,
-            "target": v.target,
-            "params": v.params,
-            "expires_at": v.expires_at,
-        }),
+        Ok(v) => {
+            let mut out = json!({
+                "format": v.format.as_str(),
+                "key_prefix": v.key_prefix,
+                "kid": v.kid,
+                "target": v.target,
+                "params": v.params,
+                "expires_at": v.expires_at,
+            });
+            if !v.shadowed.is_empty() {
+                out["shadowed"] = json!(v.shadowed);
+            }
+            out
+        }
         Err(e) => json!({ "error": e.code() }),
     }
 }
@@ -146,7 +153,7 @@ fn build() -> Value {
             LinkKind::Click,
             encrypted.replace("k=6vct.k2", "k=zzzz.k2"),
         ),
-        link_case("seed signed click, tenant prefix", LinkKind::Click, seed_tenant),
+        link_case("seed signed click, tenant prefix", LinkKind::Click, seed_tenant.clone()),
         link_case("seed signed click, key in its rotation grace period", LinkKind::Click, seed_old_key),
         link_case("seed signed click, global secret", LinkKind::Click, seed_global.clone()),
         link_case("seed signed click, destination changed", LinkKind::Click, seed_global.replace("%2Fg", "%2Fh")),
@@ -157,6 +164,17 @@ fn build() -> Value {
             LinkKind::Click,
             format!("{BASE}/t?url=https%3A%2F%2Fa.example%2F&sig=ZZ"),
         ),
+        link_case(
+            "v1 signed click whose params repeat, borrow v2 names and carry brackets (the last value counts)",
+            LinkKind::Click,
+            format!("{seed_tenant}&v=3&d=5&sub1=yahoo&utm%5Bsource%5D=g"),
+        ),
+        link_case(
+            "v1 signed click with its url and sig repeated (the last ones count)",
+            LinkKind::Click,
+            seed_tenant.replace("/t?", "/t?url=https%3A%2F%2Fother.example%2F&sig=6vct_00&"),
+        ),
+        link_case("v1 short link without a signature", LinkKind::Short, format!("{BASE}/t/{TU_ID}?sub1=s")),
     ];
 
     let message = v2_message(
@@ -176,6 +194,11 @@ fn build() -> Value {
         "https://a.example/ü?q=ö",
         "javascript:alert(1)",
         "https://user@a.example/",
+        "//a.example/p",
+        "https:\\\\a.example\\p q?x=\"1\"#f g",
+        "myapp://open/item?id=7",
+        "mailto:a@b.example",
+        "/relative",
     ]
     .iter()
     .map(|d| match build_redirect(d, &click_id) {

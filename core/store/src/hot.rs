@@ -372,7 +372,10 @@ impl HotStore {
                 insert.reset();
                 let Some(seq) = seq else { continue };
                 added += 1;
-                accepted.add(&e.key_prefix, e.received_at, "accepted", 1);
+                // imported history is metered by the filter as `imported`, not billed
+                if e.auth != tracker_protocol::Auth::Import {
+                    accepted.add(&e.key_prefix, e.received_at, "accepted", 1);
+                }
                 let minute = e.timestamp.div_euclid(MINUTE_MS) * MINUTE_MS;
                 *counts.entry((e.key_prefix.as_str(), minute, e.event_type.as_str(), tu)).or_default() += 1;
                 for (k, v) in &e.params {

@@ -11,8 +11,10 @@
 mod db;
 mod deliveries;
 pub mod hot;
+pub mod imports;
 pub mod plans;
 mod resources;
+mod settings;
 pub mod usage;
 
 use std::path::Path;
@@ -35,8 +37,9 @@ pub use resources::{
     SCOPES, TenantLimits, TenantUpdate, WEBHOOK_SECRET_PREFIX, Webhook, WebhookSpec,
 };
 
+pub use settings::{AuditEntry, GLOBAL_TENANT_SETTING};
 /// Prefix of ingest tokens, so they are recognisable in logs and by secret scanners.
-pub const INGEST_TOKEN_PREFIX: &str = "trk_ing_";
+pub use tracker_protocol::service::INGEST_TOKEN_PREFIX;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -245,6 +248,33 @@ CREATE TABLE IF NOT EXISTS leases (
     // their outcome) is `usage::USAGE_SCHEMA`, created with the schema
     r#"
 ALTER TABLE webhook_deliveries ADD COLUMN kind TEXT NOT NULL DEFAULT 'event';
+"#,
+    // 6: moving in from the replaced system: short links imported from it, platform settings (the tenant of
+    // events that name none), the operators' audit log, and the positions of event imports
+    r#"
+ALTER TABLE tracking_urls ADD COLUMN v1 INTEGER NOT NULL DEFAULT 0;
+CREATE TABLE IF NOT EXISTS settings (
+    name TEXT PRIMARY KEY,
+    value TEXT NOT NULL,
+    updated_at INTEGER NOT NULL
+) STRICT;
+CREATE TABLE IF NOT EXISTS audit_log (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    at INTEGER NOT NULL,
+    actor TEXT NOT NULL,
+    action TEXT NOT NULL,
+    detail TEXT NOT NULL
+) STRICT;
+CREATE TABLE IF NOT EXISTS import_runs (
+    run_id TEXT PRIMARY KEY,
+    source TEXT NOT NULL,
+    next_row INTEGER NOT NULL,
+    accepted INTEGER NOT NULL,
+    rejected INTEGER NOT NULL,
+    started_at INTEGER NOT NULL,
+    updated_at INTEGER NOT NULL,
+    finished_at INTEGER
+) STRICT;
 "#,
 ];
 
@@ -534,7 +564,7 @@ impl Store {
     /// suspended tenant's requests are told so). Lookup is by hash (an index probe), so no comparison of
     /// secret bytes happens in a data-dependent time.
     pub async fn lookup_ingest_token(&self, token: &str, now_ms: i64) -> Result<Option<TokenInfo>> {
-        if !token.starts_with(INGEST_TOKEN_PREFIX) || token.len() > 128 {
+        if !tracker_protocol::service::is_ingest_token_shape(token) {
             return Ok(None);
         }
         self.lookup_ingest_token_hash(&hash_token(token), now_ms).await
@@ -590,7 +620,7 @@ impl Store {
         let conn = self.conn().await?;
         let mut rows = conn
             .query(
-                "SELECT tu_id, key_prefix, destination, expires_at, fallback_url FROM tracking_urls WHERE tu_id = ?1",
+                "SELECT tu_id, key_prefix, destination, expires_at, fallback_url, v1 FROM tracking_urls WHERE tu_id = ?1",
                 [tu_id],
             )
             .await?;
@@ -604,13 +634,14 @@ impl Store {
                     Value::Text(s) => Some(s),
                     _ => None,
                 },
+                v1: int(&row, 5, "v1")? != 0,
             })),
             None => Ok(None),
         }
     }
 }
 
-async fn insert_key(conn: &Connection, key: &NewKey, store: &Store, seq: i64, now_ms: i64) -> Result<()> {
+pub(crate) async fn insert_key(conn: &Connection, key: &NewKey, store: &Store, seq: i64, now_ms: i64) -> Result<()> {
     let (secret, aes) = (store.sealed(&key.signing_secret)?, store.sealed(&key.encryption_key)?);
     conn.execute(
         "INSERT INTO tenant_keys (key_prefix, kid, seq, signing_secret, encryption_key, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",

@@ -454,6 +454,7 @@ impl Link {
             destination: self.destination.clone(),
             expires_at: self.expires_at,
             fallback: self.fallback_url.clone(),
+            v1: false,
         }
     }
 }

@@ -3,6 +3,7 @@
 //! | metric | counted by | once per |
 //! |---|---|---|
 //! | `accepted` | the stats consumer, for each event new to the hot tier | tenant and `event_id` |
+//! | `imported` | the filter consumer, for each imported event it keeps (history, not billed) | raw log position |
 //! | `dropped_bot`, `dropped_rule`, `dropped_rate`, `dropped_quota` | the filter consumer, with its drop ledger | raw log position |
 //! | `dropped_invalid` | `/batch` at a core node, or the edge's queue message of refused elements | request (batch id at the edge) |
 //! | `redirects` | the filter consumer, for each click a link answered (kept or not) | raw log position |
@@ -25,6 +26,7 @@ use crate::{Result, int, text};
 /// Every metric, in the order reports list them.
 pub const METRICS: &[&str] = &[
     "accepted",
+    "imported",
     "dropped_bot",
     "dropped_rule",
     "dropped_rate",

@@ -42,6 +42,7 @@ fn event(tenant: &str, n: u64) -> Event {
         raw_payload: None,
         auth: Auth::Link,
         historical: false,
+        overflow: false,
     }
 }
 

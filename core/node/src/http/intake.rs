@@ -12,11 +12,11 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use sha2::Digest as _;
 use tracker_log::RecordSet;
-use tracker_protocol::service::{self, GLOBAL_KEY_PREFIX, Rejection};
+use tracker_protocol::service::{self, BatchFormat, GLOBAL_KEY_PREFIX, Rejection};
 use tracker_protocol::wire::RecordSetBuilder;
 use tracker_protocol::{Event, ProtocolError, partition_for};
 
-use super::{RawBody, RequestMeta, bearer};
+use super::{RawBody, RequestMeta, Segment, bearer};
 use crate::error::ApiError;
 use crate::metrics::Endpoint;
 use crate::state::{AppState, now_ms, random10};
@@ -73,14 +73,42 @@ pub async fn batch(
     headers: HeaderMap,
     RawBody(body): RawBody,
 ) -> Response {
+    let token = bearer(&headers).map(str::to_owned);
+    take_batch(&st, meta, &headers, token.as_deref(), &body, BatchFormat::Ours).await
+}
+
+/// `POST /v1/<token>/batch`: the replaced system's SDK batch, its ingest token in the path (the base URL that SDK
+/// is configured with is all it can send). The token never becomes part of an event.
+pub async fn v1_batch(
+    State(st): State<Arc<AppState>>,
+    Segment(token): Segment,
+    mut meta: RequestMeta,
+    headers: HeaderMap,
+    RawBody(body): RawBody,
+) -> Response {
+    meta.0.path = V1_BATCH_PATH.to_owned();
+    take_batch(&st, meta, &headers, Some(&token), &body, BatchFormat::V1).await
+}
+
+/// The request path v1 batch events record (the real one holds the token).
+pub const V1_BATCH_PATH: &str = "/v1/batch";
+
+async fn take_batch(
+    st: &AppState,
+    meta: RequestMeta,
+    headers: &HeaderMap,
+    token: Option<&str>,
+    body: &[u8],
+    format: BatchFormat,
+) -> Response {
     let result = async {
-        let idem = idempotency_key(&headers)?;
-        let batch = service::batch(&*st, &st.service, &meta.0, bearer(&headers), &body, now_ms(), random10).await?;
+        let idem = idempotency_key(headers)?;
+        let batch = service::batch(st, &st.service, &meta.0, token, body, format, now_ms(), random10).await?;
         for r in &batch.rejected {
             st.metrics.rejected(Endpoint::Batch, r.code);
         }
         if batch.events.is_empty() {
-            meter_invalid(&st, &batch.key_prefix, batch.rejected.len(), idem.as_deref()).await;
+            meter_invalid(st, &batch.key_prefix, batch.rejected.len(), idem.as_deref()).await;
             let e = ProtocolError::NoValidEvents;
             let body = serde_json::json!({
                 "error": { "code": e.code(), "message": e.to_string() },
@@ -100,14 +128,14 @@ pub async fn batch(
         let receipt = st.log.append(vec![records], idem.map(|k| format!("batch\0{key_prefix}\0{k}"))).await?;
         if !receipt.duplicate {
             st.metrics.accepted(Endpoint::Batch, u64::from(count));
-            meter_invalid(&st, key_prefix, batch.rejected.len(), None).await;
+            meter_invalid(st, key_prefix, batch.rejected.len(), None).await;
         }
         let response =
             BatchResponse { accepted: receipt.events(), rejected: batch.rejected, duplicate: receipt.duplicate };
         Ok(super::json(StatusCode::OK, &response))
     }
     .await;
-    respond(&st, Endpoint::Batch, result)
+    respond(st, Endpoint::Batch, result)
 }
 
 pub async fn ingest(
@@ -116,16 +144,41 @@ pub async fn ingest(
     headers: HeaderMap,
     RawBody(body): RawBody,
 ) -> Response {
+    let token = bearer(&headers).map(str::to_owned);
+    take_one(&st, &meta, &headers, token.as_deref(), &body).await
+}
+
+/// `POST /v1/<token>/ingest`: `/ingest` for a client configured with a base URL that carries its token.
+pub async fn v1_ingest(
+    State(st): State<Arc<AppState>>,
+    Segment(token): Segment,
+    mut meta: RequestMeta,
+    headers: HeaderMap,
+    RawBody(body): RawBody,
+) -> Response {
+    meta.0.path = "/v1/ingest".to_owned();
+    take_one(&st, &meta, &headers, Some(&token), &body).await
+}
+
+async fn take_one(
+    st: &AppState,
+    meta: &RequestMeta,
+    headers: &HeaderMap,
+    token: Option<&str>,
+    body: &[u8],
+) -> Response {
     let result = async {
-        let idem = idempotency_key(&headers)?;
-        let event = service::ingest(&*st, &st.service, &meta.0, bearer(&headers), &body, now_ms(), random10()).await?;
+        let idem = idempotency_key(headers)?;
+        let event = service::ingest(st, &st.service, &meta.0, token, body, now_ms(), random10()).await?;
         let key = idem.map(|k| format!("ingest\0{}\0{k}", event.key_prefix));
         let duplicate = st.store_durably(&event, key).await?;
         st.metrics.accepted(Endpoint::Ingest, 1);
-        Ok(super::json(StatusCode::OK, &serde_json::json!({ "event_id": event.event_id, "duplicate": duplicate })))
+        // `accepted` as the replaced system's `/ingest` answered, for its clients
+        let answer = serde_json::json!({ "event_id": event.event_id, "duplicate": duplicate, "accepted": 1 });
+        Ok(super::json(StatusCode::OK, &answer))
     }
     .await;
-    respond(&st, Endpoint::Ingest, result)
+    respond(st, Endpoint::Ingest, result)
 }
 
 /// An edge batch: the events, and what the edge refused of the client's request (counted in the tenant's usage).

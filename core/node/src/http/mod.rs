@@ -37,6 +37,10 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/i", get(track::impression))
         .route("/batch", post(intake::batch))
         .route("/ingest", post(intake::ingest))
+        // the replaced system's clients, whose configured base URL carries an ingest token
+        .route("/v1/{token}/batch", post(intake::v1_batch))
+        .route("/v1/{token}/ingest", post(intake::v1_ingest))
+        .route("/v1/{token}/p", get(track::v1_postback))
         .route("/internal/v1/edge/batches", post(intake::edge_batch))
         .route("/internal/v1/tenants/{key_prefix}", get(internal::tenant))
         .route("/internal/v1/short-links/{tu_id}", get(internal::short_link))

@@ -8,7 +8,9 @@ use std::time::Instant;
 use axum::extract::{RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use tracker_protocol::service::{self, BEACON_PREFLIGHT_HEADERS, PIXEL_GIF, PIXEL_HEADERS, REDIRECT_HEADERS};
+use tracker_protocol::service::{
+    self, BEACON_PREFLIGHT_HEADERS, PIXEL_GIF, PIXEL_HEADERS, PIXEL_REFUSED_HEADER, REDIRECT_HEADERS,
+};
 use tracker_protocol::{LinkKind, ProtocolError};
 
 use super::{RawBody, RequestMeta, Segment, bearer};
@@ -91,12 +93,12 @@ pub async fn short(
 async fn signal(
     st: &AppState,
     meta: &RequestMeta,
-    headers: &HeaderMap,
+    token: Option<&str>,
     kind: LinkKind,
     query: Option<String>,
 ) -> Result<tracker_protocol::Event, ApiError> {
     let q = query.as_deref().unwrap_or_default();
-    Ok(service::signal(st, &st.service, &meta.0, kind, q, bearer(headers), now_ms(), random10()).await?)
+    Ok(service::signal(st, &st.service, &meta.0, kind, q, token, now_ms(), random10()).await?)
 }
 
 pub async fn postback(
@@ -105,14 +107,29 @@ pub async fn postback(
     headers: HeaderMap,
     RawQuery(q): RawQuery,
 ) -> Response {
+    take_postback(&st, &meta, bearer(&headers), q).await
+}
+
+/// `GET /v1/<token>/p`: a postback from a client configured with a base URL that carries its ingest token.
+pub async fn v1_postback(
+    State(st): State<Arc<AppState>>,
+    Segment(token): Segment,
+    mut meta: RequestMeta,
+    RawQuery(q): RawQuery,
+) -> Response {
+    meta.0.path = "/v1/p".to_owned();
+    take_postback(&st, &meta, Some(&token), q).await
+}
+
+async fn take_postback(st: &AppState, meta: &RequestMeta, token: Option<&str>, q: Option<String>) -> Response {
     let result = async {
-        let event = signal(&st, &meta, &headers, LinkKind::Postback, q).await?;
+        let event = signal(st, meta, token, LinkKind::Postback, q).await?;
         // a postback is a server telling us about a conversion: answer only once it is durable
         st.store_durably(&event, None).await?;
         Ok(event)
     }
     .await;
-    finish(&st, Endpoint::Postback, result, |e| {
+    finish(st, Endpoint::Postback, result, |e| {
         super::json(
             StatusCode::OK,
             &serde_json::json!({ "status": "ok", "event_id": e.event_id, "authenticated": e.auth.is_authenticated() }),
@@ -127,17 +144,24 @@ pub async fn impression(
     RawQuery(q): RawQuery,
 ) -> Response {
     let result = async {
-        let event = signal(&st, &meta, &headers, LinkKind::Impression, q).await?;
+        let event = signal(&st, &meta, bearer(&headers), LinkKind::Impression, q).await?;
         st.emit(&event).await
     }
     .await;
-    finish(&st, Endpoint::Impression, result, |()| {
-        let mut res = (StatusCode::OK, PIXEL_GIF).into_response();
-        for (k, v) in PIXEL_HEADERS {
-            res.headers_mut().insert(k, HeaderValue::from_static(v));
+    // a pixel sits in a page or an email: whatever the verdict, the visitor gets an image, never a broken one;
+    // a refusal is counted and named in a header
+    let refused = result.as_ref().err().map(|e| e.code);
+    let mut res = finish(&st, Endpoint::Impression, result, |()| (StatusCode::OK, PIXEL_GIF).into_response());
+    if let Some(code) = refused {
+        res = (StatusCode::OK, PIXEL_GIF).into_response();
+        if let Ok(v) = HeaderValue::from_str(code) {
+            res.headers_mut().insert(PIXEL_REFUSED_HEADER, v);
         }
-        res
-    })
+    }
+    for (k, v) in PIXEL_HEADERS {
+        res.headers_mut().insert(k, HeaderValue::from_static(v));
+    }
+    res
 }
 
 fn with_cors(mut res: Response) -> Response {

@@ -8,6 +8,7 @@ mod common;
 mod api;
 mod consumers;
 mod golden;
+mod migration;
 mod node;
 mod spool;
 mod usage;
