@@ -1,7 +1,7 @@
 //! The Worker's settings, from `wrangler.toml` vars and secrets.
 
 use tracker_protocol::service::ServiceConfig;
-use tracker_protocol::{Limits, LinkKey, SeedMode, parse_encryption_key};
+use tracker_protocol::{Limits, LinkKey, SeedMode};
 
 #[derive(Debug, Clone)]
 pub struct EdgeConfig {
@@ -53,7 +53,10 @@ impl EdgeConfig {
             get("URL_MODE").filter(|v| !v.is_empty()).unwrap_or_else(|| "signed".into()).parse()?;
         let hmac_secret = get("HMAC_SECRET").filter(|v| !v.is_empty());
         let encryption_key = match get("ENCRYPTION_KEY").filter(|v| !v.is_empty()) {
-            Some(k) => Some(parse_encryption_key(&k).ok_or("ENCRYPTION_KEY: must be 64 hex characters")?),
+            Some(k) => Some(
+                tracker_protocol::v1::global_encryption_key(&k)
+                    .ok_or("ENCRYPTION_KEY: must be 64 hex characters, or 32 characters used as the key's bytes")?,
+            ),
             None => None,
         };
         let global_keys = if hmac_secret.is_some() || encryption_key.is_some() {

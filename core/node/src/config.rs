@@ -182,7 +182,11 @@ pub const VARIABLES: &[(&str, &str, &str)] = &[
     ("LIBSQL_SYNC_INTERVAL_SECS", "5", "how often an embedded replica pulls changes from the primary"),
     ("PUBLIC_URL", "http://HOST:PORT", "base URL the CLI prints links with"),
     ("HMAC_SECRET", "", "global secret for seed links signed without a key prefix (text, used as given)"),
-    ("ENCRYPTION_KEY", "", "global AES-256 key for seed encrypted links, 64 hex characters"),
+    (
+        "ENCRYPTION_KEY",
+        "",
+        "global AES-256 key for seed encrypted links: 64 hex characters, or 32 characters used as bytes",
+    ),
     (
         "SECRETS_KEY",
         "",
@@ -464,10 +468,9 @@ impl Config {
         let hmac_secret = src.get("HMAC_SECRET").map(str::to_owned);
         let encryption_key = match src.get("ENCRYPTION_KEY") {
             None => None,
-            Some(k) => Some(
-                parse_encryption_key(k)
-                    .ok_or_else(|| invalid("ENCRYPTION_KEY", "must be 64 hex characters (32 bytes)"))?,
-            ),
+            Some(k) => Some(tracker_protocol::v1::global_encryption_key(k).ok_or_else(|| {
+                invalid("ENCRYPTION_KEY", "must be 64 hex characters, or 32 characters used as the key's bytes")
+            })?),
         };
         let secrets_key = match src.get("SECRETS_KEY") {
             None => None,

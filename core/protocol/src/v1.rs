@@ -212,6 +212,12 @@ fn batch_event_id(key_prefix: &str, given: Option<&str>, now: i64, random: [u8; 
     }
 }
 
+/// The global `ENCRYPTION_KEY` as the replaced system read it: 64 hex characters, or else any text of exactly 32
+/// bytes, used as the key itself.
+pub fn global_encryption_key(text: &str) -> Option<[u8; 32]> {
+    crate::parse_encryption_key(text).or_else(|| text.as_bytes().try_into().ok())
+}
+
 /// Name and value pairs, in order.
 pub type Pairs = Vec<(String, String)>;
 
@@ -306,6 +312,17 @@ mod tests {
     use crate::service::RequestInfo;
 
     const NOW: i64 = 1_770_704_294_008;
+    /// What the replaced system's `t.js` sends for an outbound click (and a field it never sends).
+    const BEACON: &str = concat!(
+        r#"{"event_type":"outbound_click","key_prefix":"6vct","page":"/pricing?x=1","session_id":"9f","#,
+        r#""screen_width":1280,"ad_click_id":"019c","href":"https://out.example/","text":"Go","extra":{"a":1}}"#
+    );
+    /// An event of the replaced system's SDK batch.
+    const SDK_EVENT: &str = concat!(
+        r#"{"event_id":"3b241101-e2bb-4255-8caf-4136c566a962","event_type":"postback","timestamp":1770704290000,"#,
+        r#""ip":"203.0.113.1","user_agent":"Mozilla/5.0","request_path":"/p","request_host":"track.example.com","#,
+        r#""params":{"click_id":"abc","key_prefix":"6vct","payout":2.5}}"#
+    );
 
     fn event() -> Event {
         Event {
@@ -372,6 +389,16 @@ mod tests {
     }
 
     #[test]
+    fn a_global_key_is_hex_or_32_bytes_of_text() {
+        assert_eq!(global_encryption_key(&"ab".repeat(32)), Some([0xab; 32]));
+        assert_eq!(
+            global_encryption_key("0123456789abcdefghijklmnopqrstuv"),
+            Some(*b"0123456789abcdefghijklmnopqrstuv")
+        );
+        assert_eq!(global_encryption_key("short"), None);
+    }
+
+    #[test]
     fn nothing_to_keep_adds_nothing() {
         let mut e = event();
         fit(&mut e, pairs(&[("a", "1")]), Vec::new(), Map::new(), &Limits::default());
@@ -380,8 +407,7 @@ mod tests {
 
     #[test]
     fn the_replaced_beacon_body_reads_as_params() {
-        let body = br#"{"event_type":"outbound_click","key_prefix":"6vct","page":"/pricing?x=1","session_id":"9f","screen_width":1280,"ad_click_id":"019c","href":"https://out.example/","text":"Go","extra":{"a":1}}"#;
-        let b = Beacon::parse(body).unwrap();
+        let b = Beacon::parse(BEACON.as_bytes()).unwrap();
         assert_eq!(b.key_prefix, "6vct");
         assert_eq!(b.event_type.as_deref(), Some("outbound_click"));
         let params: BTreeMap<&str, &str> = b.params.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
@@ -397,8 +423,7 @@ mod tests {
     #[test]
     fn the_replaced_sdk_batch_event_is_kept_whole() {
         let req = RequestInfo { path: "/v1/batch".into(), host: Some("t.example".into()), ..Default::default() };
-        let raw = br#"{"event_id":"3b241101-e2bb-4255-8caf-4136c566a962","event_type":"postback","timestamp":1770704290000,"ip":"203.0.113.1","user_agent":"Mozilla/5.0","request_path":"/p","request_host":"track.example.com","params":{"click_id":"abc","key_prefix":"6vct","payout":2.5}}"#;
-        let e = batch_event(raw, "6vct", &req, &Limits::default(), NOW, [0; 10]).unwrap();
+        let e = batch_event(SDK_EVENT.as_bytes(), "6vct", &req, &Limits::default(), NOW, [0; 10]).unwrap();
         assert_eq!(e.event_id.to_string(), "3b241101-e2bb-4255-8caf-4136c566a962");
         assert_eq!(e.params.get("payout").map(String::as_str), Some("2.5"));
         assert!(!e.params.contains_key("key_prefix"));
