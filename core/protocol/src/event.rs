@@ -233,13 +233,54 @@ impl Event {
 
     /// Checks every limit. Used on events the platform builds and on events forwarded by the edge.
     pub fn validate(&self, limits: &Limits) -> Result<(), ProtocolError> {
+        Checked {
+            event_id: self.event_id,
+            event_type: &self.event_type,
+            key_prefix: &self.key_prefix,
+            timestamp: self.timestamp,
+            received_at: self.received_at,
+            fields: [
+                self.ip.as_deref(),
+                self.user_agent.as_deref(),
+                self.referer.as_deref(),
+                self.accept_language.as_deref(),
+                self.request_path.as_deref(),
+                self.request_host.as_deref(),
+            ],
+            params: self.params.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+            raw_payload: self.raw_payload.as_ref().map(RawJson::as_str),
+        }
+        .check(limits)
+    }
+}
+
+/// The names of an event's request fields, in the order of [`Checked::fields`] (and of the wire format).
+pub(crate) const FIELD_NAMES: [&str; 6] =
+    ["ip", "user_agent", "referer", "accept_language", "request_path", "request_host"];
+
+/// What [`Event::validate`] checks, borrowed, so that an owned event and a view ([`crate::wire::EventView`]) are
+/// checked by one implementation.
+pub(crate) struct Checked<'a, P: ExactSizeIterator<Item = (&'a str, &'a str)>> {
+    pub event_id: Uuid,
+    pub event_type: &'a str,
+    pub key_prefix: &'a str,
+    pub timestamp: i64,
+    pub received_at: i64,
+    /// In the order of [`FIELD_NAMES`].
+    pub fields: [Option<&'a str>; 6],
+    pub params: P,
+    pub raw_payload: Option<&'a str>,
+}
+
+impl<'a, P: ExactSizeIterator<Item = (&'a str, &'a str)>> Checked<'a, P> {
+    pub(crate) fn check(self, limits: &Limits) -> Result<(), ProtocolError> {
         if self.event_id.is_nil() {
             return Err(ProtocolError::InvalidEventId);
         }
-        if !is_valid_name(&self.event_type, limits.max_event_type_len) {
+        if !is_valid_name(self.event_type, limits.max_event_type_len) {
             return Err(ProtocolError::InvalidEventType { max: limits.max_event_type_len });
         }
-        if !is_valid_key_prefix(&self.key_prefix) {
+        if !is_valid_key_prefix(self.key_prefix) {
             return Err(ProtocolError::InvalidKeyPrefix);
         }
         if self.timestamp < MIN_TIMESTAMP_MS || self.received_at < MIN_TIMESTAMP_MS {
@@ -248,17 +289,20 @@ impl Event {
         if self.timestamp > self.received_at.saturating_add(limits.max_future_skew_ms) {
             return Err(ProtocolError::TimestampInFuture { skew_ms: limits.max_future_skew_ms });
         }
-        validate_params(&self.params, limits)?;
-        let fields = [
-            ("ip", &self.ip),
-            ("user_agent", &self.user_agent),
-            ("referer", &self.referer),
-            ("accept_language", &self.accept_language),
-            ("request_path", &self.request_path),
-            ("request_host", &self.request_host),
-        ];
+        if self.params.len() > limits.max_params {
+            return Err(ProtocolError::TooManyParams { max: limits.max_params });
+        }
         let mut total = self.event_type.len() + self.key_prefix.len() + 64;
-        for (field, value) in fields {
+        for (k, v) in self.params {
+            if !is_valid_name(k, limits.max_param_key_len) {
+                return Err(ProtocolError::InvalidParamKey { key: k.to_owned(), max: limits.max_param_key_len });
+            }
+            if v.len() > limits.max_param_value_len {
+                return Err(ProtocolError::ParamValueTooLong { key: k.to_owned(), max: limits.max_param_value_len });
+            }
+            total += k.len() + v.len();
+        }
+        for (field, value) in FIELD_NAMES.into_iter().zip(self.fields) {
             if let Some(v) = value {
                 if v.len() > limits.max_field_len {
                     return Err(ProtocolError::FieldTooLong { field, max: limits.max_field_len });
@@ -266,33 +310,17 @@ impl Event {
                 total += v.len();
             }
         }
-        if let Some(raw) = &self.raw_payload {
-            if raw.as_str().len() > limits.max_raw_payload_bytes {
+        if let Some(raw) = self.raw_payload {
+            if raw.len() > limits.max_raw_payload_bytes {
                 return Err(ProtocolError::RawPayloadTooLarge { max: limits.max_raw_payload_bytes });
             }
-            total += raw.as_str().len();
+            total += raw.len();
         }
-        total += self.params.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>();
         if total > limits.max_event_bytes {
             return Err(ProtocolError::EventTooLarge { max: limits.max_event_bytes });
         }
         Ok(())
     }
-}
-
-fn validate_params(params: &BTreeMap<String, String>, limits: &Limits) -> Result<(), ProtocolError> {
-    if params.len() > limits.max_params {
-        return Err(ProtocolError::TooManyParams { max: limits.max_params });
-    }
-    for (k, v) in params {
-        if !is_valid_name(k, limits.max_param_key_len) {
-            return Err(ProtocolError::InvalidParamKey { key: k.clone(), max: limits.max_param_key_len });
-        }
-        if v.len() > limits.max_param_value_len {
-            return Err(ProtocolError::ParamValueTooLong { key: k.clone(), max: limits.max_param_value_len });
-        }
-    }
-    Ok(())
 }
 
 /// Mints a UUIDv7 from an injected clock reading and injected randomness (the crate never reads either itself).
@@ -331,8 +359,14 @@ impl<'de> Deserialize<'de> for ParamMap {
                     let Some(value) = value.0 else {
                         return Err(de::Error::custom(format!("param {key:?} must be a string, number or boolean")));
                     };
-                    if out.insert(key.clone(), value).is_some() {
-                        return Err(de::Error::custom(format!("param {key:?} appears more than once")));
+                    // the entry, not `insert`: no copy of the key just to name it in an error
+                    match out.entry(key) {
+                        std::collections::btree_map::Entry::Vacant(slot) => {
+                            slot.insert(value);
+                        }
+                        std::collections::btree_map::Entry::Occupied(o) => {
+                            return Err(de::Error::custom(format!("param {:?} appears more than once", o.key())));
+                        }
                     }
                 }
                 Ok(ParamMap(out))

@@ -7,8 +7,15 @@
 //! ## Link formats, byte by byte
 //!
 //! All links are query strings decoded as `application/x-www-form-urlencoded` (`+` is a space, `%XX` a byte).
-//! A parameter name may appear only once. Parameters that are not part of the format are event params.
-//! Reserved names: `v k s e d url sig exp ext`.
+//! Parameters that are not part of the format are event params.
+//!
+//! The seed formats are v1: those of the system this one replaces, with links of it in circulation. They are read
+//! as it read them: a query with `sig` or `d` is v1 (v2 never writes either), so a param that happens to be named
+//! like a v2 field (`v`, `k`, `s`, `e`, `exp`, `ext`) stays a param; of a repeated name the last value counts; in
+//! `signed` mode only `url` and `sig` are the link's (a `d` is a param), in `encrypted` mode only `d`; a short link's
+//! `sig` is optional (for short links imported from that system). Params an event cannot hold are kept raw in it
+//! ([`v1::fit`]). In v2 a parameter name may appear only once, and the names `v k s e d url sig exp ext` are
+//! reserved.
 //!
 //! ### Seed signed click (compatible with links in circulation)
 //! `GET /t?url=<dest>&sig=[<key_prefix>_]<hex>&<params>`

@@ -32,10 +32,14 @@ pub const TAGS_UNKNOWN: u8 = u8::MAX;
 
 /// The tags one event gives the record set that holds it.
 pub fn tags_of(e: &Event) -> u8 {
-    if e.auth != Auth::Link {
+    tags_for(e.auth, e.request_path.as_deref())
+}
+
+fn tags_for(auth: Auth, request_path: Option<&str>) -> u8 {
+    if auth != Auth::Link {
         return 0;
     }
-    let short = e.request_path.as_deref().is_some_and(|p| p.starts_with("/t/tu_"));
+    let short = request_path.is_some_and(|p| p.starts_with("/t/tu_"));
     if short { TAG_LINK | TAG_SHORT_LINK } else { TAG_LINK }
 }
 const HEADER_LEN: usize = 5;
@@ -69,22 +73,57 @@ fn put_opt(out: &mut Vec<u8>, s: Option<&str>) {
 
 /// Appends one event's encoding (without its length prefix).
 pub fn encode_event(e: &Event, out: &mut Vec<u8>) {
-    out.extend_from_slice(e.event_id.as_bytes());
-    out.extend_from_slice(&e.timestamp.to_le_bytes());
-    out.extend_from_slice(&e.received_at.to_le_bytes());
-    out.push(e.auth.as_u8());
-    out.push(u8::from(e.historical) | (u8::from(e.overflow) << 1));
-    put_str(out, &e.event_type);
-    put_str(out, &e.key_prefix);
-    for f in [&e.ip, &e.user_agent, &e.referer, &e.accept_language, &e.request_path, &e.request_host] {
-        put_opt(out, f.as_deref());
+    let fields = [&e.ip, &e.user_agent, &e.referer, &e.accept_language, &e.request_path, &e.request_host];
+    let head = Head { event_id: e.event_id, timestamp: e.timestamp, received_at: e.received_at, auth: e.auth };
+    let flags = (e.historical, e.overflow);
+    let params = e.params.iter().map(|(k, v)| (k.as_str(), v.as_str()));
+    let raw = e.raw_payload.as_ref().map(RawJson::as_str);
+    encode_parts(out, &head, flags, &e.event_type, &e.key_prefix, fields.map(|f| f.as_deref()), params, raw);
+}
+
+/// Appends one event's encoding from its view: the same bytes as [`encode_event`] of the owned event.
+pub fn encode_view(e: &EventView<'_>, out: &mut Vec<u8>) {
+    let fields = [e.ip, e.user_agent, e.referer, e.accept_language, e.request_path, e.request_host];
+    let head = Head { event_id: e.event_id, timestamp: e.timestamp, received_at: e.received_at, auth: e.auth };
+    let params = e.params.iter().copied();
+    encode_parts(out, &head, (e.historical, e.overflow), e.event_type, e.key_prefix, fields, params, e.raw_payload);
+}
+
+/// The fixed-size start of an event's encoding.
+struct Head {
+    event_id: Uuid,
+    timestamp: i64,
+    received_at: i64,
+    auth: Auth,
+}
+
+#[allow(clippy::too_many_arguments)] // the event's parts, in the order they are written
+fn encode_parts<'a>(
+    out: &mut Vec<u8>,
+    head: &Head,
+    (historical, overflow): (bool, bool),
+    event_type: &str,
+    key_prefix: &str,
+    fields: [Option<&str>; 6],
+    params: impl ExactSizeIterator<Item = (&'a str, &'a str)>,
+    raw_payload: Option<&str>,
+) {
+    out.extend_from_slice(head.event_id.as_bytes());
+    out.extend_from_slice(&head.timestamp.to_le_bytes());
+    out.extend_from_slice(&head.received_at.to_le_bytes());
+    out.push(head.auth.as_u8());
+    out.push(u8::from(historical) | (u8::from(overflow) << 1));
+    put_str(out, event_type);
+    put_str(out, key_prefix);
+    for f in fields {
+        put_opt(out, f);
     }
-    put_varint(out, e.params.len() as u64);
-    for (k, v) in &e.params {
+    put_varint(out, params.len() as u64);
+    for (k, v) in params {
         put_str(out, k);
         put_str(out, v);
     }
-    put_opt(out, e.raw_payload.as_ref().map(RawJson::as_str));
+    put_opt(out, raw_payload);
 }
 
 /// Builds a record set event by event.
@@ -113,10 +152,21 @@ impl RecordSetBuilder {
     pub fn push(&mut self, e: &Event) {
         self.scratch.clear();
         encode_event(e, &mut self.scratch);
+        self.push_encoded(tags_of(e));
+    }
+
+    /// Pushes an event given as a view (the same bytes as [`RecordSetBuilder::push`] of the owned event).
+    pub fn push_view(&mut self, e: &EventView<'_>) {
+        self.scratch.clear();
+        encode_view(e, &mut self.scratch);
+        self.push_encoded(tags_for(e.auth, e.request_path));
+    }
+
+    fn push_encoded(&mut self, tags: u8) {
         put_varint(&mut self.buf, self.scratch.len() as u64);
         self.buf.extend_from_slice(&self.scratch);
         self.count += 1;
-        self.tags |= tags_of(e);
+        self.tags |= tags;
     }
 
     /// The tags of the events pushed so far ([`tags_of`]).
@@ -298,6 +348,29 @@ impl<'a> EventView<'a> {
         crate::event::short_link(self.request_path, self.param("tu_id"))
     }
 
+    /// Checks every limit, as [`Event::validate`] does (params must be in key order, each key once, as a view
+    /// holds them).
+    pub fn validate(&self, limits: &crate::Limits) -> Result<(), ProtocolError> {
+        crate::event::Checked {
+            event_id: self.event_id,
+            event_type: self.event_type,
+            key_prefix: self.key_prefix,
+            timestamp: self.timestamp,
+            received_at: self.received_at,
+            fields: [
+                self.ip,
+                self.user_agent,
+                self.referer,
+                self.accept_language,
+                self.request_path,
+                self.request_host,
+            ],
+            params: self.params.iter().copied(),
+            raw_payload: self.raw_payload,
+        }
+        .check(limits)
+    }
+
     /// The owned event.
     pub fn to_event(&self) -> Event {
         let owned = |s: Option<&str>| s.map(str::to_owned);
@@ -459,6 +532,25 @@ mod tests {
             decode_event_view(record_set_events(&buf).unwrap().nth(1).unwrap().unwrap()).unwrap().link(),
             Some("abc")
         );
+    }
+
+    #[test]
+    fn views_encode_and_validate_as_their_events() {
+        let mut events: Vec<Event> = (0..6).map(sample).collect();
+        events[2].request_path = Some("/t/tu_x".into());
+        events[2].auth = Auth::Link;
+        events[3].params.insert("bad key".into(), "v".into());
+        events[4].user_agent = Some("u".repeat(3000));
+        let limits = crate::Limits::default();
+        for e in &events {
+            let mut b = RecordSetBuilder::default();
+            b.push(e);
+            let mut bv = RecordSetBuilder::default();
+            bv.push_view(&EventView::from(e));
+            assert_eq!((b.tags(), b.finish()), (bv.tags(), bv.finish()));
+            assert_eq!(e.validate(&limits), EventView::from(e).validate(&limits));
+        }
+        assert!(EventView::from(&events[3]).validate(&limits).is_err());
     }
 
     #[test]
