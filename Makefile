@@ -1,5 +1,5 @@
 # The two commands a newcomer needs: `make dev` and `make test`. Everything else is optional.
-.PHONY: dev test bench bench-edge bench-iggy bench-archive bench-query fuzz api-fuzz clean
+.PHONY: dev test bench bench-edge bench-iggy bench-archive bench-query bench-import fuzz api-fuzz clean
 
 dev: ## set up and run the platform locally on embedded defaults
 	@bash scripts/dev.sh
@@ -18,6 +18,9 @@ bench-archive: ## events/s archived from the log into Delta (local disk, local S
 
 bench-query: ## cold (DataFusion) and warm (Polars) queries over 10M archived events against DuckDB; the Lambda's size and cold start
 	@bash tests/bench/query.sh
+
+bench-import: ## history import (NDJSON into the embedded log, each event checked and durable) against DuckDB reading the same file
+	@bash tests/bench/import.sh
 
 bench-iggy: ## producer throughput on the Iggy server at IGGY_TEST_ADDR against the embedded log
 	@bash tests/bench/iggy.sh

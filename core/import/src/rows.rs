@@ -2,16 +2,18 @@
 //! replaced system's own `/batch` (its archive's rows, [`tracker_protocol::v1`]). Every imported event has
 //! `auth = import`: the filter spares it the bot and rate rules and meters it as `imported`, not billed.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashSet};
 
 use serde::Deserialize;
 use serde::de::IgnoredAny;
+use serde_json::value::RawValue;
 use sha2::{Digest, Sha256};
 use tracker_protocol::event::{MIN_TIMESTAMP_MS, ParamMap};
 use tracker_protocol::service::GLOBAL_KEY_PREFIX;
+use tracker_protocol::wire::EventView;
 use tracker_protocol::{
-    Auth, Event, EventInput, IntakeContext, Limits, ProtocolError, RawJson, build_event, is_valid_key_prefix,
-    is_valid_name, new_event_id, v1,
+    Auth, Event, Limits, ProtocolError, RawJson, is_valid_key_prefix, is_valid_name, new_event_id, parse_event_id, v1,
 };
 
 /// Why a row was not imported: a machine-readable code (the protocol's, or the import's own) and a sentence.
@@ -80,17 +82,175 @@ pub struct GenericRow {
     pub(crate) tu_id: Option<IgnoredAny>,
 }
 
+/// A generic row borrowed from its JSON text where it can be (strings without escapes): the same fields and rules
+/// as [`GenericRow`], read without copying, for the sources whose rows are JSON (NDJSON).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RowRef<'a> {
+    #[serde(default, borrow)]
+    pub event_id: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    pub event_type: Cow<'a, str>,
+    #[serde(default)]
+    pub timestamp: Option<i64>,
+    #[serde(default, borrow, alias = "tenant")]
+    pub key_prefix: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    pub ip: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    pub user_agent: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    pub referer: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    pub accept_language: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    pub request_path: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    pub request_host: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    pub params: ParamsRef<'a>,
+    #[serde(default, borrow)]
+    pub raw_payload: Option<&'a RawValue>,
+    /// The raw payload of a row that was not JSON (already checked to be JSON).
+    #[serde(skip)]
+    pub raw_text: Option<&'a str>,
+    #[serde(default)]
+    #[allow(dead_code)] // accepted, never read: the import sets it
+    received_at: Option<IgnoredAny>,
+    #[serde(default)]
+    #[allow(dead_code)] // accepted, never read: the import sets it
+    auth: Option<IgnoredAny>,
+    #[serde(default)]
+    #[allow(dead_code)] // accepted, never read: the import sets it
+    historical: Option<IgnoredAny>,
+    #[serde(default)]
+    #[allow(dead_code)] // accepted, never read: the import sets it
+    overflow: Option<IgnoredAny>,
+    #[serde(default)]
+    #[allow(dead_code)] // accepted, never read: the import sets it
+    tu_id: Option<IgnoredAny>,
+}
+
 /// A line of `tracker-core log dump`: `{"event": {...}, "offset": n, "partition": n}`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct DumpLine {
-    pub event: GenericRow,
+pub struct DumpLineRef<'a> {
+    #[serde(borrow)]
+    pub event: RowRef<'a>,
     #[serde(default)]
     #[allow(dead_code)] // accepted, never read
     offset: Option<IgnoredAny>,
     #[serde(default)]
     #[allow(dead_code)] // accepted, never read
     partition: Option<IgnoredAny>,
+}
+
+/// Params as `/batch` takes them (text, numbers and booleans as their JSON text; anything else refused with the
+/// name, as is a name given twice), borrowed where they are text without escapes, sorted by name.
+#[derive(Debug, Default)]
+pub struct ParamsRef<'a>(pub Vec<(Cow<'a, str>, Cow<'a, str>)>);
+
+impl<'de: 'a, 'a> Deserialize<'de> for ParamsRef<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Text<'a>(Option<Cow<'a, str>>);
+        impl<'de: 'a, 'a> Deserialize<'de> for Text<'a> {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                struct V;
+                impl<'de> serde::de::Visitor<'de> for V {
+                    type Value = Text<'de>;
+                    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                        f.write_str("a string, number or boolean")
+                    }
+                    fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Text<'de>, E> {
+                        Ok(Text(Some(Cow::Borrowed(v))))
+                    }
+                    fn visit_str<E>(self, v: &str) -> Result<Text<'de>, E> {
+                        Ok(Text(Some(Cow::Owned(v.to_owned()))))
+                    }
+                    fn visit_bool<E>(self, v: bool) -> Result<Text<'de>, E> {
+                        Ok(Text(Some(Cow::Owned(v.to_string()))))
+                    }
+                    fn visit_i64<E>(self, v: i64) -> Result<Text<'de>, E> {
+                        Ok(Text(Some(Cow::Owned(v.to_string()))))
+                    }
+                    fn visit_u64<E>(self, v: u64) -> Result<Text<'de>, E> {
+                        Ok(Text(Some(Cow::Owned(v.to_string()))))
+                    }
+                    fn visit_f64<E>(self, v: f64) -> Result<Text<'de>, E> {
+                        Ok(Text(Some(Cow::Owned(v.to_string()))))
+                    }
+                    fn visit_unit<E>(self) -> Result<Text<'de>, E> {
+                        Ok(Text(None))
+                    }
+                    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Text<'de>, A::Error> {
+                        while seq.next_element::<IgnoredAny>()?.is_some() {}
+                        Ok(Text(None))
+                    }
+                    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Text<'de>, A::Error> {
+                        while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+                        Ok(Text(None))
+                    }
+                }
+                d.deserialize_any(V)
+            }
+        }
+        struct M;
+        impl<'de> serde::de::Visitor<'de> for M {
+            type Value = ParamsRef<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("an object of string, number or boolean values")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<ParamsRef<'de>, A::Error> {
+                let mut out: Vec<(Cow<'de, str>, Cow<'de, str>)> = Vec::new();
+                while let Some(Text(key)) = map.next_key::<Text<'de>>()? {
+                    let key = key.ok_or_else(|| serde::de::Error::custom("param names must be strings"))?;
+                    let Text(value) = map.next_value::<Text<'de>>()?;
+                    let value = value.ok_or_else(|| {
+                        serde::de::Error::custom(format!("param {key:?} must be a string, number or boolean"))
+                    })?;
+                    out.push((key, value));
+                }
+                out.sort_by(|a, b| a.0.cmp(&b.0));
+                if let Some(w) = out.windows(2).find(|w| w.first().map(|a| &a.0) == w.get(1).map(|b| &b.0)) {
+                    let name = w.first().map(|a| a.0.to_string()).unwrap_or_default();
+                    return Err(serde::de::Error::custom(format!("param {name:?} appears more than once")));
+                }
+                Ok(ParamsRef(out))
+            }
+        }
+        d.deserialize_map(M)
+    }
+}
+
+impl GenericRow {
+    /// The row, borrowed, as [`RowContext::view`] takes it.
+    pub fn as_row_ref(&self) -> RowRef<'_> {
+        fn b(s: &Option<String>) -> Option<Cow<'_, str>> {
+            s.as_deref().map(Cow::Borrowed)
+        }
+        RowRef {
+            event_id: b(&self.event_id),
+            event_type: Cow::Borrowed(&self.event_type),
+            timestamp: self.timestamp,
+            key_prefix: b(&self.key_prefix),
+            ip: b(&self.ip),
+            user_agent: b(&self.user_agent),
+            referer: b(&self.referer),
+            accept_language: b(&self.accept_language),
+            request_path: b(&self.request_path),
+            request_host: b(&self.request_host),
+            params: ParamsRef(
+                self.params
+                    .iter()
+                    .flat_map(|p| &p.0)
+                    .map(|(k, v)| (Cow::Borrowed(k.as_str()), Cow::Borrowed(v.as_str())))
+                    .collect(),
+            ),
+            raw_payload: None,
+            raw_text: self.raw_payload.as_ref().map(RawJson::as_str),
+            ..RowRef::default()
+        }
+    }
 }
 
 /// A row of the replaced system's archive (its `events` Delta table): every column is text but `timestamp_ms`.
@@ -135,6 +295,17 @@ pub struct RowContext {
 }
 
 impl RowContext {
+    /// `p` if it is a tenant of this platform.
+    fn check_tenant<'a>(&self, p: &'a str) -> Result<&'a str, Reject> {
+        if !is_valid_key_prefix(p) || p == GLOBAL_KEY_PREFIX {
+            return Err(ProtocolError::InvalidKeyPrefix.into());
+        }
+        if !self.tenants.contains(p) {
+            return Err(Reject::new("unknown_tenant", format!("no tenant {p:?} on this platform (import it first)")));
+        }
+        Ok(p)
+    }
+
     fn tenant(&self, named: Option<String>) -> Result<String, Reject> {
         let p = named.filter(|p| !p.is_empty()).or_else(|| self.default_tenant.clone()).ok_or_else(|| {
             Reject::new("missing_key_prefix", "the row names no tenant (key_prefix or tenant); give --tenant")
@@ -158,35 +329,53 @@ impl RowContext {
 
     /// A generic row as an event, checked as `/batch` checks its elements.
     pub fn generic(&self, row: GenericRow, row_no: u64) -> Result<Event, Reject> {
-        let key_prefix = self.tenant(row.key_prefix)?;
-        let event_id = match row.event_id {
-            Some(id) => id,
-            None => new_event_id(row.timestamp.unwrap_or(self.now), self.row_bytes(row_no)).to_string(),
+        Ok(self.view(&row.as_row_ref(), row_no)?.to_event())
+    }
+
+    /// A generic row as an event that borrows from it, checked as `/batch` checks its elements: with the tenant
+    /// (the row's or `--tenant`), `received_at` now, `auth: import`, an id derived from the run and the row's
+    /// number when it has none.
+    pub fn view<'a>(&'a self, row: &'a RowRef<'a>, row_no: u64) -> Result<EventView<'a>, Reject> {
+        let key_prefix: &'a str = match row.key_prefix.as_deref().filter(|p| !p.is_empty()) {
+            Some(p) => self.check_tenant(p)?,
+            None => self.check_tenant(self.default_tenant.as_deref().ok_or_else(|| {
+                Reject::new("missing_key_prefix", "the row names no tenant (key_prefix or tenant); give --tenant")
+            })?)?,
         };
-        let input = EventInput {
-            event_id: Some(event_id),
-            event_type: row.event_type,
-            timestamp: row.timestamp,
-            params: row.params,
-            raw_payload: row.raw_payload,
-            ip: row.ip,
-            user_agent: row.user_agent,
-            referer: row.referer,
-            accept_language: row.accept_language,
+        let timestamp = row.timestamp.unwrap_or(self.now);
+        let event_id = match row.event_id.as_deref() {
+            Some(id) => parse_event_id(id)?,
+            None => new_event_id(timestamp, self.row_bytes(row_no)),
         };
-        let ctx = IntakeContext {
-            key_prefix: &key_prefix,
+        let raw_payload = match row.raw_payload {
+            Some(raw) => Some(RawJson::check(raw.get())?),
+            None => row.raw_text,
+        };
+        let view = EventView {
+            event_id,
+            event_type: &row.event_type,
+            timestamp,
             received_at: self.now,
-            auth: Auth::Import,
+            key_prefix,
+            ip: row.ip.as_deref(),
+            user_agent: row.user_agent.as_deref(),
+            referer: row.referer.as_deref(),
+            accept_language: row.accept_language.as_deref(),
             request_path: row.request_path.as_deref(),
             request_host: row.request_host.as_deref(),
+            params: row.params.0.iter().map(|(k, v)| (k.as_ref(), v.as_ref())).collect(),
+            raw_payload,
+            auth: Auth::Import,
+            historical: self.now.saturating_sub(timestamp) > self.limits.historical_after_ms,
+            overflow: false,
         };
-        Ok(build_event(input, &ctx, &self.limits, [0; 10])?)
+        view.validate(&self.limits)?;
+        Ok(view)
     }
 
     /// A row of the replaced system's archive as an event, read as its `/batch` was: params that do not fit are
-    /// kept raw ([`v1::fit`]). `seen` holds the ids imported so far: that archive holds some events twice.
-    pub fn v1(&self, row: V1Row, seen: &mut HashSet<u128>) -> Result<Option<Event>, Reject> {
+    /// kept raw ([`v1::fit`]).
+    pub fn v1(&self, row: V1Row) -> Result<Event, Reject> {
         let key_prefix = if row.tenant_id == V1_GLOBAL_TENANT {
             self.global_tenant.clone().ok_or_else(|| {
                 Reject::new(
@@ -198,9 +387,6 @@ impl RowContext {
             self.tenant(Some(row.tenant_id))?
         };
         let (event_id, odd_id) = v1::event_id(&key_prefix, &row.event_id);
-        if !seen.insert(event_id.as_u128()) {
-            return Ok(None);
-        }
         if !is_valid_name(&row.event_type, self.limits.max_event_type_len) {
             return Err(ProtocolError::InvalidEventType { max: self.limits.max_event_type_len }.into());
         }
@@ -258,7 +444,7 @@ impl RowContext {
         }
         v1::fit(&mut event, params, unreadable, extra, &self.limits);
         event.validate(&self.limits)?;
-        Ok(Some(event))
+        Ok(event)
     }
 }
 
@@ -267,6 +453,11 @@ mod tests {
     use super::*;
 
     const NOW: i64 = 1_770_704_294_008;
+    /// An event as `/api/events` lists it.
+    const LISTED: &str = concat!(
+        r#"{"event_id":"019c4633-5078-7411-8858-4aeafb6298bb","event_type":"click","timestamp":1770704290000,"#,
+        r#""received_at":1770704290001,"key_prefix":"6vct","params":{},"auth":"link"}"#
+    );
 
     fn ctx() -> RowContext {
         RowContext {
@@ -300,12 +491,11 @@ mod tests {
             "invalid_param_key"
         );
         // an event of this platform, as /api/events lists it, imports as it is
-        let listed = r#"{"event_id":"019c4633-5078-7411-8858-4aeafb6298bb","event_type":"click","timestamp":1770704290000,"received_at":1770704290001,"key_prefix":"6vct","params":{},"auth":"link"}"#;
-        assert_eq!(generic(listed, 0).unwrap().event_id.to_string(), "019c4633-5078-7411-8858-4aeafb6298bb");
+        assert_eq!(generic(LISTED, 0).unwrap().event_id.to_string(), "019c4633-5078-7411-8858-4aeafb6298bb");
     }
 
     #[test]
-    fn v1_rows_keep_what_they_carried_and_repeats_are_imported_once() {
+    fn v1_rows_keep_what_they_carried() {
         let row = V1Row {
             event_id: "019c4633-5078-7411-8858-4aeafb6298bb".into(),
             tenant_id: "6vct".into(),
@@ -320,15 +510,15 @@ mod tests {
             ),
             ..V1Row::default()
         };
-        let mut seen = HashSet::new();
-        let e = ctx().v1(row.clone(), &mut seen).unwrap().unwrap();
+        let e = ctx().v1(row.clone()).unwrap();
         assert_eq!(e.link(), Some("tu_019502a1-7b3c-7def-8abc-1234567890ab"));
         assert_eq!((e.user_agent.as_deref(), e.auth, e.overflow), (None, Auth::Import, true));
         assert!(!e.params.contains_key("key_prefix"));
-        assert!(ctx().v1(row.clone(), &mut seen).unwrap().is_none(), "a second copy is skipped");
         let global = V1Row { tenant_id: "_global".into(), event_id: "not-a-uuid".into(), ..row.clone() };
-        assert_eq!(ctx().v1(global.clone(), &mut seen).unwrap().unwrap().key_prefix, "acme");
+        let g = ctx().v1(global.clone()).unwrap();
+        assert_eq!(g.key_prefix, "acme");
+        assert_eq!(g.event_id, ctx().v1(global.clone()).unwrap().event_id, "a text id gives the same UUID each time");
         let unassigned = RowContext { global_tenant: None, ..ctx() };
-        assert_eq!(unassigned.v1(global, &mut HashSet::new()).unwrap_err().code, "no_global_tenant");
+        assert_eq!(unassigned.v1(global).unwrap_err().code, "no_global_tenant");
     }
 }

@@ -18,7 +18,7 @@ use tracker_protocol::RawJson;
 use tracker_protocol::event::ParamMap;
 
 use crate::ImportError;
-use crate::rows::{DumpLine, GenericRow, Reject, V1Row};
+use crate::rows::{DumpLineRef, GenericRow, Reject, RowRef, V1Row};
 
 /// The kinds of source.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -77,8 +77,25 @@ impl Format {
 /// A row as its source holds it.
 #[derive(Debug)]
 pub enum Row {
-    Generic(GenericRow),
-    V1(V1Row),
+    /// A line of NDJSON, parsed (and its UTF-8 checked) with the rest of the row's work (on several cores).
+    Json(Vec<u8>),
+    Generic(Box<GenericRow>),
+    V1(Box<V1Row>),
+}
+
+impl Row {
+    /// A JSON line as a generic row, borrowed from it: a `/batch` element, an event as `/api/events` lists it, or
+    /// a `log dump` line.
+    pub fn parse_ref(line: &[u8]) -> Result<RowRef<'_>, Reject> {
+        // the whole line checked as UTF-8 at once is cheaper than each string on its own
+        let line = std::str::from_utf8(line).map_err(bad_row)?.trim_start();
+        let row = if line.starts_with("{\"event\":{") {
+            serde_json::from_str::<DumpLineRef<'_>>(line).map(|d| d.event)
+        } else {
+            serde_json::from_str::<RowRef<'_>>(line)
+        };
+        row.map_err(bad_row)
+    }
 }
 
 /// A source: rows in a fixed order, and how far through it the reading is (in the source's units: bytes, rows).
@@ -139,13 +156,15 @@ pub struct Ndjson {
     reader: BufReader<Counting<File>>,
     read: Arc<AtomicU64>,
     total: u64,
-    line: String,
+    line: Vec<u8>,
+    /// A read failed: the rest of the file is lost to the import (reported once).
+    failed: bool,
 }
 
 impl Ndjson {
     pub fn open(path: &Path) -> Result<Ndjson, ImportError> {
         let (file, read, total) = open_counted(path)?;
-        Ok(Ndjson { reader: BufReader::with_capacity(1 << 20, file), read, total, line: String::new() })
+        Ok(Ndjson { reader: BufReader::with_capacity(1 << 20, file), read, total, line: Vec::new(), failed: false })
     }
 }
 
@@ -159,22 +178,22 @@ impl Source for Ndjson {
     fn next_row(&mut self) -> Option<Result<Row, Reject>> {
         loop {
             self.line.clear();
-            match self.reader.read_line(&mut self.line) {
+            match self.reader.read_until(b'\n', &mut self.line) {
+                _ if self.failed => return None,
                 Ok(0) => return None,
                 Ok(_) => {}
-                // not UTF-8: the line is lost to us, its number still counts
-                Err(e) => return Some(Err(bad_row(e))),
+                // the file cannot be read further: one bad row, then the end
+                Err(e) => {
+                    self.failed = true;
+                    return Some(Err(bad_row(e)));
+                }
             }
-            let line = self.line.trim();
-            if line.is_empty() {
+            if self.line.trim_ascii().is_empty() {
                 continue;
             }
-            let row = if line.starts_with("{\"event\":{") {
-                serde_json::from_str::<DumpLine>(line).map(|d| d.event)
-            } else {
-                serde_json::from_str::<GenericRow>(line)
-            };
-            return Some(row.map(Row::Generic).map_err(bad_row));
+            // the line as read (JSON ignores the newline), not copied; the next one gets room for as much
+            let room = self.line.len().next_power_of_two();
+            return Some(Ok(Row::Json(std::mem::replace(&mut self.line, Vec::with_capacity(room)))));
         }
     }
 
@@ -259,7 +278,7 @@ impl Source for Csv {
             Err(e) => Some(Err(bad_row(e))),
             Ok(true) => {
                 let cells = self.headers.iter().map(String::as_str).zip(self.record.iter().map(|c| Some(c.to_owned())));
-                Some(row_from_cells(cells).map(Row::Generic))
+                Some(row_from_cells(cells).map(|r| Row::Generic(Box::new(r))))
             }
         }
     }
@@ -401,7 +420,7 @@ impl Parquet {
             }
             row.params = Some(ParamMap(all));
         }
-        Ok(Row::Generic(row))
+        Ok(Row::Generic(Box::new(row)))
     }
 }
 
@@ -610,7 +629,7 @@ impl Source for V1Archive {
             {
                 let row = cols.row(&self.tenant, self.at);
                 self.at += 1;
-                return Some(Ok(Row::V1(row)));
+                return Some(Ok(Row::V1(Box::new(row))));
             }
             let next = self.reader.as_mut().and_then(Iterator::next);
             match next {

@@ -53,8 +53,11 @@ pub async fn read(path: &Path, plans: &PlanMap) -> Result<Export, ImportError> {
     let bytes = std::fs::read(path).map_err(|e| ImportError::Source(format!("{}: {e}", path.display())))?;
     let text_start = bytes.iter().find(|b| !b.is_ascii_whitespace()).copied();
     if text_start == Some(b'{') {
-        let import: TenantImport = serde_json::from_slice(&bytes)
+        let mut import: TenantImport = serde_json::from_slice(&bytes)
             .map_err(|e| ImportError::Source(format!("{}: not a tenant import document: {e}", path.display())))?;
+        for t in &mut import.tenants {
+            t.plan = plans.map(Some(&t.plan));
+        }
         return Ok(Export { import, notes: Vec::new() });
     }
     let scratch = tempfile::tempdir().map_err(|e| ImportError::Source(e.to_string()))?;

@@ -409,12 +409,10 @@ async fn import_events(cfg: Config, args: ImportArgs) -> Result<(), NodeError> {
             Ok(s) => {
                 let resumed =
                     if s.resumed_at > 0 { format!(", resumed at row {}", s.resumed_at) } else { String::new() };
+                let (rows, imported, duplicates, rejected) = (s.rows, s.imported, s.duplicates, s.rejected_total());
                 println!(
-                    "{source}: {} rows, {} events imported, {} duplicates skipped, {} rejected in {:.1} s ({:.0} events/s{resumed})",
-                    s.rows,
-                    s.imported,
-                    s.duplicates,
-                    s.rejected_total(),
+                    "{source}: {rows} rows, {imported} events imported, {duplicates} duplicates skipped, \
+                     {rejected} rejected in {:.1} s ({:.0} events/s{resumed})",
                     s.seconds,
                     s.events_per_second()
                 );

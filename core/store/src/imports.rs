@@ -440,7 +440,8 @@ impl Store {
         self.conn()
             .await?
             .execute(
-                "INSERT INTO import_runs (run_id, source, next_row, accepted, rejected, started_at, updated_at, finished_at)
+                "INSERT INTO import_runs
+                   (run_id, source, next_row, accepted, rejected, started_at, updated_at, finished_at)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
                  ON CONFLICT DO UPDATE SET next_row = excluded.next_row, accepted = excluded.accepted,
                    rejected = excluded.rejected, updated_at = excluded.updated_at, finished_at = excluded.finished_at",
@@ -551,7 +552,11 @@ mod tests {
             .conn()
             .await
             .unwrap()
-            .execute("INSERT INTO tracking_urls (tu_id, key_prefix, destination, created_at) VALUES (?1, 'ab12', 'https://a.example/', 0)", [TU])
+            .execute(
+                "INSERT INTO tracking_urls (tu_id, key_prefix, destination, created_at)
+                 VALUES (?1, 'ab12', 'https://a.example/', 0)",
+                [TU],
+            )
             .await
             .unwrap();
         let r = store.import_tenants(&other, false, "cli", NOW).await.unwrap();

@@ -336,7 +336,12 @@ async fn history_is_imported_once_across_reruns_and_crashes() {
     assert_eq!((s.rows, s.imported, s.rejected_total()), (22, 21, 1));
     assert_eq!(s.rejected["invalid_param_key"], 1);
     let csv = dir.path().join("h.csv");
-    std::fs::write(&csv, format!("event_type,key_prefix,timestamp,campaign,params\nclick,6vct,{day},spring,\"{{\"\"sub1\"\":\"\"x\"\"}}\"\nclick,6vct,not-a-time,spring,\n")).unwrap();
+    let rows = [
+        "event_type,key_prefix,timestamp,campaign,params".to_owned(),
+        format!(r#"click,6vct,{day},spring,"{{""sub1"":""x""}}""#),
+        "click,6vct,not-a-time,spring,".to_owned(),
+    ];
+    std::fs::write(&csv, rows.join("\n") + "\n").unwrap();
     let s = tracker_import::import(
         log.clone(),
         store,
