@@ -98,3 +98,14 @@ ensure_moto() {
     fi
     export TRACKER_S3_PYTHON="$venv/bin/python"
 }
+
+# Debian's Chromium for the browser tests (puppeteer-core drives it; no browser download). Sets CHROMIUM_BIN.
+ensure_chromium() {
+    if ! command -v chromium >/dev/null 2>&1; then
+        say "installing Chromium for the browser tests (once)"
+        local sudo=""
+        [ "$(id -u)" -eq 0 ] || sudo="sudo"
+        $sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq chromium >/dev/null
+    fi
+    export CHROMIUM_BIN="$(command -v chromium)"
+}

@@ -7,6 +7,7 @@ ensure_worker_tools
 ensure_sqld
 ensure_duckdb
 ensure_moto
+ensure_chromium
 say "formatting"
 cargo fmt --all --check
 say "the protocol crate builds for wasm32-unknown-unknown (the edge Worker)"
@@ -24,7 +25,7 @@ bash scripts/build-worker.sh
 gz=$(gzip -9c edge-worker/build/index_bg.wasm | wc -c)
 echo "edge Worker wasm: $(wc -c < edge-worker/build/index_bg.wasm) bytes, $gz gzipped (limit 409600)"
 [ "$gz" -le 409600 ] || { echo "the Worker's gzipped wasm exceeds 400 KB" >&2; exit 1; }
-say "edge Worker tests under Miniflare, against a real core node"
+say "edge Worker tests under Miniflare, against a real core node (and headless Chromium for the browser shapes)"
 cargo build --workspace --bins # already built by `cargo test --workspace`: a no-op that states the need
 node --test --test-concurrency=1 tests/edge/
 say "schemathesis: the OpenAPI document against a live core node"

@@ -141,3 +141,26 @@ export const post = (mf, path, body, headers = {}) =>
   mf.dispatchFetch(`http://edge.test${path}`, { method: "POST", body, headers: { "cf-connecting-ip": "203.0.113.7", ...headers } });
 
 export const clickId = (res) => new URL(res.headers.get("location")).searchParams.get("ad_click_id");
+
+/** Headless Chromium (Debian's, driven by puppeteer-core), quiet and offline. */
+export async function browser() {
+  const { default: puppeteer } = await import("puppeteer-core");
+  return puppeteer.launch({
+    executablePath: process.env.CHROMIUM_BIN || "/usr/bin/chromium",
+    headless: true,
+    args: ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic"],
+  });
+}
+
+/** A site of its own (another origin than the tracker): serves `pages` (path → HTML) on a free port. */
+export async function site(pages) {
+  const { createServer: http } = await import("node:http");
+  const port = await freePort();
+  const server = http((req, res) => {
+    const page = pages[new URL(req.url, "http://x").pathname];
+    res.writeHead(page ? 200 : 404, { "content-type": "text/html; charset=utf-8" });
+    res.end(page ?? "");
+  });
+  await new Promise((ok) => server.listen(port, "127.0.0.1", ok));
+  return { url: `http://127.0.0.1:${port}`, close: () => new Promise((ok) => server.close(ok)) };
+}
