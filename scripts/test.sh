@@ -8,8 +8,13 @@ ensure_sqld
 ensure_duckdb
 ensure_moto
 ensure_chromium
-say "formatting"
+say "formatting (and no Rust line rustfmt could not fit: it leaves whole functions unformatted around one)"
 cargo fmt --all --check
+long=$(git ls-files '*.rs' | xargs awk 'length > 120 { print FILENAME ":" FNR ": " length " characters" }')
+[ -z "$long" ] || { echo "$long"; echo "lines over 120 characters (max_width in rustfmt.toml)" >&2; exit 1; }
+say "clippy (workspace lints, warnings are errors), natively and for the Worker's wasm32 target"
+cargo clippy --workspace --all-targets -- -D warnings
+cargo clippy -p tracker-edge --target wasm32-unknown-unknown -- -D warnings
 say "the protocol crate builds for wasm32-unknown-unknown (the edge Worker)"
 cargo check -p tracker-protocol --target wasm32-unknown-unknown
 say "test vectors agree with an independent implementation"
@@ -17,9 +22,6 @@ python3 tests/vectors/check.py
 [ -n "${IGGY_TEST_ADDR:-}" ] || say "note: IGGY_TEST_ADDR is not set, so the Iggy contract test reports itself skipped"
 say "cargo test --workspace"
 cargo test --workspace
-say "clippy (workspace lints, warnings are errors), natively and for the Worker's wasm32 target"
-cargo clippy --workspace --all-targets -- -D warnings
-cargo clippy -p tracker-edge --target wasm32-unknown-unknown -- -D warnings
 say "building the edge Worker (worker-build --release)"
 bash scripts/build-worker.sh
 gz=$(gzip -9c edge-worker/build/index_bg.wasm | wc -c)

@@ -3,6 +3,7 @@
 //! dead letters in KV. Nothing here decides anything the core node decides differently.
 
 use std::cell::RefCell;
+use std::collections::HashMap;
 use std::future::Future;
 use std::rc::Rc;
 use std::sync::Arc;
@@ -231,7 +232,7 @@ impl Directory for EdgeDirectory<'_> {
 type WebResponse = worker::web_sys::Response;
 
 thread_local! {
-    static JS_STRINGS: RefCell<std::collections::HashMap<&'static str, JsValue>> = RefCell::new(std::collections::HashMap::new());
+    static JS_STRINGS: RefCell<HashMap<&'static str, JsValue>> = RefCell::new(HashMap::new());
 }
 
 fn js(s: &'static str) -> JsValue {
@@ -291,7 +292,8 @@ fn error(e: &ProtocolError) -> WebResponse {
 }
 
 fn rate_limited(retry_after: u64) -> WebResponse {
-    let body = serde_json::json!({ "error": { "code": "rate_limited", "message": "too many requests for this tenant or client; retry later" } });
+    let message = "too many requests for this tenant or client; retry later";
+    let body = serde_json::json!({ "error": { "code": "rate_limited", "message": message } });
     let retry = retry_after.to_string();
     respond_with(
         429,
@@ -394,26 +396,28 @@ fn send_text(queue: &JsValue, body: &JsValue) -> Option<Promise> {
 /// log the events in full if that fails too (never dropped silently).
 fn fallback() -> Function {
     thread_local! {
-        static FALLBACK: Function = Closure::<dyn FnMut(JsValue, JsValue) -> Promise>::new(|body: JsValue, error: JsValue| {
-            let body = body.as_string().unwrap_or_default();
-            worker::js_sys::futures::future_to_promise(async move {
-                console_error!("queue send failed ({error:?}); delivering directly to the core");
-                let cfg = ISOLATE.with(|i| i.borrow().as_ref().map(|i| i.config.clone()));
-                let id = format!("direct-{}", hex::encode(random10()));
-                let delivered = match cfg {
-                    Some(cfg) => deliver(&cfg, &id, &body).await.is_ok(),
-                    None => false,
-                };
-                if !delivered {
-                    console_error!("UNDELIVERED EVENTS (queue and core both failed): {body}");
-                }
-                Ok(JsValue::UNDEFINED)
-            })
-        })
-        .into_js_value()
-        .unchecked_into();
+        static FALLBACK: Function = Closure::<dyn FnMut(JsValue, JsValue) -> Promise>::new(deliver_directly)
+            .into_js_value()
+            .unchecked_into();
     }
     FALLBACK.with(Function::clone)
+}
+
+fn deliver_directly(body: JsValue, error: JsValue) -> Promise {
+    let body = body.as_string().unwrap_or_default();
+    worker::js_sys::futures::future_to_promise(async move {
+        console_error!("queue send failed ({error:?}); delivering directly to the core");
+        let cfg = ISOLATE.with(|i| i.borrow().as_ref().map(|i| i.config.clone()));
+        let id = format!("direct-{}", hex::encode(random10()));
+        let delivered = match cfg {
+            Some(cfg) => deliver(&cfg, &id, &body).await.is_ok(),
+            None => false,
+        };
+        if !delivered {
+            console_error!("UNDELIVERED EVENTS (queue and core both failed): {body}");
+        }
+        Ok(JsValue::UNDEFINED)
+    })
 }
 
 trait CatchWith {
@@ -515,7 +519,9 @@ pub async fn queue(batch: MessageBatch<String>, env: Env, _ctx: Context) -> work
             Ok(rejected) => {
                 // permanently refused by the core: dead-lettered with the reason, not dropped
                 let events = pick(&body, &rejected);
-                let letter = serde_json::json!({ "reason": "refused_by_core", "events": events.iter().map(|e| serde_json::value::RawValue::from_string(e.clone()).ok()).collect::<Vec<_>>() });
+                let events: Vec<_> =
+                    events.iter().map(|e| serde_json::value::RawValue::from_string(e.clone()).ok()).collect();
+                let letter = serde_json::json!({ "reason": "refused_by_core", "events": events });
                 settle(&msg, dead_letter(&env, &letter.to_string()).await);
             }
             Err(e) => {
@@ -647,7 +653,8 @@ async fn handle(req: RawRequest, env: &Env, ctx: &Context, cfg: &EdgeConfig) -> 
         (Method::Options, "/t/auto") => respond(204, &BEACON_PREFLIGHT_HEADERS, None),
         (Method::Post, "/t/auto") => {
             let cors = [("access-control-allow-origin", "*")];
-            let too_large = || ProtocolError::InvalidBeacon { reason: "the body is missing or larger than 64 KiB".into() };
+            let too_large =
+                || ProtocolError::InvalidBeacon { reason: "the body is missing or larger than 64 KiB".into() };
             let declared: Option<usize> = header(&req, "content-length").and_then(|l| l.trim().parse().ok());
             if declared.is_some_and(|n| n > service::MAX_BEACON_BYTES) {
                 return with_cors(error(&too_large()));
@@ -677,7 +684,10 @@ async fn handle(req: RawRequest, env: &Env, ctx: &Context, cfg: &EdgeConfig) -> 
                     }
                     if kind == LinkKind::Postback {
                         // a conversion is acknowledged once it is in the queue (durable), never before
-                        let answer = serde_json::json!({ "status": "ok", "event_id": event.event_id, "authenticated": event.auth.is_authenticated() });
+                        let authenticated = event.auth.is_authenticated();
+                        let id = event.event_id;
+                        let answer =
+                            serde_json::json!({ "status": "ok", "event_id": id, "authenticated": authenticated });
                         match enqueue(env, std::slice::from_ref(&event), None).await {
                             Ok(()) => json(200, answer.to_string()),
                             Err(_) => error(&unavailable("the event queue")),
@@ -706,7 +716,8 @@ async fn handle(req: RawRequest, env: &Env, ctx: &Context, cfg: &EdgeConfig) -> 
             if batch.events.is_empty() {
                 enqueue_invalid(env, &batch.key_prefix, batch.rejected.len(), key.as_deref()).await;
                 let e = ProtocolError::NoValidEvents;
-                let body = serde_json::json!({ "error": { "code": e.code(), "message": e.to_string() }, "accepted": 0, "rejected": batch.rejected });
+                let error = serde_json::json!({ "code": e.code(), "message": e.to_string() });
+                let body = serde_json::json!({ "error": error, "accepted": 0, "rejected": batch.rejected });
                 return json(422, body.to_string());
             }
             if let Err(r) = check_rate(&batch.key_prefix, None, batch.events.len() as f64) {
@@ -718,7 +729,8 @@ async fn handle(req: RawRequest, env: &Env, ctx: &Context, cfg: &EdgeConfig) -> 
                     if !batch.rejected.is_empty() {
                         enqueue_invalid(env, &batch.key_prefix, batch.rejected.len(), key.as_deref()).await;
                     }
-                    json(200, serde_json::json!({ "accepted": batch.events.len(), "rejected": batch.rejected }).to_string())
+                    let answer = serde_json::json!({ "accepted": batch.events.len(), "rejected": batch.rejected });
+                    json(200, answer.to_string())
                 }
                 Err(_) => error(&unavailable("the event queue")),
             }
@@ -735,7 +747,9 @@ async fn handle(req: RawRequest, env: &Env, ctx: &Context, cfg: &EdgeConfig) -> 
                     }
                     let key = idem.map(|k| batch_key(&event.key_prefix, &format!("ingest\0{k}")));
                     match enqueue(env, std::slice::from_ref(&event), key.as_deref()).await {
-                        Ok(()) => json(200, serde_json::json!({ "event_id": event.event_id, "accepted": 1 }).to_string()),
+                        Ok(()) => {
+                            json(200, serde_json::json!({ "event_id": event.event_id, "accepted": 1 }).to_string())
+                        }
                         Err(_) => error(&unavailable("the event queue")),
                     }
                 }
@@ -744,9 +758,15 @@ async fn handle(req: RawRequest, env: &Env, ctx: &Context, cfg: &EdgeConfig) -> 
         }
         (_, "/health" | "/t" | "/t/auto" | "/p" | "/i" | "/batch" | "/ingest") => json(
             405,
-            serde_json::json!({ "error": { "code": "method_not_allowed", "message": "this endpoint does not accept that method" } }).to_string(),
+            serde_json::json!({
+                "error": { "code": "method_not_allowed", "message": "this endpoint does not accept that method" }
+            })
+            .to_string(),
         ),
-        _ => json(404, serde_json::json!({ "error": { "code": "not_found", "message": "no such endpoint" } }).to_string()),
+        _ => json(
+            404,
+            serde_json::json!({ "error": { "code": "not_found", "message": "no such endpoint" } }).to_string(),
+        ),
     }
 }
 

@@ -363,7 +363,8 @@ impl Target {
                 Err(deltalake::DeltaTableError::Transaction {
                     source: deltalake::kernel::transaction::TransactionError::CommitConflict(conflict),
                 }) if attempt < COMMIT_ATTEMPTS => {
-                    tracing::info!(table = self.table.name(), %conflict, attempt, "archive commit conflicted; retrying");
+                    let table = self.table.name();
+                    tracing::info!(table, %conflict, attempt, "archive commit conflicted; retrying");
                     attempt += 1;
                 }
                 Err(e) => return Err(e.into()),

@@ -19,8 +19,11 @@ pub fn event(n: u64, tenants: u64, start_ms: i64, spacing_us: u64) -> Event {
         key_prefix: tenant,
         ip: Some(format!("203.0.{}.{}", (n >> 8) % 256, n % 256)),
         user_agent: Some(
-            "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/128.0 Safari/537.36"
-                .into(),
+            concat!(
+                "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) ",
+                "Chrome/128.0 Safari/537.36"
+            )
+            .into(),
         ),
         referer: click.then(|| "https://news.example.com/article/2026/11/ad".into()),
         accept_language: Some("en-US,en;q=0.9".into()),
@@ -29,7 +32,15 @@ pub fn event(n: u64, tenants: u64, start_ms: i64, spacing_us: u64) -> Event {
         params: [
             ("tu_id", link.clone()),
             ("click_id", format!("c{}", n / 3)),
-            ("sub1", match n % 3 { 0 => "google", 1 => "meta", _ => "tiktok" }.to_string()),
+            (
+                "sub1",
+                match n % 3 {
+                    0 => "google",
+                    1 => "meta",
+                    _ => "tiktok",
+                }
+                .to_string(),
+            ),
             ("sub2", format!("campaign-{}", n % 40)),
             ("sub3", format!("creative-{}", n % 700)),
         ]

@@ -191,7 +191,11 @@ pub async fn maintain_once(
         Box::pin(async move {
             tokio::select! {
                 r = tracker_archive::maintain(&s, &retention, now_ms()) => Some(r),
-                () = async { while !job_stop.load(Ordering::Acquire) { tokio::time::sleep(Duration::from_millis(100)).await } } => None,
+                () = async {
+                    while !job_stop.load(Ordering::Acquire) {
+                        tokio::time::sleep(Duration::from_millis(100)).await
+                    }
+                } => None,
             }
         })
     };

@@ -5,9 +5,9 @@
 //!
 //! | consumer | reads | writes (atomically with its position) |
 //! |---|---|---|
-//! | [`filter`] | raw events | drop ledger and the batch's decisions (hot tier), then the kept events to the filtered log (idempotently) |
+//! | [`filter`] | raw events | drop ledger and decisions (hot tier), then the kept events to the filtered log |
 //! | [`stats`] | filtered events | recent events, counts per minute, type, link and param value (hot tier) |
-//! | [`webhooks`] | filtered events | deliveries to the tenant's matching endpoints (metadata store); a dispatcher sends them |
+//! | [`webhooks`] | filtered events | deliveries to matching endpoints (metadata store), sent by a dispatcher |
 //! | [`archive`] | filtered events | the Delta tables `events` and `rollups` (positions in each commit); maintenance |
 //!
 //! The position kept with the output is the authority: after a crash the log may hand out events again from its

@@ -157,7 +157,8 @@ async fn notify_alerts(p: &Pipeline, endpoints: &mut Endpoints) -> Result<(), St
             edge.purge(format!("tenant:{}", a.key_prefix));
         }
         p.hot.alert_notified(&a).await.map_err(|e| e.to_string())?;
-        tracing::info!(tenant = %a.key_prefix, percent = a.percent, endpoints = notices.len(), "allowance warning queued");
+        let endpoints = notices.len();
+        tracing::info!(tenant = %a.key_prefix, percent = a.percent, endpoints, "allowance warning queued");
     }
     Ok(())
 }
@@ -307,7 +308,11 @@ async fn send(p: &Pipeline, client: &reqwest::Client, d: &DueDelivery) {
     };
     match p.store.record_attempt(d, &outcome, s.disable_after, now_ms()).await {
         Ok(true) => {
-            tracing::warn!(webhook = %d.webhook_id, tenant = %d.key_prefix, "webhook endpoint disabled after repeated failures")
+            tracing::warn!(
+                webhook = %d.webhook_id,
+                tenant = %d.key_prefix,
+                "webhook endpoint disabled after repeated failures"
+            )
         }
         Ok(false) => {}
         // not recorded: the delivery stays due and is sent again (receivers dedup by delivery id)

@@ -588,7 +588,8 @@ async fn demo(cfg: Config) -> Result<(), NodeError> {
     println!("Try:");
     println!("  curl -si '{v2}' | grep -i location");
     println!(
-        "  curl -s -X POST {base}/batch -H 'Authorization: Bearer {token}' -d '[{{\"event_type\":\"signup\",\"params\":{{\"plan\":\"pro\"}}}}]'"
+        "  curl -s -X POST {base}/batch -H 'Authorization: Bearer {token}' \\\n    \
+         -d '[{{\"event_type\":\"signup\",\"params\":{{\"plan\":\"pro\"}}}}]'"
     );
     println!("  curl -s {base}/metrics | grep tracker_events_accepted_total");
     Ok(())

@@ -226,7 +226,7 @@ pub const VARIABLES: &[(&str, &str, &str)] = &[
     (
         "IGGY_URL",
         "",
-        "Apache Iggy connection string (iggy://user:secret@host:8090, iggy+quic://…, ?tls=true); empty = embedded log",
+        "Apache Iggy connection (iggy://user:secret@host:8090, iggy+quic://…, ?tls=true); empty = embedded log",
     ),
     ("IGGY_STREAM", "tracker", "Iggy stream holding the events and filtered topics"),
     ("IGGY_LINGER_MS", "2", "an Iggy send waits this long for other events to join its batch"),

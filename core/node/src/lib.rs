@@ -195,7 +195,8 @@ async fn keep_iggy_connected(log: Arc<SpooledLog>, cfg: IggyConfig, topic: &'sta
                     backoff = Duration::from_secs(1);
                 }
                 Err(e) => {
-                    tracing::warn!(error = %e, retry_in_secs = backoff.as_secs(), "cannot reach Iggy; events are spooled locally");
+                    let retry_in_secs = backoff.as_secs();
+                    tracing::warn!(error = %e, retry_in_secs, "cannot reach Iggy; events are spooled locally");
                     connected = false;
                     log.detach();
                     tokio::select! {
@@ -264,7 +265,8 @@ pub async fn serve(
                 std::future::pending::<()>().await;
             }
         } => {
-            tracing::warn!(grace_secs = SHUTDOWN_GRACE.as_secs(), "connections still open after the grace period were dropped");
+            let grace_secs = SHUTDOWN_GRACE.as_secs();
+            tracing::warn!(grace_secs, "connections still open after the grace period were dropped");
             Ok(())
         }
     };

@@ -3,9 +3,9 @@
 //! crash or restart never loses or double-counts a click (exactly once without idempotency bookkeeping).
 //!
 //! Counted: `click` events recorded by the short-link endpoint (`/t/<tu_id>`, `auth = link`); events a tenant
-//! ingests itself, or a `tu_id` param on some other link, cannot inflate them. These are raw counts (before bot and rule filtering, which come with
-//! the filter consumer). Each node counts its own log under its own consumer name, so nodes sharing one metadata
-//! database add up without overlap.
+//! ingests itself, or a `tu_id` param on some other link, cannot inflate them. These are raw counts (before bot
+//! and rule filtering, which come with the filter consumer). Each node counts its own log under its own consumer
+//! name, so nodes sharing one metadata database add up without overlap.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

@@ -328,7 +328,8 @@ fn hot_refusal(q: &Query) -> Option<&'static str> {
         }
         Query::Events { .. } | Query::Match { .. } => {
             return Some(
-                "the hot tier lists and matches events at GET /api/events and GET /api/events/match; here they are the cold tier's",
+                "the hot tier lists and matches events at GET /api/events and GET /api/events/match; \
+                 here they are the cold tier's",
             );
         }
     };

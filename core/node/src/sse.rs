@@ -200,7 +200,8 @@ pub async fn events(
         return Err(ApiError::new(
             StatusCode::FORBIDDEN,
             "key_in_url",
-            "only short-lived stream tokens (POST /api/sse/tokens) may be sent in the URL; send keys in the Authorization header",
+            "only short-lived stream tokens (POST /api/sse/tokens) may be sent in the URL; \
+             send keys in the Authorization header",
         ));
     }
     let event_types = match q.event_type.as_deref() {

@@ -177,10 +177,14 @@ mod props {
         ) {
             let dest = format!("https://shop.example/{path}");
             let pairs: Vec<(&str, &str)> = params.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-            let link = V2Link { kind: LinkKind::Click, key_prefix: "6vct", kid: "k1", target: &dest, expires_at: None, ext: &[], params: &pairs };
+            let link = V2Link {
+                kind: LinkKind::Click, key_prefix: "6vct", kid: "k1", target: &dest,
+                expires_at: None, ext: &[], params: &pairs,
+            };
             let url = link.signed_url("https://t.example", "s3cret").unwrap();
             let query = url.split_once('?').unwrap().1;
-            let verified = parse_link(LinkKind::Click, None, query, SeedMode::Signed).unwrap().verify(&[key()], NOW).unwrap();
+            let parsed = parse_link(LinkKind::Click, None, query, SeedMode::Signed).unwrap();
+            let verified = parsed.verify(&[key()], NOW).unwrap();
             prop_assert_eq!(&verified.target, &dest);
             prop_assert_eq!(&verified.params, &params);
             if !pairs.is_empty() {
@@ -193,7 +197,8 @@ mod props {
                 for (a, b) in &changed { ser.append_pair(a, b); }
                 let sig = form_urlencoded::parse(query.as_bytes()).find(|(a, _)| a == "s").unwrap().1.into_owned();
                 ser.append_pair("s", &sig);
-                let tampered = parse_link(LinkKind::Click, None, &ser.finish(), SeedMode::Signed).unwrap().verify(&[key()], NOW);
+                let parsed = parse_link(LinkKind::Click, None, &ser.finish(), SeedMode::Signed).unwrap();
+                let tampered = parsed.verify(&[key()], NOW);
                 prop_assert_eq!(tampered.unwrap_err(), crate::ProtocolError::InvalidSignature);
             }
         }
@@ -230,7 +235,8 @@ mod props {
                 event_id: uuid::Uuid::from_u128(n), event_type: "x".into(), timestamp: ts, received_at: ts + 1,
                 key_prefix: "6vct".into(), ip: None, user_agent: ua, referer: Some("r".into()), accept_language: None,
                 request_path: None, request_host: Some("h".into()), params,
-                raw_payload: raw.map(|r| RawJson::parse(r).unwrap()), auth: Auth::from_u8(auth).unwrap(), historical: n % 2 == 0, overflow: n % 3 == 0,
+                raw_payload: raw.map(|r| RawJson::parse(r).unwrap()), auth: Auth::from_u8(auth).unwrap(),
+                historical: n % 2 == 0, overflow: n % 3 == 0,
             };
             let buf = wire::encode_record_set(std::slice::from_ref(&e));
             prop_assert_eq!(wire::decode_record_set(&buf).unwrap(), vec![e]);

@@ -793,7 +793,10 @@ mod tests {
         /// and never a server error.
         #[test]
         fn endpoints_answer_any_input_with_an_event_or_a_4xx(
-            query in "((v|k|s|e|d|url|sig|exp|ext|key_prefix|token|event_type|campaign|x)=[a-zA-Z0-9%._:+/-]{0,20}&?){0,8}",
+            query in concat!(
+                "((v|k|s|e|d|url|sig|exp|ext|key_prefix|token|event_type|campaign|x)",
+                "=[a-zA-Z0-9%._:+/-]{0,20}&?){0,8}"
+            ),
             body in proptest::collection::vec(any::<u8>(), 0..300),
             tu in proptest::option::of("tu_[0-9a-f-]{0,40}"),
             kind in prop_oneof![Just(LinkKind::Postback), Just(LinkKind::Impression)],

@@ -210,18 +210,27 @@ fn build() -> Value {
     let partitions: BTreeMap<&str, u32> =
         ["6vct", "acme", "global", "a1b2c3"].iter().map(|p| (*p, partition_for(p, 24))).collect();
     json!({
-        "about": "Test vectors for the tracking link formats, redirects, edge batch signatures and partitioning. The formats are specified in core/protocol/src/lib.rs.",
+        "about": concat!(
+            "Test vectors for the tracking link formats, redirects, edge batch signatures and partitioning. ",
+            "The formats are specified in core/protocol/src/lib.rs."
+        ),
         "now_ms": NOW_MS,
         "keys": {
             "6vct": [
                 { "kid": "k2", "signing_secret": TENANT_SECRET, "encryption_key": TENANT_AES, "retires_at_ms": null },
-                { "kid": "k1", "signing_secret": TENANT_SECRET_OLD, "encryption_key": null, "retires_at_ms": NOW_MS + 1 }
+                {
+                    "kid": "k1", "signing_secret": TENANT_SECRET_OLD, "encryption_key": null,
+                    "retires_at_ms": NOW_MS + 1
+                }
             ],
             "global": { "hmac_secret": GLOBAL_SECRET, "encryption_key": GLOBAL_AES }
         },
         "links": links,
         "v2_message": {
-            "input": { "kind": "click", "key_prefix": "6vct", "kid": "k2", "target": "https://a.example/", "exp": "1770707894", "ext": "gclid", "params": [["sub1", "x"], ["campaign", "c1"]] },
+            "input": {
+                "kind": "click", "key_prefix": "6vct", "kid": "k2", "target": "https://a.example/", "exp": "1770707894",
+                "ext": "gclid", "params": [["sub1", "x"], ["campaign", "c1"]]
+            },
             "message_utf8": String::from_utf8(message).unwrap(),
         },
         "redirects": redirects,

@@ -346,7 +346,8 @@ impl HotStore {
                 .await?;
             let param = tx
                 .prepare(
-                    "INSERT INTO hot_params (seq, name, value, key_prefix, ts, event_type) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                    "INSERT INTO hot_params (seq, name, value, key_prefix, ts, event_type)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
                 )
                 .await?;
             for e in events {
@@ -820,7 +821,8 @@ impl HotStore {
         while let Some(row) = rows.next().await? {
             if out.len() >= MAX_SERIES_ROWS {
                 return Err(StoreError::Rejected(format!(
-                    "the answer has more than {MAX_SERIES_ROWS} points: narrow the time range, use interval=hour or another group_by"
+                    "the answer has more than {MAX_SERIES_ROWS} points: \
+                     narrow the time range, use interval=hour or another group_by"
                 )));
             }
             let key = match row.get_value(1)? {

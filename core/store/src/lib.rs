@@ -458,7 +458,8 @@ impl Store {
         let conn = self.conn().await?;
         let mut rows = conn
             .query(
-                "SELECT key_prefix, name, plan, status, created_at, limits, updated_at FROM tenants ORDER BY created_at, key_prefix",
+                "SELECT key_prefix, name, plan, status, created_at, limits, updated_at FROM tenants
+                 ORDER BY created_at, key_prefix",
                 (),
             )
             .await?;
@@ -474,7 +475,8 @@ impl Store {
         let conn = self.conn().await?;
         let mut rows = conn
             .query(
-                "SELECT key_prefix, name, plan, status, created_at, limits, updated_at FROM tenants WHERE key_prefix = ?1",
+                "SELECT key_prefix, name, plan, status, created_at, limits, updated_at FROM tenants
+                 WHERE key_prefix = ?1",
                 [key_prefix],
             )
             .await?;
@@ -485,7 +487,8 @@ impl Store {
         let conn = self.conn().await?;
         let mut rows = conn
             .query(
-                "SELECT kid, signing_secret, encryption_key, retires_at FROM tenant_keys WHERE key_prefix = ?1 ORDER BY seq DESC",
+                "SELECT kid, signing_secret, encryption_key, retires_at FROM tenant_keys
+                 WHERE key_prefix = ?1 ORDER BY seq DESC",
                 [key_prefix],
             )
             .await?;
@@ -591,9 +594,11 @@ impl Store {
     /// Revokes a token now and returns it (with its hash, so caches keyed by it can be dropped). Revoking twice
     /// is not an error: the first time stands.
     pub async fn revoke_ingest_token(&self, key_prefix: &str, token_id: &str, now_ms: i64) -> Result<IngestToken> {
-        self.conn().await?
+        self.conn()
+            .await?
             .execute(
-                "UPDATE ingest_tokens SET revoked_at = ?3 WHERE key_prefix = ?1 AND token_id = ?2 AND revoked_at IS NULL",
+                "UPDATE ingest_tokens SET revoked_at = ?3
+                 WHERE key_prefix = ?1 AND token_id = ?2 AND revoked_at IS NULL",
                 (key_prefix, token_id, now_ms),
             )
             .await?;
@@ -620,7 +625,8 @@ impl Store {
         let conn = self.conn().await?;
         let mut rows = conn
             .query(
-                "SELECT tu_id, key_prefix, destination, expires_at, fallback_url, v1 FROM tracking_urls WHERE tu_id = ?1",
+                "SELECT tu_id, key_prefix, destination, expires_at, fallback_url, v1 FROM tracking_urls
+                 WHERE tu_id = ?1",
                 [tu_id],
             )
             .await?;
@@ -644,7 +650,8 @@ impl Store {
 pub(crate) async fn insert_key(conn: &Connection, key: &NewKey, store: &Store, seq: i64, now_ms: i64) -> Result<()> {
     let (secret, aes) = (store.sealed(&key.signing_secret)?, store.sealed(&key.encryption_key)?);
     conn.execute(
-        "INSERT INTO tenant_keys (key_prefix, kid, seq, signing_secret, encryption_key, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        "INSERT INTO tenant_keys (key_prefix, kid, seq, signing_secret, encryption_key, created_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
         (key.key_prefix.as_str(), key.kid.as_str(), seq, secret.as_str(), aes.as_str(), now_ms),
     )
     .await?;

@@ -19,7 +19,8 @@ use crate::{Result, ShortLink, Store, StoreError, Tenant, hash_token, int, open_
 pub const API_KEY_PREFIX: &str = "trk_key_";
 
 /// What an API key may do: `read` (GET), `write` (change links, webhooks and rules), `admin` (manage keys and
-/// tokens), `stream` (open live event streams, nothing else: for short-lived browser tokens). Scopes do not imply each other; a key gets exactly the ones it was created with.
+/// tokens), `stream` (open live event streams, nothing else: for short-lived browser tokens). Scopes do not imply
+/// each other; a key gets exactly the ones it was created with.
 pub const SCOPES: &[&str] = &["read", "write", "admin", "stream"];
 
 /// Most rows one page returns.
@@ -382,7 +383,8 @@ impl Store {
         limit: u32,
     ) -> Result<Page<IngestToken>> {
         let sql = format!(
-            "SELECT {TOKEN_COLUMNS} FROM ingest_tokens WHERE key_prefix = ?1 AND token_id > ?2 ORDER BY token_id LIMIT ?3"
+            "SELECT {TOKEN_COLUMNS} FROM ingest_tokens
+             WHERE key_prefix = ?1 AND token_id > ?2 ORDER BY token_id LIMIT ?3"
         );
         page(self, &sql, vec![key_prefix.into()], after, limit, |t: &IngestToken| &t.token_id, token_from_row).await
     }
@@ -802,9 +804,11 @@ impl Store {
         }
         let secret = random_secret(WEBHOOK_SECRET_PREFIX);
         let n = self
-            .conn().await?
+            .conn()
+            .await?
             .execute(
-                "INSERT INTO webhooks (webhook_id, key_prefix, url, description, event_types, param_filters, secret, enabled, created_at, updated_at)
+                "INSERT INTO webhooks (webhook_id, key_prefix, url, description, event_types, param_filters, secret,
+                   enabled, created_at, updated_at)
                  SELECT ?1, key_prefix, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?9 FROM tenants WHERE key_prefix = ?2
                    AND (?10 IS NULL OR (SELECT COUNT(*) FROM webhooks WHERE key_prefix = ?2) < ?10)",
                 (
@@ -846,7 +850,8 @@ impl Store {
 
     pub async fn webhooks_page(&self, key_prefix: &str, after: Option<&str>, limit: u32) -> Result<Page<Webhook>> {
         let sql = format!(
-            "SELECT {WEBHOOK_COLUMNS} FROM webhooks WHERE key_prefix = ?1 AND webhook_id > ?2 ORDER BY webhook_id LIMIT ?3"
+            "SELECT {WEBHOOK_COLUMNS} FROM webhooks
+             WHERE key_prefix = ?1 AND webhook_id > ?2 ORDER BY webhook_id LIMIT ?3"
         );
         page(self, &sql, vec![key_prefix.into()], after, limit, |w: &Webhook| &w.webhook_id, webhook_from_row).await
     }
@@ -870,22 +875,23 @@ impl Store {
         }
         // enabling an endpoint starts its run of failures afresh
         tx.execute(
-                "UPDATE webhooks SET url = ?3, description = ?4, event_types = ?5, param_filters = ?6, enabled = ?7, updated_at = ?8,
+            "UPDATE webhooks SET url = ?3, description = ?4, event_types = ?5, param_filters = ?6, enabled = ?7,
+                   updated_at = ?8,
                    disabled_reason = CASE WHEN ?7 = 1 THEN NULL ELSE disabled_reason END,
                    consecutive_failures = CASE WHEN ?7 = 1 AND enabled = 0 THEN 0 ELSE consecutive_failures END
                  WHERE key_prefix = ?1 AND webhook_id = ?2",
-                (
-                    key_prefix,
-                    webhook_id,
-                    hook.url.as_str(),
-                    hook.description.as_str(),
-                    to_json(&hook.event_types),
-                    to_json(&hook.param_filters),
-                    i64::from(hook.enabled),
-                    now_ms,
-                ),
-            )
-            .await?;
+            (
+                key_prefix,
+                webhook_id,
+                hook.url.as_str(),
+                hook.description.as_str(),
+                to_json(&hook.event_types),
+                to_json(&hook.param_filters),
+                i64::from(hook.enabled),
+                now_ms,
+            ),
+        )
+        .await?;
         tx.commit().await?;
         Ok(hook)
     }
@@ -988,9 +994,11 @@ impl Store {
     /// Stores a new rule (built with [`FilterRule::blank`] and checked by the caller).
     pub async fn create_rule(&self, key_prefix: &str, rule: &FilterRule) -> Result<()> {
         let n = self
-            .conn().await?
+            .conn()
+            .await?
             .execute(
-                "INSERT INTO filter_rules (rule_id, key_prefix, field, operator, value, action, enabled, description, created_at, updated_at)
+                "INSERT INTO filter_rules (rule_id, key_prefix, field, operator, value, action, enabled, description,
+                   created_at, updated_at)
                  SELECT ?1, key_prefix, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10 FROM tenants WHERE key_prefix = ?2",
                 libsql::params![
                     rule.rule_id.as_str(),
@@ -1046,7 +1054,8 @@ impl Store {
         rule.updated_at = now_ms;
         check(&rule).map_err(StoreError::Rejected)?;
         tx.execute(
-            "UPDATE filter_rules SET field = ?3, operator = ?4, value = ?5, action = ?6, enabled = ?7, description = ?8, updated_at = ?9
+            "UPDATE filter_rules SET field = ?3, operator = ?4, value = ?5, action = ?6, enabled = ?7, description = ?8,
+               updated_at = ?9
              WHERE key_prefix = ?1 AND rule_id = ?2",
             libsql::params![
                 key_prefix,

@@ -4,8 +4,8 @@
 //! |---|---|---|
 //! | `accepted` | the stats consumer, for each event new to the hot tier | tenant and `event_id` |
 //! | `imported` | the filter consumer, for each imported event it keeps (history, not billed) | raw log position |
-//! | `dropped_bot`, `dropped_rule`, `dropped_rate`, `dropped_quota` | the filter consumer, with its drop ledger | raw log position |
-//! | `dropped_invalid` | `/batch` at a core node, or the edge's queue message of refused elements | request (batch id at the edge) |
+//! | `dropped_bot`, `_rule`, `_rate`, `_quota` | the filter consumer, with its drop ledger | raw log position |
+//! | `dropped_invalid` | `/batch` at a core node, or the edge's note of refused elements | request (edge: batch id) |
 //! | `redirects` | the filter consumer, for each click a link answered (kept or not) | raw log position |
 //! | `webhook_deliveries` | the dispatcher, with the delivery marked delivered (metadata store) | delivery |
 //! | `queries_hot`, `queries_warm`, `queries_cold`, `bytes_scanned` | `/api/query` | query |

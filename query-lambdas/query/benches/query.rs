@@ -94,17 +94,28 @@ async fn main() {
         (
             "events_page_sub2",
             Tier::Cold,
-            json!({ "kind": "events", "filters": { "from": from, "to": to, "params": { "sub2": "campaign-16" } }, "limit": 100 }),
+            json!({
+                "kind": "events",
+                "filters": { "from": from, "to": to, "params": { "sub2": "campaign-16" } },
+                "limit": 100
+            }),
         ),
         (
             "series_day_sub1",
             Tier::Cold,
-            json!({ "kind": "series", "filters": { "from": from, "to": to, "params": { "sub1": "google" } }, "interval": "day" }),
+            json!({
+                "kind": "series",
+                "filters": { "from": from, "to": to, "params": { "sub1": "google" } },
+                "interval": "day"
+            }),
         ),
         (
             "match_click_to_conversion_on_sub1_1h",
             Tier::Cold,
-            json!({ "kind": "match", "filters": all, "trigger": "click", "result": "conversion", "on": "sub1", "window_secs": 3600, "limit": 10 }),
+            json!({
+                "kind": "match", "filters": all, "trigger": "click", "result": "conversion", "on": "sub1",
+                "window_secs": 3600, "limit": 10
+            }),
         ),
         (
             "warm_series_day_by_type",

@@ -120,7 +120,8 @@ impl Engines {
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "answer_too_large",
                 format!(
-                    "the answer would be {size} bytes (at most {MAX_ANSWER_BYTES}): lower limit or top, or use a longer interval"
+                    "the answer would be {size} bytes (at most {MAX_ANSWER_BYTES}): \
+                     lower limit or top, or use a longer interval"
                 ),
             ));
         }

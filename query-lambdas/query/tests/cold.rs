@@ -205,9 +205,14 @@ async fn cold_answers_match_the_events_and_stay_within_the_tenant() {
     assert_eq!(top["total"], N);
 
     // one day's query reads only that day's files of the tenant
-    let one_day =
-        ask(&lake, "acme", json!({ "kind": "series", "filters": { "from": DAY0 + 86_400_000, "to": DAY0 + 2 * 86_400_000 }, "interval": "day" }))
-            .await;
+    let one_day = ask(
+        &lake,
+        "acme",
+        json!({
+            "kind": "series", "filters": { "from": DAY0 + 86_400_000, "to": DAY0 + 2 * 86_400_000 }, "interval": "day"
+        }),
+    )
+    .await;
     let three_days = ask(&lake, "acme", json!({ "kind": "series", "filters": all, "interval": "day" })).await;
     let files = |a: &Value| a["scanned"]["files"].as_u64().unwrap();
     assert!(files(&one_day) > 0 && files(&one_day) < files(&three_days), "{one_day} / {three_days}");
@@ -377,7 +382,10 @@ fn function_url_event(body: String, headers: Value) -> Value {
             "apiId": "q",
             "domainName": "q.lambda-url.us-east-1.on.aws",
             "domainPrefix": "q",
-            "http": { "method": "POST", "path": "/v1/query", "protocol": "HTTP/1.1", "sourceIp": "127.0.0.1", "userAgent": "core" },
+            "http": {
+                "method": "POST", "path": "/v1/query", "protocol": "HTTP/1.1",
+                "sourceIp": "127.0.0.1", "userAgent": "core"
+            },
             "requestId": "r",
             "routeKey": "$default",
             "stage": "$default",
@@ -396,9 +404,13 @@ async fn the_lambda_function_answers_function_url_requests_through_the_runtime_a
     let requests = [
         json!({ "tenant": "acme", "tier": "cold", "query": { "kind": "series", "filters": all, "interval": "day" } }),
         json!({ "tenant": "acme", "tier": "warm", "query": { "kind": "series", "filters": all, "interval": "day" } }),
-        json!({ "tenant": "acme", "tier": "cold", "query": { "kind": "series", "filters": all, "interval": "fortnight" } }),
+        json!({
+            "tenant": "acme", "tier": "cold", "query": { "kind": "series", "filters": all, "interval": "fortnight" }
+        }),
         json!({ "tenant": "../globex", "tier": "cold", "query": { "kind": "events", "filters": all } }),
-        json!({ "tenant": "globex", "tier": "warm", "query": { "kind": "breakdown", "filters": all, "by": "event_type" } }),
+        json!({
+            "tenant": "globex", "tier": "warm", "query": { "kind": "breakdown", "filters": all, "by": "event_type" }
+        }),
     ];
     let mut events: Vec<Value> = requests
         .iter()
@@ -495,7 +507,11 @@ async fn warm_answers_equal_cold_answers_and_refuse_what_rollups_cannot_hold() {
             "on the hour",
         ),
         (
-            json!({ "kind": "series", "filters": { "from": DAY0, "to": DAY0 + 86_400_000, "params": { "sub1": "meta" } }, "interval": "hour" }),
+            json!({
+                "kind": "series",
+                "filters": { "from": DAY0, "to": DAY0 + 86_400_000, "params": { "sub1": "meta" } },
+                "interval": "hour"
+            }),
             "params",
         ),
         (json!({ "kind": "breakdown", "filters": f, "by": "param:sub1" }), "params"),
@@ -521,7 +537,9 @@ async fn the_same_router_serves_locally_with_signatures_checked() {
     let url = format!("http://{}/v1/query", listener.local_addr().unwrap());
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
     let http = reqwest::Client::new();
-    let request = json!({ "tenant": "acme", "tier": "cold", "query": { "kind": "breakdown", "filters": { "from": DAY0, "to": DAY0 + 86_400_000 }, "by": "event_type" } });
+    let filters = json!({ "from": DAY0, "to": DAY0 + 86_400_000 });
+    let query = json!({ "kind": "breakdown", "filters": filters, "by": "event_type" });
+    let request = json!({ "tenant": "acme", "tier": "cold", "query": query });
     let (body, ts, sig) = signed(&request);
     let post = |body: String, ts: String, sig: String| {
         http.post(&url).header("x-tracker-timestamp", ts).header("x-tracker-signature", sig).body(body).send()
@@ -561,7 +579,9 @@ async fn bad_requests_are_refused_with_a_reason() {
         (json!({ "kind": "events", "filters": f, "limit": 0 }), "limit"),
         (json!({ "kind": "events", "filters": f, "cursor": "12:nope" }), "cursor"),
         (
-            json!({ "kind": "series", "filters": { "from": DAY0, "to": DAY0 + 200 * 86_400_000 }, "interval": "minute" }),
+            json!({
+                "kind": "series", "filters": { "from": DAY0, "to": DAY0 + 200 * 86_400_000 }, "interval": "minute"
+            }),
             "too many buckets",
         ),
     ] {

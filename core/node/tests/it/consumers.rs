@@ -571,7 +571,12 @@ async fn live_events_are_the_tenants_own_filtered_and_resume_after_the_last_id()
 
     // a client that stops reading is told it lagged, and is not waited for: the others keep getting events
     let mut stalled = Live::open(&api, "", Some(&key), None).await;
-    let batch: Vec<Value> = (0..40).map(|i| json!({"event_type": "bulk", "params": {"a": "x".repeat(1000), "b": "y".repeat(1000), "i": i.to_string()}})).collect();
+    let batch: Vec<Value> = (0..40)
+        .map(|i| {
+            let params = json!({"a": "x".repeat(1000), "b": "y".repeat(1000), "i": i.to_string()});
+            json!({"event_type": "bulk", "params": params})
+        })
+        .collect();
     let batch = Value::Array(batch);
     // about 10 MB fills the stalled client's queue and socket buffers; then a trickle of small batches (more
     // broadcasts than the backlog of 8) overflows its backlog

@@ -137,7 +137,12 @@ async fn every_tier_gives_the_golden_answers_and_auto_merges_at_the_watermark() 
         tracker_core::query::Archived::from_config(&cfg).unwrap()
     };
     let (remote, forged) = (remote(&secret), remote(b"not-the-query-secret-0123"));
-    let whole_series = json!({ "kind": "series", "filters": { "from": DAY0, "to": DAY0 + 72 * HOUR }, "interval": "day", "group_by": "event_type" });
+    let whole_series = json!({
+        "kind": "series",
+        "filters": { "from": DAY0, "to": DAY0 + 72 * HOUR },
+        "interval": "day",
+        "group_by": "event_type"
+    });
     for (tier, name) in [(tracker_query::router::Tier::Warm, "warm"), (tracker_query::router::Tier::Cold, "cold")] {
         let q: tracker_query::Query = serde_json::from_value(whole_series.clone()).unwrap();
         let far = remote.answer("golden", tier, &q).await.unwrap();
@@ -151,7 +156,11 @@ async fn every_tier_gives_the_golden_answers_and_auto_merges_at_the_watermark() 
     let before = json!({ "kind": "series", "filters": { "from": DAY0, "to": DAY0 + 24 * HOUR }, "interval": "hour" });
     let (status, refused) = ask("hot", &before).await;
     assert_eq!((status, refused["error"]["code"].as_str()), (400, Some("tier_cannot_answer")), "{refused}");
-    let params = json!({ "kind": "series", "filters": { "from": DAY0, "to": DAY0 + HOUR, "params": { "campaign": "fall" } }, "interval": "hour" });
+    let params = json!({
+        "kind": "series",
+        "filters": { "from": DAY0, "to": DAY0 + HOUR, "params": { "campaign": "fall" } },
+        "interval": "hour"
+    });
     let (status, refused) = ask("warm", &params).await;
     assert_eq!((status, refused["error"]["code"].as_str()), (400, Some("tier_cannot_answer")), "{refused}");
     let (s, _) =

@@ -273,7 +273,10 @@ async fn beacon_postback_and_impression() {
         .http
         .post(format!("{}/t/auto", node.base))
         .header("content-type", "text/plain;charset=UTF-8")
-        .body(r#"{"key":"acme","url":"https://site.example/a","referrer":"https://google.com/","ad_click_id":"x1","params":{"lang":"en"}}"#)
+        .body(concat!(
+            r#"{"key":"acme","url":"https://site.example/a","referrer":"https://google.com/","#,
+            r#""ad_click_id":"x1","params":{"lang":"en"}}"#
+        ))
         .send()
         .await
         .unwrap();

@@ -257,7 +257,10 @@ fn invoice(plan_name: &str, plan: &Plan, period: &str, billable: i64) -> serde_j
     })];
     if let Some(per_million) = plan.overage_cents_per_million {
         lines.push(serde_json::json!({
-            "description": format!("events over the {} included, at {per_million} cents per million", plan.monthly_events),
+            "description": format!(
+                "events over the {} included, at {per_million} cents per million",
+                plan.monthly_events
+            ),
             "quantity": over,
             "amount_cents": plan.price_cents(billable) - plan.price_cents,
         }));
