@@ -22,7 +22,7 @@ NODE=$!
 BASE="http://127.0.0.1:$PORT"
 for _ in $(seq 50); do curl -fs "$BASE/health" >/dev/null && break; sleep 0.1; done
 
-# a tenant with a limit schemathesis will not reach (the limits themselves are tested in core/node/tests/it/api.rs)
+# a tenant with a limit schemathesis will not reach (the limits themselves are tested in core/tracker-core/tests/it/api.rs)
 KEY="$(curl -fs -H "authorization: Bearer $ADMIN" -H 'content-type: application/json' \
   -d '{"name":"Fuzz","key_prefix":"fuzz","plan":"enterprise","limits":{"api_requests_per_minute":1000000}}' \
   "$BASE/api/tenants" | python3 -c 'import json,sys; print(json.load(sys.stdin)["api_key"]["secret"])')"

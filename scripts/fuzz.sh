@@ -2,7 +2,7 @@
 # `make fuzz`: every cargo-fuzz target of the protocol crate for FUZZ_SECONDS each. cargo-fuzz needs nightly
 # features; RUSTC_BOOTSTRAP lets the stable toolchain build them (sanitizer flags only, never shipped code).
 source "$(dirname "$0")/lib.sh"
-cd "$(dirname "$0")/../core/protocol"
+cd "$(dirname "$0")/../core/tracker-protocol"
 command -v cargo-fuzz >/dev/null 2>&1 || cargo install cargo-fuzz --locked
 seconds="${FUZZ_SECONDS:-60}"
 for target in link redirect record_set event_json batch_signature; do

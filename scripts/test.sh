@@ -12,6 +12,8 @@ say "formatting (and no Rust line rustfmt could not fit: it leaves whole functio
 cargo fmt --all --check
 long=$(git ls-files '*.rs' | xargs awk 'length > 120 { print FILENAME ":" FNR ": " length " characters" }')
 [ -z "$long" ] || { echo "$long"; echo "lines over 120 characters (max_width in rustfmt.toml)" >&2; exit 1; }
+say "docs name only paths that exist"
+python3 scripts/doc-paths.py
 say "clippy (workspace lints, warnings are errors), natively and for the Worker's wasm32 target"
 cargo clippy --workspace --all-targets -- -D warnings
 cargo clippy -p tracker-edge --target wasm32-unknown-unknown -- -D warnings

@@ -1,5 +1,5 @@
-//! Golden queries: each file in `core/node/tests/golden/` is a `POST /api/query` request with the answer it must
-//! get over the dataset below, from every tier the file names. The hot tier's data starts at a watermark in the
+//! Golden queries: each file in `core/tracker-core/tests/golden/` is a `POST /api/query` request with the answer it
+//! must get over the dataset below, from every tier the file names. The hot tier's data starts at a watermark in the
 //! middle of the dataset, so `auto` answers that span it are merged from the archive and the hot tier, and must
 //! still equal the cold tier's answer over the whole range: nothing double counted, nothing lost.
 //!

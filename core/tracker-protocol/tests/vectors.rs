@@ -212,7 +212,7 @@ fn build() -> Value {
     json!({
         "about": concat!(
             "Test vectors for the tracking link formats, redirects, edge batch signatures and partitioning. ",
-            "The formats are specified in core/protocol/src/lib.rs."
+            "The formats are specified in core/tracker-protocol/src/lib.rs."
         ),
         "now_ms": NOW_MS,
         "keys": {

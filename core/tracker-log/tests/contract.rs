@@ -1,5 +1,5 @@
 //! The `EventLog` contract (`tracker_log::contract`) against the embedded log and the spooled log (a primary
-//! behind a local spool). The Iggy backend runs the same contract in `core/log-iggy/tests`.
+//! behind a local spool). The Iggy backend runs the same contract in `core/tracker-log-iggy/tests`.
 
 #![allow(clippy::unwrap_used, clippy::indexing_slicing)] // tests: a panic is a failure report
 

@@ -75,8 +75,8 @@ pub use links::{
 pub use redirect::{CLICK_ID_PARAM, build_redirect, validate_destination};
 pub use uuid::Uuid;
 
-/// Entry points shared by the property tests and the `cargo fuzz` targets (`core/protocol/fuzz`): every parser of
-/// untrusted input, driven with arbitrary bytes. They must never panic.
+/// Entry points shared by the property tests and the `cargo fuzz` targets (`core/tracker-protocol/fuzz`): every
+/// parser of untrusted input, driven with arbitrary bytes. They must never panic.
 #[doc(hidden)]
 pub mod fuzzing {
     use crate::links::{LinkKind, SeedMode, parse_link};
