@@ -12,8 +12,8 @@
 
 use std::io::Write;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
+use tokio_util::sync::CancellationToken;
 
 use tracker_archive::{ArchiveSettings, Maintenance, Table, open_table, positions};
 use tracker_log::{EmbeddedLog, EmbeddedLogConfig, EventLog};
@@ -102,7 +102,7 @@ async fn main() {
         maintenance: Maintenance { vacuum_retention: Duration::ZERO, ..Maintenance::default() },
         ..ArchiveSettings::new(base)
     };
-    let stop = Arc::new(AtomicBool::new(false));
+    let stop = CancellationToken::new();
     let started = Instant::now();
     let mut task = tokio::spawn(tracker_archive::run(log.clone(), settings.clone(), stop.clone()));
     let reading = tokio::spawn({
@@ -113,7 +113,7 @@ async fn main() {
         r = reading => r.unwrap().unwrap(),
         r = &mut task => panic!("the archiver stopped: {r:?}"),
     }
-    stop.store(true, Ordering::Release);
+    stop.cancel();
     task.await.unwrap().unwrap();
     let secs = started.elapsed().as_secs_f64();
     let table = open_table(&settings, Table::Events).await.unwrap();

@@ -40,6 +40,7 @@ use deltalake::kernel::transaction::{CommitBuilder, CommitProperties};
 use deltalake::kernel::{Action, Transaction, Version};
 use deltalake::protocol::{DeltaOperation, SaveMode};
 use deltalake::writer::{DeltaWriter, RecordBatchWriter};
+use tokio_util::sync::CancellationToken;
 use tracker_log::{EventLog, RawSet};
 use tracker_protocol::wire::decode_event_view;
 
@@ -445,7 +446,7 @@ fn writer_properties() -> deltalake::parquet::file::properties::WriterProperties
     b.build()
 }
 
-/// Archives until `stop` is set; returns the events archived. On an error it returns it: nothing is lost, a
+/// Archives until `stop` is cancelled; returns the events archived. On an error it returns it: nothing is lost, a
 /// restart continues from the tables' positions.
 ///
 /// Reading and committing overlap: while one commit is written (Parquet encoding, object store puts), the next
@@ -453,7 +454,7 @@ fn writer_properties() -> deltalake::parquet::file::properties::WriterProperties
 pub async fn run(
     log: Arc<dyn EventLog>,
     settings: ArchiveSettings,
-    stop: Arc<AtomicBool>,
+    stop: CancellationToken,
 ) -> Result<u64, ArchiveError> {
     let partitions = log.partitions();
     let events = Target::open(&settings, Table::Events, partitions).await?;
@@ -470,7 +471,7 @@ pub async fn run(
     let mut archived = 0u64;
     let poll = POLL.min(settings.flush_events.max(1));
     let mut turn = 0u32;
-    while !stop.load(Ordering::Acquire) {
+    while !stop.is_cancelled() {
         let mut idle = true;
         // the partitions in turn, starting after the last one read: a busy partition does not starve the others
         for i in 0..partitions {
@@ -495,7 +496,10 @@ pub async fn run(
         progress.show(&read);
         if idle {
             archived += writer.settle().await?;
-            tokio::time::sleep(Duration::from_millis(100)).await;
+            tokio::select! {
+                () = tokio::time::sleep(Duration::from_millis(100)) => {}
+                () = stop.cancelled() => {}
+            }
         }
     }
     // a stop commits what was read (not needed for correctness: it would be read again)

@@ -8,8 +8,8 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
+use tokio_util::sync::CancellationToken;
 
 use deltalake::arrow::array::{Array, StringArray};
 use deltalake::arrow::datatypes::DataType;
@@ -108,7 +108,7 @@ async fn held(settings: &ArchiveSettings, table: Table) -> Vec<u64> {
 
 /// Archives until both tables hold `expected` events per tenant's partition.
 async fn archive_until(log: &Arc<dyn EventLog>, settings: &ArchiveSettings, expected: &[(&str, u64)]) {
-    let stop = Arc::new(AtomicBool::new(false));
+    let stop = CancellationToken::new();
     let task = tokio::spawn(tracker_archive::run(log.clone(), settings.clone(), stop.clone()));
     let started = Instant::now();
     loop {
@@ -121,7 +121,7 @@ async fn archive_until(log: &Arc<dyn EventLog>, settings: &ArchiveSettings, expe
         assert!(!task.is_finished(), "archiver failed: {:?}", task.await);
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    stop.store(true, Ordering::Release);
+    stop.cancel();
     task.await.unwrap().unwrap();
 }
 
@@ -133,7 +133,7 @@ async fn cut_restart_and_count(settings: &ArchiveSettings) {
     append(&log, "acme", 0..6000).await;
     append(&log, "globex", 0..3000).await;
     for cut_ms in [40u64, 120, 260] {
-        let task = tokio::spawn(tracker_archive::run(log.clone(), settings.clone(), Arc::new(AtomicBool::new(false))));
+        let task = tokio::spawn(tracker_archive::run(log.clone(), settings.clone(), CancellationToken::new()));
         tokio::time::sleep(Duration::from_millis(cut_ms)).await;
         task.abort();
         let _ = task.await;
@@ -141,12 +141,12 @@ async fn cut_restart_and_count(settings: &ArchiveSettings) {
         println!("cut after {cut_ms} ms: events hold {e:?}, rollups {r:?}");
     }
     // maintenance keeps compacting while the archiver appends: neither blocks nor conflicts with the other
-    let done = Arc::new(AtomicBool::new(false));
+    let done = CancellationToken::new();
     let compactor = {
         let (settings, done) = (settings.clone(), done.clone());
         tokio::spawn(async move {
             let (mut runs, mut compacted) = (0, 0);
-            while !done.load(Ordering::Acquire) {
+            while !done.is_cancelled() {
                 match maintain(&settings, &[], START_MS).await {
                     Ok(r) => (runs, compacted) = (runs + 1, compacted + r.compacted[0].0),
                     Err(e) => println!("maintenance run failed (retried): {e}"),
@@ -157,7 +157,7 @@ async fn cut_restart_and_count(settings: &ArchiveSettings) {
         })
     };
     archive_until(&log, settings, &[("acme", 6000), ("globex", 3000)]).await;
-    done.store(true, Ordering::Release);
+    done.cancel();
     let (runs, compacted) = compactor.await.unwrap();
     println!("{runs} maintenance runs compacted {compacted} files while archiving");
     assert!(runs > 0, "maintenance ran alongside the archiver");
@@ -308,13 +308,13 @@ async fn two_archivers_at_once_never_write_an_event_twice() {
     let log = embedded_log(&dir.path().join("log"));
     append(&log, "acme", 0..6000).await;
     append(&log, "globex", 0..3000).await;
-    let done = Arc::new(AtomicBool::new(false));
+    let done = CancellationToken::new();
     let mut writers = Vec::new();
     for _ in 0..2 {
         let (log, settings, done) = (log.clone(), settings.clone(), done.clone());
         writers.push(tokio::spawn(async move {
             let mut refused = 0;
-            while !done.load(Ordering::Acquire) {
+            while !done.is_cancelled() {
                 // each writer restarts after being refused, as the consumer does
                 if tracker_archive::run(log.clone(), settings.clone(), done.clone()).await.is_err() {
                     refused += 1;
@@ -333,7 +333,7 @@ async fn two_archivers_at_once_never_write_an_event_twice() {
         assert!(started.elapsed() < Duration::from_secs(120), "stuck at {e:?} / {r:?}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    done.store(true, Ordering::Release);
+    done.cancel();
     let mut refused = 0;
     for w in writers {
         refused += w.await.unwrap();
@@ -351,7 +351,7 @@ async fn a_retention_delete_while_archiving_loses_and_repeats_nothing() {
     let log = embedded_log(&dir.path().join("log"));
     append(&log, "initech", 0..500).await; // all on 2026-11-28
     archive_until(&log, &settings, &[("initech", 500)]).await;
-    let stop = Arc::new(AtomicBool::new(false));
+    let stop = CancellationToken::new();
     let archiver = tokio::spawn(tracker_archive::run(log.clone(), settings.clone(), stop.clone()));
     let feeder = {
         let log = log.clone();
@@ -373,7 +373,7 @@ async fn a_retention_delete_while_archiving_loses_and_repeats_nothing() {
         assert!(started.elapsed() < Duration::from_secs(60));
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    stop.store(true, Ordering::Release);
+    stop.cancel();
     archiver.await.unwrap().unwrap();
     let per_tenant = query(&settings, "SELECT tenant, COUNT(*), COUNT(DISTINCT event_id) FROM events GROUP BY 1").await;
     assert_eq!(per_tenant, [["acme", "6000", "6000"]], "initech expired, acme whole");

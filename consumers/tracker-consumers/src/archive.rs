@@ -11,12 +11,11 @@
 
 use std::future::Future;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use tracker_archive::{ArchiveSettings, Retention};
 
-use crate::{Pipeline, now_ms, rest, stopped};
+use crate::{CancellationToken, Pipeline, now_ms, rest};
 
 /// How long a lease lasts without a renewal (another process takes over this long after a holder died).
 const LEASE_MS: i64 = 60_000;
@@ -58,46 +57,49 @@ async fn under_lease<T>(
     p: &Pipeline,
     lease: &str,
     holder: &str,
-    stop: &AtomicBool,
-    job: impl FnOnce(Arc<AtomicBool>) -> Job<T>,
+    stop: &CancellationToken,
+    job: impl FnOnce(CancellationToken) -> Job<T>,
 ) -> Result<Leased<T>, String> {
     let now = now_ms();
     if !p.store.acquire_lease(lease, holder, now, now + LEASE_MS).await.map_err(|e| e.to_string())? {
         return Ok(Leased::Busy);
     }
-    let job_stop = Arc::new(AtomicBool::new(false));
+    // the job is told to stop at a stop (a child token) or when the lease is lost
+    let job_stop = stop.child_token();
     let mut job = job(job_stop.clone());
-    let (mut renewed, mut stopping) = (Instant::now(), None::<Instant>);
+    let mut renewed = tokio::time::Instant::now();
+    let mut retry_renewal = renewed + RENEW_EVERY;
     let ended = loop {
         tokio::select! {
             out = &mut job => break Leased::Done(out),
-            () = tokio::time::sleep(Duration::from_millis(100)) => {
-                if stopping.is_some_and(|at| at.elapsed() >= STOP_GRACE) {
-                    tracing::warn!(lease, "stop: the archive job did not end in time and was dropped");
-                    break Leased::Stopped;
+            () = job_stop.cancelled() => {
+                match tokio::time::timeout(STOP_GRACE, &mut job).await {
+                    Ok(out) => break Leased::Done(out),
+                    Err(_) => {
+                        tracing::warn!(lease, "stop: the archive job did not end in time and was dropped");
+                        break Leased::Stopped;
+                    }
                 }
-                if stopped(stop) && stopping.is_none() {
-                    stopping = Some(Instant::now());
-                    job_stop.store(true, Ordering::Release);
-                }
-                if renewed.elapsed() >= RENEW_EVERY && stopping.is_none() {
-                    let now = now_ms();
-                    match p.store.acquire_lease(lease, holder, now, now + LEASE_MS).await {
-                        Ok(true) => renewed = Instant::now(),
-                        Ok(false) => {
-                            tracing::warn!(lease, "lease lost to another process: stopping");
-                            stopping = Some(Instant::now());
-                            job_stop.store(true, Ordering::Release);
-                        }
-                        // unreachable store: keep going while the lease surely holds, then stop
-                        Err(e) if renewed.elapsed() < Duration::from_millis(LEASE_MS as u64 / 2) => {
-                            tracing::warn!(lease, error = %e, "lease not renewed; retrying");
-                        }
-                        Err(e) => {
-                            tracing::warn!(lease, error = %e, "lease could not be renewed: stopping");
-                            stopping = Some(Instant::now());
-                            job_stop.store(true, Ordering::Release);
-                        }
+            }
+            () = tokio::time::sleep_until(retry_renewal) => {
+                let now = now_ms();
+                match p.store.acquire_lease(lease, holder, now, now + LEASE_MS).await {
+                    Ok(true) => {
+                        renewed = tokio::time::Instant::now();
+                        retry_renewal = renewed + RENEW_EVERY;
+                    }
+                    Ok(false) => {
+                        tracing::warn!(lease, "lease lost to another process: stopping");
+                        job_stop.cancel();
+                    }
+                    // unreachable store: keep going while the lease surely holds, then stop
+                    Err(e) if renewed.elapsed() < Duration::from_millis(LEASE_MS as u64 / 2) => {
+                        tracing::warn!(lease, error = %e, "lease not renewed; retrying");
+                        retry_renewal = tokio::time::Instant::now() + Duration::from_secs(1);
+                    }
+                    Err(e) => {
+                        tracing::warn!(lease, error = %e, "lease could not be renewed: stopping");
+                        job_stop.cancel();
                     }
                 }
             }
@@ -108,12 +110,12 @@ async fn under_lease<T>(
     Ok(ended)
 }
 
-/// Archives until `stop` is set, restarting after errors, as the archive's single writer.
-pub async fn archive(p: Arc<Pipeline>, settings: ArchiveSettings, stop: Arc<AtomicBool>) {
+/// Archives until `stop` is cancelled, restarting after errors, as the archive's single writer.
+pub async fn archive(p: Arc<Pipeline>, settings: ArchiveSettings, stop: CancellationToken) {
     let (lease, holder) = (lease_name("archive-writer", &settings), holder());
     let mut wait = Duration::from_secs(1);
     let mut standing_by: Option<Instant> = None;
-    while !stopped(&stop) {
+    while !stop.is_cancelled() {
         let started = Instant::now();
         let (log, s) = (p.filtered.clone(), settings.clone());
         let job = |job_stop| -> Job<_> { Box::pin(tracker_archive::run(log, s, job_stop)) };
@@ -151,11 +153,11 @@ pub async fn archive(p: Arc<Pipeline>, settings: ArchiveSettings, stop: Arc<Atom
 }
 
 /// Runs [`tracker_archive::maintain`] every `settings.maintenance.interval`, when no other process does.
-pub async fn maintain(p: Arc<Pipeline>, settings: ArchiveSettings, stop: Arc<AtomicBool>) {
+pub async fn maintain(p: Arc<Pipeline>, settings: ArchiveSettings, stop: CancellationToken) {
     let holder = holder();
-    while !stopped(&stop) {
+    while !stop.is_cancelled() {
         rest(settings.maintenance.interval, &stop).await;
-        if stopped(&stop) {
+        if stop.is_cancelled() {
             break;
         }
         match maintain_once(&p, &settings, &holder, &stop).await {
@@ -170,7 +172,7 @@ pub async fn maintain_once(
     p: &Pipeline,
     settings: &ArchiveSettings,
     holder: &str,
-    stop: &AtomicBool,
+    stop: &CancellationToken,
 ) -> Result<bool, String> {
     let retention: Vec<Retention> = p
         .store
@@ -187,15 +189,11 @@ pub async fn maintain_once(
     let s = settings.clone();
     // maintenance has no stopping point of its own: at a stop or a lost lease it is dropped (Delta commits are
     // atomic; VACUUM removes what a dropped step wrote)
-    let job = move |job_stop: Arc<AtomicBool>| -> Job<Option<Result<_, tracker_archive::ArchiveError>>> {
+    let job = move |job_stop: CancellationToken| -> Job<Option<Result<_, tracker_archive::ArchiveError>>> {
         Box::pin(async move {
             tokio::select! {
                 r = tracker_archive::maintain(&s, &retention, now_ms()) => Some(r),
-                () = async {
-                    while !job_stop.load(Ordering::Acquire) {
-                        tokio::time::sleep(Duration::from_millis(100)).await
-                    }
-                } => None,
+                () = job_stop.cancelled() => None,
             }
         })
     };

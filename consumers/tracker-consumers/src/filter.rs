@@ -21,7 +21,6 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 
 use tracker_filter::{Bots, RateRules, Rule, Verdict, judge};
@@ -34,7 +33,7 @@ use tracker_store::hot::{FilterUsage, Judged, PendingBatch};
 use tracker_store::usage::{QuotaAlert, drop_metric, threshold};
 use tracker_store::{MAX_PAGE, Plan};
 
-use crate::{BATCH, IDLE, Pipeline, rest, stopped};
+use crate::{BATCH, CancellationToken, IDLE, Pipeline, rest};
 
 /// The filter's consumer group (and its name in the hot tier's positions).
 pub const GROUP: &str = "filter";
@@ -103,12 +102,12 @@ impl Filtering {
     }
 }
 
-/// Runs the filter until `stop` is set.
-pub async fn run(p: Arc<Pipeline>, stop: Arc<AtomicBool>) {
+/// Runs the filter until `stop` is cancelled.
+pub async fn run(p: Arc<Pipeline>, stop: CancellationToken) {
     let mut f = Filtering::new(&p);
     // batches recorded but not appended (a crash, or an append that failed) are replayed before anything else
     let mut pending = true;
-    while !stopped(&stop) {
+    while !stop.is_cancelled() {
         if pending {
             match recover(&p).await {
                 Ok(()) => pending = false,

@@ -23,10 +23,11 @@ pub mod filter;
 pub mod stats;
 pub mod webhooks;
 
+use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+pub use tokio_util::sync::CancellationToken;
 use tracker_log::EventLog;
 use tracker_store::Store;
 use tracker_store::hot::HotStore;
@@ -157,6 +158,49 @@ pub enum Which {
 
 pub const ALL: &[Which] = &[Which::Filter, Which::Stats, Which::Webhooks, Which::Archive];
 
+impl Which {
+    pub fn name(self) -> &'static str {
+        match self {
+            Which::Filter => "filter",
+            Which::Stats => "stats",
+            Which::Webhooks => "webhooks",
+            Which::Archive => "archive",
+        }
+    }
+}
+
+/// Which consumers died: a consumer's task that ended before the stop (a panic, or a bug that returned) is named
+/// here, and the node's `/health` answers 503 with it, so an orchestrator restarts the process instead of
+/// serving on while events pile up unfiltered.
+#[derive(Debug)]
+pub struct Liveness {
+    dead: tokio::sync::watch::Sender<Vec<&'static str>>,
+}
+
+impl Default for Liveness {
+    fn default() -> Self {
+        Liveness { dead: tokio::sync::watch::Sender::new(Vec::new()) }
+    }
+}
+
+impl Liveness {
+    /// The consumers that died, in the order they did.
+    pub fn dead(&self) -> Vec<&'static str> {
+        self.dead.borrow().clone()
+    }
+
+    /// Records that `consumer` ended before it was told to stop.
+    pub fn died(&self, consumer: &'static str) {
+        tracing::error!(consumer, "a consumer stopped before the process did: /health now answers 503");
+        self.dead.send_modify(|d| d.push(consumer));
+    }
+
+    /// Resolves once a consumer has died.
+    pub async fn first_death(&self) {
+        let _ = self.dead.subscribe().wait_for(|d| !d.is_empty()).await;
+    }
+}
+
 impl std::str::FromStr for Which {
     type Err = String;
     fn from_str(s: &str) -> Result<Which, String> {
@@ -170,13 +214,15 @@ impl std::str::FromStr for Which {
     }
 }
 
-/// Runs the chosen consumers until `stop` is set; each stops between batches (its output and position are
-/// always consistent, so stopping anywhere is safe).
-pub async fn run(p: Arc<Pipeline>, which: Vec<Which>, stop: Arc<AtomicBool>) {
+/// Runs the chosen consumers until `stop` is cancelled, and returns once every one of them has ended; each stops
+/// between batches (its output and position are always consistent, so stopping anywhere is safe). A consumer
+/// that ends before the stop is recorded in `liveness`.
+pub async fn run(p: Arc<Pipeline>, which: Vec<Which>, stop: CancellationToken, liveness: Arc<Liveness>) {
     let mut tasks = tokio::task::JoinSet::new();
+    let mut names = HashMap::new();
     for w in &which {
         let (p, stop) = (p.clone(), stop.clone());
-        match w {
+        let handle = match w {
             Which::Filter => tasks.spawn(filter::run(p, stop)),
             Which::Stats => tasks.spawn(stats::run(p, stop)),
             Which::Webhooks => tasks.spawn(webhooks::run(p, stop)),
@@ -187,13 +233,27 @@ pub async fn run(p: Arc<Pipeline>, which: Vec<Which>, stop: Arc<AtomicBool>) {
                 };
                 // Parquet encoding and compaction are CPU work: each gets a thread, off the other consumers'
                 let (p2, s, st) = (p.clone(), settings.clone(), stop.clone());
+                let maintenance = tasks.spawn_blocking(move || on_own_runtime(1, archive::maintain(p2, s, st)));
+                names.insert(maintenance.id(), "archive-maintenance");
                 // reading and committing overlap on two threads
-                tasks.spawn_blocking(move || on_own_runtime(2, archive::archive(p2, s, st)));
-                tasks.spawn_blocking(move || on_own_runtime(1, archive::maintain(p, settings, stop)))
+                tasks.spawn_blocking(move || on_own_runtime(2, archive::archive(p, settings, stop)))
             }
         };
+        names.insert(handle.id(), w.name());
     }
-    while tasks.join_next().await.is_some() {}
+    while let Some(ended) = tasks.join_next_with_id().await {
+        let id = match &ended {
+            Ok((id, ())) => *id,
+            Err(e) => e.id(),
+        };
+        let name = names.get(&id).copied().unwrap_or("consumer");
+        if let Err(e) = ended {
+            tracing::error!(consumer = name, error = %e, "consumer panicked");
+        }
+        if !stop.is_cancelled() {
+            liveness.died(name);
+        }
+    }
 }
 
 /// Runs the consumers on a thread of their own (a single-threaded runtime), as the node does in the embedded
@@ -201,10 +261,11 @@ pub async fn run(p: Arc<Pipeline>, which: Vec<Which>, stop: Arc<AtomicBool>) {
 pub fn spawn(
     p: Arc<Pipeline>,
     which: Vec<Which>,
-    stop: Arc<AtomicBool>,
+    stop: CancellationToken,
+    liveness: Arc<Liveness>,
 ) -> std::io::Result<std::thread::JoinHandle<()>> {
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    std::thread::Builder::new().name("consumers".into()).spawn(move || runtime.block_on(run(p, which, stop)))
+    std::thread::Builder::new().name("consumers".into()).spawn(move || runtime.block_on(run(p, which, stop, liveness)))
 }
 
 fn on_own_runtime(threads: usize, task: impl std::future::Future<Output = ()>) {
@@ -218,18 +279,11 @@ fn on_own_runtime(threads: usize, task: impl std::future::Future<Output = ()>) {
     }
 }
 
-fn stopped(stop: &AtomicBool) -> bool {
-    stop.load(Ordering::Acquire)
-}
-
-/// Sleeps `d`, waking early when `stop` is set.
-async fn rest(d: Duration, stop: &AtomicBool) {
-    let step = Duration::from_millis(50);
-    let mut left = d;
-    while !left.is_zero() && !stopped(stop) {
-        let s = left.min(step);
-        tokio::time::sleep(s).await;
-        left -= s;
+/// Sleeps `d`, waking at once when `stop` is cancelled.
+async fn rest(d: Duration, stop: &CancellationToken) {
+    tokio::select! {
+        () = tokio::time::sleep(d) => {}
+        () = stop.cancelled() => {}
     }
 }
 

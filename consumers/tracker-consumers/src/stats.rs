@@ -5,23 +5,22 @@
 //! and add nothing. It also prunes the hot tier to its retention, once an hour.
 
 use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 
 use tracker_log::Filter;
 use tracker_protocol::{Auth, Event};
 
-use crate::{BATCH, IDLE, Pipeline, now_ms, rest, stopped};
+use crate::{BATCH, CancellationToken, IDLE, Pipeline, now_ms, rest};
 
 /// The stats consumer's group.
 pub const GROUP: &str = "stats";
 
 const PRUNE_EVERY: Duration = Duration::from_secs(3600);
 
-/// Runs the stats consumer until `stop` is set.
-pub async fn run(p: Arc<Pipeline>, stop: Arc<AtomicBool>) {
+/// Runs the stats consumer until `stop` is cancelled.
+pub async fn run(p: Arc<Pipeline>, stop: CancellationToken) {
     let mut pruned: Option<Instant> = None;
-    while !stopped(&stop) {
+    while !stop.is_cancelled() {
         if pruned.is_none_or(|at| at.elapsed() >= PRUNE_EVERY) {
             pruned = Some(Instant::now());
             let now = now_ms();

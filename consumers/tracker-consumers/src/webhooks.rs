@@ -13,7 +13,6 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 
 use rand::Rng as _;
@@ -22,7 +21,7 @@ use tracker_protocol::Event;
 use tracker_store::{AttemptOutcome, DueDelivery, MAX_PAGE, NewDelivery, Webhook};
 
 use crate::delivery::{self, Delivery};
-use crate::{BATCH, IDLE, Pipeline, now_ms, rest, stopped};
+use crate::{BATCH, CancellationToken, IDLE, Pipeline, now_ms, rest};
 
 /// The webhook consumer's group (and its name among the metadata store's consumer positions).
 pub const GROUP: &str = "webhooks";
@@ -69,8 +68,8 @@ impl WebhookSettings {
     }
 }
 
-/// Runs the consumer and the dispatcher until `stop` is set.
-pub async fn run(p: Arc<Pipeline>, stop: Arc<AtomicBool>) {
+/// Runs the consumer and the dispatcher until `stop` is cancelled.
+pub async fn run(p: Arc<Pipeline>, stop: CancellationToken) {
     tokio::join!(queue(p.clone(), stop.clone()), dispatch(p, stop));
 }
 
@@ -163,10 +162,10 @@ async fn notify_alerts(p: &Pipeline, endpoints: &mut Endpoints) -> Result<(), St
     Ok(())
 }
 
-async fn queue(p: Arc<Pipeline>, stop: Arc<AtomicBool>) {
+async fn queue(p: Arc<Pipeline>, stop: CancellationToken) {
     let mut endpoints = Endpoints::default();
     let mut alerts_at: Option<Instant> = None;
-    while !stopped(&stop) {
+    while !stop.is_cancelled() {
         if alerts_at.is_none_or(|at| at.elapsed() >= Duration::from_millis(500)) {
             alerts_at = Some(Instant::now());
             if let Err(e) = notify_alerts(&p, &mut endpoints).await {
@@ -223,7 +222,7 @@ const DUE_BATCH: u32 = 512;
 /// 10 s timeout), so a dispatcher that dies mid-attempt only delays its deliveries by this much.
 const LEASE_MS: i64 = 60_000;
 
-async fn dispatch(p: Arc<Pipeline>, stop: Arc<AtomicBool>) {
+async fn dispatch(p: Arc<Pipeline>, stop: CancellationToken) {
     let client = match delivery::client(p.settings.webhooks.allow_private) {
         Ok(c) => c,
         Err(e) => {
@@ -236,7 +235,7 @@ async fn dispatch(p: Arc<Pipeline>, stop: Arc<AtomicBool>) {
     let mut tasks = tokio::task::JoinSet::new();
     let mut pruned: Option<Instant> = None;
     let s = &p.settings.webhooks;
-    while !stopped(&stop) {
+    while !stop.is_cancelled() {
         while tasks.try_join_next().is_some() {}
         if pruned.is_none_or(|at| at.elapsed() >= PRUNE_EVERY) {
             pruned = Some(Instant::now());

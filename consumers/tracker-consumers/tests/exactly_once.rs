@@ -7,11 +7,13 @@
 
 use std::collections::HashSet;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
+use tokio_util::sync::CancellationToken;
 
 use tracker_consumers::{Pipeline, Settings, filter, stats};
-use tracker_log::{EmbeddedLog, EmbeddedLogConfig, EventLog, RecordSet};
+use tracker_log::{
+    AppendReceipt, EmbeddedLog, EmbeddedLogConfig, EventLog, Filter, LogFuture, LogStatus, Polled, RecordSet,
+};
 use tracker_protocol::wire::RecordSetBuilder;
 use tracker_protocol::{Auth, Event, Uuid, partition_for};
 use tracker_store::hot::{EventQuery, GroupBy, HotStore, StatsQuery};
@@ -120,14 +122,14 @@ async fn bot_drops(p: &Pipeline) -> i64 {
 
 /// Runs the consumers until `done` holds (at most 20 s), then stops them.
 async fn run_until(p: &Arc<Pipeline>, which: &[tracker_consumers::Which], done: impl AsyncFn() -> bool) {
-    let stop = Arc::new(AtomicBool::new(false));
-    let task = tokio::spawn(tracker_consumers::run(p.clone(), which.to_vec(), stop.clone()));
+    let stop = CancellationToken::new();
+    let task = tokio::spawn(tracker_consumers::run(p.clone(), which.to_vec(), stop.clone(), Default::default()));
     let started = Instant::now();
     while !done().await {
         assert!(started.elapsed() < Duration::from_secs(20), "the consumers never caught up");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    stop.store(true, Ordering::Release);
+    stop.cancel();
     task.await.unwrap();
 }
 
@@ -197,4 +199,56 @@ async fn the_hot_tier_counts_an_event_delivered_twice_once() {
     };
     let points = p.hot.stats("acme", &by_param).await.unwrap();
     assert_eq!(points.iter().map(|s| s.count).sum::<i64>(), 300, "param counts once too");
+}
+
+/// A log whose consumer-group reads panic: a bug in a consumer, as the process sees it.
+#[derive(Debug)]
+struct PanicsOnGroupRead(Arc<dyn EventLog>);
+
+impl EventLog for PanicsOnGroupRead {
+    fn partitions(&self) -> u32 {
+        self.0.partitions()
+    }
+    fn append(&self, sets: Vec<RecordSet>, key: Option<String>) -> LogFuture<'_, AppendReceipt> {
+        self.0.append(sets, key)
+    }
+    fn enqueue(&self, sets: Vec<RecordSet>) -> LogFuture<'_, ()> {
+        self.0.enqueue(sets)
+    }
+    fn poll_where(&self, partition: u32, from: u64, max: usize, filter: Filter) -> LogFuture<'_, Polled> {
+        self.0.poll_where(partition, from, max, filter)
+    }
+    fn poll_group(&self, _: &str, _: usize, _: Filter) -> LogFuture<'_, Option<(u32, Polled)>> {
+        panic!("a consumer bug")
+    }
+    fn commit_offset(&self, group: &str, partition: u32, next: u64) -> LogFuture<'_, ()> {
+        self.0.commit_offset(group, partition, next)
+    }
+    fn committed_offset(&self, group: &str, partition: u32) -> LogFuture<'_, Option<u64>> {
+        self.0.committed_offset(group, partition)
+    }
+    fn status(&self) -> LogStatus {
+        self.0.status()
+    }
+    fn shutdown(&self) -> LogFuture<'_, ()> {
+        self.0.shutdown()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_consumer_that_dies_is_named_and_one_that_was_stopped_is_not() {
+    let dir = tempfile::tempdir().unwrap();
+    let healthy = pipeline(dir.path()).await;
+    // the filter reads the raw log (panics), stats the filtered one (healthy)
+    let p = Arc::new(Pipeline { raw: Arc::new(PanicsOnGroupRead(healthy.raw.clone())), ..(*healthy).clone() });
+    let (stop, liveness) = (CancellationToken::new(), Arc::new(tracker_consumers::Liveness::default()));
+    let which = vec![tracker_consumers::Which::Filter, tracker_consumers::Which::Stats];
+    let task = tokio::spawn(tracker_consumers::run(p, which, stop.clone(), liveness.clone()));
+    tokio::time::timeout(Duration::from_secs(10), liveness.first_death()).await.expect("the death is reported");
+    assert_eq!(liveness.dead(), ["filter"]);
+    // the others run on until the stop, and stopping is not dying
+    assert!(!task.is_finished());
+    stop.cancel();
+    tokio::time::timeout(Duration::from_secs(10), task).await.unwrap().unwrap();
+    assert_eq!(liveness.dead(), ["filter"]);
 }

@@ -226,14 +226,15 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), NodeError> {
     let app = router(state.clone());
-    let stop_counting = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let counter =
-        link_counts::spawn(state.clone(), link_counts::consumer_name(&state.cfg.data_dir)?, stop_counting.clone())?;
+    // tells the consumers to stop, between batches, once the last request was answered
+    let stop = tokio_util::sync::CancellationToken::new();
+    let counter = link_counts::spawn(state.clone(), link_counts::consumer_name(&state.cfg.data_dir)?, stop.clone())?;
     let consumers = if state.cfg.consumers {
         Some(tracker_consumers::spawn(
             Arc::new(pipeline(&state)),
             tracker_consumers::ALL.to_vec(),
-            stop_counting.clone(),
+            stop.clone(),
+            state.consumers.clone(),
         )?)
     } else {
         None
@@ -271,7 +272,7 @@ pub async fn serve(
         }
     };
     // the counts commit with their offsets, so stopping between batches loses nothing
-    stop_counting.store(true, std::sync::atomic::Ordering::Release);
+    stop.cancel();
     let _ = tokio::task::spawn_blocking(move || {
         let _ = counter.join();
         consumers.map(std::thread::JoinHandle::join)

@@ -10,6 +10,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tokio_util::sync::CancellationToken;
 
 use tracker_log::Filter;
 use tracker_protocol::{Auth, wire};
@@ -101,20 +102,31 @@ async fn step(st: &AppState, consumer: &str, partition: u32, at: &mut Option<Pos
 
 /// The counter on a thread of its own (a single-threaded runtime): its reads of the log stay on one thread and
 /// one blocking worker, instead of touching the allocator caches of every worker of the node's runtime (which
-/// showed as tens of MB of peak RSS under load). Stops when `stop` is set, between batches.
+/// showed as tens of MB of peak RSS under load). Stops when `stop` is cancelled, between batches; if it ends
+/// before that (a panic), the node's `/health` says so.
 pub fn spawn(
     st: Arc<AppState>,
     consumer: String,
-    stop: Arc<std::sync::atomic::AtomicBool>,
+    stop: CancellationToken,
 ) -> std::io::Result<std::thread::JoinHandle<()>> {
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().max_blocking_threads(1).build()?;
-    std::thread::Builder::new().name("link-counts".into()).spawn(move || runtime.block_on(run(st, consumer, stop)))
+    let liveness = st.consumers.clone();
+    std::thread::Builder::new().name("link-counts".into()).spawn(move || {
+        let counter = run(st, consumer, stop.clone());
+        let ended = runtime.block_on(async move { tokio::spawn(counter).await });
+        if let Err(e) = &ended {
+            tracing::error!(error = %e, "the link counter panicked");
+        }
+        if !stop.is_cancelled() {
+            liveness.died("link-counts");
+        }
+    })
 }
 
-/// Counts until `stop` is set.
-pub async fn run(st: Arc<AppState>, consumer: String, stop: Arc<std::sync::atomic::AtomicBool>) {
+/// Counts until `stop` is cancelled.
+pub async fn run(st: Arc<AppState>, consumer: String, stop: CancellationToken) {
     let mut positions: Vec<Option<Position>> = vec![None; st.log.partitions() as usize];
-    while !stop.load(std::sync::atomic::Ordering::Acquire) {
+    while !stop.is_cancelled() {
         // a partition that filled a whole batch has more waiting; otherwise every partition is caught up and the
         // counter rests instead of spinning over sets it skips
         let mut backlog = false;
@@ -123,12 +135,20 @@ pub async fn run(st: Arc<AppState>, consumer: String, stop: Arc<std::sync::atomi
                 Ok(n) => backlog |= n >= BATCH,
                 Err(e) => {
                     tracing::warn!(partition = p, error = %e, "link counts: batch not counted; retrying");
-                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    rest(Duration::from_secs(1), &stop).await;
                 }
             }
         }
         if !backlog {
-            tokio::time::sleep(IDLE).await;
+            rest(IDLE, &stop).await;
         }
+    }
+}
+
+/// Sleeps `d`, waking at once when `stop` is cancelled.
+async fn rest(d: Duration, stop: &CancellationToken) {
+    tokio::select! {
+        () = tokio::time::sleep(d) => {}
+        () = stop.cancelled() => {}
     }
 }

@@ -106,6 +106,8 @@ pub struct AppState {
     pub webhook_client: reqwest::Client,
     /// The warm and cold tiers `/api/query` asks.
     pub queries: crate::query::Archived,
+    /// The stream consumers this process runs (in-process, and the link counter): `/health` names dead ones.
+    pub consumers: Arc<tracker_consumers::Liveness>,
     tenants: TtlCache<String, TenantRecord>,
     short_links: TtlCache<String, ShortLinkRecord>,
     tokens: TtlCache<String, TokenRecord>,
@@ -131,6 +133,7 @@ impl AppState {
         let queries = crate::query::Archived::from_config(&cfg)?;
         Ok(AppState {
             queries,
+            consumers: Arc::default(),
             streams,
             live: Arc::new(crate::sse::Hub::new(cfg.sse_backlog)),
             webhook_client,

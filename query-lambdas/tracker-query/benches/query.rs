@@ -11,8 +11,8 @@
 #![allow(clippy::unwrap_used, clippy::indexing_slicing)] // a benchmark: a panic is a failure report
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
+use tokio_util::sync::CancellationToken;
 
 use serde_json::{Value, json};
 use tracker_archive::{ArchiveSettings, Maintenance};
@@ -38,10 +38,10 @@ async fn build(dir: &std::path::Path, total: u64, tenants: u64, settings: &Archi
     let spacing_us = u64::try_from(DAYS * 86_400_000_000).unwrap() / total;
     let started = Instant::now();
     let ends = tracker_archive::sample::fill(&*log, total, tenants, START_MS, spacing_us, |_| {}).await.unwrap();
-    let stop = Arc::new(AtomicBool::new(false));
+    let stop = CancellationToken::new();
     let task = tokio::spawn(tracker_archive::run(log.clone(), settings.clone(), stop.clone()));
     tracker_archive::sample::wait_read(&*log, &ends).await.unwrap();
-    stop.store(true, Ordering::Release);
+    stop.cancel();
     task.await.unwrap().unwrap();
     tracker_archive::maintain(settings, &[], START_MS + (DAYS + 1) * 86_400_000).await.unwrap();
     log.shutdown().await.unwrap();

@@ -6,8 +6,8 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
+use tokio_util::sync::CancellationToken;
 
 use serde_json::{Value, json};
 use tracker_archive::{ArchiveSettings, Table, positions, read_table};
@@ -81,7 +81,7 @@ async fn lake() -> Lake {
         flush_interval: Duration::from_millis(100),
         ..ArchiveSettings::new(base)
     };
-    let stop = Arc::new(AtomicBool::new(false));
+    let stop = CancellationToken::new();
     let task = tokio::spawn(tracker_archive::run(log.clone(), settings.clone(), stop.clone()));
     loop {
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -91,7 +91,7 @@ async fn lake() -> Lake {
             break;
         }
     }
-    stop.store(true, Ordering::Release);
+    stop.cancel();
     task.await.unwrap().unwrap();
     Lake { _dir: dir, settings }
 }
@@ -325,7 +325,7 @@ async fn runtime_api(events: Vec<Value>) -> (String, tokio::sync::mpsc::Unbounde
                 std::future::pending::<()>().await; // no more invocations: the function waits, as on AWS
                 unreachable!()
             };
-            let id = format!("req-{}", served.fetch_add(1, Ordering::SeqCst));
+            let id = format!("req-{}", served.fetch_add(1, std::sync::atomic::Ordering::SeqCst));
             let deadline = (std::time::SystemTime::now() + Duration::from_secs(60))
                 .duration_since(std::time::UNIX_EPOCH)
                 .unwrap()

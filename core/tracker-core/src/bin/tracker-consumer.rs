@@ -8,7 +8,6 @@
 //! ```
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 
 use tracker_consumers::Which;
 use tracker_core::{Config, build_state, pipeline};
@@ -48,8 +47,8 @@ async fn main() -> std::process::ExitCode {
             return std::process::ExitCode::FAILURE;
         }
     };
-    let stop = Arc::new(AtomicBool::new(false));
-    let flag = stop.clone();
+    let stop = tracker_consumers::CancellationToken::new();
+    let signalled = stop.clone();
     tokio::spawn(async move {
         // SIGINT or SIGTERM: stop between batches (output and positions are always consistent)
         match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
@@ -63,11 +62,25 @@ async fn main() -> std::process::ExitCode {
                 let _ = tokio::signal::ctrl_c().await;
             }
         }
-        flag.store(true, Ordering::Release);
+        signalled.cancel();
     });
     tracing::info!(consumers = ?which, "consumers running");
-    tracker_consumers::run(Arc::new(pipeline(&state)), which, stop).await;
+    // a consumer that dies stops the others and the process, which exits with an error to be restarted (the
+    // positions are durable: the restart resumes every consumer where it was)
+    let liveness = Arc::new(tracker_consumers::Liveness::default());
+    let (watched, on_death) = (liveness.clone(), stop.clone());
+    tokio::spawn(async move {
+        watched.first_death().await;
+        on_death.cancel();
+    });
+    tracker_consumers::run(Arc::new(pipeline(&state)), which, stop, liveness.clone()).await;
     let _ = state.streams.filtered.shutdown().await;
     let _ = state.log.shutdown().await;
-    std::process::ExitCode::SUCCESS
+    let dead = liveness.dead();
+    if dead.is_empty() {
+        std::process::ExitCode::SUCCESS
+    } else {
+        eprintln!("error: consumers died: {}", dead.join(", "));
+        std::process::ExitCode::FAILURE
+    }
 }

@@ -8,8 +8,16 @@ use axum::response::{IntoResponse, Response};
 
 use crate::state::AppState;
 
-pub async fn health() -> Response {
-    super::json(StatusCode::OK, &serde_json::json!({ "status": "ok", "version": env!("CARGO_PKG_VERSION") }))
+/// `200` while the node and the consumers it runs work; `503` naming the consumers that died (the process should
+/// be restarted: their positions are durable, so a restart resumes them where they were).
+pub async fn health(State(st): State<Arc<AppState>>) -> Response {
+    let dead = st.consumers.dead();
+    let version = env!("CARGO_PKG_VERSION");
+    if dead.is_empty() {
+        return super::json(StatusCode::OK, &serde_json::json!({ "status": "ok", "version": version }));
+    }
+    let body = serde_json::json!({ "status": "unavailable", "version": version, "dead_consumers": dead });
+    super::json(StatusCode::SERVICE_UNAVAILABLE, &body)
 }
 
 pub async fn broker(State(st): State<Arc<AppState>>) -> Response {

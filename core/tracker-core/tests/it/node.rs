@@ -537,6 +537,11 @@ async fn health_broker_and_metrics() {
         "{text}"
     );
     assert!(text.contains("tracker_log_healthy 1"));
+    // a consumer of the node that died (consumers' own tests show how one is found dead) makes the node unhealthy
+    node.state.consumers.died("stats");
+    let res = node.get("/health").await;
+    assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(res.json::<Value>().await.unwrap()["dead_consumers"], json!(["stats"]));
     node.stop().await;
 }
 
