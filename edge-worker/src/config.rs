@@ -1,14 +1,14 @@
 //! The Worker's settings, from `wrangler.toml` vars and secrets.
 
 use tracker_protocol::service::ServiceConfig;
-use tracker_protocol::{Limits, LinkKey, SeedMode};
+use tracker_protocol::{Limits, LinkKey, Secret, SeedMode};
 
 #[derive(Debug, Clone)]
 pub struct EdgeConfig {
     /// Core nodes, tried in turn (failover) for forwarding and lookups.
     pub core_urls: Vec<String>,
     /// `EDGE_SHARED_SECRET`: signs batches and lookups sent to the core.
-    pub edge_secret: Option<Vec<u8>>,
+    pub edge_secret: Option<Secret<Vec<u8>>>,
     pub service: ServiceConfig,
     /// Seed links without a key prefix (`HMAC_SECRET`, `ENCRYPTION_KEY` secrets).
     pub global_keys: Vec<LinkKey>,
@@ -70,7 +70,7 @@ impl EdgeConfig {
         }
         Ok(EdgeConfig {
             core_urls,
-            edge_secret,
+            edge_secret: edge_secret.map(Secret::new),
             service: ServiceConfig {
                 seed_mode,
                 limits: Limits::default(),

@@ -7,7 +7,7 @@ use rand::Rng as _;
 use tokio::net::TcpListener;
 use tracker_log::{EmbeddedLog, EventLog};
 use tracker_protocol::links::{seed_encrypted_url, seed_short_url, seed_signed_url};
-use tracker_protocol::{LinkKind, V2Link};
+use tracker_protocol::{LinkKind, Secret, V2Link};
 use tracker_store::{GLOBAL_KEY_PREFIX, Store};
 
 use crate::config::{Config, VARIABLES};
@@ -463,7 +463,11 @@ pub async fn build_link(
     let params: Vec<(&str, &str)> = opts.params.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
     let nonce: [u8; 12] = rand::rng().random();
     let (secret, aes, kid) = if prefix == GLOBAL_KEY_PREFIX {
-        (cfg.hmac_secret.clone(), cfg.encryption_key, "global".to_owned())
+        (
+            cfg.hmac_secret.clone().map(Secret::into_inner),
+            cfg.encryption_key.clone().map(Secret::into_inner),
+            "global".to_owned(),
+        )
     } else {
         let t = store.tenant_keys(prefix).await?.ok_or_else(|| cli_err(format!("no tenant {prefix:?}")))?;
         let key = t.keys.into_iter().next().ok_or_else(|| cli_err("the tenant has no key"))?;

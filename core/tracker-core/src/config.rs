@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use sha2::Digest as _;
-use tracker_protocol::{Limits, SeedMode, parse_encryption_key};
+use tracker_protocol::{Limits, Secret, SeedMode, parse_encryption_key};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -49,15 +49,15 @@ pub struct Config {
     pub database: tracker_store::Location,
     /// Base URL printed in links by the CLI.
     pub public_url: String,
-    pub hmac_secret: Option<String>,
-    pub encryption_key: Option<[u8; 32]>,
+    pub hmac_secret: Option<Secret<String>>,
+    pub encryption_key: Option<Secret<[u8; 32]>>,
     /// Seals tenant link secrets at rest in the metadata store.
-    pub secrets_key: Option<[u8; 32]>,
+    pub secrets_key: Option<Secret<[u8; 32]>>,
     pub url_mode: SeedMode,
     pub max_batch_size: usize,
     pub max_body_bytes: usize,
     pub log: LogSettings,
-    pub edge_secrets: Vec<Vec<u8>>,
+    pub edge_secrets: Secret<Vec<Vec<u8>>>,
     pub edge_replay_window: Duration,
     pub trust_proxy: TrustProxy,
     pub limits: Limits,
@@ -92,7 +92,7 @@ pub struct QuerySettings {
     /// The query functions' base URL (a Lambda function URL); `None` answers in-process over `ARCHIVE_URL`.
     pub url: Option<String>,
     /// The secret requests to `url` are signed with.
-    pub secret: Option<Vec<u8>>,
+    pub secret: Option<Secret<Vec<u8>>>,
     /// Longest a warm or cold query may run.
     pub timeout: Duration,
 }
@@ -101,7 +101,7 @@ pub struct QuerySettings {
 #[derive(Debug, Clone)]
 pub struct IggySettings {
     /// Connection string with transport, address, credentials and TLS.
-    pub url: String,
+    pub url: Secret<String>,
     pub stream: String,
     /// A send slower than this goes to the local spool instead.
     pub send_timeout: Duration,
@@ -147,7 +147,7 @@ impl Default for Config {
                 retention_age: Some(Duration::from_secs(7 * 24 * 3600)),
                 retention_bytes: None,
             },
-            edge_secrets: Vec::new(),
+            edge_secrets: Secret::default(),
             edge_replay_window: Duration::from_secs(300),
             trust_proxy: TrustProxy::None,
             limits: Limits::default(),
@@ -181,6 +181,7 @@ pub const VARIABLES: &[(&str, &str, &str)] = &[
     ("LIBSQL_REPLICA_PATH", "", "with a remote DATABASE_URL: keep an embedded replica in this file (local reads)"),
     ("LIBSQL_SYNC_INTERVAL_SECS", "5", "how often an embedded replica pulls changes from the primary"),
     ("PUBLIC_URL", "http://HOST:PORT", "base URL the CLI prints links with"),
+    ("RUST_LOG", "", "log filter (tracing's EnvFilter); unset: our own lines from info up, dependencies' warnings"),
     ("HMAC_SECRET", "", "global secret for seed links signed without a key prefix (text, used as given)"),
     (
         "ENCRYPTION_KEY",
@@ -301,7 +302,7 @@ fn location(
             if auth_token.is_empty() && !url.starts_with("http://") {
                 return Err(invalid(token_var, format!("is required for a remote {var}")));
             }
-            Ok(Some(tracker_store::Location::Remote { url: url.to_owned(), auth_token }))
+            Ok(Some(tracker_store::Location::Remote { url: url.to_owned(), auth_token: auth_token.into() }))
         }
         Some(url) if url.contains("://") => {
             Err(invalid(var, "must be a file path, file:, libsql://, https:// or http:// URL"))
@@ -450,7 +451,7 @@ impl Config {
             },
             secret: match src.get("QUERY_SECRET") {
                 None => None,
-                Some(s) if s.len() >= 16 => Some(s.as_bytes().to_vec()),
+                Some(s) if s.len() >= 16 => Some(Secret::new(s.as_bytes().to_vec())),
                 Some(_) => return Err(invalid("QUERY_SECRET", "must be at least 16 bytes")),
             },
             timeout: match src.parse("QUERY_TIMEOUT_SECS", 25u64)? {
@@ -563,7 +564,7 @@ impl Config {
                 ));
             }
             Some(url) => Some(IggySettings {
-                url: url.to_owned(),
+                url: Secret::new(url.to_owned()),
                 stream: src.get("IGGY_STREAM").unwrap_or("tracker").to_owned(),
                 send_timeout: Duration::from_millis(src.parse("IGGY_SEND_TIMEOUT_MS", 2000u64)?.max(1)),
                 linger: Duration::from_millis(src.parse("IGGY_LINGER_MS", 2u64)?),
@@ -575,14 +576,14 @@ impl Config {
             data_dir,
             database,
             public_url,
-            hmac_secret,
-            encryption_key,
-            secrets_key,
+            hmac_secret: hmac_secret.map(Secret::new),
+            encryption_key: encryption_key.map(Secret::new),
+            secrets_key: secrets_key.map(Secret::new),
             url_mode,
             max_batch_size,
             max_body_bytes,
             log,
-            edge_secrets,
+            edge_secrets: Secret::new(edge_secrets),
             edge_replay_window: Duration::from_secs(src.parse("EDGE_REPLAY_WINDOW_SECS", 300)?),
             trust_proxy,
             limits,
@@ -633,6 +634,38 @@ mod tests {
 
     fn vars(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
         pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    #[test]
+    fn a_configuration_printed_whole_shows_no_secret() {
+        let secrets = [
+            ("HMAC_SECRET", "hmac-secret-value-1"),
+            ("ENCRYPTION_KEY", "e1e1e1e1e1e1e1e1e1e1e1e1e1e1e1e1e1e1e1e1e1e1e1e1e1e1e1e1e1e1e1e1"),
+            ("SECRETS_KEY", "5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e"),
+            ("EDGE_SHARED_SECRETS", "edge-shared-secret-value-0123456789"),
+            ("QUERY_SECRET", "query-secret-value-0123"),
+            ("LIBSQL_AUTH_TOKEN", "libsql-token-value"),
+            ("HOT_LIBSQL_AUTH_TOKEN", "hot-token-value"),
+            ("ADMIN_TOKEN", "admin-token-value-0123456789abcdef"),
+            ("AWS_SECRET_ACCESS_KEY", "aws-secret-value"),
+        ];
+        let mut pairs: Vec<(&str, &str)> = secrets.to_vec();
+        pairs.extend([
+            ("DATABASE_URL", "libsql://db.example"),
+            ("HOT_DATABASE_URL", "libsql://hot.example"),
+            ("QUERY_URL", "https://query.example"),
+            ("IGGY_URL", "iggy://tracker:iggy-password-value@127.0.0.1:8090"),
+            ("ARCHIVE_URL", "s3://bucket/archive"),
+            ("AWS_ACCESS_KEY_ID", "AKIAEXAMPLE"),
+            ("AWS_REGION", "auto"),
+        ]);
+        let c = Config::from_vars(vars(&pairs), None).unwrap();
+        let printed = format!("{c:?}");
+        let encryption_key_bytes = format!("{:?}", [0xe1u8; 32]);
+        for (name, value) in secrets.iter().chain(&[("IGGY_URL", "iggy-password-value"), ("", &encryption_key_bytes)]) {
+            assert!(!printed.contains(value), "{name} printed: {printed}");
+        }
+        assert!(printed.contains("<redacted>"));
     }
 
     #[test]

@@ -49,13 +49,17 @@ pub enum NodeError {
     Cli(String),
 }
 
-/// Logs to stderr, filtered by `RUST_LOG` (info by default, storage engine chatter at warn): for the binaries.
+/// What the binaries log without `RUST_LOG`: our own lines from info up, dependencies' warnings and errors (the
+/// Delta kernel logs an ERROR when it finds no table where the archiver is about to create one: off).
+pub const DEFAULT_LOG_FILTER: &str = "warn,tracker_core=info,tracker_consumer=info,tracker_consumers=info,\
+    tracker_archive=info,tracker_store=info,tracker_log=info,tracker_log_iggy=info,tracker_import=info,\
+    tracker_filter=info,tracker_query=info,buoyant_kernel::snapshot::builder=off";
+
+/// Logs to stderr, filtered by `RUST_LOG` ([`DEFAULT_LOG_FILTER`] without it): for the binaries.
 pub fn init_tracing() {
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                // the Delta kernel logs an ERROR when it finds no table where the archiver is about to create one
-                .unwrap_or_else(|_| "info,fjall=warn,lsm_tree=warn,buoyant_kernel::snapshot::builder=off".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| DEFAULT_LOG_FILTER.into()),
         )
         .with_writer(std::io::stderr)
         .init();
@@ -76,8 +80,8 @@ pub fn log_config(cfg: &Config) -> EmbeddedLogConfig {
 /// Opens the metadata store, sealing link secrets at rest when `SECRETS_KEY` is set.
 pub async fn open_store(cfg: &Config) -> Result<Store, NodeError> {
     let store = Store::connect(&cfg.database).await?;
-    Ok(match cfg.secrets_key {
-        Some(key) => store.with_secrets_key(key),
+    Ok(match &cfg.secrets_key {
+        Some(key) => store.with_secrets_key(*key.expose()),
         None => store,
     })
 }
@@ -107,7 +111,7 @@ pub async fn open_raw_log(cfg: &Config) -> Result<Arc<dyn EventLog>, NodeError> 
         }
         Some(iggy) => {
             let primary = IggyConfig {
-                url: iggy.url,
+                url: iggy.url.into_inner(),
                 stream: iggy.stream,
                 partitions: cfg.log.partitions,
                 retention: cfg.log.retention_age,
@@ -138,7 +142,7 @@ async fn open_log(cfg: &Config, dir: &str, spool: &str, topic: &'static str) -> 
             let spool = open_embedded(log_cfg).await?;
             let log = Arc::new(SpooledLog::new(spool, iggy.send_timeout, "iggy"));
             let primary = IggyConfig {
-                url: iggy.url,
+                url: iggy.url.into_inner(),
                 stream: iggy.stream,
                 partitions: cfg.log.partitions,
                 retention: cfg.log.retention_age,

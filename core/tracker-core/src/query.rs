@@ -56,7 +56,7 @@ impl Archived {
     pub fn from_config(cfg: &Config) -> Result<Archived, String> {
         match (&cfg.query.url, &cfg.consumer_settings.archive) {
             (Some(url), _) => {
-                let secret = cfg.query.secret.clone().ok_or("QUERY_SECRET is required with QUERY_URL")?;
+                let secret = cfg.query.secret.clone().ok_or("QUERY_SECRET is required with QUERY_URL")?.into_inner();
                 let client = reqwest::Client::builder()
                     .timeout(cfg.query.timeout + Duration::from_secs(5))
                     .build()

@@ -13,7 +13,7 @@ use tracker_protocol::service::{
     Directory, GLOBAL_KEY_PREFIX, ServiceConfig, ShortLinkRecord, TenantRecord, TokenRecord,
 };
 use tracker_protocol::wire::RecordSetBuilder;
-use tracker_protocol::{Event, LinkKey, ProtocolError, partition_for};
+use tracker_protocol::{Event, LinkKey, ProtocolError, Secret, partition_for};
 use tracker_store::{Store, StoreError, hash_token};
 
 use crate::config::Config;
@@ -119,8 +119,8 @@ impl AppState {
         let global_keys = if cfg.hmac_secret.is_some() || cfg.encryption_key.is_some() {
             vec![LinkKey {
                 kid: "global".into(),
-                signing_secret: cfg.hmac_secret.clone(),
-                encryption_key: cfg.encryption_key,
+                signing_secret: cfg.hmac_secret.clone().map(Secret::into_inner),
+                encryption_key: cfg.encryption_key.clone().map(Secret::into_inner),
                 retires_at_ms: None,
             }]
         } else {

@@ -59,6 +59,7 @@ pub mod links;
 pub mod matching;
 pub mod quota;
 pub mod redirect;
+mod secret;
 pub mod service;
 pub mod v1;
 pub mod webhook;
@@ -73,6 +74,7 @@ pub use links::{
     KeyRef, LinkFormat, LinkKey, LinkKind, ParsedLink, SeedMode, V2Link, VerifiedLink, parse_encryption_key, parse_link,
 };
 pub use redirect::{CLICK_ID_PARAM, build_redirect, validate_destination};
+pub use secret::Secret;
 pub use uuid::Uuid;
 
 /// Entry points shared by the property tests and the `cargo fuzz` targets (`core/tracker-protocol/fuzz`): every

@@ -1,6 +1,7 @@
 //! Pooled libSQL connections and numbered migrations, shared by the metadata store and the hot tier.
 
 use libsql::Connection;
+use tracker_protocol::Secret;
 
 use crate::{Result, StoreError, int};
 
@@ -62,10 +63,10 @@ pub enum Location {
     /// A local database file (the default).
     File(std::path::PathBuf),
     /// A remote libSQL server such as Turso (`libsql://`, `https://`), every statement a network round trip.
-    Remote { url: String, auth_token: String },
+    Remote { url: String, auth_token: Secret<String> },
     /// An embedded replica: reads from a local file kept in sync with the remote primary, writes forwarded to it
     /// (and visible to this process's next read).
-    Replica { path: std::path::PathBuf, url: String, auth_token: String, sync_interval: std::time::Duration },
+    Replica { path: std::path::PathBuf, url: String, auth_token: Secret<String>, sync_interval: std::time::Duration },
 }
 
 /// A libSQL database: a pool of local connections, or fresh streams to a remote one.
@@ -90,13 +91,13 @@ impl Db {
                 libsql::Builder::new_local(path).build().await?
             }
             Location::Remote { url, auth_token } => {
-                libsql::Builder::new_remote(url.clone(), auth_token.clone()).build().await?
+                libsql::Builder::new_remote(url.clone(), auth_token.expose().clone()).build().await?
             }
             Location::Replica { path, url, auth_token, sync_interval } => {
                 if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
                     std::fs::create_dir_all(dir)?;
                 }
-                let db = libsql::Builder::new_remote_replica(path, url.clone(), auth_token.clone())
+                let db = libsql::Builder::new_remote_replica(path, url.clone(), auth_token.expose().clone())
                     .sync_interval(*sync_interval)
                     .read_your_writes(true)
                     .build()

@@ -84,10 +84,10 @@ fn sqld(test: &str) -> Option<Sqld> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_remote_server_is_the_system_of_record() {
     let Some(server) = sqld("a_remote_server_is_the_system_of_record") else { return };
-    let remote = Location::Remote { url: server.url.clone(), auth_token: server.token.clone() };
+    let remote = Location::Remote { url: server.url.clone(), auth_token: server.token.clone().into() };
 
     // a wrong token is refused by the server
-    let forged = Location::Remote { url: server.url.clone(), auth_token: format!("{}x", server.token) };
+    let forged = Location::Remote { url: server.url.clone(), auth_token: format!("{}x", server.token).into() };
     assert!(Store::connect(&forged).await.is_err(), "a forged token must not connect");
 
     let s = Store::connect(&remote).await.unwrap();
@@ -118,14 +118,16 @@ async fn a_remote_server_is_the_system_of_record() {
 async fn an_embedded_replica_reads_locally_and_writes_through() {
     let Some(server) = sqld("an_embedded_replica_reads_locally_and_writes_through") else { return };
     let primary =
-        Store::connect(&Location::Remote { url: server.url.clone(), auth_token: server.token.clone() }).await.unwrap();
+        Store::connect(&Location::Remote { url: server.url.clone(), auth_token: server.token.clone().into() })
+            .await
+            .unwrap();
     primary.create_tenant("Acme", Some("acme"), NOW).await.unwrap();
 
     let dir = tempfile::tempdir().unwrap();
     let replica = Location::Replica {
         path: dir.path().join("replica.db"),
         url: server.url.clone(),
-        auth_token: server.token.clone(),
+        auth_token: server.token.clone().into(),
         sync_interval: Duration::from_millis(200),
     };
     let r = Store::connect(&replica).await.unwrap();

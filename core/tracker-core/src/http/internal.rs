@@ -21,7 +21,7 @@ use crate::state::{AppState, now_ms};
 /// Checks an edge request: a signed batch (`path == None`: returns its batch id) or a signed lookup of `path`.
 /// Authenticity is checked before anything else about the request is looked at.
 pub fn authenticate(st: &AppState, headers: &HeaderMap, path: Option<&str>, body: &[u8]) -> Result<String, ApiError> {
-    if st.cfg.edge_secrets.is_empty() {
+    if st.cfg.edge_secrets.expose().is_empty() {
         return Err(ApiError::new(
             StatusCode::NOT_FOUND,
             "edge_intake_disabled",
@@ -36,7 +36,7 @@ pub fn authenticate(st: &AppState, headers: &HeaderMap, path: Option<&str>, body
     let ts: i64 = ts.parse().map_err(|_| unauthorized("X-Tracker-Timestamp must be milliseconds since the epoch"))?;
     let subject = match path {
         Some(p) => {
-            if !verify_lookup(&st.cfg.edge_secrets, sig, ts, p) {
+            if !verify_lookup(st.cfg.edge_secrets.expose(), sig, ts, p) {
                 return Err(unauthorized("the request signature is invalid"));
             }
             p.to_owned()
@@ -50,7 +50,7 @@ pub fn authenticate(st: &AppState, headers: &HeaderMap, path: Option<&str>, body
                     "X-Tracker-Batch-Id must be 1 to 128 characters from [A-Za-z0-9_.:-]",
                 ));
             }
-            if !verify_batch(&st.cfg.edge_secrets, sig, ts, batch_id, body) {
+            if !verify_batch(st.cfg.edge_secrets.expose(), sig, ts, batch_id, body) {
                 return Err(unauthorized("the batch signature is invalid"));
             }
             batch_id.to_owned()

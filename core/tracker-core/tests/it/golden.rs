@@ -133,7 +133,7 @@ async fn every_tier_gives_the_golden_answers_and_auto_merges_at_the_watermark() 
     let remote = |secret: &[u8]| {
         let mut cfg = api.node.state.cfg.clone();
         cfg.query.url = Some(url.clone());
-        cfg.query.secret = Some(secret.to_vec());
+        cfg.query.secret = Some(secret.to_vec().into());
         tracker_core::query::Archived::from_config(&cfg).unwrap()
     };
     let (remote, forged) = (remote(&secret), remote(b"not-the-query-secret-0123"));

@@ -25,7 +25,10 @@ async fn main() -> Result<(), Error> {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info,buoyant_kernel::snapshot::builder=off".into()),
+                // our own lines from info up, dependencies' warnings (the Delta kernel's missing-table ERROR: off)
+                .unwrap_or_else(|_| {
+                    "warn,tracker_query=info,tracker_query_lambda=info,buoyant_kernel::snapshot::builder=off".into()
+                }),
         )
         .with_ansi(!under_lambda)
         .without_time()

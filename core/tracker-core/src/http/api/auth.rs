@@ -167,7 +167,7 @@ pub async fn direct_live(State(st): State<Arc<AppState>>, mut req: Request, next
 /// `/internal/v1/api/...`: the edge's signature over method, path, credential hash and body, within the replay
 /// window; then the caller is resolved from the credential hash like any direct call.
 pub async fn via_edge(State(st): State<Arc<AppState>>, req: Request, next: Next) -> Response {
-    if st.cfg.edge_secrets.is_empty() {
+    if st.cfg.edge_secrets.expose().is_empty() {
         return ApiError::new(StatusCode::NOT_FOUND, "edge_intake_disabled", "this node has no EDGE_SHARED_SECRETS")
             .into_response();
     }
@@ -184,7 +184,7 @@ pub async fn via_edge(State(st): State<Arc<AppState>>, req: Request, next: Next)
     let Ok(ts) = ts.parse::<i64>() else { return refuse("X-Tracker-Timestamp must be milliseconds since the epoch") };
     let credential = header(CREDENTIAL_HEADER).unwrap_or_default();
     let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
-    if !verify_api(&st.cfg.edge_secrets, sig, ts, parts.method.as_str(), path, credential, &bytes) {
+    if !verify_api(st.cfg.edge_secrets.expose(), sig, ts, parts.method.as_str(), path, credential, &bytes) {
         return refuse("the request signature is invalid");
     }
     if u128::from(now_ms().abs_diff(ts)) > st.cfg.edge_replay_window.as_millis() {

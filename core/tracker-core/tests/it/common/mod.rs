@@ -33,7 +33,7 @@ impl Node {
         cfg.cache_ttl = Duration::ZERO;
         cfg.log.partitions = 4;
         cfg.log.commit_window = Duration::from_millis(2);
-        cfg.edge_secrets = vec![EDGE_SECRET.as_bytes().to_vec()];
+        cfg.edge_secrets = vec![EDGE_SECRET.as_bytes().to_vec()].into();
         tune(&mut cfg);
         Self::start_with(cfg, dir).await
     }
