@@ -90,6 +90,14 @@ ensure_cargo_lambda() {
 
 # moto's S3 server from PyPI: the archive's S3 (R2) path is tested against it. Sets TRACKER_S3_PYTHON for the tests
 # (they start tests/archive/s3_server.py with it).
+# cargo-machete finds dependencies a crate declares and never uses (built from crates.io once, ~1 min)
+ensure_cargo_machete() {
+    if [ "$(cargo machete --version 2>/dev/null)" != "0.9.2" ]; then
+        say "installing cargo-machete 0.9.2 (once)"
+        cargo install --locked --quiet cargo-machete --version 0.9.2
+    fi
+}
+
 ensure_moto() {
     local venv="${TRACKER_VENV:-$HOME/.cache/tracker/venv}"
     [ -x "$venv/bin/python" ] || python3 -m venv "$venv"

@@ -8,10 +8,13 @@ ensure_sqld
 ensure_duckdb
 ensure_moto
 ensure_chromium
+ensure_cargo_machete
 say "formatting (and no Rust line rustfmt could not fit: it leaves whole functions unformatted around one)"
 cargo fmt --all --check
 long=$(git ls-files '*.rs' | xargs awk 'length > 120 { print FILENAME ":" FNR ": " length " characters" }')
 [ -z "$long" ] || { echo "$long"; echo "lines over 120 characters (max_width in rustfmt.toml)" >&2; exit 1; }
+say "no unused dependencies (cargo machete; exceptions carry their reason in the crate's Cargo.toml)"
+cargo machete
 say "docs name only paths that exist"
 python3 scripts/doc-paths.py
 say "clippy (workspace lints, warnings are errors), natively and for the Worker's wasm32 target"
