@@ -98,6 +98,14 @@ ensure_cargo_machete() {
     fi
 }
 
+# cargo-deny checks licenses, bans and sources (and advisories where GitHub is reachable); built once (~6 min)
+ensure_cargo_deny() {
+    if [ "$(cargo deny --version 2>/dev/null)" != "cargo-deny 0.20.2" ]; then
+        say "installing cargo-deny 0.20.2 (once)"
+        cargo install --locked --quiet cargo-deny --version 0.20.2
+    fi
+}
+
 ensure_moto() {
     local venv="${TRACKER_VENV:-$HOME/.cache/tracker/venv}"
     [ -x "$venv/bin/python" ] || python3 -m venv "$venv"

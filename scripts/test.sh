@@ -9,12 +9,20 @@ ensure_duckdb
 ensure_moto
 ensure_chromium
 ensure_cargo_machete
+ensure_cargo_deny
 say "formatting (and no Rust line rustfmt could not fit: it leaves whole functions unformatted around one)"
 cargo fmt --all --check
 long=$(git ls-files '*.rs' | xargs awk 'length > 120 { print FILENAME ":" FNR ": " length " characters" }')
 [ -z "$long" ] || { echo "$long"; echo "lines over 120 characters (max_width in rustfmt.toml)" >&2; exit 1; }
 say "no unused dependencies (cargo machete; exceptions carry their reason in the crate's Cargo.toml)"
 cargo machete
+say "cargo deny: licenses (deny.toml), banned crates, sources"
+cargo deny --log-level error check licenses bans sources
+if timeout 60 cargo deny fetch db >/dev/null 2>&1; then
+    cargo deny --log-level error check advisories
+else
+    say "not checked here: advisories (the RustSec database on github.com is unreachable from this machine)"
+fi
 say "docs name only paths that exist"
 python3 scripts/doc-paths.py
 say "clippy (workspace lints, warnings are errors), natively and for the Worker's wasm32 target"
