@@ -1,7 +1,7 @@
 //! The Worker's settings, from `wrangler.toml` vars and secrets.
 
 use tracker_protocol::service::ServiceConfig;
-use tracker_protocol::{Limits, LinkKey, Secret, SeedMode};
+use tracker_protocol::{Limits, LinkKey, Secret, V1Mode};
 
 #[derive(Debug, Clone)]
 pub struct EdgeConfig {
@@ -10,7 +10,7 @@ pub struct EdgeConfig {
     /// `EDGE_SHARED_SECRET`: signs batches and lookups sent to the core.
     pub edge_secret: Option<Secret<Vec<u8>>>,
     pub service: ServiceConfig,
-    /// Seed links without a key prefix (`HMAC_SECRET`, `ENCRYPTION_KEY` secrets).
+    /// V1 links without a key prefix (`HMAC_SECRET`, `ENCRYPTION_KEY` secrets).
     pub global_keys: Vec<LinkKey>,
     /// How long an isolate keeps a tenant, short link or token (and a "not found").
     pub cache_ttl_ms: i64,
@@ -49,8 +49,7 @@ impl EdgeConfig {
         if let Some(bad) = core_urls.iter().find(|u| !u.starts_with("http://") && !u.starts_with("https://")) {
             return Err(format!("CORE_URLS: {bad:?} is not an http(s) URL"));
         }
-        let seed_mode: SeedMode =
-            get("URL_MODE").filter(|v| !v.is_empty()).unwrap_or_else(|| "signed".into()).parse()?;
+        let v1_mode: V1Mode = get("URL_MODE").filter(|v| !v.is_empty()).unwrap_or_else(|| "signed".into()).parse()?;
         let hmac_secret = get("HMAC_SECRET").filter(|v| !v.is_empty());
         let encryption_key = match get("ENCRYPTION_KEY").filter(|v| !v.is_empty()) {
             Some(k) => Some(
@@ -72,7 +71,7 @@ impl EdgeConfig {
             core_urls,
             edge_secret: edge_secret.map(Secret::new),
             service: ServiceConfig {
-                seed_mode,
+                v1_mode,
                 limits: Limits::default(),
                 max_batch_size: num(&get, "MAX_BATCH_SIZE", 10_000)?,
             },

@@ -1,4 +1,4 @@
-// Serves the built Rust Worker and a plain-JavaScript reference Worker (same seed-link HMAC check, same event,
+// Serves the built Rust Worker and a plain-JavaScript reference Worker (same v1-link HMAC check, same event,
 // same queue send in waitUntil, same redirect) from workerd through Miniflare, each on its own port, for
 // tests/bench/edge.sh to load with wrk. Prints one JSON line with both URLs and the link, then stays up.
 import { createHmac } from "node:crypto";

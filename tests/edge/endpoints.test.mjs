@@ -55,8 +55,8 @@ describe("edge worker endpoints", () => {
     // a tenant the core has never heard of, present only in KV
     const kv = await mf.getKVNamespace("TRACKER_KV");
     await kv.put("tenant:kvonly", JSON.stringify({ key_prefix: "kvonly", active: true, keys: [{ kid: "k1", signing_secret: acme.secret, encryption_key: null, retires_at_ms: null }] }));
-    // a seed signature covers only the destination, so acme's secret signs for kvonly too
-    const link = core.link("acme", "https://kv.example/", "--format", "seed").replace("sig=acme_", "sig=kvonly_");
+    // a v1 signature covers only the destination, so acme's secret signs for kvonly too
+    const link = core.link("acme", "https://kv.example/", "--format", "v1").replace("sig=acme_", "sig=kvonly_");
     const res = await get(mf, link);
     assert.equal(res.status, 307, "verified with the key found in KV");
     // the core has no such tenant and refuses the forwarded event permanently: it is dead-lettered, not dropped
@@ -73,7 +73,7 @@ describe("edge worker endpoints", () => {
   });
 
   it("resolves short links through the core on a KV miss and caches them", async () => {
-    const link = core.shortLink("acme", "https://acme.example/offer", "--format", "seed", "--param", "sub1=x");
+    const link = core.shortLink("acme", "https://acme.example/offer", "--format", "v1", "--param", "sub1=x");
     const tuId = link.match(/\/t\/(tu_[0-9a-f-]+)/)[1];
     const res = await get(mf, link);
     assert.equal(res.status, 307);
@@ -111,7 +111,7 @@ describe("edge worker endpoints", () => {
     assert.match(creds.headers.get("location"), /^https:\/\/evil\.example\/\?ad_click_id=/);
     expectStored.push(clickId(creds));
     accepted += 1;
-    // seed links signed with the global secret (a Worker secret) work; with another secret they do not
+    // v1 links signed with the global secret (a Worker secret) work; with another secret they do not
     const dest = "https://g.example/landing";
     const ok = await get(mf, `/t?url=${encodeURIComponent(dest)}&sig=${hmacHex("global-secret", dest)}&sub1=s`);
     assert.equal(ok.status, 307);

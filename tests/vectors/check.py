@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Checks tests/vectors/links.json with an independent implementation (Python's standard library only):
-the seed and v2 signatures, the v2 canonical message, the edge batch signature and the partition hash.
+the v1 and v2 signatures, the v2 canonical message, the edge batch signature and the partition hash.
 Any SDK can follow this file as a reference. Exits non-zero on the first mismatch."""
 import base64
 import hashlib
@@ -46,10 +46,10 @@ for case in vectors["links"]:
     parts = urlsplit(case["url"])
     q = dict(parse_qsl(parts.query, keep_blank_values=True))
     fmt = expect["format"]
-    if fmt in ("seed_signed", "seed_short"):
+    if fmt in ("v1_signed", "v1_short"):
         prefix, _, hexsig = q["sig"].rpartition("_")
         secret = tenant_keys[expect["kid"]]["signing_secret"] if prefix else global_secret
-        message = q["url"] if fmt == "seed_signed" else parts.path.rsplit("/", 1)[1]
+        message = q["url"] if fmt == "v1_signed" else parts.path.rsplit("/", 1)[1]
         want = hmac.new(secret.encode(), message.encode(), hashlib.sha256).hexdigest()
         if want != hexsig:
             fail(case["name"])

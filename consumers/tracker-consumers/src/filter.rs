@@ -48,7 +48,7 @@ const SET_EVENTS: usize = 1024;
 #[derive(Debug)]
 struct TenantFilter {
     rules: Vec<Rule>,
-    /// The tenant's plan with its own limits applied; `None` for events of no tenant (the global key's seed
+    /// The tenant's plan with its own limits applied; `None` for events of no tenant (the global key's v1
     /// links), which no plan meters.
     plan: Option<Plan>,
 }

@@ -6,7 +6,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use rand::Rng as _;
 use tokio::net::TcpListener;
 use tracker_log::{EmbeddedLog, EventLog};
-use tracker_protocol::links::{seed_encrypted_url, seed_short_url, seed_signed_url};
+use tracker_protocol::links::{v1_encrypted_url, v1_short_url, v1_signed_url};
 use tracker_protocol::{LinkKind, Secret, V2Link};
 use tracker_store::{GLOBAL_KEY_PREFIX, Store};
 
@@ -150,13 +150,16 @@ pub enum TokenCmd {
 pub enum LinkFormatArg {
     V2,
     V2Encrypted,
-    Seed,
-    SeedEncrypted,
+    /// The replaced system's format (`seed`, its earlier name here, still works).
+    #[value(alias = "seed")]
+    V1,
+    #[value(alias = "seed-encrypted")]
+    V1Encrypted,
 }
 
 #[derive(Debug, Args)]
 pub struct LinkOpts {
-    /// Link format (v2 signs params and expiry; seed formats are for compatibility).
+    /// Link format (v2 signs params and expiry; v1 formats are for compatibility).
     #[arg(long, value_enum, default_value = "v2")]
     format: LinkFormatArg,
     /// Attribution params, `key=value` (repeatable).
@@ -475,18 +478,18 @@ pub async fn build_link(
     };
     let need_secret = || secret.clone().ok_or_else(|| cli_err("no signing secret (set HMAC_SECRET for global links)"));
     let need_aes = || aes.ok_or_else(|| cli_err("no encryption key (set ENCRYPTION_KEY for global links)"));
-    let seed_prefix = (prefix != GLOBAL_KEY_PREFIX).then_some(prefix);
+    let v1_prefix = (prefix != GLOBAL_KEY_PREFIX).then_some(prefix);
     let url = match (opts.format, kind) {
-        (LinkFormatArg::Seed, LinkKind::Click) => seed_signed_url(&base, &need_secret()?, seed_prefix, target, &params),
-        (LinkFormatArg::Seed, _) => seed_short_url(&base, &need_secret()?, seed_prefix, target, &params),
-        (LinkFormatArg::SeedEncrypted, LinkKind::Click) if prefix == GLOBAL_KEY_PREFIX => {
-            seed_encrypted_url(&base, &need_aes()?, nonce, target, &params)
+        (LinkFormatArg::V1, LinkKind::Click) => v1_signed_url(&base, &need_secret()?, v1_prefix, target, &params),
+        (LinkFormatArg::V1, _) => v1_short_url(&base, &need_secret()?, v1_prefix, target, &params),
+        (LinkFormatArg::V1Encrypted, LinkKind::Click) if prefix == GLOBAL_KEY_PREFIX => {
+            v1_encrypted_url(&base, &need_aes()?, nonce, target, &params)
         }
-        (LinkFormatArg::SeedEncrypted, _) => {
-            return Err(cli_err("seed encrypted links exist only for clicks with the global key"));
+        (LinkFormatArg::V1Encrypted, _) => {
+            return Err(cli_err("v1 encrypted links exist only for clicks with the global key"));
         }
         (LinkFormatArg::V2 | LinkFormatArg::V2Encrypted, _) if prefix == GLOBAL_KEY_PREFIX => {
-            return Err(cli_err("v2 links belong to a tenant; use --format seed for global links"));
+            return Err(cli_err("v2 links belong to a tenant; use --format v1 for global links"));
         }
         (f, kind) => {
             let ext: Vec<&str> = opts.ext.iter().map(String::as_str).collect();
@@ -580,13 +583,12 @@ async fn demo(cfg: Config) -> Result<(), NodeError> {
     };
     let v2 = build_link(&cfg, &store, "demo", LinkKind::Click, "https://example.com/landing", &opts(LinkFormatArg::V2))
         .await?;
-    let seed =
-        build_link(&cfg, &store, "demo", LinkKind::Click, "https://example.com/landing", &opts(LinkFormatArg::Seed))
-            .await?;
+    let v1 = build_link(&cfg, &store, "demo", LinkKind::Click, "https://example.com/landing", &opts(LinkFormatArg::V1))
+        .await?;
     let base = &cfg.public_url;
     println!("Demo tenant `demo` is ready on {base}\n");
     println!("Click (v2, signed params):   {v2}");
-    println!("Click (seed format):         {seed}");
+    println!("Click (v1 format):         {v1}");
     println!("Impression pixel:            {base}/i?key_prefix=demo&campaign=demo");
     println!("Ingest token (7 days):       {token}\n");
     println!("Try:");

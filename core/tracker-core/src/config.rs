@@ -1,6 +1,6 @@
-//! Configuration: environment variables (the seed's names where they exist) over an optional TOML file whose keys
-//! are the same names in lower case. Every value is checked at start-up; a bad one stops the node with a sentence
-//! that names the variable.
+//! Configuration: environment variables (the replaced system's names where they exist) over an optional TOML file
+//! whose keys are the same names in lower case. Every value is checked at start-up; a bad one stops the node with a
+//! sentence that names the variable.
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use sha2::Digest as _;
-use tracker_protocol::{Limits, Secret, SeedMode, parse_encryption_key};
+use tracker_protocol::{Limits, Secret, V1Mode, parse_encryption_key};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -53,7 +53,7 @@ pub struct Config {
     pub encryption_key: Option<Secret<[u8; 32]>>,
     /// Seals tenant link secrets at rest in the metadata store.
     pub secrets_key: Option<Secret<[u8; 32]>>,
-    pub url_mode: SeedMode,
+    pub url_mode: V1Mode,
     pub max_batch_size: usize,
     pub max_body_bytes: usize,
     pub log: LogSettings,
@@ -137,7 +137,7 @@ impl Default for Config {
             hmac_secret: None,
             encryption_key: None,
             secrets_key: None,
-            url_mode: SeedMode::Signed,
+            url_mode: V1Mode::Signed,
             max_batch_size: 10_000,
             max_body_bytes: 32 * 1024 * 1024,
             log: LogSettings {
@@ -182,18 +182,18 @@ pub const VARIABLES: &[(&str, &str, &str)] = &[
     ("LIBSQL_SYNC_INTERVAL_SECS", "5", "how often an embedded replica pulls changes from the primary"),
     ("PUBLIC_URL", "http://HOST:PORT", "base URL the CLI prints links with"),
     ("RUST_LOG", "", "log filter (tracing's EnvFilter); unset: our own lines from info up, dependencies' warnings"),
-    ("HMAC_SECRET", "", "global secret for seed links signed without a key prefix (text, used as given)"),
+    ("HMAC_SECRET", "", "global secret for v1 links signed without a key prefix (text, used as given)"),
     (
         "ENCRYPTION_KEY",
         "",
-        "global AES-256 key for seed encrypted links: 64 hex characters, or 32 characters used as bytes",
+        "global AES-256 key for v1 encrypted links: 64 hex characters, or 32 characters used as bytes",
     ),
     (
         "SECRETS_KEY",
         "",
         "64 hex characters: seals tenant link secrets at rest (AES-256-GCM); keep it out of the database's backups",
     ),
-    ("URL_MODE", "signed", "seed click formats accepted: signed, encrypted or any (v2 links always)"),
+    ("URL_MODE", "signed", "v1 click formats accepted: signed, encrypted or any (v2 links always)"),
     ("MAX_BATCH_SIZE", "10000", "most events in one /batch request"),
     ("MAX_BODY_BYTES", "33554432", "largest request body"),
     (
@@ -480,8 +480,8 @@ impl Config {
                     .ok_or_else(|| invalid("SECRETS_KEY", "must be 64 hex characters (32 bytes)"))?,
             ),
         };
-        let url_mode: SeedMode = src.parse("URL_MODE", d.url_mode)?;
-        if url_mode == SeedMode::Encrypted && encryption_key.is_none() {
+        let url_mode: V1Mode = src.parse("URL_MODE", d.url_mode)?;
+        if url_mode == V1Mode::Encrypted && encryption_key.is_none() {
             return Err(invalid("ENCRYPTION_KEY", "is required when URL_MODE=encrypted"));
         }
         let max_batch_size: usize = src.parse("MAX_BATCH_SIZE", d.max_batch_size)?;
@@ -761,7 +761,7 @@ mod tests {
         let c = Config::from_vars(vars(&[("PORT", "5000")]), Some(&file)).unwrap();
         assert_eq!(c.port, 5000);
         assert_eq!(c.max_batch_size, 50);
-        assert_eq!(c.url_mode, SeedMode::Any);
+        assert_eq!(c.url_mode, V1Mode::Any);
 
         let e = Config::from_vars(vars(&[("PORT", "x")]), None).unwrap_err().to_string();
         assert!(e.starts_with("PORT:"), "{e}");

@@ -204,7 +204,7 @@ pub enum LinksCmd {
         tu_id: Option<String>,
         #[arg(long = "param", value_parser = parse_kv)]
         params: Vec<(String, String)>,
-        /// v2 (default), v2_encrypted or seed.
+        /// v2 (default), v2_encrypted or v1.
         #[arg(long)]
         format: Option<String>,
         #[arg(long)]

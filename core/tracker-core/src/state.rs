@@ -128,7 +128,7 @@ impl AppState {
         };
         let ttl = cfg.cache_ttl;
         let service =
-            ServiceConfig { seed_mode: cfg.url_mode, limits: cfg.limits.clone(), max_batch_size: cfg.max_batch_size };
+            ServiceConfig { v1_mode: cfg.url_mode, limits: cfg.limits.clone(), max_batch_size: cfg.max_batch_size };
         let webhook_client = crate::webhook::client(cfg.webhook_allow_private)?;
         let queries = crate::query::Archived::from_config(&cfg)?;
         Ok(AppState {

@@ -1,7 +1,7 @@
 //! # The event log
 //!
-//! [`EventLog`] is shaped after Apache Iggy's model so that the Iggy implementation (a later issue) fits the same
-//! trait: one stream and topic, a fixed number of partitions chosen by tenant key, monotonically increasing
+//! [`EventLog`] is shaped after Apache Iggy's model so that the Iggy implementation (`tracker-log-iggy`) fits the
+//! same trait: one stream and topic, a fixed number of partitions chosen by tenant key, monotonically increasing
 //! per-partition offsets, and consumer groups whose committed offsets live in the log.
 //!
 //! Producers append *record sets* (many encoded events in one entry, see `tracker_protocol::wire`). An append is

@@ -4,7 +4,8 @@
 //! durable spool (an [`EmbeddedLog`]). Writes go to the primary while it answers; when it is unreachable, slow
 //! (beyond `timeout`) or refuses, they go to the spool instead, and stay acknowledged there. From that moment every
 //! write goes to the spool until the drainer has replayed it to the primary, in order per partition, so a tenant's
-//! events never overtake each other. Nothing is counted and dropped, as the seed did when its broker was down.
+//! events never overtake each other. Nothing is counted and dropped, as the replaced system did when its broker
+//! was down.
 //!
 //! The drainer appends each spooled stretch to the primary with an idempotency key derived from its spool position
 //! and commits the spool's consumer offset only after the primary acknowledged it: a crash between the two replays

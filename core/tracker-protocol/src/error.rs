@@ -39,7 +39,7 @@ pub enum ProtocolError {
     DuplicateParam { name: String },
     #[error("parameter {name:?} is reserved by the link format and cannot be used as a param")]
     ReservedParam { name: String },
-    #[error("link version {version:?} is not supported (use 2, or the unversioned seed format)")]
+    #[error("link version {version:?} is not supported (use 2, or the unversioned v1 format)")]
     UnsupportedLinkVersion { version: String },
     #[error("the signature is malformed: {reason}")]
     MalformedSignature { reason: &'static str },
@@ -51,7 +51,7 @@ pub enum ProtocolError {
     UnknownKeyId { kid: String },
     #[error("this link uses the global {what}, which this server is not configured with")]
     GlobalKeyNotConfigured { what: &'static str },
-    #[error("seed-format {format} links are not accepted by this server (see URL_MODE)")]
+    #[error("v1-format {format} links are not accepted by this server (see URL_MODE)")]
     LinkFormatDisabled { format: &'static str },
     #[error("the link expired")]
     LinkExpired,

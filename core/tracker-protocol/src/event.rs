@@ -21,7 +21,7 @@ pub const MIN_TIMESTAMP_MS: i64 = 946_684_800_000;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Auth {
-    /// Anyone could have sent it (a seed-style postback, a beacon, an impression pixel).
+    /// Anyone could have sent it (a v1-style postback, a beacon, an impression pixel).
     #[default]
     None,
     /// A click through a verified signed, encrypted or short link.

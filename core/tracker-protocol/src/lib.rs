@@ -9,7 +9,7 @@
 //! All links are query strings decoded as `application/x-www-form-urlencoded` (`+` is a space, `%XX` a byte).
 //! Parameters that are not part of the format are event params.
 //!
-//! The seed formats are v1: those of the system this one replaces, with links of it in circulation. They are read
+//! The v1 formats are those of the system this one replaces, with links of it in circulation. They are read
 //! as it read them: a query with `sig` or `d` is v1 (v2 never writes either), so a param that happens to be named
 //! like a v2 field (`v`, `k`, `s`, `e`, `exp`, `ext`) stays a param; of a repeated name the last value counts; in
 //! `signed` mode only `url` and `sig` are the link's (a `d` is a param), in `encrypted` mode only `d`; a short link's
@@ -17,18 +17,18 @@
 //! ([`v1::fit`]). In v2 a parameter name may appear only once, and the names `v k s e d url sig exp ext` are
 //! reserved.
 //!
-//! ### Seed signed click (compatible with links in circulation)
+//! ### V1 signed click (compatible with links in circulation)
 //! `GET /t?url=<dest>&sig=[<key_prefix>_]<hex>&<params>`
 //! - `hex` = lowercase hex of HMAC-SHA256(key = the secret string's UTF-8 bytes, message = `<dest>` after query
 //!   decoding). A 64-hex-character secret is used as text, not hex-decoded.
 //! - Without a prefix the server's global `HMAC_SECRET` verifies; with one, any active key of that tenant.
 //!
-//! ### Seed encrypted click
+//! ### V1 encrypted click
 //! `GET /t?d=<base64url-nopad(nonce[12] || ciphertext || tag[16])>&<params>`
 //! - AES-256-GCM with the global `ENCRYPTION_KEY` (32 bytes written as 64 hex characters), no associated data;
 //!   the plaintext is the destination URL in UTF-8.
 //!
-//! ### Seed short link
+//! ### V1 short link
 //! `GET /t/<tu_id>?sig=[<key_prefix>_]<hex HMAC-SHA256(secret, tu_id)>&<params>` where `tu_id` is `tu_<uuid>`.
 //! The destination is looked up server-side and must belong to the tenant that signed.
 //!
@@ -71,7 +71,7 @@ pub use event::{
     new_event_id, parse_event_id, partition_for, truncate_field,
 };
 pub use links::{
-    KeyRef, LinkFormat, LinkKey, LinkKind, ParsedLink, SeedMode, V2Link, VerifiedLink, parse_encryption_key, parse_link,
+    KeyRef, LinkFormat, LinkKey, LinkKind, ParsedLink, V1Mode, V2Link, VerifiedLink, parse_encryption_key, parse_link,
 };
 pub use redirect::{CLICK_ID_PARAM, build_redirect, validate_destination};
 pub use secret::Secret;
@@ -81,11 +81,11 @@ pub use uuid::Uuid;
 /// parser of untrusted input, driven with arbitrary bytes. They must never panic.
 #[doc(hidden)]
 pub mod fuzzing {
-    use crate::links::{LinkKind, SeedMode, parse_link};
+    use crate::links::{LinkKind, V1Mode, parse_link};
     use crate::{Limits, LinkKey};
 
     const KINDS: [LinkKind; 4] = [LinkKind::Click, LinkKind::Short, LinkKind::Postback, LinkKind::Impression];
-    const MODES: [SeedMode; 3] = [SeedMode::Signed, SeedMode::Encrypted, SeedMode::Any];
+    const MODES: [V1Mode; 3] = [V1Mode::Signed, V1Mode::Encrypted, V1Mode::Any];
 
     pub fn link(data: &[u8]) {
         let Some((&selector, rest)) = data.split_first() else {
@@ -136,7 +136,7 @@ pub mod fuzzing {
 mod props {
     use proptest::prelude::*;
 
-    use crate::links::{LinkKind, SeedMode, parse_link};
+    use crate::links::{LinkKind, V1Mode, parse_link};
     use crate::{Auth, Event, LinkKey, RawJson, V2Link, build_redirect, fuzzing, wire};
 
     const NOW: i64 = 1_770_704_294_008;
@@ -185,7 +185,7 @@ mod props {
             };
             let url = link.signed_url("https://t.example", "s3cret").unwrap();
             let query = url.split_once('?').unwrap().1;
-            let parsed = parse_link(LinkKind::Click, None, query, SeedMode::Signed).unwrap();
+            let parsed = parse_link(LinkKind::Click, None, query, V1Mode::Signed).unwrap();
             let verified = parsed.verify(&[key()], NOW).unwrap();
             prop_assert_eq!(&verified.target, &dest);
             prop_assert_eq!(&verified.params, &params);
@@ -199,7 +199,7 @@ mod props {
                 for (a, b) in &changed { ser.append_pair(a, b); }
                 let sig = form_urlencoded::parse(query.as_bytes()).find(|(a, _)| a == "s").unwrap().1.into_owned();
                 ser.append_pair("s", &sig);
-                let parsed = parse_link(LinkKind::Click, None, &ser.finish(), SeedMode::Signed).unwrap();
+                let parsed = parse_link(LinkKind::Click, None, &ser.finish(), V1Mode::Signed).unwrap();
                 let tampered = parsed.verify(&[key()], NOW);
                 prop_assert_eq!(tampered.unwrap_err(), crate::ProtocolError::InvalidSignature);
             }

@@ -50,15 +50,15 @@ impl LinkKind {
     }
 }
 
-/// The format a verified link used. The `Seed*` formats are v1: the replaced system's.
+/// The format a verified link used. The `V1*` formats are v1: the replaced system's.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum LinkFormat {
-    SeedSigned,
-    SeedEncrypted,
-    SeedShort,
+    V1Signed,
+    V1Encrypted,
+    V1Short,
     /// A v1 short link without `sig`: the replaced system redirected those too. Only short links imported from it
     /// accept this (the service checks).
-    SeedShortUnsigned,
+    V1ShortUnsigned,
     V2Signed,
     V2Encrypted,
 }
@@ -66,10 +66,10 @@ pub enum LinkFormat {
 impl LinkFormat {
     pub fn as_str(self) -> &'static str {
         match self {
-            LinkFormat::SeedSigned => "seed_signed",
-            LinkFormat::SeedEncrypted => "seed_encrypted",
-            LinkFormat::SeedShort => "seed_short",
-            LinkFormat::SeedShortUnsigned => "seed_short_unsigned",
+            LinkFormat::V1Signed => "v1_signed",
+            LinkFormat::V1Encrypted => "v1_encrypted",
+            LinkFormat::V1Short => "v1_short",
+            LinkFormat::V1ShortUnsigned => "v1_short_unsigned",
             LinkFormat::V2Signed => "v2_signed",
             LinkFormat::V2Encrypted => "v2_encrypted",
         }
@@ -81,22 +81,22 @@ impl LinkFormat {
     }
 }
 
-/// Which unversioned (seed) click formats a server accepts (`URL_MODE`). v2 links are always accepted.
+/// Which unversioned (v1) click formats a server accepts (`URL_MODE`). v2 links are always accepted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum SeedMode {
+pub enum V1Mode {
     #[default]
     Signed,
     Encrypted,
     Any,
 }
 
-impl std::str::FromStr for SeedMode {
+impl std::str::FromStr for V1Mode {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
         match s {
-            "signed" => Ok(SeedMode::Signed),
-            "encrypted" => Ok(SeedMode::Encrypted),
-            "any" => Ok(SeedMode::Any),
+            "signed" => Ok(V1Mode::Signed),
+            "encrypted" => Ok(V1Mode::Encrypted),
+            "any" => Ok(V1Mode::Any),
             other => Err(format!("URL_MODE must be signed, encrypted or any, not {other:?}")),
         }
     }
@@ -107,9 +107,9 @@ impl std::str::FromStr for SeedMode {
 pub enum KeyRef {
     /// No key: a v1 short link without a signature.
     Unsigned,
-    /// The server's global `HMAC_SECRET` / `ENCRYPTION_KEY` (seed links without a key prefix).
+    /// The server's global `HMAC_SECRET` / `ENCRYPTION_KEY` (v1 links without a key prefix).
     Global,
-    /// A tenant's keys; `kid` names one key (v2), `None` means any active key (seed formats).
+    /// A tenant's keys; `kid` names one key (v2), `None` means any active key (v1 formats).
     Tenant { key_prefix: String, kid: Option<String> },
 }
 
@@ -166,7 +166,7 @@ mod hex_key {
     }
 }
 
-/// Parses a 64-hex-character AES-256 key (the seed's `ENCRYPTION_KEY` format).
+/// Parses a 64-hex-character AES-256 key (the replaced system's `ENCRYPTION_KEY` format).
 pub fn parse_encryption_key(hex_key: &str) -> Option<[u8; 32]> {
     let mut out = [0u8; 32];
     hex::decode_to_slice(hex_key.trim(), &mut out).ok()?;
@@ -260,7 +260,7 @@ fn reject_reserved(pairs: &[(String, String)]) -> Result<(), ProtocolError> {
 #[derive(Debug, Clone)]
 enum Body {
     Unsigned { target: String },
-    SeedSigned { target: String, sig: [u8; 32] },
+    V1Signed { target: String, sig: [u8; 32] },
     V2Signed { target: String, exp: Option<String>, ext: Option<String>, sig: [u8; 32] },
     Encrypted { blob: Vec<u8> },
 }
@@ -298,7 +298,7 @@ pub fn parse_link(
     kind: LinkKind,
     path_id: Option<&str>,
     raw_query: &str,
-    seed_mode: SeedMode,
+    v1_mode: V1Mode,
 ) -> Result<ParsedLink, ProtocolError> {
     let short_target = || -> Result<String, ProtocolError> {
         match path_id {
@@ -307,7 +307,7 @@ pub fn parse_link(
         }
     };
     if !is_v2(kind, raw_query) {
-        return parse_v1(kind, short_target, parse_query_loose(raw_query), seed_mode);
+        return parse_v1(kind, short_target, parse_query_loose(raw_query), v1_mode);
     }
     let mut pairs = parse_query(raw_query)?;
     if let Some(version) = take(&mut pairs, "v") {
@@ -367,7 +367,7 @@ fn parse_v1(
     kind: LinkKind,
     short_target: impl FnOnce() -> Result<String, ProtocolError>,
     mut pairs: Vec<(String, String)>,
-    seed_mode: SeedMode,
+    v1_mode: V1Mode,
 ) -> Result<ParsedLink, ProtocolError> {
     let has = |pairs: &[(String, String)], name: &str| pairs.iter().any(|(k, _)| k == name);
     match kind {
@@ -375,27 +375,27 @@ fn parse_v1(
             let Some(sig) = take_last(&mut pairs, "sig") else {
                 return Ok(ParsedLink {
                     kind,
-                    format: LinkFormat::SeedShortUnsigned,
+                    format: LinkFormat::V1ShortUnsigned,
                     key: KeyRef::Unsigned,
                     body: Body::Unsigned { target: short_target()? },
                     params: pairs,
                 });
             };
-            let (key, sig) = parse_seed_sig(&sig)?;
+            let (key, sig) = parse_v1_sig(&sig)?;
             let target = short_target()?;
             Ok(ParsedLink {
                 kind,
-                format: LinkFormat::SeedShort,
+                format: LinkFormat::V1Short,
                 key,
-                body: Body::SeedSigned { target, sig },
+                body: Body::V1Signed { target, sig },
                 params: pairs,
             })
         }
         LinkKind::Click => {
-            let signed = match seed_mode {
-                SeedMode::Signed => true,
-                SeedMode::Encrypted => false,
-                SeedMode::Any => has(&pairs, "sig") || !has(&pairs, "d"),
+            let signed = match v1_mode {
+                V1Mode::Signed => true,
+                V1Mode::Encrypted => false,
+                V1Mode::Any => has(&pairs, "sig") || !has(&pairs, "d"),
             };
             if !signed {
                 let Some(d) = take_last(&mut pairs, "d") else {
@@ -409,7 +409,7 @@ fn parse_v1(
                 let blob = decode_blob(&d)?;
                 return Ok(ParsedLink {
                     kind,
-                    format: LinkFormat::SeedEncrypted,
+                    format: LinkFormat::V1Encrypted,
                     key: KeyRef::Global,
                     body: Body::Encrypted { blob },
                     params: pairs,
@@ -417,17 +417,17 @@ fn parse_v1(
             }
             let (url, sig) = (take_last(&mut pairs, "url"), take_last(&mut pairs, "sig"));
             let (Some(url), Some(sig)) = (url, sig) else {
-                return Err(match (seed_mode, has(&pairs, "d")) {
-                    (SeedMode::Signed, true) => ProtocolError::LinkFormatDisabled { format: "encrypted" },
+                return Err(match (v1_mode, has(&pairs, "d")) {
+                    (V1Mode::Signed, true) => ProtocolError::LinkFormatDisabled { format: "encrypted" },
                     _ => ProtocolError::MissingLinkParams,
                 });
             };
-            let (key, sig) = parse_seed_sig(&sig)?;
+            let (key, sig) = parse_v1_sig(&sig)?;
             Ok(ParsedLink {
                 kind,
-                format: LinkFormat::SeedSigned,
+                format: LinkFormat::V1Signed,
                 key,
-                body: Body::SeedSigned { target: url, sig },
+                body: Body::V1Signed { target: url, sig },
                 params: pairs,
             })
         }
@@ -435,7 +435,7 @@ fn parse_v1(
     }
 }
 
-fn parse_seed_sig(sig: &str) -> Result<(KeyRef, [u8; 32]), ProtocolError> {
+fn parse_v1_sig(sig: &str) -> Result<(KeyRef, [u8; 32]), ProtocolError> {
     let (key, hex_sig) = match sig.split_once('_') {
         Some((prefix, hex_sig)) => {
             if !is_valid_key_prefix(prefix) {
@@ -569,7 +569,7 @@ impl ParsedLink {
             keys.iter().filter(|k| k.is_active(now_ms)).filter(|k| wanted_kid.is_none_or(|w| k.kid == w)).collect();
         if active.is_empty() {
             return Err(match (&self.key, wanted_kid) {
-                (KeyRef::Global, _) if self.format == LinkFormat::SeedEncrypted => {
+                (KeyRef::Global, _) if self.format == LinkFormat::V1Encrypted => {
                     ProtocolError::GlobalKeyNotConfigured { what: "ENCRYPTION_KEY" }
                 }
                 (KeyRef::Global | KeyRef::Unsigned, _) => ProtocolError::GlobalKeyNotConfigured { what: "HMAC_SECRET" },
@@ -582,7 +582,7 @@ impl ParsedLink {
         let ParsedLink { kind, format, key: _, body, params } = self;
         match body {
             Body::Unsigned { .. } => Err(ProtocolError::MissingLinkParams),
-            Body::SeedSigned { target, sig } => {
+            Body::V1Signed { target, sig } => {
                 let key = active
                     .iter()
                     .find(|k| k.signer().is_some_and(|m| m.chain_update(target.as_bytes()).verify_slice(&sig).is_ok()))
@@ -640,7 +640,7 @@ impl ParsedLink {
                     .ok_or(ProtocolError::DecryptionFailed)?;
                 let plain = String::from_utf8(plain)
                     .map_err(|_| ProtocolError::MalformedCiphertext { reason: "plaintext is not UTF-8" })?;
-                if format == LinkFormat::SeedEncrypted {
+                if format == LinkFormat::V1Encrypted {
                     let (params, shadowed) = last_wins(params);
                     return Ok(VerifiedLink {
                         format,
@@ -732,8 +732,8 @@ fn check_params(params: &[(&str, &str)]) -> Result<(), ProtocolError> {
     Ok(())
 }
 
-/// The seed signature value: `[<key_prefix>_]<lowercase hex HMAC-SHA256(secret, message)>`.
-pub fn seed_signature(secret: &str, key_prefix: Option<&str>, message: &str) -> Result<String, ProtocolError> {
+/// The v1 signature value: `[<key_prefix>_]<lowercase hex HMAC-SHA256(secret, message)>`.
+pub fn v1_signature(secret: &str, key_prefix: Option<&str>, message: &str) -> Result<String, ProtocolError> {
     let hex_sig = hex::encode(hmac_bytes(secret, message.as_bytes())?);
     Ok(match key_prefix {
         Some(p) => format!("{p}_{hex_sig}"),
@@ -741,8 +741,8 @@ pub fn seed_signature(secret: &str, key_prefix: Option<&str>, message: &str) -> 
     })
 }
 
-/// `<base>/t?url=<dest>&sig=[<kp>_]<hex>&<params>` (seed signed click).
-pub fn seed_signed_url(
+/// `<base>/t?url=<dest>&sig=[<kp>_]<hex>&<params>` (v1 signed click).
+pub fn v1_signed_url(
     base: &str,
     secret: &str,
     key_prefix: Option<&str>,
@@ -750,14 +750,14 @@ pub fn seed_signed_url(
     params: &[(&str, &str)],
 ) -> Result<String, ProtocolError> {
     check_params(params)?;
-    let sig = seed_signature(secret, key_prefix, destination)?;
+    let sig = v1_signature(secret, key_prefix, destination)?;
     let mut pairs = vec![("url", destination), ("sig", sig.as_str())];
     pairs.extend_from_slice(params);
     Ok(url_with(base, "/t", &pairs))
 }
 
-/// `<base>/t/<tu_id>?sig=[<kp>_]<hex HMAC(secret, tu_id)>&<params>` (seed short link).
-pub fn seed_short_url(
+/// `<base>/t/<tu_id>?sig=[<kp>_]<hex HMAC(secret, tu_id)>&<params>` (v1 short link).
+pub fn v1_short_url(
     base: &str,
     secret: &str,
     key_prefix: Option<&str>,
@@ -768,7 +768,7 @@ pub fn seed_short_url(
     if !is_valid_short_id(tu_id) {
         return Err(ProtocolError::InvalidShortLinkId);
     }
-    let sig = seed_signature(secret, key_prefix, tu_id)?;
+    let sig = v1_signature(secret, key_prefix, tu_id)?;
     let mut pairs = vec![("sig", sig.as_str())];
     pairs.extend_from_slice(params);
     Ok(url_with(base, &format!("/t/{tu_id}"), &pairs))
@@ -785,9 +785,9 @@ fn seal(key: &[u8; 32], nonce: [u8; NONCE_LEN], plain: &[u8], aad: &[u8]) -> Res
     Ok(URL_SAFE_NO_PAD.encode(blob))
 }
 
-/// `<base>/t?d=<base64url(nonce || AES-256-GCM(key, nonce, dest) || tag)>&<params>` (seed encrypted click).
+/// `<base>/t?d=<base64url(nonce || AES-256-GCM(key, nonce, dest) || tag)>&<params>` (v1 encrypted click).
 /// The nonce must be fresh randomness for every link.
-pub fn seed_encrypted_url(
+pub fn v1_encrypted_url(
     base: &str,
     key: &[u8; 32],
     nonce: [u8; NONCE_LEN],
@@ -918,13 +918,13 @@ mod tests {
     fn verify(kind: LinkKind, url: &str, keys: &[LinkKey], now: i64) -> Result<VerifiedLink, ProtocolError> {
         let (path, q) = query(url);
         let id = path.strip_prefix("/t/");
-        parse_link(kind, id, q, SeedMode::Any)?.verify(keys, now)
+        parse_link(kind, id, q, V1Mode::Any)?.verify(keys, now)
     }
 
     #[test]
-    fn seed_signed_uses_secret_text_and_decoded_destination() {
+    fn v1_signed_uses_secret_text_and_decoded_destination() {
         let dest = "https://offer.com/landing?a=1&b=two words";
-        let url = seed_signed_url("http://t.example", SECRET, Some("6vct"), dest, &[("sub1", "g")]).unwrap();
+        let url = v1_signed_url("http://t.example", SECRET, Some("6vct"), dest, &[("sub1", "g")]).unwrap();
         let v = verify(LinkKind::Click, &url, &[key("k1", SECRET)], NOW).unwrap();
         assert_eq!(v.target, dest);
         assert_eq!(v.key_prefix.as_deref(), Some("6vct"));
@@ -937,7 +937,7 @@ mod tests {
 
     #[test]
     fn tampering_is_refused() {
-        let url = seed_signed_url("http://t.example", SECRET, None, "https://a.com/", &[]).unwrap();
+        let url = v1_signed_url("http://t.example", SECRET, None, "https://a.com/", &[]).unwrap();
         let bad = url.replace("a.com", "b.com");
         assert_eq!(verify(LinkKind::Click, &bad, &[key("g", SECRET)], NOW), Err(ProtocolError::InvalidSignature));
         assert_eq!(
@@ -980,8 +980,8 @@ mod tests {
     }
 
     #[test]
-    fn rotation_grace_period_keeps_seed_links_working() {
-        let url = seed_signed_url("http://t.example", "old", Some("6vct"), "https://a.com/", &[]).unwrap();
+    fn rotation_grace_period_keeps_v1_links_working() {
+        let url = v1_signed_url("http://t.example", "old", Some("6vct"), "https://a.com/", &[]).unwrap();
         let keys = [key("k2", "new"), LinkKey { retires_at_ms: Some(NOW + 1000), ..key("k1", "old") }];
         assert_eq!(verify(LinkKind::Click, &url, &keys, NOW).unwrap().kid, "k1");
         assert_eq!(verify(LinkKind::Click, &url, &keys, NOW + 1000), Err(ProtocolError::InvalidSignature));
@@ -990,13 +990,12 @@ mod tests {
     #[test]
     fn encrypted_formats_round_trip_and_bind_the_tenant() {
         let aes = [9u8; 32];
-        let url = seed_encrypted_url("http://t.example", &aes, [1; 12], "https://hidden.com/x", &[("s", "1")]);
+        let url = v1_encrypted_url("http://t.example", &aes, [1; 12], "https://hidden.com/x", &[("s", "1")]);
         assert_eq!(url.unwrap_err().code(), "reserved_param");
-        let url =
-            seed_encrypted_url("http://t.example", &aes, [1; 12], "https://hidden.com/x", &[("sub", "1")]).unwrap();
+        let url = v1_encrypted_url("http://t.example", &aes, [1; 12], "https://hidden.com/x", &[("sub", "1")]).unwrap();
         let v = verify(LinkKind::Click, &url, &[key("global", SECRET)], NOW).unwrap();
         assert_eq!(v.target, "https://hidden.com/x");
-        assert_eq!(v.format, LinkFormat::SeedEncrypted);
+        assert_eq!(v.format, LinkFormat::V1Encrypted);
 
         let link = V2Link {
             kind: LinkKind::Click,
@@ -1023,7 +1022,7 @@ mod tests {
     #[test]
     fn short_links_sign_the_id() {
         let id = "tu_019c3f8d-aa19-7261-a5d6-9aa75cea309d";
-        let url = seed_short_url("http://t.example", SECRET, Some("6vct"), id, &[("sub1", "x")]).unwrap();
+        let url = v1_short_url("http://t.example", SECRET, Some("6vct"), id, &[("sub1", "x")]).unwrap();
         let v = verify(LinkKind::Short, &url, &[key("k1", SECRET)], NOW).unwrap();
         assert_eq!(v.target, id);
         let other = url.replace("9aa75cea309d", "9aa75cea3090");
@@ -1032,7 +1031,7 @@ mod tests {
 
     #[test]
     fn syntax_errors_have_precise_codes() {
-        let code = |kind, q: &str| parse_link(kind, None, q, SeedMode::Signed).unwrap_err().code();
+        let code = |kind, q: &str| parse_link(kind, None, q, V1Mode::Signed).unwrap_err().code();
         assert_eq!(code(LinkKind::Click, ""), "missing_link_params");
         assert_eq!(code(LinkKind::Click, "v=2&k=6vct.k1&url=a&url=b&s=x"), "duplicate_param");
         // v1 links keep the last of a repeated field, as the replaced system did

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
-use crate::links::{LinkFormat, LinkKind, SeedMode, parse_link, parse_query_loose};
+use crate::links::{LinkFormat, LinkKind, V1Mode, parse_link, parse_query_loose};
 use crate::v1;
 use crate::{
     Auth, Event, EventInput, IntakeContext, KeyRef, Limits, LinkKey, ProtocolError, Uuid, build_event, build_redirect,
@@ -77,14 +77,14 @@ pub trait Directory {
     fn short_link(&self, tu_id: &str) -> impl Future<Output = Result<Option<Arc<ShortLinkRecord>>, ProtocolError>>;
     /// The tenant of a valid (unexpired, unrevoked) ingest token.
     fn token(&self, token: &str) -> impl Future<Output = Result<Option<Arc<TokenRecord>>, ProtocolError>>;
-    /// Keys for seed links signed without a prefix (`HMAC_SECRET`, `ENCRYPTION_KEY`); empty if not configured.
+    /// Keys for v1 links signed without a prefix (`HMAC_SECRET`, `ENCRYPTION_KEY`); empty if not configured.
     fn global_keys(&self) -> &[LinkKey];
 }
 
 /// Settings the endpoints depend on.
 #[derive(Debug, Clone)]
 pub struct ServiceConfig {
-    pub seed_mode: SeedMode,
+    pub v1_mode: V1Mode,
     pub limits: Limits,
     pub max_batch_size: usize,
 }
@@ -204,7 +204,7 @@ pub async fn click<D: Directory>(
     random: [u8; 10],
 ) -> Result<Click, ProtocolError> {
     let kind = if tu_id.is_some() { LinkKind::Short } else { LinkKind::Click };
-    let parsed = parse_link(kind, tu_id, query, cfg.seed_mode)?;
+    let parsed = parse_link(kind, tu_id, query, cfg.v1_mode)?;
     let format = parsed.format();
     let (verified, _) = verify(dir, parsed, now).await?;
     let mut params = verified.params;
@@ -213,12 +213,12 @@ pub async fn click<D: Directory>(
         // a link signed by one tenant never resolves another tenant's short link (same answer as "not found"),
         // except an imported one, which keeps the replaced system's rules; the global key vouches for any
         let allowed = match (&verified.key_prefix, format) {
-            (_, LinkFormat::SeedShortUnsigned) => link.v1,
+            (_, LinkFormat::V1ShortUnsigned) => link.v1,
             (Some(signer), _) => *signer == link.key_prefix || link.v1,
             (None, _) => true,
         };
         if !allowed {
-            return Err(if format == LinkFormat::SeedShortUnsigned {
+            return Err(if format == LinkFormat::V1ShortUnsigned {
                 ProtocolError::MissingLinkParams
             } else {
                 ProtocolError::UnknownShortLink
@@ -269,7 +269,7 @@ pub async fn signal<D: Directory>(
     now: i64,
     random: [u8; 10],
 ) -> Result<Event, ProtocolError> {
-    let parsed = parse_link(kind, None, query, cfg.seed_mode);
+    let parsed = parse_link(kind, None, query, cfg.v1_mode);
     let (key_prefix, auth, tenant, mut params, shadowed) = match parsed {
         Ok(parsed) => {
             let (verified, tenant) = verify(dir, parsed, now).await?;
@@ -614,7 +614,7 @@ mod tests {
     }
 
     fn cfg() -> ServiceConfig {
-        ServiceConfig { seed_mode: SeedMode::Any, limits: Limits::default(), max_batch_size: 50 }
+        ServiceConfig { v1_mode: V1Mode::Any, limits: Limits::default(), max_batch_size: 50 }
     }
 
     fn dir() -> Fake {
@@ -668,7 +668,7 @@ mod tests {
     fn a_tenant_over_its_hard_cap_keeps_its_links_and_pixels_but_ingestion_answers_429() {
         let d = Fake { capped: true, ..dir() };
         let (c, req) = (cfg(), RequestInfo::default());
-        let url = crate::links::seed_short_url("", "s3cret", Some("acme"), TU, &[]).unwrap();
+        let url = crate::links::v1_short_url("", "s3cret", Some("acme"), TU, &[]).unwrap();
         let q = url.split_once('?').unwrap().1;
         assert!(ready(click(&d, &c, &req, Some(TU), q, NOW, [2; 10])).is_ok());
         let pixel = ready(signal(&d, &c, &req, LinkKind::Impression, "key_prefix=acme", None, NOW, [0; 10]));
@@ -720,7 +720,7 @@ mod tests {
     #[test]
     fn v1_links_redirect_whatever_their_params() {
         let d = dir();
-        let url = crate::links::seed_signed_url("", "s3cret", Some("acme"), "https://shop.example/a", &[]).unwrap();
+        let url = crate::links::v1_signed_url("", "s3cret", Some("acme"), "https://shop.example/a", &[]).unwrap();
         let base = url.split_once('?').unwrap().1;
         // names of v2 fields, repeats, brackets, an over-long value, and the tenant named again
         let long = "x".repeat(3000);
@@ -753,7 +753,7 @@ mod tests {
         );
         assert_eq!(click_query(&d, Some(TU), q).unwrap_err(), ProtocolError::MissingLinkParams);
         // the global key, or another tenant's key, resolves an imported link for its owner only
-        let global = crate::links::seed_short_url("", "g", None, TU_V1, &[]).unwrap();
+        let global = crate::links::v1_short_url("", "g", None, TU_V1, &[]).unwrap();
         let c = click_query(&d, Some(TU_V1), global.split_once('?').unwrap().1).unwrap();
         assert_eq!(c.event.key_prefix, "acme");
         let forged = format!("sig=acme_{}", "0".repeat(64));
@@ -762,14 +762,14 @@ mod tests {
 
     #[test]
     fn global_links_and_postbacks_belong_to_the_assigned_tenant() {
-        let url = crate::links::seed_signed_url("", "g", None, "https://a.example/", &[("c", "1")]).unwrap();
+        let url = crate::links::v1_signed_url("", "g", None, "https://a.example/", &[("c", "1")]).unwrap();
         let q = url.split_once('?').unwrap().1;
         assert_eq!(click_query(&dir(), None, q).unwrap().event.key_prefix, GLOBAL_KEY_PREFIX);
         let assigned = Fake { assigned: true, ..dir() };
         assert_eq!(click_query(&assigned, None, q).unwrap().event.key_prefix, "acme");
         // a tenant named in the link's params owns it, as it did in the replaced system
         let named =
-            crate::links::seed_signed_url("", "g", None, "https://a.example/", &[("key_prefix", "acme")]).unwrap();
+            crate::links::v1_signed_url("", "g", None, "https://a.example/", &[("key_prefix", "acme")]).unwrap();
         let c = click_query(&dir(), None, named.split_once('?').unwrap().1).unwrap();
         assert_eq!((c.event.key_prefix.as_str(), c.event.params.get("key_prefix")), ("acme", None));
         let req = RequestInfo::default();
@@ -782,7 +782,7 @@ mod tests {
     }
 
     async fn click_short(tu: &str) -> Result<Click, ProtocolError> {
-        let url = crate::links::seed_short_url("", "s3cret", Some("acme"), tu, &[]).unwrap();
+        let url = crate::links::v1_short_url("", "s3cret", Some("acme"), tu, &[]).unwrap();
         click(&dir(), &cfg(), &RequestInfo::default(), Some(tu), url.split_once('?').unwrap().1, NOW, [2; 10]).await
     }
 

@@ -8,8 +8,8 @@ use std::collections::BTreeMap;
 
 use serde_json::{Value, json};
 use tracker_protocol::intake::sign_batch;
-use tracker_protocol::links::{seed_encrypted_url, seed_short_url, seed_signed_url, v2_message};
-use tracker_protocol::{LinkKey, LinkKind, SeedMode, Uuid, V2Link, build_redirect, parse_link, partition_for};
+use tracker_protocol::links::{v1_encrypted_url, v1_short_url, v1_signed_url, v2_message};
+use tracker_protocol::{LinkKey, LinkKind, Uuid, V1Mode, V2Link, build_redirect, parse_link, partition_for};
 
 const PATH: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/vectors/links.json");
 const NOW_MS: i64 = 1_770_704_294_008;
@@ -55,7 +55,7 @@ fn global_keys() -> Vec<LinkKey> {
 fn expect(kind: LinkKind, url: &str) -> Value {
     let (path, query) = url.strip_prefix(BASE).unwrap().split_once('?').unwrap();
     let tu = path.strip_prefix("/t/");
-    let parsed = match parse_link(kind, tu, query, SeedMode::Any) {
+    let parsed = match parse_link(kind, tu, query, V1Mode::Any) {
         Ok(p) => p,
         Err(e) => return json!({ "error": e.code() }),
     };
@@ -120,15 +120,14 @@ fn build() -> Value {
     let encrypted = v2(LinkKind::Click, "https://hidden.example/p?q=1", None, &["gclid"], &[("campaign", "c1")])
         .encrypted_url(BASE, &aes(TENANT_AES), [7; 12])
         .unwrap();
-    let seed_tenant =
-        seed_signed_url(BASE, TENANT_SECRET, Some("6vct"), "https://offer.example/a?b=c", &[("sub1", "google")])
-            .unwrap();
-    let seed_old_key = seed_signed_url(BASE, TENANT_SECRET_OLD, Some("6vct"), "https://offer.example/a", &[]).unwrap();
-    let seed_global =
-        seed_signed_url(BASE, GLOBAL_SECRET, None, "https://offer.example/g", &[("campaign_id", "camp_8821")]).unwrap();
-    let seed_short = seed_short_url(BASE, TENANT_SECRET, Some("6vct"), TU_ID, &[("sub1", "s")]).unwrap();
-    let seed_encrypted =
-        seed_encrypted_url(BASE, &aes(GLOBAL_AES), [9; 12], "https://hidden.example/seed", &[("sub1", "s")]).unwrap();
+    let v1_tenant =
+        v1_signed_url(BASE, TENANT_SECRET, Some("6vct"), "https://offer.example/a?b=c", &[("sub1", "google")]).unwrap();
+    let v1_old_key = v1_signed_url(BASE, TENANT_SECRET_OLD, Some("6vct"), "https://offer.example/a", &[]).unwrap();
+    let v1_global =
+        v1_signed_url(BASE, GLOBAL_SECRET, None, "https://offer.example/g", &[("campaign_id", "camp_8821")]).unwrap();
+    let v1_short = v1_short_url(BASE, TENANT_SECRET, Some("6vct"), TU_ID, &[("sub1", "s")]).unwrap();
+    let v1_encrypted =
+        v1_encrypted_url(BASE, &aes(GLOBAL_AES), [9; 12], "https://hidden.example/v1", &[("sub1", "s")]).unwrap();
 
     let links = vec![
         link_case("v2 signed click with expiry, ext and non-ASCII params", LinkKind::Click, signed.clone()),
@@ -153,26 +152,26 @@ fn build() -> Value {
             LinkKind::Click,
             encrypted.replace("k=6vct.k2", "k=zzzz.k2"),
         ),
-        link_case("seed signed click, tenant prefix", LinkKind::Click, seed_tenant.clone()),
-        link_case("seed signed click, key in its rotation grace period", LinkKind::Click, seed_old_key),
-        link_case("seed signed click, global secret", LinkKind::Click, seed_global.clone()),
-        link_case("seed signed click, destination changed", LinkKind::Click, seed_global.replace("%2Fg", "%2Fh")),
-        link_case("seed short link", LinkKind::Short, seed_short),
-        link_case("seed encrypted click", LinkKind::Click, seed_encrypted),
+        link_case("v1 signed click, tenant prefix", LinkKind::Click, v1_tenant.clone()),
+        link_case("v1 signed click, key in its rotation grace period", LinkKind::Click, v1_old_key),
+        link_case("v1 signed click, global secret", LinkKind::Click, v1_global.clone()),
+        link_case("v1 signed click, destination changed", LinkKind::Click, v1_global.replace("%2Fg", "%2Fh")),
+        link_case("v1 short link", LinkKind::Short, v1_short),
+        link_case("v1 encrypted click", LinkKind::Click, v1_encrypted),
         link_case(
-            "seed signed click, garbage signature",
+            "v1 signed click, garbage signature",
             LinkKind::Click,
             format!("{BASE}/t?url=https%3A%2F%2Fa.example%2F&sig=ZZ"),
         ),
         link_case(
             "v1 signed click whose params repeat, borrow v2 names and carry brackets (the last value counts)",
             LinkKind::Click,
-            format!("{seed_tenant}&v=3&d=5&sub1=yahoo&utm%5Bsource%5D=g"),
+            format!("{v1_tenant}&v=3&d=5&sub1=yahoo&utm%5Bsource%5D=g"),
         ),
         link_case(
             "v1 signed click with its url and sig repeated (the last ones count)",
             LinkKind::Click,
-            seed_tenant.replace("/t?", "/t?url=https%3A%2F%2Fother.example%2F&sig=6vct_00&"),
+            v1_tenant.replace("/t?", "/t?url=https%3A%2F%2Fother.example%2F&sig=6vct_00&"),
         ),
         link_case("v1 short link without a signature", LinkKind::Short, format!("{BASE}/t/{TU_ID}?sub1=s")),
     ];

@@ -1,4 +1,4 @@
-//! # Cold queries (issue 8, first part)
+//! # Cold queries
 //!
 //! The questions tenants ask of their full history, as typed requests (never SQL text from the caller), answered
 //! with DataFusion over the archive's `events` Delta table.

@@ -170,10 +170,12 @@ async fn tenants_keys_and_links_through_their_whole_life() {
     assert_eq!(api.call("DELETE", &format!("/api/links/{tu}"), &key, None).await.status, 404);
 
     // signed links in every format click through
-    for format in ["v2", "v2_encrypted", "seed"] {
+    // (`seed` is v1's earlier name here, still accepted)
+    for format in ["v2", "v2_encrypted", "v1", "seed"] {
         let body = json!({ "destination": "https://shop.example/p", "params": { "campaign": "c1" }, "format": format });
         let signed = api.call("POST", "/api/links/sign", &key, Some(body)).await;
         assert_eq!(signed.status, 200, "{format}: {:?}", signed.body);
+        assert_eq!(signed.body["format"], if format == "seed" { "v1" } else { format });
         let (status, location) = api.click(signed.body["url"].as_str().unwrap()).await;
         assert_eq!(status, 307, "{format}: {location}");
     }

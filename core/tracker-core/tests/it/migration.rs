@@ -124,7 +124,7 @@ async fn the_replaced_clients_work_unchanged_after_an_import() {
     let tu = c["tenant"]["short_link"].as_str().unwrap();
     let res = node.get_path(&format!("/t/{tu}?sub1=x&utm%5Bsource%5D=mail")).await;
     assert_eq!(res.status(), StatusCode::TEMPORARY_REDIRECT);
-    let k9 = tracker_protocol::links::seed_short_url("", &"0123456789abcdef".repeat(4), Some("k9zz"), tu, &[]).unwrap();
+    let k9 = tracker_protocol::links::v1_short_url("", &"0123456789abcdef".repeat(4), Some("k9zz"), tu, &[]).unwrap();
     assert_eq!(node.get_path(&k9).await.status(), StatusCode::TEMPORARY_REDIRECT);
 
     let events = all_events(&node, 14).await;
@@ -158,7 +158,7 @@ async fn the_replaced_clients_work_unchanged_after_an_import() {
 async fn global_links_belong_to_the_assigned_tenant() {
     let node = Node::start(|c| c.hmac_secret = Some(String::from("global-secret").into())).await;
     node.state.store.create_tenant("Platform", Some("platform"), now_ms()).await.unwrap();
-    let link = tracker_protocol::links::seed_signed_url("", "global-secret", None, "https://a.example/", &[]).unwrap();
+    let link = tracker_protocol::links::v1_signed_url("", "global-secret", None, "https://a.example/", &[]).unwrap();
     assert_eq!(node.get_path(&link).await.status(), StatusCode::TEMPORARY_REDIRECT);
     node.state.store.assign_global_tenant(Some("platform"), "test", now_ms()).await.unwrap();
     node.state.invalidate("tenant:global");
@@ -405,7 +405,7 @@ async fn imported_history_is_not_billed_and_overflow_is_flagged() {
     assert_eq!(s.imported, 40);
     // a v1 link of the tenant with a param the event model cannot hold
     let k = node.state.store.tenant_keys("acme").await.unwrap().unwrap().keys.remove(0);
-    let link = tracker_protocol::links::seed_signed_url(
+    let link = tracker_protocol::links::v1_signed_url(
         "",
         k.signing_secret.as_deref().unwrap(),
         Some("acme"),

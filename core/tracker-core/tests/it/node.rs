@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use reqwest::StatusCode;
 use serde_json::{Value, json};
-use tracker_protocol::links::{seed_encrypted_url, seed_short_url, seed_signed_url};
+use tracker_protocol::links::{v1_encrypted_url, v1_short_url, v1_signed_url};
 use tracker_protocol::{Event, LinkKind, V2Link, intake};
 use tracker_store::{NewKey, Store};
 
@@ -90,10 +90,10 @@ async fn clicks_redirect_with_click_id_and_are_stored() {
     assert_eq!(frag, "buy");
     let click_id = before.strip_prefix("https://shop.example/p?a=1&ad_click_id=").unwrap();
 
-    // the seed format, signed with the tenant's secret
-    let seed = seed_signed_url("http://x", &k.signing_secret, Some("acme"), "https://shop.example/", &[("sub1", "s")])
-        .unwrap();
-    assert_eq!(node.get(path(&seed)).await.status(), StatusCode::TEMPORARY_REDIRECT);
+    // the v1 format, signed with the tenant's secret
+    let v1 =
+        v1_signed_url("http://x", &k.signing_secret, Some("acme"), "https://shop.example/", &[("sub1", "s")]).unwrap();
+    assert_eq!(node.get(path(&v1)).await.status(), StatusCode::TEMPORARY_REDIRECT);
 
     let events = node.events(2).await;
     assert_eq!(events.len(), 2);
@@ -144,12 +144,12 @@ async fn bad_links_get_precise_4xx_and_never_a_redirect() {
         (path(&good).replace("k=acme.", "k=nobody."), StatusCode::NOT_FOUND, "unknown_tenant"),
         (format!("{}&c=3", path(&good)), StatusCode::BAD_REQUEST, "duplicate_param"),
         (
-            path(&seed_signed_url("http://x", "not-the-secret", None, "https://a.example/", &[]).unwrap()).to_owned(),
+            path(&v1_signed_url("http://x", "not-the-secret", None, "https://a.example/", &[]).unwrap()).to_owned(),
             StatusCode::FORBIDDEN,
             "invalid_signature",
         ),
         (
-            path(&seed_encrypted_url("http://x", &[7; 32], [1; 12], "https://a.example/", &[]).unwrap()).to_owned(),
+            path(&v1_encrypted_url("http://x", &[7; 32], [1; 12], "https://a.example/", &[]).unwrap()).to_owned(),
             StatusCode::BAD_REQUEST,
             "link_format_disabled",
         ),
@@ -165,8 +165,8 @@ async fn bad_links_get_precise_4xx_and_never_a_redirect() {
     // a signed destination with credentials is followed as a browser would: to the host after the `@`, without them
     let res = node.get(path(&v2("https://u@evil.example/", None, &k.kid, &k.signing_secret))).await;
     assert!(res.headers()["location"].to_str().unwrap().starts_with("https://evil.example/?ad_click_id="));
-    // the global secret still works for unprefixed seed links
-    let global = seed_signed_url("http://x", "global-secret", None, "https://a.example/", &[]).unwrap();
+    // the global secret still works for unprefixed v1 links
+    let global = v1_signed_url("http://x", "global-secret", None, "https://a.example/", &[]).unwrap();
     assert_eq!(node.get(path(&global)).await.status(), StatusCode::TEMPORARY_REDIRECT);
     let owners: Vec<String> = node.events(2).await.into_iter().map(|e| e.key_prefix).collect();
     assert!(owners.contains(&"global".to_owned()) && owners.contains(&"acme".to_owned()), "{owners:?}");
@@ -180,14 +180,14 @@ async fn encrypted_links_and_key_rotation_grace() {
     let aes = [5u8; 32];
     let node = Node::start(|c| {
         c.encryption_key = Some(aes.into());
-        c.url_mode = tracker_protocol::SeedMode::Any;
+        c.url_mode = tracker_protocol::V1Mode::Any;
     })
     .await;
     let k1 = node.tenant("acme").await;
-    let seed = seed_encrypted_url("http://x", &aes, [3; 12], "https://hidden.example/", &[("s", "1")]);
-    assert!(seed.is_err(), "s is reserved");
-    let seed = seed_encrypted_url("http://x", &aes, [3; 12], "https://hidden.example/", &[("sub", "1")]).unwrap();
-    let res = node.get(path(&seed)).await;
+    let v1 = v1_encrypted_url("http://x", &aes, [3; 12], "https://hidden.example/", &[("s", "1")]);
+    assert!(v1.is_err(), "s is reserved");
+    let v1 = v1_encrypted_url("http://x", &aes, [3; 12], "https://hidden.example/", &[("sub", "1")]).unwrap();
+    let res = node.get(path(&v1)).await;
     assert!(res.headers()["location"].to_str().unwrap().starts_with("https://hidden.example/?ad_click_id="));
 
     let enc_key = tracker_protocol::parse_encryption_key(&k1.encryption_key).unwrap();
@@ -204,11 +204,11 @@ async fn encrypted_links_and_key_rotation_grace() {
     }
     let old_signed = link(&k1.kid).signed_url("http://x", &k1.signing_secret).unwrap();
     let old_encrypted = link(&k1.kid).encrypted_url("http://x", &enc_key, [4; 12]).unwrap();
-    let old_seed = seed_signed_url("http://x", &k1.signing_secret, Some("acme"), "https://a.example/", &[]).unwrap();
+    let old_v1 = v1_signed_url("http://x", &k1.signing_secret, Some("acme"), "https://a.example/", &[]).unwrap();
 
     // rotate with a grace period: old links keep working, new key works too
     let k2 = node.state.store.rotate_keys("acme", 60_000, now_ms()).await.unwrap();
-    for url in [&old_signed, &old_encrypted, &old_seed] {
+    for url in [&old_signed, &old_encrypted, &old_v1] {
         assert_eq!(node.get(path(url)).await.status(), StatusCode::TEMPORARY_REDIRECT, "{url}");
     }
     let new_signed = link(&k2.kid).signed_url("http://x", &k2.signing_secret).unwrap();
@@ -216,7 +216,7 @@ async fn encrypted_links_and_key_rotation_grace() {
     // once the grace period is over (rotate again with no grace) the first key is refused
     node.state.store.rotate_keys("acme", 0, now_ms()).await.unwrap();
     assert_eq!(error_code(node.get(path(&old_signed)).await).await, (StatusCode::FORBIDDEN, "unknown_key_id".into()));
-    assert_eq!(error_code(node.get(path(&old_seed)).await).await, (StatusCode::FORBIDDEN, "invalid_signature".into()));
+    assert_eq!(error_code(node.get(path(&old_v1)).await).await, (StatusCode::FORBIDDEN, "invalid_signature".into()));
     node.stop().await;
 }
 
@@ -226,7 +226,7 @@ async fn short_links_resolve_only_for_their_tenant() {
     let acme = node.tenant("acme").await;
     let evil = node.tenant("evil").await;
     let link = node.state.store.create_short_link("acme", "https://acme.example/offer", None, now_ms()).await.unwrap();
-    let url = seed_short_url("http://x", &acme.signing_secret, Some("acme"), &link.tu_id, &[("sub1", "x")]).unwrap();
+    let url = v1_short_url("http://x", &acme.signing_secret, Some("acme"), &link.tu_id, &[("sub1", "x")]).unwrap();
     let res = node.get(path(&url)).await;
     assert_eq!(res.status(), StatusCode::TEMPORARY_REDIRECT);
     assert!(res.headers()["location"].to_str().unwrap().starts_with("https://acme.example/offer?ad_click_id="));
@@ -247,7 +247,7 @@ async fn short_links_resolve_only_for_their_tenant() {
     assert!(events.iter().all(|e| e.params.get("tu_id") == Some(&link.tu_id)));
 
     // another tenant signing acme's short link id with its own valid secret gets nothing
-    let stolen = seed_short_url("http://x", &evil.signing_secret, Some("evil"), &link.tu_id, &[]).unwrap();
+    let stolen = v1_short_url("http://x", &evil.signing_secret, Some("evil"), &link.tu_id, &[]).unwrap();
     assert_eq!(error_code(node.get(path(&stolen)).await).await, (StatusCode::NOT_FOUND, "unknown_short_link".into()));
     let expired = node
         .state
@@ -255,7 +255,7 @@ async fn short_links_resolve_only_for_their_tenant() {
         .create_short_link("acme", "https://acme.example/", Some(now_ms() - 1), now_ms())
         .await
         .unwrap();
-    let url = seed_short_url("http://x", &acme.signing_secret, Some("acme"), &expired.tu_id, &[]).unwrap();
+    let url = v1_short_url("http://x", &acme.signing_secret, Some("acme"), &expired.tu_id, &[]).unwrap();
     assert_eq!(error_code(node.get(path(&url)).await).await, (StatusCode::GONE, "link_expired".into()));
     node.stop().await;
 }

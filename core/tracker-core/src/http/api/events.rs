@@ -3,7 +3,7 @@
 //! with the query functions.
 //!
 //! Times are milliseconds since the epoch: `from` (inclusive) and `to` (exclusive), or `hours` back from now
-//! (the seed's `hours=48`). Param keys and values only ever reach the store as bound parameters.
+//! (the replaced system's `hours=48`). Param keys and values only ever reach the store as bound parameters.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

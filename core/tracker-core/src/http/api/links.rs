@@ -10,7 +10,7 @@ use axum::http::StatusCode;
 use axum::response::Response;
 use rand::Rng as _;
 use serde::{Deserialize, Serialize};
-use tracker_protocol::links::{seed_short_url, seed_signed_url};
+use tracker_protocol::links::{v1_short_url, v1_signed_url};
 use tracker_protocol::{LinkKey, LinkKind, V2Link, validate_destination};
 use tracker_store::{Link, LinkCount, LinkSpec};
 
@@ -171,7 +171,7 @@ pub struct SignBody {
     /// v2 only: param names an ad network may append later unsigned.
     #[serde(default)]
     ext: Vec<String>,
-    /// `v2` (default), `v2_encrypted` (clicks only) or `seed`.
+    /// `v2` (default), `v2_encrypted` (clicks only) or `v1` (`seed`, its earlier name, still accepted).
     format: Option<String>,
     /// Tracking host the link points at (default: the API's public URL).
     base_url: Option<String>,
@@ -213,9 +213,12 @@ pub async fn sign(
 ) -> Result<Response, ApiError> {
     let tenant = p.tenant("write")?;
     let prefix = tenant.key_prefix.as_str();
-    let format = body.format.as_deref().unwrap_or("v2");
-    if !matches!(format, "v2" | "v2_encrypted" | "seed") {
-        return Err(ApiError::bad_request("invalid_format", "format must be v2, v2_encrypted or seed"));
+    let format = match body.format.as_deref().unwrap_or("v2") {
+        "seed" => "v1",
+        other => other,
+    };
+    if !matches!(format, "v2" | "v2_encrypted" | "v1") {
+        return Err(ApiError::bad_request("invalid_format", "format must be v2, v2_encrypted or v1"));
     }
     let base = match &body.base_url {
         Some(b) if (b.starts_with("https://") || b.starts_with("http://")) && b.len() <= 256 => {
@@ -236,8 +239,8 @@ pub async fn sign(
         _ => return Err(ApiError::bad_request("invalid_field", "give exactly one of destination and tu_id")),
     };
     check_link_params(&body.params, &body.ext)?;
-    if format == "seed" && (body.expires_at.is_some() || !body.ext.is_empty()) {
-        return Err(ApiError::bad_request("invalid_field", "seed links have no expires_at or ext; use format v2"));
+    if format == "v1" && (body.expires_at.is_some() || !body.ext.is_empty()) {
+        return Err(ApiError::bad_request("invalid_field", "v1 links have no expires_at or ext; use format v2"));
     }
     // v2 expiries are whole seconds after the epoch (at least 1)
     let expires_at = expiry_ms("expires_at", body.expires_at)?.map(|ms| ((ms + 999) / 1000).max(1));
@@ -248,8 +251,8 @@ pub async fn sign(
     let link =
         V2Link { kind, key_prefix: prefix, kid: &key.kid, target: &target, expires_at, ext: &ext, params: &params };
     let url = match (format, kind) {
-        ("seed", LinkKind::Click) => seed_signed_url(&base, secret, Some(prefix), &target, &params)?,
-        ("seed", _) => seed_short_url(&base, secret, Some(prefix), &target, &params)?,
+        ("v1", LinkKind::Click) => v1_signed_url(&base, secret, Some(prefix), &target, &params)?,
+        ("v1", _) => v1_short_url(&base, secret, Some(prefix), &target, &params)?,
         ("v2_encrypted", LinkKind::Click) => {
             let aes = key.encryption_key.ok_or_else(|| not_found("encryption key"))?;
             link.encrypted_url(&base, &aes, rand::rng().random())?
