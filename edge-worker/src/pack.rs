@@ -102,7 +102,7 @@ pub fn invalid_message(key_prefix: &str, count: usize, batch_key: Option<&str>) 
 
 /// What the consumer sends to the core for a message: the intake batch id (the message's own, or the queue message
 /// id) and the `{"events": [...]}` body. `None` if the message is not an events envelope.
-pub fn unwrap(body: &str, message_id: &str) -> Option<(String, String)> {
+pub fn intake_body(body: &str, message_id: &str) -> Option<(String, String)> {
     let env: Envelope<'_> = serde_json::from_str(body).ok()?;
     let id =
         env.batch_id.filter(|b| tracker_protocol::intake::is_valid_batch_id(b)).unwrap_or_else(|| batch_id(message_id));
@@ -200,11 +200,11 @@ mod tests {
     #[test]
     fn refused_elements_travel_as_a_message_of_their_own() {
         let m = invalid_message("acme", 3, Some("k-1"));
-        let (id, body) = unwrap(&m, "ignored").unwrap();
+        let (id, body) = intake_body(&m, "ignored").unwrap();
         assert_eq!(id, "k-1-invalid");
         assert!(tracker_protocol::intake::is_valid_batch_id(&id));
         assert_eq!(body, r#"{"events":[],"invalid":{"count":3,"key_prefix":"acme"}}"#);
-        let (id, _) = unwrap(&invalid_message("acme", 1, None), "m7").unwrap();
+        let (id, _) = intake_body(&invalid_message("acme", 1, None), "m7").unwrap();
         assert_eq!(id, "q-m7", "without a key, the queue message id");
     }
 
@@ -216,15 +216,15 @@ mod tests {
         assert_ne!(key, batch_key("beta", "order-42"), "scoped to the tenant");
         let messages = pack(&events, Some(&key)).unwrap();
         for (i, m) in messages.iter().enumerate() {
-            let (id, body) = unwrap(m, "ignored").unwrap();
+            let (id, body) = intake_body(m, "ignored").unwrap();
             assert_eq!(id, format!("{key}-{i}"));
             assert!(tracker_protocol::intake::is_valid_batch_id(&id));
             assert!(body.starts_with("{\"events\":[") && !body.contains("batch_id"));
             assert!(m.len() <= MAX_MESSAGE_BYTES);
         }
         let plain = pack(&events[..1], None).unwrap().remove(0);
-        assert_eq!(unwrap(&plain, "m1").unwrap(), ("q-m1".to_owned(), plain.clone()));
-        assert!(unwrap("not json", "m1").is_none());
+        assert_eq!(intake_body(&plain, "m1").unwrap(), ("q-m1".to_owned(), plain.clone()));
+        assert!(intake_body("not json", "m1").is_none());
     }
 
     #[test]

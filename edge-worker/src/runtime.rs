@@ -34,7 +34,7 @@ use crate::api::{
 use crate::cache::IsolateCache;
 use crate::config::EdgeConfig;
 use crate::limiter::Limiter;
-use crate::pack::{batch_key, invalid_message, pack, pick, send_groups, unwrap};
+use crate::pack::{batch_key, intake_body, invalid_message, pack, pick, send_groups};
 
 const KV: &str = "TRACKER_KV";
 const EVENTS_QUEUE: &str = "EVENTS";
@@ -513,7 +513,7 @@ pub async fn queue(batch: MessageBatch<String>, env: Env, _ctx: Context) -> work
             settle(&msg, parked);
             continue;
         }
-        let Some((batch, forward)) = unwrap(&body, &msg.id()) else {
+        let Some((batch, forward)) = intake_body(&body, &msg.id()) else {
             // not an events envelope: nothing the core could take; dead-letter it as it is
             settle(&msg, dead_letter(&env, &body).await);
             continue;

@@ -33,7 +33,7 @@ use tracker_store::{Store, StoreError};
 
 pub use config::Config;
 pub use http::router;
-pub use state::{AppState, Streams};
+pub use state::{AppState, ConsumerOutputs};
 
 #[derive(Debug, thiserror::Error)]
 pub enum NodeError {
@@ -95,7 +95,7 @@ pub async fn build_state(cfg: Config) -> Result<Arc<AppState>, NodeError> {
     let hot = HotStore::connect(&cfg.hot_database).await?;
     let log = open_log(&cfg, "log", "spool", EVENTS_TOPIC).await?;
     let filtered = open_log(&cfg, "filtered", "filtered-spool", FILTERED_TOPIC).await?;
-    let state = AppState::new(cfg, log, store, Streams { filtered, hot }).map_err(NodeError::Cli)?;
+    let state = AppState::new(cfg, log, store, ConsumerOutputs { filtered, hot }).map_err(NodeError::Cli)?;
     Ok(Arc::new(state))
 }
 
@@ -160,9 +160,9 @@ async fn open_log(cfg: &Config, dir: &str, spool: &str, topic: &'static str) -> 
 pub fn pipeline(st: &AppState) -> tracker_consumers::Pipeline {
     tracker_consumers::Pipeline {
         raw: st.log.clone(),
-        filtered: st.streams.filtered.clone(),
+        filtered: st.outputs.filtered.clone(),
         store: st.store.clone(),
-        hot: st.streams.hot.clone(),
+        hot: st.outputs.hot.clone(),
         settings: tracker_consumers::Settings {
             webhooks: tracker_consumers::webhooks::WebhookSettings {
                 allow_private: st.cfg.webhook_allow_private,
@@ -284,7 +284,7 @@ pub async fn serve(
     .await;
     served?;
     state.log.shutdown().await?;
-    state.streams.filtered.shutdown().await?;
+    state.outputs.filtered.shutdown().await?;
     tracing::info!("event log flushed; core node stopped");
     Ok(())
 }

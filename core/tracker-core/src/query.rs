@@ -43,7 +43,7 @@ const MAX_MERGED_GROUPS: usize = 1000;
 
 /// Where the warm and cold tiers are.
 #[derive(Debug)]
-pub enum Archived {
+pub enum ArchiveTiers {
     /// In this process, over the node's archive (the embedded default).
     Local(Arc<Engines>),
     /// The query functions behind `QUERY_URL`.
@@ -52,8 +52,8 @@ pub enum Archived {
     Off,
 }
 
-impl Archived {
-    pub fn from_config(cfg: &Config) -> Result<Archived, String> {
+impl ArchiveTiers {
+    pub fn from_config(cfg: &Config) -> Result<ArchiveTiers, String> {
         match (&cfg.query.url, &cfg.consumer_settings.archive) {
             (Some(url), _) => {
                 let secret = cfg.query.secret.clone().ok_or("QUERY_SECRET is required with QUERY_URL")?.into_inner();
@@ -61,10 +61,12 @@ impl Archived {
                     .timeout(cfg.query.timeout + Duration::from_secs(5))
                     .build()
                     .map_err(|e| e.to_string())?;
-                Ok(Archived::Remote { url: format!("{}/v1/query", url.trim_end_matches('/')), secret, client })
+                Ok(ArchiveTiers::Remote { url: format!("{}/v1/query", url.trim_end_matches('/')), secret, client })
             }
-            (None, Some(settings)) => Ok(Archived::Local(Arc::new(Engines::new(settings.clone(), cfg.query.timeout)))),
-            (None, None) => Ok(Archived::Off),
+            (None, Some(settings)) => {
+                Ok(ArchiveTiers::Local(Arc::new(Engines::new(settings.clone(), cfg.query.timeout))))
+            }
+            (None, None) => Ok(ArchiveTiers::Off),
         }
     }
 
@@ -72,8 +74,8 @@ impl Archived {
     pub async fn answer(&self, tenant: &str, tier: Tier, query: &Query) -> Result<Value, ApiError> {
         let refused = |r: Refusal| ApiError::new(r.status, r.code, r.message);
         match self {
-            Archived::Local(engines) => engines.answer(tenant, tier, query).await.map_err(refused),
-            Archived::Remote { url, secret, client } => {
+            ArchiveTiers::Local(engines) => engines.answer(tenant, tier, query).await.map_err(refused),
+            ArchiveTiers::Remote { url, secret, client } => {
                 let request = QueryRequest { tenant: tenant.to_owned(), tier, query: query.clone() };
                 let body =
                     serde_json::to_vec(&request).map_err(|e| ApiError::bad_request("invalid_query", e.to_string()))?;
@@ -112,7 +114,7 @@ impl Archived {
                     _ => Err(unavailable(format!("{status}: {answer}"))),
                 }
             }
-            Archived::Off => Err(ApiError::bad_request(
+            ArchiveTiers::Off => Err(ApiError::bad_request(
                 "tier_unavailable",
                 "this platform keeps no archive (ARCHIVE_URL=off): only the hot tier answers",
             )),
@@ -253,7 +255,7 @@ async fn meter(st: &AppState, tenant: &str, answer: &Value) {
     }
     let read = answer.pointer("/scanned/bytes_read").and_then(Value::as_i64).unwrap_or(0);
     usage.add(tenant, now, "bytes_scanned", read);
-    if let Err(e) = st.streams.hot.add_usage(&usage).await {
+    if let Err(e) = st.outputs.hot.add_usage(&usage).await {
         tracing::warn!(error = %e, tenant, "query not metered");
     }
 }
@@ -370,7 +372,7 @@ async fn hot_points(
         tu_id: f.tu_id.clone(),
         param: f.params.iter().next().map(|(k, v)| (k.clone(), v.clone())),
     };
-    let hot = &st.streams.hot;
+    let hot = &st.outputs.hot;
     let all = hot.stats(tenant, &stats(GroupBy::None)).await.map_err(hot_err)?;
     let mut points: Points = match group {
         None => all.iter().map(|p| (p.bucket, None, p.count)).collect(),

@@ -157,13 +157,13 @@ pub struct SseQuery {
     last_event_id: Option<u64>,
 }
 
-struct Wanted {
+struct StreamFilter {
     tenant: String,
     event_types: Option<Vec<String>>,
     param: Option<(String, String)>,
 }
 
-impl Wanted {
+impl StreamFilter {
     fn keeps(&self, e: &Event) -> bool {
         e.key_prefix == self.tenant
             && self.event_types.as_ref().is_none_or(|t| t.contains(&e.event_type))
@@ -229,14 +229,14 @@ pub async fn events(
         Some(_) => return Err(ApiError::bad_request("invalid_last_event_id", "Last-Event-ID must be an event id")),
         None => q.last_event_id,
     };
-    let log = st.streams.filtered.clone();
+    let log = st.outputs.filtered.clone();
     let partition = partition_for(&tenant, log.partitions());
     let (rx, head) = st.live.subscribe(&log, partition).await?;
     let next = match resume {
         Some(id) => id.saturating_add(1).min(head),
         None => head,
     };
-    let wanted = Wanted { tenant, event_types, param };
+    let wanted = StreamFilter { tenant, event_types, param };
     let (out, body) = mpsc::channel::<String>(CLIENT_QUEUE);
     let closing = st.live.closing.subscribe();
     if *closing.borrow() {
@@ -266,7 +266,7 @@ pub async fn events(
 async fn stream(
     log: Arc<dyn EventLog>,
     partition: u32,
-    wanted: Wanted,
+    wanted: StreamFilter,
     mut rx: broadcast::Receiver<Batch>,
     (mut next, head): (u64, u64),
     out: mpsc::Sender<String>,
@@ -328,7 +328,7 @@ const MAX_CATCH_UP: u64 = 100_000;
 async fn catch_up(
     log: &Arc<dyn EventLog>,
     partition: u32,
-    wanted: &Wanted,
+    wanted: &StreamFilter,
     next: &mut u64,
     until: u64,
     out: &mpsc::Sender<String>,

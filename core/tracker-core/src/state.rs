@@ -83,7 +83,7 @@ fn unavailable(e: StoreError) -> ProtocolError {
 
 /// The consumers' outputs the node serves.
 #[derive(Debug, Clone)]
-pub struct Streams {
+pub struct ConsumerOutputs {
     /// Events the filter kept.
     pub filtered: Arc<dyn EventLog>,
     pub hot: tracker_store::hot::HotStore,
@@ -93,7 +93,7 @@ pub struct Streams {
 pub struct AppState {
     pub cfg: Config,
     /// The filtered events and the hot tier (what `/api/events*` and `/sse/events` read).
-    pub streams: Streams,
+    pub outputs: ConsumerOutputs,
     /// Live event streams (`/sse/events`).
     pub live: Arc<crate::sse::Hub>,
     pub service: ServiceConfig,
@@ -105,7 +105,7 @@ pub struct AppState {
     /// Webhook deliveries (with the address guard unless `WEBHOOK_ALLOW_PRIVATE`).
     pub webhook_client: reqwest::Client,
     /// The warm and cold tiers `/api/query` asks.
-    pub queries: crate::query::Archived,
+    pub queries: crate::query::ArchiveTiers,
     /// The stream consumers this process runs (in-process, and the link counter): `/health` names dead ones.
     pub consumers: Arc<tracker_consumers::Liveness>,
     tenants: TtlCache<String, TenantRecord>,
@@ -115,7 +115,12 @@ pub struct AppState {
 }
 
 impl AppState {
-    pub fn new(cfg: Config, log: Arc<dyn EventLog>, store: Store, streams: Streams) -> Result<AppState, String> {
+    pub fn new(
+        cfg: Config,
+        log: Arc<dyn EventLog>,
+        store: Store,
+        outputs: ConsumerOutputs,
+    ) -> Result<AppState, String> {
         let global_keys = if cfg.hmac_secret.is_some() || cfg.encryption_key.is_some() {
             vec![LinkKey {
                 kid: "global".into(),
@@ -130,11 +135,11 @@ impl AppState {
         let service =
             ServiceConfig { v1_mode: cfg.url_mode, limits: cfg.limits.clone(), max_batch_size: cfg.max_batch_size };
         let webhook_client = crate::webhook::client(cfg.webhook_allow_private)?;
-        let queries = crate::query::Archived::from_config(&cfg)?;
+        let queries = crate::query::ArchiveTiers::from_config(&cfg)?;
         Ok(AppState {
             queries,
             consumers: Arc::default(),
-            streams,
+            outputs,
             live: Arc::new(crate::sse::Hub::new(cfg.sse_backlog)),
             webhook_client,
             cfg,
@@ -168,7 +173,7 @@ impl AppState {
         if !plan.hard_cap() {
             return None;
         }
-        match self.streams.hot.quota_kept(&tenant.key_prefix, month_start(now)).await {
+        match self.outputs.hot.quota_kept(&tenant.key_prefix, month_start(now)).await {
             Ok(kept) => plan.block(kept, now),
             Err(e) => {
                 tracing::error!(error = %e, tenant = %tenant.key_prefix, "hot tier unreadable: quota not checked");

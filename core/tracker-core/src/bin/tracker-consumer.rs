@@ -74,7 +74,7 @@ async fn main() -> std::process::ExitCode {
         on_death.cancel();
     });
     tracker_consumers::run(Arc::new(pipeline(&state)), which, stop, liveness.clone()).await;
-    let _ = state.streams.filtered.shutdown().await;
+    let _ = state.outputs.filtered.shutdown().await;
     let _ = state.log.shutdown().await;
     let dead = liveness.dead();
     if dead.is_empty() {

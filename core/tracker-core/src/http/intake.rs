@@ -58,9 +58,9 @@ async fn meter_invalid(st: &AppState, tenant: &str, n: usize, idempotency_key: O
     let counted = match idempotency_key {
         Some(k) => {
             let id = format!("refused:{}", hex::encode(sha2::Sha256::digest(format!("{tenant}\0{k}").as_bytes())));
-            st.streams.hot.add_usage_once(&id, &usage, now_ms()).await.map(|_| ())
+            st.outputs.hot.add_usage_once(&id, &usage, now_ms()).await.map(|_| ())
         }
-        None => st.streams.hot.add_usage(&usage).await,
+        None => st.outputs.hot.add_usage(&usage).await,
     };
     if let Err(e) = counted {
         tracing::warn!(error = %e, tenant, "refused events not metered");
@@ -207,7 +207,7 @@ async fn meter_edge_invalid(st: &AppState, batch_id: &str, inv: &EdgeInvalid) ->
     }
     let mut usage = tracker_store::usage::UsageDelta::default();
     usage.add(&inv.key_prefix, now_ms(), "dropped_invalid", i64::from(inv.count));
-    st.streams.hot.add_usage_once(&format!("edge:{batch_id}"), &usage, now_ms()).await.map_err(|e| {
+    st.outputs.hot.add_usage_once(&format!("edge:{batch_id}"), &usage, now_ms()).await.map_err(|e| {
         tracing::error!(error = %e, "hot tier failed");
         ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "hot_unavailable", "usage cannot be recorded right now")
     })?;

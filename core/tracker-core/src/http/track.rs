@@ -34,7 +34,7 @@ fn redirect(location: &str) -> Response {
     }
 }
 
-fn finish<T>(
+fn count_and_answer<T>(
     st: &AppState,
     endpoint: Endpoint,
     result: Result<T, ApiError>,
@@ -72,7 +72,7 @@ pub async fn click(State(st): State<Arc<AppState>>, meta: RequestMeta, RawQuery(
     if result.is_ok() {
         st.metrics.redirect_served(started.elapsed());
     }
-    finish(&st, Endpoint::Click, result, |loc| redirect(&loc))
+    count_and_answer(&st, Endpoint::Click, result, |loc| redirect(&loc))
 }
 
 pub async fn short(
@@ -86,7 +86,7 @@ pub async fn short(
     if result.is_ok() {
         st.metrics.redirect_served(started.elapsed());
     }
-    finish(&st, Endpoint::Short, result, |loc| redirect(&loc))
+    count_and_answer(&st, Endpoint::Short, result, |loc| redirect(&loc))
 }
 
 /// A postback or impression event, authenticated (or not) by the shared service.
@@ -129,7 +129,7 @@ async fn take_postback(st: &AppState, meta: &RequestMeta, token: Option<&str>, q
         Ok(event)
     }
     .await;
-    finish(st, Endpoint::Postback, result, |e| {
+    count_and_answer(st, Endpoint::Postback, result, |e| {
         super::json(
             StatusCode::OK,
             &serde_json::json!({ "status": "ok", "event_id": e.event_id, "authenticated": e.auth.is_authenticated() }),
@@ -151,7 +151,7 @@ pub async fn impression(
     // a pixel sits in a page or an email: whatever the verdict, the visitor gets an image, never a broken one;
     // a refusal is counted and named in a header
     let refused = result.as_ref().err().map(|e| e.code);
-    let mut res = finish(&st, Endpoint::Impression, result, |()| (StatusCode::OK, PIXEL_GIF).into_response());
+    let mut res = count_and_answer(&st, Endpoint::Impression, result, |()| (StatusCode::OK, PIXEL_GIF).into_response());
     if let Some(code) = refused {
         res = (StatusCode::OK, PIXEL_GIF).into_response();
         if let Ok(v) = HeaderValue::from_str(code) {
@@ -184,5 +184,5 @@ pub async fn beacon(State(st): State<Arc<AppState>>, meta: RequestMeta, body: Re
         st.emit(&event).await
     }
     .await;
-    with_cors(finish(&st, Endpoint::Beacon, result, |()| StatusCode::NO_CONTENT.into_response()))
+    with_cors(count_and_answer(&st, Endpoint::Beacon, result, |()| StatusCode::NO_CONTENT.into_response()))
 }

@@ -134,7 +134,7 @@ async fn every_tier_gives_the_golden_answers_and_auto_merges_at_the_watermark() 
         let mut cfg = api.node.state.cfg.clone();
         cfg.query.url = Some(url.clone());
         cfg.query.secret = Some(secret.to_vec().into());
-        tracker_core::query::Archived::from_config(&cfg).unwrap()
+        tracker_core::query::ArchiveTiers::from_config(&cfg).unwrap()
     };
     let (remote, forged) = (remote(&secret), remote(b"not-the-query-secret-0123"));
     let whole_series = json!({

@@ -20,7 +20,7 @@ use crate::state::{AppState, now_ms};
 
 #[derive(Debug, Clone)]
 #[allow(clippy::large_enum_variant)] // one per request, never stored in bulk
-pub enum Who {
+pub enum Caller {
     /// The platform operator (`ADMIN_TOKEN`): manages tenants, nothing inside them.
     Admin,
     /// A tenant's API key.
@@ -30,16 +30,16 @@ pub enum Who {
 /// The authenticated caller of one request.
 #[derive(Debug, Clone)]
 pub struct Principal {
-    pub who: Who,
+    pub caller: Caller,
     /// Base URL for links the API prints (the edge's origin when the request came through it).
     pub public_url: String,
 }
 
 impl Principal {
     pub fn require_admin(&self) -> Result<(), ApiError> {
-        match self.who {
-            Who::Admin => Ok(()),
-            Who::Tenant { .. } => Err(ApiError::new(
+        match self.caller {
+            Caller::Admin => Ok(()),
+            Caller::Tenant { .. } => Err(ApiError::new(
                 StatusCode::FORBIDDEN,
                 "admin_only",
                 "this route needs the platform admin credential, not a tenant API key",
@@ -49,47 +49,47 @@ impl Principal {
 
     /// The caller's tenant, if its key has `scope` (and, for changes, the tenant is not suspended).
     pub fn tenant(&self, scope: &'static str) -> Result<&Tenant, ApiError> {
-        match &self.who {
-            Who::Admin => Err(ApiError::new(
+        match &self.caller {
+            Caller::Admin => Err(ApiError::new(
                 StatusCode::FORBIDDEN,
                 "tenant_only",
                 "the admin credential manages tenants; use one of the tenant's API keys for its resources",
             )),
-            Who::Tenant { key, .. } if !key.has_scope(scope) => Err(ApiError::new(
+            Caller::Tenant { key, .. } if !key.has_scope(scope) => Err(ApiError::new(
                 StatusCode::FORBIDDEN,
                 "missing_scope",
                 format!("this API key does not have the `{scope}` scope"),
             )),
-            Who::Tenant { tenant, .. } if !matches!(scope, "read" | "stream") && !tenant.is_active() => {
+            Caller::Tenant { tenant, .. } if !matches!(scope, "read" | "stream") && !tenant.is_active() => {
                 Err(ApiError::new(
                     StatusCode::FORBIDDEN,
                     "tenant_suspended",
                     "the tenant is suspended: its data can be read but not changed",
                 ))
             }
-            Who::Tenant { tenant, .. } => Ok(tenant),
+            Caller::Tenant { tenant, .. } => Ok(tenant),
         }
     }
 
     /// The caller's tenant for reading and revoking its credentials (`admin` scope), also while suspended: a
     /// suspended tenant must still be able to see and revoke a leaked key or token.
     pub fn tenant_even_if_suspended(&self, scope: &'static str) -> Result<&Tenant, ApiError> {
-        match &self.who {
-            Who::Tenant { tenant, key } if key.has_scope(scope) => Ok(tenant),
+        match &self.caller {
+            Caller::Tenant { tenant, key } if key.has_scope(scope) => Ok(tenant),
             _ => self.tenant(scope),
         }
     }
 
     /// Whether the credential is a key that can only open live streams (a short-lived stream token).
     pub fn stream_only(&self) -> bool {
-        matches!(&self.who, Who::Tenant { key, .. } if key.scopes.iter().all(|s| s == "stream"))
+        matches!(&self.caller, Caller::Tenant { key, .. } if key.scopes.iter().all(|s| s == "stream"))
     }
 
     /// The rate-limit bucket and requests per minute.
     fn rate(&self, cfg: &crate::config::Config) -> (String, u32) {
-        match &self.who {
-            Who::Admin => ("admin".into(), cfg.admin_api_rpm),
-            Who::Tenant { tenant, .. } => {
+        match &self.caller {
+            Caller::Admin => ("admin".into(), cfg.admin_api_rpm),
+            Caller::Tenant { tenant, .. } => {
                 (format!("tenant:{}", tenant.key_prefix), cfg.plan_of(tenant).api_requests_per_minute)
             }
         }
@@ -104,7 +104,7 @@ fn unauthorized(code: &'static str, message: &'static str) -> Response {
 
 /// Resolves a credential's SHA-256 to the caller: the admin credential (compared in constant time) or a live API
 /// key (looked up by hash on every request, so a revoked key stops working at once).
-async fn resolve(st: &AppState, hash_hex: Option<&str>) -> Result<Who, Response> {
+async fn resolve(st: &AppState, hash_hex: Option<&str>) -> Result<Caller, Response> {
     let Some(hash_hex) = hash_hex else {
         return Err(unauthorized("missing_credentials", "send Authorization: Bearer <API key>"));
     };
@@ -114,10 +114,10 @@ async fn resolve(st: &AppState, hash_hex: Option<&str>) -> Result<Who, Response>
     if let Some(admin) = &st.cfg.admin_token_sha256
         && bool::from(admin.ct_eq(&hash))
     {
-        return Ok(Who::Admin);
+        return Ok(Caller::Admin);
     }
     match st.store.api_key_by_hash(hash_hex, now_ms()).await {
-        Ok(Some(owner)) => Ok(Who::Tenant { tenant: owner.tenant, key: owner.key }),
+        Ok(Some(owner)) => Ok(Caller::Tenant { tenant: owner.tenant, key: owner.key }),
         Ok(None) => Err(unauthorized("invalid_credentials", "the credential is unknown, revoked or expired")),
         Err(e) => Err(ApiError::from(e).into_response()),
     }
@@ -144,7 +144,7 @@ pub async fn direct(State(st): State<Arc<AppState>>, req: Request, next: Next) -
     }
     let hash = bearer_hash(req.headers());
     let public_url = st.cfg.public_url.clone();
-    finish(&st, req, next, hash, public_url, false).await
+    authenticate_and_run(&st, req, next, hash, public_url, false).await
 }
 
 /// Marks a request whose credential came from the URL (`?access_token=`).
@@ -161,7 +161,7 @@ pub async fn direct_live(State(st): State<Arc<AppState>>, mut req: Request, next
         }
     }
     let public_url = st.cfg.public_url.clone();
-    finish(&st, req, next, hash, public_url, false).await
+    authenticate_and_run(&st, req, next, hash, public_url, false).await
 }
 
 /// `/internal/v1/api/...`: the edge's signature over method, path, credential hash and body, within the replay
@@ -198,10 +198,10 @@ pub async fn via_edge(State(st): State<Arc<AppState>>, req: Request, next: Next)
     if req.uri().path() == "/openapi.json" {
         return next.run(req).await;
     }
-    finish(&st, req, next, hash, public_url, true).await
+    authenticate_and_run(&st, req, next, hash, public_url, true).await
 }
 
-async fn finish(
+async fn authenticate_and_run(
     st: &AppState,
     mut req: Request,
     next: Next,
@@ -209,11 +209,11 @@ async fn finish(
     public_url: String,
     via_edge: bool,
 ) -> Response {
-    let who = match resolve(st, hash.as_deref()).await {
-        Ok(who) => who,
+    let caller = match resolve(st, hash.as_deref()).await {
+        Ok(caller) => caller,
         Err(res) => return res,
     };
-    let principal = Principal { who, public_url };
+    let principal = Principal { caller, public_url };
     let (bucket, rpm) = principal.rate(&st.cfg);
     let verdict = st.api_limits.check(&bucket, rpm, 60, now_ms());
     let mut res = if verdict.allowed {
@@ -254,9 +254,9 @@ async fn finish(
 /// `GET /api/me`: who the credential is, and its rate limit.
 pub async fn me(State(st): State<Arc<AppState>>, Extension(p): Extension<Arc<Principal>>) -> Response {
     let (_, rpm) = p.rate(&st.cfg);
-    let body = match &p.who {
-        Who::Admin => serde_json::json!({ "kind": "admin", "api_requests_per_minute": rpm }),
-        Who::Tenant { tenant, key } => serde_json::json!({
+    let body = match &p.caller {
+        Caller::Admin => serde_json::json!({ "kind": "admin", "api_requests_per_minute": rpm }),
+        Caller::Tenant { tenant, key } => serde_json::json!({
             "kind": "tenant",
             "key_prefix": tenant.key_prefix,
             "plan": tenant.plan,

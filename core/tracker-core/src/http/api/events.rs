@@ -139,7 +139,7 @@ pub async fn list(
         before,
         limit,
     };
-    let page = st.streams.hot.events(&tenant.key_prefix, &query).await.map_err(hot_err)?;
+    let page = st.outputs.hot.events(&tenant.key_prefix, &query).await.map_err(hot_err)?;
     let data: Vec<Box<RawValue>> = page.events.into_iter().map(raw).collect();
     let next = page.next.map(|(ts, seq)| format!("{ts}_{seq}"));
     Ok(json(StatusCode::OK, &serde_json::json!({ "data": data, "next_cursor": next, "tier": "hot" })))
@@ -197,7 +197,7 @@ pub async fn stats(
         tu_id: short_text("tu_id", q.tu_id)?,
         param: param_filter(q.param_key, q.param_value)?,
     };
-    let series = st.streams.hot.stats(&tenant.key_prefix, &query).await.map_err(hot_err)?;
+    let series = st.outputs.hot.stats(&tenant.key_prefix, &query).await.map_err(hot_err)?;
     let mut totals: BTreeMap<Option<String>, i64> = BTreeMap::new();
     for point in &series {
         *totals.entry(point.key.clone()).or_default() += point.count;
@@ -257,7 +257,7 @@ pub async fn matches(
     }
     let (from, to) = Range { from: q.from, to: q.to, hours: q.hours }.resolve(7 * 24, 400)?;
     let query = MatchQuery { trigger, result, on, from, to, window_ms: window_secs * 1000, limit };
-    let answer = st.streams.hot.match_events(&tenant.key_prefix, &query).await.map_err(hot_err)?;
+    let answer = st.outputs.hot.match_events(&tenant.key_prefix, &query).await.map_err(hot_err)?;
     Ok(json(
         StatusCode::OK,
         &serde_json::json!({
@@ -293,7 +293,7 @@ pub async fn drops(
     let tenant = p.tenant("read")?;
     let (from, to) = Range { from: q.from, to: q.to, hours: q.hours }.resolve(24, 400)?;
     let reason = short_text("reason", q.reason)?;
-    let rows = st.streams.hot.drops(&tenant.key_prefix, from, to, reason.as_deref()).await.map_err(hot_err)?;
+    let rows = st.outputs.hot.drops(&tenant.key_prefix, from, to, reason.as_deref()).await.map_err(hot_err)?;
     let mut totals: BTreeMap<(String, String), i64> = BTreeMap::new();
     for r in &rows {
         *totals.entry((r.action.clone(), r.reason.clone())).or_default() += r.count;
@@ -324,7 +324,7 @@ pub async fn samples(
         return Err(ApiError::bad_request("invalid_limit", "limit must be 1 to 200"));
     }
     let reason = short_text("reason", q.reason)?;
-    let rows = st.streams.hot.drop_samples(&tenant.key_prefix, reason.as_deref(), limit).await.map_err(hot_err)?;
+    let rows = st.outputs.hot.drop_samples(&tenant.key_prefix, reason.as_deref(), limit).await.map_err(hot_err)?;
     let data: Vec<_> = rows
         .into_iter()
         .map(|(hour, action, reason, body)| {

@@ -84,7 +84,7 @@ fn range(from: Option<i64>, to: Option<i64>, max_days: i64) -> Result<(i64, i64)
 
 /// Every counter of `tenant` (or every tenant) in `[from, to)`, from both stores.
 async fn rows(st: &AppState, tenant: Option<&str>, from: i64, to: i64) -> Result<Vec<UsageRow>, ApiError> {
-    let mut rows = st.streams.hot.usage(tenant, from, to).await.map_err(super::events::hot_err)?;
+    let mut rows = st.outputs.hot.usage(tenant, from, to).await.map_err(super::events::hot_err)?;
     rows.extend(st.store.usage(tenant, from, to).await?);
     Ok(rows)
 }
@@ -122,7 +122,7 @@ fn sorted(mut rows: Vec<UsageRow>) -> Vec<UsageRow> {
 /// The tenant's allowance this month and what is used of it.
 async fn allowance(st: &AppState, tenant: &Tenant, plan: &Plan, now: i64) -> Result<serde_json::Value, ApiError> {
     let month = month_start(now);
-    let used = st.streams.hot.quota_kept(&tenant.key_prefix, month).await.map_err(super::events::hot_err)?;
+    let used = st.outputs.hot.quota_kept(&tenant.key_prefix, month).await.map_err(super::events::hot_err)?;
     let blocked = plan.block(used, now);
     Ok(serde_json::json!({
         "period": month_name(now),
