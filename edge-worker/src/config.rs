@@ -38,6 +38,11 @@ fn num<T: std::str::FromStr>(get: &impl Fn(&str) -> Option<String>, name: &str, 
 }
 
 impl EdgeConfig {
+    /// `EDGE_SHARED_SECRET`'s bytes, if set.
+    pub fn shared_secret(&self) -> Option<&[u8]> {
+        self.edge_secret.as_ref().map(|s| s.expose().as_slice())
+    }
+
     /// Reads every setting through `get` (vars and secrets of the Worker's environment).
     pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<EdgeConfig, String> {
         let core_urls: Vec<String> = get("CORE_URLS")

@@ -18,7 +18,7 @@ use tracker_protocol::service::{
     self, BEACON_PREFLIGHT_HEADERS, BatchFormat, Directory, PIXEL_GIF, PIXEL_HEADERS, PIXEL_REFUSED_HEADER,
     REDIRECT_HEADERS, RequestInfo, ShortLinkRecord, TenantRecord, TokenRecord, error_body,
 };
-use tracker_protocol::{Event, LinkKey, LinkKind, ProtocolError, Secret, truncate_field};
+use tracker_protocol::{Event, LinkKey, LinkKind, ProtocolError, truncate_field};
 use worker::js_sys::{Function, Promise, Reflect};
 use worker::wasm_bindgen::JsCast as _;
 use worker::wasm_bindgen::closure::Closure;
@@ -178,12 +178,7 @@ impl EdgeDirectory<'_> {
 
     /// A signed GET to the core nodes in turn; `None` on 404.
     async fn ask_core<R: DeserializeOwned>(&self, path: &str) -> Result<Option<R>, ProtocolError> {
-        let secret = self
-            .cfg
-            .edge_secret
-            .as_ref()
-            .map(|s| s.expose().as_slice())
-            .ok_or(unavailable("the core lookup API (no EDGE_SHARED_SECRET)"))?;
+        let secret = self.cfg.shared_secret().ok_or(unavailable("the core lookup API (no EDGE_SHARED_SECRET)"))?;
         for base in &self.cfg.core_urls {
             let ts = now_ms();
             let Some(sig) = sign_lookup(secret, ts, path) else { continue };
@@ -439,7 +434,7 @@ impl CatchWith for Promise {
 /// Sends one message body to the core fleet's intake, trying each node in turn. Returns the indices the core
 /// refused permanently.
 async fn deliver(cfg: &EdgeConfig, batch: &str, body: &str) -> Result<Vec<usize>, String> {
-    let secret = cfg.edge_secret.as_ref().map(|s| s.expose().as_slice()).ok_or("EDGE_SHARED_SECRET is not set")?;
+    let secret = cfg.shared_secret().ok_or("EDGE_SHARED_SECRET is not set")?;
     if cfg.core_urls.is_empty() {
         return Err("CORE_URLS is empty".into());
     }
@@ -824,7 +819,7 @@ async fn api(req: RawRequest, env: &Env, cfg: &EdgeConfig, url: &str, forward: &
         Some(_) => return api_error(413, "body_too_large", "the body is larger than 1 MiB", None),
         None => return api_error(400, "unreadable_body", "the request body could not be read", None),
     };
-    let Some(secret) = cfg.edge_secret.as_ref().map(|s| s.expose().as_slice()) else {
+    let Some(secret) = cfg.shared_secret() else {
         return api_error(503, "unavailable", "the edge has no EDGE_SHARED_SECRET to reach the core", Some(1));
     };
     let credential = hash.unwrap_or_default();
@@ -915,7 +910,7 @@ async fn live(req: RawRequest, cfg: &EdgeConfig, forward: &str, token: Option<St
         Some(_) => return api_error(401, "invalid_credentials", "the credential is unknown, revoked or expired", None),
         None => {}
     }
-    let Some(secret) = cfg.edge_secret.as_ref().map(|s| s.expose().as_slice()) else {
+    let Some(secret) = cfg.shared_secret() else {
         return api_error(503, "unavailable", "the edge has no EDGE_SHARED_SECRET to reach the core", Some(1));
     };
     let last_event_id = header(&req, "last-event-id");
@@ -982,7 +977,7 @@ async fn purge(req: RawRequest, env: &Env, cfg: &EdgeConfig, method: Method) -> 
     if method != Method::Post {
         return refuse(405, "method_not_allowed", "POST only");
     }
-    let Some(secret) = cfg.edge_secret.clone().map(Secret::into_inner) else {
+    let Some(secret) = cfg.shared_secret().map(<[u8]>::to_vec) else {
         return refuse(404, "not_found", "no such endpoint");
     };
     let ts: Option<i64> = header(&req, "x-tracker-timestamp").and_then(|t| t.parse().ok());

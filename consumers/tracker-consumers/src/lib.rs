@@ -280,7 +280,7 @@ fn on_own_runtime(threads: usize, task: impl std::future::Future<Output = ()>) {
 }
 
 /// Sleeps `d`, waking at once when `stop` is cancelled.
-async fn rest(d: Duration, stop: &CancellationToken) {
+pub async fn rest(d: Duration, stop: &CancellationToken) {
     tokio::select! {
         () = tokio::time::sleep(d) => {}
         () = stop.cancelled() => {}

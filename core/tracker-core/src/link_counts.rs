@@ -135,20 +135,12 @@ pub async fn run(st: Arc<AppState>, consumer: String, stop: CancellationToken) {
                 Ok(n) => backlog |= n >= BATCH,
                 Err(e) => {
                     tracing::warn!(partition = p, error = %e, "link counts: batch not counted; retrying");
-                    rest(Duration::from_secs(1), &stop).await;
+                    tracker_consumers::rest(Duration::from_secs(1), &stop).await;
                 }
             }
         }
         if !backlog {
-            rest(IDLE, &stop).await;
+            tracker_consumers::rest(IDLE, &stop).await;
         }
-    }
-}
-
-/// Sleeps `d`, waking at once when `stop` is cancelled.
-async fn rest(d: Duration, stop: &CancellationToken) {
-    tokio::select! {
-        () = tokio::time::sleep(d) => {}
-        () = stop.cancelled() => {}
     }
 }

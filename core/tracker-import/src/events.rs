@@ -78,6 +78,7 @@ impl Summary {
 const SET_BYTES: usize = 256 * 1024;
 
 /// One chunk's outcome, made on the reading thread.
+#[derive(Default)]
 struct Chunk {
     index: u64,
     /// The row after the chunk's last.
@@ -400,12 +401,15 @@ fn read(
             if row_no <= start {
                 continue;
             }
-            let mut chunk = new_chunk(first / chunk_rows);
-            chunk.end = row_no;
-            chunk.done = done;
-            chunk.imported = a.imported + b.imported;
-            chunk.duplicates = a.duplicates + b.duplicates;
-            chunk.rejects = a.rejects;
+            let mut chunk = Chunk {
+                index: first / chunk_rows,
+                end: row_no,
+                imported: a.imported + b.imported,
+                duplicates: a.duplicates + b.duplicates,
+                rejects: a.rejects,
+                done,
+                ..Chunk::default()
+            };
             chunk.rejects.extend(b.rejects);
             // per partition, the first half's set before the second's: the log holds them in row order
             for (partition, builder) in a.sets.into_iter().chain(b.sets) {
@@ -418,8 +422,4 @@ fn read(
         }
         Ok(())
     })
-}
-
-fn new_chunk(index: u64) -> Chunk {
-    Chunk { index, end: 0, sets: Vec::new(), imported: 0, duplicates: 0, rejects: Vec::new(), done: 0 }
 }
