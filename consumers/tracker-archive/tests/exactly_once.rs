@@ -16,6 +16,9 @@ use deltalake::arrow::datatypes::DataType;
 use deltalake::datafusion::prelude::SessionContext;
 use tracker_archive::{ArchiveSettings, Maintenance, Retention, Table, maintain, positions, read_table};
 use tracker_log::{EmbeddedLog, EmbeddedLogConfig, EventLog, RecordSet};
+
+#[path = "../../../tests/support/needs.rs"]
+mod needs;
 use tracker_protocol::wire::RecordSetBuilder;
 use tracker_protocol::{Auth, Event, Uuid, partition_for};
 
@@ -197,8 +200,8 @@ async fn stopped_anywhere_and_restarted_every_event_is_archived_and_rolled_up_on
     cut_restart_and_count(&settings).await;
 
     // DuckDB, an independent Delta reader, reads the same counts (and the params as a native map)
-    let Some(python) = std::env::var_os("TRACKER_DUCKDB_PYTHON") else {
-        println!("SKIPPED the DuckDB check: TRACKER_DUCKDB_PYTHON is not set (make test sets it)");
+    let Some(python) = needs::var("TRACKER_DUCKDB_PYTHON", "the DuckDB check", "a Python with DuckDB's Delta reader")
+    else {
         return;
     };
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/archive/duckdb_check.py");
@@ -426,8 +429,7 @@ async fn s3_server(python: &std::ffi::OsStr) -> S3Server {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_s3_path_archives_exactly_once_on_an_s3_compatible_server() {
-    let Some(python) = std::env::var_os("TRACKER_S3_PYTHON") else {
-        println!("SKIPPED the S3 test: TRACKER_S3_PYTHON is not set (make test sets it)");
+    let Some(python) = needs::var("TRACKER_S3_PYTHON", "the S3 test", "a Python with moto's S3 server") else {
         return;
     };
     let server = s3_server(&python).await;

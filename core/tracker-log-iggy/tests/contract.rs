@@ -1,7 +1,8 @@
 //! The `EventLog` contract against a live Iggy server, in the configuration core nodes use: Iggy behind the local
 //! spool (which also keeps the idempotency keys Iggy has no notion of). No Iggy server can be installed on the
-//! machines this project is built on, so the test runs only when `IGGY_TEST_ADDR` holds a connection string (see
-//! the README for `docker run apache/iggy`), and says so when it is skipped.
+//! machines this project is built on, so these tests are `#[ignore]`d (`make test` lists them by name) and run
+//! with `--include-ignored` when `IGGY_TEST_ADDR` holds a connection string (`make test` does that when it is set;
+//! see the README for `docker run apache/iggy`).
 
 #![allow(clippy::unwrap_used, clippy::indexing_slicing)] // tests: a panic is a failure report
 
@@ -11,15 +12,17 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tracker_log::{EmbeddedLog, EmbeddedLogConfig, EventLog, SpooledLog, contract};
 use tracker_log_iggy::{IggyConfig, IggyLog};
 
+/// The server under test (these tests are ignored unless one is given).
+fn iggy_addr() -> String {
+    std::env::var("IGGY_TEST_ADDR").expect(
+        "set IGGY_TEST_ADDR to an Iggy connection string (iggy://iggy:iggy@127.0.0.1:8090 for `docker run apache/iggy`)",
+    )
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs an Iggy server: set IGGY_TEST_ADDR (make test then runs it)"]
 async fn iggy_behind_the_spool_keeps_the_contract() {
-    let Ok(url) = std::env::var("IGGY_TEST_ADDR") else {
-        eprintln!(
-            "SKIPPED iggy_behind_the_spool_keeps_the_contract: set IGGY_TEST_ADDR to an Iggy connection string \
-             (iggy://iggy:iggy@127.0.0.1:8090 for `docker run apache/iggy`) to run it"
-        );
-        return;
-    };
+    let url = iggy_addr();
     // a fresh stream per run, so earlier runs' messages and offsets do not interfere
     let run = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis();
     let cfg = IggyConfig {
@@ -43,11 +46,9 @@ async fn iggy_behind_the_spool_keeps_the_contract() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs an Iggy server: set IGGY_TEST_ADDR (make test then runs it)"]
 async fn members_of_a_consumer_group_share_the_partitions() {
-    let Ok(url) = std::env::var("IGGY_TEST_ADDR") else {
-        eprintln!("SKIPPED members_of_a_consumer_group_share_the_partitions: IGGY_TEST_ADDR is not set");
-        return;
-    };
+    let url = iggy_addr();
     let run = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis();
     let cfg = IggyConfig {
         url,
@@ -93,11 +94,9 @@ async fn members_of_a_consumer_group_share_the_partitions() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs an Iggy server: set IGGY_TEST_ADDR (make test then runs it)"]
 async fn expired_events_are_deleted_and_offsets_carry_on() {
-    let Ok(url) = std::env::var("IGGY_TEST_ADDR") else {
-        eprintln!("SKIPPED expired_events_are_deleted_and_offsets_carry_on: IGGY_TEST_ADDR is not set");
-        return;
-    };
+    let url = iggy_addr();
     // one-second expiry and small segments, so sealed segments expire within the server's cleaner interval
     // (start the server with IGGY_DATA_MAINTENANCE_MESSAGES_INTERVAL=1s for a short test)
     let run = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis();

