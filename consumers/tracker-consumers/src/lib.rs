@@ -65,6 +65,8 @@ pub struct Settings {
 pub struct EdgePush {
     pub urls: Vec<String>,
     pub secrets: Vec<Vec<u8>>,
+    /// The purges in flight (shared by every clone), which [`EdgePush::settle`] waits for.
+    pub tasks: tokio_util::task::TaskTracker,
 }
 
 impl std::fmt::Debug for EdgePush {
@@ -79,7 +81,13 @@ impl EdgePush {
     /// failure is logged): the KV entries expire on their own anyway.
     pub fn purge(&self, keys: String) {
         let this = self.clone();
-        tokio::spawn(async move { this.send(&keys).await });
+        self.tasks.spawn(async move { this.send(&keys).await });
+    }
+
+    /// Waits for the purges in flight (each request has its own timeout), taking no new ones: on shutdown.
+    pub async fn settle(&self) {
+        self.tasks.close();
+        self.tasks.wait().await;
     }
 
     /// Tells every edge URL now, waiting for the answers (the CLI, which exits right after).

@@ -521,7 +521,11 @@ impl Config {
             if edge_secrets.is_empty() {
                 return Err(invalid("EDGE_URLS", "needs EDGE_SHARED_SECRETS (purges are signed with them)"));
             }
-            consumer_settings.edge = Some(tracker_consumers::EdgePush { urls, secrets: edge_secrets.clone() });
+            consumer_settings.edge = Some(tracker_consumers::EdgePush {
+                urls,
+                secrets: edge_secrets.clone(),
+                tasks: tokio_util::task::TaskTracker::new(),
+            });
         }
         let trust_proxy = match src.get("TRUST_PROXY").unwrap_or("none") {
             "none" => TrustProxy::None,

@@ -25,6 +25,7 @@ use std::sync::Arc;
 
 use std::time::Duration;
 use tokio::net::TcpListener;
+use tokio_util::task::TaskTracker;
 
 use tracker_log::{EmbeddedLog, EmbeddedLogConfig, EventLog, LogError, SpooledLog};
 use tracker_log_iggy::{EVENTS_TOPIC, FILTERED_TOPIC, IggyConfig, IggyLog};
@@ -93,9 +94,12 @@ pub async fn build_state(cfg: Config) -> Result<Arc<AppState>, NodeError> {
     }
     let store = open_store(&cfg).await?;
     let hot = HotStore::connect(&cfg.hot_database).await?;
-    let log = open_log(&cfg, "log", "spool", EVENTS_TOPIC).await?;
-    let filtered = open_log(&cfg, "filtered", "filtered-spool", FILTERED_TOPIC).await?;
-    let state = AppState::new(cfg, log, store, ConsumerOutputs { filtered, hot }).map_err(NodeError::Cli)?;
+    // every task the node starts besides requests and consumers: `serve` waits for them before it returns
+    let tasks = TaskTracker::new();
+    let log = open_log(&cfg, &tasks, "log", "spool", EVENTS_TOPIC).await?;
+    let filtered = open_log(&cfg, &tasks, "filtered", "filtered-spool", FILTERED_TOPIC).await?;
+    let outputs = ConsumerOutputs { filtered, hot };
+    let state = AppState::new(cfg, log, store, outputs, tasks).map_err(NodeError::Cli)?;
     Ok(Arc::new(state))
 }
 
@@ -129,8 +133,15 @@ pub async fn open_raw_log(cfg: &Config) -> Result<Arc<dyn EventLog>, NodeError> 
 }
 
 /// One of the platform's logs: the embedded log in `DATA_DIR/<dir>`, or with `IGGY_URL` the Iggy `topic` behind a
-/// local spool in `DATA_DIR/<spool>` that holds what Iggy could not take, until it can.
-async fn open_log(cfg: &Config, dir: &str, spool: &str, topic: &'static str) -> Result<Arc<dyn EventLog>, NodeError> {
+/// local spool in `DATA_DIR/<spool>` that holds what Iggy could not take, until it can (the reconnecting and
+/// draining tasks are `tasks`', and end when the log is shut down).
+async fn open_log(
+    cfg: &Config,
+    tasks: &TaskTracker,
+    dir: &str,
+    spool: &str,
+    topic: &'static str,
+) -> Result<Arc<dyn EventLog>, NodeError> {
     let mut log_cfg = log_config(cfg);
     Ok(match cfg.iggy.clone() {
         None => {
@@ -149,8 +160,8 @@ async fn open_log(cfg: &Config, dir: &str, spool: &str, topic: &'static str) -> 
                 linger: iggy.linger,
                 segment_bytes: None,
             };
-            tokio::spawn(keep_iggy_connected(log.clone(), primary, topic));
-            tokio::spawn(log.clone().run_drainer(Duration::from_millis(500)));
+            tasks.spawn(keep_iggy_connected(log.clone(), primary, topic));
+            tasks.spawn(log.clone().run_drainer(Duration::from_millis(500)));
             log
         }
     })
@@ -223,7 +234,8 @@ async fn keep_iggy_connected(log: Arc<SpooledLog>, cfg: IggyConfig, topic: &'sta
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
 /// Serves until `shutdown` resolves, then stops accepting, finishes in-flight requests and makes every queued
-/// event durable before returning.
+/// event durable before returning. Every task the node started has ended by then, so the same data can be opened
+/// again at once.
 pub async fn serve(
     state: Arc<AppState>,
     listener: TcpListener,
@@ -282,9 +294,15 @@ pub async fn serve(
         consumers.map(std::thread::JoinHandle::join)
     })
     .await;
+    if let Some(edge) = &state.cfg.consumer_settings.edge {
+        edge.settle().await;
+    }
     served?;
     state.log.shutdown().await?;
     state.outputs.filtered.shutdown().await?;
+    // the live tails and streams ended with the HTTP server; the Iggy tasks end with the logs
+    state.tasks.close();
+    state.tasks.wait().await;
     tracing::info!("event log flushed; core node stopped");
     Ok(())
 }

@@ -23,6 +23,8 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::Response;
 use serde::Deserialize;
 use tokio::sync::{broadcast, mpsc};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use tracker_log::EventLog;
 use tracker_protocol::{Event, partition_for};
 
@@ -53,20 +55,23 @@ struct Tail {
 #[derive(Debug)]
 pub struct Hub {
     tails: Mutex<HashMap<u32, Arc<Tail>>>,
-    /// Set when the node shuts down: every stream ends, so a graceful shutdown does not wait for them.
-    closing: tokio::sync::watch::Sender<bool>,
+    /// Cancelled when the node shuts down: every stream and tail ends, so a graceful shutdown does not wait for
+    /// them.
+    closing: CancellationToken,
+    /// The tails and the streams' writers, which the node waits for before it closes the log.
+    tasks: TaskTracker,
     /// Batches a subscriber may fall behind before it is told it lagged (`SSE_BACKLOG`).
     backlog: usize,
 }
 
 impl Hub {
-    pub fn new(backlog: usize) -> Hub {
-        Hub { tails: Mutex::default(), closing: tokio::sync::watch::Sender::new(false), backlog: backlog.max(1) }
+    pub fn new(backlog: usize, tasks: TaskTracker) -> Hub {
+        Hub { tails: Mutex::default(), closing: CancellationToken::new(), tasks, backlog: backlog.max(1) }
     }
 
     /// Ends every live stream (the node is shutting down; clients reconnect elsewhere with `Last-Event-ID`).
     pub fn close(&self) {
-        self.closing.send_replace(true);
+        self.closing.cancel();
     }
 }
 
@@ -91,7 +96,9 @@ impl Hub {
                     Some(t) => t.clone(),
                     None => {
                         tails.insert(partition, fresh.clone());
-                        tokio::spawn(run_tail(self.clone(), log.clone(), partition, fresh.clone()));
+                        let tail = run_tail(self.clone(), log.clone(), partition, fresh.clone());
+                        let closing = self.closing.clone();
+                        self.tasks.spawn(async move { closing.run_until_cancelled(tail).await });
                         fresh
                     }
                 }
@@ -238,16 +245,13 @@ pub async fn events(
     };
     let wanted = StreamFilter { tenant, event_types, param };
     let (out, body) = mpsc::channel::<String>(CLIENT_QUEUE);
-    let closing = st.live.closing.subscribe();
-    if *closing.borrow() {
+    let closing = st.live.closing.clone();
+    if closing.is_cancelled() {
         return Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "shutting_down", "the node is shutting down"));
     }
-    tokio::spawn(async move {
-        let mut closing = closing;
-        tokio::select! {
-            () = stream(log, partition, wanted, rx, (next, head), out, st.cfg.sse_keepalive) => {}
-            _ = closing.wait_for(|c| *c) => {}
-        }
+    let keepalive = st.cfg.sse_keepalive;
+    st.live.tasks.spawn(async move {
+        closing.run_until_cancelled(stream(log, partition, wanted, rx, (next, head), out, keepalive)).await
     });
     let body = futures_util::stream::unfold(body, |mut body| async move {
         body.recv().await.map(|chunk| (Ok::<_, Infallible>(chunk), body))

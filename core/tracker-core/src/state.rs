@@ -108,6 +108,8 @@ pub struct AppState {
     pub queries: crate::query::ArchiveTiers,
     /// The stream consumers this process runs (in-process, and the link counter): `/health` names dead ones.
     pub consumers: Arc<tracker_consumers::Liveness>,
+    /// The node's own tasks (live tails and streams, Iggy reconnection and spool draining), waited for on shutdown.
+    pub tasks: tokio_util::task::TaskTracker,
     tenants: TtlCache<String, TenantRecord>,
     short_links: TtlCache<String, ShortLinkRecord>,
     tokens: TtlCache<String, TokenRecord>,
@@ -120,6 +122,7 @@ impl AppState {
         log: Arc<dyn EventLog>,
         store: Store,
         outputs: ConsumerOutputs,
+        tasks: tokio_util::task::TaskTracker,
     ) -> Result<AppState, String> {
         let global_keys = if cfg.hmac_secret.is_some() || cfg.encryption_key.is_some() {
             vec![LinkKey {
@@ -140,7 +143,8 @@ impl AppState {
             queries,
             consumers: Arc::default(),
             outputs,
-            live: Arc::new(crate::sse::Hub::new(cfg.sse_backlog)),
+            live: Arc::new(crate::sse::Hub::new(cfg.sse_backlog, tasks.clone())),
+            tasks,
             webhook_client,
             cfg,
             service,

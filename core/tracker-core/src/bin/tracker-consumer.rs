@@ -74,6 +74,9 @@ async fn main() -> std::process::ExitCode {
         on_death.cancel();
     });
     tracker_consumers::run(Arc::new(pipeline(&state)), which, stop, liveness.clone()).await;
+    if let Some(edge) = &state.cfg.consumer_settings.edge {
+        edge.settle().await;
+    }
     let _ = state.outputs.filtered.shutdown().await;
     let _ = state.log.shutdown().await;
     let dead = liveness.dead();
