@@ -1,5 +1,5 @@
 //! The platform API at the edge, the pure part: what the Worker forwards to the core's internal API, what it
-//! answers itself, and what it remembers between requests. The runtime glue is in `runtime.rs`.
+//! answers itself, and what it remembers between requests. The runtime glue is in `runtime/proxy.rs`.
 //!
 //! The edge authenticates the request's shape (a bearer credential, a body within bounds), shields the core
 //! from floods (per-IP limit, and credentials the core refused or rate-limited are answered locally until the

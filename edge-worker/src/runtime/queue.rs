@@ -1,0 +1,208 @@
+//! Forwarding: events go on the Cloudflare Queue (packed into as few messages as fit), `#[event(queue)]`
+//! delivers each message to the core fleet's signed, idempotent intake, and what cannot be delivered is
+//! dead-lettered (parked in KV), never dropped.
+
+use tracker_protocol::Event;
+use tracker_protocol::intake::{BATCH_ID_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER, sign_batch};
+use worker::js_sys::{Function, Promise};
+use worker::wasm_bindgen::JsCast as _;
+use worker::wasm_bindgen::JsValue;
+use worker::wasm_bindgen::closure::Closure;
+use worker::{
+    Context, Env, Fetch, Headers, Message, MessageBatch, MessageExt, Method, QueueContentType, RawMessageBuilder,
+    Request, RequestInit, console_error, event,
+};
+
+use super::isolate::{ISOLATE, KV, config};
+use super::js::{CatchWith as _, now_ms, random10, send_text};
+use crate::config::EdgeConfig;
+use crate::pack::{intake_body, invalid_message, pack, pick, send_groups};
+
+pub(super) const EVENTS_QUEUE: &str = "EVENTS";
+pub(super) const DLQ: &str = "DLQ";
+
+/// Puts events on the queue, packed into as few messages as fit.
+pub(super) async fn enqueue(env: &Env, events: &[Event], batch_key: Option<&str>) -> Result<(), String> {
+    let queue = env.queue(EVENTS_QUEUE).map_err(|e| e.to_string())?;
+    let messages = pack(events, batch_key).map_err(|e| e.to_string())?;
+    // raw JS strings with the text content type: no serde_wasm_bindgen pass over the body
+    let text =
+        |m: &String| RawMessageBuilder::new(JsValue::from_str(m)).build_with_content_type(QueueContentType::Text);
+    if let [one] = messages.as_slice() {
+        // the common case (a click, a postback): one message, one plain send
+        return queue.send_raw(text(one)).await.map_err(|e| e.to_string());
+    }
+    for group in send_groups(&messages) {
+        let batch: Vec<_> = messages.get(group).unwrap_or_default().iter().map(text).collect();
+        queue.send_raw_batch(batch).await.map_err(|e| e.to_string())?;
+    }
+    Ok(())
+}
+
+/// Queues the count of a request's refused elements for the tenant's usage. A failure is logged: the client has
+/// its answer (with the refusals) either way, and no event is lost.
+pub(super) async fn enqueue_invalid(env: &Env, key_prefix: &str, count: usize, batch_key: Option<&str>) {
+    let message = invalid_message(key_prefix, count, batch_key);
+    let raw = RawMessageBuilder::new(JsValue::from_str(&message)).build_with_content_type(QueueContentType::Text);
+    let sent = match env.queue(EVENTS_QUEUE) {
+        Ok(q) => q.send_raw(raw).await.map_err(|e| e.to_string()),
+        Err(e) => Err(e.to_string()),
+    };
+    if let Err(e) = sent {
+        console_error!("refused elements not metered ({key_prefix}: {count}): {e}");
+    }
+}
+
+/// Queues events without delaying the response. If the queue refuses, the events go straight to the core; if that
+/// fails too they are logged in full, never dropped silently.
+pub(super) fn enqueue_later(env: &Env, ctx: &Context, events: Vec<Event>) {
+    let bodies = match pack(&events, None) {
+        Ok(b) => b,
+        Err(e) => return console_error!("UNDELIVERED EVENTS (cannot serialise: {e}): {events:?}"),
+    };
+    for body in bodies {
+        let body = JsValue::from_str(&body);
+        // the queue's own promise goes straight to waitUntil (no Rust future, closure or microtask per request);
+        // if it rejects, the isolate's fallback delivers the body to the core
+        let sent = env.queue(EVENTS_QUEUE).ok().and_then(|q| send_text(q.as_ref(), &body));
+        let guarded = match sent {
+            Some(promise) => {
+                let handler: Function = JsValue::from(fallback().bind1(&JsValue::NULL, &body)).unchecked_into();
+                promise.catch_with(&handler)
+            }
+            None => fallback().call2(&JsValue::NULL, &body, &JsValue::from_str("no EVENTS queue binding")).ok(),
+        };
+        if let Some(p) = guarded.and_then(|p| p.dyn_into::<Promise>().ok()) {
+            let _ = ctx.as_ref().wait_until(&p);
+        }
+    }
+}
+
+/// The isolate's `(body, error) => Promise` fallback for queue sends that fail: deliver straight to the core, and
+/// log the events in full if that fails too (never dropped silently).
+pub(super) fn fallback() -> Function {
+    thread_local! {
+        static FALLBACK: Function = Closure::<dyn FnMut(JsValue, JsValue) -> Promise>::new(deliver_directly)
+            .into_js_value()
+            .unchecked_into();
+    }
+    FALLBACK.with(Function::clone)
+}
+
+pub(super) fn deliver_directly(body: JsValue, error: JsValue) -> Promise {
+    let body = body.as_string().unwrap_or_default();
+    worker::js_sys::futures::future_to_promise(async move {
+        console_error!("queue send failed ({error:?}); delivering directly to the core");
+        let cfg = ISOLATE.with(|i| i.borrow().as_ref().map(|i| i.config.clone()));
+        let id = format!("direct-{}", hex::encode(random10()));
+        let delivered = match cfg {
+            Some(cfg) => deliver(&cfg, &id, &body).await.is_ok(),
+            None => false,
+        };
+        if !delivered {
+            console_error!("UNDELIVERED EVENTS (queue and core both failed): {body}");
+        }
+        Ok(JsValue::UNDEFINED)
+    })
+}
+
+/// Sends one message body to the core fleet's intake, trying each node in turn. Returns the indices the core
+/// refused permanently.
+pub(super) async fn deliver(cfg: &EdgeConfig, batch: &str, body: &str) -> Result<Vec<usize>, String> {
+    let secret = cfg.shared_secret().ok_or("EDGE_SHARED_SECRET is not set")?;
+    if cfg.core_urls.is_empty() {
+        return Err("CORE_URLS is empty".into());
+    }
+    // spread messages over the nodes, fail over to the others
+    let start = batch.bytes().map(usize::from).sum::<usize>() % cfg.core_urls.len();
+    let mut last = String::new();
+    for i in 0..cfg.core_urls.len() {
+        let Some(base) = cfg.core_urls.get((start + i) % cfg.core_urls.len()) else { continue };
+        let ts = now_ms();
+        let sig = sign_batch(secret, ts, batch, body.as_bytes()).ok_or("cannot sign")?;
+        let headers = Headers::new();
+        let _ = headers.set("content-type", "application/json");
+        let _ = headers.set(SIGNATURE_HEADER, &sig);
+        let _ = headers.set(TIMESTAMP_HEADER, &ts.to_string());
+        let _ = headers.set(BATCH_ID_HEADER, batch);
+        let mut init = RequestInit::new();
+        init.with_method(Method::Post).with_headers(headers).with_body(Some(JsValue::from_str(body)));
+        let req =
+            Request::new_with_init(&format!("{base}/internal/v1/edge/batches"), &init).map_err(|e| e.to_string())?;
+        match Fetch::Request(req).send().await {
+            Ok(mut res) if res.status_code() == 200 => {
+                #[derive(serde::Deserialize)]
+                struct Rejected {
+                    index: usize,
+                }
+                #[derive(serde::Deserialize)]
+                struct Answer {
+                    rejected: Vec<Rejected>,
+                }
+                let answer: Answer = res.json().await.map_err(|e| e.to_string())?;
+                return Ok(answer.rejected.into_iter().map(|r| r.index).collect());
+            }
+            Ok(res) => last = format!("{base} answered {}", res.status_code()),
+            Err(e) => last = format!("{base}: {e}"),
+        }
+    }
+    Err(last)
+}
+
+/// Sends text to the dead-letter queue; `false` if it could not.
+pub(super) async fn dead_letter(env: &Env, text: &str) -> bool {
+    let message = RawMessageBuilder::new(JsValue::from_str(text)).build_with_content_type(QueueContentType::Text);
+    match env.queue(DLQ) {
+        Ok(q) => q.send_raw(message).await.is_ok(),
+        Err(_) => false,
+    }
+}
+
+/// Acknowledges a message whose outcome is safely stored somewhere, or hands it back to the queue.
+pub(super) fn settle(msg: &Message<String>, stored: bool) {
+    if stored { msg.ack() } else { msg.retry() }
+}
+
+#[event(queue)]
+pub async fn queue(batch: MessageBatch<String>, env: Env, _ctx: Context) -> worker::Result<()> {
+    let cfg = config(&env).map_err(worker::Error::RustError)?;
+    let parking = batch.queue() == cfg.dlq_name;
+    let messages: Vec<Message<String>> = batch.messages()?;
+    for msg in messages {
+        let body = msg.body().clone();
+        if parking {
+            // dead letters are parked in KV (never expiring) for inspection and replay
+            let key = format!("dlq:{:013}:{}", now_ms(), msg.id());
+            let parked = match env.kv(KV) {
+                Ok(kv) => match kv.put(&key, body) {
+                    Ok(put) => put.execute().await.is_ok(),
+                    Err(_) => false,
+                },
+                Err(_) => false,
+            };
+            settle(&msg, parked);
+            continue;
+        }
+        let Some((batch, forward)) = intake_body(&body, &msg.id()) else {
+            // not an events envelope: nothing the core could take; dead-letter it as it is
+            settle(&msg, dead_letter(&env, &body).await);
+            continue;
+        };
+        match deliver(&cfg, &batch, &forward).await {
+            Ok(rejected) if rejected.is_empty() => msg.ack(),
+            Ok(rejected) => {
+                // permanently refused by the core: dead-lettered with the reason, not dropped
+                let events = pick(&body, &rejected);
+                let events: Vec<_> =
+                    events.iter().map(|e| serde_json::value::RawValue::from_string(e.clone()).ok()).collect();
+                let letter = serde_json::json!({ "reason": "refused_by_core", "events": events });
+                settle(&msg, dead_letter(&env, &letter.to_string()).await);
+            }
+            Err(e) => {
+                console_error!("forwarding message {} failed on every core node ({e}); the queue retries it", msg.id());
+                msg.retry();
+            }
+        }
+    }
+    Ok(())
+}
