@@ -1,7 +1,37 @@
 //! The Worker's settings, from `wrangler.toml` vars and secrets.
 
 use tracker_protocol::service::ServiceConfig;
+use tracker_protocol::settings::{Section, Settings, var};
 use tracker_protocol::{Limits, LinkKey, Secret, V1Mode};
+
+/// The Worker's variables (`wrangler.toml` `[vars]` and secrets): the one declaration of their defaults, rendered in
+/// the README's edge table (a test keeps them equal).
+pub const SETTINGS: Section = Section {
+    title: "Edge Worker",
+    variables: &[
+        var("CORE_URLS", "", "core nodes, comma-separated, tried in turn"),
+        var("EDGE_SHARED_SECRET", "", "secret: signs batches and lookups; one of the core's `EDGE_SHARED_SECRETS`"),
+        var("HMAC_SECRET", "", "secret: global key for v1 links signed without a key prefix"),
+        var("ENCRYPTION_KEY", "", "secret: global key for v1 encrypted links (64 hex, or 32 characters used as bytes)"),
+        var("URL_MODE", "signed", "v1 click formats accepted (`signed`, `encrypted`, `any`)"),
+        var("MAX_BATCH_SIZE", "10000", "most events in one `/batch`"),
+        var("CACHE_TTL_MS", "5000", "isolate cache of tenants, short links and tokens"),
+        var("KV_FILL_TTL_SECS", "60", "expiry of KV entries filled from the core (at least 60)"),
+        var("RATE_LIMIT_TENANT_PER_SEC", "5000", "events per second per tenant and isolate (bursts of twice)"),
+        var("RATE_LIMIT_IP_PER_SEC", "50", "requests per second per tenant, client IP and isolate"),
+        var(
+            "RATE_LIMIT_LOOKUP_MISS_PER_SEC",
+            "10",
+            "lookups per client IP and isolate that miss KV and ask the core (bursts of twice)",
+        ),
+        var(
+            "RATE_LIMIT_API_IP_PER_SEC",
+            "50",
+            "platform API requests per client IP and isolate (a flood shield; plan limits are the core's)",
+        ),
+        var("DLQ_NAME", "tracker-events-dlq", "the dead-letter queue, whose consumer parks messages in KV"),
+    ],
+};
 
 #[derive(Debug, Clone)]
 pub struct EdgeConfig {
@@ -30,13 +60,6 @@ pub struct EdgeConfig {
     pub dlq_name: String,
 }
 
-fn num<T: std::str::FromStr>(get: &impl Fn(&str) -> Option<String>, name: &str, default: T) -> Result<T, String> {
-    match get(name).filter(|v| !v.is_empty()) {
-        None => Ok(default),
-        Some(v) => v.parse().map_err(|_| format!("{name}: {v:?} is not a number")),
-    }
-}
-
 impl EdgeConfig {
     /// `EDGE_SHARED_SECRET`'s bytes, if set.
     pub fn shared_secret(&self) -> Option<&[u8]> {
@@ -45,6 +68,9 @@ impl EdgeConfig {
 
     /// Reads every setting through `get` (vars and secrets of the Worker's environment).
     pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<EdgeConfig, String> {
+        let sections = [SETTINGS];
+        let src = Settings::new(&sections, get);
+        let get = |name: &str| src.get(name);
         let core_urls: Vec<String> = get("CORE_URLS")
             .unwrap_or_default()
             .split(',')
@@ -54,9 +80,9 @@ impl EdgeConfig {
         if let Some(bad) = core_urls.iter().find(|u| !u.starts_with("http://") && !u.starts_with("https://")) {
             return Err(format!("CORE_URLS: {bad:?} is not an http(s) URL"));
         }
-        let v1_mode: V1Mode = get("URL_MODE").filter(|v| !v.is_empty()).unwrap_or_else(|| "signed".into()).parse()?;
-        let hmac_secret = get("HMAC_SECRET").filter(|v| !v.is_empty());
-        let encryption_key = match get("ENCRYPTION_KEY").filter(|v| !v.is_empty()) {
+        let v1_mode: V1Mode = src.value("URL_MODE").map_err(|e| e.to_string())?;
+        let hmac_secret = get("HMAC_SECRET");
+        let encryption_key = match get("ENCRYPTION_KEY") {
             Some(k) => Some(
                 tracker_protocol::v1::global_encryption_key(&k)
                     .ok_or("ENCRYPTION_KEY: must be 64 hex characters, or 32 characters used as the key's bytes")?,
@@ -68,27 +94,32 @@ impl EdgeConfig {
         } else {
             Vec::new()
         };
-        let edge_secret = get("EDGE_SHARED_SECRET").filter(|v| !v.is_empty()).map(String::into_bytes);
+        let edge_secret = get("EDGE_SHARED_SECRET").map(String::into_bytes);
         if edge_secret.as_ref().is_some_and(|s| s.len() < 32) {
             return Err("EDGE_SHARED_SECRET: must be at least 32 characters".into());
         }
-        Ok(EdgeConfig {
-            core_urls,
-            edge_secret: edge_secret.map(Secret::new),
-            service: ServiceConfig {
-                v1_mode,
-                limits: Limits::default(),
-                max_batch_size: num(&get, "MAX_BATCH_SIZE", 10_000)?,
-            },
-            global_keys,
-            cache_ttl_ms: num(&get, "CACHE_TTL_MS", 5_000)?,
-            kv_fill_ttl_secs: num::<u64>(&get, "KV_FILL_TTL_SECS", 60)?.max(60),
-            tenant_rate: num(&get, "RATE_LIMIT_TENANT_PER_SEC", 5_000.0)?,
-            ip_rate: num(&get, "RATE_LIMIT_IP_PER_SEC", 50.0)?,
-            miss_rate: num(&get, "RATE_LIMIT_LOOKUP_MISS_PER_SEC", 10.0)?,
-            api_ip_rate: num(&get, "RATE_LIMIT_API_IP_PER_SEC", 50.0)?,
-            dlq_name: get("DLQ_NAME").filter(|v| !v.is_empty()).unwrap_or_else(|| "tracker-events-dlq".into()),
-        })
+        let rate = |name: &'static str| src.number(name, 0.001..=1e9);
+        let settings = || -> Result<EdgeConfig, tracker_protocol::settings::SettingError> {
+            Ok(EdgeConfig {
+                core_urls,
+                edge_secret: edge_secret.map(Secret::new),
+                service: ServiceConfig {
+                    v1_mode,
+                    limits: Limits::default(),
+                    max_batch_size: src.number("MAX_BATCH_SIZE", 1..=1_000_000)?,
+                },
+                global_keys,
+                // at most a day: the isolate cache is the bound on how long a revoked record is still honoured
+                cache_ttl_ms: src.number("CACHE_TTL_MS", 0..=86_400_000)?,
+                kv_fill_ttl_secs: src.number::<u64>("KV_FILL_TTL_SECS", 0..=31_536_000)?.max(60),
+                tenant_rate: rate("RATE_LIMIT_TENANT_PER_SEC")?,
+                ip_rate: rate("RATE_LIMIT_IP_PER_SEC")?,
+                miss_rate: rate("RATE_LIMIT_LOOKUP_MISS_PER_SEC")?,
+                api_ip_rate: rate("RATE_LIMIT_API_IP_PER_SEC")?,
+                dlq_name: src.value("DLQ_NAME")?,
+            })
+        };
+        settings().map_err(|e| e.to_string())
     }
 }
 
@@ -125,6 +156,14 @@ mod tests {
         assert_eq!(split_url("https://edge.test/p%3F?x=%23"), ("/p%3F", "x=%23"));
     }
 
+    /// The README's edge table is the declaration, rendered.
+    #[test]
+    fn the_readme_shows_the_declared_variables() {
+        let readme = include_str!("../../README.md");
+        let table = tracker_protocol::settings::markdown(&[SETTINGS]);
+        assert!(readme.contains(&table), "README.md's edge table should be:\n{table}");
+    }
+
     #[test]
     fn reads_settings_and_names_bad_ones() {
         let c = cfg(&[("CORE_URLS", "http://a:1/, https://b"), ("HMAC_SECRET", "s"), ("RATE_LIMIT_IP_PER_SEC", "9")])
@@ -137,5 +176,10 @@ mod tests {
         assert!(cfg(&[("EDGE_SHARED_SECRET", "short")]).unwrap_err().starts_with("EDGE_SHARED_SECRET"));
         assert!(cfg(&[("URL_MODE", "weird")]).is_err());
         assert!(cfg(&[("MAX_BATCH_SIZE", "many")]).unwrap_err().starts_with("MAX_BATCH_SIZE"));
+        let defaults = cfg(&[]).unwrap();
+        assert_eq!((defaults.cache_ttl_ms, defaults.tenant_rate), (5_000, 5_000.0), "the declared defaults");
+        assert_eq!(defaults.dlq_name, "tracker-events-dlq");
+        assert!(cfg(&[("RATE_LIMIT_IP_PER_SEC", "-1")]).unwrap_err().starts_with("RATE_LIMIT_IP_PER_SEC"));
+        assert!(cfg(&[("CACHE_TTL_MS", "99999999999999999")]).unwrap_err().starts_with("CACHE_TTL_MS"));
     }
 }

@@ -44,7 +44,7 @@ use tokio_util::sync::CancellationToken;
 use tracker_log::{EventLog, RawSet};
 use tracker_protocol::wire::decode_event_view;
 
-pub use config::{SettingError, from_vars};
+pub use config::{SETTINGS, from_settings};
 pub use maintain::{Maintenance, MaintenanceReport, Retention, maintain};
 pub use schema::{Rollups, date_of, event_batch, event_columns, partition_columns, rollup_columns};
 
@@ -98,16 +98,10 @@ pub struct ArchiveSettings {
 }
 
 impl ArchiveSettings {
-    /// Defaults for a base location: commits of up to 100,000 events or every 60 s (large files; a crash only
-    /// re-reads what was not committed), maintenance every hour.
+    /// The declared defaults ([`SETTINGS`]) for a base location: commits of up to 100,000 events or every 60 s
+    /// (large files; a crash only re-reads what was not committed), maintenance every hour.
     pub fn new(base: url::Url) -> ArchiveSettings {
-        ArchiveSettings {
-            base,
-            storage_options: HashMap::new(),
-            flush_events: 100_000,
-            flush_interval: Duration::from_secs(60),
-            maintenance: Maintenance::default(),
-        }
+        config::declared_defaults(base)
     }
 
     /// A table's location: `<base>/<name>`.

@@ -30,13 +30,9 @@ pub struct Maintenance {
 }
 
 impl Default for Maintenance {
+    /// The declared defaults ([`crate::SETTINGS`]).
     fn default() -> Self {
-        Maintenance {
-            interval: Duration::from_secs(3600),
-            target_file_size: 128 * 1024 * 1024,
-            vacuum_retention: Duration::from_secs(7 * 24 * 3600),
-            log_retention: Duration::from_secs(30 * 24 * 3600),
-        }
+        crate::config::declared_maintenance()
     }
 }
 

@@ -29,6 +29,7 @@ use std::time::Duration;
 
 pub use tokio_util::sync::CancellationToken;
 use tracker_log::EventLog;
+use tracker_protocol::settings::{self, Section, SettingError, Unit, var};
 use tracker_store::Store;
 use tracker_store::hot::HotStore;
 
@@ -127,18 +128,44 @@ impl EdgePush {
     }
 }
 
-impl Default for Settings {
-    fn default() -> Self {
-        Settings {
-            filter_ip_per_minute: 600,
-            rules_ttl: Duration::from_secs(2),
-            hot_events_retention: Duration::from_secs(72 * 3600),
-            hot_counts_retention: Duration::from_secs(35 * 24 * 3600),
-            webhooks: webhooks::WebhookSettings::default(),
+/// The filter's and the hot tier's variables: the one declaration of their defaults (the README's table is
+/// rendered from it).
+pub const SETTINGS: Section = Section {
+    title: "Filter and hot tier",
+    variables: &[
+        var(
+            "FILTER_IP_EVENTS_PER_MINUTE",
+            "600",
+            "unauthenticated events per tenant and client IP per minute kept (0 = no limit)",
+        ),
+        var("FILTER_RULES_RELOAD_MS", "2000", "how long the filter uses a tenant's rules before reading them again"),
+        var("HOT_RETENTION_HOURS", "72", "how long the hot tier keeps events (listings, param filters, match)"),
+        var("HOT_COUNTS_RETENTION_DAYS", "35", "how long the hot tier keeps counts per minute and the drop ledger"),
+    ],
+};
+
+impl Settings {
+    /// Reads what [`SETTINGS`] and [`webhooks::SETTINGS`] declare (which `src` must include); the archive, the
+    /// plans and the edge are the caller's to set.
+    pub fn from_settings<F: Fn(&str) -> Option<String>>(src: &settings::Settings<'_, F>) -> Result<Self, SettingError> {
+        Ok(Settings {
+            filter_ip_per_minute: src.value("FILTER_IP_EVENTS_PER_MINUTE")?,
+            rules_ttl: src.duration("FILTER_RULES_RELOAD_MS", Unit::Millis)?,
+            hot_events_retention: src.duration("HOT_RETENTION_HOURS", Unit::Hours)?,
+            hot_counts_retention: src.duration("HOT_COUNTS_RETENTION_DAYS", Unit::Days)?,
+            webhooks: webhooks::WebhookSettings::from_settings(src)?,
             archive: None,
             plans: tracker_store::Plans::default(),
             edge: None,
-        }
+        })
+    }
+}
+
+impl Default for Settings {
+    /// The declared defaults, without an archive or an edge.
+    fn default() -> Self {
+        let declared = settings::Settings::new(&[SETTINGS, webhooks::SETTINGS], |_: &str| None);
+        Self::from_settings(&declared).expect("the declared defaults are valid (tested)")
     }
 }
 

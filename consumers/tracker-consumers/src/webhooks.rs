@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 use rand::Rng as _;
 use tracker_log::Filter;
 use tracker_protocol::Event;
+use tracker_protocol::settings::{Section, SettingError, Settings, Unit, var};
 use tracker_store::{AttemptOutcome, DueDelivery, MAX_PAGE, NewDelivery, Webhook};
 
 use crate::delivery::{self, Delivery};
@@ -43,17 +44,52 @@ pub struct WebhookSettings {
     pub log_retention: Duration,
 }
 
+/// The webhook variables: the one declaration of their defaults (the README's Webhooks table is rendered from it).
+pub const SETTINGS: Section = Section {
+    title: "Webhooks",
+    variables: &[
+        var(
+            "WEBHOOK_ALLOW_PRIVATE",
+            "false",
+            "let webhooks reach private, loopback and link-local addresses (development and tests only)",
+        ),
+        var(
+            "WEBHOOK_ENDPOINT_CONCURRENCY",
+            "4",
+            "deliveries in flight at once per webhook endpoint (1 = in event order)",
+        ),
+        var("WEBHOOK_MAX_ATTEMPTS", "12", "attempts before a delivery goes to the dead-letter list"),
+        var("WEBHOOK_RETRY_BASE_MS", "10000", "first retry delay; doubles per attempt, with 50-100% jitter"),
+        var("WEBHOOK_RETRY_MAX_MS", "3600000", "longest retry delay"),
+        var("WEBHOOK_DISABLE_AFTER_FAILURES", "50", "consecutive failed attempts after which an endpoint is disabled"),
+        var(
+            "WEBHOOK_LOG_RETENTION_HOURS",
+            "168",
+            "how long delivered entries stay in the delivery log (dead letters 4x)",
+        ),
+    ],
+};
+
+impl WebhookSettings {
+    /// Reads the settings declared in [`SETTINGS`] (which `src` must include).
+    pub fn from_settings<F: Fn(&str) -> Option<String>>(src: &Settings<'_, F>) -> Result<Self, SettingError> {
+        Ok(WebhookSettings {
+            allow_private: src.flag("WEBHOOK_ALLOW_PRIVATE")?,
+            concurrency: src.number("WEBHOOK_ENDPOINT_CONCURRENCY", 1..=1024)?,
+            max_attempts: src.number("WEBHOOK_MAX_ATTEMPTS", 1..=1000)?,
+            retry_base: src.duration("WEBHOOK_RETRY_BASE_MS", Unit::Millis)?.max(Duration::from_millis(1)),
+            retry_max: src.duration("WEBHOOK_RETRY_MAX_MS", Unit::Millis)?.max(Duration::from_millis(1)),
+            disable_after: src.number("WEBHOOK_DISABLE_AFTER_FAILURES", 1..=1_000_000)?,
+            log_retention: src.duration("WEBHOOK_LOG_RETENTION_HOURS", Unit::Hours)?,
+        })
+    }
+}
+
 impl Default for WebhookSettings {
+    /// The declared defaults.
     fn default() -> Self {
-        WebhookSettings {
-            allow_private: false,
-            concurrency: 4,
-            max_attempts: 12,
-            retry_base: Duration::from_secs(10),
-            retry_max: Duration::from_secs(3600),
-            disable_after: 50,
-            log_retention: Duration::from_secs(7 * 24 * 3600),
-        }
+        let declared = Settings::new(core::slice::from_ref(&SETTINGS), |_: &str| None);
+        Self::from_settings(&declared).expect("the declared defaults are valid (tested)")
     }
 }
 
@@ -322,6 +358,14 @@ async fn send(p: &Pipeline, client: &reqwest::Client, d: &DueDelivery) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_declared_defaults_are_valid() {
+        let s = WebhookSettings::default();
+        assert_eq!((s.concurrency, s.max_attempts, s.disable_after), (4, 12, 50));
+        assert_eq!((s.retry_base.as_secs(), s.retry_max.as_secs()), (10, 3600));
+        assert!(!s.allow_private);
+    }
 
     #[test]
     fn backoff_doubles_up_to_the_cap_with_jitter() {

@@ -10,7 +10,7 @@ use tracker_protocol::links::{v1_encrypted_url, v1_short_url, v1_signed_url};
 use tracker_protocol::{LinkKind, Secret, V2Link};
 use tracker_store::{GLOBAL_KEY_PREFIX, Store};
 
-use crate::config::{Config, VARIABLES};
+use crate::config::{Config, SECTIONS};
 use crate::state::now_ms;
 use crate::{NodeError, build_state, log_config, open_store, serve};
 
@@ -226,10 +226,7 @@ pub async fn run(cli: Cli) -> Result<(), NodeError> {
             serve(state, listener, shutdown_signal()).await
         }
         Command::Config => {
-            println!("{:<26} {:<22} meaning", "variable", "default");
-            for (name, default, meaning) in VARIABLES {
-                println!("{name:<26} {default:<22} {meaning}");
-            }
+            print!("{}", tracker_protocol::settings::markdown(SECTIONS));
             println!(
                 "\nresolved: listen {}:{}, data {}, database {}",
                 cfg.host,

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use sha2::Digest as _;
+use tracker_protocol::settings::{Section, SettingError, Settings, Unit, var};
 use tracker_protocol::{Limits, Secret, V1Mode, parse_encryption_key};
 
 #[derive(Debug, thiserror::Error)]
@@ -126,213 +127,203 @@ fn plans(file: Option<toml::Value>, env: Option<&str>) -> Result<tracker_store::
     tracker_store::Plans::with(custom).map_err(|e| invalid("PLANS", e))
 }
 
-impl Default for Config {
-    fn default() -> Self {
-        Config {
-            host: IpAddr::from([127, 0, 0, 1]),
-            port: 3030,
-            data_dir: PathBuf::from("data"),
-            database: tracker_store::Location::File(PathBuf::from("data/tracker.db")),
-            public_url: "http://127.0.0.1:3030".into(),
-            hmac_secret: None,
-            encryption_key: None,
-            secrets_key: None,
-            url_mode: V1Mode::Signed,
-            max_batch_size: 10_000,
-            max_body_bytes: 32 * 1024 * 1024,
-            log: LogSettings {
-                partitions: 24,
-                commit_window: Duration::from_millis(5),
-                queue_capacity: 4096,
-                retention_age: Some(Duration::from_secs(7 * 24 * 3600)),
-                retention_bytes: None,
-            },
-            edge_secrets: Secret::default(),
-            edge_replay_window: Duration::from_secs(300),
-            trust_proxy: TrustProxy::None,
-            limits: Limits::default(),
-            cache_ttl: Duration::from_secs(5),
-            admin_token_sha256: None,
-            admin_api_rpm: 600,
-            webhook_allow_private: false,
-            iggy: None,
-            hot_database: tracker_store::Location::File(PathBuf::from("data/hot.db")),
-            consumers: true,
-            consumer_settings: tracker_consumers::Settings::default(),
-            sse_keepalive: Duration::from_secs(15),
-            sse_backlog: 256,
-            query: QuerySettings { url: None, secret: None, timeout: Duration::from_secs(25) },
-        }
-    }
-}
+/// The node's own variables, by section. With the archive's and the consumers' ([`SECTIONS`]), this is the one
+/// declaration of every default: the loader reads defaults from it, `tracker-core config` prints it, and the
+/// README's configuration tables are rendered from it (a test keeps them equal).
+pub const HTTP: Section = Section {
+    title: "Node and HTTP",
+    variables: &[
+        var("CONFIG_FILE", "", "optional TOML file with the same keys in lower case; the environment wins"),
+        var("HOST", "127.0.0.1", "bind address (`0.0.0.0` to accept remote traffic)"),
+        var("PORT", "3030", "HTTP port"),
+        var("PUBLIC_URL", "=http://HOST:PORT", "base URL the CLI prints links with"),
+        var("DATA_DIR", "data", "directory of the embedded logs and the default databases and archive"),
+        var(
+            "RUST_LOG",
+            "",
+            "log filter (tracing's EnvFilter); unset: our own lines from info up, dependencies' warnings",
+        ),
+        var("MAX_BODY_BYTES", "33554432", "largest request body"),
+        var(
+            "CONSUMERS",
+            "in-process",
+            "run the stream consumers in the node (`in-process`) or not (`off`: run `tracker-consumer`)",
+        ),
+        var("TRUST_PROXY", "none", "client IP source: `none`, `x-forwarded-for` or `cloudflare`"),
+        var(
+            "ADMIN_TOKEN",
+            "",
+            "platform admin credential for `/api/tenants` (at least 32 characters; empty = admin API off)",
+        ),
+        var(
+            "ADMIN_TOKEN_SHA256",
+            "",
+            "instead of `ADMIN_TOKEN`: its SHA-256 in hex, so the configuration holds no secret",
+        ),
+        var("ADMIN_API_REQUESTS_PER_MINUTE", "600", "platform API rate limit of the admin credential"),
+        var(
+            "PLANS",
+            "",
+            "custom plans as a JSON object (`{\"starter\": {\"monthly_events\": ...}}`), over `[plans.<name>]` in the \
+             config file and the built-in ones (see Plans and usage)",
+        ),
+        var("SSE_KEEPALIVE_SECS", "15", "comment lines sent on idle live streams (`/sse/events`)"),
+        var(
+            "SSE_BACKLOG",
+            "256",
+            "batches of events a live stream may fall behind before it is told it lagged and skips ahead",
+        ),
+    ],
+};
 
-/// Every variable the node reads, with its meaning (printed by `tracker-core config`).
-pub const VARIABLES: &[(&str, &str, &str)] = &[
-    ("CONFIG_FILE", "", "optional TOML file with the same keys in lower case; the environment wins"),
-    ("HOST", "127.0.0.1", "bind address (0.0.0.0 to accept remote traffic)"),
-    ("PORT", "3030", "HTTP port"),
-    ("DATA_DIR", "data", "directory of the embedded log (DATA_DIR/log)"),
-    (
-        "DATABASE_URL",
-        "DATA_DIR/tracker.db",
-        "libSQL metadata database: a file path (file: URL), or a remote server (libsql://, https://; Turso)",
-    ),
-    ("LIBSQL_AUTH_TOKEN", "", "auth token of a remote DATABASE_URL (Turso database token)"),
-    ("LIBSQL_REPLICA_PATH", "", "with a remote DATABASE_URL: keep an embedded replica in this file (local reads)"),
-    ("LIBSQL_SYNC_INTERVAL_SECS", "5", "how often an embedded replica pulls changes from the primary"),
-    ("PUBLIC_URL", "http://HOST:PORT", "base URL the CLI prints links with"),
-    ("RUST_LOG", "", "log filter (tracing's EnvFilter); unset: our own lines from info up, dependencies' warnings"),
-    ("HMAC_SECRET", "", "global secret for v1 links signed without a key prefix (text, used as given)"),
-    (
-        "ENCRYPTION_KEY",
-        "",
-        "global AES-256 key for v1 encrypted links: 64 hex characters, or 32 characters used as bytes",
-    ),
-    (
-        "SECRETS_KEY",
-        "",
-        "64 hex characters: seals tenant link secrets at rest (AES-256-GCM); keep it out of the database's backups",
-    ),
-    ("URL_MODE", "signed", "v1 click formats accepted: signed, encrypted or any (v2 links always)"),
-    ("MAX_BATCH_SIZE", "10000", "most events in one /batch request"),
-    ("MAX_BODY_BYTES", "33554432", "largest request body"),
-    (
-        "LOG_PARTITIONS",
-        "24",
-        "partitions of the embedded log (fixed when the log is created); IGGY_PARTITIONS is read too",
-    ),
-    ("LOG_COMMIT_WINDOW_MS", "5", "longest time a redirect's or pixel's event waits for its fsync"),
-    ("LOG_QUEUE_CAPACITY", "4096", "appends waiting for the log writer before producers wait (never dropped)"),
-    ("LOG_RETENTION_HOURS", "168", "delete log record sets older than this (0 = keep forever)"),
-    ("LOG_RETENTION_BYTES", "0", "delete the oldest record sets while the log is larger (0 = no limit)"),
-    ("EDGE_SHARED_SECRETS", "", "comma-separated secrets the edge signs forwarded batches with (empty = intake off)"),
-    ("EDGE_REPLAY_WINDOW_SECS", "300", "accepted clock difference for signed edge batches"),
-    ("TRUST_PROXY", "none", "client IP source: none, x-forwarded-for or cloudflare"),
-    ("MAX_CLOCK_SKEW_SECS", "300", "client timestamps further in the future are refused"),
-    ("HISTORICAL_AFTER_HOURS", "168", "client timestamps older than this mark events historical"),
-    ("CACHE_TTL_SECS", "5", "how long tenant keys, short links and tokens are cached (revocation bound)"),
-    ("ADMIN_TOKEN", "", "platform admin credential for /api/tenants (at least 32 characters; empty = admin API off)"),
-    ("ADMIN_TOKEN_SHA256", "", "instead of ADMIN_TOKEN: its SHA-256 in hex, so the configuration holds no secret"),
-    ("ADMIN_API_REQUESTS_PER_MINUTE", "600", "platform API rate limit of the admin credential"),
-    (
-        "PLANS",
-        "",
-        "custom plans as a JSON object, over [plans.<name>] in the config file and the built-in free, pro, enterprise",
-    ),
-    (
-        "EDGE_URLS",
-        "",
-        "edge Worker URLs the core pushes signed purges to (a tenant at its cap, changes made at the node)",
-    ),
-    (
-        "IGGY_URL",
-        "",
-        "Apache Iggy connection (iggy://user:secret@host:8090, iggy+quic://…, ?tls=true); empty = embedded log",
-    ),
-    ("IGGY_STREAM", "tracker", "Iggy stream holding the events and filtered topics"),
-    ("IGGY_LINGER_MS", "2", "an Iggy send waits this long for other events to join its batch"),
-    ("IGGY_SEND_TIMEOUT_MS", "2000", "an Iggy send slower than this is written to the local spool (DATA_DIR/spool)"),
-    (
-        "WEBHOOK_ALLOW_PRIVATE",
-        "false",
-        "let webhooks reach private, loopback and link-local addresses (development and tests only)",
-    ),
-    ("CONSUMERS", "in-process", "run the stream consumers in the node (in-process) or not (off: run tracker-consumer)"),
-    ("HOT_DATABASE_URL", "DATA_DIR/hot.db", "libSQL database of the hot tier: a file path, or a remote server"),
-    ("HOT_LIBSQL_AUTH_TOKEN", "", "auth token of a remote HOT_DATABASE_URL"),
-    ("HOT_RETENTION_HOURS", "72", "how long the hot tier keeps events (listings, param filters, match)"),
-    ("HOT_COUNTS_RETENTION_DAYS", "35", "how long the hot tier keeps counts per minute and the drop ledger"),
-    (
-        "FILTER_IP_EVENTS_PER_MINUTE",
-        "600",
-        "unauthenticated events per tenant and client IP per minute kept (0 = no limit)",
-    ),
-    ("FILTER_RULES_RELOAD_MS", "2000", "how long the filter uses a tenant's rules before reading them again"),
-    ("WEBHOOK_ENDPOINT_CONCURRENCY", "4", "deliveries in flight at once per webhook endpoint (1 = in event order)"),
-    ("WEBHOOK_MAX_ATTEMPTS", "12", "attempts before a delivery goes to the dead-letter list"),
-    ("WEBHOOK_RETRY_BASE_MS", "10000", "first retry delay; doubles per attempt, with 50-100% jitter"),
-    ("WEBHOOK_RETRY_MAX_MS", "3600000", "longest retry delay"),
-    ("WEBHOOK_DISABLE_AFTER_FAILURES", "50", "consecutive failed attempts after which an endpoint is disabled"),
-    ("WEBHOOK_LOG_RETENTION_HOURS", "168", "how long delivered entries stay in the delivery log (dead letters 4x)"),
-    ("SSE_KEEPALIVE_SECS", "15", "comment lines sent on idle live streams (/sse/events)"),
-    (
-        "SSE_BACKLOG",
-        "256",
-        "batches of events a live stream may fall behind before it is told it lagged and skips ahead",
-    ),
-    (
-        "ARCHIVE_URL",
-        "DATA_DIR/archive",
-        "Delta Lake archive (tables events and rollups): a directory, s3://bucket/prefix (S3, R2), or off",
-    ),
-    ("ARCHIVE_FLUSH_EVENTS", "100000", "the archiver commits once this many events wait..."),
-    ("ARCHIVE_FLUSH_SECS", "60", "...or the oldest has waited this long (large files; the log holds the rest)"),
-    ("ARCHIVE_MAINTENANCE_SECS", "3600", "how often retention deletes, OPTIMIZE, checkpoint and VACUUM run"),
-    ("ARCHIVE_TARGET_FILE_MB", "128", "OPTIMIZE compacts small files into files of about this size"),
-    (
-        "ARCHIVE_VACUUM_RETENTION_HOURS",
-        "168",
-        "VACUUM deletes data files unreferenced for this long (longer than any query or write runs)",
-    ),
-    ("ARCHIVE_S3_ENDPOINT", "", "S3-compatible endpoint (R2: https://<account>.r2.cloudflarestorage.com)"),
-    ("ARCHIVE_S3_REGION", "", "region: `auto` when ARCHIVE_S3_ENDPOINT is set (R2), else the AWS environment's"),
-    ("ARCHIVE_S3_ACCESS_KEY_ID", "", "S3 or R2 access key id (or the AWS_* environment and instance credentials)"),
-    ("ARCHIVE_S3_SECRET_ACCESS_KEY", "", "S3 or R2 secret access key"),
-    ("ARCHIVE_S3_ALLOW_HTTP", "false", "allow a plain-http endpoint (local S3 servers only)"),
-    (
-        "QUERY_URL",
-        "",
-        "the query functions (a Lambda function URL, or tracker-query-lambda); unset: in-process over ARCHIVE_URL",
-    ),
-    ("QUERY_SECRET", "", "secret /api/query signs its requests to QUERY_URL with (at least 16 bytes)"),
-    ("QUERY_TIMEOUT_SECS", "25", "longest a warm or cold query may run"),
+pub const LINKS: Section = Section {
+    title: "Links and events",
+    variables: &[
+        var("HMAC_SECRET", "", "global secret for v1 links signed without a key prefix (text, used as given)"),
+        var(
+            "ENCRYPTION_KEY",
+            "",
+            "global AES-256 key for v1 encrypted links: 64 hex characters, or 32 characters used as bytes",
+        ),
+        var(
+            "SECRETS_KEY",
+            "",
+            "64 hex characters: seals tenant link secrets at rest (AES-256-GCM); keep it out of the database's backups",
+        ),
+        var("URL_MODE", "signed", "v1 click formats accepted: `signed`, `encrypted` or `any` (v2 links always)"),
+        var("MAX_BATCH_SIZE", "10000", "most events in one `/batch` request"),
+        var("MAX_CLOCK_SKEW_SECS", "300", "client timestamps further in the future are refused"),
+        var("HISTORICAL_AFTER_HOURS", "168", "client timestamps older than this mark events historical"),
+        var("CACHE_TTL_SECS", "5", "how long tenant keys, short links and tokens are cached (revocation bound)"),
+    ],
+};
+
+pub const EDGE: Section = Section {
+    title: "Edge intake",
+    variables: &[
+        var(
+            "EDGE_SHARED_SECRETS",
+            "",
+            "comma-separated secrets the edge signs forwarded batches with (empty = intake off)",
+        ),
+        var("EDGE_REPLAY_WINDOW_SECS", "300", "accepted clock difference for signed edge batches"),
+        var(
+            "EDGE_URLS",
+            "",
+            "the edge Worker's URLs, comma-separated: the core pushes signed purges there when a tenant reaches its \
+             cap and when its own API changes a record the edge caches",
+        ),
+    ],
+};
+
+pub const LOG: Section = Section {
+    title: "Event log",
+    variables: &[
+        var(
+            "LOG_PARTITIONS",
+            "24",
+            "partitions of the event log (fixed when the log is created); `IGGY_PARTITIONS` is read too",
+        ),
+        var("IGGY_PARTITIONS", "", "the replaced system's name for `LOG_PARTITIONS` (which wins)"),
+        var("LOG_COMMIT_WINDOW_MS", "5", "longest time a redirect's or pixel's event waits for its fsync"),
+        var("LOG_QUEUE_CAPACITY", "4096", "appends waiting for the log writer before producers wait (never dropped)"),
+        var("LOG_RETENTION_HOURS", "168", "delete log record sets older than this (0 = keep forever)"),
+        var("LOG_RETENTION_BYTES", "0", "delete the oldest record sets while the log is larger (0 = no limit)"),
+        var(
+            "IGGY_URL",
+            "",
+            "Apache Iggy connection string (`iggy://user:secret@host:8090`, `iggy+quic://…`, `?tls=true`); empty = \
+             embedded log",
+        ),
+        var("IGGY_STREAM", "tracker", "Iggy stream holding the `events` and `filtered` topics"),
+        var("IGGY_LINGER_MS", "2", "an Iggy send waits this long for other events to join its batch"),
+        var(
+            "IGGY_SEND_TIMEOUT_MS",
+            "2000",
+            "an Iggy send slower than this is written to the local spool (`DATA_DIR/spool`)",
+        ),
+    ],
+};
+
+pub const STORE: Section = Section {
+    title: "Databases",
+    variables: &[
+        var(
+            "DATABASE_URL",
+            "=DATA_DIR/tracker.db",
+            "libSQL metadata database: a file path (`file:` URL), or a remote server (`libsql://`, `https://`; Turso)",
+        ),
+        var("LIBSQL_AUTH_TOKEN", "", "auth token of a remote `DATABASE_URL` (a Turso database token)"),
+        var(
+            "LIBSQL_REPLICA_PATH",
+            "",
+            "with a remote `DATABASE_URL`: keep an embedded replica in this file (reads are local, writes go to the \
+             primary)",
+        ),
+        var("LIBSQL_SYNC_INTERVAL_SECS", "5", "how often an embedded replica pulls changes from the primary"),
+        var("HOT_DATABASE_URL", "=DATA_DIR/hot.db", "libSQL database of the hot tier: a file path, or a remote server"),
+        var("HOT_LIBSQL_AUTH_TOKEN", "", "auth token of a remote `HOT_DATABASE_URL`"),
+    ],
+};
+
+pub const QUERY: Section = Section {
+    title: "Queries",
+    variables: &[
+        var(
+            "QUERY_URL",
+            "",
+            "the query functions (a Lambda function URL, or `tracker-query-lambda`); unset: in-process over \
+             `ARCHIVE_URL`",
+        ),
+        var("QUERY_SECRET", "", "secret `/api/query` signs its requests to `QUERY_URL` with (at least 16 bytes)"),
+        var("QUERY_TIMEOUT_SECS", "25", "longest a warm or cold query may run"),
+    ],
+};
+
+/// Every section the node, `tracker-consumer` and the archive read, in the README's order.
+pub const SECTIONS: &[Section] = &[
+    HTTP,
+    LINKS,
+    EDGE,
+    LOG,
+    STORE,
+    tracker_consumers::SETTINGS,
+    tracker_consumers::webhooks::SETTINGS,
+    tracker_archive::SETTINGS,
+    QUERY,
 ];
 
 /// A libSQL location from `var` (a file path or `file:` URL; `libsql://`, `https://` or `http://` with the token in
 /// `token_var`), or `None` when unset.
-fn location(
-    src: &Source,
+fn location<F: Fn(&str) -> Option<String>>(
+    src: &Settings<'_, F>,
     var: &'static str,
     token_var: &'static str,
 ) -> Result<Option<tracker_store::Location>, ConfigError> {
     match src.get(var) {
         None => Ok(None),
         Some(url) if ["libsql://", "https://", "http://"].iter().any(|p| url.starts_with(p)) => {
-            let auth_token = src.get(token_var).unwrap_or_default().to_owned();
+            let auth_token = src.get(token_var).unwrap_or_default();
             if auth_token.is_empty() && !url.starts_with("http://") {
                 return Err(invalid(token_var, format!("is required for a remote {var}")));
             }
-            Ok(Some(tracker_store::Location::Remote { url: url.to_owned(), auth_token: auth_token.into() }))
+            Ok(Some(tracker_store::Location::Remote { url, auth_token: auth_token.into() }))
         }
         Some(url) if url.contains("://") => {
             Err(invalid(var, "must be a file path, file:, libsql://, https:// or http:// URL"))
         }
-        Some(url) => Ok(Some(tracker_store::Location::File(PathBuf::from(url.strip_prefix("file:").unwrap_or(url))))),
-    }
-}
-
-struct Source {
-    values: BTreeMap<String, String>,
-}
-
-impl Source {
-    fn get(&self, name: &str) -> Option<&str> {
-        self.values.get(name).map(String::as_str).filter(|v| !v.is_empty())
-    }
-
-    fn parse<T: std::str::FromStr>(&self, name: &'static str, default: T) -> Result<T, ConfigError>
-    where
-        T::Err: std::fmt::Display,
-    {
-        match self.get(name) {
-            None => Ok(default),
-            Some(v) => v.parse().map_err(|e: T::Err| ConfigError::Invalid { name, reason: format!("{v:?}: {e}") }),
-        }
+        Some(url) => Ok(Some(tracker_store::Location::File(PathBuf::from(url.strip_prefix("file:").unwrap_or(&url))))),
     }
 }
 
 fn invalid(name: &'static str, reason: impl Into<String>) -> ConfigError {
     ConfigError::Invalid { name, reason: reason.into() }
+}
+
+impl From<SettingError> for ConfigError {
+    fn from(e: SettingError) -> Self {
+        ConfigError::Invalid { name: e.name, reason: e.reason }
+    }
 }
 
 impl Config {
@@ -341,7 +332,8 @@ impl Config {
         Self::from_vars(std::env::vars().collect(), file)
     }
 
-    /// Builds the configuration from explicit variables over an optional TOML file.
+    /// Builds the configuration from explicit variables over an optional TOML file, with the defaults declared in
+    /// [`SECTIONS`].
     pub fn from_vars(env: BTreeMap<String, String>, file: Option<&Path>) -> Result<Config, ConfigError> {
         let mut values = BTreeMap::new();
         let mut plan_table = None;
@@ -366,12 +358,11 @@ impl Config {
             }
         }
         values.extend(env);
-        let src = Source { values };
-        let d = Config::default();
+        let src = Settings::new(SECTIONS, |name: &str| values.get(name).cloned());
 
-        let host = src.parse("HOST", d.host)?;
-        let port = src.parse("PORT", d.port)?;
-        let data_dir = src.get("DATA_DIR").map(PathBuf::from).unwrap_or(d.data_dir);
+        let host: IpAddr = src.value("HOST")?;
+        let port: u16 = src.value("PORT")?;
+        let data_dir = PathBuf::from(src.value::<String>("DATA_DIR")?);
         let database = match location(&src, "DATABASE_URL", "LIBSQL_AUTH_TOKEN")? {
             None => tracker_store::Location::File(data_dir.join("tracker.db")),
             Some(tracker_store::Location::Remote { url, auth_token }) => match src.get("LIBSQL_REPLICA_PATH") {
@@ -379,7 +370,7 @@ impl Config {
                     path: PathBuf::from(path),
                     url,
                     auth_token,
-                    sync_interval: Duration::from_secs(src.parse("LIBSQL_SYNC_INTERVAL_SECS", 5u64)?.max(1)),
+                    sync_interval: src.duration("LIBSQL_SYNC_INTERVAL_SECS", Unit::Secs)?.max(Duration::from_secs(1)),
                 },
                 None => tracker_store::Location::Remote { url, auth_token },
             },
@@ -387,122 +378,62 @@ impl Config {
         };
         let hot_database = location(&src, "HOT_DATABASE_URL", "HOT_LIBSQL_AUTH_TOKEN")?
             .unwrap_or_else(|| tracker_store::Location::File(data_dir.join("hot.db")));
-        let consumers = match src.get("CONSUMERS").unwrap_or("in-process") {
-            "in-process" => true,
-            "off" => false,
-            other => return Err(invalid("CONSUMERS", format!("{other:?} is not in-process or off"))),
-        };
-        // every duration at most about 30 years: no overflow anywhere it is added to a time
-        let bounded = |name: &'static str, value: u64, unit_secs: u64| -> Result<Duration, ConfigError> {
-            match value.checked_mul(unit_secs) {
-                Some(s) if s <= 1_000_000_000 => Ok(Duration::from_secs(s)),
-                _ => Err(invalid(name, "is too large")),
-            }
-        };
-        let secs = |name: &'static str, default: u64| -> Result<Duration, ConfigError> {
-            bounded(name, src.parse(name, default)?, 1)
-        };
-        let hours = |name: &'static str, default: u64| -> Result<Duration, ConfigError> {
-            bounded(name, src.parse(name, default)?, 3600)
-        };
-        let days = |name: &'static str, default: u64| -> Result<Duration, ConfigError> {
-            bounded(name, src.parse(name, default)?, 24 * 3600)
-        };
-        let millis = |name: &'static str, default: u64| -> Result<Duration, ConfigError> {
-            match src.parse(name, default)? {
-                ms @ 0..=1_000_000_000_000 => Ok(Duration::from_millis(ms)),
-                _ => Err(invalid(name, "is too large")),
-            }
-        };
-        let positive = |name: &'static str, default: u32| -> Result<u32, ConfigError> {
-            match src.parse(name, default)? {
-                0 => Err(invalid(name, "must be at least 1")),
-                n => Ok(n),
-            }
-        };
-        let webhook_settings = tracker_consumers::webhooks::WebhookSettings {
-            // WEBHOOK_ALLOW_PRIVATE, applied by `pipeline`
-            allow_private: false,
-            concurrency: positive("WEBHOOK_ENDPOINT_CONCURRENCY", 4)?,
-            max_attempts: positive("WEBHOOK_MAX_ATTEMPTS", 12)?,
-            retry_base: millis("WEBHOOK_RETRY_BASE_MS", 10_000)?.max(Duration::from_millis(1)),
-            retry_max: millis("WEBHOOK_RETRY_MAX_MS", 3_600_000)?.max(Duration::from_millis(1)),
-            disable_after: positive("WEBHOOK_DISABLE_AFTER_FAILURES", 50)?,
-            log_retention: hours("WEBHOOK_LOG_RETENTION_HOURS", 168)?,
-        };
-        let archive = tracker_archive::from_vars(|name| src.get(name).map(str::to_owned), &data_dir)
-            .map_err(|e| invalid(e.name, e.reason))?;
-        let mut consumer_settings = tracker_consumers::Settings {
-            filter_ip_per_minute: src.parse("FILTER_IP_EVENTS_PER_MINUTE", 600)?,
-            rules_ttl: millis("FILTER_RULES_RELOAD_MS", 2000)?,
-            hot_events_retention: hours("HOT_RETENTION_HOURS", 72)?,
-            hot_counts_retention: days("HOT_COUNTS_RETENTION_DAYS", 35)?,
-            webhooks: webhook_settings,
-            archive,
-            plans: plans(plan_table, src.get("PLANS"))?,
-            edge: None,
-        };
-        let sse_keepalive = secs("SSE_KEEPALIVE_SECS", 15)?.max(Duration::from_secs(1));
+        let consumers = src.choice("CONSUMERS", &["in-process", "off"])? == "in-process";
+        let mut consumer_settings = tracker_consumers::Settings::from_settings(&src)?;
+        // WEBHOOK_ALLOW_PRIVATE is the node's to apply (`pipeline`), with the API's test deliveries
+        consumer_settings.webhooks.allow_private = false;
+        consumer_settings.archive = tracker_archive::from_settings(&src, &data_dir)?;
+        consumer_settings.plans = plans(plan_table, src.get("PLANS").as_deref())?;
         let query = QuerySettings {
             url: match src.get("QUERY_URL") {
                 None => None,
-                Some(u) if u.starts_with("https://") || u.starts_with("http://") => Some(u.to_owned()),
+                Some(u) if u.starts_with("https://") || u.starts_with("http://") => Some(u),
                 Some(_) => return Err(invalid("QUERY_URL", "must be an http(s) URL")),
             },
             secret: match src.get("QUERY_SECRET") {
                 None => None,
-                Some(s) if s.len() >= 16 => Some(Secret::new(s.as_bytes().to_vec())),
+                Some(s) if s.len() >= 16 => Some(Secret::new(s.into_bytes())),
                 Some(_) => return Err(invalid("QUERY_SECRET", "must be at least 16 bytes")),
             },
-            timeout: match src.parse("QUERY_TIMEOUT_SECS", 25u64)? {
-                n @ 1..=900 => Duration::from_secs(n),
-                _ => return Err(invalid("QUERY_TIMEOUT_SECS", "must be 1 to 900")),
-            },
+            timeout: Duration::from_secs(src.number("QUERY_TIMEOUT_SECS", 1..=900)?),
         };
         if query.url.is_some() && query.secret.is_none() {
             return Err(invalid("QUERY_SECRET", "is required with QUERY_URL"));
         }
-        let public_url = src.get("PUBLIC_URL").map(str::to_owned).unwrap_or_else(|| {
+        let public_url = src.get("PUBLIC_URL").unwrap_or_else(|| {
             let shown = if host.is_unspecified() { IpAddr::from([127, 0, 0, 1]) } else { host };
             format!("http://{shown}:{port}")
         });
-        let hmac_secret = src.get("HMAC_SECRET").map(str::to_owned);
+        let hmac_secret = src.get("HMAC_SECRET");
         let encryption_key = match src.get("ENCRYPTION_KEY") {
             None => None,
-            Some(k) => Some(tracker_protocol::v1::global_encryption_key(k).ok_or_else(|| {
+            Some(k) => Some(tracker_protocol::v1::global_encryption_key(&k).ok_or_else(|| {
                 invalid("ENCRYPTION_KEY", "must be 64 hex characters, or 32 characters used as the key's bytes")
             })?),
         };
         let secrets_key = match src.get("SECRETS_KEY") {
             None => None,
             Some(k) => Some(
-                parse_encryption_key(k)
+                parse_encryption_key(&k)
                     .ok_or_else(|| invalid("SECRETS_KEY", "must be 64 hex characters (32 bytes)"))?,
             ),
         };
-        let url_mode: V1Mode = src.parse("URL_MODE", d.url_mode)?;
+        let url_mode: V1Mode = src.value("URL_MODE")?;
         if url_mode == V1Mode::Encrypted && encryption_key.is_none() {
             return Err(invalid("ENCRYPTION_KEY", "is required when URL_MODE=encrypted"));
         }
-        let max_batch_size: usize = src.parse("MAX_BATCH_SIZE", d.max_batch_size)?;
-        if max_batch_size == 0 {
-            return Err(invalid("MAX_BATCH_SIZE", "must be at least 1"));
-        }
-        let max_body_bytes = src.parse("MAX_BODY_BYTES", d.max_body_bytes)?;
-        let partitions = match src.get("LOG_PARTITIONS") {
-            Some(_) => src.parse("LOG_PARTITIONS", d.log.partitions)?,
-            None => src.parse("IGGY_PARTITIONS", d.log.partitions)?,
+        let partitions = match src.get("LOG_PARTITIONS").or_else(|| src.get("IGGY_PARTITIONS")) {
+            None => src.number("LOG_PARTITIONS", 1..=4096)?,
+            Some(_) if src.get("LOG_PARTITIONS").is_some() => src.number("LOG_PARTITIONS", 1..=4096)?,
+            Some(_) => src.number("IGGY_PARTITIONS", 1..=4096)?,
         };
-        if partitions == 0 || partitions > 4096 {
-            return Err(invalid("LOG_PARTITIONS", "must be 1 to 4096"));
-        }
-        let hours: u64 = src.parse("LOG_RETENTION_HOURS", 168)?;
-        let retention_bytes: u64 = src.parse("LOG_RETENTION_BYTES", 0)?;
+        let retention_age = src.duration("LOG_RETENTION_HOURS", Unit::Hours)?;
+        let retention_bytes: u64 = src.value("LOG_RETENTION_BYTES")?;
         let log = LogSettings {
             partitions,
-            commit_window: Duration::from_millis(src.parse("LOG_COMMIT_WINDOW_MS", 5)?),
-            queue_capacity: src.parse("LOG_QUEUE_CAPACITY", d.log.queue_capacity)?,
-            retention_age: (hours > 0).then(|| Duration::from_secs(hours * 3600)),
+            commit_window: src.duration("LOG_COMMIT_WINDOW_MS", Unit::Millis)?,
+            queue_capacity: src.number("LOG_QUEUE_CAPACITY", 1..=1_000_000)?,
+            retention_age: (!retention_age.is_zero()).then_some(retention_age),
             retention_bytes: (retention_bytes > 0).then_some(retention_bytes),
         };
         let edge_secrets: Vec<Vec<u8>> = src
@@ -527,19 +458,15 @@ impl Config {
                 tasks: tokio_util::task::TaskTracker::new(),
             });
         }
-        let trust_proxy = match src.get("TRUST_PROXY").unwrap_or("none") {
-            "none" => TrustProxy::None,
+        let trust_proxy = match src.choice("TRUST_PROXY", &["none", "x-forwarded-for", "cloudflare"])? {
             "x-forwarded-for" => TrustProxy::XForwardedFor,
             "cloudflare" => TrustProxy::Cloudflare,
-            other => {
-                return Err(invalid("TRUST_PROXY", format!("{other:?} is not none, x-forwarded-for or cloudflare")));
-            }
+            _ => TrustProxy::None,
         };
-        let skew: i64 = src.parse("MAX_CLOCK_SKEW_SECS", 300)?;
-        let historical: i64 = src.parse("HISTORICAL_AFTER_HOURS", 168)?;
+        let millis = |d: Duration| i64::try_from(d.as_millis()).unwrap_or(i64::MAX);
         let limits = Limits {
-            max_future_skew_ms: skew.max(0).saturating_mul(1000),
-            historical_after_ms: historical.max(0).saturating_mul(3_600_000),
+            max_future_skew_ms: millis(src.duration("MAX_CLOCK_SKEW_SECS", Unit::Secs)?),
+            historical_after_ms: millis(src.duration("HISTORICAL_AFTER_HOURS", Unit::Hours)?),
             ..Limits::default()
         };
         let admin_token_sha256 = match (src.get("ADMIN_TOKEN"), src.get("ADMIN_TOKEN_SHA256")) {
@@ -549,15 +476,10 @@ impl Config {
             (Some(t), None) if t.len() < 32 => return Err(invalid("ADMIN_TOKEN", "must be at least 32 characters")),
             (Some(t), None) => Some(<[u8; 32]>::from(sha2::Sha256::digest(t.as_bytes()))),
             (None, Some(h)) => Some(
-                parse_encryption_key(h)
+                parse_encryption_key(&h)
                     .ok_or_else(|| invalid("ADMIN_TOKEN_SHA256", "must be 64 hex characters (a SHA-256)"))?,
             ),
             (None, None) => None,
-        };
-        let webhook_allow_private = match src.get("WEBHOOK_ALLOW_PRIVATE").unwrap_or("false") {
-            "true" | "1" => true,
-            "false" | "0" => false,
-            other => return Err(invalid("WEBHOOK_ALLOW_PRIVATE", format!("{other:?} is not true or false"))),
         };
         let iggy = match src.get("IGGY_URL") {
             None => None,
@@ -568,10 +490,10 @@ impl Config {
                 ));
             }
             Some(url) => Some(IggySettings {
-                url: Secret::new(url.to_owned()),
-                stream: src.get("IGGY_STREAM").unwrap_or("tracker").to_owned(),
-                send_timeout: Duration::from_millis(src.parse("IGGY_SEND_TIMEOUT_MS", 2000u64)?.max(1)),
-                linger: Duration::from_millis(src.parse("IGGY_LINGER_MS", 2u64)?),
+                url: Secret::new(url),
+                stream: src.value("IGGY_STREAM")?,
+                send_timeout: src.duration("IGGY_SEND_TIMEOUT_MS", Unit::Millis)?.max(Duration::from_millis(1)),
+                linger: src.duration("IGGY_LINGER_MS", Unit::Millis)?,
             }),
         };
         Ok(Config {
@@ -584,29 +506,23 @@ impl Config {
             encryption_key: encryption_key.map(Secret::new),
             secrets_key: secrets_key.map(Secret::new),
             url_mode,
-            max_batch_size,
-            max_body_bytes,
+            max_batch_size: src.number("MAX_BATCH_SIZE", 1..=1_000_000)?,
+            max_body_bytes: src.number("MAX_BODY_BYTES", 1..=1 << 30)?,
             log,
             edge_secrets: Secret::new(edge_secrets),
-            edge_replay_window: Duration::from_secs(src.parse("EDGE_REPLAY_WINDOW_SECS", 300)?),
+            edge_replay_window: src.duration("EDGE_REPLAY_WINDOW_SECS", Unit::Secs)?,
             trust_proxy,
             limits,
-            cache_ttl: Duration::from_secs(src.parse("CACHE_TTL_SECS", 5)?),
+            cache_ttl: src.duration("CACHE_TTL_SECS", Unit::Secs)?,
             admin_token_sha256,
-            admin_api_rpm: match src.parse("ADMIN_API_REQUESTS_PER_MINUTE", d.admin_api_rpm)? {
-                n @ 1..=1_000_000 => n,
-                _ => return Err(invalid("ADMIN_API_REQUESTS_PER_MINUTE", "must be 1 to 1000000")),
-            },
-            webhook_allow_private,
+            admin_api_rpm: src.number("ADMIN_API_REQUESTS_PER_MINUTE", 1..=1_000_000)?,
+            webhook_allow_private: src.flag("WEBHOOK_ALLOW_PRIVATE")?,
             iggy,
             hot_database,
             consumers,
             consumer_settings,
-            sse_keepalive,
-            sse_backlog: match src.parse("SSE_BACKLOG", 256usize)? {
-                n @ 1..=65_536 => n,
-                _ => return Err(invalid("SSE_BACKLOG", "must be 1 to 65536")),
-            },
+            sse_keepalive: src.duration("SSE_KEEPALIVE_SECS", Unit::Secs)?.max(Duration::from_secs(1)),
+            sse_backlog: src.number("SSE_BACKLOG", 1..=65_536)?,
             query,
         })
     }
@@ -621,14 +537,11 @@ impl Config {
         self.plans().or_free(&tenant.plan).with_limits(&tenant.limits)
     }
 
-    /// Test and embedding helper: defaults rooted in `dir`.
+    /// Test and embedding helper: the declared defaults rooted in `dir`, without an archive.
     pub fn for_dir(dir: &Path) -> Config {
-        Config {
-            data_dir: dir.to_path_buf(),
-            database: tracker_store::Location::File(dir.join("tracker.db")),
-            hot_database: tracker_store::Location::File(dir.join("hot.db")),
-            ..Config::default()
-        }
+        let vars = [("DATA_DIR", dir.display().to_string()), ("ARCHIVE_URL", "off".to_owned())];
+        Config::from_vars(vars.into_iter().map(|(k, v)| (k.to_owned(), v)).collect(), None)
+            .expect("the declared defaults are valid (tested by the_declared_defaults_are_the_configuration)")
     }
 }
 
@@ -802,15 +715,40 @@ mod tests {
 }
 
 #[cfg(test)]
-mod readme {
-    /// The README's configuration table lists every variable the node reads.
+mod declared {
+    use std::collections::BTreeMap;
+
+    use super::{Config, SECTIONS};
+
+    /// The README's configuration tables are the declaration, rendered (`tracker-core config` prints them).
     #[test]
-    fn readme_documents_every_variable() {
+    fn the_readme_shows_the_declared_variables() {
         let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../README.md")).unwrap();
-        for (name, default, _) in super::VARIABLES {
-            let row =
-                if default.is_empty() { format!("| `{name}` |  |") } else { format!("| `{name}` | `{default}` |") };
-            assert!(readme.contains(&row), "README.md has no row {row}");
+        let tables = tracker_protocol::settings::markdown(SECTIONS);
+        assert!(
+            readme.contains(&tables),
+            "README.md's configuration tables differ from the declaration; paste `tracker-core config`'s:\n{tables}"
+        );
+    }
+
+    /// Every variable is declared once, the declared defaults make a valid configuration (the loader reads nothing
+    /// undeclared: that panics in this debug build), and values that would overflow are refused by name.
+    #[test]
+    fn the_declared_defaults_are_the_configuration() {
+        let names: Vec<&str> = SECTIONS.iter().flat_map(|s| s.variables).map(|v| v.name).collect();
+        let mut unique = names.clone();
+        unique.sort_unstable();
+        unique.dedup();
+        assert_eq!(unique.len(), names.len(), "a variable is declared twice");
+        let c = Config::from_vars(BTreeMap::new(), None).unwrap();
+        assert_eq!((c.port, c.log.partitions, c.max_batch_size, c.sse_backlog), (3030, 24, 10_000, 256));
+        assert_eq!(c.log.retention_age.map(|d| d.as_secs()), Some(168 * 3600));
+        assert_eq!(c.consumer_settings.webhooks.max_attempts, 12);
+        assert!(c.consumer_settings.archive.is_some(), "the archive is on by default");
+        // overflow-checked: a number of hours or seconds that cannot be a duration is refused by name
+        for name in ["LOG_RETENTION_HOURS", "CACHE_TTL_SECS", "HOT_COUNTS_RETENTION_DAYS", "WEBHOOK_RETRY_MAX_MS"] {
+            let e = Config::from_vars([(name.to_owned(), u64::MAX.to_string())].into(), None).unwrap_err();
+            assert!(e.to_string().starts_with(&format!("{name}: ")), "{e}");
         }
     }
 }

@@ -14,9 +14,8 @@ use tracker_log_iggy::{IggyConfig, IggyLog};
 
 /// The server under test (these tests are ignored unless one is given).
 fn iggy_addr() -> String {
-    std::env::var("IGGY_TEST_ADDR").expect(
-        "set IGGY_TEST_ADDR to an Iggy connection string (iggy://iggy:iggy@127.0.0.1:8090 for `docker run apache/iggy`)",
-    )
+    std::env::var("IGGY_TEST_ADDR")
+        .expect("set IGGY_TEST_ADDR to an Iggy connection string (iggy://iggy:iggy@127.0.0.1:8090 with apache/iggy)")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

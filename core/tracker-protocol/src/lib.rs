@@ -61,6 +61,7 @@ pub mod quota;
 pub mod redirect;
 mod secret;
 pub mod service;
+pub mod settings;
 pub mod v1;
 pub mod webhook;
 pub mod wire;

@@ -25,9 +25,26 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use tracker_archive::ArchiveSettings;
 use tracker_protocol::intake::{SIGNATURE_HEADER, TIMESTAMP_HEADER, verify_query};
+use tracker_protocol::settings::{Section, var};
 
 use crate::warm::Warm;
 use crate::{Archive, Query, QueryError};
+
+/// The query functions' own variables (`tracker-query-lambda`; with [`tracker_archive::SETTINGS`]): the one
+/// declaration of their defaults, rendered in `query-lambdas/README.md` (a test keeps them equal).
+pub const SETTINGS: Section = Section {
+    title: "Query functions",
+    variables: &[
+        var(
+            "QUERY_SECRET",
+            "",
+            "required: comma-separated secrets (at least 16 bytes each) the platform API signs requests with \
+             (several during a rotation)",
+        ),
+        var("QUERY_TIMEOUT_SECS", "25", "longest a query may run (1 to 900)"),
+        var("QUERY_LISTEN", "127.0.0.1:8090", "the local server's address (not used under Lambda)"),
+    ],
+};
 
 /// The archived tiers the query functions answer (the hot tier is the core node's own).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -175,4 +192,15 @@ async fn query(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Byte
         .map_err(|e| Refusal::new(StatusCode::BAD_REQUEST, "invalid_query", format!("the request: {e}")))?;
     let answer = shared.engines.answer(&request.tenant, request.tier, &request.query).await?;
     Ok(axum::Json(answer).into_response())
+}
+
+#[cfg(test)]
+mod declared {
+    /// `query-lambdas/README.md` shows the declared variables, rendered.
+    #[test]
+    fn the_readme_shows_the_declared_variables() {
+        let readme = include_str!("../../README.md");
+        let table = tracker_protocol::settings::markdown(&[super::SETTINGS]);
+        assert!(readme.contains(&table), "query-lambdas/README.md should show:\n{table}");
+    }
 }

@@ -2,19 +2,14 @@
 //! behind a function URL (built with `cargo lambda build --release`), or, outside Lambda, as a local HTTP server
 //! on `QUERY_LISTEN` (127.0.0.1:8090).
 //!
-//! Configuration, read once per cold start with the engines and their table handles:
-//!
-//! | variable | default | meaning |
-//! |---|---|---|
-//! | `QUERY_SECRET` | (required) | comma-separated secrets the platform API signs requests with (rotation) |
-//! | `QUERY_TIMEOUT_SECS` | 25 | longest a query may run |
-//! | `QUERY_LISTEN` | 127.0.0.1:8090 | the local server's address (not used under Lambda) |
-//! | `ARCHIVE_*` | | the archive, exactly as the core node reads it |
+//! Configuration, read once per cold start with the engines and their table handles: the variables declared in
+//! [`tracker_query::router::SETTINGS`] and the archive's, exactly as the core node reads them.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use tracker_query::router::{Engines, router};
+use tracker_protocol::settings::Settings;
+use tracker_query::router::{Engines, SETTINGS, router};
 
 type Error = Box<dyn std::error::Error + Send + Sync>;
 
@@ -33,7 +28,10 @@ async fn main() -> Result<(), Error> {
         .with_ansi(!under_lambda)
         .without_time()
         .init();
-    let secrets: Vec<Vec<u8>> = var("QUERY_SECRET")
+    let sections = [SETTINGS, tracker_archive::SETTINGS];
+    let src = Settings::new(&sections, var);
+    let secrets: Vec<Vec<u8>> = src
+        .get("QUERY_SECRET")
         .ok_or("QUERY_SECRET is not set: requests name their tenant, so only signed ones are answered")?
         .split(',')
         .map(|s| s.trim().as_bytes().to_vec())
@@ -42,20 +40,16 @@ async fn main() -> Result<(), Error> {
     if secrets.is_empty() {
         return Err("QUERY_SECRET: each secret must be at least 16 bytes".into());
     }
-    let timeout = match var("QUERY_TIMEOUT_SECS") {
-        None => 25,
-        Some(v) => v.parse().ok().filter(|s| (1..=900).contains(s)).ok_or("QUERY_TIMEOUT_SECS: 1 to 900")?,
-    };
+    let timeout = src.number("QUERY_TIMEOUT_SECS", 1..=900)?;
     let data_dir = std::path::Path::new("/tmp");
-    let settings = tracker_archive::from_vars(var, data_dir)
-        .map_err(|e| format!("{}: {}", e.name, e.reason))?
-        .ok_or("ARCHIVE_URL is off: there is no archive to query")?;
+    let settings =
+        tracker_archive::from_settings(&src, data_dir)?.ok_or("ARCHIVE_URL is off: there is no archive to query")?;
     let engines = Arc::new(Engines::new(settings, Duration::from_secs(timeout)));
     let app = router(engines, secrets);
     if under_lambda {
         return lambda_http::run(app).await;
     }
-    let listen = var("QUERY_LISTEN").unwrap_or_else(|| "127.0.0.1:8090".into());
+    let listen: String = src.value("QUERY_LISTEN")?;
     let listener = tokio::net::TcpListener::bind(&listen).await?;
     tracing::info!(addr = %listener.local_addr()?, "query functions listening");
     axum::serve(listener, app).with_graceful_shutdown(shutdown()).await?;
