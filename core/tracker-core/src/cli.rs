@@ -11,6 +11,7 @@ use tracker_protocol::{LinkKind, Secret, V2Link};
 use tracker_store::{GLOBAL_KEY_PREFIX, Store};
 
 use crate::config::{Config, SECTIONS};
+use crate::remote::parse_kv;
 use crate::state::now_ms;
 use crate::{NodeError, build_state, log_config, open_store, serve};
 
@@ -207,10 +208,6 @@ pub enum LogCmd {
     },
     /// Count events per partition.
     Count,
-}
-
-pub(crate) fn parse_kv(s: &str) -> Result<(String, String), String> {
-    s.split_once('=').map(|(k, v)| (k.to_owned(), v.to_owned())).ok_or_else(|| format!("{s:?} is not key=value"))
 }
 
 fn cli_err(e: impl std::fmt::Display) -> NodeError {

@@ -6,14 +6,13 @@
 
 pub mod cli;
 pub mod config;
-pub mod error;
 pub mod http;
 pub mod link_counts;
+pub mod live;
 pub mod metrics;
 pub mod query;
 pub mod ratelimit;
 pub mod remote;
-pub mod sse;
 pub mod state;
 
 /// Webhook deliveries and the address guard (shared with the webhook consumer).

@@ -1,4 +1,4 @@
-//! `POST /api/query`: typed queries ([`tracker_query::Query`]) routed to the hot, warm or cold tier.
+//! Typed queries ([`tracker_query::Query`], asked with `POST /api/query`) routed to the hot, warm or cold tier.
 //!
 //! - **Hot** is the stats consumer's database in this node: counts per minute for `HOT_COUNTS_RETENTION_DAYS`,
 //!   events for `HOT_RETENTION_HOURS`. It answers series and breakdowns.
@@ -16,21 +16,57 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::Extension;
-use axum::extract::State;
-use axum::http::StatusCode;
-use axum::response::Response;
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 use tracker_query::router::{Engines, QueryRequest, Refusal, Tier};
 use tracker_query::{Filters, Interval, Query, SeriesGroup};
+use tracker_store::StoreError;
 use tracker_store::hot::{GroupBy, StatsQuery};
 
 use crate::config::Config;
-use crate::error::ApiError;
-use crate::http::api::events::hot_err;
-use crate::http::api::{Body, Principal, json_response};
 use crate::state::{AppState, now_ms};
+
+/// Why a query was not answered (the platform API's handler, `http::api::query`, says it over HTTP).
+#[derive(Debug, thiserror::Error)]
+pub enum QueryError {
+    /// The query itself is wrong.
+    #[error("{0}")]
+    Invalid(String),
+    /// The asked tier cannot answer this kind of query or range.
+    #[error("{0}")]
+    CannotAnswer(String),
+    /// The platform keeps no archive.
+    #[error("{0}")]
+    TierUnavailable(String),
+    /// The tenant's plan does not query the tier needed.
+    #[error("{0}")]
+    NotInPlan(String),
+    #[error("{0}")]
+    TooLarge(String),
+    #[error("{0}")]
+    Timeout(String),
+    /// The query functions failed on it.
+    #[error("{0}")]
+    Failed(String),
+    /// The query functions at `QUERY_URL` did not answer.
+    #[error("the query functions did not answer: try again")]
+    Unavailable,
+    /// The hot tier (too large a scan is `StoreError::Rejected`).
+    #[error(transparent)]
+    Hot(#[from] StoreError),
+}
+
+impl From<Refusal> for QueryError {
+    fn from(r: Refusal) -> Self {
+        match r.code {
+            "invalid_query" => QueryError::Invalid(r.message),
+            "tier_cannot_answer" => QueryError::CannotAnswer(r.message),
+            "answer_too_large" => QueryError::TooLarge(r.message),
+            "query_timeout" => QueryError::Timeout(r.message),
+            _ => QueryError::Failed(r.message),
+        }
+    }
+}
 
 const MINUTE_MS: i64 = 60_000;
 const HOUR_MS: i64 = 3_600_000;
@@ -70,24 +106,18 @@ impl ArchiveTiers {
         }
     }
 
-    /// `query` for `tenant` on `tier`, with the query functions' refusals as API errors.
-    pub async fn answer(&self, tenant: &str, tier: Tier, query: &Query) -> Result<Value, ApiError> {
-        let refused = |r: Refusal| ApiError::new(r.status, r.code, r.message);
+    /// `query` for `tenant` on `tier`.
+    pub async fn answer(&self, tenant: &str, tier: Tier, query: &Query) -> Result<Value, QueryError> {
         match self {
-            ArchiveTiers::Local(engines) => engines.answer(tenant, tier, query).await.map_err(refused),
+            ArchiveTiers::Local(engines) => Ok(engines.answer(tenant, tier, query).await?),
             ArchiveTiers::Remote { url, secret, client } => {
                 let request = QueryRequest { tenant: tenant.to_owned(), tier, query: query.clone() };
-                let body =
-                    serde_json::to_vec(&request).map_err(|e| ApiError::bad_request("invalid_query", e.to_string()))?;
+                let body = serde_json::to_vec(&request).map_err(|e| QueryError::Invalid(e.to_string()))?;
                 let now = now_ms();
                 let signature = tracker_protocol::intake::sign_query(secret, now, &body).unwrap_or_default();
                 let unavailable = |e: String| {
                     tracing::error!(error = %e, "query functions failed");
-                    ApiError::new(
-                        StatusCode::SERVICE_UNAVAILABLE,
-                        "query_unavailable",
-                        "the query functions did not answer: try again",
-                    )
+                    QueryError::Unavailable
                 };
                 let res = client
                     .post(url)
@@ -107,33 +137,24 @@ impl ArchiveTiers {
                 let code = at(at(&answer, "error"), "code").as_str().unwrap_or_default();
                 let message = at(at(&answer, "error"), "message").as_str().unwrap_or_default().to_owned();
                 match (status.as_u16(), code) {
-                    (400, "invalid_query") => Err(ApiError::bad_request("invalid_query", message)),
-                    (400, "tier_cannot_answer") => Err(ApiError::bad_request("tier_cannot_answer", message)),
-                    (413, _) => Err(ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "answer_too_large", message)),
-                    (504, _) => Err(ApiError::new(StatusCode::GATEWAY_TIMEOUT, "query_timeout", message)),
+                    (400, "invalid_query") => Err(QueryError::Invalid(message)),
+                    (400, "tier_cannot_answer") => Err(QueryError::CannotAnswer(message)),
+                    (413, _) => Err(QueryError::TooLarge(message)),
+                    (504, _) => Err(QueryError::Timeout(message)),
                     _ => Err(unavailable(format!("{status}: {answer}"))),
                 }
             }
-            ArchiveTiers::Off => Err(ApiError::bad_request(
-                "tier_unavailable",
-                "this platform keeps no archive (ARCHIVE_URL=off): only the hot tier answers",
+            ArchiveTiers::Off => Err(QueryError::TierUnavailable(
+                "this platform keeps no archive (ARCHIVE_URL=off): only the hot tier answers".into(),
             )),
         }
     }
 }
 
-/// The body of `POST /api/query`.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct QueryBody {
-    query: Query,
-    #[serde(default)]
-    tier: Choice,
-}
-
+/// The tier a query asks for (`auto`: the node picks, see the module's documentation).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
-enum Choice {
+pub enum Choice {
     #[default]
     Auto,
     Hot,
@@ -159,38 +180,37 @@ fn tier_name(tier: Tier) -> &'static str {
     }
 }
 
-/// `POST /api/query`.
-pub async fn query(
-    State(st): State<Arc<AppState>>,
-    Extension(p): Extension<Arc<Principal>>,
-    Body(body): Body<QueryBody>,
-) -> Result<Response, ApiError> {
-    let tenant = p.tenant("read")?;
-    let q = body.query;
-    q.validate().map_err(|e| ApiError::bad_request("invalid_query", e.to_string()))?;
+/// Answers `q` for `tenant` from the tier `choice` names (or the tiers `auto` picks), within the tenant's plan,
+/// and meters it in the tenant's usage.
+pub async fn answer(
+    st: &AppState,
+    tenant: &tracker_store::Tenant,
+    choice: Choice,
+    q: Query,
+) -> Result<Value, QueryError> {
+    q.validate().map_err(|e| QueryError::Invalid(e.to_string()))?;
     let allowed = st.cfg.plan_of(tenant).query_tiers;
     let may = |c: Choice| allowed.iter().any(|t| t == c.name());
-    if body.tier != Choice::Auto && !may(body.tier) {
-        return Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            "tier_not_in_plan",
-            format!("the {} plan queries the {} tiers", tenant.plan, allowed.join(", ")),
-        ));
+    if choice != Choice::Auto && !may(choice) {
+        return Err(QueryError::NotInPlan(format!(
+            "the {} plan queries the {} tiers",
+            tenant.plan,
+            allowed.join(", ")
+        )));
     }
     let watermark = hot_watermark(&st.cfg, &q, now_ms());
     let key = tenant.key_prefix.as_str();
-    let mut answer = match body.tier {
+    let mut answer = match choice {
         Choice::Hot => {
             if let Some(reason) = hot_refusal(&q) {
-                return Err(ApiError::bad_request("tier_cannot_answer", reason));
+                return Err(QueryError::CannotAnswer(reason.into()));
             }
             if q.filters().from < watermark {
-                return Err(ApiError::bad_request(
-                    "tier_cannot_answer",
-                    format!("the hot tier holds this query's data from {watermark} on: ask the warm or cold tier"),
-                ));
+                return Err(QueryError::CannotAnswer(format!(
+                    "the hot tier holds this query's data from {watermark} on: ask the warm or cold tier"
+                )));
             }
-            with_tier(hot(&st, key, &q).await?, "hot")
+            with_tier(hot(st, key, &q).await?, "hot")
         }
         Choice::Warm => with_tier(st.queries.answer(key, Tier::Warm, &q).await?, "warm"),
         Choice::Cold => with_tier(st.queries.answer(key, Tier::Cold, &q).await?, "cold"),
@@ -198,7 +218,7 @@ pub async fn query(
             let filters = q.filters();
             let hot_ok = may(Choice::Hot) && hot_refusal(&q).is_none();
             if hot_ok && filters.from >= watermark {
-                with_tier(hot(&st, key, &q).await?, "hot")
+                with_tier(hot(st, key, &q).await?, "hot")
             } else {
                 // the archive answers before the watermark; the hot tier after it, when it can
                 let split = hot_ok && filters.to > watermark && !has_distinct(&q);
@@ -210,19 +230,15 @@ pub async fn query(
                 } else if may(Choice::Cold) {
                     Tier::Cold
                 } else {
-                    return Err(ApiError::new(
-                        StatusCode::FORBIDDEN,
-                        "tier_not_in_plan",
-                        format!(
-                            "answering this needs the cold tier, and the {} plan queries the {} tiers",
-                            tenant.plan,
-                            allowed.join(", ")
-                        ),
-                    ));
+                    return Err(QueryError::NotInPlan(format!(
+                        "answering this needs the cold tier, and the {} plan queries the {} tiers",
+                        tenant.plan,
+                        allowed.join(", ")
+                    )));
                 };
                 let archived = st.queries.answer(key, tier, &archived_part).await?;
                 if split {
-                    let recent = hot(&st, key, &with_range(&halves, watermark, filters.to)).await?;
+                    let recent = hot(st, key, &with_range(&halves, watermark, filters.to)).await?;
                     let mut merged = merge(&q, archived, recent);
                     put(&mut merged, "tier", json!(format!("{}+hot", tier_name(tier))));
                     put(&mut merged, "watermark", json!(watermark));
@@ -234,8 +250,8 @@ pub async fn query(
         }
     };
     put(&mut answer, "query", json!({ "from": q.filters().from, "to": q.filters().to }));
-    meter(&st, key, &answer).await;
-    Ok(json_response(StatusCode::OK, &answer))
+    meter(st, key, &answer).await;
+    Ok(answer)
 }
 
 /// Counts an answered query in the tenant's usage: one query per tier that answered part of it, and the bytes
@@ -362,7 +378,7 @@ async fn hot_points(
     f: &Filters,
     bucket_ms: i64,
     group: Option<&SeriesGroup>,
-) -> Result<Points, ApiError> {
+) -> Result<Points, QueryError> {
     let stats = |group_by: GroupBy| StatsQuery {
         from: f.from,
         to: f.to,
@@ -373,14 +389,14 @@ async fn hot_points(
         param: f.params.iter().next().map(|(k, v)| (k.clone(), v.clone())),
     };
     let hot = &st.outputs.hot;
-    let all = hot.stats(tenant, &stats(GroupBy::None)).await.map_err(hot_err)?;
+    let all = hot.stats(tenant, &stats(GroupBy::None)).await?;
     let mut points: Points = match group {
         None => all.iter().map(|p| (p.bucket, None, p.count)).collect(),
         Some(SeriesGroup::Date) => {
             all.iter().map(|p| (p.bucket, Some(tracker_archive::date_of(p.bucket)), p.count)).collect()
         }
         Some(SeriesGroup::EventType) => {
-            let rows = hot.stats(tenant, &stats(GroupBy::EventType)).await.map_err(hot_err)?;
+            let rows = hot.stats(tenant, &stats(GroupBy::EventType)).await?;
             rows.into_iter().map(|p| (p.bucket, p.key, p.count)).collect()
         }
         Some(g @ (SeriesGroup::Link | SeriesGroup::Param(_))) => {
@@ -388,7 +404,7 @@ async fn hot_points(
                 SeriesGroup::Param(k) => GroupBy::Param(k.clone()),
                 _ => GroupBy::Link,
             };
-            let rows = hot.stats(tenant, &stats(by)).await.map_err(hot_err)?;
+            let rows = hot.stats(tenant, &stats(by)).await?;
             let mut grouped: BTreeMap<i64, i64> = BTreeMap::new();
             let mut points: Points = Vec::with_capacity(rows.len());
             for p in rows {
@@ -409,7 +425,7 @@ async fn hot_points(
 }
 
 /// The hot tier's answer to a series or breakdown, in the archive's answer shape.
-async fn hot(st: &AppState, tenant: &str, q: &Query) -> Result<Value, ApiError> {
+async fn hot(st: &AppState, tenant: &str, q: &Query) -> Result<Value, QueryError> {
     match q {
         Query::Series { filters, interval, group_by } => {
             let points = hot_points(st, tenant, filters, interval_ms(*interval), group_by.as_ref()).await?;
@@ -424,7 +440,7 @@ async fn hot(st: &AppState, tenant: &str, q: &Query) -> Result<Value, ApiError> 
             Ok(breakdown(groups, top.unwrap_or(10)))
         }
         Query::Events { .. } | Query::Match { .. } => {
-            Err(ApiError::bad_request("tier_cannot_answer", hot_refusal(q).unwrap_or_default()))
+            Err(QueryError::CannotAnswer(hot_refusal(q).unwrap_or_default().into()))
         }
     }
 }

@@ -6,8 +6,12 @@ use clap::{Args, Subcommand};
 use serde_json::{Map, Value, json};
 
 use crate::NodeError;
-use crate::cli::parse_kv;
 use crate::config::Config;
+
+/// `key=value` from the command line (`--param`).
+pub(crate) fn parse_kv(s: &str) -> Result<(String, String), String> {
+    s.split_once('=').map(|(k, v)| (k.to_owned(), v.to_owned())).ok_or_else(|| format!("{s:?} is not key=value"))
+}
 
 #[derive(Debug, Args)]
 pub struct ApiArgs {

@@ -7,7 +7,7 @@ use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use rand::Rng as _;
-use tracker_log::{EventLog, RecordSet};
+use tracker_log::{EventLog, LogError, RecordSet};
 use tracker_protocol::quota::{QuotaState, month_start};
 use tracker_protocol::service::{
     Directory, GLOBAL_KEY_PREFIX, ServiceConfig, ShortLinkRecord, TenantRecord, TokenRecord,
@@ -17,7 +17,6 @@ use tracker_protocol::{Event, LinkKey, ProtocolError, Secret, partition_for};
 use tracker_store::{Store, StoreError, hash_token};
 
 use crate::config::Config;
-use crate::error::ApiError;
 use crate::metrics::Metrics;
 use crate::ratelimit::RateLimiter;
 
@@ -95,7 +94,7 @@ pub struct AppState {
     /// The filtered events and the hot tier (what `/api/events*` and `/sse/events` read).
     pub outputs: ConsumerOutputs,
     /// Live event streams (`/sse/events`).
-    pub live: Arc<crate::sse::Hub>,
+    pub live: Arc<crate::live::Hub>,
     pub service: ServiceConfig,
     pub log: Arc<dyn EventLog>,
     pub store: Store,
@@ -143,7 +142,7 @@ impl AppState {
             queries,
             consumers: Arc::default(),
             outputs,
-            live: Arc::new(crate::sse::Hub::new(cfg.sse_backlog, tasks.clone())),
+            live: Arc::new(crate::live::Hub::new(cfg.sse_backlog, tasks.clone())),
             tasks,
             webhook_client,
             cfg,
@@ -214,12 +213,12 @@ impl AppState {
     }
 
     /// Hands one event to the log without waiting for the disk (durable within the commit window).
-    pub async fn emit(&self, event: &Event) -> Result<(), ApiError> {
-        Ok(self.log.enqueue(vec![self.single(event)]).await?)
+    pub async fn emit(&self, event: &Event) -> Result<(), LogError> {
+        self.log.enqueue(vec![self.single(event)]).await
     }
 
     /// Appends one event and waits until it is durable; `true` if the idempotency key had been seen.
-    pub async fn store_durably(&self, event: &Event, idempotency_key: Option<String>) -> Result<bool, ApiError> {
+    pub async fn store_durably(&self, event: &Event, idempotency_key: Option<String>) -> Result<bool, LogError> {
         Ok(self.log.append(vec![self.single(event)], idempotency_key).await?.duplicate)
     }
 }

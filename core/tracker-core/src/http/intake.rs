@@ -17,7 +17,7 @@ use tracker_protocol::wire::RecordSetBuilder;
 use tracker_protocol::{Event, ProtocolError, partition_for};
 
 use super::{RawBody, RequestMeta, Segment, bearer};
-use crate::error::ApiError;
+use crate::http::ApiError;
 use crate::metrics::Endpoint;
 use crate::state::{AppState, now_ms, random10};
 

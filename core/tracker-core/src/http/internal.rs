@@ -15,7 +15,7 @@ use tracker_protocol::intake::{
 };
 
 use super::Segment;
-use crate::error::ApiError;
+use crate::http::ApiError;
 use crate::state::{AppState, now_ms};
 
 /// Checks an edge request: a signed batch (`path == None`: returns its batch id) or a signed lookup of `path`.

@@ -1,10 +1,14 @@
 //! The HTTP surface of a core node.
 
 pub mod api;
+mod error;
 mod intake;
 mod internal;
+pub mod live;
 mod ops;
 mod track;
+
+pub use error::ApiError;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -19,7 +23,6 @@ use axum::routing::{get, post};
 use tracker_protocol::truncate_field;
 
 use crate::config::TrustProxy;
-use crate::error::ApiError;
 use crate::state::AppState;
 
 use tracker_protocol::service::{MAX_BEACON_BYTES, RequestInfo};

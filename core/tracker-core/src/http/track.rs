@@ -14,7 +14,7 @@ use tracker_protocol::service::{
 use tracker_protocol::{LinkKind, ProtocolError};
 
 use super::{RawBody, RequestMeta, Segment, bearer};
-use crate::error::ApiError;
+use crate::http::ApiError;
 use crate::metrics::Endpoint;
 use crate::state::{AppState, now_ms, random10};
 
@@ -145,7 +145,7 @@ pub async fn impression(
 ) -> Response {
     let result = async {
         let event = signal(&st, &meta, bearer(&headers), LinkKind::Impression, q).await?;
-        st.emit(&event).await
+        Ok::<_, ApiError>(st.emit(&event).await?)
     }
     .await;
     // a pixel sits in a page or an email: whatever the verdict, the visitor gets an image, never a broken one;
@@ -181,7 +181,7 @@ pub async fn beacon(State(st): State<Arc<AppState>>, meta: RequestMeta, body: Re
     let result = async {
         let RawBody(body) = body?;
         let event = service::beacon(&*st, &st.service, &meta.0, &body, now_ms(), random10()).await?;
-        st.emit(&event).await
+        Ok::<_, ApiError>(st.emit(&event).await?)
     }
     .await;
     with_cors(count_and_answer(&st, Endpoint::Beacon, result, |()| StatusCode::NO_CONTENT.into_response()))

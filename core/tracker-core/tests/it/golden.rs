@@ -149,6 +149,8 @@ async fn every_tier_gives_the_golden_answers_and_auto_merges_at_the_watermark() 
         let (_, near) = ask(name, &whole_series).await;
         assert_eq!(normalized(far), normalized(near), "{name} through QUERY_URL");
         let refused = forged.answer("golden", tier, &q).await.unwrap_err();
+        assert!(matches!(refused, tracker_core::query::QueryError::Unavailable), "{refused:?}");
+        let refused = tracker_core::http::ApiError::from(refused);
         assert_eq!((refused.status.as_u16(), refused.code), (503, "query_unavailable"), "{refused:?}");
     }
 

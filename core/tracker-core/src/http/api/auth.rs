@@ -15,7 +15,7 @@ use tracker_protocol::intake::{CREDENTIAL_HEADER, SIGNATURE_HEADER, TIMESTAMP_HE
 use tracker_store::{ApiKey, Tenant};
 
 use super::{MAX_API_BODY, PUBLIC_URL_HEADER, PURGE_HEADER, Purge, json};
-use crate::error::ApiError;
+use crate::http::ApiError;
 use crate::state::{AppState, now_ms};
 
 #[derive(Debug, Clone)]

@@ -18,7 +18,7 @@ use tracker_store::StoreError;
 use tracker_store::hot::{EventQuery, GroupBy, MatchQuery, StatsQuery};
 
 use super::{MAX_EXPIRY_MS, Principal, Query, json};
-use crate::error::ApiError;
+use crate::http::ApiError;
 use crate::state::{AppState, now_ms};
 
 const HOUR_MS: i64 = 3_600_000;

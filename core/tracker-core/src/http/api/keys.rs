@@ -12,7 +12,7 @@ use serde::Deserialize;
 use tracker_store::{ApiKey, SCOPES};
 
 use super::{Body, PageQuery, Principal, Query, check_text, expiry_ms, json, listing, not_found, purging, store_err};
-use crate::error::ApiError;
+use crate::http::ApiError;
 use crate::http::Segment;
 use crate::state::{AppState, now_ms};
 

@@ -17,7 +17,7 @@ use tracker_store::{Link, LinkCount, LinkSpec};
 use super::{
     Body, PageQuery, Principal, Query, check_text, expiry_ms, json, listing, not_found, nullable, purging, store_err,
 };
-use crate::error::ApiError;
+use crate::http::ApiError;
 use crate::http::Segment;
 use crate::state::{AppState, now_ms};
 

@@ -17,6 +17,7 @@ pub(crate) mod events;
 mod keys;
 mod links;
 mod openapi;
+mod query;
 mod rules;
 mod tenants;
 mod usage;
@@ -36,7 +37,7 @@ use tracker_store::{MAX_PAGE, Page, StoreError};
 
 pub use auth::{Principal, UrlCredential};
 
-use crate::error::ApiError;
+use crate::http::ApiError;
 use crate::state::AppState;
 
 /// Response header listing the hot-path cache keys a change made stale (only on answers to the edge).
@@ -84,10 +85,10 @@ api_routes! {
     "/events" => { get events::list }
     "/events/stats" => { get events::stats }
     "/events/match" => { get events::matches }
-    "/query" => { post crate::query::query }
+    "/query" => { post query::query }
     "/drops" => { get events::drops }
     "/drops/samples" => { get events::samples }
-    "/sse/tokens" => { post crate::sse::create_token }
+    "/sse/tokens" => { post crate::http::live::create_token }
     "/usage" => { get usage::usage }
     "/usage/invoice" => { get usage::invoice_preview }
     "/admin/usage" => { get usage::admin }
@@ -99,7 +100,7 @@ pub fn router(state: Arc<AppState>) -> Router<Arc<AppState>> {
     let direct = routes().layer(limit).layer(axum::middleware::from_fn_with_state(state.clone(), auth::direct));
     let edge = routes().layer(limit).layer(axum::middleware::from_fn_with_state(state.clone(), auth::via_edge));
     // live events: the same callers, plus `?access_token=` for browsers' EventSource (which cannot set headers)
-    let live = || Router::new().route("/events", axum::routing::get(crate::sse::events));
+    let live = || Router::new().route("/events", axum::routing::get(crate::http::live::events));
     let live_direct = live().layer(axum::middleware::from_fn_with_state(state.clone(), auth::direct_live));
     let live_edge = live().layer(axum::middleware::from_fn_with_state(state, auth::via_edge));
     Router::new()

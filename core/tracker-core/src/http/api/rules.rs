@@ -13,7 +13,7 @@ use tracker_protocol::is_valid_name;
 use tracker_store::{FilterRule, RuleSpec};
 
 use super::{Body, PageQuery, Principal, Query, check_text, json, listing, not_found, nullable, store_err};
-use crate::error::ApiError;
+use crate::http::ApiError;
 use crate::http::Segment;
 use crate::state::{AppState, now_ms};
 

@@ -11,7 +11,7 @@ use tracker_store::{ApiKey, GLOBAL_KEY_PREFIX, Tenant, TenantLimits, TenantUpdat
 
 use super::keys::NewKeyBody;
 use super::{Body, PageQuery, Principal, Query, check_text, json, listing, not_found, purging, store_err};
-use crate::error::ApiError;
+use crate::http::ApiError;
 use crate::http::Segment;
 use crate::state::{AppState, now_ms};
 

@@ -19,7 +19,7 @@ use tracker_store::usage::{GAUGES, METRICS, UsageRow, hour_of};
 use tracker_store::{Plan, Tenant};
 
 use super::{MAX_EXPIRY_MS, Principal, Query, json};
-use crate::error::ApiError;
+use crate::http::ApiError;
 use crate::state::{AppState, now_ms};
 
 const HOUR_MS: i64 = 3_600_000;

@@ -12,7 +12,7 @@ use tracker_protocol::is_valid_name;
 use tracker_store::WebhookSpec;
 
 use super::{Body, PageQuery, Principal, Query, check_text, json, listing, not_found, store_err};
-use crate::error::ApiError;
+use crate::http::ApiError;
 use crate::http::{Segment, Segments};
 use crate::state::{AppState, now_ms, random10};
 

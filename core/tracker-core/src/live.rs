@@ -1,4 +1,5 @@
-//! Live events over Server-Sent Events: `GET /sse/events` (and `/internal/v1/sse/events` for the edge).
+//! Live events: the hub behind `GET /sse/events` (whose handler is `http::live`), streams in the Server-Sent Events
+//! text format.
 //!
 //! One tail task per partition of the filtered log (started by the first subscriber, stopped a while after the
 //! last leaves) polls new events and broadcasts each batch to the subscribers; a subscriber keeps only its
@@ -11,26 +12,26 @@
 //! stream continues live.
 
 use std::collections::HashMap;
-use std::convert::Infallible;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use axum::Extension;
-use axum::body::Body;
-use axum::extract::State;
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
-use axum::response::Response;
-use serde::Deserialize;
 use tokio::sync::{broadcast, mpsc};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracker_log::EventLog;
+use tracker_log::{EventLog, LogError};
 use tracker_protocol::{Event, partition_for};
 
-use crate::error::ApiError;
-use crate::http::api::{Principal, Query};
-use crate::state::AppState;
+/// Why a live stream cannot start.
+#[derive(Debug, thiserror::Error)]
+pub enum LiveError {
+    #[error("live events are unavailable")]
+    Unavailable,
+    #[error("the node is shutting down")]
+    ShuttingDown,
+    #[error(transparent)]
+    Log(#[from] LogError),
+}
 
 /// Most events one poll of the log reads.
 const POLL: usize = 1024;
@@ -80,7 +81,7 @@ impl Hub {
         self: &Arc<Self>,
         log: &Arc<dyn EventLog>,
         partition: u32,
-    ) -> Result<(broadcast::Receiver<Batch>, u64), ApiError> {
+    ) -> Result<(broadcast::Receiver<Batch>, u64), LiveError> {
         let existing = self.tails.lock().ok().and_then(|t| t.get(&partition).cloned());
         let tail = match existing {
             Some(t) => t,
@@ -88,9 +89,7 @@ impl Hub {
                 let head = log.end_offset(partition).await?;
                 let (tx, _) = broadcast::channel(self.backlog);
                 let fresh = Arc::new(Tail { tx, head: AtomicU64::new(head) });
-                let mut tails = self.tails.lock().map_err(|_| {
-                    ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "live_unavailable", "live events are unavailable")
-                })?;
+                let mut tails = self.tails.lock().map_err(|_| LiveError::Unavailable)?;
                 // another subscriber may have started it meanwhile
                 match tails.get(&partition) {
                     Some(t) => t.clone(),
@@ -106,6 +105,32 @@ impl Hub {
         };
         let rx = tail.tx.subscribe();
         Ok((rx, tail.head.load(Ordering::Acquire)))
+    }
+
+    /// Starts a stream of `tenant`'s events in `log` that pass `filter`, resuming after event id `resume` (or
+    /// from now): the receiver gets the stream's text, frame by frame, until the client or the node goes.
+    pub async fn open(
+        self: &Arc<Self>,
+        log: Arc<dyn EventLog>,
+        filter: StreamFilter,
+        resume: Option<u64>,
+        keepalive: Duration,
+    ) -> Result<mpsc::Receiver<String>, LiveError> {
+        if self.closing.is_cancelled() {
+            return Err(LiveError::ShuttingDown);
+        }
+        let partition = partition_for(&filter.tenant, log.partitions());
+        let (rx, head) = self.subscribe(&log, partition).await?;
+        let next = match resume {
+            Some(id) => id.saturating_add(1).min(head),
+            None => head,
+        };
+        let (out, frames) = mpsc::channel::<String>(CLIENT_QUEUE);
+        let closing = self.closing.clone();
+        self.tasks.spawn(async move {
+            closing.run_until_cancelled(stream(log, partition, filter, rx, (next, head), out, keepalive)).await
+        });
+        Ok(frames)
     }
 
     fn forget(&self, partition: u32, tail: &Arc<Tail>) -> bool {
@@ -148,26 +173,12 @@ async fn run_tail(hub: Arc<Hub>, log: Arc<dyn EventLog>, partition: u32, tail: A
     }
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SseQuery {
-    /// Comma-separated event types (all when absent).
-    event_type: Option<String>,
-    param_key: Option<String>,
-    param_value: Option<String>,
-    /// For clients that cannot set headers (browsers' `EventSource`): a short-lived stream token.
-    #[allow(dead_code)] // read by the authentication layer
-    access_token: Option<String>,
-    /// Set by the edge when it took the credential from `access_token`.
-    credential: Option<String>,
-    /// Same as the `Last-Event-ID` header (which wins).
-    last_event_id: Option<u64>,
-}
-
-struct StreamFilter {
-    tenant: String,
-    event_types: Option<Vec<String>>,
-    param: Option<(String, String)>,
+/// Which events a stream sends: its tenant's, of these types, with this param value.
+#[derive(Debug)]
+pub struct StreamFilter {
+    pub tenant: String,
+    pub event_types: Option<Vec<String>>,
+    pub param: Option<(String, String)>,
 }
 
 impl StreamFilter {
@@ -190,79 +201,6 @@ fn lagged(from: u64, to: u64) -> String {
 fn frame(offset: u64, e: &Event) -> String {
     let data = serde_json::to_string(e).unwrap_or_else(|_| "{}".into());
     format!("id: {offset}\ndata: {data}\n\n")
-}
-
-/// `GET /sse/events`: the tenant's filtered events as they arrive (`read` or `stream` scope).
-pub async fn events(
-    State(st): State<Arc<AppState>>,
-    Extension(p): Extension<Arc<Principal>>,
-    url_credential: Option<Extension<crate::http::api::UrlCredential>>,
-    headers: HeaderMap,
-    Query(q): Query<SseQuery>,
-) -> Result<Response, ApiError> {
-    let tenant = p.tenant("stream").or_else(|_| p.tenant("read"))?.key_prefix.clone();
-    // a URL ends up in logs and histories: only short-lived stream tokens may travel in one
-    let in_url = url_credential.is_some() || q.credential.as_deref() == Some("query");
-    if in_url && !p.stream_only() {
-        return Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            "key_in_url",
-            "only short-lived stream tokens (POST /api/sse/tokens) may be sent in the URL; \
-             send keys in the Authorization header",
-        ));
-    }
-    let event_types = match q.event_type.as_deref() {
-        None | Some("") => None,
-        Some(list) => {
-            let types: Vec<String> = list.split(',').map(|t| t.trim().to_owned()).filter(|t| !t.is_empty()).collect();
-            if types.len() > 50 || types.iter().any(|t| t.len() > 128) {
-                return Err(ApiError::bad_request("invalid_query", "at most 50 event types of up to 128 bytes"));
-            }
-            Some(types)
-        }
-    };
-    let param = match (q.param_key, q.param_value) {
-        (None, None) => None,
-        (Some(k), Some(v)) if !k.is_empty() && k.len() <= 256 && v.len() <= 2048 => Some((k, v)),
-        _ => {
-            return Err(ApiError::bad_request(
-                "invalid_query",
-                "param_key and param_value go together (key 1 to 256 bytes, value up to 2048)",
-            ));
-        }
-    };
-    let resume = match headers.get("last-event-id").map(|v| v.to_str().map(|s| s.trim().parse::<u64>())) {
-        Some(Ok(Ok(id))) => Some(id),
-        Some(_) => return Err(ApiError::bad_request("invalid_last_event_id", "Last-Event-ID must be an event id")),
-        None => q.last_event_id,
-    };
-    let log = st.outputs.filtered.clone();
-    let partition = partition_for(&tenant, log.partitions());
-    let (rx, head) = st.live.subscribe(&log, partition).await?;
-    let next = match resume {
-        Some(id) => id.saturating_add(1).min(head),
-        None => head,
-    };
-    let wanted = StreamFilter { tenant, event_types, param };
-    let (out, body) = mpsc::channel::<String>(CLIENT_QUEUE);
-    let closing = st.live.closing.clone();
-    if closing.is_cancelled() {
-        return Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "shutting_down", "the node is shutting down"));
-    }
-    let keepalive = st.cfg.sse_keepalive;
-    st.live.tasks.spawn(async move {
-        closing.run_until_cancelled(stream(log, partition, wanted, rx, (next, head), out, keepalive)).await
-    });
-    let body = futures_util::stream::unfold(body, |mut body| async move {
-        body.recv().await.map(|chunk| (Ok::<_, Infallible>(chunk), body))
-    });
-    let mut res = Response::new(Body::from_stream(body));
-    *res.status_mut() = StatusCode::OK;
-    let h = res.headers_mut();
-    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-    h.insert("x-accel-buffering", HeaderValue::from_static("no"));
-    Ok(res)
 }
 
 /// Sends events matching `wanted` from `next` on: first what the log holds up to the live position, then live
@@ -353,37 +291,4 @@ async fn catch_up(
         *next = polled.next_offset.min(until);
     }
     Ok(())
-}
-
-/// `POST /api/sse/tokens`: a short-lived key with only the `stream` scope, for a browser's `EventSource`
-/// (`/sse/events?access_token=...`), so no long-lived key is ever exposed to a page.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct NewStreamToken {
-    /// Lifetime in seconds, 60 to 3,600 (default 900).
-    ttl_secs: Option<i64>,
-}
-
-pub async fn create_token(
-    State(st): State<Arc<AppState>>,
-    Extension(p): Extension<Arc<Principal>>,
-    crate::http::api::Body(body): crate::http::api::Body<NewStreamToken>,
-) -> Result<Response, ApiError> {
-    let tenant = p.tenant("read")?;
-    let ttl = body.ttl_secs.unwrap_or(900);
-    if !(60..=3600).contains(&ttl) {
-        return Err(ApiError::bad_request("invalid_field", "ttl_secs must be 60 to 3600"));
-    }
-    let now = crate::state::now_ms();
-    let expires_at = now + ttl * 1000;
-    // expired stream tokens are of no use to anyone: they go as new ones are made
-    st.store.delete_expired_keys(&tenant.key_prefix, "stream", now - 24 * 3600 * 1000).await?;
-    let (secret, key) = st
-        .store
-        .create_api_key(&tenant.key_prefix, "live stream token", &["stream".to_owned()], Some(expires_at), now)
-        .await?;
-    Ok(crate::http::api::json_response(
-        StatusCode::CREATED,
-        &serde_json::json!({ "token": secret, "key_id": key.key_id, "expires_at": expires_at }),
-    ))
 }

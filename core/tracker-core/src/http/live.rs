@@ -1,0 +1,138 @@
+//! `GET /sse/events` (and `/internal/v1/sse/events` for the edge): a tenant's filtered events live, as Server-Sent
+//! Events from the live hub (`crate::live`); `POST /api/sse/tokens`: short-lived stream keys for browsers.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use axum::Extension;
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::Response;
+use serde::Deserialize;
+
+use crate::http::ApiError;
+use crate::http::api::{Principal, Query};
+use crate::live::{LiveError, StreamFilter};
+use crate::state::AppState;
+
+impl From<LiveError> for ApiError {
+    fn from(e: LiveError) -> Self {
+        match e {
+            LiveError::Unavailable => {
+                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "live_unavailable", "live events are unavailable")
+            }
+            LiveError::ShuttingDown => {
+                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "shutting_down", "the node is shutting down")
+            }
+            LiveError::Log(e) => e.into(),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SseQuery {
+    /// Comma-separated event types (all when absent).
+    event_type: Option<String>,
+    param_key: Option<String>,
+    param_value: Option<String>,
+    /// For clients that cannot set headers (browsers' `EventSource`): a short-lived stream token.
+    #[allow(dead_code)] // read by the authentication layer
+    access_token: Option<String>,
+    /// Set by the edge when it took the credential from `access_token`.
+    credential: Option<String>,
+    /// Same as the `Last-Event-ID` header (which wins).
+    last_event_id: Option<u64>,
+}
+
+/// `GET /sse/events`: the tenant's filtered events as they arrive (`read` or `stream` scope).
+pub async fn events(
+    State(st): State<Arc<AppState>>,
+    Extension(p): Extension<Arc<Principal>>,
+    url_credential: Option<Extension<crate::http::api::UrlCredential>>,
+    headers: HeaderMap,
+    Query(q): Query<SseQuery>,
+) -> Result<Response, ApiError> {
+    let tenant = p.tenant("stream").or_else(|_| p.tenant("read"))?.key_prefix.clone();
+    // a URL ends up in logs and histories: only short-lived stream tokens may travel in one
+    let in_url = url_credential.is_some() || q.credential.as_deref() == Some("query");
+    if in_url && !p.stream_only() {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "key_in_url",
+            "only short-lived stream tokens (POST /api/sse/tokens) may be sent in the URL; \
+             send keys in the Authorization header",
+        ));
+    }
+    let event_types = match q.event_type.as_deref() {
+        None | Some("") => None,
+        Some(list) => {
+            let types: Vec<String> = list.split(',').map(|t| t.trim().to_owned()).filter(|t| !t.is_empty()).collect();
+            if types.len() > 50 || types.iter().any(|t| t.len() > 128) {
+                return Err(ApiError::bad_request("invalid_query", "at most 50 event types of up to 128 bytes"));
+            }
+            Some(types)
+        }
+    };
+    let param = match (q.param_key, q.param_value) {
+        (None, None) => None,
+        (Some(k), Some(v)) if !k.is_empty() && k.len() <= 256 && v.len() <= 2048 => Some((k, v)),
+        _ => {
+            return Err(ApiError::bad_request(
+                "invalid_query",
+                "param_key and param_value go together (key 1 to 256 bytes, value up to 2048)",
+            ));
+        }
+    };
+    let resume = match headers.get("last-event-id").map(|v| v.to_str().map(|s| s.trim().parse::<u64>())) {
+        Some(Ok(Ok(id))) => Some(id),
+        Some(_) => return Err(ApiError::bad_request("invalid_last_event_id", "Last-Event-ID must be an event id")),
+        None => q.last_event_id,
+    };
+    let filter = StreamFilter { tenant, event_types, param };
+    let body = st.live.open(st.outputs.filtered.clone(), filter, resume, st.cfg.sse_keepalive).await?;
+    let body = futures_util::stream::unfold(body, |mut body| async move {
+        body.recv().await.map(|chunk| (Ok::<_, Infallible>(chunk), body))
+    });
+    let mut res = Response::new(Body::from_stream(body));
+    *res.status_mut() = StatusCode::OK;
+    let h = res.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    h.insert("x-accel-buffering", HeaderValue::from_static("no"));
+    Ok(res)
+}
+
+/// `POST /api/sse/tokens`: a short-lived key with only the `stream` scope, for a browser's `EventSource`
+/// (`/sse/events?access_token=...`), so no long-lived key is ever exposed to a page.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewStreamToken {
+    /// Lifetime in seconds, 60 to 3,600 (default 900).
+    ttl_secs: Option<i64>,
+}
+
+pub async fn create_token(
+    State(st): State<Arc<AppState>>,
+    Extension(p): Extension<Arc<Principal>>,
+    crate::http::api::Body(body): crate::http::api::Body<NewStreamToken>,
+) -> Result<Response, ApiError> {
+    let tenant = p.tenant("read")?;
+    let ttl = body.ttl_secs.unwrap_or(900);
+    if !(60..=3600).contains(&ttl) {
+        return Err(ApiError::bad_request("invalid_field", "ttl_secs must be 60 to 3600"));
+    }
+    let now = crate::state::now_ms();
+    let expires_at = now + ttl * 1000;
+    // expired stream tokens are of no use to anyone: they go as new ones are made
+    st.store.delete_expired_keys(&tenant.key_prefix, "stream", now - 24 * 3600 * 1000).await?;
+    let (secret, key) = st
+        .store
+        .create_api_key(&tenant.key_prefix, "live stream token", &["stream".to_owned()], Some(expires_at), now)
+        .await?;
+    Ok(crate::http::api::json_response(
+        StatusCode::CREATED,
+        &serde_json::json!({ "token": secret, "key_id": key.key_id, "expires_at": expires_at }),
+    ))
+}
