@@ -8,7 +8,7 @@
 use libsql::Value;
 use serde::Serialize;
 
-use crate::resources::{Page, opt_text, page, set_consumer_offset};
+use crate::{Page, opt_text, page, set_consumer_offset};
 use crate::{Result, Store, StoreError, int, opt_int, text};
 
 /// A delivery to queue.

@@ -1,8 +1,10 @@
 //! # Metadata store
 //!
-//! Tenants, their link keys (with key ids and rotation grace periods), ingest tokens (hashed at rest) and short
-//! links, in libSQL: a local file by default. Remote Turso comes with the platform API issue; the schema and the
-//! queries are the same.
+//! Tenants, their link keys (with key ids and rotation grace periods), API keys and ingest tokens (hashed at
+//! rest), tracking links, webhook endpoints and their deliveries, filter rules, leases and consumer positions,
+//! usage and plans, in libSQL: a local file by default, a remote server (Turso) or an embedded replica of one, with
+//! the same schema and queries. One module per aggregate; every tenant-owned row is read and written with its
+//! tenant's key prefix in the `WHERE` clause, so a tenant only ever reaches its own rows.
 //!
 //! Link signing secrets and encryption keys must be usable to verify links, so they cannot be hashed: with a
 //! `SECRETS_KEY` they are sealed at rest with AES-256-GCM (`enc:v1:` values; plain rows written before the key was set
@@ -12,34 +14,46 @@ mod db;
 mod deliveries;
 pub mod hot;
 pub mod imports;
+mod keys;
+mod links;
 pub mod plans;
-mod resources;
+mod positions;
+mod rows;
+mod rules;
+mod schema;
+mod sealing;
 mod settings;
+mod tenants;
+mod tokens;
 pub mod usage;
+mod webhooks;
 
 use std::path::Path;
 
-use base64::Engine as _;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use libsql::{Connection, Value};
-use rand::Rng as _;
+use libsql::Connection;
 use sha2::{Digest, Sha256};
 pub use tracker_protocol::service::{GLOBAL_KEY_PREFIX, ShortLinkRecord as ShortLink, TokenRecord as TokenInfo};
-use tracker_protocol::{LinkKey, is_valid_key_prefix, parse_encryption_key};
 
 pub use db::Location;
 use db::{Conn, Db};
 pub use deliveries::{AttemptOutcome, DELIVERY_STATUSES, DeliveryRecord, DueDelivery, NewDelivery};
+pub use keys::{API_KEY_PREFIX, ApiKey, KeyOwner, SCOPES};
+pub use links::{Link, LinkCount, LinkSpec};
 pub use plans::{Plan, Plans};
-use resources::tenant_from_row;
-pub use resources::{
-    API_KEY_PREFIX, ApiKey, FilterRule, IngestToken, KeyOwner, Link, LinkCount, LinkSpec, MAX_PAGE, Page, RuleSpec,
-    SCOPES, TenantLimits, TenantUpdate, WEBHOOK_SECRET_PREFIX, Webhook, WebhookSpec,
-};
-
+pub(crate) use positions::set_consumer_offset;
+pub use rows::{MAX_PAGE, Page};
+pub(crate) use rows::{int, opt_int, opt_text, page, text};
+pub use rules::{FilterRule, RuleSpec};
+use schema::{MIGRATIONS, SCHEMA};
+use sealing::Sealer;
+pub(crate) use sealing::open_secret;
 pub use settings::{AuditEntry, GLOBAL_TENANT_SETTING};
+pub(crate) use tenants::insert_key;
+pub use tenants::{NewKey, Tenant, TenantKeys, TenantLimits, TenantUpdate};
+pub use tokens::IngestToken;
 /// Prefix of ingest tokens, so they are recognisable in logs and by secret scanners.
 pub use tracker_protocol::service::INGEST_TOKEN_PREFIX;
+pub use webhooks::{WEBHOOK_SECRET_PREFIX, Webhook, WebhookSpec};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -65,286 +79,9 @@ pub enum StoreError {
 
 pub type Result<T> = std::result::Result<T, StoreError>;
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Tenant {
-    pub key_prefix: String,
-    pub name: String,
-    pub plan: String,
-    /// `active` or `suspended`.
-    pub status: String,
-    pub created_at: i64,
-    pub limits: TenantLimits,
-    pub updated_at: Option<i64>,
-}
-
-impl Tenant {
-    pub fn is_active(&self) -> bool {
-        self.status == "active"
-    }
-}
-
-/// A tenant and every key it has (current first).
-#[derive(Debug, Clone)]
-pub struct TenantKeys {
-    pub tenant: Tenant,
-    pub keys: Vec<LinkKey>,
-}
-
-impl TenantKeys {
-    /// What the tracking endpoints (and the edge) need.
-    pub fn record(self) -> tracker_protocol::service::TenantRecord {
-        tracker_protocol::service::TenantRecord {
-            active: self.tenant.is_active(),
-            key_prefix: self.tenant.key_prefix,
-            keys: self.keys,
-            quota: None,
-        }
-    }
-}
-
-/// Secrets returned once, at creation or rotation.
-#[derive(Debug, Clone)]
-pub struct NewKey {
-    pub key_prefix: String,
-    pub kid: String,
-    pub signing_secret: String,
-    pub encryption_key: String,
-}
-
-const SCHEMA: &str = r#"
-CREATE TABLE IF NOT EXISTS tenants (
-    key_prefix TEXT PRIMARY KEY,
-    name TEXT NOT NULL,
-    plan TEXT NOT NULL DEFAULT 'free',
-    status TEXT NOT NULL DEFAULT 'active',
-    created_at INTEGER NOT NULL
-) STRICT;
-CREATE TABLE IF NOT EXISTS tenant_keys (
-    key_prefix TEXT NOT NULL REFERENCES tenants(key_prefix),
-    kid TEXT NOT NULL,
-    seq INTEGER NOT NULL,
-    signing_secret TEXT NOT NULL,
-    encryption_key TEXT NOT NULL,
-    created_at INTEGER NOT NULL,
-    retires_at INTEGER,
-    PRIMARY KEY (key_prefix, kid)
-) STRICT;
-CREATE TABLE IF NOT EXISTS ingest_tokens (
-    token_hash TEXT PRIMARY KEY,
-    token_id TEXT NOT NULL UNIQUE,
-    key_prefix TEXT NOT NULL REFERENCES tenants(key_prefix),
-    name TEXT NOT NULL,
-    created_at INTEGER NOT NULL,
-    expires_at INTEGER,
-    revoked_at INTEGER
-) STRICT;
-CREATE TABLE IF NOT EXISTS tracking_urls (
-    tu_id TEXT PRIMARY KEY,
-    key_prefix TEXT NOT NULL REFERENCES tenants(key_prefix),
-    destination TEXT NOT NULL,
-    created_at INTEGER NOT NULL,
-    expires_at INTEGER
-) STRICT;
-CREATE INDEX IF NOT EXISTS tracking_urls_by_tenant ON tracking_urls(key_prefix);
-"#;
-
-/// Schema changes after the first release, applied in order once each (the `tracker_schema` table records them).
-const MIGRATIONS: &[&str] = &[
-    // 1: the platform API's resources
-    r#"
-ALTER TABLE tenants ADD COLUMN limits TEXT NOT NULL DEFAULT '{}';
-ALTER TABLE tenants ADD COLUMN updated_at INTEGER;
-ALTER TABLE tracking_urls ADD COLUMN name TEXT;
-ALTER TABLE tracking_urls ADD COLUMN fallback_url TEXT;
-ALTER TABLE tracking_urls ADD COLUMN updated_at INTEGER;
-CREATE INDEX IF NOT EXISTS ingest_tokens_by_tenant ON ingest_tokens(key_prefix, token_id);
-CREATE TABLE IF NOT EXISTS api_keys (
-    key_id TEXT PRIMARY KEY,
-    key_hash TEXT NOT NULL UNIQUE,
-    key_prefix TEXT NOT NULL REFERENCES tenants(key_prefix),
-    name TEXT NOT NULL,
-    scopes TEXT NOT NULL,
-    created_at INTEGER NOT NULL,
-    expires_at INTEGER,
-    revoked_at INTEGER
-) STRICT;
-CREATE INDEX IF NOT EXISTS api_keys_by_tenant ON api_keys(key_prefix, key_id);
-CREATE TABLE IF NOT EXISTS webhooks (
-    webhook_id TEXT PRIMARY KEY,
-    key_prefix TEXT NOT NULL REFERENCES tenants(key_prefix),
-    url TEXT NOT NULL,
-    description TEXT NOT NULL DEFAULT '',
-    event_types TEXT NOT NULL DEFAULT '[]',
-    param_filters TEXT NOT NULL DEFAULT '{}',
-    secret TEXT NOT NULL,
-    enabled INTEGER NOT NULL DEFAULT 1,
-    created_at INTEGER NOT NULL,
-    updated_at INTEGER NOT NULL
-) STRICT;
-CREATE INDEX IF NOT EXISTS webhooks_by_tenant ON webhooks(key_prefix, webhook_id);
-CREATE TABLE IF NOT EXISTS filter_rules (
-    rule_id TEXT PRIMARY KEY,
-    key_prefix TEXT NOT NULL REFERENCES tenants(key_prefix),
-    field TEXT NOT NULL,
-    operator TEXT NOT NULL,
-    value TEXT,
-    action TEXT NOT NULL,
-    enabled INTEGER NOT NULL DEFAULT 1,
-    description TEXT NOT NULL DEFAULT '',
-    created_at INTEGER NOT NULL,
-    updated_at INTEGER NOT NULL
-) STRICT;
-CREATE INDEX IF NOT EXISTS filter_rules_by_tenant ON filter_rules(key_prefix, rule_id);
-"#,
-    // 2: click counts per tracking link, and consumer offsets kept in the same transactions as what they produced
-    r#"
-CREATE TABLE IF NOT EXISTS link_counts (
-    key_prefix TEXT NOT NULL,
-    tu_id TEXT NOT NULL,
-    clicks INTEGER NOT NULL,
-    last_click_at INTEGER,
-    PRIMARY KEY (key_prefix, tu_id)
-) STRICT;
-CREATE TABLE IF NOT EXISTS consumer_offsets (
-    consumer TEXT NOT NULL,
-    partition INTEGER NOT NULL,
-    next_offset INTEGER NOT NULL,
-    PRIMARY KEY (consumer, partition)
-) STRICT;
-"#,
-    // 3: webhook deliveries (queue, log and dead letters), endpoints disabled after repeated failures
-    r#"
-CREATE TABLE IF NOT EXISTS webhook_deliveries (
-    delivery_id TEXT PRIMARY KEY,
-    key_prefix TEXT NOT NULL,
-    webhook_id TEXT NOT NULL,
-    event_id TEXT NOT NULL,
-    event_type TEXT NOT NULL,
-    data TEXT NOT NULL,
-    status TEXT NOT NULL,
-    attempts INTEGER NOT NULL,
-    next_attempt_at INTEGER NOT NULL,
-    last_status INTEGER,
-    last_error TEXT,
-    lease_until INTEGER,
-    created_at INTEGER NOT NULL,
-    updated_at INTEGER NOT NULL,
-    UNIQUE (webhook_id, event_id)
-) STRICT;
-CREATE INDEX IF NOT EXISTS webhook_deliveries_due ON webhook_deliveries(status, next_attempt_at);
-CREATE INDEX IF NOT EXISTS webhook_deliveries_by_endpoint ON webhook_deliveries(key_prefix, webhook_id, delivery_id);
-ALTER TABLE webhooks ADD COLUMN consecutive_failures INTEGER NOT NULL DEFAULT 0;
-ALTER TABLE webhooks ADD COLUMN disabled_reason TEXT;
-"#,
-    // 4: leases for jobs one process may run at a time (archive maintenance)
-    r#"
-CREATE TABLE IF NOT EXISTS leases (
-    name TEXT PRIMARY KEY,
-    holder TEXT NOT NULL,
-    until INTEGER NOT NULL
-) STRICT;
-"#,
-    // 5: deliveries that are not events (allowance warnings); the usage table (webhook deliveries are counted with
-    // their outcome) is `usage::USAGE_SCHEMA`, created with the schema
-    r#"
-ALTER TABLE webhook_deliveries ADD COLUMN kind TEXT NOT NULL DEFAULT 'event';
-"#,
-    // 6: moving in from the replaced system: short links imported from it, platform settings (the tenant of
-    // events that name none), the operators' audit log, and the positions of event imports
-    r#"
-ALTER TABLE tracking_urls ADD COLUMN v1 INTEGER NOT NULL DEFAULT 0;
-CREATE TABLE IF NOT EXISTS settings (
-    name TEXT PRIMARY KEY,
-    value TEXT NOT NULL,
-    updated_at INTEGER NOT NULL
-) STRICT;
-CREATE TABLE IF NOT EXISTS audit_log (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT,
-    at INTEGER NOT NULL,
-    actor TEXT NOT NULL,
-    action TEXT NOT NULL,
-    detail TEXT NOT NULL
-) STRICT;
-CREATE TABLE IF NOT EXISTS import_runs (
-    run_id TEXT PRIMARY KEY,
-    source TEXT NOT NULL,
-    next_row INTEGER NOT NULL,
-    accepted INTEGER NOT NULL,
-    rejected INTEGER NOT NULL,
-    started_at INTEGER NOT NULL,
-    updated_at INTEGER NOT NULL,
-    finished_at INTEGER
-) STRICT;
-"#,
-];
-
-fn text(row: &libsql::Row, i: i32, col: &'static str) -> Result<String> {
-    match row.get_value(i)? {
-        Value::Text(s) => Ok(s),
-        _ => Err(StoreError::BadColumn(col)),
-    }
-}
-
-fn int(row: &libsql::Row, i: i32, col: &'static str) -> Result<i64> {
-    match row.get_value(i)? {
-        Value::Integer(n) => Ok(n),
-        _ => Err(StoreError::BadColumn(col)),
-    }
-}
-
-fn opt_int(row: &libsql::Row, i: i32, col: &'static str) -> Result<Option<i64>> {
-    match row.get_value(i)? {
-        Value::Integer(n) => Ok(Some(n)),
-        Value::Null => Ok(None),
-        _ => Err(StoreError::BadColumn(col)),
-    }
-}
-
-fn random_hex(bytes: usize) -> String {
-    let mut buf = vec![0u8; bytes];
-    rand::rng().fill(buf.as_mut_slice());
-    hex::encode(buf)
-}
-
-fn random_prefix() -> String {
-    const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
-    let mut rng = rand::rng();
-    (0..6).filter_map(|_| ALPHABET.get(rng.random_range(0..ALPHABET.len())).map(|b| char::from(*b))).collect()
-}
-
 /// SHA-256 of a token, hex. Tokens carry 256 bits of randomness, so a fast hash is the right tool.
 pub fn hash_token(token: &str) -> String {
     hex::encode(Sha256::digest(token.as_bytes()))
-}
-
-const SEALED_PREFIX: &str = "enc:v1:";
-
-/// Seals secrets at rest: `enc:v1:` + base64url(nonce || AES-256-GCM ciphertext || tag).
-#[derive(Clone)]
-struct Sealer(aes_gcm::Aes256Gcm);
-
-impl Sealer {
-    fn seal(&self, plain: &str) -> Result<String> {
-        use aes_gcm::aead::{Aead, AeadCore, OsRng};
-        let nonce = aes_gcm::Aes256Gcm::generate_nonce(&mut OsRng);
-        let ct = self.0.encrypt(&nonce, plain.as_bytes()).map_err(|_| StoreError::Sealed)?;
-        let mut blob = nonce.to_vec();
-        blob.extend_from_slice(&ct);
-        Ok(format!("{SEALED_PREFIX}{}", URL_SAFE_NO_PAD.encode(blob)))
-    }
-}
-
-fn open_secret(sealer: Option<&Sealer>, stored: String) -> Result<String> {
-    use aes_gcm::aead::Aead;
-    let Some(blob) = stored.strip_prefix(SEALED_PREFIX) else { return Ok(stored) };
-    let sealer = sealer.ok_or(StoreError::Sealed)?;
-    let blob = URL_SAFE_NO_PAD.decode(blob).map_err(|_| StoreError::Sealed)?;
-    if blob.len() < 12 {
-        return Err(StoreError::Sealed);
-    }
-    let (nonce, ct) = blob.split_at(12);
-    let plain = sealer.0.decrypt(aes_gcm::Nonce::from_slice(nonce), ct).map_err(|_| StoreError::Sealed)?;
-    String::from_utf8(plain).map_err(|_| StoreError::Sealed)
 }
 
 /// The libSQL metadata store.
@@ -398,269 +135,13 @@ impl Store {
             None => Ok(secret.to_owned()),
         }
     }
-
-    /// Creates a tenant on the free plan with its first key (`k1`). A prefix is generated unless given.
-    pub async fn create_tenant(&self, name: &str, key_prefix: Option<&str>, now_ms: i64) -> Result<NewKey> {
-        self.create_tenant_on(name, key_prefix, "free", &TenantLimits::default(), now_ms).await
-    }
-
-    /// Creates a tenant on `plan` with `limits` and its first key (`k1`), in one transaction.
-    pub async fn create_tenant_on(
-        &self,
-        name: &str,
-        key_prefix: Option<&str>,
-        plan: &str,
-        limits: &TenantLimits,
-        now_ms: i64,
-    ) -> Result<NewKey> {
-        let limits = serde_json::to_string(limits).map_err(|_| StoreError::Invalid("limits"))?;
-        if name.is_empty() || name.len() > 200 {
-            return Err(StoreError::Invalid("name must be 1 to 200 bytes"));
-        }
-        for attempt in 0..8 {
-            let prefix = match key_prefix {
-                Some(p) => p.to_owned(),
-                None => random_prefix(),
-            };
-            if !is_valid_key_prefix(&prefix) || prefix == GLOBAL_KEY_PREFIX {
-                return Err(StoreError::Invalid("key prefix must be 2 to 32 of [a-z0-9] and not \"global\""));
-            }
-            let conn = self.tx_conn().await?;
-            let tx = conn.transaction_with_behavior(libsql::TransactionBehavior::Immediate).await?;
-            let inserted = tx
-                .execute(
-                    "INSERT INTO tenants (key_prefix, name, plan, limits, created_at) VALUES (?1, ?2, ?3, ?4, ?5)
-                     ON CONFLICT DO NOTHING",
-                    (prefix.as_str(), name, plan, limits.as_str(), now_ms),
-                )
-                .await?;
-            if inserted == 0 {
-                tx.rollback().await?;
-                if key_prefix.is_some() || attempt == 7 {
-                    return Err(StoreError::Conflict(format!("tenant {prefix}")));
-                }
-                continue;
-            }
-            let key = NewKey {
-                key_prefix: prefix,
-                kid: "k1".into(),
-                signing_secret: random_hex(32),
-                encryption_key: random_hex(32),
-            };
-            insert_key(&tx, &key, self, 1, now_ms).await?;
-            tx.commit().await?;
-            return Ok(key);
-        }
-        Err(StoreError::Conflict("generated key prefix".into()))
-    }
-
-    pub async fn list_tenants(&self) -> Result<Vec<Tenant>> {
-        let conn = self.conn().await?;
-        let mut rows = conn
-            .query(
-                "SELECT key_prefix, name, plan, status, created_at, limits, updated_at FROM tenants
-                 ORDER BY created_at, key_prefix",
-                (),
-            )
-            .await?;
-        let mut out = Vec::new();
-        while let Some(row) = rows.next().await? {
-            out.push(tenant_from_row(&row)?);
-        }
-        Ok(out)
-    }
-
-    /// A tenant with all its keys, current key first; `None` if there is no such tenant.
-    pub async fn tenant_keys(&self, key_prefix: &str) -> Result<Option<TenantKeys>> {
-        let conn = self.conn().await?;
-        let mut rows = conn
-            .query(
-                "SELECT key_prefix, name, plan, status, created_at, limits, updated_at FROM tenants
-                 WHERE key_prefix = ?1",
-                [key_prefix],
-            )
-            .await?;
-        let Some(row) = rows.next().await? else {
-            return Ok(None);
-        };
-        let tenant = tenant_from_row(&row)?;
-        let conn = self.conn().await?;
-        let mut rows = conn
-            .query(
-                "SELECT kid, signing_secret, encryption_key, retires_at FROM tenant_keys
-                 WHERE key_prefix = ?1 ORDER BY seq DESC",
-                [key_prefix],
-            )
-            .await?;
-        let mut keys = Vec::new();
-        while let Some(row) = rows.next().await? {
-            let sealer = self.sealer.as_ref();
-            keys.push(LinkKey {
-                kid: text(&row, 0, "kid")?,
-                signing_secret: Some(open_secret(sealer, text(&row, 1, "signing_secret")?)?),
-                encryption_key: parse_encryption_key(&open_secret(sealer, text(&row, 2, "encryption_key")?)?),
-                retires_at_ms: opt_int(&row, 3, "retires_at")?,
-            });
-        }
-        Ok(Some(TenantKeys { tenant, keys }))
-    }
-
-    /// Adds a new current key; every older key keeps verifying links until `now + grace`.
-    pub async fn rotate_keys(&self, key_prefix: &str, grace_ms: i64, now_ms: i64) -> Result<NewKey> {
-        let conn = self.tx_conn().await?;
-        let tx = conn.transaction_with_behavior(libsql::TransactionBehavior::Immediate).await?;
-        let mut rows =
-            tx.query("SELECT COALESCE(MAX(seq), 0) FROM tenant_keys WHERE key_prefix = ?1", [key_prefix]).await?;
-        let seq = match rows.next().await? {
-            Some(row) => int(&row, 0, "seq")?,
-            None => 0,
-        };
-        drop(rows);
-        if seq == 0 {
-            tx.rollback().await?;
-            return Err(StoreError::NotFound(format!("tenant {key_prefix}")));
-        }
-        tx.execute(
-            "UPDATE tenant_keys SET retires_at = ?2 WHERE key_prefix = ?1 AND (retires_at IS NULL OR retires_at > ?2)",
-            (key_prefix, now_ms.saturating_add(grace_ms.max(0))),
-        )
-        .await?;
-        let key = NewKey {
-            key_prefix: key_prefix.to_owned(),
-            kid: format!("k{}", seq + 1),
-            signing_secret: random_hex(32),
-            encryption_key: random_hex(32),
-        };
-        insert_key(&tx, &key, self, seq + 1, now_ms).await?;
-        tx.commit().await?;
-        Ok(key)
-    }
-
-    /// Creates an ingest token and returns `(token, token_id)`; only the hash is stored.
-    pub async fn create_ingest_token(
-        &self,
-        key_prefix: &str,
-        name: &str,
-        expires_at_ms: Option<i64>,
-        now_ms: i64,
-    ) -> Result<(String, String)> {
-        let mut raw = [0u8; 32];
-        rand::rng().fill(&mut raw);
-        let token = format!("{INGEST_TOKEN_PREFIX}{}", URL_SAFE_NO_PAD.encode(raw));
-        let token_id = format!("tok_{}", uuid::Uuid::now_v7().simple());
-        let n = self
-            .conn()
-            .await?
-            .execute(
-                "INSERT INTO ingest_tokens (token_hash, token_id, key_prefix, name, created_at, expires_at)
-                 SELECT ?1, ?2, key_prefix, ?4, ?5, ?6 FROM tenants WHERE key_prefix = ?3",
-                (hash_token(&token), token_id.as_str(), key_prefix, name, now_ms, expires_at_ms),
-            )
-            .await?;
-        if n == 0 {
-            return Err(StoreError::NotFound(format!("tenant {key_prefix}")));
-        }
-        Ok((token, token_id))
-    }
-
-    /// The tenant a token belongs to, if it is valid now (whether the tenant is active is the caller's check, so a
-    /// suspended tenant's requests are told so). Lookup is by hash (an index probe), so no comparison of
-    /// secret bytes happens in a data-dependent time.
-    pub async fn lookup_ingest_token(&self, token: &str, now_ms: i64) -> Result<Option<TokenInfo>> {
-        if !tracker_protocol::service::is_ingest_token_shape(token) {
-            return Ok(None);
-        }
-        self.lookup_ingest_token_hash(&hash_token(token), now_ms).await
-    }
-
-    /// Like [`Store::lookup_ingest_token`] with the SHA-256 (hex) of the token, as the edge sends it.
-    pub async fn lookup_ingest_token_hash(&self, token_hash: &str, now_ms: i64) -> Result<Option<TokenInfo>> {
-        let conn = self.conn().await?;
-        let mut rows = conn
-            .query(
-                "SELECT token_id, key_prefix FROM ingest_tokens
-                 WHERE token_hash = ?1 AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > ?2)",
-                (token_hash, now_ms),
-            )
-            .await?;
-        match rows.next().await? {
-            Some(row) => {
-                Ok(Some(TokenInfo { token_id: text(&row, 0, "token_id")?, key_prefix: text(&row, 1, "key_prefix")? }))
-            }
-            None => Ok(None),
-        }
-    }
-
-    /// Revokes a token now and returns it (with its hash, so caches keyed by it can be dropped). Revoking twice
-    /// is not an error: the first time stands.
-    pub async fn revoke_ingest_token(&self, key_prefix: &str, token_id: &str, now_ms: i64) -> Result<IngestToken> {
-        self.conn()
-            .await?
-            .execute(
-                "UPDATE ingest_tokens SET revoked_at = ?3
-                 WHERE key_prefix = ?1 AND token_id = ?2 AND revoked_at IS NULL",
-                (key_prefix, token_id, now_ms),
-            )
-            .await?;
-        self.ingest_token(key_prefix, token_id).await?.ok_or_else(|| StoreError::NotFound(format!("token {token_id}")))
-    }
-
-    /// Creates a short link owned by the tenant (a tracking link with just a destination and expiry).
-    pub async fn create_short_link(
-        &self,
-        key_prefix: &str,
-        destination: &str,
-        expires_at_ms: Option<i64>,
-        now_ms: i64,
-    ) -> Result<ShortLink> {
-        let spec = LinkSpec {
-            destination: Some(destination.to_owned()),
-            expires_at: Some(expires_at_ms),
-            ..LinkSpec::default()
-        };
-        Ok(self.create_link(key_prefix, spec, now_ms).await?.record(key_prefix))
-    }
-
-    pub async fn short_link(&self, tu_id: &str) -> Result<Option<ShortLink>> {
-        let conn = self.conn().await?;
-        let mut rows = conn
-            .query(
-                "SELECT tu_id, key_prefix, destination, expires_at, fallback_url, v1 FROM tracking_urls
-                 WHERE tu_id = ?1",
-                [tu_id],
-            )
-            .await?;
-        match rows.next().await? {
-            Some(row) => Ok(Some(ShortLink {
-                tu_id: text(&row, 0, "tu_id")?,
-                key_prefix: text(&row, 1, "key_prefix")?,
-                destination: text(&row, 2, "destination")?,
-                expires_at: opt_int(&row, 3, "expires_at")?,
-                fallback: match row.get_value(4)? {
-                    Value::Text(s) => Some(s),
-                    _ => None,
-                },
-                v1: int(&row, 5, "v1")? != 0,
-            })),
-            None => Ok(None),
-        }
-    }
-}
-
-pub(crate) async fn insert_key(conn: &Connection, key: &NewKey, store: &Store, seq: i64, now_ms: i64) -> Result<()> {
-    let (secret, aes) = (store.sealed(&key.signing_secret)?, store.sealed(&key.encryption_key)?);
-    conn.execute(
-        "INSERT INTO tenant_keys (key_prefix, kid, seq, signing_secret, encryption_key, created_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-        (key.key_prefix.as_str(), key.kid.as_str(), seq, secret.as_str(), aes.as_str(), now_ms),
-    )
-    .await?;
-    Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::sealing::SEALED_PREFIX;
+    use tracker_protocol::is_valid_key_prefix;
 
     const NOW: i64 = 1_770_704_294_008;
 

@@ -1,0 +1,77 @@
+//! # The hot tier
+//!
+//! What the stats and filter consumers write and the platform API's `/api/events*` and `/api/drops*` routes read:
+//! a libSQL database of its own (a local file by default, `HOT_DATABASE_URL` for a shared one), so event writes
+//! never contend with the metadata's writers.
+//!
+//! - **Recent events** per tenant (`hot_events`, JSON as the API shows them) and their params (`hot_params`), kept
+//!   for the hot retention, for listings, param filters and the event match.
+//! - **Counts** per tenant, minute, event type and short link (`hot_counts`), and per param value
+//!   (`hot_param_counts`), kept longer, for time series and breakdowns.
+//! - **The drop ledger**: events the filter dropped or flagged, per tenant, hour, action and reason, with a sample.
+//!
+//! Exactly once: an event is stored once per tenant and `event_id` (`INSERT ... ON CONFLICT DO NOTHING`), and only
+//! a new row adds to the counts, all in the transaction that also moves the consumer's offset. Every statement is
+//! a constant or built from constant fragments; every value (tenant, event type, param key and value, times) is a
+//! bound parameter, and every query takes the tenant as its first condition.
+
+mod ledger;
+mod matching;
+mod reads;
+mod schema;
+mod writes;
+
+use crate::db::Db;
+use crate::{Location, Result, int};
+pub use ledger::DropRow;
+pub use matching::{MatchAnswer, MatchPair, MatchQuery, MatchSummary};
+pub use reads::{EventPage, EventQuery, GroupBy, SeriesPoint, StatsQuery};
+use schema::SCHEMA;
+pub use writes::{FilterUsage, Judged, PendingBatch};
+
+/// Sample events kept per tenant, hour, action and reason in the drop ledger.
+pub const SAMPLES_PER_REASON: i64 = 10;
+/// Most rows a stats answer holds; a wider question must narrow its range or grouping.
+pub const MAX_SERIES_ROWS: usize = 20_000;
+/// Most triggers, and most results, one match reads from the hot tier (about 100 bytes each in memory).
+pub const MAX_MATCH_ROWS: usize = 500_000;
+
+pub(crate) const MINUTE_MS: i64 = 60_000;
+pub(crate) const HOUR_MS: i64 = 3_600_000;
+
+pub(super) fn to_i64(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+/// The hot-tier database.
+#[derive(Clone)]
+pub struct HotStore {
+    db: Db,
+}
+
+impl std::fmt::Debug for HotStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HotStore").finish_non_exhaustive()
+    }
+}
+
+impl HotStore {
+    pub async fn connect(location: &Location) -> Result<HotStore> {
+        let schema = format!("{SCHEMA}{}", crate::usage::USAGE_SCHEMA);
+        Ok(HotStore { db: Db::connect(location, &schema, &[]).await? })
+    }
+
+    pub async fn offset(&self, consumer: &str, partition: u32) -> Result<u64> {
+        let conn = self.db.conn().await?;
+        let mut rows = conn
+            .query(
+                "SELECT next_offset FROM hot_offsets WHERE consumer = ?1 AND partition = ?2",
+                (consumer, i64::from(partition)),
+            )
+            .await?;
+        match rows.next().await? {
+            Some(row) => Ok(u64::try_from(int(&row, 0, "next_offset")?).unwrap_or(0)),
+            None => Ok(0),
+        }
+    }
+}

@@ -1,0 +1,312 @@
+//! What the consumers write: the stats consumer's events and counts, the filter's decisions and its pending
+//! batches, each in the transaction that moves the consumer's offset; and retention.
+
+use std::collections::{BTreeMap, HashMap};
+
+use tracker_protocol::Event;
+
+use super::{HOUR_MS, HotStore, MINUTE_MS, SAMPLES_PER_REASON, to_i64};
+use crate::usage::{QuotaAlert, UsageDelta};
+use crate::{Result, StoreError, int, text};
+
+/// What the filter decided about one event that did not pass unchanged.
+#[derive(Debug, Clone)]
+pub struct Judged<'e> {
+    pub event: &'e Event,
+    /// `"drop"` or `"flag"`.
+    pub action: &'static str,
+    pub reason: String,
+}
+
+/// A filter batch whose kept events may not have reached the filtered log yet.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PendingBatch {
+    pub partition: u32,
+    pub from: u64,
+    pub next: u64,
+    /// Offsets of the batch's events that were dropped (so a replay keeps exactly the events the first run kept,
+    /// even when an event id appears twice in a batch).
+    pub dropped: Vec<u64>,
+}
+
+/// What a filter batch adds to the tenants' usage (see [`crate::usage`]), in the transaction of its decisions.
+#[derive(Debug, Clone, Default)]
+pub struct FilterUsage {
+    /// Redirects and drops per tenant and hour.
+    pub counts: UsageDelta,
+    /// Billable (kept) events per tenant and month start.
+    pub kept: BTreeMap<(String, i64), i64>,
+    /// Allowance thresholds reached.
+    pub alerts: Vec<QuotaAlert>,
+    /// Event ids counted against a hard cap: `(tenant, month, event_id)`.
+    pub ids: Vec<(String, i64, String)>,
+}
+
+impl HotStore {
+    /// Stores the events that are new (by tenant and `event_id`), adds them to the counts, and moves `consumer`'s
+    /// offset in `partition` to `next_offset`, in one transaction. Returns how many events were new.
+    pub async fn apply_events(
+        &self,
+        consumer: &str,
+        partition: u32,
+        next_offset: u64,
+        events: &[Event],
+    ) -> Result<u64> {
+        let conn = self.db.tx_conn().await?;
+        let tx = conn.transaction_with_behavior(libsql::TransactionBehavior::Immediate).await?;
+        let mut added = 0u64;
+        let mut accepted = UsageDelta::default();
+        let mut counts: HashMap<(&str, i64, &str, &str), i64> = HashMap::new();
+        let mut param_counts: HashMap<(&str, &str, i64, &str, &str), i64> = HashMap::new();
+        {
+            let insert = tx
+                .prepare(
+                    "INSERT INTO hot_events (key_prefix, event_id, event_type, ts, received_at, tu_id, body)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT DO NOTHING RETURNING seq",
+                )
+                .await?;
+            let param = tx
+                .prepare(
+                    "INSERT INTO hot_params (seq, name, value, key_prefix, ts, event_type)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                )
+                .await?;
+            for e in events {
+                let body = serde_json::to_string(e).map_err(|_| StoreError::BadColumn("body"))?;
+                let id = e.event_id.to_string();
+                let tu = e.link().unwrap_or_default();
+                let mut rows = insert
+                    .query((
+                        e.key_prefix.as_str(),
+                        id.as_str(),
+                        e.event_type.as_str(),
+                        e.timestamp,
+                        e.received_at,
+                        tu,
+                        body.as_str(),
+                    ))
+                    .await?;
+                let seq = match rows.next().await? {
+                    Some(row) => Some(int(&row, 0, "seq")?),
+                    None => None,
+                };
+                drop(rows);
+                insert.reset();
+                let Some(seq) = seq else { continue };
+                added += 1;
+                // imported history is metered by the filter as `imported`, not billed
+                if e.auth != tracker_protocol::Auth::Import {
+                    accepted.add(&e.key_prefix, e.received_at, "accepted", 1);
+                }
+                let minute = e.timestamp.div_euclid(MINUTE_MS) * MINUTE_MS;
+                *counts.entry((e.key_prefix.as_str(), minute, e.event_type.as_str(), tu)).or_default() += 1;
+                for (k, v) in &e.params {
+                    param
+                        .execute((
+                            seq,
+                            k.as_str(),
+                            v.as_str(),
+                            e.key_prefix.as_str(),
+                            e.timestamp,
+                            e.event_type.as_str(),
+                        ))
+                        .await?;
+                    param.reset();
+                    *param_counts
+                        .entry((e.key_prefix.as_str(), k.as_str(), minute, v.as_str(), e.event_type.as_str()))
+                        .or_default() += 1;
+                }
+            }
+        }
+        for ((tenant, minute, event_type, tu), n) in counts {
+            tx.execute(
+                "INSERT INTO hot_counts (key_prefix, minute, event_type, tu_id, n) VALUES (?1, ?2, ?3, ?4, ?5)
+                 ON CONFLICT DO UPDATE SET n = n + excluded.n",
+                (tenant, minute, event_type, tu, n),
+            )
+            .await?;
+        }
+        for ((tenant, name, minute, value, event_type), n) in param_counts {
+            tx.execute(
+                "INSERT INTO hot_param_counts (key_prefix, name, minute, value, event_type, n)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT DO UPDATE SET n = n + excluded.n",
+                (tenant, name, minute, value, event_type, n),
+            )
+            .await?;
+        }
+        crate::usage::apply(&tx, &accepted).await?;
+        set_offset(&tx, consumer, partition, next_offset).await?;
+        tx.commit().await?;
+        Ok(added)
+    }
+
+    /// Records the filter's decisions on one batch and its intent to append the kept events, and moves its offset,
+    /// in one transaction. The caller then appends the kept events (idempotently) and calls
+    /// [`HotStore::filter_done`]; after a crash in between, [`HotStore::filter_pending`] says what to redo.
+    pub async fn record_filtered(
+        &self,
+        consumer: &str,
+        batch: &PendingBatch,
+        judged: &[Judged<'_>],
+        usage: &FilterUsage,
+    ) -> Result<()> {
+        let conn = self.db.tx_conn().await?;
+        let tx = conn.transaction_with_behavior(libsql::TransactionBehavior::Immediate).await?;
+        let mut ledger: BTreeMap<(&str, i64, &str, &str), i64> = BTreeMap::new();
+        for j in judged {
+            let hour = j.event.received_at.div_euclid(HOUR_MS) * HOUR_MS;
+            *ledger.entry((j.event.key_prefix.as_str(), hour, j.action, j.reason.as_str())).or_default() += 1;
+        }
+        for ((tenant, hour, action, reason), n) in &ledger {
+            tx.execute(
+                "INSERT INTO hot_drops (key_prefix, hour, action, reason, n) VALUES (?1, ?2, ?3, ?4, ?5)
+                 ON CONFLICT DO UPDATE SET n = n + excluded.n",
+                (*tenant, *hour, *action, *reason, *n),
+            )
+            .await?;
+        }
+        for j in judged {
+            let hour = j.event.received_at.div_euclid(HOUR_MS) * HOUR_MS;
+            let body = serde_json::to_string(j.event).map_err(|_| StoreError::BadColumn("body"))?;
+            tx.execute(
+                "INSERT INTO hot_drop_samples (key_prefix, hour, action, reason, body)
+                 SELECT ?1, ?2, ?3, ?4, ?5 WHERE (SELECT COUNT(*) FROM hot_drop_samples
+                   WHERE key_prefix = ?1 AND reason = ?4 AND hour = ?2 AND action = ?3) < ?6",
+                (j.event.key_prefix.as_str(), hour, j.action, j.reason.as_str(), body.as_str(), SAMPLES_PER_REASON),
+            )
+            .await?;
+        }
+        let dropped = serde_json::to_string(&batch.dropped).map_err(|_| StoreError::BadColumn("dropped"))?;
+        // the batch must start where this consumer's position is (another member may have moved it meanwhile)
+        let mut rows = tx
+            .query(
+                "SELECT next_offset FROM hot_offsets WHERE consumer = ?1 AND partition = ?2",
+                (consumer, i64::from(batch.partition)),
+            )
+            .await?;
+        let at = match rows.next().await? {
+            Some(row) => u64::try_from(int(&row, 0, "next_offset")?).unwrap_or(0),
+            None => 0,
+        };
+        drop(rows);
+        if at > batch.from {
+            return Err(StoreError::Conflict(format!(
+                "the {consumer} position in partition {} moved to {at} (batch from {})",
+                batch.partition, batch.from
+            )));
+        }
+        // and the previous batch's kept events must be in the filtered log before its record is replaced
+        let replaced = tx
+            .execute(
+                "INSERT INTO hot_filter_pending (consumer, partition, from_offset, next_offset, dropped, done)
+                 VALUES (?1, ?2, ?3, ?4, ?5, 0) ON CONFLICT (consumer, partition) DO UPDATE SET
+                   from_offset = excluded.from_offset, next_offset = excluded.next_offset,
+                   dropped = excluded.dropped, done = 0
+                 WHERE hot_filter_pending.done = 1",
+                (consumer, i64::from(batch.partition), to_i64(batch.from), to_i64(batch.next), dropped.as_str()),
+            )
+            .await?;
+        if replaced == 0 {
+            return Err(StoreError::Conflict(format!(
+                "the {consumer} batch pending in partition {} is not appended yet",
+                batch.partition
+            )));
+        }
+        crate::usage::apply(&tx, &usage.counts).await?;
+        for ((tenant, month), n) in &usage.kept {
+            tx.execute(
+                "INSERT INTO quota_months (key_prefix, month, kept) VALUES (?1, ?2, ?3)
+                 ON CONFLICT DO UPDATE SET kept = kept + excluded.kept",
+                (tenant.as_str(), *month, *n),
+            )
+            .await?;
+        }
+        for (tenant, month, id) in &usage.ids {
+            tx.execute(
+                "INSERT INTO quota_ids (key_prefix, month, event_id) VALUES (?1, ?2, ?3) ON CONFLICT DO NOTHING",
+                (tenant.as_str(), *month, id.as_str()),
+            )
+            .await?;
+        }
+        for a in &usage.alerts {
+            tx.execute(
+                "INSERT INTO quota_alerts (key_prefix, month, percent, allowance, at) VALUES (?1, ?2, ?3, ?4, ?5)
+                 ON CONFLICT DO NOTHING",
+                (a.key_prefix.as_str(), a.month, a.percent, a.allowance, a.at),
+            )
+            .await?;
+        }
+        set_offset(&tx, consumer, batch.partition, batch.next).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// The kept events of the filter's last batch in `partition` reached the filtered log.
+    pub async fn filter_done(&self, consumer: &str, partition: u32) -> Result<()> {
+        self.db
+            .conn()
+            .await?
+            .execute(
+                "UPDATE hot_filter_pending SET done = 1 WHERE consumer = ?1 AND partition = ?2",
+                (consumer, i64::from(partition)),
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// The filter batches recorded but not known to be in the filtered log (at most one per partition).
+    pub async fn filter_pending(&self, consumer: &str) -> Result<Vec<PendingBatch>> {
+        let conn = self.db.conn().await?;
+        let mut rows = conn
+            .query(
+                "SELECT partition, from_offset, next_offset, dropped FROM hot_filter_pending
+                 WHERE consumer = ?1 AND done = 0 ORDER BY partition",
+                [consumer],
+            )
+            .await?;
+        let mut out = Vec::new();
+        while let Some(row) = rows.next().await? {
+            out.push(PendingBatch {
+                partition: u32::try_from(int(&row, 0, "partition")?).map_err(|_| StoreError::BadColumn("partition"))?,
+                from: u64::try_from(int(&row, 1, "from_offset")?).unwrap_or(0),
+                next: u64::try_from(int(&row, 2, "next_offset")?).unwrap_or(0),
+                dropped: serde_json::from_str(&text(&row, 3, "dropped")?)
+                    .map_err(|_| StoreError::BadColumn("dropped"))?,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Deletes events (and their params) received before `events_before`, and counts, ledger rows and samples
+    /// older than `counts_before`. Returns the events deleted.
+    pub async fn prune(&self, events_before: i64, counts_before: i64) -> Result<u64> {
+        let conn = self.db.tx_conn().await?;
+        let tx = conn.transaction_with_behavior(libsql::TransactionBehavior::Immediate).await?;
+        // by time, not by position: an old event stored late (a consumer catching up) sits among new ones
+        tx.execute(
+            "DELETE FROM hot_params WHERE seq IN (SELECT seq FROM hot_events WHERE received_at < ?1)",
+            [events_before],
+        )
+        .await?;
+        let deleted = tx.execute("DELETE FROM hot_events WHERE received_at < ?1", [events_before]).await?;
+        tx.execute("DELETE FROM hot_counts WHERE minute < ?1", [counts_before]).await?;
+        tx.execute("DELETE FROM hot_drops WHERE hour < ?1", [counts_before]).await?;
+        tx.execute("DELETE FROM hot_drop_samples WHERE hour < ?1", [counts_before]).await?;
+        tx.execute("DELETE FROM usage_marks WHERE at < ?1", [counts_before]).await?;
+        // the ids counted against hard caps are needed for the current month only
+        tx.execute("DELETE FROM quota_ids WHERE month < ?1", [tracker_protocol::quota::month_start(counts_before)])
+            .await?;
+        tx.commit().await?;
+        Ok(deleted)
+    }
+}
+
+pub(super) async fn set_offset(tx: &libsql::Transaction, consumer: &str, partition: u32, next: u64) -> Result<()> {
+    tx.execute(
+        "INSERT INTO hot_offsets (consumer, partition, next_offset) VALUES (?1, ?2, ?3)
+         ON CONFLICT (consumer, partition) DO UPDATE SET next_offset = excluded.next_offset",
+        (consumer, i64::from(partition), to_i64(next)),
+    )
+    .await?;
+    Ok(())
+}
