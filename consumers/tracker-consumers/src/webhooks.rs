@@ -341,8 +341,15 @@ async fn send(p: &Pipeline, client: &reqwest::Client, d: &DueDelivery) {
             }
         }
     };
+    let result = match &outcome {
+        AttemptOutcome::Delivered { .. } => "delivered",
+        AttemptOutcome::Failed { retry_at: Some(_), .. } => "failed",
+        AttemptOutcome::Failed { retry_at: None, .. } => "dead_lettered",
+    };
+    metrics::counter!("tracker_webhook_attempts_total", "outcome" => result).increment(1);
     match p.store.record_attempt(d, &outcome, s.disable_after, now_ms()).await {
         Ok(true) => {
+            metrics::counter!("tracker_webhook_endpoints_disabled_total").increment(1);
             tracing::warn!(
                 webhook = %d.webhook_id,
                 tenant = %d.key_prefix,

@@ -22,6 +22,23 @@ use tokio_util::task::TaskTracker;
 use tracker_log::{EventLog, LogError};
 use tracker_protocol::{Event, partition_for};
 
+/// One stream counted in `tracker_live_streams` for as long as it lives.
+struct OpenStream(metrics::Gauge);
+
+impl OpenStream {
+    fn new() -> Self {
+        let gauge = metrics::gauge!("tracker_live_streams");
+        gauge.increment(1.0);
+        OpenStream(gauge)
+    }
+}
+
+impl Drop for OpenStream {
+    fn drop(&mut self) {
+        self.0.decrement(1.0);
+    }
+}
+
 /// Why a live stream cannot start.
 #[derive(Debug, thiserror::Error)]
 pub enum LiveError {
@@ -67,6 +84,8 @@ pub struct Hub {
 
 impl Hub {
     pub fn new(backlog: usize, tasks: TaskTracker) -> Hub {
+        // shown from the start (at 0), not only once a stream opened
+        metrics::gauge!("tracker_live_streams").increment(0.0);
         Hub { tails: Mutex::default(), closing: CancellationToken::new(), tasks, backlog: backlog.max(1) }
     }
 
@@ -127,7 +146,9 @@ impl Hub {
         };
         let (out, frames) = mpsc::channel::<String>(CLIENT_QUEUE);
         let closing = self.closing.clone();
+        let open = OpenStream::new();
         self.tasks.spawn(async move {
+            let _open = open;
             closing.run_until_cancelled(stream(log, partition, filter, rx, (next, head), out, keepalive)).await
         });
         Ok(frames)

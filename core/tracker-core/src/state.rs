@@ -28,22 +28,29 @@ pub fn random10() -> [u8; 10] {
     rand::rng().random()
 }
 
+const CACHE_LOOKUPS: &str = "tracker_cache_lookups_total";
+
 /// Entries kept before a cache is cleared wholesale (bounds memory against random lookups).
 const MAX_CACHE_ENTRIES: usize = 100_000;
 
 /// A cached answer (including "there is none") and when it was loaded.
 type Cached<V> = (Option<Arc<V>>, Instant);
 
-/// A read-through cache with a TTL for positive and negative answers.
+/// A read-through cache with a TTL for positive and negative answers, counting its hits and misses
+/// (`tracker_cache_lookups_total{cache, result}`).
 #[derive(Debug)]
 pub struct TtlCache<K, V> {
     ttl: Duration,
     map: RwLock<HashMap<K, Cached<V>>>,
+    hits: metrics::Counter,
+    misses: metrics::Counter,
 }
 
 impl<K: Eq + Hash + Clone, V> TtlCache<K, V> {
-    pub fn new(ttl: Duration) -> Self {
-        TtlCache { ttl, map: RwLock::new(HashMap::new()) }
+    pub fn new(name: &'static str, ttl: Duration) -> Self {
+        crate::metrics::recorder();
+        let lookups = |result: &'static str| metrics::counter!(CACHE_LOOKUPS, "cache" => name, "result" => result);
+        TtlCache { ttl, map: RwLock::new(HashMap::new()), hits: lookups("hit"), misses: lookups("miss") }
     }
 
     pub async fn get<F, Fut>(&self, key: &K, load: F) -> Result<Option<Arc<V>>, StoreError>
@@ -55,8 +62,10 @@ impl<K: Eq + Hash + Clone, V> TtlCache<K, V> {
             && let Some((v, at)) = map.get(key)
             && at.elapsed() < self.ttl
         {
+            self.hits.increment(1);
             return Ok(v.clone());
         }
+        self.misses.increment(1);
         let v = load().await?.map(Arc::new);
         if let Ok(mut map) = self.map.write() {
             if map.len() >= MAX_CACHE_ENTRIES {
@@ -123,6 +132,8 @@ impl AppState {
         outputs: ConsumerOutputs,
         tasks: tokio_util::task::TaskTracker,
     ) -> Result<AppState, String> {
+        // the process's metrics recorder, before anything registers a metric
+        crate::metrics::recorder();
         let global_keys = if cfg.hmac_secret.is_some() || cfg.encryption_key.is_some() {
             vec![LinkKey {
                 kid: "global".into(),
@@ -151,9 +162,9 @@ impl AppState {
             store,
             metrics: Metrics::default(),
             api_limits: RateLimiter::default(),
-            tenants: TtlCache::new(ttl),
-            short_links: TtlCache::new(ttl),
-            tokens: TtlCache::new(ttl),
+            tenants: TtlCache::new("tenants", ttl),
+            short_links: TtlCache::new("short_links", ttl),
+            tokens: TtlCache::new("tokens", ttl),
             global_keys,
         })
     }

@@ -41,6 +41,11 @@ pub async fn broker(State(st): State<Arc<AppState>>) -> Response {
 }
 
 pub async fn metrics(State(st): State<Arc<AppState>>) -> Response {
-    let body = st.metrics.render(&st.log.status());
+    let counter = crate::link_counts::consumer_name(&st.cfg.data_dir).unwrap_or_default();
+    let raw_groups = [tracker_consumers::filter::GROUP, counter.as_str()];
+    let filtered_groups = [tracker_consumers::stats::GROUP, tracker_consumers::webhooks::GROUP, tracker_archive::GROUP];
+    let readers: [crate::metrics::Readers<'_>; 2] =
+        [(st.log.as_ref(), &raw_groups), (st.outputs.filtered.as_ref(), &filtered_groups)];
+    let body = crate::metrics::render(&st.log.status(), &readers).await;
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response()
 }

@@ -426,6 +426,15 @@ async fn webhooks_are_signed_retried_in_order_dead_lettered_and_redelivered() {
     assert_eq!(log["data"][0]["delivery_id"], one.as_str());
     assert_eq!(log["data"][0]["attempts"], 1);
 
+    // the outcomes are counted (at least this test's: other tests of this process deliver too)
+    let metrics = api.node.http.get(format!("{}/metrics", api.node.base)).send().await.unwrap().text().await.unwrap();
+    let count = |outcome: &str| -> u64 {
+        let line = format!("tracker_webhook_attempts_total{{outcome=\"{outcome}\"}} ");
+        metrics.lines().find_map(|l| l.strip_prefix(line.as_str())).map_or(0, |v| v.parse().unwrap())
+    };
+    assert!(count("delivered") >= 6 && count("failed") >= 5 && count("dead_lettered") >= 1, "{metrics}");
+    assert!(metrics.contains("tracker_webhook_endpoints_disabled_total "), "{metrics}");
+
     // another tenant sees none of it
     let (other_key, _) = api.tenant("beta").await;
     let (s, _) = api.call("GET", &format!("/api/webhooks/{down}/deliveries"), &other_key, None).await;

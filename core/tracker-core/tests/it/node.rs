@@ -530,13 +530,8 @@ async fn health_broker_and_metrics() {
     let broker: Value = node.get("/health/broker").await.json().await.unwrap();
     assert_eq!(broker["backend"], "embedded");
     assert_eq!(broker["partitions"], 4);
-    node.get("/t?url=x").await;
     let text = node.get("/metrics").await.text().await.unwrap();
-    assert!(
-        text.contains("tracker_requests_rejected_total{endpoint=\"click\",code=\"missing_link_params\"} 1"),
-        "{text}"
-    );
-    assert!(text.contains("tracker_log_healthy 1"));
+    assert!(text.contains("tracker_log_healthy 1"), "{text}");
     // a consumer of the node that died (consumers' own tests show how one is found dead) makes the node unhealthy
     node.state.consumers.died("stats");
     let res = node.get("/health").await;
@@ -606,6 +601,36 @@ async fn archive_counts(settings: &tracker_archive::ArchiveSettings) -> (i64, i6
     let batches = ctx.sql(sql).await.unwrap().collect().await.unwrap();
     let v = |i: usize| batches[0].column(i).as_any().downcast_ref::<Int64Array>().unwrap().value(0);
     (v(0), v(1), v(2))
+}
+
+/// `/metrics` of a process running one node (the real binary: a process's metrics are its node's): refusals by
+/// endpoint and code, cache lookups, each consumer group's lag per partition; and request ids on every answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_count_what_the_node_did_and_every_answer_carries_a_request_id() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = spawn_node(dir.path(), free_port());
+    let http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+    wait_healthy(&http, &node.base).await;
+    let refused = http.get(format!("{}/t?url=x", node.base)).send().await.unwrap();
+    assert_eq!(refused.status(), StatusCode::BAD_REQUEST);
+    let made = refused.headers()["x-request-id"].to_str().unwrap().to_owned();
+    assert!(made.len() == 32 && made.bytes().all(|b| b.is_ascii_hexdigit()), "a new id: {made}");
+    let given = http.get(format!("{}/health", node.base)).header("x-request-id", "trace-me-42").send().await.unwrap();
+    assert_eq!(given.headers()["x-request-id"], "trace-me-42", "the caller's id is kept");
+    // a short link that does not exist: the tenant cache misses once
+    http.get(format!("{}/t/tu_01890a5d-ac96-774b-bcce-b302099a8057", node.base)).send().await.unwrap();
+    let text = http.get(format!("{}/metrics", node.base)).send().await.unwrap().text().await.unwrap();
+    for line in [
+        "tracker_requests_rejected_total{endpoint=\"click\",code=\"missing_link_params\"} 1",
+        "tracker_log_healthy 1",
+        "tracker_cache_lookups_total{cache=\"short_links\",result=\"miss\"} 1",
+        "tracker_consumer_lag_events{group=\"filter\",partition=\"0\"} 0",
+        "tracker_consumer_lag_events{group=\"archiver\",partition=\"3\"} 0",
+        "tracker_live_streams 0",
+    ] {
+        assert!(text.lines().any(|l| l == line), "no line {line:?} in\n{text}");
+    }
+    assert!(text.contains("tracker_redirect_duration_seconds_bucket{le=\"0.00005\"}"), "{text}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
