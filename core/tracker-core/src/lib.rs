@@ -243,6 +243,7 @@ pub async fn serve(
     let app = router(state.clone());
     // tells the consumers to stop, between batches, once the last request was answered
     let stop = tokio_util::sync::CancellationToken::new();
+    state.tasks.spawn(stop.clone().run_until_cancelled_owned(metrics::keep_recorder()));
     let counter = link_counts::spawn(state.clone(), link_counts::consumer_name(&state.cfg.data_dir)?, stop.clone())?;
     let consumers = if state.cfg.consumers {
         Some(tracker_consumers::spawn(

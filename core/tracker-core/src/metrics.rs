@@ -93,6 +93,16 @@ fn describe() {
     );
 }
 
+/// Drains the recorded histogram samples into their buckets every few seconds, whether or not anyone scrapes:
+/// samples wait in memory until then.
+pub async fn keep_recorder() {
+    let mut every = tokio::time::interval(Duration::from_secs(5));
+    loop {
+        every.tick().await;
+        recorder().run_upkeep();
+    }
+}
+
 /// The node's own counters, registered once.
 #[derive(Debug)]
 pub struct Metrics {
