@@ -20,6 +20,7 @@
 pub mod archive;
 pub mod delivery;
 pub mod filter;
+pub mod link_counts;
 pub mod stats;
 pub mod webhooks;
 

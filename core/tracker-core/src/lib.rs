@@ -7,7 +7,6 @@
 pub mod cli;
 pub mod config;
 pub mod http;
-pub mod link_counts;
 pub mod live;
 pub mod metrics;
 pub mod query;
@@ -244,7 +243,13 @@ pub async fn serve(
     // tells the consumers to stop, between batches, once the last request was answered
     let stop = tokio_util::sync::CancellationToken::new();
     state.tasks.spawn(stop.clone().run_until_cancelled_owned(metrics::keep_recorder()));
-    let counter = link_counts::spawn(state.clone(), link_counts::consumer_name(&state.cfg.data_dir)?, stop.clone())?;
+    let counter = tracker_consumers::link_counts::spawn(
+        state.log.clone(),
+        state.store.clone(),
+        state.consumers.clone(),
+        tracker_consumers::link_counts::consumer_name(&state.cfg.data_dir)?,
+        stop.clone(),
+    )?;
     let consumers = if state.cfg.consumers {
         Some(tracker_consumers::spawn(
             Arc::new(pipeline(&state)),

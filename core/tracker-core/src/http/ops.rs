@@ -41,7 +41,7 @@ pub async fn broker(State(st): State<Arc<AppState>>) -> Response {
 }
 
 pub async fn metrics(State(st): State<Arc<AppState>>) -> Response {
-    let counter = crate::link_counts::consumer_name(&st.cfg.data_dir).unwrap_or_default();
+    let counter = tracker_consumers::link_counts::consumer_name(&st.cfg.data_dir).unwrap_or_default();
     let raw_groups = [tracker_consumers::filter::GROUP, counter.as_str()];
     let filtered_groups = [tracker_consumers::stats::GROUP, tracker_consumers::webhooks::GROUP, tracker_archive::GROUP];
     let readers: [crate::metrics::Readers<'_>; 2] =

@@ -5,18 +5,19 @@
 //! Counted: `click` events recorded by the short-link endpoint (`/t/<tu_id>`, `auth = link`); events a tenant
 //! ingests itself, or a `tu_id` param on some other link, cannot inflate them. These are raw counts (before bot
 //! and rule filtering, which come with the filter consumer). Each node counts its own log under its own consumer
-//! name, so nodes sharing one metadata database add up without overlap.
+//! name, so nodes sharing one metadata database add up without overlap. The node runs it beside its other
+//! consumers (always in-process: it counts that node's own log).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
-use tracker_log::Filter;
+use tracker_log::{EventLog, Filter};
 use tracker_protocol::{Auth, wire};
-use tracker_store::LinkCount;
+use tracker_store::{LinkCount, Store};
 
-use crate::state::AppState;
+use crate::Liveness;
 
 /// Most events read from one partition per transaction.
 const BATCH: usize = 10_000;
@@ -61,13 +62,19 @@ struct Position {
 }
 
 /// Counts one batch of `partition`; returns how many events it scanned.
-async fn step(st: &AppState, consumer: &str, partition: u32, at: &mut Option<Position>) -> Result<usize, String> {
+async fn step(
+    log: &dyn EventLog,
+    store: &Store,
+    consumer: &str,
+    partition: u32,
+    at: &mut Option<Position>,
+) -> Result<usize, String> {
     let from = match at {
         Some(p) => p.next,
-        None => st.store.consumer_offset(consumer, partition).await.map_err(|e| e.to_string())?,
+        None => store.consumer_offset(consumer, partition).await.map_err(|e| e.to_string())?,
     };
     let filter = Filter { tags: wire::TAG_SHORT_LINK, keep: names_a_short_link };
-    let polled = st.log.poll_where(partition, from, BATCH, filter).await.map_err(|e| e.to_string())?;
+    let polled = log.poll_where(partition, from, BATCH, filter).await.map_err(|e| e.to_string())?;
     if polled.next_offset <= from {
         return Ok(0);
     }
@@ -95,7 +102,7 @@ async fn step(st: &AppState, consumer: &str, partition: u32, at: &mut Option<Pos
         }
         return Ok(scanned);
     }
-    st.store.add_link_counts(consumer, partition, polled.next_offset, &counts).await.map_err(|e| e.to_string())?;
+    store.add_link_counts(consumer, partition, polled.next_offset, &counts).await.map_err(|e| e.to_string())?;
     *at = Some(Position { next: polled.next_offset, committed_at: Instant::now() });
     Ok(scanned)
 }
@@ -105,14 +112,15 @@ async fn step(st: &AppState, consumer: &str, partition: u32, at: &mut Option<Pos
 /// showed as tens of MB of peak RSS under load). Stops when `stop` is cancelled, between batches; if it ends
 /// before that (a panic), the node's `/health` says so.
 pub fn spawn(
-    st: Arc<AppState>,
+    log: Arc<dyn EventLog>,
+    store: Store,
+    liveness: Arc<Liveness>,
     consumer: String,
     stop: CancellationToken,
 ) -> std::io::Result<std::thread::JoinHandle<()>> {
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().max_blocking_threads(1).build()?;
-    let liveness = st.consumers.clone();
     std::thread::Builder::new().name("link-counts".into()).spawn(move || {
-        let counter = run(st, consumer, stop.clone());
+        let counter = run(log, store, consumer, stop.clone());
         let ended = runtime.block_on(async move { tokio::spawn(counter).await });
         if let Err(e) = &ended {
             tracing::error!(error = %e, "the link counter panicked");
@@ -124,23 +132,23 @@ pub fn spawn(
 }
 
 /// Counts until `stop` is cancelled.
-pub async fn run(st: Arc<AppState>, consumer: String, stop: CancellationToken) {
-    let mut positions: Vec<Option<Position>> = vec![None; st.log.partitions() as usize];
+pub async fn run(log: Arc<dyn EventLog>, store: Store, consumer: String, stop: CancellationToken) {
+    let mut positions: Vec<Option<Position>> = vec![None; log.partitions() as usize];
     while !stop.is_cancelled() {
         // a partition that filled a whole batch has more waiting; otherwise every partition is caught up and the
         // counter rests instead of spinning over sets it skips
         let mut backlog = false;
-        for (p, at) in (0..st.log.partitions()).zip(positions.iter_mut()) {
-            match step(&st, &consumer, p, at).await {
+        for (p, at) in (0..log.partitions()).zip(positions.iter_mut()) {
+            match step(log.as_ref(), &store, &consumer, p, at).await {
                 Ok(n) => backlog |= n >= BATCH,
                 Err(e) => {
                     tracing::warn!(partition = p, error = %e, "link counts: batch not counted; retrying");
-                    tracker_consumers::rest(Duration::from_secs(1), &stop).await;
+                    crate::rest(Duration::from_secs(1), &stop).await;
                 }
             }
         }
         if !backlog {
-            tracker_consumers::rest(IDLE, &stop).await;
+            crate::rest(IDLE, &stop).await;
         }
     }
 }
