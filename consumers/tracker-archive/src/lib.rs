@@ -165,6 +165,22 @@ pub enum ArchiveError {
     Task(String),
     #[error("another archiver moved the {0} table's positions: stopping (a restart reads them again)")]
     Moved(&'static str),
+    /// A test stopped the archiver at this point, as a crash would (see `crash_point!`).
+    #[error("crash injected at {0}")]
+    Injected(&'static str),
+}
+
+/// A point where tests stop the archiver as a crash would: in debug builds, when the fail-rs point `$name` is
+/// configured with `return(<text>)` and this archive's table URL `$url` contains that text (so tests running side by
+/// side in one process stop only their own archive), the enclosing function returns `ArchiveError::Injected`.
+/// Release builds have no such point.
+macro_rules! crash_point {
+    ($name:literal, $url:expr) => {
+        #[cfg(debug_assertions)]
+        if fail::eval($name, |only| only).flatten().is_some_and(|only| $url.as_str().contains(only.as_str())) {
+            return Err(ArchiveError::Injected($name));
+        }
+    };
 }
 
 /// Opens a table, creating it (empty, with its schema, partitioning and properties) if it does not exist.
@@ -369,6 +385,10 @@ impl Target {
             if let Some(h) = self.held.get_mut(p as usize) {
                 *h = n;
             }
+        }
+        if self.table == Table::Events {
+            // the events committed, the rollups' commit (made alongside) still in flight: it is dropped
+            crash_point!("archive-events-committed", self.delta.table_url());
         }
         Ok(())
     }
@@ -630,12 +650,16 @@ impl Writer {
             // files are written, and their commits made, side by side
             let (events_staged, rollups_staged) =
                 tokio::try_join!(stage(&events_layout, batches), stage(&rollups_layout, rollup_rows))?;
+            // data files written, no commit made: they are never read, and VACUUM removes them
+            crash_point!("archive-staged", events_layout.table_url());
             let (mut events, mut rollups, committed) = match (before, idle) {
                 (Some(mut before), _) => (&mut before.0).await.map_err(|e| ArchiveError::Task(e.to_string()))??,
                 (None, Some((events, rollups))) => (events, rollups, 0),
                 (None, None) => return Err(ArchiveError::Task("no tables".into())),
             };
             tokio::try_join!(events.commit(events_staged, &next), rollups.commit(rollups_staged, &next))?;
+            // both committed, the archiver's group offsets not shown yet
+            crash_point!("archive-committed", events.delta.table_url());
             *layout.lock().unwrap_or_else(std::sync::PoisonError::into_inner) =
                 (events.delta.clone(), rollups.delta.clone());
             Ok((events, rollups, committed + events_read))
