@@ -112,7 +112,8 @@ fn total_of(stats: &Value, key: &str) -> i64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn filtered_events_reach_the_hot_routes_and_drops_reach_the_ledger() {
-    let api = Api::start(|_| {}).await;
+    // the filter reads a tenant's rules again this often (FILTER_RULES_RELOAD_MS): short, so the test need not wait
+    let api = Api::start(|c| c.consumer_settings.rules_ttl = Duration::from_millis(100)).await;
     let (key, token) = api.tenant("acme").await;
     let (beta_key, beta_token) = api.tenant("beta").await;
     // a tenant rule, through the API: drop traffic from a known spam source
@@ -126,8 +127,8 @@ async fn filtered_events_reach_the_hot_routes_and_drops_reach_the_ledger() {
         .await;
     assert_eq!(s, 201, "{rule}");
     let rule_id = rule["rule_id"].as_str().unwrap().to_owned();
-    // the filter reads rules again within FILTER_RULES_RELOAD_MS (2 s); wait for that so the rule applies
-    tokio::time::sleep(Duration::from_millis(2100)).await;
+    // the filter reads rules again within FILTER_RULES_RELOAD_MS; wait for that so the rule applies
+    tokio::time::sleep(Duration::from_millis(150)).await;
 
     let t0 = now_ms() - 60_000;
     let at = |s: i64| t0 + s * 1000;

@@ -41,6 +41,8 @@ async fn a_small_plan_clicks_past_its_cap_links_keep_working_and_usage_is_exact(
     let api = Api::start(|c| {
         c.webhook_allow_private = true;
         c.consumer_settings.plans = Plans::with(BTreeMap::from([("tiny".to_owned(), tiny())])).unwrap();
+        // how long the filter uses a tenant's record (FILTER_RULES_RELOAD_MS): short, so the test need not wait
+        c.consumer_settings.rules_ttl = Duration::from_millis(100);
     })
     .await;
     let (key, token) = api.tenant("small").await;
@@ -213,10 +215,10 @@ async fn a_small_plan_clicks_past_its_cap_links_keep_working_and_usage_is_exact(
     }
 
     // a plan with room lifts the block: ingestion at once, the filter once it reads the tenant again
-    // (FILTER_RULES_RELOAD_MS, 2 s)
+    // (FILTER_RULES_RELOAD_MS)
     let (s, _) = api.call("PATCH", "/api/tenants/small", ADMIN, Some(json!({ "plan": "pro" }))).await;
     assert_eq!(s, 200);
-    tokio::time::sleep(Duration::from_millis(2100)).await;
+    tokio::time::sleep(Duration::from_millis(150)).await;
     api.ingest(&token, &json!([{"event_type": "signup"}])).await;
     let usage = api.until("/api/usage", &key, |b| b["totals"]["accepted"] == ALLOWANCE + 1).await;
     assert_eq!(usage["allowance"]["hard_cap"], false);
