@@ -28,6 +28,8 @@ python3 scripts/doc-paths.py
 say "clippy (workspace lints, warnings are errors), natively and for the Worker's wasm32 target"
 cargo clippy --workspace --all-targets -- -D warnings
 cargo clippy -p tracker-edge --target wasm32-unknown-unknown -- -D warnings
+say "the lean core node builds (tracker-core without its optional features)"
+cargo check -p tracker-core --no-default-features
 say "the protocol crate builds for wasm32-unknown-unknown (the edge Worker)"
 cargo check -p tracker-protocol --target wasm32-unknown-unknown
 say "test vectors agree with an independent implementation"

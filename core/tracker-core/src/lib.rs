@@ -7,6 +7,8 @@
 pub mod cli;
 pub mod config;
 pub mod http;
+#[cfg(feature = "iggy")]
+mod iggy;
 pub mod live;
 pub mod metrics;
 pub mod query;
@@ -25,8 +27,7 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio_util::task::TaskTracker;
 
-use tracker_log::{EmbeddedLog, EmbeddedLogConfig, EventLog, LogError, SpooledLog};
-use tracker_log_iggy::{EVENTS_TOPIC, FILTERED_TOPIC, IggyConfig, IggyLog};
+use tracker_log::{EmbeddedLog, EmbeddedLogConfig, EventLog, LogError};
 use tracker_store::hot::HotStore;
 use tracker_store::{Store, StoreError};
 
@@ -94,8 +95,8 @@ pub async fn build_state(cfg: Config) -> Result<Arc<AppState>, NodeError> {
     let hot = HotStore::connect(&cfg.hot_database).await?;
     // every task the node starts besides requests and consumers: `serve` waits for them before it returns
     let tasks = TaskTracker::new();
-    let log = open_log(&cfg, &tasks, "log", "spool", EVENTS_TOPIC).await?;
-    let filtered = open_log(&cfg, &tasks, "filtered", "filtered-spool", FILTERED_TOPIC).await?;
+    let log = open_log(&cfg, &tasks, Topic::Events).await?;
+    let filtered = open_log(&cfg, &tasks, Topic::Filtered).await?;
     let outputs = ConsumerOutputs { filtered, hot };
     let state = AppState::new(cfg, log, store, outputs, tasks).map_err(NodeError::Cli)?;
     Ok(Arc::new(state))
@@ -105,64 +106,59 @@ pub async fn build_state(cfg: Config) -> Result<Arc<AppState>, NodeError> {
 /// process can open), or with `IGGY_URL` Iggy itself, without a spool: what it does not take is an error, and the
 /// import resumes from its recorded position.
 pub async fn open_raw_log(cfg: &Config) -> Result<Arc<dyn EventLog>, NodeError> {
-    match cfg.iggy.clone() {
+    match &cfg.iggy {
         None => {
             let mut log_cfg = log_config(cfg);
             log_cfg.dir = cfg.data_dir.join("log");
             Ok(Arc::new(open_embedded(log_cfg).await?))
         }
+        #[cfg(feature = "iggy")]
+        Some(iggy) => iggy::open_raw(cfg, iggy).await,
+        #[cfg(not(feature = "iggy"))]
+        Some(_) => Err(no_iggy()),
+    }
+}
+
+/// Which of the platform's two logs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Topic {
+    /// Every accepted event.
+    Events,
+    /// The events the filter kept.
+    Filtered,
+}
+
+/// One of the platform's logs: the embedded log in `DATA_DIR/<dir>`, or with `IGGY_URL` the Iggy topic behind a
+/// local spool in `DATA_DIR/<spool>` that holds what Iggy could not take, until it can (the reconnecting and
+/// draining tasks are `tasks`', and end when the log is shut down).
+async fn open_log(cfg: &Config, tasks: &TaskTracker, topic: Topic) -> Result<Arc<dyn EventLog>, NodeError> {
+    let (dir, spool) = match topic {
+        Topic::Events => ("log", "spool"),
+        Topic::Filtered => ("filtered", "filtered-spool"),
+    };
+    let mut log_cfg = log_config(cfg);
+    match &cfg.iggy {
+        None => {
+            log_cfg.dir = cfg.data_dir.join(dir);
+            Ok(Arc::new(open_embedded(log_cfg).await?))
+        }
+        #[cfg(feature = "iggy")]
         Some(iggy) => {
-            let primary = IggyConfig {
-                url: iggy.url.into_inner(),
-                stream: iggy.stream,
-                partitions: cfg.log.partitions,
-                retention: cfg.log.retention_age,
-                linger: iggy.linger,
-                segment_bytes: None,
-            };
-            // the client retries forever when no server answers
-            let connect = IggyLog::connect_topic(&primary, EVENTS_TOPIC);
-            match tokio::time::timeout(Duration::from_secs(15), connect).await {
-                Ok(log) => Ok(Arc::new(log?)),
-                Err(_) => Err(NodeError::Cli("Iggy did not answer within 15 s".into())),
-            }
+            log_cfg.dir = cfg.data_dir.join(spool);
+            let spool = open_embedded(log_cfg).await?;
+            Ok(iggy::open_spooled(cfg, iggy, spool, tasks, topic))
+        }
+        #[cfg(not(feature = "iggy"))]
+        Some(_) => {
+            let _ = (spool, tasks);
+            Err(no_iggy())
         }
     }
 }
 
-/// One of the platform's logs: the embedded log in `DATA_DIR/<dir>`, or with `IGGY_URL` the Iggy `topic` behind a
-/// local spool in `DATA_DIR/<spool>` that holds what Iggy could not take, until it can (the reconnecting and
-/// draining tasks are `tasks`', and end when the log is shut down).
-async fn open_log(
-    cfg: &Config,
-    tasks: &TaskTracker,
-    dir: &str,
-    spool: &str,
-    topic: &'static str,
-) -> Result<Arc<dyn EventLog>, NodeError> {
-    let mut log_cfg = log_config(cfg);
-    Ok(match cfg.iggy.clone() {
-        None => {
-            log_cfg.dir = cfg.data_dir.join(dir);
-            Arc::new(open_embedded(log_cfg).await?)
-        }
-        Some(iggy) => {
-            log_cfg.dir = cfg.data_dir.join(spool);
-            let spool = open_embedded(log_cfg).await?;
-            let log = Arc::new(SpooledLog::new(spool, iggy.send_timeout, "iggy"));
-            let primary = IggyConfig {
-                url: iggy.url.into_inner(),
-                stream: iggy.stream,
-                partitions: cfg.log.partitions,
-                retention: cfg.log.retention_age,
-                linger: iggy.linger,
-                segment_bytes: None,
-            };
-            tasks.spawn(keep_iggy_connected(log.clone(), primary, topic));
-            tasks.spawn(log.clone().run_drainer(Duration::from_millis(500)));
-            log
-        }
-    })
+#[cfg(not(feature = "iggy"))]
+fn no_iggy() -> NodeError {
+    NodeError::Cli("IGGY_URL is set, and this build has no Iggy client (build with the `iggy` feature)".into())
 }
 
 /// What the stream consumers need, from the node's state.
@@ -187,45 +183,6 @@ async fn open_embedded(cfg: EmbeddedLogConfig) -> Result<EmbeddedLog, NodeError>
         .await
         .map_err(|e| NodeError::Io(std::io::Error::other(e)))?
         .map_err(NodeError::from)
-}
-
-/// Connects to Iggy, and again whenever the connection is lost, with backoff (1 s doubling to 30 s), for as long as
-/// the node runs. Meanwhile the spool takes the writes.
-async fn keep_iggy_connected(log: Arc<SpooledLog>, cfg: IggyConfig, topic: &'static str) {
-    let mut backoff = Duration::from_secs(1);
-    let mut connected = false;
-    loop {
-        if !connected || !log.status().healthy {
-            let attempt = tokio::select! {
-                () = log.closed() => return,
-                attempt = IggyLog::connect_topic(&cfg, topic) => attempt,
-            };
-            match attempt {
-                Ok(iggy) => {
-                    tracing::info!(stream = %cfg.stream, topic, "connected to Iggy");
-                    log.attach(Arc::new(iggy));
-                    connected = true;
-                    backoff = Duration::from_secs(1);
-                }
-                Err(e) => {
-                    let retry_in_secs = backoff.as_secs();
-                    tracing::warn!(error = %e, retry_in_secs, "cannot reach Iggy; events are spooled locally");
-                    connected = false;
-                    log.detach();
-                    tokio::select! {
-                        () = log.closed() => return,
-                        () = tokio::time::sleep(backoff) => {}
-                    }
-                    backoff = (backoff * 2).min(Duration::from_secs(30));
-                    continue;
-                }
-            }
-        }
-        tokio::select! {
-            () = log.closed() => return,
-            () = tokio::time::sleep(Duration::from_secs(5)) => {}
-        }
-    }
 }
 
 /// How long a graceful shutdown waits for open connections to finish.
