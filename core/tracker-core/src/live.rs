@@ -127,14 +127,13 @@ impl Hub {
     }
 
     /// Starts a stream of `tenant`'s events in `log` that pass `filter`, resuming after event id `resume` (or
-    /// from now): the receiver gets the stream's text, frame by frame, until the client or the node goes.
+    /// from now): the receiver gets the stream's frames until the client or the node goes.
     pub async fn open(
         self: &Arc<Self>,
         log: Arc<dyn EventLog>,
         filter: StreamFilter,
         resume: Option<u64>,
-        keepalive: Duration,
-    ) -> Result<mpsc::Receiver<String>, LiveError> {
+    ) -> Result<mpsc::Receiver<Frame>, LiveError> {
         if self.closing.is_cancelled() {
             return Err(LiveError::ShuttingDown);
         }
@@ -144,12 +143,12 @@ impl Hub {
             Some(id) => id.saturating_add(1).min(head),
             None => head,
         };
-        let (out, frames) = mpsc::channel::<String>(CLIENT_QUEUE);
+        let (out, frames) = mpsc::channel::<Frame>(CLIENT_QUEUE);
         let closing = self.closing.clone();
         let open = OpenStream::new();
         self.tasks.spawn(async move {
             let _open = open;
-            closing.run_until_cancelled(stream(log, partition, filter, rx, (next, head), out, keepalive)).await
+            closing.run_until_cancelled(stream(log, partition, filter, rx, (next, head), out)).await
         });
         Ok(frames)
     }
@@ -210,18 +209,19 @@ impl StreamFilter {
     }
 }
 
-/// The notice that ids `[from, to)` were skipped (a reconnect with `Last-Event-ID: from - 1` fetches them).
-fn lagged(from: u64, to: u64) -> String {
-    format!(
-        "event: lagged\ndata: {{\"missed_from_id\":{from},\"missed_to_id\":{},\"resume_with_last_event_id\":{}}}\n\n",
-        to.saturating_sub(1),
-        from.saturating_sub(1)
-    )
+/// What a stream sends, in order (the HTTP handler frames them as Server-Sent Events).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Frame {
+    /// The stream of `tenant`'s events has started.
+    Start { tenant: String },
+    /// An event (as JSON) and its id: its offset in the tenant's partition of the filtered log.
+    Event { id: u64, json: String },
+    /// Ids `[from, to)` were skipped (a reconnect with `Last-Event-ID: from - 1` fetches them).
+    Lagged { from: u64, to: u64 },
 }
 
-fn frame(offset: u64, e: &Event) -> String {
-    let data = serde_json::to_string(e).unwrap_or_else(|_| "{}".into());
-    format!("id: {offset}\ndata: {data}\n\n")
+fn frame(offset: u64, e: &Event) -> Frame {
+    Frame::Event { id: offset, json: serde_json::to_string(e).unwrap_or_else(|_| "{}".into()) }
 }
 
 /// Sends events matching `wanted` from `next` on: first what the log holds up to the live position, then live
@@ -232,10 +232,9 @@ async fn stream(
     wanted: StreamFilter,
     mut rx: broadcast::Receiver<Batch>,
     (mut next, head): (u64, u64),
-    out: mpsc::Sender<String>,
-    keepalive: Duration,
+    out: mpsc::Sender<Frame>,
 ) {
-    if out.send(format!("retry: 2000\n: live events of {}\n\n", wanted.tenant)).await.is_err() {
+    if out.send(Frame::Start { tenant: wanted.tenant.clone() }).await.is_err() {
         return;
     }
     // resuming: what the log holds up to where the live batches start
@@ -246,12 +245,8 @@ async fn stream(
     loop {
         let batch = tokio::select! {
             got = rx.recv() => got,
-            () = tokio::time::sleep(keepalive) => {
-                if out.send(": keep-alive\n\n".into()).await.is_err() {
-                    return;
-                }
-                continue;
-            }
+            // the client went away while the stream was idle
+            () = out.closed() => return,
         };
         let batch = match batch {
             Ok(b) => b,
@@ -264,7 +259,7 @@ async fn stream(
         let Some(first) = batch.first().map(|(o, _)| *o) else { continue };
         if let Some(from) = lagged_from.take() {
             // tell the client what it missed, and go on live: it can fetch the gap with Last-Event-ID
-            if out.send(lagged(from, first)).await.is_err() {
+            if out.send(Frame::Lagged { from, to: first }).await.is_err() {
                 return;
             }
             next = first;
@@ -294,11 +289,11 @@ async fn catch_up(
     wanted: &StreamFilter,
     next: &mut u64,
     until: u64,
-    out: &mpsc::Sender<String>,
+    out: &mpsc::Sender<Frame>,
 ) -> Result<(), ()> {
     if until.saturating_sub(*next) > MAX_CATCH_UP {
         let skip_to = until - MAX_CATCH_UP;
-        out.send(lagged(*next, skip_to)).await.map_err(|_| ())?;
+        out.send(Frame::Lagged { from: *next, to: skip_to }).await.map_err(|_| ())?;
         *next = skip_to;
     }
     while *next < until {

@@ -3,17 +3,18 @@
 
 use std::convert::Infallible;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Extension;
-use axum::body::Body;
 use axum::extract::State;
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
-use axum::response::Response;
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 
 use crate::http::ApiError;
 use crate::http::api::{Principal, Query};
-use crate::live::{LiveError, StreamFilter};
+use crate::live::{Frame, LiveError, StreamFilter};
 use crate::state::AppState;
 
 impl From<LiveError> for ApiError {
@@ -91,17 +92,33 @@ pub async fn events(
         None => q.last_event_id,
     };
     let filter = StreamFilter { tenant, event_types, param };
-    let body = st.live.open(st.outputs.filtered.clone(), filter, resume, st.cfg.sse_keepalive).await?;
-    let body = futures_util::stream::unfold(body, |mut body| async move {
-        body.recv().await.map(|chunk| (Ok::<_, Infallible>(chunk), body))
+    let frames = st.live.open(st.outputs.filtered.clone(), filter, resume).await?;
+    let events = futures_util::stream::unfold(frames, |mut frames| async move {
+        frames.recv().await.map(|frame| (Ok::<_, Infallible>(sse_event(frame)), frames))
     });
-    let mut res = Response::new(Body::from_stream(body));
-    *res.status_mut() = StatusCode::OK;
-    let h = res.headers_mut();
-    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-    h.insert("x-accel-buffering", HeaderValue::from_static("no"));
+    let keep_alive = KeepAlive::new().interval(st.cfg.sse_keepalive).text("keep-alive");
+    let mut res = Sse::new(events).keep_alive(keep_alive).into_response();
+    // no proxy may hold the stream back to buffer it
+    res.headers_mut().insert("x-accel-buffering", HeaderValue::from_static("no"));
     Ok(res)
+}
+
+/// A frame of the live hub as a Server-Sent Event.
+fn sse_event(frame: Frame) -> SseEvent {
+    match frame {
+        Frame::Start { tenant } => {
+            SseEvent::default().retry(Duration::from_secs(2)).comment(format!("live events of {tenant}"))
+        }
+        Frame::Event { id, json } => SseEvent::default().id(id.to_string()).data(json),
+        Frame::Lagged { from, to } => SseEvent::default().event("lagged").data(
+            serde_json::json!({
+                "missed_from_id": from,
+                "missed_to_id": to.saturating_sub(1),
+                "resume_with_last_event_id": from.saturating_sub(1),
+            })
+            .to_string(),
+        ),
+    }
 }
 
 /// `POST /api/sse/tokens`: a short-lived key with only the `stream` scope, for a browser's `EventSource`
