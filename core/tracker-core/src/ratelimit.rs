@@ -1,5 +1,9 @@
 //! Per-key request limits (GCRA: a token bucket without a timer) for the platform API, with the numbers the
 //! `RateLimit` and `Retry-After` headers need.
+//!
+//! Written here rather than taken from `governor`: each key's quota is its tenant's plan, read per request (a plan
+//! change applies at once), the time is the caller's (the tests drive it), and the answer carries what is left and
+//! when the quota is whole again; `governor` fixes one quota per limiter and keeps its own clock.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
