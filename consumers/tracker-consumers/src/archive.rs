@@ -54,14 +54,14 @@ enum Leased<T> {
 /// Runs `job` while holding `lease`, renewing it. `job_stop` asks the job to stop (at a stop, or when the
 /// lease is lost); a job still running `STOP_GRACE` later is dropped.
 async fn under_lease<T>(
-    p: &Pipeline,
+    pipeline: &Pipeline,
     lease: &str,
     holder: &str,
     stop: &CancellationToken,
     job: impl FnOnce(CancellationToken) -> Job<T>,
 ) -> Result<Leased<T>, String> {
     let now = now_ms();
-    if !p.store.acquire_lease(lease, holder, now, now + LEASE_MS).await.map_err(|e| e.to_string())? {
+    if !pipeline.store.acquire_lease(lease, holder, now, now + LEASE_MS).await.map_err(|e| e.to_string())? {
         return Ok(Leased::Busy);
     }
     // the job is told to stop at a stop (a child token) or when the lease is lost
@@ -83,7 +83,7 @@ async fn under_lease<T>(
             }
             () = tokio::time::sleep_until(retry_renewal) => {
                 let now = now_ms();
-                match p.store.acquire_lease(lease, holder, now, now + LEASE_MS).await {
+                match pipeline.store.acquire_lease(lease, holder, now, now + LEASE_MS).await {
                     Ok(true) => {
                         renewed = tokio::time::Instant::now();
                         retry_renewal = renewed + RENEW_EVERY;
@@ -106,20 +106,20 @@ async fn under_lease<T>(
         }
     };
     drop(job);
-    let _ = p.store.release_lease(lease, holder).await;
+    let _ = pipeline.store.release_lease(lease, holder).await;
     Ok(ended)
 }
 
 /// Archives until `stop` is cancelled, restarting after errors, as the archive's single writer.
-pub async fn archive(p: Arc<Pipeline>, settings: ArchiveSettings, stop: CancellationToken) {
+pub async fn archive(pipeline: Arc<Pipeline>, settings: ArchiveSettings, stop: CancellationToken) {
     let (lease, holder) = (lease_name("archive-writer", &settings), holder());
     let mut wait = Duration::from_secs(1);
     let mut standing_by: Option<Instant> = None;
     while !stop.is_cancelled() {
         let started = Instant::now();
-        let (log, s) = (p.filtered.clone(), settings.clone());
+        let (log, s) = (pipeline.filtered.clone(), settings.clone());
         let job = |job_stop| -> Job<_> { Box::pin(tracker_archive::run(log, s, job_stop)) };
-        match under_lease(&p, &lease, &holder, &stop, job).await {
+        match under_lease(&pipeline, &lease, &holder, &stop, job).await {
             Ok(Leased::Done(Ok(n))) => tracing::info!(events = n, "archiver stopped"),
             Ok(Leased::Done(Err(e))) => {
                 if started.elapsed() > Duration::from_secs(300) {
@@ -153,14 +153,14 @@ pub async fn archive(p: Arc<Pipeline>, settings: ArchiveSettings, stop: Cancella
 }
 
 /// Runs [`tracker_archive::maintain`] every `settings.maintenance.interval`, when no other process does.
-pub async fn maintain(p: Arc<Pipeline>, settings: ArchiveSettings, stop: CancellationToken) {
+pub async fn maintain(pipeline: Arc<Pipeline>, settings: ArchiveSettings, stop: CancellationToken) {
     let holder = holder();
     while !stop.is_cancelled() {
         rest(settings.maintenance.interval, &stop).await;
         if stop.is_cancelled() {
             break;
         }
-        match maintain_once(&p, &settings, &holder, &stop).await {
+        match maintain_once(&pipeline, &settings, &holder, &stop).await {
             Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "archive maintenance failed; retrying at the next interval"),
         }
@@ -169,12 +169,12 @@ pub async fn maintain(p: Arc<Pipeline>, settings: ArchiveSettings, stop: Cancell
 
 /// One maintenance run if no other process is running one; `Ok(false)` when another is.
 pub async fn maintain_once(
-    p: &Pipeline,
+    pipeline: &Pipeline,
     settings: &ArchiveSettings,
     holder: &str,
     stop: &CancellationToken,
 ) -> Result<bool, String> {
-    let retention: Vec<Retention> = p
+    let retention: Vec<Retention> = pipeline
         .store
         .list_tenants()
         .await
@@ -182,7 +182,7 @@ pub async fn maintain_once(
         .into_iter()
         .filter_map(|t| {
             // the tenant's own limit, else its plan's
-            let keep_days = p.settings.plans.or_free(&t.plan).with_limits(&t.limits).retention_days?;
+            let keep_days = pipeline.settings.plans.or_free(&t.plan).with_limits(&t.limits).retention_days?;
             Some(Retention { tenant: t.key_prefix, keep_days })
         })
         .collect();
@@ -197,7 +197,7 @@ pub async fn maintain_once(
             }
         })
     };
-    match under_lease(p, &lease_name("archive-maintenance", settings), holder, stop, job).await? {
+    match under_lease(pipeline, &lease_name("archive-maintenance", settings), holder, stop, job).await? {
         Leased::Done(Some(Ok(report))) => {
             tracing::info!(?report, "archive maintained");
             // what each tenant stores, as of this hour (a gauge in its usage)
@@ -206,7 +206,7 @@ pub async fn maintain_once(
             for (tenant, bytes) in &report.stored_bytes {
                 usage.add(tenant, now, "stored_bytes", i64::try_from(*bytes).unwrap_or(i64::MAX));
             }
-            p.hot.add_usage(&usage).await.map_err(|e| e.to_string())?;
+            pipeline.hot.add_usage(&usage).await.map_err(|e| e.to_string())?;
             Ok(true)
         }
         Leased::Done(Some(Err(e))) => Err(e.to_string()),

@@ -58,14 +58,14 @@ struct TenantFilter {
 struct Tenants(HashMap<String, (Instant, Arc<TenantFilter>)>);
 
 impl Tenants {
-    async fn get(&mut self, p: &Pipeline, key_prefix: &str) -> Result<Arc<TenantFilter>, String> {
+    async fn get(&mut self, pipeline: &Pipeline, key_prefix: &str) -> Result<Arc<TenantFilter>, String> {
         if let Some((at, t)) = self.0.get(key_prefix)
-            && at.elapsed() < p.settings.rules_ttl
+            && at.elapsed() < pipeline.settings.rules_ttl
         {
             return Ok(t.clone());
         }
-        let tenant = p.store.tenant(key_prefix).await.map_err(|e| e.to_string())?;
-        let rules = p.store.rules_page(key_prefix, None, MAX_PAGE).await.map_err(|e| e.to_string())?;
+        let tenant = pipeline.store.tenant(key_prefix).await.map_err(|e| e.to_string())?;
+        let rules = pipeline.store.rules_page(key_prefix, None, MAX_PAGE).await.map_err(|e| e.to_string())?;
         let mut compiled = Vec::new();
         for r in rules.items.iter().filter(|r| r.enabled) {
             match Rule::compile(&r.rule_id, &r.field, &r.operator, r.value.as_deref(), &r.action) {
@@ -74,7 +74,7 @@ impl Tenants {
                 Err(e) => tracing::warn!(tenant = key_prefix, rule = %r.rule_id, error = %e.0, "filter rule skipped"),
             }
         }
-        let plan = tenant.map(|t| p.settings.plans.or_free(&t.plan).with_limits(&t.limits));
+        let plan = tenant.map(|t| pipeline.settings.plans.or_free(&t.plan).with_limits(&t.limits));
         let t = Arc::new(TenantFilter { rules: compiled, plan });
         if self.0.len() > 100_000 {
             self.0.clear();
@@ -93,23 +93,23 @@ struct Filtering {
 }
 
 impl Filtering {
-    fn new(p: &Pipeline) -> Filtering {
+    fn new(pipeline: &Pipeline) -> Filtering {
         Filtering {
             bots: Bots::default(),
-            rates: RateRules::new(p.settings.filter_ip_per_minute),
+            rates: RateRules::new(pipeline.settings.filter_ip_per_minute),
             tenants: Tenants::default(),
         }
     }
 }
 
 /// Runs the filter until `stop` is cancelled.
-pub async fn run(p: Arc<Pipeline>, stop: CancellationToken) {
-    let mut f = Filtering::new(&p);
+pub async fn run(pipeline: Arc<Pipeline>, stop: CancellationToken) {
+    let mut f = Filtering::new(&pipeline);
     // batches recorded but not appended (a crash, or an append that failed) are replayed before anything else
     let mut pending = true;
     while !stop.is_cancelled() {
         if pending {
-            match recover(&p).await {
+            match recover(&pipeline).await {
                 Ok(()) => pending = false,
                 Err(e) => {
                     tracing::warn!(error = %e, "filter: pending batches not replayed yet; retrying");
@@ -118,7 +118,7 @@ pub async fn run(p: Arc<Pipeline>, stop: CancellationToken) {
                 }
             }
         }
-        match step(&p, &mut f).await {
+        match step(&pipeline, &mut f).await {
             Ok(true) => {}
             Ok(false) => rest(IDLE, &stop).await,
             Err(e) => {
@@ -131,34 +131,39 @@ pub async fn run(p: Arc<Pipeline>, stop: CancellationToken) {
 }
 
 /// Filters one batch; `false` when nothing waited.
-async fn step(p: &Pipeline, f: &mut Filtering) -> Result<bool, String> {
-    let Some((batch, kept)) = judge_and_record(p, f).await? else { return Ok(false) };
+async fn step(pipeline: &Pipeline, f: &mut Filtering) -> Result<bool, String> {
+    let Some((batch, kept)) = judge_and_record(pipeline, f).await? else { return Ok(false) };
     let kept: Vec<&Event> = kept.iter().collect();
-    append(p, &batch, &kept).await?;
-    p.hot.filter_done(GROUP, batch.partition).await.map_err(|e| e.to_string())?;
-    p.raw.commit_offset(GROUP, batch.partition, batch.next).await.map_err(|e| e.to_string())?;
+    append(pipeline, &batch, &kept).await?;
+    pipeline.hot.filter_done(GROUP, batch.partition).await.map_err(|e| e.to_string())?;
+    pipeline.raw.commit_offset(GROUP, batch.partition, batch.next).await.map_err(|e| e.to_string())?;
     Ok(true)
 }
 
 /// The first step of a batch alone, as if the process died right after it: for crash tests. `false` when
 /// nothing waited.
-pub async fn record_only(p: &Pipeline) -> Result<bool, String> {
-    Ok(judge_and_record(p, &mut Filtering::new(p)).await?.is_some())
+pub async fn record_only(pipeline: &Pipeline) -> Result<bool, String> {
+    Ok(judge_and_record(pipeline, &mut Filtering::new(pipeline)).await?.is_some())
 }
 
 /// Judges the next batch and records the decisions (step 1); returns the batch and the events it kept.
-async fn judge_and_record(p: &Pipeline, f: &mut Filtering) -> Result<Option<(PendingBatch, Vec<Event>)>, String> {
-    let Some((partition, polled)) = p.raw.poll_group(GROUP, BATCH, Filter::ALL).await.map_err(|e| e.to_string())?
+async fn judge_and_record(
+    pipeline: &Pipeline,
+    f: &mut Filtering,
+) -> Result<Option<(PendingBatch, Vec<Event>)>, String> {
+    let Some((partition, polled)) =
+        pipeline.raw.poll_group(GROUP, BATCH, Filter::ALL).await.map_err(|e| e.to_string())?
     else {
         return Ok(None);
     };
-    let done = p.hot.offset(GROUP, partition).await.map_err(|e| e.to_string())?;
-    let polled = tracker_log::resume_at(&*p.raw, partition, polled, done, BATCH).await.map_err(|e| e.to_string())?;
+    let done = pipeline.hot.offset(GROUP, partition).await.map_err(|e| e.to_string())?;
+    let polled =
+        tracker_log::resume_at(&*pipeline.raw, partition, polled, done, BATCH).await.map_err(|e| e.to_string())?;
     let next = polled.next_offset.max(done);
     let events: Vec<(u64, Event)> = polled.events.into_iter().filter(|(o, _)| *o >= done).collect();
     let Some(from) = events.first().map(|(o, _)| *o) else {
         // all of it was filtered before (the log's offset lagged the filter's own)
-        p.raw.commit_offset(GROUP, partition, next).await.map_err(|e| e.to_string())?;
+        pipeline.raw.commit_offset(GROUP, partition, next).await.map_err(|e| e.to_string())?;
         return Ok(None);
     };
     let mut kept = Vec::with_capacity(events.len());
@@ -169,10 +174,10 @@ async fn judge_and_record(p: &Pipeline, f: &mut Filtering) -> Result<Option<(Pen
     let mut months: HashMap<(String, i64), i64> = HashMap::new();
     // on hard-capped plans, the event ids already counted this month: a second copy of an event (a client's resend,
     // a replay from Iggy) is kept but not counted again, as it is billed once
-    let mut counted = counted_ids(p, f, &events).await?;
+    let mut counted = counted_ids(pipeline, f, &events).await?;
     let mut alerted: HashSet<(&str, i64, i64)> = HashSet::new();
     for (offset, e) in &events {
-        let tenant = f.tenants.get(p, &e.key_prefix).await?;
+        let tenant = f.tenants.get(pipeline, &e.key_prefix).await?;
         if e.event_type == "click" && e.auth == Auth::Link {
             usage.counts.add(&e.key_prefix, e.received_at, "redirects", 1);
         }
@@ -180,7 +185,7 @@ async fn judge_and_record(p: &Pipeline, f: &mut Filtering) -> Result<Option<(Pen
             // imported history is judged by the tenant's rules only: the rates are live traffic's
             Verdict::Keep { flags } if e.auth == Auth::Import => Verdict::Keep { flags },
             Verdict::Keep { flags } => {
-                match f.rates.check(e, tenant.plan.as_ref().and_then(|p| p.events_per_second).unwrap_or(0)) {
+                match f.rates.check(e, tenant.plan.as_ref().and_then(|plan| plan.events_per_second).unwrap_or(0)) {
                     Some(rate) => Verdict::Drop { reason: rate.to_owned() },
                     None => Verdict::Keep { flags },
                 }
@@ -198,7 +203,7 @@ async fn judge_and_record(p: &Pipeline, f: &mut Filtering) -> Result<Option<(Pen
                 let used = match months.entry((e.key_prefix.clone(), month)) {
                     std::collections::hash_map::Entry::Occupied(o) => o.into_mut(),
                     std::collections::hash_map::Entry::Vacant(v) => {
-                        v.insert(p.hot.quota_kept(&e.key_prefix, month).await.map_err(|e| e.to_string())?)
+                        v.insert(pipeline.hot.quota_kept(&e.key_prefix, month).await.map_err(|e| e.to_string())?)
                     }
                 };
                 let allowance = i64::try_from(plan.monthly_events).unwrap_or(i64::MAX);
@@ -256,26 +261,26 @@ async fn judge_and_record(p: &Pipeline, f: &mut Filtering) -> Result<Option<(Pen
         }
     }
     let batch = PendingBatch { partition, from, next, dropped };
-    p.hot.record_filtered(GROUP, &batch, &judged, &usage).await.map_err(|e| e.to_string())?;
+    pipeline.hot.record_filtered(GROUP, &batch, &judged, &usage).await.map_err(|e| e.to_string())?;
     Ok(Some((batch, kept)))
 }
 
 /// The ids of a batch's events that their hard-capped tenant's month already counted.
 async fn counted_ids(
-    p: &Pipeline,
+    pipeline: &Pipeline,
     f: &mut Filtering,
     events: &[(u64, Event)],
 ) -> Result<HashSet<(String, i64, String)>, String> {
     let mut asked: BTreeMap<(String, i64), Vec<String>> = BTreeMap::new();
     for (_, e) in events {
-        let tenant = f.tenants.get(p, &e.key_prefix).await?;
+        let tenant = f.tenants.get(pipeline, &e.key_prefix).await?;
         if tenant.plan.as_ref().is_some_and(Plan::hard_cap) {
             asked.entry((e.key_prefix.clone(), month_start(e.received_at))).or_default().push(e.event_id.to_string());
         }
     }
     let mut seen = HashSet::new();
     for ((tenant, month), ids) in asked {
-        for id in p.hot.quota_counted(&tenant, month, &ids).await.map_err(|e| e.to_string())? {
+        for id in pipeline.hot.quota_counted(&tenant, month, &ids).await.map_err(|e| e.to_string())? {
             seen.insert((tenant.clone(), month, id));
         }
     }
@@ -283,11 +288,11 @@ async fn counted_ids(
 }
 
 /// Appends a batch's kept events to the filtered log, idempotently per batch.
-async fn append(p: &Pipeline, batch: &PendingBatch, kept: &[&Event]) -> Result<(), String> {
+async fn append(pipeline: &Pipeline, batch: &PendingBatch, kept: &[&Event]) -> Result<(), String> {
     if kept.is_empty() {
         return Ok(());
     }
-    let n = p.filtered.partitions();
+    let n = pipeline.filtered.partitions();
     let mut builders: BTreeMap<u32, Vec<RecordSetBuilder>> = BTreeMap::new();
     for e in kept {
         let list = builders.entry(partition_for(&e.key_prefix, n)).or_default();
@@ -308,18 +313,18 @@ async fn append(p: &Pipeline, batch: &PendingBatch, kept: &[&Event]) -> Result<(
         })
         .collect();
     let key = format!("{GROUP}:{}:{}", batch.partition, batch.from);
-    p.filtered.append(sets, Some(key)).await.map_err(|e| e.to_string())?;
+    pipeline.filtered.append(sets, Some(key)).await.map_err(|e| e.to_string())?;
     Ok(())
 }
 
 /// Appends the kept events of batches recorded before a crash, exactly as first decided.
-async fn recover(p: &Pipeline) -> Result<(), String> {
-    for batch in p.hot.filter_pending(GROUP).await.map_err(|e| e.to_string())? {
+async fn recover(pipeline: &Pipeline) -> Result<(), String> {
+    for batch in pipeline.hot.filter_pending(GROUP).await.map_err(|e| e.to_string())? {
         let dropped: HashSet<u64> = batch.dropped.iter().copied().collect();
         let mut events = Vec::new();
         let mut at = batch.from;
         while at < batch.next {
-            let polled = p.raw.poll(batch.partition, at, BATCH).await.map_err(|e| e.to_string())?;
+            let polled = pipeline.raw.poll(batch.partition, at, BATCH).await.map_err(|e| e.to_string())?;
             if polled.next_offset <= at {
                 // the log no longer holds the rest (retention): nothing more to append
                 tracing::warn!(
@@ -334,8 +339,8 @@ async fn recover(p: &Pipeline) -> Result<(), String> {
             at = polled.next_offset;
         }
         let kept: Vec<&Event> = events.iter().map(|(_, e)| e).collect();
-        append(p, &batch, &kept).await?;
-        p.hot.filter_done(GROUP, batch.partition).await.map_err(|e| e.to_string())?;
+        append(pipeline, &batch, &kept).await?;
+        pipeline.hot.filter_done(GROUP, batch.partition).await.map_err(|e| e.to_string())?;
         tracing::info!(
             partition = batch.partition,
             from = batch.from,

@@ -253,26 +253,29 @@ impl std::str::FromStr for Which {
 /// Runs the chosen consumers until `stop` is cancelled, and returns once every one of them has ended; each stops
 /// between batches (its output and position are always consistent, so stopping anywhere is safe). A consumer
 /// that ends before the stop is recorded in `liveness`.
-pub async fn run(p: Arc<Pipeline>, which: Vec<Which>, stop: CancellationToken, liveness: Arc<Liveness>) {
+pub async fn run(pipeline: Arc<Pipeline>, which: Vec<Which>, stop: CancellationToken, liveness: Arc<Liveness>) {
     let mut tasks = tokio::task::JoinSet::new();
     let mut names = HashMap::new();
     for w in &which {
-        let (p, stop) = (p.clone(), stop.clone());
+        let (pipeline, stop) = (pipeline.clone(), stop.clone());
         let handle = match w {
-            Which::Filter => tasks.spawn(filter::run(p, stop)),
-            Which::Stats => tasks.spawn(stats::run(p, stop)),
-            Which::Webhooks => tasks.spawn(webhooks::run(p, stop)),
+            Which::Filter => tasks.spawn(filter::run(pipeline, stop)),
+            Which::Stats => tasks.spawn(stats::run(pipeline, stop)),
+            Which::Webhooks => tasks.spawn(webhooks::run(pipeline, stop)),
             Which::Archive => {
-                let Some(settings) = p.settings.archive.clone() else {
+                let Some(settings) = pipeline.settings.archive.clone() else {
                     tracing::warn!("no archive configured: the archiver does not run");
                     continue;
                 };
                 // Parquet encoding and compaction are CPU work: each gets a thread, off the other consumers'
-                let (p2, s, st) = (p.clone(), settings.clone(), stop.clone());
-                let maintenance = tasks.spawn_blocking(move || on_own_runtime(1, archive::maintain(p2, s, st)));
+                let (maintained, maintenance_settings, maintenance_stop) =
+                    (pipeline.clone(), settings.clone(), stop.clone());
+                let maintenance = tasks.spawn_blocking(move || {
+                    on_own_runtime(1, archive::maintain(maintained, maintenance_settings, maintenance_stop))
+                });
                 names.insert(maintenance.id(), "archive-maintenance");
                 // reading and committing overlap on two threads
-                tasks.spawn_blocking(move || on_own_runtime(2, archive::archive(p, settings, stop)))
+                tasks.spawn_blocking(move || on_own_runtime(2, archive::archive(pipeline, settings, stop)))
             }
         };
         names.insert(handle.id(), w.name());
@@ -295,13 +298,15 @@ pub async fn run(p: Arc<Pipeline>, which: Vec<Which>, stop: CancellationToken, l
 /// Runs the consumers on a thread of their own (a single-threaded runtime), as the node does in the embedded
 /// default: their reads and writes stay off the request-serving workers.
 pub fn spawn(
-    p: Arc<Pipeline>,
+    pipeline: Arc<Pipeline>,
     which: Vec<Which>,
     stop: CancellationToken,
     liveness: Arc<Liveness>,
 ) -> std::io::Result<std::thread::JoinHandle<()>> {
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    std::thread::Builder::new().name("consumers".into()).spawn(move || runtime.block_on(run(p, which, stop, liveness)))
+    std::thread::Builder::new()
+        .name("consumers".into())
+        .spawn(move || runtime.block_on(run(pipeline, which, stop, liveness)))
 }
 
 fn on_own_runtime(threads: usize, task: impl std::future::Future<Output = ()>) {

@@ -18,22 +18,22 @@ pub const GROUP: &str = "stats";
 const PRUNE_EVERY: Duration = Duration::from_secs(3600);
 
 /// Runs the stats consumer until `stop` is cancelled.
-pub async fn run(p: Arc<Pipeline>, stop: CancellationToken) {
+pub async fn run(pipeline: Arc<Pipeline>, stop: CancellationToken) {
     let mut pruned: Option<Instant> = None;
     while !stop.is_cancelled() {
         if pruned.is_none_or(|at| at.elapsed() >= PRUNE_EVERY) {
             pruned = Some(Instant::now());
             let now = now_ms();
             let ms = |d: Duration| i64::try_from(d.as_millis()).unwrap_or(i64::MAX);
-            let events_before = now.saturating_sub(ms(p.settings.hot_events_retention));
-            let counts_before = now.saturating_sub(ms(p.settings.hot_counts_retention));
-            match p.hot.prune(events_before, counts_before).await {
+            let events_before = now.saturating_sub(ms(pipeline.settings.hot_events_retention));
+            let counts_before = now.saturating_sub(ms(pipeline.settings.hot_counts_retention));
+            match pipeline.hot.prune(events_before, counts_before).await {
                 Ok(n) if n > 0 => tracing::info!(events = n, "hot tier pruned to its retention"),
                 Ok(_) => {}
                 Err(e) => tracing::warn!(error = %e, "hot tier: prune failed"),
             }
         }
-        match step(&p).await {
+        match step(&pipeline).await {
             Ok(true) => {}
             Ok(false) => rest(IDLE, &stop).await,
             Err(e) => {
@@ -45,19 +45,19 @@ pub async fn run(p: Arc<Pipeline>, stop: CancellationToken) {
 }
 
 /// Stores one batch; `false` when nothing waited.
-pub async fn step(p: &Pipeline) -> Result<bool, String> {
+pub async fn step(pipeline: &Pipeline) -> Result<bool, String> {
     let Some((partition, polled)) =
-        p.filtered.poll_group(GROUP, BATCH, Filter::ALL).await.map_err(|e| e.to_string())?
+        pipeline.filtered.poll_group(GROUP, BATCH, Filter::ALL).await.map_err(|e| e.to_string())?
     else {
         return Ok(false);
     };
-    let done = p.hot.offset(GROUP, partition).await.map_err(|e| e.to_string())?;
+    let done = pipeline.hot.offset(GROUP, partition).await.map_err(|e| e.to_string())?;
     let polled =
-        tracker_log::resume_at(&*p.filtered, partition, polled, done, BATCH).await.map_err(|e| e.to_string())?;
+        tracker_log::resume_at(&*pipeline.filtered, partition, polled, done, BATCH).await.map_err(|e| e.to_string())?;
     let next = polled.next_offset.max(done);
     // imported history older than the hot tier's counts can answer nothing here (the archive holds it)
     let horizon =
-        now_ms().saturating_sub(i64::try_from(p.settings.hot_counts_retention.as_millis()).unwrap_or(i64::MAX));
+        now_ms().saturating_sub(i64::try_from(pipeline.settings.hot_counts_retention.as_millis()).unwrap_or(i64::MAX));
     let events: Vec<Event> = polled
         .events
         .into_iter()
@@ -65,8 +65,8 @@ pub async fn step(p: &Pipeline) -> Result<bool, String> {
         .map(|(_, e)| e)
         .collect();
     if !events.is_empty() {
-        p.hot.apply_events(GROUP, partition, next, &events).await.map_err(|e| e.to_string())?;
+        pipeline.hot.apply_events(GROUP, partition, next, &events).await.map_err(|e| e.to_string())?;
     }
-    p.filtered.commit_offset(GROUP, partition, next).await.map_err(|e| e.to_string())?;
+    pipeline.filtered.commit_offset(GROUP, partition, next).await.map_err(|e| e.to_string())?;
     Ok(true)
 }

@@ -105,8 +105,8 @@ impl WebhookSettings {
 }
 
 /// Runs the consumer and the dispatcher until `stop` is cancelled.
-pub async fn run(p: Arc<Pipeline>, stop: CancellationToken) {
-    tokio::join!(queue(p.clone(), stop.clone()), dispatch(p, stop));
+pub async fn run(pipeline: Arc<Pipeline>, stop: CancellationToken) {
+    tokio::join!(queue(pipeline.clone(), stop.clone()), dispatch(pipeline, stop));
 }
 
 /// Whether an endpoint wants an event.
@@ -121,17 +121,20 @@ pub fn wants(hook: &Webhook, e: &Event) -> bool {
 struct Endpoints(HashMap<String, (Instant, Arc<Vec<Webhook>>)>);
 
 impl Endpoints {
-    async fn get(&mut self, p: &Pipeline, key_prefix: &str) -> Result<Arc<Vec<Webhook>>, String> {
+    async fn get(&mut self, pipeline: &Pipeline, key_prefix: &str) -> Result<Arc<Vec<Webhook>>, String> {
         if let Some((at, hooks)) = self.0.get(key_prefix)
-            && at.elapsed() < p.settings.rules_ttl
+            && at.elapsed() < pipeline.settings.rules_ttl
         {
             return Ok(hooks.clone());
         }
         let mut hooks = Vec::new();
         let mut after: Option<String> = None;
         loop {
-            let page =
-                p.store.webhooks_page(key_prefix, after.as_deref(), MAX_PAGE).await.map_err(|e| e.to_string())?;
+            let page = pipeline
+                .store
+                .webhooks_page(key_prefix, after.as_deref(), MAX_PAGE)
+                .await
+                .map_err(|e| e.to_string())?;
             hooks.extend(page.items.into_iter().filter(|h| h.enabled));
             match page.next {
                 Some(n) => after = Some(n),
@@ -159,8 +162,8 @@ pub fn wants_notice(hook: &Webhook) -> bool {
 /// Turns the filter's allowance crossings into deliveries (once per endpoint: the delivery's event id is
 /// `usage:<month>:<percent>`), then marks them notified. A crash in between queues them again, and the
 /// deliveries' uniqueness makes that a no-op.
-async fn notify_alerts(p: &Pipeline, endpoints: &mut Endpoints) -> Result<(), String> {
-    for a in p.hot.pending_alerts(100).await.map_err(|e| e.to_string())? {
+async fn notify_alerts(pipeline: &Pipeline, endpoints: &mut Endpoints) -> Result<(), String> {
+    for a in pipeline.hot.pending_alerts(100).await.map_err(|e| e.to_string())? {
         let period = tracker_protocol::quota::month_name(a.month);
         let data = serde_json::json!({
             "key_prefix": a.key_prefix,
@@ -171,7 +174,7 @@ async fn notify_alerts(p: &Pipeline, endpoints: &mut Endpoints) -> Result<(), St
             "at": a.at,
         })
         .to_string();
-        let hooks = endpoints.get(p, &a.key_prefix).await?;
+        let hooks = endpoints.get(pipeline, &a.key_prefix).await?;
         let notices: Vec<NewDelivery> = hooks
             .iter()
             .filter(|h| wants_notice(h))
@@ -184,31 +187,31 @@ async fn notify_alerts(p: &Pipeline, endpoints: &mut Endpoints) -> Result<(), St
                 kind: USAGE_THRESHOLD,
             })
             .collect();
-        p.store.queue_notices(&notices, now_ms()).await.map_err(|e| e.to_string())?;
+        pipeline.store.queue_notices(&notices, now_ms()).await.map_err(|e| e.to_string())?;
         if a.percent >= 100
-            && let Some(edge) = &p.settings.edge
+            && let Some(edge) = &pipeline.settings.edge
         {
             // a hard-capped tenant is blocked from now on: the edge reads its record again
             edge.purge(format!("tenant:{}", a.key_prefix));
         }
-        p.hot.alert_notified(&a).await.map_err(|e| e.to_string())?;
+        pipeline.hot.alert_notified(&a).await.map_err(|e| e.to_string())?;
         let endpoints = notices.len();
         tracing::info!(tenant = %a.key_prefix, percent = a.percent, endpoints, "allowance warning queued");
     }
     Ok(())
 }
 
-async fn queue(p: Arc<Pipeline>, stop: CancellationToken) {
+async fn queue(pipeline: Arc<Pipeline>, stop: CancellationToken) {
     let mut endpoints = Endpoints::default();
     let mut alerts_at: Option<Instant> = None;
     while !stop.is_cancelled() {
         if alerts_at.is_none_or(|at| at.elapsed() >= Duration::from_millis(500)) {
             alerts_at = Some(Instant::now());
-            if let Err(e) = notify_alerts(&p, &mut endpoints).await {
+            if let Err(e) = notify_alerts(&pipeline, &mut endpoints).await {
                 tracing::warn!(error = %e, "webhooks: allowance warnings not queued; retrying");
             }
         }
-        match queue_step(&p, &mut endpoints).await {
+        match queue_step(&pipeline, &mut endpoints).await {
             Ok(true) => {}
             Ok(false) => rest(IDLE, &stop).await,
             Err(e) => {
@@ -220,19 +223,19 @@ async fn queue(p: Arc<Pipeline>, stop: CancellationToken) {
 }
 
 /// Queues the deliveries of one batch; `false` when nothing waited.
-async fn queue_step(p: &Pipeline, endpoints: &mut Endpoints) -> Result<bool, String> {
+async fn queue_step(pipeline: &Pipeline, endpoints: &mut Endpoints) -> Result<bool, String> {
     let Some((partition, polled)) =
-        p.filtered.poll_group(GROUP, BATCH, Filter::ALL).await.map_err(|e| e.to_string())?
+        pipeline.filtered.poll_group(GROUP, BATCH, Filter::ALL).await.map_err(|e| e.to_string())?
     else {
         return Ok(false);
     };
-    let done = p.store.consumer_offset(GROUP, partition).await.map_err(|e| e.to_string())?;
+    let done = pipeline.store.consumer_offset(GROUP, partition).await.map_err(|e| e.to_string())?;
     let polled =
-        tracker_log::resume_at(&*p.filtered, partition, polled, done, BATCH).await.map_err(|e| e.to_string())?;
+        tracker_log::resume_at(&*pipeline.filtered, partition, polled, done, BATCH).await.map_err(|e| e.to_string())?;
     let next = polled.next_offset.max(done);
     let mut deliveries = Vec::new();
     for (_, e) in polled.events.iter().filter(|(o, _)| *o >= done) {
-        let hooks = endpoints.get(p, &e.key_prefix).await?;
+        let hooks = endpoints.get(pipeline, &e.key_prefix).await?;
         for hook in hooks.iter().filter(|h| wants(h, e)) {
             deliveries.push(NewDelivery {
                 key_prefix: e.key_prefix.clone(),
@@ -245,9 +248,13 @@ async fn queue_step(p: &Pipeline, endpoints: &mut Endpoints) -> Result<bool, Str
         }
     }
     if next > done {
-        p.store.queue_deliveries(GROUP, partition, next, &deliveries, now_ms()).await.map_err(|e| e.to_string())?;
+        pipeline
+            .store
+            .queue_deliveries(GROUP, partition, next, &deliveries, now_ms())
+            .await
+            .map_err(|e| e.to_string())?;
     }
-    p.filtered.commit_offset(GROUP, partition, next).await.map_err(|e| e.to_string())?;
+    pipeline.filtered.commit_offset(GROUP, partition, next).await.map_err(|e| e.to_string())?;
     Ok(true)
 }
 
@@ -258,8 +265,8 @@ const DUE_BATCH: u32 = 512;
 /// 10 s timeout), so a dispatcher that dies mid-attempt only delays its deliveries by this much.
 const LEASE_MS: i64 = 60_000;
 
-async fn dispatch(p: Arc<Pipeline>, stop: CancellationToken) {
-    let client = match delivery::client(p.settings.webhooks.allow_private) {
+async fn dispatch(pipeline: Arc<Pipeline>, stop: CancellationToken) {
+    let client = match delivery::client(pipeline.settings.webhooks.allow_private) {
         Ok(c) => c,
         Err(e) => {
             // deliveries stay queued; nothing is sent through a client without the address guard
@@ -270,7 +277,7 @@ async fn dispatch(p: Arc<Pipeline>, stop: CancellationToken) {
     let wake = Arc::new(tokio::sync::Notify::new());
     let mut tasks = tokio::task::JoinSet::new();
     let mut pruned: Option<Instant> = None;
-    let s = &p.settings.webhooks;
+    let s = &pipeline.settings.webhooks;
     while !stop.is_cancelled() {
         while tasks.try_join_next().is_some() {}
         if pruned.is_none_or(|at| at.elapsed() >= PRUNE_EVERY) {
@@ -278,11 +285,13 @@ async fn dispatch(p: Arc<Pipeline>, stop: CancellationToken) {
             let keep = i64::try_from(s.log_retention.as_millis()).unwrap_or(i64::MAX);
             let now = now_ms();
             let dead_keep = keep.saturating_mul(4);
-            if let Err(e) = p.store.prune_deliveries(now.saturating_sub(keep), now.saturating_sub(dead_keep)).await {
+            if let Err(e) =
+                pipeline.store.prune_deliveries(now.saturating_sub(keep), now.saturating_sub(dead_keep)).await
+            {
                 tracing::warn!(error = %e, "webhooks: delivery log not pruned");
             }
         }
-        let due = match p.store.claim_deliveries(now_ms(), LEASE_MS, s.concurrency.max(1), DUE_BATCH).await {
+        let due = match pipeline.store.claim_deliveries(now_ms(), LEASE_MS, s.concurrency.max(1), DUE_BATCH).await {
             Ok(d) => d,
             Err(e) => {
                 tracing::warn!(error = %e, "webhooks: cannot read due deliveries");
@@ -292,9 +301,9 @@ async fn dispatch(p: Arc<Pipeline>, stop: CancellationToken) {
         };
         // a claimed delivery is leased to this dispatcher: no later claim returns it while it is in flight
         for d in due {
-            let (p, client, wake) = (p.clone(), client.clone(), wake.clone());
+            let (pipeline, client, wake) = (pipeline.clone(), client.clone(), wake.clone());
             tasks.spawn(async move {
-                send(&p, &client, &d).await;
+                send(&pipeline, &client, &d).await;
                 // a slot of its endpoint is free: claim the next delivery now, not at the next tick
                 wake.notify_one();
             });
@@ -309,10 +318,10 @@ async fn dispatch(p: Arc<Pipeline>, stop: CancellationToken) {
 }
 
 /// One attempt of one delivery, and its record.
-async fn send(p: &Pipeline, client: &reqwest::Client, d: &DueDelivery) {
-    let s = &p.settings.webhooks;
+async fn send(pipeline: &Pipeline, client: &reqwest::Client, d: &DueDelivery) {
+    let s = &pipeline.settings.webhooks;
     let now = now_ms();
-    let outcome = match p.store.open_webhook_secret(d.secret.clone()) {
+    let outcome = match pipeline.store.open_webhook_secret(d.secret.clone()) {
         Err(e) => AttemptOutcome::Failed {
             status: None,
             error: format!("the endpoint's secret cannot be opened: {e}"),
@@ -347,7 +356,7 @@ async fn send(p: &Pipeline, client: &reqwest::Client, d: &DueDelivery) {
         AttemptOutcome::Failed { retry_at: None, .. } => "dead_lettered",
     };
     metrics::counter!("tracker_webhook_attempts_total", "outcome" => result).increment(1);
-    match p.store.record_attempt(d, &outcome, s.disable_after, now_ms()).await {
+    match pipeline.store.record_attempt(d, &outcome, s.disable_after, now_ms()).await {
         Ok(true) => {
             metrics::counter!("tracker_webhook_endpoints_disabled_total").increment(1);
             tracing::warn!(

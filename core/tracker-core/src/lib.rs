@@ -162,18 +162,18 @@ fn no_iggy() -> NodeError {
 }
 
 /// What the stream consumers need, from the node's state.
-pub fn pipeline(st: &AppState) -> tracker_consumers::Pipeline {
+pub fn pipeline(state: &AppState) -> tracker_consumers::Pipeline {
     tracker_consumers::Pipeline {
-        raw: st.log.clone(),
-        filtered: st.outputs.filtered.clone(),
-        store: st.store.clone(),
-        hot: st.outputs.hot.clone(),
+        raw: state.log.clone(),
+        filtered: state.outputs.filtered.clone(),
+        store: state.store.clone(),
+        hot: state.outputs.hot.clone(),
         settings: tracker_consumers::Settings {
             webhooks: tracker_consumers::webhooks::WebhookSettings {
-                allow_private: st.cfg.webhook_allow_private,
-                ..st.cfg.consumer_settings.webhooks.clone()
+                allow_private: state.cfg.webhook_allow_private,
+                ..state.cfg.consumer_settings.webhooks.clone()
             },
-            ..st.cfg.consumer_settings.clone()
+            ..state.cfg.consumer_settings.clone()
         },
     }
 }

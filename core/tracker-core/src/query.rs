@@ -183,13 +183,13 @@ fn tier_name(tier: Tier) -> &'static str {
 /// Answers `q` for `tenant` from the tier `choice` names (or the tiers `auto` picks), within the tenant's plan,
 /// and meters it in the tenant's usage.
 pub async fn answer(
-    st: &AppState,
+    state: &AppState,
     tenant: &tracker_store::Tenant,
     choice: Choice,
     q: Query,
 ) -> Result<Value, QueryError> {
     q.validate().map_err(|e| QueryError::Invalid(e.to_string()))?;
-    let allowed = st.cfg.plan_of(tenant).query_tiers;
+    let allowed = state.cfg.plan_of(tenant).query_tiers;
     let may = |c: Choice| allowed.iter().any(|t| t == c.name());
     if choice != Choice::Auto && !may(choice) {
         return Err(QueryError::NotInPlan(format!(
@@ -198,7 +198,7 @@ pub async fn answer(
             allowed.join(", ")
         )));
     }
-    let watermark = hot_watermark(&st.cfg, &q, now_ms());
+    let watermark = hot_watermark(&state.cfg, &q, now_ms());
     let key = tenant.key_prefix.as_str();
     let mut answer = match choice {
         Choice::Hot => {
@@ -210,15 +210,15 @@ pub async fn answer(
                     "the hot tier holds this query's data from {watermark} on: ask the warm or cold tier"
                 )));
             }
-            with_tier(hot(st, key, &q).await?, "hot")
+            with_tier(hot(state, key, &q).await?, "hot")
         }
-        Choice::Warm => with_tier(st.queries.answer(key, Tier::Warm, &q).await?, "warm"),
-        Choice::Cold => with_tier(st.queries.answer(key, Tier::Cold, &q).await?, "cold"),
+        Choice::Warm => with_tier(state.queries.answer(key, Tier::Warm, &q).await?, "warm"),
+        Choice::Cold => with_tier(state.queries.answer(key, Tier::Cold, &q).await?, "cold"),
         Choice::Auto => {
             let filters = q.filters();
             let hot_ok = may(Choice::Hot) && hot_refusal(&q).is_none();
             if hot_ok && filters.from >= watermark {
-                with_tier(hot(st, key, &q).await?, "hot")
+                with_tier(hot(state, key, &q).await?, "hot")
             } else {
                 // the archive answers before the watermark; the hot tier after it, when it can
                 let split = hot_ok && filters.to > watermark && !has_distinct(&q);
@@ -236,9 +236,9 @@ pub async fn answer(
                         allowed.join(", ")
                     )));
                 };
-                let archived = st.queries.answer(key, tier, &archived_part).await?;
+                let archived = state.queries.answer(key, tier, &archived_part).await?;
                 if split {
-                    let recent = hot(st, key, &with_range(&halves, watermark, filters.to)).await?;
+                    let recent = hot(state, key, &with_range(&halves, watermark, filters.to)).await?;
                     let mut merged = merge(&q, archived, recent);
                     put(&mut merged, "tier", json!(format!("{}+hot", tier_name(tier))));
                     put(&mut merged, "watermark", json!(watermark));
@@ -250,13 +250,13 @@ pub async fn answer(
         }
     };
     put(&mut answer, "query", json!({ "from": q.filters().from, "to": q.filters().to }));
-    meter(st, key, &answer).await;
+    meter(state, key, &answer).await;
     Ok(answer)
 }
 
 /// Counts an answered query in the tenant's usage: one query per tier that answered part of it, and the bytes
 /// the archive read.
-async fn meter(st: &AppState, tenant: &str, answer: &Value) {
+async fn meter(state: &AppState, tenant: &str, answer: &Value) {
     let now = now_ms();
     let mut usage = tracker_store::usage::UsageDelta::default();
     let tiers = answer.get("tier").and_then(Value::as_str).unwrap_or_default();
@@ -271,7 +271,7 @@ async fn meter(st: &AppState, tenant: &str, answer: &Value) {
     }
     let read = answer.pointer("/scanned/bytes_read").and_then(Value::as_i64).unwrap_or(0);
     usage.add(tenant, now, "bytes_scanned", read);
-    if let Err(e) = st.outputs.hot.add_usage(&usage).await {
+    if let Err(e) = state.outputs.hot.add_usage(&usage).await {
         tracing::warn!(error = %e, tenant, "query not metered");
     }
 }
@@ -373,7 +373,7 @@ fn by_time_then_group(a: &(i64, Option<String>, i64), b: &(i64, Option<String>, 
 /// The hot tier's counts for `f` per `bucket_ms`, grouped as the archive groups them: events without a link or
 /// without the param form the `null` group.
 async fn hot_points(
-    st: &AppState,
+    state: &AppState,
     tenant: &str,
     f: &Filters,
     bucket_ms: i64,
@@ -388,7 +388,7 @@ async fn hot_points(
         tu_id: f.tu_id.clone(),
         param: f.params.iter().next().map(|(k, v)| (k.clone(), v.clone())),
     };
-    let hot = &st.outputs.hot;
+    let hot = &state.outputs.hot;
     let all = hot.stats(tenant, &stats(GroupBy::None)).await?;
     let mut points: Points = match group {
         None => all.iter().map(|p| (p.bucket, None, p.count)).collect(),
@@ -425,14 +425,14 @@ async fn hot_points(
 }
 
 /// The hot tier's answer to a series or breakdown, in the archive's answer shape.
-async fn hot(st: &AppState, tenant: &str, q: &Query) -> Result<Value, QueryError> {
+async fn hot(state: &AppState, tenant: &str, q: &Query) -> Result<Value, QueryError> {
     match q {
         Query::Series { filters, interval, group_by } => {
-            let points = hot_points(st, tenant, filters, interval_ms(*interval), group_by.as_ref()).await?;
+            let points = hot_points(state, tenant, filters, interval_ms(*interval), group_by.as_ref()).await?;
             Ok(series(points, group_by.is_some()))
         }
         Query::Breakdown { filters, by, top, .. } => {
-            let points = hot_points(st, tenant, filters, DAY_MS, Some(by)).await?;
+            let points = hot_points(state, tenant, filters, DAY_MS, Some(by)).await?;
             let mut groups: BTreeMap<Option<String>, i64> = BTreeMap::new();
             for (_, g, n) in points {
                 *groups.entry(g).or_default() += n;

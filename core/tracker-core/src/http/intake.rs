@@ -36,11 +36,11 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ProtocolError>
     service::idempotency_key(value)
 }
 
-fn respond(st: &AppState, endpoint: Endpoint, result: Result<Response, ApiError>) -> Response {
+fn respond(state: &AppState, endpoint: Endpoint, result: Result<Response, ApiError>) -> Response {
     match result {
         Ok(r) => r,
         Err(e) => {
-            st.metrics.rejected(endpoint, e.code);
+            state.metrics.rejected(endpoint, e.code);
             e.into_response()
         }
     }
@@ -49,7 +49,7 @@ fn respond(st: &AppState, endpoint: Endpoint, result: Result<Response, ApiError>
 /// Counts a batch's refused elements in the tenant's usage (`dropped_invalid`). A retry of a stored batch is
 /// answered from the idempotency record and not counted again; a batch refused whole is counted once per
 /// `Idempotency-Key` when it has one.
-async fn meter_invalid(st: &AppState, tenant: &str, n: usize, idempotency_key: Option<&str>) {
+async fn meter_invalid(state: &AppState, tenant: &str, n: usize, idempotency_key: Option<&str>) {
     if n == 0 {
         return;
     }
@@ -58,9 +58,9 @@ async fn meter_invalid(st: &AppState, tenant: &str, n: usize, idempotency_key: O
     let counted = match idempotency_key {
         Some(k) => {
             let id = format!("refused:{}", hex::encode(sha2::Sha256::digest(format!("{tenant}\0{k}").as_bytes())));
-            st.outputs.hot.add_usage_once(&id, &usage, now_ms()).await.map(|_| ())
+            state.outputs.hot.add_usage_once(&id, &usage, now_ms()).await.map(|_| ())
         }
-        None => st.outputs.hot.add_usage(&usage).await,
+        None => state.outputs.hot.add_usage(&usage).await,
     };
     if let Err(e) = counted {
         tracing::warn!(error = %e, tenant, "refused events not metered");
@@ -68,33 +68,33 @@ async fn meter_invalid(st: &AppState, tenant: &str, n: usize, idempotency_key: O
 }
 
 pub async fn batch(
-    State(st): State<Arc<AppState>>,
+    State(state): State<Arc<AppState>>,
     meta: RequestMeta,
     headers: HeaderMap,
     RawBody(body): RawBody,
 ) -> Response {
     let token = bearer(&headers).map(str::to_owned);
-    take_batch(&st, meta, &headers, token.as_deref(), &body, BatchFormat::Ours).await
+    take_batch(&state, meta, &headers, token.as_deref(), &body, BatchFormat::Ours).await
 }
 
 /// `POST /v1/<token>/batch`: the replaced system's SDK batch, its ingest token in the path (the base URL that SDK
 /// is configured with is all it can send). The token never becomes part of an event.
 pub async fn v1_batch(
-    State(st): State<Arc<AppState>>,
+    State(state): State<Arc<AppState>>,
     Segment(token): Segment,
     mut meta: RequestMeta,
     headers: HeaderMap,
     RawBody(body): RawBody,
 ) -> Response {
     meta.0.path = V1_BATCH_PATH.to_owned();
-    take_batch(&st, meta, &headers, Some(&token), &body, BatchFormat::V1).await
+    take_batch(&state, meta, &headers, Some(&token), &body, BatchFormat::V1).await
 }
 
 /// The request path v1 batch events record (the real one holds the token).
 pub const V1_BATCH_PATH: &str = "/v1/batch";
 
 async fn take_batch(
-    st: &AppState,
+    state: &AppState,
     meta: RequestMeta,
     headers: &HeaderMap,
     token: Option<&str>,
@@ -103,12 +103,12 @@ async fn take_batch(
 ) -> Response {
     let result = async {
         let idem = idempotency_key(headers)?;
-        let batch = service::batch(st, &st.service, &meta.0, token, body, format, now_ms(), random10).await?;
+        let batch = service::batch(state, &state.service, &meta.0, token, body, format, now_ms(), random10).await?;
         for r in &batch.rejected {
-            st.metrics.rejected(Endpoint::Batch, r.code);
+            state.metrics.rejected(Endpoint::Batch, r.code);
         }
         if batch.events.is_empty() {
-            meter_invalid(st, &batch.key_prefix, batch.rejected.len(), idem.as_deref()).await;
+            meter_invalid(state, &batch.key_prefix, batch.rejected.len(), idem.as_deref()).await;
             let e = ProtocolError::NoValidEvents;
             let body = serde_json::json!({
                 "error": { "code": e.code(), "message": e.to_string() },
@@ -123,45 +123,45 @@ async fn take_batch(
         }
         let key_prefix = &batch.key_prefix;
         let (count, tags) = (set.len(), set.tags());
-        let partition = partition_for(key_prefix, st.log.partitions());
+        let partition = partition_for(key_prefix, state.log.partitions());
         let records = RecordSet { partition, count, tags, bytes: set.finish() };
-        let receipt = st.log.append(vec![records], idem.map(|k| format!("batch\0{key_prefix}\0{k}"))).await?;
+        let receipt = state.log.append(vec![records], idem.map(|k| format!("batch\0{key_prefix}\0{k}"))).await?;
         if !receipt.duplicate {
-            st.metrics.accepted(Endpoint::Batch, u64::from(count));
-            meter_invalid(st, key_prefix, batch.rejected.len(), None).await;
+            state.metrics.accepted(Endpoint::Batch, u64::from(count));
+            meter_invalid(state, key_prefix, batch.rejected.len(), None).await;
         }
         let response =
             BatchResponse { accepted: receipt.events(), rejected: batch.rejected, duplicate: receipt.duplicate };
         Ok(super::json(StatusCode::OK, &response))
     }
     .await;
-    respond(st, Endpoint::Batch, result)
+    respond(state, Endpoint::Batch, result)
 }
 
 pub async fn ingest(
-    State(st): State<Arc<AppState>>,
+    State(state): State<Arc<AppState>>,
     meta: RequestMeta,
     headers: HeaderMap,
     RawBody(body): RawBody,
 ) -> Response {
     let token = bearer(&headers).map(str::to_owned);
-    take_one(&st, &meta, &headers, token.as_deref(), &body).await
+    take_one(&state, &meta, &headers, token.as_deref(), &body).await
 }
 
 /// `POST /v1/<token>/ingest`: `/ingest` for a client configured with a base URL that carries its token.
 pub async fn v1_ingest(
-    State(st): State<Arc<AppState>>,
+    State(state): State<Arc<AppState>>,
     Segment(token): Segment,
     mut meta: RequestMeta,
     headers: HeaderMap,
     RawBody(body): RawBody,
 ) -> Response {
     meta.0.path = "/v1/ingest".to_owned();
-    take_one(&st, &meta, &headers, Some(&token), &body).await
+    take_one(&state, &meta, &headers, Some(&token), &body).await
 }
 
 async fn take_one(
-    st: &AppState,
+    state: &AppState,
     meta: &RequestMeta,
     headers: &HeaderMap,
     token: Option<&str>,
@@ -169,16 +169,16 @@ async fn take_one(
 ) -> Response {
     let result = async {
         let idem = idempotency_key(headers)?;
-        let event = service::ingest(st, &st.service, &meta.0, token, body, now_ms(), random10()).await?;
+        let event = service::ingest(state, &state.service, &meta.0, token, body, now_ms(), random10()).await?;
         let key = idem.map(|k| format!("ingest\0{}\0{k}", event.key_prefix));
-        let duplicate = st.store_durably(&event, key).await?;
-        st.metrics.accepted(Endpoint::Ingest, 1);
+        let duplicate = state.store_durably(&event, key).await?;
+        state.metrics.accepted(Endpoint::Ingest, 1);
         // `accepted` as the replaced system's `/ingest` answered, for its clients
         let answer = serde_json::json!({ "event_id": event.event_id, "duplicate": duplicate, "accepted": 1 });
         Ok(super::json(StatusCode::OK, &answer))
     }
     .await;
-    respond(st, Endpoint::Ingest, result)
+    respond(state, Endpoint::Ingest, result)
 }
 
 /// An edge batch: the events, and what the edge refused of the client's request (counted in the tenant's usage).
@@ -199,15 +199,15 @@ struct EdgeInvalid {
 }
 
 /// Counts the elements the edge refused, once per batch id (the queue delivers at least once).
-async fn meter_edge_invalid(st: &AppState, batch_id: &str, inv: &EdgeInvalid) -> Result<(), ApiError> {
-    if !tracker_protocol::is_valid_key_prefix(&inv.key_prefix) || inv.count as usize > st.cfg.max_batch_size {
+async fn meter_edge_invalid(state: &AppState, batch_id: &str, inv: &EdgeInvalid) -> Result<(), ApiError> {
+    if !tracker_protocol::is_valid_key_prefix(&inv.key_prefix) || inv.count as usize > state.cfg.max_batch_size {
         return Err(
             ProtocolError::InvalidBatch { reason: "invalid must name a tenant and at most a batch".into() }.into()
         );
     }
     let mut usage = tracker_store::usage::UsageDelta::default();
     usage.add(&inv.key_prefix, now_ms(), "dropped_invalid", i64::from(inv.count));
-    st.outputs.hot.add_usage_once(&format!("edge:{batch_id}"), &usage, now_ms()).await.map_err(|e| {
+    state.outputs.hot.add_usage_once(&format!("edge:{batch_id}"), &usage, now_ms()).await.map_err(|e| {
         tracing::error!(error = %e, "hot tier failed");
         ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "hot_unavailable", "usage cannot be recorded right now")
     })?;
@@ -216,9 +216,9 @@ async fn meter_edge_invalid(st: &AppState, batch_id: &str, inv: &EdgeInvalid) ->
 
 /// Signed batches of already-verified events forwarded by the edge. The signature covers timestamp, batch id and
 /// body; the timestamp must be within the replay window; the batch id makes queue retries idempotent.
-pub async fn edge_batch(State(st): State<Arc<AppState>>, headers: HeaderMap, RawBody(body): RawBody) -> Response {
+pub async fn edge_batch(State(state): State<Arc<AppState>>, headers: HeaderMap, RawBody(body): RawBody) -> Response {
     let result = async {
-        let batch_id = super::internal::authenticate(&st, &headers, None, &body)?;
+        let batch_id = super::internal::authenticate(&state, &headers, None, &body)?;
         let (items, invalid) = match body.iter().find(|b| !b.is_ascii_whitespace()) {
             Some(b'{') => {
                 let b: EdgeBody<'_> = serde_json::from_slice(&body)
@@ -227,19 +227,19 @@ pub async fn edge_batch(State(st): State<Arc<AppState>>, headers: HeaderMap, Raw
             }
             _ => (service::split_batch(&body)?, None),
         };
-        if items.len() > st.cfg.max_batch_size {
-            return Err(ProtocolError::BatchTooLarge { max: st.cfg.max_batch_size, got: items.len() }.into());
+        if items.len() > state.cfg.max_batch_size {
+            return Err(ProtocolError::BatchTooLarge { max: state.cfg.max_batch_size, got: items.len() }.into());
         }
-        let partitions = st.log.partitions();
+        let partitions = state.log.partitions();
         let mut sets: BTreeMap<u32, RecordSetBuilder> = BTreeMap::new();
         let mut rejected = Vec::new();
         for (index, raw) in items.iter().enumerate() {
             let checked: Result<Event, ProtocolError> = async {
                 let event: Event = serde_json::from_str(raw.get())
                     .map_err(|e| ProtocolError::InvalidEventBody { reason: e.to_string() })?;
-                event.validate(&st.cfg.limits)?;
+                event.validate(&state.cfg.limits)?;
                 if event.key_prefix != GLOBAL_KEY_PREFIX {
-                    service::active_tenant(&*st, &event.key_prefix).await?;
+                    service::active_tenant(&*state, &event.key_prefix).await?;
                 }
                 Ok(event)
             }
@@ -249,7 +249,7 @@ pub async fn edge_batch(State(st): State<Arc<AppState>>, headers: HeaderMap, Raw
                 // the metadata store being down is not the events' fault: let the edge retry the whole batch
                 Err(e @ ProtocolError::Unavailable { .. }) => return Err(e.into()),
                 Err(e) => {
-                    st.metrics.rejected(Endpoint::Edge, e.code());
+                    state.metrics.rejected(Endpoint::Edge, e.code());
                     rejected.push(Rejection::new(index, &e));
                 }
             }
@@ -261,19 +261,19 @@ pub async fn edge_batch(State(st): State<Arc<AppState>>, headers: HeaderMap, Raw
         let (accepted, duplicate) = if sets.is_empty() {
             (0, false)
         } else {
-            let receipt = st.log.append(sets, Some(format!("edge\0{batch_id}"))).await?;
+            let receipt = state.log.append(sets, Some(format!("edge\0{batch_id}"))).await?;
             if !receipt.duplicate {
-                st.metrics.accepted(Endpoint::Edge, receipt.events());
+                state.metrics.accepted(Endpoint::Edge, receipt.events());
             }
             (receipt.events(), receipt.duplicate)
         };
-        st.metrics.edge_batch();
+        state.metrics.edge_batch();
         if let Some(inv) = invalid {
-            meter_edge_invalid(&st, &batch_id, &inv).await?;
+            meter_edge_invalid(&state, &batch_id, &inv).await?;
         }
         // permanent rejections are reported, not retried: the edge dead-letters them
         Ok(super::json(StatusCode::OK, &BatchResponse { accepted, rejected, duplicate }))
     }
     .await;
-    respond(&st, Endpoint::Edge, result)
+    respond(&state, Endpoint::Edge, result)
 }

@@ -20,8 +20,13 @@ use crate::state::{AppState, now_ms};
 
 /// Checks an edge request: a signed batch (`path == None`: returns its batch id) or a signed lookup of `path`.
 /// Authenticity is checked before anything else about the request is looked at.
-pub fn authenticate(st: &AppState, headers: &HeaderMap, path: Option<&str>, body: &[u8]) -> Result<String, ApiError> {
-    if st.cfg.edge_secrets.expose().is_empty() {
+pub fn authenticate(
+    state: &AppState,
+    headers: &HeaderMap,
+    path: Option<&str>,
+    body: &[u8],
+) -> Result<String, ApiError> {
+    if state.cfg.edge_secrets.expose().is_empty() {
         return Err(ApiError::new(
             StatusCode::NOT_FOUND,
             "edge_intake_disabled",
@@ -36,7 +41,7 @@ pub fn authenticate(st: &AppState, headers: &HeaderMap, path: Option<&str>, body
     let ts: i64 = ts.parse().map_err(|_| unauthorized("X-Tracker-Timestamp must be milliseconds since the epoch"))?;
     let subject = match path {
         Some(p) => {
-            if !verify_lookup(st.cfg.edge_secrets.expose(), sig, ts, p) {
+            if !verify_lookup(state.cfg.edge_secrets.expose(), sig, ts, p) {
                 return Err(unauthorized("the request signature is invalid"));
             }
             p.to_owned()
@@ -50,13 +55,13 @@ pub fn authenticate(st: &AppState, headers: &HeaderMap, path: Option<&str>, body
                     "X-Tracker-Batch-Id must be 1 to 128 characters from [A-Za-z0-9_.:-]",
                 ));
             }
-            if !verify_batch(st.cfg.edge_secrets.expose(), sig, ts, batch_id, body) {
+            if !verify_batch(state.cfg.edge_secrets.expose(), sig, ts, batch_id, body) {
                 return Err(unauthorized("the batch signature is invalid"));
             }
             batch_id.to_owned()
         }
     };
-    if u128::from(now_ms().abs_diff(ts)) > st.cfg.edge_replay_window.as_millis() {
+    if u128::from(now_ms().abs_diff(ts)) > state.cfg.edge_replay_window.as_millis() {
         return Err(unauthorized("the request timestamp is outside the replay window"));
     }
     Ok(subject)
@@ -73,35 +78,35 @@ fn or_error(result: Result<Response, ApiError>) -> Response {
     result.unwrap_or_else(IntoResponse::into_response)
 }
 
-pub async fn tenant(State(st): State<Arc<AppState>>, Segment(key_prefix): Segment, headers: HeaderMap) -> Response {
+pub async fn tenant(State(state): State<Arc<AppState>>, Segment(key_prefix): Segment, headers: HeaderMap) -> Response {
     or_error(
         async {
-            authenticate(&st, &headers, Some(&format!("/internal/v1/tenants/{key_prefix}")), b"")?;
-            let record = st.tenant_record(&key_prefix).await?.map(Arc::new);
+            authenticate(&state, &headers, Some(&format!("/internal/v1/tenants/{key_prefix}")), b"")?;
+            let record = state.tenant_record(&key_prefix).await?.map(Arc::new);
             Ok(found(record, "tenant"))
         }
         .await,
     )
 }
 
-pub async fn short_link(State(st): State<Arc<AppState>>, Segment(tu_id): Segment, headers: HeaderMap) -> Response {
+pub async fn short_link(State(state): State<Arc<AppState>>, Segment(tu_id): Segment, headers: HeaderMap) -> Response {
     or_error(
         async {
-            authenticate(&st, &headers, Some(&format!("/internal/v1/short-links/{tu_id}")), b"")?;
-            Ok(found(st.store.short_link(&tu_id).await?.map(Arc::new), "short link"))
+            authenticate(&state, &headers, Some(&format!("/internal/v1/short-links/{tu_id}")), b"")?;
+            Ok(found(state.store.short_link(&tu_id).await?.map(Arc::new), "short link"))
         }
         .await,
     )
 }
 
-pub async fn token(State(st): State<Arc<AppState>>, Segment(hash): Segment, headers: HeaderMap) -> Response {
+pub async fn token(State(state): State<Arc<AppState>>, Segment(hash): Segment, headers: HeaderMap) -> Response {
     or_error(
         async {
-            authenticate(&st, &headers, Some(&format!("/internal/v1/tokens/{hash}")), b"")?;
+            authenticate(&state, &headers, Some(&format!("/internal/v1/tokens/{hash}")), b"")?;
             if hash.len() != 64 || !hash.bytes().all(|b| b.is_ascii_hexdigit()) {
                 return Err(ApiError::bad_request("invalid_token_hash", "the token hash must be 64 hex characters"));
             }
-            Ok(found(st.store.lookup_ingest_token_hash(&hash, now_ms()).await?.map(Arc::new), "token"))
+            Ok(found(state.store.lookup_ingest_token_hash(&hash, now_ms()).await?.map(Arc::new), "token"))
         }
         .await,
     )

@@ -49,16 +49,16 @@ pub struct SseQuery {
 
 /// `GET /sse/events`: the tenant's filtered events as they arrive (`read` or `stream` scope).
 pub async fn events(
-    State(st): State<Arc<AppState>>,
-    Extension(p): Extension<Arc<Principal>>,
+    State(state): State<Arc<AppState>>,
+    Extension(principal): Extension<Arc<Principal>>,
     url_credential: Option<Extension<crate::http::api::UrlCredential>>,
     headers: HeaderMap,
     Query(q): Query<SseQuery>,
 ) -> Result<Response, ApiError> {
-    let tenant = p.tenant("stream").or_else(|_| p.tenant("read"))?.key_prefix.clone();
+    let tenant = principal.tenant("stream").or_else(|_| principal.tenant("read"))?.key_prefix.clone();
     // a URL ends up in logs and histories: only short-lived stream tokens may travel in one
     let in_url = url_credential.is_some() || q.credential.as_deref() == Some("query");
-    if in_url && !p.stream_only() {
+    if in_url && !principal.stream_only() {
         return Err(ApiError::new(
             StatusCode::FORBIDDEN,
             "key_in_url",
@@ -92,11 +92,11 @@ pub async fn events(
         None => q.last_event_id,
     };
     let filter = StreamFilter { tenant, event_types, param };
-    let frames = st.live.open(st.outputs.filtered.clone(), filter, resume).await?;
+    let frames = state.live.open(state.outputs.filtered.clone(), filter, resume).await?;
     let events = futures_util::stream::unfold(frames, |mut frames| async move {
         frames.recv().await.map(|frame| (Ok::<_, Infallible>(sse_event(frame)), frames))
     });
-    let keep_alive = KeepAlive::new().interval(st.cfg.sse_keepalive).text("keep-alive");
+    let keep_alive = KeepAlive::new().interval(state.cfg.sse_keepalive).text("keep-alive");
     let mut res = Sse::new(events).keep_alive(keep_alive).into_response();
     // no proxy may hold the stream back to buffer it
     res.headers_mut().insert("x-accel-buffering", HeaderValue::from_static("no"));
@@ -131,11 +131,11 @@ pub struct NewStreamToken {
 }
 
 pub async fn create_token(
-    State(st): State<Arc<AppState>>,
-    Extension(p): Extension<Arc<Principal>>,
+    State(state): State<Arc<AppState>>,
+    Extension(principal): Extension<Arc<Principal>>,
     crate::http::api::Body(body): crate::http::api::Body<NewStreamToken>,
 ) -> Result<Response, ApiError> {
-    let tenant = p.tenant("read")?;
+    let tenant = principal.tenant("read")?;
     let ttl = body.ttl_secs.unwrap_or(900);
     if !(60..=3600).contains(&ttl) {
         return Err(ApiError::bad_request("invalid_field", "ttl_secs must be 60 to 3600"));
@@ -143,8 +143,8 @@ pub async fn create_token(
     let now = crate::state::now_ms();
     let expires_at = now + ttl * 1000;
     // expired stream tokens are of no use to anyone: they go as new ones are made
-    st.store.delete_expired_keys(&tenant.key_prefix, "stream", now - 24 * 3600 * 1000).await?;
-    let (secret, key) = st
+    state.store.delete_expired_keys(&tenant.key_prefix, "stream", now - 24 * 3600 * 1000).await?;
+    let (secret, key) = state
         .store
         .create_api_key(&tenant.key_prefix, "live stream token", &["stream".to_owned()], Some(expires_at), now)
         .await?;

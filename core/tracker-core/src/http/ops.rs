@@ -10,8 +10,8 @@ use crate::state::AppState;
 
 /// `200` while the node and the consumers it runs work; `503` naming the consumers that died (the process should
 /// be restarted: their positions are durable, so a restart resumes them where they were).
-pub async fn health(State(st): State<Arc<AppState>>) -> Response {
-    let dead = st.consumers.dead();
+pub async fn health(State(state): State<Arc<AppState>>) -> Response {
+    let dead = state.consumers.dead();
     let version = env!("CARGO_PKG_VERSION");
     if dead.is_empty() {
         return super::json(StatusCode::OK, &serde_json::json!({ "status": "ok", "version": version }));
@@ -20,8 +20,8 @@ pub async fn health(State(st): State<Arc<AppState>>) -> Response {
     super::json(StatusCode::SERVICE_UNAVAILABLE, &body)
 }
 
-pub async fn broker(State(st): State<Arc<AppState>>) -> Response {
-    let s = st.log.status();
+pub async fn broker(State(state): State<Arc<AppState>>) -> Response {
+    let s = state.log.status();
     let status = if s.healthy { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
     super::json(
         status,
@@ -40,12 +40,12 @@ pub async fn broker(State(st): State<Arc<AppState>>) -> Response {
     )
 }
 
-pub async fn metrics(State(st): State<Arc<AppState>>) -> Response {
-    let counter = tracker_consumers::link_counts::consumer_name(&st.cfg.data_dir).unwrap_or_default();
+pub async fn metrics(State(state): State<Arc<AppState>>) -> Response {
+    let counter = tracker_consumers::link_counts::consumer_name(&state.cfg.data_dir).unwrap_or_default();
     let raw_groups = [tracker_consumers::filter::GROUP, counter.as_str()];
     let filtered_groups = [tracker_consumers::stats::GROUP, tracker_consumers::webhooks::GROUP, tracker_archive::GROUP];
     let readers: [crate::metrics::Readers<'_>; 2] =
-        [(st.log.as_ref(), &raw_groups), (st.outputs.filtered.as_ref(), &filtered_groups)];
-    let body = crate::metrics::render(&st.log.status(), &readers).await;
+        [(state.log.as_ref(), &raw_groups), (state.outputs.filtered.as_ref(), &filtered_groups)];
+    let body = crate::metrics::render(&state.log.status(), &readers).await;
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response()
 }

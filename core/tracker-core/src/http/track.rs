@@ -35,101 +35,108 @@ fn redirect(location: &str) -> Response {
 }
 
 fn count_and_answer<T>(
-    st: &AppState,
+    state: &AppState,
     endpoint: Endpoint,
     result: Result<T, ApiError>,
     ok: impl FnOnce(T) -> Response,
 ) -> Response {
     match result {
         Ok(v) => {
-            st.metrics.accepted(endpoint, 1);
+            state.metrics.accepted(endpoint, 1);
             ok(v)
         }
         Err(e) => {
-            st.metrics.rejected(endpoint, e.code);
+            state.metrics.rejected(endpoint, e.code);
             e.into_response()
         }
     }
 }
 
 async fn follow(
-    st: &AppState,
+    state: &AppState,
     meta: &RequestMeta,
     tu_id: Option<&str>,
     query: Option<String>,
 ) -> Result<String, ApiError> {
-    let click =
-        service::click(st, &st.service, &meta.0, tu_id, query.as_deref().unwrap_or_default(), now_ms(), random10())
-            .await?;
+    let click = service::click(
+        state,
+        &state.service,
+        &meta.0,
+        tu_id,
+        query.as_deref().unwrap_or_default(),
+        now_ms(),
+        random10(),
+    )
+    .await?;
     // the click is queued before the browser is answered; it is on disk within the commit window
-    st.emit(&click.event).await?;
+    state.emit(&click.event).await?;
     Ok(click.location)
 }
 
-pub async fn click(State(st): State<Arc<AppState>>, meta: RequestMeta, RawQuery(q): RawQuery) -> Response {
+pub async fn click(State(state): State<Arc<AppState>>, meta: RequestMeta, RawQuery(q): RawQuery) -> Response {
     let started = Instant::now();
-    let result = follow(&st, &meta, None, q).await;
+    let result = follow(&state, &meta, None, q).await;
     if result.is_ok() {
-        st.metrics.redirect_served(started.elapsed());
+        state.metrics.redirect_served(started.elapsed());
     }
-    count_and_answer(&st, Endpoint::Click, result, |loc| redirect(&loc))
+    count_and_answer(&state, Endpoint::Click, result, |loc| redirect(&loc))
 }
 
 pub async fn short(
-    State(st): State<Arc<AppState>>,
+    State(state): State<Arc<AppState>>,
     Segment(tu_id): Segment,
     meta: RequestMeta,
     RawQuery(q): RawQuery,
 ) -> Response {
     let started = Instant::now();
-    let result = follow(&st, &meta, Some(&tu_id), q).await;
+    let result = follow(&state, &meta, Some(&tu_id), q).await;
     if result.is_ok() {
-        st.metrics.redirect_served(started.elapsed());
+        state.metrics.redirect_served(started.elapsed());
     }
-    count_and_answer(&st, Endpoint::Short, result, |loc| redirect(&loc))
+    count_and_answer(&state, Endpoint::Short, result, |loc| redirect(&loc))
 }
 
 /// A postback or impression event, authenticated (or not) by the shared service.
 async fn signal(
-    st: &AppState,
+    state: &AppState,
     meta: &RequestMeta,
     token: Option<&str>,
     kind: LinkKind,
     query: Option<String>,
 ) -> Result<tracker_protocol::Event, ApiError> {
     let q = query.as_deref().unwrap_or_default();
-    Ok(service::signal(st, &st.service, &meta.0, kind, q, token, now_ms(), random10()).await?)
+    Ok(service::signal(state, &state.service, &meta.0, kind, q, token, now_ms(), random10()).await?)
 }
 
 pub async fn postback(
-    State(st): State<Arc<AppState>>,
+    State(state): State<Arc<AppState>>,
     meta: RequestMeta,
     headers: HeaderMap,
     RawQuery(q): RawQuery,
 ) -> Response {
-    take_postback(&st, &meta, bearer(&headers), q).await
+    take_postback(&state, &meta, bearer(&headers), q).await
 }
 
 /// `GET /v1/<token>/p`: a postback from a client configured with a base URL that carries its ingest token.
 pub async fn v1_postback(
-    State(st): State<Arc<AppState>>,
+    State(state): State<Arc<AppState>>,
     Segment(token): Segment,
     mut meta: RequestMeta,
     RawQuery(q): RawQuery,
 ) -> Response {
     meta.0.path = "/v1/p".to_owned();
-    take_postback(&st, &meta, Some(&token), q).await
+    take_postback(&state, &meta, Some(&token), q).await
 }
 
-async fn take_postback(st: &AppState, meta: &RequestMeta, token: Option<&str>, q: Option<String>) -> Response {
+async fn take_postback(state: &AppState, meta: &RequestMeta, token: Option<&str>, q: Option<String>) -> Response {
     let result = async {
-        let event = signal(st, meta, token, LinkKind::Postback, q).await?;
+        let event = signal(state, meta, token, LinkKind::Postback, q).await?;
         // a postback is a server telling us about a conversion: answer only once it is durable
-        st.store_durably(&event, None).await?;
+        state.store_durably(&event, None).await?;
         Ok(event)
     }
     .await;
-    count_and_answer(st, Endpoint::Postback, result, |e| {
+    count_and_answer(state, Endpoint::Postback, result, |e| {
         super::json(
             StatusCode::OK,
             &serde_json::json!({ "status": "ok", "event_id": e.event_id, "authenticated": e.auth.is_authenticated() }),
@@ -138,20 +145,21 @@ async fn take_postback(st: &AppState, meta: &RequestMeta, token: Option<&str>, q
 }
 
 pub async fn impression(
-    State(st): State<Arc<AppState>>,
+    State(state): State<Arc<AppState>>,
     meta: RequestMeta,
     headers: HeaderMap,
     RawQuery(q): RawQuery,
 ) -> Response {
     let result = async {
-        let event = signal(&st, &meta, bearer(&headers), LinkKind::Impression, q).await?;
-        Ok::<_, ApiError>(st.emit(&event).await?)
+        let event = signal(&state, &meta, bearer(&headers), LinkKind::Impression, q).await?;
+        Ok::<_, ApiError>(state.emit(&event).await?)
     }
     .await;
     // a pixel sits in a page or an email: whatever the verdict, the visitor gets an image, never a broken one;
     // a refusal is counted and named in a header
     let refused = result.as_ref().err().map(|e| e.code);
-    let mut res = count_and_answer(&st, Endpoint::Impression, result, |()| (StatusCode::OK, PIXEL_GIF).into_response());
+    let mut res =
+        count_and_answer(&state, Endpoint::Impression, result, |()| (StatusCode::OK, PIXEL_GIF).into_response());
     if let Some(code) = refused {
         res = (StatusCode::OK, PIXEL_GIF).into_response();
         if let Ok(v) = HeaderValue::from_str(code) {
@@ -177,12 +185,16 @@ pub async fn beacon_preflight() -> Response {
     res
 }
 
-pub async fn beacon(State(st): State<Arc<AppState>>, meta: RequestMeta, body: Result<RawBody, ApiError>) -> Response {
+pub async fn beacon(
+    State(state): State<Arc<AppState>>,
+    meta: RequestMeta,
+    body: Result<RawBody, ApiError>,
+) -> Response {
     let result = async {
         let RawBody(body) = body?;
-        let event = service::beacon(&*st, &st.service, &meta.0, &body, now_ms(), random10()).await?;
-        Ok::<_, ApiError>(st.emit(&event).await?)
+        let event = service::beacon(&*state, &state.service, &meta.0, &body, now_ms(), random10()).await?;
+        Ok::<_, ApiError>(state.emit(&event).await?)
     }
     .await;
-    with_cors(count_and_answer(&st, Endpoint::Beacon, result, |()| StatusCode::NO_CONTENT.into_response()))
+    with_cors(count_and_answer(&state, Endpoint::Beacon, result, |()| StatusCode::NO_CONTENT.into_response()))
 }

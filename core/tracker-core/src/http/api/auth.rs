@@ -104,19 +104,19 @@ fn unauthorized(code: &'static str, message: &'static str) -> Response {
 
 /// Resolves a credential's SHA-256 to the caller: the admin credential (compared in constant time) or a live API
 /// key (looked up by hash on every request, so a revoked key stops working at once).
-async fn resolve(st: &AppState, hash_hex: Option<&str>) -> Result<Caller, Response> {
+async fn resolve(state: &AppState, hash_hex: Option<&str>) -> Result<Caller, Response> {
     let Some(hash_hex) = hash_hex else {
         return Err(unauthorized("missing_credentials", "send Authorization: Bearer <API key>"));
     };
     let Some(hash) = tracker_protocol::parse_encryption_key(hash_hex) else {
         return Err(unauthorized("invalid_credentials", "the credential is unknown, revoked or expired"));
     };
-    if let Some(admin) = &st.cfg.admin_token_sha256
+    if let Some(admin) = &state.cfg.admin_token_sha256
         && bool::from(admin.ct_eq(&hash))
     {
         return Ok(Caller::Admin);
     }
-    match st.store.api_key_by_hash(hash_hex, now_ms()).await {
+    match state.store.api_key_by_hash(hash_hex, now_ms()).await {
         Ok(Some(owner)) => Ok(Caller::Tenant { tenant: owner.tenant, key: owner.key }),
         Ok(None) => Err(unauthorized("invalid_credentials", "the credential is unknown, revoked or expired")),
         Err(e) => Err(ApiError::from(e).into_response()),
@@ -138,13 +138,13 @@ fn query_token_hash(uri: &axum::http::Uri) -> Option<String> {
 }
 
 /// `/api/...`: the credential is the bearer token.
-pub async fn direct(State(st): State<Arc<AppState>>, req: Request, next: Next) -> Response {
+pub async fn direct(State(state): State<Arc<AppState>>, req: Request, next: Next) -> Response {
     if req.uri().path() == "/openapi.json" {
         return next.run(req).await;
     }
     let hash = bearer_hash(req.headers());
-    let public_url = st.cfg.public_url.clone();
-    authenticate_and_run(&st, req, next, hash, public_url, false).await
+    let public_url = state.cfg.public_url.clone();
+    authenticate_and_run(&state, req, next, hash, public_url, false).await
 }
 
 /// Marks a request whose credential came from the URL (`?access_token=`).
@@ -152,7 +152,7 @@ pub async fn direct(State(st): State<Arc<AppState>>, req: Request, next: Next) -
 pub struct UrlCredential;
 
 /// `/sse/...`: the bearer token, or `?access_token=` for browsers' `EventSource`.
-pub async fn direct_live(State(st): State<Arc<AppState>>, mut req: Request, next: Next) -> Response {
+pub async fn direct_live(State(state): State<Arc<AppState>>, mut req: Request, next: Next) -> Response {
     let mut hash = bearer_hash(req.headers());
     if hash.is_none() {
         hash = query_token_hash(req.uri());
@@ -160,14 +160,14 @@ pub async fn direct_live(State(st): State<Arc<AppState>>, mut req: Request, next
             req.extensions_mut().insert(UrlCredential);
         }
     }
-    let public_url = st.cfg.public_url.clone();
-    authenticate_and_run(&st, req, next, hash, public_url, false).await
+    let public_url = state.cfg.public_url.clone();
+    authenticate_and_run(&state, req, next, hash, public_url, false).await
 }
 
 /// `/internal/v1/api/...`: the edge's signature over method, path, credential hash and body, within the replay
 /// window; then the caller is resolved from the credential hash like any direct call.
-pub async fn via_edge(State(st): State<Arc<AppState>>, req: Request, next: Next) -> Response {
-    if st.cfg.edge_secrets.expose().is_empty() {
+pub async fn via_edge(State(state): State<Arc<AppState>>, req: Request, next: Next) -> Response {
+    if state.cfg.edge_secrets.expose().is_empty() {
         return ApiError::new(StatusCode::NOT_FOUND, "edge_intake_disabled", "this node has no EDGE_SHARED_SECRETS")
             .into_response();
     }
@@ -184,38 +184,38 @@ pub async fn via_edge(State(st): State<Arc<AppState>>, req: Request, next: Next)
     let Ok(ts) = ts.parse::<i64>() else { return refuse("X-Tracker-Timestamp must be milliseconds since the epoch") };
     let credential = header(CREDENTIAL_HEADER).unwrap_or_default();
     let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
-    if !verify_api(st.cfg.edge_secrets.expose(), sig, ts, parts.method.as_str(), path, credential, &bytes) {
+    if !verify_api(state.cfg.edge_secrets.expose(), sig, ts, parts.method.as_str(), path, credential, &bytes) {
         return refuse("the request signature is invalid");
     }
-    if u128::from(now_ms().abs_diff(ts)) > st.cfg.edge_replay_window.as_millis() {
+    if u128::from(now_ms().abs_diff(ts)) > state.cfg.edge_replay_window.as_millis() {
         return refuse("the request timestamp is outside the replay window");
     }
     let public_url = header(PUBLIC_URL_HEADER)
         .filter(|u| (u.starts_with("https://") || u.starts_with("http://")) && u.len() < 256)
-        .map_or_else(|| st.cfg.public_url.clone(), |u| u.trim_end_matches('/').to_owned());
+        .map_or_else(|| state.cfg.public_url.clone(), |u| u.trim_end_matches('/').to_owned());
     let hash = (!credential.is_empty()).then(|| credential.to_owned());
     let req = Request::from_parts(parts, Body::from(bytes));
     if req.uri().path() == "/openapi.json" {
         return next.run(req).await;
     }
-    authenticate_and_run(&st, req, next, hash, public_url, true).await
+    authenticate_and_run(&state, req, next, hash, public_url, true).await
 }
 
 async fn authenticate_and_run(
-    st: &AppState,
+    state: &AppState,
     mut req: Request,
     next: Next,
     hash: Option<String>,
     public_url: String,
     via_edge: bool,
 ) -> Response {
-    let caller = match resolve(st, hash.as_deref()).await {
+    let caller = match resolve(state, hash.as_deref()).await {
         Ok(caller) => caller,
         Err(res) => return res,
     };
     let principal = Principal { caller, public_url };
-    let (bucket, rpm) = principal.rate(&st.cfg);
-    let verdict = st.api_limits.check(&bucket, rpm, 60, now_ms());
+    let (bucket, rpm) = principal.rate(&state.cfg);
+    let verdict = state.api_limits.check(&bucket, rpm, 60, now_ms());
     let mut res = if verdict.allowed {
         req.extensions_mut().insert(Arc::new(principal));
         next.run(req).await
@@ -237,13 +237,13 @@ async fn authenticate_and_run(
     }
     if let Some(Purge(keys)) = res.extensions_mut().remove::<Purge>() {
         for key in &keys {
-            st.invalidate(key);
+            state.invalidate(key);
         }
         if via_edge {
             if let Ok(v) = HeaderValue::from_str(&keys.join(",")) {
                 res.headers_mut().insert(PURGE_HEADER, v);
             }
-        } else if let Some(edge) = &st.cfg.consumer_settings.edge {
+        } else if let Some(edge) = &state.cfg.consumer_settings.edge {
             // a change made at the node directly: the edge hears of it from the node (EDGE_URLS)
             edge.purge(keys.join(","));
         }
@@ -252,9 +252,9 @@ async fn authenticate_and_run(
 }
 
 /// `GET /api/me`: who the credential is, and its rate limit.
-pub async fn me(State(st): State<Arc<AppState>>, Extension(p): Extension<Arc<Principal>>) -> Response {
-    let (_, rpm) = p.rate(&st.cfg);
-    let body = match &p.caller {
+pub async fn me(State(state): State<Arc<AppState>>, Extension(principal): Extension<Arc<Principal>>) -> Response {
+    let (_, rpm) = principal.rate(&state.cfg);
+    let body = match &principal.caller {
         Caller::Admin => serde_json::json!({ "kind": "admin", "api_requests_per_minute": rpm }),
         Caller::Tenant { tenant, key } => serde_json::json!({
             "kind": "tenant",

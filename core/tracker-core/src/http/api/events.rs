@@ -107,11 +107,11 @@ pub struct ListQuery {
 
 /// `GET /api/events`: the tenant's recent events, newest first.
 pub async fn list(
-    State(st): State<Arc<AppState>>,
-    Extension(p): Extension<Arc<Principal>>,
+    State(state): State<Arc<AppState>>,
+    Extension(principal): Extension<Arc<Principal>>,
     Query(q): Query<ListQuery>,
 ) -> Result<Response, ApiError> {
-    let tenant = p.tenant("read")?;
+    let tenant = principal.tenant("read")?;
     let limit = q.limit.unwrap_or(50);
     if !(1..=1000).contains(&limit) {
         return Err(ApiError::bad_request("invalid_limit", "limit must be 1 to 1000"));
@@ -139,7 +139,7 @@ pub async fn list(
         before,
         limit,
     };
-    let page = st.outputs.hot.events(&tenant.key_prefix, &query).await.map_err(hot_err)?;
+    let page = state.outputs.hot.events(&tenant.key_prefix, &query).await.map_err(hot_err)?;
     let data: Vec<Box<RawValue>> = page.events.into_iter().map(raw).collect();
     let next = page.next.map(|(ts, seq)| format!("{ts}_{seq}"));
     Ok(json(StatusCode::OK, &serde_json::json!({ "data": data, "next_cursor": next, "tier": "hot" })))
@@ -161,11 +161,11 @@ pub struct StatsParams {
 
 /// `GET /api/events/stats`: counts per hour or minute, optionally grouped.
 pub async fn stats(
-    State(st): State<Arc<AppState>>,
-    Extension(p): Extension<Arc<Principal>>,
+    State(state): State<Arc<AppState>>,
+    Extension(principal): Extension<Arc<Principal>>,
     Query(q): Query<StatsParams>,
 ) -> Result<Response, ApiError> {
-    let tenant = p.tenant("read")?;
+    let tenant = principal.tenant("read")?;
     let (bucket_ms, max_days, name) = match q.interval.as_deref().unwrap_or("hour") {
         "hour" => (HOUR_MS, 400, "hour"),
         "minute" => (60_000, 7, "minute"),
@@ -197,7 +197,7 @@ pub async fn stats(
         tu_id: short_text("tu_id", q.tu_id)?,
         param: param_filter(q.param_key, q.param_value)?,
     };
-    let series = st.outputs.hot.stats(&tenant.key_prefix, &query).await.map_err(hot_err)?;
+    let series = state.outputs.hot.stats(&tenant.key_prefix, &query).await.map_err(hot_err)?;
     let mut totals: BTreeMap<Option<String>, i64> = BTreeMap::new();
     for point in &series {
         *totals.entry(point.key.clone()).or_default() += point.count;
@@ -238,11 +238,11 @@ pub struct MatchParams {
 /// `GET /api/events/match?trigger=&result=&on=`: each result paired with the latest earlier trigger that shares
 /// the value of param `on`, within the window; never a result before its trigger, never a pair twice.
 pub async fn matches(
-    State(st): State<Arc<AppState>>,
-    Extension(p): Extension<Arc<Principal>>,
+    State(state): State<Arc<AppState>>,
+    Extension(principal): Extension<Arc<Principal>>,
     Query(q): Query<MatchParams>,
 ) -> Result<Response, ApiError> {
-    let tenant = p.tenant("read")?;
+    let tenant = principal.tenant("read")?;
     let need = |v: Option<String>, name: &'static str| {
         short_text(name, v)?.ok_or_else(|| ApiError::bad_request("invalid_query", format!("{name} is required")))
     };
@@ -257,7 +257,7 @@ pub async fn matches(
     }
     let (from, to) = Range { from: q.from, to: q.to, hours: q.hours }.resolve(7 * 24, 400)?;
     let query = MatchQuery { trigger, result, on, from, to, window_ms: window_secs * 1000, limit };
-    let answer = st.outputs.hot.match_events(&tenant.key_prefix, &query).await.map_err(hot_err)?;
+    let answer = state.outputs.hot.match_events(&tenant.key_prefix, &query).await.map_err(hot_err)?;
     Ok(json(
         StatusCode::OK,
         &serde_json::json!({
@@ -286,14 +286,14 @@ pub struct DropParams {
 /// `GET /api/drops`: the drop ledger, what the filter dropped or flagged per hour and reason (`bot`,
 /// `rate_ip`, `rate_tenant`, or the id of the tenant's rule).
 pub async fn drops(
-    State(st): State<Arc<AppState>>,
-    Extension(p): Extension<Arc<Principal>>,
+    State(state): State<Arc<AppState>>,
+    Extension(principal): Extension<Arc<Principal>>,
     Query(q): Query<DropParams>,
 ) -> Result<Response, ApiError> {
-    let tenant = p.tenant("read")?;
+    let tenant = principal.tenant("read")?;
     let (from, to) = Range { from: q.from, to: q.to, hours: q.hours }.resolve(24, 400)?;
     let reason = short_text("reason", q.reason)?;
-    let rows = st.outputs.hot.drops(&tenant.key_prefix, from, to, reason.as_deref()).await.map_err(hot_err)?;
+    let rows = state.outputs.hot.drops(&tenant.key_prefix, from, to, reason.as_deref()).await.map_err(hot_err)?;
     let mut totals: BTreeMap<(String, String), i64> = BTreeMap::new();
     for r in &rows {
         *totals.entry((r.action.clone(), r.reason.clone())).or_default() += r.count;
@@ -314,17 +314,17 @@ pub struct SampleParams {
 
 /// `GET /api/drops/samples`: example events the filter dropped or flagged (up to ten per hour and reason kept).
 pub async fn samples(
-    State(st): State<Arc<AppState>>,
-    Extension(p): Extension<Arc<Principal>>,
+    State(state): State<Arc<AppState>>,
+    Extension(principal): Extension<Arc<Principal>>,
     Query(q): Query<SampleParams>,
 ) -> Result<Response, ApiError> {
-    let tenant = p.tenant("read")?;
+    let tenant = principal.tenant("read")?;
     let limit = q.limit.unwrap_or(50);
     if !(1..=200).contains(&limit) {
         return Err(ApiError::bad_request("invalid_limit", "limit must be 1 to 200"));
     }
     let reason = short_text("reason", q.reason)?;
-    let rows = st.outputs.hot.drop_samples(&tenant.key_prefix, reason.as_deref(), limit).await.map_err(hot_err)?;
+    let rows = state.outputs.hot.drop_samples(&tenant.key_prefix, reason.as_deref(), limit).await.map_err(hot_err)?;
     let data: Vec<_> = rows
         .into_iter()
         .map(|(hour, action, reason, body)| {

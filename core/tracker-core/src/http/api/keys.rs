@@ -27,7 +27,7 @@ pub struct NewKeyBody {
 }
 
 impl NewKeyBody {
-    pub async fn create(self, st: &AppState, key_prefix: &str) -> Result<(String, ApiKey), ApiError> {
+    pub async fn create(self, state: &AppState, key_prefix: &str) -> Result<(String, ApiKey), ApiError> {
         check_text("name", &self.name, 200)?;
         if self.name.is_empty() {
             return Err(ApiError::bad_request("invalid_field", "name must not be empty"));
@@ -41,47 +41,47 @@ impl NewKeyBody {
         }
         let now = now_ms();
         let expires_at = expiry_ms("expires_at", self.expires_at)?;
-        st.store.create_api_key(key_prefix, &self.name, &scopes, expires_at, now).await.map_err(store_err("tenant"))
+        state.store.create_api_key(key_prefix, &self.name, &scopes, expires_at, now).await.map_err(store_err("tenant"))
     }
 }
 
 pub async fn create_key(
-    State(st): State<Arc<AppState>>,
-    Extension(p): Extension<Arc<Principal>>,
+    State(state): State<Arc<AppState>>,
+    Extension(principal): Extension<Arc<Principal>>,
     Body(body): Body<NewKeyBody>,
 ) -> Result<Response, ApiError> {
-    let tenant = p.tenant("admin")?;
-    let (secret, key) = body.create(&st, &tenant.key_prefix).await?;
+    let tenant = principal.tenant("admin")?;
+    let (secret, key) = body.create(&state, &tenant.key_prefix).await?;
     Ok(json(StatusCode::CREATED, &serde_json::json!({ "key": key, "secret": secret })))
 }
 
 pub async fn list_keys(
-    State(st): State<Arc<AppState>>,
-    Extension(p): Extension<Arc<Principal>>,
+    State(state): State<Arc<AppState>>,
+    Extension(principal): Extension<Arc<Principal>>,
     Query(q): Query<PageQuery>,
 ) -> Result<Response, ApiError> {
-    let tenant = p.tenant_even_if_suspended("admin")?;
+    let tenant = principal.tenant_even_if_suspended("admin")?;
     let (limit, after) = q.parts()?;
-    Ok(listing(st.store.api_keys_page(&tenant.key_prefix, after.as_deref(), limit).await?, |k| k))
+    Ok(listing(state.store.api_keys_page(&tenant.key_prefix, after.as_deref(), limit).await?, |k| k))
 }
 
 pub async fn get_key(
-    State(st): State<Arc<AppState>>,
-    Extension(p): Extension<Arc<Principal>>,
+    State(state): State<Arc<AppState>>,
+    Extension(principal): Extension<Arc<Principal>>,
     Segment(id): Segment,
 ) -> Result<Response, ApiError> {
-    let tenant = p.tenant_even_if_suspended("admin")?;
-    let key = st.store.api_key(&tenant.key_prefix, &id).await?.ok_or_else(|| not_found("API key"))?;
+    let tenant = principal.tenant_even_if_suspended("admin")?;
+    let key = state.store.api_key(&tenant.key_prefix, &id).await?.ok_or_else(|| not_found("API key"))?;
     Ok(json(StatusCode::OK, &key))
 }
 
 pub async fn revoke_key(
-    State(st): State<Arc<AppState>>,
-    Extension(p): Extension<Arc<Principal>>,
+    State(state): State<Arc<AppState>>,
+    Extension(principal): Extension<Arc<Principal>>,
     Segment(id): Segment,
 ) -> Result<Response, ApiError> {
-    let tenant = p.tenant_even_if_suspended("admin")?;
-    let key = st.store.revoke_api_key(&tenant.key_prefix, &id, now_ms()).await.map_err(store_err("API key"))?;
+    let tenant = principal.tenant_even_if_suspended("admin")?;
+    let key = state.store.revoke_api_key(&tenant.key_prefix, &id, now_ms()).await.map_err(store_err("API key"))?;
     Ok(json(StatusCode::OK, &key))
 }
 
@@ -94,48 +94,51 @@ pub struct NewToken {
 }
 
 pub async fn create_token(
-    State(st): State<Arc<AppState>>,
-    Extension(p): Extension<Arc<Principal>>,
+    State(state): State<Arc<AppState>>,
+    Extension(principal): Extension<Arc<Principal>>,
     Body(body): Body<NewToken>,
 ) -> Result<Response, ApiError> {
-    let tenant = p.tenant("admin")?;
+    let tenant = principal.tenant("admin")?;
     let name = body.name.unwrap_or_else(|| "default".into());
     check_text("name", &name, 200)?;
     let now = now_ms();
     let expires_at = expiry_ms("expires_at", body.expires_at)?;
-    let (secret, id) =
-        st.store.create_ingest_token(&tenant.key_prefix, &name, expires_at, now).await.map_err(store_err("tenant"))?;
-    let token = st.store.ingest_token(&tenant.key_prefix, &id).await?.ok_or_else(|| not_found("token"))?;
+    let (secret, id) = state
+        .store
+        .create_ingest_token(&tenant.key_prefix, &name, expires_at, now)
+        .await
+        .map_err(store_err("tenant"))?;
+    let token = state.store.ingest_token(&tenant.key_prefix, &id).await?.ok_or_else(|| not_found("token"))?;
     Ok(json(StatusCode::CREATED, &serde_json::json!({ "token": token, "secret": secret })))
 }
 
 pub async fn list_tokens(
-    State(st): State<Arc<AppState>>,
-    Extension(p): Extension<Arc<Principal>>,
+    State(state): State<Arc<AppState>>,
+    Extension(principal): Extension<Arc<Principal>>,
     Query(q): Query<PageQuery>,
 ) -> Result<Response, ApiError> {
-    let tenant = p.tenant_even_if_suspended("admin")?;
+    let tenant = principal.tenant_even_if_suspended("admin")?;
     let (limit, after) = q.parts()?;
-    Ok(listing(st.store.ingest_tokens_page(&tenant.key_prefix, after.as_deref(), limit).await?, |t| t))
+    Ok(listing(state.store.ingest_tokens_page(&tenant.key_prefix, after.as_deref(), limit).await?, |t| t))
 }
 
 pub async fn get_token(
-    State(st): State<Arc<AppState>>,
-    Extension(p): Extension<Arc<Principal>>,
+    State(state): State<Arc<AppState>>,
+    Extension(principal): Extension<Arc<Principal>>,
     Segment(id): Segment,
 ) -> Result<Response, ApiError> {
-    let tenant = p.tenant_even_if_suspended("admin")?;
-    let token = st.store.ingest_token(&tenant.key_prefix, &id).await?.ok_or_else(|| not_found("token"))?;
+    let tenant = principal.tenant_even_if_suspended("admin")?;
+    let token = state.store.ingest_token(&tenant.key_prefix, &id).await?.ok_or_else(|| not_found("token"))?;
     Ok(json(StatusCode::OK, &token))
 }
 
 pub async fn revoke_token(
-    State(st): State<Arc<AppState>>,
-    Extension(p): Extension<Arc<Principal>>,
+    State(state): State<Arc<AppState>>,
+    Extension(principal): Extension<Arc<Principal>>,
     Segment(id): Segment,
 ) -> Result<Response, ApiError> {
-    let tenant = p.tenant_even_if_suspended("admin")?;
-    let token = st.store.revoke_ingest_token(&tenant.key_prefix, &id, now_ms()).await.map_err(store_err("token"))?;
+    let tenant = principal.tenant_even_if_suspended("admin")?;
+    let token = state.store.revoke_ingest_token(&tenant.key_prefix, &id, now_ms()).await.map_err(store_err("token"))?;
     let purge = vec![format!("token:{}", token.token_hash)];
     Ok(purging(json(StatusCode::OK, &token), purge))
 }

@@ -32,8 +32,8 @@ struct LinkView {
 }
 
 /// The tenant's current link key.
-async fn current_key(st: &AppState, key_prefix: &str) -> Result<LinkKey, ApiError> {
-    let keys = st.store.tenant_keys(key_prefix).await?.ok_or_else(|| not_found("tenant"))?;
+async fn current_key(state: &AppState, key_prefix: &str) -> Result<LinkKey, ApiError> {
+    let keys = state.store.tenant_keys(key_prefix).await?.ok_or_else(|| not_found("tenant"))?;
     keys.keys.into_iter().next().ok_or_else(|| not_found("tenant key"))
 }
 
@@ -55,8 +55,8 @@ fn view(link: Link, base: &str, key_prefix: &str, key: Option<&LinkKey>, counts:
     LinkView { link, url, counts }
 }
 
-async fn counts_of(st: &AppState, key_prefix: &str, ids: &[&str]) -> Result<BTreeMap<String, LinkCount>, ApiError> {
-    Ok(st.store.link_counts(key_prefix, ids).await?)
+async fn counts_of(state: &AppState, key_prefix: &str, ids: &[&str]) -> Result<BTreeMap<String, LinkCount>, ApiError> {
+    Ok(state.store.link_counts(key_prefix, ids).await?)
 }
 
 #[derive(Debug, Deserialize)]
@@ -86,74 +86,80 @@ impl LinkBody {
 }
 
 pub async fn create(
-    State(st): State<Arc<AppState>>,
-    Extension(p): Extension<Arc<Principal>>,
+    State(state): State<Arc<AppState>>,
+    Extension(principal): Extension<Arc<Principal>>,
     Body(body): Body<LinkBody>,
 ) -> Result<Response, ApiError> {
-    let tenant = p.tenant("write")?;
+    let tenant = principal.tenant("write")?;
     if body.destination.is_none() {
         return Err(ApiError::bad_request("invalid_field", "destination is required"));
     }
     let now = now_ms();
-    let key = current_key(&st, &tenant.key_prefix).await?;
-    let max = st.cfg.plan_of(tenant).max_links;
-    let link =
-        st.store.create_link_within(&tenant.key_prefix, body.spec()?, now, max).await.map_err(store_err("tenant"))?;
-    Ok(json(StatusCode::CREATED, &view(link, &p.public_url, &tenant.key_prefix, Some(&key), LinkCount::default())))
+    let key = current_key(&state, &tenant.key_prefix).await?;
+    let max = state.cfg.plan_of(tenant).max_links;
+    let link = state
+        .store
+        .create_link_within(&tenant.key_prefix, body.spec()?, now, max)
+        .await
+        .map_err(store_err("tenant"))?;
+    Ok(json(
+        StatusCode::CREATED,
+        &view(link, &principal.public_url, &tenant.key_prefix, Some(&key), LinkCount::default()),
+    ))
 }
 
 pub async fn list(
-    State(st): State<Arc<AppState>>,
-    Extension(p): Extension<Arc<Principal>>,
+    State(state): State<Arc<AppState>>,
+    Extension(principal): Extension<Arc<Principal>>,
     Query(q): Query<PageQuery>,
 ) -> Result<Response, ApiError> {
-    let tenant = p.tenant("read")?;
+    let tenant = principal.tenant("read")?;
     let (limit, after) = q.parts()?;
-    let page = st.store.links_page(&tenant.key_prefix, after.as_deref(), limit).await?;
-    let key = current_key(&st, &tenant.key_prefix).await?;
+    let page = state.store.links_page(&tenant.key_prefix, after.as_deref(), limit).await?;
+    let key = current_key(&state, &tenant.key_prefix).await?;
     let ids: Vec<&str> = page.items.iter().map(|l| l.tu_id.as_str()).collect();
-    let counts = counts_of(&st, &tenant.key_prefix, &ids).await?;
+    let counts = counts_of(&state, &tenant.key_prefix, &ids).await?;
     Ok(listing(page, |l| {
         let c = counts.get(&l.tu_id).copied().unwrap_or_default();
-        view(l, &p.public_url, &tenant.key_prefix, Some(&key), c)
+        view(l, &principal.public_url, &tenant.key_prefix, Some(&key), c)
     }))
 }
 
 pub async fn get(
-    State(st): State<Arc<AppState>>,
-    Extension(p): Extension<Arc<Principal>>,
+    State(state): State<Arc<AppState>>,
+    Extension(principal): Extension<Arc<Principal>>,
     Segment(tu_id): Segment,
 ) -> Result<Response, ApiError> {
-    let tenant = p.tenant("read")?;
-    let link = st.store.link(&tenant.key_prefix, &tu_id).await?.ok_or_else(|| not_found("link"))?;
-    let key = current_key(&st, &tenant.key_prefix).await?;
-    let c = counts_of(&st, &tenant.key_prefix, &[tu_id.as_str()]).await?.remove(&tu_id).unwrap_or_default();
-    Ok(json(StatusCode::OK, &view(link, &p.public_url, &tenant.key_prefix, Some(&key), c)))
+    let tenant = principal.tenant("read")?;
+    let link = state.store.link(&tenant.key_prefix, &tu_id).await?.ok_or_else(|| not_found("link"))?;
+    let key = current_key(&state, &tenant.key_prefix).await?;
+    let c = counts_of(&state, &tenant.key_prefix, &[tu_id.as_str()]).await?.remove(&tu_id).unwrap_or_default();
+    Ok(json(StatusCode::OK, &view(link, &principal.public_url, &tenant.key_prefix, Some(&key), c)))
 }
 
 pub async fn update(
-    State(st): State<Arc<AppState>>,
-    Extension(p): Extension<Arc<Principal>>,
+    State(state): State<Arc<AppState>>,
+    Extension(principal): Extension<Arc<Principal>>,
     Segment(tu_id): Segment,
     Body(body): Body<LinkBody>,
 ) -> Result<Response, ApiError> {
-    let tenant = p.tenant("write")?;
+    let tenant = principal.tenant("write")?;
     let now = now_ms();
     let spec = body.spec()?;
-    let link = st.store.update_link(&tenant.key_prefix, &tu_id, spec, now).await.map_err(store_err("link"))?;
-    let key = current_key(&st, &tenant.key_prefix).await?;
-    let c = counts_of(&st, &tenant.key_prefix, &[tu_id.as_str()]).await?.remove(&tu_id).unwrap_or_default();
-    let res = json(StatusCode::OK, &view(link, &p.public_url, &tenant.key_prefix, Some(&key), c));
+    let link = state.store.update_link(&tenant.key_prefix, &tu_id, spec, now).await.map_err(store_err("link"))?;
+    let key = current_key(&state, &tenant.key_prefix).await?;
+    let c = counts_of(&state, &tenant.key_prefix, &[tu_id.as_str()]).await?.remove(&tu_id).unwrap_or_default();
+    let res = json(StatusCode::OK, &view(link, &principal.public_url, &tenant.key_prefix, Some(&key), c));
     Ok(purging(res, vec![format!("short:{tu_id}")]))
 }
 
 pub async fn delete(
-    State(st): State<Arc<AppState>>,
-    Extension(p): Extension<Arc<Principal>>,
+    State(state): State<Arc<AppState>>,
+    Extension(principal): Extension<Arc<Principal>>,
     Segment(tu_id): Segment,
 ) -> Result<Response, ApiError> {
-    let tenant = p.tenant("write")?;
-    st.store.delete_link(&tenant.key_prefix, &tu_id).await.map_err(store_err("link"))?;
+    let tenant = principal.tenant("write")?;
+    state.store.delete_link(&tenant.key_prefix, &tu_id).await.map_err(store_err("link"))?;
     Ok(purging(StatusCode::NO_CONTENT, vec![format!("short:{tu_id}")]))
 }
 
@@ -207,11 +213,11 @@ fn check_link_params(params: &BTreeMap<String, String>, ext: &[String]) -> Resul
 }
 
 pub async fn sign(
-    State(st): State<Arc<AppState>>,
-    Extension(p): Extension<Arc<Principal>>,
+    State(state): State<Arc<AppState>>,
+    Extension(principal): Extension<Arc<Principal>>,
     Body(body): Body<SignBody>,
 ) -> Result<Response, ApiError> {
-    let tenant = p.tenant("write")?;
+    let tenant = principal.tenant("write")?;
     let prefix = tenant.key_prefix.as_str();
     let format = match body.format.as_deref().unwrap_or("v2") {
         "seed" => "v1",
@@ -225,7 +231,7 @@ pub async fn sign(
             b.trim_end_matches('/').to_owned()
         }
         Some(_) => return Err(ApiError::bad_request("invalid_field", "base_url must be an http(s) URL")),
-        None => p.public_url.clone(),
+        None => principal.public_url.clone(),
     };
     let (kind, target) = match (&body.destination, &body.tu_id) {
         (Some(d), None) => {
@@ -233,7 +239,7 @@ pub async fn sign(
             (LinkKind::Click, d.clone())
         }
         (None, Some(id)) => {
-            st.store.link(prefix, id).await?.ok_or_else(|| not_found("link"))?;
+            state.store.link(prefix, id).await?.ok_or_else(|| not_found("link"))?;
             (LinkKind::Short, id.clone())
         }
         _ => return Err(ApiError::bad_request("invalid_field", "give exactly one of destination and tu_id")),
@@ -244,7 +250,7 @@ pub async fn sign(
     }
     // v2 expiries are whole seconds after the epoch (at least 1)
     let expires_at = expiry_ms("expires_at", body.expires_at)?.map(|ms| ((ms + 999) / 1000).max(1));
-    let key = current_key(&st, prefix).await?;
+    let key = current_key(&state, prefix).await?;
     let secret = key.signing_secret.as_deref().ok_or_else(|| not_found("signing key"))?;
     let params: Vec<(&str, &str)> = body.params.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
     let ext: Vec<&str> = body.ext.iter().map(String::as_str).collect();

@@ -23,8 +23,8 @@ pub fn render(plans: &tracker_store::Plans) -> String {
     doc.to_string()
 }
 
-pub async fn document(State(st): State<Arc<AppState>>) -> Response {
-    let mut res = render(st.cfg.plans()).into_response();
+pub async fn document(State(state): State<Arc<AppState>>) -> Response {
+    let mut res = render(state.cfg.plans()).into_response();
     res.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
     res.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("public, max-age=300"));
     res

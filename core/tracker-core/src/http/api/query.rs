@@ -44,11 +44,11 @@ impl From<QueryError> for ApiError {
 
 /// `POST /api/query`.
 pub async fn query(
-    State(st): State<Arc<AppState>>,
-    Extension(caller): Extension<Arc<Principal>>,
+    State(state): State<Arc<AppState>>,
+    Extension(principal): Extension<Arc<Principal>>,
     Body(body): Body<QueryBody>,
 ) -> Result<Response, ApiError> {
-    let tenant = caller.tenant("read")?;
-    let answer = crate::query::answer(&st, tenant, body.tier, body.query).await?;
+    let tenant = principal.tenant("read")?;
+    let answer = crate::query::answer(&state, tenant, body.tier, body.query).await?;
     Ok(json_response(StatusCode::OK, &answer))
 }

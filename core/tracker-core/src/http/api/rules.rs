@@ -86,50 +86,50 @@ impl From<RuleBody> for RuleSpec {
 }
 
 pub async fn create(
-    State(st): State<Arc<AppState>>,
-    Extension(p): Extension<Arc<Principal>>,
+    State(state): State<Arc<AppState>>,
+    Extension(principal): Extension<Arc<Principal>>,
     Body(body): Body<RuleBody>,
 ) -> Result<Response, ApiError> {
-    let tenant = p.tenant("write")?;
+    let tenant = principal.tenant("write")?;
     let rule = FilterRule::blank(now_ms()).with(body.into());
     check(&rule)?;
-    let existing = st.store.rules_page(&tenant.key_prefix, None, tracker_store::MAX_PAGE).await?;
+    let existing = state.store.rules_page(&tenant.key_prefix, None, tracker_store::MAX_PAGE).await?;
     if existing.items.len() >= MAX_RULES {
         return Err(ApiError::new(StatusCode::CONFLICT, "too_many_rules", format!("at most {MAX_RULES} rules")));
     }
-    st.store.create_rule(&tenant.key_prefix, &rule).await.map_err(store_err("tenant"))?;
+    state.store.create_rule(&tenant.key_prefix, &rule).await.map_err(store_err("tenant"))?;
     Ok(json(StatusCode::CREATED, &rule))
 }
 
 pub async fn list(
-    State(st): State<Arc<AppState>>,
-    Extension(p): Extension<Arc<Principal>>,
+    State(state): State<Arc<AppState>>,
+    Extension(principal): Extension<Arc<Principal>>,
     Query(q): Query<PageQuery>,
 ) -> Result<Response, ApiError> {
-    let tenant = p.tenant("read")?;
+    let tenant = principal.tenant("read")?;
     let (limit, after) = q.parts()?;
-    Ok(listing(st.store.rules_page(&tenant.key_prefix, after.as_deref(), limit).await?, |r| r))
+    Ok(listing(state.store.rules_page(&tenant.key_prefix, after.as_deref(), limit).await?, |r| r))
 }
 
 pub async fn get(
-    State(st): State<Arc<AppState>>,
-    Extension(p): Extension<Arc<Principal>>,
+    State(state): State<Arc<AppState>>,
+    Extension(principal): Extension<Arc<Principal>>,
     Segment(id): Segment,
 ) -> Result<Response, ApiError> {
-    let tenant = p.tenant("read")?;
-    let rule = st.store.rule(&tenant.key_prefix, &id).await?.ok_or_else(|| not_found("rule"))?;
+    let tenant = principal.tenant("read")?;
+    let rule = state.store.rule(&tenant.key_prefix, &id).await?.ok_or_else(|| not_found("rule"))?;
     Ok(json(StatusCode::OK, &rule))
 }
 
 pub async fn update(
-    State(st): State<Arc<AppState>>,
-    Extension(p): Extension<Arc<Principal>>,
+    State(state): State<Arc<AppState>>,
+    Extension(principal): Extension<Arc<Principal>>,
     Segment(id): Segment,
     Body(body): Body<RuleBody>,
 ) -> Result<Response, ApiError> {
-    let tenant = p.tenant("write")?;
+    let tenant = principal.tenant("write")?;
     let checked = |rule: &FilterRule| check(rule).map_err(|e| e.message);
-    let rule = st
+    let rule = state
         .store
         .update_rule(&tenant.key_prefix, &id, body.into(), now_ms(), checked)
         .await
@@ -138,12 +138,12 @@ pub async fn update(
 }
 
 pub async fn delete(
-    State(st): State<Arc<AppState>>,
-    Extension(p): Extension<Arc<Principal>>,
+    State(state): State<Arc<AppState>>,
+    Extension(principal): Extension<Arc<Principal>>,
     Segment(id): Segment,
 ) -> Result<Response, ApiError> {
-    let tenant = p.tenant("write")?;
-    st.store.delete_rule(&tenant.key_prefix, &id).await.map_err(store_err("rule"))?;
+    let tenant = principal.tenant("write")?;
+    state.store.delete_rule(&tenant.key_prefix, &id).await.map_err(store_err("rule"))?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 

@@ -75,17 +75,17 @@ pub struct CreateTenant {
 }
 
 pub async fn create(
-    State(st): State<Arc<AppState>>,
-    Extension(p): Extension<Arc<Principal>>,
+    State(state): State<Arc<AppState>>,
+    Extension(principal): Extension<Arc<Principal>>,
     Body(body): Body<CreateTenant>,
 ) -> Result<Response, ApiError> {
-    p.require_admin()?;
+    principal.require_admin()?;
     check_text("name", &body.name, 200)?;
     if body.name.is_empty() {
         return Err(ApiError::bad_request("invalid_field", "name must not be empty"));
     }
     if let Some(plan) = &body.plan {
-        check_plan(st.cfg.plans(), plan)?;
+        check_plan(state.cfg.plans(), plan)?;
     }
     if let Some(limits) = &body.limits {
         check_limits(limits)?;
@@ -93,16 +93,16 @@ pub async fn create(
     let now = now_ms();
     let plan = body.plan.as_deref().unwrap_or("free");
     let limits = body.limits.unwrap_or_default();
-    let key = st.store.create_tenant_on(&body.name, body.key_prefix.as_deref(), plan, &limits, now).await.map_err(
+    let key = state.store.create_tenant_on(&body.name, body.key_prefix.as_deref(), plan, &limits, now).await.map_err(
         |e| match e {
             tracker_store::StoreError::Invalid(reason) => ApiError::bad_request("invalid_key_prefix", reason),
             other => store_err("tenant")(other),
         },
     )?;
-    let tenant = st.store.tenant(&key.key_prefix).await?.ok_or_else(|| not_found("tenant"))?;
+    let tenant = state.store.tenant(&key.key_prefix).await?.ok_or_else(|| not_found("tenant"))?;
     // if this fails the tenant exists without an API key; POST /api/tenants/{key_prefix}/api-keys issues one
     let admin_scopes = ["read", "write", "admin"].map(String::from);
-    let (secret, api_key) = st
+    let (secret, api_key) = state
         .store
         .create_api_key(&key.key_prefix, "initial admin key", &admin_scopes, None, now)
         .await
@@ -116,23 +116,23 @@ pub async fn create(
 }
 
 pub async fn list(
-    State(st): State<Arc<AppState>>,
-    Extension(p): Extension<Arc<Principal>>,
+    State(state): State<Arc<AppState>>,
+    Extension(principal): Extension<Arc<Principal>>,
     Query(q): Query<PageQuery>,
 ) -> Result<Response, ApiError> {
-    p.require_admin()?;
+    principal.require_admin()?;
     let (limit, after) = q.parts()?;
-    let page = st.store.tenants_page(after.as_deref(), limit).await?;
+    let page = state.store.tenants_page(after.as_deref(), limit).await?;
     Ok(listing(page, TenantView::from))
 }
 
 pub async fn get(
-    State(st): State<Arc<AppState>>,
-    Extension(p): Extension<Arc<Principal>>,
+    State(state): State<Arc<AppState>>,
+    Extension(principal): Extension<Arc<Principal>>,
     Segment(key_prefix): Segment,
 ) -> Result<Response, ApiError> {
-    p.require_admin()?;
-    let found = st.store.tenant_keys(&key_prefix).await?.ok_or_else(|| not_found("tenant"))?;
+    principal.require_admin()?;
+    let found = state.store.tenant_keys(&key_prefix).await?.ok_or_else(|| not_found("tenant"))?;
     let keys: Vec<_> =
         found.keys.iter().map(|k| serde_json::json!({ "kid": k.kid, "retires_at": k.retires_at_ms })).collect();
     let mut body = serde_json::to_value(TenantView::from(found.tenant)).unwrap_or_default();
@@ -153,17 +153,17 @@ pub struct UpdateTenant {
 }
 
 pub async fn update(
-    State(st): State<Arc<AppState>>,
-    Extension(p): Extension<Arc<Principal>>,
+    State(state): State<Arc<AppState>>,
+    Extension(principal): Extension<Arc<Principal>>,
     Segment(key_prefix): Segment,
     Body(body): Body<UpdateTenant>,
 ) -> Result<Response, ApiError> {
-    p.require_admin()?;
+    principal.require_admin()?;
     if let Some(name) = &body.name {
         check_text("name", name, 200)?;
     }
     if let Some(plan) = &body.plan {
-        check_plan(st.cfg.plans(), plan)?;
+        check_plan(state.cfg.plans(), plan)?;
     }
     if let Some(status) = &body.status
         && !matches!(status.as_str(), "active" | "suspended")
@@ -174,7 +174,7 @@ pub async fn update(
         check_limits(limits)?;
     }
     let update = TenantUpdate { name: body.name, plan: body.plan, status: body.status, limits: body.limits };
-    let tenant = st.store.update_tenant(&key_prefix, update, now_ms()).await.map_err(store_err("tenant"))?;
+    let tenant = state.store.update_tenant(&key_prefix, update, now_ms()).await.map_err(store_err("tenant"))?;
     Ok(purging(json(StatusCode::OK, &TenantView::from(tenant)), vec![format!("tenant:{key_prefix}")]))
 }
 
@@ -186,12 +186,12 @@ pub struct Rotate {
 }
 
 pub async fn rotate(
-    State(st): State<Arc<AppState>>,
-    Extension(p): Extension<Arc<Principal>>,
+    State(state): State<Arc<AppState>>,
+    Extension(principal): Extension<Arc<Principal>>,
     Segment(key_prefix): Segment,
     Body(body): Body<Rotate>,
 ) -> Result<Response, ApiError> {
-    p.require_admin()?;
+    principal.require_admin()?;
     let grace = body.grace_seconds.unwrap_or(7 * 24 * 3600);
     if grace > MAX_GRACE_SECS {
         return Err(ApiError::bad_request("invalid_grace", "grace_seconds must be at most 7776000 (90 days)"));
@@ -201,7 +201,7 @@ pub async fn rotate(
     }
     let now = now_ms();
     let grace_ms = i64::try_from(grace * 1000).unwrap_or(i64::MAX);
-    let key = st.store.rotate_keys(&key_prefix, grace_ms, now).await.map_err(store_err("tenant"))?;
+    let key = state.store.rotate_keys(&key_prefix, grace_ms, now).await.map_err(store_err("tenant"))?;
     let body = serde_json::json!({
         "kid": key.kid,
         "signing_secret": key.signing_secret,
@@ -214,12 +214,12 @@ pub async fn rotate(
 /// `POST /api/tenants/{key_prefix}/api-keys`: the operator issues a key for a tenant (for example when the
 /// tenant lost its last admin key).
 pub async fn create_key(
-    State(st): State<Arc<AppState>>,
-    Extension(p): Extension<Arc<Principal>>,
+    State(state): State<Arc<AppState>>,
+    Extension(principal): Extension<Arc<Principal>>,
     Segment(key_prefix): Segment,
     Body(body): Body<NewKeyBody>,
 ) -> Result<Response, ApiError> {
-    p.require_admin()?;
-    let (secret, key): (String, ApiKey) = body.create(&st, &key_prefix).await?;
+    principal.require_admin()?;
+    let (secret, key): (String, ApiKey) = body.create(&state, &key_prefix).await?;
     Ok(json(StatusCode::CREATED, &serde_json::json!({ "key": key, "secret": secret })))
 }

@@ -83,9 +83,9 @@ fn range(from: Option<i64>, to: Option<i64>, max_days: i64) -> Result<(i64, i64)
 }
 
 /// Every counter of `tenant` (or every tenant) in `[from, to)`, from both stores.
-async fn rows(st: &AppState, tenant: Option<&str>, from: i64, to: i64) -> Result<Vec<UsageRow>, ApiError> {
-    let mut rows = st.outputs.hot.usage(tenant, from, to).await.map_err(super::events::hot_err)?;
-    rows.extend(st.store.usage(tenant, from, to).await?);
+async fn rows(state: &AppState, tenant: Option<&str>, from: i64, to: i64) -> Result<Vec<UsageRow>, ApiError> {
+    let mut rows = state.outputs.hot.usage(tenant, from, to).await.map_err(super::events::hot_err)?;
+    rows.extend(state.store.usage(tenant, from, to).await?);
     Ok(rows)
 }
 
@@ -120,9 +120,9 @@ fn sorted(mut rows: Vec<UsageRow>) -> Vec<UsageRow> {
 }
 
 /// The tenant's allowance this month and what is used of it.
-async fn allowance(st: &AppState, tenant: &Tenant, plan: &Plan, now: i64) -> Result<serde_json::Value, ApiError> {
+async fn allowance(state: &AppState, tenant: &Tenant, plan: &Plan, now: i64) -> Result<serde_json::Value, ApiError> {
     let month = month_start(now);
-    let used = st.outputs.hot.quota_kept(&tenant.key_prefix, month).await.map_err(super::events::hot_err)?;
+    let used = state.outputs.hot.quota_kept(&tenant.key_prefix, month).await.map_err(super::events::hot_err)?;
     let blocked = plan.block(used, now);
     Ok(serde_json::json!({
         "period": month_name(now),
@@ -137,15 +137,15 @@ async fn allowance(st: &AppState, tenant: &Tenant, plan: &Plan, now: i64) -> Res
 
 /// `GET /api/usage`: the caller's usage per period, as JSON or CSV.
 pub async fn usage(
-    State(st): State<Arc<AppState>>,
-    Extension(p): Extension<Arc<Principal>>,
+    State(state): State<Arc<AppState>>,
+    Extension(principal): Extension<Arc<Principal>>,
     Query(q): Query<UsageParams>,
 ) -> Result<Response, ApiError> {
-    let tenant = p.tenant("read")?;
+    let tenant = principal.tenant("read")?;
     let granularity = q.granularity.unwrap_or(Granularity::Day);
     let max_days = if granularity == Granularity::Hour { MAX_HOURLY_DAYS } else { MAX_DAYS };
     let (from, to) = range(q.from, q.to, max_days)?;
-    let rows = sorted(rows(&st, Some(&tenant.key_prefix), from, to).await?);
+    let rows = sorted(rows(&state, Some(&tenant.key_prefix), from, to).await?);
     let mut periods: BTreeMap<i64, Totals> = BTreeMap::new();
     let mut totals = Totals::default();
     // the hours in which events were dropped for the allowance: the quota period the drop ledger shows
@@ -160,7 +160,7 @@ pub async fn usage(
     if q.format == Some(Format::Csv) {
         return Ok(csv(&tenant.key_prefix, granularity, &periods));
     }
-    let plan = st.cfg.plan_of(tenant);
+    let plan = state.cfg.plan_of(tenant);
     let data: Vec<_> = periods
         .into_iter()
         .map(|(start, t)| {
@@ -190,7 +190,7 @@ pub async fn usage(
             "data": data,
             "totals": totals,
             "quota_drops": quota_drops,
-            "allowance": allowance(&st, tenant, &plan, now_ms()).await?,
+            "allowance": allowance(&state, tenant, &plan, now_ms()).await?,
         }),
     ))
 }
@@ -279,11 +279,11 @@ fn invoice(plan_name: &str, plan: &Plan, period: &str, billable: i64) -> serde_j
 
 /// `GET /api/usage/invoice`: what the month costs on the tenant's current plan (a preview until the month ends).
 pub async fn invoice_preview(
-    State(st): State<Arc<AppState>>,
-    Extension(p): Extension<Arc<Principal>>,
+    State(state): State<Arc<AppState>>,
+    Extension(principal): Extension<Arc<Principal>>,
     Query(q): Query<InvoiceParams>,
 ) -> Result<Response, ApiError> {
-    let tenant = p.tenant("read")?;
+    let tenant = principal.tenant("read")?;
     let now = now_ms();
     let from = match q.period.as_deref() {
         None => month_start(now),
@@ -293,12 +293,12 @@ pub async fn invoice_preview(
     };
     let to = next_month_start(from);
     let mut accepted = 0;
-    for r in rows(&st, Some(&tenant.key_prefix), from, to).await? {
+    for r in rows(&state, Some(&tenant.key_prefix), from, to).await? {
         if r.metric == "accepted" {
             accepted += r.n;
         }
     }
-    let plan = st.cfg.plan_of(tenant);
+    let plan = state.cfg.plan_of(tenant);
     let mut answer = invoice(&tenant.plan, &plan, &month_name(from), accepted);
     if let Some(obj) = answer.as_object_mut() {
         obj.insert("from".into(), from.into());
@@ -317,17 +317,17 @@ pub struct AdminParams {
 
 /// `GET /api/admin/usage`: every tenant's totals in the range (admin credential).
 pub async fn admin(
-    State(st): State<Arc<AppState>>,
-    Extension(p): Extension<Arc<Principal>>,
+    State(state): State<Arc<AppState>>,
+    Extension(principal): Extension<Arc<Principal>>,
     Query(q): Query<AdminParams>,
 ) -> Result<Response, ApiError> {
-    p.require_admin()?;
+    principal.require_admin()?;
     let (from, to) = range(q.from, q.to, MAX_DAYS)?;
     let mut by_tenant: BTreeMap<String, Totals> = BTreeMap::new();
-    for r in sorted(rows(&st, None, from, to).await?) {
+    for r in sorted(rows(&state, None, from, to).await?) {
         by_tenant.entry(r.key_prefix.clone()).or_default().add(&r);
     }
-    let tenants = st.store.list_tenants().await?;
+    let tenants = state.store.list_tenants().await?;
     let plans: BTreeMap<&str, &str> = tenants.iter().map(|t| (t.key_prefix.as_str(), t.plan.as_str())).collect();
     let data: Vec<_> = by_tenant
         .into_iter()

@@ -63,74 +63,75 @@ impl WebhookBody {
 }
 
 pub async fn create(
-    State(st): State<Arc<AppState>>,
-    Extension(p): Extension<Arc<Principal>>,
+    State(state): State<Arc<AppState>>,
+    Extension(principal): Extension<Arc<Principal>>,
     Body(body): Body<WebhookBody>,
 ) -> Result<Response, ApiError> {
-    let tenant = p.tenant("write")?;
+    let tenant = principal.tenant("write")?;
     if body.url.is_none() {
         return Err(ApiError::bad_request("invalid_field", "url is required"));
     }
-    let spec = body.spec(st.cfg.webhook_allow_private)?;
-    let (hook, secret) = st
+    let spec = body.spec(state.cfg.webhook_allow_private)?;
+    let (hook, secret) = state
         .store
-        .create_webhook_within(&tenant.key_prefix, spec, now_ms(), st.cfg.plan_of(tenant).max_webhooks)
+        .create_webhook_within(&tenant.key_prefix, spec, now_ms(), state.cfg.plan_of(tenant).max_webhooks)
         .await
         .map_err(store_err("tenant"))?;
     Ok(json(StatusCode::CREATED, &serde_json::json!({ "webhook": hook, "secret": secret })))
 }
 
 pub async fn list(
-    State(st): State<Arc<AppState>>,
-    Extension(p): Extension<Arc<Principal>>,
+    State(state): State<Arc<AppState>>,
+    Extension(principal): Extension<Arc<Principal>>,
     Query(q): Query<PageQuery>,
 ) -> Result<Response, ApiError> {
-    let tenant = p.tenant("read")?;
+    let tenant = principal.tenant("read")?;
     let (limit, after) = q.parts()?;
-    Ok(listing(st.store.webhooks_page(&tenant.key_prefix, after.as_deref(), limit).await?, |w| w))
+    Ok(listing(state.store.webhooks_page(&tenant.key_prefix, after.as_deref(), limit).await?, |w| w))
 }
 
 pub async fn get(
-    State(st): State<Arc<AppState>>,
-    Extension(p): Extension<Arc<Principal>>,
+    State(state): State<Arc<AppState>>,
+    Extension(principal): Extension<Arc<Principal>>,
     Segment(id): Segment,
 ) -> Result<Response, ApiError> {
-    let tenant = p.tenant("read")?;
-    let hook = st.store.webhook(&tenant.key_prefix, &id).await?.ok_or_else(|| not_found("webhook"))?;
+    let tenant = principal.tenant("read")?;
+    let hook = state.store.webhook(&tenant.key_prefix, &id).await?.ok_or_else(|| not_found("webhook"))?;
     Ok(json(StatusCode::OK, &hook))
 }
 
 pub async fn update(
-    State(st): State<Arc<AppState>>,
-    Extension(p): Extension<Arc<Principal>>,
+    State(state): State<Arc<AppState>>,
+    Extension(principal): Extension<Arc<Principal>>,
     Segment(id): Segment,
     Body(body): Body<WebhookBody>,
 ) -> Result<Response, ApiError> {
-    let tenant = p.tenant("write")?;
-    let spec = body.spec(st.cfg.webhook_allow_private)?;
-    let hook = st.store.update_webhook(&tenant.key_prefix, &id, spec, now_ms()).await.map_err(store_err("webhook"))?;
+    let tenant = principal.tenant("write")?;
+    let spec = body.spec(state.cfg.webhook_allow_private)?;
+    let hook =
+        state.store.update_webhook(&tenant.key_prefix, &id, spec, now_ms()).await.map_err(store_err("webhook"))?;
     Ok(json(StatusCode::OK, &hook))
 }
 
 pub async fn delete(
-    State(st): State<Arc<AppState>>,
-    Extension(p): Extension<Arc<Principal>>,
+    State(state): State<Arc<AppState>>,
+    Extension(principal): Extension<Arc<Principal>>,
     Segment(id): Segment,
 ) -> Result<Response, ApiError> {
-    let tenant = p.tenant("write")?;
-    st.store.delete_webhook(&tenant.key_prefix, &id).await.map_err(store_err("webhook"))?;
+    let tenant = principal.tenant("write")?;
+    state.store.delete_webhook(&tenant.key_prefix, &id).await.map_err(store_err("webhook"))?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
 /// `POST /api/webhooks/{id}/test`: one signed `webhook.test` delivery, now, and what the endpoint answered.
 pub async fn test(
-    State(st): State<Arc<AppState>>,
-    Extension(p): Extension<Arc<Principal>>,
+    State(state): State<Arc<AppState>>,
+    Extension(principal): Extension<Arc<Principal>>,
     Segment(id): Segment,
 ) -> Result<Response, ApiError> {
-    let tenant = p.tenant("write")?;
-    let hook = st.store.webhook(&tenant.key_prefix, &id).await?.ok_or_else(|| not_found("webhook"))?;
-    let secret = st.store.webhook_secret(&tenant.key_prefix, &id).await?.ok_or_else(|| not_found("webhook"))?;
+    let tenant = principal.tenant("write")?;
+    let hook = state.store.webhook(&tenant.key_prefix, &id).await?.ok_or_else(|| not_found("webhook"))?;
+    let secret = state.store.webhook_secret(&tenant.key_prefix, &id).await?.ok_or_else(|| not_found("webhook"))?;
     let now = now_ms();
     let delivery_id = format!("dlv_{}", hex::encode(random10()));
     let body = serde_json::json!({
@@ -146,7 +147,8 @@ pub async fn test(
         delivery_id: &delivery_id,
         body: body.to_string().into_bytes(),
     };
-    let attempt = crate::webhook::deliver(&st.webhook_client, delivery, st.cfg.webhook_allow_private, now / 1000).await;
+    let attempt =
+        crate::webhook::deliver(&state.webhook_client, delivery, state.cfg.webhook_allow_private, now / 1000).await;
     Ok(json(StatusCode::OK, &attempt))
 }
 
@@ -162,20 +164,20 @@ pub struct DeliveryQuery {
 /// `GET /api/webhooks/{id}/deliveries`: the endpoint's delivery log, newest first; `?status=dead` is its
 /// dead-letter list.
 pub async fn deliveries(
-    State(st): State<Arc<AppState>>,
-    Extension(p): Extension<Arc<Principal>>,
+    State(state): State<Arc<AppState>>,
+    Extension(principal): Extension<Arc<Principal>>,
     Segment(id): Segment,
     Query(q): Query<DeliveryQuery>,
 ) -> Result<Response, ApiError> {
-    let tenant = p.tenant("read")?;
+    let tenant = principal.tenant("read")?;
     let (limit, cursor) = PageQuery { limit: q.limit, cursor: q.cursor }.parts()?;
     if let Some(s) = q.status.as_deref()
         && !tracker_store::DELIVERY_STATUSES.contains(&s)
     {
         return Err(ApiError::bad_request("invalid_status", "status must be pending, delivered or dead"));
     }
-    st.store.webhook(&tenant.key_prefix, &id).await?.ok_or_else(|| not_found("webhook"))?;
-    let page = st
+    state.store.webhook(&tenant.key_prefix, &id).await?.ok_or_else(|| not_found("webhook"))?;
+    let page = state
         .store
         .deliveries_page(&tenant.key_prefix, &id, q.status.as_deref(), cursor.as_deref(), limit)
         .await
@@ -186,12 +188,12 @@ pub async fn deliveries(
 /// `POST /api/webhooks/{id}/deliveries/{delivery_id}/redeliver`: queues a delivery again now, with a fresh set
 /// of attempts (from the dead letters, or any entry of the log).
 pub async fn redeliver(
-    State(st): State<Arc<AppState>>,
-    Extension(p): Extension<Arc<Principal>>,
+    State(state): State<Arc<AppState>>,
+    Extension(principal): Extension<Arc<Principal>>,
     Segments(id, delivery_id): Segments,
 ) -> Result<Response, ApiError> {
-    let tenant = p.tenant("write")?;
-    let hook = st.store.webhook(&tenant.key_prefix, &id).await?.ok_or_else(|| not_found("webhook"))?;
+    let tenant = principal.tenant("write")?;
+    let hook = state.store.webhook(&tenant.key_prefix, &id).await?.ok_or_else(|| not_found("webhook"))?;
     if !hook.enabled {
         return Err(ApiError::new(
             StatusCode::CONFLICT,
@@ -199,6 +201,7 @@ pub async fn redeliver(
             "the endpoint is disabled: enable it (PATCH enabled=true) before redelivering",
         ));
     }
-    let d = st.store.redeliver(&tenant.key_prefix, &id, &delivery_id, now_ms()).await.map_err(store_err("delivery"))?;
+    let d =
+        state.store.redeliver(&tenant.key_prefix, &id, &delivery_id, now_ms()).await.map_err(store_err("delivery"))?;
     Ok(json(StatusCode::OK, &d))
 }
