@@ -80,7 +80,7 @@ ensure_duckdb() {
     export TRACKER_DUCKDB_PYTHON="$venv/bin/python"
 }
 
-# cargo-lambda from PyPI (a prebuilt binary; it brings zig for linking), for `cargo lambda build --release`.
+# cargo-lambda from PyPI (a prebuilt binary; it brings zig for linking), for `cargo lambda build --profile function`.
 ensure_cargo_lambda() {
     local venv="${TRACKER_VENV:-$HOME/.cache/tracker/venv}"
     [ -x "$venv/bin/python" ] || python3 -m venv "$venv"

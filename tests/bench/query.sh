@@ -5,9 +5,9 @@
 # EVENTS (10,000,000) events of 8 tenants over 30 days, archived once into BENCH_DIR and reused after; the
 # questions are one tenant's (1,250,000 events).
 #
-# Then the Lambda function: `cargo lambda build --release` (LAMBDA=0 skips it; the first build of the data stack in
-# release takes about half an hour on 2 cores), its binary size, and its cold start from process start to the first
-# answer against a Lambda Runtime API (tests/bench/runtime_api.py).
+# Then the Lambda function: `cargo lambda build --profile function` (LAMBDA=0 skips it; the build of the data stack
+# with whole-program LTO takes about 40 minutes on 2 cores), its binary and zip sizes, and its cold start from
+# process start to the first answer against a Lambda Runtime API (tests/bench/runtime_api.py).
 #
 # Built with the `bench-data` profile (optimized, no LTO). Timings are printed, never asserted: CI does not run this.
 set -euo pipefail
@@ -51,10 +51,10 @@ echo "slowest against DuckDB: $(printf '%.2f' "$worst")x (target: no query slowe
 
 if [ "${LAMBDA:-1}" = "1" ]; then
     echo
-    echo "==> the Lambda function: cargo lambda build --release"
+    echo "==> the Lambda function: cargo lambda build --profile function"
     ensure_cargo_lambda
-    cargo lambda build --release -p tracker-query --bin tracker-query-lambda 2>&1 | tail -2
-    # the release profile keeps line tables everywhere (the node's backtraces); the function ships stripped
+    cargo lambda build --profile function -p tracker-query --bin tracker-query-lambda 2>&1 | tail -2
+    # the profile strips it already; strip again in case a cargo-lambda version adds its own sections
     fn="$work/bootstrap"
     strip --strip-all -o "$fn" target/lambda/tracker-query-lambda/bootstrap
     (cd "$work" && python3 -c 'import zipfile; z = zipfile.ZipFile("fn.zip", "w", zipfile.ZIP_DEFLATED); z.write("bootstrap"); z.close()')
