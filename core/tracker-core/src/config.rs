@@ -422,11 +422,12 @@ impl Config {
         if url_mode == V1Mode::Encrypted && encryption_key.is_none() {
             return Err(invalid("ENCRYPTION_KEY", "is required when URL_MODE=encrypted"));
         }
-        let partitions = match src.get("LOG_PARTITIONS").or_else(|| src.get("IGGY_PARTITIONS")) {
-            None => src.number("LOG_PARTITIONS", 1..=4096)?,
-            Some(_) if src.get("LOG_PARTITIONS").is_some() => src.number("LOG_PARTITIONS", 1..=4096)?,
-            Some(_) => src.number("IGGY_PARTITIONS", 1..=4096)?,
+        // the replaced system's name counts only when ours is not set
+        let partitions_from = match (src.get("LOG_PARTITIONS"), src.get("IGGY_PARTITIONS")) {
+            (None, Some(_)) => "IGGY_PARTITIONS",
+            _ => "LOG_PARTITIONS",
         };
+        let partitions = src.number(partitions_from, 1..=4096)?;
         let retention_age = src.duration("LOG_RETENTION_HOURS", Unit::Hours)?;
         let retention_bytes: u64 = src.value("LOG_RETENTION_BYTES")?;
         let log = LogSettings {

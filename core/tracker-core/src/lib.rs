@@ -204,7 +204,7 @@ pub async fn serve(
         state.log.clone(),
         state.store.clone(),
         state.consumers.clone(),
-        tracker_consumers::link_counts::consumer_name(&state.cfg.data_dir)?,
+        state.link_counter.clone(),
         stop.clone(),
     )?;
     let consumers = if state.cfg.consumers {

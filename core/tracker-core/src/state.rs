@@ -47,8 +47,8 @@ pub struct TtlCache<K, V> {
 }
 
 impl<K: Eq + Hash + Clone, V> TtlCache<K, V> {
+    /// Its counters go to the process's recorder: build it after that is installed (`AppState::new` does).
     pub fn new(name: &'static str, ttl: Duration) -> Self {
-        crate::metrics::recorder();
         let lookups = |result: &'static str| metrics::counter!(CACHE_LOOKUPS, "cache" => name, "result" => result);
         TtlCache { ttl, map: RwLock::new(HashMap::new()), hits: lookups("hit"), misses: lookups("miss") }
     }
@@ -116,6 +116,8 @@ pub struct AppState {
     pub queries: crate::query::ArchiveTiers,
     /// The stream consumers this process runs (in-process, and the link counter): `/health` names dead ones.
     pub consumers: Arc<tracker_consumers::Liveness>,
+    /// The link counter's consumer group: `link-counts@<node id>`, the id kept in `DATA_DIR/node-id`.
+    pub link_counter: String,
     /// The node's own tasks (live tails and streams, Iggy reconnection and spool draining), waited for on shutdown.
     pub tasks: tokio_util::task::TaskTracker,
     tenants: TtlCache<String, TenantRecord>,
@@ -152,6 +154,8 @@ impl AppState {
         Ok(AppState {
             queries,
             consumers: Arc::default(),
+            link_counter: tracker_consumers::link_counts::consumer_name(&cfg.data_dir)
+                .map_err(|e| format!("{}: {e}", cfg.data_dir.join("node-id").display()))?,
             outputs,
             live: Arc::new(crate::live::Hub::new(cfg.sse_backlog, tasks.clone())),
             tasks,

@@ -41,8 +41,7 @@ pub async fn broker(State(state): State<Arc<AppState>>) -> Response {
 }
 
 pub async fn metrics(State(state): State<Arc<AppState>>) -> Response {
-    let counter = tracker_consumers::link_counts::consumer_name(&state.cfg.data_dir).unwrap_or_default();
-    let raw_groups = [tracker_consumers::filter::GROUP, counter.as_str()];
+    let raw_groups = [tracker_consumers::filter::GROUP, state.link_counter.as_str()];
     let filtered_groups = [tracker_consumers::stats::GROUP, tracker_consumers::webhooks::GROUP, tracker_archive::GROUP];
     let readers: [crate::metrics::Readers<'_>; 2] =
         [(state.log.as_ref(), &raw_groups), (state.outputs.filtered.as_ref(), &filtered_groups)];
