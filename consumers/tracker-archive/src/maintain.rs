@@ -13,28 +13,7 @@ use std::time::Duration;
 use deltalake::datafusion::prelude::{col, lit};
 use deltalake::{DeltaTable, TableProperty};
 
-use crate::{ArchiveError, ArchiveSettings, Table, date_of, read_table};
-
-/// How the tables are kept.
-#[derive(Debug, Clone)]
-pub struct Maintenance {
-    /// How often [`maintain`] runs.
-    pub interval: Duration,
-    /// `OPTIMIZE` bins small files into files of about this size.
-    pub target_file_size: u64,
-    /// `VACUUM` deletes files unreferenced for this long (readers and writers older than this must not exist).
-    pub vacuum_retention: Duration,
-    /// Commit files older than this (and older than a checkpoint) are deleted. Time travel reaches back the
-    /// shorter of this and `vacuum_retention` (older versions' data files are gone).
-    pub log_retention: Duration,
-}
-
-impl Default for Maintenance {
-    /// The declared defaults ([`crate::SETTINGS`]).
-    fn default() -> Self {
-        crate::config::declared_maintenance()
-    }
-}
+use crate::{ArchiveError, ArchiveSettings, Maintenance, Retention, Table, date_of, read_table};
 
 impl Maintenance {
     /// The Delta table properties new tables are created with, so other Delta writers and readers agree. They
@@ -49,13 +28,6 @@ impl Maintenance {
             (TableProperty::EnableExpiredLogCleanup.as_ref().into(), Some("false".into())),
         ]
     }
-}
-
-/// A tenant whose plan keeps events for fewer days than forever.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Retention {
-    pub tenant: String,
-    pub keep_days: u32,
 }
 
 /// What one maintenance run did, per table (`[events, rollups]`).

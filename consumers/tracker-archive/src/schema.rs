@@ -18,6 +18,8 @@ use deltalake::arrow::error::ArrowError;
 use deltalake::kernel::{DataType, MapType, StructField};
 use tracker_protocol::wire::EventView;
 
+use crate::date_of;
+
 /// Both tables are partitioned by tenant, then by the event's UTC date.
 pub fn partition_columns() -> Vec<String> {
     vec!["tenant".into(), "date".into()]
@@ -107,12 +109,6 @@ fn rollup_schema() -> Arc<Schema> {
 
 const DAY_MS: i64 = 86_400_000;
 const HOUR_MS: i64 = 3_600_000;
-
-/// The UTC date of a time in ms since the epoch, `YYYY-MM-DD` (civil-from-days, no time zone data needed).
-pub fn date_of(ms: i64) -> String {
-    let (y, m, d) = tracker_protocol::quota::civil_from_days(ms.div_euclid(DAY_MS));
-    format!("{y:04}-{m:02}-{d:02}")
-}
 
 /// Caches the date string of the last day seen: events arrive in time order, so nearly every lookup hits.
 #[derive(Debug, Default)]

@@ -17,6 +17,7 @@
 //! In the embedded default the node runs them in-process (on a thread of their own); in production each runs as
 //! its own process (`tracker-consumer <name>`) against Iggy, as many instances as the partitions allow.
 
+#[cfg(feature = "archive")]
 pub mod archive;
 pub mod delivery;
 pub mod filter;
@@ -189,10 +190,15 @@ pub enum Which {
     Filter,
     Stats,
     Webhooks,
+    #[cfg(feature = "archive")]
     Archive,
 }
 
+#[cfg(feature = "archive")]
 pub const ALL: &[Which] = &[Which::Filter, Which::Stats, Which::Webhooks, Which::Archive];
+/// Every consumer this build has: without the `archive` feature, the archiver runs in a process built with it.
+#[cfg(not(feature = "archive"))]
+pub const ALL: &[Which] = &[Which::Filter, Which::Stats, Which::Webhooks];
 
 impl Which {
     pub fn name(self) -> &'static str {
@@ -200,6 +206,7 @@ impl Which {
             Which::Filter => "filter",
             Which::Stats => "stats",
             Which::Webhooks => "webhooks",
+            #[cfg(feature = "archive")]
             Which::Archive => "archive",
         }
     }
@@ -244,7 +251,10 @@ impl std::str::FromStr for Which {
             "filter" => Ok(Which::Filter),
             "stats" => Ok(Which::Stats),
             "webhooks" => Ok(Which::Webhooks),
+            #[cfg(feature = "archive")]
             "archive" => Ok(Which::Archive),
+            #[cfg(not(feature = "archive"))]
+            "archive" => Err("this build has no archiver (built without the `archive` feature)".into()),
             other => Err(format!("unknown consumer {other:?}: filter, stats, webhooks or archive")),
         }
     }
@@ -262,6 +272,7 @@ pub async fn run(pipeline: Arc<Pipeline>, which: Vec<Which>, stop: CancellationT
             Which::Filter => tasks.spawn(filter::run(pipeline, stop)),
             Which::Stats => tasks.spawn(stats::run(pipeline, stop)),
             Which::Webhooks => tasks.spawn(webhooks::run(pipeline, stop)),
+            #[cfg(feature = "archive")]
             Which::Archive => {
                 let Some(settings) = pipeline.settings.archive.clone() else {
                     tracing::warn!("no archive configured: the archiver does not run");
@@ -309,6 +320,7 @@ pub fn spawn(
         .spawn(move || runtime.block_on(run(pipeline, which, stop, liveness)))
 }
 
+#[cfg(feature = "archive")]
 fn on_own_runtime(threads: usize, task: impl std::future::Future<Output = ()>) {
     let runtime = match threads {
         1 => tokio::runtime::Builder::new_current_thread().enable_all().build(),

@@ -46,6 +46,7 @@ pub enum Command {
     /// Import history into the event log: the replaced system's archive (its `events` Delta table, a directory or
     /// `s3://` URL) or NDJSON, CSV and Parquet files. Re-runs and resumed runs store each event once. Stop the
     /// node first when the log is the embedded one.
+    #[cfg(feature = "import")]
     Import(ImportArgs),
     /// The tenant that owns events naming none of their own: clicks on v1 links signed with the global secret,
     /// v1 postbacks and pixels without key_prefix.
@@ -85,6 +86,7 @@ pub enum TenantCmd {
     /// Bring tenants over from the replaced system: key prefixes, signing secrets, encryption keys, ingest tokens
     /// and short links, from its database export (`turso db shell <db> .dump`, a database file, or an import
     /// document). Audited; `--dry-run` reports what would change.
+    #[cfg(feature = "import")]
     Import {
         /// The export file.
         file: PathBuf,
@@ -110,6 +112,7 @@ pub enum GlobalCmd {
     Unassign,
 }
 
+#[cfg(feature = "import")]
 #[derive(Debug, Args)]
 pub struct ImportArgs {
     /// Files, directories or URLs to import, each a run of its own.
@@ -243,6 +246,7 @@ pub async fn run(cli: Cli) -> Result<(), NodeError> {
         Command::Link(cmd) => link(cfg, cmd).await,
         Command::Log(cmd) => log(cfg, cmd).await,
         Command::Demo => demo(cfg).await,
+        #[cfg(feature = "import")]
         Command::Import(args) => import_events(cfg, args).await,
         Command::Global(cmd) => global(cfg, cmd).await,
         Command::Audit { limit } => {
@@ -300,6 +304,7 @@ async fn tenant(cfg: Config, cmd: TenantCmd) -> Result<(), NodeError> {
                 println!("{:<12} {:<8} {:<10} {}", t.key_prefix, t.plan, t.status, t.name);
             }
         }
+        #[cfg(feature = "import")]
         TenantCmd::Import { file, dry_run, plan, json } => {
             if cfg.plans().get(&plan).is_none() {
                 let names: Vec<&str> = cfg.plans().names().collect();
@@ -340,6 +345,7 @@ async fn tenant(cfg: Config, cmd: TenantCmd) -> Result<(), NodeError> {
     Ok(())
 }
 
+#[cfg(feature = "import")]
 fn print_import_report(r: &tracker_store::imports::ImportReport) {
     let verb = if r.dry_run { "would" } else { "did" };
     println!("{:<8} {:>8} {:>8} {:>10} {:>8}", "", "create", "update", "unchanged", "skip");
@@ -382,6 +388,7 @@ async fn global(cfg: Config, cmd: GlobalCmd) -> Result<(), NodeError> {
     Ok(())
 }
 
+#[cfg(feature = "import")]
 async fn import_events(cfg: Config, args: ImportArgs) -> Result<(), NodeError> {
     let store = open_store(&cfg).await?;
     let log = crate::open_raw_log(&cfg).await.map_err(|e| {

@@ -2,17 +2,9 @@
 
 use std::collections::BTreeMap;
 
-use deltalake::datafusion::common::ScalarValue;
-use deltalake::datafusion::dataframe::DataFrame;
-use deltalake::datafusion::functions_aggregate::expr_fn::{count, count_distinct};
-use deltalake::datafusion::functions_aggregate::sum::sum_udaf;
-use deltalake::datafusion::logical_expr::Expr;
-use deltalake::datafusion::logical_expr::expr::WindowFunction;
-use deltalake::datafusion::prelude::{col, date_bin, get_field, lit};
 use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
 
-use crate::{MAX_RANGE_MS, QueryError, Shape, timestamp};
+use crate::{MAX_RANGE_MS, QueryError};
 pub use tracker_protocol::matching::Touch;
 
 pub(crate) fn window_ms(secs: u64) -> i64 {
@@ -98,7 +90,7 @@ pub enum Interval {
 }
 
 impl Interval {
-    fn ms(self) -> i64 {
+    pub(crate) fn ms(self) -> i64 {
         match self {
             Interval::Minute => 60_000,
             Interval::Hour => 3_600_000,
@@ -179,33 +171,8 @@ impl TryFrom<String> for Distinct {
     }
 }
 
-impl Distinct {
-    fn expr(&self) -> Expr {
-        match self {
-            Distinct::Ip => col("ip"),
-            Distinct::Link => col("tu_id"),
-            Distinct::EventType => col("event_type"),
-            Distinct::Param(key) => get_field(col("params"), key.as_str()),
-        }
-    }
-}
-
-impl SeriesGroup {
-    fn expr(&self) -> Expr {
-        match self {
-            SeriesGroup::EventType => col("event_type"),
-            SeriesGroup::Link => col("tu_id"),
-            SeriesGroup::Date => col("date"),
-            SeriesGroup::Param(key) => get_field(col("params"), key.as_str()),
-        }
-    }
-}
-
 /// 9999-12-31 23:59:59.999 UTC: dates compare as text, so years stay four digits.
 const LAST_MS: i64 = 253_402_300_799_999;
-
-/// Most rows (buckets times groups) a series answers; beyond, it says it was truncated.
-pub(crate) const MAX_SERIES_ROWS: usize = 100_000;
 
 /// Most buckets one series may have.
 const MAX_POINTS: i64 = 100_000;
@@ -216,7 +183,7 @@ fn invalid(reason: impl Into<String>) -> QueryError {
 }
 
 /// `<timestamp µs>:<event id>` of the last event of a page.
-fn parse_cursor(cursor: &str) -> Result<(i64, &str), QueryError> {
+pub(crate) fn parse_cursor(cursor: &str) -> Result<(i64, &str), QueryError> {
     let bad = || invalid("cursor is not a next_cursor this API returned");
     let (us, id) = cursor.split_once(':').ok_or_else(bad)?;
     let us: i64 = us.parse().map_err(|_| bad())?;
@@ -303,91 +270,37 @@ impl Query {
         }
         Ok(())
     }
+}
 
-    /// The answer when the tenant has no data in the range.
-    pub(crate) fn empty_answer(&self) -> Value {
-        let scanned = json!({ "files": 0, "bytes": 0, "bytes_read": 0 });
-        match self {
-            Query::Events { .. } => json!({ "events": [], "next_cursor": null, "tier": "cold", "scanned": scanned }),
-            Query::Series { .. } => json!({ "points": [], "tier": "cold", "scanned": scanned }),
-            Query::Breakdown { .. } => {
-                json!({ "groups": [], "other": null, "total": 0, "tier": "cold", "scanned": scanned })
-            }
-            Query::Match { .. } => {
-                let summary = crate::matching::summary(&tracker_protocol::matching::Counts::default(), &mut []);
-                json!({ "pairs": [], "summary": summary, "tier": "cold", "scanned": scanned })
-            }
-        }
-    }
+/// The longest range the warm tier answers; longer ones are the cold tier's.
+pub const MAX_WARM_DAYS: i64 = 90;
+const HOUR_MS: i64 = 3_600_000;
 
-    /// The plan on top of the filtered events, and how to render its result.
-    pub(crate) fn plan(&self, df: DataFrame) -> Result<(DataFrame, Shape), QueryError> {
-        match self {
-            Query::Events { limit, cursor, .. } => {
-                let limit = limit.unwrap_or(100);
-                let df = match cursor {
-                    Some(c) => {
-                        let (us, id) = parse_cursor(c)?;
-                        let t = lit(ScalarValue::TimestampMicrosecond(Some(us), Some("UTC".into())));
-                        df.filter(
-                            col("timestamp").gt(t.clone()).or(col("timestamp").eq(t).and(col("event_id").gt(lit(id)))),
-                        )?
-                    }
-                    None => df,
-                };
-                let df = df
-                    .sort(vec![col("timestamp").sort(true, false), col("event_id").sort(true, false)])?
-                    .limit(0, Some(limit))?
-                    .select_columns(&["event_id", "event_type", "timestamp", "tu_id", "params"])?;
-                Ok((df, Shape::Events { limit }))
+/// Why the warm tier cannot answer `query`, or `None` when it can.
+pub fn warm_refusal(query: &Query) -> Option<&'static str> {
+    let (filters, group, distinct) = match query {
+        Query::Series { filters, interval, group_by } => {
+            if *interval == Interval::Minute {
+                return Some("the warm tier counts per hour: minute buckets are the hot or cold tier's");
             }
-            Query::Series { interval, group_by, .. } => {
-                let stride = lit(ScalarValue::new_interval_mdn(0, 0, interval.ms() * 1_000_000));
-                let bucket = date_bin(stride, col("timestamp"), timestamp(0)).alias("t");
-                let group = group_by.as_ref().map(|g| g.expr().alias("group"));
-                let mut keys = vec![bucket];
-                keys.extend(group.clone());
-                let mut order = vec![col("t").sort(true, false)];
-                if group.is_some() {
-                    order.push(col("group").sort(true, true));
-                }
-                let df = df
-                    .aggregate(keys, vec![count(lit(1)).alias("count")])?
-                    .sort(order)?
-                    .limit(0, Some(MAX_SERIES_ROWS + 1))?;
-                Ok((df, Shape::Series { grouped: group.is_some() }))
-            }
-            Query::Breakdown { by, top, distinct, .. } => {
-                let mut aggregates = vec![count(lit(1)).alias("count")];
-                aggregates.extend(distinct.as_ref().map(|d| count_distinct(d.expr()).alias("distinct")));
-                // the total over every group rides along each row, so only the top N leave the engine
-                let sum_all = WindowFunction::new(sum_udaf(), vec![col("count")]);
-                let total = Expr::WindowFunction(Box::new(sum_all)).alias("total");
-                let df = df
-                    .aggregate(vec![by.expr().alias("group")], aggregates)?
-                    .window(vec![total])?
-                    .sort(vec![col("count").sort(false, true), col("group").sort(true, true)])?
-                    .limit(0, Some(top.unwrap_or(10)))?;
-                Ok((df, Shape::Breakdown { top: top.unwrap_or(10), distinct: distinct.is_some() }))
-            }
-            Query::Match { filters, trigger, on, window_secs, .. } => {
-                let results_from = timestamp(filters.from.saturating_sub(window_ms(*window_secs)));
-                let df = df
-                    .filter(get_field(col("params"), on.as_str()).is_not_null())?
-                    .filter(col("event_type").eq(lit(trigger.as_str())).or(col("timestamp").gt_eq(results_from)))?
-                    .select(vec![
-                        get_field(col("params"), on.as_str()).alias("k"),
-                        col("timestamp"),
-                        col("event_id"),
-                        col("event_type").eq(lit(trigger.as_str())).alias("is_trigger"),
-                    ])?
-                    .sort(vec![
-                        col("k").sort(true, false),
-                        col("timestamp").sort(true, false),
-                        col("event_id").sort(true, false),
-                    ])?;
-                Ok((df, Shape::Match))
-            }
+            (filters, group_by.as_ref(), None)
         }
+        Query::Breakdown { filters, by, distinct, .. } => (filters, Some(by), distinct.as_ref()),
+        Query::Events { .. } | Query::Match { .. } => {
+            return Some("the warm tier holds counts, not events: listings and matches are the hot or cold tier's");
+        }
+    };
+    if !filters.params.is_empty() || matches!(group, Some(SeriesGroup::Param(_))) {
+        return Some("the warm tier's rollups have no params: param filters and groups are the cold tier's");
     }
+    if matches!(distinct, Some(Distinct::Ip | Distinct::Param(_))) {
+        return Some("the warm tier can count distinct links and event types only");
+    }
+    if filters.from.rem_euclid(HOUR_MS) != 0 || filters.to.rem_euclid(HOUR_MS) != 0 {
+        return Some("the warm tier counts per hour: from and to must be on the hour");
+    }
+    if filters.to - filters.from > MAX_WARM_DAYS * 24 * HOUR_MS {
+        return Some("the warm tier answers up to 90 days: longer ranges are the cold tier's");
+    }
+    None
 }

@@ -12,23 +12,15 @@
 //! Every failure is an answer with a reason: `400 invalid_query`, `400 tier_cannot_answer`, `401 unauthorized`,
 //! `413 answer_too_large` (over Lambda's 6 MB response limit), `504 query_timeout`, `503 query_failed`.
 
-use std::sync::Arc;
-use std::time::Duration;
-
-use axum::Router;
-use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
-use tracker_archive::ArchiveSettings;
-use tracker_protocol::intake::{SIGNATURE_HEADER, TIMESTAMP_HEADER, verify_query};
 use tracker_protocol::settings::{Section, var};
 
-use crate::warm::Warm;
-use crate::{Archive, Query, QueryError};
+use crate::{Query, QueryError};
+#[cfg(feature = "engines")]
+pub use engines::{Engines, router};
 
 /// The query functions' own variables (`tracker-query-lambda`; with [`tracker_archive::SETTINGS`]): the one
 /// declaration of their defaults, rendered in `query-lambdas/README.md` (a test keeps them equal).
@@ -58,10 +50,6 @@ pub enum Tier {
 
 /// Largest answer: AWS Lambda refuses responses over 6 MB, so nothing bigger is produced on any path.
 pub const MAX_ANSWER_BYTES: usize = 6_000_000 - 64 * 1024;
-/// Largest request body.
-const MAX_REQUEST_BYTES: usize = 64 * 1024;
-/// How far a signed request's timestamp may be from now.
-const SIGNATURE_WINDOW_MS: u64 = 5 * 60 * 1000;
 
 /// Why an answer was not given, with the HTTP status and code it is on the wire.
 #[derive(Debug)]
@@ -72,7 +60,7 @@ pub struct Refusal {
 }
 
 impl Refusal {
-    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Refusal {
+    pub(crate) fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Refusal {
         Refusal { status, code, message: message.into() }
     }
 
@@ -100,52 +88,6 @@ impl From<QueryError> for Refusal {
     }
 }
 
-/// The warm and cold engines over one archive, built once (per Lambda cold start, or per node).
-#[derive(Debug)]
-pub struct Engines {
-    cold: Archive,
-    warm: Warm,
-    timeout: Duration,
-}
-
-impl Engines {
-    pub fn new(settings: ArchiveSettings, timeout: Duration) -> Engines {
-        Engines { cold: Archive::new(settings.clone()), warm: Warm::new(settings), timeout }
-    }
-
-    /// Answers `query` for `tenant` on `tier`, within the time limit and the answer size limit.
-    pub async fn answer(&self, tenant: &str, tier: Tier, query: &Query) -> Result<Value, Refusal> {
-        let work = async {
-            match tier {
-                Tier::Warm => self.warm.answer(tenant, query).await,
-                Tier::Cold => self.cold.answer(tenant, query).await,
-            }
-        };
-        let answer = match tokio::time::timeout(self.timeout, work).await {
-            Ok(answer) => answer?,
-            Err(_) => {
-                return Err(Refusal::new(
-                    StatusCode::GATEWAY_TIMEOUT,
-                    "query_timeout",
-                    format!("the query ran longer than {} s: narrow the range or the filters", self.timeout.as_secs()),
-                ));
-            }
-        };
-        let size = serde_json::to_vec(&answer).map_or(0, |b| b.len());
-        if size > MAX_ANSWER_BYTES {
-            return Err(Refusal::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "answer_too_large",
-                format!(
-                    "the answer would be {size} bytes (at most {MAX_ANSWER_BYTES}): \
-                     lower limit or top, or use a longer interval"
-                ),
-            ));
-        }
-        Ok(answer)
-    }
-}
-
 /// A request to the query functions.
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -155,43 +97,118 @@ pub struct QueryRequest {
     pub query: Query,
 }
 
-struct Shared {
-    engines: Arc<Engines>,
-    secrets: Vec<Vec<u8>>,
-}
+/// The engines themselves and the router in front of them (the `engines` feature).
+#[cfg(feature = "engines")]
+mod engines {
+    use std::sync::Arc;
+    use std::time::Duration;
 
-/// `POST /v1/query` and `GET /health` over `engines`, accepting requests signed with any of `secrets`.
-pub fn router(engines: Arc<Engines>, secrets: Vec<Vec<u8>>) -> Router {
-    let shared = Arc::new(Shared { engines, secrets });
-    Router::new()
-        .route("/v1/query", post(query))
-        .route("/health", get(|| async { axum::Json(json!({ "status": "ok" })) }))
-        .layer(DefaultBodyLimit::max(MAX_REQUEST_BYTES))
-        .with_state(shared)
-}
+    use axum::Router;
+    use axum::body::Bytes;
+    use axum::extract::{DefaultBodyLimit, State};
+    use axum::http::{HeaderMap, StatusCode};
+    use axum::response::{IntoResponse, Response};
+    use axum::routing::{get, post};
+    use serde_json::{Value, json};
+    use tracker_archive::ArchiveSettings;
+    use tracker_protocol::intake::{SIGNATURE_HEADER, TIMESTAMP_HEADER, verify_query};
 
-fn now_ms() -> i64 {
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
-    i64::try_from(now.as_millis()).unwrap_or(i64::MAX)
-}
+    use super::{MAX_ANSWER_BYTES, QueryRequest, Refusal, Tier};
+    use crate::warm::Warm;
+    use crate::{Archive, Query};
 
-async fn query(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) -> Result<Response, Refusal> {
-    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
-    let unauthorized = |m: &str| Refusal::new(StatusCode::UNAUTHORIZED, "unauthorized", m);
-    let timestamp: i64 = header(TIMESTAMP_HEADER)
-        .and_then(|t| t.parse().ok())
-        .ok_or_else(|| unauthorized("X-Tracker-Timestamp is missing or not ms since the epoch"))?;
-    if now_ms().abs_diff(timestamp) > SIGNATURE_WINDOW_MS {
-        return Err(unauthorized("X-Tracker-Timestamp is more than five minutes from now"));
+    /// Largest request body.
+    const MAX_REQUEST_BYTES: usize = 64 * 1024;
+    /// How far a signed request's timestamp may be from now.
+    const SIGNATURE_WINDOW_MS: u64 = 5 * 60 * 1000;
+
+    /// The warm and cold engines over one archive, built once (per Lambda cold start, or per node).
+    #[derive(Debug)]
+    pub struct Engines {
+        cold: Archive,
+        warm: Warm,
+        timeout: Duration,
     }
-    let signature = header(SIGNATURE_HEADER).ok_or_else(|| unauthorized("X-Tracker-Signature is missing"))?;
-    if !verify_query(&shared.secrets, signature, timestamp, &body) {
-        return Err(unauthorized("the signature does not match the body under any QUERY_SECRET"));
+
+    impl Engines {
+        pub fn new(settings: ArchiveSettings, timeout: Duration) -> Engines {
+            Engines { cold: Archive::new(settings.clone()), warm: Warm::new(settings), timeout }
+        }
+
+        /// Answers `query` for `tenant` on `tier`, within the time limit and the answer size limit.
+        pub async fn answer(&self, tenant: &str, tier: Tier, query: &Query) -> Result<Value, Refusal> {
+            let work = async {
+                match tier {
+                    Tier::Warm => self.warm.answer(tenant, query).await,
+                    Tier::Cold => self.cold.answer(tenant, query).await,
+                }
+            };
+            let answer = match tokio::time::timeout(self.timeout, work).await {
+                Ok(answer) => answer?,
+                Err(_) => {
+                    return Err(Refusal::new(
+                        StatusCode::GATEWAY_TIMEOUT,
+                        "query_timeout",
+                        format!(
+                            "the query ran longer than {} s: narrow the range or the filters",
+                            self.timeout.as_secs()
+                        ),
+                    ));
+                }
+            };
+            let size = serde_json::to_vec(&answer).map_or(0, |b| b.len());
+            if size > MAX_ANSWER_BYTES {
+                return Err(Refusal::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "answer_too_large",
+                    format!(
+                        "the answer would be {size} bytes (at most {MAX_ANSWER_BYTES}): \
+                         lower limit or top, or use a longer interval"
+                    ),
+                ));
+            }
+            Ok(answer)
+        }
     }
-    let request: QueryRequest = serde_json::from_slice(&body)
-        .map_err(|e| Refusal::new(StatusCode::BAD_REQUEST, "invalid_query", format!("the request: {e}")))?;
-    let answer = shared.engines.answer(&request.tenant, request.tier, &request.query).await?;
-    Ok(axum::Json(answer).into_response())
+
+    struct Shared {
+        engines: Arc<Engines>,
+        secrets: Vec<Vec<u8>>,
+    }
+
+    /// `POST /v1/query` and `GET /health` over `engines`, accepting requests signed with any of `secrets`.
+    pub fn router(engines: Arc<Engines>, secrets: Vec<Vec<u8>>) -> Router {
+        let shared = Arc::new(Shared { engines, secrets });
+        Router::new()
+            .route("/v1/query", post(query))
+            .route("/health", get(|| async { axum::Json(json!({ "status": "ok" })) }))
+            .layer(DefaultBodyLimit::max(MAX_REQUEST_BYTES))
+            .with_state(shared)
+    }
+
+    fn now_ms() -> i64 {
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+        i64::try_from(now.as_millis()).unwrap_or(i64::MAX)
+    }
+
+    async fn query(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) -> Result<Response, Refusal> {
+        let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+        let unauthorized = |m: &str| Refusal::new(StatusCode::UNAUTHORIZED, "unauthorized", m);
+        let timestamp: i64 = header(TIMESTAMP_HEADER)
+            .and_then(|t| t.parse().ok())
+            .ok_or_else(|| unauthorized("X-Tracker-Timestamp is missing or not ms since the epoch"))?;
+        if now_ms().abs_diff(timestamp) > SIGNATURE_WINDOW_MS {
+            return Err(unauthorized("X-Tracker-Timestamp is more than five minutes from now"));
+        }
+        let signature = header(SIGNATURE_HEADER).ok_or_else(|| unauthorized("X-Tracker-Signature is missing"))?;
+        if !verify_query(&shared.secrets, signature, timestamp, &body) {
+            return Err(unauthorized("the signature does not match the body under any QUERY_SECRET"));
+        }
+        let request: QueryRequest = serde_json::from_slice(&body)
+            .map_err(|e| Refusal::new(StatusCode::BAD_REQUEST, "invalid_query", format!("the request: {e}")))?;
+        let answer = shared.engines.answer(&request.tenant, request.tier, &request.query).await?;
+        Ok(axum::Json(answer).into_response())
+    }
 }
 
 #[cfg(test)]

@@ -6,7 +6,8 @@
 //!
 //! What the rollups cannot answer is refused with the reason ([`QueryError::Unsupported`]), never approximated:
 //! param filters and groups, minute buckets, ranges that do not start and end on the hour, distinct IPs, more
-//! than [`MAX_WARM_DAYS`] days, listings and matches. The platform API then asks the cold tier instead.
+//! than [`MAX_WARM_DAYS`](crate::MAX_WARM_DAYS) days, listings and matches (see [`crate::warm_refusal`]). The
+//! platform API then asks the cold tier instead.
 //!
 //! Isolation is the cold tier's: the frames are built from the caller's partition files only, read from the
 //! table's log; other tenants' rows are never loaded.
@@ -22,44 +23,15 @@ use polars::prelude::{
 use serde_json::{Map, Value, json};
 use tracker_archive::{ArchiveSettings, Table};
 
-use crate::request::{Distinct, Interval, MAX_SERIES_ROWS, Query, SeriesGroup};
-use crate::{CachedTable, QueryError, Scanned, tenant_files};
+use crate::QueryError;
+use crate::cold::{CachedTable, Scanned, tenant_files};
+use crate::plan::MAX_SERIES_ROWS;
+use crate::request::{Distinct, Interval, Query, SeriesGroup, warm_refusal};
 
-/// The longest range the warm tier answers; longer ones are the cold tier's.
-pub const MAX_WARM_DAYS: i64 = 90;
 const HOUR_MS: i64 = 3_600_000;
 const DAY_US: i64 = 86_400_000_000;
 /// Rollup files read at once.
 const READ_AHEAD: usize = 8;
-
-/// Why the warm tier cannot answer `query`, or `None` when it can.
-pub fn refusal(query: &Query) -> Option<&'static str> {
-    let (filters, group, distinct) = match query {
-        Query::Series { filters, interval, group_by } => {
-            if *interval == Interval::Minute {
-                return Some("the warm tier counts per hour: minute buckets are the hot or cold tier's");
-            }
-            (filters, group_by.as_ref(), None)
-        }
-        Query::Breakdown { filters, by, distinct, .. } => (filters, Some(by), distinct.as_ref()),
-        Query::Events { .. } | Query::Match { .. } => {
-            return Some("the warm tier holds counts, not events: listings and matches are the hot or cold tier's");
-        }
-    };
-    if !filters.params.is_empty() || matches!(group, Some(SeriesGroup::Param(_))) {
-        return Some("the warm tier's rollups have no params: param filters and groups are the cold tier's");
-    }
-    if matches!(distinct, Some(Distinct::Ip | Distinct::Param(_))) {
-        return Some("the warm tier can count distinct links and event types only");
-    }
-    if filters.from.rem_euclid(HOUR_MS) != 0 || filters.to.rem_euclid(HOUR_MS) != 0 {
-        return Some("the warm tier counts per hour: from and to must be on the hour");
-    }
-    if filters.to - filters.from > MAX_WARM_DAYS * 24 * HOUR_MS {
-        return Some("the warm tier answers up to 90 days: longer ranges are the cold tier's");
-    }
-    None
-}
 
 /// The warm tier: the archive's `rollups` table.
 #[derive(Debug)]
@@ -75,10 +47,10 @@ impl Warm {
     /// Answers `query` for `tenant` from the rollups, in the cold tier's answer shape (`"tier": "warm"`).
     pub async fn answer(&self, tenant: &str, query: &Query) -> Result<Value, QueryError> {
         query.validate()?;
-        if let Some(reason) = refusal(query) {
+        if let Some(reason) = warm_refusal(query) {
             return Err(QueryError::Unsupported(reason.into()));
         }
-        crate::check_tenant(tenant)?;
+        crate::cold::check_tenant(tenant)?;
         let filters = query.filters();
         let mut scanned = Scanned::default();
         let mut frames = Vec::new();
@@ -123,7 +95,7 @@ fn group_expr(group: &SeriesGroup) -> Expr {
     match group {
         SeriesGroup::EventType => col("event_type"),
         SeriesGroup::Link => col("tu_id"),
-        // `refusal` keeps params away; the day's start stands in for the date and is rendered below
+        // `warm_refusal` keeps params away; the day's start stands in for the date and is rendered below
         SeriesGroup::Date | SeriesGroup::Param(_) => col("h") - col("h") % lit(DAY_US),
     }
 }
