@@ -13,12 +13,15 @@
 
 use std::cmp::Ordering;
 use std::collections::BTreeMap;
+#[cfg(feature = "query-engines")]
 use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
-use tracker_query::router::{Engines, QueryRequest, Refusal, Tier};
+#[cfg(feature = "query-engines")]
+use tracker_query::router::Engines;
+use tracker_query::router::{QueryRequest, Refusal, Tier};
 use tracker_query::{Filters, Interval, Query, SeriesGroup};
 use tracker_store::StoreError;
 use tracker_store::hot::{GroupBy, StatsQuery};
@@ -81,6 +84,7 @@ const MAX_MERGED_GROUPS: usize = 1000;
 #[derive(Debug)]
 pub enum ArchiveTiers {
     /// In this process, over the node's archive (the embedded default).
+    #[cfg(feature = "query-engines")]
     Local(Arc<Engines>),
     /// The query functions behind `QUERY_URL`.
     Remote { url: String, secret: Vec<u8>, client: reqwest::Client },
@@ -99,9 +103,14 @@ impl ArchiveTiers {
                     .map_err(|e| e.to_string())?;
                 Ok(ArchiveTiers::Remote { url: format!("{}/v1/query", url.trim_end_matches('/')), secret, client })
             }
+            #[cfg(feature = "query-engines")]
             (None, Some(settings)) => {
                 Ok(ArchiveTiers::Local(Arc::new(Engines::new(settings.clone(), cfg.query.timeout))))
             }
+            #[cfg(not(feature = "query-engines"))]
+            (None, Some(_)) => Err("this node is built without the query engines (the `query-engines` feature): \
+                set QUERY_URL to the query functions, or ARCHIVE_URL=off for the hot tier only"
+                .into()),
             (None, None) => Ok(ArchiveTiers::Off),
         }
     }
@@ -109,6 +118,7 @@ impl ArchiveTiers {
     /// `query` for `tenant` on `tier`.
     pub async fn answer(&self, tenant: &str, tier: Tier, query: &Query) -> Result<Value, QueryError> {
         match self {
+            #[cfg(feature = "query-engines")]
             ArchiveTiers::Local(engines) => Ok(engines.answer(tenant, tier, query).await?),
             ArchiveTiers::Remote { url, secret, client } => {
                 let request = QueryRequest { tenant: tenant.to_owned(), tier, query: query.clone() };
@@ -198,7 +208,7 @@ pub async fn answer(
             allowed.join(", ")
         )));
     }
-    let watermark = hot_watermark(&state.cfg, &q, now_ms());
+    let watermark = hot_watermark(&state.cfg, &q, state.clock.now_ms());
     let key = tenant.key_prefix.as_str();
     let mut answer = match choice {
         Choice::Hot => {
@@ -225,7 +235,7 @@ pub async fn answer(
                 // a merged breakdown ranks the groups of both halves, so each half lists as many as it may
                 let halves = if split { with_top(&q, MAX_MERGED_GROUPS) } else { q.clone() };
                 let archived_part = if split { with_range(&halves, filters.from, watermark) } else { q.clone() };
-                let tier = if may(Choice::Warm) && tracker_query::warm::refusal(&archived_part).is_none() {
+                let tier = if may(Choice::Warm) && tracker_query::warm_refusal(&archived_part).is_none() {
                     Tier::Warm
                 } else if may(Choice::Cold) {
                     Tier::Cold
@@ -257,7 +267,7 @@ pub async fn answer(
 /// Counts an answered query in the tenant's usage: one query per tier that answered part of it, and the bytes
 /// the archive read.
 async fn meter(state: &AppState, tenant: &str, answer: &Value) {
-    let now = now_ms();
+    let now = state.clock.now_ms();
     let mut usage = tracker_store::usage::UsageDelta::default();
     let tiers = answer.get("tier").and_then(Value::as_str).unwrap_or_default();
     for tier in tiers.split('+') {

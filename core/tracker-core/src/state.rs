@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 use std::hash::Hash;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -20,8 +21,30 @@ use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::ratelimit::RateLimiter;
 
+/// The system clock in ms since the epoch: for what is compared with other machines' clocks (the edge's and the
+/// query functions' signatures) and for the operator's commands. Everything else the node decides by time reads
+/// [`AppState::clock`].
 pub fn now_ms() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+}
+
+/// The node's time: the system clock, plus however far it was moved on with [`Clock::advance`], so that tests of
+/// expiries and grace periods (keys, links, plans) move time instead of waiting for it. Never goes backwards.
+#[derive(Debug, Clone, Default)]
+pub struct Clock {
+    ahead_ms: Arc<AtomicI64>,
+}
+
+impl Clock {
+    /// ms since the epoch.
+    pub fn now_ms(&self) -> i64 {
+        now_ms().saturating_add(self.ahead_ms.load(Ordering::Relaxed))
+    }
+
+    /// Moves this clock (and every clone of it) `by` into the future.
+    pub fn advance(&self, by: Duration) {
+        self.ahead_ms.fetch_add(i64::try_from(by.as_millis()).unwrap_or(i64::MAX), Ordering::Relaxed);
+    }
 }
 
 pub fn random10() -> [u8; 10] {
@@ -120,6 +143,8 @@ pub struct AppState {
     pub link_counter: String,
     /// The node's own tasks (live tails and streams, Iggy reconnection and spool draining), waited for on shutdown.
     pub tasks: tokio_util::task::TaskTracker,
+    /// The node's time (tests move it on).
+    pub clock: Clock,
     tenants: TtlCache<String, TenantRecord>,
     short_links: TtlCache<String, ShortLinkRecord>,
     tokens: TtlCache<String, TokenRecord>,
@@ -159,6 +184,7 @@ impl AppState {
             outputs,
             live: Arc::new(crate::live::Hub::new(cfg.sse_backlog, tasks.clone())),
             tasks,
+            clock: Clock::default(),
             webhook_client,
             cfg,
             service,
@@ -209,13 +235,13 @@ impl AppState {
             return Ok(Box::pin(self.tenant_record(&assigned)).await?.map(|t| TenantRecord { keys: Vec::new(), ..t }));
         }
         let Some(keys) = self.store.tenant_keys(key_prefix).await? else { return Ok(None) };
-        let quota = self.quota_state(&keys.tenant, now_ms()).await;
+        let quota = self.quota_state(&keys.tenant, self.clock.now_ms()).await;
         Ok(Some(TenantRecord { quota, ..keys.record() }))
     }
 
     /// The tenant of a token given as its SHA-256 (the edge's lookups).
     pub async fn token_by_hash(&self, hash: &str) -> Result<Option<Arc<TokenRecord>>, ProtocolError> {
-        let now = now_ms();
+        let now = self.clock.now_ms();
         self.tokens.get(&hash.to_owned(), || self.store.lookup_ingest_token_hash(hash, now)).await.map_err(unavailable)
     }
 

@@ -19,7 +19,7 @@ use tracker_protocol::{Event, ProtocolError, partition_for};
 use super::{RawBody, RequestMeta, Segment, bearer};
 use crate::http::ApiError;
 use crate::metrics::Endpoint;
-use crate::state::{AppState, now_ms, random10};
+use crate::state::{AppState, random10};
 
 #[derive(Debug, Serialize)]
 struct BatchResponse {
@@ -54,11 +54,11 @@ async fn meter_invalid(state: &AppState, tenant: &str, n: usize, idempotency_key
         return;
     }
     let mut usage = tracker_store::usage::UsageDelta::default();
-    usage.add(tenant, now_ms(), "dropped_invalid", i64::try_from(n).unwrap_or(i64::MAX));
+    usage.add(tenant, state.clock.now_ms(), "dropped_invalid", i64::try_from(n).unwrap_or(i64::MAX));
     let counted = match idempotency_key {
         Some(k) => {
             let id = format!("refused:{}", hex::encode(sha2::Sha256::digest(format!("{tenant}\0{k}").as_bytes())));
-            state.outputs.hot.add_usage_once(&id, &usage, now_ms()).await.map(|_| ())
+            state.outputs.hot.add_usage_once(&id, &usage, state.clock.now_ms()).await.map(|_| ())
         }
         None => state.outputs.hot.add_usage(&usage).await,
     };
@@ -103,7 +103,8 @@ async fn take_batch(
 ) -> Response {
     let result = async {
         let idem = idempotency_key(headers)?;
-        let batch = service::batch(state, &state.service, &meta.0, token, body, format, now_ms(), random10).await?;
+        let batch =
+            service::batch(state, &state.service, &meta.0, token, body, format, state.clock.now_ms(), random10).await?;
         for r in &batch.rejected {
             state.metrics.rejected(Endpoint::Batch, r.code);
         }
@@ -169,7 +170,8 @@ async fn take_one(
 ) -> Response {
     let result = async {
         let idem = idempotency_key(headers)?;
-        let event = service::ingest(state, &state.service, &meta.0, token, body, now_ms(), random10()).await?;
+        let event =
+            service::ingest(state, &state.service, &meta.0, token, body, state.clock.now_ms(), random10()).await?;
         let key = idem.map(|k| format!("ingest\0{}\0{k}", event.key_prefix));
         let duplicate = state.store_durably(&event, key).await?;
         state.metrics.accepted(Endpoint::Ingest, 1);
@@ -206,8 +208,8 @@ async fn meter_edge_invalid(state: &AppState, batch_id: &str, inv: &EdgeInvalid)
         );
     }
     let mut usage = tracker_store::usage::UsageDelta::default();
-    usage.add(&inv.key_prefix, now_ms(), "dropped_invalid", i64::from(inv.count));
-    state.outputs.hot.add_usage_once(&format!("edge:{batch_id}"), &usage, now_ms()).await.map_err(|e| {
+    usage.add(&inv.key_prefix, state.clock.now_ms(), "dropped_invalid", i64::from(inv.count));
+    state.outputs.hot.add_usage_once(&format!("edge:{batch_id}"), &usage, state.clock.now_ms()).await.map_err(|e| {
         tracing::error!(error = %e, "hot tier failed");
         ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "hot_unavailable", "usage cannot be recorded right now")
     })?;

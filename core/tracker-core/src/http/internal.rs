@@ -106,7 +106,7 @@ pub async fn token(State(state): State<Arc<AppState>>, Segment(hash): Segment, h
             if hash.len() != 64 || !hash.bytes().all(|b| b.is_ascii_hexdigit()) {
                 return Err(ApiError::bad_request("invalid_token_hash", "the token hash must be 64 hex characters"));
             }
-            Ok(found(state.store.lookup_ingest_token_hash(&hash, now_ms()).await?.map(Arc::new), "token"))
+            Ok(found(state.store.lookup_ingest_token_hash(&hash, state.clock.now_ms()).await?.map(Arc::new), "token"))
         }
         .await,
     )

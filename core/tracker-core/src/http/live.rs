@@ -140,7 +140,7 @@ pub async fn create_token(
     if !(60..=3600).contains(&ttl) {
         return Err(ApiError::bad_request("invalid_field", "ttl_secs must be 60 to 3600"));
     }
-    let now = crate::state::now_ms();
+    let now = state.clock.now_ms();
     let expires_at = now + ttl * 1000;
     // expired stream tokens are of no use to anyone: they go as new ones are made
     state.store.delete_expired_keys(&tenant.key_prefix, "stream", now - 24 * 3600 * 1000).await?;

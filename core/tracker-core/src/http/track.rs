@@ -16,7 +16,7 @@ use tracker_protocol::{LinkKind, ProtocolError};
 use super::{RawBody, RequestMeta, Segment, bearer};
 use crate::http::ApiError;
 use crate::metrics::Endpoint;
-use crate::state::{AppState, now_ms, random10};
+use crate::state::{AppState, random10};
 
 fn redirect(location: &str) -> Response {
     match HeaderValue::from_str(location) {
@@ -64,7 +64,7 @@ async fn follow(
         &meta.0,
         tu_id,
         query.as_deref().unwrap_or_default(),
-        now_ms(),
+        state.clock.now_ms(),
         random10(),
     )
     .await?;
@@ -105,7 +105,7 @@ async fn signal(
     query: Option<String>,
 ) -> Result<tracker_protocol::Event, ApiError> {
     let q = query.as_deref().unwrap_or_default();
-    Ok(service::signal(state, &state.service, &meta.0, kind, q, token, now_ms(), random10()).await?)
+    Ok(service::signal(state, &state.service, &meta.0, kind, q, token, state.clock.now_ms(), random10()).await?)
 }
 
 pub async fn postback(
@@ -192,7 +192,7 @@ pub async fn beacon(
 ) -> Response {
     let result = async {
         let RawBody(body) = body?;
-        let event = service::beacon(&*state, &state.service, &meta.0, &body, now_ms(), random10()).await?;
+        let event = service::beacon(&*state, &state.service, &meta.0, &body, state.clock.now_ms(), random10()).await?;
         Ok::<_, ApiError>(state.emit(&event).await?)
     }
     .await;

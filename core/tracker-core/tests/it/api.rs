@@ -278,7 +278,7 @@ async fn key_rotation_keeps_old_links_working_through_the_grace_period_only() {
     let detail = api.call("GET", "/api/tenants/acme", ADMIN, None).await;
     assert_eq!(detail.body["keys"][0]["kid"], "k2");
     assert!(detail.body["keys"][1]["retires_at"].as_i64().unwrap() <= now_ms() + 2_000);
-    tokio::time::sleep(Duration::from_millis(2_100)).await;
+    api.node.state.clock.advance(Duration::from_millis(2_100));
     let (status, code) = api.click(&old_url).await;
     assert!((400..500).contains(&status) && !code.is_empty(), "old links fail after the grace period: {status} {code}");
     assert_eq!(api.click(&new_url).await.0, 307);
@@ -385,7 +385,7 @@ async fn revoked_and_expired_credentials_stop_working_at_once() {
         .await;
     let short = a.body["secret"].as_str().unwrap().to_owned();
     assert_eq!(api.call("GET", "/api/me", &short, None).await.status, 200);
-    tokio::time::sleep(Duration::from_millis(1_100)).await;
+    api.node.state.clock.advance(Duration::from_millis(1_100));
     assert_eq!(api.call("GET", "/api/me", &short, None).await.status, 401);
 
     // an ingest token works on /ingest until it is revoked through the API, even with a long cache TTL

@@ -116,7 +116,7 @@ async fn resolve(state: &AppState, hash_hex: Option<&str>) -> Result<Caller, Res
     {
         return Ok(Caller::Admin);
     }
-    match state.store.api_key_by_hash(hash_hex, now_ms()).await {
+    match state.store.api_key_by_hash(hash_hex, state.clock.now_ms()).await {
         Ok(Some(owner)) => Ok(Caller::Tenant { tenant: owner.tenant, key: owner.key }),
         Ok(None) => Err(unauthorized("invalid_credentials", "the credential is unknown, revoked or expired")),
         Err(e) => Err(ApiError::from(e).into_response()),
@@ -215,7 +215,7 @@ async fn authenticate_and_run(
     };
     let principal = Principal { caller, public_url };
     let (bucket, rpm) = principal.rate(&state.cfg);
-    let verdict = state.api_limits.check(&bucket, rpm, 60, now_ms());
+    let verdict = state.api_limits.check(&bucket, rpm, 60, state.clock.now_ms());
     let mut res = if verdict.allowed {
         req.extensions_mut().insert(Arc::new(principal));
         next.run(req).await

@@ -19,7 +19,7 @@ use tracker_store::hot::{EventQuery, GroupBy, MatchQuery, StatsQuery};
 
 use super::{MAX_EXPIRY_MS, Principal, Query, json};
 use crate::http::ApiError;
-use crate::state::{AppState, now_ms};
+use crate::state::AppState;
 
 const HOUR_MS: i64 = 3_600_000;
 const DAY_MS: i64 = 24 * HOUR_MS;
@@ -33,14 +33,13 @@ struct Range {
 }
 
 impl Range {
-    fn resolve(&self, default_hours: i64, max_days: i64) -> Result<(i64, i64), ApiError> {
+    fn resolve(&self, now: i64, default_hours: i64, max_days: i64) -> Result<(i64, i64), ApiError> {
         let bad = |m: String| ApiError::bad_request("invalid_range", m);
         for (name, v) in [("from", self.from), ("to", self.to)] {
             if v.is_some_and(|t| !(0..=MAX_EXPIRY_MS).contains(&t)) {
                 return Err(bad(format!("{name} must be 0 to {MAX_EXPIRY_MS} (ms since the epoch)")));
             }
         }
-        let now = now_ms();
         let to = self.to.unwrap_or(now + 60_000);
         let from = match (self.from, self.hours) {
             (Some(_), Some(_)) => return Err(bad("give from or hours, not both".into())),
@@ -127,7 +126,7 @@ pub async fn list(
     let (from, to) = if range.from.is_none() && range.to.is_none() && range.hours.is_none() {
         (None, None)
     } else {
-        let (f, t) = range.resolve(24, 400)?;
+        let (f, t) = range.resolve(state.clock.now_ms(), 24, 400)?;
         (Some(f), Some(t))
     };
     let query = EventQuery {
@@ -171,7 +170,7 @@ pub async fn stats(
         "minute" => (60_000, 7, "minute"),
         _ => return Err(ApiError::bad_request("invalid_interval", "interval must be hour or minute")),
     };
-    let (from, to) = Range { from: q.from, to: q.to, hours: q.hours }.resolve(24, max_days)?;
+    let (from, to) = Range { from: q.from, to: q.to, hours: q.hours }.resolve(state.clock.now_ms(), 24, max_days)?;
     let group_by = match q.group_by.as_deref() {
         None => GroupBy::None,
         Some("event_type") => GroupBy::EventType,
@@ -255,7 +254,7 @@ pub async fn matches(
     if !(1..=1000).contains(&limit) {
         return Err(ApiError::bad_request("invalid_limit", "limit must be 1 to 1000"));
     }
-    let (from, to) = Range { from: q.from, to: q.to, hours: q.hours }.resolve(7 * 24, 400)?;
+    let (from, to) = Range { from: q.from, to: q.to, hours: q.hours }.resolve(state.clock.now_ms(), 7 * 24, 400)?;
     let query = MatchQuery { trigger, result, on, from, to, window_ms: window_secs * 1000, limit };
     let answer = state.outputs.hot.match_events(&tenant.key_prefix, &query).await.map_err(hot_err)?;
     Ok(json(
@@ -291,7 +290,7 @@ pub async fn drops(
     Query(q): Query<DropParams>,
 ) -> Result<Response, ApiError> {
     let tenant = principal.tenant("read")?;
-    let (from, to) = Range { from: q.from, to: q.to, hours: q.hours }.resolve(24, 400)?;
+    let (from, to) = Range { from: q.from, to: q.to, hours: q.hours }.resolve(state.clock.now_ms(), 24, 400)?;
     let reason = short_text("reason", q.reason)?;
     let rows = state.outputs.hot.drops(&tenant.key_prefix, from, to, reason.as_deref()).await.map_err(hot_err)?;
     let mut totals: BTreeMap<(String, String), i64> = BTreeMap::new();

@@ -14,7 +14,7 @@ use tracker_store::{ApiKey, SCOPES};
 use super::{Body, PageQuery, Principal, Query, check_text, expiry_ms, json, listing, not_found, purging, store_err};
 use crate::http::ApiError;
 use crate::http::Segment;
-use crate::state::{AppState, now_ms};
+use crate::state::AppState;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -39,7 +39,7 @@ impl NewKeyBody {
                 "scopes must be a non-empty list of read, write, admin, stream",
             ));
         }
-        let now = now_ms();
+        let now = state.clock.now_ms();
         let expires_at = expiry_ms("expires_at", self.expires_at)?;
         state.store.create_api_key(key_prefix, &self.name, &scopes, expires_at, now).await.map_err(store_err("tenant"))
     }
@@ -81,7 +81,11 @@ pub async fn revoke_key(
     Segment(id): Segment,
 ) -> Result<Response, ApiError> {
     let tenant = principal.tenant_even_if_suspended("admin")?;
-    let key = state.store.revoke_api_key(&tenant.key_prefix, &id, now_ms()).await.map_err(store_err("API key"))?;
+    let key = state
+        .store
+        .revoke_api_key(&tenant.key_prefix, &id, state.clock.now_ms())
+        .await
+        .map_err(store_err("API key"))?;
     Ok(json(StatusCode::OK, &key))
 }
 
@@ -101,7 +105,7 @@ pub async fn create_token(
     let tenant = principal.tenant("admin")?;
     let name = body.name.unwrap_or_else(|| "default".into());
     check_text("name", &name, 200)?;
-    let now = now_ms();
+    let now = state.clock.now_ms();
     let expires_at = expiry_ms("expires_at", body.expires_at)?;
     let (secret, id) = state
         .store
@@ -138,7 +142,11 @@ pub async fn revoke_token(
     Segment(id): Segment,
 ) -> Result<Response, ApiError> {
     let tenant = principal.tenant_even_if_suspended("admin")?;
-    let token = state.store.revoke_ingest_token(&tenant.key_prefix, &id, now_ms()).await.map_err(store_err("token"))?;
+    let token = state
+        .store
+        .revoke_ingest_token(&tenant.key_prefix, &id, state.clock.now_ms())
+        .await
+        .map_err(store_err("token"))?;
     let purge = vec![format!("token:{}", token.token_hash)];
     Ok(purging(json(StatusCode::OK, &token), purge))
 }

@@ -19,7 +19,7 @@ use super::{
 };
 use crate::http::ApiError;
 use crate::http::Segment;
-use crate::state::{AppState, now_ms};
+use crate::state::AppState;
 
 #[derive(Debug, Serialize)]
 struct LinkView {
@@ -94,7 +94,7 @@ pub async fn create(
     if body.destination.is_none() {
         return Err(ApiError::bad_request("invalid_field", "destination is required"));
     }
-    let now = now_ms();
+    let now = state.clock.now_ms();
     let key = current_key(&state, &tenant.key_prefix).await?;
     let max = state.cfg.plan_of(tenant).max_links;
     let link = state
@@ -144,7 +144,7 @@ pub async fn update(
     Body(body): Body<LinkBody>,
 ) -> Result<Response, ApiError> {
     let tenant = principal.tenant("write")?;
-    let now = now_ms();
+    let now = state.clock.now_ms();
     let spec = body.spec()?;
     let link = state.store.update_link(&tenant.key_prefix, &tu_id, spec, now).await.map_err(store_err("link"))?;
     let key = current_key(&state, &tenant.key_prefix).await?;

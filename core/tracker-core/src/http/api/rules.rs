@@ -15,7 +15,7 @@ use tracker_store::{FilterRule, RuleSpec};
 use super::{Body, PageQuery, Principal, Query, check_text, json, listing, not_found, nullable, store_err};
 use crate::http::ApiError;
 use crate::http::Segment;
-use crate::state::{AppState, now_ms};
+use crate::state::AppState;
 
 /// Event fields a rule can read, besides `param:<key>`.
 pub const FIELDS: &[&str] =
@@ -91,7 +91,7 @@ pub async fn create(
     Body(body): Body<RuleBody>,
 ) -> Result<Response, ApiError> {
     let tenant = principal.tenant("write")?;
-    let rule = FilterRule::blank(now_ms()).with(body.into());
+    let rule = FilterRule::blank(state.clock.now_ms()).with(body.into());
     check(&rule)?;
     let existing = state.store.rules_page(&tenant.key_prefix, None, tracker_store::MAX_PAGE).await?;
     if existing.items.len() >= MAX_RULES {
@@ -131,7 +131,7 @@ pub async fn update(
     let checked = |rule: &FilterRule| check(rule).map_err(|e| e.message);
     let rule = state
         .store
-        .update_rule(&tenant.key_prefix, &id, body.into(), now_ms(), checked)
+        .update_rule(&tenant.key_prefix, &id, body.into(), state.clock.now_ms(), checked)
         .await
         .map_err(store_err("rule"))?;
     Ok(json(StatusCode::OK, &rule))

@@ -13,7 +13,7 @@ use super::keys::NewKeyBody;
 use super::{Body, PageQuery, Principal, Query, check_text, json, listing, not_found, purging, store_err};
 use crate::http::ApiError;
 use crate::http::Segment;
-use crate::state::{AppState, now_ms};
+use crate::state::AppState;
 
 /// Longest grace period for old link keys after a rotation.
 const MAX_GRACE_SECS: u64 = 90 * 24 * 3600;
@@ -90,7 +90,7 @@ pub async fn create(
     if let Some(limits) = &body.limits {
         check_limits(limits)?;
     }
-    let now = now_ms();
+    let now = state.clock.now_ms();
     let plan = body.plan.as_deref().unwrap_or("free");
     let limits = body.limits.unwrap_or_default();
     let key = state.store.create_tenant_on(&body.name, body.key_prefix.as_deref(), plan, &limits, now).await.map_err(
@@ -174,7 +174,8 @@ pub async fn update(
         check_limits(limits)?;
     }
     let update = TenantUpdate { name: body.name, plan: body.plan, status: body.status, limits: body.limits };
-    let tenant = state.store.update_tenant(&key_prefix, update, now_ms()).await.map_err(store_err("tenant"))?;
+    let tenant =
+        state.store.update_tenant(&key_prefix, update, state.clock.now_ms()).await.map_err(store_err("tenant"))?;
     Ok(purging(json(StatusCode::OK, &TenantView::from(tenant)), vec![format!("tenant:{key_prefix}")]))
 }
 
@@ -199,7 +200,7 @@ pub async fn rotate(
     if key_prefix == GLOBAL_KEY_PREFIX {
         return Err(not_found("tenant"));
     }
-    let now = now_ms();
+    let now = state.clock.now_ms();
     let grace_ms = i64::try_from(grace * 1000).unwrap_or(i64::MAX);
     let key = state.store.rotate_keys(&key_prefix, grace_ms, now).await.map_err(store_err("tenant"))?;
     let body = serde_json::json!({

@@ -20,7 +20,7 @@ use tracker_store::{Plan, Tenant};
 
 use super::{MAX_EXPIRY_MS, Principal, Query, json};
 use crate::http::ApiError;
-use crate::state::{AppState, now_ms};
+use crate::state::AppState;
 
 const HOUR_MS: i64 = 3_600_000;
 const DAY_MS: i64 = 24 * HOUR_MS;
@@ -63,14 +63,13 @@ pub struct UsageParams {
 }
 
 /// The range asked for: by default from the start of this month to the end of the current hour.
-fn range(from: Option<i64>, to: Option<i64>, max_days: i64) -> Result<(i64, i64), ApiError> {
+fn range(now: i64, from: Option<i64>, to: Option<i64>, max_days: i64) -> Result<(i64, i64), ApiError> {
     let bad = |m: String| ApiError::bad_request("invalid_range", m);
     for (name, v) in [("from", from), ("to", to)] {
         if v.is_some_and(|t| !(0..=MAX_EXPIRY_MS).contains(&t)) {
             return Err(bad(format!("{name} must be 0 to {MAX_EXPIRY_MS} (ms since the epoch)")));
         }
     }
-    let now = now_ms();
     let to = to.unwrap_or(hour_of(now) + HOUR_MS);
     let from = from.unwrap_or(month_start(now).min(to - HOUR_MS));
     if from >= to {
@@ -144,7 +143,7 @@ pub async fn usage(
     let tenant = principal.tenant("read")?;
     let granularity = q.granularity.unwrap_or(Granularity::Day);
     let max_days = if granularity == Granularity::Hour { MAX_HOURLY_DAYS } else { MAX_DAYS };
-    let (from, to) = range(q.from, q.to, max_days)?;
+    let (from, to) = range(state.clock.now_ms(), q.from, q.to, max_days)?;
     let rows = sorted(rows(&state, Some(&tenant.key_prefix), from, to).await?);
     let mut periods: BTreeMap<i64, Totals> = BTreeMap::new();
     let mut totals = Totals::default();
@@ -190,7 +189,7 @@ pub async fn usage(
             "data": data,
             "totals": totals,
             "quota_drops": quota_drops,
-            "allowance": allowance(&state, tenant, &plan, now_ms()).await?,
+            "allowance": allowance(&state, tenant, &plan, state.clock.now_ms()).await?,
         }),
     ))
 }
@@ -284,7 +283,7 @@ pub async fn invoice_preview(
     Query(q): Query<InvoiceParams>,
 ) -> Result<Response, ApiError> {
     let tenant = principal.tenant("read")?;
-    let now = now_ms();
+    let now = state.clock.now_ms();
     let from = match q.period.as_deref() {
         None => month_start(now),
         Some(name) => parse_month(name)
@@ -322,7 +321,7 @@ pub async fn admin(
     Query(q): Query<AdminParams>,
 ) -> Result<Response, ApiError> {
     principal.require_admin()?;
-    let (from, to) = range(q.from, q.to, MAX_DAYS)?;
+    let (from, to) = range(state.clock.now_ms(), q.from, q.to, MAX_DAYS)?;
     let mut by_tenant: BTreeMap<String, Totals> = BTreeMap::new();
     for r in sorted(rows(&state, None, from, to).await?) {
         by_tenant.entry(r.key_prefix.clone()).or_default().add(&r);

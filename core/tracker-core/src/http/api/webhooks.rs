@@ -14,7 +14,7 @@ use tracker_store::WebhookSpec;
 use super::{Body, PageQuery, Principal, Query, check_text, json, listing, not_found, store_err};
 use crate::http::ApiError;
 use crate::http::{Segment, Segments};
-use crate::state::{AppState, now_ms, random10};
+use crate::state::{AppState, random10};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -74,7 +74,7 @@ pub async fn create(
     let spec = body.spec(state.cfg.webhook_allow_private)?;
     let (hook, secret) = state
         .store
-        .create_webhook_within(&tenant.key_prefix, spec, now_ms(), state.cfg.plan_of(tenant).max_webhooks)
+        .create_webhook_within(&tenant.key_prefix, spec, state.clock.now_ms(), state.cfg.plan_of(tenant).max_webhooks)
         .await
         .map_err(store_err("tenant"))?;
     Ok(json(StatusCode::CREATED, &serde_json::json!({ "webhook": hook, "secret": secret })))
@@ -108,8 +108,11 @@ pub async fn update(
 ) -> Result<Response, ApiError> {
     let tenant = principal.tenant("write")?;
     let spec = body.spec(state.cfg.webhook_allow_private)?;
-    let hook =
-        state.store.update_webhook(&tenant.key_prefix, &id, spec, now_ms()).await.map_err(store_err("webhook"))?;
+    let hook = state
+        .store
+        .update_webhook(&tenant.key_prefix, &id, spec, state.clock.now_ms())
+        .await
+        .map_err(store_err("webhook"))?;
     Ok(json(StatusCode::OK, &hook))
 }
 
@@ -132,7 +135,7 @@ pub async fn test(
     let tenant = principal.tenant("write")?;
     let hook = state.store.webhook(&tenant.key_prefix, &id).await?.ok_or_else(|| not_found("webhook"))?;
     let secret = state.store.webhook_secret(&tenant.key_prefix, &id).await?.ok_or_else(|| not_found("webhook"))?;
-    let now = now_ms();
+    let now = state.clock.now_ms();
     let delivery_id = format!("dlv_{}", hex::encode(random10()));
     let body = serde_json::json!({
         "id": delivery_id,
@@ -201,7 +204,10 @@ pub async fn redeliver(
             "the endpoint is disabled: enable it (PATCH enabled=true) before redelivering",
         ));
     }
-    let d =
-        state.store.redeliver(&tenant.key_prefix, &id, &delivery_id, now_ms()).await.map_err(store_err("delivery"))?;
+    let d = state
+        .store
+        .redeliver(&tenant.key_prefix, &id, &delivery_id, state.clock.now_ms())
+        .await
+        .map_err(store_err("delivery"))?;
     Ok(json(StatusCode::OK, &d))
 }
