@@ -42,6 +42,9 @@ pub struct WebhookSettings {
     pub disable_after: u32,
     /// How long delivered entries stay in the delivery log; dead letters stay four times as long.
     pub log_retention: Duration,
+    /// How long a claimed delivery is its dispatcher's alone: a dispatcher that dies mid-attempt delays its
+    /// deliveries by this much. Longer than an attempt can take (the client's 10 s timeout).
+    pub lease: Duration,
 }
 
 /// The webhook variables: the one declaration of their defaults (the README's Webhooks table is rendered from it).
@@ -67,6 +70,12 @@ pub const SETTINGS: Section = Section {
             "168",
             "how long delivered entries stay in the delivery log (dead letters 4x)",
         ),
+        var(
+            "WEBHOOK_LEASE_SECS",
+            "60",
+            "how long a claimed delivery is its dispatcher's alone (11 to 3600): one that dies mid-attempt delays \
+             its deliveries this long",
+        ),
     ],
 };
 
@@ -81,6 +90,7 @@ impl WebhookSettings {
             retry_max: src.duration("WEBHOOK_RETRY_MAX_MS", Unit::Millis)?.max(Duration::from_millis(1)),
             disable_after: src.number("WEBHOOK_DISABLE_AFTER_FAILURES", 1..=1_000_000)?,
             log_retention: src.duration("WEBHOOK_LOG_RETENTION_HOURS", Unit::Hours)?,
+            lease: Duration::from_secs(src.number("WEBHOOK_LEASE_SECS", 11..=3600)?),
         })
     }
 }
@@ -261,9 +271,6 @@ async fn queue_step(pipeline: &Pipeline, endpoints: &mut Endpoints) -> Result<bo
 const PRUNE_EVERY: Duration = Duration::from_secs(3600);
 /// Most deliveries the dispatcher claims per round.
 const DUE_BATCH: u32 = 512;
-/// How long a claimed delivery is the dispatcher's alone: well past an attempt's longest time (the client's
-/// 10 s timeout), so a dispatcher that dies mid-attempt only delays its deliveries by this much.
-const LEASE_MS: i64 = 60_000;
 
 async fn dispatch(pipeline: Arc<Pipeline>, stop: CancellationToken) {
     let client = match delivery::client(pipeline.settings.webhooks.allow_private) {
@@ -278,6 +285,7 @@ async fn dispatch(pipeline: Arc<Pipeline>, stop: CancellationToken) {
     let mut tasks = tokio::task::JoinSet::new();
     let mut pruned: Option<Instant> = None;
     let s = &pipeline.settings.webhooks;
+    let lease_ms = i64::try_from(s.lease.as_millis()).unwrap_or(i64::MAX);
     while !stop.is_cancelled() {
         while tasks.try_join_next().is_some() {}
         if pruned.is_none_or(|at| at.elapsed() >= PRUNE_EVERY) {
@@ -291,7 +299,7 @@ async fn dispatch(pipeline: Arc<Pipeline>, stop: CancellationToken) {
                 tracing::warn!(error = %e, "webhooks: delivery log not pruned");
             }
         }
-        let due = match pipeline.store.claim_deliveries(now_ms(), LEASE_MS, s.concurrency.max(1), DUE_BATCH).await {
+        let due = match pipeline.store.claim_deliveries(now_ms(), lease_ms, s.concurrency.max(1), DUE_BATCH).await {
             Ok(d) => d,
             Err(e) => {
                 tracing::warn!(error = %e, "webhooks: cannot read due deliveries");

@@ -300,4 +300,33 @@ mod tests {
         s.release_lease("job", "b").await.unwrap();
         assert!(s.acquire_lease("job", "a", NOW + 2001, NOW + 3000).await.unwrap(), "released: free");
     }
+
+    #[tokio::test]
+    async fn a_claimed_delivery_is_its_dispatchers_until_the_lease_ends() {
+        let (_d, s) = store().await;
+        let tenant = s.create_tenant("Acme", None, NOW).await.unwrap().key_prefix;
+        let spec = WebhookSpec { url: Some("https://hooks.example/in".into()), ..Default::default() };
+        let (hook, _) = s.create_webhook(&tenant, spec, NOW).await.unwrap();
+        let delivery = |n: u32| NewDelivery {
+            key_prefix: tenant.clone(),
+            webhook_id: hook.webhook_id.clone(),
+            event_id: format!("event-{n}"),
+            event_type: "click".into(),
+            data: "{}".into(),
+            kind: "event",
+        };
+        assert_eq!(s.queue_notices(&[delivery(1), delivery(2)], NOW).await.unwrap(), 2);
+
+        let first = s.claim_deliveries(NOW, 30_000, 4, 100).await.unwrap();
+        assert_eq!(first.len(), 2, "both due at once");
+        assert!(s.claim_deliveries(NOW + 29_999, 30_000, 4, 100).await.unwrap().is_empty(), "leased: nobody else");
+        // the dispatcher died without recording an attempt: another takes them when the lease ends
+        let again = s.claim_deliveries(NOW + 30_001, 30_000, 4, 100).await.unwrap();
+        let ids = |d: &[DueDelivery]| d.iter().map(|d| d.delivery_id.clone()).collect::<Vec<_>>();
+        assert_eq!(ids(&again), ids(&first));
+        // one in flight per endpoint: a fresh delivery waits while the endpoint's lease is held
+        assert_eq!(s.queue_notices(&[delivery(3)], NOW + 30_002).await.unwrap(), 1);
+        assert!(s.claim_deliveries(NOW + 30_002, 30_000, 2, 100).await.unwrap().is_empty(), "2 of 2 in flight");
+        assert_eq!(s.claim_deliveries(NOW + 30_002, 30_000, 3, 100).await.unwrap().len(), 1, "a third slot");
+    }
 }
