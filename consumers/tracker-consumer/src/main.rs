@@ -64,16 +64,36 @@ async fn main() -> std::process::ExitCode {
         }
         signalled.cancel();
     });
+    // metrics and health for the orchestrator: /health answers 503 naming a consumer that died
+    let ops = match state.cfg.consumer_listen {
+        None => None,
+        Some(addr) => match tokio::net::TcpListener::bind(addr).await {
+            Ok(listener) => {
+                tracing::info!(%addr, "serving /metrics and /health");
+                let app = tracker_core::http::ops_router().with_state(state.clone());
+                let until = stop.clone().cancelled_owned();
+                Some(tokio::spawn(async move { axum::serve(listener, app).with_graceful_shutdown(until).await }))
+            }
+            Err(e) => {
+                eprintln!("error: CONSUMER_LISTEN {addr}: {e}");
+                return std::process::ExitCode::FAILURE;
+            }
+        },
+    };
     tracing::info!(consumers = ?which, "consumers running");
     // a consumer that dies stops the others and the process, which exits with an error to be restarted (the
     // positions are durable: the restart resumes every consumer where it was)
-    let liveness = Arc::new(tracker_consumers::Liveness::default());
+    let liveness = state.consumers.clone();
     let (watched, on_death) = (liveness.clone(), stop.clone());
     tokio::spawn(async move {
         watched.first_death().await;
         on_death.cancel();
     });
-    tracker_consumers::run(Arc::new(pipeline(&state)), which, stop, liveness.clone()).await;
+    tracker_consumers::run(Arc::new(pipeline(&state)), which, stop.clone(), liveness.clone()).await;
+    stop.cancel();
+    if let Some(ops) = ops {
+        let _ = ops.await;
+    }
     if let Some(edge) = &state.cfg.consumer_settings.edge {
         edge.settle().await;
     }

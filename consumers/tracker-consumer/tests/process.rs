@@ -48,9 +48,14 @@ async fn the_consumers_run_as_a_process_of_their_own() {
     };
     assert_eq!(listed(hot.clone()).await, 0, "the node itself consumed nothing");
 
+    let ops = {
+        let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        free.local_addr().unwrap()
+    };
     let mut consumer = std::process::Command::new(env!("CARGO_BIN_EXE_tracker-consumer"))
         .args(["filter", "stats"])
         .env("DATA_DIR", dir.path())
+        .env("CONSUMER_LISTEN", ops.to_string())
         .env("LOG_PARTITIONS", "4")
         .env("RUST_LOG", "warn")
         .spawn()
@@ -60,6 +65,17 @@ async fn the_consumers_run_as_a_process_of_their_own() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert_eq!(listed(hot).await, 500);
+    // the process's metrics and health: every event filtered, none left behind in any partition
+    let http = reqwest::Client::new();
+    let health = http.get(format!("http://{ops}/health")).send().await.unwrap();
+    assert_eq!(health.status(), 200);
+    assert_eq!(health.json::<Value>().await.unwrap()["status"], "ok");
+    let metrics = http.get(format!("http://{ops}/metrics")).send().await.unwrap().text().await.unwrap();
+    for partition in 0..4 {
+        let line = format!("tracker_consumer_lag_events{{group=\"filter\",partition=\"{partition}\"}} 0");
+        assert!(metrics.contains(&line), "{line} in:\n{metrics}");
+    }
+    assert!(metrics.contains("tracker_log_appended_events_total"), "the log's gauges: {metrics}");
     assert!(std::process::Command::new("kill").args(["-TERM", &consumer.id().to_string()]).status().unwrap().success());
     assert!(consumer.wait().unwrap().success(), "stops cleanly on SIGTERM");
     let bad = std::process::Command::new(env!("CARGO_BIN_EXE_tracker-consumer")).arg("archiver").output().unwrap();

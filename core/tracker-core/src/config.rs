@@ -78,6 +78,8 @@ pub struct Config {
     /// Run the stream consumers inside the node (`CONSUMERS=in-process`, the default) rather than as processes
     /// of their own (`off`, with `tracker-consumer`).
     pub consumers: bool,
+    /// Where `tracker-consumer` serves its metrics and health (`CONSUMER_LISTEN`; `None`: nowhere).
+    pub consumer_listen: Option<std::net::SocketAddr>,
     pub consumer_settings: tracker_consumers::Settings,
     /// Comment lines sent on idle live streams (`/sse/events`).
     pub sse_keepalive: Duration,
@@ -148,6 +150,11 @@ pub const HTTP: Section = Section {
             "CONSUMERS",
             "in-process",
             "run the stream consumers in the node (`in-process`) or not (`off`: run `tracker-consumer`)",
+        ),
+        var(
+            "CONSUMER_LISTEN",
+            "127.0.0.1:9464",
+            "where `tracker-consumer` serves `GET /metrics`, `/health` and `/health/broker` (`off`: nowhere)",
         ),
         var("TRUST_PROXY", "none", "client IP source: `none`, `x-forwarded-for` or `cloudflare`"),
         var(
@@ -379,6 +386,10 @@ impl Config {
         let hot_database = location(&src, "HOT_DATABASE_URL", "HOT_LIBSQL_AUTH_TOKEN")?
             .unwrap_or_else(|| tracker_store::Location::File(data_dir.join("hot.db")));
         let consumers = src.choice("CONSUMERS", &["in-process", "off"])? == "in-process";
+        let consumer_listen = match src.get("CONSUMER_LISTEN") {
+            Some(off) if off == "off" => None,
+            _ => Some(src.value("CONSUMER_LISTEN")?),
+        };
         let mut consumer_settings = tracker_consumers::Settings::from_settings(&src)?;
         // WEBHOOK_ALLOW_PRIVATE is the node's to apply (`pipeline`), with the API's test deliveries
         consumer_settings.webhooks.allow_private = false;
@@ -521,6 +532,7 @@ impl Config {
             iggy,
             hot_database,
             consumers,
+            consumer_listen,
             consumer_settings,
             sse_keepalive: src.duration("SSE_KEEPALIVE_SECS", Unit::Secs)?.max(Duration::from_secs(1)),
             sse_backlog: src.number("SSE_BACKLOG", 1..=65_536)?,

@@ -50,9 +50,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/internal/v1/tenants/{key_prefix}", get(internal::tenant))
         .route("/internal/v1/short-links/{tu_id}", get(internal::short_link))
         .route("/internal/v1/tokens/{hash}", get(internal::token))
-        .route("/health", get(ops::health))
-        .route("/health/broker", get(ops::broker))
-        .route("/metrics", get(ops::metrics))
+        .merge(ops_router())
         .merge(api::router(state.clone()))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
@@ -62,6 +60,15 @@ pub fn router(state: Arc<AppState>) -> Router {
         .layer(TraceLayer::new_for_http().make_span_with(request_span))
         .layer(SetRequestIdLayer::new(REQUEST_ID.clone(), NewRequestId))
         .with_state(state)
+}
+
+/// `GET /health`, `/health/broker` and `/metrics`: what the node serves beside its endpoints, and all that
+/// `tracker-consumer` serves.
+pub fn ops_router() -> Router<Arc<AppState>> {
+    Router::new()
+        .route("/health", get(ops::health))
+        .route("/health/broker", get(ops::broker))
+        .route("/metrics", get(ops::metrics))
 }
 
 const REQUEST_ID: header::HeaderName = header::HeaderName::from_static("x-request-id");
