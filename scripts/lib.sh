@@ -106,6 +106,14 @@ ensure_cargo_deny() {
     fi
 }
 
+# cargo-nextest runs the tests, each in a process of its own with a time limit; built once (~8 min) if missing
+ensure_cargo_nextest() {
+    if ! cargo nextest --version >/dev/null 2>&1; then
+        say "installing cargo-nextest 0.9.143 (once)"
+        cargo install --locked --quiet cargo-nextest --version 0.9.143
+    fi
+}
+
 ensure_moto() {
     local venv="${TRACKER_VENV:-$HOME/.cache/tracker/venv}"
     [ -x "$venv/bin/python" ] || python3 -m venv "$venv"

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# `make test`: everything CI runs. One `cargo test --workspace` invocation (switching packages or features between
+# `make test`: everything CI runs. One `cargo nextest run --workspace` invocation (switching packages or features between
 # steps rebuilds hundreds of crates).
 source "$(dirname "$0")/lib.sh"
 cd "$(dirname "$0")/.."
@@ -10,6 +10,7 @@ ensure_moto
 ensure_chromium
 ensure_cargo_machete
 ensure_cargo_deny
+ensure_cargo_nextest
 say "formatting (and no Rust line rustfmt could not fit: it leaves whole functions unformatted around one)"
 cargo fmt --all --check
 long=$(git ls-files '*.rs' | xargs awk 'length > 120 { print FILENAME ":" FNR ": " length " characters" }')
@@ -34,14 +35,15 @@ say "the protocol crate builds for wasm32-unknown-unknown (the edge Worker)"
 cargo check -p tracker-protocol --target wasm32-unknown-unknown
 say "test vectors agree with an independent implementation"
 python3 tests/vectors/check.py
-say "cargo test --workspace"
+say "cargo nextest run --workspace: each test in a process of its own, stopped after 180 s (.config/nextest.toml)"
+# (no doctests to run: the crates' docs hold text blocks only)
 if [ -n "${IGGY_TEST_ADDR:-}" ]; then
-    cargo test --workspace -- --include-ignored
+    cargo nextest run --workspace --run-ignored all
 else
-    cargo test --workspace
+    cargo nextest run --workspace
     # tests marked #[ignore] need what this machine cannot have (an Iggy server): named, never silently passed
     say "not run here (each names what it needs; IGGY_TEST_ADDR runs the Iggy ones):"
-    cargo test --workspace -q -- --ignored --list 2>/dev/null | sed -n 's/: test$//p' | sed 's/^/  /'
+    cargo nextest list --workspace --run-ignored only --message-format oneline 2>/dev/null | sed 's/^/  /'
 fi
 say "building the edge Worker (worker-build --release)"
 bash scripts/build-worker.sh
@@ -49,7 +51,7 @@ gz=$(gzip -9c edge-worker/build/index_bg.wasm | wc -c)
 echo "edge Worker wasm: $(wc -c < edge-worker/build/index_bg.wasm) bytes, $gz gzipped (limit 409600)"
 [ "$gz" -le 409600 ] || { echo "the Worker's gzipped wasm exceeds 400 KB" >&2; exit 1; }
 say "edge Worker tests under Miniflare, against a real core node (and headless Chromium for the browser shapes)"
-cargo build --workspace --bins # already built by `cargo test --workspace`: a no-op that states the need
+cargo build --workspace --bins # already built by `cargo nextest run --workspace`: a no-op that states the need
 node --test --test-concurrency=1 tests/edge/
 say "schemathesis: the OpenAPI document against a live core node"
 MAX_EXAMPLES="${MAX_EXAMPLES:-25}" bash scripts/api-fuzz.sh
