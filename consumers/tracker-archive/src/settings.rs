@@ -146,10 +146,8 @@ pub struct Retention {
     pub keep_days: u32,
 }
 
-const DAY_MS: i64 = 86_400_000;
-
-/// The UTC date of a time in ms since the epoch, `YYYY-MM-DD` (civil-from-days, no time zone data needed).
+/// The UTC date of a time in ms since the epoch, `YYYY-MM-DD`.
 pub fn date_of(ms: i64) -> String {
-    let (y, m, d) = tracker_protocol::quota::civil_from_days(ms.div_euclid(DAY_MS));
+    let (y, m, d) = tracker_protocol::quota::ymd(ms);
     format!("{y:04}-{m:02}-{d:02}")
 }

@@ -1,10 +1,9 @@
 //! Shared state of a core node: configuration, the event log, the metadata store and its hot caches. The state is
 //! the [`Directory`] of the shared tracking service.
 
-use std::collections::HashMap;
 use std::hash::Hash;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
-use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use rand::Rng as _;
@@ -53,27 +52,35 @@ pub fn random10() -> [u8; 10] {
 
 const CACHE_LOOKUPS: &str = "tracker_cache_lookups_total";
 
-/// Entries kept before a cache is cleared wholesale (bounds memory against random lookups).
+/// Entries a cache holds; beyond, the least useful are evicted (quick_cache's S3-FIFO).
 const MAX_CACHE_ENTRIES: usize = 100_000;
 
 /// A cached answer (including "there is none") and when it was loaded.
 type Cached<V> = (Option<Arc<V>>, Instant);
 
 /// A read-through cache with a TTL for positive and negative answers, counting its hits and misses
-/// (`tracker_cache_lookups_total{cache, result}`).
-#[derive(Debug)]
+/// (`tracker_cache_lookups_total{cache, result}`). A bounded `quick_cache` (already linked by the embedded log, so
+/// no new crate): hits take a shard's read lock only, and concurrent misses of one key share a single load, so an
+/// entry expiring under load costs the store one query, not one per waiting request.
 pub struct TtlCache<K, V> {
     ttl: Duration,
-    map: RwLock<HashMap<K, Cached<V>>>,
+    cache: quick_cache::sync::Cache<K, Cached<V>>,
     hits: metrics::Counter,
     misses: metrics::Counter,
+}
+
+impl<K: Eq + Hash + Clone, V> std::fmt::Debug for TtlCache<K, V> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TtlCache").field("ttl", &self.ttl).field("entries", &self.cache.len()).finish()
+    }
 }
 
 impl<K: Eq + Hash + Clone, V> TtlCache<K, V> {
     /// Its counters go to the process's recorder: build it after that is installed (`AppState::new` does).
     pub fn new(name: &'static str, ttl: Duration) -> Self {
         let lookups = |result: &'static str| metrics::counter!(CACHE_LOOKUPS, "cache" => name, "result" => result);
-        TtlCache { ttl, map: RwLock::new(HashMap::new()), hits: lookups("hit"), misses: lookups("miss") }
+        let cache = quick_cache::sync::Cache::new(MAX_CACHE_ENTRIES);
+        TtlCache { ttl, cache, hits: lookups("hit"), misses: lookups("miss") }
     }
 
     pub async fn get<F, Fut>(&self, key: &K, load: F) -> Result<Option<Arc<V>>, StoreError>
@@ -81,29 +88,43 @@ impl<K: Eq + Hash + Clone, V> TtlCache<K, V> {
         F: FnOnce() -> Fut,
         Fut: std::future::Future<Output = Result<Option<V>, StoreError>>,
     {
-        if let Ok(map) = self.map.read()
-            && let Some((v, at)) = map.get(key)
-            && at.elapsed() < self.ttl
+        let fresh = |at: &Instant| at.elapsed() < self.ttl;
+        if let Some((v, at)) = self.cache.get(key)
+            && fresh(&at)
         {
             self.hits.increment(1);
-            return Ok(v.clone());
+            return Ok(v);
         }
-        self.misses.increment(1);
-        let v = load().await?.map(Arc::new);
-        if let Ok(mut map) = self.map.write() {
-            if map.len() >= MAX_CACHE_ENTRIES {
-                map.clear();
+        // missing or stale: load it, or wait for the caller already loading it
+        use quick_cache::sync::{EntryAction, EntryResult};
+        let guard = match self
+            .cache
+            .entry_async(key, |_, (v, at)| match fresh(at) {
+                true => EntryAction::Retain(v.clone()),
+                false => EntryAction::ReplaceWithGuard,
+            })
+            .await
+        {
+            EntryResult::Retained(v) => {
+                self.hits.increment(1);
+                return Ok(v);
             }
-            map.insert(key.clone(), (v.clone(), Instant::now()));
+            EntryResult::Vacant(guard) | EntryResult::Replaced(guard, _) => Some(guard),
+            // not returned for these actions without a timeout; load without sharing it
+            EntryResult::Removed(..) | EntryResult::Timeout => None,
+        };
+        self.misses.increment(1);
+        // an error drops the guard unfilled: the next waiter loads instead
+        let v = load().await?.map(Arc::new);
+        if let Some(guard) = guard {
+            let _ = guard.insert((v.clone(), Instant::now()));
         }
         Ok(v)
     }
 
     /// Forgets `key`, so the next read asks the store (after a change made through the API).
     pub fn invalidate(&self, key: &K) {
-        if let Ok(mut map) = self.map.write() {
-            map.remove(key);
-        }
+        self.cache.remove(key);
     }
 }
 
@@ -283,5 +304,44 @@ impl Directory for AppState {
 
     fn global_keys(&self) -> &[LinkKey] {
         &self.global_keys
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicU32;
+
+    use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_misses_share_one_load_and_answers_last_the_ttl() {
+        let cache = Arc::new(TtlCache::<String, u32>::new("test", Duration::from_millis(300)));
+        let loads = Arc::new(AtomicU32::new(0));
+        let get = |answer: Option<u32>| {
+            let (cache, loads) = (cache.clone(), loads.clone());
+            async move {
+                let load = || async {
+                    loads.fetch_add(1, Ordering::SeqCst);
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    Ok(answer)
+                };
+                cache.get(&"acme".to_owned(), load).await.unwrap().map(|v| *v)
+            }
+        };
+        let waiting: Vec<_> = (0..16).map(|_| tokio::spawn(get(Some(7)))).collect();
+        for w in waiting {
+            assert_eq!(w.await.unwrap(), Some(7));
+        }
+        assert_eq!(loads.load(Ordering::SeqCst), 1, "sixteen concurrent misses, one load");
+        assert_eq!(get(Some(8)).await, Some(7), "cached");
+        assert_eq!(loads.load(Ordering::SeqCst), 1);
+
+        tokio::time::sleep(Duration::from_millis(350)).await;
+        assert_eq!(get(None).await, None, "expired: loaded again, and \"there is none\" is an answer");
+        assert_eq!(get(Some(9)).await, None, "the negative answer is cached too");
+        assert_eq!(loads.load(Ordering::SeqCst), 2);
+        cache.invalidate(&"acme".to_owned());
+        assert_eq!(get(Some(9)).await, Some(9), "forgotten: loaded at once");
+        assert_eq!(loads.load(Ordering::SeqCst), 3);
     }
 }

@@ -2,9 +2,8 @@
 //! hands the edge with a tenant's record, so both refuse ingestion the same way once a hard-capped tenant is over
 //! its allowance.
 
+use chrono::{DateTime, Datelike, Months, NaiveDate, NaiveTime};
 use serde::{Deserialize, Serialize};
-
-const DAY_MS: i64 = 86_400_000;
 
 /// A tenant over its hard cap, as the tracking endpoints see it (part of the tenant's lookup record).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -27,53 +26,42 @@ impl QuotaState {
     }
 }
 
-/// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's `days_from_civil`).
-fn days_from_civil(year: i64, month: u32, day: u32) -> i64 {
-    let y = if month <= 2 { year - 1 } else { year };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let m = i64::from(month);
-    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + i64::from(day) - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
+/// The UTC date holding `ms`, clamped to chrono's range (years -262143 to 262142, beyond any clock or
+/// accepted timestamp).
+fn date(ms: i64) -> NaiveDate {
+    match DateTime::from_timestamp_millis(ms) {
+        Some(t) => t.date_naive(),
+        None if ms < 0 => NaiveDate::MIN,
+        None => NaiveDate::MAX,
+    }
 }
 
-/// The date of a day number since 1970-01-01 (the inverse of [`days_from_civil`]): year, month (1-12), day
-/// (1-31).
-pub fn civil_from_days(days: i64) -> (i64, u32, u32) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    (year, month, day)
+/// The start (ms) of a UTC day.
+fn start(day: NaiveDate) -> i64 {
+    day.and_time(NaiveTime::MIN).and_utc().timestamp_millis()
+}
+
+/// The UTC date holding `ms`: year, month (1-12), day (1-31).
+pub fn ymd(ms: i64) -> (i32, u32, u32) {
+    let d = date(ms);
+    (d.year(), d.month(), d.day())
 }
 
 /// The UTC month holding `ms`, as `(year, month)`.
-pub fn month_of(ms: i64) -> (i64, u32) {
-    let (y, m, _) = civil_from_days(ms.div_euclid(DAY_MS));
-    (y, m)
-}
-
-/// The start (ms) of the UTC month `(year, month)`.
-pub fn month_start_of(year: i64, month: u32) -> i64 {
-    days_from_civil(year, month, 1).saturating_mul(DAY_MS)
+pub fn month_of(ms: i64) -> (i32, u32) {
+    let d = date(ms);
+    (d.year(), d.month())
 }
 
 /// The start (ms) of the UTC month holding `ms`.
 pub fn month_start(ms: i64) -> i64 {
-    let (y, m) = month_of(ms);
-    month_start_of(y, m)
+    start(date(ms).with_day(1).unwrap_or(NaiveDate::MIN))
 }
 
 /// The start (ms) of the UTC month after the one holding `ms`.
 pub fn next_month_start(ms: i64) -> i64 {
-    let (y, m) = month_of(ms);
-    if m == 12 { month_start_of(y + 1, 1) } else { month_start_of(y, m + 1) }
+    let first = date(ms).with_day(1).unwrap_or(NaiveDate::MIN);
+    first.checked_add_months(Months::new(1)).map_or(i64::MAX, start)
 }
 
 /// A month as `YYYY-MM` (the billing period's name).
@@ -88,8 +76,7 @@ pub fn parse_month(name: &str) -> Option<i64> {
     if y.len() != 4 || m.len() != 2 || !y.bytes().chain(m.bytes()).all(|b| b.is_ascii_digit()) {
         return None;
     }
-    let (y, m): (i64, u32) = (y.parse().ok()?, m.parse().ok()?);
-    (1..=12).contains(&m).then(|| month_start_of(y, m))
+    NaiveDate::from_ymd_opt(y.parse().ok()?, m.parse().ok()?, 1).map(start)
 }
 
 #[cfg(test)]
@@ -108,11 +95,11 @@ mod tests {
         assert_eq!(dec, 1_796_083_200_000);
         assert_eq!(next_month_start(dec), parse_month("2027-01").unwrap());
         assert_eq!(month_start(next_month_start(dec) - 1), dec);
-        // every day of four centuries round-trips
-        for d in -146_097..146_097 {
-            let (y, m, day) = civil_from_days(d);
-            assert_eq!(days_from_civil(y, m, day), d);
-        }
+        assert_eq!(ymd(leap), (2024, 2, 29));
+        assert_eq!(ymd(-1), (1969, 12, 31));
+        // the extremes saturate instead of failing
+        assert_eq!(next_month_start(i64::MAX), i64::MAX);
+        assert!(month_start(i64::MIN) < 0);
         assert_eq!(month_start(0), 0);
         for bad in ["2026-13", "2026-00", "26-01", "2026-1", "2026/01", "abcd-ef", ""] {
             assert_eq!(parse_month(bad), None, "{bad}");

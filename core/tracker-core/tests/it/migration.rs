@@ -222,8 +222,7 @@ fn v1_batch(rows: &[V1Row<'_>]) -> RecordBatch {
 }
 
 fn chrono_day(ms: i64) -> String {
-    let days = ms.div_euclid(86_400_000);
-    let (y, m, d) = tracker_protocol::quota::civil_from_days(days);
+    let (y, m, d) = tracker_protocol::quota::ymd(ms);
     format!("{y:04}-{m:02}-{d:02}")
 }
 

@@ -14,7 +14,7 @@ use axum::extract::State;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
-use tracker_protocol::quota::{civil_from_days, month_name, month_start, next_month_start, parse_month};
+use tracker_protocol::quota::{month_name, month_start, next_month_start, parse_month, ymd};
 use tracker_store::usage::{GAUGES, METRICS, UsageRow, hour_of};
 use tracker_store::{Plan, Tenant};
 
@@ -230,7 +230,7 @@ fn csv(tenant: &str, granularity: Granularity, periods: &BTreeMap<i64, Totals>) 
 
 /// A period's start as ISO 8601: `2026-11`, `2026-11-29` or `2026-11-29T13:00Z`.
 fn iso(ms: i64, granularity: Granularity) -> String {
-    let (y, m, d) = civil_from_days(ms.div_euclid(DAY_MS));
+    let (y, m, d) = ymd(ms);
     match granularity {
         Granularity::Month => format!("{y:04}-{m:02}"),
         Granularity::Day => format!("{y:04}-{m:02}-{d:02}"),
