@@ -37,7 +37,7 @@ if ! command -v nginx >/dev/null || ! command -v wrk >/dev/null; then
 fi
 echo "==> building the core node (release)"
 cargo build --release -p tracker-core 2>&1 | tail -1
-bin=target/release/tracker-core
+bin="${CARGO_TARGET_DIR:-target}/release/tracker-core"
 
 export DATA_DIR="$work/data" PORT=$CORE_PORT PUBLIC_URL="http://127.0.0.1:$CORE_PORT" RUST_LOG=warn
 export ADMIN_TOKEN="bench-admin-$(openssl rand -hex 16)"
