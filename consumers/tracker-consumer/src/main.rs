@@ -37,7 +37,7 @@ async fn main() -> std::process::ExitCode {
             return std::process::ExitCode::FAILURE;
         }
     };
-    if cfg.iggy.is_none() {
+    if cfg.log.iggy.is_none() {
         tracing::warn!("no IGGY_URL: reading the embedded log in DATA_DIR, which no node may have open meanwhile");
     }
     let state = match build_state(cfg).await {
@@ -65,7 +65,7 @@ async fn main() -> std::process::ExitCode {
         signalled.cancel();
     });
     // metrics and health for the orchestrator: /health answers 503 naming a consumer that died
-    let ops = match state.cfg.consumer_listen {
+    let ops = match state.cfg.node.consumer_listen {
         None => None,
         Some(addr) => match tokio::net::TcpListener::bind(addr).await {
             Ok(listener) => {
@@ -94,7 +94,7 @@ async fn main() -> std::process::ExitCode {
     if let Some(ops) = ops {
         let _ = ops.await;
     }
-    if let Some(edge) = &state.cfg.consumer_settings.edge {
+    if let Some(edge) = &state.cfg.consumers.edge {
         edge.settle().await;
     }
     let _ = state.outputs.filtered.shutdown().await;

@@ -25,7 +25,7 @@ async fn the_consumers_run_as_a_process_of_their_own() {
     };
     // the node, in this process: it takes the events and consumes none of them
     let mut cfg = Config::for_dir(dir.path());
-    cfg.consumers = false;
+    cfg.node.consumers_in_process = false;
     cfg.log.partitions = 4;
     let state = build_state(cfg).await.unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -221,7 +221,7 @@ pub async fn run(cli: Cli) -> Result<(), NodeError> {
     let cfg = Config::from_env(cli.config.as_deref())?;
     match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => {
-            let listener = TcpListener::bind((cfg.host, cfg.port)).await?;
+            let listener = TcpListener::bind((cfg.node.host, cfg.node.port)).await?;
             let state = build_state(cfg).await?;
             serve(state, listener, shutdown_signal()).await
         }
@@ -229,10 +229,10 @@ pub async fn run(cli: Cli) -> Result<(), NodeError> {
             print!("{}", tracker_protocol::settings::markdown(SECTIONS));
             println!(
                 "\nresolved: listen {}:{}, data {}, database {}",
-                cfg.host,
-                cfg.port,
+                cfg.node.host,
+                cfg.node.port,
                 cfg.data_dir.display(),
-                match &cfg.database {
+                match &cfg.store.database {
                     tracker_store::Location::File(p) => p.display().to_string(),
                     tracker_store::Location::Remote { url, .. } => url.clone(),
                     tracker_store::Location::Replica { path, url, .. } =>
@@ -326,7 +326,7 @@ async fn tenant(cfg: Config, cmd: TenantCmd) -> Result<(), NodeError> {
             }
             if !dry_run && !report.purge.is_empty() {
                 // edge copies of records the import changed (a tenant's keys, a moved link) are dropped now
-                if let Some(edge) = &cfg.consumer_settings.edge {
+                if let Some(edge) = &cfg.consumers.edge {
                     for keys in report.purge.chunks(100) {
                         edge.send(&keys.join(",")).await;
                     }
@@ -381,7 +381,7 @@ async fn global(cfg: Config, cmd: GlobalCmd) -> Result<(), NodeError> {
             println!("unassigned");
         }
     }
-    if let Some(edge) = &cfg.consumer_settings.edge {
+    if let Some(edge) = &cfg.consumers.edge {
         edge.send("tenant:global").await;
     }
     println!("(core nodes follow within CACHE_TTL_SECS, the edge within KV_FILL_TTL_SECS unless EDGE_URLS is set)");
@@ -406,7 +406,7 @@ async fn import_events(cfg: Config, args: ImportArgs) -> Result<(), NodeError> {
             rejects: args.rejects.clone(),
             chunk_rows: args.chunk_rows,
             progress: !args.quiet,
-            limits: cfg.limits.clone(),
+            limits: cfg.links.limits.clone(),
         };
         match tracker_import::import(log.clone(), &store, source, &settings, now_ms()).await {
             Ok(s) if s.already_done => println!("{source}: imported before (run {}): nothing to do", s.run_id),
@@ -463,13 +463,13 @@ pub async fn build_link(
     target: &str,
     opts: &LinkOpts,
 ) -> Result<String, NodeError> {
-    let base = opts.base.clone().unwrap_or_else(|| cfg.public_url.clone());
+    let base = opts.base.clone().unwrap_or_else(|| cfg.node.public_url.clone());
     let params: Vec<(&str, &str)> = opts.params.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
     let nonce: [u8; 12] = rand::rng().random();
     let (secret, aes, kid) = if prefix == GLOBAL_KEY_PREFIX {
         (
-            cfg.hmac_secret.clone().map(Secret::into_inner),
-            cfg.encryption_key.clone().map(Secret::into_inner),
+            cfg.links.hmac_secret.clone().map(Secret::into_inner),
+            cfg.links.encryption_key.clone().map(Secret::into_inner),
             "global".to_owned(),
         )
     } else {
@@ -586,7 +586,7 @@ async fn demo(cfg: Config) -> Result<(), NodeError> {
         .await?;
     let v1 = build_link(&cfg, &store, "demo", LinkKind::Click, "https://example.com/landing", &opts(LinkFormatArg::V1))
         .await?;
-    let base = &cfg.public_url;
+    let base = &cfg.node.public_url;
     println!("Demo tenant `demo` is ready on {base}\n");
     println!("Click (v2, signed params):   {v2}");
     println!("Click (v1 format):         {v1}");

@@ -39,54 +39,90 @@ pub struct LogSettings {
     pub queue_capacity: usize,
     pub retention_age: Option<Duration>,
     pub retention_bytes: Option<u64>,
+    /// Apache Iggy as the event log (with a local spool), instead of the embedded log.
+    pub iggy: Option<IggySettings>,
 }
 
+/// The node's configuration, one typed section per declared [`Section`] (the variables, their defaults and
+/// meanings are declared beside each loader below; [`SECTIONS`] lists them in the README's order).
 #[derive(Debug, Clone)]
 pub struct Config {
+    /// Where the embedded logs and the default databases live (`DATA_DIR`).
+    pub data_dir: PathBuf,
+    /// [`HTTP`]: the listener, the platform API's admin credential, live streams, where consumers run.
+    pub node: NodeSettings,
+    /// [`LINKS`]: link secrets and formats, event limits, lookup caching.
+    pub links: LinkSettings,
+    /// [`EDGE`]: batches and lookups from the edge Worker.
+    pub edge: EdgeIntake,
+    /// [`LOG`]: the event log (embedded, or Apache Iggy).
+    pub log: LogSettings,
+    /// [`STORE`]: the metadata and hot-tier databases.
+    pub store: StoreSettings,
+    /// The consumers' sections ([`tracker_consumers::SETTINGS`], webhooks, [`tracker_archive::SETTINGS`]), with
+    /// the plans and the edge to purge.
+    pub consumers: tracker_consumers::Settings,
+    /// Lets the API's webhook test deliveries reach private, loopback and link-local addresses
+    /// (`WEBHOOK_ALLOW_PRIVATE`, local development and tests only; the consumers apply it themselves).
+    pub webhook_allow_private: bool,
+    /// [`QUERY`]: where `/api/query` finds the warm and cold tiers.
+    pub query: QuerySettings,
+}
+
+/// [`HTTP`]: the node as a process.
+#[derive(Debug, Clone)]
+pub struct NodeSettings {
     pub host: IpAddr,
     pub port: u16,
-    pub data_dir: PathBuf,
-    /// The libSQL metadata database: a file (default), a remote server, or an embedded replica of one.
-    pub database: tracker_store::Location,
     /// Base URL printed in links by the CLI.
     pub public_url: String,
+    pub max_body_bytes: usize,
+    pub trust_proxy: TrustProxy,
+    /// SHA-256 of the platform admin credential (`ADMIN_TOKEN`, or `ADMIN_TOKEN_SHA256` to keep only the hash in
+    /// the configuration); `None` turns the admin routes off.
+    pub admin_token_sha256: Option<[u8; 32]>,
+    /// Platform API requests per minute for the admin credential.
+    pub admin_api_rpm: u32,
+    /// Run the stream consumers inside the node (`CONSUMERS=in-process`, the default) rather than as processes
+    /// of their own (`off`, with `tracker-consumer`).
+    pub consumers_in_process: bool,
+    /// Where `tracker-consumer` serves its metrics and health (`CONSUMER_LISTEN`; `None`: nowhere).
+    pub consumer_listen: Option<std::net::SocketAddr>,
+    /// Comment lines sent on idle live streams (`/sse/events`).
+    pub sse_keepalive: Duration,
+    /// Batches of events a live stream may fall behind before it is told it lagged.
+    pub sse_backlog: usize,
+}
+
+/// [`LINKS`]: what links are signed and sealed with, and what events may hold.
+#[derive(Debug, Clone)]
+pub struct LinkSettings {
     pub hmac_secret: Option<Secret<String>>,
     pub encryption_key: Option<Secret<[u8; 32]>>,
     /// Seals tenant link secrets at rest in the metadata store.
     pub secrets_key: Option<Secret<[u8; 32]>>,
     pub url_mode: V1Mode,
     pub max_batch_size: usize,
-    pub max_body_bytes: usize,
-    pub log: LogSettings,
-    pub edge_secrets: Secret<Vec<Vec<u8>>>,
-    pub edge_replay_window: Duration,
-    pub trust_proxy: TrustProxy,
     pub limits: Limits,
     /// How long tenant keys, short links and tokens are cached before the store is asked again.
     pub cache_ttl: Duration,
-    /// SHA-256 of the platform admin credential (`ADMIN_TOKEN`, or `ADMIN_TOKEN_SHA256` to keep only the hash in
-    /// the configuration); `None` turns the admin routes off.
-    pub admin_token_sha256: Option<[u8; 32]>,
-    /// Platform API requests per minute for the admin credential.
-    pub admin_api_rpm: u32,
-    /// Lets webhooks reach private, loopback and link-local addresses (local development and tests only).
-    pub webhook_allow_private: bool,
-    /// Apache Iggy as the event log (with a local spool), instead of the embedded log.
-    pub iggy: Option<IggySettings>,
+}
+
+/// [`EDGE`]: the edge Worker's signed batches and lookups (`EDGE_URLS`, where purges go, is the consumers').
+#[derive(Debug, Clone)]
+pub struct EdgeIntake {
+    pub secrets: Secret<Vec<Vec<u8>>>,
+    /// Accepted clock difference of a signed request.
+    pub replay_window: Duration,
+}
+
+/// [`STORE`]: the databases.
+#[derive(Debug, Clone)]
+pub struct StoreSettings {
+    /// The libSQL metadata database: a file (default), a remote server, or an embedded replica of one.
+    pub database: tracker_store::Location,
     /// The hot tier's database (the stats and filter consumers write it, `/api/events*` reads it).
     pub hot_database: tracker_store::Location,
-    /// Run the stream consumers inside the node (`CONSUMERS=in-process`, the default) rather than as processes
-    /// of their own (`off`, with `tracker-consumer`).
-    pub consumers: bool,
-    /// Where `tracker-consumer` serves its metrics and health (`CONSUMER_LISTEN`; `None`: nowhere).
-    pub consumer_listen: Option<std::net::SocketAddr>,
-    pub consumer_settings: tracker_consumers::Settings,
-    /// Comment lines sent on idle live streams (`/sse/events`).
-    pub sse_keepalive: Duration,
-    /// Batches of events a live stream may fall behind before it is told it lagged.
-    pub sse_backlog: usize,
-    /// Where `/api/query` finds the warm and cold tiers.
-    pub query: QuerySettings,
 }
 
 /// The query functions (`QUERY_URL` and friends).
@@ -385,16 +421,16 @@ impl Config {
         };
         let hot_database = location(&src, "HOT_DATABASE_URL", "HOT_LIBSQL_AUTH_TOKEN")?
             .unwrap_or_else(|| tracker_store::Location::File(data_dir.join("hot.db")));
-        let consumers = src.choice("CONSUMERS", &["in-process", "off"])? == "in-process";
+        let consumers_in_process = src.choice("CONSUMERS", &["in-process", "off"])? == "in-process";
         let consumer_listen = match src.get("CONSUMER_LISTEN") {
             Some(off) if off == "off" => None,
             _ => Some(src.value("CONSUMER_LISTEN")?),
         };
-        let mut consumer_settings = tracker_consumers::Settings::from_settings(&src)?;
+        let mut consumers = tracker_consumers::Settings::from_settings(&src)?;
         // WEBHOOK_ALLOW_PRIVATE is the node's to apply (`pipeline`), with the API's test deliveries
-        consumer_settings.webhooks.allow_private = false;
-        consumer_settings.archive = tracker_archive::from_settings(&src, &data_dir)?;
-        consumer_settings.plans = plans(plan_table, src.get("PLANS").as_deref())?;
+        consumers.webhooks.allow_private = false;
+        consumers.archive = tracker_archive::from_settings(&src, &data_dir)?;
+        consumers.plans = plans(plan_table, src.get("PLANS").as_deref())?;
         let query = QuerySettings {
             url: match src.get("QUERY_URL") {
                 None => None,
@@ -447,6 +483,7 @@ impl Config {
             queue_capacity: src.number("LOG_QUEUE_CAPACITY", 1..=1_000_000)?,
             retention_age: (!retention_age.is_zero()).then_some(retention_age),
             retention_bytes: (retention_bytes > 0).then_some(retention_bytes),
+            iggy: None,
         };
         let edge_secrets: Vec<Vec<u8>> = src
             .get("EDGE_SHARED_SECRETS")
@@ -464,7 +501,7 @@ impl Config {
             if edge_secrets.is_empty() {
                 return Err(invalid("EDGE_URLS", "needs EDGE_SHARED_SECRETS (purges are signed with them)"));
             }
-            consumer_settings.edge = Some(tracker_consumers::EdgePush {
+            consumers.edge = Some(tracker_consumers::EdgePush {
                 urls,
                 secrets: edge_secrets.clone(),
                 tasks: tokio_util::task::TaskTracker::new(),
@@ -509,40 +546,44 @@ impl Config {
             }),
         };
         Ok(Config {
-            host,
-            port,
             data_dir,
-            database,
-            public_url,
-            hmac_secret: hmac_secret.map(Secret::new),
-            encryption_key: encryption_key.map(Secret::new),
-            secrets_key: secrets_key.map(Secret::new),
-            url_mode,
-            max_batch_size: src.number("MAX_BATCH_SIZE", 1..=1_000_000)?,
-            max_body_bytes: src.number("MAX_BODY_BYTES", 1..=1 << 30)?,
-            log,
-            edge_secrets: Secret::new(edge_secrets),
-            edge_replay_window: src.duration("EDGE_REPLAY_WINDOW_SECS", Unit::Secs)?,
-            trust_proxy,
-            limits,
-            cache_ttl: src.duration("CACHE_TTL_SECS", Unit::Secs)?,
-            admin_token_sha256,
-            admin_api_rpm: src.number("ADMIN_API_REQUESTS_PER_MINUTE", 1..=1_000_000)?,
-            webhook_allow_private: src.flag("WEBHOOK_ALLOW_PRIVATE")?,
-            iggy,
-            hot_database,
+            node: NodeSettings {
+                host,
+                port,
+                public_url,
+                max_body_bytes: src.number("MAX_BODY_BYTES", 1..=1 << 30)?,
+                trust_proxy,
+                admin_token_sha256,
+                admin_api_rpm: src.number("ADMIN_API_REQUESTS_PER_MINUTE", 1..=1_000_000)?,
+                consumers_in_process,
+                consumer_listen,
+                sse_keepalive: src.duration("SSE_KEEPALIVE_SECS", Unit::Secs)?.max(Duration::from_secs(1)),
+                sse_backlog: src.number("SSE_BACKLOG", 1..=65_536)?,
+            },
+            links: LinkSettings {
+                hmac_secret: hmac_secret.map(Secret::new),
+                encryption_key: encryption_key.map(Secret::new),
+                secrets_key: secrets_key.map(Secret::new),
+                url_mode,
+                max_batch_size: src.number("MAX_BATCH_SIZE", 1..=1_000_000)?,
+                limits,
+                cache_ttl: src.duration("CACHE_TTL_SECS", Unit::Secs)?,
+            },
+            edge: EdgeIntake {
+                secrets: Secret::new(edge_secrets),
+                replay_window: src.duration("EDGE_REPLAY_WINDOW_SECS", Unit::Secs)?,
+            },
+            log: LogSettings { iggy, ..log },
+            store: StoreSettings { database, hot_database },
             consumers,
-            consumer_listen,
-            consumer_settings,
-            sse_keepalive: src.duration("SSE_KEEPALIVE_SECS", Unit::Secs)?.max(Duration::from_secs(1)),
-            sse_backlog: src.number("SSE_BACKLOG", 1..=65_536)?,
+            webhook_allow_private: src.flag("WEBHOOK_ALLOW_PRIVATE")?,
             query,
         })
     }
 
     /// The plans tenants can be on.
     pub fn plans(&self) -> &tracker_store::Plans {
-        &self.consumer_settings.plans
+        &self.consumers.plans
     }
 
     /// The plan of `tenant` with its own limits applied.
@@ -610,7 +651,7 @@ mod tests {
         )
         .unwrap();
         let c = Config::from_vars(vars(&[]), Some(&file)).unwrap();
-        assert_eq!(c.port, 4000);
+        assert_eq!(c.node.port, 4000);
         let starter = c.plans().get("starter").unwrap();
         assert_eq!((starter.monthly_events, starter.overage_cents_per_million), (5_000_000, Some(400)));
         assert!(c.plans().get("free").unwrap().hard_cap());
@@ -635,7 +676,7 @@ mod tests {
             None,
         )
         .unwrap();
-        let edge = c.consumer_settings.edge.unwrap();
+        let edge = c.consumers.edge.unwrap();
         assert_eq!(edge.urls, ["https://a.example", "https://b.example"]);
         assert!(!format!("{edge:?}").contains(&secret), "the secret is not in debug output");
         let e = Config::from_vars(vars(&[("EDGE_URLS", "ftp://x"), ("EDGE_SHARED_SECRETS", &secret)]), None);
@@ -645,10 +686,10 @@ mod tests {
     #[test]
     fn the_archive_is_local_by_default_and_r2_by_its_endpoint() {
         let c = Config::from_vars(vars(&[("DATA_DIR", "/srv/tracker")]), None).unwrap();
-        let a = c.consumer_settings.archive.unwrap();
+        let a = c.consumers.archive.unwrap();
         assert_eq!(a.base.as_str(), "file:///srv/tracker/archive/");
         assert!(a.storage_options.is_empty());
-        assert!(Config::from_vars(vars(&[("ARCHIVE_URL", "off")]), None).unwrap().consumer_settings.archive.is_none());
+        assert!(Config::from_vars(vars(&[("ARCHIVE_URL", "off")]), None).unwrap().consumers.archive.is_none());
 
         let r2 = [
             ("ARCHIVE_URL", "s3://events/prod"),
@@ -656,12 +697,12 @@ mod tests {
             ("ARCHIVE_S3_ACCESS_KEY_ID", "key-id"),
             ("ARCHIVE_S3_SECRET_ACCESS_KEY", "very-secret-value"),
         ];
-        let a = Config::from_vars(vars(&r2), None).unwrap().consumer_settings.archive.unwrap();
+        let a = Config::from_vars(vars(&r2), None).unwrap().consumers.archive.unwrap();
         assert_eq!(a.storage_options["AWS_REGION"], "auto", "R2's region when an endpoint is set");
         assert_eq!(a.storage_options["AWS_CONDITIONAL_PUT"], "etag", "commits are conditional puts");
         assert_eq!(a.storage_options["AWS_COPY_IF_NOT_EXISTS"], "header: cf-copy-destination-if-none-match: *");
         let s3 = Config::from_vars(vars(&[("ARCHIVE_URL", "s3://events/prod")]), None).unwrap();
-        let s3 = s3.consumer_settings.archive.unwrap().storage_options;
+        let s3 = s3.consumers.archive.unwrap().storage_options;
         assert_eq!(s3.get("AWS_CONDITIONAL_PUT").map(String::as_str), Some("etag"));
         assert!(!s3.contains_key("AWS_COPY_IF_NOT_EXISTS"), "Amazon S3 keeps the multipart default: {s3:?}");
         assert_eq!(a.storage_options["AWS_SECRET_ACCESS_KEY"], "very-secret-value");
@@ -689,9 +730,9 @@ mod tests {
         let file = dir.path().join("tracker.toml");
         std::fs::write(&file, "port = 4000\nmax_batch_size = 50\nurl_mode = \"any\"\n").unwrap();
         let c = Config::from_vars(vars(&[("PORT", "5000")]), Some(&file)).unwrap();
-        assert_eq!(c.port, 5000);
-        assert_eq!(c.max_batch_size, 50);
-        assert_eq!(c.url_mode, V1Mode::Any);
+        assert_eq!(c.node.port, 5000);
+        assert_eq!(c.links.max_batch_size, 50);
+        assert_eq!(c.links.url_mode, V1Mode::Any);
 
         let e = Config::from_vars(vars(&[("PORT", "x")]), None).unwrap_err().to_string();
         assert!(e.starts_with("PORT:"), "{e}");
@@ -715,15 +756,15 @@ mod tests {
             None,
         )
         .unwrap();
-        assert!(matches!(c.database, tracker_store::Location::Replica { .. }));
+        assert!(matches!(c.store.database, tracker_store::Location::Replica { .. }));
         assert!(Config::from_vars(vars(&[("DATABASE_URL", "postgres://x")]), None).is_err());
         let e = Config::from_vars(vars(&[("ADMIN_TOKEN", "short")]), None).unwrap_err().to_string();
         assert!(e.starts_with("ADMIN_TOKEN:"), "{e}");
         let token = "a".repeat(32);
         let c = Config::from_vars(vars(&[("ADMIN_TOKEN", &token)]), None).unwrap();
         let hashed =
-            Config::from_vars(vars(&[("ADMIN_TOKEN_SHA256", &hex::encode(c.admin_token_sha256.unwrap()))]), None);
-        assert_eq!(hashed.unwrap().admin_token_sha256, c.admin_token_sha256);
+            Config::from_vars(vars(&[("ADMIN_TOKEN_SHA256", &hex::encode(c.node.admin_token_sha256.unwrap()))]), None);
+        assert_eq!(hashed.unwrap().node.admin_token_sha256, c.node.admin_token_sha256);
     }
 }
 
@@ -754,10 +795,13 @@ mod declared {
         unique.dedup();
         assert_eq!(unique.len(), names.len(), "a variable is declared twice");
         let c = Config::from_vars(BTreeMap::new(), None).unwrap();
-        assert_eq!((c.port, c.log.partitions, c.max_batch_size, c.sse_backlog), (3030, 24, 10_000, 256));
+        assert_eq!(
+            (c.node.port, c.log.partitions, c.links.max_batch_size, c.node.sse_backlog),
+            (3030, 24, 10_000, 256)
+        );
         assert_eq!(c.log.retention_age.map(|d| d.as_secs()), Some(168 * 3600));
-        assert_eq!(c.consumer_settings.webhooks.max_attempts, 12);
-        assert!(c.consumer_settings.archive.is_some(), "the archive is on by default");
+        assert_eq!(c.consumers.webhooks.max_attempts, 12);
+        assert!(c.consumers.archive.is_some(), "the archive is on by default");
         // overflow-checked: a number of hours or seconds that cannot be a duration is refused by name
         for name in ["LOG_RETENTION_HOURS", "CACHE_TTL_SECS", "HOT_COUNTS_RETENTION_DAYS", "WEBHOOK_RETRY_MAX_MS"] {
             let e = Config::from_vars([(name.to_owned(), u64::MAX.to_string())].into(), None).unwrap_err();

@@ -79,8 +79,8 @@ pub fn log_config(cfg: &Config) -> EmbeddedLogConfig {
 
 /// Opens the metadata store, sealing link secrets at rest when `SECRETS_KEY` is set.
 pub async fn open_store(cfg: &Config) -> Result<Store, NodeError> {
-    let store = Store::connect(&cfg.database).await?;
-    Ok(match &cfg.secrets_key {
+    let store = Store::connect(&cfg.store.database).await?;
+    Ok(match &cfg.links.secrets_key {
         Some(key) => store.with_secrets_key(*key.expose()),
         None => store,
     })
@@ -88,11 +88,11 @@ pub async fn open_store(cfg: &Config) -> Result<Store, NodeError> {
 
 /// Opens the store and the log and builds the shared state.
 pub async fn build_state(cfg: Config) -> Result<Arc<AppState>, NodeError> {
-    if cfg.secrets_key.is_none() {
+    if cfg.links.secrets_key.is_none() {
         tracing::warn!("SECRETS_KEY is not set: tenant link secrets are stored unsealed in the metadata database");
     }
     let store = open_store(&cfg).await?;
-    let hot = HotStore::connect(&cfg.hot_database).await?;
+    let hot = HotStore::connect(&cfg.store.hot_database).await?;
     // every task the node starts besides requests and consumers: `serve` waits for them before it returns
     let tasks = TaskTracker::new();
     let log = open_log(&cfg, &tasks, Topic::Events).await?;
@@ -106,7 +106,7 @@ pub async fn build_state(cfg: Config) -> Result<Arc<AppState>, NodeError> {
 /// process can open), or with `IGGY_URL` Iggy itself, without a spool: what it does not take is an error, and the
 /// import resumes from its recorded position.
 pub async fn open_raw_log(cfg: &Config) -> Result<Arc<dyn EventLog>, NodeError> {
-    match &cfg.iggy {
+    match &cfg.log.iggy {
         None => {
             let mut log_cfg = log_config(cfg);
             log_cfg.dir = cfg.data_dir.join("log");
@@ -137,7 +137,7 @@ async fn open_log(cfg: &Config, tasks: &TaskTracker, topic: Topic) -> Result<Arc
         Topic::Filtered => ("filtered", "filtered-spool"),
     };
     let mut log_cfg = log_config(cfg);
-    match &cfg.iggy {
+    match &cfg.log.iggy {
         None => {
             log_cfg.dir = cfg.data_dir.join(dir);
             Ok(Arc::new(open_embedded(log_cfg).await?))
@@ -171,9 +171,9 @@ pub fn pipeline(state: &AppState) -> tracker_consumers::Pipeline {
         settings: tracker_consumers::Settings {
             webhooks: tracker_consumers::webhooks::WebhookSettings {
                 allow_private: state.cfg.webhook_allow_private,
-                ..state.cfg.consumer_settings.webhooks.clone()
+                ..state.cfg.consumers.webhooks.clone()
             },
-            ..state.cfg.consumer_settings.clone()
+            ..state.cfg.consumers.clone()
         },
     }
 }
@@ -207,7 +207,7 @@ pub async fn serve(
         state.link_counter.clone(),
         stop.clone(),
     )?;
-    let consumers = if state.cfg.consumers {
+    let consumers = if state.cfg.node.consumers_in_process {
         Some(tracker_consumers::spawn(
             Arc::new(pipeline(&state)),
             tracker_consumers::ALL.to_vec(),
@@ -256,7 +256,7 @@ pub async fn serve(
         consumers.map(std::thread::JoinHandle::join)
     })
     .await;
-    if let Some(edge) = &state.cfg.consumer_settings.edge {
+    if let Some(edge) = &state.cfg.consumers.edge {
         edge.settle().await;
     }
     served?;

@@ -94,7 +94,7 @@ pub enum ArchiveTiers {
 
 impl ArchiveTiers {
     pub fn from_config(cfg: &Config) -> Result<ArchiveTiers, String> {
-        match (&cfg.query.url, &cfg.consumer_settings.archive) {
+        match (&cfg.query.url, &cfg.consumers.archive) {
             (Some(url), _) => {
                 let secret = cfg.query.secret.clone().ok_or("QUERY_SECRET is required with QUERY_URL")?.into_inner();
                 let client = reqwest::Client::builder()
@@ -329,7 +329,7 @@ fn hot_watermark(cfg: &Config, q: &Query, now: i64) -> i64 {
         Query::Breakdown { by, .. } => (Some(by), HOUR_MS),
         Query::Events { .. } | Query::Match { .. } => (None, HOUR_MS),
     };
-    let s = &cfg.consumer_settings;
+    let s = &cfg.consumers;
     let kept = if reads_hot_events(&q.filters(), group) { s.hot_events_retention } else { s.hot_counts_retention };
     let start = now.saturating_sub(i64::try_from(kept.as_millis()).unwrap_or(i64::MAX));
     // a bucket is whole on one side: the first bucket that starts at or after the retention's start

@@ -467,7 +467,7 @@ pub fn request(cmd: ApiCmd) -> Result<(String, String, Option<Value>), NodeError
 
 /// Runs one API command and prints the answer.
 pub async fn run(cfg: &Config, args: ApiArgs) -> Result<(), NodeError> {
-    let base = args.url.unwrap_or_else(|| cfg.public_url.clone());
+    let base = args.url.unwrap_or_else(|| cfg.node.public_url.clone());
     let base = base.trim_end_matches('/');
     let remote_plain_http = base.strip_prefix("http://").is_some_and(|rest| {
         let host = rest.split(['/', ':']).next().unwrap_or_default();

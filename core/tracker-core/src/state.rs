@@ -182,19 +182,22 @@ impl AppState {
     ) -> Result<AppState, String> {
         // the process's metrics recorder, before anything registers a metric
         crate::metrics::recorder();
-        let global_keys = if cfg.hmac_secret.is_some() || cfg.encryption_key.is_some() {
+        let global_keys = if cfg.links.hmac_secret.is_some() || cfg.links.encryption_key.is_some() {
             vec![LinkKey {
                 kid: "global".into(),
-                signing_secret: cfg.hmac_secret.clone().map(Secret::into_inner),
-                encryption_key: cfg.encryption_key.clone().map(Secret::into_inner),
+                signing_secret: cfg.links.hmac_secret.clone().map(Secret::into_inner),
+                encryption_key: cfg.links.encryption_key.clone().map(Secret::into_inner),
                 retires_at_ms: None,
             }]
         } else {
             Vec::new()
         };
-        let ttl = cfg.cache_ttl;
-        let service =
-            ServiceConfig { v1_mode: cfg.url_mode, limits: cfg.limits.clone(), max_batch_size: cfg.max_batch_size };
+        let ttl = cfg.links.cache_ttl;
+        let service = ServiceConfig {
+            v1_mode: cfg.links.url_mode,
+            limits: cfg.links.limits.clone(),
+            max_batch_size: cfg.links.max_batch_size,
+        };
         let webhook_client = crate::webhook::client(cfg.webhook_allow_private)?;
         let queries = crate::query::ArchiveTiers::from_config(&cfg)?;
         Ok(AppState {
@@ -203,7 +206,7 @@ impl AppState {
             link_counter: tracker_consumers::link_counts::consumer_name(&cfg.data_dir)
                 .map_err(|e| format!("{}: {e}", cfg.data_dir.join("node-id").display()))?,
             outputs,
-            live: Arc::new(crate::live::Hub::new(cfg.sse_backlog, tasks.clone())),
+            live: Arc::new(crate::live::Hub::new(cfg.node.sse_backlog, tasks.clone())),
             tasks,
             clock: Clock::default(),
             webhook_client,

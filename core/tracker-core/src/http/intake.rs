@@ -202,7 +202,7 @@ struct EdgeInvalid {
 
 /// Counts the elements the edge refused, once per batch id (the queue delivers at least once).
 async fn meter_edge_invalid(state: &AppState, batch_id: &str, inv: &EdgeInvalid) -> Result<(), ApiError> {
-    if !tracker_protocol::is_valid_key_prefix(&inv.key_prefix) || inv.count as usize > state.cfg.max_batch_size {
+    if !tracker_protocol::is_valid_key_prefix(&inv.key_prefix) || inv.count as usize > state.cfg.links.max_batch_size {
         return Err(
             ProtocolError::InvalidBatch { reason: "invalid must name a tenant and at most a batch".into() }.into()
         );
@@ -229,8 +229,8 @@ pub async fn edge_batch(State(state): State<Arc<AppState>>, headers: HeaderMap, 
             }
             _ => (service::split_batch(&body)?, None),
         };
-        if items.len() > state.cfg.max_batch_size {
-            return Err(ProtocolError::BatchTooLarge { max: state.cfg.max_batch_size, got: items.len() }.into());
+        if items.len() > state.cfg.links.max_batch_size {
+            return Err(ProtocolError::BatchTooLarge { max: state.cfg.links.max_batch_size, got: items.len() }.into());
         }
         let partitions = state.log.partitions();
         let mut sets: BTreeMap<u32, RecordSetBuilder> = BTreeMap::new();
@@ -239,7 +239,7 @@ pub async fn edge_batch(State(state): State<Arc<AppState>>, headers: HeaderMap, 
             let checked: Result<Event, ProtocolError> = async {
                 let event: Event = serde_json::from_str(raw.get())
                     .map_err(|e| ProtocolError::InvalidEventBody { reason: e.to_string() })?;
-                event.validate(&state.cfg.limits)?;
+                event.validate(&state.cfg.links.limits)?;
                 if event.key_prefix != GLOBAL_KEY_PREFIX {
                     service::active_tenant(&*state, &event.key_prefix).await?;
                 }

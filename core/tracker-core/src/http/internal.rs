@@ -26,7 +26,7 @@ pub fn authenticate(
     path: Option<&str>,
     body: &[u8],
 ) -> Result<String, ApiError> {
-    if state.cfg.edge_secrets.expose().is_empty() {
+    if state.cfg.edge.secrets.expose().is_empty() {
         return Err(ApiError::new(
             StatusCode::NOT_FOUND,
             "edge_intake_disabled",
@@ -41,7 +41,7 @@ pub fn authenticate(
     let ts: i64 = ts.parse().map_err(|_| unauthorized("X-Tracker-Timestamp must be milliseconds since the epoch"))?;
     let subject = match path {
         Some(p) => {
-            if !verify_lookup(state.cfg.edge_secrets.expose(), sig, ts, p) {
+            if !verify_lookup(state.cfg.edge.secrets.expose(), sig, ts, p) {
                 return Err(unauthorized("the request signature is invalid"));
             }
             p.to_owned()
@@ -55,13 +55,13 @@ pub fn authenticate(
                     "X-Tracker-Batch-Id must be 1 to 128 characters from [A-Za-z0-9_.:-]",
                 ));
             }
-            if !verify_batch(state.cfg.edge_secrets.expose(), sig, ts, batch_id, body) {
+            if !verify_batch(state.cfg.edge.secrets.expose(), sig, ts, batch_id, body) {
                 return Err(unauthorized("the batch signature is invalid"));
             }
             batch_id.to_owned()
         }
     };
-    if u128::from(now_ms().abs_diff(ts)) > state.cfg.edge_replay_window.as_millis() {
+    if u128::from(now_ms().abs_diff(ts)) > state.cfg.edge.replay_window.as_millis() {
         return Err(unauthorized("the request timestamp is outside the replay window"));
     }
     Ok(subject)

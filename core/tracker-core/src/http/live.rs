@@ -96,7 +96,7 @@ pub async fn events(
     let events = futures_util::stream::unfold(frames, |mut frames| async move {
         frames.recv().await.map(|frame| (Ok::<_, Infallible>(sse_event(frame)), frames))
     });
-    let keep_alive = KeepAlive::new().interval(state.cfg.sse_keepalive).text("keep-alive");
+    let keep_alive = KeepAlive::new().interval(state.cfg.node.sse_keepalive).text("keep-alive");
     let mut res = Sse::new(events).keep_alive(keep_alive).into_response();
     // no proxy may hold the stream back to buffer it
     res.headers_mut().insert("x-accel-buffering", HeaderValue::from_static("no"));

@@ -30,7 +30,7 @@ use crate::state::AppState;
 use tracker_protocol::service::{MAX_BEACON_BYTES, RequestInfo};
 
 pub fn router(state: Arc<AppState>) -> Router {
-    let max_body = state.cfg.max_body_bytes;
+    let max_body = state.cfg.node.max_body_bytes;
     Router::new()
         .route("/t", get(track::click))
         .route(
@@ -109,7 +109,7 @@ impl FromRequestParts<Arc<AppState>> for RequestMeta {
     type Rejection = Response;
 
     async fn from_request_parts(parts: &mut Parts, state: &Arc<AppState>) -> Result<Self, Self::Rejection> {
-        let max = state.cfg.limits.max_field_len;
+        let max = state.cfg.links.limits.max_field_len;
         let h = &parts.headers;
         let header = |name: header::HeaderName| -> Option<String> {
             h.get(name)
@@ -118,7 +118,7 @@ impl FromRequestParts<Arc<AppState>> for RequestMeta {
                 .filter(|v| !v.is_empty())
         };
         let peer = parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip().to_string());
-        let ip = match state.cfg.trust_proxy {
+        let ip = match state.cfg.node.trust_proxy {
             TrustProxy::None => peer,
             TrustProxy::XForwardedFor => h
                 .get("x-forwarded-for")

@@ -38,7 +38,7 @@ impl Answer {
 impl Api {
     async fn start(tune: impl FnOnce(&mut Config)) -> Api {
         let node = Node::start(|c| {
-            c.admin_token_sha256 = Some(Sha256::digest(ADMIN.as_bytes()).into());
+            c.node.admin_token_sha256 = Some(Sha256::digest(ADMIN.as_bytes()).into());
             tune(c);
         })
         .await;
@@ -368,7 +368,7 @@ async fn a_tenant_can_never_reach_another_tenants_data() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn revoked_and_expired_credentials_stop_working_at_once() {
-    let api = Api::start(|c| c.cache_ttl = Duration::from_secs(60)).await;
+    let api = Api::start(|c| c.links.cache_ttl = Duration::from_secs(60)).await;
     let (admin_key, _) = api.tenant("acme", "pro").await;
     let key = api.key(&admin_key, &["read"]).await;
     assert_eq!(api.call("GET", "/api/me", &key, None).await.status, 200);

@@ -23,8 +23,8 @@ pub(crate) struct Api {
 impl Api {
     pub(crate) async fn start(tune: impl FnOnce(&mut Config)) -> Api {
         let node = Node::start(|c| {
-            c.admin_token_sha256 = Some(Sha256::digest(ADMIN.as_bytes()).into());
-            c.admin_api_rpm = 100_000;
+            c.node.admin_token_sha256 = Some(Sha256::digest(ADMIN.as_bytes()).into());
+            c.node.admin_api_rpm = 100_000;
             tune(c);
         })
         .await;
@@ -113,7 +113,7 @@ fn total_of(stats: &Value, key: &str) -> i64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn filtered_events_reach_the_hot_routes_and_drops_reach_the_ledger() {
     // the filter reads a tenant's rules again this often (FILTER_RULES_RELOAD_MS): short, so the test need not wait
-    let api = Api::start(|c| c.consumer_settings.rules_ttl = Duration::from_millis(100)).await;
+    let api = Api::start(|c| c.consumers.rules_ttl = Duration::from_millis(100)).await;
     let (key, token) = api.tenant("acme").await;
     let (beta_key, beta_token) = api.tenant("beta").await;
     // a tenant rule, through the API: drop traffic from a known spam source
@@ -318,7 +318,7 @@ pub(crate) async fn receiver(
 async fn webhooks_are_signed_retried_in_order_dead_lettered_and_redelivered() {
     let api = Api::start(|c| {
         c.webhook_allow_private = true;
-        let w = &mut c.consumer_settings.webhooks;
+        let w = &mut c.consumers.webhooks;
         w.concurrency = 1;
         w.max_attempts = 3;
         w.retry_base = Duration::from_millis(100);
@@ -520,8 +520,8 @@ impl Live {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn live_events_are_the_tenants_own_filtered_and_resume_after_the_last_id() {
     let api = Api::start(|c| {
-        c.sse_keepalive = Duration::from_secs(1);
-        c.sse_backlog = 8;
+        c.node.sse_keepalive = Duration::from_secs(1);
+        c.node.sse_backlog = 8;
     })
     .await;
     let (key, token) = api.tenant("acme").await;

@@ -62,10 +62,10 @@ async fn every_tier_gives_the_golden_answers_and_auto_merges_at_the_watermark() 
     let retention = Duration::from_millis(u64::try_from(now_ms() - hot_from).unwrap());
     let api = Api::start(|c| {
         let base = parse_base(c.data_dir.join("archive").to_str().unwrap()).unwrap();
-        c.consumer_settings.archive =
+        c.consumers.archive =
             Some(ArchiveSettings { flush_interval: Duration::from_millis(200), ..ArchiveSettings::new(base) });
-        c.consumer_settings.hot_counts_retention = retention;
-        c.consumer_settings.hot_events_retention = retention;
+        c.consumers.hot_counts_retention = retention;
+        c.consumers.hot_events_retention = retention;
     })
     .await;
     let (key, token) = api.tenant("golden").await;
@@ -122,7 +122,7 @@ async fn every_tier_gives_the_golden_answers_and_auto_merges_at_the_watermark() 
     // the query functions as a server of their own (QUERY_URL, as a Lambda function URL would be): the node's
     // signed requests get the same answers; a wrong secret gets none
     let engines = std::sync::Arc::new(tracker_query::router::Engines::new(
-        api.node.state.cfg.consumer_settings.archive.clone().unwrap(),
+        api.node.state.cfg.consumers.archive.clone().unwrap(),
         Duration::from_secs(30),
     ));
     let secret = b"golden-query-secret-0123456789".to_vec();

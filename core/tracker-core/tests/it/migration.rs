@@ -156,7 +156,7 @@ async fn the_replaced_clients_work_unchanged_after_an_import() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn global_links_belong_to_the_assigned_tenant() {
-    let node = Node::start(|c| c.hmac_secret = Some(String::from("global-secret").into())).await;
+    let node = Node::start(|c| c.links.hmac_secret = Some(String::from("global-secret").into())).await;
     node.state.store.create_tenant("Platform", Some("platform"), now_ms()).await.unwrap();
     let link = tracker_protocol::links::v1_signed_url("", "global-secret", None, "https://a.example/", &[]).unwrap();
     assert_eq!(node.get_path(&link).await.status(), StatusCode::TEMPORARY_REDIRECT);
@@ -378,7 +378,7 @@ async fn imported_history_is_not_billed_and_overflow_is_flagged() {
         api_requests_per_minute: 10_000,
     };
     let api = Api::start(|c| {
-        c.consumer_settings.plans = Plans::with(BTreeMap::from([("capped".to_owned(), capped)])).unwrap();
+        c.consumers.plans = Plans::with(BTreeMap::from([("capped".to_owned(), capped)])).unwrap();
     })
     .await;
     let (key, _) = api.tenant("acme").await;

@@ -113,7 +113,7 @@ async fn clicks_redirect_with_click_id_and_are_stored() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_links_get_precise_4xx_and_never_a_redirect() {
-    let node = Node::start(|c| c.hmac_secret = Some(String::from("global-secret").into())).await;
+    let node = Node::start(|c| c.links.hmac_secret = Some(String::from("global-secret").into())).await;
     let k = node.tenant("acme").await;
     let v2 = |target: &str, expires_at: Option<i64>, kid: &str, secret: &str| {
         V2Link { kind: LinkKind::Click, key_prefix: "acme", kid, target, expires_at, ext: &[], params: &[("c", "1")] }
@@ -179,8 +179,8 @@ async fn bad_links_get_precise_4xx_and_never_a_redirect() {
 async fn encrypted_links_and_key_rotation_grace() {
     let aes = [5u8; 32];
     let node = Node::start(|c| {
-        c.encryption_key = Some(aes.into());
-        c.url_mode = tracker_protocol::V1Mode::Any;
+        c.links.encryption_key = Some(aes.into());
+        c.links.url_mode = tracker_protocol::V1Mode::Any;
     })
     .await;
     let k1 = node.tenant("acme").await;
@@ -343,7 +343,7 @@ async fn beacon_postback_and_impression() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn batch_and_ingest_take_the_tenant_from_the_token() {
-    let node = Node::start(|c| c.max_batch_size = 3).await;
+    let node = Node::start(|c| c.links.max_batch_size = 3).await;
     node.tenant("acme").await;
     let token = node.token("acme").await;
     let id = "019c4633-5078-7411-8858-4aeafb6298bb";
@@ -457,7 +457,7 @@ async fn edge_batches_are_signed_fresh_and_idempotent() {
     assert_eq!(node.events(2).await.len(), 2);
     node.stop().await;
 
-    let closed = Node::start(|c| c.edge_secrets = Default::default()).await;
+    let closed = Node::start(|c| c.edge.secrets = Default::default()).await;
     let res = closed.post("/internal/v1/edge/batches", None, "{}").await;
     assert_eq!(error_code(res).await, (StatusCode::NOT_FOUND, "edge_intake_disabled".into()));
     closed.stop().await;

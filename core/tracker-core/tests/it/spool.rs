@@ -21,7 +21,7 @@ async fn broker(node: &Node) -> (u16, Value) {
 async fn with_iggy_down_events_are_accepted_into_the_spool_and_survive_a_restart() {
     let port = closed_port();
     let node = Node::start(|c| {
-        c.iggy = Some(IggySettings {
+        c.log.iggy = Some(IggySettings {
             url: format!("iggy://tracker:secret@127.0.0.1:{port}").into(),
             stream: "tracker".into(),
             send_timeout: Duration::from_millis(300),

@@ -40,9 +40,9 @@ fn tiny() -> Plan {
 async fn a_small_plan_clicks_past_its_cap_links_keep_working_and_usage_is_exact() {
     let api = Api::start(|c| {
         c.webhook_allow_private = true;
-        c.consumer_settings.plans = Plans::with(BTreeMap::from([("tiny".to_owned(), tiny())])).unwrap();
+        c.consumers.plans = Plans::with(BTreeMap::from([("tiny".to_owned(), tiny())])).unwrap();
         // how long the filter uses a tenant's record (FILTER_RULES_RELOAD_MS): short, so the test need not wait
-        c.consumer_settings.rules_ttl = Duration::from_millis(100);
+        c.consumers.rules_ttl = Duration::from_millis(100);
     })
     .await;
     let (key, token) = api.tenant("small").await;

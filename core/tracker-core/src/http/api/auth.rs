@@ -88,7 +88,7 @@ impl Principal {
     /// The rate-limit bucket and requests per minute.
     fn rate(&self, cfg: &crate::config::Config) -> (String, u32) {
         match &self.caller {
-            Caller::Admin => ("admin".into(), cfg.admin_api_rpm),
+            Caller::Admin => ("admin".into(), cfg.node.admin_api_rpm),
             Caller::Tenant { tenant, .. } => {
                 (format!("tenant:{}", tenant.key_prefix), cfg.plan_of(tenant).api_requests_per_minute)
             }
@@ -111,7 +111,7 @@ async fn resolve(state: &AppState, hash_hex: Option<&str>) -> Result<Caller, Res
     let Some(hash) = tracker_protocol::parse_encryption_key(hash_hex) else {
         return Err(unauthorized("invalid_credentials", "the credential is unknown, revoked or expired"));
     };
-    if let Some(admin) = &state.cfg.admin_token_sha256
+    if let Some(admin) = &state.cfg.node.admin_token_sha256
         && bool::from(admin.ct_eq(&hash))
     {
         return Ok(Caller::Admin);
@@ -143,7 +143,7 @@ pub async fn direct(State(state): State<Arc<AppState>>, req: Request, next: Next
         return next.run(req).await;
     }
     let hash = bearer_hash(req.headers());
-    let public_url = state.cfg.public_url.clone();
+    let public_url = state.cfg.node.public_url.clone();
     authenticate_and_run(&state, req, next, hash, public_url, false).await
 }
 
@@ -160,14 +160,14 @@ pub async fn direct_live(State(state): State<Arc<AppState>>, mut req: Request, n
             req.extensions_mut().insert(UrlCredential);
         }
     }
-    let public_url = state.cfg.public_url.clone();
+    let public_url = state.cfg.node.public_url.clone();
     authenticate_and_run(&state, req, next, hash, public_url, false).await
 }
 
 /// `/internal/v1/api/...`: the edge's signature over method, path, credential hash and body, within the replay
 /// window; then the caller is resolved from the credential hash like any direct call.
 pub async fn via_edge(State(state): State<Arc<AppState>>, req: Request, next: Next) -> Response {
-    if state.cfg.edge_secrets.expose().is_empty() {
+    if state.cfg.edge.secrets.expose().is_empty() {
         return ApiError::new(StatusCode::NOT_FOUND, "edge_intake_disabled", "this node has no EDGE_SHARED_SECRETS")
             .into_response();
     }
@@ -184,15 +184,15 @@ pub async fn via_edge(State(state): State<Arc<AppState>>, req: Request, next: Ne
     let Ok(ts) = ts.parse::<i64>() else { return refuse("X-Tracker-Timestamp must be milliseconds since the epoch") };
     let credential = header(CREDENTIAL_HEADER).unwrap_or_default();
     let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
-    if !verify_api(state.cfg.edge_secrets.expose(), sig, ts, parts.method.as_str(), path, credential, &bytes) {
+    if !verify_api(state.cfg.edge.secrets.expose(), sig, ts, parts.method.as_str(), path, credential, &bytes) {
         return refuse("the request signature is invalid");
     }
-    if u128::from(now_ms().abs_diff(ts)) > state.cfg.edge_replay_window.as_millis() {
+    if u128::from(now_ms().abs_diff(ts)) > state.cfg.edge.replay_window.as_millis() {
         return refuse("the request timestamp is outside the replay window");
     }
     let public_url = header(PUBLIC_URL_HEADER)
         .filter(|u| (u.starts_with("https://") || u.starts_with("http://")) && u.len() < 256)
-        .map_or_else(|| state.cfg.public_url.clone(), |u| u.trim_end_matches('/').to_owned());
+        .map_or_else(|| state.cfg.node.public_url.clone(), |u| u.trim_end_matches('/').to_owned());
     let hash = (!credential.is_empty()).then(|| credential.to_owned());
     let req = Request::from_parts(parts, Body::from(bytes));
     if req.uri().path() == "/openapi.json" {
@@ -243,7 +243,7 @@ async fn authenticate_and_run(
             if let Ok(v) = HeaderValue::from_str(&keys.join(",")) {
                 res.headers_mut().insert(PURGE_HEADER, v);
             }
-        } else if let Some(edge) = &state.cfg.consumer_settings.edge {
+        } else if let Some(edge) = &state.cfg.consumers.edge {
             // a change made at the node directly: the edge hears of it from the node (EDGE_URLS)
             edge.purge(keys.join(","));
         }

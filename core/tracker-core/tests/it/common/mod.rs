@@ -30,10 +30,10 @@ impl Node {
     pub async fn start(tune: impl FnOnce(&mut Config)) -> Node {
         let dir = tempfile::tempdir().unwrap();
         let mut cfg = Config::for_dir(dir.path());
-        cfg.cache_ttl = Duration::ZERO;
+        cfg.links.cache_ttl = Duration::ZERO;
         cfg.log.partitions = 4;
         cfg.log.commit_window = Duration::from_millis(2);
-        cfg.edge_secrets = vec![EDGE_SECRET.as_bytes().to_vec()].into();
+        cfg.edge.secrets = vec![EDGE_SECRET.as_bytes().to_vec()].into();
         tune(&mut cfg);
         Self::start_with(cfg, dir).await
     }
