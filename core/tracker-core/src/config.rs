@@ -32,17 +32,6 @@ pub enum TrustProxy {
     Cloudflare,
 }
 
-#[derive(Debug, Clone)]
-pub struct LogSettings {
-    pub partitions: u32,
-    pub commit_window: Duration,
-    pub queue_capacity: usize,
-    pub retention_age: Option<Duration>,
-    pub retention_bytes: Option<u64>,
-    /// Apache Iggy as the event log (with a local spool), instead of the embedded log.
-    pub iggy: Option<IggySettings>,
-}
-
 /// The node's configuration, one typed section per declared [`Section`] (the variables, their defaults and
 /// meanings are declared beside each loader below; [`SECTIONS`] lists them in the README's order).
 #[derive(Debug, Clone)]
@@ -69,6 +58,28 @@ pub struct Config {
     pub query: QuerySettings,
 }
 
+/// Custom plans from the config file's `[plans.<name>]` tables and then `PLANS` (a JSON object of the same
+/// shape; its plans win by name), over the built-in ones.
+fn plans(file: Option<toml::Value>, env: Option<&str>) -> Result<tracker_store::Plans, ConfigError> {
+    let mut custom: BTreeMap<String, tracker_store::Plan> = match file {
+        None => BTreeMap::new(),
+        Some(v) => {
+            v.try_into().map_err(|e: toml::de::Error| invalid("PLANS", format!("[plans] in the config file: {e}")))?
+        }
+    };
+    if let Some(json) = env {
+        let more: BTreeMap<String, tracker_store::Plan> =
+            serde_json::from_str(json).map_err(|e| invalid("PLANS", format!("not a JSON object of plans: {e}")))?;
+        custom.extend(more);
+    }
+    tracker_store::Plans::with(custom).map_err(|e| invalid("PLANS", e))
+}
+
+/// The node's own variables, by section. With the archive's and the consumers' ([`SECTIONS`]), this is the one
+/// declaration of every default: the loader reads defaults from it, `tracker-core config` prints it, and the
+/// README's configuration tables are rendered from it (a test keeps them equal). Each section's typed settings
+/// stand right before its declaration.
+///
 /// [`HTTP`]: the node as a process.
 #[derive(Debug, Clone)]
 pub struct NodeSettings {
@@ -94,80 +105,6 @@ pub struct NodeSettings {
     pub sse_backlog: usize,
 }
 
-/// [`LINKS`]: what links are signed and sealed with, and what events may hold.
-#[derive(Debug, Clone)]
-pub struct LinkSettings {
-    pub hmac_secret: Option<Secret<String>>,
-    pub encryption_key: Option<Secret<[u8; 32]>>,
-    /// Seals tenant link secrets at rest in the metadata store.
-    pub secrets_key: Option<Secret<[u8; 32]>>,
-    pub url_mode: V1Mode,
-    pub max_batch_size: usize,
-    pub limits: Limits,
-    /// How long tenant keys, short links and tokens are cached before the store is asked again.
-    pub cache_ttl: Duration,
-}
-
-/// [`EDGE`]: the edge Worker's signed batches and lookups (`EDGE_URLS`, where purges go, is the consumers').
-#[derive(Debug, Clone)]
-pub struct EdgeIntake {
-    pub secrets: Secret<Vec<Vec<u8>>>,
-    /// Accepted clock difference of a signed request.
-    pub replay_window: Duration,
-}
-
-/// [`STORE`]: the databases.
-#[derive(Debug, Clone)]
-pub struct StoreSettings {
-    /// The libSQL metadata database: a file (default), a remote server, or an embedded replica of one.
-    pub database: tracker_store::Location,
-    /// The hot tier's database (the stats and filter consumers write it, `/api/events*` reads it).
-    pub hot_database: tracker_store::Location,
-}
-
-/// The query functions (`QUERY_URL` and friends).
-#[derive(Debug, Clone)]
-pub struct QuerySettings {
-    /// The query functions' base URL (a Lambda function URL); `None` answers in-process over `ARCHIVE_URL`.
-    pub url: Option<String>,
-    /// The secret requests to `url` are signed with.
-    pub secret: Option<Secret<Vec<u8>>>,
-    /// Longest a warm or cold query may run.
-    pub timeout: Duration,
-}
-
-/// The Iggy connection (`IGGY_URL` and friends).
-#[derive(Debug, Clone)]
-pub struct IggySettings {
-    /// Connection string with transport, address, credentials and TLS.
-    pub url: Secret<String>,
-    pub stream: String,
-    /// A send slower than this goes to the local spool instead.
-    pub send_timeout: Duration,
-    /// How long a send waits for others to join its batch.
-    pub linger: Duration,
-}
-
-/// Custom plans from the config file's `[plans.<name>]` tables and then `PLANS` (a JSON object of the same
-/// shape; its plans win by name), over the built-in ones.
-fn plans(file: Option<toml::Value>, env: Option<&str>) -> Result<tracker_store::Plans, ConfigError> {
-    let mut custom: BTreeMap<String, tracker_store::Plan> = match file {
-        None => BTreeMap::new(),
-        Some(v) => {
-            v.try_into().map_err(|e: toml::de::Error| invalid("PLANS", format!("[plans] in the config file: {e}")))?
-        }
-    };
-    if let Some(json) = env {
-        let more: BTreeMap<String, tracker_store::Plan> =
-            serde_json::from_str(json).map_err(|e| invalid("PLANS", format!("not a JSON object of plans: {e}")))?;
-        custom.extend(more);
-    }
-    tracker_store::Plans::with(custom).map_err(|e| invalid("PLANS", e))
-}
-
-/// The node's own variables, by section. With the archive's and the consumers' ([`SECTIONS`]), this is the one
-/// declaration of every default: the loader reads defaults from it, `tracker-core config` prints it, and the
-/// README's configuration tables are rendered from it (a test keeps them equal).
 pub const HTTP: Section = Section {
     title: "Node and HTTP",
     variables: &[
@@ -219,6 +156,20 @@ pub const HTTP: Section = Section {
     ],
 };
 
+/// [`LINKS`]: what links are signed and sealed with, and what events may hold.
+#[derive(Debug, Clone)]
+pub struct LinkSettings {
+    pub hmac_secret: Option<Secret<String>>,
+    pub encryption_key: Option<Secret<[u8; 32]>>,
+    /// Seals tenant link secrets at rest in the metadata store.
+    pub secrets_key: Option<Secret<[u8; 32]>>,
+    pub url_mode: V1Mode,
+    pub max_batch_size: usize,
+    pub limits: Limits,
+    /// How long tenant keys, short links and tokens are cached before the store is asked again.
+    pub cache_ttl: Duration,
+}
+
 pub const LINKS: Section = Section {
     title: "Links and events",
     variables: &[
@@ -241,6 +192,14 @@ pub const LINKS: Section = Section {
     ],
 };
 
+/// [`EDGE`]: the edge Worker's signed batches and lookups (`EDGE_URLS`, where purges go, is the consumers').
+#[derive(Debug, Clone)]
+pub struct EdgeIntake {
+    pub secrets: Secret<Vec<Vec<u8>>>,
+    /// Accepted clock difference of a signed request.
+    pub replay_window: Duration,
+}
+
 pub const EDGE: Section = Section {
     title: "Edge intake",
     variables: &[
@@ -258,6 +217,30 @@ pub const EDGE: Section = Section {
         ),
     ],
 };
+
+/// [`LOG`]: the event log.
+#[derive(Debug, Clone)]
+pub struct LogSettings {
+    pub partitions: u32,
+    pub commit_window: Duration,
+    pub queue_capacity: usize,
+    pub retention_age: Option<Duration>,
+    pub retention_bytes: Option<u64>,
+    /// Apache Iggy as the event log (with a local spool), instead of the embedded log.
+    pub iggy: Option<IggySettings>,
+}
+
+/// The Iggy connection (`IGGY_URL` and friends).
+#[derive(Debug, Clone)]
+pub struct IggySettings {
+    /// Connection string with transport, address, credentials and TLS.
+    pub url: Secret<String>,
+    pub stream: String,
+    /// A send slower than this goes to the local spool instead.
+    pub send_timeout: Duration,
+    /// How long a send waits for others to join its batch.
+    pub linger: Duration,
+}
 
 pub const LOG: Section = Section {
     title: "Event log",
@@ -288,6 +271,15 @@ pub const LOG: Section = Section {
     ],
 };
 
+/// [`STORE`]: the databases.
+#[derive(Debug, Clone)]
+pub struct StoreSettings {
+    /// The libSQL metadata database: a file (default), a remote server, or an embedded replica of one.
+    pub database: tracker_store::Location,
+    /// The hot tier's database (the stats and filter consumers write it, `/api/events*` reads it).
+    pub hot_database: tracker_store::Location,
+}
+
 pub const STORE: Section = Section {
     title: "Databases",
     variables: &[
@@ -308,6 +300,17 @@ pub const STORE: Section = Section {
         var("HOT_LIBSQL_AUTH_TOKEN", "", "auth token of a remote `HOT_DATABASE_URL`"),
     ],
 };
+
+/// The query functions (`QUERY_URL` and friends).
+#[derive(Debug, Clone)]
+pub struct QuerySettings {
+    /// The query functions' base URL (a Lambda function URL); `None` answers in-process over `ARCHIVE_URL`.
+    pub url: Option<String>,
+    /// The secret requests to `url` are signed with.
+    pub secret: Option<Secret<Vec<u8>>>,
+    /// Longest a warm or cold query may run.
+    pub timeout: Duration,
+}
 
 pub const QUERY: Section = Section {
     title: "Queries",
