@@ -14,8 +14,9 @@
 # The ingest rows run the node with CONSUMERS=off, as production does (consumers are processes of their own, on
 # other machines); the consumers are measured on their own afterwards, in-process as in the embedded default.
 #
-# wrk and the servers share this machine's cores, exactly as nginx and the node do. Timings are printed, never
-# asserted: CI does not run this script.
+# Every row runs ROUNDS times (3), the rows alternating within a round, and prints its median and range: one noisy
+# moment moves one sample, not the result. wrk and the servers share this machine's cores, exactly as nginx and
+# the node do. Timings are printed, never asserted: CI does not run this script.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 DURATION="${DURATION:-10s}"
@@ -106,17 +107,26 @@ run() {
     errors="$(awk '/Non-2xx or 3xx/{print $5}' <<<"$out")"
     echo "$1|$rps|$p50|$p99|${errors:-0}"
 }
-echo "==> measuring (${DURATION} each, $CONNECTIONS connections, wrk -t2)"
-rows=()
-rows+=("$(run "nginx return 307" "http://127.0.0.1:$NGINX_PORT/t" "$CONNECTIONS")")
-rows+=("$(run "core GET /t (v2 signed)" "http://127.0.0.1:$CORE_PORT$click" "$CONNECTIONS")")
-rows+=("$(run "core GET /p (durable)" "http://127.0.0.1:$CORE_PORT/p?key_prefix=bench&event_type=sale&click_id=abc" "$CONNECTIONS")")
-rows+=("$(run "core GET /i (pixel)" "http://127.0.0.1:$CORE_PORT/i?key_prefix=bench&creative=7" "$CONNECTIONS")")
-batch_row="$(run "core POST /batch x1000 (durable)" "http://127.0.0.1:$CORE_PORT/batch" 8 -s "$work/batch.lua")"
-rss_tracking_kb="$(awk '/VmHWM/{print $2}' "/proc/$core_pid/status")"
-api_rows=()
-api_rows+=("$(run "nginx static links.json ($(wc -c < "$work/links.json") B)" "http://127.0.0.1:$NGINX_PORT/links.json" "$CONNECTIONS")")
-api_rows+=("$(run "core GET /api/links?limit=50" "http://127.0.0.1:$CORE_PORT/api/links?limit=50" "$CONNECTIONS" -s "$work/api.lua")")
+# every row ROUNDS times, the rows alternating within each round (machines are noisy): medians and ranges
+ROUNDS="${ROUNDS:-3}"
+echo "==> measuring ($ROUNDS rounds of ${DURATION} a row, $CONNECTIONS connections, wrk -t2)"
+for round in $(seq "$ROUNDS"); do
+    {
+        run "nginx return 307" "http://127.0.0.1:$NGINX_PORT/t" "$CONNECTIONS"
+        run "core GET /t (v2 signed)" "http://127.0.0.1:$CORE_PORT$click" "$CONNECTIONS"
+        run "core GET /p (durable)" "http://127.0.0.1:$CORE_PORT/p?key_prefix=bench&event_type=sale&click_id=abc" \
+            "$CONNECTIONS"
+        run "core GET /i (pixel)" "http://127.0.0.1:$CORE_PORT/i?key_prefix=bench&creative=7" "$CONNECTIONS"
+        run "core POST /batch x1000 (durable)" "http://127.0.0.1:$CORE_PORT/batch" 8 -s "$work/batch.lua"
+    } >> "$work/tracking.rows"
+    {
+        run "nginx static links.json ($(wc -c < "$work/links.json") B)" "http://127.0.0.1:$NGINX_PORT/links.json" \
+            "$CONNECTIONS"
+        run "core GET /api/links?limit=50" "http://127.0.0.1:$CORE_PORT/api/links?limit=50" "$CONNECTIONS" \
+            -s "$work/api.lua"
+    } >> "$work/api.rows"
+    echo "    round $round of $ROUNDS done"
+done
 rss_kb="$(awk '/VmHWM/{print $2}' "/proc/$core_pid/status")"
 # server time of the redirects, from the node's own histogram (all /t requests of the run)
 server_time="$(curl -s "http://127.0.0.1:$CORE_PORT/metrics" | awk '
@@ -127,27 +137,42 @@ server_time="$(curl -s "http://127.0.0.1:$CORE_PORT/metrics" | awk '
     END { if (n > 0) printf "mean %.1f us, %.2f%% within 50 us, %.3f%% within 1 ms", 1e6*sum/n, 100*a/n, 100*c/n }')"
 log_events="$(curl -s "http://127.0.0.1:$CORE_PORT/metrics" | awk '/^tracker_log_appended_events_total/{print $2}')"
 
-nginx_rps="$(cut -d'|' -f2 <<<"${rows[0]}")"
+# rows "name|rps|p50|p99|errors", several per name: the first name of a file is the baseline
+table() { python3 - "$@" <<'PY'
+import statistics, sys
+path, vs = sys.argv[1], sys.argv[2]
+def seconds(s):
+    for unit, f in (("us", 1e-6), ("ms", 1e-3), ("s", 1.0)):
+        if s.endswith(unit):
+            return float(s[: -len(unit)]) * f
+    return float(s)
+def show(sec):
+    return f"{sec * 1e6:.0f} us" if sec < 1e-3 else f"{sec * 1e3:.2f} ms"
+rows = {}
+for line in open(path):
+    name, rps, p50, p99, err = line.strip().split("|")
+    rows.setdefault(name, []).append((float(rps), seconds(p50), seconds(p99), int(err or 0)))
+base = statistics.median(r[0] for r in next(iter(rows.values())))
+for name, rs in rows.items():
+    rps = [r[0] for r in rs]
+    med = statistics.median(rps)
+    spread = f"{min(rps):,.0f}-{max(rps):,.0f}"
+    p50, p99 = show(statistics.median(r[1] for r in rs)), show(statistics.median(r[2] for r in rs))
+    errors = sum(r[3] for r in rs)
+    if "/batch" in name:
+        print(f"| {name} | {med:,.0f} batches/s = **{med * 1000:,.0f} events/s** ({spread}) | | {p50} | {p99} | {errors} |")
+    else:
+        print(f"| {name} | {med:,.0f} ({spread}) | {med / base:.2f}x{vs} | {p50} | {p99} | {errors} |")
+PY
+}
 echo
-echo "| endpoint | requests/s | vs nginx | p50 | p99 | non-2xx/3xx |"
+echo "| endpoint | requests/s: median (range) | vs baseline | p50 | p99 | non-2xx/3xx |"
 echo "|---|---:|---:|---:|---:|---:|"
-for r in "${rows[@]}"; do
-    IFS='|' read -r name rps p50 p99 err <<<"$r"
-    ratio="$(python3 -c "print(f'{float($rps)/float($nginx_rps):.2f}x')")"
-    echo "| $name | $rps | $ratio | $p50 | $p99 | $err |"
-done
-IFS='|' read -r name rps p50 p99 err <<<"$batch_row"
-events="$(python3 -c "print(f'{float($rps)*1000:,.0f}')")"
-echo "| $name | $rps batches/s = **$events events/s** | | $p50 | $p99 | $err |"
-api_nginx="$(cut -d'|' -f2 <<<"${api_rows[0]}")"
-for r in "${api_rows[@]}"; do
-    IFS='|' read -r name rps p50 p99 err <<<"$r"
-    ratio="$(python3 -c "print(f'{float($rps)/float($api_nginx):.2f}x')")"
-    echo "| $name | $rps | $ratio of static | $p50 | $p99 | $err |"
-done
+table "$work/tracking.rows" ""
+table "$work/api.rows" " of static"
 echo
 echo "redirect server time (handler, under full load): $server_time"
-echo "core node peak RSS: $((rss_tracking_kb / 1024)) MB after the tracking and batch rows, $((rss_kb / 1024)) MB after the API rows; events written to the log during the run: $log_events"
+echo "core node peak RSS: $((rss_kb / 1024)) MB after every row; events written to the log during the run: $log_events"
 echo "machine: $(nproc) cores, $(uname -sr); wrk and both servers share the cores"
 
 # the consumers: a fresh node with them in-process, 200,000 events (clicks and their conversions) posted as fast
