@@ -38,31 +38,7 @@ pub fn validate_destination(dest: &str) -> Result<(), ProtocolError> {
             reason: "credentials (user@) are not allowed in destinations",
         });
     }
-    let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
-        let (addr, after) =
-            v6.split_once(']').ok_or(ProtocolError::InvalidDestination { reason: "unclosed IPv6 literal" })?;
-        if addr.is_empty() || !addr.bytes().all(|b| b.is_ascii_hexdigit() || b == b':' || b == b'.') {
-            return Err(ProtocolError::InvalidDestination { reason: "bad IPv6 literal" });
-        }
-        match after {
-            "" => ("v6", None),
-            p => (
-                "v6",
-                Some(
-                    p.strip_prefix(':')
-                        .ok_or(ProtocolError::InvalidDestination { reason: "junk after IPv6 literal" })?,
-                ),
-            ),
-        }
-    } else {
-        match authority.rsplit_once(':') {
-            Some((h, p)) => (h, Some(p)),
-            None => (authority, None),
-        }
-    };
-    if host.is_empty() {
-        return Err(ProtocolError::InvalidDestination { reason: "missing host" });
-    }
+    let (host, port) = split_authority(authority)?;
     if !host.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_')) || host.starts_with('.') {
         return Err(ProtocolError::InvalidDestination {
             reason: "host must be ASCII (use punycode for international names)",
@@ -172,34 +148,35 @@ fn split_tail(tail: &str) -> (&str, Option<&str>, Option<&str>) {
     }
 }
 
+/// An authority's host (`v6` for a well-formed IPv6 literal) and port, as a browser splits them; never an empty host.
+fn split_authority(authority: &str) -> Result<(&str, Option<&str>), ProtocolError> {
+    let bad = |reason| ProtocolError::InvalidDestination { reason };
+    let (host, port) = match authority.strip_prefix('[') {
+        Some(v6) => {
+            let (addr, after) = v6.split_once(']').ok_or(bad("unclosed IPv6 literal"))?;
+            if addr.is_empty() || !addr.bytes().all(|b| b.is_ascii_hexdigit() || b == b':' || b == b'.') {
+                return Err(bad("bad IPv6 literal"));
+            }
+            match after {
+                "" => ("v6", None),
+                p => ("v6", Some(p.strip_prefix(':').ok_or(bad("junk after IPv6 literal"))?)),
+            }
+        }
+        None => match authority.rsplit_once(':') {
+            Some((h, p)) => (h, Some(p)),
+            None => (authority, None),
+        },
+    };
+    if host.is_empty() {
+        return Err(bad("missing host"));
+    }
+    Ok((host, port))
+}
+
 /// A host a browser can look up (letters, digits, `-`, `.`, `_`, or international characters, which are
 /// percent-encoded and turned into punycode by the browser) or an IPv6 literal, and an optional port.
 fn check_host_port(authority: &str) -> Result<(), ProtocolError> {
-    let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
-        let (addr, after) =
-            v6.split_once(']').ok_or(ProtocolError::InvalidDestination { reason: "unclosed IPv6 literal" })?;
-        if addr.is_empty() || !addr.bytes().all(|b| b.is_ascii_hexdigit() || b == b':' || b == b'.') {
-            return Err(ProtocolError::InvalidDestination { reason: "bad IPv6 literal" });
-        }
-        match after {
-            "" => ("v6", None),
-            p => (
-                "v6",
-                Some(
-                    p.strip_prefix(':')
-                        .ok_or(ProtocolError::InvalidDestination { reason: "junk after IPv6 literal" })?,
-                ),
-            ),
-        }
-    } else {
-        match authority.rsplit_once(':') {
-            Some((h, p)) => (h, Some(p)),
-            None => (authority, None),
-        }
-    };
-    if host.is_empty() {
-        return Err(ProtocolError::InvalidDestination { reason: "missing host" });
-    }
+    let (host, port) = split_authority(authority)?;
     let host_ok = host.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_') || !c.is_ascii());
     if !host_ok || host.starts_with('.') {
         return Err(ProtocolError::InvalidDestination { reason: "the host has characters no host name can hold" });
