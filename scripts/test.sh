@@ -3,6 +3,16 @@
 # steps rebuilds hundreds of crates).
 source "$(dirname "$0")/lib.sh"
 cd "$(dirname "$0")/.."
+# CI's fresh clones share the dependencies' build outputs: `target` is a link to a directory kept between runs,
+# and each run removes its own crates' outputs at the end (scripts/prune-target.py), so the directory holds the
+# dependencies only. A checkout with a target directory of its own (or CARGO_TARGET_DIR) is left alone.
+if [ "${CI:-}" = true ] && [ -z "${CARGO_TARGET_DIR:-}" ] && [ ! -e target ]; then
+    shared="${XDG_CACHE_HOME:-$HOME/.cache}/tracker/ci-target"
+    mkdir -p "$shared"
+    ln -s "$shared" target
+    trap 'python3 scripts/prune-target.py target' EXIT
+    say "build outputs of dependencies shared with earlier CI runs: $shared"
+fi
 ensure_worker_tools
 ensure_sqld
 ensure_duckdb
