@@ -61,7 +61,9 @@ gz=$(gzip -9c edge-worker/build/index_bg.wasm | wc -c)
 echo "edge Worker wasm: $(wc -c < edge-worker/build/index_bg.wasm) bytes, $gz gzipped (limit 409600)"
 [ "$gz" -le 409600 ] || { echo "the Worker's gzipped wasm exceeds 400 KB" >&2; exit 1; }
 say "edge Worker tests under Miniflare, against a real core node (and headless Chromium for the browser shapes)"
-cargo build --workspace --bins # already built by `cargo nextest run --workspace`: a no-op that states the need
+# the node's binary was built (and put at target/debug/) for the nextest run; a `cargo build --bins` here would
+# build the whole data stack again, with the features of a build without dev-dependencies
+[ -x target/debug/tracker-core ] || { echo "target/debug/tracker-core is missing" >&2; exit 1; }
 node --test --test-concurrency=1 tests/edge/
 say "schemathesis: the OpenAPI document against a live core node"
 MAX_EXAMPLES="${MAX_EXAMPLES:-25}" bash scripts/api-fuzz.sh
