@@ -40,6 +40,20 @@ async fn main() -> std::process::ExitCode {
     if cfg.log.iggy.is_none() {
         tracing::warn!("no IGGY_URL: reading the embedded log in DATA_DIR, which no node may have open meanwhile");
     }
+    // bound before anything is opened: a taken address stops the process with nothing to shut down
+    let listener = match cfg.node.consumer_listen {
+        None => None,
+        Some(addr) => match tokio::net::TcpListener::bind(addr).await {
+            Ok(listener) => {
+                tracing::info!(%addr, "serving /metrics and /health");
+                Some(listener)
+            }
+            Err(e) => {
+                eprintln!("error: CONSUMER_LISTEN {addr}: {e}");
+                return std::process::ExitCode::FAILURE;
+            }
+        },
+    };
     let state = match build_state(cfg).await {
         Ok(s) => s,
         Err(e) => {
@@ -65,21 +79,11 @@ async fn main() -> std::process::ExitCode {
         signalled.cancel();
     });
     // metrics and health for the orchestrator: /health answers 503 naming a consumer that died
-    let ops = match state.cfg.node.consumer_listen {
-        None => None,
-        Some(addr) => match tokio::net::TcpListener::bind(addr).await {
-            Ok(listener) => {
-                tracing::info!(%addr, "serving /metrics and /health");
-                let app = tracker_core::http::ops_router().with_state(state.clone());
-                let until = stop.clone().cancelled_owned();
-                Some(tokio::spawn(async move { axum::serve(listener, app).with_graceful_shutdown(until).await }))
-            }
-            Err(e) => {
-                eprintln!("error: CONSUMER_LISTEN {addr}: {e}");
-                return std::process::ExitCode::FAILURE;
-            }
-        },
-    };
+    let ops = listener.map(|listener| {
+        let app = tracker_core::http::ops_router().with_state(state.clone());
+        let until = stop.clone().cancelled_owned();
+        tokio::spawn(async move { axum::serve(listener, app).with_graceful_shutdown(until).await })
+    });
     tracing::info!(consumers = ?which, "consumers running");
     // a consumer that dies stops the others and the process, which exits with an error to be restarted (the
     // positions are durable: the restart resumes every consumer where it was)

@@ -194,6 +194,7 @@ pub enum Which {
     Archive,
 }
 
+/// Every consumer this build has.
 #[cfg(feature = "archive")]
 pub const ALL: &[Which] = &[Which::Filter, Which::Stats, Which::Webhooks, Which::Archive];
 /// Every consumer this build has: without the `archive` feature, the archiver runs in a process built with it.
