@@ -6,6 +6,7 @@ mod intake;
 mod internal;
 pub mod live;
 mod ops;
+mod request_id;
 mod track;
 
 pub use error::ApiError;
@@ -20,8 +21,6 @@ use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use tower_http::request_id::{MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer};
-use tower_http::trace::TraceLayer;
 use tracker_protocol::truncate_field;
 
 use crate::config::TrustProxy;
@@ -55,10 +54,8 @@ pub fn router(state: Arc<AppState>) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(max_body))
-        // request ids, outermost first: made (or taken from `X-Request-Id`), on the span, on the answer
-        .layer(PropagateRequestIdLayer::new(REQUEST_ID.clone()))
-        .layer(TraceLayer::new_for_http().make_span_with(request_span))
-        .layer(SetRequestIdLayer::new(REQUEST_ID.clone(), NewRequestId))
+        // made (or taken from `X-Request-Id`), on the request's span, on the answer
+        .layer(request_id::RequestIdLayer)
         .with_state(state)
 }
 
@@ -69,27 +66,6 @@ pub fn ops_router() -> Router<Arc<AppState>> {
         .route("/health", get(ops::health))
         .route("/health/broker", get(ops::broker))
         .route("/metrics", get(ops::metrics))
-}
-
-const REQUEST_ID: header::HeaderName = header::HeaderName::from_static("x-request-id");
-
-/// Every request gets an id: the caller's `X-Request-Id`, or a new random one. It is on the request's tracing span
-/// (so every line logged while answering names it) and on the answer, for callers to quote. Only the method is
-/// logged beside it: paths can carry credentials (`/v1/<token>/batch`).
-fn request_span(req: &axum::http::Request<axum::body::Body>) -> tracing::Span {
-    let id = req.headers().get(&REQUEST_ID).and_then(|v| v.to_str().ok()).unwrap_or_default();
-    tracing::info_span!("request", method = %req.method(), request_id = %id)
-}
-
-/// Request ids: 128 random bits in hex, from the thread's generator (no system call per request).
-#[derive(Debug, Clone, Copy)]
-struct NewRequestId;
-
-impl MakeRequestId for NewRequestId {
-    fn make_request_id<B>(&mut self, _: &axum::http::Request<B>) -> Option<RequestId> {
-        let id: u128 = rand::random();
-        axum::http::HeaderValue::from_str(&format!("{id:032x}")).ok().map(RequestId::new)
-    }
 }
 
 async fn not_found() -> ApiError {
