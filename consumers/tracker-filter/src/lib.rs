@@ -207,13 +207,27 @@ fn in_cidr(ip: IpAddr, net: IpAddr, len: u8) -> bool {
 pub enum Verdict {
     /// Kept, with the ids of the rules that flagged it (and `"bot"` when a bot was flagged rather than dropped).
     Keep { flags: Vec<String> },
-    /// Dropped: `"bot"` or the id of the rule that dropped it.
+    /// Dropped: `"origin"`, `"bot"` or the id of the rule that dropped it.
     Drop { reason: String },
 }
 
-/// Judges one event: bots first (unauthenticated events only), then the tenant's rules in order; the first
-/// `drop` wins, every `flag` is collected.
+/// A beacon from a site its tenant does not accept (marked so at intake, where the tenant's list is read; see
+/// `tracker_protocol::origins`). Only unauthenticated events: a token's events carry their sender's own payload.
+fn refused_origin(e: &Event) -> bool {
+    e.auth == Auth::None
+        && e.raw_payload.as_ref().is_some_and(|raw| {
+            raw.as_str().contains(tracker_protocol::origins::REFUSED_ORIGIN)
+                && serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(raw.as_str())
+                    .is_ok_and(|m| m.contains_key(tracker_protocol::origins::REFUSED_ORIGIN))
+        })
+}
+
+/// Judges one event: beacons from refused origins first, then bots (unauthenticated events only), then the
+/// tenant's rules in order; the first `drop` wins, every `flag` is collected.
 pub fn judge(e: &Event, bots: &Bots, rules: &[Rule]) -> Verdict {
+    if refused_origin(e) {
+        return Verdict::Drop { reason: tracker_protocol::origins::DROP_REASON.into() };
+    }
     let authenticated = matches!(e.auth, Auth::Token | Auth::Signature | Auth::Import);
     if !authenticated && bots.is_bot(e.user_agent.as_deref()) {
         return Verdict::Drop { reason: "bot".into() };
@@ -331,6 +345,19 @@ mod tests {
 
     const CHROME: &str =
         "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/126.0 Safari/537.36";
+
+    #[test]
+    fn beacons_from_refused_origins_are_dropped_and_only_unauthenticated_ones() {
+        let refused = tracker_protocol::RawJson::parse(r#"{"refused_origin":"https://evil.example"}"#).unwrap();
+        let beacon = Event { raw_payload: Some(refused.clone()), ..event(Some(CHROME), Auth::None) };
+        assert_eq!(judge(&beacon, &Bots::default(), &[]), Verdict::Drop { reason: "origin".into() });
+        // a token's event may carry any payload of its sender's, that key included: judged as usual
+        let sent = Event { raw_payload: Some(refused), ..event(Some(CHROME), Auth::Token) };
+        assert_eq!(judge(&sent, &Bots::default(), &[]), Verdict::Keep { flags: vec![] });
+        let mentioned = tracker_protocol::RawJson::parse(r#"{"v1":{"note":"refused_origin"}}"#).unwrap();
+        let other = Event { raw_payload: Some(mentioned), ..event(Some(CHROME), Auth::None) };
+        assert_eq!(judge(&other, &Bots::default(), &[]), Verdict::Keep { flags: vec![] });
+    }
 
     #[test]
     fn bots_are_dropped_unless_the_event_is_authenticated() {

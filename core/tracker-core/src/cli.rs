@@ -591,6 +591,7 @@ async fn demo(cfg: Config) -> Result<(), NodeError> {
     println!("Click (v2, signed params):   {v2}");
     println!("Click (v1 format):         {v1}");
     println!("Impression pixel:            {base}/i?key_prefix=demo&campaign=demo");
+    println!("Beacon (on any page):        <script async src=\"{base}/t.js\" data-key=\"demo\"></script>");
     println!("Ingest token (7 days):       {token}\n");
     println!("Try:");
     println!("  curl -si '{v2}' | grep -i location");

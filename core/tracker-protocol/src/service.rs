@@ -44,6 +44,9 @@ pub struct TenantRecord {
     /// postbacks) answers `429` until `blocked_until`; clicks, pixels and beacons are still answered.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub quota: Option<crate::quota::QuotaState>,
+    /// The origins the tenant's beacon is accepted from ([`crate::origins`]); empty: every origin.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub beacon_origins: Vec<String>,
 }
 
 /// A short link (also the core-to-edge lookup record).
@@ -98,6 +101,8 @@ pub struct RequestInfo {
     pub accept_language: Option<String>,
     pub host: Option<String>,
     pub path: String,
+    /// The `Origin` header: which site a beacon came from ([`crate::origins`]).
+    pub origin: Option<String>,
 }
 
 impl RequestInfo {
@@ -341,16 +346,27 @@ pub async fn beacon<D: Directory>(
     if !is_valid_key_prefix(&input.key_prefix) {
         return Err(ProtocolError::InvalidKeyPrefix);
     }
-    active_tenant(dir, &input.key_prefix).await?;
+    let tenant = active_tenant(dir, &input.key_prefix).await?;
+    let origin = crate::origins::request_origin(req.origin.as_deref(), req.referer.as_deref());
+    let refused = !tenant.beacon_origins.is_empty()
+        && !origin.as_deref().is_some_and(|o| crate::origins::allows(&tenant.beacon_origins, o));
     let event_type = input.event_type.unwrap_or_else(|| "pageview".to_owned());
     let mut event =
         req.event(new_event_id(now, random), event_type, now, input.key_prefix, BTreeMap::new(), Auth::None);
-    if let Some(r) = input.referrer.filter(|r| !r.is_empty()) {
-        event.referer = Some(crate::truncate_field(&r, cfg.limits.max_field_len).to_owned());
+    if refused {
+        // from a site the tenant does not accept: answered like any other, then dropped by the filter; kept for
+        // the drop ledger with its origin and none of what it carried
+        let mut extra = serde_json::Map::new();
+        extra.insert(crate::origins::REFUSED_ORIGIN.into(), origin.map_or(serde_json::Value::Null, Into::into));
+        v1::fit(&mut event, Vec::new(), Vec::new(), extra, &cfg.limits);
+    } else {
+        if let Some(r) = input.referrer.filter(|r| !r.is_empty()) {
+            event.referer = Some(crate::truncate_field(&r, cfg.limits.max_field_len).to_owned());
+        }
+        let (params, mut shadowed) = crate::links::last_wins(input.params);
+        shadowed.extend(input.unreadable);
+        v1::fit(&mut event, params, shadowed, serde_json::Map::new(), &cfg.limits);
     }
-    let (params, mut shadowed) = crate::links::last_wins(input.params);
-    shadowed.extend(input.unreadable);
-    v1::fit(&mut event, params, shadowed, serde_json::Map::new(), &cfg.limits);
     event.validate(&cfg.limits)?;
     Ok(event)
 }
@@ -563,6 +579,8 @@ mod tests {
         capped: bool,
         /// The operator assigned `acme` the events that name no tenant.
         assigned: bool,
+        /// The origins `acme`'s beacon is accepted from.
+        origins: Vec<String>,
     }
 
     impl Directory for Fake {
@@ -581,6 +599,7 @@ mod tests {
                     quota: self
                         .capped
                         .then_some(crate::quota::QuotaState { allowance: 100, blocked_until: NOW + 90_500 }),
+                    beacon_origins: self.origins.clone(),
                 })
             }))
         }
@@ -617,6 +636,40 @@ mod tests {
         ServiceConfig { v1_mode: V1Mode::Any, limits: Limits::default(), max_batch_size: 50 }
     }
 
+    #[test]
+    fn a_beacon_from_an_origin_its_tenant_does_not_accept_keeps_only_that_origin() {
+        let d = Fake { origins: vec!["https://shop.example".into(), "https://*.shop.example".into()], ..dir() };
+        let body = br#"{"key":"acme","event_type":"signup","page":"/","params":{"plan":"pro"}}"#;
+        let from = |origin: Option<&str>, referer: Option<&str>| RequestInfo {
+            path: "/t/auto".into(),
+            origin: origin.map(Into::into),
+            referer: referer.map(Into::into),
+            ..Default::default()
+        };
+        for req in [
+            from(Some("https://shop.example"), None),
+            from(Some("https://www.shop.example"), Some("https://elsewhere.example/")),
+            from(None, Some("https://shop.example/cart")),
+        ] {
+            let e = ready(beacon(&d, &cfg(), &req, body, NOW, [0; 10])).unwrap();
+            assert_eq!((e.params.get("plan").map(String::as_str), &e.raw_payload), (Some("pro"), &None), "{req:?}");
+        }
+        for (req, seen) in [
+            (from(Some("https://evil.example"), Some("https://shop.example/")), r#""https://evil.example""#),
+            (from(Some("null"), None), "null"),
+            (from(None, None), "null"),
+        ] {
+            let e = ready(beacon(&d, &cfg(), &req, body, NOW, [0; 10])).unwrap();
+            assert!(e.params.is_empty(), "nothing the other site sent is kept: {:?}", e.params);
+            let raw = e.raw_payload.as_ref().map(|r| r.as_str().to_owned());
+            assert_eq!(raw, Some(format!(r#"{{"{}":{seen}}}"#, crate::origins::REFUSED_ORIGIN)), "{req:?}");
+            assert_eq!(e.event_type, "signup");
+        }
+        // a tenant without a list accepts every origin
+        let open = ready(beacon(&dir(), &cfg(), &from(Some("https://evil.example"), None), body, NOW, [0; 10]));
+        assert_eq!(open.unwrap().params.get("plan").map(String::as_str), Some("pro"));
+    }
+
     fn dir() -> Fake {
         Fake {
             global: vec![LinkKey {
@@ -627,6 +680,7 @@ mod tests {
             }],
             capped: false,
             assigned: false,
+            origins: Vec::new(),
         }
     }
 

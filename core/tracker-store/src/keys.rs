@@ -121,7 +121,7 @@ impl Store {
     /// status is the caller's to judge (a suspended tenant may still read its data).
     pub async fn api_key_by_hash(&self, key_hash: &str, now_ms: i64) -> Result<Option<KeyOwner>> {
         let sql = "SELECT k.key_id, k.key_prefix, k.name, k.scopes, k.created_at, k.expires_at, k.revoked_at,
-                          t.name, t.plan, t.status, t.created_at, t.limits, t.updated_at
+                          t.name, t.plan, t.status, t.created_at, t.limits, t.updated_at, t.beacon_origins
                    FROM api_keys k JOIN tenants t ON t.key_prefix = k.key_prefix
                    WHERE k.key_hash = ?1 AND k.revoked_at IS NULL AND (k.expires_at IS NULL OR k.expires_at > ?2)";
         let conn = self.conn().await?;
@@ -136,6 +136,7 @@ impl Store {
             created_at: int(&row, 10, "created_at")?,
             limits: json_col(&row, 11, "limits")?,
             updated_at: opt_int(&row, 12, "updated_at")?,
+            beacon_origins: json_col(&row, 13, "beacon_origins")?,
         };
         Ok(Some(KeyOwner { key, tenant }))
     }

@@ -165,4 +165,8 @@ CREATE TABLE IF NOT EXISTS import_runs (
     finished_at INTEGER
 ) STRICT;
 "#,
+    // 7: the origins a tenant's beacon is accepted from (a JSON array of normalized origins; empty: every origin)
+    r#"
+ALTER TABLE tenants ADD COLUMN beacon_origins TEXT NOT NULL DEFAULT '[]';
+"#,
 ];

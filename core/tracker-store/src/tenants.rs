@@ -17,6 +17,8 @@ pub struct Tenant {
     pub created_at: i64,
     pub limits: TenantLimits,
     pub updated_at: Option<i64>,
+    /// The origins the tenant's beacon is accepted from (normalized); empty: every origin.
+    pub beacon_origins: Vec<String>,
 }
 
 impl Tenant {
@@ -40,6 +42,7 @@ impl TenantKeys {
             key_prefix: self.tenant.key_prefix,
             keys: self.keys,
             quota: None,
+            beacon_origins: self.tenant.beacon_origins,
         }
     }
 }
@@ -111,13 +114,8 @@ impl Store {
 
     pub async fn list_tenants(&self) -> Result<Vec<Tenant>> {
         let conn = self.conn().await?;
-        let mut rows = conn
-            .query(
-                "SELECT key_prefix, name, plan, status, created_at, limits, updated_at FROM tenants
-                 ORDER BY created_at, key_prefix",
-                (),
-            )
-            .await?;
+        let sql = format!("SELECT {TENANT_COLUMNS} FROM tenants ORDER BY created_at, key_prefix");
+        let mut rows = conn.query(&sql, ()).await?;
         let mut out = Vec::new();
         while let Some(row) = rows.next().await? {
             out.push(tenant_from_row(&row)?);
@@ -128,13 +126,8 @@ impl Store {
     /// A tenant with all its keys, current key first; `None` if there is no such tenant.
     pub async fn tenant_keys(&self, key_prefix: &str) -> Result<Option<TenantKeys>> {
         let conn = self.conn().await?;
-        let mut rows = conn
-            .query(
-                "SELECT key_prefix, name, plan, status, created_at, limits, updated_at FROM tenants
-                 WHERE key_prefix = ?1",
-                [key_prefix],
-            )
-            .await?;
+        let sql = format!("SELECT {TENANT_COLUMNS} FROM tenants WHERE key_prefix = ?1");
+        let mut rows = conn.query(&sql, [key_prefix]).await?;
         let Some(row) = rows.next().await? else {
             return Ok(None);
         };
@@ -227,7 +220,8 @@ pub struct TenantUpdate {
     pub limits: Option<TenantLimits>,
 }
 
-pub(crate) const TENANT_COLUMNS: &str = "key_prefix, name, plan, status, created_at, limits, updated_at";
+pub(crate) const TENANT_COLUMNS: &str =
+    "key_prefix, name, plan, status, created_at, limits, updated_at, beacon_origins";
 
 pub(crate) fn tenant_from_row(row: &libsql::Row) -> Result<Tenant> {
     Ok(Tenant {
@@ -238,6 +232,7 @@ pub(crate) fn tenant_from_row(row: &libsql::Row) -> Result<Tenant> {
         created_at: int(row, 4, "created_at")?,
         limits: json_col(row, 5, "limits")?,
         updated_at: opt_int(row, 6, "updated_at")?,
+        beacon_origins: json_col(row, 7, "beacon_origins")?,
     })
 }
 
@@ -277,6 +272,24 @@ impl Store {
         .await?;
         tx.commit().await?;
         Ok(t)
+    }
+}
+
+impl Store {
+    /// Replaces the origins the tenant's beacon is accepted from (normalized by the caller).
+    pub async fn set_beacon_origins(&self, key_prefix: &str, origins: &[String], now_ms: i64) -> Result<()> {
+        let changed = self
+            .conn()
+            .await?
+            .execute(
+                "UPDATE tenants SET beacon_origins = ?2, updated_at = ?3 WHERE key_prefix = ?1",
+                (key_prefix, to_json(&origins), now_ms),
+            )
+            .await?;
+        if changed == 0 {
+            return Err(StoreError::NotFound(format!("tenant {key_prefix}")));
+        }
+        Ok(())
     }
 }
 

@@ -124,6 +124,7 @@ pub(super) fn request_info(req: &RawRequest, path: &str, max: usize) -> RequestI
         accept_language: header("accept-language"),
         host: header("host"),
         path: truncate_field(path, max).to_owned(),
+        origin: header("origin"),
     }
 }
 

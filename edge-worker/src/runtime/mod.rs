@@ -71,6 +71,12 @@ async fn handle(req: RawRequest, env: &Env, ctx: &Context, cfg: &EdgeConfig) -> 
     let svc = &cfg.service;
     let now = now_ms();
     match (method, endpoint) {
+        (Method::Get, "/t.js") => {
+            let answer = tracker_protocol::script::answer(Some(&query), header(&req, "if-none-match").as_deref());
+            let headers: Vec<(&'static str, &str)> = answer.headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            let body = (!answer.body.is_empty()).then(|| answer.body.as_bytes().to_vec());
+            respond_with(answer.status, &[], &headers, body)
+        }
         (Method::Get, "/t") => click(&dir, env, ctx, &info, None, &query).await,
         (Method::Get, p) if p.starts_with("/t/") && p != "/t/auto" => {
             let id = p.trim_start_matches("/t/").to_owned();

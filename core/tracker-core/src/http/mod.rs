@@ -32,6 +32,7 @@ pub fn router(state: Arc<AppState>) -> Router {
     let max_body = state.cfg.node.max_body_bytes;
     Router::new()
         .route("/t", get(track::click))
+        .route("/t.js", get(track::script))
         .route(
             "/t/auto",
             post(track::beacon).options(track::beacon_preflight).layer(DefaultBodyLimit::max(MAX_BEACON_BYTES)),
@@ -117,6 +118,7 @@ impl FromRequestParts<Arc<AppState>> for RequestMeta {
             accept_language: header(header::ACCEPT_LANGUAGE),
             host: header(header::HOST),
             path: truncate_field(parts.uri.path(), max).to_owned(),
+            origin: header(header::ORIGIN),
         }))
     }
 }

@@ -198,3 +198,16 @@ pub async fn beacon(
     .await;
     with_cors(count_and_answer(&state, Endpoint::Beacon, result, |()| StatusCode::NO_CONTENT.into_response()))
 }
+
+/// `GET /t.js`: the browser beacon (`tracker_protocol::script`: versions, caching, ETag).
+pub async fn script(RawQuery(q): RawQuery, headers: HeaderMap) -> Response {
+    let if_none_match = headers.get(header::IF_NONE_MATCH).and_then(|v| v.to_str().ok());
+    let answer = tracker_protocol::script::answer(q.as_deref(), if_none_match);
+    let mut response = (StatusCode::from_u16(answer.status).unwrap_or(StatusCode::OK), answer.body).into_response();
+    for (name, value) in answer.headers {
+        if let Ok(value) = HeaderValue::from_str(&value) {
+            response.headers_mut().insert(name, value);
+        }
+    }
+    response
+}

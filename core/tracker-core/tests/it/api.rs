@@ -185,6 +185,23 @@ async fn tenants_keys_and_links_through_their_whole_life() {
         .call("POST", "/api/links/sign", &key, Some(json!({ "destination": "https://a.example", "tu_id": "tu_x" })))
         .await;
     assert_eq!(both.status, 400);
+    // a tracking host is a plain host name (or address) with an optional port and path
+    for base_url in ["http://0*", "https://user@t.example", "ftp://t.example", "https://t.example/a b", "https://"] {
+        let body = json!({ "destination": "https://a.example/", "base_url": base_url });
+        let refused = api.call("POST", "/api/links/sign", &key, Some(body)).await;
+        assert_eq!(
+            (refused.status, refused.body["error"]["code"].as_str()),
+            (400, Some("invalid_field")),
+            "{base_url}"
+        );
+    }
+    let body = json!({ "destination": "https://a.example/", "base_url": "https://go.shop.example:8443/r/" });
+    let based = api.call("POST", "/api/links/sign", &key, Some(body)).await;
+    assert!(
+        based.body["url"].as_str().unwrap().starts_with("https://go.shop.example:8443/r/t?v=2&"),
+        "{:?}",
+        based.body
+    );
 
     // tenants: list (admin), suspend (changes refused, reads allowed), reactivate
     let list = api.call("GET", "/api/tenants", ADMIN, None).await;

@@ -227,10 +227,12 @@ pub async fn sign(
         return Err(ApiError::bad_request("invalid_format", "format must be v2, v2_encrypted or v1"));
     }
     let base = match &body.base_url {
-        Some(b) if (b.starts_with("https://") || b.starts_with("http://")) && b.len() <= 256 => {
-            b.trim_end_matches('/').to_owned()
-        }
-        Some(_) => return Err(ApiError::bad_request("invalid_field", "base_url must be an http(s) URL")),
+        Some(b) => base_url(b).ok_or_else(|| {
+            ApiError::bad_request(
+                "invalid_field",
+                "base_url must be an http(s) URL with a plain host, at most 256 bytes",
+            )
+        })?,
         None => principal.public_url.clone(),
     };
     let (kind, target) = match (&body.destination, &body.tu_id) {
@@ -269,4 +271,14 @@ pub async fn sign(
         _ => link.signed_url(&base, secret)?,
     };
     Ok(json(StatusCode::OK, &serde_json::json!({ "url": url, "format": format, "kid": key.kid })))
+}
+
+/// A tracking host a signed link may point at: `http(s)://host[:port]` with a plain host name or address, then an
+/// optional path of visible ASCII; without its trailing slashes.
+fn base_url(text: &str) -> Option<String> {
+    let (scheme, rest) = text.split_once("://")?;
+    let (authority, path) = rest.split_at(rest.find(['/', '?', '#']).unwrap_or(rest.len()));
+    tracker_protocol::origins::request_origin(Some(&format!("{scheme}://{authority}")), None)?;
+    let plain = text.len() <= 256 && path.bytes().all(|c| c.is_ascii_graphic() && c != b'\\');
+    plain.then(|| text.trim_end_matches('/').to_owned())
 }

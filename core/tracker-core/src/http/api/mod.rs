@@ -13,6 +13,7 @@
 //! drops its own caches and the edge drops its KV entries (see [`Purge`]).
 
 mod auth;
+mod beacon;
 pub(crate) mod events;
 mod keys;
 mod links;
@@ -78,6 +79,7 @@ api_routes! {
     "/webhooks" => { get webhooks::list, post webhooks::create }
     "/webhooks/{webhook_id}" => { get webhooks::get, patch webhooks::update, delete webhooks::delete }
     "/webhooks/{webhook_id}/test" => { post webhooks::test }
+    "/beacon" => { get beacon::get, put beacon::put }
     "/rules" => { get rules::list, post rules::create }
     "/rules/{rule_id}" => { get rules::get, patch rules::update, delete rules::delete }
     "/webhooks/{webhook_id}/deliveries" => { get webhooks::deliveries }
