@@ -45,8 +45,8 @@ say "the protocol crate builds for wasm32-unknown-unknown (the edge Worker)"
 cargo check -p tracker-protocol --target wasm32-unknown-unknown
 say "test vectors agree with an independent implementation"
 python3 tests/vectors/check.py
+bash scripts/test-clients.sh
 say "cargo nextest run --workspace: each test in a process of its own, stopped after 180 s (.config/nextest.toml)"
-# (no doctests to run: the crates' docs hold text blocks only)
 if [ -n "${IGGY_TEST_ADDR:-}" ]; then
     cargo nextest run --workspace --run-ignored all
 else
@@ -55,6 +55,9 @@ else
     say "not run here (each names what it needs; IGGY_TEST_ADDR runs the Iggy ones):"
     cargo nextest list --workspace --run-ignored only --message-format oneline 2>/dev/null | sed 's/^/  /'
 fi
+say "the Rust SDK's docs build without warnings and their examples run (doctests)"
+RUSTDOCFLAGS="-D warnings" cargo doc -p tracker-sdk --no-deps --quiet
+cargo test -p tracker-sdk --doc --quiet
 say "building the edge Worker (worker-build --release)"
 bash scripts/build-worker.sh
 gz=$(gzip -9c edge-worker/build/index_bg.wasm | wc -c)

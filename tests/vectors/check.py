@@ -76,6 +76,23 @@ mac = hmac.new(e["secret"].encode(), f"v1\n{e['timestamp_ms']}\n{e['batch_id']}\
 if "v1=" + mac.hexdigest() != e["signature"]:
     fail("edge_batch_signature")
 
+# webhook deliveries: t=<secs>,v1=<hex HMAC(secret, "<t>." + body)>, any v1 entry may match, within the tolerance
+w = vectors["webhook_signatures"]
+for case in w["cases"]:
+    fields = [part.strip().partition("=") for part in case["header"].split(",")]
+    stamps = [v for k, _, v in fields if k == "t"]
+    sigs = [v for k, _, v in fields if k == "v1"]
+    if len(stamps) != 1 or not stamps[0].lstrip("-").isdigit() or not sigs:
+        outcome = "malformed"
+    elif abs(case["now"] - int(stamps[0])) > w["tolerance_secs"]:
+        outcome = "stale"
+    else:
+        mac = hmac.new(w["secret"].encode(), f"{stamps[0]}.".encode() + case["body"].encode(), hashlib.sha256).hexdigest()
+        outcome = "ok" if any(hmac.compare_digest(mac, s) for s in sigs) else "mismatch"
+    if outcome != case["expect"]:
+        fail(f"webhook: {case['name']}")
+    checked += 1
+
 for prefix, want in vectors["partitions_of_24"].items():
     h = 0xCBF29CE484222325
     for b in prefix.encode():
@@ -83,4 +100,4 @@ for prefix, want in vectors["partitions_of_24"].items():
     if h % 24 != want:
         fail(f"partition of {prefix}")
 
-print(f"tests/vectors: {checked} link signatures, the v2 message, the edge signature and partitions agree with Python's hmac")
+print(f"tests/vectors: {checked} link and webhook signatures, the v2 message, the edge signature and partitions agree with Python's hmac")

@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use serde_json::{Value, json};
 use tracker_protocol::intake::sign_batch;
 use tracker_protocol::links::{v1_encrypted_url, v1_short_url, v1_signed_url, v2_message};
-use tracker_protocol::{LinkKey, LinkKind, Uuid, V1Mode, V2Link, build_redirect, parse_link, partition_for};
+use tracker_protocol::{LinkKey, LinkKind, Uuid, V1Mode, V2Link, build_redirect, parse_link, partition_for, webhook};
 
 const PATH: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/vectors/links.json");
 const NOW_MS: i64 = 1_770_704_294_008;
@@ -129,6 +129,47 @@ fn build() -> Value {
     let v1_encrypted =
         v1_encrypted_url(BASE, &aes(GLOBAL_AES), [9; 12], "https://hidden.example/v1", &[("sub1", "s")]).unwrap();
 
+    // what SDKs build, from these inputs, byte for byte (the keys are in `keys`; nonces are fixed for the vectors only)
+    let builds = json!([
+        {
+            "name": "v2 signed click with expiry, ext and non-ASCII params", "format": "v2_signed", "kind": "click",
+            "key_prefix": "6vct", "kid": "k2", "target": click.target, "expires_at": click.expires_at,
+            "ext": click.ext, "params": click.params, "url": signed,
+        },
+        {
+            "name": "v2 signed short link", "format": "v2_signed", "kind": "short", "key_prefix": "6vct", "kid": "k2",
+            "target": TU_ID, "expires_at": null, "ext": [], "params": [["sub1", "x"]], "url": short,
+        },
+        {
+            "name": "v2 signed postback", "format": "v2_signed", "kind": "postback", "key_prefix": "6vct", "kid": "k2",
+            "target": "", "expires_at": null, "ext": [], "params": [["event_type", "purchase"], ["click_id", "abc"]],
+            "url": postback,
+        },
+        {
+            "name": "v2 encrypted click", "format": "v2_encrypted", "kind": "click", "key_prefix": "6vct", "kid": "k2",
+            "target": "https://hidden.example/p?q=1", "expires_at": null, "ext": ["gclid"],
+            "params": [["campaign", "c1"]], "nonce": hex::encode([7u8; 12]), "url": encrypted,
+        },
+        {
+            "name": "v1 signed click, tenant prefix", "format": "v1_signed", "kind": "click", "key_prefix": "6vct",
+            "kid": "k2", "target": "https://offer.example/a?b=c", "params": [["sub1", "google"]], "url": v1_tenant,
+        },
+        {
+            "name": "v1 signed click, global secret", "format": "v1_signed", "kind": "click", "key_prefix": null,
+            "kid": "global", "target": "https://offer.example/g", "params": [["campaign_id", "camp_8821"]],
+            "url": v1_global,
+        },
+        {
+            "name": "v1 short link", "format": "v1_short", "kind": "short", "key_prefix": "6vct", "kid": "k2",
+            "target": TU_ID, "params": [["sub1", "s"]], "url": v1_short,
+        },
+        {
+            "name": "v1 encrypted click", "format": "v1_encrypted", "kind": "click", "key_prefix": null,
+            "kid": "global", "target": "https://hidden.example/v1", "params": [["sub1", "s"]],
+            "nonce": hex::encode([9u8; 12]), "url": v1_encrypted,
+        },
+    ]);
+
     let links = vec![
         link_case("v2 signed click with expiry, ext and non-ASCII params", LinkKind::Click, signed.clone()),
         link_case(
@@ -225,6 +266,8 @@ fn build() -> Value {
             "global": { "hmac_secret": GLOBAL_SECRET, "encryption_key": GLOBAL_AES }
         },
         "links": links,
+        "builds": builds,
+        "webhook_signatures": webhook_cases(),
         "v2_message": {
             "input": {
                 "kind": "click", "key_prefix": "6vct", "kid": "k2", "target": "https://a.example/", "exp": "1770707894",
@@ -242,6 +285,43 @@ fn build() -> Value {
         },
         "partitions_of_24": partitions,
     })
+}
+
+/// Webhook deliveries as receivers see them: the header, the raw body, the receiver's clock and tolerance, and
+/// what [`webhook::verify`] says.
+fn webhook_cases() -> Value {
+    const SECRET: &str = "whsec_3f9a1c0e5b7d2f4a6c8e0b1d3f5a7c9e";
+    const OLD_SECRET: &str = "whsec_retiring_0000000000000000000000";
+    const T: i64 = 1_770_704_294;
+    let body = concat!(
+        r#"{"event_id":"019c4633-5078-7411-8858-4aeafb6298bb","event_type":"purchase","#,
+        r#""params":{"amount":"9.90","note":"crème"}}"#
+    );
+    let signed = webhook::sign(SECRET, T, body.as_bytes()).unwrap();
+    let old = webhook::sign(OLD_SECRET, T, body.as_bytes()).unwrap();
+    let rotating = format!("{old},{}", signed.split_once(',').unwrap().1);
+    let cases: [(&str, String, &str, i64); 7] = [
+        ("signed now", signed.clone(), body, T + 1),
+        ("during a secret rotation: one of two signatures matches", rotating, body, T),
+        ("the body changed on the way", signed.clone(), &body.replace("9.90", "0.01"), T),
+        ("signed with another secret", old, body, T),
+        ("older than the tolerance", signed.clone(), body, T + 301),
+        ("no v1 entry", format!("t={T}"), body, T),
+        ("a timestamp that is not a number", signed.replace(&format!("t={T}"), "t=soon"), body, T),
+    ];
+    let cases: Vec<Value> = cases
+        .iter()
+        .map(|(name, header, body, now)| {
+            let outcome = match webhook::verify(SECRET, header, body.as_bytes(), *now, 300) {
+                Ok(()) => "ok",
+                Err(webhook::VerifyError::Malformed) => "malformed",
+                Err(webhook::VerifyError::Stale) => "stale",
+                Err(webhook::VerifyError::Mismatch) => "mismatch",
+            };
+            json!({ "name": name, "header": header, "body": body, "now": now, "expect": outcome })
+        })
+        .collect();
+    json!({ "secret": SECRET, "tolerance_secs": 300, "cases": cases })
 }
 
 #[test]

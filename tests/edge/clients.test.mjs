@@ -1,0 +1,198 @@
+// Our clients in a real headless Chromium, against a real core node and through the edge Worker under Miniflare:
+// the beacon served at /t.js (pageviews, an SPA navigation, a custom event queued before the script loaded and one
+// after, an outbound click that still navigates, the redirect's ad_click_id on every event, a refused origin in
+// the drop ledger), and the TypeScript SDK's links and batch client against the node. Every event is read back
+// from /api/events.
+import { after, before, describe, it } from "node:test";
+import assert from "node:assert/strict";
+import { gzipSync } from "node:zlib";
+import { join } from "node:path";
+import { Core, browser, eventually, site, worker } from "./harness.mjs";
+import * as sdk from "../../clients/sdk-typescript/dist/index.js";
+
+const ADMIN = "admin-token-for-client-tests-0123456789abcdef";
+// a browser's own user agent: the filter drops unauthenticated events from headless ones as bots
+const CHROME = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36";
+
+describe("the beacon and the SDK in a real browser, at the core and at the edge", () => {
+  const core = new Core({ ADMIN_TOKEN: ADMIN, CACHE_TTL_SECS: "0" });
+  let mf, edge, chromium, shop;
+  const keys = {};
+  const signing = {};
+
+  const api = async (method, path, credential, body) => {
+    const res = await fetch(`${core.url}${path}`, {
+      method,
+      headers: { authorization: `Bearer ${credential}`, ...(body && { "content-type": "application/json" }) },
+      body: body && JSON.stringify(body),
+    });
+    return [res.status, await res.json()];
+  };
+  const tenant = async (prefix) => {
+    const [status, body] = await api("POST", "/api/tenants", ADMIN, { name: prefix, key_prefix: prefix, plan: "pro" });
+    assert.equal(status, 201, JSON.stringify(body));
+    keys[prefix] = body.api_key.secret;
+    signing[prefix] = { keyPrefix: prefix, kid: body.signing_key.kid, secret: body.signing_key.signing_secret, encryptionKey: body.signing_key.encryption_key };
+  };
+  const events = async (prefix, n, what) =>
+    eventually(async () => {
+      const [, body] = await api("GET", "/api/events?limit=100", keys[prefix]);
+      return body.data.length >= n && body.data;
+    }, 20000, what);
+
+  before(async () => {
+    await core.start();
+    mf = worker({ CORE_URLS: core.url, CACHE_TTL_MS: "0" });
+    edge = (await mf.ready).origin;
+    for (const prefix of ["shopcore", "shopedge", "locked"]) await tenant(prefix);
+    const page = (base, prefix) => `<!doctype html><title>shop</title>
+      <script>window.tracker=window.tracker||function(){(tracker.q=tracker.q||[]).push(arguments)};tracker('signup',{plan:'pro'})</script>
+      <script async src="${base}/t.js" data-key="${prefix}"></script>
+      <h1>Landing</h1><p><a id="out" href="http://localhost:PORT/offer">See the offer</a></p>`;
+    const pages = {
+      "/core/landing": page("CORE", "shopcore"),
+      "/edge/landing": page("EDGE", "shopedge"),
+      "/locked": page("CORE", "locked"),
+      "/offer": "<!doctype html><title>offer</title><h1>Offer</h1>",
+    };
+    shop = await site(pages);
+    // the pages name the site's own port, known only now
+    for (const path of Object.keys(pages)) {
+      pages[path] = pages[path].replaceAll("CORE", core.url).replaceAll("EDGE", edge).replaceAll("PORT", new URL(shop.url).port);
+    }
+    chromium = await browser();
+  });
+
+  after(async () => {
+    await chromium?.close();
+    await shop?.close();
+    await mf?.dispose();
+    core.cleanup();
+  });
+
+  it("serves t.js with its type, caching, ETag and CORS, within 1.5 KB gzipped, at the core and the edge", async () => {
+    for (const base of [core.url, edge]) {
+      const alias = await fetch(`${base}/t.js`);
+      assert.equal(alias.status, 200);
+      assert.match(alias.headers.get("content-type"), /^application\/javascript/);
+      assert.equal(alias.headers.get("access-control-allow-origin"), "*");
+      assert.match(alias.headers.get("cache-control"), /max-age=300\b/);
+      const etag = alias.headers.get("etag");
+      const script = await alias.text();
+      assert.ok(gzipSync(script, { level: 9 }).length <= 1536, "1.5 KB gzipped at most");
+      const version = etag.replaceAll('"', "");
+      const pinned = await fetch(`${base}/t.js?v=${version}`);
+      assert.match(pinned.headers.get("cache-control"), /max-age=31536000, immutable/);
+      assert.equal(await pinned.text(), script);
+      const again = await fetch(`${base}/t.js`, { headers: { "if-none-match": etag } });
+      assert.equal(again.status, 304);
+      const stale = await fetch(`${base}/t.js?v=0000`);
+      assert.match(stale.headers.get("cache-control"), /max-age=300\b/, "an old version's URL is not cached for long");
+    }
+  });
+
+  for (const tier of ["core", "edge"]) {
+    it(`${tier}: a visit from a tracking link is stitched together by its ad_click_id`, async () => {
+      const prefix = `shop${tier}`;
+      const base = tier === "core" ? core.url : edge;
+      const link = core.link(prefix, `${shop.url}/${tier}/landing`);
+      const page = await chromium.newPage();
+      await page.setUserAgent(CHROME);
+      // the redirect lands on the site with ?ad_click_id=<the click's event id>
+      await page.goto(base + link, { waitUntil: "networkidle0" });
+      const landed = new URL(page.url());
+      const clickId = landed.searchParams.get("ad_click_id");
+      assert.match(clickId, /^[0-9a-f-]{36}$/);
+      await eventually(() => page.evaluate(() => typeof window.tracker === "function" && !window.tracker.q), 5000, "t.js loaded");
+      await page.evaluate(() => {
+        history.pushState({}, "", "/pricing");
+        history.replaceState({}, "", "/pricing"); // the same page: no second pageview
+        tracker("plan_selected", { tier: "gold", seats: 3 });
+      });
+      await page.screenshot({ path: join(core.dir, "..", `tracker-beacon-${tier}-landing.png`) });
+      // an outbound click: the browser still navigates, the event still arrives
+      await Promise.all([page.waitForNavigation(), page.click("#out")]);
+      assert.equal(new URL(page.url()).pathname, "/offer");
+      await page.screenshot({ path: join(core.dir, "..", `tracker-beacon-${tier}-offer.png`) });
+      await page.close();
+
+      const all = await events(prefix, 6, `${tier}: the click and five beacon events`);
+      const beacons = all.filter((e) => e.request_path === "/t/auto");
+      const byType = {};
+      for (const e of beacons) (byType[e.event_type] ??= []).push(e);
+      assert.deepEqual(Object.keys(byType).sort(), ["outbound_click", "pageview", "plan_selected", "signup"]);
+      assert.deepEqual(byType.pageview.map((e) => e.params.page).sort(), [`/${tier}/landing?ad_click_id=${clickId}`, "/pricing"]);
+      assert.equal(byType.signup[0].params.plan, "pro", "the call made before the script loaded");
+      assert.deepEqual([byType.plan_selected[0].params.tier, byType.plan_selected[0].params.seats], ["gold", "3"]);
+      assert.equal(byType.outbound_click[0].params.href, `http://localhost:${new URL(shop.url).port}/offer`);
+      assert.equal(byType.outbound_click[0].params.text, "See the offer");
+      for (const e of beacons) {
+        assert.equal(e.params.ad_click_id, clickId, `${e.event_type} carries the click id`);
+        assert.equal(e.params.session_id, beacons[0].params.session_id, "one page, one session id");
+        assert.equal(e.user_agent, CHROME);
+      }
+      assert.ok(all.some((e) => e.event_type === "click" && e.event_id === clickId), "the click itself");
+    });
+  }
+
+  it("a tenant's beacon refuses other origins: answered, dropped, in the drop ledger as `origin`", async () => {
+    const [status, body] = await api("PUT", "/api/beacon", keys.locked, { allowed_origins: ["https://shop.example"] });
+    assert.equal(status, 200, JSON.stringify(body));
+    assert.deepEqual(body.allowed_origins, ["https://shop.example"]);
+    const [bad, refused] = await api("PUT", "/api/beacon", keys.locked, { allowed_origins: ["shop.example/path"] });
+    assert.equal(bad, 400);
+    assert.equal(refused.error.code, "invalid_origin");
+    const page = await chromium.newPage();
+    await page.setUserAgent(CHROME);
+    const answers = [];
+    page.on("response", (r) => r.url().endsWith("/t/auto") && answers.push(r.status()));
+    await page.goto(`${shop.url}/locked`, { waitUntil: "networkidle0" });
+    await page.close();
+    const [, drops] = await eventually(async () => {
+      const answer = await api("GET", "/api/drops?reason=origin", keys.locked);
+      return answer[1].totals?.length && answer;
+    }, 20000, "the refused beacons in the drop ledger");
+    assert.deepEqual(drops.totals, [{ action: "drop", reason: "origin", count: 2 }], "the pageview and the queued signup");
+    const [, listed] = await api("GET", "/api/events?limit=10", keys.locked);
+    assert.equal(listed.data.length, 0, "nothing from another origin is kept (or billed)");
+  });
+
+  it("the TypeScript SDK's links redirect and its batch client's events are stored", async () => {
+    const key = signing.shopcore;
+    const signed = sdk.clickUrl(core.url, key, "https://offer.example/a b", { params: { campaign: "sdk" }, ext: ["gclid"] });
+    const encrypted = sdk.encryptedClickUrl(core.url, key, "https://offer.example/hidden", { params: { campaign: "sdk" } });
+    for (const url of [signed, `${signed}&gclid=G-1`, encrypted]) {
+      const res = await fetch(url, { redirect: "manual" });
+      assert.equal(res.status, 307, url);
+      assert.match(res.headers.get("location"), /^https:\/\/offer\.example\/.*ad_click_id=/);
+    }
+    const tampered = signed.replace("campaign=sdk", "campaign=other");
+    assert.equal((await fetch(tampered, { redirect: "manual" })).status, 403);
+    const [, created] = await api("POST", "/api/tokens", keys.shopcore, { name: "server" });
+    const client = new sdk.TrackerClient({ baseUrl: core.url, token: created.secret, flushIntervalMs: 0 });
+    client.track({ event_type: "purchase", params: { order: "o-1", amount: 9.9 } });
+    client.track({ event_type: "purchase", params: { order: "o-2" } });
+    assert.equal(await client.flush(), 2);
+    await client.close();
+    const stored = await eventually(async () => {
+      const purchases = (await events("shopcore", 1, "events")).filter((e) => e.event_type === "purchase");
+      return purchases.length >= 2 && purchases;
+    }, 20000, "the SDK's events");
+    assert.deepEqual(stored.map((e) => e.params.order).sort(), ["o-1", "o-2"]);
+    assert.equal(stored.find((e) => e.params.order === "o-1").params.amount, "9.9");
+  });
+
+  it("the TypeScript SDK's generated API client works against the node and reports refusals by code", async () => {
+    const platform = new sdk.ApiClient({ baseUrl: core.url, apiKey: keys.shopcore });
+    const link = await platform.createLink({ destination: "https://offer.example/generated", name: "from the SDK" });
+    assert.match(link.tu_id, /^tu_/);
+    assert.equal((await platform.getLink(link.tu_id)).destination, "https://offer.example/generated");
+    const page = await platform.listLinks({ limit: 10 });
+    assert.ok(page.data.some((l) => l.tu_id === link.tu_id));
+    const beacon = await platform.getBeacon();
+    assert.match(beacon.script.snippet, /data-key="shopcore"/);
+    await assert.rejects(platform.createLink({ destination: "javascript:alert(1)" }), (e) => e.status === 400 && e.code.length > 0);
+    const stranger = new sdk.ApiClient({ baseUrl: core.url, apiKey: keys.locked });
+    await assert.rejects(stranger.getLink(link.tu_id), (e) => e.status === 404, "another tenant's link does not exist for it");
+  });
+});
