@@ -274,11 +274,13 @@ export function fromBase64url(text: string): Uint8Array | null {
   return Uint8Array.from(binary, (c) => c.charCodeAt(0));
 }
 
-// Node.js 18 has WebCrypto only as a module (a global from 19 on); the specifier is computed so that bundlers for
-// other runtimes leave it alone
-const webcrypto: Crypto = globalThis.crypto ?? (await import(['node', 'crypto'].join(':'))).webcrypto;
-
+/** Randomness from the runtime's WebCrypto (Node.js 18 has it as a global only with
+ * `--experimental-global-webcrypto`; Node.js 19+, Workers, Deno, Bun and browsers always do). */
 export function randomBytes(n: number): Uint8Array<ArrayBuffer> {
+  const webcrypto = (globalThis as { crypto?: Crypto }).crypto;
+  if (!webcrypto?.getRandomValues) {
+    throw new Error('no WebCrypto in this runtime: on Node.js 18, run with --experimental-global-webcrypto');
+  }
   return webcrypto.getRandomValues(new Uint8Array(n));
 }
 
