@@ -7,7 +7,7 @@ import { after, before, describe, it } from "node:test";
 import assert from "node:assert/strict";
 import { gzipSync } from "node:zlib";
 import { join } from "node:path";
-import { Core, browser, eventually, site, worker } from "./harness.mjs";
+import { Core, ROOT, browser, eventually, site, worker } from "./harness.mjs";
 import * as sdk from "../../clients/sdk-typescript/dist/index.js";
 
 const ADMIN = "admin-token-for-client-tests-0123456789abcdef";
@@ -194,5 +194,38 @@ describe("the beacon and the SDK in a real browser, at the core and at the edge"
     await assert.rejects(platform.createLink({ destination: "javascript:alert(1)" }), (e) => e.status === 400 && e.code.length > 0);
     const stranger = new sdk.ApiClient({ baseUrl: core.url, apiKey: keys.locked });
     await assert.rejects(stranger.getLink(link.tu_id), (e) => e.status === 404, "another tenant's link does not exist for it");
+  });
+
+  it("the Python SDK's generated API client and batch client work against the node", async () => {
+    const [, created] = await api("POST", "/api/tokens", keys.shopcore, { name: "python" });
+    const script = `
+import json, sys
+from tracker_sdk import ApiClient, TrackerClient, TrackerError
+base, key, token = sys.argv[1:4]
+platform = ApiClient(base, key)
+link = platform.create_link({"destination": "https://offer.example/python", "name": "from Python"})
+assert platform.get_link(link["tu_id"])["destination"] == "https://offer.example/python"
+try:
+    platform.create_link({"destination": "javascript:alert(1)"})
+    raise SystemExit("accepted a script URL")
+except TrackerError as e:
+    refused = [e.status, e.code]
+with TrackerClient(base, token, flush_interval=0) as tracker:
+    tracker.track({"event_type": "python_purchase", "params": {"order": "p-1"}})
+print(json.dumps({"tu_id": link["tu_id"], "refused": refused}))
+`;
+    const { execFileSync } = await import("node:child_process");
+    const out = execFileSync("python3", ["-c", script, core.url, keys.shopcore, created.secret], {
+      env: { ...process.env, PYTHONPATH: join(ROOT, "clients/sdk-python/src") },
+      encoding: "utf8",
+    });
+    const answer = JSON.parse(out);
+    assert.match(answer.tu_id, /^tu_/);
+    assert.equal(answer.refused[0], 400);
+    const stored = await eventually(async () => {
+      const found = (await events("shopcore", 1, "events")).filter((e) => e.event_type === "python_purchase");
+      return found.length > 0 && found;
+    }, 20000, "the Python client's event");
+    assert.equal(stored[0].params.order, "p-1");
   });
 });

@@ -7,7 +7,7 @@ import unittest
 from pathlib import Path
 
 import tracker_sdk
-from tracker_sdk import LinkKey, TrackerError, links, webhook
+from tracker_sdk import LinkKey, TrackerError, api, links, webhook
 
 ROOT = Path(__file__).resolve().parents[3]
 VECTORS = json.loads((ROOT / "tests/vectors/links.json").read_text())
@@ -105,7 +105,7 @@ class Vectors(unittest.TestCase):
 
 def load_tests(loader, tests, ignore):
     # the examples in the docstrings run too
-    for module in (links, webhook):
+    for module in (api, links, webhook):
         tests.addTests(doctest.DocTestSuite(module, optionflags=doctest.ELLIPSIS))
     return tests
 

@@ -1,6 +1,7 @@
 """Tracking links (v2 signed and encrypted, and the v1 formats), postback and pixel URLs, a batch client with
 retries and idempotency, and webhook signature checks. Standard library only."""
 
+from .api import ApiClient
 from .client import TrackerClient, retry_after_seconds, uuid7
 from .errors import TrackerError
 from .links import (
@@ -23,6 +24,7 @@ from .links import (
 from .webhook import DELIVERY_ID_HEADER, EVENT_HEADER, SIGNATURE_HEADER, sign_webhook, verify_webhook
 
 __all__ = [
+    "ApiClient",
     "DELIVERY_ID_HEADER",
     "EVENT_HEADER",
     "RESERVED_PARAMS",
