@@ -120,18 +120,7 @@ export class ApiClient {
     if (body !== undefined) init.body = JSON.stringify(body);
     const answer = await this.#fetch(\`\${this.#base}\${path}\${qs ? \`?\${qs}\` : ''}\`, init);
     const text = await answer.text();
-    if (!answer.ok) {
-      let code = \`http_\${answer.status}\`;
-      let message = text.slice(0, 500);
-      try {
-        const problem = (JSON.parse(text) as { error?: { code?: string; message?: string } }).error;
-        code = problem?.code ?? code;
-        message = problem?.message ?? message;
-      } catch {
-        // not the platform's JSON error: keep the text
-      }
-      throw new TrackerError(code, message, answer.status);
-    }
+    if (!answer.ok) throw TrackerError.fromAnswer(answer.status, text);
     return (text ? JSON.parse(text) : undefined) as T;
   }
 

@@ -185,17 +185,7 @@ export class TrackerClient {
           }
           return result.accepted ?? 0;
         }
-        const text = await answer.text();
-        let code = `http_${answer.status}`;
-        let message = text.slice(0, 500);
-        try {
-          const parsed = JSON.parse(text) as { error?: { code?: string; message?: string } };
-          code = parsed.error?.code ?? code;
-          message = parsed.error?.message ?? message;
-        } catch {
-          // not the platform's JSON error: keep the text
-        }
-        lastError = new TrackerError(code, message, answer.status);
+        lastError = TrackerError.fromAnswer(answer.status, await answer.text());
         const retryable = answer.status === 408 || answer.status === 429 || answer.status >= 500;
         if (!retryable) break;
         wait = retryAfterMs(answer.headers.get('retry-after'));

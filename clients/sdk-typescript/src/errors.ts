@@ -10,4 +10,18 @@ export class TrackerError extends Error {
     this.code = code;
     if (status !== undefined) this.status = status;
   }
+
+  /** The platform's `{"error": {"code", "message"}}`, or the text of whatever answered. */
+  static fromAnswer(status: number, text: string): TrackerError {
+    let code = `http_${status}`;
+    let message = text.slice(0, 500);
+    try {
+      const problem = (JSON.parse(text) as { error?: { code?: string; message?: string } }).error;
+      code = problem?.code ?? code;
+      message = problem?.message ?? message;
+    } catch {
+      // not the platform's JSON error: keep the text
+    }
+    return new TrackerError(code, message, status);
+  }
 }

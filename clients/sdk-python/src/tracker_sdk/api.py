@@ -565,14 +565,7 @@ class ApiClient:
             with urllib.request.urlopen(request, timeout=self._timeout) as answer:
                 text = answer.read()
         except urllib.error.HTTPError as e:
-            raw = e.read()
-            code, message = f"http_{e.code}", raw[:500].decode(errors="replace")
-            try:
-                problem = json.loads(raw)["error"]
-                code, message = problem.get("code", code), problem.get("message", message)
-            except (ValueError, KeyError, TypeError):
-                pass
-            raise TrackerError(code, message, e.code) from None
+            raise TrackerError.from_answer(e.code, e.read()) from None
         return json.loads(text) if text else None
 
     def get_open_api_document(self) -> Dict[str, Any]:

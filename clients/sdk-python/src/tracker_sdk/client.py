@@ -189,13 +189,7 @@ class TrackerClient:
                     if rejected and self._on_rejected:
                         self._on_rejected([{**r, "event": batch[r["index"]]} for r in rejected])
                     return int(result.get("accepted", 0))
-                code, message = f"http_{status}", answer[:500].decode(errors="replace")
-                try:
-                    problem = json.loads(answer)["error"]
-                    code, message = problem.get("code", code), problem.get("message", message)
-                except (ValueError, KeyError, TypeError):
-                    pass
-                error = TrackerError(code, message, status)
+                error = TrackerError.from_answer(status, answer)
                 if not (status in (408, 429) or status >= 500):
                     break
                 lower = {k.lower(): v for k, v in answer_headers.items()}
