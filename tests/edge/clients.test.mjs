@@ -44,7 +44,7 @@ describe("the beacon and the SDK in a real browser, at the core and at the edge"
     await core.start();
     mf = worker({ CORE_URLS: core.url, CACHE_TTL_MS: "0" });
     edge = (await mf.ready).origin;
-    for (const prefix of ["shopcore", "shopedge", "locked"]) await tenant(prefix);
+    for (const prefix of ["shopcore", "shopedge", "locked", "options"]) await tenant(prefix);
     const page = (base, prefix) => `<!doctype html><title>shop</title>
       <script>window.tracker=window.tracker||function(){(tracker.q=tracker.q||[]).push(arguments)};tracker('signup',{plan:'pro'})</script>
       <script async src="${base}/t.js" data-key="${prefix}"></script>
@@ -54,6 +54,10 @@ describe("the beacon and the SDK in a real browser, at the core and at the edge"
       "/edge/landing": page("EDGE", "shopedge"),
       "/locked": page("CORE", "locked"),
       "/offer": "<!doctype html><title>offer</title><h1>Offer</h1>",
+      "/options/hash": `<!doctype html><script async src="CORE/t.js" data-key="options" data-hash data-exclude="/admin/*,/preview"></script><h1>Hash</h1>`,
+      "/options/dnt": `<!doctype html><script src="CORE/t.js" data-key="options" data-dnt></script><h1>Private</h1>`,
+      "/options/nospa": `<!doctype html><script src="CORE/t.js" data-key="options" data-no-spa data-track="none"></script>
+        <a id="out" href="http://localhost:PORT/offer">Out</a>`,
     };
     shop = await site(pages);
     // the pages name the site's own port, known only now
@@ -109,6 +113,8 @@ describe("the beacon and the SDK in a real browser, at the core and at the edge"
         history.replaceState({}, "", "/pricing"); // the same page: no second pageview
         tracker("plan_selected", { tier: "gold", seats: 3 });
       });
+      // back to the landing page: popstate, a pageview of it again
+      await page.evaluate(() => new Promise((done) => { addEventListener("popstate", done, { once: true }); history.back(); }));
       await page.screenshot({ path: join(core.dir, "..", `tracker-beacon-${tier}-landing.png`) });
       // an outbound click: the browser still navigates, the event still arrives
       await Promise.all([page.waitForNavigation(), page.click("#out")]);
@@ -116,12 +122,13 @@ describe("the beacon and the SDK in a real browser, at the core and at the edge"
       await page.screenshot({ path: join(core.dir, "..", `tracker-beacon-${tier}-offer.png`) });
       await page.close();
 
-      const all = await events(prefix, 6, `${tier}: the click and five beacon events`);
+      const all = await events(prefix, 7, `${tier}: the click and six beacon events`);
       const beacons = all.filter((e) => e.request_path === "/t/auto");
       const byType = {};
       for (const e of beacons) (byType[e.event_type] ??= []).push(e);
       assert.deepEqual(Object.keys(byType).sort(), ["outbound_click", "pageview", "plan_selected", "signup"]);
-      assert.deepEqual(byType.pageview.map((e) => e.params.page).sort(), [`/${tier}/landing?ad_click_id=${clickId}`, "/pricing"]);
+      const landing = `/${tier}/landing?ad_click_id=${clickId}`;
+      assert.deepEqual(byType.pageview.map((e) => e.params.page).sort(), ["/pricing", landing, landing].sort());
       assert.equal(byType.signup[0].params.plan, "pro", "the call made before the script loaded");
       assert.deepEqual([byType.plan_selected[0].params.tier, byType.plan_selected[0].params.seats], ["gold", "3"]);
       assert.equal(byType.outbound_click[0].params.href, `http://localhost:${new URL(shop.url).port}/offer`);
@@ -134,6 +141,29 @@ describe("the beacon and the SDK in a real browser, at the core and at the edge"
       assert.ok(all.some((e) => e.event_type === "click" && e.event_id === clickId), "the click itself");
     });
   }
+
+  it("the beacon's options: hash routing, excluded paths, Do Not Track, no SPA and no click tracking", async () => {
+    const page = await chromium.newPage();
+    await page.setUserAgent(CHROME);
+    await page.goto(`${shop.url}/options/hash`, { waitUntil: "networkidle0" });
+    await page.evaluate(() => new Promise((done) => { addEventListener("hashchange", done, { once: true }); location.hash = "#/settings"; }));
+    await page.evaluate(() => history.pushState({}, "", "/admin/users")); // excluded
+    // a browser that asks not to be tracked, on a page whose tag honours it
+    await page.evaluateOnNewDocument(() => Object.defineProperty(Navigator.prototype, "globalPrivacyControl", { get: () => true }));
+    await page.goto(`${shop.url}/options/dnt`, { waitUntil: "networkidle0" });
+    assert.equal(await page.evaluate(() => { tracker("ignored"); return typeof tracker; }), "function");
+    const quiet = await chromium.newPage();
+    await quiet.setUserAgent(CHROME);
+    await quiet.goto(`${shop.url}/options/nospa`, { waitUntil: "networkidle0" });
+    await quiet.evaluate(() => history.pushState({}, "", "/options/elsewhere"));
+    await Promise.all([quiet.waitForNavigation(), quiet.click("#out")]);
+    await Promise.all([page.close(), quiet.close()]);
+    const seen = await events("options", 3, "the option pages' events");
+    await new Promise((ok) => setTimeout(ok, 1500)); // anything more would have arrived by now
+    const pages = (await events("options", 3, "again")).map((e) => `${e.event_type} ${e.params.page}`).sort();
+    assert.deepEqual(pages, ["pageview /options/hash", "pageview /options/hash#/settings", "pageview /options/nospa"]);
+    assert.equal(seen.length, 3);
+  });
 
   it("a tenant's beacon refuses other origins: answered, dropped, in the drop ledger as `origin`", async () => {
     const [status, body] = await api("PUT", "/api/beacon", keys.locked, { allowed_origins: ["https://shop.example"] });
