@@ -6,6 +6,7 @@
 //   retried after a lost answer is stored once.
 // - Network errors, `408`, `429` and `5xx` are retried with exponential backoff and full jitter, waiting at least what
 //   `Retry-After` asks; other `4xx` are final (the batch cannot succeed as sent) and go to `onError`.
+// - In Node.js, what is queued when the program ends is sent before it exits (`beforeExit`); elsewhere call close().
 // - The queue is bounded (`maxQueue`). When it is full, `track` refuses the new event, returns `false` and calls
 //   `onDrop`: the caller learns of it at once, and what is already queued keeps its order.
 
@@ -73,6 +74,14 @@ export interface ClientOptions {
   encode?: (events: TrackEvent[]) => string;
 }
 
+// Node.js: what open clients still hold when the program has nothing else to do is sent before it exits (their
+// timers do not keep it alive); elsewhere, and on signals, call close(). One listener for every client.
+const open = new Set<TrackerClient>();
+(globalThis as { process?: { once?: (event: string, listener: () => void) => void } }).process?.once?.(
+  'beforeExit',
+  () => void Promise.all([...open].map((client) => client.close().catch(() => {}))),
+);
+
 const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
 
 /** Seconds or an HTTP date, in ms from now; `undefined` when absent or unreadable. */
@@ -115,6 +124,7 @@ export class TrackerClient {
       ...options,
       baseUrl: options.baseUrl.replace(/\/+$/, ''),
     };
+    open.add(this);
     if (this.#options.flushIntervalMs > 0) {
       this.#timer = setInterval(() => void this.flush().catch(() => {}), this.#options.flushIntervalMs);
       // a queue with nothing to send must not keep a Node.js process alive
@@ -155,6 +165,7 @@ export class TrackerClient {
   /** Stops the timer, refuses new events and sends what is queued. */
   async close(): Promise<void> {
     this.#closed = true;
+    open.delete(this);
     if (this.#timer !== undefined) clearInterval(this.#timer);
     await this.flush();
   }

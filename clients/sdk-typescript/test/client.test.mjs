@@ -155,3 +155,17 @@ test('Retry-After is read as seconds or as a date', () => {
   assert.equal(retryAfterMs('soon'), undefined);
   assert.equal(retryAfterMs(null), undefined);
 });
+
+test('a Node.js program that ends without close() still sends what it queued', async () => {
+  const s = await server([]);
+  const { execFile } = await import('node:child_process');
+  const program = `import { TrackerClient } from ${JSON.stringify(new URL('../dist/index.js', import.meta.url).href)};
+    const client = new TrackerClient({ baseUrl: ${JSON.stringify(s.url)}, token: 't' });
+    client.track({ event_type: 'last_words' });`;
+  await new Promise((ok, fail) =>
+    execFile('node', ['--input-type=module', '-e', program], (e) => (e ? fail(e) : ok())),
+  );
+  await s.close();
+  assert.equal(s.requests.length, 1);
+  assert.equal(JSON.parse(s.requests[0].body)[0].event_type, 'last_words');
+});
