@@ -209,6 +209,18 @@ describe("the beacon and the SDK in a real browser, at the core and at the edge"
       return purchases.length >= 2 && purchases;
     }, 20000, "the SDK's events");
     assert.deepEqual(stored.map((e) => e.params.order).sort(), ["o-1", "o-2"]);
+    // the replaced SDK's client, configured as its README says, with the token in the base URL
+    const legacy = new sdk.TrackerClient({ apiUrl: `${core.url}/v1/${created.secret}`, mode: "signed", hmacSecret: "unused", batchSize: 100, flushInterval: 1000 });
+    legacy.track({
+      event_type: "postback", ip: "203.0.113.1", user_agent: "Mozilla/5.0", referer: null, accept_language: null,
+      request_path: "/p", request_host: "track.example.com", params: { click_id: "c-legacy", payout: "2.50" },
+    });
+    await legacy.destroy();
+    const postback = await eventually(async () => {
+      const found = (await events("shopcore", 1, "events")).find((e) => e.params.click_id === "c-legacy");
+      return found;
+    }, 20000, "the replaced SDK client's event");
+    assert.equal(postback.params.payout, "2.50");
     assert.equal(stored.find((e) => e.params.order === "o-1").params.amount, "9.9");
   });
 
