@@ -32,6 +32,9 @@ say "TypeScript SDK: its API client generated from the current OpenAPI document,
   if (files.some((f) => f.startsWith("src/") || f.startsWith("test/"))) { console.error("sources in the package"); process.exit(1); }
   console.log(`npm pack ${p.name}@${p.version}: ${files.length} files, ${p.size} bytes`);')
 
+say "Rust SDK: its API client generated from the current OpenAPI document (its tests run with the workspace's)"
+python3 clients/tracker-sdk/scripts/generate_api.py --check
+
 say "Python SDK: its API client generated from the current OpenAPI document, its tests and docstring examples, a wheel"
 python3 clients/sdk-python/scripts/generate_api.py --check
 PYTHONPATH=clients/sdk-python/src python3 -m unittest discover -s clients/sdk-python/tests

@@ -298,12 +298,7 @@ async fn send(s: &Shared, batch: &[TrackEvent]) -> Result<usize, Error> {
                 let status = answer.status().as_u16();
                 let after = answer.headers().get("retry-after").and_then(|v| v.to_str().ok()?.trim().parse().ok());
                 let text = answer.text().await.unwrap_or_default();
-                // the platform's `{"error": {"code", "message"}}`, or the text of whatever answered
-                let problem = serde_json::from_str::<serde_json::Value>(&text).ok();
-                let field = |name: &str| problem.as_ref()?.get("error")?.get(name)?.as_str().map(str::to_owned);
-                let code = field("code").unwrap_or_else(|| format!("http_{status}"));
-                let message = field("message").unwrap_or_else(|| text.chars().take(500).collect());
-                error = Error::Refused { status, code, message };
+                error = Error::from_answer(status, &text);
                 wait = after.map(Duration::from_secs);
                 if !retryable(status) || wait.is_some_and(|w| w > o.max_retry_after) {
                     break;

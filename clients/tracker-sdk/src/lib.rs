@@ -1,5 +1,6 @@
 //! The tracker platform's Rust SDK: tracking links, postback and pixel URLs ([`links`]), a batch client with
-//! retries and idempotency ([`Client`]), and webhook signature checks ([`webhook`]).
+//! retries and idempotency ([`Client`]), webhook signature checks ([`webhook`]), and the platform API
+//! ([`api::ApiClient`], generated from its OpenAPI document).
 //!
 //! The link formats are the protocol crate's own (`tracker-protocol`, the code the edge Worker and the core node
 //! verify links with), so a link built here is a link the platform accepts.
@@ -14,6 +15,7 @@
 //! # Ok::<(), tracker_sdk::Error>(())
 //! ```
 
+pub mod api;
 mod client;
 pub mod links;
 pub mod webhook;
@@ -38,6 +40,17 @@ pub enum Error {
 }
 
 impl Error {
+    /// A refusal from the platform's `{"error": {"code", "message"}}`, or from the text of whatever answered.
+    pub(crate) fn from_answer(status: u16, text: &str) -> Self {
+        let problem = serde_json::from_str::<serde_json::Value>(text).ok();
+        let field = |name: &str| problem.as_ref()?.get("error")?.get(name)?.as_str().map(str::to_owned);
+        Error::Refused {
+            status,
+            code: field("code").unwrap_or_else(|| format!("http_{status}")),
+            message: field("message").unwrap_or_else(|| text.chars().take(500).collect()),
+        }
+    }
+
     /// The platform's error code (`reserved_param`, `quota_exceeded`, ...), where there is one.
     pub fn code(&self) -> Option<&str> {
         match self {
