@@ -53,6 +53,7 @@ describe("the beacon and the SDK in a real browser, at the core and at the edge"
       "/core/landing": page("CORE", "shopcore"),
       "/edge/landing": page("EDGE", "shopedge"),
       "/locked": page("CORE", "locked"),
+      "/locked-edge": page("EDGE", "locked"),
       "/offer": "<!doctype html><title>offer</title><h1>Offer</h1>",
       "/options/hash": `<!doctype html><script async src="CORE/t.js" data-key="options" data-hash data-exclude="/admin/*,/preview"></script><h1>Hash</h1>`,
       "/options/dnt": `<!doctype html><script src="CORE/t.js" data-key="options" data-dnt></script><h1>Private</h1>`,
@@ -165,7 +166,7 @@ describe("the beacon and the SDK in a real browser, at the core and at the edge"
     assert.equal(seen.length, 3);
   });
 
-  it("a tenant's beacon refuses other origins: answered, dropped, in the drop ledger as `origin`", async () => {
+  it("a tenant's beacon refuses other origins, at the core and the edge: answered, dropped, in the ledger as `origin`", async () => {
     const [status, body] = await api("PUT", "/api/beacon", keys.locked, { allowed_origins: ["https://shop.example"] });
     assert.equal(status, 200, JSON.stringify(body));
     assert.deepEqual(body.allowed_origins, ["https://shop.example"]);
@@ -177,12 +178,14 @@ describe("the beacon and the SDK in a real browser, at the core and at the edge"
     const answers = [];
     page.on("response", (r) => r.url().endsWith("/t/auto") && answers.push(r.status()));
     await page.goto(`${shop.url}/locked`, { waitUntil: "networkidle0" });
+    await page.goto(`${shop.url}/locked-edge`, { waitUntil: "networkidle0" }); // the edge reads the same list
     await page.close();
     const [, drops] = await eventually(async () => {
       const answer = await api("GET", "/api/drops?reason=origin", keys.locked);
-      return answer[1].totals?.length && answer;
+      return answer[1].totals?.[0]?.count >= 4 && answer;
     }, 20000, "the refused beacons in the drop ledger");
-    assert.deepEqual(drops.totals, [{ action: "drop", reason: "origin", count: 2 }], "the pageview and the queued signup");
+    assert.deepEqual(drops.totals, [{ action: "drop", reason: "origin", count: 4 }], "each tier's pageview and queued signup");
+    assert.deepEqual(answers, [204, 204, 204, 204], "answered like any other beacon");
     const [, listed] = await api("GET", "/api/events?limit=10", keys.locked);
     assert.equal(listed.data.length, 0, "nothing from another origin is kept (or billed)");
   });
