@@ -274,12 +274,12 @@ export function fromBase64url(text: string): Uint8Array | null {
   return Uint8Array.from(binary, (c) => c.charCodeAt(0));
 }
 
-/** Randomness from the runtime's WebCrypto (Node.js 18 has it as a global only with
- * `--experimental-global-webcrypto`; Node.js 19+, Workers, Deno, Bun and browsers always do). */
+/** Randomness from the runtime's WebCrypto (on Node.js 18, which has it only as a module, the package's Node.js
+ * entry puts it in place). */
 export function randomBytes(n: number): Uint8Array<ArrayBuffer> {
   const webcrypto = (globalThis as { crypto?: Crypto }).crypto;
   if (!webcrypto?.getRandomValues) {
-    throw new Error('no WebCrypto in this runtime: on Node.js 18, run with --experimental-global-webcrypto');
+    throw new Error('no WebCrypto in this runtime (on Node.js, import the package by its name: its Node.js entry provides it)');
   }
   return webcrypto.getRandomValues(new Uint8Array(n));
 }

@@ -169,3 +169,15 @@ test('a Node.js program that ends without close() still sends what it queued', a
   assert.equal(s.requests.length, 1);
   assert.equal(JSON.parse(s.requests[0].body)[0].event_type, 'last_words');
 });
+
+test("the Node.js entry works where WebCrypto is not a global (Node.js 18)", async () => {
+  const { execFile } = await import('node:child_process');
+  const entry = new URL('../dist/node.js', import.meta.url).href;
+  const program = `delete globalThis.crypto;
+    const sdk = await import(${JSON.stringify(entry)});
+    console.log(sdk.uuidv7(), sdk.encryptedClickUrl('https://t.example', { keyPrefix: 'ab', kid: 'k1', encryptionKey: '00'.repeat(32) }, 'https://a.example/'));`;
+  const out = await new Promise((ok, fail) =>
+    execFile('node', ['--input-type=module', '-e', program], (e, stdout) => (e ? fail(e) : ok(stdout))),
+  );
+  assert.match(out, /^[0-9a-f]{8}-[0-9a-f]{4}-7\S+ https:\/\/t\.example\/t\?v=2&k=ab\.k1&e=/);
+});
