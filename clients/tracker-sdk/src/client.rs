@@ -259,6 +259,12 @@ async fn flush(s: &Shared) -> Result<usize, Error> {
     }
 }
 
+/// Full jitter over the exponential ceiling of `attempt`.
+fn backoff(o: &ClientOptions, attempt: u32) -> Duration {
+    let ceiling = o.initial_backoff.saturating_mul(1 << (attempt - 1).min(20)).min(o.max_backoff);
+    ceiling.mul_f64(rand::random::<f64>())
+}
+
 fn retryable(status: u16) -> bool {
     status == 408 || status == 429 || status >= 500
 }
@@ -281,7 +287,18 @@ async fn send(s: &Shared, batch: &[TrackEvent]) -> Result<usize, Error> {
         }
         match request.send().await {
             Ok(answer) if answer.status().is_success() => {
-                let answer: BatchAnswer = answer.json().await.map_err(|e| Error::Network(e.to_string()))?;
+                // an answer cut short is retried like a lost one: the idempotency key makes the retry a no-op
+                let answer: BatchAnswer = match answer.json().await {
+                    Ok(answer) => answer,
+                    Err(e) => {
+                        error = Error::Network(e.to_string());
+                        if attempt == o.max_attempts {
+                            break;
+                        }
+                        tokio::time::sleep(backoff(o, attempt)).await;
+                        continue;
+                    }
+                };
                 if let Some(on_rejected) = &o.on_rejected
                     && !answer.rejected.is_empty()
                 {
@@ -309,10 +326,8 @@ async fn send(s: &Shared, batch: &[TrackEvent]) -> Result<usize, Error> {
         if attempt == o.max_attempts {
             break;
         }
-        // full jitter over the exponential ceiling, never sooner than the platform asked
-        let ceiling = o.initial_backoff.saturating_mul(1 << (attempt - 1).min(20)).min(o.max_backoff);
-        let jitter = ceiling.mul_f64(rand::random::<f64>());
-        tokio::time::sleep(wait.unwrap_or_default().max(jitter)).await;
+        // never sooner than the platform asked
+        tokio::time::sleep(wait.unwrap_or_default().max(backoff(o, attempt))).await;
     }
     if let Some(on_error) = &o.on_error {
         on_error(&error, batch);

@@ -347,13 +347,14 @@ pub async fn beacon<D: Directory>(
         return Err(ProtocolError::InvalidKeyPrefix);
     }
     let tenant = active_tenant(dir, &input.key_prefix).await?;
-    let origin = crate::origins::request_origin(req.origin.as_deref(), req.referer.as_deref());
-    let refused = !tenant.beacon_origins.is_empty()
-        && !origin.as_deref().is_some_and(|o| crate::origins::allows(&tenant.beacon_origins, o));
+    // read only for a tenant that lists origins: `Some(origin)` (the origin itself may be unknown) when refused
+    let refused = (!tenant.beacon_origins.is_empty())
+        .then(|| crate::origins::request_origin(req.origin.as_deref(), req.referer.as_deref()))
+        .filter(|origin| !origin.as_deref().is_some_and(|o| crate::origins::allows(&tenant.beacon_origins, o)));
     let event_type = input.event_type.unwrap_or_else(|| "pageview".to_owned());
     let mut event =
         req.event(new_event_id(now, random), event_type, now, input.key_prefix, BTreeMap::new(), Auth::None);
-    if refused {
+    if let Some(origin) = refused {
         // from a site the tenant does not accept: answered like any other, then dropped by the filter; kept for
         // the drop ledger with its origin and none of what it carried
         let mut extra = serde_json::Map::new();
