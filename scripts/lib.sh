@@ -9,7 +9,7 @@ ensure_rust() {
         exit 1
     fi
     # the protocol crate must keep compiling for the Cloudflare Worker (wasm32)
-    if command -v rustup >/dev/null 2>&1 && ! rustup target list --installed 2>/dev/null | grep -qx wasm32-unknown-unknown; then
+    if command -v rustup >/dev/null 2>&1 && ! grep -qx wasm32-unknown-unknown <<<"$(rustup target list --installed 2>/dev/null)"; then
         say "adding the wasm32-unknown-unknown target"
         rustup target add wasm32-unknown-unknown
     fi

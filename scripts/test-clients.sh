@@ -43,5 +43,7 @@ venv="${TRACKER_VENV:-$HOME/.cache/tracker/venv}"
 cp -r clients/sdk-python "$work/python"
 "$venv/bin/pip" wheel -q --no-deps --no-build-isolation -w "$work/wheel" "$work/python" >/dev/null
 wheel=$(ls "$work"/wheel/*.whl)
-unzip -l "$wheel" | grep -q "tracker_sdk/py.typed" || { echo "the wheel lacks py.typed" >&2; exit 1; }
+# Listed first, then searched: `unzip | grep -q` fails under pipefail when grep stops reading early (SIGPIPE).
+listing="$(unzip -l "$wheel")"
+grep -q "tracker_sdk/py.typed" <<<"$listing" || { echo "the wheel lacks py.typed" >&2; exit 1; }
 echo "wheel: $(basename "$wheel")"
