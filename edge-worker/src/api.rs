@@ -16,9 +16,16 @@ use sha2::{Digest, Sha256};
 /// Largest API request body the edge forwards.
 pub const MAX_API_BODY: usize = 1 << 20;
 
-/// Core answers whose headers reach the client.
-pub const FORWARDED_HEADERS: &[&str] =
-    &["content-type", "cache-control", "ratelimit", "ratelimit-policy", "retry-after", "www-authenticate"];
+/// Core answers whose headers reach the client (`set-cookie`: signing in to and out of the dashboard).
+pub const FORWARDED_HEADERS: &[&str] = &[
+    "content-type",
+    "cache-control",
+    "ratelimit",
+    "ratelimit-policy",
+    "retry-after",
+    "www-authenticate",
+    "set-cookie",
+];
 
 /// CORS for browsers calling the API with a bearer credential (no cookies, so any origin may call).
 pub const PREFLIGHT_HEADERS: [(&str, &str); 4] = [
@@ -82,6 +89,30 @@ pub fn forward_path(path: &str, query: &str) -> Option<String> {
 /// SHA-256 (hex) of a bearer credential, the only form in which it leaves the edge.
 pub fn credential_hash(credential: &str) -> Option<String> {
     (!credential.is_empty() && credential.len() <= 512).then(|| hex::encode(Sha256::digest(credential.as_bytes())))
+}
+
+/// The credential a request presents, as the core receives it: the bearer credential's hash, else a dashboard
+/// session's (`session:<hash of the cookie>`; see `tracker_protocol::session`).
+pub fn presented_credential(bearer: Option<&str>, cookie_header: Option<&str>) -> Option<String> {
+    if let Some(hash) = bearer.and_then(credential_hash) {
+        return Some(hash);
+    }
+    let secret = cookie_header.and_then(tracker_protocol::session::session_secret)?;
+    Some(format!("{}{}", tracker_protocol::session::SESSION_CREDENTIAL_PREFIX, credential_hash(secret)?))
+}
+
+/// Signing in to the dashboard (`POST /api/session`, body `{"credential": "..."}`): the hash of the credential,
+/// which the edge forwards in place of the body, so the credential never leaves the edge here either. `Err` is
+/// the reason the body is refused.
+pub fn sign_in_credential(body: &[u8]) -> Result<String, &'static str> {
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct NewSession {
+        credential: String,
+    }
+    let NewSession { credential } =
+        serde_json::from_slice(body).map_err(|_| "the body must be {\"credential\": \"<API key>\"}")?;
+    credential_hash(&credential).ok_or("credential must be 1 to 512 bytes")
 }
 
 /// The origin (`scheme://host[:port]`) of an absolute URL.
@@ -202,6 +233,20 @@ mod tests {
         assert_eq!(origin("https://edge.test"), "https://edge.test");
         assert_eq!(credential_hash("").as_deref(), None);
         assert_eq!(credential_hash("abc").unwrap().len(), 64);
+    }
+
+    #[test]
+    fn credentials_leave_the_edge_as_hashes_only() {
+        let key_hash = credential_hash("trk_key_a").unwrap();
+        let cookie = Some("theme=dark; tracker_session=trk_ses_b");
+        assert_eq!(presented_credential(Some("trk_key_a"), cookie), Some(key_hash.clone()), "the bearer wins");
+        let session = presented_credential(None, cookie).unwrap();
+        assert_eq!(session, format!("session:{}", credential_hash("trk_ses_b").unwrap()));
+        assert_eq!(presented_credential(None, Some("theme=dark")), None);
+        assert_eq!(sign_in_credential(br#"{"credential":"trk_key_a"}"#), Ok(key_hash));
+        assert!(sign_in_credential(br#"{"credential":""}"#).is_err());
+        assert!(sign_in_credential(br#"{"credential":"k","extra":1}"#).is_err());
+        assert!(sign_in_credential(b"not json").is_err());
     }
 
     #[test]

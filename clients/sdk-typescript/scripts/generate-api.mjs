@@ -91,8 +91,11 @@ for (const [path, item] of Object.entries(spec.paths)) {
 out += `export interface ApiClientOptions {
   /** The platform's base URL, e.g. \`https://track.example.com\`. */
   baseUrl: string;
-  /** A tenant API key (\`trk_key_...\`), or the admin credential. */
-  apiKey: string;
+  /** A tenant API key (\`trk_key_...\`), or the admin credential; none in a page signed in to the dashboard (its
+   * session cookie is the credential). */
+  apiKey?: string;
+  /** Headers sent with every request (the dashboard's \`x-csrf-token\`). */
+  headers?: Record<string, string>;
   /** A \`fetch\` of your own (tests, proxies). */
   fetch?: typeof fetch;
 }
@@ -101,12 +104,13 @@ out += `export interface ApiClientOptions {
  * platform's error code and HTTP status. */
 export class ApiClient {
   readonly #base: string;
-  readonly #key: string;
+  readonly #headers: Record<string, string>;
   readonly #fetch: typeof fetch;
 
   constructor(options: ApiClientOptions) {
     this.#base = options.baseUrl.replace(/\\/+$/, '');
-    this.#key = options.apiKey;
+    this.#headers = { ...options.headers };
+    if (options.apiKey !== undefined) this.#headers.authorization = \`Bearer \${options.apiKey}\`;
     this.#fetch = options.fetch ?? ((...args: Parameters<typeof fetch>) => globalThis.fetch(...args));
   }
 
@@ -114,7 +118,7 @@ export class ApiClient {
     const search = new URLSearchParams();
     for (const [k, v] of Object.entries(query ?? {})) if (v !== undefined && v !== null) search.append(k, String(v));
     const qs = search.toString();
-    const headers: Record<string, string> = { authorization: \`Bearer \${this.#key}\` };
+    const headers: Record<string, string> = { ...this.#headers };
     if (body !== undefined) headers['content-type'] = 'application/json';
     const init: RequestInit = { method, headers };
     if (body !== undefined) init.body = JSON.stringify(body);

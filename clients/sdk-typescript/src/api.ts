@@ -787,11 +787,36 @@ export type Beacon = {
   };
 };
 
+export type NewSession = {
+  /** A tenant API key (`trk_key_...`) or the platform admin token. */
+  credential: string;
+};
+
+/** A dashboard session: who it is, what its key may do, and the token that changes need. */
+export type Session = {
+  kind: "tenant" | "admin";
+  /** The tenant (`null` for the operator). */
+  key_prefix: string | null;
+  /** The API key the session was opened with (`null` for the operator). */
+  key_id: string | null;
+  /** The key's scopes (empty for the operator). */
+  scopes: Array<Scope>;
+  /** Send as `X-CSRF-Token` with every request that changes something. */
+  csrf_token: string;
+  /** The origin links and snippets use. */
+  public_url: string;
+  /** ms since the epoch */
+  expires_at: number;
+};
+
 export interface ApiClientOptions {
   /** The platform's base URL, e.g. `https://track.example.com`. */
   baseUrl: string;
-  /** A tenant API key (`trk_key_...`), or the admin credential. */
-  apiKey: string;
+  /** A tenant API key (`trk_key_...`), or the admin credential; none in a page signed in to the dashboard (its
+   * session cookie is the credential). */
+  apiKey?: string;
+  /** Headers sent with every request (the dashboard's `x-csrf-token`). */
+  headers?: Record<string, string>;
   /** A `fetch` of your own (tests, proxies). */
   fetch?: typeof fetch;
 }
@@ -800,12 +825,13 @@ export interface ApiClientOptions {
  * platform's error code and HTTP status. */
 export class ApiClient {
   readonly #base: string;
-  readonly #key: string;
+  readonly #headers: Record<string, string>;
   readonly #fetch: typeof fetch;
 
   constructor(options: ApiClientOptions) {
     this.#base = options.baseUrl.replace(/\/+$/, '');
-    this.#key = options.apiKey;
+    this.#headers = { ...options.headers };
+    if (options.apiKey !== undefined) this.#headers.authorization = `Bearer ${options.apiKey}`;
     this.#fetch = options.fetch ?? ((...args: Parameters<typeof fetch>) => globalThis.fetch(...args));
   }
 
@@ -813,7 +839,7 @@ export class ApiClient {
     const search = new URLSearchParams();
     for (const [k, v] of Object.entries(query ?? {})) if (v !== undefined && v !== null) search.append(k, String(v));
     const qs = search.toString();
-    const headers: Record<string, string> = { authorization: `Bearer ${this.#key}` };
+    const headers: Record<string, string> = { ...this.#headers };
     if (body !== undefined) headers['content-type'] = 'application/json';
     const init: RequestInit = { method, headers };
     if (body !== undefined) init.body = JSON.stringify(body);
@@ -831,6 +857,21 @@ export class ApiClient {
   /** Who the credential is. The caller (the admin credential or a tenant API key) and its rate limit. Any valid credential. `GET /api/me` */
   getMe(): Promise<MeAdmin | MeTenant> {
     return this.request('GET', `/api/me`, undefined);
+  }
+
+  /** The current dashboard session. The session of the `tracker_session` cookie, with its CSRF token (the page keeps it only in memory). 401 without a live session. `GET /api/session` */
+  getSession(): Promise<Session> {
+    return this.request('GET', `/api/session`, undefined);
+  }
+
+  /** Sign in to the dashboard. Exchanges a tenant API key or the admin token for a session cookie (`HttpOnly`, `Secure`, `SameSite=Strict`, 8 hours). The credential is never stored in the browser; the session has the scopes of the key, and ends when the key is revoked. 401 `invalid_credentials` for an unknown, revoked or expired credential; 403 `stream_token` for a live stream token (they are for `EventSource` URLs only); at most 20 attempts a minute from one address (429). `POST /api/session` */
+  createSession(body: NewSession): Promise<Session> {
+    return this.request('POST', `/api/session`, body);
+  }
+
+  /** Sign out of the dashboard. Ends the session at once (on every node) and clears its cookie. Needs the `X-CSRF-Token` header. `DELETE /api/session` */
+  deleteSession(): Promise<void> {
+    return this.request('DELETE', `/api/session`, undefined);
   }
 
   /** List tenants. Needs the platform admin credential. `GET /api/tenants` */

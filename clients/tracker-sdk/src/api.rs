@@ -972,6 +972,32 @@ pub struct Beacon {
     pub script: BeaconScript,
 }
 
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NewSession {
+    /// A tenant API key (`trk_key_...`) or the platform admin token.
+    pub credential: String,
+}
+
+/// A dashboard session: who it is, what its key may do, and the token that changes need.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Session {
+    pub kind: String,
+    /// The tenant (`null` for the operator).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_prefix: Option<String>,
+    /// The API key the session was opened with (`null` for the operator).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_id: Option<String>,
+    /// The key's scopes (empty for the operator).
+    pub scopes: Vec<Scope>,
+    /// Send as `X-CSRF-Token` with every request that changes something.
+    pub csrf_token: String,
+    /// The origin links and snippets use.
+    pub public_url: String,
+    /// ms since the epoch
+    pub expires_at: i64,
+}
+
 /// The query of `list_tenants`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 pub struct ListTenantsQuery {
@@ -1226,6 +1252,27 @@ impl ApiClient {
     /// credential. `GET /api/me`
     pub async fn get_me(&self) -> Result<serde_json::Value, SdkError> {
         self.request::<_, _, serde_json::Value>("GET", "/api/me", None::<&()>, None::<&()>).await
+    }
+
+    /// The current dashboard session. The session of the `tracker_session` cookie, with its CSRF token (the page keeps
+    /// it only in memory). 401 without a live session. `GET /api/session`
+    pub async fn get_session(&self) -> Result<Session, SdkError> {
+        self.request::<_, _, Session>("GET", "/api/session", None::<&()>, None::<&()>).await
+    }
+
+    /// Sign in to the dashboard. Exchanges a tenant API key or the admin token for a session cookie (`HttpOnly`,
+    /// `Secure`, `SameSite=Strict`, 8 hours). The credential is never stored in the browser; the session has the scopes
+    /// of the key, and ends when the key is revoked. 401 `invalid_credentials` for an unknown, revoked or expired
+    /// credential; 403 `stream_token` for a live stream token (they are for `EventSource` URLs only); at most 20
+    /// attempts a minute from one address (429). `POST /api/session`
+    pub async fn create_session(&self, body: &NewSession) -> Result<Session, SdkError> {
+        self.request::<_, _, Session>("POST", "/api/session", Some(body), None::<&()>).await
+    }
+
+    /// Sign out of the dashboard. Ends the session at once (on every node) and clears its cookie. Needs the
+    /// `X-CSRF-Token` header. `DELETE /api/session`
+    pub async fn delete_session(&self) -> Result<(), SdkError> {
+        self.request::<_, _, serde_json::Value>("DELETE", "/api/session", None::<&()>, None::<&()>).await.map(|_| ())
     }
 
     /// List tenants. Needs the platform admin credential. `GET /api/tenants`

@@ -63,6 +63,7 @@ pub mod redirect;
 pub mod script;
 mod secret;
 pub mod service;
+pub mod session;
 pub mod settings;
 pub mod v1;
 pub mod webhook;

@@ -1,10 +1,10 @@
 //! # Metadata store
 //!
-//! Tenants, their link keys (with key ids and rotation grace periods), API keys and ingest tokens (hashed at
-//! rest), tracking links, webhook endpoints and their deliveries, filter rules, leases and consumer positions,
-//! usage and plans, in libSQL: a local file by default, a remote server (Turso) or an embedded replica of one, with
-//! the same schema and queries. One module per aggregate; every tenant-owned row is read and written with its
-//! tenant's key prefix in the `WHERE` clause, so a tenant only ever reaches its own rows.
+//! Tenants, their link keys (with key ids and rotation grace periods), API keys, ingest tokens and dashboard
+//! sessions (hashed at rest), tracking links, webhook endpoints and their deliveries, filter rules, leases and
+//! consumer positions, usage and plans, in libSQL: a local file by default, a remote server (Turso) or an embedded
+//! replica of one, with the same schema and queries. One module per aggregate; every tenant-owned row is read and
+//! written with its tenant's key prefix in the `WHERE` clause, so a tenant only ever reaches its own rows.
 //!
 //! Link signing secrets and encryption keys must be usable to verify links, so they cannot be hashed: with a
 //! `SECRETS_KEY` they are sealed at rest with AES-256-GCM (`enc:v1:` values; plain rows written before the key was set
@@ -22,6 +22,7 @@ mod rows;
 mod rules;
 mod schema;
 mod sealing;
+mod sessions;
 mod settings;
 mod tenants;
 mod tokens;
@@ -47,6 +48,7 @@ pub use rules::{FilterRule, RuleSpec};
 use schema::{MIGRATIONS, SCHEMA};
 use sealing::Sealer;
 pub(crate) use sealing::open_secret;
+pub use sessions::{SESSION_SECRET_PREFIX, Session, SessionOpener, SessionOwner};
 pub use settings::{AuditEntry, GLOBAL_TENANT_SETTING};
 pub(crate) use tenants::insert_key;
 pub use tenants::{NewKey, Tenant, TenantKeys, TenantLimits, TenantUpdate};

@@ -3,6 +3,7 @@
 //! passed through as they stream; and the core's signed purges of hot-path records.
 
 use tracker_protocol::intake::{CREDENTIAL_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER, sign_api};
+use tracker_protocol::session::CSRF_HEADER;
 use worker::js_sys::Reflect;
 use worker::wasm_bindgen::JsValue;
 use worker::{Env, Fetch, Headers, Method, Request, RequestInit, console_error};
@@ -12,7 +13,7 @@ use super::js::unreachable_response;
 use super::js::{RawRequest, WebResponse, bearer, body_bytes, header, js, json, now_ms, respond, respond_with};
 use crate::api::{
     CORS_HEADERS, FORWARDED_HEADERS, LIVE_PREFLIGHT_HEADERS, MAX_API_BODY, PREFLIGHT_HEADERS, credential_hash, origin,
-    purge_keys, refusal,
+    presented_credential, purge_keys, refusal, sign_in_credential,
 };
 use crate::config::EdgeConfig;
 
@@ -39,10 +40,18 @@ pub(super) async fn api(req: RawRequest, env: &Env, cfg: &EdgeConfig, url: &str,
         return api_error(429, "rate_limited", "too many API requests from this address; retry later", Some(retry));
     }
     let public = forward == "/openapi.json";
-    let hash = bearer(&req).as_deref().and_then(credential_hash);
-    if !public {
+    // signing in to the dashboard: the credential is in the body, read below
+    let sign_in = forward == "/session" && method == "POST";
+    let mut hash =
+        if sign_in { None } else { presented_credential(bearer(&req).as_deref(), header(&req, "cookie").as_deref()) };
+    if !public && !sign_in {
         let Some(hash) = &hash else {
-            return api_error(401, "missing_credentials", "send Authorization: Bearer <API key>", None);
+            return api_error(
+                401,
+                "missing_credentials",
+                "send Authorization: Bearer <API key> (or sign in to the dashboard)",
+                None,
+            );
         };
         match with_isolate(|i| i.api_refusals.get(hash, now)).flatten() {
             Some((429, secs)) => {
@@ -58,11 +67,19 @@ pub(super) async fn api(req: RawRequest, env: &Env, cfg: &EdgeConfig, url: &str,
     if declared.is_some_and(|n| n > MAX_API_BODY) {
         return api_error(413, "body_too_large", "the body is larger than 1 MiB", None);
     }
-    let body = match body_bytes(&req).await {
+    let mut body = match body_bytes(&req).await {
         Some(b) if b.len() <= MAX_API_BODY => b,
         Some(_) => return api_error(413, "body_too_large", "the body is larger than 1 MiB", None),
         None => return api_error(400, "unreadable_body", "the request body could not be read", None),
     };
+    if sign_in {
+        match sign_in_credential(&body) {
+            Ok(credential) => hash = Some(credential),
+            Err(reason) => return api_error(400, "invalid_body", reason, None),
+        }
+        body.clear();
+    }
+    let csrf = header(&req, CSRF_HEADER);
     let Some(secret) = cfg.shared_secret() else {
         return api_error(503, "unavailable", "the edge has no EDGE_SHARED_SECRET to reach the core", Some(1));
     };
@@ -78,6 +95,9 @@ pub(super) async fn api(req: RawRequest, env: &Env, cfg: &EdgeConfig, url: &str,
         let _ = headers.set(TIMESTAMP_HEADER, &ts.to_string());
         let _ = headers.set(CREDENTIAL_HEADER, &credential);
         let _ = headers.set("x-tracker-public-url", origin(url));
+        if let Some(token) = &csrf {
+            let _ = headers.set(CSRF_HEADER, token);
+        }
         if let Some(ct) = &content_type {
             let _ = headers.set("content-type", ct);
         }

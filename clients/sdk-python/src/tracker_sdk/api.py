@@ -538,6 +538,21 @@ class Beacon(TypedDict, total=False):
     script: Dict[str, Any]
 
 
+class NewSession(TypedDict, total=False):
+    credential: str
+
+
+class Session(TypedDict, total=False):
+    """A dashboard session: who it is, what its key may do, and the token that changes need."""
+    kind: Literal["tenant", "admin"]
+    key_prefix: Optional[str]
+    key_id: Optional[str]
+    scopes: List[Scope]
+    csrf_token: str
+    public_url: str
+    expires_at: int
+
+
 
 class ApiClient:
     """The platform API. Refusals raise :class:`TrackerError` with the platform's error code and HTTP status.
@@ -575,6 +590,18 @@ class ApiClient:
     def get_me(self) -> Union[MeAdmin, MeTenant]:
         """Who the credential is. The caller (the admin credential or a tenant API key) and its rate limit. Any valid credential. ``GET /api/me``"""
         return self._request("GET", f"/api/me", None, None)
+
+    def get_session(self) -> Session:
+        """The current dashboard session. The session of the `tracker_session` cookie, with its CSRF token (the page keeps it only in memory). 401 without a live session. ``GET /api/session``"""
+        return self._request("GET", f"/api/session", None, None)
+
+    def create_session(self, body: NewSession) -> Session:
+        """Sign in to the dashboard. Exchanges a tenant API key or the admin token for a session cookie (`HttpOnly`, `Secure`, `SameSite=Strict`, 8 hours). The credential is never stored in the browser; the session has the scopes of the key, and ends when the key is revoked. 401 `invalid_credentials` for an unknown, revoked or expired credential; 403 `stream_token` for a live stream token (they are for `EventSource` URLs only); at most 20 attempts a minute from one address (429). ``POST /api/session``"""
+        return self._request("POST", f"/api/session", body, None)
+
+    def delete_session(self) -> None:
+        """Sign out of the dashboard. Ends the session at once (on every node) and clears its cookie. Needs the `X-CSRF-Token` header. ``DELETE /api/session``"""
+        return self._request("DELETE", f"/api/session", None, None)
 
     def list_tenants(self, *, limit: Optional[int] = None, cursor: Optional[str] = None) -> TenantList:
         """List tenants. Needs the platform admin credential. ``GET /api/tenants``"""

@@ -1,5 +1,6 @@
-//! Who is calling: the admin credential or a tenant's API key, resolved from the credential alone; plus the
-//! per-plan rate limit and the cache purges that follow a change.
+//! Who is calling: the admin credential, a tenant's API key, or a dashboard session opened with one, resolved from
+//! the credential alone; the CSRF check of changes made with a session; plus the per-plan rate limit and the cache
+//! purges that follow a change.
 
 use std::sync::Arc;
 
@@ -12,7 +13,8 @@ use axum::response::{IntoResponse, Response};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq as _;
 use tracker_protocol::intake::{CREDENTIAL_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER, verify_api};
-use tracker_store::{ApiKey, Tenant};
+use tracker_protocol::session::{CSRF_HEADER, SESSION_CREDENTIAL_PREFIX, session_secret};
+use tracker_store::{ApiKey, Session, SessionOwner, Tenant};
 
 use super::{MAX_API_BODY, PUBLIC_URL_HEADER, PURGE_HEADER, Purge, json};
 use crate::http::ApiError;
@@ -33,6 +35,8 @@ pub struct Principal {
     pub caller: Caller,
     /// Base URL for links the API prints (the edge's origin when the request came through it).
     pub public_url: String,
+    /// The dashboard session the request came with, if it came with one rather than a bearer credential.
+    pub session: Option<Session>,
 }
 
 impl Principal {
@@ -106,7 +110,10 @@ fn unauthorized(code: &'static str, message: &'static str) -> Response {
 /// key (looked up by hash on every request, so a revoked key stops working at once).
 async fn resolve(state: &AppState, hash_hex: Option<&str>) -> Result<Caller, Response> {
     let Some(hash_hex) = hash_hex else {
-        return Err(unauthorized("missing_credentials", "send Authorization: Bearer <API key>"));
+        return Err(unauthorized(
+            "missing_credentials",
+            "send Authorization: Bearer <API key> (or sign in to the dashboard)",
+        ));
     };
     let Some(hash) = tracker_protocol::parse_encryption_key(hash_hex) else {
         return Err(unauthorized("invalid_credentials", "the credential is unknown, revoked or expired"));
@@ -123,8 +130,137 @@ async fn resolve(state: &AppState, hash_hex: Option<&str>) -> Result<Caller, Res
     }
 }
 
+/// The credential a request presents.
+enum Credential {
+    /// The SHA-256 (hex) of an API key or the admin token.
+    Key(String),
+    /// The SHA-256 (hex) of a dashboard session's secret.
+    Session(String),
+    None,
+}
+
+fn sha256_hex(secret: &str) -> String {
+    hex::encode(Sha256::digest(secret.as_bytes()))
+}
+
 fn bearer_hash(headers: &HeaderMap) -> Option<String> {
-    super::super::bearer(headers).filter(|t| t.len() <= 512).map(|t| hex::encode(Sha256::digest(t.as_bytes())))
+    super::super::bearer(headers).filter(|t| t.len() <= 512).map(sha256_hex)
+}
+
+/// The bearer credential, else the dashboard session cookie.
+fn presented(headers: &HeaderMap) -> Credential {
+    if let Some(hash) = bearer_hash(headers) {
+        return Credential::Key(hash);
+    }
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find_map(session_secret)
+        .map_or(Credential::None, |secret| Credential::Session(sha256_hex(secret)))
+}
+
+/// The live session with this hash and its caller. An operator's session is honoured only while `ADMIN_TOKEN` is
+/// the token it was opened with.
+async fn resolve_session(state: &AppState, hash_hex: &str) -> Result<(Caller, Session), Response> {
+    let refused =
+        || unauthorized("invalid_session", "the dashboard session is unknown, ended or expired: sign in again");
+    if tracker_protocol::parse_encryption_key(hash_hex).is_none() {
+        return Err(refused());
+    }
+    match state.store.session_by_hash(hash_hex, state.clock.now_ms()).await {
+        Ok(Some(SessionOwner { session, key: Some(owner) })) => {
+            Ok((Caller::Tenant { tenant: owner.tenant, key: owner.key }, session))
+        }
+        Ok(Some(SessionOwner { session, key: None })) => {
+            let opened_with = match &session.opener {
+                tracker_store::SessionOpener::Admin { token_sha256 } => {
+                    tracker_protocol::parse_encryption_key(token_sha256)
+                }
+                tracker_store::SessionOpener::Key { .. } => None,
+            };
+            match (opened_with, &state.cfg.node.admin_token_sha256) {
+                (Some(opened_with), Some(admin)) if bool::from(admin.ct_eq(&opened_with)) => {
+                    Ok((Caller::Admin, session))
+                }
+                _ => Err(refused()),
+            }
+        }
+        Ok(None) => Err(refused()),
+        Err(e) => Err(ApiError::from(e).into_response()),
+    }
+}
+
+/// A change made with a session must carry the session's CSRF token (compared in constant time).
+fn csrf_refusal(method: &axum::http::Method, headers: &HeaderMap, session: &Session) -> Option<Response> {
+    if method.is_safe() {
+        return None;
+    }
+    let sent = headers.get(CSRF_HEADER).map(HeaderValue::as_bytes).unwrap_or_default();
+    let matches = sent.len() == session.csrf_token.len() && bool::from(sent.ct_eq(session.csrf_token.as_bytes()));
+    (!matches).then(|| {
+        ApiError::new(
+            StatusCode::FORBIDDEN,
+            "csrf_token_mismatch",
+            "a change made with a dashboard session needs the session's X-CSRF-Token header",
+        )
+        .into_response()
+    })
+}
+
+/// Marks `POST /api/session`: the credential came in the body (or, through the edge, as its hash) to be exchanged
+/// for a session.
+#[derive(Debug, Clone, Copy)]
+pub struct SigningIn;
+
+/// Sign-in attempts one address may make per minute at a node (the edge limits its callers itself).
+const SIGN_INS_PER_MINUTE: u32 = 20;
+
+fn is_sign_in(req: &Request) -> bool {
+    req.uri().path() == "/session" && req.method() == axum::http::Method::POST
+}
+
+/// The credential of a direct sign-in, from its JSON body (`{"credential": "..."}`).
+async fn sign_in_credential(state: &Arc<AppState>, req: Request) -> Result<(Request, String), Response> {
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct NewSession {
+        credential: String,
+    }
+    let (mut parts, body) = req.into_parts();
+    let ip =
+        match <crate::http::RequestMeta as axum::extract::FromRequestParts<_>>::from_request_parts(&mut parts, state)
+            .await
+        {
+            Ok(meta) => meta.0.ip.unwrap_or_default(),
+            Err(res) => return Err(res),
+        };
+    let verdict = state.api_limits.check(&format!("sign-in:{ip}"), SIGN_INS_PER_MINUTE, 60, state.clock.now_ms());
+    if !verdict.allowed {
+        let mut res = ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate_limited",
+            format!(
+                "more than {SIGN_INS_PER_MINUTE} sign-ins a minute from this address; retry in {} s",
+                verdict.retry_after_secs
+            ),
+        )
+        .into_response();
+        res.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(verdict.retry_after_secs));
+        return Err(res);
+    }
+    let mut body_req = Request::new(body);
+    if let Some(ct) = parts.headers.get(header::CONTENT_TYPE) {
+        body_req.headers_mut().insert(header::CONTENT_TYPE, ct.clone());
+    }
+    let super::Body(NewSession { credential }) =
+        <super::Body<NewSession> as axum::extract::FromRequest<_>>::from_request(body_req, state)
+            .await
+            .map_err(IntoResponse::into_response)?;
+    if credential.is_empty() || credential.len() > 512 {
+        return Err(ApiError::bad_request("invalid_field", "credential must be 1 to 512 bytes").into_response());
+    }
+    Ok((Request::from_parts(parts, Body::empty()), sha256_hex(&credential)))
 }
 
 /// `?access_token=` (live streams only: browsers' `EventSource` cannot send an `Authorization` header).
@@ -137,14 +273,23 @@ fn query_token_hash(uri: &axum::http::Uri) -> Option<String> {
         .map(|t| hex::encode(Sha256::digest(t.as_bytes())))
 }
 
-/// `/api/...`: the credential is the bearer token.
+/// `/api/...`: the credential is the bearer token, else the dashboard session cookie; signing in, the one in the
+/// body.
 pub async fn direct(State(state): State<Arc<AppState>>, req: Request, next: Next) -> Response {
     if req.uri().path() == "/openapi.json" {
         return next.run(req).await;
     }
-    let hash = bearer_hash(req.headers());
     let public_url = state.cfg.node.public_url.clone();
-    authenticate_and_run(&state, req, next, hash, public_url, false).await
+    if is_sign_in(&req) {
+        let (mut req, hash) = match sign_in_credential(&state, req).await {
+            Ok(found) => found,
+            Err(res) => return res,
+        };
+        req.extensions_mut().insert(SigningIn);
+        return authenticate_and_run(&state, req, next, Credential::Key(hash), public_url, false).await;
+    }
+    let credential = presented(req.headers());
+    authenticate_and_run(&state, req, next, credential, public_url, false).await
 }
 
 /// Marks a request whose credential came from the URL (`?access_token=`).
@@ -161,7 +306,8 @@ pub async fn direct_live(State(state): State<Arc<AppState>>, mut req: Request, n
         }
     }
     let public_url = state.cfg.node.public_url.clone();
-    authenticate_and_run(&state, req, next, hash, public_url, false).await
+    let credential = hash.map_or(Credential::None, Credential::Key);
+    authenticate_and_run(&state, req, next, credential, public_url, false).await
 }
 
 /// `/internal/v1/api/...`: the edge's signature over method, path, credential hash and body, within the replay
@@ -193,27 +339,49 @@ pub async fn via_edge(State(state): State<Arc<AppState>>, req: Request, next: Ne
     let public_url = header(PUBLIC_URL_HEADER)
         .filter(|u| (u.starts_with("https://") || u.starts_with("http://")) && u.len() < 256)
         .map_or_else(|| state.cfg.node.public_url.clone(), |u| u.trim_end_matches('/').to_owned());
-    let hash = (!credential.is_empty()).then(|| credential.to_owned());
-    let req = Request::from_parts(parts, Body::from(bytes));
+    // the edge forwards `session:<hash>` for a dashboard session, else a bearer credential's hash (signing in, the
+    // hash of the credential the page sent)
+    let credential = match credential.strip_prefix(SESSION_CREDENTIAL_PREFIX) {
+        Some(hash) => Credential::Session(hash.to_owned()),
+        None if credential.is_empty() => Credential::None,
+        None => Credential::Key(credential.to_owned()),
+    };
+    let mut req = Request::from_parts(parts, Body::from(bytes));
     if req.uri().path() == "/openapi.json" {
         return next.run(req).await;
     }
-    authenticate_and_run(&state, req, next, hash, public_url, true).await
+    if is_sign_in(&req) {
+        if !matches!(credential, Credential::Key(_)) {
+            return unauthorized("missing_credentials", "sign in with an API key or the admin token");
+        }
+        req.extensions_mut().insert(SigningIn);
+    }
+    authenticate_and_run(&state, req, next, credential, public_url, true).await
 }
 
 async fn authenticate_and_run(
     state: &AppState,
     mut req: Request,
     next: Next,
-    hash: Option<String>,
+    credential: Credential,
     public_url: String,
     via_edge: bool,
 ) -> Response {
-    let caller = match resolve(state, hash.as_deref()).await {
-        Ok(caller) => caller,
+    let resolved = match credential {
+        Credential::Key(hash) => resolve(state, Some(&hash)).await.map(|caller| (caller, None)),
+        Credential::Session(hash) => resolve_session(state, &hash).await.map(|(caller, s)| (caller, Some(s))),
+        Credential::None => resolve(state, None).await.map(|caller| (caller, None)),
+    };
+    let (caller, session) = match resolved {
+        Ok(found) => found,
         Err(res) => return res,
     };
-    let principal = Principal { caller, public_url };
+    if let Some(session) = &session
+        && let Some(refusal) = csrf_refusal(req.method(), req.headers(), session)
+    {
+        return refusal;
+    }
+    let principal = Principal { caller, public_url, session };
     let (bucket, rpm) = principal.rate(&state.cfg);
     let verdict = state.api_limits.check(&bucket, rpm, 60, state.clock.now_ms());
     let mut res = if verdict.allowed {

@@ -3,7 +3,8 @@
 //! JSON over HTTP under `/api`: tenants (admin credential), API keys, ingest tokens, tracking links, webhook
 //! endpoints, filter rules, and the event query routes. The same routes are served twice:
 //!
-//! - `/api/...` directly (self-hosted), authenticated by `Authorization: Bearer <credential>`;
+//! - `/api/...` directly (self-hosted), authenticated by `Authorization: Bearer <credential>` or a dashboard
+//!   session's cookie (`session`; changes made with a session also need its CSRF token);
 //! - `/internal/v1/api/...` for the edge Worker, which authenticates itself with a signature over the request
 //!   (`tracker_protocol::intake::sign_api`) and passes the caller's credential only as its SHA-256.
 //!
@@ -20,6 +21,7 @@ mod links;
 mod openapi;
 mod query;
 mod rules;
+mod session;
 mod tenants;
 mod usage;
 mod webhooks;
@@ -65,6 +67,7 @@ macro_rules! api_routes {
 api_routes! {
     "/openapi.json" => { get openapi::document }
     "/me" => { get auth::me }
+    "/session" => { get session::get, post session::create, delete session::delete }
     "/tenants" => { get tenants::list, post tenants::create }
     "/tenants/{key_prefix}" => { get tenants::get, patch tenants::update }
     "/tenants/{key_prefix}/rotate-keys" => { post tenants::rotate }
