@@ -38,6 +38,8 @@ say "demo tenant (data in $DATA_DIR/)"
 PUBLIC_URL="http://127.0.0.1:$EDGE_PORT" ./target/debug/tracker-core demo
 echo
 echo "Core node: http://127.0.0.1:$PORT (serves the same endpoints directly). Edge Worker: http://127.0.0.1:$EDGE_PORT"
+echo "Dashboard: http://localhost:$EDGE_PORT/dashboard/ (sign in with the dashboard API key above, or with the admin"
+echo "  token in $DATA_DIR/admin-token for the operator's view; also at http://localhost:$PORT/dashboard/)"
 echo "Platform API at the edge (admin token in $DATA_DIR/admin-token):"
 echo "  TRACKER_API_URL=http://127.0.0.1:$EDGE_PORT TRACKER_API_KEY=\$(cat $DATA_DIR/admin-token) ./target/debug/tracker-core api tenants list"
 say "wrangler dev (Ctrl-C to stop everything)"

@@ -26,7 +26,7 @@ ensure_node_packages() {
         exit 1
     fi
     if [ ! -x node_modules/.bin/wrangler ] || [ ! -x node_modules/.bin/wasm-opt ] || [ package.json -nt node_modules/.package-lock.json ]; then
-        say "installing npm packages (wrangler, miniflare, binaryen, esbuild, puppeteer-core, typescript)"
+        say "installing npm packages (package.json: wrangler, miniflare, esbuild, puppeteer-core, vite and svelte, ...)"
         npm install --no-audit --no-fund --loglevel=error
     fi
 }

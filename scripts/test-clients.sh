@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The clients' own checks (part of `make test`): the beacon is what esbuild makes of its source and within its size
-# budget; the TypeScript SDK compiles, passes its tests and packs; the Python SDK passes its tests (and the examples
-# in its docstrings) and builds a wheel. Nothing is published.
+# budget; the dashboard's committed build is the build of its source; the TypeScript SDK compiles, passes its tests
+# and packs; the Python SDK passes its tests (and the examples in its docstrings) and builds a wheel. Nothing is
+# published.
 source "$(dirname "$0")/lib.sh"
 cd "$(dirname "$0")/.."
 work="$(mktemp -d)"
@@ -21,6 +22,19 @@ echo "t.js: $(wc -c < clients/beacon/dist/t.js) bytes, $gz gzipped (budget 1536)
   const files = p.files.map((f) => f.path).sort().join(" ");
   if (files !== "README.md dist/t.js package.json") { console.error("beacon package holds: " + files); process.exit(1); }
   console.log(`npm pack ${p.name}@${p.version}: ${files}`);')
+
+say "dashboard: its types (svelte-check, pages included), and dashboard/dist is the build of dashboard/ (a Svelte compiler warning fails it)"
+checked="$(node_modules/.bin/svelte-check --workspace dashboard --tsconfig ./tsconfig.json --fail-on-warnings 2>&1)" || {
+    echo "$checked"
+    exit 1
+}
+tail -1 <<<"$checked"
+node_modules/.bin/vite build dashboard --outDir "$work/dashboard" --emptyOutDir --logLevel warn
+diff -r "$work/dashboard" dashboard/dist || {
+    echo "dashboard/dist is not the build of dashboard/: run npm run build:dashboard and commit dashboard/dist" >&2
+    exit 1
+}
+echo "dashboard: $(find dashboard/dist -type f | wc -l) files, $(cat dashboard/dist/assets/* dashboard/dist/index.html | wc -c) bytes (sizes and the budget: tests/edge/dashboard.test.mjs)"
 
 say "TypeScript SDK: its API client generated from the current OpenAPI document, compiled (strict), its tests, npm pack"
 (cd clients/sdk-typescript && node scripts/generate-api.mjs --check && ../../node_modules/.bin/tsc -p . && node --test --test-reporter=dot test/)

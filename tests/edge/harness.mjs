@@ -126,6 +126,13 @@ export function worker(vars = {}, { maxRetries = 2, eventsQueue = true, batchTim
     compatibilityDate: "2026-04-01",
     bindings: { EDGE_SHARED_SECRET: EDGE_SECRET, ...vars },
     kvNamespaces: ["TRACKER_KV"],
+    // as wrangler.toml's [assets]: the dashboard, behind the Worker
+    assets: {
+      directory: join(ROOT, "dashboard/dist"),
+      binding: "ASSETS",
+      routerConfig: { invoke_user_worker_ahead_of_assets: true, has_user_worker: true },
+      assetConfig: { html_handling: "none", not_found_handling: "none" },
+    },
     queueProducers: eventsQueue ? { EVENTS: "tracker-events", DLQ: "tracker-events-dlq" } : { DLQ: "tracker-events-dlq" },
     queueConsumers: {
       "tracker-events": { maxBatchSize: 50, maxBatchTimeout: batchTimeout, maxRetries, deadLetterQueue: "tracker-events-dlq" },

@@ -575,6 +575,9 @@ async fn demo(cfg: Config) -> Result<(), NodeError> {
         store.create_tenant("Demo tenant", Some("demo"), now).await?;
     }
     let (token, _) = store.create_ingest_token("demo", "demo", Some(now + 7 * 86_400_000), now).await?;
+    let scopes = ["read", "write", "admin"].map(str::to_owned);
+    let (dashboard_key, _) =
+        store.create_api_key("demo", "dashboard (make dev)", &scopes, Some(now + 7 * 86_400_000), now).await?;
     let opts = |format| LinkOpts {
         format,
         params: vec![("campaign".into(), "demo".into())],
@@ -592,7 +595,8 @@ async fn demo(cfg: Config) -> Result<(), NodeError> {
     println!("Click (v1 format):         {v1}");
     println!("Impression pixel:            {base}/i?key_prefix=demo&campaign=demo");
     println!("Beacon (on any page):        <script async src=\"{base}/t.js\" data-key=\"demo\"></script>");
-    println!("Ingest token (7 days):       {token}\n");
+    println!("Ingest token (7 days):       {token}");
+    println!("Dashboard API key (7 days):  {dashboard_key}  (sign in at {base}/dashboard/)\n");
     println!("Try:");
     println!("  curl -si '{v2}' | grep -i location");
     println!(

@@ -1,8 +1,10 @@
 //! The Workers runtime (wasm32 only): `#[event(fetch)]` routes each request (the tracking endpoints answered with
 //! the shared service, events queued; the platform API and live streams to `proxy`), and `#[event(queue)]`
-//! (`queue`) forwards queued messages to the core fleet. Nothing here decides anything the core node decides
-//! differently. `js` is the raw JavaScript glue; `isolate` what an isolate keeps and the record lookups.
+//! (`queue`) forwards queued messages to the core fleet; the dashboard comes from Workers static assets
+//! (`assets`). Nothing here decides anything the core node decides differently. `js` is the raw JavaScript glue;
+//! `isolate` what an isolate keeps and the record lookups.
 
+mod assets;
 mod isolate;
 mod js;
 mod proxy;
@@ -50,6 +52,9 @@ async fn handle(req: RawRequest, env: &Env, ctx: &Context, cfg: &EdgeConfig) -> 
     };
     if method == Method::Get && path == "/health" {
         return json(200, serde_json::json!({ "status": "ok", "tier": "edge" }).to_string());
+    }
+    if method == Method::Get && (path == "/dashboard" || path.starts_with(tracker_protocol::dashboard::PREFIX)) {
+        return assets::dashboard(&req, env, &path).await;
     }
     if let Some(forward) = forward_path(&path, &query) {
         return api(req, env, cfg, &url, &forward).await;

@@ -1,6 +1,7 @@
 //! The HTTP surface of a core node.
 
 pub mod api;
+mod dashboard;
 mod error;
 mod intake;
 mod internal;
@@ -33,6 +34,9 @@ pub fn router(state: Arc<AppState>) -> Router {
     Router::new()
         .route("/t", get(track::click))
         .route("/t.js", get(track::script))
+        .route("/dashboard", get(dashboard::serve))
+        .route("/dashboard/", get(dashboard::serve))
+        .route("/dashboard/{*file}", get(dashboard::serve))
         .route(
             "/t/auto",
             post(track::beacon).options(track::beacon_preflight).layer(DefaultBodyLimit::max(MAX_BEACON_BYTES)),

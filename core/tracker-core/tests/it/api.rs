@@ -742,3 +742,194 @@ async fn the_openapi_document_lists_exactly_the_served_operations() {
     }
     api.node.stop().await;
 }
+
+impl Api {
+    /// A request with a dashboard session's cookie and, if given, its CSRF token.
+    async fn with_session(
+        &self,
+        method: &str,
+        path: &str,
+        cookie: &str,
+        csrf: Option<&str>,
+        body: Option<Value>,
+    ) -> Answer {
+        let m = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+        let mut req = self.node.http.request(m, format!("{}{path}", self.node.base)).header("cookie", cookie);
+        if let Some(token) = csrf {
+            req = req.header("x-csrf-token", token);
+        }
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        self.read(method, path, req.send().await.unwrap()).await
+    }
+
+    /// Signs in with `credential`; the answer and the `Cookie` header the browser would send back.
+    async fn sign_in(&self, credential: &str) -> (Answer, String) {
+        let a = self.call("POST", "/api/session", "", Some(json!({ "credential": credential }))).await;
+        let cookie = a.header("set-cookie").split(';').next().unwrap_or_default().to_owned();
+        (a, cookie)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dashboard_session_acts_with_its_keys_scopes_and_needs_its_csrf_token_for_changes() {
+    let api = Api::start(|_| {}).await;
+    let (owner, _) = api.tenant("acme", "pro").await;
+    let writer = api.key(&owner, &["read", "write"]).await;
+    let (signed_in, cookie) = api.sign_in(&writer).await;
+    assert_eq!(signed_in.status, 201, "{:?}", signed_in.body);
+    let set_cookie = signed_in.header("set-cookie");
+    for attr in ["HttpOnly", "Secure", "SameSite=Strict", "Path=/", "Max-Age=28800"] {
+        assert!(set_cookie.split("; ").any(|a| a == attr), "{attr} in {set_cookie}");
+    }
+    assert!(!set_cookie.contains(&writer), "the key itself never reaches the browser");
+    assert_eq!(signed_in.body["kind"], "tenant");
+    assert_eq!(signed_in.body["key_prefix"], "acme");
+    assert_eq!(signed_in.body["scopes"], json!(["read", "write"]));
+    let csrf = signed_in.body["csrf_token"].as_str().unwrap().to_owned();
+
+    // the cookie is the credential; a reload gets the same CSRF token back
+    let me = api.with_session("GET", "/api/me", &cookie, None, None).await;
+    assert_eq!((me.status, me.body["key_prefix"].as_str()), (200, Some("acme")));
+    let again = api.with_session("GET", "/api/session", &cookie, None, None).await;
+    assert_eq!(again.body["csrf_token"], csrf.as_str());
+
+    // changes need the token, exactly
+    let link = Some(json!({ "destination": "https://shop.example/" }));
+    let none = api.with_session("POST", "/api/links", &cookie, None, link.clone()).await;
+    assert_eq!((none.status, none.code()), (403, "csrf_token_mismatch"));
+    let wrong = api.with_session("POST", "/api/links", &cookie, Some("x".repeat(43).as_str()), link.clone()).await;
+    assert_eq!((wrong.status, wrong.code()), (403, "csrf_token_mismatch"));
+    let made = api.with_session("POST", "/api/links", &cookie, Some(&csrf), link.clone()).await;
+    assert_eq!(made.status, 201, "{:?}", made.body);
+
+    // the key's scopes decide: a read-only key's session reads but does not change
+    let reader = api.key(&owner, &["read"]).await;
+    let (_, read_cookie) = api.sign_in(&reader).await;
+    let read_csrf = api.with_session("GET", "/api/session", &read_cookie, None, None).await.body["csrf_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let refused = api.with_session("POST", "/api/links", &read_cookie, Some(&read_csrf), link.clone()).await;
+    assert_eq!((refused.status, refused.code()), (403, "missing_scope"));
+    assert_eq!(api.with_session("GET", "/api/links", &read_cookie, None, None).await.status, 200);
+
+    // revoking the key ends its sessions at once
+    let key_id = api.call("GET", "/api/me", &reader, None).await.body["key_id"].as_str().unwrap().to_owned();
+    assert_eq!(api.call("DELETE", &format!("/api/keys/{key_id}"), &owner, None).await.status, 200);
+    let ended = api.with_session("GET", "/api/links", &read_cookie, None, None).await;
+    assert_eq!((ended.status, ended.code()), (401, "invalid_session"));
+
+    // signing out needs the token too, ends the session everywhere and clears the cookie
+    let no_token = api.with_session("DELETE", "/api/session", &cookie, None, None).await;
+    assert_eq!(no_token.status, 403);
+    let out = api.with_session("DELETE", "/api/session", &cookie, Some(&csrf), None).await;
+    assert_eq!(out.status, 204);
+    assert!(out.header("set-cookie").contains("Max-Age=0"));
+    let after = api.with_session("GET", "/api/me", &cookie, None, None).await;
+    assert_eq!((after.status, after.code()), (401, "invalid_session"));
+    // a bearer key has no session to show or end
+    assert_eq!(api.call("GET", "/api/session", &owner, None).await.code(), "no_session");
+    api.node.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn signing_in_refuses_bad_credentials_and_the_operator_gets_an_operator_session() {
+    let api = Api::start(|_| {}).await;
+    let (owner, _) = api.tenant("acme", "pro").await;
+    let (bad, cookie) = api.sign_in("trk_key_not-a-key").await;
+    assert_eq!((bad.status, bad.code(), cookie.as_str()), (401, "invalid_credentials", ""));
+    assert_eq!(api.call("POST", "/api/session", "", Some(json!({ "credential": "" }))).await.code(), "invalid_field");
+    let unknown = api.call("POST", "/api/session", "", Some(json!({ "key": owner }))).await;
+    assert_eq!((unknown.status, unknown.code()), (400, "invalid_body"));
+    // a live stream token (meant for EventSource URLs) cannot open a session
+    let token =
+        api.call("POST", "/api/sse/tokens", &owner, Some(json!({}))).await.body["token"].as_str().unwrap().to_owned();
+    assert_eq!(api.sign_in(&token).await.0.code(), "stream_token");
+    // a made-up cookie is no session
+    let forged = api.with_session("GET", "/api/me", "tracker_session=trk_ses_forged", None, None).await;
+    assert_eq!((forged.status, forged.code()), (401, "invalid_session"));
+
+    let (admin, admin_cookie) = api.sign_in(ADMIN).await;
+    assert_eq!((admin.status, admin.body["kind"].as_str()), (201, Some("admin")));
+    assert_eq!(admin.body["key_prefix"], Value::Null);
+    assert_eq!(api.with_session("GET", "/api/tenants", &admin_cookie, None, None).await.status, 200);
+    let tenant_route = api.with_session("GET", "/api/links", &admin_cookie, None, None).await;
+    assert_eq!(tenant_route.code(), "tenant_only");
+
+    // one address gets 20 sign-ins a minute (5 so far)
+    for _ in 0..15 {
+        assert_eq!(api.sign_in("trk_key_guess").await.0.status, 401);
+    }
+    let limited = api.sign_in("trk_key_guess").await.0;
+    assert_eq!((limited.status, limited.code()), (429, "rate_limited"));
+    assert!(limited.header("retry-after").parse::<u64>().unwrap() > 0);
+    api.node.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_edge_signs_in_with_the_credentials_hash_and_forwards_sessions_as_their_hash() {
+    let api = Api::start(|_| {}).await;
+    let (owner, _) = api.tenant("acme", "pro").await;
+    let edge = |method: &'static str, path: &'static str, credential: String, csrf: Option<String>, body: &[u8]| {
+        let ts = now_ms();
+        let sig = sign_api(EDGE_SECRET.as_bytes(), ts, method, path, &credential, body).unwrap();
+        let m = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+        let mut req = api
+            .node
+            .http
+            .request(m, format!("{}/internal/v1/api{path}", api.node.base))
+            .header(SIGNATURE_HEADER, sig)
+            .header(TIMESTAMP_HEADER, ts.to_string())
+            .header(CREDENTIAL_HEADER, credential)
+            .header("content-type", "application/json")
+            .body(body.to_vec());
+        if let Some(token) = csrf {
+            req = req.header("x-csrf-token", token);
+        }
+        req.send()
+    };
+    // the raw key never crosses: the edge sends its hash, the body is empty
+    let res = edge("POST", "/session", hex::encode(Sha256::digest(owner.as_bytes())), None, b"").await.unwrap();
+    assert_eq!(res.status(), 201);
+    let secret = res.headers()["set-cookie"].to_str().unwrap().split(';').next().unwrap().split_once('=').unwrap().1;
+    let session = format!("session:{}", hex::encode(Sha256::digest(secret.as_bytes())));
+    let body: Value = res.json().await.unwrap();
+    let csrf = body["csrf_token"].as_str().unwrap().to_owned();
+    let me = edge("GET", "/me", session.clone(), None, b"").await.unwrap();
+    assert_eq!(me.status(), 200);
+    let link = br#"{"destination":"https://shop.example/"}"#;
+    assert_eq!(edge("POST", "/links", session.clone(), None, link).await.unwrap().status(), 403);
+    assert_eq!(edge("POST", "/links", session.clone(), Some(csrf), link).await.unwrap().status(), 201);
+    // a session's hash cannot sign in again
+    assert_eq!(edge("POST", "/session", session, None, b"").await.unwrap().status(), 401);
+    api.node.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_node_serves_its_dashboard() {
+    let node = Node::start(|_| {}).await;
+    let get = |path: &str, encoding: &str| {
+        node.http.get(format!("{}{path}", node.base)).header("accept-encoding", encoding).send()
+    };
+    let page = get("/dashboard/", "identity").await.unwrap();
+    assert_eq!(page.status(), 200);
+    let csp = page.headers()["content-security-policy"].to_str().unwrap().to_owned();
+    assert!(csp.contains("script-src 'self'") && csp.contains("frame-ancestors 'none'"), "{csp}");
+    assert_eq!(page.headers()["cache-control"], "no-cache");
+    let html = page.text().await.unwrap();
+    let script = html.split("src=\"").nth(1).unwrap().split('"').next().unwrap().to_owned();
+    assert!(script.starts_with("/dashboard/assets/"), "{script}");
+    let js = get(&script, "gzip").await.unwrap();
+    assert_eq!(js.status(), 200);
+    assert_eq!(js.headers()["content-encoding"], "gzip");
+    assert!(js.headers()["cache-control"].to_str().unwrap().contains("immutable"));
+    let etag = js.headers()["etag"].to_str().unwrap().to_owned();
+    let cached = node.http.get(format!("{}{script}", node.base)).header("if-none-match", etag).send().await.unwrap();
+    assert_eq!(cached.status(), 304);
+    let bare = node.http.get(format!("{}/dashboard", node.base)).send().await.unwrap();
+    assert_eq!((bare.status().as_u16(), bare.headers()["location"].to_str().unwrap()), (308, "/dashboard/"));
+    assert_eq!(get("/dashboard/assets/nope.js", "").await.unwrap().status(), 404);
+    node.stop().await;
+}

@@ -1,0 +1,369 @@
+// The dashboard in headless Chromium (Debian's, driven by puppeteer-core), against a real core node with seeded data
+// and through the edge Worker under Miniflare: a refused key, signing in (the key never kept by the page), a click
+// made during the test appearing live, a link created and clicked, a report equal to the API's answer, a webhook
+// redelivered, signing out; every page (tenant and operator) screenshotted wide and narrow, light and dark, checked
+// by axe and free of console errors; and the budgets: size, first render on a cold cache, a 100,000-point chart.
+import { after, before, describe, it } from "node:test";
+import assert from "node:assert/strict";
+import { mkdirSync, readdirSync, readFileSync, statSync } from "node:fs";
+import { createServer } from "node:http";
+import { join } from "node:path";
+import { gzipSync } from "node:zlib";
+import { Core, ROOT, browser, eventually, freePort, worker } from "./harness.mjs";
+
+const ADMIN = "admin-token-for-dashboard-tests-0123456789";
+const CHROME = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/156.0.0.0 Safari/537.36";
+/** Where the screenshots go (kept after the run, for people to look at). */
+const SHOTS = process.env.DASHBOARD_SCREENSHOTS || join(ROOT, "target/dashboard-screenshots");
+const DIST = join(ROOT, "dashboard/dist");
+const AXE = readFileSync(join(ROOT, "node_modules/axe-core/axe.min.js"), "utf8");
+const TENANT_PAGES = ["overview", "events", "links", "reports", "match", "webhooks", "rules", "usage", "keys", "install"];
+const OPERATOR_PAGES = ["tenants", "admin-usage"];
+
+describe("dashboard", () => {
+  const core = new Core({ ADMIN_TOKEN: ADMIN, WEBHOOK_ALLOW_PRIVATE: "true", CACHE_TTL_SECS: "0" });
+  let mf, edge, chromium, key, seededLink, receiver;
+  const delivered = [];
+
+  /** A platform API call at the core with a bearer credential: `[status, body]`. */
+  const api = async (method, path, body, credential = key) => {
+    const headers = { authorization: `Bearer ${credential}` };
+    if (body !== undefined) headers["content-type"] = "application/json";
+    const res = await fetch(`${core.url}${path}`, { method, headers, body: body && JSON.stringify(body) });
+    const text = await res.text();
+    return [res.status, text ? JSON.parse(text) : null];
+  };
+
+  /** Follows a tracking link like a visitor's browser would (without leaving for the destination). */
+  let clicks = 0;
+  const click = (url) => {
+    clicks += 1;
+    return fetch(url, { redirect: "manual", headers: { "user-agent": CHROME } });
+  };
+
+  /** Waits until the hot tier has counted every click made so far (counting is asynchronous). */
+  const counted = () =>
+    eventually(async () => {
+      const to = Math.ceil(Date.now() / 60000) * 60000 + 60000;
+      const query = { kind: "breakdown", filters: { from: to - 86400000, to }, by: "event_type" };
+      const [, answer] = await api("POST", "/api/query", { query, tier: "hot" });
+      return answer.total === clicks;
+    }, 20000, `the hot tier counting all ${clicks} clicks`);
+
+  before(async () => {
+    mkdirSync(SHOTS, { recursive: true });
+    await core.start();
+    mf = worker({ CORE_URLS: core.url, CACHE_TTL_MS: "0" });
+    edge = (await mf.ready).origin;
+    // a webhook receiver of our own, on this machine
+    const port = await freePort();
+    receiver = createServer((req, res) => {
+      let body = "";
+      req.on("data", (c) => (body += c));
+      req.on("end", () => {
+        delivered.push(JSON.parse(body));
+        res.writeHead(200).end("ok");
+      });
+    });
+    await new Promise((ok) => receiver.listen(port, "127.0.0.1", ok));
+    const [status, tenant] = await api("POST", "/api/tenants", { name: "Acme", key_prefix: "acme", plan: "pro" }, ADMIN);
+    assert.equal(status, 201, JSON.stringify(tenant));
+    key = tenant.api_key.secret;
+    assert.equal((await api("POST", "/api/webhooks", { url: `http://127.0.0.1:${port}/hook`, description: "orders" }))[0], 201);
+    const [, link] = await api("POST", "/api/links", { destination: "https://shop.example/spring", name: "spring sale" });
+    seededLink = link;
+    for (let i = 0; i < 6; i++) assert.equal((await click(link.url)).status, 307);
+    await eventually(async () => delivered.length >= 6, 20000, "the seeded clicks' webhook deliveries");
+    chromium = await browser();
+  });
+
+  after(async () => {
+    await chromium?.close();
+    await mf?.dispose();
+    // the node's webhook client keeps its connections open: close them, or close() waits for them
+    receiver?.closeAllConnections();
+    await new Promise((ok) => (receiver ? receiver.close(ok) : ok()));
+    core.cleanup();
+  });
+
+  /**
+   * A fresh browser profile (its own cookies) and a page in it. `errors` collects console errors and uncaught
+   * exceptions; Chrome's own line for an expected 401 (an unsigned page asking for its session, a refused key) is
+   * a network status, not an error of the page, and is left out.
+   */
+  async function open({ width = 1280, dark = false } = {}) {
+    const context = await chromium.createBrowserContext();
+    const page = await context.newPage();
+    await page.setUserAgent(CHROME);
+    await page.setViewport({ width, height: 900 });
+    await page.emulateMediaFeatures([{ name: "prefers-color-scheme", value: dark ? "dark" : "light" }]);
+    const errors = [];
+    page.on("console", (m) => {
+      if (m.type() === "error" && !/status of 401/.test(m.text())) errors.push(m.text());
+    });
+    page.on("pageerror", (e) => errors.push(String(e)));
+    return { context, page, errors };
+  }
+
+  const byTestId = (id) => `[data-testid="${id}"]`;
+
+  /** Waits until nothing on the page is loading. */
+  const settled = (page) =>
+    page.waitForFunction(() => !document.querySelector('[aria-busy="true"]') && document.querySelector("main h1"), {
+      timeout: 15000,
+    });
+
+  async function signIn(page, base, credential) {
+    await page.goto(`${base}/dashboard/`);
+    await page.waitForSelector(byTestId("signin-credential"));
+    await page.type(byTestId("signin-credential"), credential);
+    await page.click(byTestId("signin-submit"));
+  }
+
+  async function go(page, id) {
+    await page.click(byTestId(`nav-${id}`));
+    await page.waitForFunction((id) => location.hash === `#/${id}`, {}, id);
+    await settled(page);
+  }
+
+  const text = (page, id) => page.$eval(byTestId(id), (e) => e.textContent.trim());
+  const number = async (page, id) => Number((await text(page, id)).replace(/[^\d]/g, ""));
+
+  for (const tier of ["core", "edge"]) {
+    it(`${tier}: a refused key, sign in, a live click, a link made and clicked, a report, a redelivery, sign out`, async () => {
+      const base = tier === "core" ? core.url : edge;
+      const { context, page, errors } = await open();
+      try {
+        // a refused key is told why, and nothing is stored
+        await signIn(page, base, "trk_key_not-a-real-key");
+        await page.waitForSelector(byTestId("signin-error"));
+        assert.match(await text(page, "signin-error"), /unknown, revoked or expired/);
+        await page.$eval(byTestId("signin-credential"), (e) => (e.value = ""));
+        await page.type(byTestId("signin-credential"), key);
+        await page.click(byTestId("signin-submit"));
+        await page.waitForSelector(byTestId("nav-overview"));
+        await settled(page);
+        assert.match(await text(page, "who"), /acme/);
+
+        // the key is nowhere in the page's reach: the session cookie is HttpOnly, Secure and SameSite=Strict
+        const cookies = await context.cookies();
+        const session = cookies.find((c) => c.name === "tracker_session");
+        assert.ok(session, `cookies: ${JSON.stringify(cookies)}`);
+        assert.deepEqual([session.httpOnly, session.secure, session.sameSite], [true, true, "Strict"]);
+        const visible = await page.evaluate(() => document.cookie + JSON.stringify({ ...localStorage }) + JSON.stringify({ ...sessionStorage }));
+        assert.ok(!visible.includes(key) && !visible.includes(session.value), visible);
+
+        // a click made now shows up live
+        await page.waitForFunction((sel) => /live/i.test(document.querySelector(sel)?.textContent ?? ""), {}, byTestId("live-status"));
+        const before = await number(page, "live-count");
+        assert.equal((await click(`${base}${new URL(seededLink.url).pathname}${new URL(seededLink.url).search}`)).status, 307);
+        await page.waitForFunction(
+          (sel, n) => Number(document.querySelector(sel).textContent.replace(/[^\d]/g, "")) > n,
+          { timeout: 20000 },
+          byTestId("live-count"),
+          before,
+        );
+
+        // a link made in the page works at once
+        await go(page, "links");
+        const destination = `https://shop.example/made-in-the-${tier}-dashboard`;
+        await page.type(byTestId("link-destination"), destination);
+        await page.click(byTestId("link-submit"));
+        const url = await page.waitForFunction(
+          (destination) => {
+            const row = [...document.querySelectorAll('[data-testid="link-row"]')].find((r) => r.textContent.includes(destination));
+            return row?.querySelector('[data-testid="link-url"]')?.textContent.trim();
+          },
+          {},
+          destination,
+        );
+        // a new link opens its share dialog (every format, a QR code); closed with Escape
+        await page.waitForSelector(byTestId("qr-code"));
+        await page.keyboard.press("Escape");
+        await page.waitForSelector("dialog[open]", { hidden: true });
+        const made = await click((await url.jsonValue()).replace(/^https?:\/\/[^/]+/, base));
+        assert.equal(made.status, 307);
+        assert.ok(made.headers.get("location").startsWith(`${destination}?ad_click_id=`));
+
+        // a report shows what the API answers to the same questions (a series for the chart, a breakdown for the
+        // table and the total)
+        await counted();
+        const questions = [];
+        const listen = (r) => r.url().endsWith("/api/query") && questions.push(JSON.parse(r.postData()));
+        page.on("request", listen);
+        await go(page, "reports");
+        await page.waitForSelector(byTestId("report-total"));
+        page.off("request", listen);
+        const asked = (kind) => questions.find((q) => q.query.kind === kind);
+        assert.ok(asked("series") && asked("breakdown"), JSON.stringify(questions));
+        const [status, breakdown] = await api("POST", "/api/query", asked("breakdown"));
+        assert.equal(status, 200, JSON.stringify(breakdown));
+        assert.equal(breakdown.total, clicks, `every click so far is counted: ${JSON.stringify(breakdown)}`);
+        assert.equal(await number(page, "report-total"), breakdown.total);
+        const shownRows = await page.$$eval(byTestId("report-row"), (rows) => rows.map((r) => r.textContent));
+        for (const group of breakdown.groups) {
+          assert.ok(shownRows.some((r) => r.includes(group.group) && r.includes(String(group.count))), `${JSON.stringify(group)} in ${shownRows}`);
+        }
+        const [, series] = await api("POST", "/api/query", asked("series"));
+        assert.equal(series.points.reduce((n, p) => n + p.count, 0), breakdown.total);
+        assert.equal(await text(page, "report-tier"), series.tier);
+
+        // a delivery redelivered reaches the receiver again
+        await go(page, "webhooks");
+        await page.click(byTestId("webhook-deliveries"));
+        await page.waitForSelector(byTestId("delivery-row"));
+        const count = delivered.length;
+        await page.click(byTestId("redeliver"));
+        await eventually(async () => delivered.length > count, 20000, "the redelivery");
+
+        // signing out ends the session: the cookie no longer opens anything
+        await page.click(byTestId("signout"));
+        await page.waitForSelector(byTestId("signin-credential"));
+        const after = await page.evaluate(() => fetch("/api/me").then((r) => r.status));
+        assert.equal(after, 401);
+        assert.equal((await api("GET", "/api/me", undefined, session.value))[0], 401, "nor as a bearer credential");
+        assert.deepEqual(errors, []);
+      } finally {
+        await page.screenshot({ path: join(SHOTS, `${tier}-last.png`) }).catch(() => {});
+        await context.close();
+      }
+    });
+  }
+
+  it("every page, wide and light, narrow and dark: screenshots, axe, no console errors", async () => {
+    const pages = [
+      { credential: key, ids: TENANT_PAGES },
+      { credential: ADMIN, ids: OPERATOR_PAGES },
+    ];
+    for (const look of [{ width: 1280, dark: false, name: "wide" }, { width: 375, dark: true, name: "narrow-dark" }]) {
+      for (const { credential, ids } of pages) {
+        const { context, page, errors } = await open(look);
+        try {
+          await page.goto(`${core.url}/dashboard/`);
+          await page.waitForSelector(byTestId("signin-credential"));
+          if (credential === key) await page.screenshot({ path: join(SHOTS, `signin-${look.name}.png`) });
+          await page.type(byTestId("signin-credential"), credential);
+          await page.click(byTestId("signin-submit"));
+          await settled(page);
+          for (const id of ids) {
+            if (look.width < 600) {
+              // the narrow layout folds the navigation into a menu
+              const menu = await page.$(byTestId("menu"));
+              if (menu && (await menu.isVisible())) await menu.click();
+            }
+            await go(page, id);
+            await page.screenshot({ path: join(SHOTS, `${id}-${look.name}.png`), fullPage: true });
+            const violations = await axe(page);
+            assert.deepEqual(violations, [], `${id} (${look.name}): ${JSON.stringify(violations, null, 1)}`);
+            if (look.width < 600) {
+              const overflow = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
+              assert.ok(overflow <= 0, `${id} is ${overflow}px wider than a 375px screen`);
+            }
+          }
+          assert.deepEqual(errors, []);
+        } finally {
+          await context.close();
+        }
+      }
+    }
+  });
+
+  /** axe-core's serious and critical findings on the page as it is. */
+  async function axe(page) {
+    await page.evaluate(AXE);
+    return page.evaluate(async () => {
+      const { violations } = await window.axe.run(document, { resultTypes: ["violations"] });
+      return violations
+        .filter((v) => v.impact === "serious" || v.impact === "critical")
+        .map((v) => ({ id: v.id, help: v.help, nodes: v.nodes.slice(0, 3).map((n) => n.target.join(" ")) }));
+    });
+  }
+
+  it("budgets: at most 150 KB gzipped, first render under 1 s on a cold cache, 100,000 points without jank", async () => {
+    const files = [];
+    const walk = (dir) => {
+      for (const name of readdirSync(dir)) {
+        const path = join(dir, name);
+        if (statSync(path).isDirectory()) walk(path);
+        else files.push(path);
+      }
+    };
+    walk(DIST);
+    const gzipped = files.reduce((n, f) => n + gzipSync(readFileSync(f), { level: 9 }).length, 0);
+    console.log(`dashboard: ${files.length} files, ${gzipped} bytes gzipped in total (budget 153600)`);
+    assert.ok(gzipped <= 150 * 1024, `${gzipped} bytes gzipped`);
+
+    const { context, page, errors } = await open();
+    try {
+      await page.setCacheEnabled(false);
+      const start = Date.now();
+      await page.goto(`${core.url}/dashboard/`, { waitUntil: "domcontentloaded" });
+      await page.waitForSelector(byTestId("signin-credential"), { visible: true });
+      const signInPage = Date.now() - start;
+      await page.type(byTestId("signin-credential"), key);
+      const signedIn = Date.now();
+      await page.click(byTestId("signin-submit"));
+      await settled(page);
+      const overview = Date.now() - signedIn;
+      console.log(`first render, cold cache: sign-in page ${signInPage} ms, overview after signing in ${overview} ms`);
+      assert.ok(signInPage < 1000 && overview < 1000, `${signInPage} ms, ${overview} ms`);
+
+      // 100,000 minutes by the minute (the most buckets a series may have): drawn and hovered while long tasks
+      // are watched
+      await go(page, "reports");
+      await page.evaluate(() => {
+        window.__longTasks = [];
+        new PerformanceObserver((list) => window.__longTasks.push(...list.getEntries().map((e) => e.duration))).observe({
+          type: "longtask",
+        });
+      });
+      await page.select(byTestId("range"), "custom");
+      const local = (ms) => {
+        const d = new Date(ms);
+        const two = (n) => String(n).padStart(2, "0");
+        return `${d.getFullYear()}-${two(d.getMonth() + 1)}-${two(d.getDate())}T${two(d.getHours())}:${two(d.getMinutes())}`;
+      };
+      const to = Math.floor(Date.now() / 60000) * 60000 + 60000;
+      const inputs = await page.$$('input[type="datetime-local"]');
+      for (const [input, value] of [[inputs[0], local(to - 100000 * 60000)], [inputs[1], local(to)]]) {
+        await input.evaluate((e, v) => {
+          e.value = v;
+          e.dispatchEvent(new Event("input", { bubbles: true }));
+        }, value);
+      }
+      await page.select(byTestId("report-interval"), "minute");
+      const drawn = Date.now();
+      await page.click(byTestId("report-run"));
+      await page.waitForFunction(() => Number(document.querySelector('[data-testid="report-chart"]')?.dataset.points) >= 100000, {
+        timeout: 30000,
+      });
+      const drawMs = Date.now() - drawn;
+      const points = await page.$eval(byTestId("report-chart"), (e) => Number(e.dataset.points));
+      const box = await (await page.$(byTestId("report-chart"))).boundingBox();
+      const frames = await page.evaluate(async () => {
+        const times = [];
+        let last = performance.now();
+        await new Promise((done) => {
+          const tick = (t) => {
+            times.push(t - last);
+            last = t;
+            if (times.length < 60) requestAnimationFrame(tick);
+            else done();
+          };
+          requestAnimationFrame(tick);
+        });
+        return times;
+      });
+      for (let i = 0; i < 30; i++) await page.mouse.move(box.x + (box.width * i) / 30, box.y + box.height / 2);
+      const longTasks = await page.evaluate(() => window.__longTasks);
+      const worst = Math.max(0, ...longTasks);
+      const p95 = frames.sort((a, b) => a - b)[Math.floor(frames.length * 0.95)];
+      console.log(`${points} points: queried and shown in ${drawMs} ms; longest main-thread task ${worst.toFixed(0)} ms; frame p95 ${p95.toFixed(1)} ms`);
+      await page.screenshot({ path: join(SHOTS, "reports-100k-points.png") });
+      assert.ok(worst < 250, `a ${worst} ms long task`);
+      assert.deepEqual(errors, []);
+    } finally {
+      await context.close();
+    }
+  });
+});
