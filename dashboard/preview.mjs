@@ -17,10 +17,13 @@ if (!upstream) {
 }
 
 const dist = fileURLToPath(new URL('./dist/', import.meta.url));
-// the policy the core node and the edge Worker send with the dashboard: a build that breaks it fails here too
-const CSP =
-  "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; " +
-  "connect-src 'self'; frame-ancestors 'none'";
+// the policy the core node and the edge Worker send with the dashboard, read from where it is defined
+// (core/tracker-protocol/src/dashboard.rs), so a build that breaks it fails here too
+const CSP = (() => {
+  const source = fs.readFileSync(new URL('../core/tracker-protocol/src/dashboard.rs', import.meta.url), 'utf8');
+  const literal = source.match(/pub const CSP: &str = "([^"]+)"/)[1];
+  return literal.replace(/\\\n\s*/g, '');
+})();
 const TYPES = { '.html': 'text/html; charset=utf-8', '.js': 'text/javascript', '.css': 'text/css', '.svg': 'image/svg+xml' };
 
 function serveFile(pathname, res) {

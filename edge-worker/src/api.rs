@@ -92,27 +92,17 @@ pub fn credential_hash(credential: &str) -> Option<String> {
 }
 
 /// The credential a request presents, as the core receives it: the bearer credential's hash, else a dashboard
-/// session's (`session:<hash of the cookie>`; see `tracker_protocol::session`).
-pub fn presented_credential(bearer: Option<&str>, cookie_header: Option<&str>) -> Option<String> {
+/// session's (`session:<hash of the cookie>`; see `tracker_protocol::session`). `Err` for several session cookies
+/// (one was planted beside ours, and neither is trusted).
+#[allow(clippy::result_unit_err)] // the only error is "ambiguous"
+pub fn presented_credential(bearer: Option<&str>, cookie_header: Option<&str>) -> Result<Option<String>, ()> {
     if let Some(hash) = bearer.and_then(credential_hash) {
-        return Some(hash);
+        return Ok(Some(hash));
     }
-    let secret = cookie_header.and_then(tracker_protocol::session::session_secret)?;
-    Some(format!("{}{}", tracker_protocol::session::SESSION_CREDENTIAL_PREFIX, credential_hash(secret)?))
-}
-
-/// Signing in to the dashboard (`POST /api/session`, body `{"credential": "..."}`): the hash of the credential,
-/// which the edge forwards in place of the body, so the credential never leaves the edge here either. `Err` is
-/// the reason the body is refused.
-pub fn sign_in_credential(body: &[u8]) -> Result<String, &'static str> {
-    #[derive(serde::Deserialize)]
-    #[serde(deny_unknown_fields)]
-    struct NewSession {
-        credential: String,
-    }
-    let NewSession { credential } =
-        serde_json::from_slice(body).map_err(|_| "the body must be {\"credential\": \"<API key>\"}")?;
-    credential_hash(&credential).ok_or("credential must be 1 to 512 bytes")
+    let Some(secret) = tracker_protocol::session::session_secret(cookie_header.unwrap_or_default())? else {
+        return Ok(None);
+    };
+    Ok(credential_hash(secret).map(|hash| format!("{}{hash}", tracker_protocol::session::SESSION_CREDENTIAL_PREFIX)))
 }
 
 /// The origin (`scheme://host[:port]`) of an absolute URL.
@@ -154,7 +144,7 @@ pub fn refusal(status: u16, body: &[u8]) -> u16 {
     }
     let code = serde_json::from_slice::<Body<'_>>(body).ok().map(|b| b.error.code);
     match (status, code) {
-        (401, Some("invalid_credentials")) => 401,
+        (401, Some("invalid_credentials" | "invalid_session")) => 401,
         (429, Some("rate_limited")) => 429,
         _ => 200,
     }
@@ -238,21 +228,21 @@ mod tests {
     #[test]
     fn credentials_leave_the_edge_as_hashes_only() {
         let key_hash = credential_hash("trk_key_a").unwrap();
-        let cookie = Some("theme=dark; tracker_session=trk_ses_b");
-        assert_eq!(presented_credential(Some("trk_key_a"), cookie), Some(key_hash.clone()), "the bearer wins");
-        let session = presented_credential(None, cookie).unwrap();
+        let cookie = Some("theme=dark; __Host-tracker_session=trk_ses_b");
+        assert_eq!(presented_credential(Some("trk_key_a"), cookie), Ok(Some(key_hash)), "the bearer wins");
+        let session = presented_credential(None, cookie).unwrap().unwrap();
         assert_eq!(session, format!("session:{}", credential_hash("trk_ses_b").unwrap()));
-        assert_eq!(presented_credential(None, Some("theme=dark")), None);
-        assert_eq!(sign_in_credential(br#"{"credential":"trk_key_a"}"#), Ok(key_hash));
-        assert!(sign_in_credential(br#"{"credential":""}"#).is_err());
-        assert!(sign_in_credential(br#"{"credential":"k","extra":1}"#).is_err());
-        assert!(sign_in_credential(b"not json").is_err());
+        assert_eq!(presented_credential(None, Some("theme=dark")), Ok(None));
+        assert_eq!(presented_credential(None, None), Ok(None));
+        let planted = Some("__Host-tracker_session=a; __Host-tracker_session=b");
+        assert_eq!(presented_credential(None, planted), Err(()));
     }
 
     #[test]
     fn only_refusals_of_the_credential_are_remembered() {
         let e = |code: &str| format!("{{\"error\":{{\"code\":\"{code}\",\"message\":\"m\"}}}}").into_bytes();
         assert_eq!(refusal(401, &e("invalid_credentials")), 401);
+        assert_eq!(refusal(401, &e("invalid_session")), 401);
         assert_eq!(refusal(429, &e("rate_limited")), 429);
         assert_eq!(refusal(401, &e("invalid_edge_signature")), 200, "the edge's problem, not the caller's");
         assert_eq!(refusal(401, b"not json"), 200);

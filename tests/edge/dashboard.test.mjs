@@ -147,7 +147,7 @@ describe("dashboard", () => {
 
         // the key is nowhere in the page's reach: the session cookie is HttpOnly, Secure and SameSite=Strict
         const cookies = await context.cookies();
-        const session = cookies.find((c) => c.name === "tracker_session");
+        const session = cookies.find((c) => c.name === "__Host-tracker_session");
         assert.ok(session, `cookies: ${JSON.stringify(cookies)}`);
         assert.deepEqual([session.httpOnly, session.secure, session.sameSite], [true, true, "Strict"]);
         const visible = await page.evaluate(() => document.cookie + JSON.stringify({ ...localStorage }) + JSON.stringify({ ...sessionStorage }));
@@ -244,6 +244,7 @@ describe("dashboard", () => {
           if (credential === key) await page.screenshot({ path: join(SHOTS, `signin-${look.name}.png`) });
           await page.type(byTestId("signin-credential"), credential);
           await page.click(byTestId("signin-submit"));
+          await page.waitForSelector(byTestId("signout"));
           await settled(page);
           for (const id of ids) {
             if (look.width < 600) {
@@ -303,6 +304,7 @@ describe("dashboard", () => {
       await page.type(byTestId("signin-credential"), key);
       const signedIn = Date.now();
       await page.click(byTestId("signin-submit"));
+      await page.waitForSelector(byTestId("events-per-minute"));
       await settled(page);
       const overview = Date.now() - signedIn;
       console.log(`first render, cold cache: sign-in page ${signInPage} ms, overview after signing in ${overview} ms`);

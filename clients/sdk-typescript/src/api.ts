@@ -859,12 +859,12 @@ export class ApiClient {
     return this.request('GET', `/api/me`, undefined);
   }
 
-  /** The current dashboard session. The session of the `tracker_session` cookie, with its CSRF token (the page keeps it only in memory). 401 without a live session. `GET /api/session` */
+  /** The current dashboard session. The session of the `__Host-tracker_session` cookie, with its CSRF token (the page keeps it only in memory). 401 without a live session. `GET /api/session` */
   getSession(): Promise<Session> {
     return this.request('GET', `/api/session`, undefined);
   }
 
-  /** Sign in to the dashboard. Exchanges a tenant API key or the admin token for a session cookie (`HttpOnly`, `Secure`, `SameSite=Strict`, 8 hours). The credential is never stored in the browser; the session has the scopes of the key, and ends when the key is revoked. 401 `invalid_credentials` for an unknown, revoked or expired credential; 403 `stream_token` for a live stream token (they are for `EventSource` URLs only); at most 20 attempts a minute from one address (429). `POST /api/session` */
+  /** Sign in to the dashboard. Exchanges a tenant API key or the admin token for a session cookie (`HttpOnly`, `Secure`, `SameSite=Strict`, 8 hours). The credential is never stored in the browser; the session has the scopes of the key, and ends when the key is revoked. 401 `invalid_credentials` for an unknown, revoked or expired credential; 415 for a body not declared JSON and 403 `cross_site_sign_in` when a browser says the request comes from another site (no signing a browser in to someone else's session); 403 `stream_token` for a live stream token (they are for `EventSource` URLs only); at most 20 attempts a minute from one address (429). `POST /api/session` */
   createSession(body: NewSession): Promise<Session> {
     return this.request('POST', `/api/session`, body);
   }

@@ -33,8 +33,8 @@ pub fn file_of(path: &str) -> Option<&str> {
     if rest.is_empty() || rest == "index.html" {
         return Some("index.html");
     }
-    // hashed build outputs only: no dot segments, no hidden files
-    let safe = rest.split('/').all(|seg| !seg.is_empty() && !seg.starts_with('.'));
+    // build outputs only: no dot segments or hidden files, nothing escaped (`%2e%2e` would be decoded later)
+    let safe = rest.split('/').all(|seg| !seg.is_empty() && !seg.starts_with('.') && !seg.contains(['%', '\\']));
     safe.then_some(rest)
 }
 
@@ -72,6 +72,8 @@ mod tests {
         assert_eq!(file_of("/dashboard/../secret"), None);
         assert_eq!(file_of("/dashboard/assets//x.js"), None);
         assert_eq!(file_of("/dashboard/.env"), None);
+        assert_eq!(file_of("/dashboard/assets/%2e%2e/index.html"), None);
+        assert_eq!(file_of("/dashboard/assets\\..\\x"), None);
     }
 
     #[test]

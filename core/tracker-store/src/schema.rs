@@ -169,14 +169,15 @@ CREATE TABLE IF NOT EXISTS import_runs (
     r#"
 ALTER TABLE tenants ADD COLUMN beacon_origins TEXT NOT NULL DEFAULT '[]';
 "#,
-    // 8: dashboard sessions (the secret's SHA-256; a tenant's session names the API key it was opened with)
+    // 8: dashboard sessions (the secret's SHA-256; a tenant's session names the API key it was opened with, the
+    // operator's holds a check value of the admin token)
     r#"
 CREATE TABLE IF NOT EXISTS dashboard_sessions (
     session_id TEXT PRIMARY KEY,
     session_hash TEXT NOT NULL UNIQUE,
     key_prefix TEXT,
     key_id TEXT,
-    admin_sha256 TEXT,
+    admin_check TEXT,
     csrf_token TEXT NOT NULL,
     created_at INTEGER NOT NULL,
     expires_at INTEGER NOT NULL,

@@ -1,7 +1,7 @@
 //! Dashboard sessions: a credential exchanged for a short-lived cookie. Only the SHA-256 of the session's secret is
 //! stored. A tenant's session lives no longer than the API key it was opened with (revoking the key ends it at
-//! once); the operator's remembers the SHA-256 of the admin token it was opened with, so changing `ADMIN_TOKEN`
-//! ends those.
+//! once); the operator's remembers a check value of the admin token it was opened with (a domain-separated hash of
+//! the token's hash, which opens nothing by itself), so changing `ADMIN_TOKEN` ends those.
 
 use crate::rows::{new_id, random_secret};
 use crate::{KeyOwner, Result, Store, StoreError, hash_token, int, opt_text, text};
@@ -12,8 +12,8 @@ pub const SESSION_SECRET_PREFIX: &str = "trk_ses_";
 /// Who a session was opened by.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SessionOpener {
-    /// The operator, with the SHA-256 (hex) of the admin token.
-    Admin { token_sha256: String },
+    /// The operator, with a check value of the admin token (hex; the caller derives and compares it).
+    Admin { token_check: String },
     /// One of a tenant's API keys.
     Key { key_prefix: String, key_id: String },
 }
@@ -38,8 +38,8 @@ pub struct SessionOwner {
 }
 
 impl Store {
-    /// Opens a session; returns its secret (for the cookie) and its record. Sessions that ended or expired more
-    /// than a day ago are deleted as new ones are made.
+    /// Opens a session; returns its secret (for the cookie) and its record. Sessions that expired more than a day
+    /// ago (ended ones too: a session ends before it expires) are deleted as new ones are made.
     pub async fn create_session(&self, opener: SessionOpener, ttl_ms: i64, now_ms: i64) -> Result<(String, Session)> {
         if ttl_ms <= 0 {
             return Err(StoreError::Invalid("a session must live a positive time"));
@@ -55,12 +55,12 @@ impl Store {
             expires_at: now_ms + ttl_ms,
         };
         let (key_prefix, key_id, admin) = match &session.opener {
-            SessionOpener::Admin { token_sha256 } => (None, None, Some(token_sha256.as_str())),
+            SessionOpener::Admin { token_check } => (None, None, Some(token_check.as_str())),
             SessionOpener::Key { key_prefix, key_id } => (Some(key_prefix.as_str()), Some(key_id.as_str()), None),
         };
         conn.execute(
             "INSERT INTO dashboard_sessions
-                 (session_id, session_hash, key_prefix, key_id, admin_sha256, csrf_token, created_at, expires_at)
+                 (session_id, session_hash, key_prefix, key_id, admin_check, csrf_token, created_at, expires_at)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
             libsql::params![
                 session.session_id.as_str(),
@@ -80,7 +80,7 @@ impl Store {
     /// The live session whose secret has this SHA-256 (hex): not ended, not expired, and for a tenant's, its key
     /// neither revoked nor expired.
     pub async fn session_by_hash(&self, session_hash: &str, now_ms: i64) -> Result<Option<SessionOwner>> {
-        let sql = "SELECT s.session_id, s.key_prefix, s.key_id, s.admin_sha256, s.csrf_token, s.created_at,
+        let sql = "SELECT s.session_id, s.key_prefix, s.key_id, s.admin_check, s.csrf_token, s.created_at,
                           s.expires_at, k.key_hash
                    FROM dashboard_sessions s LEFT JOIN api_keys k ON k.key_id = s.key_id AND k.key_prefix = s.key_prefix
                    WHERE s.session_hash = ?1 AND s.ended_at IS NULL AND s.expires_at > ?2";
@@ -91,7 +91,7 @@ impl Store {
             let opener = match (opt_text(&row, 1, "key_prefix")?, opt_text(&row, 2, "key_id")?) {
                 (Some(key_prefix), Some(key_id)) => SessionOpener::Key { key_prefix, key_id },
                 _ => SessionOpener::Admin {
-                    token_sha256: opt_text(&row, 3, "admin_sha256")?.ok_or(StoreError::BadColumn("admin_sha256"))?,
+                    token_check: opt_text(&row, 3, "admin_check")?.ok_or(StoreError::BadColumn("admin_check"))?,
                 },
             };
             let session = Session {
@@ -180,7 +180,7 @@ mod tests {
     #[tokio::test]
     async fn operator_sessions_remember_the_admin_token_and_old_sessions_go() {
         let (_d, s) = store().await;
-        let opener = SessionOpener::Admin { token_sha256: "ab".repeat(32) };
+        let opener = SessionOpener::Admin { token_check: "ab".repeat(32) };
         let (secret, _) = s.create_session(opener.clone(), HOUR, NOW).await.unwrap();
         let live = s.session_by_hash(&hash_token(&secret), NOW).await.unwrap().unwrap();
         assert_eq!(live.session.opener, opener);
@@ -191,7 +191,7 @@ mod tests {
         let mut rows = conn.query("SELECT count(*) FROM dashboard_sessions", ()).await.unwrap();
         assert_eq!(rows.next().await.unwrap().unwrap().get::<i64>(0).unwrap(), 1);
         assert!(matches!(
-            s.create_session(SessionOpener::Admin { token_sha256: String::new() }, 0, NOW).await,
+            s.create_session(SessionOpener::Admin { token_check: String::new() }, 0, NOW).await,
             Err(StoreError::Invalid(_))
         ));
     }

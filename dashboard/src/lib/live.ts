@@ -22,7 +22,8 @@ export interface LiveOptions {
   onStatus?: (status: LiveStatus, detail?: string) => void;
 }
 
-const TOKEN_TTL_SECS = 900;
+/** Stream tokens live 5 minutes: a token outlives a sign-out or a revoked key by at most that (then renewing fails). */
+const TOKEN_TTL_SECS = 300;
 /** Reopen this long before the token expires (the server's clock and ours may differ a little). */
 const RENEW_BEFORE_MS = 90_000;
 const MAX_BACKOFF_MS = 30_000;

@@ -38,14 +38,30 @@ export async function restoreSession(): Promise<void> {
 
 /** Exchanges an API key or the admin token for a session cookie; throws the server's refusal. */
 export async function signIn(credential: string): Promise<void> {
-  enter(await api().createSession({ credential }));
+  const session = await api().createSession({ credential });
+  useCsrfToken(session.csrf_token);
+  // the cookie is Secure: over plain HTTP to anything but this machine the browser drops it, and the next call
+  // would fail as if the session had ended. Say why instead.
+  try {
+    await api().getSession();
+  } catch (error) {
+    useCsrfToken(null);
+    if (error instanceof TrackerError && error.status === 401) throw new Error(COOKIE_REFUSED);
+    throw error;
+  }
+  enter(session);
 }
 
+const COOKIE_REFUSED =
+  'Signed in, but this browser did not keep the session cookie: it is sent only over HTTPS (or to localhost). ' +
+  'Open the dashboard at an https:// address, or at http://localhost.';
+
+/** Ends the session on the server; only then (or when it had ended already) is the page signed out. */
 export async function signOut(): Promise<void> {
   try {
     await api().deleteSession();
-  } catch {
-    // the server ends the session anyway when it can; locally it is over either way
+  } catch (error) {
+    if (!(error instanceof TrackerError && error.status === 401)) throw error;
   }
   leave('You are signed out.');
 }

@@ -3,7 +3,7 @@
 //! passed through as they stream; and the core's signed purges of hot-path records.
 
 use tracker_protocol::intake::{CREDENTIAL_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER, sign_api};
-use tracker_protocol::session::CSRF_HEADER;
+use tracker_protocol::session::{CSRF_HEADER, SESSION_CREDENTIAL_PREFIX};
 use worker::js_sys::Reflect;
 use worker::wasm_bindgen::JsValue;
 use worker::{Env, Fetch, Headers, Method, Request, RequestInit, console_error};
@@ -13,7 +13,7 @@ use super::js::unreachable_response;
 use super::js::{RawRequest, WebResponse, bearer, body_bytes, header, js, json, now_ms, respond, respond_with};
 use crate::api::{
     CORS_HEADERS, FORWARDED_HEADERS, LIVE_PREFLIGHT_HEADERS, MAX_API_BODY, PREFLIGHT_HEADERS, credential_hash, origin,
-    presented_credential, purge_keys, refusal, sign_in_credential,
+    presented_credential, purge_keys, refusal,
 };
 use crate::config::EdgeConfig;
 
@@ -40,12 +40,14 @@ pub(super) async fn api(req: RawRequest, env: &Env, cfg: &EdgeConfig, url: &str,
         return api_error(429, "rate_limited", "too many API requests from this address; retry later", Some(retry));
     }
     let public = forward == "/openapi.json";
-    // signing in to the dashboard: the credential is in the body, read below
-    let sign_in = forward == "/session" && method == "POST";
-    let mut hash =
-        if sign_in { None } else { presented_credential(bearer(&req).as_deref(), header(&req, "cookie").as_deref()) };
+    // signing in to the dashboard: the credential is in the body, read below (the path, whatever the query)
+    let sign_in = method == "POST" && forward.split('?').next() == Some("/session");
+    let mut hash = None;
     if !public && !sign_in {
-        let Some(hash) = &hash else {
+        let Ok(presented) = presented_credential(bearer(&req).as_deref(), header(&req, "cookie").as_deref()) else {
+            return api_error(401, "invalid_session", "more than one session cookie: sign in again", None);
+        };
+        let Some(presented) = presented else {
             return api_error(
                 401,
                 "missing_credentials",
@@ -53,15 +55,19 @@ pub(super) async fn api(req: RawRequest, env: &Env, cfg: &EdgeConfig, url: &str,
                 None,
             );
         };
-        match with_isolate(|i| i.api_refusals.get(hash, now)).flatten() {
+        match with_isolate(|i| i.api_refusals.get(&presented, now)).flatten() {
             Some((429, secs)) => {
                 return api_error(429, "rate_limited", "over this plan's API rate limit; retry later", Some(secs));
+            }
+            Some(_) if presented.starts_with(SESSION_CREDENTIAL_PREFIX) => {
+                return api_error(401, "invalid_session", "the dashboard session is unknown, ended or expired", None);
             }
             Some(_) => {
                 return api_error(401, "invalid_credentials", "the credential is unknown, revoked or expired", None);
             }
             None => {}
         }
+        hash = Some(presented);
     }
     let declared: Option<usize> = header(&req, "content-length").and_then(|l| l.trim().parse().ok());
     if declared.is_some_and(|n| n > MAX_API_BODY) {
@@ -73,9 +79,15 @@ pub(super) async fn api(req: RawRequest, env: &Env, cfg: &EdgeConfig, url: &str,
         None => return api_error(400, "unreadable_body", "the request body could not be read", None),
     };
     if sign_in {
-        match sign_in_credential(&body) {
-            Ok(credential) => hash = Some(credential),
-            Err(reason) => return api_error(400, "invalid_body", reason, None),
+        let content_type = header(&req, "content-type");
+        match tracker_protocol::session::sign_in(
+            content_type.as_deref(),
+            header(&req, "sec-fetch-site").as_deref(),
+            &body,
+        ) {
+            // the credential leaves the edge as its hash, in place of the body
+            Ok(credential) => hash = credential_hash(&credential),
+            Err(refusal) => return api_error(refusal.status(), refusal.code(), refusal.message(), None),
         }
         body.clear();
     }

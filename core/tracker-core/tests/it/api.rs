@@ -783,6 +783,7 @@ async fn a_dashboard_session_acts_with_its_keys_scopes_and_needs_its_csrf_token_
     for attr in ["HttpOnly", "Secure", "SameSite=Strict", "Path=/", "Max-Age=28800"] {
         assert!(set_cookie.split("; ").any(|a| a == attr), "{attr} in {set_cookie}");
     }
+    assert!(set_cookie.starts_with("__Host-tracker_session=trk_ses_"), "{set_cookie}");
     assert!(!set_cookie.contains(&writer), "the key itself never reaches the browser");
     assert_eq!(signed_in.body["kind"], "tenant");
     assert_eq!(signed_in.body["key_prefix"], "acme");
@@ -840,16 +841,37 @@ async fn signing_in_refuses_bad_credentials_and_the_operator_gets_an_operator_se
     let (owner, _) = api.tenant("acme", "pro").await;
     let (bad, cookie) = api.sign_in("trk_key_not-a-key").await;
     assert_eq!((bad.status, bad.code(), cookie.as_str()), (401, "invalid_credentials", ""));
-    assert_eq!(api.call("POST", "/api/session", "", Some(json!({ "credential": "" }))).await.code(), "invalid_field");
+    assert_eq!(api.call("POST", "/api/session", "", Some(json!({ "credential": "" }))).await.code(), "invalid_body");
+    // login CSRF: a body that is not declared JSON, or a browser's request from another site, signs nobody in
+    let sign_in = |content_type: &'static str, site: Option<&'static str>| {
+        let mut req = api
+            .node
+            .http
+            .post(format!("{}/api/session", api.node.base))
+            .header("content-type", content_type)
+            .body(json!({ "credential": owner }).to_string());
+        if let Some(site) = site {
+            req = req.header("sec-fetch-site", site);
+        }
+        req.send()
+    };
+    let form = api.read("POST", "/api/session", sign_in("text/plain", None).await.unwrap()).await;
+    assert_eq!((form.status, form.code()), (415, "unsupported_media_type"));
+    let other_site =
+        api.read("POST", "/api/session", sign_in("application/json", Some("cross-site")).await.unwrap()).await;
+    assert_eq!((other_site.status, other_site.code()), (403, "cross_site_sign_in"));
     let unknown = api.call("POST", "/api/session", "", Some(json!({ "key": owner }))).await;
     assert_eq!((unknown.status, unknown.code()), (400, "invalid_body"));
     // a live stream token (meant for EventSource URLs) cannot open a session
     let token =
         api.call("POST", "/api/sse/tokens", &owner, Some(json!({}))).await.body["token"].as_str().unwrap().to_owned();
     assert_eq!(api.sign_in(&token).await.0.code(), "stream_token");
-    // a made-up cookie is no session
-    let forged = api.with_session("GET", "/api/me", "tracker_session=trk_ses_forged", None, None).await;
+    // a made-up cookie is no session, and neither is a second cookie beside a real one
+    let forged = api.with_session("GET", "/api/me", "__Host-tracker_session=trk_ses_forged", None, None).await;
     assert_eq!((forged.status, forged.code()), (401, "invalid_session"));
+    let (_, real) = api.sign_in(&owner).await;
+    let two = format!("{real}; __Host-tracker_session=trk_ses_x");
+    assert_eq!(api.with_session("GET", "/api/me", &two, None, None).await.code(), "invalid_session");
 
     let (admin, admin_cookie) = api.sign_in(ADMIN).await;
     assert_eq!((admin.status, admin.body["kind"].as_str()), (201, Some("admin")));
@@ -858,13 +880,14 @@ async fn signing_in_refuses_bad_credentials_and_the_operator_gets_an_operator_se
     let tenant_route = api.with_session("GET", "/api/links", &admin_cookie, None, None).await;
     assert_eq!(tenant_route.code(), "tenant_only");
 
-    // one address gets 20 sign-ins a minute (5 so far)
-    for _ in 0..15 {
+    // one address gets 20 sign-ins a minute (8 so far)
+    for _ in 0..12 {
         assert_eq!(api.sign_in("trk_key_guess").await.0.status, 401);
     }
     let limited = api.sign_in("trk_key_guess").await.0;
     assert_eq!((limited.status, limited.code()), (429, "rate_limited"));
     assert!(limited.header("retry-after").parse::<u64>().unwrap() > 0);
+    assert!(limited.header("ratelimit-policy").contains("q=20"), "{:?}", limited.headers);
     api.node.stop().await;
 }
 

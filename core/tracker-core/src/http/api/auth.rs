@@ -13,8 +13,8 @@ use axum::response::{IntoResponse, Response};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq as _;
 use tracker_protocol::intake::{CREDENTIAL_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER, verify_api};
-use tracker_protocol::session::{CSRF_HEADER, SESSION_CREDENTIAL_PREFIX, session_secret};
-use tracker_store::{ApiKey, Session, SessionOwner, Tenant};
+use tracker_protocol::session::{CSRF_HEADER, MAX_SIGN_IN_BODY, SESSION_CREDENTIAL_PREFIX, session_secret};
+use tracker_store::{ApiKey, Session, SessionOpener, SessionOwner, Tenant, hash_token};
 
 use super::{MAX_API_BODY, PUBLIC_URL_HEADER, PURGE_HEADER, Purge, json};
 use crate::http::ApiError;
@@ -136,15 +136,13 @@ enum Credential {
     Key(String),
     /// The SHA-256 (hex) of a dashboard session's secret.
     Session(String),
+    /// More than one session cookie: one was planted beside ours, and neither is trusted.
+    AmbiguousSession,
     None,
 }
 
-fn sha256_hex(secret: &str) -> String {
-    hex::encode(Sha256::digest(secret.as_bytes()))
-}
-
 fn bearer_hash(headers: &HeaderMap) -> Option<String> {
-    super::super::bearer(headers).filter(|t| t.len() <= 512).map(sha256_hex)
+    super::super::bearer(headers).filter(|t| t.len() <= 512).map(hash_token)
 }
 
 /// The bearer credential, else the dashboard session cookie.
@@ -152,19 +150,31 @@ fn presented(headers: &HeaderMap) -> Credential {
     if let Some(hash) = bearer_hash(headers) {
         return Credential::Key(hash);
     }
-    headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .find_map(session_secret)
-        .map_or(Credential::None, |secret| Credential::Session(sha256_hex(secret)))
+    let cookies: Vec<&str> = headers.get_all(header::COOKIE).iter().filter_map(|v| v.to_str().ok()).collect();
+    match session_secret(&cookies.join("; ")) {
+        Ok(Some(secret)) => Credential::Session(hash_token(secret)),
+        Ok(None) => Credential::None,
+        Err(()) => Credential::AmbiguousSession,
+    }
+}
+
+/// What an operator's session remembers of the admin token: a hash of the token's hash under its own label, so the
+/// value in the database is not the credential hash the edge's entrance takes (it opens nothing by itself).
+pub(super) fn admin_check(admin_token_sha256: &[u8; 32]) -> String {
+    let mut h = Sha256::new();
+    h.update(b"tracker dashboard session of the admin token\0");
+    h.update(admin_token_sha256);
+    hex::encode(h.finalize())
+}
+
+fn invalid_session() -> Response {
+    unauthorized("invalid_session", "the dashboard session is unknown, ended or expired: sign in again")
 }
 
 /// The live session with this hash and its caller. An operator's session is honoured only while `ADMIN_TOKEN` is
 /// the token it was opened with.
 async fn resolve_session(state: &AppState, hash_hex: &str) -> Result<(Caller, Session), Response> {
-    let refused =
-        || unauthorized("invalid_session", "the dashboard session is unknown, ended or expired: sign in again");
+    let refused = invalid_session;
     if tracker_protocol::parse_encryption_key(hash_hex).is_none() {
         return Err(refused());
     }
@@ -173,14 +183,11 @@ async fn resolve_session(state: &AppState, hash_hex: &str) -> Result<(Caller, Se
             Ok((Caller::Tenant { tenant: owner.tenant, key: owner.key }, session))
         }
         Ok(Some(SessionOwner { session, key: None })) => {
-            let opened_with = match &session.opener {
-                tracker_store::SessionOpener::Admin { token_sha256 } => {
-                    tracker_protocol::parse_encryption_key(token_sha256)
-                }
-                tracker_store::SessionOpener::Key { .. } => None,
-            };
-            match (opened_with, &state.cfg.node.admin_token_sha256) {
-                (Some(opened_with), Some(admin)) if bool::from(admin.ct_eq(&opened_with)) => {
+            let current = state.cfg.node.admin_token_sha256.as_ref().map(admin_check);
+            match (&session.opener, current) {
+                (SessionOpener::Admin { token_check }, Some(current))
+                    if bool::from(token_check.as_bytes().ct_eq(current.as_bytes())) =>
+                {
                     Ok((Caller::Admin, session))
                 }
                 _ => Err(refused()),
@@ -220,13 +227,9 @@ fn is_sign_in(req: &Request) -> bool {
     req.uri().path() == "/session" && req.method() == axum::http::Method::POST
 }
 
-/// The credential of a direct sign-in, from its JSON body (`{"credential": "..."}`).
+/// The credential of a direct sign-in, from its JSON body (`tracker_protocol::session::sign_in`, as at the edge),
+/// after the per-address limit.
 async fn sign_in_credential(state: &Arc<AppState>, req: Request) -> Result<(Request, String), Response> {
-    #[derive(serde::Deserialize)]
-    #[serde(deny_unknown_fields)]
-    struct NewSession {
-        credential: String,
-    }
     let (mut parts, body) = req.into_parts();
     let ip =
         match <crate::http::RequestMeta as axum::extract::FromRequestParts<_>>::from_request_parts(&mut parts, state)
@@ -246,21 +249,26 @@ async fn sign_in_credential(state: &Arc<AppState>, req: Request) -> Result<(Requ
             ),
         )
         .into_response();
-        res.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(verdict.retry_after_secs));
+        let h = res.headers_mut();
+        h.insert(header::RETRY_AFTER, HeaderValue::from(verdict.retry_after_secs));
+        for (name, value) in [("ratelimit-policy", verdict.policy_header()), ("ratelimit", verdict.header())] {
+            if let Ok(v) = HeaderValue::from_str(&value) {
+                h.insert(name, v);
+            }
+        }
         return Err(res);
     }
-    let mut body_req = Request::new(body);
-    if let Some(ct) = parts.headers.get(header::CONTENT_TYPE) {
-        body_req.headers_mut().insert(header::CONTENT_TYPE, ct.clone());
-    }
-    let super::Body(NewSession { credential }) =
-        <super::Body<NewSession> as axum::extract::FromRequest<_>>::from_request(body_req, state)
-            .await
-            .map_err(IntoResponse::into_response)?;
-    if credential.is_empty() || credential.len() > 512 {
-        return Err(ApiError::bad_request("invalid_field", "credential must be 1 to 512 bytes").into_response());
-    }
-    Ok((Request::from_parts(parts, Body::empty()), sha256_hex(&credential)))
+    let Ok(bytes) = axum::body::to_bytes(body, MAX_SIGN_IN_BODY).await else {
+        return Err(ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "body_too_large", "a sign-in body is at most 4 KiB")
+            .into_response());
+    };
+    let header = |name: &str| parts.headers.get(name).and_then(|v| v.to_str().ok());
+    let credential = tracker_protocol::session::sign_in(header("content-type"), header("sec-fetch-site"), &bytes)
+        .map_err(|refusal| {
+            let status = StatusCode::from_u16(refusal.status()).unwrap_or(StatusCode::BAD_REQUEST);
+            ApiError::new(status, refusal.code(), refusal.message()).into_response()
+        })?;
+    Ok((Request::from_parts(parts, Body::empty()), hash_token(&credential)))
 }
 
 /// `?access_token=` (live streams only: browsers' `EventSource` cannot send an `Authorization` header).
@@ -270,7 +278,7 @@ fn query_token_hash(uri: &axum::http::Uri) -> Option<String> {
         .find(|(k, _)| k == "access_token")
         .map(|(_, v)| v.into_owned())
         .filter(|t| !t.is_empty() && t.len() <= 512)
-        .map(|t| hex::encode(Sha256::digest(t.as_bytes())))
+        .map(|t| hash_token(&t))
 }
 
 /// `/api/...`: the credential is the bearer token, else the dashboard session cookie; signing in, the one in the
@@ -370,6 +378,7 @@ async fn authenticate_and_run(
     let resolved = match credential {
         Credential::Key(hash) => resolve(state, Some(&hash)).await.map(|caller| (caller, None)),
         Credential::Session(hash) => resolve_session(state, &hash).await.map(|(caller, s)| (caller, Some(s))),
+        Credential::AmbiguousSession => Err(invalid_session()),
         Credential::None => resolve(state, None).await.map(|caller| (caller, None)),
     };
     let (caller, session) = match resolved {

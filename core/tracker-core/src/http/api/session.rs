@@ -11,7 +11,7 @@ use axum::response::{IntoResponse, Response};
 use tracker_protocol::session::{SESSION_TTL_SECS, clear_cookie, set_cookie};
 use tracker_store::{Session, SessionOpener};
 
-use super::auth::{Caller, SigningIn};
+use super::auth::{Caller, SigningIn, admin_check};
 use super::{Principal, json};
 use crate::http::ApiError;
 use crate::state::AppState;
@@ -35,8 +35,12 @@ fn view(principal: &Principal, session: &Session) -> serde_json::Value {
     })
 }
 
-fn no_session() -> ApiError {
-    ApiError::new(StatusCode::UNAUTHORIZED, "no_session", "this request has no dashboard session: sign in first")
+fn no_session() -> Response {
+    let mut res =
+        ApiError::new(StatusCode::UNAUTHORIZED, "no_session", "this request has no dashboard session: sign in first")
+            .into_response();
+    res.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer realm=\"tracker\""));
+    res
 }
 
 fn with_cookie(mut res: Response, cookie: &str) -> Response {
@@ -57,8 +61,9 @@ pub async fn create(
     }
     let opener = match &principal.caller {
         Caller::Admin => match &state.cfg.node.admin_token_sha256 {
-            Some(admin) => SessionOpener::Admin { token_sha256: hex::encode(admin) },
-            None => return Err(no_session()),
+            Some(admin) => SessionOpener::Admin { token_check: admin_check(admin) },
+            // the admin credential resolves only when ADMIN_TOKEN is set
+            None => return Ok(no_session()),
         },
         Caller::Tenant { .. } if principal.stream_only() => {
             return Err(ApiError::new(
@@ -79,9 +84,11 @@ pub async fn create(
 }
 
 /// `GET /api/session`: the current session, with its CSRF token (after a reload the page has lost it).
-pub async fn get(Extension(principal): Extension<Arc<Principal>>) -> Result<Response, ApiError> {
-    let session = principal.session.as_ref().ok_or_else(no_session)?;
-    Ok(json(StatusCode::OK, &view(&principal, session)))
+pub async fn get(Extension(principal): Extension<Arc<Principal>>) -> Response {
+    match &principal.session {
+        Some(session) => json(StatusCode::OK, &view(&principal, session)),
+        None => no_session(),
+    }
 }
 
 /// `DELETE /api/session`: signs out: the session ends on every node at once and the cookie is cleared.
@@ -89,7 +96,7 @@ pub async fn delete(
     State(state): State<Arc<AppState>>,
     Extension(principal): Extension<Arc<Principal>>,
 ) -> Result<Response, ApiError> {
-    let session = principal.session.as_ref().ok_or_else(no_session)?;
+    let Some(session) = &principal.session else { return Ok(no_session()) };
     state.store.end_session(&session.session_id, state.clock.now_ms()).await?;
     Ok(with_cookie(StatusCode::NO_CONTENT.into_response(), &clear_cookie()))
 }
