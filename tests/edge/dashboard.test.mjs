@@ -34,10 +34,11 @@ describe("dashboard", () => {
     return [res.status, text ? JSON.parse(text) : null];
   };
 
+  /** Events sent so far (clicks, and the events the match check ingests). */
+  let sent = 0;
   /** Follows a tracking link like a visitor's browser would (without leaving for the destination). */
-  let clicks = 0;
   const click = (url) => {
-    clicks += 1;
+    sent += 1;
     return fetch(url, { redirect: "manual", headers: { "user-agent": CHROME } });
   };
 
@@ -47,8 +48,8 @@ describe("dashboard", () => {
       const to = Math.ceil(Date.now() / 60000) * 60000 + 60000;
       const query = { kind: "breakdown", filters: { from: to - 86400000, to }, by: "event_type" };
       const [, answer] = await api("POST", "/api/query", { query, tier: "hot" });
-      return answer.total === clicks;
-    }, 20000, `the hot tier counting all ${clicks} clicks`);
+      return answer.total === sent;
+    }, 20000, `the hot tier counting all ${sent} events`);
 
   before(async () => {
     mkdirSync(SHOTS, { recursive: true });
@@ -198,7 +199,7 @@ describe("dashboard", () => {
         assert.ok(asked("series") && asked("breakdown"), JSON.stringify(questions));
         const [status, breakdown] = await api("POST", "/api/query", asked("breakdown"));
         assert.equal(status, 200, JSON.stringify(breakdown));
-        assert.equal(breakdown.total, clicks, `every click so far is counted: ${JSON.stringify(breakdown)}`);
+        assert.equal(breakdown.total, sent, `every event so far is counted: ${JSON.stringify(breakdown)}`);
         assert.equal(await number(page, "report-total"), breakdown.total);
         const shownRows = await page.$$eval(byTestId("report-row"), (rows) => rows.map((r) => r.textContent));
         for (const group of breakdown.groups) {
@@ -215,6 +216,39 @@ describe("dashboard", () => {
         const count = delivered.length;
         await page.click(byTestId("redeliver"));
         await eventually(async () => delivered.length > count, 20000, "the redelivery");
+
+        // a match: two visits from ad clicks, one of them ending in a purchase (sent with an ingest token); the page
+        // shows the pairs and the rate the API answers
+        if (tier === "core") {
+          const [, ingest] = await api("POST", "/api/tokens", { name: "match" });
+          const events = [
+            { event_type: "pageview", params: { ad_click_id: "click-a" } },
+            { event_type: "pageview", params: { ad_click_id: "click-b" } },
+            { event_type: "purchase", params: { ad_click_id: "click-a", amount: "12" } },
+          ];
+          for (const e of events) {
+            const res = await fetch(`${core.url}/ingest`, {
+              method: "POST",
+              headers: { authorization: `Bearer ${ingest.secret}`, "content-type": "application/json" },
+              body: JSON.stringify(e),
+            });
+            assert.equal(res.status, 200, await res.text());
+            sent += 1;
+          }
+          const asked = { trigger: "pageview", result: "purchase", on: "ad_click_id", window_secs: 7 * 86400, hours: 24 * 7 };
+          const truth = await eventually(async () => {
+            const [, m] = await api("GET", `/api/events/match?${new URLSearchParams(asked)}`);
+            return m.pairs?.length === 1 && m;
+          }, 20000, "the hot tier matching the purchase");
+          await go(page, "match");
+          await page.click(byTestId("match-run"));
+          await page.waitForSelector(byTestId("match-row"));
+          assert.equal((await page.$$(byTestId("match-row"))).length, truth.pairs.length);
+          const rate = await text(page, "match-rate");
+          const percent = new Intl.NumberFormat(undefined, { style: "percent", maximumFractionDigits: 1 });
+          assert.equal(rate, percent.format(truth.summary.match_rate), JSON.stringify(truth.summary));
+          await page.screenshot({ path: join(SHOTS, "match-pairs.png"), fullPage: true });
+        }
 
         // signing out ends the session: the cookie no longer opens anything
         await page.click(byTestId("signout"));
