@@ -30,10 +30,16 @@ pub fn is_public(ip: IpAddr) -> bool {
                 let [c, d] = s[7].to_be_bytes();
                 Ipv4Addr::new(a, b, c, d)
             };
-            // NAT64 (64:ff9b::/96) and IPv4-compatible (::/96) addresses carry an IPv4 address in the low bits
+            // NAT64 (64:ff9b::/96), IPv4-compatible (::/96) and IPv4-translated (::ffff:0:0/96, SIIT) addresses
+            // carry an IPv4 address in the low bits
             let nat64 = s[0] == 0x64 && s[1] == 0xff9b && s[2..6] == [0, 0, 0, 0];
-            if nat64 || s[0..6] == [0, 0, 0, 0, 0, 0] {
+            let translated = s[0..4] == [0, 0, 0, 0] && s[4] == 0xffff && s[5] == 0;
+            if nat64 || translated || s[0..6] == [0, 0, 0, 0, 0, 0] {
                 return is_public_v4(low_v4());
+            }
+            // Teredo (2001::/32) tunnels to an IPv4 server and client of its own: never a webhook's address
+            if s[0] == 0x2001 && s[1] == 0 {
+                return false;
             }
             // 6to4 (2002::/16) carries one in bits 16..48
             if s[0] == 0x2002 {
@@ -234,6 +240,9 @@ mod tests {
             "2002:7f00:1::",
             "2002:a9fe:a9fe::1",
             "64:ff9b:1::a00:1",
+            "::ffff:0:7f00:1",
+            "::ffff:0:a9fe:a9fe",
+            "2001:0:4136:e378:8000:63bf:3fff:fdd2",
         ] {
             assert!(!is_public(private.parse().unwrap()), "{private} must be refused");
         }

@@ -307,7 +307,8 @@ impl RateRules {
             && !authenticated
             && let Some(ip) = e.ip.as_deref()
         {
-            let fp = fnv(&[b"ip", e.key_prefix.as_bytes(), ip.as_bytes()]);
+            // an IPv6 client counts by its /64: it has 2^64 addresses to rotate through
+            let fp = fnv(&[b"ip", e.key_prefix.as_bytes(), tracker_protocol::client_ip::rate_key(ip).as_bytes()]);
             if self.count(fp, e.received_at.div_euclid(60_000)) > self.per_ip_per_minute {
                 return Some("rate_ip");
             }
@@ -422,5 +423,21 @@ mod tests {
         let mut t = RateRules::new(0);
         let got: Vec<_> = (0..4).map(|_| t.check(&post, 2)).collect();
         assert_eq!(got, [None, None, Some("rate_tenant"), Some("rate_tenant")]);
+    }
+
+    #[test]
+    fn an_ipv6_client_rotating_through_its_64_is_one_client() {
+        let mut rates = RateRules::new(3);
+        let verdicts: Vec<_> = (1..=5)
+            .map(|n| {
+                let mut e = event(Some(CHROME), Auth::Link);
+                e.ip = Some(format!("2001:db8:7:8::{n:x}"));
+                rates.check(&e, 0)
+            })
+            .collect();
+        assert_eq!(verdicts, [None, None, None, Some("rate_ip"), Some("rate_ip")]);
+        let mut next_door = event(Some(CHROME), Auth::Link);
+        next_door.ip = Some("2001:db8:7:9::1".into());
+        assert_eq!(rates.check(&next_door, 0), None, "another /64 is another client");
     }
 }

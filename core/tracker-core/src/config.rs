@@ -118,7 +118,11 @@ pub const HTTP: Section = Section {
             "",
             "log filter (tracing's EnvFilter); unset: our own lines from info up, dependencies' warnings",
         ),
-        var("MAX_BODY_BYTES", "33554432", "largest request body"),
+        var(
+            "MAX_BODY_BYTES",
+            "33554432",
+            "largest request body (the edge's batches); `/batch` and `/ingest` read no more than their events can fill",
+        ),
         var(
             "CONSUMERS",
             "in-process",
@@ -129,7 +133,11 @@ pub const HTTP: Section = Section {
             "127.0.0.1:9464",
             "where `tracker-consumer` serves `GET /metrics`, `/health` and `/health/broker` (`off`: nowhere)",
         ),
-        var("TRUST_PROXY", "none", "client IP source: `none`, `x-forwarded-for` or `cloudflare`"),
+        var(
+            "TRUST_PROXY",
+            "none",
+            "client IP source: `none`, `x-forwarded-for` (its last entry: the one your proxy appended) or `cloudflare`",
+        ),
         var(
             "ADMIN_TOKEN",
             "",

@@ -83,8 +83,10 @@ pub enum ProtocolError {
     InvalidBatch { reason: String },
     #[error("the batch has no events")]
     EmptyBatch,
-    #[error("a batch may hold at most {max} events, this one has {got}")]
+    #[error("a batch may hold at most {max} events, this one has at least {got}")]
     BatchTooLarge { max: usize, got: usize },
+    #[error("the body is larger than {max} bytes")]
+    BodyTooLarge { max: usize },
     #[error("every event in the batch was rejected")]
     NoValidEvents,
     #[error("Idempotency-Key must be 1 to 128 characters from [A-Za-z0-9_.:-]")]
@@ -158,6 +160,7 @@ impl ProtocolError {
             InvalidBatch { .. } => "invalid_batch",
             EmptyBatch => "empty_batch",
             BatchTooLarge { .. } => "batch_too_large",
+            BodyTooLarge { .. } => "body_too_large",
             NoValidEvents => "no_valid_events",
             InvalidIdempotencyKey => "invalid_idempotency_key",
             Unavailable { .. } => "unavailable",
@@ -200,7 +203,7 @@ impl ProtocolError {
             Unauthorized { .. } => 401,
             UnknownTenant { .. } | UnknownShortLink => 404,
             LinkExpired => 410,
-            EventTooLarge { .. } | RawPayloadTooLarge { .. } | BatchTooLarge { .. } => 413,
+            EventTooLarge { .. } | RawPayloadTooLarge { .. } | BatchTooLarge { .. } | BodyTooLarge { .. } => 413,
             NoValidEvents => 422,
             Unavailable { .. } => 503,
             RateLimited { .. } | QuotaExceeded { .. } => 429,

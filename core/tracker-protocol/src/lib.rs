@@ -52,6 +52,7 @@
 //!
 //! Test vectors for all formats live in `tests/vectors/links.json` at the repository root.
 
+pub mod client_ip;
 pub mod dashboard;
 mod error;
 pub mod event;

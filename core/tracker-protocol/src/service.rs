@@ -394,26 +394,103 @@ pub struct Batch {
     pub rejected: Vec<Rejection>,
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Wrapped<'a> {
-    #[serde(borrow)]
-    events: Vec<&'a RawValue>,
-}
-
 /// A JSON array of items or `{"events": [...]}`, each element kept raw so that one bad element is reported with
-/// its index instead of failing the whole batch.
-pub fn split_batch(body: &[u8]) -> Result<Vec<&RawValue>, ProtocolError> {
+/// its index instead of failing the whole batch. Reading stops at the element past `max`: an array of a million
+/// elements never becomes a list of a million.
+pub fn split_batch(body: &[u8], max: usize) -> Result<Vec<&RawValue>, ProtocolError> {
+    use serde::de::DeserializeSeed as _;
+    let mut de = serde_json::Deserializer::from_slice(body);
     let parsed = match body.iter().find(|b| !b.is_ascii_whitespace()) {
-        Some(b'[') => serde_json::from_slice::<Vec<&RawValue>>(body),
-        Some(b'{') => serde_json::from_slice::<Wrapped<'_>>(body).map(|w| w.events),
+        Some(b'[') => Capped(max).deserialize(&mut de),
+        Some(b'{') => serde::Deserializer::deserialize_map(&mut de, WrappedEvents(max)),
         _ => {
             return Err(ProtocolError::InvalidBatch {
                 reason: "the body must be a JSON array of events or {\"events\": [...]}".into(),
             });
         }
     };
-    parsed.map_err(|e| ProtocolError::InvalidBatch { reason: e.to_string() })
+    let items = parsed.and_then(|items| de.end().map(|()| items)).map_err(|e| {
+        if e.to_string().starts_with(TOO_MANY) {
+            ProtocolError::BatchTooLarge { max, got: max.saturating_add(1) }
+        } else {
+            ProtocolError::InvalidBatch { reason: e.to_string() }
+        }
+    })?;
+    Ok(items)
+}
+
+/// How a capped read says it stopped (matched on the error's text: serde's errors carry no kinds of their own).
+const TOO_MANY: &str = "more elements than the batch may hold";
+
+/// An array of raw elements, at most `.0` of them.
+struct Capped(usize);
+
+impl<'de> serde::de::DeserializeSeed<'de> for Capped {
+    type Value = Vec<&'de RawValue>;
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_seq(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for Capped {
+    type Value = Vec<&'de RawValue>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "an array of at most {} events", self.0)
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        let mut items = Vec::with_capacity(self.0.min(64));
+        while let Some(item) = seq.next_element::<&'de RawValue>()? {
+            if items.len() == self.0 {
+                return Err(serde::de::Error::custom(TOO_MANY));
+            }
+            items.push(item);
+        }
+        Ok(items)
+    }
+}
+
+/// `{"events": [...]}` (no other field), its array capped.
+struct WrappedEvents(usize);
+
+impl<'de> serde::de::Visitor<'de> for WrappedEvents {
+    type Value = Vec<&'de RawValue>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("{\"events\": [...]}")
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut events = None;
+        while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+            if key != "events" {
+                return Err(serde::de::Error::unknown_field(&key, &["events"]));
+            }
+            if events.is_some() {
+                return Err(serde::de::Error::duplicate_field("events"));
+            }
+            events = Some(map.next_value_seed(Capped(self.0))?);
+        }
+        events.ok_or_else(|| serde::de::Error::missing_field("events"))
+    }
+}
+
+/// The most bytes a `/batch` body may have whatever its number of events: 8 MiB (10,000 events of 800 bytes).
+pub const MAX_BATCH_BODY_BYTES: usize = 8 << 20;
+
+/// The largest `/batch` body worth reading: `max_batch_size` events of at most `max_event_bytes` each, with room
+/// for the array around them, and never more than [`MAX_BATCH_BODY_BYTES`]. Larger bodies are refused whole
+/// (`413`) before they are read to the end.
+pub fn max_batch_body(cfg: &ServiceConfig) -> usize {
+    let filled = cfg.max_batch_size.saturating_mul(cfg.limits.max_event_bytes.saturating_add(16)).saturating_add(64);
+    filled.min(MAX_BATCH_BODY_BYTES)
+}
+
+/// The largest `/ingest` body worth reading: one event.
+pub fn max_ingest_body(cfg: &ServiceConfig) -> usize {
+    cfg.limits.max_event_bytes.saturating_add(64)
 }
 
 /// Refuses ingestion for a tenant whose monthly allowance is used up (a hard cap): `429 quota_exceeded` with the
@@ -471,12 +548,9 @@ pub async fn batch<D: Directory>(
     mut random: impl FnMut() -> [u8; 10],
 ) -> Result<Batch, ProtocolError> {
     let key_prefix = authenticate_ingest(dir, bearer, now).await?;
-    let items = split_batch(body)?;
+    let items = split_batch(body, cfg.max_batch_size)?;
     if items.is_empty() {
         return Err(ProtocolError::EmptyBatch);
-    }
-    if items.len() > cfg.max_batch_size {
-        return Err(ProtocolError::BatchTooLarge { max: cfg.max_batch_size, got: items.len() });
     }
     let ctx = req.token_intake(&key_prefix, now);
     let mut events = Vec::with_capacity(items.len());
@@ -635,6 +709,23 @@ mod tests {
 
     fn cfg() -> ServiceConfig {
         ServiceConfig { v1_mode: V1Mode::Any, limits: Limits::default(), max_batch_size: 50 }
+    }
+
+    #[test]
+    fn a_batch_stops_being_read_past_its_limit() {
+        let n = |body: &[u8], max| split_batch(body, max).map(|items| items.len());
+        assert_eq!(n(b" [1, {\"a\": [2]}, \"x\"] ", 3), Ok(3));
+        assert_eq!(n(br#"{"events": [1, 2]}"#, 3), Ok(2));
+        assert!(matches!(n(b"[1,2,3,4]", 3), Err(ProtocolError::BatchTooLarge { max: 3, got: 4 })));
+        let million = format!("[{}0]", "0,".repeat(1_000_000));
+        assert!(matches!(n(million.as_bytes(), 50), Err(ProtocolError::BatchTooLarge { max: 50, .. })));
+        assert!(matches!(n(br#"{"events": [1,2,3,4]}"#, 3), Err(ProtocolError::BatchTooLarge { .. })));
+        for bad in [&br#"{"events": [1], "more": 1}"#[..], b"{}", b"[1] [2]", b"[1,", b"7"] {
+            assert!(matches!(n(bad, 3), Err(ProtocolError::InvalidBatch { .. })), "{}", String::from_utf8_lossy(bad));
+        }
+        assert!(max_batch_body(&cfg()) >= 50 * Limits::default().max_event_bytes);
+        let big = ServiceConfig { max_batch_size: 10_000, ..cfg() };
+        assert_eq!(max_batch_body(&big), MAX_BATCH_BODY_BYTES);
     }
 
     #[test]

@@ -10,6 +10,7 @@ use std::sync::Arc;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use sha2::{Digest, Sha256};
+use tracker_protocol::client_ip::rate_key;
 use tracker_protocol::intake::{SIGNATURE_HEADER, TIMESTAMP_HEADER, sign_lookup};
 use tracker_protocol::service::{self, Directory, ShortLinkRecord, TenantRecord, TokenRecord};
 use tracker_protocol::{LinkKey, ProtocolError};
@@ -129,7 +130,7 @@ impl EdgeDirectory<'_> {
             return Ok(record);
         }
         let client = self.ip.unwrap_or("unknown");
-        if let Some(Err(retry_after_secs)) = with_isolate(|i| i.miss_limits.check(client, 1.0, now)) {
+        if let Some(Err(retry_after_secs)) = with_isolate(|i| i.miss_limits.check(&rate_key(client), 1.0, now)) {
             return Err(ProtocolError::RateLimited { retry_after_secs });
         }
         let found: Option<R> = self.ask_core(&format!("{}{id}", R::CORE_PATH)).await?;
@@ -210,7 +211,7 @@ pub(super) fn check_rate(key_prefix: &str, ip: Option<&str>, cost: f64) -> Resul
     let verdict = with_isolate(|i| {
         i.tenant_limits.check(key_prefix, cost, now)?;
         match ip {
-            Some(ip) => i.ip_limits.check(&format!("{key_prefix}|{ip}"), 1.0, now),
+            Some(ip) => i.ip_limits.check(&format!("{key_prefix}|{}", rate_key(ip)), 1.0, now),
             None => Ok(()),
         }
     });

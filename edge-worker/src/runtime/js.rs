@@ -107,6 +107,33 @@ pub(super) fn header(req: &RawRequest, name: &'static str) -> Option<String> {
     header_of(&req.headers(), name)
 }
 
+/// The body, read chunk by chunk and given up as soon as it passes `limit` bytes (a chunked body declares no length
+/// to refuse it by, and one isolate serves many requests: none may hold more than its limit).
+pub(super) async fn body_bytes_capped(req: &RawRequest, limit: usize) -> Result<Vec<u8>, ProtocolError> {
+    let too_large = ProtocolError::BodyTooLarge { max: limit };
+    let declared: Option<usize> = header(req, "content-length").and_then(|l| l.trim().parse().ok());
+    if declared.is_some_and(|n| n > limit) {
+        return Err(too_large);
+    }
+    let unreadable = || ProtocolError::InvalidBatch { reason: "the body could not be read".into() };
+    let Some(stream) = req.body() else { return Ok(Vec::new()) };
+    let reader: worker::web_sys::ReadableStreamDefaultReader = stream.get_reader().unchecked_into();
+    let mut out = Vec::new();
+    loop {
+        let chunk = worker::wasm_bindgen_futures::JsFuture::from(reader.read()).await.map_err(|_| unreadable())?;
+        if Reflect::get(&chunk, &js("done")).ok().and_then(|d| d.as_bool()).unwrap_or(true) {
+            return Ok(out);
+        }
+        let bytes = worker::js_sys::Uint8Array::new(&Reflect::get(&chunk, &js("value")).map_err(|_| unreadable())?);
+        if out.len().saturating_add(bytes.length() as usize) > limit {
+            // stop the upload; what was read is dropped with this request
+            let _ = reader.cancel();
+            return Err(too_large);
+        }
+        out.extend_from_slice(&bytes.to_vec());
+    }
+}
+
 pub(super) async fn body_bytes(req: &RawRequest) -> Option<Vec<u8>> {
     let buffer = worker::wasm_bindgen_futures::JsFuture::from(req.array_buffer().ok()?).await.ok()?;
     Some(worker::js_sys::Uint8Array::new(&buffer).to_vec())

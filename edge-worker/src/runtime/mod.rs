@@ -20,8 +20,8 @@ use crate::api::{forward_path, live_forward};
 use crate::config::EdgeConfig;
 use crate::pack::batch_key;
 use isolate::{EdgeDirectory, check_rate, config, unavailable};
-use js::{RawRequest, WebResponse, bearer, body_bytes, error, header, json, now_ms, random10, refused_pixel};
-use js::{request_info, respond, respond_with, with_cors};
+use js::{RawRequest, WebResponse, bearer, body_bytes, body_bytes_capped, error, header, json, now_ms, random10};
+use js::{refused_pixel, request_info, respond, respond_with, with_cors};
 use proxy::{api, live, purge};
 use queue::{enqueue, enqueue_invalid, enqueue_later};
 
@@ -140,7 +140,7 @@ async fn handle(req: RawRequest, env: &Env, ctx: &Context, cfg: &EdgeConfig) -> 
             }
         }
         (Method::Post, "/batch") => {
-            let (token, idem, body) = match intake_parts(&req, path_token).await {
+            let (token, idem, body) = match intake_parts(&dir, &req, path_token, service::max_batch_body(svc)).await {
                 Ok(parts) => parts,
                 Err(e) => return error(&e),
             };
@@ -173,7 +173,7 @@ async fn handle(req: RawRequest, env: &Env, ctx: &Context, cfg: &EdgeConfig) -> 
             }
         }
         (Method::Post, "/ingest") => {
-            let (token, idem, body) = match intake_parts(&req, path_token).await {
+            let (token, idem, body) = match intake_parts(&dir, &req, path_token, service::max_ingest_body(svc)).await {
                 Ok(parts) => parts,
                 Err(e) => return error(&e),
             };
@@ -209,13 +209,19 @@ async fn handle(req: RawRequest, env: &Env, ctx: &Context, cfg: &EdgeConfig) -> 
 
 /// What `/batch` and `/ingest` read from the request: the token (from the path of a v1 route, or the bearer
 /// header), the `Idempotency-Key` and the body.
+/// The credential, `Idempotency-Key` and body of `/batch` or `/ingest`: the credential is checked before a byte of
+/// the body is read, and the body is read only up to `limit`.
 async fn intake_parts(
+    dir: &EdgeDirectory<'_>,
     req: &RawRequest,
     path_token: Option<String>,
+    limit: usize,
 ) -> Result<(Option<String>, Option<String>, Vec<u8>), ProtocolError> {
     let idem = idempotency(req)?;
-    let body = body_bytes(req).await.ok_or(ProtocolError::InvalidBatch { reason: "unreadable body".into() })?;
-    Ok((path_token.or_else(|| bearer(req)), idem, body))
+    let token = path_token.or_else(|| bearer(req));
+    service::authenticate(dir, token.as_deref()).await?;
+    let body = body_bytes_capped(req, limit).await?;
+    Ok((token, idem, body))
 }
 
 fn idempotency(req: &RawRequest) -> Result<Option<String>, ProtocolError> {

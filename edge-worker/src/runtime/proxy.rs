@@ -2,6 +2,7 @@
 //! forwarded to the core's internal API signed with the service credential (see `crate::api`); live event streams
 //! passed through as they stream; and the core's signed purges of hot-path records.
 
+use tracker_protocol::client_ip::rate_key;
 use tracker_protocol::intake::{CREDENTIAL_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER, sign_api};
 use tracker_protocol::session::{CSRF_HEADER, SESSION_CREDENTIAL_PREFIX};
 use worker::js_sys::Reflect;
@@ -36,7 +37,7 @@ pub(super) async fn api(req: RawRequest, env: &Env, cfg: &EdgeConfig, url: &str,
     }
     let now = now_ms();
     let ip = header(&req, "cf-connecting-ip").unwrap_or_else(|| "unknown".into());
-    if let Some(Err(retry)) = with_isolate(|i| i.api_ip_limits.check(&ip, 1.0, now)) {
+    if let Some(Err(retry)) = with_isolate(|i| i.api_ip_limits.check(&rate_key(&ip), 1.0, now)) {
         return api_error(429, "rate_limited", "too many API requests from this address; retry later", Some(retry));
     }
     let public = forward == "/openapi.json";
@@ -168,7 +169,7 @@ pub(super) async fn live(req: RawRequest, cfg: &EdgeConfig, forward: &str, token
     }
     let now = now_ms();
     let ip = header(&req, "cf-connecting-ip").unwrap_or_else(|| "unknown".into());
-    if let Some(Err(retry)) = with_isolate(|i| i.api_ip_limits.check(&ip, 1.0, now)) {
+    if let Some(Err(retry)) = with_isolate(|i| i.api_ip_limits.check(&rate_key(&ip), 1.0, now)) {
         return api_error(429, "rate_limited", "too many API requests from this address; retry later", Some(retry));
     }
     let Some(credential) = bearer(&req).or(token).as_deref().and_then(credential_hash) else {

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
+use futures_util::StreamExt as _;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use sha2::Digest as _;
@@ -67,14 +68,69 @@ async fn meter_invalid(state: &AppState, tenant: &str, n: usize, idempotency_key
     }
 }
 
+/// The body of `/batch` or `/ingest`, read once its credential has been checked (a request that cannot be taken
+/// costs no body read) and only up to `limit` bytes, counted as it streams in whatever `Content-Length` says.
+async fn authenticated_body(
+    state: &AppState,
+    endpoint: Endpoint,
+    token: Option<&str>,
+    body: axum::body::Body,
+    limit: usize,
+) -> Result<axum::body::Bytes, Response> {
+    if let Err(e) = service::authenticate(state, token).await {
+        linger(body.into_data_stream());
+        return Err(respond(state, endpoint, Err(e.into())));
+    }
+    let mut stream = body.into_data_stream();
+    let mut read = Vec::new();
+    while let Some(chunk) = stream.next().await {
+        let Ok(chunk) = chunk else {
+            let e = ApiError::bad_request("unreadable_body", "the request body could not be read");
+            return Err(respond(state, endpoint, Err(e)));
+        };
+        if read.len().saturating_add(chunk.len()) > limit {
+            linger(stream);
+            return Err(respond(state, endpoint, Err(ProtocolError::BodyTooLarge { max: limit }.into())));
+        }
+        read.extend_from_slice(&chunk);
+    }
+    Ok(read.into())
+}
+
+/// How much more of a refused body is read (and dropped) before its connection closes, at most.
+const LINGER_BYTES: usize = 4 << 20;
+const LINGER_TIME: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// After refusing a request whose body is still arriving, reads a little more of it while the answer goes out:
+/// closing a connection with unread data makes the kernel reset it, and the client would lose the answer it was
+/// sent (the classic lingering close). Bounded: [`LINGER_BYTES`] or [`LINGER_TIME`], whichever comes first.
+fn linger(mut stream: axum::body::BodyDataStream) {
+    tokio::spawn(async move {
+        let mut left = LINGER_BYTES;
+        let _ = tokio::time::timeout(LINGER_TIME, async {
+            while let Some(Ok(chunk)) = stream.next().await {
+                left = left.saturating_sub(chunk.len());
+                if left == 0 {
+                    break;
+                }
+            }
+        })
+        .await;
+    });
+}
+
 pub async fn batch(
     State(state): State<Arc<AppState>>,
     meta: RequestMeta,
     headers: HeaderMap,
-    RawBody(body): RawBody,
+    body: axum::body::Body,
 ) -> Response {
     let token = bearer(&headers).map(str::to_owned);
-    take_batch(&state, meta, &headers, token.as_deref(), &body, BatchFormat::Ours).await
+    let limit = service::max_batch_body(&state.service);
+    match authenticated_body(&state, Endpoint::Batch, token.as_deref(), body, limit).await {
+        Ok(body) => take_batch(&state, meta, &headers, token.as_deref(), &body, BatchFormat::Ours).await,
+        Err(refused) => refused,
+    }
 }
 
 /// `POST /v1/<token>/batch`: the replaced system's SDK batch, its ingest token in the path (the base URL that SDK
@@ -84,10 +140,14 @@ pub async fn v1_batch(
     Segment(token): Segment,
     mut meta: RequestMeta,
     headers: HeaderMap,
-    RawBody(body): RawBody,
+    body: axum::body::Body,
 ) -> Response {
     meta.0.path = V1_BATCH_PATH.to_owned();
-    take_batch(&state, meta, &headers, Some(&token), &body, BatchFormat::V1).await
+    let limit = service::max_batch_body(&state.service);
+    match authenticated_body(&state, Endpoint::Batch, Some(&token), body, limit).await {
+        Ok(body) => take_batch(&state, meta, &headers, Some(&token), &body, BatchFormat::V1).await,
+        Err(refused) => refused,
+    }
 }
 
 /// The request path v1 batch events record (the real one holds the token).
@@ -143,10 +203,14 @@ pub async fn ingest(
     State(state): State<Arc<AppState>>,
     meta: RequestMeta,
     headers: HeaderMap,
-    RawBody(body): RawBody,
+    body: axum::body::Body,
 ) -> Response {
     let token = bearer(&headers).map(str::to_owned);
-    take_one(&state, &meta, &headers, token.as_deref(), &body).await
+    let limit = service::max_ingest_body(&state.service);
+    match authenticated_body(&state, Endpoint::Ingest, token.as_deref(), body, limit).await {
+        Ok(body) => take_one(&state, &meta, &headers, token.as_deref(), &body).await,
+        Err(refused) => refused,
+    }
 }
 
 /// `POST /v1/<token>/ingest`: `/ingest` for a client configured with a base URL that carries its token.
@@ -155,10 +219,14 @@ pub async fn v1_ingest(
     Segment(token): Segment,
     mut meta: RequestMeta,
     headers: HeaderMap,
-    RawBody(body): RawBody,
+    body: axum::body::Body,
 ) -> Response {
     meta.0.path = "/v1/ingest".to_owned();
-    take_one(&state, &meta, &headers, Some(&token), &body).await
+    let limit = service::max_ingest_body(&state.service);
+    match authenticated_body(&state, Endpoint::Ingest, Some(&token), body, limit).await {
+        Ok(body) => take_one(&state, &meta, &headers, Some(&token), &body).await,
+        Err(refused) => refused,
+    }
 }
 
 async fn take_one(
@@ -227,7 +295,7 @@ pub async fn edge_batch(State(state): State<Arc<AppState>>, headers: HeaderMap, 
                     .map_err(|e| ProtocolError::InvalidBatch { reason: format!("not an edge batch: {e}") })?;
                 (b.events, b.invalid)
             }
-            _ => (service::split_batch(&body)?, None),
+            _ => (service::split_batch(&body, state.cfg.links.max_batch_size)?, None),
         };
         if items.len() > state.cfg.links.max_batch_size {
             return Err(ProtocolError::BatchTooLarge { max: state.cfg.links.max_batch_size, got: items.len() }.into());

@@ -58,7 +58,7 @@ pub async fn events(
     let tenant = principal.tenant("stream").or_else(|_| principal.tenant("read"))?.key_prefix.clone();
     // a URL ends up in logs and histories: only short-lived stream tokens may travel in one
     let in_url = url_credential.is_some() || q.credential.as_deref() == Some("query");
-    if in_url && !principal.stream_only() {
+    if in_url && !principal.short_lived() {
         return Err(ApiError::new(
             StatusCode::FORBIDDEN,
             "key_in_url",

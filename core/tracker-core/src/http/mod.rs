@@ -101,13 +101,12 @@ impl FromRequestParts<Arc<AppState>> for RequestMeta {
         let peer = parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip().to_string());
         let ip = match state.cfg.node.trust_proxy {
             TrustProxy::None => peer,
-            TrustProxy::XForwardedFor => h
-                .get("x-forwarded-for")
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.split(',').next())
-                .map(|v| v.trim().to_owned())
-                .filter(|v| v.parse::<std::net::IpAddr>().is_ok())
-                .or(peer),
+            // the entry our proxy appended (the rightmost): the ones left of it are the client's own words
+            TrustProxy::XForwardedFor => tracker_protocol::client_ip::forwarded_for(
+                h.get_all("x-forwarded-for").iter().filter_map(|v| v.to_str().ok()),
+            )
+            .map(|ip| ip.to_string())
+            .or(peer),
             TrustProxy::Cloudflare => h
                 .get("cf-connecting-ip")
                 .and_then(|v| v.to_str().ok())

@@ -538,6 +538,14 @@ async fn live_events_are_the_tenants_own_filtered_and_resume_after_the_last_id()
     let wrong =
         api.node.http.get(format!("{}/sse/events?access_token=trk_key_nope", api.node.base)).send().await.unwrap();
     assert_eq!(wrong.status(), 401);
+    // a key may travel in a URL only when it is short-lived, whatever its scopes
+    let stream_key = json!({ "name": "s", "scopes": ["stream"] });
+    let (s, forever) = api.call("POST", "/api/tenants/acme/api-keys", ADMIN, Some(stream_key)).await;
+    assert_eq!(s, 201, "{forever}");
+    let in_url = format!("{}/sse/events?access_token={}", api.node.base, forever["secret"].as_str().unwrap());
+    let long_lived = api.node.http.get(in_url).send().await.unwrap();
+    assert_eq!(long_lived.status(), 403);
+    assert_eq!(long_lived.json::<serde_json::Value>().await.unwrap()["error"]["code"], "key_in_url");
     let bad_id = api
         .node
         .http

@@ -931,3 +931,54 @@ async fn sigkill_loses_no_acknowledged_event_retries_do_not_duplicate_and_sigter
     assert_eq!(duplicated, 0, "no event is stored twice");
     assert_eq!(seen.len(), acked.len() + retried.len() + clicks.len(), "nothing else is stored");
 }
+
+/// Sends a request head and the start of a chunked body that never ends; returns the status line the node answers
+/// with while the body is still open (or panics after 5 s: the node waited for a body it should not have read).
+async fn answer_before_the_body_ends(base: &str, path: &str, token: Option<&str>) -> String {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let addr = base.trim_start_matches("http://");
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let auth = token.map(|t| format!("authorization: Bearer {t}\r\n")).unwrap_or_default();
+    let chunked = "content-type: application/json\r\ntransfer-encoding: chunked\r\n";
+    let head = format!("POST {path} HTTP/1.1\r\nhost: {addr}\r\n{auth}{chunked}\r\n");
+    stream.write_all(head.as_bytes()).await.unwrap();
+    // 256 KiB of `[0,0,0,...` in chunks, never closed
+    let chunk = format!("{:x}\r\n{}\r\n", 64 * 1024, "0,".repeat(32 * 1024));
+    stream.write_all(b"2\r\n[0\r\n").await.unwrap();
+    // a node that stopped reading may leave these writes waiting: they get 2 s, the answer is what counts
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(2), async {
+        for _ in 0..4 {
+            if stream.write_all(chunk.as_bytes()).await.is_err() {
+                break; // the node closed the connection after answering
+            }
+        }
+    })
+    .await;
+    let mut answer = vec![0u8; 512];
+    let n = tokio::time::timeout(std::time::Duration::from_secs(5), stream.read(&mut answer))
+        .await
+        .expect("an answer while the body is still open")
+        .unwrap();
+    String::from_utf8_lossy(&answer[..n]).lines().next().unwrap_or_default().to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn intake_refuses_before_reading_bodies_it_cannot_take() {
+    let node = Node::start(|c| c.links.max_batch_size = 3).await;
+    node.tenant("acme").await;
+    let token = node.token("acme").await;
+    // no credential, or a forged one: refused from the headers, the endless body never read
+    assert_eq!(answer_before_the_body_ends(&node.base, "/batch", None).await, "HTTP/1.1 401 Unauthorized");
+    let forged = answer_before_the_body_ends(&node.base, "/ingest", Some("trk_ing_forged")).await;
+    assert_eq!(forged, "HTTP/1.1 401 Unauthorized");
+    // a real token: read only up to what 3 events can fill, then refused
+    let long = answer_before_the_body_ends(&node.base, "/batch", Some(&token)).await;
+    assert_eq!(long, "HTTP/1.1 413 Payload Too Large");
+    let (status, code) = error_code(node.post("/ingest", Some(&token), "x".repeat(64 * 1024)).await).await;
+    assert_eq!((status, code.as_str()), (StatusCode::PAYLOAD_TOO_LARGE, "body_too_large"));
+    // within the byte limit, a long array stops being read at its fourth element
+    let many = format!("[{}{{}}]", "{},".repeat(20_000));
+    let (status, code) = error_code(node.post("/batch", Some(&token), many).await).await;
+    assert_eq!((status, code.as_str()), (StatusCode::PAYLOAD_TOO_LARGE, "batch_too_large"));
+    node.stop().await;
+}

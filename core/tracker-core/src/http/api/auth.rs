@@ -89,6 +89,15 @@ impl Principal {
         matches!(&self.caller, Caller::Tenant { key, .. } if key.scopes.iter().all(|s| s == "stream"))
     }
 
+    /// Whether the credential is a short-lived key (an hour or less from its creation to its expiry): the only kind
+    /// a URL may carry, whatever its scopes, since URLs end up in logs and browser histories.
+    pub fn short_lived(&self) -> bool {
+        matches!(
+            &self.caller,
+            Caller::Tenant { key, .. } if key.expires_at.is_some_and(|e| e.saturating_sub(key.created_at) <= 3_600_000)
+        )
+    }
+
     /// The rate-limit bucket and requests per minute.
     fn rate(&self, cfg: &crate::config::Config) -> (String, u32) {
         match &self.caller {
@@ -235,7 +244,10 @@ async fn sign_in_credential(state: &Arc<AppState>, req: Request) -> Result<(Requ
         match <crate::http::RequestMeta as axum::extract::FromRequestParts<_>>::from_request_parts(&mut parts, state)
             .await
         {
-            Ok(meta) => meta.0.ip.unwrap_or_default(),
+            // an IPv6 client by its /64, which it can rotate through
+            Ok(meta) => {
+                meta.0.ip.as_deref().map(tracker_protocol::client_ip::rate_key).unwrap_or_default().into_owned()
+            }
             Err(res) => return Err(res),
         };
     let verdict = state.api_limits.check(&format!("sign-in:{ip}"), SIGN_INS_PER_MINUTE, 60, state.clock.now_ms());

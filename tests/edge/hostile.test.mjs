@@ -1,0 +1,138 @@
+// Hostile bodies at the edge Worker (under Miniflare) and at a core node: endless chunked bodies, bodies far past
+// their limit, arrays of a million elements, deep nesting and invalid UTF-8 on /batch and /ingest. Every answer is a
+// clear 4xx, given without reading more than the limit (an unauthenticated request reads nothing).
+import { after, before, describe, it } from "node:test";
+import assert from "node:assert/strict";
+import { connect } from "node:net";
+import { Core, worker } from "./harness.mjs";
+
+const MiB = 1 << 20;
+
+/** A chunked body of `total` bytes (`[0,0,0,...`), written only as fast as the server takes it; `pulled()` says how
+ * much it took. */
+function endless(total = 100 * MiB) {
+  let sent = 0;
+  const data = "0,".repeat(32 * 1024);
+  const chunk = Buffer.from(`${data.length.toString(16)}\r\n${data}\r\n`);
+  return {
+    pulled: () => sent,
+    /** Writes into `socket` until `total`, or until `stop()`. */
+    async pump(socket, stop) {
+      socket.write("1\r\n[\r\n");
+      while (sent < total && !stop() && !socket.destroyed) {
+        sent += data.length;
+        if (!socket.write(chunk)) await new Promise((ok) => socket.once("drain", ok).once("close", ok));
+      }
+      if (!stop() && !socket.destroyed) socket.write("2\r\n0]\r\n0\r\n\r\n");
+    },
+  };
+}
+
+/**
+ * POSTs a streamed body over a raw socket and reads the answer as soon as it comes, while the upload may still be
+ * going (HTTP clients give up on a request whose server answered and closed before the upload ended, which is the
+ * point here): `[status, error code]`.
+ */
+function postStreaming(base, path, headers, body) {
+  const { hostname, port } = new URL(base);
+  return new Promise((resolve, reject) => {
+    let received = "";
+    let done = false;
+    const socket = connect(Number(port), hostname, () => {
+      const head = Object.entries({ host: `${hostname}:${port}`, ...headers, "transfer-encoding": "chunked" })
+        .map(([k, v]) => `${k}: ${v}\r\n`)
+        .join("");
+      socket.write(`POST ${path} HTTP/1.1\r\n${head}\r\n`);
+      body.pump(socket, () => done).catch(() => {});
+    });
+    const finish = () => {
+      const [head, rest = ""] = received.split("\r\n\r\n");
+      const status = Number(head.split(" ")[1]);
+      const json = rest.slice(rest.indexOf("{"), rest.lastIndexOf("}") + 1);
+      if (!status || !json) return false;
+      done = true;
+      socket.destroy();
+      resolve([status, JSON.parse(json).error.code]);
+      return true;
+    };
+    socket.on("data", (d) => {
+      received += d;
+      finish();
+    });
+    // a reset after the answer is the server closing on an upload it refused; before one, it is a failure
+    socket.on("error", () => {});
+    socket.on("close", () => done || finish() || reject(new Error(`no answer: ${JSON.stringify(received)}`)));
+  });
+}
+
+describe("hostile bodies", () => {
+  const core = new Core();
+  let mf, token;
+  const bases = {};
+
+  before(async () => {
+    core.tenant("acme");
+    token = core.token("acme");
+    await core.start();
+    mf = worker({ CORE_URLS: core.url });
+    bases.edge = (await mf.ready).origin;
+    bases.core = core.url;
+  });
+
+  after(async () => {
+    await mf?.dispose();
+    core.cleanup();
+  });
+
+  const tiers = {
+    edge: (path, init) => mf.dispatchFetch(`http://edge.test${path}`, init),
+    core: (path, init) => fetch(`${core.url}${path}`, init),
+  };
+
+  for (const [tier, send] of Object.entries(tiers)) {
+    const post = (path, body, credential, extra = {}) =>
+      send(path, {
+        method: "POST",
+        body,
+        duplex: "half",
+        headers: { "content-type": "application/json", ...(credential ? { authorization: `Bearer ${credential}` } : {}), ...extra },
+      });
+    const refusal = async (res) => [res.status, (await res.json()).error.code];
+    const stream = (path, body, credential) =>
+      postStreaming(bases[tier], path, {
+        "content-type": "application/json",
+        "cf-connecting-ip": "203.0.113.9",
+        ...(credential ? { authorization: `Bearer ${credential}` } : {}),
+      }, body);
+
+    it(`${tier}: without a credential nothing of a 100 MB body is read`, async () => {
+      const body = endless();
+      assert.deepEqual(await stream("/batch", body), [401, "unauthorized"]);
+      assert.ok(body.pulled() < 16 * MiB, `read ${body.pulled()} bytes of 100 MiB`);
+      const forged = endless();
+      assert.deepEqual(await stream("/ingest", forged, "trk_ing_forged"), [401, "unauthorized"]);
+      assert.ok(forged.pulled() < 16 * MiB, `read ${forged.pulled()} bytes of 100 MiB`);
+    });
+
+    it(`${tier}: a real token's 100 MB chunked body is refused at the limit`, async () => {
+      const body = endless();
+      assert.deepEqual(await stream("/batch", body, token), [413, "body_too_large"]);
+      assert.ok(body.pulled() < 24 * MiB, `read ${body.pulled()} bytes of 100 MiB`);
+      const one = endless(1 * MiB);
+      assert.deepEqual(await stream("/ingest", one, token), [413, "body_too_large"]);
+    });
+
+    it(`${tier}: a million elements, deep nesting and invalid UTF-8 are 4xx`, async () => {
+      const million = `[${"0,".repeat(999_999)}0]`;
+      assert.deepEqual(await refusal(await post("/batch", million, token)), [413, "batch_too_large"]);
+      const deep = `[${"[".repeat(100_000)}${"]".repeat(100_000)}]`;
+      const nested = await post("/batch", deep, token);
+      assert.ok([400, 422].includes(nested.status), `deep nesting: ${nested.status}`);
+      const bytes = new Uint8Array([0x5b, 0x7b, 0x22, 0xff, 0xfe, 0x22, 0x3a, 0x31, 0x7d, 0x5d]);
+      const utf8 = await post("/batch", bytes, token);
+      assert.ok([400, 422].includes(utf8.status), `invalid UTF-8: ${utf8.status}`);
+      const single = await post("/ingest", bytes.slice(1, -1), token);
+      assert.ok(single.status >= 400 && single.status < 500, `invalid UTF-8 at /ingest: ${single.status}`);
+    });
+  }
+});
