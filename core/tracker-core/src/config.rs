@@ -103,6 +103,9 @@ pub struct NodeSettings {
     pub sse_keepalive: Duration,
     /// Batches of events a live stream may fall behind before it is told it lagged.
     pub sse_backlog: usize,
+    /// Live streams a node serves at once (`SSE_MAX_STREAMS`), and of one tenant (`SSE_MAX_STREAMS_PER_TENANT`).
+    pub sse_max_streams: usize,
+    pub sse_max_streams_per_tenant: usize,
 }
 
 pub const HTTP: Section = Section {
@@ -161,6 +164,8 @@ pub const HTTP: Section = Section {
             "256",
             "batches of events a live stream may fall behind before it is told it lagged and skips ahead",
         ),
+        var("SSE_MAX_STREAMS", "10000", "live streams a node serves at once (more: `503` with `Retry-After`)"),
+        var("SSE_MAX_STREAMS_PER_TENANT", "100", "live streams of one tenant at a node (more: `429 too_many_streams`)"),
     ],
 };
 
@@ -570,6 +575,8 @@ impl Config {
                 consumer_listen,
                 sse_keepalive: src.duration("SSE_KEEPALIVE_SECS", Unit::Secs)?.max(Duration::from_secs(1)),
                 sse_backlog: src.number("SSE_BACKLOG", 1..=65_536)?,
+                sse_max_streams: src.number("SSE_MAX_STREAMS", 1..=1_000_000)?,
+                sse_max_streams_per_tenant: src.number("SSE_MAX_STREAMS_PER_TENANT", 1..=1_000_000)?,
             },
             links: LinkSettings {
                 hmac_secret: hmac_secret.map(Secret::new),

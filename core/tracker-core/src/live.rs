@@ -22,21 +22,34 @@ use tokio_util::task::TaskTracker;
 use tracker_log::{EventLog, LogError};
 use tracker_protocol::{Event, partition_for};
 
-/// One stream counted in `tracker_live_streams` for as long as it lives.
-struct OpenStream(metrics::Gauge);
-
-impl OpenStream {
-    fn new() -> Self {
-        let gauge = metrics::gauge!("tracker_live_streams");
-        gauge.increment(1.0);
-        OpenStream(gauge)
-    }
+/// One stream counted for as long as it lives: in `tracker_live_streams`, and against the node's and its tenant's
+/// caps (`SSE_MAX_STREAMS`, `SSE_MAX_STREAMS_PER_TENANT`).
+struct OpenStream {
+    gauge: metrics::Gauge,
+    hub: Arc<Hub>,
+    tenant: String,
 }
 
 impl Drop for OpenStream {
     fn drop(&mut self) {
-        self.0.decrement(1.0);
+        self.gauge.decrement(1.0);
+        if let Ok(mut open) = self.hub.open.lock() {
+            open.total = open.total.saturating_sub(1);
+            if let Some(n) = open.per_tenant.get_mut(&self.tenant) {
+                *n = n.saturating_sub(1);
+                if *n == 0 {
+                    open.per_tenant.remove(&self.tenant);
+                }
+            }
+        }
     }
+}
+
+/// The streams open at a node, counted against its caps.
+#[derive(Debug, Default)]
+struct Open {
+    total: usize,
+    per_tenant: HashMap<String, usize>,
 }
 
 /// Why a live stream cannot start.
@@ -46,6 +59,10 @@ pub enum LiveError {
     Unavailable,
     #[error("the node is shutting down")]
     ShuttingDown,
+    #[error("this node serves {0} live streams already")]
+    NodeFull(usize),
+    #[error("at most {0} live streams of a tenant at a node")]
+    TenantFull(usize),
     #[error(transparent)]
     Log(#[from] LogError),
 }
@@ -80,13 +97,42 @@ pub struct Hub {
     tasks: TaskTracker,
     /// Batches a subscriber may fall behind before it is told it lagged (`SSE_BACKLOG`).
     backlog: usize,
+    /// The streams open now, and how many may be: at the node, and of one tenant.
+    open: Mutex<Open>,
+    caps: (usize, usize),
 }
 
 impl Hub {
-    pub fn new(backlog: usize, tasks: TaskTracker) -> Hub {
+    /// `caps`: the live streams the node serves at once, and of one tenant.
+    pub fn new(backlog: usize, caps: (usize, usize), tasks: TaskTracker) -> Hub {
         // shown from the start (at 0), not only once a stream opened
         metrics::gauge!("tracker_live_streams").increment(0.0);
-        Hub { tails: Mutex::default(), closing: CancellationToken::new(), tasks, backlog: backlog.max(1) }
+        Hub {
+            tails: Mutex::default(),
+            closing: CancellationToken::new(),
+            tasks,
+            backlog: backlog.max(1),
+            open: Mutex::default(),
+            caps,
+        }
+    }
+
+    /// Counts a new stream of `tenant` if the caps allow it.
+    fn admit(self: &Arc<Self>, tenant: &str) -> Result<OpenStream, LiveError> {
+        let (node_cap, tenant_cap) = self.caps;
+        let mut open = self.open.lock().map_err(|_| LiveError::Unavailable)?;
+        if open.total >= node_cap {
+            return Err(LiveError::NodeFull(node_cap));
+        }
+        let of_tenant = open.per_tenant.entry(tenant.to_owned()).or_default();
+        if *of_tenant >= tenant_cap {
+            return Err(LiveError::TenantFull(tenant_cap));
+        }
+        *of_tenant += 1;
+        open.total += 1;
+        let gauge = metrics::gauge!("tracker_live_streams");
+        gauge.increment(1.0);
+        Ok(OpenStream { gauge, hub: self.clone(), tenant: tenant.to_owned() })
     }
 
     /// Ends every live stream (the node is shutting down; clients reconnect elsewhere with `Last-Event-ID`).
@@ -137,6 +183,7 @@ impl Hub {
         if self.closing.is_cancelled() {
             return Err(LiveError::ShuttingDown);
         }
+        let open = self.admit(&filter.tenant)?;
         let partition = partition_for(&filter.tenant, log.partitions());
         let (rx, head) = self.subscribe(&log, partition).await?;
         let next = match resume {
@@ -145,7 +192,6 @@ impl Hub {
         };
         let (out, frames) = mpsc::channel::<Frame>(CLIENT_QUEUE);
         let closing = self.closing.clone();
-        let open = OpenStream::new();
         self.tasks.spawn(async move {
             let _open = open;
             closing.run_until_cancelled(stream(log, partition, filter, rx, (next, head), out)).await

@@ -206,7 +206,11 @@ impl AppState {
             link_counter: tracker_consumers::link_counts::consumer_name(&cfg.data_dir)
                 .map_err(|e| format!("{}: {e}", cfg.data_dir.join("node-id").display()))?,
             outputs,
-            live: Arc::new(crate::live::Hub::new(cfg.node.sse_backlog, tasks.clone())),
+            live: Arc::new(crate::live::Hub::new(
+                cfg.node.sse_backlog,
+                (cfg.node.sse_max_streams, cfg.node.sse_max_streams_per_tenant),
+                tasks.clone(),
+            )),
             tasks,
             clock: Clock::default(),
             webhook_client,

@@ -13,7 +13,7 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 
 use crate::http::ApiError;
-use crate::http::api::{Principal, Query};
+use crate::http::api::{Caller, Principal, Query};
 use crate::live::{Frame, LiveError, StreamFilter};
 use crate::state::AppState;
 
@@ -26,6 +26,16 @@ impl From<LiveError> for ApiError {
             LiveError::ShuttingDown => {
                 ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "shutting_down", "the node is shutting down")
             }
+            LiveError::NodeFull(_) => {
+                let mut e = ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "streams_full", e.to_string());
+                e.headers.push(("retry-after", "5".to_owned()));
+                e
+            }
+            LiveError::TenantFull(_) => ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "too_many_streams",
+                format!("{e}: close one (or reuse one for several filters)"),
+            ),
             LiveError::Log(e) => e.into(),
         }
     }
@@ -93,14 +103,48 @@ pub async fn events(
     };
     let filter = StreamFilter { tenant, event_types, param };
     let frames = state.live.open(state.outputs.filtered.clone(), filter, resume).await?;
-    let events = futures_util::stream::unfold(frames, |mut frames| async move {
-        frames.recv().await.map(|frame| (Ok::<_, Infallible>(sse_event(frame)), frames))
-    });
+    // the credential is checked again every keep-alive interval: a stream ends once its key expires or is revoked
+    let key = match &principal.caller {
+        Caller::Tenant { tenant, key } => (tenant.key_prefix.clone(), key.key_id.clone()),
+        Caller::Admin => return Err(ApiError::new(StatusCode::FORBIDDEN, "tenant_only", "streams are a tenant's")),
+    };
+    let recheck = tokio::time::interval(state.cfg.node.sse_keepalive);
+    let events = futures_util::stream::unfold(
+        (frames, recheck, state.clone(), key),
+        |(mut frames, mut recheck, state, key)| async move {
+            loop {
+                tokio::select! {
+                    frame = frames.recv() => {
+                        return frame.map(|f| (Ok::<_, Infallible>(sse_event(f)), (frames, recheck, state, key)));
+                    }
+                    _ = recheck.tick() => {
+                        if !key_still_valid(&state, &key.0, &key.1).await {
+                            return None;
+                        }
+                    }
+                }
+            }
+        },
+    );
     let keep_alive = KeepAlive::new().interval(state.cfg.node.sse_keepalive).text("keep-alive");
     let mut res = Sse::new(events).keep_alive(keep_alive).into_response();
     // no proxy may hold the stream back to buffer it
     res.headers_mut().insert("x-accel-buffering", HeaderValue::from_static("no"));
     Ok(res)
+}
+
+/// Whether the key a stream was opened with is still neither revoked nor expired (a store that cannot answer right
+/// now ends no stream).
+async fn key_still_valid(state: &AppState, key_prefix: &str, key_id: &str) -> bool {
+    let now = state.clock.now_ms();
+    match state.store.api_key(key_prefix, key_id).await {
+        Ok(Some(key)) => key.revoked_at.is_none() && key.expires_at.is_none_or(|at| at > now),
+        Ok(None) => false,
+        Err(e) => {
+            tracing::warn!(error = %e, "live stream: its key could not be checked again");
+            true
+        }
+    }
 }
 
 /// A frame of the live hub as a Server-Sent Event.

@@ -503,6 +503,19 @@ impl Live {
         }
     }
 
+    /// Whether the node ends the stream within `secs` (what it sends before is skipped).
+    async fn ended(&mut self, secs: u64) -> bool {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+            match tokio::time::timeout(left, self.res.chunk()).await {
+                Ok(Ok(None) | Err(_)) => return true,
+                Ok(Ok(Some(_))) => {}
+                Err(_) => return false,
+            }
+        }
+        false
+    }
+
     /// The next event frame, skipping comments and `retry:` lines.
     async fn event(&mut self) -> (u64, Value) {
         let deadline = Instant::now() + Duration::from_secs(10);
@@ -632,4 +645,37 @@ async fn live_events_are_the_tenants_own_filtered_and_resume_after_the_last_id()
     api.node.stop().await;
     assert!(stopping.elapsed() < tracker_core::SHUTDOWN_GRACE + Duration::from_secs(5));
     drop(resumed);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn live_streams_are_capped_and_end_with_their_key() {
+    let api = Api::start(|c| {
+        c.node.sse_keepalive = Duration::from_secs(1);
+        c.node.sse_max_streams_per_tenant = 2;
+    })
+    .await;
+    let (key, _) = api.tenant("acme").await;
+    let (s, admin) =
+        api.call("POST", "/api/tenants/acme/api-keys", ADMIN, Some(json!({ "name": "a", "scopes": ["admin"] }))).await;
+    assert_eq!(s, 201, "{admin}");
+    let admin = admin["secret"].as_str().unwrap().to_owned();
+    let (_, minted) = api.call("POST", "/api/sse/tokens", &key, Some(json!({ "ttl_secs": 60 }))).await;
+    let (token, token_id) = (minted["token"].as_str().unwrap(), minted["key_id"].as_str().unwrap());
+
+    let mut by_token = Live::open(&api, &format!("?access_token={token}"), None, None).await;
+    let _by_key = Live::open(&api, "", Some(&key), None).await;
+    // a third of the same tenant: refused; another tenant's: served
+    let third = api.node.http.get(format!("{}/sse/events", api.node.base)).bearer_auth(&key).send().await.unwrap();
+    assert_eq!(third.status(), 429);
+    assert_eq!(third.json::<Value>().await.unwrap()["error"]["code"], "too_many_streams");
+    let (beta, _) = api.tenant("beta").await;
+    let _beta = Live::open(&api, "", Some(&beta), None).await;
+
+    // revoking the token ends its stream within the keep-alive interval, which frees its place
+    let (s, _) = api.call("DELETE", &format!("/api/keys/{token_id}"), &admin, None).await;
+    assert_eq!(s, 200);
+    assert!(by_token.ended(5).await, "the revoked token's stream is still open");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let _again = Live::open(&api, "", Some(&key), None).await;
+    api.node.stop().await;
 }

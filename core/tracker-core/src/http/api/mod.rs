@@ -38,7 +38,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer, Serialize};
 use tracker_store::{MAX_PAGE, Page, StoreError};
 
-pub use auth::{Principal, UrlCredential};
+pub use auth::{Caller, Principal, UrlCredential};
 
 use crate::http::ApiError;
 use crate::state::AppState;
