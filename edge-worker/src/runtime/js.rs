@@ -126,8 +126,8 @@ pub(super) async fn body_bytes_capped(req: &RawRequest, limit: usize) -> Result<
         }
         let bytes = worker::js_sys::Uint8Array::new(&Reflect::get(&chunk, &js("value")).map_err(|_| unreadable())?);
         if out.len().saturating_add(bytes.length() as usize) > limit {
-            // stop the upload; what was read is dropped with this request
-            let _ = reader.cancel();
+            // what was read is dropped with this request; the rest is left to the runtime (cancelling the stream
+            // here can reset the connection before the client has read the answer)
             return Err(too_large);
         }
         out.extend_from_slice(&bytes.to_vec());

@@ -97,25 +97,34 @@ async fn authenticated_body(
     Ok(read.into())
 }
 
-/// How much more of a refused body is read (and dropped) before its connection closes, at most.
-const LINGER_BYTES: usize = 4 << 20;
+/// How much more of a refused body is read (and dropped) while its answer goes out, and how long its connection is
+/// kept open at most: long enough for the answer to reach a client on any network.
+const LINGER_BYTES: usize = 16 << 20;
 const LINGER_TIME: std::time::Duration = std::time::Duration::from_secs(2);
 
-/// After refusing a request whose body is still arriving, reads a little more of it while the answer goes out:
-/// closing a connection with unread data makes the kernel reset it, and the client would lose the answer it was
-/// sent (the classic lingering close). Bounded: [`LINGER_BYTES`] or [`LINGER_TIME`], whichever comes first.
+/// After refusing a request whose body is still arriving, keeps its connection open a little while the answer goes
+/// out: closing a connection with unread data makes the kernel reset it, and the client would lose the answer it was
+/// sent (the classic lingering close). Up to [`LINGER_BYTES`] more are read and dropped; past them the body is left
+/// unread (the client's sending stalls) until [`LINGER_TIME`] is over.
 fn linger(mut stream: axum::body::BodyDataStream) {
     tokio::spawn(async move {
-        let mut left = LINGER_BYTES;
-        let _ = tokio::time::timeout(LINGER_TIME, async {
-            while let Some(Ok(chunk)) = stream.next().await {
-                left = left.saturating_sub(chunk.len());
-                if left == 0 {
-                    break;
+        let deadline = tokio::time::Instant::now() + LINGER_TIME;
+        let drained = tokio::time::timeout_at(deadline, async {
+            let mut left = LINGER_BYTES;
+            while left > 0 {
+                match stream.next().await {
+                    Some(Ok(chunk)) => left = left.saturating_sub(chunk.len()),
+                    // the body ended (or failed): nothing is left unread
+                    _ => return true,
                 }
             }
+            false
         })
         .await;
+        if drained != Ok(true) {
+            tokio::time::sleep_until(deadline).await;
+        }
+        drop(stream);
     });
 }
 
