@@ -88,6 +88,8 @@ pub struct NodeSettings {
     /// Base URL printed in links by the CLI.
     pub public_url: String,
     pub max_body_bytes: usize,
+    /// Requests a node works on at once; more are answered `503` at once (`MAX_IN_FLIGHT`).
+    pub max_in_flight: usize,
     pub trust_proxy: TrustProxy,
     /// SHA-256 of the platform admin credential (`ADMIN_TOKEN`, or `ADMIN_TOKEN_SHA256` to keep only the hash in
     /// the configuration); `None` turns the admin routes off.
@@ -125,6 +127,11 @@ pub const HTTP: Section = Section {
             "MAX_BODY_BYTES",
             "33554432",
             "largest request body (the edge's batches); `/batch` and `/ingest` read no more than their events can fill",
+        ),
+        var(
+            "MAX_IN_FLIGHT",
+            "2048",
+            "requests the node works on at once; more are answered `503 overloaded` with `Retry-After` at once",
         ),
         var(
             "CONSUMERS",
@@ -568,6 +575,7 @@ impl Config {
                 port,
                 public_url,
                 max_body_bytes: src.number("MAX_BODY_BYTES", 1..=1 << 30)?,
+                max_in_flight: src.number("MAX_IN_FLIGHT", 1..=1_000_000)?,
                 trust_proxy,
                 admin_token_sha256,
                 admin_api_rpm: src.number("ADMIN_API_REQUESTS_PER_MINUTE", 1..=1_000_000)?,

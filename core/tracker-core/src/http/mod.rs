@@ -31,6 +31,7 @@ use tracker_protocol::service::{MAX_BEACON_BYTES, RequestInfo};
 
 pub fn router(state: Arc<AppState>) -> Router {
     let max_body = state.cfg.node.max_body_bytes;
+    let max_in_flight = state.cfg.node.max_in_flight;
     Router::new()
         .route("/t", get(track::click))
         .route("/t.js", get(track::script))
@@ -59,6 +60,8 @@ pub fn router(state: Arc<AppState>) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(max_body))
+        // past MAX_IN_FLIGHT requests at once, the next is answered 503 at once instead of queueing without bound
+        .layer(axum::middleware::from_fn_with_state(Arc::new(tokio::sync::Semaphore::new(max_in_flight)), shed))
         // made (or taken from `X-Request-Id`), on the request's span, on the answer
         .layer(request_id::RequestIdLayer)
         .with_state(state)
@@ -71,6 +74,25 @@ pub fn ops_router() -> Router<Arc<AppState>> {
         .route("/health", get(ops::health))
         .route("/health/broker", get(ops::broker))
         .route("/metrics", get(ops::metrics))
+}
+
+/// Load shedding: a request is worked on only with one of `MAX_IN_FLIGHT` permits, held until its answer's head is
+/// ready; without one it is answered `503` at once (try again in a second, here or at another node).
+async fn shed(
+    axum::extract::State(permits): axum::extract::State<Arc<tokio::sync::Semaphore>>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let Ok(_permit) = permits.try_acquire_owned() else {
+        let mut e = ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "overloaded",
+            "the node is working on as many requests as it takes at once; retry in a second",
+        );
+        e.headers.push(("retry-after", "1".to_owned()));
+        return e.into_response();
+    };
+    next.run(req).await
 }
 
 async fn not_found() -> ApiError {

@@ -982,3 +982,35 @@ async fn intake_refuses_before_reading_bodies_it_cannot_take() {
     assert_eq!((status, code.as_str()), (StatusCode::PAYLOAD_TOO_LARGE, "batch_too_large"));
     node.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn past_max_in_flight_requests_are_shed_at_once() {
+    use tokio::io::AsyncWriteExt as _;
+    let node = Node::start(|c| c.node.max_in_flight = 1).await;
+    node.tenant("acme").await;
+    let token = node.token("acme").await;
+    // one request in the works: a batch whose body is still on its way
+    let addr = node.base.trim_start_matches("http://").to_owned();
+    let mut slow = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let head = format!(
+        "POST /batch HTTP/1.1\r\nhost: {addr}\r\nauthorization: Bearer {token}\r\ncontent-length: 100\r\n\r\n[{{}}"
+    );
+    slow.write_all(head.as_bytes()).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let shed = node.http.get(format!("{}/health", node.base)).send().await.unwrap();
+    assert_eq!(shed.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(shed.headers()["retry-after"], "1");
+    assert_eq!(shed.json::<Value>().await.unwrap()["error"]["code"], "overloaded");
+    // the slow client goes: the node takes requests again
+    drop(slow);
+    let mut healthy = false;
+    for _ in 0..50 {
+        if node.http.get(format!("{}/health", node.base)).send().await.unwrap().status() == StatusCode::OK {
+            healthy = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(healthy, "the node never took requests again");
+    node.stop().await;
+}
