@@ -2,6 +2,7 @@
 //! forwarded to the core's internal API signed with the service credential (see `crate::api`); live event streams
 //! passed through as they stream; and the core's signed purges of hot-path records.
 
+use tracker_protocol::ProtocolError;
 use tracker_protocol::client_ip::rate_key;
 use tracker_protocol::intake::{CREDENTIAL_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER, sign_api};
 use tracker_protocol::session::{CSRF_HEADER, SESSION_CREDENTIAL_PREFIX};
@@ -11,7 +12,9 @@ use worker::{Env, Fetch, Headers, Method, Request, RequestInit, console_error};
 
 use super::isolate::{KV, with_isolate};
 use super::js::unreachable_response;
-use super::js::{RawRequest, WebResponse, bearer, body_bytes, header, js, json, now_ms, respond, respond_with};
+use super::js::{
+    RawRequest, WebResponse, bearer, body_bytes, body_bytes_capped, header, js, json, now_ms, respond, respond_with,
+};
 use crate::api::{
     CORS_HEADERS, FORWARDED_HEADERS, LIVE_PREFLIGHT_HEADERS, MAX_API_BODY, PREFLIGHT_HEADERS, credential_hash, origin,
     presented_credential, purge_keys, refusal,
@@ -70,14 +73,13 @@ pub(super) async fn api(req: RawRequest, env: &Env, cfg: &EdgeConfig, url: &str,
         }
         hash = Some(presented);
     }
-    let declared: Option<usize> = header(&req, "content-length").and_then(|l| l.trim().parse().ok());
-    if declared.is_some_and(|n| n > MAX_API_BODY) {
-        return api_error(413, "body_too_large", "the body is larger than 1 MiB", None);
-    }
-    let mut body = match body_bytes(&req).await {
-        Some(b) if b.len() <= MAX_API_BODY => b,
-        Some(_) => return api_error(413, "body_too_large", "the body is larger than 1 MiB", None),
-        None => return api_error(400, "unreadable_body", "the request body could not be read", None),
+    // counted as it streams in, like the intake's: a chunked body declares no length to refuse it by
+    let mut body = match body_bytes_capped(&req, MAX_API_BODY).await {
+        Ok(b) => b,
+        Err(ProtocolError::BodyTooLarge { .. }) => {
+            return api_error(413, "body_too_large", "the body is larger than 1 MiB", None);
+        }
+        Err(_) => return api_error(400, "unreadable_body", "the request body could not be read", None),
     };
     if sign_in {
         let content_type = header(&req, "content-type");

@@ -78,7 +78,7 @@ async fn authenticated_body(
     limit: usize,
 ) -> Result<axum::body::Bytes, Response> {
     if let Err(e) = service::authenticate(state, token).await {
-        linger(body.into_data_stream());
+        linger(state, body.into_data_stream());
         return Err(respond(state, endpoint, Err(e.into())));
     }
     let mut stream = body.into_data_stream();
@@ -89,7 +89,7 @@ async fn authenticated_body(
             return Err(respond(state, endpoint, Err(e)));
         };
         if read.len().saturating_add(chunk.len()) > limit {
-            linger(stream);
+            linger(state, stream);
             return Err(respond(state, endpoint, Err(ProtocolError::BodyTooLarge { max: limit }.into())));
         }
         read.extend_from_slice(&chunk);
@@ -105,9 +105,9 @@ const LINGER_TIME: std::time::Duration = std::time::Duration::from_secs(2);
 /// After refusing a request whose body is still arriving, keeps its connection open a little while the answer goes
 /// out: closing a connection with unread data makes the kernel reset it, and the client would lose the answer it was
 /// sent (the classic lingering close). Up to [`LINGER_BYTES`] more are read and dropped; past them the body is left
-/// unread (the client's sending stalls) until [`LINGER_TIME`] is over.
-fn linger(mut stream: axum::body::BodyDataStream) {
-    tokio::spawn(async move {
+/// unread (the client's sending stalls) until [`LINGER_TIME`] is over. The task is the node's, like its others.
+fn linger(state: &AppState, mut stream: axum::body::BodyDataStream) {
+    state.tasks.spawn(async move {
         let deadline = tokio::time::Instant::now() + LINGER_TIME;
         let drained = tokio::time::timeout_at(deadline, async {
             let mut left = LINGER_BYTES;
