@@ -11,7 +11,10 @@ if [ ! -x "$VENV/bin/schemathesis" ]; then
   python3 -m venv "$VENV"
   "$VENV/bin/pip" install -q 'schemathesis==4.32.5'
 fi
-cargo build -q -p tracker-core
+# `make test` has built the node by now (for its nextest run) and says so: building it again with `-p tracker-core`
+# would unify other features and compile the whole data stack a second time
+[ -n "${TRACKER_CORE_BUILT:-}" ] || cargo build -q -p tracker-core
+[ -x target/debug/tracker-core ] || { echo "target/debug/tracker-core is missing" >&2; exit 1; }
 
 DIR="$(mktemp -d)"
 PORT="${PORT:-3977}"

@@ -69,4 +69,4 @@ say "edge Worker tests under Miniflare, against a real core node (and headless C
 [ -x target/debug/tracker-core ] || { echo "target/debug/tracker-core is missing" >&2; exit 1; }
 node --test --test-concurrency=1 tests/edge/
 say "schemathesis: the OpenAPI document against a live core node"
-MAX_EXAMPLES="${MAX_EXAMPLES:-25}" bash scripts/api-fuzz.sh
+TRACKER_CORE_BUILT=1 MAX_EXAMPLES="${MAX_EXAMPLES:-25}" bash scripts/api-fuzz.sh
