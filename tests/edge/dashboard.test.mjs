@@ -254,6 +254,24 @@ describe("dashboard", () => {
           await page.screenshot({ path: join(SHOTS, "match-pairs.png"), fullPage: true });
         }
 
+        // the budget for events anyone can send, set in the form, is what the API answers
+        await go(page, "install");
+        await page.waitForSelector(byTestId("intake-save"));
+        await page.click(byTestId("intake-open"));
+        await page.type(byTestId("intake-budget"), "5000");
+        await page.click(byTestId("intake-save"));
+        await page.waitForSelector('[role="status"]');
+        const [, intake] = await api("GET", "/api/intake");
+        assert.deepEqual([intake.open_postbacks, intake.unauthenticated_monthly_events], [false, 5000]);
+        await page.click(byTestId("intake-budget"), { count: 3 });
+        await page.keyboard.press("Backspace");
+        await page.click(byTestId("intake-open"));
+        await page.click(byTestId("intake-save"));
+        await eventually(async () => {
+          const [, back] = await api("GET", "/api/intake");
+          return back.open_postbacks && back.unauthenticated_monthly_events === null;
+        }, 5000, "the settings put back");
+
         // signing out ends the session: the cookie no longer opens anything
         await page.click(byTestId("signout"));
         await page.waitForSelector(byTestId("signin-credential"));

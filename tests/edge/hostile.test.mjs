@@ -146,3 +146,101 @@ describe("hostile bodies", () => {
     });
   }
 });
+
+/**
+ * Writes `parts` (strings or buffers, `{ wait: ms }` for a pause) on a raw socket to `base` and collects what comes
+ * back until the server closes: `{ status, code, closedAfterMs }` (`status` 0 when it closed without an answer).
+ */
+function raw(base, parts) {
+  const { hostname, port } = new URL(base);
+  return new Promise((resolve) => {
+    const started = Date.now();
+    const chunks = [];
+    const socket = connect(Number(port), hostname, async () => {
+      for (const part of parts) {
+        if (socket.destroyed) return;
+        if (part.wait) await new Promise((ok) => setTimeout(ok, part.wait));
+        else socket.write(part);
+      }
+    });
+    socket.on("data", (d) => chunks.push(d));
+    socket.on("error", () => {});
+    socket.on("close", () => {
+      const text = Buffer.concat(chunks).toString("latin1");
+      const [head, body = ""] = text.split("\r\n\r\n");
+      const status = Number(head.split(" ")[1]) || 0;
+      let code;
+      try {
+        code = JSON.parse(body).error.code;
+      } catch {
+        code = body ? `not JSON: ${JSON.stringify(text.slice(0, 300))}` : undefined;
+      }
+      resolve({ status, code, head, closedAfterMs: Date.now() - started });
+    });
+  });
+}
+
+describe("a core node's HTTP layer", () => {
+  // short timeouts, so that waiting them out stays quick; a low per-address API limit
+  const ADMIN = "hostile-admin-token-0123456789abcdef";
+  const core = new Core({
+    HEADER_TIMEOUT_SECS: "1",
+    BODY_IDLE_TIMEOUT_SECS: "1",
+    BODY_TIMEOUT_SECS: "3",
+    API_IP_REQUESTS_PER_MINUTE: "40",
+    ADMIN_TOKEN: ADMIN,
+  });
+  let token;
+  before(async () => {
+    core.tenant("acme");
+    token = core.token("acme");
+    await core.start();
+  });
+  after(() => core.cleanup());
+
+  it("requests hyper refuses before any handler are answered in the JSON error shape", async () => {
+    const long = await raw(core.url, [`GET /t?d=${"a".repeat(70_000)} HTTP/1.1\r\nhost: x\r\n\r\n`]);
+    assert.deepEqual([long.status, long.code], [414, "uri_too_long"]);
+    assert.match(long.head, /content-type: application\/json/);
+    const big = await raw(core.url, [`GET /health HTTP/1.1\r\nhost: x\r\nx-big: ${"b".repeat(200_000)}\r\n\r\n`]);
+    assert.deepEqual([big.status, big.code], [431, "headers_too_large"]);
+    const latin = Buffer.concat([Buffer.from("GET /t?d="), Buffer.from([0xff, 0xfe]), Buffer.from(" HTTP/1.1\r\nhost: x\r\n\r\n")]);
+    const bytes = await raw(core.url, [latin]);
+    assert.deepEqual([bytes.status, bytes.code], [400, "bad_request"]);
+    const garbage = await raw(core.url, ["\x01\x02 nonsense\r\n\r\n"]);
+    assert.deepEqual([garbage.status, garbage.code], [400, "bad_request"]);
+  });
+
+  it("a head that does not arrive whole in time closes the connection", async () => {
+    const slow = await raw(core.url, ["GET /health HTTP/1.1\r\n", { wait: 3000 }, "host: x\r\n\r\n"]);
+    assert.equal(slow.status, 0, "no answer to a head that never completed");
+    assert.ok(slow.closedAfterMs < 2900, `closed after ${slow.closedAfterMs} ms`);
+  });
+
+  it("a body that stops arriving is answered 408, whichever handler reads it", async () => {
+    const slow = (path, credential) =>
+      raw(core.url, [
+        `POST ${path} HTTP/1.1\r\nhost: x\r\nauthorization: Bearer ${credential}\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n`,
+        '{"a":',
+        { wait: 4000 },
+      ]);
+    for (const [path, credential] of [["/ingest", token], ["/batch", token], ["/api/tenants", ADMIN]]) {
+      const res = await slow(path, credential);
+      assert.deepEqual([res.status, res.code], [408, "request_timeout"], path);
+      assert.ok(res.closedAfterMs < 3000, `${path}: answered after ${res.closedAfterMs} ms`);
+    }
+  });
+
+  it("an address's API requests are limited before any credential is looked at", async () => {
+    // the node's limit is 40 a minute; the test above made one
+    const codes = [];
+    for (let i = 0; i < 45; i++) {
+      const res = await fetch(`${core.url}/api/links`, { headers: { authorization: `Bearer trk_key_guess${i}` } });
+      codes.push((await res.json()).error.code);
+    }
+    assert.equal(codes.at(-1), "rate_limited");
+    assert.ok(codes.filter((c) => c === "unauthorized").length <= 39, codes.join(" "));
+    // tracking is not the API: a click from the same address still works
+    assert.notEqual((await fetch(`${core.url}/health`)).status, 429);
+  });
+});

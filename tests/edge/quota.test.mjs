@@ -6,7 +6,7 @@
 import { after, before, describe, it } from "node:test";
 import assert from "node:assert/strict";
 import { createHmac } from "node:crypto";
-import { Core, EDGE_SECRET, eventually, get, post, worker } from "./harness.mjs";
+import { Core, EDGE_SECRET, eventually, get, post, sleep, worker } from "./harness.mjs";
 
 const ALLOWANCE = 3;
 const ADMIN = "edge-quota-admin-0123456789abcdef0123";
@@ -14,7 +14,8 @@ const ADMIN = "edge-quota-admin-0123456789abcdef0123";
 const PLANS = JSON.stringify({ free: { monthly_events: ALLOWANCE, query_tiers: ["hot"], api_requests_per_minute: 600 } });
 
 describe("edge worker quota", () => {
-  const core = new Core({ PLANS, ADMIN_TOKEN: ADMIN });
+  // the filter reads tenants' settings again every 100 ms
+  const core = new Core({ PLANS, ADMIN_TOKEN: ADMIN, FILTER_RULES_RELOAD_MS: "100" });
   let mf, token, sloppyToken;
 
   before(async () => {
@@ -136,4 +137,54 @@ describe("edge worker quota", () => {
     await eventually(async () => (await batch()).status === 200, 5000, "the edge taking batches after the upgrade");
     console.log(`the edge took batches again ${Date.now() - lifted} ms after the upgrade at the core`);
   });
+  it("a tenant refuses open postbacks and budgets the events anyone can send, at the edge and the core", async () => {
+    const admin = { authorization: `Bearer ${ADMIN}`, "content-type": "application/json" };
+    const created = await fetch(`${core.url}/api/tenants`, {
+      method: "POST",
+      headers: admin,
+      body: JSON.stringify({ name: "Open", key_prefix: "openly", plan: "pro" }),
+    });
+    assert.equal(created.status, 201);
+    const key = { authorization: `Bearer ${(await created.json()).api_key.secret}`, "content-type": "application/json" };
+    const tokenRes = await fetch(`${core.url}/api/tokens`, { method: "POST", headers: key, body: "{}" });
+    const ingestToken = (await tokenRes.json()).secret;
+    // open by default, as the replaced system was
+    assert.equal((await get(mf, "/p?key_prefix=openly&order=1")).status, 200);
+    const put = await fetch(`${core.url}/api/intake`, {
+      method: "PUT",
+      headers: key,
+      body: JSON.stringify({ open_postbacks: false, unauthenticated_monthly_events: 2 }),
+    });
+    assert.equal(put.status, 200);
+    // the core pushed the change to the edge (EDGE_URLS): open postbacks are refused there and here
+    let early = 0; // open postbacks the edge took before it learned of the change: kept or dropped by the budget
+    const refused = await eventually(async () => {
+      const r = await get(mf, "/p?key_prefix=openly&order=2");
+      if (r.status === 200) early += 1;
+      return r.status === 401 ? r : null;
+    }, 5000, "the edge refusing open postbacks");
+    assert.equal((await refused.json()).error.code, "unauthorized");
+    assert.equal((await fetch(`${core.url}/p?key_prefix=openly&order=3`)).status, 401);
+    await sleep(300); // the filter's copy of the tenant's settings is renewed
+    // a postback with the tenant's token is still taken
+    assert.equal((await get(mf, `/p?token=${ingestToken}&order=4`)).status, 200);
+    // pixels anyone can send: they fill the budget (with the open postbacks sent before)
+    for (let i = 0; i < 3; i++) assert.equal((await get(mf, `/i?key_prefix=openly&n=${i}`)).status, 200);
+    const open = 1 + early + 3;
+    const intake = await eventually(async () => {
+      const r = await (await fetch(`${core.url}/api/intake`, { headers: key })).json();
+      return r.this_month.unauthenticated_kept + r.this_month.unauthenticated_dropped === open ? r : null;
+    }, 20000, "the filter judging the open events");
+    assert.deepEqual([intake.open_postbacks, intake.unauthenticated_monthly_events], [false, 2]);
+    assert.deepEqual([intake.this_month.unauthenticated_kept, intake.this_month.unauthenticated_dropped], [2, open - 2]);
+    const usage = await eventually(async () => {
+      const t = await adminUsage("openly");
+      return t && t.accepted === 3 ? t : null;
+    }, 20000, "the billable events of the tenant");
+    // billed: the two open events within the budget and the token's postback; those past it are not
+    assert.deepEqual([usage.accepted, usage.unauthenticated, usage.dropped_unauthenticated], [3, 2, open - 2]);
+    const bad = await fetch(`${core.url}/api/intake`, { method: "PUT", headers: key, body: JSON.stringify({ open_postbacks: "no" }) });
+    assert.equal(bad.status, 400);
+  });
 });
+

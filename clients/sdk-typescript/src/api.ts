@@ -664,10 +664,12 @@ export type QueryAnswer = {
 export type UsageTotals = {
   accepted: number;
   imported: number;
+  unauthenticated: number;
   dropped_bot: number;
   dropped_rule: number;
   dropped_rate: number;
   dropped_quota: number;
+  dropped_unauthenticated: number;
   dropped_invalid: number;
   redirects: number;
   webhook_deliveries: number;
@@ -682,10 +684,12 @@ export type UsageTotals = {
 export type UsagePeriod = {
   accepted: number;
   imported: number;
+  unauthenticated: number;
   dropped_bot: number;
   dropped_rule: number;
   dropped_rate: number;
   dropped_quota: number;
+  dropped_unauthenticated: number;
   dropped_invalid: number;
   redirects: number;
   webhook_deliveries: number;
@@ -721,7 +725,7 @@ export type UsageReport = {
   to: number;
   granularity: "hour" | "day" | "month";
   plan: string;
-  metrics: Array<"accepted" | "imported" | "dropped_bot" | "dropped_rule" | "dropped_rate" | "dropped_quota" | "dropped_invalid" | "redirects" | "webhook_deliveries" | "queries_hot" | "queries_warm" | "queries_cold" | "bytes_scanned" | "stored_bytes">;
+  metrics: Array<"accepted" | "imported" | "unauthenticated" | "dropped_bot" | "dropped_rule" | "dropped_rate" | "dropped_quota" | "dropped_unauthenticated" | "dropped_invalid" | "redirects" | "webhook_deliveries" | "queries_hot" | "queries_warm" | "queries_cold" | "bytes_scanned" | "stored_bytes">;
   data: Array<UsagePeriod>;
   totals: UsageTotals;
   quota_drops: null | {
@@ -761,7 +765,7 @@ export type AdminUsage = {
   from: number;
   /** ms since the epoch */
   to: number;
-  metrics: Array<"accepted" | "imported" | "dropped_bot" | "dropped_rule" | "dropped_rate" | "dropped_quota" | "dropped_invalid" | "redirects" | "webhook_deliveries" | "queries_hot" | "queries_warm" | "queries_cold" | "bytes_scanned" | "stored_bytes">;
+  metrics: Array<"accepted" | "imported" | "unauthenticated" | "dropped_bot" | "dropped_rule" | "dropped_rate" | "dropped_quota" | "dropped_unauthenticated" | "dropped_invalid" | "redirects" | "webhook_deliveries" | "queries_hot" | "queries_warm" | "queries_cold" | "bytes_scanned" | "stored_bytes">;
   data: Array<{
     key_prefix: string;
     plan: string | null;
@@ -784,6 +788,28 @@ export type Beacon = {
     version: string;
     /** The tag to put on a site. */
     snippet: string;
+  };
+};
+
+export type UpdateIntake = {
+  /** Accept postbacks without an ingest token or a v2 signature (the default, as the replaced system did). */
+  open_postbacks: boolean;
+  /** Events without a credential kept per calendar month (UTC); past it they are dropped as `unauthenticated_budget`. `null`: no budget of their own. */
+  unauthenticated_monthly_events?: number | null;
+};
+
+export type Intake = {
+  /** Postbacks without an ingest token or a v2 signature are accepted. */
+  open_postbacks: boolean;
+  /** Events without a credential kept per calendar month (UTC); past it they are dropped as `unauthenticated_budget`. `null`: no budget of their own. */
+  unauthenticated_monthly_events: number | null;
+  this_month: {
+    /** `YYYY-MM` (UTC). */
+    period: string;
+    /** Events without a credential the filter kept (billed with the rest). */
+    unauthenticated_kept: number;
+    /** Events without a credential dropped past the budget (not billed). */
+    unauthenticated_dropped: number;
   };
 };
 
@@ -1097,5 +1123,15 @@ export class ApiClient {
   /** Set the origins the tenant's beacon is accepted from. Needs a tenant API key with the `write` scope (and an active tenant). Replaces the list. Beacon events from any other origin (the request's `Origin`, else its `Referer`'s) are answered as usual, then dropped by the filter under the reason `origin`: never kept, never billed, counted in the drop ledger. An empty list accepts every origin. An entry that is not `http(s)://host[:port]` (a host may start with `*.` for its subdomains) is `400 invalid_origin`. `PUT /api/beacon` */
   updateBeacon(body: UpdateBeacon): Promise<Beacon> {
     return this.request('PUT', `/api/beacon`, body);
+  }
+
+  /** What the tenant accepts without a credential. Needs a tenant API key with the `read` scope. Whether postbacks without an ingest token or a v2 signature are accepted, the tenant's monthly budget for events that carry no credential (open postbacks, impression pixels, beacon events), and this month's count of those kept and dropped. `GET /api/intake` */
+  getIntake(): Promise<Intake> {
+    return this.request('GET', `/api/intake`, undefined);
+  }
+
+  /** Set what the tenant accepts without a credential. Needs a tenant API key with the `write` scope (and an active tenant). Replaces both settings. `open_postbacks: false` answers postbacks that carry neither an ingest token nor a v2 signature `401 unauthorized` (at the edge and every node). With `unauthenticated_monthly_events`, events without a credential kept in a calendar month (UTC) stop at that number: the rest are dropped by the filter under the reason `unauthenticated_budget` (in the drop ledger, never billed), while events sent with a credential are kept as before. `null`: no budget of their own. Anyone who knows the tenant's key prefix can send such events; this bounds what they can cost. `PUT /api/intake` */
+  updateIntake(body: UpdateIntake): Promise<Intake> {
+    return this.request('PUT', `/api/intake`, body);
   }
 }

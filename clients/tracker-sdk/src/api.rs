@@ -834,10 +834,12 @@ pub struct QueryAnswer {
 pub struct UsageTotals {
     pub accepted: i64,
     pub imported: i64,
+    pub unauthenticated: i64,
     pub dropped_bot: i64,
     pub dropped_rule: i64,
     pub dropped_rate: i64,
     pub dropped_quota: i64,
+    pub dropped_unauthenticated: i64,
     pub dropped_invalid: i64,
     pub redirects: i64,
     pub webhook_deliveries: i64,
@@ -853,10 +855,12 @@ pub struct UsageTotals {
 pub struct UsagePeriod {
     pub accepted: i64,
     pub imported: i64,
+    pub unauthenticated: i64,
     pub dropped_bot: i64,
     pub dropped_rule: i64,
     pub dropped_rate: i64,
     pub dropped_quota: i64,
+    pub dropped_unauthenticated: i64,
     pub dropped_invalid: i64,
     pub redirects: i64,
     pub webhook_deliveries: i64,
@@ -970,6 +974,37 @@ pub struct Beacon {
     /// Normalized (lowercase, no default port); empty: every origin.
     pub allowed_origins: Vec<String>,
     pub script: BeaconScript,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct UpdateIntake {
+    /// Accept postbacks without an ingest token or a v2 signature (the default, as the replaced system did).
+    pub open_postbacks: bool,
+    /// Events without a credential kept per calendar month (UTC); past it they are dropped as `unauthenticated_budget`.
+    /// `null`: no budget of their own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unauthenticated_monthly_events: Option<i64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct IntakeThisMonth {
+    /// `YYYY-MM` (UTC).
+    pub period: String,
+    /// Events without a credential the filter kept (billed with the rest).
+    pub unauthenticated_kept: i64,
+    /// Events without a credential dropped past the budget (not billed).
+    pub unauthenticated_dropped: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Intake {
+    /// Postbacks without an ingest token or a v2 signature are accepted.
+    pub open_postbacks: bool,
+    /// Events without a credential kept per calendar month (UTC); past it they are dropped as `unauthenticated_budget`.
+    /// `null`: no budget of their own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unauthenticated_monthly_events: Option<i64>,
+    pub this_month: IntakeThisMonth,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -1653,5 +1688,24 @@ impl ApiClient {
     /// /api/beacon`
     pub async fn update_beacon(&self, body: &UpdateBeacon) -> Result<Beacon, SdkError> {
         self.request::<_, _, Beacon>("PUT", "/api/beacon", Some(body), None::<&()>).await
+    }
+
+    /// What the tenant accepts without a credential. Needs a tenant API key with the `read` scope. Whether postbacks
+    /// without an ingest token or a v2 signature are accepted, the tenant's monthly budget for events that carry no
+    /// credential (open postbacks, impression pixels, beacon events), and this month's count of those kept and dropped.
+    /// `GET /api/intake`
+    pub async fn get_intake(&self) -> Result<Intake, SdkError> {
+        self.request::<_, _, Intake>("GET", "/api/intake", None::<&()>, None::<&()>).await
+    }
+
+    /// Set what the tenant accepts without a credential. Needs a tenant API key with the `write` scope (and an active
+    /// tenant). Replaces both settings. `open_postbacks: false` answers postbacks that carry neither an ingest token
+    /// nor a v2 signature `401 unauthorized` (at the edge and every node). With `unauthenticated_monthly_events`,
+    /// events without a credential kept in a calendar month (UTC) stop at that number: the rest are dropped by the
+    /// filter under the reason `unauthenticated_budget` (in the drop ledger, never billed), while events sent with a
+    /// credential are kept as before. `null`: no budget of their own. Anyone who knows the tenant's key prefix can send
+    /// such events; this bounds what they can cost. `PUT /api/intake`
+    pub async fn update_intake(&self, body: &UpdateIntake) -> Result<Intake, SdkError> {
+        self.request::<_, _, Intake>("PUT", "/api/intake", Some(body), None::<&()>).await
     }
 }

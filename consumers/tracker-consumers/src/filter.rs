@@ -26,11 +26,11 @@ use std::time::{Duration, Instant};
 use tracker_filter::{Bots, RateRules, Rule, Verdict, judge};
 use tracker_log::{Filter, RecordSet};
 use tracker_protocol::Auth;
-use tracker_protocol::quota::month_start;
+use tracker_protocol::quota::{month_start, next_month_start};
 use tracker_protocol::wire::RecordSetBuilder;
 use tracker_protocol::{Event, partition_for};
 use tracker_store::hot::{FilterUsage, Judged, PendingBatch};
-use tracker_store::usage::{QuotaAlert, drop_metric, threshold};
+use tracker_store::usage::{QuotaAlert, UNAUTHENTICATED_BUDGET, drop_metric, threshold};
 use tracker_store::{MAX_PAGE, Plan};
 
 use crate::{BATCH, CancellationToken, IDLE, Pipeline, rest};
@@ -51,6 +51,8 @@ struct TenantFilter {
     /// The tenant's plan with its own limits applied; `None` for events of no tenant (the global key's v1
     /// links), which no plan meters.
     plan: Option<Plan>,
+    /// Events without a credential the tenant keeps per month (`IntakeSettings::unauthenticated_monthly_events`).
+    unauthenticated_budget: Option<u64>,
 }
 
 /// Tenants' rules, read again after the settings' `rules_ttl`, so changes apply without a restart.
@@ -74,8 +76,9 @@ impl Tenants {
                 Err(e) => tracing::warn!(tenant = key_prefix, rule = %r.rule_id, error = %e.0, "filter rule skipped"),
             }
         }
+        let unauthenticated_budget = tenant.as_ref().and_then(|t| t.intake.unauthenticated_monthly_events);
         let plan = tenant.map(|t| pipeline.settings.plans.or_free(&t.plan).with_limits(&t.limits));
-        let t = Arc::new(TenantFilter { rules: compiled, plan });
+        let t = Arc::new(TenantFilter { rules: compiled, plan, unauthenticated_budget });
         if self.0.len() > 100_000 {
             self.0.clear();
         }
@@ -176,6 +179,8 @@ async fn judge_and_record(
     // a replay from Iggy) is kept but not counted again, as it is billed once
     let mut counted = counted_ids(pipeline, f, &events).await?;
     let mut alerted: HashSet<(&str, i64, i64)> = HashSet::new();
+    // events without a credential kept so far per tenant and month, for tenants with a budget for them
+    let mut open_months: HashMap<(String, i64), i64> = HashMap::new();
     for (offset, e) in &events {
         let tenant = f.tenants.get(pipeline, &e.key_prefix).await?;
         if e.event_type == "click" && e.auth == Auth::Link {
@@ -191,6 +196,28 @@ async fn judge_and_record(
                 }
             }
             drop => drop,
+        };
+        // past the tenant's own budget for events anyone could send: dropped before they count against its plan
+        let verdict = match (verdict, tenant.unauthenticated_budget) {
+            (Verdict::Keep { flags }, Some(budget)) if e.auth == Auth::None => {
+                let month = month_start(e.received_at);
+                let kept = match open_months.entry((e.key_prefix.clone(), month)) {
+                    std::collections::hash_map::Entry::Occupied(o) => o.into_mut(),
+                    std::collections::hash_map::Entry::Vacant(v) => v.insert(
+                        pipeline
+                            .hot
+                            .usage_total(&e.key_prefix, "unauthenticated", month, next_month_start(e.received_at))
+                            .await
+                            .map_err(|e| e.to_string())?,
+                    ),
+                };
+                if u64::try_from(*kept).unwrap_or(u64::MAX) >= budget {
+                    Verdict::Drop { reason: UNAUTHENTICATED_BUDGET.to_owned() }
+                } else {
+                    Verdict::Keep { flags }
+                }
+            }
+            (other, _) => other,
         };
         let verdict = match (verdict, &tenant.plan) {
             // imported history is not this month's traffic: kept whatever the allowance, metered as `imported`
@@ -240,8 +267,15 @@ async fn judge_and_record(
             }
             (other, _) => other,
         };
-        if let Verdict::Drop { reason } = &verdict {
-            usage.counts.add(&e.key_prefix, e.received_at, drop_metric(reason), 1);
+        match &verdict {
+            Verdict::Drop { reason } => usage.counts.add(&e.key_prefix, e.received_at, drop_metric(reason), 1),
+            Verdict::Keep { .. } if e.auth == Auth::None => {
+                usage.counts.add(&e.key_prefix, e.received_at, "unauthenticated", 1);
+                if let Some(kept) = open_months.get_mut(&(e.key_prefix.clone(), month_start(e.received_at))) {
+                    *kept += 1;
+                }
+            }
+            Verdict::Keep { .. } => {}
         }
         match verdict {
             Verdict::Keep { flags } => {

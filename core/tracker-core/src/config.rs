@@ -90,6 +90,13 @@ pub struct NodeSettings {
     pub max_body_bytes: usize,
     /// Requests a node works on at once; more are answered `503` at once (`MAX_IN_FLIGHT`).
     pub max_in_flight: usize,
+    /// How long a request head may take to arrive whole (`HEADER_TIMEOUT_SECS`; also how long a keep-alive
+    /// connection may stay idle).
+    pub header_timeout: Duration,
+    /// How long a request body may take (`BODY_TIMEOUT_SECS`, `BODY_IDLE_TIMEOUT_SECS`).
+    pub body_timeouts: crate::http::BodyTimeouts,
+    /// Platform API requests per minute from one address, counted before authentication.
+    pub api_ip_rpm: u32,
     pub trust_proxy: TrustProxy,
     /// SHA-256 of the platform admin credential (`ADMIN_TOKEN`, or `ADMIN_TOKEN_SHA256` to keep only the hash in
     /// the configuration); `None` turns the admin routes off.
@@ -132,6 +139,18 @@ pub const HTTP: Section = Section {
             "MAX_IN_FLIGHT",
             "2048",
             "requests the node works on at once; more are answered `503 overloaded` with `Retry-After` at once",
+        ),
+        var(
+            "HEADER_TIMEOUT_SECS",
+            "10",
+            "a request's head must arrive whole within this (else the connection is closed); also the keep-alive idle limit",
+        ),
+        var("BODY_TIMEOUT_SECS", "60", "a request's body must arrive whole within this (else `408 request_timeout`)"),
+        var("BODY_IDLE_TIMEOUT_SECS", "10", "longest wait for the next piece of a request's body (else `408`)"),
+        var(
+            "API_IP_REQUESTS_PER_MINUTE",
+            "3000",
+            "platform API requests from one address (an IPv6 /64) at a node, counted before authentication",
         ),
         var(
             "CONSUMERS",
@@ -576,6 +595,12 @@ impl Config {
                 public_url,
                 max_body_bytes: src.number("MAX_BODY_BYTES", 1..=1 << 30)?,
                 max_in_flight: src.number("MAX_IN_FLIGHT", 1..=1_000_000)?,
+                header_timeout: src.duration("HEADER_TIMEOUT_SECS", Unit::Secs)?.max(Duration::from_secs(1)),
+                body_timeouts: crate::http::BodyTimeouts {
+                    total: src.duration("BODY_TIMEOUT_SECS", Unit::Secs)?.max(Duration::from_secs(1)),
+                    idle: src.duration("BODY_IDLE_TIMEOUT_SECS", Unit::Secs)?.max(Duration::from_secs(1)),
+                },
+                api_ip_rpm: src.number("API_IP_REQUESTS_PER_MINUTE", 1..=1_000_000)?,
                 trust_proxy,
                 admin_token_sha256,
                 admin_api_rpm: src.number("ADMIN_API_REQUESTS_PER_MINUTE", 1..=1_000_000)?,

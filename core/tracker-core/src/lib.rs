@@ -20,7 +20,6 @@ pub mod state;
 pub use tracker_consumers::delivery as webhook;
 
 use std::future::Future;
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use std::time::Duration;
@@ -218,22 +217,16 @@ pub async fn serve(
         None
     };
     tracing::info!(addr = %listener.local_addr()?, partitions = state.log.partitions(), "core node listening");
-    // no Nagle delay: live event streams write many small frames, and answers go out as soon as they are whole
-    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
-        let _ = tcp.set_nodelay(true);
-    });
     let (stopping, stopped) = tokio::sync::oneshot::channel::<()>();
-    let graceful = axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
-        .with_graceful_shutdown({
-            let live = state.live.clone();
-            async move {
-                shutdown.await;
-                // live streams never end on their own: end them, or the graceful shutdown would wait forever
-                live.close();
-                let _ = stopping.send(());
-            }
-        })
-        .into_future();
+    let graceful = http::server::serve(listener, app, state.cfg.node.header_timeout, {
+        let live = state.live.clone();
+        async move {
+            shutdown.await;
+            // live streams never end on their own: end them, or the graceful shutdown would wait forever
+            live.close();
+            let _ = stopping.send(());
+        }
+    });
     // a client that stopped reading can hold its connection open forever: past the grace period it is dropped
     let served = tokio::select! {
         served = graceful => served,

@@ -47,6 +47,40 @@ pub struct TenantRecord {
     /// The origins the tenant's beacon is accepted from ([`crate::origins`]); empty: every origin.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub beacon_origins: Vec<String>,
+    /// What the tenant accepts without a credential.
+    #[serde(default, skip_serializing_if = "IntakeSettings::is_default")]
+    pub intake: IntakeSettings,
+}
+
+/// A tenant's own controls over events that need no credential (open postbacks, impression pixels, the beacon):
+/// anyone who knows its public key prefix can send those, and each one kept is billed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IntakeSettings {
+    /// Postbacks without an ingest token or a signature are accepted (the replaced system's behaviour, and the
+    /// default); `false` answers them `401 unauthorized`.
+    #[serde(default = "yes")]
+    pub open_postbacks: bool,
+    /// Events without a credential kept per calendar month (UTC); past it the filter drops them with the reason
+    /// `unauthenticated_budget` (never billed). `None`: no budget of their own (the plan's allowance applies).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unauthenticated_monthly_events: Option<u64>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl Default for IntakeSettings {
+    fn default() -> Self {
+        IntakeSettings { open_postbacks: true, unauthenticated_monthly_events: None }
+    }
+}
+
+impl IntakeSettings {
+    pub fn is_default(&self) -> bool {
+        *self == IntakeSettings::default()
+    }
 }
 
 /// A short link (also the core-to-edge lookup record).
@@ -305,6 +339,11 @@ pub async fn signal<D: Directory>(
                         },
                     };
                     let tenant = active_tenant(dir, &kp).await?;
+                    if kind == LinkKind::Postback && !tenant.intake.open_postbacks {
+                        return Err(ProtocolError::Unauthorized {
+                            reason: "this tenant accepts postbacks only with an ingest token or a v2 signature",
+                        });
+                    }
                     (kp, Auth::None, tenant)
                 };
             (key_prefix, auth, Some(tenant), params, shadowed)
@@ -656,6 +695,8 @@ mod tests {
         assigned: bool,
         /// The origins `acme`'s beacon is accepted from.
         origins: Vec<String>,
+        /// What `acme` accepts without a credential.
+        intake: IntakeSettings,
     }
 
     impl Directory for Fake {
@@ -675,6 +716,7 @@ mod tests {
                         .capped
                         .then_some(crate::quota::QuotaState { allowance: 100, blocked_until: NOW + 90_500 }),
                     beacon_origins: self.origins.clone(),
+                    intake: self.intake,
                 })
             }))
         }
@@ -773,7 +815,29 @@ mod tests {
             capped: false,
             assigned: false,
             origins: Vec::new(),
+            intake: IntakeSettings::default(),
         }
+    }
+
+    #[test]
+    fn a_tenant_that_closed_open_postbacks_takes_them_only_with_a_credential() {
+        let closed = IntakeSettings { open_postbacks: false, ..IntakeSettings::default() };
+        let d = Fake { intake: closed, ..dir() };
+        let req = RequestInfo { path: "/p".into(), ..Default::default() };
+        let open = ready(signal(&d, &cfg(), &req, LinkKind::Postback, "key_prefix=acme&order=7", None, NOW, [0; 10]));
+        assert!(matches!(open, Err(ProtocolError::Unauthorized { .. })), "{open:?}");
+        let with_token =
+            ready(signal(&d, &cfg(), &req, LinkKind::Postback, "order=7", Some("trk_ing_good"), NOW, [0; 10]));
+        assert_eq!(with_token.unwrap().auth, Auth::Token);
+        // impression pixels stay open (an image cannot carry a credential)
+        let pixel = ready(signal(&d, &cfg(), &req, LinkKind::Impression, "key_prefix=acme", None, NOW, [0; 10]));
+        assert_eq!(pixel.unwrap().auth, Auth::None);
+        // the default, as the replaced system did
+        let default = ready(signal(&dir(), &cfg(), &req, LinkKind::Postback, "key_prefix=acme", None, NOW, [0; 10]));
+        assert_eq!(default.unwrap().auth, Auth::None);
+        // the edge reads records without the field as the default
+        let record: TenantRecord = serde_json::from_str(r#"{"key_prefix":"acme","active":true,"keys":[]}"#).unwrap();
+        assert!(record.intake.is_default());
     }
 
     fn is_client_error(e: &ProtocolError) -> bool {

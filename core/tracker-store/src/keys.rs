@@ -121,7 +121,7 @@ impl Store {
     /// status is the caller's to judge (a suspended tenant may still read its data).
     pub async fn api_key_by_hash(&self, key_hash: &str, now_ms: i64) -> Result<Option<KeyOwner>> {
         let sql = "SELECT k.key_id, k.key_prefix, k.name, k.scopes, k.created_at, k.expires_at, k.revoked_at,
-                          t.name, t.plan, t.status, t.created_at, t.limits, t.updated_at, t.beacon_origins
+                          t.name, t.plan, t.status, t.created_at, t.limits, t.updated_at, t.beacon_origins, t.intake
                    FROM api_keys k JOIN tenants t ON t.key_prefix = k.key_prefix
                    WHERE k.key_hash = ?1 AND k.revoked_at IS NULL AND (k.expires_at IS NULL OR k.expires_at > ?2)";
         let conn = self.conn().await?;
@@ -137,6 +137,7 @@ impl Store {
             limits: json_col(&row, 11, "limits")?,
             updated_at: opt_int(&row, 12, "updated_at")?,
             beacon_origins: json_col(&row, 13, "beacon_origins")?,
+            intake: json_col(&row, 14, "intake")?,
         };
         Ok(Some(KeyOwner { key, tenant }))
     }

@@ -185,4 +185,8 @@ CREATE TABLE IF NOT EXISTS dashboard_sessions (
 ) STRICT;
 CREATE INDEX IF NOT EXISTS dashboard_sessions_by_expiry ON dashboard_sessions(expires_at);
 "#,
+    // 9: what a tenant accepts without a credential (`tracker_protocol::service::IntakeSettings` as JSON)
+    r#"
+ALTER TABLE tenants ADD COLUMN intake TEXT NOT NULL DEFAULT '{}';
+"#,
 ];

@@ -2,6 +2,7 @@
 
 use libsql::Connection;
 use serde::{Deserialize, Serialize};
+use tracker_protocol::service::IntakeSettings;
 use tracker_protocol::{LinkKey, is_valid_key_prefix, parse_encryption_key};
 
 use crate::rows::{json_col, random_hex, random_prefix, to_json};
@@ -19,6 +20,8 @@ pub struct Tenant {
     pub updated_at: Option<i64>,
     /// The origins the tenant's beacon is accepted from (normalized); empty: every origin.
     pub beacon_origins: Vec<String>,
+    /// What the tenant accepts without a credential.
+    pub intake: IntakeSettings,
 }
 
 impl Tenant {
@@ -43,6 +46,7 @@ impl TenantKeys {
             keys: self.keys,
             quota: None,
             beacon_origins: self.tenant.beacon_origins,
+            intake: self.tenant.intake,
         }
     }
 }
@@ -221,7 +225,7 @@ pub struct TenantUpdate {
 }
 
 pub(crate) const TENANT_COLUMNS: &str =
-    "key_prefix, name, plan, status, created_at, limits, updated_at, beacon_origins";
+    "key_prefix, name, plan, status, created_at, limits, updated_at, beacon_origins, intake";
 
 pub(crate) fn tenant_from_row(row: &libsql::Row) -> Result<Tenant> {
     Ok(Tenant {
@@ -233,6 +237,7 @@ pub(crate) fn tenant_from_row(row: &libsql::Row) -> Result<Tenant> {
         limits: json_col(row, 5, "limits")?,
         updated_at: opt_int(row, 6, "updated_at")?,
         beacon_origins: json_col(row, 7, "beacon_origins")?,
+        intake: json_col(row, 8, "intake")?,
     })
 }
 
@@ -284,6 +289,24 @@ impl Store {
             .execute(
                 "UPDATE tenants SET beacon_origins = ?2, updated_at = ?3 WHERE key_prefix = ?1",
                 (key_prefix, to_json(&origins), now_ms),
+            )
+            .await?;
+        if changed == 0 {
+            return Err(StoreError::NotFound(format!("tenant {key_prefix}")));
+        }
+        Ok(())
+    }
+}
+
+impl Store {
+    /// Replaces what the tenant accepts without a credential.
+    pub async fn set_intake(&self, key_prefix: &str, intake: &IntakeSettings, now_ms: i64) -> Result<()> {
+        let changed = self
+            .conn()
+            .await?
+            .execute(
+                "UPDATE tenants SET intake = ?2, updated_at = ?3 WHERE key_prefix = ?1",
+                (key_prefix, to_json(intake), now_ms),
             )
             .await?;
         if changed == 0 {

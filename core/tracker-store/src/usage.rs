@@ -4,7 +4,8 @@
 //! |---|---|---|
 //! | `accepted` | the stats consumer, for each event new to the hot tier | tenant and `event_id` |
 //! | `imported` | the filter consumer, for each imported event it keeps (history, not billed) | raw log position |
-//! | `dropped_bot`, `_rule`, `_rate`, `_quota` | the filter consumer, with its drop ledger | raw log position |
+//! | `unauthenticated` | the filter consumer, for each event it keeps that came without a credential | raw log position |
+//! | `dropped_bot`, `_rule`, `_rate`, `_quota`, `_unauthenticated` | the filter consumer, with its drop ledger | raw log position |
 //! | `dropped_invalid` | `/batch` at a core node, or the edge's note of refused elements | request (edge: batch id) |
 //! | `redirects` | the filter consumer, for each click a link answered (kept or not) | raw log position |
 //! | `webhook_deliveries` | the dispatcher, with the delivery marked delivered (metadata store) | delivery |
@@ -27,10 +28,12 @@ use crate::{Result, int, text};
 pub const METRICS: &[&str] = &[
     "accepted",
     "imported",
+    "unauthenticated",
     "dropped_bot",
     "dropped_rule",
     "dropped_rate",
     "dropped_quota",
+    "dropped_unauthenticated",
     "dropped_invalid",
     "redirects",
     "webhook_deliveries",
@@ -54,12 +57,17 @@ CREATE TABLE IF NOT EXISTS usage_hours (
 ) STRICT;
 "#;
 
+/// The drop reason of events past their tenant's budget for events without a credential
+/// ([`tracker_protocol::service::IntakeSettings`]).
+pub const UNAUTHENTICATED_BUDGET: &str = "unauthenticated_budget";
+
 /// The drop ledger's reason as a usage metric: `bot`, rate rules, the hard cap, or else a tenant rule's id.
 pub fn drop_metric(reason: &str) -> &'static str {
     match reason {
         "bot" => "dropped_bot",
         "rate_ip" | "rate_tenant" => "dropped_rate",
         "quota" => "dropped_quota",
+        UNAUTHENTICATED_BUDGET => "dropped_unauthenticated",
         _ => "dropped_rule",
     }
 }

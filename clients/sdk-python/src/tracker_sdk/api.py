@@ -452,10 +452,12 @@ class UsageTotals(TypedDict, total=False):
     """Every metric: counters summed over the period, `stored_bytes` (a gauge) its latest value."""
     accepted: int
     imported: int
+    unauthenticated: int
     dropped_bot: int
     dropped_rule: int
     dropped_rate: int
     dropped_quota: int
+    dropped_unauthenticated: int
     dropped_invalid: int
     redirects: int
     webhook_deliveries: int
@@ -470,10 +472,12 @@ class UsagePeriod(TypedDict, total=False):
     """One period's usage."""
     accepted: int
     imported: int
+    unauthenticated: int
     dropped_bot: int
     dropped_rule: int
     dropped_rate: int
     dropped_quota: int
+    dropped_unauthenticated: int
     dropped_invalid: int
     redirects: int
     webhook_deliveries: int
@@ -501,7 +505,7 @@ class UsageReport(TypedDict, total=False):
     to: int
     granularity: Literal["hour", "day", "month"]
     plan: str
-    metrics: List[Literal["accepted", "imported", "dropped_bot", "dropped_rule", "dropped_rate", "dropped_quota", "dropped_invalid", "redirects", "webhook_deliveries", "queries_hot", "queries_warm", "queries_cold", "bytes_scanned", "stored_bytes"]]
+    metrics: List[Literal["accepted", "imported", "unauthenticated", "dropped_bot", "dropped_rule", "dropped_rate", "dropped_quota", "dropped_unauthenticated", "dropped_invalid", "redirects", "webhook_deliveries", "queries_hot", "queries_warm", "queries_cold", "bytes_scanned", "stored_bytes"]]
     data: List[UsagePeriod]
     totals: UsageTotals
     quota_drops: Union[None, Dict[str, Any]]
@@ -525,7 +529,7 @@ class Invoice(TypedDict, total=False):
 class AdminUsage(TypedDict, total=False):
     """Every tenant's usage totals in the range."""
     to: int
-    metrics: List[Literal["accepted", "imported", "dropped_bot", "dropped_rule", "dropped_rate", "dropped_quota", "dropped_invalid", "redirects", "webhook_deliveries", "queries_hot", "queries_warm", "queries_cold", "bytes_scanned", "stored_bytes"]]
+    metrics: List[Literal["accepted", "imported", "unauthenticated", "dropped_bot", "dropped_rule", "dropped_rate", "dropped_quota", "dropped_unauthenticated", "dropped_invalid", "redirects", "webhook_deliveries", "queries_hot", "queries_warm", "queries_cold", "bytes_scanned", "stored_bytes"]]
     data: List[Dict[str, Any]]
 
 
@@ -536,6 +540,17 @@ class UpdateBeacon(TypedDict, total=False):
 class Beacon(TypedDict, total=False):
     allowed_origins: List[str]
     script: Dict[str, Any]
+
+
+class UpdateIntake(TypedDict, total=False):
+    open_postbacks: bool
+    unauthenticated_monthly_events: Optional[int]
+
+
+class Intake(TypedDict, total=False):
+    open_postbacks: bool
+    unauthenticated_monthly_events: Optional[int]
+    this_month: Dict[str, Any]
 
 
 class NewSession(TypedDict, total=False):
@@ -782,3 +797,11 @@ class ApiClient:
     def update_beacon(self, body: UpdateBeacon) -> Beacon:
         """Set the origins the tenant's beacon is accepted from. Needs a tenant API key with the `write` scope (and an active tenant). Replaces the list. Beacon events from any other origin (the request's `Origin`, else its `Referer`'s) are answered as usual, then dropped by the filter under the reason `origin`: never kept, never billed, counted in the drop ledger. An empty list accepts every origin. An entry that is not `http(s)://host[:port]` (a host may start with `*.` for its subdomains) is `400 invalid_origin`. ``PUT /api/beacon``"""
         return self._request("PUT", f"/api/beacon", body, None)
+
+    def get_intake(self) -> Intake:
+        """What the tenant accepts without a credential. Needs a tenant API key with the `read` scope. Whether postbacks without an ingest token or a v2 signature are accepted, the tenant's monthly budget for events that carry no credential (open postbacks, impression pixels, beacon events), and this month's count of those kept and dropped. ``GET /api/intake``"""
+        return self._request("GET", f"/api/intake", None, None)
+
+    def update_intake(self, body: UpdateIntake) -> Intake:
+        """Set what the tenant accepts without a credential. Needs a tenant API key with the `write` scope (and an active tenant). Replaces both settings. `open_postbacks: false` answers postbacks that carry neither an ingest token nor a v2 signature `401 unauthorized` (at the edge and every node). With `unauthenticated_monthly_events`, events without a credential kept in a calendar month (UTC) stop at that number: the rest are dropped by the filter under the reason `unauthenticated_budget` (in the drop ledger, never billed), while events sent with a credential are kept as before. `null`: no budget of their own. Anyone who knows the tenant's key prefix can send such events; this bounds what they can cost. ``PUT /api/intake``"""
+        return self._request("PUT", f"/api/intake", body, None)

@@ -2,14 +2,17 @@
 
 pub mod api;
 mod dashboard;
+mod deadline;
 mod error;
 mod intake;
 mod internal;
 pub mod live;
 mod ops;
 mod request_id;
+pub mod server;
 mod track;
 
+pub use deadline::BodyTimeouts;
 pub use error::ApiError;
 
 use std::net::SocketAddr;
@@ -60,6 +63,8 @@ pub fn router(state: Arc<AppState>) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(max_body))
+        // a body that stops arriving is answered 408 instead of holding its request slot
+        .layer(axum::middleware::from_fn_with_state(state.cfg.node.body_timeouts, deadline::body_deadline))
         // past MAX_IN_FLIGHT requests at once, the next is answered 503 at once instead of queueing without bound
         .layer(axum::middleware::from_fn_with_state(Arc::new(tokio::sync::Semaphore::new(max_in_flight)), shed))
         // made (or taken from `X-Request-Id`), on the request's span, on the answer

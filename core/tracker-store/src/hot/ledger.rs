@@ -113,6 +113,22 @@ impl HotStore {
         Ok(new > 0)
     }
 
+    /// The sum of `tenant`'s counter `metric` over hours in `[from, to)`.
+    pub async fn usage_total(&self, tenant: &str, metric: &str, from: i64, to: i64) -> Result<i64> {
+        let conn = self.db.conn().await?;
+        let mut rows = conn
+            .query(
+                "SELECT COALESCE(SUM(n), 0) FROM usage_hours
+                 WHERE key_prefix = ?1 AND hour >= ?2 AND hour < ?3 AND metric = ?4",
+                (tenant, from, to, metric),
+            )
+            .await?;
+        match rows.next().await? {
+            Some(row) => int(&row, 0, "sum"),
+            None => Ok(0),
+        }
+    }
+
     /// The usage counters of `tenant` (every tenant when `None`) for hours in `[from, to)`.
     pub async fn usage(&self, tenant: Option<&str>, from: i64, to: i64) -> Result<Vec<UsageRow>> {
         let conn = self.db.conn().await?;

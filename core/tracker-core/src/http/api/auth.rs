@@ -236,39 +236,50 @@ fn is_sign_in(req: &Request) -> bool {
     req.uri().path() == "/session" && req.method() == axum::http::Method::POST
 }
 
+/// The caller's address as a rate-limit key: an IPv6 client by its /64, which it can rotate through.
+async fn address_key(state: &Arc<AppState>, parts: &mut axum::http::request::Parts) -> Result<String, Response> {
+    let meta =
+        <crate::http::RequestMeta as axum::extract::FromRequestParts<_>>::from_request_parts(parts, state).await?;
+    Ok(meta.0.ip.as_deref().map(tracker_protocol::client_ip::rate_key).unwrap_or_default().into_owned())
+}
+
+/// Counts one request of `what` from `address` against `per_minute`; the `429` to answer when it is over.
+fn address_limit(state: &AppState, what: &str, address: &str, per_minute: u32) -> Option<Response> {
+    let verdict = state.api_limits.check(&format!("{what}:{address}"), per_minute, 60, state.clock.now_ms());
+    if verdict.allowed {
+        return None;
+    }
+    let retry = verdict.retry_after_secs;
+    let message = format!("more than {per_minute} {what} requests a minute from this address; retry in {retry} s");
+    let mut res = ApiError::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", message).into_response();
+    let h = res.headers_mut();
+    h.insert(header::RETRY_AFTER, HeaderValue::from(retry));
+    for (name, value) in [("ratelimit-policy", verdict.policy_header()), ("ratelimit", verdict.header())] {
+        if let Ok(v) = HeaderValue::from_str(&value) {
+            h.insert(name, v);
+        }
+    }
+    Some(res)
+}
+
+/// Refuses a caller over `API_IP_REQUESTS_PER_MINUTE` before anything else is done for its request: a flood of
+/// guessed credentials costs a hash and a map lookup each, never a database read.
+async fn address_allowed(state: &Arc<AppState>, req: Request) -> Result<Request, Response> {
+    let (mut parts, body) = req.into_parts();
+    let address = address_key(state, &mut parts).await?;
+    if let Some(refused) = address_limit(state, "API", &address, state.cfg.node.api_ip_rpm) {
+        return Err(refused);
+    }
+    Ok(Request::from_parts(parts, body))
+}
+
 /// The credential of a direct sign-in, from its JSON body (`tracker_protocol::session::sign_in`, as at the edge),
 /// after the per-address limit.
 async fn sign_in_credential(state: &Arc<AppState>, req: Request) -> Result<(Request, String), Response> {
     let (mut parts, body) = req.into_parts();
-    let ip =
-        match <crate::http::RequestMeta as axum::extract::FromRequestParts<_>>::from_request_parts(&mut parts, state)
-            .await
-        {
-            // an IPv6 client by its /64, which it can rotate through
-            Ok(meta) => {
-                meta.0.ip.as_deref().map(tracker_protocol::client_ip::rate_key).unwrap_or_default().into_owned()
-            }
-            Err(res) => return Err(res),
-        };
-    let verdict = state.api_limits.check(&format!("sign-in:{ip}"), SIGN_INS_PER_MINUTE, 60, state.clock.now_ms());
-    if !verdict.allowed {
-        let mut res = ApiError::new(
-            StatusCode::TOO_MANY_REQUESTS,
-            "rate_limited",
-            format!(
-                "more than {SIGN_INS_PER_MINUTE} sign-ins a minute from this address; retry in {} s",
-                verdict.retry_after_secs
-            ),
-        )
-        .into_response();
-        let h = res.headers_mut();
-        h.insert(header::RETRY_AFTER, HeaderValue::from(verdict.retry_after_secs));
-        for (name, value) in [("ratelimit-policy", verdict.policy_header()), ("ratelimit", verdict.header())] {
-            if let Ok(v) = HeaderValue::from_str(&value) {
-                h.insert(name, v);
-            }
-        }
-        return Err(res);
+    let address = address_key(state, &mut parts).await?;
+    if let Some(refused) = address_limit(state, "sign-in", &address, SIGN_INS_PER_MINUTE) {
+        return Err(refused);
     }
     let Ok(bytes) = axum::body::to_bytes(body, MAX_SIGN_IN_BODY).await else {
         return Err(ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "body_too_large", "a sign-in body is at most 4 KiB")
@@ -296,6 +307,10 @@ fn query_token_hash(uri: &axum::http::Uri) -> Option<String> {
 /// `/api/...`: the credential is the bearer token, else the dashboard session cookie; signing in, the one in the
 /// body.
 pub async fn direct(State(state): State<Arc<AppState>>, req: Request, next: Next) -> Response {
+    let req = match address_allowed(&state, req).await {
+        Ok(req) => req,
+        Err(res) => return res,
+    };
     if req.uri().path() == "/openapi.json" {
         return next.run(req).await;
     }
@@ -317,7 +332,11 @@ pub async fn direct(State(state): State<Arc<AppState>>, req: Request, next: Next
 pub struct UrlCredential;
 
 /// `/sse/...`: the bearer token, or `?access_token=` for browsers' `EventSource`.
-pub async fn direct_live(State(state): State<Arc<AppState>>, mut req: Request, next: Next) -> Response {
+pub async fn direct_live(State(state): State<Arc<AppState>>, req: Request, next: Next) -> Response {
+    let mut req = match address_allowed(&state, req).await {
+        Ok(req) => req,
+        Err(res) => return res,
+    };
     let mut hash = bearer_hash(req.headers());
     if hash.is_none() {
         hash = query_token_hash(req.uri());

@@ -16,6 +16,7 @@
 mod auth;
 mod beacon;
 pub(crate) mod events;
+mod intake_settings;
 mod keys;
 mod links;
 mod openapi;
@@ -83,6 +84,7 @@ api_routes! {
     "/webhooks/{webhook_id}" => { get webhooks::get, patch webhooks::update, delete webhooks::delete }
     "/webhooks/{webhook_id}/test" => { post webhooks::test }
     "/beacon" => { get beacon::get, put beacon::put }
+    "/intake" => { get intake_settings::get, put intake_settings::put }
     "/rules" => { get rules::list, post rules::create }
     "/rules/{rule_id}" => { get rules::get, patch rules::update, delete rules::delete }
     "/webhooks/{webhook_id}/deliveries" => { get webhooks::deliveries }
