@@ -9,9 +9,9 @@
 //! deletes them from Workers KV and its isolate caches before it answers, so the edge follows a change within
 //! `CACHE_TTL_MS` in other isolates of the same location and within KV's propagation (up to 60 s) elsewhere.
 
-use std::collections::HashMap;
-
 use sha2::{Digest, Sha256};
+
+use crate::cache::Bounded;
 
 /// Largest API request body the edge forwards.
 pub const MAX_API_BODY: usize = 1 << 20;
@@ -151,13 +151,19 @@ pub fn refusal(status: u16, body: &[u8]) -> u16 {
 }
 
 /// Credentials the core refused or rate-limited, answered at the edge until the refusal expires.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Refusals {
-    map: HashMap<String, (u16, i64)>,
+    map: Bounded<(u16, i64)>,
 }
 
-/// Entries kept before the map is cleared wholesale (bounds memory against random credentials).
+/// Refusals kept; past them the oldest are forgotten (bounds memory against random credentials).
 const MAX_REFUSALS: usize = 10_000;
+
+impl Default for Refusals {
+    fn default() -> Self {
+        Refusals { map: Bounded::new(MAX_REFUSALS) }
+    }
+}
 
 impl Refusals {
     /// The status to answer with and the seconds until the refusal ends, while it lasts.
@@ -176,10 +182,7 @@ impl Refusals {
                 return;
             }
         };
-        if self.map.len() >= MAX_REFUSALS {
-            self.map.clear();
-        }
-        self.map.insert(hash.to_owned(), (status, until));
+        self.map.insert(hash, (status, until));
     }
 }
 

@@ -3,43 +3,40 @@
 //! spend another's. Buckets live in one isolate: the limit is per edge isolate, a first line of defence before the
 //! plan quotas enforced globally.
 
-use std::collections::HashMap;
+use crate::cache::Bounded;
 
+/// Buckets kept; past them the oldest are forgotten (a forgotten key starts again with a full bucket).
 const MAX_KEYS: usize = 50_000;
 
 #[derive(Debug)]
 pub struct Limiter {
     rate_per_sec: f64,
     burst: f64,
-    buckets: HashMap<String, (f64, i64)>,
+    buckets: Bounded<(f64, i64)>,
 }
 
 impl Limiter {
     /// `rate_per_sec` sustained, bursts of twice that (at least 1).
     pub fn new(rate_per_sec: f64) -> Self {
-        Limiter { rate_per_sec, burst: (rate_per_sec * 2.0).max(1.0), buckets: HashMap::new() }
+        Limiter { rate_per_sec, burst: (rate_per_sec * 2.0).max(1.0), buckets: Bounded::new(MAX_KEYS) }
     }
 
     /// Takes `cost` tokens from `key`'s bucket, or says how many seconds to wait.
     pub fn check(&mut self, key: &str, cost: f64, now_ms: i64) -> Result<(), u64> {
-        if self.buckets.len() >= MAX_KEYS && !self.buckets.contains_key(key) {
-            // keep memory bounded: forget buckets that have refilled anyway
-            let (rate, burst) = (self.rate_per_sec, self.burst);
-            self.buckets.retain(|_, (tokens, at)| *tokens + (now_ms - *at) as f64 / 1000.0 * rate < burst);
-            if self.buckets.len() >= MAX_KEYS {
-                self.buckets.clear();
-            }
+        if self.buckets.get(key).is_none() {
+            self.buckets.insert(key, (self.burst, now_ms));
         }
-        let (tokens, at) = self.buckets.entry(key.to_owned()).or_insert((self.burst, now_ms));
-        let refilled = (*tokens + (now_ms - *at).max(0) as f64 / 1000.0 * self.rate_per_sec).min(self.burst);
+        let (rate, burst) = (self.rate_per_sec, self.burst);
+        let Some((tokens, at)) = self.buckets.get_mut(key) else { return Ok(()) };
+        let refilled = (*tokens + (now_ms - *at).max(0) as f64 / 1000.0 * rate).min(burst);
         *at = now_ms;
         if refilled >= cost {
             *tokens = refilled - cost;
             Ok(())
         } else {
             *tokens = refilled;
-            let missing = cost.min(self.burst) - refilled;
-            Err((missing / self.rate_per_sec.max(f64::MIN_POSITIVE)).ceil().max(1.0) as u64)
+            let missing = cost.min(burst) - refilled;
+            Err((missing / rate.max(f64::MIN_POSITIVE)).ceil().max(1.0) as u64)
         }
     }
 }

@@ -244,3 +244,4 @@ describe("a core node's HTTP layer", () => {
     assert.notEqual((await fetch(`${core.url}/health`)).status, 429);
   });
 });
+
