@@ -1,5 +1,5 @@
 # The two commands a newcomer needs: `make dev` and `make test`. Everything else is optional.
-.PHONY: dev test bench bench-lean bench-edge bench-iggy bench-archive bench-query bench-import fuzz api-fuzz clean
+.PHONY: dev test bench bench-lean bench-edge bench-iggy bench-archive bench-query bench-import fuzz api-fuzz chaos clean
 
 dev: ## set up and run the platform locally on embedded defaults
 	@bash scripts/dev.sh
@@ -28,8 +28,11 @@ bench-import: ## history import (NDJSON into the embedded log, each event checke
 bench-iggy: ## producer throughput on the Iggy server at IGGY_TEST_ADDR against the embedded log
 	@bash tests/bench/iggy.sh
 
-fuzz: ## run each cargo-fuzz target for FUZZ_SECONDS (default 60)
+fuzz: ## run each cargo-fuzz target for FUZZ_SECONDS (default 60), or FUZZ_RUNS executions each
 	@bash scripts/fuzz.sh
+
+chaos: ## the local stack under load while core nodes are killed and restarted; ends with the ledger (DURATION_SECS)
+	@bash scripts/chaos.sh
 
 api-fuzz: ## schemathesis against a live core node with the OpenAPI document (MAX_EXAMPLES, default 50)
 	@bash scripts/api-fuzz.sh

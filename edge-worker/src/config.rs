@@ -30,6 +30,17 @@ pub const SETTINGS: Section = Section {
             "platform API requests per client IP and isolate (a flood shield; plan limits are the core's)",
         ),
         var("DLQ_NAME", "tracker-events-dlq", "the dead-letter queue, whose consumer parks messages in KV"),
+        var(
+            "RETRY_MIN_DELAY_SECS",
+            "10",
+            "shortest wait before a message the core did not take is tried again (then as long as the message is old)",
+        ),
+        var("RETRY_MAX_DELAY_SECS", "900", "longest wait between two attempts at a message"),
+        var(
+            "PARK_AFTER_SECS",
+            "1800",
+            "a message still not taken this long after it was sent is parked in KV, and replayed once the core answers",
+        ),
     ],
 };
 
@@ -58,6 +69,11 @@ pub struct EdgeConfig {
     pub api_ip_rate: f64,
     /// Name of the dead-letter queue (its consumer parks messages in KV).
     pub dlq_name: String,
+    /// Waits between attempts at a message the core did not take (`RETRY_MIN_DELAY_SECS`, `RETRY_MAX_DELAY_SECS`).
+    pub retry_min_delay_secs: u32,
+    pub retry_max_delay_secs: u32,
+    /// Age past which a message that fails again is parked in KV for replay (`PARK_AFTER_SECS`).
+    pub park_after_secs: u32,
 }
 
 impl EdgeConfig {
@@ -77,8 +93,8 @@ impl EdgeConfig {
             .map(|u| u.trim().trim_end_matches('/').to_owned())
             .filter(|u| !u.is_empty())
             .collect();
-        if let Some(bad) = core_urls.iter().find(|u| !u.starts_with("http://") && !u.starts_with("https://")) {
-            return Err(format!("CORE_URLS: {bad:?} is not an http(s) URL"));
+        if let Some(bad) = core_urls.iter().find(|u| !tracker_protocol::intake::is_service_url(u)) {
+            return Err(format!("CORE_URLS: {bad:?} must be an https URL (http only to this machine)"));
         }
         let v1_mode: V1Mode = src.value("URL_MODE").map_err(|e| e.to_string())?;
         let hmac_secret = get("HMAC_SECRET");
@@ -117,6 +133,10 @@ impl EdgeConfig {
                 miss_rate: rate("RATE_LIMIT_LOOKUP_MISS_PER_SEC")?,
                 api_ip_rate: rate("RATE_LIMIT_API_IP_PER_SEC")?,
                 dlq_name: src.value("DLQ_NAME")?,
+                // Cloudflare Queues delay a retry by at most 12 hours
+                retry_min_delay_secs: src.number("RETRY_MIN_DELAY_SECS", 0..=43_200)?,
+                retry_max_delay_secs: src.number("RETRY_MAX_DELAY_SECS", 0..=43_200)?,
+                park_after_secs: src.number("PARK_AFTER_SECS", 0..=31_536_000)?,
             })
         };
         settings().map_err(|e| e.to_string())
@@ -166,13 +186,19 @@ mod tests {
 
     #[test]
     fn reads_settings_and_names_bad_ones() {
-        let c = cfg(&[("CORE_URLS", "http://a:1/, https://b"), ("HMAC_SECRET", "s"), ("RATE_LIMIT_IP_PER_SEC", "9")])
-            .unwrap();
-        assert_eq!(c.core_urls, vec!["http://a:1", "https://b"]);
+        let c = cfg(&[
+            ("CORE_URLS", "http://127.0.0.1:1/, https://b"),
+            ("HMAC_SECRET", "s"),
+            ("RATE_LIMIT_IP_PER_SEC", "9"),
+        ])
+        .unwrap();
+        assert_eq!(c.core_urls, vec!["http://127.0.0.1:1", "https://b"]);
         assert_eq!(c.global_keys.len(), 1);
         assert_eq!(c.ip_rate, 9.0);
         assert_eq!(c.kv_fill_ttl_secs, 60);
         assert!(cfg(&[("CORE_URLS", "ftp://x")]).unwrap_err().starts_with("CORE_URLS"));
+        // service traffic in the clear only on this machine
+        assert!(cfg(&[("CORE_URLS", "http://core.example")]).unwrap_err().contains("https"));
         assert!(cfg(&[("EDGE_SHARED_SECRET", "short")]).unwrap_err().starts_with("EDGE_SHARED_SECRET"));
         assert!(cfg(&[("URL_MODE", "weird")]).is_err());
         assert!(cfg(&[("MAX_BATCH_SIZE", "many")]).unwrap_err().starts_with("MAX_BATCH_SIZE"));

@@ -13,6 +13,7 @@
 pub mod api;
 pub mod cache;
 pub mod config;
+pub mod dlq;
 pub mod limiter;
 pub mod pack;
 #[cfg(target_arch = "wasm32")]

@@ -192,7 +192,9 @@ describe("the beacon and the SDK in a real browser, at the core and at the edge"
 
   it("the TypeScript SDK's links redirect and its batch client's events are stored", async () => {
     const key = signing.shopcore;
-    const signed = sdk.clickUrl(core.url, key, "https://offer.example/a b", { params: { campaign: "sdk" }, ext: ["gclid"] });
+    const signed = sdk.clickUrl(core.url, key, "https://offer.example/a%20b", { params: { campaign: "sdk" }, ext: ["gclid"] });
+    // a destination the platform would not take makes no link at all
+    assert.throws(() => sdk.clickUrl(core.url, key, "javascript:alert(1)"), (e) => e.code === "destination_scheme_not_allowed");
     const encrypted = sdk.encryptedClickUrl(core.url, key, "https://offer.example/hidden", { params: { campaign: "sdk" } });
     for (const url of [signed, `${signed}&gclid=G-1`, encrypted]) {
       const res = await fetch(url, { redirect: "manual" });

@@ -3,9 +3,12 @@
 import { after, before, describe, it } from "node:test";
 import assert from "node:assert/strict";
 import { createHmac } from "node:crypto";
-import { Core, clickId, eventually, get, post, worker } from "./harness.mjs";
+import { Core, clickId, eventually, get, kvOpen, kvSeal, post, worker } from "./harness.mjs";
 
 const hmacHex = (secret, message) => createHmac("sha256", secret).update(message).digest("hex");
+// a v1 link made without the checks every producer of ours applies (the replaced system's tools, say): only the
+// destination is signed
+const v1Link = (tenant, dest) => `/t?url=${encodeURIComponent(dest)}&sig=${tenant.prefix}_${hmacHex(tenant.secret, dest)}`;
 
 describe("edge worker endpoints", () => {
   const core = new Core();
@@ -46,15 +49,24 @@ describe("edge worker endpoints", () => {
     expectStored.push(clickId(res));
     accepted += 1;
     const kv = await mf.getKVNamespace("TRACKER_KV");
-    const record = JSON.parse(await kv.get("tenant:acme"));
-    assert.equal(record.keys[0].kid, acme.kid, "the tenant's keys were fetched from the core and cached in KV");
+    const stored = await kv.get("tenant:acme");
+    assert.ok(!stored.includes(acme.secret), "the tenant's link secret is not in KV in the clear");
+    const record = kvOpen("tenant:acme", stored);
+    assert.equal(record.keys[0].kid, acme.kid, "the tenant's keys were fetched from the core and cached in KV, sealed");
     await eventually(async () => (await delivered()) > before, 15000, "delivery to the core");
   });
 
   it("reads tenants from KV before asking the core", async () => {
     // a tenant the core has never heard of, present only in KV
     const kv = await mf.getKVNamespace("TRACKER_KV");
-    await kv.put("tenant:kvonly", JSON.stringify({ key_prefix: "kvonly", active: true, keys: [{ kid: "k1", signing_secret: acme.secret, encryption_key: null, retires_at_ms: null }] }));
+    const kvonly = { key_prefix: "kvonly", active: true, keys: [{ kid: "k1", signing_secret: acme.secret, encryption_key: null, retires_at_ms: null }] };
+    // a record in the clear, or sealed for another KV key, is no record: the core is asked (and knows neither)
+    const signedFor = (prefix) => core.link("acme", "https://kv.example/", "--format", "v1").replace("sig=acme_", `sig=${prefix}_`);
+    await kv.put("tenant:kvplain", JSON.stringify({ ...kvonly, key_prefix: "kvplain" }));
+    assert.equal((await get(mf, signedFor("kvplain"))).status, 404, "a record in the clear is not trusted");
+    await kv.put("tenant:kvmoved", kvSeal("tenant:acme", { ...kvonly, key_prefix: "kvmoved" }));
+    assert.equal((await get(mf, signedFor("kvmoved"))).status, 404, "a sealed record moved to another key opens for none");
+    await kv.put("tenant:kvonly", kvSeal("tenant:kvonly", kvonly));
     // a v1 signature covers only the destination, so acme's secret signs for kvonly too
     const link = core.link("acme", "https://kv.example/", "--format", "v1").replace("sig=acme_", "sig=kvonly_");
     const res = await get(mf, link);
@@ -62,7 +74,7 @@ describe("edge worker endpoints", () => {
     // the core has no such tenant and refuses the forwarded event permanently: it is dead-lettered, not dropped
     const id = clickId(res);
     const letter = await eventually(async () => {
-      for (const k of (await kv.list({ prefix: "dlq:" })).keys) {
+      for (const k of (await kv.list({ prefix: "refused:" })).keys) {
         const body = await kv.get(k.name);
         if (body.includes(id)) return JSON.parse(body);
       }
@@ -81,7 +93,7 @@ describe("edge worker endpoints", () => {
     expectStored.push(clickId(res));
     accepted += 1;
     const kv = await mf.getKVNamespace("TRACKER_KV");
-    assert.equal(JSON.parse(await kv.get(`short:${tuId}`)).destination, "https://acme.example/offer");
+    assert.equal(kvOpen(`short:${tuId}`, await kv.get(`short:${tuId}`)).destination, "https://acme.example/offer");
     // another tenant signing acme's short link id with its own valid secret gets nothing
     const denied = await get(mf, `/t/${tuId}?sig=evil_${hmacHex(evil.secret, tuId)}`);
     assert.equal(denied.status, 404);
@@ -95,7 +107,7 @@ describe("edge worker endpoints", () => {
       [good.replace("c=1", "c=2"), 403, "invalid_signature"],
       [good.replace("k=acme.", "k=nobody."), 404, "unknown_tenant"],
       [core.link("acme", "https://a.example/", "--expires-in=-10"), 410, "link_expired"],
-      [core.link("acme", "javascript:alert(1)"), 400, "destination_scheme_not_allowed"],
+      [v1Link(acme, "javascript:alert(1)"), 400, "destination_scheme_not_allowed"],
       [`${good}&c=3`, 400, "duplicate_param"],
       ["/t?url=https%3A%2F%2Fa.example%2F&sig=00", 400, "malformed_signature"],
       ["/nowhere", 404, "not_found"],
@@ -107,7 +119,7 @@ describe("edge worker endpoints", () => {
       assert.equal((await res.json()).error.code, code, path);
     }
     // a signed destination with credentials goes where a browser would take it: the host after the @, without them
-    const creds = await get(mf, core.link("acme", "https://user@evil.example/"));
+    const creds = await get(mf, v1Link(acme, "https://user@evil.example/"));
     assert.match(creds.headers.get("location"), /^https:\/\/evil\.example\/\?ad_click_id=/);
     expectStored.push(clickId(creds));
     accepted += 1;

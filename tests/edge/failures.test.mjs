@@ -3,7 +3,7 @@
 import { after, before, describe, it } from "node:test";
 import assert from "node:assert/strict";
 import { createServer } from "node:http";
-import { Core, clickId, eventually, freePort, get, worker } from "./harness.mjs";
+import { Core, clickId, eventually, freePort, get, kvSeal, worker } from "./harness.mjs";
 
 describe("edge worker failure modes", () => {
   const core = new Core();
@@ -23,13 +23,15 @@ describe("edge worker failure modes", () => {
   });
 
   it("retries while every core node is down, then dead-letters the events (parked in KV), never drops them", async () => {
-    const mf = worker({ CORE_URLS: deadUrl }, { maxRetries: 1 });
+    // the queue gives up after one retry here, before the consumer's own parking (tests/edge/outage.test.mjs):
+    // the dead-letter queue's consumer parks the message, with its batch id, for the replay
+    const mf = worker({ CORE_URLS: deadUrl, RETRY_MIN_DELAY_SECS: "1" }, { maxRetries: 1 });
     workers.push(mf);
     const kv = await mf.getKVNamespace("TRACKER_KV");
     // with the core down the tenant's keys must already be at the edge: put the record the core serves into KV,
     // as the platform API does
     const link = core.link("acme", "https://a.example/");
-    await kv.put("tenant:acme", await core.lookup("/internal/v1/tenants/acme"));
+    await kv.put("tenant:acme", kvSeal("tenant:acme", JSON.parse(await core.lookup("/internal/v1/tenants/acme"))));
     const res = await get(mf, link);
     assert.equal(res.status, 307, "the redirect does not depend on the core");
     const id = clickId(res);
@@ -42,6 +44,7 @@ describe("edge worker failure modes", () => {
       return null;
     }, 30000, "the dead letter");
     assert.equal(JSON.parse(parked).events[0].event_id, id, "the whole event is in the dead letter");
+    assert.match(JSON.parse(parked).batch_id, /^q-/, "with the batch id it was sent with, for an idempotent replay");
   });
 
   it("answers redirects without waiting for a slow core", async () => {
@@ -51,7 +54,8 @@ describe("edge worker failure modes", () => {
     try {
       const mf = worker({ CORE_URLS: `http://127.0.0.1:${slow.address().port}` });
       workers.push(mf);
-      await (await mf.getKVNamespace("TRACKER_KV")).put("tenant:acme", await core.lookup("/internal/v1/tenants/acme"));
+      const record = kvSeal("tenant:acme", JSON.parse(await core.lookup("/internal/v1/tenants/acme")));
+      await (await mf.getKVNamespace("TRACKER_KV")).put("tenant:acme", record);
       const link = core.link("acme", "https://a.example/");
       await get(mf, link); // warm the isolate
       const started = Date.now();

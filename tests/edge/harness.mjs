@@ -1,6 +1,6 @@
 // Test harness: a real core node (the debug binary built by `cargo test`) and the built Worker under Miniflare.
 import { spawn, execFileSync } from "node:child_process";
-import { createHmac } from "node:crypto";
+import { createCipheriv, createDecipheriv, createHmac, randomBytes } from "node:crypto";
 import { mkdtempSync, rmSync } from "node:fs";
 import { createServer } from "node:net";
 import { tmpdir } from "node:os";
@@ -10,6 +10,28 @@ import { Miniflare } from "miniflare";
 export const ROOT = resolve(import.meta.dirname, "../..");
 export const CORE_BIN = join(ROOT, "target/debug/tracker-core");
 export const EDGE_SECRET = "edge-secret-for-tests-0123456789abcdef";
+
+// what the Worker keeps in KV is sealed (tracker_protocol::intake::seal_kv): AES-256-GCM under a key derived from
+// its EDGE_SHARED_SECRET, bound to the KV key as associated data; `s1.` + base64url(nonce || ciphertext || tag)
+const KV_KEY = createHmac("sha256", EDGE_SECRET).update("tracker/kv-records/v1").digest();
+
+/** The record a Worker sealed under KV key `name` (throws if it is not one). */
+export function kvOpen(name, sealed) {
+  const blob = Buffer.from(sealed.replace(/^s1\./, ""), "base64url");
+  const decipher = createDecipheriv("aes-256-gcm", KV_KEY, blob.subarray(0, 12));
+  decipher.setAAD(Buffer.from(name));
+  decipher.setAuthTag(blob.subarray(blob.length - 16));
+  return JSON.parse(Buffer.concat([decipher.update(blob.subarray(12, blob.length - 16)), decipher.final()]).toString());
+}
+
+/** `value` sealed for KV key `name`, as the Worker seals it. */
+export function kvSeal(name, value) {
+  const nonce = randomBytes(12);
+  const cipher = createCipheriv("aes-256-gcm", KV_KEY, nonce);
+  cipher.setAAD(Buffer.from(name));
+  const body = Buffer.concat([cipher.update(JSON.stringify(value)), cipher.final(), cipher.getAuthTag()]);
+  return "s1." + Buffer.concat([nonce, body]).toString("base64url");
+}
 
 export async function freePort() {
   return new Promise((ok, fail) => {
@@ -100,12 +122,18 @@ export class Core {
     return line ? Number(line.split(" ").pop()) : 0;
   }
 
-  /** Stops the node gracefully and returns every event in its durable log. */
-  async stopAndDump() {
+  /** Stops the node (`SIGKILL`: a crash, or `SIGTERM`), keeping its data for the next `start()`. */
+  async stop(signal = "SIGTERM") {
+    if (this.proc.exitCode !== null || this.proc.signalCode !== null) return;
     await new Promise((ok) => {
       this.proc.once("exit", ok);
-      this.proc.kill("SIGTERM");
+      this.proc.kill(signal);
     });
+  }
+
+  /** Stops the node gracefully and returns every event in its durable log. */
+  async stopAndDump() {
+    await this.stop();
     const out = this.cli("log", "dump", "--limit", "1000000");
     return out.trim().split("\n").filter(Boolean).map((l) => JSON.parse(l).event);
   }

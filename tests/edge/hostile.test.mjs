@@ -183,12 +183,16 @@ function raw(base, parts) {
 describe("a core node's HTTP layer", () => {
   // short timeouts, so that waiting them out stays quick; a low per-address API limit
   const ADMIN = "hostile-admin-token-0123456789abcdef";
+  const METRICS = "hostile-metrics-token-0123456789abcdef";
   const core = new Core({
     HEADER_TIMEOUT_SECS: "1",
     BODY_IDLE_TIMEOUT_SECS: "1",
     BODY_TIMEOUT_SECS: "3",
     API_IP_REQUESTS_PER_MINUTE: "40",
     ADMIN_TOKEN: ADMIN,
+    METRICS_TOKEN: METRICS,
+    // as behind a proxy: the test's loopback address is then no proof of being on the node's machine
+    TRUST_PROXY: "x-forwarded-for",
   });
   let token;
   before(async () => {
@@ -209,6 +213,21 @@ describe("a core node's HTTP layer", () => {
     assert.deepEqual([bytes.status, bytes.code], [400, "bad_request"]);
     const garbage = await raw(core.url, ["\x01\x02 nonsense\r\n\r\n"]);
     assert.deepEqual([garbage.status, garbage.code], [400, "bad_request"]);
+  });
+
+  it("metrics and broker details answer only the operator", async () => {
+    for (const path of ["/metrics", "/health/broker"]) {
+      const anyone = await fetch(`${core.url}${path}`);
+      assert.deepEqual([anyone.status, (await anyone.json()).error.code], [401, "unauthorized"], path);
+      for (const token of [METRICS, ADMIN]) {
+        const res = await fetch(`${core.url}${path}`, { headers: { authorization: `Bearer ${token}` } });
+        assert.equal(res.status, 200, path);
+      }
+      const wrong = await fetch(`${core.url}${path}`, { headers: { authorization: `Bearer ${METRICS}x` } });
+      assert.equal(wrong.status, 401);
+    }
+    // the plain health check stays public: load balancers call it
+    assert.equal((await fetch(`${core.url}/health`)).status, 200);
   });
 
   it("a head that does not arrive whole in time closes the connection", async () => {

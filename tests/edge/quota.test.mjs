@@ -6,7 +6,7 @@
 import { after, before, describe, it } from "node:test";
 import assert from "node:assert/strict";
 import { createHmac } from "node:crypto";
-import { Core, EDGE_SECRET, eventually, get, post, sleep, worker } from "./harness.mjs";
+import { Core, EDGE_SECRET, eventually, get, kvOpen, post, sleep, worker } from "./harness.mjs";
 
 const ALLOWANCE = 3;
 const ADMIN = "edge-quota-admin-0123456789abcdef0123";
@@ -103,7 +103,7 @@ describe("edge worker quota", () => {
     assert.ok(Math.abs(retry - left) <= 5, `Retry-After ${retry}, ${left} s left in the month`);
     assert.equal(res.headers.get("ratelimit-policy"), `"events";q=${ALLOWANCE};w=2592000`);
     assert.equal(res.headers.get("ratelimit"), `"events";r=0;t=${retry}`);
-    assert.ok(JSON.parse(await kv.get("tenant:capped")).quota, "the refilled KV record carries the block");
+    assert.ok(kvOpen("tenant:capped", await kv.get("tenant:capped")).quota, "the refilled KV record carries the block");
     const ingest = await post(mf, "/ingest", JSON.stringify({ event_type: "signup" }), { authorization: `Bearer ${token}` });
     assert.equal(ingest.status, 429);
     const postback = await get(mf, `/p?token=${token}&event_type=sale`);

@@ -71,6 +71,25 @@ class Vectors(unittest.TestCase):
                 build()
             self.assertEqual(caught.exception.code, code)
 
+    def test_destinations_a_click_would_refuse_make_no_link(self):
+        key = LinkKey("acme", "k1", "s", "11" * 32)
+        self.assertGreaterEqual(len(VECTORS["destinations"]), 20)
+
+        def code_of(build):
+            try:
+                build()
+            except TrackerError as e:
+                return e.code
+            return None
+
+        for case in VECTORS["destinations"]:
+            d = case["destination"]
+            with self.subTest(destination=d):
+                self.assertEqual(code_of(lambda: tracker_sdk.click_url(BASE, key, d)), case["new_link"])
+                self.assertEqual(code_of(lambda: tracker_sdk.encrypted_click_url(BASE, key, d)), case["new_link"])
+                self.assertEqual(code_of(lambda: tracker_sdk.v1_signed_url(BASE, "s", "acme", d)), case["click"])
+                self.assertEqual(code_of(lambda: tracker_sdk.v1_encrypted_url(BASE, "22" * 32, d)), case["click"])
+
     def test_encrypted_links_use_a_fresh_nonce_and_v1_blobs_open_only_with_their_key(self):
         b = next(b for b in VECTORS["builds"] if b["format"] == "v2_encrypted")
         key = key_for(b)

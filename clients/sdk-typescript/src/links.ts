@@ -5,6 +5,7 @@
 // all of that in one AES-256-GCM blob bound to the tenant and key id.
 
 import { aesGcmSeal, base64url, fromHex, hex, hmacSha256, randomBytes, utf8 } from './crypto.js';
+import { checkClickDestination, checkNewDestination } from './destinations.js';
 import { TrackerError } from './errors.js';
 
 export type LinkKind = 'click' | 'short' | 'postback' | 'impression';
@@ -94,6 +95,7 @@ function check(kind: LinkKind, key: LinkKey, target: string, options: LinkOption
   checkParams(list);
   if (!KEY_PREFIX.test(key.keyPrefix)) throw new TrackerError('invalid_key_prefix', 'a key prefix is [a-z0-9]{2,32}');
   if (!KID.test(key.kid)) throw new TrackerError('malformed_signature', 'a key id is [a-z0-9]{1,16}');
+  if (kind === 'click') checkNewDestination(target);
   if (kind === 'short' && !SHORT_ID.test(target)) {
     throw new TrackerError('invalid_short_link_id', 'a short link id is tu_ followed by a UUID');
   }
@@ -206,6 +208,7 @@ export function v1Signature(secret: string, keyPrefix: string | undefined, messa
 export function v1SignedUrl(base: string, secret: string, keyPrefix: string | undefined, destination: string, params?: Params) {
   const list = pairs(params);
   checkParams(list);
+  checkClickDestination(destination);
   return urlWith(base, '/t', [['url', destination], ['sig', v1Signature(secret, keyPrefix, destination)], ...list]);
 }
 
@@ -227,6 +230,7 @@ export function v1EncryptedUrl(
 ): string {
   const list = pairs(params);
   checkParams(list);
+  checkClickDestination(destination);
   return urlWith(base, '/t', [['d', v1Seal(encryptionKey, destination, nonce)], ...list]);
 }
 

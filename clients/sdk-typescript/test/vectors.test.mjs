@@ -76,6 +76,26 @@ test('links the platform would refuse are refused when built, with its error cod
   refused(() => sdk.encryptedClickUrl(BASE, { ...key, encryptionKey: undefined }, 'https://a.example/'), 'malformed_ciphertext');
 });
 
+test('destinations a click would refuse make no link, with the codes the platform gives', () => {
+  const key = { keyPrefix: 'acme', kid: 'k1', secret: 's', encryptionKey: '11'.repeat(32) };
+  assert.ok(vectors.destinations.length >= 20);
+  const codeOf = (fn) => {
+    try {
+      fn();
+      return null;
+    } catch (e) {
+      assert.ok(e instanceof sdk.TrackerError, String(e));
+      return e.code;
+    }
+  };
+  for (const { destination: d, new_link, click } of vectors.destinations) {
+    assert.equal(codeOf(() => sdk.clickUrl(BASE, key, d)), new_link, `v2 click to ${JSON.stringify(d)}`);
+    assert.equal(codeOf(() => sdk.encryptedClickUrl(BASE, key, d)), new_link, `encrypted click to ${JSON.stringify(d)}`);
+    assert.equal(codeOf(() => sdk.v1SignedUrl(BASE, 's', 'acme', d)), click, `v1 click to ${JSON.stringify(d)}`);
+    assert.equal(codeOf(() => sdk.v1EncryptedUrl(BASE, '22'.repeat(32), d)), click, `v1 encrypted to ${JSON.stringify(d)}`);
+  }
+});
+
 test('encrypted links use a fresh nonce each time', () => {
   const key = keyFor(vectors.builds.find((b) => b.format === 'v2_encrypted'));
   assert.notEqual(sdk.encryptedClickUrl(BASE, key, 'https://a.example/'), sdk.encryptedClickUrl(BASE, key, 'https://a.example/'));

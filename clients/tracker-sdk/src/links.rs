@@ -6,7 +6,9 @@
 //! of the system this one replaces, for links it already has in circulation.
 
 use tracker_protocol::links::{v1_encrypted_url, v1_short_url, v1_signed_url};
-use tracker_protocol::{LinkKind, ProtocolError, V2Link, parse_encryption_key};
+use tracker_protocol::{
+    LinkKind, ProtocolError, V2Link, check_redirectable, parse_encryption_key, validate_destination,
+};
 
 use crate::Error;
 
@@ -111,7 +113,12 @@ fn signed(base: &str, key: &Key, kind: LinkKind, target: &str, options: &LinkOpt
 }
 
 /// A v2 signed click to `destination`: `<base>/t?v=2&k=<prefix>.<kid>&url=<destination>[&exp=][&ext=]&<params>&s=`.
+///
+/// The destination must be an absolute http(s) URL a browser follows to the host it shows
+/// ([`tracker_protocol::validate_destination`]), as the platform requires of new links: anything else is refused here
+/// rather than printed as a link that could never work.
 pub fn click_url(base: &str, key: &Key, destination: &str, options: &LinkOptions) -> Result<String, Error> {
+    validate_destination(destination)?;
     signed(base, key, LinkKind::Click, destination, options)
 }
 
@@ -164,12 +171,14 @@ pub fn encrypted_click_url_with_nonce(
     options: &LinkOptions,
     nonce: [u8; 12],
 ) -> Result<String, Error> {
+    validate_destination(destination)?;
     let params = options.pairs();
     let ext: Vec<&str> = options.ext.iter().map(String::as_str).collect();
     Ok(v2(LinkKind::Click, key, destination, options, &params, &ext).encrypted_url(base, &key.aes()?, nonce)?)
 }
 
 /// A v1 signed click: `<base>/t?url=<destination>&sig=[<prefix>_]<hex>&<params>` (only the destination is signed).
+/// A destination a click would refuse ([`tracker_protocol::check_redirectable`]) is refused here.
 pub fn v1_signed_click_url(
     base: &str,
     secret: &str,
@@ -177,6 +186,7 @@ pub fn v1_signed_click_url(
     destination: &str,
     options: &LinkOptions,
 ) -> Result<String, Error> {
+    check_redirectable(destination)?;
     Ok(v1_signed_url(base, secret, key_prefix, destination, &options.pairs())?)
 }
 
@@ -209,6 +219,7 @@ pub fn v1_encrypted_click_url_with_nonce(
     options: &LinkOptions,
     nonce: [u8; 12],
 ) -> Result<String, Error> {
+    check_redirectable(destination)?;
     let key = parse_encryption_key(encryption_key)
         .ok_or(ProtocolError::MalformedCiphertext { reason: "the key is 64 hex digits" })?;
     Ok(v1_encrypted_url(base, &key, nonce, destination, &options.pairs())?)

@@ -92,6 +92,25 @@ fn links_the_platform_would_refuse_are_refused_with_its_codes() {
 }
 
 #[test]
+fn destinations_a_click_would_refuse_make_no_link() {
+    let v = vectors();
+    let key = Key::new("acme", "k1").with_secret("s").with_encryption_key("11".repeat(32));
+    let cases = v["destinations"].as_array().unwrap();
+    assert!(cases.len() >= 20);
+    let code = |r: Result<String, tracker_sdk::Error>| r.err().map(|e| e.code().unwrap().to_owned());
+    for c in cases {
+        let d = c["destination"].as_str().unwrap();
+        let expect = |field: &str| c[field].as_str().map(str::to_owned);
+        let options = LinkOptions::new();
+        assert_eq!(code(links::click_url(BASE, &key, d, &options)), expect("new_link"), "v2 click to {d:?}");
+        assert_eq!(code(links::encrypted_click_url(BASE, &key, d, &options)), expect("new_link"), "encrypted to {d:?}");
+        assert_eq!(code(links::v1_signed_click_url(BASE, "s", Some("acme"), d, &options)), expect("click"), "v1 {d:?}");
+        let aes = "22".repeat(32);
+        assert_eq!(code(links::v1_encrypted_click_url(BASE, &aes, d, &options)), expect("click"), "v1 enc {d:?}");
+    }
+}
+
+#[test]
 fn webhook_signatures_are_judged_as_the_platform_judges_them() {
     let v = vectors();
     let w = &v["webhook_signatures"];

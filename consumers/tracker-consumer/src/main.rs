@@ -82,6 +82,8 @@ async fn main() -> std::process::ExitCode {
     let ops = listener.map(|listener| {
         let app = tracker_core::http::ops_router().with_state(state.clone());
         let until = stop.clone().cancelled_owned();
+        // the peer's address: /metrics and /health/broker answer this machine without a token
+        let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
         tokio::spawn(async move { axum::serve(listener, app).with_graceful_shutdown(until).await })
     });
     tracing::info!(consumers = ?which, "consumers running");

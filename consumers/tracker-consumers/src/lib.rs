@@ -93,6 +93,43 @@ impl EdgePush {
         self.tasks.wait().await;
     }
 
+    /// Asks every edge URL to replay the events it parked while the core was away, now: each Worker's report
+    /// (`replayed`, `refused`, `core_unavailable`, `left`), or why it could not be had.
+    pub async fn replay(&self) -> Vec<(String, Result<serde_json::Value, String>)> {
+        let client = match reqwest::Client::builder().timeout(Duration::from_secs(60)).build() {
+            Ok(c) => c,
+            Err(e) => return self.urls.iter().map(|u| (u.clone(), Err(e.to_string()))).collect(),
+        };
+        let body = b"{}";
+        let mut reports = Vec::new();
+        for base in &self.urls {
+            let url = format!("{}{}", base.trim_end_matches('/'), tracker_protocol::intake::DLQ_REPLAY_PATH);
+            let mut report = Err("no EDGE_SHARED_SECRETS".to_owned());
+            // the Worker may hold any of the secrets (a rotation): the next is tried on a 401
+            for secret in &self.secrets {
+                let ts = now_ms();
+                let Some(sig) = tracker_protocol::intake::sign_dlq_replay(secret, ts, body) else { break };
+                let sent = client
+                    .post(&url)
+                    .header("x-tracker-timestamp", ts.to_string())
+                    .header("x-tracker-signature", sig)
+                    .body(&body[..])
+                    .send()
+                    .await;
+                report = match sent {
+                    Ok(res) if res.status().is_success() => res.json().await.map_err(|e| e.to_string()),
+                    Ok(res) => Err(format!("answered {}", res.status())),
+                    Err(e) => Err(e.to_string()),
+                };
+                if !matches!(&report, Err(e) if e.contains("401")) {
+                    break;
+                }
+            }
+            reports.push((base.clone(), report));
+        }
+        reports
+    }
+
     /// Tells every edge URL now, waiting for the answers (the CLI, which exits right after).
     pub async fn send(&self, keys: &str) {
         let client = reqwest::Client::builder().timeout(Duration::from_secs(5)).build();

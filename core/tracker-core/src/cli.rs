@@ -52,6 +52,9 @@ pub enum Command {
     /// v1 postbacks and pixels without key_prefix.
     #[command(subcommand)]
     Global(GlobalCmd),
+    /// The edge Workers of `EDGE_URLS`.
+    #[command(subcommand)]
+    Edge(EdgeCmd),
     /// Operators' changes (imports, assignments), newest first.
     Audit {
         #[arg(long, default_value_t = 20)]
@@ -61,6 +64,13 @@ pub enum Command {
     Demo,
     /// Print the configuration variables and their values.
     Config,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum EdgeCmd {
+    /// Replay now the events each Worker parked while the core was away (its scheduled run does so every minute);
+    /// prints each Worker's report.
+    Replay,
 }
 
 #[derive(Debug, Subcommand)]
@@ -249,6 +259,20 @@ pub async fn run(cli: Cli) -> Result<(), NodeError> {
         #[cfg(feature = "import")]
         Command::Import(args) => import_events(cfg, args).await,
         Command::Global(cmd) => global(cfg, cmd).await,
+        Command::Edge(EdgeCmd::Replay) => {
+            let edge = cfg.consumers.edge.as_ref().ok_or_else(|| cli_err("EDGE_URLS is not set"))?;
+            let mut failed = false;
+            for (url, report) in edge.replay().await {
+                match report {
+                    Ok(r) => println!("{url}\t{r}"),
+                    Err(e) => {
+                        failed = true;
+                        eprintln!("{url}\t{e}");
+                    }
+                }
+            }
+            if failed { Err(cli_err("some Workers could not be asked")) } else { Ok(()) }
+        }
         Command::Audit { limit } => {
             let store = open_store(&cfg).await?;
             for e in store.audit_log(limit).await? {
@@ -463,6 +487,10 @@ pub async fn build_link(
     target: &str,
     opts: &LinkOpts,
 ) -> Result<String, NodeError> {
+    // a destination the platform would not take for a new link is refused, not printed as a link that cannot work
+    if kind == LinkKind::Click {
+        tracker_protocol::validate_destination(target).map_err(|e| cli_err(format!("{target:?}: {e}")))?;
+    }
     let base = opts.base.clone().unwrap_or_else(|| cfg.node.public_url.clone());
     let params: Vec<(&str, &str)> = opts.params.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
     let nonce: [u8; 12] = rand::rng().random();

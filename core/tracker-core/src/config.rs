@@ -103,6 +103,8 @@ pub struct NodeSettings {
     pub admin_token_sha256: Option<[u8; 32]>,
     /// Platform API requests per minute for the admin credential.
     pub admin_api_rpm: u32,
+    /// SHA-256 of `METRICS_TOKEN`: the bearer credential `/metrics` and `/health/broker` take from other machines.
+    pub metrics_token_sha256: Option<[u8; 32]>,
     /// Run the stream consumers inside the node (`CONSUMERS=in-process`, the default) rather than as processes
     /// of their own (`off`, with `tracker-consumer`).
     pub consumers_in_process: bool,
@@ -143,7 +145,7 @@ pub const HTTP: Section = Section {
         var(
             "HEADER_TIMEOUT_SECS",
             "10",
-            "a request's head must arrive whole within this (else the connection is closed); also the keep-alive idle limit",
+            "a request head must arrive whole within this (else the connection closes); also the keep-alive idle limit",
         ),
         var("BODY_TIMEOUT_SECS", "60", "a request's body must arrive whole within this (else `408 request_timeout`)"),
         var("BODY_IDLE_TIMEOUT_SECS", "10", "longest wait for the next piece of a request's body (else `408`)"),
@@ -178,6 +180,12 @@ pub const HTTP: Section = Section {
             "instead of `ADMIN_TOKEN`: its SHA-256 in hex, so the configuration holds no secret",
         ),
         var("ADMIN_API_REQUESTS_PER_MINUTE", "600", "platform API rate limit of the admin credential"),
+        var(
+            "METRICS_TOKEN",
+            "",
+            "bearer token for `/metrics` and `/health/broker` (at least 32 characters; without it, or the admin token, \
+             they answer only this machine)",
+        ),
         var(
             "PLANS",
             "",
@@ -537,8 +545,8 @@ impl Config {
         if let Some(urls) = src.get("EDGE_URLS") {
             let urls: Vec<String> =
                 urls.split(',').map(str::trim).filter(|u| !u.is_empty()).map(str::to_owned).collect();
-            if let Some(bad) = urls.iter().find(|u| !u.starts_with("https://") && !u.starts_with("http://")) {
-                return Err(invalid("EDGE_URLS", format!("{bad:?} is not an http(s) URL")));
+            if let Some(bad) = urls.iter().find(|u| !tracker_protocol::intake::is_service_url(u)) {
+                return Err(invalid("EDGE_URLS", format!("{bad:?} must be an https URL (http only to this machine)")));
             }
             if edge_secrets.is_empty() {
                 return Err(invalid("EDGE_URLS", "needs EDGE_SHARED_SECRETS (purges are signed with them)"));
@@ -572,6 +580,11 @@ impl Config {
             ),
             (None, None) => None,
         };
+        let metrics_token_sha256 = match src.get("METRICS_TOKEN") {
+            Some(t) if t.len() < 32 => return Err(invalid("METRICS_TOKEN", "must be at least 32 characters")),
+            Some(t) => Some(<[u8; 32]>::from(sha2::Sha256::digest(t.as_bytes()))),
+            None => None,
+        };
         let iggy = match src.get("IGGY_URL") {
             None => None,
             Some(url) if !url.contains("://") || !url.contains('@') => {
@@ -603,6 +616,7 @@ impl Config {
                 api_ip_rpm: src.number("API_IP_REQUESTS_PER_MINUTE", 1..=1_000_000)?,
                 trust_proxy,
                 admin_token_sha256,
+                metrics_token_sha256,
                 admin_api_rpm: src.number("ADMIN_API_REQUESTS_PER_MINUTE", 1..=1_000_000)?,
                 consumers_in_process,
                 consumer_listen,
@@ -732,6 +746,14 @@ mod tests {
         assert!(!format!("{edge:?}").contains(&secret), "the secret is not in debug output");
         let e = Config::from_vars(vars(&[("EDGE_URLS", "ftp://x"), ("EDGE_SHARED_SECRETS", &secret)]), None);
         assert!(e.unwrap_err().to_string().starts_with("EDGE_URLS"));
+        // purges in the clear only on this machine
+        let e =
+            Config::from_vars(vars(&[("EDGE_URLS", "http://edge.example"), ("EDGE_SHARED_SECRETS", &secret)]), None);
+        assert!(e.unwrap_err().to_string().contains("https"));
+        assert!(
+            Config::from_vars(vars(&[("EDGE_URLS", "http://127.0.0.1:8787"), ("EDGE_SHARED_SECRETS", &secret)]), None)
+                .is_ok()
+        );
     }
 
     #[test]

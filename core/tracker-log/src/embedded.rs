@@ -595,9 +595,12 @@ impl EventLog for EmbeddedLog {
                 slot.buf.extend_from_slice(events);
                 slot.count += set.count;
                 slot.tags |= set.tags;
+                // counted while the slot is held: the writer takes the bytes out (and subtracts them) only after,
+                // so the count never runs below zero
+                self.shared.pending_bytes.fetch_add(events.len() as u64, Ordering::AcqRel);
                 added += events.len() as u64;
             }
-            let total = self.shared.pending_bytes.fetch_add(added, Ordering::AcqRel) + added;
+            let total = self.shared.pending_bytes.load(Ordering::Acquire).max(added);
             if total > MAX_PENDING_BYTES {
                 // the writer is behind: wait for a commit instead of growing memory (backpressure, never a drop)
                 let (done, rx) = oneshot::channel();

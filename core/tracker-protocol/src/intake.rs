@@ -48,6 +48,25 @@ pub fn verify_lookup(secrets: &[Vec<u8>], header: &str, timestamp_ms: i64, path:
     verify_batch(secrets, header, timestamp_ms, path, b"")
 }
 
+/// Whether `url` is fit to carry service traffic (signed batches, lookups, purges, forwarded API calls): `https://`,
+/// or `http://` to this machine only (`localhost`, `127.0.0.0/8`, `[::1]`), where no network can read or change it.
+pub fn is_service_url(url: &str) -> bool {
+    let lower = url.to_ascii_lowercase();
+    if lower.starts_with("https://") {
+        return true;
+    }
+    let Some(rest) = lower.strip_prefix("http://") else { return false };
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    if authority.contains('@') {
+        return false;
+    }
+    let host = match authority.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or_default(),
+        None => authority.rsplit_once(':').map_or(authority, |(h, _)| h),
+    };
+    host == "localhost" || host == "::1" || host.parse::<std::net::Ipv4Addr>().is_ok_and(|ip| ip.is_loopback())
+}
+
 /// Path of the Worker's purge endpoint: the core tells the edge which hot-path records (`tenant:<p>`, `short:<id>`,
 /// `token:<sha256>`, comma-separated in the body) changed without a request through the edge (a tenant reaching its
 /// hard cap). Signed with the batch scheme over the subject `"purge"` and the body.
@@ -59,6 +78,58 @@ pub fn sign_purge(secret: &[u8], timestamp_ms: i64, body: &[u8]) -> Option<Strin
 
 pub fn verify_purge(secrets: &[Vec<u8>], header: &str, timestamp_ms: i64, body: &[u8]) -> bool {
     verify_batch(secrets, header, timestamp_ms, "purge", body)
+}
+
+/// Path of the Worker's replay of parked dead letters: events the core fleet could not take for a long while are
+/// parked in Workers KV and replayed by a scheduled run; this runs one now and answers what it did (an operator's
+/// `tracker-core edge replay`). Signed with the batch scheme over the subject `"dlq-replay"` and the body.
+pub const DLQ_REPLAY_PATH: &str = "/internal/v1/dlq/replay";
+
+pub fn sign_dlq_replay(secret: &[u8], timestamp_ms: i64, body: &[u8]) -> Option<String> {
+    sign_batch(secret, timestamp_ms, "dlq-replay", body)
+}
+
+pub fn verify_dlq_replay(secrets: &[Vec<u8>], header: &str, timestamp_ms: i64, body: &[u8]) -> bool {
+    verify_batch(secrets, header, timestamp_ms, "dlq-replay", body)
+}
+
+/// The key the Worker seals what it keeps in Workers KV with (tenant records hold link secrets): derived from its
+/// `EDGE_SHARED_SECRET` for this purpose only, so it signs nothing and nothing signed can open a record.
+pub fn kv_sealing_key(secret: &[u8]) -> Option<[u8; 32]> {
+    if secret.is_empty() {
+        return None;
+    }
+    let mut m = HmacSha256::new_from_slice(secret).ok()?;
+    m.update(b"tracker/kv-records/v1");
+    Some(m.finalize().into_bytes().into())
+}
+
+/// Prefix of a sealed KV value.
+const SEALED_KV: &str = "s1.";
+
+/// A KV value sealed under `key`: `s1.` and base64url of `nonce || AES-256-GCM(value)`, bound to the KV key `name`
+/// (`tenant:<prefix>`, `short:<tu_id>`, `token:<sha256>`) as associated data, so a value cannot be moved to another
+/// tenant's or record's key. `nonce` must be fresh randomness.
+pub fn seal_kv(key: &[u8; 32], name: &str, value: &[u8], nonce: [u8; 12]) -> Option<String> {
+    use aes_gcm::aead::{Aead, KeyInit, Payload};
+    use base64::Engine as _;
+    let cipher = aes_gcm::Aes256Gcm::new_from_slice(key).ok()?;
+    let sealed =
+        cipher.encrypt(aes_gcm::Nonce::from_slice(&nonce), Payload { msg: value, aad: name.as_bytes() }).ok()?;
+    let mut blob = nonce.to_vec();
+    blob.extend_from_slice(&sealed);
+    Some(format!("{SEALED_KV}{}", base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(blob)))
+}
+
+/// The value of a KV entry sealed by [`seal_kv`] under `key` for `name`; `None` for anything else (a value from
+/// before sealing, another key's, or one changed in KV), which the Worker treats as a miss.
+pub fn open_kv(key: &[u8; 32], name: &str, sealed: &str) -> Option<Vec<u8>> {
+    use aes_gcm::aead::{Aead, KeyInit, Payload};
+    use base64::Engine as _;
+    let blob = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(sealed.strip_prefix(SEALED_KV)?).ok()?;
+    let (nonce, body) = (blob.get(..12)?, blob.get(12..)?);
+    let cipher = aes_gcm::Aes256Gcm::new_from_slice(key).ok()?;
+    cipher.decrypt(aes_gcm::Nonce::from_slice(nonce), Payload { msg: body, aad: name.as_bytes() }).ok()
 }
 
 /// Header that carries the SHA-256 (hex) of the caller's credential on platform API requests the edge forwards.
@@ -113,6 +184,49 @@ pub fn is_valid_batch_id(id: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn kv_values_open_only_under_their_key_and_name() {
+        let key = kv_sealing_key(b"edge-secret-0123456789abcdef0123456789").unwrap();
+        let record = br#"{"key_prefix":"acme","keys":[{"signing_secret":"s3cret"}]}"#;
+        let sealed = seal_kv(&key, "tenant:acme", record, [7; 12]).unwrap();
+        assert!(!sealed.contains("s3cret") && sealed.starts_with("s1."));
+        assert_eq!(open_kv(&key, "tenant:acme", &sealed).as_deref(), Some(&record[..]));
+        assert_eq!(open_kv(&key, "tenant:evil", &sealed), None, "bound to its tenant's key");
+        let other = kv_sealing_key(b"another-secret-0123456789abcdef01234567").unwrap();
+        assert_eq!(open_kv(&other, "tenant:acme", &sealed), None);
+        assert_eq!(open_kv(&key, "tenant:acme", std::str::from_utf8(record).unwrap()), None, "plain text is a miss");
+        let mut tampered = sealed.clone().into_bytes();
+        let last = tampered.len() - 1;
+        tampered[last] = if tampered[last] == b'A' { b'B' } else { b'A' };
+        assert_eq!(open_kv(&key, "tenant:acme", std::str::from_utf8(&tampered).unwrap()), None);
+        assert_eq!(kv_sealing_key(b""), None);
+    }
+
+    #[test]
+    fn service_traffic_is_https_or_stays_on_this_machine() {
+        for ok in [
+            "https://core.example",
+            "HTTPS://core.example:8443/x",
+            "http://127.0.0.1:3030",
+            "http://localhost:3030/",
+            "http://127.9.0.1",
+            "http://[::1]:3030",
+        ] {
+            assert!(is_service_url(ok), "{ok}");
+        }
+        for bad in [
+            "http://core.example",
+            "http://10.0.0.5:3030",
+            "http://127.0.0.1.evil.example",
+            "http://localhost@evil.example",
+            "http://[::2]:3030",
+            "ftp://core.example",
+            "core.example",
+        ] {
+            assert!(!is_service_url(bad), "{bad}");
+        }
+    }
 
     #[test]
     fn signs_and_verifies_with_rotation() {

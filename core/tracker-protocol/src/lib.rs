@@ -79,7 +79,7 @@ pub use event::{
 pub use links::{
     KeyRef, LinkFormat, LinkKey, LinkKind, ParsedLink, V1Mode, V2Link, VerifiedLink, parse_encryption_key, parse_link,
 };
-pub use redirect::{CLICK_ID_PARAM, build_redirect, validate_destination};
+pub use redirect::{CLICK_ID_PARAM, build_redirect, check_redirectable, validate_destination};
 pub use secret::Secret;
 pub use uuid::Uuid;
 

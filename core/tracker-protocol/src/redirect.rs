@@ -56,6 +56,13 @@ pub fn validate_destination(dest: &str) -> Result<(), ProtocolError> {
     Ok(())
 }
 
+/// Refuses what a click on a verified link to `dest` would refuse ([`build_redirect`]'s errors): the rule for links
+/// in the replaced system's formats, whose clicks are redirected wherever a browser would go. New links are held to
+/// [`validate_destination`], which is stricter.
+pub fn check_redirectable(dest: &str) -> Result<(), ProtocolError> {
+    build_redirect(dest, &Uuid::nil()).map(|_| ())
+}
+
 fn is_click_id_pair(pair: &str) -> bool {
     let name = pair.split('=').next().unwrap_or_default();
     form_urlencoded::parse(name.as_bytes()).next().is_some_and(|(k, _)| k == CLICK_ID_PARAM)

@@ -9,7 +9,9 @@ use std::collections::BTreeMap;
 use serde_json::{Value, json};
 use tracker_protocol::intake::sign_batch;
 use tracker_protocol::links::{v1_encrypted_url, v1_short_url, v1_signed_url, v2_message};
-use tracker_protocol::{LinkKey, LinkKind, Uuid, V1Mode, V2Link, build_redirect, parse_link, partition_for, webhook};
+use tracker_protocol::{
+    LinkKey, LinkKind, Uuid, V1Mode, V2Link, build_redirect, parse_link, partition_for, validate_destination, webhook,
+};
 
 const PATH: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/vectors/links.json");
 const NOW_MS: i64 = 1_770_704_294_008;
@@ -104,7 +106,7 @@ fn v2(
 fn build() -> Value {
     let click = v2(
         LinkKind::Click,
-        "https://offer.example/landing?x=1&y=two words#top",
+        "https://offer.example/landing?x=1&y=two%20words#top",
         Some(NOW_MS / 1000 + 3600),
         &["gclid"],
         &[("campaign", "c 1"), ("sub1", "é")],
@@ -246,6 +248,48 @@ fn build() -> Value {
         Err(e) => json!({ "destination": d, "click_id": click_id, "error": e.code() }),
     })
     .collect();
+    // what a producer of links (the API, the CLI, the SDKs) must refuse: `new_link` for new (v2) links, `click` for
+    // anything a click would refuse (the rule for v1 links the SDKs build for the replaced system's users)
+    let too_long = format!("https://a.example/{}", "a".repeat(16 * 1024));
+    let just_long = format!("https://a.example/{}", "a".repeat(4096));
+    let destinations: Vec<Value> = [
+        "https://shop.example/p?x=1#top",
+        "HTTP://Shop.Example:8080/",
+        "https://[2001:db8::1]:8443/x",
+        "https://a_b.example/",
+        "javascript:alert(1)",
+        "JavaScript:alert(1)",
+        "data:text/html,<p>hi",
+        "ftp://files.example/x",
+        "myapp://open/item?id=7",
+        "mailto:a@b.example",
+        "/relative",
+        "relative/path",
+        "//cdn.example/p",
+        "https://user:pw@a.example/",
+        "https://a.example\\@evil.example/",
+        "https:\\\\a.example\\p",
+        "https://a .example/",
+        "https://ü.example/",
+        "https:///only-a-path",
+        "https://a.example:0/",
+        "https://a.example:65536/",
+        "https://a.example:/",
+        "https://[::1/",
+        "\t https://a.example/tab \n",
+        &just_long,
+        &too_long,
+    ]
+    .iter()
+    .map(|d| {
+        let code = |r: Result<(), tracker_protocol::ProtocolError>| r.err().map(|e| e.code());
+        json!({
+            "destination": d,
+            "new_link": code(validate_destination(d)),
+            "click": code(build_redirect(d, &click_id).map(|_| ())),
+        })
+    })
+    .collect();
     let body = r#"{"events":[]}"#;
     let partitions: BTreeMap<&str, u32> =
         ["6vct", "acme", "global", "a1b2c3"].iter().map(|p| (*p, partition_for(p, 24))).collect();
@@ -276,6 +320,7 @@ fn build() -> Value {
             "message_utf8": String::from_utf8(message).unwrap(),
         },
         "redirects": redirects,
+        "destinations": destinations,
         "edge_batch_signature": {
             "secret": EDGE_SECRET,
             "timestamp_ms": NOW_MS,

@@ -4,8 +4,8 @@
 //! |---|---|---|
 //! | `accepted` | the stats consumer, for each event new to the hot tier | tenant and `event_id` |
 //! | `imported` | the filter consumer, for each imported event it keeps (history, not billed) | raw log position |
-//! | `unauthenticated` | the filter consumer, for each event it keeps that came without a credential | raw log position |
-//! | `dropped_bot`, `_rule`, `_rate`, `_quota`, `_unauthenticated` | the filter consumer, with its drop ledger | raw log position |
+//! | `unauthenticated` | the filter consumer, for each kept event that came without a credential | raw log position |
+//! | `dropped_bot`, `_rule`, `_rate`, `_quota`, `_unauthenticated` | the filter, with its ledger | raw log position |
 //! | `dropped_invalid` | `/batch` at a core node, or the edge's note of refused elements | request (edge: batch id) |
 //! | `redirects` | the filter consumer, for each click a link answered (kept or not) | raw log position |
 //! | `webhook_deliveries` | the dispatcher, with the delivery marked delivered (metadata store) | delivery |

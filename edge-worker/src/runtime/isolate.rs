@@ -39,6 +39,8 @@ pub(super) struct Isolate {
     pub(super) api_ip_limits: Limiter,
     /// API credentials the core refused or rate-limited.
     pub(super) api_refusals: Refusals,
+    /// Messages parked and kept in KV, and when they were counted (`queue::dead_letters`).
+    pub(super) dead_letters: Option<(super::queue::DeadLetters, i64)>,
 }
 
 thread_local! {
@@ -63,6 +65,7 @@ pub(super) fn config(env: &Env) -> Result<Rc<EdgeConfig>, String> {
             miss_limits: Limiter::new(cfg.miss_rate),
             api_ip_limits: Limiter::new(cfg.api_ip_rate),
             api_refusals: Refusals::default(),
+            dead_letters: None,
         })
     });
     Ok(cfg)
@@ -122,8 +125,11 @@ impl EdgeDirectory<'_> {
         }
         let kv = self.env.kv(KV).map_err(|_| unavailable("Workers KV"))?;
         let key = format!("{}{id}", R::KV_PREFIX);
+        // sealed under a key derived from EDGE_SHARED_SECRET and bound to its KV key: anything else is a miss
+        let sealing = self.cfg.shared_secret().and_then(tracker_protocol::intake::kv_sealing_key);
         if let Ok(Some(text)) = kv.get(&key).text().await
-            && let Ok(record) = serde_json::from_str::<R>(&text)
+            && let Some(plain) = sealing.and_then(|k| tracker_protocol::intake::open_kv(&k, &key, &text))
+            && let Ok(record) = serde_json::from_slice::<R>(&plain)
         {
             let record = Some(Arc::new(record));
             with_isolate(|i| R::cache(i).put(id, record.clone(), now));
@@ -135,8 +141,10 @@ impl EdgeDirectory<'_> {
         }
         let found: Option<R> = self.ask_core(&format!("{}{id}", R::CORE_PATH)).await?;
         if let Some(record) = &found
-            && let Ok(text) = serde_json::to_string(record)
-            && let Ok(put) = kv.put(&key, text)
+            && let Some(sealing) = sealing
+            && let Ok(text) = serde_json::to_vec(record)
+            && let Some(sealed) = tracker_protocol::intake::seal_kv(&sealing, &key, &text, super::js::random12())
+            && let Ok(put) = kv.put(&key, sealed)
         {
             // best effort: a failed fill only costs another core lookup later
             let _ = put.expiration_ttl(self.cfg.kv_fill_ttl_secs).execute().await;

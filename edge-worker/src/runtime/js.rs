@@ -80,6 +80,13 @@ pub(super) fn now_ms() -> i64 {
     worker::js_sys::Date::now() as i64
 }
 
+/// A fresh nonce (sealing KV values).
+pub(super) fn random12() -> [u8; 12] {
+    let mut b = [0u8; 12];
+    let _ = getrandom::getrandom(&mut b);
+    b
+}
+
 pub(super) fn random10() -> [u8; 10] {
     let mut b = [0u8; 10];
     // the Workers runtime always provides crypto.getRandomValues

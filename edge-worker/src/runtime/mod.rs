@@ -51,7 +51,12 @@ async fn handle(req: RawRequest, env: &Env, ctx: &Context, cfg: &EdgeConfig) -> 
         _ => Method::Put,
     };
     if method == Method::Get && path == "/health" {
-        return json(200, serde_json::json!({ "status": "ok", "tier": "edge" }).to_string());
+        let dead_letters = queue::dead_letters(env).await;
+        let health = serde_json::json!({ "status": "ok", "tier": "edge", "dead_letters": dead_letters });
+        return json(200, health.to_string());
+    }
+    if path == tracker_protocol::intake::DLQ_REPLAY_PATH {
+        return proxy::dlq_replay(req, env, cfg, method).await;
     }
     if method == Method::Get && (path == "/dashboard" || path.starts_with(tracker_protocol::dashboard::PREFIX)) {
         return assets::dashboard(&req, env, &path).await;

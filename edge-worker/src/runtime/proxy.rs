@@ -250,27 +250,64 @@ pub(super) const PURGE_HEADER: &str = "x-tracker-edge-purge";
 /// `POST /internal/v1/purge` from the core (signed with the shared secret, within five minutes): deletes the
 /// named records from KV and this isolate, so the next request reads them from the core again.
 pub(super) async fn purge(req: RawRequest, env: &Env, cfg: &EdgeConfig, method: Method) -> WebResponse {
-    let refuse = |status: u16, code: &str, message: &str| {
+    let body = match signed_by_core(&req, cfg, method, "purge", tracker_protocol::intake::verify_purge).await {
+        Ok(body) => body,
+        Err(refused) => return refused,
+    };
+    purge_hot_path(env, &String::from_utf8_lossy(&body)).await;
+    respond(204, &[], None)
+}
+
+/// `POST /internal/v1/dlq/replay` (signed by the core, `tracker-core edge replay`): replays parked messages now and
+/// answers what it did.
+pub(super) async fn dlq_replay(req: RawRequest, env: &Env, cfg: &EdgeConfig, method: Method) -> WebResponse {
+    if let Err(refused) = signed_by_core(&req, cfg, method, "replay", tracker_protocol::intake::verify_dlq_replay).await
+    {
+        return refused;
+    }
+    match super::queue::replay(env, cfg).await {
+        Ok(report) => json(200, serde_json::json!(report).to_string()),
+        Err(e) => {
+            console_error!("replay of parked messages failed: {e}");
+            let body =
+                serde_json::json!({ "error": { "code": "unavailable", "message": "Workers KV is unavailable" } });
+            json(503, body.to_string())
+        }
+    }
+}
+
+/// A signature check of `tracker_protocol::intake`: secrets, header, timestamp, body.
+type Verify = fn(&[Vec<u8>], &str, i64, &[u8]) -> bool;
+
+/// The body of a `POST` from the core signed with `verify` (the batch scheme over its own subject), within five
+/// minutes; or the answer refusing it.
+async fn signed_by_core(
+    req: &RawRequest,
+    cfg: &EdgeConfig,
+    method: Method,
+    what: &str,
+    verify: Verify,
+) -> Result<Vec<u8>, WebResponse> {
+    let refuse = |status: u16, code: &str, message: String| {
         json(status, serde_json::json!({ "error": { "code": code, "message": message } }).to_string())
     };
     if method != Method::Post {
-        return refuse(405, "method_not_allowed", "POST only");
+        return Err(refuse(405, "method_not_allowed", "POST only".into()));
     }
     let Some(secret) = cfg.shared_secret().map(<[u8]>::to_vec) else {
-        return refuse(404, "not_found", "no such endpoint");
+        return Err(refuse(404, "not_found", "no such endpoint".into()));
     };
-    let ts: Option<i64> = header(&req, "x-tracker-timestamp").and_then(|t| t.parse().ok());
-    let sig = header(&req, "x-tracker-signature").unwrap_or_default();
-    let body = match body_bytes(&req).await {
+    let ts: Option<i64> = header(req, "x-tracker-timestamp").and_then(|t| t.parse().ok());
+    let sig = header(req, "x-tracker-signature").unwrap_or_default();
+    let body = match body_bytes(req).await {
         Some(b) if !b.is_empty() && b.len() <= 4096 => b,
-        _ => return refuse(400, "invalid_body", "the body must be 1 to 4096 bytes of keys"),
+        _ => return Err(refuse(400, "invalid_body", "the body must be 1 to 4096 bytes".into())),
     };
     let fresh = ts.is_some_and(|t| t.abs_diff(now_ms()) <= 300_000);
-    if !fresh || !tracker_protocol::intake::verify_purge(&[secret], &sig, ts.unwrap_or(0), &body) {
-        return refuse(401, "invalid_signature", "the purge is not signed by the core or is too old");
+    if !fresh || !verify(&[secret], &sig, ts.unwrap_or(0), &body) {
+        return Err(refuse(401, "invalid_signature", format!("the {what} is not signed by the core or is too old")));
     }
-    purge_hot_path(env, &String::from_utf8_lossy(&body)).await;
-    respond(204, &[], None)
+    Ok(body)
 }
 
 /// Deletes stale records from KV and this isolate before the change is acknowledged to the caller.

@@ -1,6 +1,7 @@
 //! Forwarding: events go on the Cloudflare Queue (packed into as few messages as fit), `#[event(queue)]`
-//! delivers each message to the core fleet's signed, idempotent intake, and what cannot be delivered is
-//! dead-lettered (parked in KV), never dropped.
+//! delivers each message to the core fleet's signed, idempotent intake, retried with growing delays while the core
+//! is away, and what still cannot be delivered is parked in KV and replayed once the core answers ([`crate::dlq`]),
+//! never dropped.
 
 use tracker_protocol::Event;
 use tracker_protocol::intake::{BATCH_ID_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER, sign_batch};
@@ -9,13 +10,15 @@ use worker::wasm_bindgen::JsCast as _;
 use worker::wasm_bindgen::JsValue;
 use worker::wasm_bindgen::closure::Closure;
 use worker::{
-    Context, Env, Fetch, Headers, Message, MessageBatch, MessageExt, Method, QueueContentType, RawMessageBuilder,
-    Request, RequestInit, console_error, event,
+    Context, Env, Fetch, Headers, Message, MessageBatch, MessageExt, Method, QueueContentType,
+    QueueRetryOptionsBuilder, RawMessageBuilder, Request, RequestInit, ScheduleContext, ScheduledEvent, console_error,
+    console_log, event,
 };
 
-use super::isolate::{ISOLATE, KV, config};
+use super::isolate::{ISOLATE, KV, config, with_isolate};
 use super::js::{CatchWith as _, now_ms, random10, send_text};
 use crate::config::EdgeConfig;
+use crate::dlq;
 use crate::pack::{intake_body, invalid_message, pack, pick, send_groups};
 
 pub(super) const EVENTS_QUEUE: &str = "EVENTS";
@@ -171,16 +174,13 @@ pub async fn queue(batch: MessageBatch<String>, env: Env, _ctx: Context) -> work
     for msg in messages {
         let body = msg.body().clone();
         if parking {
-            // dead letters are parked in KV (never expiring) for inspection and replay
-            let key = format!("dlq:{:013}:{}", now_ms(), msg.id());
-            let parked = match env.kv(KV) {
-                Ok(kv) => match kv.put(&key, body) {
-                    Ok(put) => put.execute().await.is_ok(),
-                    Err(_) => false,
-                },
-                Err(_) => false,
+            // what the queue gave up on: an envelope is parked for replay (with the batch id it was sent with, or
+            // the letter's own), anything else is kept for inspection
+            let stored = match intake_body(&body, &msg.id()) {
+                Some((batch, _)) if dlq::is_replayable(&body) => park(&env, &batch, &body).await,
+                _ => put_kv(&env, &dlq::refused_key(now_ms(), &msg.id()), body).await,
             };
-            settle(&msg, parked);
+            settle(&msg, stored);
             continue;
         }
         let Some((batch, forward)) = intake_body(&body, &msg.id()) else {
@@ -192,17 +192,143 @@ pub async fn queue(batch: MessageBatch<String>, env: Env, _ctx: Context) -> work
             Ok(rejected) if rejected.is_empty() => msg.ack(),
             Ok(rejected) => {
                 // permanently refused by the core: dead-lettered with the reason, not dropped
-                let events = pick(&body, &rejected);
-                let events: Vec<_> =
-                    events.iter().map(|e| serde_json::value::RawValue::from_string(e.clone()).ok()).collect();
-                let letter = serde_json::json!({ "reason": "refused_by_core", "events": events });
-                settle(&msg, dead_letter(&env, &letter.to_string()).await);
+                settle(&msg, dead_letter(&env, &refused_letter(&body, &rejected)).await);
             }
             Err(e) => {
-                console_error!("forwarding message {} failed on every core node ({e}); the queue retries it", msg.id());
-                msg.retry();
+                let age = now_ms() - i64::try_from(msg.timestamp().as_millis()).unwrap_or(0);
+                if dlq::should_park(age, cfg.park_after_secs) && park(&env, &batch, &body).await {
+                    console_error!("message {} parked in KV after {} s without the core ({e})", msg.id(), age / 1000);
+                    msg.ack();
+                    continue;
+                }
+                let delay = dlq::retry_delay_secs(age, cfg.retry_min_delay_secs, cfg.retry_max_delay_secs);
+                console_error!("forwarding message {} failed on every core node ({e}); retried in {delay} s", msg.id());
+                msg.retry_with_options(&QueueRetryOptionsBuilder::new().with_delay_seconds(delay).build());
             }
         }
     }
     Ok(())
+}
+
+/// The letter kept for events the core refused for good.
+fn refused_letter(body: &str, rejected: &[usize]) -> String {
+    let events = pick(body, rejected);
+    let events: Vec<_> = events.iter().map(|e| serde_json::value::RawValue::from_string(e.clone()).ok()).collect();
+    serde_json::json!({ "reason": "refused_by_core", "events": events }).to_string()
+}
+
+async fn put_kv(env: &Env, key: &str, value: String) -> bool {
+    match env.kv(KV) {
+        Ok(kv) => match kv.put(key, value) {
+            Ok(put) => put.execute().await.is_ok(),
+            Err(_) => false,
+        },
+        Err(_) => false,
+    }
+}
+
+/// Parks a message for replay (never expiring), with the batch id it was sent with.
+async fn park(env: &Env, batch: &str, body: &str) -> bool {
+    match dlq::park_body(body, batch) {
+        Some(text) => put_kv(env, &dlq::parked_key(now_ms(), batch), text).await,
+        None => false,
+    }
+}
+
+/// Messages one replay run takes at most: each costs a KV read, a request to the core and a KV delete, within the
+/// subrequests an invocation may make.
+const REPLAY_PER_RUN: u64 = 250;
+
+/// Replays parked messages to the core, oldest first, until none is left, the run's share is done, or the core
+/// fails to take one (it is still away: the next run tries again). Exactly once: each is sent with the batch id it
+/// always had, and deleted only once the core has it.
+pub(super) async fn replay(env: &Env, cfg: &EdgeConfig) -> Result<dlq::Replay, String> {
+    let kv = env.kv(KV).map_err(|e| e.to_string())?;
+    let page = kv
+        .list()
+        .prefix(dlq::PARKED_PREFIX.to_owned())
+        .limit(REPLAY_PER_RUN)
+        .execute()
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut report = dlq::Replay::default();
+    let listed = u32::try_from(page.keys.len()).unwrap_or(u32::MAX);
+    for key in &page.keys {
+        // a key deleted moments ago may still be listed: nothing to do
+        let Ok(Some(text)) = kv.get(&key.name).text().await else { continue };
+        let delivered = match intake_body(&text, &key.name) {
+            Some((batch, forward)) => deliver(cfg, &batch, &forward).await,
+            None => Ok(Vec::new()),
+        };
+        match delivered {
+            Ok(rejected) => {
+                if !rejected.is_empty() {
+                    let kept = dlq::refused_key(now_ms(), &key.name);
+                    if !put_kv(env, &kept, refused_letter(&text, &rejected)).await {
+                        return Err(format!("could not keep the refused events of {}", key.name));
+                    }
+                    report.refused += 1;
+                } else {
+                    report.replayed += 1;
+                }
+                kv.delete(&key.name).await.map_err(|e| e.to_string())?;
+            }
+            Err(e) => {
+                console_error!("replay of parked messages stopped at {}: {e}", key.name);
+                report.core_unavailable = true;
+                break;
+            }
+        }
+    }
+    report.left = listed.saturating_sub(report.replayed + report.refused);
+    if report.replayed + report.refused > 0 || report.core_unavailable {
+        console_log!("parked messages: {report:?}{}", if page.list_complete { "" } else { " (more listed next run)" });
+    }
+    with_isolate(|i| i.dead_letters = None);
+    Ok(report)
+}
+
+/// The scheduled run (`[triggers] crons` in `wrangler.toml`): parked messages go back to the core once it answers.
+#[event(scheduled)]
+pub async fn scheduled(_event: ScheduledEvent, env: Env, _ctx: ScheduleContext) {
+    match config(&env) {
+        Ok(cfg) => {
+            if let Err(e) = replay(&env, &cfg).await {
+                console_error!("replay of parked messages failed: {e}");
+            }
+        }
+        Err(e) => console_error!("bad Worker configuration: {e}"),
+    }
+}
+
+/// How many messages are parked (for replay) and kept (refused) in KV, counted at most once per 30 s per isolate.
+pub(super) async fn dead_letters(env: &Env) -> DeadLetters {
+    let now = now_ms();
+    if let Some(Some((counts, at))) = with_isolate(|i| i.dead_letters)
+        && now - at < 30_000
+    {
+        return counts;
+    }
+    let Ok(kv) = env.kv(KV) else { return DeadLetters::default() };
+    let mut counts = DeadLetters { complete: true, ..DeadLetters::default() };
+    for (prefix, n) in [(dlq::PARKED_PREFIX, &mut counts.parked), (dlq::REFUSED_PREFIX, &mut counts.refused)] {
+        match kv.list().prefix(prefix.to_owned()).execute().await {
+            Ok(page) => {
+                *n = u32::try_from(page.keys.len()).unwrap_or(u32::MAX);
+                counts.complete &= page.list_complete;
+            }
+            Err(_) => counts.complete = false,
+        }
+    }
+    with_isolate(|i| i.dead_letters = Some((counts, now)));
+    counts
+}
+
+/// What `/health` says of dead letters: messages parked for replay, letters kept for inspection, and whether both
+/// counts are whole (one listing shows at most 1000).
+#[derive(Debug, Default, Clone, Copy, serde::Serialize)]
+pub(super) struct DeadLetters {
+    pub(super) parked: u32,
+    pub(super) refused: u32,
+    pub(super) complete: bool,
 }

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Literal, Mapping, Sequence, Tuple, Union
 
 from . import _aes
+from .destinations import check_click_destination, check_new_destination
 from .errors import TrackerError
 
 LinkKind = Literal["click", "short", "postback", "impression"]
@@ -117,6 +118,8 @@ def _check(
         raise TrackerError("invalid_key_prefix", "a key prefix is [a-z0-9]{2,32}")
     if not _KID.fullmatch(key.kid):
         raise TrackerError("malformed_signature", "a key id is [a-z0-9]{1,16}")
+    if kind == "click":
+        check_new_destination(target)
     if kind == "short" and not _SHORT_ID.fullmatch(target):
         raise TrackerError("invalid_short_link_id", "a short link id is tu_ followed by a UUID")
     exp = None
@@ -241,9 +244,10 @@ def v1_signature(secret: str, key_prefix: str | None, message: str) -> str:
 
 def v1_signed_url(base: str, secret: str, key_prefix: str | None, destination: str, params: Params | None = None) -> str:
     """A v1 signed click: ``<base>/t?url=<destination>&sig=[<prefix>_]<hex>&<params>`` (only the destination is
-    signed)."""
+    signed). A destination a click would refuse is refused here."""
     items = pairs(params)
     _check_params(items)
+    check_click_destination(destination)
     return url_with(base, "/t", [("url", destination), ("sig", v1_signature(secret, key_prefix, destination))] + items)
 
 
@@ -262,6 +266,7 @@ def v1_encrypted_url(
     """A v1 encrypted click: ``<base>/t?d=<base64url(nonce || AES-256-GCM(destination) || tag)>&<params>``."""
     items = pairs(params)
     _check_params(items)
+    check_click_destination(destination)
     nonce = os.urandom(12) if nonce is None else nonce
     blob = nonce + _aes.seal(_aes_key(encryption_key), nonce, destination.encode())
     return url_with(base, "/t", [("d", _b64(blob))] + items)

@@ -50,6 +50,8 @@ pub async fn serve(
         tokio::spawn(connection(tcp, peer, app.clone(), header_timeout, stop.clone()));
     }
     drop(listener);
+    // only the connections' receivers are left: `closed` resolves when the last connection has ended
+    drop(stop);
     let _ = stopping.send(true);
     // every connection holds a receiver until it has closed
     stopping.closed().await;

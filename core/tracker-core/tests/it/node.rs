@@ -1014,3 +1014,35 @@ async fn past_max_in_flight_requests_are_shed_at_once() {
     assert!(healthy, "the node never took requests again");
     node.stop().await;
 }
+
+/// The CLI prints no link a click would refuse: a destination the platform would not take is an error, naming why.
+#[test]
+fn the_cli_refuses_to_sign_links_to_destinations_a_click_would_refuse() {
+    let dir = tempfile::tempdir().unwrap();
+    let cli = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_tracker-core"))
+            .args(args)
+            .env("DATA_DIR", dir.path())
+            .env("RUST_LOG", "warn")
+            .output()
+            .unwrap()
+    };
+    assert!(cli(&["tenant", "create", "--name", "Acme", "--prefix", "acme"]).status.success());
+    let good = cli(&["link", "sign", "acme", "https://shop.example/p?x=1"]);
+    assert!(good.status.success(), "{}", String::from_utf8_lossy(&good.stderr));
+    assert!(String::from_utf8_lossy(&good.stdout).contains("url=https%3A%2F%2Fshop.example"));
+    for (dest, why) in [
+        ("javascript:alert(1)", "http or https"),
+        ("/relative", "http or https"),
+        ("https://user@shop.example/", "credentials"),
+        ("https://shop.example:99999/", "port"),
+    ] {
+        for format in ["v2", "v1"] {
+            let out = cli(&["link", "sign", "acme", dest, "--format", format]);
+            assert!(!out.status.success(), "{dest} ({format}) was signed: {}", String::from_utf8_lossy(&out.stdout));
+            assert!(out.stdout.is_empty(), "no link printed for {dest}");
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert!(err.contains(why), "{dest}: {err}");
+        }
+    }
+}
