@@ -37,6 +37,11 @@ pub const SETTINGS: Section = Section {
         ),
         var("RETRY_MAX_DELAY_SECS", "900", "longest wait between two attempts at a message"),
         var(
+            "FAILOVER_AFTER_SECS",
+            "60",
+            "a message goes to its batch's home core node until it is this old, then to any (a batch is never split)",
+        ),
+        var(
             "PARK_AFTER_SECS",
             "1800",
             "a message still not taken this long after it was sent is parked in KV, and replayed once the core answers",
@@ -72,6 +77,8 @@ pub struct EdgeConfig {
     /// Waits between attempts at a message the core did not take (`RETRY_MIN_DELAY_SECS`, `RETRY_MAX_DELAY_SECS`).
     pub retry_min_delay_secs: u32,
     pub retry_max_delay_secs: u32,
+    /// Age past which a message is offered to other core nodes than its home node (`FAILOVER_AFTER_SECS`).
+    pub failover_after_secs: u32,
     /// Age past which a message that fails again is parked in KV for replay (`PARK_AFTER_SECS`).
     pub park_after_secs: u32,
 }
@@ -137,6 +144,7 @@ impl EdgeConfig {
                 retry_min_delay_secs: src.number("RETRY_MIN_DELAY_SECS", 0..=43_200)?,
                 retry_max_delay_secs: src.number("RETRY_MAX_DELAY_SECS", 0..=43_200)?,
                 park_after_secs: src.number("PARK_AFTER_SECS", 0..=31_536_000)?,
+                failover_after_secs: src.number("FAILOVER_AFTER_SECS", 0..=31_536_000)?,
             })
         };
         settings().map_err(|e| e.to_string())

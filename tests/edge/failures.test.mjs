@@ -79,7 +79,9 @@ describe("edge worker failure modes", () => {
   });
 
   it("fails over to the next core node", async () => {
-    const mf = worker({ CORE_URLS: `${deadUrl},${core.url}` });
+    // a message keeps to its home node for FAILOVER_AFTER_SECS (a batch is never split between two nodes' logs by a
+    // brief restart), then goes to any that takes it
+    const mf = worker({ CORE_URLS: `${deadUrl},${core.url}`, FAILOVER_AFTER_SECS: "2", RETRY_MIN_DELAY_SECS: "1" });
     workers.push(mf);
     const before = await core.metric("tracker_events_accepted_total", '{endpoint="edge"}');
     for (let i = 0; i < 4; i++) assert.equal((await get(mf, core.link("beta", `https://b.example/${i}`))).status, 307);

@@ -99,7 +99,8 @@ pub(super) fn deliver_directly(body: JsValue, error: JsValue) -> Promise {
         let cfg = ISOLATE.with(|i| i.borrow().as_ref().map(|i| i.config.clone()));
         let id = format!("direct-{}", hex::encode(random10()));
         let delivered = match cfg {
-            Some(cfg) => deliver(&cfg, &id, &body).await.is_ok(),
+            // a batch id of its own, sent once: no other copy can reach another node
+            Some(cfg) => deliver(&cfg, &id, &body, true).await.is_ok(),
             None => false,
         };
         if !delivered {
@@ -109,17 +110,23 @@ pub(super) fn deliver_directly(body: JsValue, error: JsValue) -> Promise {
     })
 }
 
-/// Sends one message body to the core fleet's intake, trying each node in turn. Returns the indices the core
-/// refused permanently.
-pub(super) async fn deliver(cfg: &EdgeConfig, batch: &str, body: &str) -> Result<Vec<usize>, String> {
+/// Sends one message body to the core fleet's intake: to the batch's home node, and with `failover` to the others in
+/// turn if it does not take it. Returns the indices the core refused permanently.
+///
+/// A batch keeps to its home node while it can wait: each node's idempotency record is its own, so a node killed
+/// after storing a batch but before answering, whose batch another node then took, would hold it twice once it is
+/// back. Queue messages fail over only once they are older than `FAILOVER_AFTER_SECS` (the home node is not coming
+/// back soon); a brief restart delays them instead.
+pub(super) async fn deliver(cfg: &EdgeConfig, batch: &str, body: &str, failover: bool) -> Result<Vec<usize>, String> {
     let secret = cfg.shared_secret().ok_or("EDGE_SHARED_SECRET is not set")?;
     if cfg.core_urls.is_empty() {
         return Err("CORE_URLS is empty".into());
     }
-    // spread messages over the nodes, fail over to the others
+    // spread messages over the nodes by batch id
     let start = batch.bytes().map(usize::from).sum::<usize>() % cfg.core_urls.len();
     let mut last = String::new();
-    for i in 0..cfg.core_urls.len() {
+    let tries = if failover { cfg.core_urls.len() } else { 1 };
+    for i in 0..tries {
         let Some(base) = cfg.core_urls.get((start + i) % cfg.core_urls.len()) else { continue };
         let ts = now_ms();
         let sig = sign_batch(secret, ts, batch, body.as_bytes()).ok_or("cannot sign")?;
@@ -188,14 +195,15 @@ pub async fn queue(batch: MessageBatch<String>, env: Env, _ctx: Context) -> work
             settle(&msg, dead_letter(&env, &body).await);
             continue;
         };
-        match deliver(&cfg, &batch, &forward).await {
+        let age = now_ms() - i64::try_from(msg.timestamp().as_millis()).unwrap_or(0);
+        let failover = age >= i64::from(cfg.failover_after_secs) * 1000;
+        match deliver(&cfg, &batch, &forward, failover).await {
             Ok(rejected) if rejected.is_empty() => msg.ack(),
             Ok(rejected) => {
                 // permanently refused by the core: dead-lettered with the reason, not dropped
                 settle(&msg, dead_letter(&env, &refused_letter(&body, &rejected)).await);
             }
             Err(e) => {
-                let age = now_ms() - i64::try_from(msg.timestamp().as_millis()).unwrap_or(0);
                 if dlq::should_park(age, cfg.park_after_secs) && park(&env, &batch, &body).await {
                     console_error!("message {} parked in KV after {} s without the core ({e})", msg.id(), age / 1000);
                     msg.ack();
@@ -257,7 +265,8 @@ pub(super) async fn replay(env: &Env, cfg: &EdgeConfig) -> Result<dlq::Replay, S
         // a key deleted moments ago may still be listed: nothing to do
         let Ok(Some(text)) = kv.get(&key.name).text().await else { continue };
         let delivered = match intake_body(&text, &key.name) {
-            Some((batch, forward)) => deliver(cfg, &batch, &forward).await,
+            // parked messages are older than any failover delay
+            Some((batch, forward)) => deliver(cfg, &batch, &forward, true).await,
             None => Ok(Vec::new()),
         };
         match delivered {
