@@ -3,6 +3,7 @@
 // clear 4xx, given without reading more than the limit (an unauthenticated request reads nothing).
 import { after, before, describe, it } from "node:test";
 import assert from "node:assert/strict";
+import { randomBytes } from "node:crypto";
 import { readFileSync } from "node:fs";
 import { connect } from "node:net";
 import { Core, worker } from "./harness.mjs";
@@ -85,14 +86,6 @@ describe("hostile bodies", () => {
     core.cleanup();
   });
 
-  it("the core node's peak memory stays bounded through all of it", () => {
-    // runs last: every hostile body above has been sent by now
-    const status = readFileSync(`/proc/${core.proc.pid}/status`, "utf8");
-    const peak = Number(status.match(/^VmHWM:\s+(\d+) kB/m)[1]) * 1024;
-    console.log(`core node peak RSS: ${(peak / MiB).toFixed(1)} MiB`);
-    assert.ok(peak < 256 * MiB, `peak RSS ${peak} bytes`);
-  });
-
   const tiers = {
     edge: (path, init) => mf.dispatchFetch(`http://edge.test${path}`, init),
     core: (path, init) => fetch(`${core.url}${path}`, init),
@@ -144,7 +137,28 @@ describe("hostile bodies", () => {
       const single = await post("/ingest", bytes.slice(1, -1), token);
       assert.ok(single.status >= 400 && single.status < 500, `invalid UTF-8 at /ingest: ${single.status}`);
     });
+
+    it(`${tier}: a flood of random key prefixes is refused, each a 4xx`, async () => {
+      const codes = {};
+      for (let i = 0; i < 1000; i++) {
+        const prefix = randomBytes(8).toString("hex");
+        const res = await send(`/p?key_prefix=${prefix}&order=${i}`, { headers: { "cf-connecting-ip": "203.0.113.50" } });
+        codes[res.status] = (codes[res.status] ?? 0) + 1;
+        await res.body?.cancel();
+      }
+      // unknown tenants (404), or past the edge's budget of lookups per address that miss KV (429)
+      assert.ok(Object.keys(codes).every((s) => s === "404" || s === "429"), JSON.stringify(codes));
+      console.log(`${tier}: 1,000 random key prefixes answered ${JSON.stringify(codes)}`);
+    });
   }
+
+  it("the core node's peak memory stays bounded through all of it", () => {
+    // runs last: every hostile body above has been sent by now
+    const status = readFileSync(`/proc/${core.proc.pid}/status`, "utf8");
+    const peak = Number(status.match(/^VmHWM:\s+(\d+) kB/m)[1]) * 1024;
+    console.log(`core node peak RSS: ${(peak / MiB).toFixed(1)} MiB`);
+    assert.ok(peak < 256 * MiB, `peak RSS ${peak} bytes`);
+  });
 });
 
 /**

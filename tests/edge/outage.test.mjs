@@ -72,11 +72,11 @@ describe("a long core outage at the edge", () => {
     await eventually(async () => {
       await w.scheduled({ cron: "* * * * *" });
       return (await health()).parked === 0;
-    }, 30000, "every parked message replayed");
+    }, 30000 + OUTAGE_SECS * 200, "every parked message replayed");
     // and what was still on the queue's retries arrives too (the restarted node counts from zero: the first click
     // came before)
     const expected = new Set(answered);
-    await eventually(async () => (await atCore()) >= expected.size - 1, 30000, "all clicks at the core");
+    await eventually(async () => (await atCore()) >= expected.size - 1, 30000 + OUTAGE_SECS * 100, "all clicks at the core");
 
     const events = await core.stopAndDump();
     const counts = new Map();
