@@ -16,7 +16,12 @@ pub const SETTINGS: Section = Section {
         var("URL_MODE", "signed", "v1 click formats accepted (`signed`, `encrypted`, `any`)"),
         var("MAX_BATCH_SIZE", "10000", "most events in one `/batch`"),
         var("CACHE_TTL_MS", "5000", "isolate cache of tenants, short links and tokens"),
-        var("KV_FILL_TTL_SECS", "60", "expiry of KV entries filled from the core (at least 60)"),
+        var(
+            "KV_FILL_TTL_SECS",
+            "60",
+            "how long a record filled into KV from the core is fresh (tenants and short links are then served as they \
+             were while the core cannot be reached)",
+        ),
         var("RATE_LIMIT_TENANT_PER_SEC", "5000", "events per second per tenant and isolate (bursts of twice)"),
         var("RATE_LIMIT_IP_PER_SEC", "50", "requests per second per tenant, client IP and isolate"),
         var(
@@ -60,8 +65,9 @@ pub struct EdgeConfig {
     pub global_keys: Vec<LinkKey>,
     /// How long an isolate keeps a tenant, short link or token (and a "not found").
     pub cache_ttl_ms: i64,
-    /// Expiry of KV entries the Worker fills from the core (the bound on changes made in the core reaching the
-    /// edge while nothing writes KV directly; Cloudflare's minimum is 60 s).
+    /// How long a record the Worker fills into KV from the core is fresh (the bound on changes made in the core
+    /// reaching the edge while nothing purges KV). Past it the core is asked again; tenants and short links are
+    /// served as they were while it cannot be reached.
     pub kv_fill_ttl_secs: u64,
     /// Events per second per tenant, per isolate.
     pub tenant_rate: f64,
@@ -134,7 +140,7 @@ impl EdgeConfig {
                 global_keys,
                 // at most a day: the isolate cache is the bound on how long a revoked record is still honoured
                 cache_ttl_ms: src.number("CACHE_TTL_MS", 0..=86_400_000)?,
-                kv_fill_ttl_secs: src.number::<u64>("KV_FILL_TTL_SECS", 0..=31_536_000)?.max(60),
+                kv_fill_ttl_secs: src.number::<u64>("KV_FILL_TTL_SECS", 0..=31_536_000)?.max(1),
                 tenant_rate: rate("RATE_LIMIT_TENANT_PER_SEC")?,
                 ip_rate: rate("RATE_LIMIT_IP_PER_SEC")?,
                 miss_rate: rate("RATE_LIMIT_LOOKUP_MISS_PER_SEC")?,

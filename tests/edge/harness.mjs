@@ -15,17 +15,18 @@ export const EDGE_SECRET = "edge-secret-for-tests-0123456789abcdef";
 // its EDGE_SHARED_SECRET, bound to the KV key as associated data; `s1.` + base64url(nonce || ciphertext || tag)
 const KV_KEY = createHmac("sha256", EDGE_SECRET).update("tracker/kv-records/v1").digest();
 
-/** The record a Worker sealed under KV key `name` (throws if it is not one). */
+/** The record a Worker sealed under KV key `name` (throws if it is not one); it keeps `{at, record}`. */
 export function kvOpen(name, sealed) {
   const blob = Buffer.from(sealed.replace(/^s1\./, ""), "base64url");
   const decipher = createDecipheriv("aes-256-gcm", KV_KEY, blob.subarray(0, 12));
   decipher.setAAD(Buffer.from(name));
   decipher.setAuthTag(blob.subarray(blob.length - 16));
-  return JSON.parse(Buffer.concat([decipher.update(blob.subarray(12, blob.length - 16)), decipher.final()]).toString());
+  return JSON.parse(Buffer.concat([decipher.update(blob.subarray(12, blob.length - 16)), decipher.final()]).toString()).record;
 }
 
-/** `value` sealed for KV key `name`, as the Worker seals it. */
-export function kvSeal(name, value) {
+/** `record` sealed for KV key `name` as the Worker keeps it: read from the core at `at`. */
+export function kvSeal(name, record, at = Date.now()) {
+  const value = { at, record };
   const nonce = randomBytes(12);
   const cipher = createCipheriv("aes-256-gcm", KV_KEY, nonce);
   cipher.setAAD(Buffer.from(name));

@@ -79,10 +79,14 @@ pub(super) fn with_isolate<T>(f: impl FnOnce(&mut Isolate) -> T) -> Option<T> {
 pub(super) trait Record: Serialize + DeserializeOwned + 'static {
     const KV_PREFIX: &'static str;
     const CORE_PATH: &'static str;
+    /// Whether a stale copy is served while the core cannot be reached: tenants and short links (redirects go on
+    /// through a core outage), not ingest tokens (a revoked token must not outlive its freshness).
+    const SERVE_STALE: bool;
     fn cache(isolate: &mut Isolate) -> &mut IsolateCache<Self>;
 }
 
 impl Record for TenantRecord {
+    const SERVE_STALE: bool = true;
     const KV_PREFIX: &'static str = "tenant:";
     const CORE_PATH: &'static str = "/internal/v1/tenants/";
     fn cache(i: &mut Isolate) -> &mut IsolateCache<Self> {
@@ -91,6 +95,7 @@ impl Record for TenantRecord {
 }
 
 impl Record for ShortLinkRecord {
+    const SERVE_STALE: bool = true;
     const KV_PREFIX: &'static str = "short:";
     const CORE_PATH: &'static str = "/internal/v1/short-links/";
     fn cache(i: &mut Isolate) -> &mut IsolateCache<Self> {
@@ -99,11 +104,30 @@ impl Record for ShortLinkRecord {
 }
 
 impl Record for TokenRecord {
+    const SERVE_STALE: bool = false;
     const KV_PREFIX: &'static str = "token:";
     const CORE_PATH: &'static str = "/internal/v1/tokens/";
     fn cache(i: &mut Isolate) -> &mut IsolateCache<Self> {
         &mut i.tokens
     }
+}
+
+/// How long KV keeps a tenant or short link record the Worker may serve stale (a week of core outage).
+const STALE_KEEP_SECS: u64 = 7 * 24 * 3600;
+
+/// A record as the Worker keeps it in KV: with when it was read from the core.
+#[derive(Serialize, serde::Deserialize)]
+#[serde(bound(deserialize = "R: DeserializeOwned"))]
+struct Stored<R> {
+    at: i64,
+    record: R,
+}
+
+/// The same, borrowed for writing.
+#[derive(Serialize)]
+struct StoredRef<'a, R> {
+    at: i64,
+    record: &'a R,
 }
 
 pub(super) struct EdgeDirectory<'a> {
@@ -127,27 +151,46 @@ impl EdgeDirectory<'_> {
         let key = format!("{}{id}", R::KV_PREFIX);
         // sealed under a key derived from EDGE_SHARED_SECRET and bound to its KV key: anything else is a miss
         let sealing = self.cfg.shared_secret().and_then(tracker_protocol::intake::kv_sealing_key);
+        let mut stale = None;
         if let Ok(Some(text)) = kv.get(&key).text().await
             && let Some(plain) = sealing.and_then(|k| tracker_protocol::intake::open_kv(&k, &key, &text))
-            && let Ok(record) = serde_json::from_slice::<R>(&plain)
+            && let Ok(stored) = serde_json::from_slice::<Stored<R>>(&plain)
         {
-            let record = Some(Arc::new(record));
-            with_isolate(|i| R::cache(i).put(id, record.clone(), now));
-            return Ok(record);
+            let record = Some(Arc::new(stored.record));
+            if now - stored.at < i64::try_from(self.cfg.kv_fill_ttl_secs).unwrap_or(i64::MAX) * 1000 {
+                with_isolate(|i| R::cache(i).put(id, record.clone(), now));
+                return Ok(record);
+            }
+            stale = record.filter(|_| R::SERVE_STALE);
         }
+        let serve_stale = |stale: Option<Arc<R>>, why: &str| {
+            console_error!("serving {key} as it was: {why}");
+            with_isolate(|i| R::cache(i).put(id, stale.clone(), now));
+            Ok(stale)
+        };
         let client = self.ip.unwrap_or("unknown");
         if let Some(Err(retry_after_secs)) = with_isolate(|i| i.miss_limits.check(&rate_key(client), 1.0, now)) {
+            if stale.is_some() {
+                return serve_stale(stale, "this client's lookups are over their rate");
+            }
             return Err(ProtocolError::RateLimited { retry_after_secs });
         }
-        let found: Option<R> = self.ask_core(&format!("{}{id}", R::CORE_PATH)).await?;
+        let found: Option<R> = match self.ask_core(&format!("{}{id}", R::CORE_PATH)).await {
+            Ok(found) => found,
+            Err(e) if stale.is_some() => return serve_stale(stale, &format!("the core cannot be reached ({e})")),
+            Err(e) => return Err(e),
+        };
         if let Some(record) = &found
             && let Some(sealing) = sealing
-            && let Ok(text) = serde_json::to_vec(record)
+            && let Ok(text) = serde_json::to_vec(&StoredRef { at: now, record })
             && let Some(sealed) = tracker_protocol::intake::seal_kv(&sealing, &key, &text, super::js::random12())
             && let Ok(put) = kv.put(&key, sealed)
         {
+            // fresh for KV_FILL_TTL_SECS; records served stale through a core outage are kept a week (a change made
+            // meanwhile purges them); KV keeps nothing less than 60 s
+            let keep = if R::SERVE_STALE { STALE_KEEP_SECS } else { self.cfg.kv_fill_ttl_secs.max(60) };
             // best effort: a failed fill only costs another core lookup later
-            let _ = put.expiration_ttl(self.cfg.kv_fill_ttl_secs).execute().await;
+            let _ = put.expiration_ttl(keep).execute().await;
         }
         let found = found.map(Arc::new);
         with_isolate(|i| R::cache(i).put(id, found.clone(), now));

@@ -44,7 +44,8 @@ impl From<ProtocolError> for ApiError {
 impl From<LogError> for ApiError {
     fn from(e: LogError) -> Self {
         tracing::error!(error = %e, "event log refused a write");
-        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "log_unavailable", format!("events could not be stored: {e}"))
+        // the log's own words (paths, broker addresses) stay in the node's log
+        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "log_unavailable", "events could not be stored; retry later")
     }
 }
 

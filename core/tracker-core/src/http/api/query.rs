@@ -35,7 +35,11 @@ impl From<QueryError> for ApiError {
             QueryError::NotInPlan(_) => ApiError::new(StatusCode::FORBIDDEN, "tier_not_in_plan", message),
             QueryError::TooLarge(_) => ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "answer_too_large", message),
             QueryError::Timeout(_) => ApiError::new(StatusCode::GATEWAY_TIMEOUT, "query_timeout", message),
-            QueryError::Failed(_) => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "query_failed", message),
+            QueryError::Failed(_) => {
+                // an engine's or an object store's words (paths, addresses) stay in the log
+                tracing::error!(error = %message, "a query failed");
+                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "query_failed", "the query failed; retry later")
+            }
             QueryError::Unavailable => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "query_unavailable", message),
             QueryError::Hot(e) => hot_err(e),
         }
