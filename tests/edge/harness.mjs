@@ -34,6 +34,13 @@ export function kvSeal(name, record, at = Date.now()) {
   return "s1." + Buffer.concat([nonce, body]).toString("base64url");
 }
 
+/** A service signature (tracker_protocol::intake): HMAC-SHA256 under the purpose's own key, derived from the
+ * shared secret, over `v2\n<purpose>\n<ts>\n<subject>\n<body>`. */
+export function serviceSignature(secret, purpose, ts, subject, body) {
+  const key = createHmac("sha256", secret).update(`tracker/v2/${purpose}`).digest();
+  return "v2=" + createHmac("sha256", key).update(`v2\n${purpose}\n${ts}\n${subject}\n`).update(body).digest("hex");
+}
+
 export async function freePort() {
   return new Promise((ok, fail) => {
     const s = createServer();
@@ -111,7 +118,7 @@ export class Core {
   /** A signed service lookup, as the edge makes them (the record as JSON text). */
   async lookup(path) {
     const ts = Date.now();
-    const sig = "v1=" + createHmac("sha256", EDGE_SECRET).update(`v1\n${ts}\n${path}\n`).digest("hex");
+    const sig = serviceSignature(EDGE_SECRET, "lookup", ts, path, "");
     const res = await fetch(`${this.url}${path}`, { headers: { "x-tracker-signature": sig, "x-tracker-timestamp": String(ts) } });
     if (!res.ok) throw new Error(`lookup ${path}: ${res.status}`);
     return res.text();

@@ -5,8 +5,7 @@
 // `quota` drops.
 import { after, before, describe, it } from "node:test";
 import assert from "node:assert/strict";
-import { createHmac } from "node:crypto";
-import { Core, EDGE_SECRET, eventually, get, kvOpen, post, sleep, worker } from "./harness.mjs";
+import { Core, EDGE_SECRET, eventually, get, kvOpen, post, serviceSignature, sleep, worker } from "./harness.mjs";
 
 const ALLOWANCE = 3;
 const ADMIN = "edge-quota-admin-0123456789abcdef0123";
@@ -60,11 +59,11 @@ describe("edge worker quota", () => {
   it("refuses purges not signed by the core", async () => {
     const url = new URL("/internal/v1/purge", (await mf.ready).origin);
     const ts = Date.now();
-    const forged = "v1=" + createHmac("sha256", "not-the-edge-secret-0123456789abcdef").update(`v1\n${ts}\npurge\n`).update("tenant:capped").digest("hex");
+    const forged = serviceSignature("not-the-edge-secret-0123456789abcdef", "purge", ts, "", "tenant:capped");
     const res = await fetch(url, { method: "POST", body: "tenant:capped", headers: { "x-tracker-timestamp": String(ts), "x-tracker-signature": forged } });
     assert.equal(res.status, 401);
     const old = ts - 600_000;
-    const stale = "v1=" + createHmac("sha256", EDGE_SECRET).update(`v1\n${old}\npurge\n`).update("tenant:capped").digest("hex");
+    const stale = serviceSignature(EDGE_SECRET, "purge", old, "", "tenant:capped");
     const res2 = await fetch(url, { method: "POST", body: "tenant:capped", headers: { "x-tracker-timestamp": String(old), "x-tracker-signature": stale } });
     assert.equal(res2.status, 401, "a purge older than five minutes is refused");
   });

@@ -96,7 +96,8 @@ impl EdgePush {
     /// Asks every edge URL to replay the events it parked while the core was away, now: each Worker's report
     /// (`replayed`, `refused`, `core_unavailable`, `left`), or why it could not be had.
     pub async fn replay(&self) -> Vec<(String, Result<serde_json::Value, String>)> {
-        let client = match reqwest::Client::builder().timeout(Duration::from_secs(60)).build() {
+        // a replay sends up to a few hundred batches to the core before it answers
+        let client = match reqwest::Client::builder().timeout(Duration::from_secs(300)).build() {
             Ok(c) => c,
             Err(e) => return self.urls.iter().map(|u| (u.clone(), Err(e.to_string()))).collect(),
         };

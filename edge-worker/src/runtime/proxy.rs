@@ -102,14 +102,22 @@ pub(super) async fn api(req: RawRequest, env: &Env, cfg: &EdgeConfig, url: &str,
     let content_type = header(&req, "content-type");
     let idempotent = method == "GET" || method == "HEAD";
     let mut answer = None;
+    let public_url = origin(url);
+    // what the signature covers besides method, path, credential and body: the headers that change the answer
+    let signed = |name: &str| match name {
+        "content-type" => content_type.as_deref(),
+        "x-tracker-public-url" => Some(public_url),
+        n if n == CSRF_HEADER => csrf.as_deref(),
+        _ => None,
+    };
     for base in &cfg.core_urls {
         let ts = now_ms();
-        let Some(sig) = sign_api(secret, ts, &method, forward, &credential, &body) else { continue };
+        let Some(sig) = sign_api(secret, ts, &method, forward, &credential, signed, &body) else { continue };
         let headers = Headers::new();
         let _ = headers.set(SIGNATURE_HEADER, &sig);
         let _ = headers.set(TIMESTAMP_HEADER, &ts.to_string());
         let _ = headers.set(CREDENTIAL_HEADER, &credential);
-        let _ = headers.set("x-tracker-public-url", origin(url));
+        let _ = headers.set("x-tracker-public-url", public_url);
         if let Some(token) = &csrf {
             let _ = headers.set(CSRF_HEADER, token);
         }
@@ -195,7 +203,7 @@ pub(super) async fn live(req: RawRequest, cfg: &EdgeConfig, forward: &str, token
     let last_event_id = header(&req, "last-event-id");
     for base in &cfg.core_urls {
         let ts = now_ms();
-        let Some(sig) = sign_api(secret, ts, "GET", forward, &credential, &[]) else { continue };
+        let Some(sig) = sign_api(secret, ts, "GET", forward, &credential, |_| None, &[]) else { continue };
         let headers = Headers::new();
         let _ = headers.set(SIGNATURE_HEADER, &sig);
         let _ = headers.set(TIMESTAMP_HEADER, &ts.to_string());

@@ -692,18 +692,27 @@ async fn the_edge_entrance_needs_a_valid_signature_and_gets_purges() {
             .send()
     };
     let ts = now_ms();
-    let good = sign_api(EDGE_SECRET.as_bytes(), ts, "PATCH", &path, &hash, body).unwrap();
+    let signed = |name: &str| match name {
+        "content-type" => Some("application/json"),
+        "x-tracker-public-url" => Some("https://edge.example"),
+        _ => None,
+    };
+    let good = sign_api(EDGE_SECRET.as_bytes(), ts, "PATCH", &path, &hash, signed, body).unwrap();
     let res = send(ts, good.clone(), hash.clone()).await.unwrap();
     assert_eq!(res.status(), 200);
+    // the same signed change again, within the window: a replay, refused
+    let again = send(ts, good.clone(), hash.clone()).await.unwrap();
+    assert_eq!(again.status(), 401);
+    assert!(again.text().await.unwrap().contains("replay"));
     assert_eq!(res.headers()["x-tracker-edge-purge"], format!("short:{tu}").as_str());
     let v: Value = res.json().await.unwrap();
     assert!(v["url"].as_str().unwrap().starts_with("https://edge.example/t/"), "links point at the edge");
     // the signature covers the credential: another tenant's hash under the same signature is refused
     assert_eq!(send(ts, good, hex::encode(Sha256::digest(b"trk_key_other"))).await.unwrap().status(), 401);
-    let wrong = sign_api(b"not-the-edge-secret-0123456789abcdef", ts, "PATCH", &path, &hash, body).unwrap();
+    let wrong = sign_api(b"not-the-edge-secret-0123456789abcdef", ts, "PATCH", &path, &hash, signed, body).unwrap();
     assert_eq!(send(ts, wrong, hash.clone()).await.unwrap().status(), 401);
     let old = now_ms() - 10 * 60_000;
-    let stale = sign_api(EDGE_SECRET.as_bytes(), old, "PATCH", &path, &hash, body).unwrap();
+    let stale = sign_api(EDGE_SECRET.as_bytes(), old, "PATCH", &path, &hash, signed, body).unwrap();
     assert_eq!(send(old, stale, hash.clone()).await.unwrap().status(), 401, "outside the replay window");
     // direct callers never see the purge header
     let direct =
@@ -897,7 +906,13 @@ async fn the_edge_signs_in_with_the_credentials_hash_and_forwards_sessions_as_th
     let (owner, _) = api.tenant("acme", "pro").await;
     let edge = |method: &'static str, path: &'static str, credential: String, csrf: Option<String>, body: &[u8]| {
         let ts = now_ms();
-        let sig = sign_api(EDGE_SECRET.as_bytes(), ts, method, path, &credential, body).unwrap();
+        let csrf_value = csrf.as_deref();
+        let signed = |name: &str| match name {
+            "content-type" => Some("application/json"),
+            "x-csrf-token" => csrf_value,
+            _ => None,
+        };
+        let sig = sign_api(EDGE_SECRET.as_bytes(), ts, method, path, &credential, signed, body).unwrap();
         let m = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
         let mut req = api
             .node

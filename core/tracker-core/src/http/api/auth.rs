@@ -369,11 +369,17 @@ pub async fn via_edge(State(state): State<Arc<AppState>>, req: Request, next: Ne
     let Ok(ts) = ts.parse::<i64>() else { return refuse("X-Tracker-Timestamp must be milliseconds since the epoch") };
     let credential = header(CREDENTIAL_HEADER).unwrap_or_default();
     let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
-    if !verify_api(state.cfg.edge.secrets.expose(), sig, ts, parts.method.as_str(), path, credential, &bytes) {
+    let secrets = state.cfg.edge.secrets.expose();
+    if !verify_api(secrets, sig, ts, parts.method.as_str(), path, credential, header, &bytes) {
         return refuse("the request signature is invalid");
     }
     if u128::from(now_ms().abs_diff(ts)) > state.cfg.edge.replay_window.as_millis() {
         return refuse("the request timestamp is outside the replay window");
+    }
+    // a change is taken once: the same signed request again within the window is a replay
+    let changes = !matches!(parts.method, axum::http::Method::GET | axum::http::Method::HEAD);
+    if changes && !state.edge_nonces.first_use(sig, ts, state.cfg.edge.replay_window) {
+        return refuse("this signed request was already taken (a replay)");
     }
     let public_url = header(PUBLIC_URL_HEADER)
         .filter(|u| (u.starts_with("https://") || u.starts_with("http://")) && u.len() < 256)
