@@ -329,7 +329,7 @@ async fn dispatch(pipeline: Arc<Pipeline>, stop: CancellationToken) {
 async fn send(pipeline: &Pipeline, client: &reqwest::Client, d: &DueDelivery) {
     let s = &pipeline.settings.webhooks;
     let now = now_ms();
-    let outcome = match pipeline.store.open_webhook_secret(d.secret.clone()) {
+    let outcome = match pipeline.store.open_webhook_secret(&d.webhook_id, d.secret.clone()) {
         Err(e) => AttemptOutcome::Failed {
             status: None,
             error: format!("the endpoint's secret cannot be opened: {e}"),

@@ -55,6 +55,9 @@ pub enum Command {
     /// The edge Workers of `EDGE_URLS`.
     #[command(subcommand)]
     Edge(EdgeCmd),
+    /// Secrets at rest (`SECRETS_KEY`).
+    #[command(subcommand)]
+    Secrets(SecretsCmd),
     /// Operators' changes (imports, assignments), newest first.
     Audit {
         #[arg(long, default_value_t = 20)]
@@ -64,6 +67,13 @@ pub enum Command {
     Demo,
     /// Print the configuration variables and their values.
     Config,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SecretsCmd {
+    /// Seal every link and webhook secret written before SECRETS_KEY was set (or sealed before values were bound
+    /// to their rows) with it, bound to its row; prints how many were rewritten (none the second time).
+    Reseal,
 }
 
 #[derive(Debug, Subcommand)]
@@ -259,6 +269,11 @@ pub async fn run(cli: Cli) -> Result<(), NodeError> {
         #[cfg(feature = "import")]
         Command::Import(args) => import_events(cfg, args).await,
         Command::Global(cmd) => global(cfg, cmd).await,
+        Command::Secrets(SecretsCmd::Reseal) => {
+            let store = open_store(&cfg).await?;
+            println!("{} secrets sealed and bound to their rows", store.reseal_secrets().await?);
+            Ok(())
+        }
         Command::Edge(EdgeCmd::Replay) => {
             let edge = cfg.consumers.edge.as_ref().ok_or_else(|| cli_err("EDGE_URLS is not set"))?;
             let mut failed = false;

@@ -123,7 +123,7 @@ pub const HTTP: Section = Section {
     title: "Node and HTTP",
     variables: &[
         var("CONFIG_FILE", "", "optional TOML file with the same keys in lower case; the environment wins"),
-        var("HOST", "127.0.0.1", "bind address (`0.0.0.0` to accept remote traffic)"),
+        var("HOST", "127.0.0.1", "bind address (`0.0.0.0` to accept remote traffic: `SECRETS_KEY` is then required)"),
         var("PORT", "3030", "HTTP port"),
         var("PUBLIC_URL", "=http://HOST:PORT", "base URL the CLI prints links with"),
         var("DATA_DIR", "data", "directory of the embedded logs and the default databases and archive"),
@@ -229,7 +229,8 @@ pub const LINKS: Section = Section {
         var(
             "SECRETS_KEY",
             "",
-            "64 hex characters: seals tenant link secrets at rest (AES-256-GCM); keep it out of the database's backups",
+            "64 hex characters: seals link and webhook secrets at rest, each bound to its row (AES-256-GCM); required \
+             off loopback; keep it out of backups",
         ),
         var("URL_MODE", "signed", "v1 click formats accepted: `signed`, `encrypted` or `any` (v2 links always)"),
         var("MAX_BATCH_SIZE", "10000", "most events in one `/batch` request"),
@@ -515,6 +516,14 @@ impl Config {
                     .ok_or_else(|| invalid("SECRETS_KEY", "must be 64 hex characters (32 bytes)"))?,
             ),
         };
+        // a node that takes remote traffic keeps link and webhook secrets sealed; in the clear only on a laptop
+        if secrets_key.is_none() && !host.is_loopback() {
+            return Err(invalid(
+                "SECRETS_KEY",
+                "is required when HOST takes remote traffic (64 hex characters: `openssl rand -hex 32`); then run \
+                 `tracker-core secrets reseal` once for secrets written before",
+            ));
+        }
         let url_mode: V1Mode = src.value("URL_MODE")?;
         if url_mode == V1Mode::Encrypted && encryption_key.is_none() {
             return Err(invalid("ENCRYPTION_KEY", "is required when URL_MODE=encrypted"));
@@ -670,6 +679,15 @@ mod tests {
 
     fn vars(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
         pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    #[test]
+    fn a_node_that_takes_remote_traffic_needs_a_secrets_key() {
+        let e = Config::from_vars(vars(&[("HOST", "0.0.0.0")]), None).unwrap_err().to_string();
+        assert!(e.starts_with("SECRETS_KEY"), "{e}");
+        let key = "5e".repeat(32);
+        assert!(Config::from_vars(vars(&[("HOST", "0.0.0.0"), ("SECRETS_KEY", &key)]), None).is_ok());
+        assert!(Config::from_vars(vars(&[("HOST", "127.0.0.1")]), None).is_ok(), "a laptop may keep them in the clear");
     }
 
     #[test]

@@ -217,9 +217,9 @@ impl Store {
         Ok(out)
     }
 
-    /// Opens a secret as [`Store::claim_deliveries`] returns it.
-    pub fn open_webhook_secret(&self, stored: String) -> Result<String> {
-        crate::open_secret(self.sealer(), stored)
+    /// Opens the secret of endpoint `webhook_id` as [`Store::claim_deliveries`] returns it.
+    pub fn open_webhook_secret(&self, webhook_id: &str, stored: String) -> Result<String> {
+        crate::open_secret(self.sealer(), stored, &crate::sealing::webhook_row(webhook_id))
     }
 
     /// Records an attempt. A failure adds to the endpoint's run of consecutive failures; at `disable_after` the

@@ -244,10 +244,11 @@ impl Store {
         if exists {
             // the same tenant imported before holds the secret; a tenant of this platform that happens to have
             // the prefix must not receive another system's secret, tokens or links
-            let mut rows = tx.query("SELECT signing_secret FROM tenant_keys WHERE key_prefix = ?1", [p]).await?;
+            let mut rows = tx.query("SELECT signing_secret, kid FROM tenant_keys WHERE key_prefix = ?1", [p]).await?;
             let mut same = false;
             while let Some(row) = rows.next().await? {
-                if open_secret(self.sealer(), text(&row, 0, "signing_secret")?)? == t.signing_secret {
+                let bound = crate::sealing::key_row(p, &text(&row, 1, "kid")?, "signing_secret");
+                if open_secret(self.sealer(), text(&row, 0, "signing_secret")?, &bound)? == t.signing_secret {
                     same = true;
                 }
             }

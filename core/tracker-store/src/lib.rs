@@ -131,9 +131,10 @@ impl Store {
         self.sealer.as_ref()
     }
 
-    fn sealed(&self, secret: &str) -> Result<String> {
+    /// `secret` as `row` stores it: sealed and bound to the row with `SECRETS_KEY`, else as it is.
+    fn sealed(&self, secret: &str, row: &str) -> Result<String> {
         match &self.sealer {
-            Some(s) => s.seal(secret),
+            Some(s) => s.seal(secret, row),
             None => Ok(secret.to_owned()),
         }
     }
@@ -142,7 +143,7 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sealing::SEALED_PREFIX;
+    use crate::sealing::BOUND_PREFIX;
     use tracker_protocol::is_valid_key_prefix;
 
     const NOW: i64 = 1_770_704_294_008;
@@ -193,7 +194,7 @@ mod tests {
         let row = rows.next().await.unwrap().unwrap();
         for (i, secret) in [&k.signing_secret, &k.encryption_key].into_iter().enumerate() {
             let stored = text(&row, i as i32, "secret").unwrap();
-            assert!(stored.starts_with(SEALED_PREFIX) && !stored.contains(secret.as_str()), "sealed at rest");
+            assert!(stored.starts_with(BOUND_PREFIX) && !stored.contains(secret.as_str()), "sealed at rest");
         }
         let keys = s.tenant_keys("acme").await.unwrap().unwrap().keys;
         assert_eq!(keys[0].signing_secret.as_deref(), Some(k.signing_secret.as_str()));
@@ -204,6 +205,24 @@ mod tests {
         assert!(matches!(plain.tenant_keys("acme").await, Err(StoreError::Sealed)));
         let other = Store::open(&path).await.unwrap().with_secrets_key([8; 32]);
         assert!(matches!(other.tenant_keys("acme").await, Err(StoreError::Sealed)));
+
+        // a sealed value is bound to its row: copied to another tenant's key, it opens nowhere
+        s.create_tenant("Other", Some("other"), NOW).await.unwrap();
+        let conn = s.conn().await.unwrap();
+        conn.execute(
+            "UPDATE tenant_keys SET signing_secret = (SELECT signing_secret FROM tenant_keys WHERE key_prefix = 'acme')
+             WHERE key_prefix = 'other'",
+            (),
+        )
+        .await
+        .unwrap();
+        assert!(matches!(s.tenant_keys("other").await, Err(StoreError::Sealed)));
+        // resealing binds what was written before the key (and is a no-op the second time)
+        assert!(s.reseal_secrets().await.unwrap() >= 2, "old's two secrets");
+        assert_eq!(s.reseal_secrets().await.unwrap(), 0);
+        let keys = s.tenant_keys("old").await.unwrap().unwrap().keys;
+        assert_eq!(keys[0].signing_secret.as_deref(), Some(old.signing_secret.as_str()));
+        assert!(matches!(plain.reseal_secrets().await, Err(StoreError::Invalid(_))), "resealing needs the key");
     }
 
     #[tokio::test]

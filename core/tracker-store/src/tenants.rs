@@ -6,6 +6,7 @@ use tracker_protocol::service::IntakeSettings;
 use tracker_protocol::{LinkKey, is_valid_key_prefix, parse_encryption_key};
 
 use crate::rows::{json_col, random_hex, random_prefix, to_json};
+use crate::sealing::key_row;
 use crate::{GLOBAL_KEY_PREFIX, Page, Result, Store, StoreError, int, open_secret, opt_int, page, text};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -147,10 +148,12 @@ impl Store {
         let mut keys = Vec::new();
         while let Some(row) = rows.next().await? {
             let sealer = self.sealer.as_ref();
+            let kid = text(&row, 0, "kid")?;
+            let open = |i, what| open_secret(sealer, text(&row, i, what)?, &key_row(key_prefix, &kid, what));
             keys.push(LinkKey {
-                kid: text(&row, 0, "kid")?,
-                signing_secret: Some(open_secret(sealer, text(&row, 1, "signing_secret")?)?),
-                encryption_key: parse_encryption_key(&open_secret(sealer, text(&row, 2, "encryption_key")?)?),
+                signing_secret: Some(open(1, "signing_secret")?),
+                encryption_key: parse_encryption_key(&open(2, "encryption_key")?),
+                kid,
                 retires_at_ms: opt_int(&row, 3, "retires_at")?,
             });
         }
@@ -190,7 +193,9 @@ impl Store {
 }
 
 pub(crate) async fn insert_key(conn: &Connection, key: &NewKey, store: &Store, seq: i64, now_ms: i64) -> Result<()> {
-    let (secret, aes) = (store.sealed(&key.signing_secret)?, store.sealed(&key.encryption_key)?);
+    let row = |what| key_row(&key.key_prefix, &key.kid, what);
+    let secret = store.sealed(&key.signing_secret, &row("signing_secret"))?;
+    let aes = store.sealed(&key.encryption_key, &row("encryption_key"))?;
     conn.execute(
         "INSERT INTO tenant_keys (key_prefix, kid, seq, signing_secret, encryption_key, created_at)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6)",

@@ -6,6 +6,7 @@ use libsql::Connection;
 use serde::Serialize;
 
 use crate::rows::{delete_owned, json_col, new_id, random_secret, to_json};
+use crate::sealing::webhook_row;
 use crate::{Page, Result, Store, StoreError, int, open_secret, opt_text, page, text};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -120,7 +121,7 @@ impl Store {
                     hook.description.as_str(),
                     to_json(&hook.event_types),
                     to_json(&hook.param_filters),
-                    self.sealed(&secret)?,
+                    self.sealed(&secret, &webhook_row(&hook.webhook_id))?,
                     i64::from(hook.enabled),
                     now_ms,
                     max.map(i64::from),
@@ -145,7 +146,9 @@ impl Store {
             .query("SELECT secret FROM webhooks WHERE key_prefix = ?1 AND webhook_id = ?2", [key_prefix, webhook_id])
             .await?;
         match rows.next().await? {
-            Some(row) => Ok(Some(open_secret(self.sealer.as_ref(), text(&row, 0, "secret")?)?)),
+            Some(row) => {
+                Ok(Some(open_secret(self.sealer.as_ref(), text(&row, 0, "secret")?, &webhook_row(webhook_id))?))
+            }
             None => Ok(None),
         }
     }

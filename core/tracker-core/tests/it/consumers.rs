@@ -609,9 +609,9 @@ async fn live_events_are_the_tenants_own_filtered_and_resume_after_the_last_id()
         })
         .collect();
     let batch = Value::Array(batch);
-    // about 10 MB fills the stalled client's queue and socket buffers; then a trickle of small batches (more
-    // broadcasts than the backlog of 8) overflows its backlog
-    for _ in 0..125 {
+    // about 20 MB fills the stalled client's queue and socket buffers (which the kernel may grow to several MB
+    // each way); then a trickle of small batches (more broadcasts than the backlog of 8) overflows its backlog
+    for _ in 0..250 {
         api.ingest(&token, &batch).await;
     }
     for i in 0..40 {
@@ -626,7 +626,7 @@ async fn live_events_are_the_tenants_own_filtered_and_resume_after_the_last_id()
     assert_eq!(got, ["p3", "p4", "after"], "a stalled client holds no one back");
     let mut lagged = None;
     let mut events = 0;
-    for _ in 0..6_000 {
+    for _ in 0..12_000 {
         let f = stalled.frame().await;
         events += usize::from(f.id.is_some());
         assert!(!(f.comment && events > 0), "the stream went idle after {events} events without a lag notice");
