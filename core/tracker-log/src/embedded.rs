@@ -583,7 +583,6 @@ impl EventLog for EmbeddedLog {
     fn enqueue(&self, sets: Vec<RecordSet>) -> LogFuture<'_, ()> {
         Box::pin(async move {
             self.check_sets(&sets)?;
-            let mut added = 0u64;
             for set in &sets {
                 let events = set.bytes.get(5..).ok_or(LogError::Corrupt {
                     partition: set.partition,
@@ -598,9 +597,8 @@ impl EventLog for EmbeddedLog {
                 // counted while the slot is held: the writer takes the bytes out (and subtracts them) only after,
                 // so the count never runs below zero
                 self.shared.pending_bytes.fetch_add(events.len() as u64, Ordering::AcqRel);
-                added += events.len() as u64;
             }
-            let total = self.shared.pending_bytes.load(Ordering::Acquire).max(added);
+            let total = self.shared.pending_bytes.load(Ordering::Acquire);
             if total > MAX_PENDING_BYTES {
                 // the writer is behind: wait for a commit instead of growing memory (backpressure, never a drop)
                 let (done, rx) = oneshot::channel();
