@@ -72,6 +72,34 @@ pub struct Replay {
     pub left: u32,
 }
 
+/// What `/health` and `/metrics` say of dead letters: messages parked for replay, letters kept for inspection, and
+/// whether both counts are whole (one listing shows at most 1000).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct DeadLetters {
+    pub parked: u32,
+    pub refused: u32,
+    pub complete: bool,
+}
+
+impl DeadLetters {
+    /// The counts in the Prometheus text format (`GET /metrics` at the edge).
+    pub fn prometheus(&self) -> String {
+        format!(
+            "# HELP tracker_edge_dead_letters Messages in KV: parked (replayed once the core answers) or refused \
+             (kept for inspection).\n\
+             # TYPE tracker_edge_dead_letters gauge\n\
+             tracker_edge_dead_letters{{state=\"parked\"}} {}\n\
+             tracker_edge_dead_letters{{state=\"refused\"}} {}\n\
+             # HELP tracker_edge_dead_letters_complete 1 if both counts are whole (a listing shows at most 1000).\n\
+             # TYPE tracker_edge_dead_letters_complete gauge\n\
+             tracker_edge_dead_letters_complete {}\n",
+            self.parked,
+            self.refused,
+            u8::from(self.complete)
+        )
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -116,5 +144,20 @@ mod tests {
         assert!(!is_replayable(r#"{"reason":"refused_by_core","events":[1]}"#));
         assert!(!is_replayable("garbage"));
         assert!(refused_key(1, "m").starts_with(REFUSED_PREFIX));
+    }
+
+    #[test]
+    fn dead_letters_read_as_prometheus_gauges() {
+        let text = DeadLetters { parked: 7, refused: 2, complete: false }.prometheus();
+        let samples: Vec<&str> = text.lines().filter(|l| !l.starts_with('#')).collect();
+        assert_eq!(
+            samples,
+            [
+                "tracker_edge_dead_letters{state=\"parked\"} 7",
+                "tracker_edge_dead_letters{state=\"refused\"} 2",
+                "tracker_edge_dead_letters_complete 0",
+            ]
+        );
+        assert!(text.lines().filter(|l| l.starts_with("# TYPE")).all(|l| l.ends_with(" gauge")));
     }
 }

@@ -36,6 +36,12 @@ describe("a long core outage at the edge", () => {
   });
 
   const health = async () => (await (await fetch(`${origin}/health`)).json()).dead_letters;
+  const parkedMetric = async () => {
+    const text = await (await fetch(`${origin}/metrics`)).text();
+    const m = text.match(/^tracker_edge_dead_letters\{state="parked"\} (\d+)$/m);
+    assert.ok(m, `the parked gauge in ${text}`);
+    return Number(m[1]);
+  };
 
   it("redirects through it, parks what the core could not take, and replays every click exactly once", async () => {
     const link = core.link("acme", "https://shop.example/sale");
@@ -65,6 +71,7 @@ describe("a long core outage at the edge", () => {
     const w = await mf.getWorker();
     await w.scheduled({ cron: "* * * * *" });
     assert.ok((await health()).parked > 0);
+    assert.equal(await parkedMetric(), (await health()).parked, "the metric counts what /health counts");
 
     await core.start();
     // the operator's command replays at once; the minute's scheduled run would have done the same
@@ -75,6 +82,7 @@ describe("a long core outage at the edge", () => {
       await w.scheduled({ cron: "* * * * *" });
       return (await health()).parked === 0;
     }, 30000 + OUTAGE_SECS * 200, "every parked message replayed");
+    assert.equal(await parkedMetric(), 0);
     // and what was still on the queue's retries arrives too (the restarted node counts from zero: the first click
     // came before)
     const expected = new Set(answered);

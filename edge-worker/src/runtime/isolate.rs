@@ -40,7 +40,7 @@ pub(super) struct Isolate {
     /// API credentials the core refused or rate-limited.
     pub(super) api_refusals: Refusals,
     /// Messages parked and kept in KV, and when they were counted (`queue::dead_letters`).
-    pub(super) dead_letters: Option<(super::queue::DeadLetters, i64)>,
+    pub(super) dead_letters: Option<(crate::dlq::DeadLetters, i64)>,
 }
 
 thread_local! {

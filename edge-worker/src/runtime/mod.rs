@@ -55,6 +55,11 @@ async fn handle(req: RawRequest, env: &Env, ctx: &Context, cfg: &EdgeConfig) -> 
         let health = serde_json::json!({ "status": "ok", "tier": "edge", "dead_letters": dead_letters });
         return json(200, health.to_string());
     }
+    if method == Method::Get && path == "/metrics" {
+        let text = queue::dead_letters(env).await.prometheus();
+        let headers = [("content-type", "text/plain; version=0.0.4; charset=utf-8"), ("cache-control", "no-store")];
+        return respond(200, &headers, Some(text.into_bytes()));
+    }
     if path == tracker_protocol::intake::DLQ_REPLAY_PATH {
         return proxy::dlq_replay(req, env, cfg, method).await;
     }

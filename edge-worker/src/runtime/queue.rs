@@ -18,7 +18,7 @@ use worker::{
 use super::isolate::{ISOLATE, KV, config, with_isolate};
 use super::js::{CatchWith as _, now_ms, random10, send_text};
 use crate::config::EdgeConfig;
-use crate::dlq;
+use crate::dlq::{self, DeadLetters};
 use crate::pack::{intake_body, invalid_message, pack, pick, send_groups};
 
 pub(super) const EVENTS_QUEUE: &str = "EVENTS";
@@ -331,13 +331,4 @@ pub(super) async fn dead_letters(env: &Env) -> DeadLetters {
     }
     with_isolate(|i| i.dead_letters = Some((counts, now)));
     counts
-}
-
-/// What `/health` says of dead letters: messages parked for replay, letters kept for inspection, and whether both
-/// counts are whole (one listing shows at most 1000).
-#[derive(Debug, Default, Clone, Copy, serde::Serialize)]
-pub(super) struct DeadLetters {
-    pub(super) parked: u32,
-    pub(super) refused: u32,
-    pub(super) complete: bool,
 }
