@@ -1,5 +1,5 @@
 # The two commands a newcomer needs: `make dev` and `make test`. Everything else is optional.
-.PHONY: dev test bench bench-lean bench-edge bench-iggy bench-archive bench-query bench-import fuzz api-fuzz chaos clean
+.PHONY: dev test bench bench-hot bench-lean bench-edge bench-iggy bench-archive bench-query bench-import fuzz api-fuzz chaos clean
 
 dev: ## set up and run the platform locally on embedded defaults
 	@bash scripts/dev.sh
@@ -9,6 +9,9 @@ test: ## run every test (what CI runs)
 
 bench: ## HTTP and durable-batch benchmarks against nginx on this machine (release build, needs apt)
 	@bash tests/bench/run.sh
+
+bench-hot: ## the filter and the stats consumer draining a preloaded log of 2M events into the hot tier (events/s, bytes, RSS)
+	@bash tests/bench/hot.sh
 
 bench-lean: ## the node with every feature against the lean production node: crates, binary size, redirects/s, peak RSS
 	@bash tests/bench/lean.sh

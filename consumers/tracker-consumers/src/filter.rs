@@ -29,7 +29,7 @@ use tracker_protocol::Auth;
 use tracker_protocol::quota::{month_start, next_month_start};
 use tracker_protocol::wire::RecordSetBuilder;
 use tracker_protocol::{Event, partition_for};
-use tracker_store::hot::{FilterUsage, Judged, PendingBatch};
+use tracker_store::hot::{DUPLICATE, FilterUsage, Judged, PendingBatch, SeenKey};
 use tracker_store::usage::{QuotaAlert, UNAUTHENTICATED_BUDGET, drop_metric, threshold};
 use tracker_store::{MAX_PAGE, Plan};
 
@@ -108,6 +108,7 @@ impl Filtering {
 /// Runs the filter until `stop` is cancelled.
 pub async fn run(pipeline: Arc<Pipeline>, stop: CancellationToken) {
     let mut f = Filtering::new(&pipeline);
+    let mut pruning = Pruning::default();
     // batches recorded but not appended (a crash, or an append that failed) are replayed before anything else
     let mut pending = true;
     while !stop.is_cancelled() {
@@ -121,6 +122,7 @@ pub async fn run(pipeline: Arc<Pipeline>, stop: CancellationToken) {
                 }
             }
         }
+        pruning.step(&pipeline).await;
         match step(&pipeline, &mut f).await {
             Ok(true) => {}
             Ok(false) => rest(IDLE, &stop).await,
@@ -128,6 +130,37 @@ pub async fn run(pipeline: Arc<Pipeline>, stop: CancellationToken) {
                 tracing::warn!(error = %e, "filter: batch not filtered; retrying");
                 pending = true;
                 rest(Duration::from_secs(1), &stop).await;
+            }
+        }
+    }
+}
+
+/// How often the kept ids are gone through for those older than the dedup window.
+const PRUNE_EVERY: Duration = Duration::from_secs(3600);
+
+/// The pruning of kept ids ([`tracker_store::hot::dedup`]): one small step between batches while a pass is on.
+#[derive(Debug, Default)]
+struct Pruning {
+    /// When the last pass started.
+    started: Option<Instant>,
+    /// Where the pass in progress goes on (`Some(None)`: at the start).
+    at: Option<Option<SeenKey>>,
+}
+
+impl Pruning {
+    async fn step(&mut self, pipeline: &Pipeline) {
+        if self.at.is_none() && self.started.is_none_or(|s| s.elapsed() >= PRUNE_EVERY) {
+            (self.started, self.at) = (Some(Instant::now()), Some(None));
+        }
+        let Some(after) = self.at else { return };
+        let window = pipeline.settings.dedup_window();
+        let before = crate::now_ms().saturating_sub(i64::try_from(window.as_millis()).unwrap_or(i64::MAX));
+        match pipeline.hot.prune_seen(after, before).await {
+            Ok(next) => self.at = next.map(Some),
+            // tried again next pass
+            Err(e) => {
+                tracing::warn!(error = %e, "filter: pruning of kept ids failed");
+                self.at = None;
             }
         }
     }
@@ -172,7 +205,10 @@ async fn judge_and_record(
     let mut kept = Vec::with_capacity(events.len());
     let mut judged = Vec::new();
     let mut dropped = Vec::new();
-    let mut usage = FilterUsage::default();
+    let mut usage = FilterUsage { kept_ids: (Vec::new(), crate::now_ms()), ..FilterUsage::default() };
+    // the ids the batch's tenants sent before: a resend is dropped here, once, so no tier after sees it twice
+    let keys: Vec<SeenKey> = events.iter().map(|(_, e)| SeenKey::new(&e.key_prefix, &e.event_id)).collect();
+    let mut seen = pipeline.hot.seen(&keys).await.map_err(|e| e.to_string())?;
     // billable events so far per tenant and month: read once per batch, then counted here
     let mut months: HashMap<(String, i64), i64> = HashMap::new();
     // on hard-capped plans, the event ids already counted this month: a second copy of an event (a client's resend,
@@ -181,7 +217,12 @@ async fn judge_and_record(
     let mut alerted: HashSet<(&str, i64, i64)> = HashSet::new();
     // events without a credential kept so far per tenant and month, for tenants with a budget for them
     let mut open_months: HashMap<(String, i64), i64> = HashMap::new();
-    for (offset, e) in &events {
+    for ((offset, e), key) in events.iter().zip(&keys) {
+        if seen.contains(key) {
+            dropped.push(*offset);
+            judged.push(Judged { event: e, action: "drop", reason: DUPLICATE.to_owned() });
+            continue;
+        }
         let tenant = f.tenants.get(pipeline, &e.key_prefix).await?;
         if e.event_type == "click" && e.auth == Auth::Link {
             usage.counts.add(&e.key_prefix, e.received_at, "redirects", 1);
@@ -286,6 +327,8 @@ async fn judge_and_record(
                 if e.overflow {
                     judged.push(Judged { event: e, action: "flag", reason: OVERFLOW.to_owned() });
                 }
+                seen.insert(*key);
+                usage.kept_ids.0.push(*key);
                 kept.push(e.clone());
             }
             Verdict::Drop { reason } => {

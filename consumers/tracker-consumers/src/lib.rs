@@ -14,7 +14,7 @@
 //! older committed offset, and the consumer skips what its output already holds. So a crash at any point loses
 //! nothing and counts nothing twice.
 //!
-//! In the embedded default the node runs them in-process (on a thread of their own); in production each runs as
+//! In the embedded default the node runs them in-process (each on a thread of its own); in production each runs as
 //! its own process (`tracker-consumer <name>`) against Iggy, as many instances as the partitions allow.
 
 #[cfg(feature = "archive")]
@@ -51,6 +51,9 @@ pub struct Settings {
     pub hot_events_retention: Duration,
     /// How long the hot tier keeps counts and the drop ledger.
     pub hot_counts_retention: Duration,
+    /// How long the filter remembers the ids it kept, to drop a resend (at least `hot_events_retention`, see
+    /// [`Settings::dedup_window`]).
+    pub dedup_window: Duration,
     pub webhooks: webhooks::WebhookSettings,
     /// The archive's location and batching; `None` runs no archiver.
     pub archive: Option<tracker_archive::ArchiveSettings>,
@@ -181,6 +184,12 @@ pub const SETTINGS: Section = Section {
         var("FILTER_RULES_RELOAD_MS", "2000", "how long the filter uses a tenant's rules before reading them again"),
         var("HOT_RETENTION_HOURS", "72", "how long the hot tier keeps events (listings, param filters, match)"),
         var("HOT_COUNTS_RETENTION_DAYS", "35", "how long the hot tier keeps counts per minute and the drop ledger"),
+        var(
+            "DEDUP_WINDOW_HOURS",
+            "168",
+            "how long the filter remembers the event ids it kept: a resend within it is dropped as `duplicate`, \
+             in every tier (at least HOT_RETENTION_HOURS)",
+        ),
     ],
 };
 
@@ -193,11 +202,19 @@ impl Settings {
             rules_ttl: src.duration("FILTER_RULES_RELOAD_MS", Unit::Millis)?,
             hot_events_retention: src.duration("HOT_RETENTION_HOURS", Unit::Hours)?,
             hot_counts_retention: src.duration("HOT_COUNTS_RETENTION_DAYS", Unit::Days)?,
+            dedup_window: src.duration("DEDUP_WINDOW_HOURS", Unit::Hours)?,
             webhooks: webhooks::WebhookSettings::from_settings(src)?,
             archive: None,
             plans: tracker_store::Plans::default(),
             edge: None,
         })
+    }
+}
+
+impl Settings {
+    /// How long the filter remembers kept ids: `dedup_window`, and never less than the hot tier keeps events.
+    pub fn dedup_window(&self) -> Duration {
+        self.dedup_window.max(self.hot_events_retention)
     }
 }
 
@@ -307,10 +324,11 @@ pub async fn run(pipeline: Arc<Pipeline>, which: Vec<Which>, stop: CancellationT
     let mut names = HashMap::new();
     for w in &which {
         let (pipeline, stop) = (pipeline.clone(), stop.clone());
+        // each on a thread of its own: the filter and the stats consumer overlap on two cores
         let handle = match w {
-            Which::Filter => tasks.spawn(filter::run(pipeline, stop)),
-            Which::Stats => tasks.spawn(stats::run(pipeline, stop)),
-            Which::Webhooks => tasks.spawn(webhooks::run(pipeline, stop)),
+            Which::Filter => tasks.spawn_blocking(move || on_own_runtime(1, filter::run(pipeline, stop))),
+            Which::Stats => tasks.spawn_blocking(move || on_own_runtime(1, stats::run(pipeline, stop))),
+            Which::Webhooks => tasks.spawn_blocking(move || on_own_runtime(1, webhooks::run(pipeline, stop))),
             #[cfg(feature = "archive")]
             Which::Archive => {
                 let Some(settings) = pipeline.settings.archive.clone() else {
@@ -345,8 +363,8 @@ pub async fn run(pipeline: Arc<Pipeline>, which: Vec<Which>, stop: CancellationT
     }
 }
 
-/// Runs the consumers on a thread of their own (a single-threaded runtime), as the node does in the embedded
-/// default: their reads and writes stay off the request-serving workers.
+/// Runs the consumers off the request-serving workers, as the node does in the embedded default: a thread that
+/// starts each consumer on a thread of its own (a single-threaded runtime each) and watches them.
 pub fn spawn(
     pipeline: Arc<Pipeline>,
     which: Vec<Which>,
@@ -359,7 +377,6 @@ pub fn spawn(
         .spawn(move || runtime.block_on(run(pipeline, which, stop, liveness)))
 }
 
-#[cfg(feature = "archive")]
 fn on_own_runtime(threads: usize, task: impl std::future::Future<Output = ()>) {
     let runtime = match threads {
         1 => tokio::runtime::Builder::new_current_thread().enable_all().build(),

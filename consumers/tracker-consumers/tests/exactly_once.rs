@@ -201,6 +201,35 @@ async fn the_hot_tier_counts_an_event_delivered_twice_once() {
     assert_eq!(points.iter().map(|s| s.count).sum::<i64>(), 300, "param counts once too");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_resent_with_its_id_passes_the_filter_once_even_across_a_crash() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = pipeline(dir.path()).await;
+    p.raw.append(sets(0..300), None).await.unwrap();
+    // the filter records its batch, with the ids it kept, and "dies" before appending
+    assert!(filter::record_only(&p).await.unwrap());
+    // then the client resends: 200..300 again in a later batch, 350..400 twice in one
+    p.raw.append(sets(200..400), None).await.unwrap();
+    p.raw.append(sets(350..400), None).await.unwrap();
+    let all = [tracker_consumers::Which::Filter, tracker_consumers::Which::Stats];
+    // every tenth event is a bot's: 360 of the 400 ids are kept, each once
+    run_until(&p, &all, || async { hot_total(&p).await == 360 }).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let ids = filtered_ids(&p).await;
+    assert_eq!((ids.len(), ids.iter().collect::<HashSet<_>>().len()), (360, 360), "each kept id once");
+    assert_eq!(hot_total(&p).await, 360);
+    let drops = |reason: &'static str| {
+        let p = p.clone();
+        async move {
+            let rows = p.hot.drops("acme", 0, i64::MAX / 2, Some(reason)).await.unwrap();
+            rows.iter().map(|r| r.count).sum::<i64>()
+        }
+    };
+    assert_eq!(drops("duplicate").await, 90 + 45, "the copies of kept events, in the ledger");
+    // a copy of an event that was dropped is judged again (it was never kept): the bots' copies are bots again
+    assert_eq!(drops("bot").await, 30 + 10 + 10 + 5);
+}
+
 /// A log whose consumer-group reads panic: a bug in a consumer, as the process sees it.
 #[derive(Debug)]
 struct PanicsOnGroupRead(Arc<dyn EventLog>);

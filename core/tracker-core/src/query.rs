@@ -12,7 +12,7 @@
 //! answer says who answered (`"tier": "warm+hot"`, with `watermark`).
 
 use std::cmp::Ordering;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 #[cfg(feature = "query-engines")]
 use std::sync::Arc;
 use std::time::Duration;
@@ -208,7 +208,8 @@ pub async fn answer(
             allowed.join(", ")
         )));
     }
-    let watermark = hot_watermark(&state.cfg, &q, state.clock.now_ms());
+    let unbounded = state.outputs.hot.unbounded_params(&tenant.key_prefix).await?;
+    let watermark = hot_watermark(&state.cfg, &q, &unbounded, state.clock.now_ms());
     let key = tenant.key_prefix.as_str();
     let mut answer = match choice {
         Choice::Hot => {
@@ -316,21 +317,30 @@ fn with_range(q: &Query, from: i64, to: i64) -> Query {
     q
 }
 
-/// Whether the query reads the hot tier's events (kept for hours) rather than its counts (kept for days).
-fn reads_hot_events(f: &Filters, group: Option<&SeriesGroup>) -> bool {
-    !f.params.is_empty() && (f.tu_id.is_some() || matches!(group, Some(SeriesGroup::Link | SeriesGroup::Param(_))))
+/// Whether the query reads the hot tier's events (kept for hours) rather than its counts (kept for days): with a
+/// param and another condition, or on a param the tenant sends too many values of to count (`unbounded`).
+fn reads_hot_events(f: &Filters, group: Option<&SeriesGroup>, unbounded: &BTreeSet<String>) -> bool {
+    match f.params.keys().next() {
+        Some(name) => {
+            unbounded.contains(name)
+                || f.tu_id.is_some()
+                || matches!(group, Some(SeriesGroup::Link | SeriesGroup::Param(_)))
+        }
+        None => matches!(group, Some(SeriesGroup::Param(name)) if unbounded.contains(name)),
+    }
 }
 
 /// Where the hot tier's data for `q` starts: its retention before `now`, rounded up to the query's bucket so
 /// that no bucket is split between tiers.
-fn hot_watermark(cfg: &Config, q: &Query, now: i64) -> i64 {
+fn hot_watermark(cfg: &Config, q: &Query, unbounded: &BTreeSet<String>, now: i64) -> i64 {
     let (group, bucket) = match q {
         Query::Series { group_by, interval, .. } => (group_by.as_ref(), interval_ms(*interval)),
         Query::Breakdown { by, .. } => (Some(by), HOUR_MS),
         Query::Events { .. } | Query::Match { .. } => (None, HOUR_MS),
     };
     let s = &cfg.consumers;
-    let kept = if reads_hot_events(&q.filters(), group) { s.hot_events_retention } else { s.hot_counts_retention };
+    let kept =
+        if reads_hot_events(&q.filters(), group, unbounded) { s.hot_events_retention } else { s.hot_counts_retention };
     let start = now.saturating_sub(i64::try_from(kept.as_millis()).unwrap_or(i64::MAX));
     // a bucket is whole on one side: the first bucket that starts at or after the retention's start
     start.div_euclid(bucket).saturating_add(1).saturating_mul(bucket)

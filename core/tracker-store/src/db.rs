@@ -69,12 +69,26 @@ pub enum Location {
     Replica { path: std::path::PathBuf, url: String, auth_token: Secret<String>, sync_interval: std::time::Duration },
 }
 
+/// How a local file's commits reach the disk (`PRAGMA synchronous`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Durability {
+    /// Every commit is on disk before it returns (`FULL`): the metadata.
+    Full,
+    /// Commits are atomic, and on disk at the next checkpoint (`NORMAL` in WAL mode): a power loss can undo the
+    /// last commits, never part of one. For data derived from the durable log whose position commits with it (the
+    /// hot tier): an undone commit undoes its position too, and the consumer reads those events again.
+    Derived,
+}
+
 /// A libSQL database: a pool of local connections, or fresh streams to a remote one.
 #[derive(Clone)]
 pub(crate) struct Db {
     db: std::sync::Arc<libsql::Database>,
     /// Idle connections to a local file.
     idle: std::sync::Arc<std::sync::Mutex<Vec<Connection>>>,
+    /// Idle connections for write transactions to a local file (set up once: foreign keys, durability).
+    writers: std::sync::Arc<std::sync::Mutex<Vec<Connection>>>,
+    durability: Durability,
     /// Connections in use at once (statements; transactions open their own).
     permits: std::sync::Arc<tokio::sync::Semaphore>,
     local: bool,
@@ -83,6 +97,16 @@ pub(crate) struct Db {
 impl Db {
     /// Opens the database at `location`, applies `schema` and then the `migrations` it has not seen.
     pub(crate) async fn connect(location: &Location, schema: &str, migrations: &[&str]) -> Result<Db> {
+        Db::connect_with(location, schema, migrations, Durability::Full).await
+    }
+
+    /// [`Db::connect`] with the durability of a local file's commits.
+    pub(crate) async fn connect_with(
+        location: &Location,
+        schema: &str,
+        migrations: &[&str],
+        durability: Durability,
+    ) -> Result<Db> {
         let db = match location {
             Location::File(path) => {
                 if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
@@ -110,6 +134,8 @@ impl Db {
         let db = Db {
             db: std::sync::Arc::new(db),
             idle: Default::default(),
+            writers: Default::default(),
+            durability,
             permits: std::sync::Arc::new(tokio::sync::Semaphore::new(MAX_IDLE)),
             local,
         };
@@ -141,7 +167,13 @@ impl Db {
         let idle = if self.local { self.idle.lock().ok().and_then(|mut idle| idle.pop()) } else { None };
         let conn = match idle {
             Some(c) => c,
-            None => self.open_conn()?,
+            None => {
+                let conn = self.open_conn()?;
+                if self.local && self.durability == Durability::Derived {
+                    conn.execute("PRAGMA synchronous=NORMAL", ()).await?;
+                }
+                conn
+            }
         };
         Ok(Conn { conn: Some(conn), db: self, _permit: permit })
     }
@@ -156,13 +188,51 @@ impl Db {
 
     /// A connection for one transaction, with foreign keys enforced on a local file. Write transactions begin
     /// `IMMEDIATE`: one that reads first and upgrades to a write lock later fails at once when another writer is
-    /// active, where an immediate one waits its turn (`busy_timeout`).
-    pub(crate) async fn tx_conn(&self) -> Result<Connection> {
-        let conn = self.open_conn()?;
-        if self.local {
-            conn.execute("PRAGMA foreign_keys=ON", ()).await?;
+    /// active, where an immediate one waits its turn (`busy_timeout`). On a local file the connection is reused
+    /// once the transaction has ended (a dropped transaction rolls back; one still open is never reused).
+    pub(crate) async fn tx_conn(&self) -> Result<TxConn<'_>> {
+        let idle = if self.local { self.writers.lock().ok().and_then(|mut w| w.pop()) } else { None };
+        let conn = match idle {
+            Some(c) => c,
+            None => {
+                let conn = self.open_conn()?;
+                if self.local {
+                    conn.execute("PRAGMA foreign_keys=ON", ()).await?;
+                    if self.durability == Durability::Derived {
+                        conn.execute("PRAGMA synchronous=NORMAL", ()).await?;
+                    }
+                }
+                conn
+            }
+        };
+        Ok(TxConn { conn: Some(conn), db: self })
+    }
+}
+
+/// A connection lent by [`Db::tx_conn`] for one transaction, back to the writers' pool when dropped.
+pub(crate) struct TxConn<'a> {
+    conn: Option<Connection>,
+    db: &'a Db,
+}
+
+impl std::ops::Deref for TxConn<'_> {
+    type Target = Connection;
+    fn deref(&self) -> &Connection {
+        self.conn.as_ref().unwrap_or_else(|| unreachable!("a lent connection is present until dropped"))
+    }
+}
+
+impl Drop for TxConn<'_> {
+    fn drop(&mut self) {
+        if !self.db.local {
+            return;
         }
-        Ok(conn)
+        if let (Some(conn), Ok(mut idle)) = (self.conn.take(), self.db.writers.lock())
+            && conn.is_autocommit()
+            && idle.len() < MAX_IDLE
+        {
+            idle.push(conn);
+        }
     }
 }
 

@@ -31,7 +31,6 @@ mod webhooks;
 
 use std::path::Path;
 
-use libsql::Connection;
 use sha2::{Digest, Sha256};
 pub use tracker_protocol::service::{GLOBAL_KEY_PREFIX, ShortLinkRecord as ShortLink, TokenRecord as TokenInfo};
 
@@ -123,7 +122,7 @@ impl Store {
         self.db.conn().await
     }
 
-    async fn tx_conn(&self) -> Result<Connection> {
+    async fn tx_conn(&self) -> Result<db::TxConn<'_>> {
         self.db.tx_conn().await
     }
 

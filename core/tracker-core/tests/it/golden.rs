@@ -73,6 +73,10 @@ async fn every_tier_gives_the_golden_answers_and_auto_merges_at_the_watermark() 
     for chunk in events.chunks(500) {
         api.ingest(&token, &Value::Array(chunk.to_vec())).await;
     }
+    // a client's resend without an Idempotency-Key, across the watermark: every tier counts these events once
+    api.ingest(&token, &Value::Array(events[1200..1700].to_vec())).await;
+    let drops = api.until("/api/drops?reason=duplicate", &key, |b| b["totals"][0]["count"] == 500).await;
+    assert_eq!(drops["totals"][0]["count"], 500, "each resent event dropped once, as a duplicate: {drops}");
     let (api, key) = (&api, &key);
     let ask = |tier: &str, query: &Value| {
         let body = json!({ "tier": tier, "query": query });

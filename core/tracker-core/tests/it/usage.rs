@@ -66,7 +66,7 @@ async fn a_small_plan_clicks_past_its_cap_links_keep_working_and_usage_is_exact(
         api.call("POST", "/api/links", &key, Some(json!({ "destination": "https://shop.example/q" }))).await;
     assert_eq!((s, refused["error"]["code"].as_str()), (403, Some("plan_limit")), "{refused}");
 
-    // two server events, sent twice with the same ids: both copies are taken, the allowance counts them once
+    // two server events, sent twice with the same ids: the copies are dropped as duplicates, counted nowhere
     let sent = json!([{"event_id": "0193a000-0000-7000-8000-000000000001", "event_type": "signup"},
                       {"event_id": "0193a000-0000-7000-8000-000000000002", "event_type": "signup"}]);
     api.ingest(&token, &sent).await;

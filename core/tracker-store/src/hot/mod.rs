@@ -7,24 +7,30 @@
 //! - **Recent events** per tenant (`hot_events`, JSON as the API shows them) and their params (`hot_params`), kept
 //!   for the hot retention, for listings, param filters and the event match.
 //! - **Counts** per tenant, minute, event type and short link (`hot_counts`), and per param value
-//!   (`hot_param_counts`), kept longer, for time series and breakdowns.
+//!   (`hot_param_counts`) of params with few values (an id-like param is answered from the events, see
+//!   [`params`]), kept longer, for time series and breakdowns.
 //! - **The drop ledger**: events the filter dropped or flagged, per tenant, hour, action and reason, with a sample.
+//! - **The ids the filter kept** (`hot_seen_ids`, see [`dedup`]): each tenant's `event_id` passes the filter once.
 //!
 //! Exactly once: an event is stored once per tenant and `event_id` (`INSERT ... ON CONFLICT DO NOTHING`), and only
 //! a new row adds to the counts, all in the transaction that also moves the consumer's offset. Every statement is
 //! a constant or built from constant fragments; every value (tenant, event type, param key and value, times) is a
 //! bound parameter, and every query takes the tenant as its first condition.
 
+pub mod dedup;
 mod ledger;
 mod matching;
+mod params;
 mod reads;
 mod schema;
 mod writes;
 
-use crate::db::Db;
+use crate::db::{Db, Durability};
 use crate::{Location, Result, int};
+pub use dedup::{DUPLICATE, SeenKey};
 pub use ledger::DropRow;
 pub use matching::{MatchAnswer, MatchPair, MatchQuery, MatchSummary};
+pub use params::MIN_EVENTS as UNBOUNDED_AFTER_EVENTS;
 pub use reads::{EventPage, EventQuery, GroupBy, SeriesPoint, StatsQuery};
 use schema::SCHEMA;
 pub use writes::{FilterUsage, Judged, PendingBatch};
@@ -47,6 +53,8 @@ pub(super) fn to_i64(v: u64) -> i64 {
 #[derive(Clone)]
 pub struct HotStore {
     db: Db,
+    /// The stats consumer's watch on param cardinality ([`params`]).
+    cardinality: std::sync::Arc<std::sync::Mutex<params::Cardinality>>,
 }
 
 impl std::fmt::Debug for HotStore {
@@ -58,7 +66,9 @@ impl std::fmt::Debug for HotStore {
 impl HotStore {
     pub async fn connect(location: &Location) -> Result<HotStore> {
         let schema = format!("{SCHEMA}{}", crate::usage::USAGE_SCHEMA);
-        Ok(HotStore { db: Db::connect(location, &schema, &[]).await? })
+        // derived from the durable log, each consumer's position in the commit that holds its output
+        let db = Db::connect_with(location, &schema, &[], Durability::Derived).await?;
+        Ok(HotStore { db, cardinality: Default::default() })
     }
 
     pub async fn offset(&self, consumer: &str, partition: u32) -> Result<u64> {

@@ -127,16 +127,36 @@ impl HotStore {
             Value::Integer(q.from),
             Value::Integer(q.to),
         ];
+        // a param with too many values to count per value is answered from the events ([`super::params`])
+        let counted = match (&q.param, &q.group_by) {
+            (None, GroupBy::Param(name)) => !self.is_unbounded(tenant, name).await?,
+            (Some((name, _)), GroupBy::None | GroupBy::EventType) if q.tu_id.is_none() => {
+                !self.is_unbounded(tenant, name).await?
+            }
+            _ => true,
+        };
         let mut push = |v: Value| {
             args.push(v);
             args.len().to_string()
         };
         let sql = match (&q.param, &q.group_by) {
+            (None, GroupBy::Param(_)) if q.tu_id.is_some() => {
+                return Err(StoreError::Rejected("tu_id cannot be combined with group_by=param:<key>".into()));
+            }
+            (None, GroupBy::Param(name)) if !counted => {
+                let mut sql = format!(
+                    "SELECT (ts / ?2) * ?2 AS b, value, COUNT(*) FROM hot_params
+                     WHERE key_prefix = ?1 AND name = ?{} AND ts >= ?3 AND ts < ?4",
+                    push(Value::Text(name.clone()))
+                );
+                if let Some(et) = &q.event_type {
+                    sql.push_str(&format!(" AND event_type = ?{}", push(Value::Text(et.clone()))));
+                }
+                sql.push_str(" GROUP BY b, value ORDER BY b, value");
+                sql
+            }
             // counts per minute answer these directly
             (None, GroupBy::Param(name)) => {
-                if q.tu_id.is_some() {
-                    return Err(StoreError::Rejected("tu_id cannot be combined with group_by=param:<key>".into()));
-                }
                 let mut sql = format!(
                     "SELECT (minute / ?2) * ?2 AS b, value, SUM(n) FROM hot_param_counts
                      WHERE key_prefix = ?1 AND name = ?{} AND minute >= ?3 AND minute < ?4",
@@ -171,7 +191,7 @@ impl HotStore {
                 sql
             }
             // a param filter with no other condition: the param counts
-            (Some((name, value)), GroupBy::None | GroupBy::EventType) if q.tu_id.is_none() => {
+            (Some((name, value)), GroupBy::None | GroupBy::EventType) if q.tu_id.is_none() && counted => {
                 let key = if q.group_by == GroupBy::EventType { "event_type" } else { "NULL" };
                 let mut sql = format!(
                     "SELECT (minute / ?2) * ?2 AS b, {key} AS k, SUM(n) FROM hot_param_counts

@@ -42,6 +42,12 @@ CREATE TABLE IF NOT EXISTS hot_param_counts (
     n INTEGER NOT NULL,
     PRIMARY KEY (key_prefix, name, minute, value, event_type)
 ) STRICT, WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS hot_param_names (
+    key_prefix TEXT NOT NULL,
+    name TEXT NOT NULL,
+    since INTEGER NOT NULL,
+    PRIMARY KEY (key_prefix, name)
+) STRICT, WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS hot_drops (
     key_prefix TEXT NOT NULL,
     hour INTEGER NOT NULL,
@@ -59,6 +65,10 @@ CREATE TABLE IF NOT EXISTS hot_drop_samples (
     body TEXT NOT NULL
 ) STRICT;
 CREATE INDEX IF NOT EXISTS hot_drop_samples_by_reason ON hot_drop_samples(key_prefix, reason, hour);
+CREATE TABLE IF NOT EXISTS hot_seen_ids (
+    id BLOB PRIMARY KEY,
+    at INTEGER NOT NULL
+) STRICT, WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS hot_offsets (
     consumer TEXT NOT NULL,
     partition INTEGER NOT NULL,

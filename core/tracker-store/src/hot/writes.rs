@@ -29,9 +29,12 @@ pub struct PendingBatch {
     pub dropped: Vec<u64>,
 }
 
-/// What a filter batch adds to the tenants' usage (see [`crate::usage`]), in the transaction of its decisions.
+/// What a filter batch adds to the tenants' usage (see [`crate::usage`]) and to the ids it has kept, in the
+/// transaction of its decisions.
 #[derive(Debug, Clone, Default)]
 pub struct FilterUsage {
+    /// The batch's kept events' dedup keys ([`super::dedup`]), and when they were kept (ms).
+    pub kept_ids: (Vec<super::SeenKey>, i64),
     /// Redirects and drops per tenant and hour.
     pub counts: UsageDelta,
     /// Billable (kept) events per tenant and month start.
@@ -52,6 +55,16 @@ impl HotStore {
         next_offset: u64,
         events: &[Event],
     ) -> Result<u64> {
+        if self.cardinality.lock().map_or(true, |c| c.needs_reload()) {
+            let all = self.all_unbounded().await?;
+            if let Ok(mut c) = self.cardinality.lock() {
+                c.reloaded(all);
+            }
+        }
+        let unbounded = self.cardinality.lock().map(|c| c.snapshot()).unwrap_or_default();
+        let is_unbounded = |tenant: &str, name: &str| unbounded.get(tenant).is_some_and(|n| n.contains(name));
+        // events and new count rows per tenant and counted param, for the cardinality watch
+        let mut tally: HashMap<(&str, &str), (u32, u32)> = HashMap::new();
         let conn = self.db.tx_conn().await?;
         let tx = conn.transaction_with_behavior(libsql::TransactionBehavior::Immediate).await?;
         let mut added = 0u64;
@@ -112,31 +125,56 @@ impl HotStore {
                         ))
                         .await?;
                     param.reset();
+                    // an id-like param's values are answered from the events (see `params`)
+                    if is_unbounded(&e.key_prefix, k) {
+                        continue;
+                    }
+                    tally.entry((e.key_prefix.as_str(), k.as_str())).or_default().0 += 1;
                     *param_counts
                         .entry((e.key_prefix.as_str(), k.as_str(), minute, v.as_str(), e.event_type.as_str()))
                         .or_default() += 1;
                 }
             }
         }
-        for ((tenant, minute, event_type, tu), n) in counts {
-            tx.execute(
+        // each statement prepared once per batch
+        let upsert = tx
+            .prepare(
                 "INSERT INTO hot_counts (key_prefix, minute, event_type, tu_id, n) VALUES (?1, ?2, ?3, ?4, ?5)
                  ON CONFLICT DO UPDATE SET n = n + excluded.n",
-                (tenant, minute, event_type, tu, n),
             )
             .await?;
+        for ((tenant, minute, event_type, tu), n) in counts {
+            upsert.execute((tenant, minute, event_type, tu, n)).await?;
+            upsert.reset();
         }
-        for ((tenant, name, minute, value, event_type), n) in param_counts {
-            tx.execute(
+        let upsert = tx
+            .prepare(
                 "INSERT INTO hot_param_counts (key_prefix, name, minute, value, event_type, n)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT DO UPDATE SET n = n + excluded.n",
-                (tenant, name, minute, value, event_type, n),
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT DO UPDATE SET n = n + excluded.n RETURNING n",
             )
             .await?;
+        for ((tenant, name, minute, value, event_type), n) in param_counts {
+            let mut rows = upsert.query((tenant, name, minute, value, event_type, n)).await?;
+            // the row is new when it holds this batch's count alone
+            let total = match rows.next().await? {
+                Some(row) => int(&row, 0, "n")?,
+                None => 0,
+            };
+            drop(rows);
+            upsert.reset();
+            if total == n {
+                tally.entry((tenant, name)).or_default().1 += 1;
+            }
         }
+        let now = super::params::now_ms();
+        let found = self.cardinality.lock().map(|mut c| c.observe(now, tally)).unwrap_or_default();
+        super::params::record_unbounded(&tx, &found, now).await?;
         crate::usage::apply(&tx, &accepted).await?;
         set_offset(&tx, consumer, partition, next_offset).await?;
         tx.commit().await?;
+        if let Ok(mut c) = self.cardinality.lock() {
+            c.found(found);
+        }
         Ok(added)
     }
 
@@ -151,6 +189,9 @@ impl HotStore {
         usage: &FilterUsage,
     ) -> Result<()> {
         let conn = self.db.tx_conn().await?;
+        // on disk before the kept events go to the filtered log: a power loss must not undo decisions whose
+        // events were appended (the hot tier's other commits may be undone with their positions, see `Durability`)
+        conn.execute("PRAGMA synchronous=FULL", ()).await?;
         let tx = conn.transaction_with_behavior(libsql::TransactionBehavior::Immediate).await?;
         let mut ledger: BTreeMap<(&str, i64, &str, &str), i64> = BTreeMap::new();
         for j in judged {
@@ -236,8 +277,10 @@ impl HotStore {
             )
             .await?;
         }
+        super::dedup::remember(&tx, &usage.kept_ids.0, usage.kept_ids.1).await?;
         set_offset(&tx, consumer, batch.partition, batch.next).await?;
         tx.commit().await?;
+        conn.execute("PRAGMA synchronous=NORMAL", ()).await?;
         Ok(())
     }
 

@@ -1,0 +1,209 @@
+//! How fast the filter and the stats consumer bring a preloaded log into the hot tier (`make bench-hot`).
+//!
+//! Preloads `EVENTS` events (default 2,000,000: clicks, impressions and conversions of `TENANTS` tenants, with a
+//! click id, a campaign and a country each) into a fresh embedded log, timing the appends (the same-run baseline:
+//! the log's own write rate), then runs the filter and the stats consumer as the node does (in-process, on their
+//! threads) until the hot tier holds every event, and prints a table: events/s through both, bytes on disk per hot
+//! event, and the peak RSS during the drain. `ROUNDS` (default 1) repeats the whole run on fresh directories and
+//! prints the median and range of each figure.
+//!
+//! `cargo run --release -p tracker-consumers --no-default-features --example hot_drain`
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)] // a benchmark: a panic is a failed run
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tracker_consumers::{CancellationToken, Liveness, Pipeline, Settings, Which};
+use tracker_log::{EmbeddedLog, EmbeddedLogConfig, EventLog, RecordSet};
+use tracker_protocol::wire::RecordSetBuilder;
+use tracker_protocol::{Auth, Event, Uuid, partition_for};
+use tracker_store::hot::HotStore;
+use tracker_store::{Location, Store, TenantLimits};
+
+const PARTITIONS: u32 = 24;
+const SET_EVENTS: usize = 1000;
+
+fn env(name: &str, default: u64) -> u64 {
+    std::env::var(name).ok().and_then(|v| v.replace('_', "").parse().ok()).unwrap_or(default)
+}
+
+fn event(n: u64, tenants: u64, now: i64) -> Event {
+    let ts = now - 3_600_000 + i64::try_from(n % 3_000_000).unwrap_or(0);
+    let kind = n % 10;
+    let event_type = match kind {
+        0..=5 => "click",
+        6..=8 => "impression",
+        _ => "conversion",
+    };
+    let mut params = std::collections::BTreeMap::new();
+    // conversions carry the click id of a click a few events earlier, as a postback would
+    params.insert("click_id".to_owned(), format!("c{}", if kind == 9 { n - 7 } else { n }));
+    params.insert("campaign".to_owned(), format!("spring-{}", n % 20));
+    params.insert("country".to_owned(), ["US", "DE", "FR", "GB", "BR", "IN", "JP", "CA"][(n % 8) as usize].into());
+    Event {
+        event_id: Uuid::from_u64_pair(0x7e57, n),
+        event_type: event_type.into(),
+        timestamp: ts,
+        received_at: ts,
+        key_prefix: format!("t{:03}", n % tenants),
+        ip: Some(format!("198.51.{}.{}", (n / 250) % 250, n % 250)),
+        user_agent: Some("Mozilla/5.0 (X11; Linux x86_64) Chrome/126.0 Safari/537.36".into()),
+        referer: None,
+        accept_language: Some("en-US".into()),
+        request_path: Some("/t".into()),
+        request_host: Some("track.example".into()),
+        params: params.into_iter().collect(),
+        raw_payload: None,
+        auth: Auth::Link,
+        historical: false,
+        overflow: false,
+    }
+}
+
+struct Round {
+    append_per_s: f64,
+    drain_per_s: f64,
+    bytes_per_event: f64,
+    peak_rss_mb: f64,
+}
+
+fn peak_rss_mb() -> f64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
+fn dir_bytes(dir: &std::path::Path) -> u64 {
+    std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .flatten()
+                .map(|e| match e.metadata() {
+                    Ok(m) if m.is_dir() => dir_bytes(&e.path()),
+                    Ok(m) => m.len(),
+                    Err(_) => 0,
+                })
+                .sum()
+        })
+        .unwrap_or(0)
+}
+
+async fn round(events: u64, tenants: u64) -> Round {
+    let dir = tempfile::tempdir().unwrap();
+    let log = |name: &str| -> Arc<dyn EventLog> {
+        let cfg = EmbeddedLogConfig { partitions: PARTITIONS, ..EmbeddedLogConfig::new(dir.path().join(name)) };
+        Arc::new(EmbeddedLog::open(cfg).unwrap())
+    };
+    let store = Store::open(&dir.path().join("tracker.db")).await.unwrap();
+    for t in 0..tenants {
+        let name = format!("t{t:03}");
+        // a paid plan with overage: metered, never capped
+        store.create_tenant_on(&name, Some(&name), "pro", &TenantLimits::default(), 0).await.unwrap();
+    }
+    let hot_dir = dir.path().join("hot");
+    let pipeline = Arc::new(Pipeline {
+        raw: log("raw"),
+        filtered: log("filtered"),
+        store,
+        hot: HotStore::connect(&Location::File(hot_dir.join("hot.db"))).await.unwrap(),
+        settings: Settings { filter_ip_per_minute: 0, ..Settings::default() },
+    });
+
+    // preload, in appends of 24 record sets (about what one /batch request of the node's writes)
+    let now = tracker_consumers::now_ms();
+    let started = Instant::now();
+    let mut builders: Vec<RecordSetBuilder> = (0..PARTITIONS).map(|_| RecordSetBuilder::default()).collect();
+    let mut sets = Vec::new();
+    for n in 0..events {
+        let e = event(n, tenants, now);
+        let p = partition_for(&e.key_prefix, PARTITIONS);
+        let b = &mut builders[p as usize];
+        b.push(&e);
+        if b.len() as usize >= SET_EVENTS {
+            let b = std::mem::take(b);
+            sets.push(RecordSet { partition: p, count: b.len(), tags: b.tags(), bytes: b.finish() });
+        }
+        if sets.len() >= 24 {
+            pipeline.raw.append(std::mem::take(&mut sets), None).await.unwrap();
+        }
+    }
+    for (p, b) in builders.into_iter().enumerate() {
+        if !b.is_empty() {
+            sets.push(RecordSet { partition: p as u32, count: b.len(), tags: b.tags(), bytes: b.finish() });
+        }
+    }
+    pipeline.raw.append(sets, None).await.unwrap();
+    let append_per_s = events as f64 / started.elapsed().as_secs_f64();
+
+    // the drain: filter and stats on the consumers' thread, as in the node
+    let _ = std::fs::write("/proc/self/clear_refs", "5"); // the peak RSS from here on
+    let stop = CancellationToken::new();
+    let started = Instant::now();
+    let consumers = tracker_consumers::spawn(
+        pipeline.clone(),
+        vec![Which::Filter, Which::Stats],
+        stop.clone(),
+        Arc::new(Liveness::default()),
+    )
+    .unwrap();
+    // done once the filter has judged every raw event and the stats consumer has stored every filtered one
+    loop {
+        let (mut judged, mut stored, mut kept) = (0, 0, 0);
+        for p in 0..PARTITIONS {
+            judged += pipeline.hot.offset(tracker_consumers::filter::GROUP, p).await.unwrap();
+            stored += pipeline.hot.offset(tracker_consumers::stats::GROUP, p).await.unwrap();
+            kept += pipeline.filtered.end_offset(p).await.unwrap();
+        }
+        if judged >= events && stored >= kept {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(3600), "the drain never finished");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let drain_per_s = events as f64 / started.elapsed().as_secs_f64();
+    let peak_rss_mb = peak_rss_mb();
+    stop.cancel();
+    consumers.join().unwrap();
+    Round { append_per_s, drain_per_s, bytes_per_event: dir_bytes(&hot_dir) as f64 / events as f64, peak_rss_mb }
+}
+
+fn summary(values: &mut [f64], unit: &str) -> String {
+    values.sort_by(f64::total_cmp);
+    let median = values[values.len() / 2];
+    if values.len() == 1 {
+        format!("{median:.0}{unit}")
+    } else {
+        format!("{median:.0}{unit} ({:.0}-{:.0})", values[0], values[values.len() - 1])
+    }
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    let events = env("EVENTS", 2_000_000);
+    let tenants = env("TENANTS", 50).max(1);
+    let rounds = env("ROUNDS", 1).max(1);
+    let mut all = Vec::new();
+    for i in 0..rounds {
+        let r = round(events, tenants).await;
+        eprintln!(
+            "round {}: appended {:.0}/s, drained {:.0}/s, {:.0} B/event, peak RSS {:.0} MB",
+            i + 1,
+            r.append_per_s,
+            r.drain_per_s,
+            r.bytes_per_event,
+            r.peak_rss_mb
+        );
+        all.push(r);
+    }
+    let column = |f: fn(&Round) -> f64| all.iter().map(f).collect::<Vec<f64>>();
+    println!("| {events} events, {tenants} tenants, {rounds} round(s) | median (range) |");
+    println!("|---|---|");
+    println!("| raw log appends (baseline) | {} events/s |", summary(&mut column(|r| r.append_per_s), ""));
+    println!("| filter + stats drain to the hot tier | {} events/s |", summary(&mut column(|r| r.drain_per_s), ""));
+    println!("| hot tier on disk | {} bytes/event |", summary(&mut column(|r| r.bytes_per_event), ""));
+    println!("| peak RSS during the drain | {} MB |", summary(&mut column(|r| r.peak_rss_mb), ""));
+}
