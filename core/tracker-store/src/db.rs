@@ -89,6 +89,9 @@ pub(crate) struct Db {
     /// Idle connections for write transactions to a local file (set up once: foreign keys, durability).
     writers: std::sync::Arc<std::sync::Mutex<Vec<Connection>>>,
     durability: Durability,
+    /// The hot tier's writers take turns here (FIFO) rather than in SQLite's busy handler, which sleeps for
+    /// milliseconds between tries: the filter and the stats consumer run on two threads against one file.
+    queue: Option<std::sync::Arc<tokio::sync::Mutex<()>>>,
     /// Connections in use at once (statements; transactions open their own).
     permits: std::sync::Arc<tokio::sync::Semaphore>,
     local: bool,
@@ -136,6 +139,7 @@ impl Db {
             idle: Default::default(),
             writers: Default::default(),
             durability,
+            queue: (local && durability == Durability::Derived).then(Default::default),
             permits: std::sync::Arc::new(tokio::sync::Semaphore::new(MAX_IDLE)),
             local,
         };
@@ -191,6 +195,10 @@ impl Db {
     /// active, where an immediate one waits its turn (`busy_timeout`). On a local file the connection is reused
     /// once the transaction has ended (a dropped transaction rolls back; one still open is never reused).
     pub(crate) async fn tx_conn(&self) -> Result<TxConn<'_>> {
+        let turn = match &self.queue {
+            Some(q) => Some(q.clone().lock_owned().await),
+            None => None,
+        };
         let idle = if self.local { self.writers.lock().ok().and_then(|mut w| w.pop()) } else { None };
         let conn = match idle {
             Some(c) => c,
@@ -200,12 +208,16 @@ impl Db {
                     conn.execute("PRAGMA foreign_keys=ON", ()).await?;
                     if self.durability == Durability::Derived {
                         conn.execute("PRAGMA synchronous=NORMAL", ()).await?;
+                        // the hot tier's writes land all over its indexes: a page cache of its own (32 MiB), and
+                        // statement journals (an upsert's undo within its transaction) in memory, not a temp file
+                        conn.execute("PRAGMA cache_size=-32768", ()).await?;
+                        conn.execute("PRAGMA temp_store=MEMORY", ()).await?;
                     }
                 }
                 conn
             }
         };
-        Ok(TxConn { conn: Some(conn), db: self })
+        Ok(TxConn { conn: Some(conn), db: self, _turn: turn })
     }
 }
 
@@ -213,6 +225,8 @@ impl Db {
 pub(crate) struct TxConn<'a> {
     conn: Option<Connection>,
     db: &'a Db,
+    /// This writer's turn ([`Db::tx_conn`]), given up after the connection is back in the pool.
+    _turn: Option<tokio::sync::OwnedMutexGuard<()>>,
 }
 
 impl std::ops::Deref for TxConn<'_> {

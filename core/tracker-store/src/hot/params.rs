@@ -34,10 +34,6 @@ pub(super) struct Cardinality {
 }
 
 impl Cardinality {
-    pub(super) fn is_unbounded(&self, tenant: &str, name: &str) -> bool {
-        self.unbounded.get(tenant).is_some_and(|names| names.contains(name))
-    }
-
     /// The unbounded params by tenant, for one batch.
     pub(super) fn snapshot(&self) -> HashMap<String, HashSet<String>> {
         self.unbounded.clone()
@@ -211,7 +207,10 @@ mod tests {
         assert_eq!(de.iter().map(|p| p.count).sum::<i64>(), 750);
     }
 
-    fn batch<'a>(pairs: &[(&'a str, u32, u32)]) -> Vec<((&'a str, &'a str), (u32, u32))> {
+    /// A batch's tally: `(tenant, param)` with its events and new rows.
+    type Tally<'a> = ((&'a str, &'a str), (u32, u32));
+
+    fn batch<'a>(pairs: &[(&'a str, u32, u32)]) -> Vec<Tally<'a>> {
         pairs.iter().map(|(name, e, n)| (("acme", *name), (*e, *n))).collect()
     }
 
@@ -225,8 +224,9 @@ mod tests {
         let found = c.observe(now + 1000, batch(&[("click_id", 600, 590), ("country", 600, 0)]));
         assert_eq!(found, [("acme".to_owned(), "click_id".to_owned())]);
         c.found(found);
-        assert!(c.is_unbounded("acme", "click_id") && !c.is_unbounded("acme", "country"));
-        assert!(!c.is_unbounded("globex", "click_id"), "per tenant");
+        let unbounded = c.snapshot();
+        assert_eq!(unbounded.get("acme"), Some(&HashSet::from(["click_id".to_owned()])), "the id, not the country");
+        assert_eq!(unbounded.get("globex"), None, "per tenant");
         // a new hour starts the tally again
         assert!(c.observe(11 * HOUR_MS, batch(&[("sub", 999, 999)])).is_empty());
         assert!(c.observe(12 * HOUR_MS, batch(&[("sub", 1, 1)])).is_empty());
