@@ -2,13 +2,14 @@
 //!
 //! Each batch is one hot-tier transaction: the events new by tenant and `event_id`, the counts they add, and the
 //! consumer's position. Replays (after a crash, or a filter batch appended twice) find the events already there
-//! and add nothing. It also prunes the hot tier to its retention, once an hour.
+//! and add nothing. It also prunes the hot tier to its retention: a pass an hour, one small step between batches.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tracker_log::Filter;
 use tracker_protocol::{Auth, Event};
+use tracker_store::hot::PruneAt;
 
 use crate::{BATCH, CancellationToken, IDLE, Pipeline, now_ms, rest};
 
@@ -19,17 +20,26 @@ const PRUNE_EVERY: Duration = Duration::from_secs(3600);
 
 /// Runs the stats consumer until `stop` is cancelled.
 pub async fn run(pipeline: Arc<Pipeline>, stop: CancellationToken) {
+    let mut pruning: Option<PruneAt> = None;
     let mut pruned: Option<Instant> = None;
     while !stop.is_cancelled() {
-        if pruned.is_none_or(|at| at.elapsed() >= PRUNE_EVERY) {
-            pruned = Some(Instant::now());
+        if pruning.is_none() && pruned.is_none_or(|at| at.elapsed() >= PRUNE_EVERY) {
+            (pruning, pruned) = (Some(PruneAt::default()), Some(Instant::now()));
+        }
+        // one small step of retention between batches while a pass is on
+        if let Some(at) = pruning.take() {
             let now = now_ms();
             let ms = |d: Duration| i64::try_from(d.as_millis()).unwrap_or(i64::MAX);
             let events_before = now.saturating_sub(ms(pipeline.settings.hot_events_retention));
             let counts_before = now.saturating_sub(ms(pipeline.settings.hot_counts_retention));
-            match pipeline.hot.prune(events_before, counts_before).await {
-                Ok(n) if n > 0 => tracing::info!(events = n, "hot tier pruned to its retention"),
-                Ok(_) => {}
+            match pipeline.hot.prune_step(&at, events_before, counts_before).await {
+                Ok((n, next)) => {
+                    if n > 0 {
+                        tracing::debug!(events = n, "hot tier pruned to its retention");
+                    }
+                    pruning = (next != PruneAt::Done).then_some(next);
+                }
+                // the next pass tries again
                 Err(e) => tracing::warn!(error = %e, "hot tier: prune failed"),
             }
         }

@@ -1,5 +1,5 @@
 //! What the consumers write: the stats consumer's events and counts, the filter's decisions and its pending
-//! batches, each in the transaction that moves the consumer's offset; and retention.
+//! batches, each in the transaction that moves the consumer's offset (retention is in `prune`).
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -318,29 +318,6 @@ impl HotStore {
             });
         }
         Ok(out)
-    }
-
-    /// Deletes events (and their params) received before `events_before`, and counts, ledger rows and samples
-    /// older than `counts_before`. Returns the events deleted.
-    pub async fn prune(&self, events_before: i64, counts_before: i64) -> Result<u64> {
-        let conn = self.db.tx_conn().await?;
-        let tx = conn.transaction_with_behavior(libsql::TransactionBehavior::Immediate).await?;
-        // by time, not by position: an old event stored late (a consumer catching up) sits among new ones
-        tx.execute(
-            "DELETE FROM hot_params WHERE seq IN (SELECT seq FROM hot_events WHERE received_at < ?1)",
-            [events_before],
-        )
-        .await?;
-        let deleted = tx.execute("DELETE FROM hot_events WHERE received_at < ?1", [events_before]).await?;
-        tx.execute("DELETE FROM hot_counts WHERE minute < ?1", [counts_before]).await?;
-        tx.execute("DELETE FROM hot_drops WHERE hour < ?1", [counts_before]).await?;
-        tx.execute("DELETE FROM hot_drop_samples WHERE hour < ?1", [counts_before]).await?;
-        tx.execute("DELETE FROM usage_marks WHERE at < ?1", [counts_before]).await?;
-        // the ids counted against hard caps are needed for the current month only
-        tx.execute("DELETE FROM quota_ids WHERE month < ?1", [tracker_protocol::quota::month_start(counts_before)])
-            .await?;
-        tx.commit().await?;
-        Ok(deleted)
     }
 }
 
