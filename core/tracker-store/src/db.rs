@@ -69,14 +69,18 @@ pub enum Location {
     Replica { path: std::path::PathBuf, url: String, auth_token: Secret<String>, sync_interval: std::time::Duration },
 }
 
+/// Idle connections.
+type Pool = std::sync::Arc<std::sync::Mutex<Vec<Connection>>>;
+
 /// How a local file's commits reach the disk (`PRAGMA synchronous`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Durability {
-    /// Every commit is on disk before it returns (`FULL`): the metadata.
+    /// Every commit is on disk before it returns (`FULL`): the metadata, and whatever nothing else could rebuild.
     Full,
     /// Commits are atomic, and on disk at the next checkpoint (`NORMAL` in WAL mode): a power loss can undo the
-    /// last commits, never part of one. For data derived from the durable log whose position commits with it (the
-    /// hot tier): an undone commit undoes its position too, and the consumer reads those events again.
+    /// last commits, never part of one. Only for a transaction whose data is derived from the durable log and
+    /// whose position commits with it: an undone commit undoes its position too, and the consumer reads those
+    /// events again ([`Db::derived_tx_conn`]).
     Derived,
 }
 
@@ -86,9 +90,12 @@ pub(crate) struct Db {
     db: std::sync::Arc<libsql::Database>,
     /// Idle connections to a local file.
     idle: std::sync::Arc<std::sync::Mutex<Vec<Connection>>>,
-    /// Idle connections for write transactions to a local file (set up once: foreign keys, durability).
-    writers: std::sync::Arc<std::sync::Mutex<Vec<Connection>>>,
-    durability: Durability,
+    /// Idle connections for write transactions to a local file (set up once: foreign keys, durability): `FULL`
+    /// ones, and `NORMAL` ones for [`Durability::Derived`].
+    writers: Pool,
+    derived_writers: Pool,
+    /// Whether this is the hot tier's file (its writers queue in-process, with a page cache of their own).
+    hot: bool,
     /// The hot tier's writers take turns here (FIFO) rather than in SQLite's busy handler, which sleeps for
     /// milliseconds between tries: the filter and the stats consumer run on two threads against one file.
     queue: Option<std::sync::Arc<tokio::sync::Mutex<()>>>,
@@ -100,16 +107,11 @@ pub(crate) struct Db {
 impl Db {
     /// Opens the database at `location`, applies `schema` and then the `migrations` it has not seen.
     pub(crate) async fn connect(location: &Location, schema: &str, migrations: &[&str]) -> Result<Db> {
-        Db::connect_with(location, schema, migrations, Durability::Full).await
+        Db::connect_with(location, schema, migrations, false).await
     }
 
-    /// [`Db::connect`] with the durability of a local file's commits.
-    pub(crate) async fn connect_with(
-        location: &Location,
-        schema: &str,
-        migrations: &[&str],
-        durability: Durability,
-    ) -> Result<Db> {
+    /// [`Db::connect`], for the hot tier's file when `hot`.
+    pub(crate) async fn connect_with(location: &Location, schema: &str, migrations: &[&str], hot: bool) -> Result<Db> {
         let db = match location {
             Location::File(path) => {
                 if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
@@ -138,8 +140,9 @@ impl Db {
             db: std::sync::Arc::new(db),
             idle: Default::default(),
             writers: Default::default(),
-            durability,
-            queue: (local && durability == Durability::Derived).then(Default::default),
+            derived_writers: Default::default(),
+            hot,
+            queue: (local && hot).then(Default::default),
             permits: std::sync::Arc::new(tokio::sync::Semaphore::new(MAX_IDLE)),
             local,
         };
@@ -171,13 +174,7 @@ impl Db {
         let idle = if self.local { self.idle.lock().ok().and_then(|mut idle| idle.pop()) } else { None };
         let conn = match idle {
             Some(c) => c,
-            None => {
-                let conn = self.open_conn()?;
-                if self.local && self.durability == Durability::Derived {
-                    conn.execute("PRAGMA synchronous=NORMAL", ()).await?;
-                }
-                conn
-            }
+            None => self.open_conn()?,
         };
         Ok(Conn { conn: Some(conn), db: self, _permit: permit })
     }
@@ -195,19 +192,35 @@ impl Db {
     /// active, where an immediate one waits its turn (`busy_timeout`). On a local file the connection is reused
     /// once the transaction has ended (a dropped transaction rolls back; one still open is never reused).
     pub(crate) async fn tx_conn(&self) -> Result<TxConn<'_>> {
+        self.writer(Durability::Full).await
+    }
+
+    /// [`Db::tx_conn`] for a transaction that may commit with [`Durability::Derived`] (a consumer's output and
+    /// position from the durable log, or retention).
+    pub(crate) async fn derived_tx_conn(&self) -> Result<TxConn<'_>> {
+        self.writer(Durability::Derived).await
+    }
+
+    async fn writer(&self, durability: Durability) -> Result<TxConn<'_>> {
         let turn = match &self.queue {
             Some(q) => Some(q.clone().lock_owned().await),
             None => None,
         };
-        let idle = if self.local { self.writers.lock().ok().and_then(|mut w| w.pop()) } else { None };
+        let pool = match durability {
+            Durability::Full => &self.writers,
+            Durability::Derived => &self.derived_writers,
+        };
+        let idle = if self.local { pool.lock().ok().and_then(|mut w| w.pop()) } else { None };
         let conn = match idle {
             Some(c) => c,
             None => {
                 let conn = self.open_conn()?;
                 if self.local {
                     conn.execute("PRAGMA foreign_keys=ON", ()).await?;
-                    if self.durability == Durability::Derived {
+                    if durability == Durability::Derived {
                         conn.execute("PRAGMA synchronous=NORMAL", ()).await?;
+                    }
+                    if self.hot {
                         // the hot tier's writes land all over its indexes: a page cache of its own (32 MiB), and
                         // statement journals (an upsert's undo within its transaction) in memory, not a temp file
                         conn.execute("PRAGMA cache_size=-32768", ()).await?;
@@ -217,7 +230,7 @@ impl Db {
                 conn
             }
         };
-        Ok(TxConn { conn: Some(conn), db: self, _turn: turn })
+        Ok(TxConn { conn: Some(conn), db: self, pool, _turn: turn })
     }
 }
 
@@ -225,6 +238,8 @@ impl Db {
 pub(crate) struct TxConn<'a> {
     conn: Option<Connection>,
     db: &'a Db,
+    /// The pool it goes back to (its durability).
+    pool: &'a Pool,
     /// This writer's turn ([`Db::tx_conn`]), given up after the connection is back in the pool.
     _turn: Option<tokio::sync::OwnedMutexGuard<()>>,
 }
@@ -241,7 +256,7 @@ impl Drop for TxConn<'_> {
         if !self.db.local {
             return;
         }
-        if let (Some(conn), Ok(mut idle)) = (self.conn.take(), self.db.writers.lock())
+        if let (Some(conn), Ok(mut idle)) = (self.conn.take(), self.pool.lock())
             && conn.is_autocommit()
             && idle.len() < MAX_IDLE
         {

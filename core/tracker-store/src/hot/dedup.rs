@@ -71,7 +71,7 @@ impl HotStore {
     /// One pruning step: of the next [`PRUNE_CHUNK`] ids after `after` (in key order), deletes those kept before
     /// `before` (ms). Returns where the next step starts, or `None` once the whole table was gone through.
     pub async fn prune_seen(&self, after: Option<SeenKey>, before: i64) -> Result<Option<SeenKey>> {
-        let conn = self.db.tx_conn().await?;
+        let conn = self.db.derived_tx_conn().await?;
         let tx = conn.transaction_with_behavior(libsql::TransactionBehavior::Immediate).await?;
         let from = Value::Blob(after.map_or_else(Vec::new, |k| k.0.to_vec()));
         let mut rows = tx

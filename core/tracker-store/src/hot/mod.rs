@@ -26,7 +26,7 @@ mod reads;
 mod schema;
 mod writes;
 
-use crate::db::{Db, Durability};
+use crate::db::Db;
 use crate::{Location, Result, int};
 pub use dedup::{DUPLICATE, SeenKey};
 pub use ledger::DropRow;
@@ -68,8 +68,8 @@ impl std::fmt::Debug for HotStore {
 impl HotStore {
     pub async fn connect(location: &Location) -> Result<HotStore> {
         let schema = format!("{SCHEMA}{}", crate::usage::USAGE_SCHEMA);
-        // derived from the durable log, each consumer's position in the commit that holds its output
-        let db = Db::connect_with(location, &schema, &[], Durability::Derived).await?;
+        // the consumers' transactions (their output and position) commit with `Durability::Derived`
+        let db = Db::connect_with(location, &schema, &[], true).await?;
         Ok(HotStore { db, cardinality: Default::default() })
     }
 
@@ -85,5 +85,34 @@ impl HotStore {
             Some(row) => Ok(u64::try_from(int(&row, 0, "next_offset")?).unwrap_or(0)),
             None => Ok(0),
         }
+    }
+}
+
+/// A click for the hot tier's tests: `n` its id, with `params`.
+#[cfg(test)]
+pub(crate) fn test_event(
+    n: u64,
+    tenant: &str,
+    ts: i64,
+    received_at: i64,
+    params: &[(&str, String)],
+) -> tracker_protocol::Event {
+    tracker_protocol::Event {
+        event_id: tracker_protocol::Uuid::from_u64_pair(0x7e57, n),
+        event_type: "click".into(),
+        timestamp: ts,
+        received_at,
+        key_prefix: tenant.into(),
+        ip: None,
+        user_agent: None,
+        referer: None,
+        accept_language: None,
+        request_path: None,
+        request_host: None,
+        params: params.iter().map(|(k, v)| ((*k).to_owned(), v.clone())).collect(),
+        raw_payload: None,
+        auth: tracker_protocol::Auth::Link,
+        historical: false,
+        overflow: false,
     }
 }

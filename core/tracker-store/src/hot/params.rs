@@ -143,27 +143,11 @@ mod tests {
     use super::*;
     use crate::Location;
     use crate::hot::{GroupBy, StatsQuery};
-    use tracker_protocol::{Auth, Event, Uuid};
+    use tracker_protocol::Event;
 
     fn event(n: u64, now: i64) -> Event {
-        Event {
-            event_id: Uuid::from_u64_pair(3, n),
-            event_type: "click".into(),
-            timestamp: now - 1_800_000 + i64::try_from(n).unwrap(),
-            received_at: now,
-            key_prefix: "acme".into(),
-            ip: None,
-            user_agent: None,
-            referer: None,
-            accept_language: None,
-            request_path: None,
-            request_host: None,
-            params: [("click_id".to_owned(), format!("c{n}")), ("country".to_owned(), format!("C{}", n % 4))].into(),
-            raw_payload: None,
-            auth: Auth::Link,
-            historical: false,
-            overflow: false,
-        }
+        let params = [("click_id", format!("c{n}")), ("country", format!("C{}", n % 4))];
+        crate::hot::test_event(n, "acme", now - 1_800_000 + i64::try_from(n).unwrap(), now, &params)
     }
 
     async fn rows(hot: &HotStore, name: &str) -> i64 {

@@ -27,7 +27,7 @@ impl HotStore {
     /// One step of a pruning pass at `at`: deletes events received before `events_before` and counts, ledger
     /// rows and samples older than `counts_before`. Returns the events deleted and where the pass goes on.
     pub async fn prune_step(&self, at: &PruneAt, events_before: i64, counts_before: i64) -> Result<(u64, PruneAt)> {
-        let conn = self.db.tx_conn().await?;
+        let conn = self.db.derived_tx_conn().await?;
         let tx = conn.transaction_with_behavior(libsql::TransactionBehavior::Immediate).await?;
         let (deleted, next) = match at {
             PruneAt::Events => {
@@ -129,29 +129,12 @@ mod tests {
     use super::*;
     use crate::Location;
     use crate::hot::{EventQuery, GroupBy, StatsQuery};
-    use tracker_protocol::{Auth, Event, Uuid};
+    use tracker_protocol::Event;
 
     const DAY: i64 = 86_400_000;
 
     fn event(n: u64, at: i64) -> Event {
-        Event {
-            event_id: Uuid::from_u64_pair(5, n),
-            event_type: "click".into(),
-            timestamp: at,
-            received_at: at,
-            key_prefix: format!("t{}", n % 3),
-            ip: None,
-            user_agent: None,
-            referer: None,
-            accept_language: None,
-            request_path: None,
-            request_host: None,
-            params: [("campaign".to_owned(), format!("c{}", n % 5))].into(),
-            raw_payload: None,
-            auth: Auth::Link,
-            historical: false,
-            overflow: false,
-        }
+        crate::hot::test_event(n, &format!("t{}", n % 3), at, at, &[("campaign", format!("c{}", n % 5))])
     }
 
     #[tokio::test]

@@ -143,23 +143,14 @@ impl HotStore {
             (None, GroupBy::Param(_)) if q.tu_id.is_some() => {
                 return Err(StoreError::Rejected("tu_id cannot be combined with group_by=param:<key>".into()));
             }
-            (None, GroupBy::Param(name)) if !counted => {
-                let mut sql = format!(
-                    "SELECT (ts / ?2) * ?2 AS b, value, COUNT(*) FROM hot_params
-                     WHERE key_prefix = ?1 AND name = ?{} AND ts >= ?3 AND ts < ?4",
-                    push(Value::Text(name.clone()))
-                );
-                if let Some(et) = &q.event_type {
-                    sql.push_str(&format!(" AND event_type = ?{}", push(Value::Text(et.clone()))));
-                }
-                sql.push_str(" GROUP BY b, value ORDER BY b, value");
-                sql
-            }
-            // counts per minute answer these directly
+            // counts per minute answer these directly, or the events for a param of too many values to count
             (None, GroupBy::Param(name)) => {
+                // constant fragments only
+                let (time, count, table) =
+                    if counted { ("minute", "SUM(n)", "hot_param_counts") } else { ("ts", "COUNT(*)", "hot_params") };
                 let mut sql = format!(
-                    "SELECT (minute / ?2) * ?2 AS b, value, SUM(n) FROM hot_param_counts
-                     WHERE key_prefix = ?1 AND name = ?{} AND minute >= ?3 AND minute < ?4",
+                    "SELECT ({time} / ?2) * ?2 AS b, value, {count} FROM {table}
+                     WHERE key_prefix = ?1 AND name = ?{} AND {time} >= ?3 AND {time} < ?4",
                     push(Value::Text(name.clone()))
                 );
                 if let Some(et) = &q.event_type {

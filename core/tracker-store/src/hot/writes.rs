@@ -65,7 +65,8 @@ impl HotStore {
         let is_unbounded = |tenant: &str, name: &str| unbounded.get(tenant).is_some_and(|n| n.contains(name));
         // events and new count rows per tenant and counted param, for the cardinality watch
         let mut tally: HashMap<(&str, &str), (u32, u32)> = HashMap::new();
-        let conn = self.db.tx_conn().await?;
+        // derived from the filtered log, with the position in the same commit
+        let conn = self.db.derived_tx_conn().await?;
         let tx = conn.transaction_with_behavior(libsql::TransactionBehavior::Immediate).await?;
         let mut added = 0u64;
         let mut accepted = UsageDelta::default();
@@ -188,10 +189,9 @@ impl HotStore {
         judged: &[Judged<'_>],
         usage: &FilterUsage,
     ) -> Result<()> {
+        // a full commit: on disk before the kept events go to the filtered log, so a power loss cannot undo
+        // decisions whose events were appended
         let conn = self.db.tx_conn().await?;
-        // on disk before the kept events go to the filtered log: a power loss must not undo decisions whose
-        // events were appended (the hot tier's other commits may be undone with their positions, see `Durability`)
-        conn.execute("PRAGMA synchronous=FULL", ()).await?;
         let tx = conn.transaction_with_behavior(libsql::TransactionBehavior::Immediate).await?;
         let mut ledger: BTreeMap<(&str, i64, &str, &str), i64> = BTreeMap::new();
         for j in judged {
@@ -280,7 +280,6 @@ impl HotStore {
         super::dedup::remember(&tx, &usage.kept_ids.0, usage.kept_ids.1).await?;
         set_offset(&tx, consumer, batch.partition, batch.next).await?;
         tx.commit().await?;
-        conn.execute("PRAGMA synchronous=NORMAL", ()).await?;
         Ok(())
     }
 
