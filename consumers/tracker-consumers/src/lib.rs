@@ -49,6 +49,8 @@ pub struct Settings {
     pub rules_ttl: Duration,
     /// How long the hot tier keeps events (listings, param filters, match).
     pub hot_events_retention: Duration,
+    /// Most bytes the hot tier's event segments take: past it, the oldest go first, before their time.
+    pub hot_events_max_bytes: u64,
     /// How long the hot tier keeps counts and the drop ledger.
     pub hot_counts_retention: Duration,
     /// How long the filter remembers the ids it kept, to drop a resend (at least `hot_events_retention`, see
@@ -183,6 +185,11 @@ pub const SETTINGS: Section = Section {
         ),
         var("FILTER_RULES_RELOAD_MS", "2000", "how long the filter uses a tenant's rules before reading them again"),
         var("HOT_RETENTION_HOURS", "72", "how long the hot tier keeps events (listings, param filters, match)"),
+        var(
+            "HOT_EVENTS_MAX_MB",
+            "4096",
+            "most disk the hot tier's events take (compressed segments); past it the oldest go first",
+        ),
         var("HOT_COUNTS_RETENTION_DAYS", "35", "how long the hot tier keeps counts per minute and the drop ledger"),
         var(
             "DEDUP_WINDOW_HOURS",
@@ -201,6 +208,7 @@ impl Settings {
             filter_ip_per_minute: src.value("FILTER_IP_EVENTS_PER_MINUTE")?,
             rules_ttl: src.duration("FILTER_RULES_RELOAD_MS", Unit::Millis)?,
             hot_events_retention: src.duration("HOT_RETENTION_HOURS", Unit::Hours)?,
+            hot_events_max_bytes: src.number::<u64>("HOT_EVENTS_MAX_MB", 1..=u64::MAX >> 20)? << 20,
             hot_counts_retention: src.duration("HOT_COUNTS_RETENTION_DAYS", Unit::Days)?,
             dedup_window: src.duration("DEDUP_WINDOW_HOURS", Unit::Hours)?,
             webhooks: webhooks::WebhookSettings::from_settings(src)?,

@@ -1,8 +1,9 @@
 //! The stats consumer: filtered events into the hot tier ([`tracker_store::hot`]).
 //!
-//! Each batch is one hot-tier transaction: the events new by tenant and `event_id`, the counts they add, and the
-//! consumer's position. Replays (after a crash, or a filter batch appended twice) find the events already there
-//! and add nothing. It also prunes the hot tier to its retention: a pass an hour, one small step between batches.
+//! Each batch is one hot-tier transaction: the events as one columnar segment, the counts they add, and the
+//! consumer's position; a batch read again (after a crash) starts from that position, so it is stored once. Each
+//! `event_id` reaches it once (the filter drops resends). Between batches it merges small segments (one merge at a
+//! time) and prunes the hot tier to its retention (a pass an hour, one small step at a time).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -32,7 +33,8 @@ pub async fn run(pipeline: Arc<Pipeline>, stop: CancellationToken) {
             let ms = |d: Duration| i64::try_from(d.as_millis()).unwrap_or(i64::MAX);
             let events_before = now.saturating_sub(ms(pipeline.settings.hot_events_retention));
             let counts_before = now.saturating_sub(ms(pipeline.settings.hot_counts_retention));
-            match pipeline.hot.prune_step(&at, events_before, counts_before).await {
+            let max_bytes = pipeline.settings.hot_events_max_bytes;
+            match pipeline.hot.prune_step(&at, events_before, max_bytes, counts_before).await {
                 Ok((n, next)) => {
                     if n > 0 {
                         tracing::debug!(events = n, "hot tier pruned to its retention");
@@ -42,6 +44,10 @@ pub async fn run(pipeline: Arc<Pipeline>, stop: CancellationToken) {
                 // the next pass tries again
                 Err(e) => tracing::warn!(error = %e, "hot tier: prune failed"),
             }
+        }
+        // and one merge of small segments into a larger one, when a level has enough of them
+        if let Err(e) = pipeline.hot.merge_step().await {
+            tracing::warn!(error = %e, "hot tier: merge failed");
         }
         match step(&pipeline).await {
             Ok(true) => {}

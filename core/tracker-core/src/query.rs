@@ -209,7 +209,8 @@ pub async fn answer(
         )));
     }
     let unbounded = state.outputs.hot.unbounded_params(&tenant.key_prefix).await?;
-    let watermark = hot_watermark(&state.cfg, &q, &unbounded, state.clock.now_ms());
+    let floor = state.outputs.hot.floor(&tenant.key_prefix).await?;
+    let watermark = hot_watermark(&state.cfg, &q, &unbounded, floor, state.clock.now_ms());
     let key = tenant.key_prefix.as_str();
     let mut answer = match choice {
         Choice::Hot => {
@@ -330,18 +331,22 @@ fn reads_hot_events(f: &Filters, group: Option<&SeriesGroup>, unbounded: &BTreeS
     }
 }
 
-/// Where the hot tier's data for `q` starts: its retention before `now`, rounded up to the query's bucket so
-/// that no bucket is split between tiers.
-fn hot_watermark(cfg: &Config, q: &Query, unbounded: &BTreeSet<String>, now: i64) -> i64 {
+/// Where the hot tier's data for `q` starts: its retention before `now` and, for what it reads from the events,
+/// after the latest event time it deleted (`floor`: segments go whole, and before their time when they take too
+/// much disk), rounded up to the query's bucket so that no bucket is split between tiers.
+fn hot_watermark(cfg: &Config, q: &Query, unbounded: &BTreeSet<String>, floor: Option<i64>, now: i64) -> i64 {
     let (group, bucket) = match q {
         Query::Series { group_by, interval, .. } => (group_by.as_ref(), interval_ms(*interval)),
         Query::Breakdown { by, .. } => (Some(by), HOUR_MS),
         Query::Events { .. } | Query::Match { .. } => (None, HOUR_MS),
     };
     let s = &cfg.consumers;
-    let kept =
-        if reads_hot_events(&q.filters(), group, unbounded) { s.hot_events_retention } else { s.hot_counts_retention };
-    let start = now.saturating_sub(i64::try_from(kept.as_millis()).unwrap_or(i64::MAX));
+    let events = reads_hot_events(&q.filters(), group, unbounded);
+    let kept = if events { s.hot_events_retention } else { s.hot_counts_retention };
+    let mut start = now.saturating_sub(i64::try_from(kept.as_millis()).unwrap_or(i64::MAX));
+    if let (true, Some(floor)) = (events, floor) {
+        start = start.max(floor);
+    }
     // a bucket is whole on one side: the first bucket that starts at or after the retention's start
     start.div_euclid(bucket).saturating_add(1).saturating_mul(bucket)
 }

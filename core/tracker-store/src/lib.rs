@@ -74,6 +74,8 @@ pub enum StoreError {
     BadColumn(&'static str),
     #[error("cannot create the database directory: {0}")]
     Io(#[from] std::io::Error),
+    #[error("hot tier segment: {0}")]
+    Segment(#[from] tracker_segments::SegmentError),
     #[error("a sealed secret cannot be opened (wrong or missing SECRETS_KEY) or sealed")]
     Sealed,
 }

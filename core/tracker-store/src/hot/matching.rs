@@ -1,13 +1,13 @@
 //! `GET /api/events/match`: each result paired with the latest earlier trigger sharing a param value.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
-use libsql::Value;
-use libsql::params::Params;
 use serde::Serialize;
+use tracker_segments::Segment;
 
 use super::{HotStore, MAX_MATCH_ROWS};
-use crate::{Result, StoreError, int, text};
+use crate::{Result, StoreError};
 
 /// `GET /api/events/match`.
 #[derive(Debug, Clone)]
@@ -50,6 +50,9 @@ pub struct MatchAnswer {
 /// One side of a match: `(key value, ts, seq)`, ordered by key value, then time.
 pub(super) type Side = Vec<(String, i64, i64)>;
 
+/// Where each event of a match's sides is, by `seq`: its segment and row.
+type Rows = HashMap<i64, (Arc<Segment>, usize)>;
+
 pub(super) struct Sides {
     triggers: Side,
     results: Side,
@@ -64,43 +67,47 @@ pub(super) struct Paired {
 }
 
 impl HotStore {
-    async fn side(&self, tenant: &str, on: &str, event_type: &str, from: i64, to: i64) -> Result<Side> {
-        let conn = self.db.conn().await?;
-        let mut rows = conn
-            .query(
-                // the index covers the query: one ordered scan, no lookups
-                "SELECT value, ts, seq FROM hot_params INDEXED BY hot_params_by_value
-                 WHERE key_prefix = ?1 AND name = ?2 AND event_type = ?3 AND ts >= ?4 AND ts < ?5
-                 ORDER BY value, ts, seq",
-                (tenant, on, event_type, from, to),
-            )
-            .await?;
-        let mut out = Vec::new();
-        while let Some(row) = rows.next().await? {
-            if out.len() >= MAX_MATCH_ROWS {
-                return Err(StoreError::Rejected(format!(
-                    "more than {MAX_MATCH_ROWS} {event_type:?} events in range: narrow the time range"
-                )));
+    /// Both sides of a match in one pass over the tenant's segments: triggers in `[t_from, to)`, results in
+    /// `[r_from, to)`, and where each row is, for the pairs' events.
+    async fn sides(&self, tenant: &str, q: &MatchQuery, t_from: i64, r_from: i64) -> Result<(Sides, Rows)> {
+        let (mut sides, mut rows) = (Sides { triggers: Vec::new(), results: Vec::new() }, Rows::new());
+        let mut full = None;
+        let from = t_from.min(r_from);
+        self.each_segment(tenant, from, q.to, None, |visit| {
+            let Some((_, seg)) = visit else {
+                sides.triggers.clear();
+                sides.results.clear();
+                rows.clear();
+                return Ok(true);
+            };
+            for i in seg.rows(tenant, from, q.to) {
+                let (ts, et) = (seg.ts(i), seg.event_type(i));
+                let side = if et == q.trigger && ts >= t_from {
+                    &mut sides.triggers
+                } else if et == q.result && ts >= r_from {
+                    &mut sides.results
+                } else {
+                    continue;
+                };
+                let Some(value) = seg.param(i, &q.on) else { continue };
+                if side.len() >= MAX_MATCH_ROWS {
+                    full = Some(et.to_owned());
+                    return Ok(false);
+                }
+                side.push((value.to_owned(), ts, seg.seq(i)));
+                rows.insert(seg.seq(i), (seg.clone(), i));
             }
-            out.push((text(&row, 0, "value")?, int(&row, 1, "ts")?, int(&row, 2, "seq")?));
+            Ok(true)
+        })
+        .await?;
+        if let Some(event_type) = full {
+            return Err(StoreError::Rejected(format!(
+                "more than {MAX_MATCH_ROWS} {event_type:?} events in range: narrow the time range"
+            )));
         }
-        Ok(out)
-    }
-
-    async fn bodies(&self, tenant: &str, seqs: &[i64]) -> Result<HashMap<i64, String>> {
-        let mut out = HashMap::new();
-        for chunk in seqs.chunks(200) {
-            let conn = self.db.conn().await?;
-            let marks = (0..chunk.len()).map(|i| format!("?{}", i + 2)).collect::<Vec<_>>().join(",");
-            let sql = format!("SELECT seq, body FROM hot_events WHERE key_prefix = ?1 AND seq IN ({marks})");
-            let mut args = vec![Value::Text(tenant.to_owned())];
-            args.extend(chunk.iter().map(|s| Value::Integer(*s)));
-            let mut rows = conn.query(&sql, Params::Positional(args)).await?;
-            while let Some(row) = rows.next().await? {
-                out.insert(int(&row, 0, "seq")?, text(&row, 1, "body")?);
-            }
-        }
-        Ok(out)
+        sides.triggers.sort_unstable();
+        sides.results.sort_unstable();
+        Ok((sides, rows))
     }
 
     /// Pairs each `result` event with the latest `trigger` event at or before it that has the same value of param
@@ -110,14 +117,13 @@ impl HotStore {
     /// ranges never pair one trigger twice. `match_rate` is the share of triggers in `[from, to)` that were paired.
     pub async fn match_events(&self, tenant: &str, q: &MatchQuery) -> Result<MatchAnswer> {
         let earlier = q.from.saturating_sub(q.window_ms);
-        let sides = Sides {
-            triggers: self.side(tenant, &q.on, &q.trigger, earlier.saturating_sub(q.window_ms), q.to).await?,
-            results: self.side(tenant, &q.on, &q.result, earlier, q.to).await?,
-        };
+        let (sides, rows) = self.sides(tenant, q, earlier.saturating_sub(q.window_ms), earlier).await?;
         let (paired, summary) = pair(&sides, q);
-        let seqs: Vec<i64> = paired.iter().flat_map(|p| [p.trigger, p.result]).collect();
-        let bodies = self.bodies(tenant, &seqs).await?;
-        let body = |seq: i64| bodies.get(&seq).map_or(serde_json::Value::Null, |b| json(b));
+        let body = |seq: i64| {
+            rows.get(&seq)
+                .and_then(|(seg, i)| serde_json::to_value(seg.event(*i)).ok())
+                .unwrap_or(serde_json::Value::Null)
+        };
         let pairs = paired
             .into_iter()
             .map(|p| MatchPair {
@@ -129,10 +135,6 @@ impl HotStore {
             .collect();
         Ok(MatchAnswer { pairs, summary })
     }
-}
-
-pub(super) fn json(body: &str) -> serde_json::Value {
-    serde_json::from_str(body).unwrap_or(serde_json::Value::Null)
 }
 
 /// The pairing itself (see [`HotStore::match_events`]): the pairs listed (up to `q.limit`, results in range) and

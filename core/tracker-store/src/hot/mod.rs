@@ -4,16 +4,16 @@
 //! a libSQL database of its own (a local file by default, `HOT_DATABASE_URL` for a shared one), so event writes
 //! never contend with the metadata's writers.
 //!
-//! - **Recent events** per tenant (`hot_events`, JSON as the API shows them) and their params (`hot_params`), kept
-//!   for the hot retention, for listings, param filters and the event match.
+//! - **Recent events** as columnar segments ([`segments`]), kept for the hot retention, for listings, param
+//!   filters and the event match.
 //! - **Counts** per tenant, minute, event type and short link (`hot_counts`), and per param value
 //!   (`hot_param_counts`) of params with few values (an id-like param is answered from the events, see
 //!   [`params`]), kept longer, for time series and breakdowns.
 //! - **The drop ledger**: events the filter dropped or flagged, per tenant, hour, action and reason, with a sample.
 //! - **The ids the filter kept** (`hot_seen_ids`, see [`dedup`]): each tenant's `event_id` passes the filter once.
 //!
-//! Exactly once: an event is stored once per tenant and `event_id` (`INSERT ... ON CONFLICT DO NOTHING`), and only
-//! a new row adds to the counts, all in the transaction that also moves the consumer's offset. Every statement is
+//! Exactly once: a batch's segment and counts commit in the transaction that also moves the consumer's offset,
+//! and a copy of an event the segments already hold (same tenant, time and id) is skipped. Every statement is
 //! a constant or built from constant fragments; every value (tenant, event type, param key and value, times) is a
 //! bound parameter, and every query takes the tenant as its first condition.
 
@@ -24,6 +24,7 @@ mod params;
 mod prune;
 mod reads;
 mod schema;
+mod segments;
 mod writes;
 
 use crate::db::Db;
@@ -34,7 +35,8 @@ pub use matching::{MatchAnswer, MatchPair, MatchQuery, MatchSummary};
 pub use params::MIN_EVENTS as UNBOUNDED_AFTER_EVENTS;
 pub use prune::PruneAt;
 pub use reads::{EventPage, EventQuery, GroupBy, SeriesPoint, StatsQuery};
-use schema::SCHEMA;
+use schema::{MIGRATIONS, SCHEMA};
+pub use segments::CACHE_BYTES as SEGMENT_CACHE_BYTES;
 pub use writes::{FilterUsage, Judged, PendingBatch};
 
 /// Sample events kept per tenant, hour, action and reason in the drop ledger.
@@ -57,6 +59,8 @@ pub struct HotStore {
     db: Db,
     /// The stats consumer's watch on param cardinality ([`params`]).
     cardinality: std::sync::Arc<std::sync::Mutex<params::Cardinality>>,
+    /// Decoded segments ([`segments`]).
+    segments: segments::Shared,
 }
 
 impl std::fmt::Debug for HotStore {
@@ -69,8 +73,8 @@ impl HotStore {
     pub async fn connect(location: &Location) -> Result<HotStore> {
         let schema = format!("{SCHEMA}{}", crate::usage::USAGE_SCHEMA);
         // the consumers' transactions (their output and position) commit with `Durability::Derived`
-        let db = Db::connect_with(location, &schema, &[], true).await?;
-        Ok(HotStore { db, cardinality: Default::default() })
+        let db = Db::connect_with(location, &schema, MIGRATIONS, true).await?;
+        Ok(HotStore { db, cardinality: Default::default(), segments: Default::default() })
     }
 
     pub async fn offset(&self, consumer: &str, partition: u32) -> Result<u64> {

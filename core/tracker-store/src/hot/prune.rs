@@ -4,8 +4,8 @@
 use super::HotStore;
 use crate::{Result, text};
 
-/// Rows one step deletes at most (events, with their params).
-pub const PRUNE_CHUNK: i64 = 2_000;
+/// Segments one step deletes at most.
+const SEGMENTS_PER_STEP: i64 = 8;
 
 /// Where a pruning pass is.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -24,27 +24,27 @@ pub enum PruneAt {
 }
 
 impl HotStore {
-    /// One step of a pruning pass at `at`: deletes events received before `events_before` and counts, ledger
-    /// rows and samples older than `counts_before`. Returns the events deleted and where the pass goes on.
-    pub async fn prune_step(&self, at: &PruneAt, events_before: i64, counts_before: i64) -> Result<(u64, PruneAt)> {
+    /// One step of a pruning pass at `at`: deletes the segments of events received before `events_before` and the
+    /// oldest while the segments take more than `max_event_bytes`, then counts, ledger rows and samples older than
+    /// `counts_before`. Returns the events deleted and where the pass goes on.
+    pub async fn prune_step(
+        &self,
+        at: &PruneAt,
+        events_before: i64,
+        max_event_bytes: u64,
+        counts_before: i64,
+    ) -> Result<(u64, PruneAt)> {
+        let mut expired = Vec::new();
         let conn = self.db.derived_tx_conn().await?;
         let tx = conn.transaction_with_behavior(libsql::TransactionBehavior::Immediate).await?;
         let (deleted, next) = match at {
             PruneAt::Events => {
-                // by time, not by position: an old event stored late (a consumer catching up) sits among new ones,
-                // and the last step of a pass finds it
-                let oldest = "SELECT seq FROM hot_events WHERE received_at < ?1 ORDER BY seq LIMIT ?2";
-                tx.execute(&format!("DELETE FROM hot_params WHERE seq IN ({oldest})"), (events_before, PRUNE_CHUNK))
-                    .await?;
-                let n = tx
-                    .execute(&format!("DELETE FROM hot_events WHERE seq IN ({oldest})"), (events_before, PRUNE_CHUNK))
-                    .await?;
-                let next = if i64::try_from(n).unwrap_or(i64::MAX) < PRUNE_CHUNK {
-                    PruneAt::Counts(None)
-                } else {
-                    PruneAt::Events
-                };
-                (n, next)
+                // whole segments, by arrival: an old event stored late (a consumer catching up) is in a new
+                // segment and goes with it
+                let (n, ids, more) =
+                    self.expire_segments(&tx, events_before, max_event_bytes, SEGMENTS_PER_STEP).await?;
+                expired = ids;
+                (n, if more { PruneAt::Events } else { PruneAt::Counts(None) })
             }
             PruneAt::Counts(after) => {
                 let mut rows = match after {
@@ -118,6 +118,7 @@ impl HotStore {
             PruneAt::Done => (0, PruneAt::Done),
         };
         tx.commit().await?;
+        self.forget(&expired);
         Ok((deleted, next))
     }
 }
@@ -145,17 +146,19 @@ mod tests {
         // 4,500 events ten days old, then 300 of today
         let old: Vec<Event> = (0..4500).map(|n| event(n, now - 10 * DAY + i64::try_from(n).unwrap())).collect();
         let new: Vec<Event> = (4500..4800).map(|n| event(n, now - 1000)).collect();
-        hot.apply_events("stats", 0, 4500, &old).await.unwrap();
+        for (i, batch) in old.chunks(500).enumerate() {
+            hot.apply_events("stats", 0, (i as u64 + 1) * 500, batch).await.unwrap();
+        }
         hot.apply_events("stats", 0, 4800, &new).await.unwrap();
         // events kept three days, counts five: everything old goes
         let (mut at, mut steps, mut deleted) = (PruneAt::default(), 0, 0);
         while at != PruneAt::Done {
-            let (n, next) = hot.prune_step(&at, now - 3 * DAY, now - 5 * DAY).await.unwrap();
+            let (n, next) = hot.prune_step(&at, now - 3 * DAY, u64::MAX, now - 5 * DAY).await.unwrap();
             (at, steps, deleted) = (next, steps + 1, deleted + n);
         }
         assert_eq!(deleted, 4500);
-        // three steps of events, one per tenant of counts and of param counts and the end of each, the rest
-        assert_eq!(steps, 3 + 4 + 4 + 1, "small steps");
+        // two steps of events (eight segments, then one), one per tenant of counts and of param counts and the end of each, the rest
+        assert_eq!(steps, 2 + 4 + 4 + 1, "small steps");
         let page = hot.events("t1", &EventQuery { limit: 1000, ..EventQuery::default() }).await.unwrap();
         assert_eq!(page.events.len(), 100, "today's events stay");
         let q = |group_by| StatsQuery {
@@ -172,6 +175,32 @@ mod tests {
             let by: i64 =
                 hot.stats(t, &q(GroupBy::Param("campaign".into()))).await.unwrap().iter().map(|p| p.count).sum();
             assert_eq!((all, by), (100, 100), "{t}: only today's counts");
+            // the floor: the latest event time of the tenant no longer held
+            let lost = old.iter().filter(|e| e.key_prefix == t).map(|e| e.timestamp).max();
+            assert_eq!(hot.floor(t).await.unwrap(), lost);
+        }
+    }
+
+    #[tokio::test]
+    async fn past_the_byte_bound_the_oldest_segments_go_first_and_the_floor_says_so() {
+        let dir = tempfile::tempdir().unwrap();
+        let hot = HotStore::connect(&Location::File(dir.path().join("hot.db"))).await.unwrap();
+        let now = super::super::params::now_ms();
+        let events: Vec<Event> = (0..3000).map(|n| event(n, now - 3000 + i64::try_from(n).unwrap())).collect();
+        for (i, batch) in events.chunks(1000).enumerate() {
+            hot.apply_events("stats", 0, (i as u64 + 1) * 1000, batch).await.unwrap();
+        }
+        let (segments, rows, bytes) = hot.segment_totals().await.unwrap();
+        assert_eq!((segments, rows), (3, 3000));
+        // nothing is past its time, but the segments take more than two thirds of their bytes allow
+        let (deleted, next) = hot.prune_step(&PruneAt::Events, now - DAY, bytes * 2 / 3, now - DAY).await.unwrap();
+        assert_eq!((deleted, next), (1000, PruneAt::Counts(None)));
+        assert_eq!(hot.segment_totals().await.unwrap().1, 2000);
+        let first = |t: &str| events.iter().take(1000).filter(|e| e.key_prefix == t).map(|e| e.timestamp).max();
+        for t in ["t0", "t1", "t2"] {
+            assert_eq!(hot.floor(t).await.unwrap(), first(t));
+            let page = hot.events(t, &EventQuery { limit: 5000, ..EventQuery::default() }).await.unwrap();
+            assert!(page.events.len() > 600, "{t}: the later segments stay");
         }
     }
 }

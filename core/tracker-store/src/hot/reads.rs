@@ -5,8 +5,15 @@ use libsql::Value;
 use libsql::params::Params;
 use serde::Serialize;
 
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap};
+
+use std::sync::Arc;
+
+use tracker_segments::{Key, Segment};
+
 use super::{HotStore, MAX_SERIES_ROWS};
-use crate::{Result, StoreError, int, text};
+use crate::{Result, StoreError, int};
 
 /// Listing filters for `GET /api/events`.
 #[derive(Debug, Clone, Default)]
@@ -61,62 +68,111 @@ pub struct SeriesPoint {
 }
 
 impl HotStore {
-    /// The tenant's events, newest first.
+    /// The tenant's events, newest first: the segments latest first, each read backwards from the end of the
+    /// range, until no segment left can hold an event newer than the page's last.
     pub async fn events(&self, tenant: &str, q: &EventQuery) -> Result<EventPage> {
-        // fragments are constants; every value is bound
-        let mut args: Vec<Value> = vec![Value::Text(tenant.to_owned())];
-        let mut sql = String::from("SELECT e.ts, e.seq, e.body FROM ");
-        let (t, s) = if let Some((k, v)) = &q.param {
-            sql.push_str("hot_params p JOIN hot_events e ON e.seq = p.seq WHERE p.key_prefix = ?1 AND p.name = ?");
-            args.push(Value::Text(k.clone()));
-            sql.push_str(&args.len().to_string());
-            sql.push_str(" AND p.value = ?");
-            args.push(Value::Text(v.clone()));
-            sql.push_str(&args.len().to_string());
-            sql.push_str(" AND e.key_prefix = ?1");
-            ("p.ts", "p.seq")
-        } else {
-            sql.push_str("hot_events e WHERE e.key_prefix = ?1");
-            ("e.ts", "e.seq")
+        let limit = usize::try_from(q.limit.max(1)).unwrap_or(usize::MAX);
+        let from = q.from.unwrap_or(i64::MIN);
+        let mut to = q.to.unwrap_or(i64::MAX);
+        if let Some((ts, _)) = q.before {
+            to = to.min(ts.saturating_add(1));
+        }
+        let key = match (&q.param, &q.tu_id) {
+            (Some((k, v)), _) => Some(Key::Param(k, v)),
+            (None, Some(tu)) => Some(Key::Link(tu)),
+            (None, None) => None,
         };
-        let mut bind = |sql: &mut String, cond: &str, v: Value| {
-            args.push(v);
-            sql.push_str(cond);
-            sql.push_str(&args.len().to_string());
-        };
-        if let Some(et) = &q.event_type {
-            bind(&mut sql, " AND e.event_type = ?", Value::Text(et.clone()));
-        }
-        if let Some(tu) = &q.tu_id {
-            bind(&mut sql, " AND e.tu_id = ?", Value::Text(tu.clone()));
-        }
-        if let Some(from) = q.from {
-            bind(&mut sql, &format!(" AND {t} >= ?"), Value::Integer(from));
-        }
-        if let Some(to) = q.to {
-            bind(&mut sql, &format!(" AND {t} < ?"), Value::Integer(to));
-        }
-        if let Some((ts, seq)) = q.before {
-            bind(&mut sql, &format!(" AND ({t}, {s}) < (?"), Value::Integer(ts));
-            bind(&mut sql, ", ?", Value::Integer(seq));
-            sql.push(')');
-        }
-        let limit = i64::from(q.limit.max(1));
-        bind(&mut sql, &format!(" ORDER BY {t} DESC, {s} DESC LIMIT ?"), Value::Integer(limit + 1));
-        let conn = self.db.conn().await?;
-        let mut rows = conn.query(&sql, Params::Positional(args)).await?;
-        let mut events = Vec::new();
-        let mut last = None;
-        let mut more = false;
-        while let Some(row) = rows.next().await? {
-            if events.len() as i64 == limit {
-                more = true;
-                break;
+        // the newest `limit + 1` positions `(ts, seq)`, each with where its row is in `found`
+        let mut page: BinaryHeap<Reverse<((i64, i64), usize)>> = BinaryHeap::new();
+        let mut found: Vec<(Arc<Segment>, usize)> = Vec::new();
+        self.each_segment(tenant, from, to, key, |visit| {
+            let Some((c, seg)) = visit else {
+                page.clear();
+                found.clear();
+                return Ok(true);
+            };
+            if page.len() > limit && page.peek().is_some_and(|Reverse((oldest, _))| c.ts_max < oldest.0) {
+                return Ok(false);
             }
-            last = Some((int(&row, 0, "ts")?, int(&row, 1, "seq")?));
-            events.push(text(&row, 2, "body")?);
+            for i in seg.rows(tenant, from, to).rev() {
+                let at = (seg.ts(i), seg.seq(i));
+                if page.len() > limit && page.peek().is_some_and(|Reverse((oldest, _))| at <= *oldest) {
+                    break;
+                }
+                if q.before.is_some_and(|b| at >= b) || !matches(seg, i, q.event_type.as_deref(), q) {
+                    continue;
+                }
+                page.push(Reverse((at, found.len())));
+                found.push((seg.clone(), i));
+                if page.len() > limit + 1 {
+                    page.pop();
+                }
+            }
+            Ok(true)
+        })
+        .await?;
+        let more = page.len() > limit;
+        let mut newest: Vec<((i64, i64), usize)> = page.into_iter().map(|Reverse(x)| x).collect();
+        newest.sort_unstable_by_key(|(at, _)| Reverse(*at));
+        newest.truncate(limit);
+        let next = if more { newest.last().map(|(at, _)| *at) } else { None };
+        let events = newest
+            .iter()
+            .filter_map(|(_, n)| found.get(*n))
+            .map(|(seg, i)| serde_json::to_string(&seg.event(*i)).map_err(|_| StoreError::BadColumn("body")))
+            .collect::<Result<_>>()?;
+        Ok(EventPage { events, next })
+    }
+
+    /// Counts of the tenant's events in `[q.from, q.to)` per bucket and key, read from the events (for what the
+    /// counts do not hold: a param filter with another condition, or a param of too many values to count).
+    async fn stats_from_events(&self, tenant: &str, q: &StatsQuery) -> Result<Vec<SeriesPoint>> {
+        let key = match (&q.param, &q.tu_id) {
+            (Some((k, v)), _) => Some(Key::Param(k, v)),
+            (None, Some(tu)) => Some(Key::Link(tu)),
+            (None, None) => None,
+        };
+        let filter = EventQuery { tu_id: q.tu_id.clone(), param: q.param.clone(), ..EventQuery::default() };
+        let mut counts: BTreeMap<(i64, Option<String>), i64> = BTreeMap::new();
+        let mut too_many = false;
+        self.each_segment(tenant, q.from, q.to, key, |visit| {
+            let Some((_, seg)) = visit else {
+                counts.clear();
+                return Ok(true);
+            };
+            for i in seg.rows(tenant, q.from, q.to) {
+                if !matches(seg, i, q.event_type.as_deref(), &filter) {
+                    continue;
+                }
+                let k = match &q.group_by {
+                    GroupBy::None => None,
+                    GroupBy::EventType => Some(seg.event_type(i)),
+                    GroupBy::Link => match seg.tu_id(i) {
+                        "" => continue,
+                        tu => Some(tu),
+                    },
+                    GroupBy::Param(name) => match seg.param(i, name) {
+                        Some(v) => Some(v),
+                        None => continue,
+                    },
+                };
+                let bucket = seg.ts(i).div_euclid(q.bucket_ms) * q.bucket_ms;
+                let full = counts.len() >= MAX_SERIES_ROWS;
+                match counts.entry((bucket, k.map(str::to_owned))) {
+                    std::collections::btree_map::Entry::Occupied(mut n) => *n.get_mut() += 1,
+                    std::collections::btree_map::Entry::Vacant(_) if full => too_many = true,
+                    std::collections::btree_map::Entry::Vacant(n) => {
+                        n.insert(1);
+                    }
+                }
+            }
+            Ok(!too_many)
+        })
+        .await?;
+        if too_many {
+            return Err(too_many_points());
         }
-        Ok(EventPage { events, next: if more { last } else { None } })
+        Ok(counts.into_iter().map(|((bucket, key), count)| SeriesPoint { bucket, key, count }).collect())
     }
 
     /// A time series of the tenant's counts.
@@ -143,14 +199,12 @@ impl HotStore {
             (None, GroupBy::Param(_)) if q.tu_id.is_some() => {
                 return Err(StoreError::Rejected("tu_id cannot be combined with group_by=param:<key>".into()));
             }
-            // counts per minute answer these directly, or the events for a param of too many values to count
+            (None, GroupBy::Param(_)) if !counted => return self.stats_from_events(tenant, q).await,
+            // counts per minute answer these directly
             (None, GroupBy::Param(name)) => {
-                // constant fragments only
-                let (time, count, table) =
-                    if counted { ("minute", "SUM(n)", "hot_param_counts") } else { ("ts", "COUNT(*)", "hot_params") };
                 let mut sql = format!(
-                    "SELECT ({time} / ?2) * ?2 AS b, value, {count} FROM {table}
-                     WHERE key_prefix = ?1 AND name = ?{} AND {time} >= ?3 AND {time} < ?4",
+                    "SELECT (minute / ?2) * ?2 AS b, value, SUM(n) FROM hot_param_counts
+                     WHERE key_prefix = ?1 AND name = ?{} AND minute >= ?3 AND minute < ?4",
                     push(Value::Text(name.clone()))
                 );
                 if let Some(et) = &q.event_type {
@@ -197,48 +251,14 @@ impl HotStore {
                 sql
             }
             // anything else with a param filter: from the recent events themselves
-            (Some((name, value)), group) => {
-                let (key, join) = match group {
-                    GroupBy::EventType => ("e.event_type", String::new()),
-                    GroupBy::Link => ("e.tu_id", String::new()),
-                    GroupBy::Param(other) => (
-                        "g.value",
-                        format!(
-                            " JOIN hot_params g ON g.seq = p.seq AND g.name = ?{}",
-                            push(Value::Text(other.clone()))
-                        ),
-                    ),
-                    GroupBy::None => ("NULL", String::new()),
-                };
-                let mut sql = format!(
-                    "SELECT (p.ts / ?2) * ?2 AS b, {key} AS k, COUNT(*) FROM hot_params p
-                     JOIN hot_events e ON e.seq = p.seq{join}
-                     WHERE p.key_prefix = ?1 AND p.name = ?{} AND p.value = ?{} AND p.ts >= ?3 AND p.ts < ?4",
-                    push(Value::Text(name.clone())),
-                    push(Value::Text(value.clone()))
-                );
-                if let Some(et) = &q.event_type {
-                    sql.push_str(&format!(" AND e.event_type = ?{}", push(Value::Text(et.clone()))));
-                }
-                if let Some(tu) = &q.tu_id {
-                    sql.push_str(&format!(" AND e.tu_id = ?{}", push(Value::Text(tu.clone()))));
-                }
-                if *group == GroupBy::Link {
-                    sql.push_str(" AND e.tu_id != ''");
-                }
-                sql.push_str(" GROUP BY b, k ORDER BY b, k");
-                sql
-            }
+            (Some(_), _) => return self.stats_from_events(tenant, q).await,
         };
         let conn = self.db.conn().await?;
         let mut rows = conn.query(&sql, Params::Positional(args)).await?;
         let mut out = Vec::new();
         while let Some(row) = rows.next().await? {
             if out.len() >= MAX_SERIES_ROWS {
-                return Err(StoreError::Rejected(format!(
-                    "the answer has more than {MAX_SERIES_ROWS} points: \
-                     narrow the time range, use interval=hour or another group_by"
-                )));
+                return Err(too_many_points());
             }
             let key = match row.get_value(1)? {
                 Value::Text(s) => Some(s),
@@ -248,4 +268,17 @@ impl HotStore {
         }
         Ok(out)
     }
+}
+
+fn too_many_points() -> StoreError {
+    StoreError::Rejected(format!(
+        "the answer has more than {MAX_SERIES_ROWS} points: narrow the time range, use interval=hour or another group_by"
+    ))
+}
+
+/// Whether row `i` passes the listing's filters (event type, link, param).
+fn matches(seg: &Segment, i: usize, event_type: Option<&str>, q: &EventQuery) -> bool {
+    event_type.is_none_or(|et| seg.event_type(i) == et)
+        && q.tu_id.as_deref().is_none_or(|tu| seg.tu_id(i) == tu)
+        && q.param.as_ref().is_none_or(|(k, v)| seg.param(i, k) == Some(v.as_str()))
 }

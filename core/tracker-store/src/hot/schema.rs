@@ -1,30 +1,37 @@
 //! The hot tier's tables.
 
 pub(super) const SCHEMA: &str = r#"
-CREATE TABLE IF NOT EXISTS hot_events (
-    seq INTEGER PRIMARY KEY,
-    key_prefix TEXT NOT NULL,
-    event_id TEXT NOT NULL,
-    event_type TEXT NOT NULL,
-    ts INTEGER NOT NULL,
-    received_at INTEGER NOT NULL,
-    tu_id TEXT NOT NULL DEFAULT '',
-    body TEXT NOT NULL
+CREATE TABLE IF NOT EXISTS hot_segments (
+    id INTEGER PRIMARY KEY,
+    level INTEGER NOT NULL,
+    rows INTEGER NOT NULL,
+    bytes INTEGER NOT NULL,
+    received_max INTEGER NOT NULL
 ) STRICT;
-CREATE UNIQUE INDEX IF NOT EXISTS hot_events_once ON hot_events(key_prefix, event_id);
-CREATE INDEX IF NOT EXISTS hot_events_by_time ON hot_events(key_prefix, ts, seq);
-CREATE INDEX IF NOT EXISTS hot_events_by_type ON hot_events(key_prefix, event_type, ts, seq);
-CREATE INDEX IF NOT EXISTS hot_events_by_link ON hot_events(key_prefix, tu_id, ts, seq);
-CREATE TABLE IF NOT EXISTS hot_params (
-    seq INTEGER NOT NULL,
-    name TEXT NOT NULL,
-    value TEXT NOT NULL,
+CREATE INDEX IF NOT EXISTS hot_segments_by_level ON hot_segments(level, id);
+CREATE INDEX IF NOT EXISTS hot_segments_by_arrival ON hot_segments(received_max, id);
+CREATE TABLE IF NOT EXISTS hot_segment_data (
+    id INTEGER PRIMARY KEY,
+    data BLOB NOT NULL
+) STRICT;
+CREATE TABLE IF NOT EXISTS hot_segment_tenants (
     key_prefix TEXT NOT NULL,
-    ts INTEGER NOT NULL,
-    event_type TEXT NOT NULL,
-    PRIMARY KEY (seq, name)
-) STRICT, WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS hot_params_by_value ON hot_params(key_prefix, name, value, ts, seq, event_type);
+    segment INTEGER NOT NULL,
+    ts_min INTEGER NOT NULL,
+    ts_max INTEGER NOT NULL,
+    rows INTEGER NOT NULL,
+    bloom BLOB NOT NULL,
+    UNIQUE (key_prefix, segment)
+) STRICT;
+CREATE INDEX IF NOT EXISTS hot_segment_tenants_by_segment ON hot_segment_tenants(segment);
+CREATE TABLE IF NOT EXISTS hot_floors (
+    key_prefix TEXT PRIMARY KEY,
+    ts INTEGER NOT NULL
+) STRICT;
+CREATE TABLE IF NOT EXISTS hot_next_seq (
+    id INTEGER PRIMARY KEY CHECK (id = 0),
+    next INTEGER NOT NULL
+) STRICT;
 CREATE TABLE IF NOT EXISTS hot_counts (
     key_prefix TEXT NOT NULL,
     minute INTEGER NOT NULL,
@@ -111,3 +118,14 @@ CREATE TABLE IF NOT EXISTS hot_filter_pending (
     PRIMARY KEY (consumer, partition)
 ) STRICT;
 "#;
+
+/// Numbered changes to a hot tier made by an earlier version.
+pub(super) const MIGRATIONS: &[&str] = &[
+    // 1: events moved from rows (`hot_events`, `hot_params`) to segments. The rows are not converted: the archive
+    // holds them, and each tenant's floor moves past them, so the query router takes their range to the archive.
+    "CREATE TABLE IF NOT EXISTS hot_events (key_prefix TEXT NOT NULL, ts INTEGER NOT NULL);
+     INSERT INTO hot_floors (key_prefix, ts) SELECT key_prefix, MAX(ts) FROM hot_events GROUP BY key_prefix
+       ON CONFLICT DO UPDATE SET ts = MAX(ts, excluded.ts);
+     DROP TABLE IF EXISTS hot_params;
+     DROP TABLE hot_events;",
+];

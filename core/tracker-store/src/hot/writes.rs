@@ -46,8 +46,9 @@ pub struct FilterUsage {
 }
 
 impl HotStore {
-    /// Stores the events that are new (by tenant and `event_id`), adds them to the counts, and moves `consumer`'s
-    /// offset in `partition` to `next_offset`, in one transaction. Returns how many events were new.
+    /// Stores the events as one segment, adds them to the counts, and moves `consumer`'s offset in `partition` to
+    /// `next_offset`, in one transaction. Returns how many events were stored. The filter drops an event resent by a
+    /// client ([`super::dedup`]); a copy of one it kept that reached the filtered log twice is skipped here.
     pub async fn apply_events(
         &self,
         consumer: &str,
@@ -65,78 +66,42 @@ impl HotStore {
         let is_unbounded = |tenant: &str, name: &str| unbounded.get(tenant).is_some_and(|n| n.contains(name));
         // events and new count rows per tenant and counted param, for the cardinality watch
         let mut tally: HashMap<(&str, &str), (u32, u32)> = HashMap::new();
+        // an event the segments hold already is a copy (a batch read again finds none: its position is committed
+        // with its segment); only this consumer writes this partition's tenants, so nothing changes meanwhile
+        let copies = self.stored_before(events).await?;
+        let fresh: Vec<Event>;
+        let events = if copies.is_empty() {
+            events
+        } else {
+            fresh = events.iter().enumerate().filter(|(i, _)| !copies.contains(i)).map(|(_, e)| e.clone()).collect();
+            fresh.as_slice()
+        };
         // derived from the filtered log, with the position in the same commit
         let conn = self.db.derived_tx_conn().await?;
         let tx = conn.transaction_with_behavior(libsql::TransactionBehavior::Immediate).await?;
-        let mut added = 0u64;
         let mut accepted = UsageDelta::default();
         let mut counts: HashMap<(&str, i64, &str, &str), i64> = HashMap::new();
         let mut param_counts: HashMap<(&str, &str, i64, &str, &str), i64> = HashMap::new();
-        {
-            let insert = tx
-                .prepare(
-                    "INSERT INTO hot_events (key_prefix, event_id, event_type, ts, received_at, tu_id, body)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT DO NOTHING RETURNING seq",
-                )
-                .await?;
-            let param = tx
-                .prepare(
-                    "INSERT INTO hot_params (seq, name, value, key_prefix, ts, event_type)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                )
-                .await?;
-            for e in events {
-                let body = serde_json::to_string(e).map_err(|_| StoreError::BadColumn("body"))?;
-                let id = e.event_id.to_string();
-                let tu = e.link().unwrap_or_default();
-                let mut rows = insert
-                    .query((
-                        e.key_prefix.as_str(),
-                        id.as_str(),
-                        e.event_type.as_str(),
-                        e.timestamp,
-                        e.received_at,
-                        tu,
-                        body.as_str(),
-                    ))
-                    .await?;
-                let seq = match rows.next().await? {
-                    Some(row) => Some(int(&row, 0, "seq")?),
-                    None => None,
-                };
-                drop(rows);
-                insert.reset();
-                let Some(seq) = seq else { continue };
-                added += 1;
-                // imported history is metered by the filter as `imported`, not billed
-                if e.auth != tracker_protocol::Auth::Import {
-                    accepted.add(&e.key_prefix, e.received_at, "accepted", 1);
+        for e in events {
+            // imported history is metered by the filter as `imported`, not billed
+            if e.auth != tracker_protocol::Auth::Import {
+                accepted.add(&e.key_prefix, e.received_at, "accepted", 1);
+            }
+            let minute = e.timestamp.div_euclid(MINUTE_MS) * MINUTE_MS;
+            let tu = e.link().unwrap_or_default();
+            *counts.entry((e.key_prefix.as_str(), minute, e.event_type.as_str(), tu)).or_default() += 1;
+            for (k, v) in &e.params {
+                // an id-like param's values are answered from the events (see `params`)
+                if is_unbounded(&e.key_prefix, k) {
+                    continue;
                 }
-                let minute = e.timestamp.div_euclid(MINUTE_MS) * MINUTE_MS;
-                *counts.entry((e.key_prefix.as_str(), minute, e.event_type.as_str(), tu)).or_default() += 1;
-                for (k, v) in &e.params {
-                    param
-                        .execute((
-                            seq,
-                            k.as_str(),
-                            v.as_str(),
-                            e.key_prefix.as_str(),
-                            e.timestamp,
-                            e.event_type.as_str(),
-                        ))
-                        .await?;
-                    param.reset();
-                    // an id-like param's values are answered from the events (see `params`)
-                    if is_unbounded(&e.key_prefix, k) {
-                        continue;
-                    }
-                    tally.entry((e.key_prefix.as_str(), k.as_str())).or_default().0 += 1;
-                    *param_counts
-                        .entry((e.key_prefix.as_str(), k.as_str(), minute, v.as_str(), e.event_type.as_str()))
-                        .or_default() += 1;
-                }
+                tally.entry((e.key_prefix.as_str(), k.as_str())).or_default().0 += 1;
+                *param_counts
+                    .entry((e.key_prefix.as_str(), k.as_str(), minute, v.as_str(), e.event_type.as_str()))
+                    .or_default() += 1;
             }
         }
+        self.add_segment(&tx, events).await?;
         // each statement prepared once per batch
         let upsert = tx
             .prepare(
@@ -176,7 +141,7 @@ impl HotStore {
         if let Ok(mut c) = self.cardinality.lock() {
             c.found(found);
         }
-        Ok(added)
+        Ok(u64::try_from(events.len()).unwrap_or(u64::MAX))
     }
 
     /// Records the filter's decisions on one batch and its intent to append the kept events, and moves its offset,
