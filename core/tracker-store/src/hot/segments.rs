@@ -5,8 +5,8 @@
 //! - `hot_segments`: one row per segment (its size, level and latest arrival), `hot_segment_data` its bytes (the
 //!   Arrow IPC file, in the database itself, so that one commit covers segment, manifest and position, on a local
 //!   file as on a shared libSQL server), `hot_segment_tenants` per tenant its rows, time range and Bloom filter.
-//! - Segments are **merged** in the background, eight of a level into one of the next ([`HotStore::merge_step`]),
-//!   so a read opens few; they are **deleted whole** on retention, by time and by bytes
+//! - Small segments (of batches taken under light load) are **merged** in the background, eight of a level into
+//!   one of the next ([`HotStore::merge_step`]), so a read opens few; they are **deleted whole** on retention, by time and by bytes
 //!   ([`HotStore::expire_segments`]), and each deletion raises the tenant's floor (`hot_floors`): the hot tier holds
 //!   every event of the tenant after it, which is where the query router's hot range starts.
 //! - Decoded segments are kept in memory, least recently used first out, within [`CACHE_BYTES`].
@@ -21,21 +21,21 @@ use super::HotStore;
 use crate::{Result, StoreError, int};
 
 /// Memory the decoded segments may take.
-pub const CACHE_BYTES: usize = 96 << 20;
+pub const CACHE_BYTES: usize = 64 << 20;
 /// Segments of a level merged into one of the next.
 const FAN_IN: i64 = 8;
-/// The level a segment is at, by rows: a batch of up to 64 events is level 0, then ×8 each level; level 4
-/// (32,768 events and more) is never merged again.
+/// The level a segment is at, by rows: a batch of up to 64 events is level 0, then ×8 each level; level 3 (a full
+/// consumer batch, 4,096 events, and more) is never merged again, so a merge holds at most 32,760 events in
+/// memory.
 fn level_of(rows: usize) -> i64 {
     match rows {
         0..64 => 0,
         64..512 => 1,
         512..4096 => 2,
-        4096..32768 => 3,
-        _ => 4,
+        _ => TOP_LEVEL,
     }
 }
-const TOP_LEVEL: i64 = 4;
+const TOP_LEVEL: i64 = 3;
 /// Times a read lists the segments again when one it listed was merged or deleted meanwhile.
 const RETRIES: usize = 5;
 
