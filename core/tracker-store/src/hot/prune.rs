@@ -157,7 +157,8 @@ mod tests {
             (at, steps, deleted) = (next, steps + 1, deleted + n);
         }
         assert_eq!(deleted, 4500);
-        // two steps of events (eight segments, then one), one per tenant of counts and of param counts and the end of each, the rest
+        // two steps of events (eight segments, then one), one per tenant of counts and of param counts and the end
+        // of each, the rest
         assert_eq!(steps, 2 + 4 + 4 + 1, "small steps");
         let page = hot.events("t1", &EventQuery { limit: 1000, ..EventQuery::default() }).await.unwrap();
         assert_eq!(page.events.len(), 100, "today's events stay");

@@ -272,7 +272,8 @@ impl HotStore {
 
 fn too_many_points() -> StoreError {
     StoreError::Rejected(format!(
-        "the answer has more than {MAX_SERIES_ROWS} points: narrow the time range, use interval=hour or another group_by"
+        "the answer has more than {MAX_SERIES_ROWS} points: \
+         narrow the time range, use interval=hour or another group_by"
     ))
 }
 

@@ -6,9 +6,10 @@
 //!   Arrow IPC file, in the database itself, so that one commit covers segment, manifest and position, on a local
 //!   file as on a shared libSQL server), `hot_segment_tenants` per tenant its rows, time range and Bloom filter.
 //! - Small segments (of batches taken under light load) are **merged** in the background, eight of a level into
-//!   one of the next ([`HotStore::merge_step`]), so a read opens few; they are **deleted whole** on retention, by time and by bytes
-//!   ([`HotStore::expire_segments`]), and each deletion raises the tenant's floor (`hot_floors`): the hot tier holds
-//!   every event of the tenant after it, which is where the query router's hot range starts.
+//!   one of the next ([`HotStore::merge_step`]), so a read opens few; they are **deleted whole** on retention, by
+//!   time and by bytes ([`HotStore::expire_segments`]), and each deletion raises the tenant's floor
+//!   (`hot_floors`): the hot tier holds every event of the tenant after it, which is where the query router's hot
+//!   range starts.
 //! - Decoded segments are kept in memory, least recently used first out, within [`CACHE_BYTES`].
 
 use std::collections::HashMap;
