@@ -30,6 +30,11 @@ impl Bloom {
         probes(key, self.bits()).all(|bit| self.words.get(bit / 64).is_some_and(|w| w & (1 << (bit % 64)) != 0))
     }
 
+    /// Bytes it takes.
+    pub fn bytes(&self) -> usize {
+        self.words.len() * 8
+    }
+
     /// Little-endian words.
     pub fn to_bytes(&self) -> Vec<u8> {
         self.words.iter().flat_map(|w| w.to_le_bytes()).collect()

@@ -36,7 +36,6 @@ pub use params::MIN_EVENTS as UNBOUNDED_AFTER_EVENTS;
 pub use prune::PruneAt;
 pub use reads::{EventPage, EventQuery, GroupBy, SeriesPoint, StatsQuery};
 use schema::{MIGRATIONS, SCHEMA};
-pub use segments::CACHE_BYTES as SEGMENT_CACHE_BYTES;
 pub use writes::{FilterUsage, Judged, PendingBatch};
 
 /// Sample events kept per tenant, hour, action and reason in the drop ledger.

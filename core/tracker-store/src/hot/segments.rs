@@ -22,7 +22,9 @@ use super::HotStore;
 use crate::{Result, StoreError, int};
 
 /// Memory the decoded segments may take.
-pub const CACHE_BYTES: usize = 64 << 20;
+pub(super) const CACHE_BYTES: usize = 64 << 20;
+/// Memory the cached Bloom filters may take (all of them are dropped when they would take more).
+const BLOOM_CACHE_BYTES: usize = 16 << 20;
 /// Segments of a level merged into one of the next.
 const FAN_IN: i64 = 8;
 /// The level a segment is at, by rows: a batch of up to 64 events is level 0, then ×8 each level; level 3 (a full
@@ -53,6 +55,7 @@ pub(super) struct Cache {
     segments: HashMap<i64, (Arc<Segment>, u64)>,
     /// Blooms by segment and tenant (a few KB each, read before the segment is).
     blooms: HashMap<(i64, String), Arc<Bloom>>,
+    bloom_bytes: usize,
     bytes: usize,
     tick: u64,
 }
@@ -85,7 +88,23 @@ impl Cache {
         if let Some((s, _)) = self.segments.remove(&id) {
             self.bytes -= s.memory();
         }
-        self.blooms.retain(|(seg, _), _| *seg != id);
+        let mut freed = 0;
+        self.blooms.retain(|(seg, _), b| {
+            freed += if *seg == id { b.bytes() } else { 0 };
+            *seg != id
+        });
+        self.bloom_bytes -= freed;
+    }
+
+    fn put_bloom(&mut self, id: i64, tenant: &str, bloom: Arc<Bloom>) {
+        if self.bloom_bytes + bloom.bytes() > BLOOM_CACHE_BYTES {
+            self.blooms.clear();
+            self.bloom_bytes = 0;
+        }
+        self.bloom_bytes += bloom.bytes();
+        if let Some(old) = self.blooms.insert((id, tenant.to_owned()), bloom) {
+            self.bloom_bytes -= old.bytes();
+        }
     }
 }
 
@@ -196,7 +215,7 @@ impl HotStore {
             None => None,
         };
         if let (Some(b), Ok(mut cache)) = (&bloom, self.segments.lock()) {
-            cache.blooms.insert((id, tenant.to_owned()), b.clone());
+            cache.put_bloom(id, tenant, b.clone());
         }
         Ok(bloom)
     }
@@ -315,13 +334,14 @@ impl HotStore {
     ) -> Result<(u64, Vec<i64>, bool)> {
         let mut rows = tx
             .query(
-                "SELECT id, rows, received_max < ?1 FROM hot_segments ORDER BY received_max, id LIMIT ?2",
+                "SELECT id, rows, bytes, received_max < ?1 FROM hot_segments ORDER BY received_max, id LIMIT ?2",
                 (before, most.saturating_add(1)),
             )
             .await?;
         let mut oldest = Vec::new();
         while let Some(row) = rows.next().await? {
-            oldest.push((int(&row, 0, "id")?, int(&row, 1, "rows")?, int(&row, 2, "expired")? != 0));
+            let bytes = u64::try_from(int(&row, 2, "bytes")?).unwrap_or(0);
+            oldest.push((int(&row, 0, "id")?, int(&row, 1, "rows")?, bytes, int(&row, 3, "expired")? != 0));
         }
         drop(rows);
         let mut rows = tx.query("SELECT COALESCE(SUM(bytes), 0) FROM hot_segments", ()).await?;
@@ -331,7 +351,7 @@ impl HotStore {
         };
         drop(rows);
         let (mut deleted, mut ids, mut more) = (0u64, Vec::new(), false);
-        for (i, (id, n, expired)) in oldest.into_iter().enumerate() {
+        for (i, (id, n, bytes, expired)) in oldest.into_iter().enumerate() {
             if !expired && total <= max_bytes {
                 break;
             }
@@ -339,12 +359,6 @@ impl HotStore {
                 more = true;
                 break;
             }
-            let mut rows = tx.query("SELECT bytes FROM hot_segments WHERE id = ?1", [id]).await?;
-            let bytes = match rows.next().await? {
-                Some(row) => u64::try_from(int(&row, 0, "bytes")?).unwrap_or(0),
-                None => 0,
-            };
-            drop(rows);
             tx.execute(
                 "INSERT INTO hot_floors (key_prefix, ts) SELECT key_prefix, ts_max FROM hot_segment_tenants
                  WHERE segment = ?1 ON CONFLICT DO UPDATE SET ts = MAX(ts, excluded.ts)",
