@@ -6,7 +6,10 @@
 //! - Every batch carries an `Idempotency-Key`, the same on every retry, and every event its own `event_id`: a batch
 //!   retried after a lost answer is stored once.
 //! - Network errors, `408`, `429` and `5xx` are retried with exponential backoff and full jitter, waiting at least
-//!   what `Retry-After` (in seconds) asks; other `4xx` are final and go to `on_error`.
+//!   what `Retry-After` asks (in seconds or as an HTTP date); other `4xx` are final and go to `on_error`.
+//! - The client sends from a task of its own (so create it inside a Tokio runtime). A client dropped without
+//!   [`Client::close`] still sends what is queued, from a task on the runtime it is dropped in, as long as that
+//!   runtime runs; `close` is how to know it was sent.
 //! - The queue is bounded (`max_queue`). When it is full, [`Client::track`] refuses the new event with
 //!   [`Error::NotQueued`]: the caller learns of it at once, and what is already queued keeps its order.
 
@@ -85,7 +88,7 @@ pub struct ClientOptions {
     /// An ingest token (`trk_ing_...`).
     pub token: String,
     pub batch_size: usize,
-    /// Time between background sends (zero: only by size, `flush` and `close`).
+    /// Time between background sends (zero: only by size, `flush`, `close` and drop).
     pub flush_interval: Duration,
     pub max_queue: usize,
     pub max_attempts: u32,
@@ -140,7 +143,7 @@ struct Shared {
     wake: Notify,
 }
 
-/// The batch client. Create it inside a Tokio runtime: with a `flush_interval` it sends from a task of its own.
+/// The batch client. Create it inside a Tokio runtime: it sends from a task of its own.
 ///
 /// ```no_run
 /// # async fn example() -> Result<(), tracker_sdk::Error> {
@@ -177,21 +180,25 @@ impl Client {
             closed: AtomicBool::new(false),
             wake: Notify::new(),
         });
-        let ticker = (!interval.is_zero()).then(|| {
+        let ticker = {
             let shared = Arc::downgrade(&shared);
             tokio::spawn(async move {
                 loop {
                     let Some(s) = shared.upgrade() else { return };
-                    let _ = tokio::time::timeout(interval, s.wake.notified()).await;
+                    if interval.is_zero() {
+                        s.wake.notified().await;
+                    } else {
+                        let _ = tokio::time::timeout(interval, s.wake.notified()).await;
+                    }
                     if s.closed.load(Ordering::Acquire) {
-                        return;
+                        return; // `close` (or dropping the client) sends the rest
                     }
                     // failures went to on_error; the task lives on
                     let _ = flush(&s).await;
                 }
             })
-        });
-        Client { shared, ticker }
+        };
+        Client { shared, ticker: Some(ticker) }
     }
 
     /// Events queued and not yet sent.
@@ -236,9 +243,19 @@ impl Client {
 }
 
 impl Drop for Client {
+    /// Not closed: a task on the current runtime sends what is queued (a batch the sending task has on the wire is
+    /// finished, never aborted, which would lose it).
     fn drop(&mut self) {
-        if let Some(ticker) = self.ticker.take() {
-            ticker.abort();
+        if self.ticker.take().is_none() {
+            return; // closed
+        }
+        self.shared.closed.store(true, Ordering::Release);
+        self.shared.wake.notify_one();
+        if self.pending() > 0
+            && let Ok(runtime) = tokio::runtime::Handle::try_current()
+        {
+            let shared = self.shared.clone();
+            runtime.spawn(async move { flush(&shared).await });
         }
     }
 }
@@ -263,6 +280,16 @@ async fn flush(s: &Shared) -> Result<usize, Error> {
 fn backoff(o: &ClientOptions, attempt: u32) -> Duration {
     let ceiling = o.initial_backoff.saturating_mul(1 << (attempt - 1).min(20)).min(o.max_backoff);
     ceiling.mul_f64(rand::random::<f64>())
+}
+
+/// `Retry-After`: seconds, or an HTTP date (a date already past is no wait).
+fn retry_after(value: &str) -> Option<Duration> {
+    let value = value.trim();
+    if let Ok(seconds) = value.parse::<u64>() {
+        return Some(Duration::from_secs(seconds));
+    }
+    let at = httpdate::parse_http_date(value).ok()?;
+    Some(at.duration_since(SystemTime::now()).unwrap_or_default())
 }
 
 fn retryable(status: u16) -> bool {
@@ -313,10 +340,10 @@ async fn send(s: &Shared, batch: &[TrackEvent]) -> Result<usize, Error> {
             }
             Ok(answer) => {
                 let status = answer.status().as_u16();
-                let after = answer.headers().get("retry-after").and_then(|v| v.to_str().ok()?.trim().parse().ok());
+                let after = answer.headers().get("retry-after").and_then(|v| retry_after(v.to_str().ok()?));
                 let text = answer.text().await.unwrap_or_default();
                 error = Error::from_answer(status, &text);
-                wait = after.map(Duration::from_secs);
+                wait = after;
                 if !retryable(status) || wait.is_some_and(|w| w > o.max_retry_after) {
                     break;
                 }

@@ -151,3 +151,53 @@ async fn the_interval_sends_on_its_own() {
     assert_eq!(seen.lock().unwrap().len(), 1);
     client.close().await.unwrap();
 }
+
+/// Waits until the server has seen `n` requests (or 5 s have passed); how many it saw.
+async fn seen_at_least(seen: &Arc<Mutex<Vec<Seen>>>, n: usize) -> usize {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while seen.lock().unwrap().len() < n && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    seen.lock().unwrap().len()
+}
+
+#[tokio::test]
+async fn a_retry_after_date_is_waited_for() {
+    // HTTP dates have whole seconds: two seconds ahead is at least one second from now
+    let at = httpdate::fmt_http_date(std::time::SystemTime::now() + Duration::from_secs(2));
+    let at: &'static str = Box::leak(at.into_boxed_str());
+    let (url, seen) = server(vec![(503, Some(at), r#"{"error":{"code":"unavailable","message":"later"}}"#)]).await;
+    let client = Client::new(options(&url));
+    client.track(TrackEvent::new("a")).unwrap();
+    assert_eq!(client.flush().await.unwrap(), 1);
+    let seen = seen.lock().unwrap().clone();
+    assert_eq!(seen.len(), 2);
+    assert!(seen[1].at - seen[0].at >= Duration::from_millis(950), "waited until the date");
+}
+
+#[tokio::test]
+async fn without_an_interval_a_full_batch_still_goes_on_its_own() {
+    let (url, seen) = server(vec![]).await;
+    let mut o = options(&url);
+    o.batch_size = 2;
+    let client = Client::new(o);
+    client.track(TrackEvent::new("a")).unwrap();
+    client.track(TrackEvent::new("b")).unwrap();
+    assert_eq!(seen_at_least(&seen, 1).await, 1, "sent without flush");
+    assert_eq!(client.pending(), 0);
+    client.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_dropped_client_sends_what_it_queued() {
+    let (url, seen) = server(vec![]).await;
+    let mut o = options(&url);
+    o.flush_interval = Duration::from_secs(3600);
+    let client = Client::new(o);
+    client.track(TrackEvent::new("a")).unwrap();
+    client.track(TrackEvent::new("b")).unwrap();
+    drop(client);
+    assert_eq!(seen_at_least(&seen, 1).await, 1);
+    let events: Vec<serde_json::Value> = serde_json::from_str(&seen.lock().unwrap()[0].body).unwrap();
+    assert_eq!(events.len(), 2);
+}
