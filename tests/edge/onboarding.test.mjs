@@ -1,12 +1,12 @@
 // docs/onboarding.md, run: its shell snippets (credentials, an ingest token, the beacon's origins, a postback, the
 // checks) against a real core node in the order the guide gives them, and its TypeScript and Python snippets
-// against the SDKs. A guide whose commands fail is a bug.
+// against the SDKs (its Rust snippets compile as doctests of tracker-sdk). A guide whose commands fail is a bug.
 import { after, before, describe, it } from "node:test";
 import assert from "node:assert/strict";
 import { execFileSync } from "node:child_process";
 import { readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { Core, ROOT } from "./harness.mjs";
+import { Core, ROOT, eventually } from "./harness.mjs";
 
 const ADMIN = "admin-token-for-the-onboarding-guide-0123456789";
 const guide = readFileSync(join(ROOT, "docs/onboarding.md"), "utf8");
@@ -41,7 +41,7 @@ describe("the onboarding guide's snippets", () => {
     assert.ok(env.API_KEY && env.INGEST_TOKEN, "the guide's credentials were made");
   });
 
-  it("the TypeScript and Python snippets build links the node redirects", () => {
+  it("the TypeScript and Python snippets build links the node redirects, and the batch snippet's event is stored", async () => {
     const sdk = join(ROOT, "clients/sdk-typescript/dist/index.js");
     const ts = blocks("ts", section(3)).join("\n")
       .replaceAll("'tracker-sdk'", JSON.stringify(sdk))
@@ -61,5 +61,14 @@ describe("the onboarding guide's snippets", () => {
       const res = execFileSync("curl", ["-s", "-o", "/dev/null", "-w", "%{http_code} %{redirect_url}", link], { encoding: "utf8" });
       assert.match(res, /^307 https:\/\/acme\.example\/spring-sale\?/, link);
     }
+    // the batch client's event (the snippet closes the client, which sends it) is stored
+    const stored = await eventually(async () => {
+      const res = await fetch(`${core.url}/api/events?event_type=purchase&limit=100`, {
+        headers: { authorization: `Bearer ${env.API_KEY}` },
+      });
+      const body = await res.json();
+      return body.data?.find((e) => e.params.order === "o-1");
+    }, 20000, "the batch snippet's purchase");
+    assert.equal(stored.params.ad_click_id, env.AD_CLICK_ID);
   });
 });

@@ -15,6 +15,11 @@
 //! # Ok::<(), tracker_sdk::Error>(())
 //! ```
 
+/// The Rust snippets of the onboarding guide compile (as doctests).
+#[cfg(doctest)]
+#[doc = include_str!("../../../docs/onboarding.md")]
+mod onboarding_guide {}
+
 pub mod api;
 mod client;
 pub mod links;
