@@ -154,8 +154,6 @@ pub struct AppState {
     pub metrics: Metrics,
     /// Platform API rate limits, per tenant (and one for the admin credential).
     pub api_limits: RateLimiter,
-    /// Signatures of changes forwarded by the edge taken within the replay window (each is taken once).
-    pub edge_nonces: Nonces,
     /// Webhook deliveries (with the address guard unless `WEBHOOK_ALLOW_PRIVATE`).
     pub webhook_client: reqwest::Client,
     /// The warm and cold tiers `/api/query` asks.
@@ -222,7 +220,6 @@ impl AppState {
             store,
             metrics: Metrics::default(),
             api_limits: RateLimiter::default(),
-            edge_nonces: Nonces::default(),
             tenants: TtlCache::new("tenants", ttl),
             short_links: TtlCache::new("short_links", ttl),
             tokens: TtlCache::new("tokens", ttl),
@@ -314,31 +311,6 @@ impl Directory for AppState {
 
     fn global_keys(&self) -> &[LinkKey] {
         &self.global_keys
-    }
-}
-
-/// Signatures already taken, each until its timestamp has left the replay window: a signed change captured on the
-/// way and sent again is refused. Bounded: past [`MAX_NONCES`] the expired ones are dropped, and if none has, the
-/// request is refused (a flood of fresh signatures can only come from a holder of the shared secret).
-#[derive(Debug, Default)]
-pub struct Nonces(std::sync::Mutex<std::collections::HashMap<String, i64>>);
-
-/// Signatures remembered at once (about 5 minutes of changes at 300 a second).
-const MAX_NONCES: usize = 100_000;
-
-impl Nonces {
-    /// Whether `signature` (made at `timestamp_ms`) is seen for the first time; remembers it.
-    pub fn first_use(&self, signature: &str, timestamp_ms: i64, window: Duration) -> bool {
-        let now = now_ms();
-        let window = i64::try_from(window.as_millis()).unwrap_or(i64::MAX);
-        let mut seen = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        if seen.len() >= MAX_NONCES {
-            seen.retain(|_, at| at.saturating_add(window) >= now);
-            if seen.len() >= MAX_NONCES {
-                return false;
-            }
-        }
-        seen.insert(signature.to_owned(), timestamp_ms).is_none()
     }
 }
 

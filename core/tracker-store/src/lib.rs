@@ -18,6 +18,7 @@ mod keys;
 mod links;
 pub mod plans;
 mod positions;
+mod replays;
 mod rows;
 mod rules;
 mod schema;

@@ -189,4 +189,12 @@ CREATE INDEX IF NOT EXISTS dashboard_sessions_by_expiry ON dashboard_sessions(ex
     r#"
 ALTER TABLE tenants ADD COLUMN intake TEXT NOT NULL DEFAULT '{}';
 "#,
+    // 10: signatures of state-changing requests the edge forwarded, taken once across every node (their SHA-256)
+    r#"
+CREATE TABLE IF NOT EXISTS taken_signatures (
+    signature_hash TEXT PRIMARY KEY,
+    expires_at INTEGER NOT NULL
+) STRICT;
+CREATE INDEX IF NOT EXISTS taken_signatures_by_expiry ON taken_signatures(expires_at);
+"#,
 ];

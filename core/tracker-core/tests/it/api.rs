@@ -679,10 +679,13 @@ async fn the_edge_entrance_needs_a_valid_signature_and_gets_purges() {
     let tu = link.body["tu_id"].as_str().unwrap().to_owned();
     let path = format!("/links/{tu}");
     let body = br#"{"destination":"https://b.example/"}"#;
-    let send = |ts: i64, sig: String, cred: String| {
+    // a second node sharing the first one's metadata store (as a fleet shares Turso)
+    let database = api.node.state.cfg.store.database.clone();
+    let other = Node::start(|c| c.store.database = database).await;
+    let send_to = |base: &str, ts: i64, sig: String, cred: String| {
         api.node
             .http
-            .patch(format!("{}/internal/v1/api{path}", api.node.base))
+            .patch(format!("{base}/internal/v1/api{path}"))
             .header(SIGNATURE_HEADER, sig)
             .header(TIMESTAMP_HEADER, ts.to_string())
             .header(CREDENTIAL_HEADER, cred)
@@ -691,6 +694,7 @@ async fn the_edge_entrance_needs_a_valid_signature_and_gets_purges() {
             .body(body.to_vec())
             .send()
     };
+    let send = |ts: i64, sig: String, cred: String| send_to(&api.node.base, ts, sig, cred);
     let ts = now_ms();
     let signed = |name: &str| match name {
         "content-type" => Some("application/json"),
@@ -704,6 +708,10 @@ async fn the_edge_entrance_needs_a_valid_signature_and_gets_purges() {
     let again = send(ts, good.clone(), hash.clone()).await.unwrap();
     assert_eq!(again.status(), 401);
     assert!(again.text().await.unwrap().contains("replay"));
+    let elsewhere = send_to(&other.base, ts, good.clone(), hash.clone()).await.unwrap();
+    assert_eq!(elsewhere.status(), 401, "a replay sent to another node of the fleet is refused too");
+    assert!(elsewhere.text().await.unwrap().contains("replay"));
+    other.stop().await;
     assert_eq!(res.headers()["x-tracker-edge-purge"], format!("short:{tu}").as_str());
     let v: Value = res.json().await.unwrap();
     assert!(v["url"].as_str().unwrap().starts_with("https://edge.example/t/"), "links point at the edge");

@@ -376,10 +376,16 @@ pub async fn via_edge(State(state): State<Arc<AppState>>, req: Request, next: Ne
     if u128::from(now_ms().abs_diff(ts)) > state.cfg.edge.replay_window.as_millis() {
         return refuse("the request timestamp is outside the replay window");
     }
-    // a change is taken once: the same signed request again within the window is a replay
+    // a change is taken once, by whichever node gets it first: the same signed request again within the window is
+    // a replay (the signatures taken are in the metadata store the nodes share)
     let changes = !matches!(parts.method, axum::http::Method::GET | axum::http::Method::HEAD);
-    if changes && !state.edge_nonces.first_use(sig, ts, state.cfg.edge.replay_window) {
-        return refuse("this signed request was already taken (a replay)");
+    if changes {
+        let window = i64::try_from(state.cfg.edge.replay_window.as_millis()).unwrap_or(i64::MAX);
+        match state.store.take_signature(sig, ts.saturating_add(window), now_ms()).await {
+            Ok(true) => {}
+            Ok(false) => return refuse("this signed request was already taken (a replay)"),
+            Err(e) => return ApiError::from(e).into_response(),
+        }
     }
     let public_url = header(PUBLIC_URL_HEADER)
         .filter(|u| (u.starts_with("https://") || u.starts_with("http://")) && u.len() < 256)
