@@ -1,8 +1,13 @@
 // The dashboard in headless Chromium (Debian's, driven by puppeteer-core), against a real core node with seeded data
 // and through the edge Worker under Miniflare: a refused key, signing in (the key never kept by the page), a click
 // made during the test appearing live, a link created and clicked, a report equal to the API's answer, a webhook
-// redelivered, signing out; every page (tenant and operator) screenshotted wide and narrow, light and dark, checked
-// by axe and free of console errors; and the budgets: size, first render on a cold cache, a 100,000-point chart.
+// redelivered, signing out; events filtered, tailed live and opened, a report's CSV, a test webhook, a link edited,
+// expired and deleted, an API key made and revoked, the sidebar by keyboard, a read-only key without write controls;
+// every page (tenant and operator) screenshotted wide and narrow, light and dark, checked by axe and free of console
+// errors; and the budgets: size, first render on a cold cache, a 100,000-point chart.
+//
+// DASHBOARD_TIERS=edge runs the per-tier tests through the Worker only (the pages and budgets too): the core node
+// embeds dashboard/dist when it is compiled, so until it is rebuilt it serves the dashboard as it was then.
 import { after, before, describe, it } from "node:test";
 import assert from "node:assert/strict";
 import { mkdirSync, readdirSync, readFileSync, statSync } from "node:fs";
@@ -19,6 +24,8 @@ const DIST = join(ROOT, "dashboard/dist");
 const AXE = readFileSync(join(ROOT, "node_modules/axe-core/axe.min.js"), "utf8");
 const TENANT_PAGES = ["overview", "events", "links", "reports", "match", "webhooks", "rules", "usage", "keys", "install"];
 const OPERATOR_PAGES = ["tenants", "admin-usage"];
+const TIERS = (process.env.DASHBOARD_TIERS || "core,edge").split(",").filter(Boolean);
+assert.ok(TIERS.length && TIERS.every((t) => t === "core" || t === "edge"), `DASHBOARD_TIERS: core, edge or both, not ${TIERS}`);
 
 describe("dashboard", () => {
   const core = new Core({ ADMIN_TOKEN: ADMIN, WEBHOOK_ALLOW_PRIVATE: "true", CACHE_TTL_SECS: "0" });
@@ -108,9 +115,9 @@ describe("dashboard", () => {
 
   const byTestId = (id) => `[data-testid="${id}"]`;
 
-  /** Waits until nothing on the page is loading. */
+  /** Waits until nothing on the page is loading (a busy table, a loading message). */
   const settled = (page) =>
-    page.waitForFunction(() => !document.querySelector('[aria-busy="true"]') && document.querySelector("main h1"), {
+    page.waitForFunction(() => !document.querySelector('[aria-busy="true"], [data-testid="loading"]') && document.querySelector("main h1"), {
       timeout: 15000,
     });
 
@@ -129,8 +136,10 @@ describe("dashboard", () => {
 
   const text = (page, id) => page.$eval(byTestId(id), (e) => e.textContent.trim());
   const number = async (page, id) => Number((await text(page, id)).replace(/[^\d]/g, ""));
+  /** The pages and budgets are seen through the core node, unless only the edge is asked for. */
+  const home = () => (TIERS.includes("core") ? core.url : edge);
 
-  for (const tier of ["core", "edge"]) {
+  for (const tier of TIERS) {
     it(`${tier}: a refused key, sign in, a live click, a link made and clicked, a report, a redelivery, sign out`, async () => {
       const base = tier === "core" ? core.url : edge;
       const { context, page, errors } = await open();
@@ -286,6 +295,330 @@ describe("dashboard", () => {
     });
   }
 
+  /** Empties a field the way a person would (select all, delete), then types `value`. */
+  async function fill(page, selector, value) {
+    await page.click(selector, { count: 3 });
+    await page.keyboard.press("Backspace");
+    if (value) await page.type(selector, value);
+  }
+
+  /** The ids of the events the table shows, in order. */
+  const shownEvents = (page) =>
+    page.$$eval(byTestId("event-row"), (rows) => rows.map((r) => ({ id: r.dataset.eventId, type: r.cells[1].textContent.trim() })));
+
+  /** The API's answer to an events listing (the hot tier, newest first). */
+  const listed = async (query) => {
+    const [status, body] = await api("GET", `/api/events?${new URLSearchParams({ limit: 50, ...query })}`);
+    assert.equal(status, 200, JSON.stringify(body));
+    return body.data;
+  };
+
+  /** Waits until the events table shows exactly the events the API lists for `query`. */
+  async function showsListed(page, query) {
+    const truth = (await listed(query)).map((e) => e.event_id);
+    await page.waitForFunction(
+      (ids) => [...document.querySelectorAll('[data-testid="event-row"]')].map((r) => r.dataset.eventId).join() === ids.join(),
+      { timeout: 15000 },
+      truth,
+    );
+    return truth;
+  }
+
+  /** Confirms the app's "are you sure?" dialog, returning what it said. */
+  async function confirm(page) {
+    const dialog = await page.waitForSelector(`${byTestId("confirm-dialog")}[open]`);
+    const said = await dialog.evaluate((d) => d.textContent);
+    await page.click(byTestId("confirm-ok"));
+    await page.waitForSelector("dialog[open]", { hidden: true });
+    return said;
+  }
+
+  for (const tier of TIERS) {
+    const features =
+      "the sidebar by keyboard, a report's CSV, events filtered, tailed and opened, a test webhook, " +
+      "a link edited, expired and deleted, a key made and revoked";
+    it(`${tier}: ${features}`, async () => {
+      const base = tier === "core" ? core.url : edge;
+      /** A tracking link of the API, followed at this tier. */
+      const via = (url) => `${base}${new URL(url).pathname}${new URL(url).search}`;
+      const { context, page, errors } = await open();
+      try {
+        await signIn(page, base, key);
+        await page.waitForSelector(byTestId("nav-overview"));
+        await settled(page);
+
+        // the sidebar with the keyboard only: Tab reaches its links in order, each with a visible focus ring, and
+        // Enter opens the page (focus moves to it)
+        const questions = [];
+        const listen = (r) => r.url().endsWith("/api/query") && questions.push(JSON.parse(r.postData()));
+        page.on("request", listen);
+        const path = [];
+        for (let i = 0; i < 20 && path.at(-1)?.id !== "nav-reports"; i++) {
+          await page.keyboard.press("Tab");
+          path.push(
+            await page.evaluate(() => {
+              const e = document.activeElement;
+              const style = getComputedStyle(e);
+              return { id: e.dataset.testid, visible: e.matches(":focus-visible"), outline: `${style.outlineStyle} ${style.outlineWidth}` };
+            }),
+          );
+        }
+        const nav = path.filter((p) => p.id?.startsWith("nav-"));
+        assert.deepEqual(nav.map((p) => p.id), ["nav-overview", "nav-events", "nav-links", "nav-reports"], JSON.stringify(path));
+        for (const p of nav) assert.ok(p.visible && !/^none|\b0px$/.test(p.outline), `a visible focus ring: ${JSON.stringify(p)}`);
+        await page.screenshot({ path: join(SHOTS, `${tier}-keyboard-focus.png`) });
+        await page.keyboard.press("Enter");
+        await page.waitForFunction(() => location.hash === "#/reports");
+        await settled(page);
+        assert.equal(await page.$eval("main h1", (e) => e.textContent.trim()), "Reports");
+        assert.equal(await page.$eval(byTestId("nav-reports"), (e) => e.getAttribute("aria-current")), "page");
+        assert.equal(await page.evaluate(() => document.activeElement.id), "main", "focus moves to the page");
+
+        // the report's CSV holds the table's rows and numbers, which are the API's; the file is read as the page
+        // makes it (its object URL) instead of being saved
+        await page.waitForSelector(byTestId("report-row"));
+        page.off("request", listen);
+        await page.evaluate(() => {
+          const blobs = new Map();
+          const make = URL.createObjectURL;
+          URL.createObjectURL = (blob) => {
+            const url = make.call(URL, blob);
+            blobs.set(url, blob);
+            return url;
+          };
+          document.addEventListener(
+            "click",
+            (e) => {
+              const a = e.target;
+              if (!(a instanceof HTMLAnchorElement && a.download && blobs.has(a.href))) return;
+              e.preventDefault();
+              const blob = blobs.get(a.href);
+              window.__download = blob.text().then((text) => ({ name: a.download, type: blob.type, text }));
+            },
+            true,
+          );
+        });
+        await page.click(byTestId("report-csv"));
+        await page.waitForFunction(() => window.__download);
+        const file = await page.evaluate(() => window.__download);
+        assert.match(file.name, /^report-event_type-\d{4}-\d{2}-\d{2}\.csv$/);
+        assert.match(file.type, /^text\/csv/);
+        const [header, ...lines] = file.text.split("\r\n").filter(Boolean).map((l) => l.split(","));
+        assert.deepEqual(header, ["event_type", "count", "share"]);
+        const table = await page.$$eval(byTestId("report-row"), (rows) =>
+          rows.map((r) => [r.cells[0].textContent.trim(), Number(r.cells[1].textContent.replace(/[^\d]/g, ""))]),
+        );
+        assert.deepEqual(lines.map(([group, count]) => [group, Number(count)]), table, file.text);
+        const [, breakdown] = await api("POST", "/api/query", questions.find((q) => q.query.kind === "breakdown"));
+        assert.deepEqual(table, breakdown.groups.map((g) => [g.group, g.count]), JSON.stringify(breakdown));
+        assert.equal(lines.reduce((n, [, count]) => n + Number(count), 0), await number(page, "report-total"));
+
+        // events: two sign-ups sent now, filtered by type, then by a param; the table lists what the API does
+        const [, ingest] = await api("POST", "/api/tokens", { name: `events-${tier}` });
+        const pros = (await listed({ event_type: "signup", param_key: "plan", param_value: "pro" })).length;
+        for (const plan of ["pro", "free"]) {
+          const res = await fetch(`${core.url}/ingest`, {
+            method: "POST",
+            headers: { authorization: `Bearer ${ingest.secret}`, "content-type": "application/json" },
+            body: JSON.stringify({ event_type: "signup", params: { plan } }),
+          });
+          assert.equal(res.status, 200, await res.text());
+          sent += 1;
+        }
+        await eventually(
+          async () => (await listed({ event_type: "signup", param_key: "plan", param_value: "pro" })).length > pros,
+          20000,
+          "the sign-ups listed",
+        );
+        await go(page, "events");
+        await page.waitForSelector(byTestId("event-row"));
+        await fill(page, byTestId("filter-event-type"), "signup");
+        await page.click(byTestId("filter-apply"));
+        const signups = await showsListed(page, { event_type: "signup" });
+        assert.ok(signups.length >= 2, `${signups}`);
+        assert.ok((await shownEvents(page)).every((e) => e.type === "signup"));
+        await fill(page, byTestId("filter-param-key"), "plan");
+        await fill(page, byTestId("filter-param-value"), "pro");
+        await page.click(byTestId("filter-apply"));
+        const proSignups = await showsListed(page, { event_type: "signup", param_key: "plan", param_value: "pro" });
+        assert.ok(proSignups.length > 0 && proSignups.length < signups.length, `${proSignups} of ${signups}`);
+        assert.ok((await listed({ event_type: "signup" })).filter((e) => proSignups.includes(e.event_id)).every((e) => e.params.plan === "pro"));
+        await page.screenshot({ path: join(SHOTS, `${tier}-events-filtered.png`), fullPage: true });
+
+        // the live tail of clicks shows a click made now, on top, marked new; its detail is the API's event
+        await fill(page, byTestId("filter-event-type"), "click");
+        await fill(page, byTestId("filter-param-key"), "");
+        await fill(page, byTestId("filter-param-value"), "");
+        await page.click(byTestId("filter-apply"));
+        await showsListed(page, { event_type: "click" });
+        await page.click(byTestId("live-tail"));
+        await page.waitForFunction(() => document.querySelector('label.check [role="status"]')?.textContent.trim() === "live", { timeout: 20000 });
+        assert.equal((await click(via(seededLink.url))).status, 307);
+        const fresh = await page.waitForSelector('tr.fresh[data-testid="event-row"]', { timeout: 20000 });
+        const freshId = await fresh.evaluate((r) => r.dataset.eventId);
+        assert.equal((await shownEvents(page))[0].id, freshId, "the new event is on top");
+        const event = await eventually(
+          async () => (await listed({ event_type: "click", tu_id: seededLink.tu_id })).find((e) => e.event_id === freshId),
+          20000,
+          "the live click listed",
+        );
+        assert.equal(event.params.tu_id, seededLink.tu_id);
+        await page.screenshot({ path: join(SHOTS, `${tier}-events-live.png`), fullPage: true });
+        await fresh.$eval(".row-button", (b) => b.click());
+        const detail = await page.waitForSelector(`${byTestId("event-detail")}[open]`);
+        const shown = await detail.evaluate((d) => d.textContent);
+        for (const field of [event.event_id, event.event_type, event.request_path]) assert.ok(shown.includes(field), `${field} in ${shown}`);
+        assert.deepEqual(JSON.parse(await text(page, "event-params")), event.params);
+        await page.screenshot({ path: join(SHOTS, `${tier}-event-detail.png`) });
+        await page.keyboard.press("Escape");
+        await page.waitForSelector("dialog[open]", { hidden: true });
+        await page.click(byTestId("live-tail"));
+
+        // a test delivery: the receiver gets a signed `webhook.test` with the id the API answered, and the row
+        // says what the endpoint answered (tests are not entries of the delivery log: the API does not keep them)
+        await go(page, "webhooks");
+        await page.waitForSelector(byTestId("webhook-test"));
+        await page.click(byTestId("webhook-deliveries"));
+        await page.waitForSelector(byTestId("delivery-row"));
+        const tested = page.waitForResponse((r) => /\/api\/webhooks\/[^/]+\/test$/.test(new URL(r.url()).pathname));
+        await page.click(byTestId("webhook-test"));
+        const attempt = await (await tested).json();
+        assert.deepEqual([attempt.delivered, attempt.status], [true, 200], JSON.stringify(attempt));
+        await page.waitForSelector(byTestId("webhook-test-result"));
+        assert.match(await text(page, "webhook-test-result"), /^test delivered\s+HTTP 200 in /);
+        const received = await eventually(async () => delivered.find((d) => d.id === attempt.delivery_id), 10000, "the test delivery");
+        assert.equal(received.type, "webhook.test");
+        await page.screenshot({ path: join(SHOTS, `${tier}-webhooks-test.png`), fullPage: true });
+
+        // a link edited (a new destination, and a fallback), expired (clicks go to the fallback), deleted (404)
+        const [, made] = await api("POST", "/api/links", { destination: `https://shop.example/before-${tier}`, name: `to change ${tier}` });
+        const before = await click(via(made.url));
+        assert.ok(before.headers.get("location").startsWith(`https://shop.example/before-${tier}?`));
+        await go(page, "links");
+        const row = `[data-testid="link-row"][data-tu-id="${made.tu_id}"]`;
+        await page.waitForSelector(row);
+        // the row actions fit at 1280 px: the table does not scroll sideways
+        const fit = await page.$eval(byTestId("links-table"), (wrap) => ({
+          overflow: wrap.scrollWidth - wrap.clientWidth,
+          right: wrap.getBoundingClientRect().right,
+          buttons: [...wrap.querySelectorAll(".actions button")].map((b) => b.getBoundingClientRect().right),
+        }));
+        assert.ok(fit.overflow <= 0 && fit.buttons.every((r) => r <= fit.right), `the links table at 1280 px: ${JSON.stringify(fit)}`);
+        await page.click(`${row} ${byTestId("link-edit")}`);
+        await page.waitForSelector(`${byTestId("link-edit-dialog")}[open]`);
+        const destination = `https://shop.example/after-${tier}`;
+        const fallback = `https://shop.example/over-${tier}`;
+        await fill(page, "#e-dest", destination);
+        await fill(page, "#e-name", `changed ${tier}`);
+        await fill(page, "#e-fallback", fallback);
+        await page.screenshot({ path: join(SHOTS, `${tier}-link-edit.png`) });
+        await page.click('button[form="edit-link"]');
+        await page.waitForSelector("dialog[open]", { hidden: true });
+        await page.waitForFunction((row, d) => document.querySelector(row)?.textContent.includes(d), {}, row, destination);
+        const [, edited] = await api("GET", `/api/links/${made.tu_id}`);
+        assert.deepEqual([edited.destination, edited.name, edited.fallback_url, edited.expires_at], [destination, `changed ${tier}`, fallback, null]);
+        assert.ok((await click(via(made.url))).headers.get("location").startsWith(`${destination}?ad_click_id=`));
+
+        await page.click(`${row} ${byTestId("link-expire")}`);
+        assert.match(await confirm(page), new RegExp(`send visitors to ${fallback}`));
+        await page.waitForFunction((row) => document.querySelector(row)?.querySelector(".badge.bad")?.textContent === "expired", {}, row);
+        assert.equal(await page.$(`${row} ${byTestId("link-expire")}`), null, "an expired link has nothing to expire");
+        const [, expired] = await api("GET", `/api/links/${made.tu_id}`);
+        assert.ok(expired.expires_at !== null && expired.expires_at <= Date.now(), JSON.stringify(expired));
+        const afterExpiry = await click(via(made.url));
+        assert.equal(afterExpiry.status, 307);
+        assert.ok(afterExpiry.headers.get("location").startsWith(`${fallback}?`), afterExpiry.headers.get("location"));
+        await page.screenshot({ path: join(SHOTS, `${tier}-link-expired.png`), fullPage: true });
+
+        await page.click(`${row} ${byTestId("link-delete")}`);
+        assert.match(await confirm(page), /cannot be undone/);
+        await page.waitForSelector(row, { hidden: true });
+        assert.equal((await api("GET", `/api/links/${made.tu_id}`))[0], 404);
+        const gone = await click(via(made.url));
+        assert.equal(gone.status, 404);
+        assert.match(await gone.text(), /unknown_short_link/);
+
+        // an API key made in the page: its secret shows once and works; gone from the page once closed; revoked,
+        // the API refuses it
+        await go(page, "keys");
+        await page.waitForSelector(byTestId("key-row"));
+        const name = `reporting ${tier}`;
+        await page.type(byTestId("key-name"), name);
+        await page.click(byTestId("key-scope-write"));
+        await page.click(byTestId("key-submit"));
+        await page.waitForSelector(byTestId("key-secret-value"));
+        const secret = await text(page, "key-secret-value");
+        const [meStatus, me] = await api("GET", "/api/me", undefined, secret);
+        assert.equal(meStatus, 200, JSON.stringify(me));
+        assert.deepEqual([me.key_prefix, [...me.scopes].sort()], ["acme", ["read", "write"]]);
+        await page.screenshot({ path: join(SHOTS, `${tier}-key-secret.png`), fullPage: true });
+        await page.click(`${byTestId("key-secret")} ::-p-text(I have copied it)`);
+        await page.waitForSelector(byTestId("key-secret"), { hidden: true });
+        assert.ok(!(await page.content()).includes(secret), "the secret is gone from the page");
+        const revoke = await page.evaluateHandle(
+          (name) =>
+            [...document.querySelectorAll('[data-testid="key-row"]')]
+              .find((r) => r.cells[0].textContent.includes(name))
+              ?.querySelector('[data-testid="key-revoke"]'),
+          name,
+        );
+        await revoke.asElement().click();
+        assert.match(await confirm(page), new RegExp(me.key_id));
+        await page.waitForSelector(byTestId("keys-notice"));
+        assert.equal(await text(page, "keys-notice"), `The API key “${name}” is revoked.`);
+        assert.equal((await api("GET", "/api/me", undefined, secret))[0], 401, "the revoked key is refused");
+        assert.ok(!(await page.$$eval(byTestId("key-row"), (rows) => rows.map((r) => r.textContent))).some((t) => t.includes(name)));
+        await page.screenshot({ path: join(SHOTS, `${tier}-key-revoked.png`), fullPage: true });
+        assert.deepEqual(errors, []);
+      } finally {
+        await page.screenshot({ path: join(SHOTS, `${tier}-features-last.png`) }).catch(() => {});
+        await context.close();
+      }
+    });
+
+    it(`${tier}: a read-only key sees links, webhooks and keys without their write controls`, async () => {
+      const base = tier === "core" ? core.url : edge;
+      const [status, made] = await api("POST", "/api/keys", { name: `read-only ${tier}`, scopes: ["read"] });
+      assert.equal(status, 201, JSON.stringify(made));
+      const [refused, why] = await api("POST", "/api/links", { destination: "https://shop.example/not-mine" }, made.secret);
+      assert.equal(refused, 403, `the API refuses it a write: ${JSON.stringify(why)}`);
+      const { context, page, errors } = await open();
+      const absent = async (...ids) => {
+        for (const id of ids) assert.equal(await page.$(byTestId(id)), null, `no ${id} on ${await page.evaluate(() => location.hash)}`);
+      };
+      try {
+        await signIn(page, base, made.secret);
+        await page.waitForSelector(byTestId("nav-overview"));
+        await settled(page);
+        assert.match(await text(page, "who"), /acme\s+read$/);
+
+        await go(page, "links");
+        await page.waitForSelector(byTestId("link-row"));
+        await absent("link-destination", "link-submit", "link-edit", "link-expire", "link-delete");
+        assert.equal((await page.$$(byTestId("link-share"))).length, (await page.$$(byTestId("link-row"))).length, "sharing stays");
+        assert.match(await page.$eval("main .callout.info", (e) => e.textContent), /no write scope/);
+        await page.screenshot({ path: join(SHOTS, `${tier}-read-only-links.png`), fullPage: true });
+
+        await go(page, "webhooks");
+        await page.waitForSelector(byTestId("webhook-deliveries"));
+        await page.click(byTestId("webhook-deliveries"));
+        await page.waitForSelector(byTestId("delivery-row"));
+        await absent("webhook-new", "webhook-test", "webhook-edit", "webhook-delete", "redeliver");
+        assert.match(await page.$eval("main .callout.info", (e) => e.textContent), /no write scope/);
+        await page.screenshot({ path: join(SHOTS, `${tier}-read-only-webhooks.png`), fullPage: true });
+
+        await go(page, "keys");
+        await page.waitForSelector(byTestId("no-scope"));
+        assert.match(await text(page, "no-scope"), /This key has no “admin” scope/);
+        await absent("key-name", "key-submit", "key-revoke", "token-submit", "token-revoke");
+        await page.screenshot({ path: join(SHOTS, `${tier}-read-only-keys.png`), fullPage: true });
+        assert.deepEqual(errors, []);
+      } finally {
+        await context.close();
+      }
+    });
+  }
+
   it("every page, wide and light, narrow and dark: screenshots, axe, no console errors", async () => {
     const pages = [
       { credential: key, ids: TENANT_PAGES },
@@ -295,7 +628,7 @@ describe("dashboard", () => {
       for (const { credential, ids } of pages) {
         const { context, page, errors } = await open(look);
         try {
-          await page.goto(`${core.url}/dashboard/`);
+          await page.goto(`${home()}/dashboard/`);
           await page.waitForSelector(byTestId("signin-credential"));
           if (credential === key) await page.screenshot({ path: join(SHOTS, `signin-${look.name}.png`) });
           await page.type(byTestId("signin-credential"), credential);
@@ -354,7 +687,7 @@ describe("dashboard", () => {
     try {
       await page.setCacheEnabled(false);
       const start = Date.now();
-      await page.goto(`${core.url}/dashboard/`, { waitUntil: "domcontentloaded" });
+      await page.goto(`${home()}/dashboard/`, { waitUntil: "domcontentloaded" });
       await page.waitForSelector(byTestId("signin-credential"), { visible: true });
       const signInPage = Date.now() - start;
       await page.type(byTestId("signin-credential"), key);
