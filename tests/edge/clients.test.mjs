@@ -55,7 +55,10 @@ describe("the beacon and the SDK in a real browser, at the core and at the edge"
       "/locked": page("CORE", "locked"),
       "/locked-edge": page("EDGE", "locked"),
       "/offer": "<!doctype html><title>offer</title><h1>Offer</h1>",
-      "/options/hash": `<!doctype html><script async src="CORE/t.js" data-key="options" data-hash data-exclude="/admin/*,/preview"></script><h1>Hash</h1>`,
+      "/options/hash": `<!doctype html><script async src="CORE/t.js" data-key="options" data-hash data-exclude="/admin/*,/preview,/options/hash#/private*"></script><h1>Hash</h1>`,
+      // the script from the core, its events to the edge (data-host), every link click an event (data-track="all")
+      "/options/all": `<!doctype html><script src="CORE/t.js" data-key="options" data-host="EDGE/" data-track="all"></script>
+        <a id="in" href="/offer">Our offer</a>`,
       "/options/dnt": `<!doctype html><script src="CORE/t.js" data-key="options" data-dnt></script><h1>Private</h1>`,
       "/options/nospa": `<!doctype html><script src="CORE/t.js" data-key="options" data-no-spa data-track="none"></script>
         <a id="out" href="http://localhost:PORT/offer">Out</a>`,
@@ -143,11 +146,16 @@ describe("the beacon and the SDK in a real browser, at the core and at the edge"
     });
   }
 
-  it("the beacon's options: hash routing, excluded paths, Do Not Track, no SPA and no click tracking", async () => {
+  it("the beacon's options: hash routing, excluded paths, Do Not Track, no SPA, no or all click tracking, another host", async () => {
     const page = await chromium.newPage();
     await page.setUserAgent(CHROME);
     await page.goto(`${shop.url}/options/hash`, { waitUntil: "networkidle0" });
-    await page.evaluate(() => new Promise((done) => { addEventListener("hashchange", done, { once: true }); location.hash = "#/settings"; }));
+    const hash = (to) => page.evaluate((to) => new Promise((done) => {
+      addEventListener("hashchange", done, { once: true });
+      location.hash = to;
+    }), to);
+    await hash("#/settings");
+    await hash("#/private/keys"); // excluded: with data-hash the hash is part of the path
     await page.evaluate(() => history.pushState({}, "", "/admin/users")); // excluded
     // a browser that asks not to be tracked, on a page whose tag honours it
     await page.evaluateOnNewDocument(() => Object.defineProperty(Navigator.prototype, "globalPrivacyControl", { get: () => true }));
@@ -158,12 +166,30 @@ describe("the beacon and the SDK in a real browser, at the core and at the edge"
     await quiet.goto(`${shop.url}/options/nospa`, { waitUntil: "networkidle0" });
     await quiet.evaluate(() => history.pushState({}, "", "/options/elsewhere"));
     await Promise.all([quiet.waitForNavigation(), quiet.click("#out")]);
-    await Promise.all([page.close(), quiet.close()]);
-    const seen = await events("options", 3, "the option pages' events");
+    const all = await chromium.newPage();
+    await all.setUserAgent(CHROME);
+    const sentTo = [];
+    all.on("request", (r) => r.url().endsWith("/t/auto") && sentTo.push(new URL(r.url()).origin));
+    await all.goto(`${shop.url}/options/all`, { waitUntil: "networkidle0" });
+    await Promise.all([all.waitForNavigation(), all.click("#in")]); // a link to this same site
+    assert.equal(new URL(all.url()).pathname, "/offer");
+    await Promise.all([page.close(), quiet.close(), all.close()]);
+    assert.deepEqual(sentTo, [edge, edge], "data-host: to the edge, though the script came from the core");
+    const seen = await events("options", 5, "the option pages' events");
     await new Promise((ok) => setTimeout(ok, 1500)); // anything more would have arrived by now
-    const pages = (await events("options", 3, "again")).map((e) => `${e.event_type} ${e.params.page}`).sort();
-    assert.deepEqual(pages, ["pageview /options/hash", "pageview /options/hash#/settings", "pageview /options/nospa"]);
-    assert.equal(seen.length, 3);
+    const listed = await events("options", 5, "again");
+    const pages = listed.map((e) => `${e.event_type} ${e.params.page}`).sort();
+    assert.deepEqual(pages, [
+      "outbound_click /options/all",
+      "pageview /options/all",
+      "pageview /options/hash",
+      "pageview /options/hash#/settings",
+      "pageview /options/nospa",
+    ]);
+    const internal = listed.find((e) => e.event_type === "outbound_click");
+    assert.equal(internal.params.href, `${shop.url}/offer`, "data-track=all: a link to the same site too");
+    assert.equal(internal.params.text, "Our offer");
+    assert.equal(seen.length, 5);
   });
 
   it("a tenant's beacon refuses other origins, at the core and the edge: answered, dropped, in the ledger as `origin`", async () => {

@@ -11,7 +11,8 @@
 //   data-track    outbound (default) | all | none: which link clicks are events
 //   data-no-spa   no pageviews on history changes
 //   data-dnt      send nothing when the browser asks not to be tracked (Global Privacy Control, Do Not Track)
-//   data-exclude  comma-separated paths that send no pageviews; `*` matches anything (`/admin/*,/preview`)
+//   data-exclude  comma-separated paths that send no pageviews; `*` matches anything (`/admin/*,/preview`); with
+//                 data-hash the hash is part of the path (`/#/admin*`)
 //   data-hash     hash routing: the hash is part of the page, and a hash change is a navigation
 //
 // Bodies are JSON sent as text/plain, which browsers send without a CORS preflight. `sendBeacon` outlives the page,
@@ -70,7 +71,8 @@
     // replaceState to the same address, or a hash change without hash routing: not a new page
     if (current == lastPage) return;
     lastPage = current;
-    for (var i = 0; i < excluded.length; i++) if (excluded[i].test(location.pathname)) return;
+    var path = location.pathname + (hashRouting ? location.hash : '');
+    for (var i = 0; i < excluded.length; i++) if (excluded[i].test(path)) return;
     send('pageview');
   }
 
