@@ -1,5 +1,6 @@
 //! The operator CLI: run the node, manage tenants, tokens and links in the local metadata store, and read the log.
 
+use std::io::Write as _;
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
@@ -43,6 +44,9 @@ pub enum Command {
     /// Read the embedded event log (stop the node first: the log is single-process).
     #[command(subcommand)]
     Log(LogCmd),
+    /// Read the hot tier (stop the node first: its consumers merge segments as they run).
+    #[command(subcommand)]
+    Hot(HotCmd),
     /// Import history into the event log: the replaced system's archive (its `events` Delta table, a directory or
     /// `s3://` URL) or NDJSON, CSV and Parquet files. Re-runs and resumed runs store each event once. Stop the
     /// node first when the log is the embedded one.
@@ -233,6 +237,12 @@ pub enum LogCmd {
     Count,
 }
 
+#[derive(Debug, Subcommand)]
+pub enum HotCmd {
+    /// Print the id of every event the hot tier holds, one per line.
+    Ids,
+}
+
 fn cli_err(e: impl std::fmt::Display) -> NodeError {
     NodeError::Cli(e.to_string())
 }
@@ -265,6 +275,18 @@ pub async fn run(cli: Cli) -> Result<(), NodeError> {
         Command::Token(cmd) => token(cfg, cmd).await,
         Command::Link(cmd) => link(cfg, cmd).await,
         Command::Log(cmd) => log(cfg, cmd).await,
+        Command::Hot(HotCmd::Ids) => {
+            let hot = tracker_store::hot::HotStore::connect(&cfg.store.hot_database).await?;
+            let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+            let mut written = Ok(());
+            hot.each_event_id(|id| {
+                if written.is_ok() {
+                    written = writeln!(out, "{id}");
+                }
+            })
+            .await?;
+            written.and_then(|()| out.flush()).map_err(cli_err)
+        }
         Command::Demo => demo(cfg).await,
         #[cfg(feature = "import")]
         Command::Import(args) => import_events(cfg, args).await,

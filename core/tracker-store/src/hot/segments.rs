@@ -392,6 +392,25 @@ impl HotStore {
         }
     }
 
+    /// The id of every event the hot tier holds, segment by segment, for an operator's check (the chaos run's
+    /// ledger). Read it with the node stopped: a merge running meanwhile may show an event twice or not at all.
+    pub async fn each_event_id(&self, mut visit: impl FnMut(uuid::Uuid)) -> Result<()> {
+        let conn = self.db.conn().await?;
+        let mut ids = Vec::new();
+        let mut rows = conn.query("SELECT id FROM hot_segments ORDER BY id", ()).await?;
+        while let Some(row) = rows.next().await? {
+            ids.push(int(&row, 0, "id")?);
+        }
+        drop(rows);
+        for id in ids {
+            let Some(seg) = self.segment(id).await? else { continue };
+            for i in 0..seg.len() {
+                visit(uuid::Uuid::from_slice(seg.event_id(i)).map_err(|_| StoreError::BadColumn("event_id"))?);
+            }
+        }
+        Ok(())
+    }
+
     /// Segments and the bytes they take.
     pub async fn segment_totals(&self) -> Result<(u64, u64, u64)> {
         let conn = self.db.conn().await?;
