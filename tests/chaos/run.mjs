@@ -10,10 +10,14 @@
 // turn; the Worker's queue retries, parks and replays meanwhile. Then the load stops, parked messages are replayed,
 // the nodes finish their consumers' work and stop, and the ledger is read from their data directories.
 //
-// The Worker process itself is not killed: under wrangler its queue is Miniflare's in-memory simulator (Cloudflare
-// Queues are durable), so killing it would only show the simulator losing what it holds.
+// Halfway through, the whole fleet goes down (both nodes killed) for OUTAGE_SECS while the Worker goes on taking
+// clicks and postbacks: its queue retries and then parks them in KV. Then the Worker itself is killed (SIGKILL, with
+// its workerd) and started again on the same local state, the nodes come back, and the parked events must still
+// arrive. Before that kill the load pauses until the queue has parked all it held: under wrangler the queue is
+// Miniflare's in-memory simulator, where Cloudflare Queues are durable, so a kill with messages in the simulator
+// would only show the simulator losing them. KV is persisted by Miniflare (`--persist-to`), as Workers KV is.
 //
-//   DURATION_SECS=120 KILL_EVERY_SECS=10 DOWN_SECS=4 node tests/chaos/run.mjs
+//   DURATION_SECS=120 KILL_EVERY_SECS=10 DOWN_SECS=4 OUTAGE_SECS=10 node tests/chaos/run.mjs
 import { execFileSync, spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { cpSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
@@ -26,6 +30,7 @@ const CORE_BIN = join(ROOT, "target/debug/tracker-core");
 const DURATION = Number(process.env.DURATION_SECS ?? 120) * 1000;
 const KILL_EVERY = Number(process.env.KILL_EVERY_SECS ?? 10) * 1000;
 const DOWN = Number(process.env.DOWN_SECS ?? 4) * 1000;
+const OUTAGE = Number(process.env.OUTAGE_SECS ?? 10) * 1000;
 const PYTHON = process.env.TRACKER_DUCKDB_PYTHON ?? "python3";
 const UA = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0 Safari/537.36";
 
@@ -110,20 +115,37 @@ const vars = {
   RATE_LIMIT_IP_PER_SEC: "100000",
   RATE_LIMIT_TENANT_PER_SEC: "100000",
 };
-const wrangler = spawn(
-  join(ROOT, "node_modules/.bin/wrangler"),
-  ["dev", "--ip", "127.0.0.1", "--port", String(pw), "--test-scheduled", "--persist-to", join(edgeDir, "state"),
-    ...Object.entries(vars).flatMap(([k, v]) => ["--var", `${k}:${v}`])],
-  { cwd: edgeDir, env: { ...process.env, WRANGLER_SEND_METRICS: "false" }, stdio: ["ignore", "ignore", "pipe"] },
-);
+let wrangler;
 let wranglerErr = "";
-wrangler.stderr.on("data", (d) => (wranglerErr = (wranglerErr + d).slice(-4000)));
-try {
-  await waitFor(`${workerUrl}/health`, 60000);
-} catch (e) {
-  console.error(wranglerErr);
-  throw e;
+// wrangler and its workerd in a process group of their own, so a kill takes both
+async function startWorker() {
+  wrangler = spawn(
+    join(ROOT, "node_modules/.bin/wrangler"),
+    ["dev", "--ip", "127.0.0.1", "--port", String(pw), "--test-scheduled", "--persist-to", join(edgeDir, "state"),
+      ...Object.entries(vars).flatMap(([k, v]) => ["--var", `${k}:${v}`])],
+    {
+      cwd: edgeDir,
+      env: { ...process.env, WRANGLER_SEND_METRICS: "false" },
+      stdio: ["ignore", "ignore", "pipe"],
+      detached: true,
+    },
+  );
+  wrangler.stderr.on("data", (d) => (wranglerErr = (wranglerErr + d).slice(-4000)));
+  try {
+    await waitFor(`${workerUrl}/health`, 60000);
+  } catch (e) {
+    console.error(wranglerErr);
+    throw e;
+  }
 }
+async function stopWorker(signal) {
+  const exited = new Promise((ok) => wrangler.once("exit", ok));
+  process.kill(-wrangler.pid, signal);
+  await exited;
+  // workerd may outlive wrangler by a moment: wait until the port is free
+  while (await fetch(`${workerUrl}/health`).then(() => true, () => false)) await sleep(100);
+}
+await startWorker();
 log(`stack up: Worker ${workerUrl}, nodes ${nodes.map((n) => n.url).join(", ")}, data in ${run}`);
 
 // the load: clicks and token postbacks through the Worker, what it acknowledged recorded
@@ -148,12 +170,62 @@ async function loadLoop(i) {
     await sleep(20);
   }
 }
-const loops = Array.from({ length: 4 }, (_, i) => loadLoop(i));
+let loops = Array.from({ length: 4 }, (_, i) => loadLoop(i));
+const health = async () => (await (await fetch(`${workerUrl}/health`)).json()).dead_letters;
 
-// the schedule: one node down at a time, in turn
-let turn = 0;
+// the fleet down while the edge takes events, then the Worker killed with what it parked
 const kills = [];
-while (Date.now() - t0 < DURATION) {
+async function fleetOutageAndWorkerKill() {
+  log(`fleet outage: both nodes killed (${acknowledged.size} events acknowledged so far)`);
+  for (const n of nodes) {
+    await n.stop("SIGKILL");
+    n.kills++;
+    kills.push(n.name);
+  }
+  await sleep(OUTAGE);
+  stopLoad = true;
+  await Promise.all(loops);
+  const pausedAt = Date.now();
+  // everything in the queue is parked once its age passes PARK_AFTER_SECS and its next retry comes
+  const settle = (Number(vars.PARK_AFTER_SECS) + Number(vars.RETRY_MAX_DELAY_SECS) + 2) * 1000;
+  log(`load paused; waiting ${settle / 1000} s for the queue to park what it holds`);
+  await sleep(settle);
+  const counted = async () => {
+    const letters = await health();
+    // a listing shows at most 1000: past that the count says nothing of whether the queue is done
+    if (!letters.complete) throw new Error("over 1000 messages parked: a shorter OUTAGE_SECS keeps them countable");
+    return letters.parked;
+  };
+  let parked = await counted();
+  for (let again = -1; again !== parked; ) {
+    again = parked;
+    await sleep(Number(vars.RETRY_MAX_DELAY_SECS) * 1000 + 1000);
+    parked = await counted();
+  }
+  log(`kill -9 the Worker and its workerd (${parked} messages parked in KV)`);
+  await stopWorker("SIGKILL");
+  kills.push("worker");
+  await startWorker();
+  const after = await counted();
+  log(`Worker restarted: ${after} messages parked`);
+  if (after !== parked) throw new Error(`the Worker's restart lost parked messages: ${parked} before, ${after} after`);
+  for (const n of nodes) await n.start();
+  log("nodes restarted; load resumed");
+  stopLoad = false;
+  loops = Array.from({ length: 4 }, (_, i) => loadLoop(i));
+  paused += Date.now() - pausedAt;
+}
+
+// the schedule: one node down at a time, in turn; the fleet outage halfway
+let turn = 0;
+let outage = false;
+let paused = 0; // the load's pause around the Worker's kill does not count towards DURATION_SECS
+while (Date.now() - t0 - paused < DURATION) {
+  if (!outage && Date.now() - t0 > DURATION / 2) {
+    outage = true;
+    await fleetOutageAndWorkerKill();
+    continue;
+  }
   await sleep(KILL_EVERY - DOWN);
   const victim = nodes[turn++ % nodes.length];
   log(`kill -9 node ${victim.name} (${acknowledged.size} events acknowledged so far)`);
@@ -169,9 +241,8 @@ await Promise.all(loops);
 log(`load stopped: ${acknowledged.size} events acknowledged, ${refused} requests refused or failed`);
 
 // drain: parked messages replayed (the operator's command), the queue's retries delivered, the consumers caught up
-const health = async () => (await (await fetch(`${workerUrl}/health`)).json()).dead_letters;
 const logged = () => nodes.reduce((sum, n) => sum + Number(execFileSync("python3", ["-c",
-  "import sqlite3,sys; print(sqlite3.connect(sys.argv[1]).execute('SELECT count(*) FROM hot_events').fetchone()[0])",
+  "import sqlite3,sys; print(sqlite3.connect(sys.argv[1]).execute('SELECT COALESCE(SUM(rows), 0) FROM hot_segments').fetchone()[0])",
   join(n.dir, "hot.db")], { encoding: "utf8" })), 0);
 let replays = "";
 let last = -1;
@@ -188,7 +259,7 @@ for (let stable = 0; stable < 3; ) {
 log(`last replay report: ${replays}`);
 await sleep(5000); // the archivers' last flush (ARCHIVE_FLUSH_SECS=2)
 for (const n of nodes) await n.stop("SIGTERM");
-wrangler.kill("SIGTERM");
+await stopWorker("SIGTERM");
 
 // the ledger
 const count = (ids, into) => {
@@ -201,10 +272,7 @@ const archiveIds = new Map();
 for (const n of nodes) {
   const dump = n.cli("log", "dump", "--limit", "100000000").trim().split("\n").filter(Boolean);
   count(dump.map((l) => JSON.parse(l).event.event_id), logIds);
-  const hot = execFileSync("python3", ["-c",
-    "import sqlite3,sys\nfor (i,) in sqlite3.connect(sys.argv[1]).execute('SELECT event_id FROM hot_events'): print(i)",
-    join(n.dir, "hot.db")], { encoding: "utf8", maxBuffer: 1 << 30 });
-  count(hot.split("\n").filter(Boolean), hotIds);
+  count(n.cli("hot", "ids").split("\n").filter(Boolean), hotIds);
   const archived = execFileSync(PYTHON, [join(ROOT, "tests/chaos/archive_ids.py"), join(n.dir, "archive")], {
     encoding: "utf8",
     maxBuffer: 1 << 30,
@@ -218,7 +286,8 @@ const row = (name, ids) => {
   return { name, held: [...ids.values()].reduce((a, b) => a + b, 0), missing, twice, extra };
 };
 const rows = [row("logs (both nodes)", logIds), row("hot tiers", hotIds), row("archives", archiveIds)];
-console.log(`\nchaos run: ${DURATION / 1000} s of load, ${kills.length} kills (${kills.join(" ")}), ${DOWN / 1000} s down each`);
+console.log(`\nchaos run: ${DURATION / 1000} s of load, ${kills.length} kills (${kills.join(" ")}), ${DOWN / 1000} s down each;`
+  + ` a ${OUTAGE / 1000} s fleet outage, then the Worker killed`);
 console.log(`\n| where | events | acknowledged but missing | stored twice | not acknowledged |`);
 console.log(`|---|---:|---:|---:|---:|`);
 console.log(`| acknowledged by the edge | ${acknowledged.size} | | | |`);
