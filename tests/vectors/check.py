@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """Checks tests/vectors/links.json with an independent implementation (Python's standard library only):
-the v1 and v2 signatures, the v2 canonical message, the edge batch signature and the partition hash.
+the v1 and v2 signatures, the signed links SDKs build (byte for byte, every kind: click, short, postback, pixel),
+the v2 canonical message, the edge batch signature and the partition hash.
 Any SDK can follow this file as a reference. Exits non-zero on the first mismatch."""
 import base64
 import hashlib
@@ -66,9 +67,55 @@ for case in vectors["links"]:
             fail(case["name"])
         checked += 1
 
+
+def form(text: str) -> str:
+    """application/x-www-form-urlencoded as the platform writes it (the url crate's byte_serialize; URLSearchParams):
+    ASCII letters, digits and *-._ as they are, a space as +, any other byte as %XX."""
+    safe = b"*-._0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+    return "".join(chr(b) if b in safe else "+" if b == 0x20 else f"%{b:02X}" for b in text.encode())
+
+
+def url_with(path, pairs):
+    return "https://track.example" + path + "?" + "&".join(f"{form(k)}={form(v)}" for k, v in pairs)
+
+
+V2_PATHS = {"click": "/t", "postback": "/p", "impression": "/i"}
+built_kinds = set()
+for b in vectors["builds"]:
+    fmt, kind, params = b["format"], b["kind"], [tuple(p) for p in b["params"]]
+    if fmt in ("v2_encrypted", "v1_encrypted"):
+        continue  # AES-GCM is not in Python's standard library: the SDKs' own tests rebuild these
+    if fmt == "v2_signed":
+        exp = str(b["expires_at"]) if b["expires_at"] is not None else None
+        ext = ",".join(b["ext"]) or None
+        secret = tenant_keys[b["kid"]]["signing_secret"]
+        msg = v2_message(kind, b["key_prefix"], b["kid"], b["target"], exp, ext, params)
+        pairs = [("v", "2"), ("k", f"{b['key_prefix']}.{b['kid']}")]
+        pairs += [("url", b["target"])] if kind == "click" else []
+        pairs += [("exp", exp)] if exp else []
+        pairs += [("ext", ext)] if ext else []
+        pairs += params + [("s", b64(hmac.new(secret.encode(), msg, hashlib.sha256).digest()))]
+        url = url_with(V2_PATHS.get(kind) or f"/t/{b['target']}", pairs)
+    else:
+        secret = tenant_keys[b["kid"]]["signing_secret"] if b["key_prefix"] else global_secret
+        sig = hmac.new(secret.encode(), b["target"].encode(), hashlib.sha256).hexdigest()
+        sig = f"{b['key_prefix']}_{sig}" if b["key_prefix"] else sig
+        if fmt == "v1_signed":
+            url = url_with("/t", [("url", b["target"]), ("sig", sig)] + params)
+        else:
+            url = url_with(f"/t/{b['target']}", [("sig", sig)] + params)
+    if url != b["url"]:
+        fail(f"build: {b['name']}: {url}")
+    built_kinds.add(kind)
+    checked += 1
+if built_kinds != {"click", "short", "postback", "impression"}:
+    fail(f"builds cover the kinds {sorted(built_kinds)} only")
+
 m = vectors["v2_message"]
 i = m["input"]
-if v2_message(i["kind"], i["key_prefix"], i["kid"], i["target"], i["exp"], i["ext"], [tuple(p) for p in i["params"]]).decode() != m["message_utf8"]:
+params = [tuple(p) for p in i["params"]]
+message = v2_message(i["kind"], i["key_prefix"], i["kid"], i["target"], i["exp"], i["ext"], params)
+if message.decode() != m["message_utf8"]:
     fail("v2_message")
 
 e = vectors["edge_batch_signature"]
@@ -89,7 +136,8 @@ for case in w["cases"]:
     elif abs(case["now"] - int(stamps[0])) > w["tolerance_secs"]:
         outcome = "stale"
     else:
-        mac = hmac.new(w["secret"].encode(), f"{stamps[0]}.".encode() + case["body"].encode(), hashlib.sha256).hexdigest()
+        signed = f"{stamps[0]}.".encode() + case["body"].encode()
+        mac = hmac.new(w["secret"].encode(), signed, hashlib.sha256).hexdigest()
         outcome = "ok" if any(hmac.compare_digest(mac, s) for s in sigs) else "mismatch"
     if outcome != case["expect"]:
         fail(f"webhook: {case['name']}")
@@ -102,4 +150,7 @@ for prefix, want in vectors["partitions_of_24"].items():
     if h % 24 != want:
         fail(f"partition of {prefix}")
 
-print(f"tests/vectors: {checked} link and webhook signatures, the v2 message, the edge signature and partitions agree with Python's hmac")
+print(
+    f"tests/vectors: {checked} link and webhook signatures and signed builds, the v2 message, the edge signature and "
+    "partitions agree with Python's hmac"
+)

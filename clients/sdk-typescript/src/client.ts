@@ -11,7 +11,7 @@
 //   `onDrop`: the caller learns of it at once, and what is already queued keeps its order.
 
 import { uuidv7 } from './crypto.js';
-import type { TrackerConfig } from './compat.js';
+import type { TrackInput, TrackerConfig } from './compat.js';
 import { TrackerError } from './errors.js';
 
 /** One event, as `/batch` takes it. */
@@ -28,6 +28,13 @@ export interface TrackEvent {
   accept_language?: string;
   raw_payload?: unknown;
 }
+
+/**
+ * What `track` takes: a `TrackEvent`, or the replaced SDK's event shape (`TrackInput`: `request_path`,
+ * `request_host`, `referer: null` ...), which its users keep sending to `https://<host>/v1/<ingest token>` (its
+ * `apiUrl`): `/v1/<ingest token>/batch` reads that shape, while `/batch` refuses fields it does not know.
+ */
+export type TrackableEvent = TrackEvent | TrackInput;
 
 export interface Rejected {
   index: number;
@@ -61,17 +68,17 @@ export interface ClientOptions {
   /** A `Retry-After` longer than this (default 60 s, e.g. a monthly quota) ends the attempts at once. */
   maxRetryAfterMs?: number;
   /** A batch that could not be sent, with why; its events are no longer queued. */
-  onError?: (error: Error, events: TrackEvent[]) => void;
+  onError?: (error: Error, events: TrackableEvent[]) => void;
   /** An event refused because the queue was full. */
-  onDrop?: (event: TrackEvent) => void;
+  onDrop?: (event: TrackableEvent) => void;
   /** Events the platform refused one by one (the rest of their batch was stored). */
-  onRejected?: (rejected: Array<Rejected & { event: TrackEvent }>) => void;
+  onRejected?: (rejected: Array<Rejected & { event: TrackableEvent }>) => void;
   /** A `fetch` of your own (tests, proxies). Default: the global one. */
   fetch?: typeof fetch;
   /** The batch path (default `/batch`). */
   path?: string;
   /** Turns the queued events into the request body (default: the JSON array `/batch` reads). */
-  encode?: (events: TrackEvent[]) => string;
+  encode?: (events: TrackableEvent[]) => string;
 }
 
 // Node.js: what open clients still hold when the program has nothing else to do is sent before it exits (their
@@ -95,7 +102,7 @@ export function retryAfterMs(value: string | null, now = Date.now()): number | u
 export class TrackerClient {
   readonly #options: Required<Omit<ClientOptions, 'onError' | 'onDrop' | 'onRejected'>> &
     Pick<ClientOptions, 'onError' | 'onDrop' | 'onRejected'>;
-  #queue: TrackEvent[] = [];
+  #queue: TrackableEvent[] = [];
   #sending: Promise<void> = Promise.resolve();
   #timer: ReturnType<typeof setInterval> | undefined;
   #closed = false;
@@ -138,7 +145,7 @@ export class TrackerClient {
   }
 
   /** Queues an event; `false` (and `onDrop`) when the queue is full or the client is closed. */
-  track(event: TrackEvent): boolean {
+  track(event: TrackableEvent): boolean {
     if (this.#closed || this.#queue.length >= this.#options.maxQueue) {
       this.#options.onDrop?.(event);
       return false;
@@ -175,7 +182,7 @@ export class TrackerClient {
     return this.close();
   }
 
-  async #send(batch: TrackEvent[]): Promise<number> {
+  async #send(batch: TrackableEvent[]): Promise<number> {
     const o = this.#options;
     const idempotencyKey = uuidv7();
     const body = o.encode(batch);
@@ -215,6 +222,15 @@ export class TrackerClient {
 }
 
 function fromLegacy(config: TrackerConfig): ClientOptions {
+  if (!/^https?:\/\/[^/]+(\/.*)?\/v1\/[^/]+\/?$/.test(config.apiUrl ?? '')) {
+    throw new TrackerError(
+      'invalid_config',
+      'apiUrl must be https://<host>/v1/<ingest token>. The replaced system\'s batches carried no credential; ' +
+        'this platform needs one, so the client sends an ingest token (an imported pt_... token, or a new one) in ' +
+        'the URL\'s path. See docs/migrating.md, "6. Switch", in the platform\'s repository (or pass ' +
+        '{ baseUrl, token } instead).',
+    );
+  }
   return {
     baseUrl: config.apiUrl,
     token: '', // in the base URL's path: that system's batches carried no credential

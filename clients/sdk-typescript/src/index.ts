@@ -31,6 +31,7 @@ export {
   type ClientOptions,
   type Rejected,
   type TrackEvent,
+  type TrackableEvent,
   TrackerClient,
   retryAfterMs,
 } from './client.js';

@@ -149,6 +149,22 @@ test("the replaced SDK's configuration works: apiUrl carries the token, destroy(
   assert.equal(JSON.parse(s.requests[0].body)[0].params.click_id, 'c1');
 });
 
+test("the replaced SDK's apiUrl without /v1/<token> is refused with why and where to read more", () => {
+  for (const apiUrl of ['https://track.example.com', 'https://track.example.com/', 'https://track.example.com/v1/']) {
+    assert.throws(
+      () => new TrackerClient({ apiUrl, batchSize: 10 }),
+      (e) =>
+        e.code === 'invalid_config' &&
+        e.message.includes('https://<host>/v1/<ingest token>') &&
+        e.message.includes('carried no credential') &&
+        e.message.includes('docs/migrating.md'),
+      apiUrl,
+    );
+  }
+  const ok = new TrackerClient({ apiUrl: 'https://track.example.com/v1/pt_6vct_x/', flushInterval: 0 });
+  return ok.close();
+});
+
 test('Retry-After is read as seconds or as a date', () => {
   assert.equal(retryAfterMs('3'), 3000);
   assert.equal(retryAfterMs(new Date(Date.now() + 5000).toUTCString()) > 3000, true);

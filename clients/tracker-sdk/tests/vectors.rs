@@ -48,6 +48,7 @@ fn every_link_in_the_vectors_is_built_byte_for_byte() {
     let v = vectors();
     let builds = v["builds"].as_array().unwrap();
     assert!(builds.len() >= 8);
+    assert!(builds.iter().any(|b| b["kind"] == "impression"), "the vectors have pixel builds");
     for b in builds {
         let key = key_for(&v, b);
         let mut options = LinkOptions::new()
@@ -64,6 +65,7 @@ fn every_link_in_the_vectors_is_built_byte_for_byte() {
             ("v2_signed", "click") => links::click_url(BASE, &key, target, &options),
             ("v2_signed", "short") => links::short_link_url(BASE, &key, target, &options),
             ("v2_signed", "postback") => links::postback_url(BASE, &key, &options),
+            ("v2_signed", "impression") => links::pixel_url(BASE, &key, &options),
             ("v2_encrypted", _) => links::encrypted_click_url_with_nonce(BASE, &key, target, &options, nonce(b)),
             ("v1_signed", _) => links::v1_signed_click_url(BASE, &secret_of(&v, b), prefix, target, &options),
             ("v1_short", _) => links::v1_short_link_url(BASE, &secret_of(&v, b), prefix, target, &options),

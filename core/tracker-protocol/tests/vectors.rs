@@ -116,6 +116,19 @@ fn build() -> Value {
     let postback = v2(LinkKind::Postback, "", None, &[], &[("event_type", "purchase"), ("click_id", "abc")])
         .signed_url(BASE, TENANT_SECRET)
         .unwrap();
+    let pixel = v2(LinkKind::Impression, "", None, &[], &[("campaign", "spring"), ("placement", "header")])
+        .signed_url(BASE, TENANT_SECRET)
+        .unwrap();
+    // an ad server's cache buster (`cb`) is appended to the pixel unsigned, as ad networks append `gclid` to clicks
+    let pixel_expiring = v2(
+        LinkKind::Impression,
+        "",
+        Some(NOW_MS / 1000 + 3600),
+        &["cb"],
+        &[("creative", "300x250 é"), ("campaign", "c1")],
+    )
+    .signed_url(BASE, TENANT_SECRET)
+    .unwrap();
     let expired = v2(LinkKind::Click, "https://offer.example/", Some(NOW_MS / 1000 - 1), &[], &[])
         .signed_url(BASE, TENANT_SECRET)
         .unwrap();
@@ -146,6 +159,17 @@ fn build() -> Value {
             "name": "v2 signed postback", "format": "v2_signed", "kind": "postback", "key_prefix": "6vct", "kid": "k2",
             "target": "", "expires_at": null, "ext": [], "params": [["event_type", "purchase"], ["click_id", "abc"]],
             "url": postback,
+        },
+        {
+            "name": "v2 signed impression pixel", "format": "v2_signed", "kind": "impression", "key_prefix": "6vct",
+            "kid": "k2", "target": "", "expires_at": null, "ext": [],
+            "params": [["campaign", "spring"], ["placement", "header"]], "url": pixel,
+        },
+        {
+            "name": "v2 signed impression pixel with expiry, a cache buster in ext and non-ASCII params",
+            "format": "v2_signed", "kind": "impression", "key_prefix": "6vct", "kid": "k2", "target": "",
+            "expires_at": NOW_MS / 1000 + 3600, "ext": ["cb"],
+            "params": [["creative", "300x250 é"], ["campaign", "c1"]], "url": pixel_expiring,
         },
         {
             "name": "v2 encrypted click", "format": "v2_encrypted", "kind": "click", "key_prefix": "6vct", "kid": "k2",
@@ -188,6 +212,17 @@ fn build() -> Value {
         link_case("v2 signed click with a repeated param", LinkKind::Click, format!("{signed}&sub1=x")),
         link_case("v2 signed short link", LinkKind::Short, short),
         link_case("v2 signed postback", LinkKind::Postback, postback),
+        link_case("v2 signed impression pixel", LinkKind::Impression, pixel.clone()),
+        link_case(
+            "v2 signed impression pixel with a changed param",
+            LinkKind::Impression,
+            pixel.replace("placement=header", "placement=footer"),
+        ),
+        link_case(
+            "v2 signed impression pixel plus its declared cache buster appended later",
+            LinkKind::Impression,
+            format!("{pixel_expiring}&cb=1770704294"),
+        ),
         link_case("v2 expired click", LinkKind::Click, expired),
         link_case("v2 encrypted click with a declared ext param", LinkKind::Click, format!("{encrypted}&gclid=G")),
         link_case(
