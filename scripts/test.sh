@@ -18,6 +18,7 @@ ensure_sqld
 ensure_duckdb
 ensure_moto
 ensure_chromium
+ensure_infra_tools
 ensure_cargo_machete
 ensure_cargo_deny
 ensure_cargo_nextest
@@ -63,6 +64,8 @@ bash scripts/build-worker.sh
 gz=$(gzip -9c edge-worker/build/index_bg.wasm | wc -c)
 echo "edge Worker wasm: $(wc -c < edge-worker/build/index_bg.wasm) bytes, $gz gzipped (limit 409600)"
 [ "$gz" -le 409600 ] || { echo "the Worker's gzipped wasm exceeds 400 KB" >&2; exit 1; }
+# the Wrangler dry runs bundle this build; the image's smoke run uses the node nextest built
+bash scripts/test-infra.sh
 say "edge Worker tests under Miniflare, against a real core node (and headless Chromium for the browser shapes)"
 # the node's binary was built (and put at target/debug/) for the nextest run; a `cargo build --bins` here would
 # build the whole data stack again, with the features of a build without dev-dependencies
