@@ -145,6 +145,14 @@ check "infra/k8s/base/iggy-server.toml is infra/iggy/server.toml" \
 check "variables are the platform's, secrets are listed (check-vars.py)" \
     "$INFRA_BIN/python" infra/check-vars.py . "$work/staging.yaml" "$work/production.yaml"
 
+# the cost model (docs/cost.md) runs on its inputs and prints a total for the default mix
+cost_model() {
+    python3 scripts/cost.py >"$work/cost" || { cat "$work/cost"; return 1; }
+    grep '^total per million events, all in: \$[0-9]' "$work/cost" || { cat "$work/cost"; return 1; }
+}
+check "cost model: python3 scripts/cost.py (default mix) prints its total" cost_model
+sed -n 's/^total per million events, all in: /        default mix, per million events: /p' "$work/cost" 2>/dev/null
+
 echo "infra checks: $((SECONDS - started)) s"
 if [ "${#failed[@]}" -gt 0 ]; then
     echo "failed: ${failed[*]}" >&2

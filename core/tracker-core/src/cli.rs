@@ -67,6 +67,14 @@ pub enum Command {
         #[arg(long, default_value_t = 20)]
         limit: u32,
     },
+    /// Ask the node on this machine whether it is healthy (`/health`, or `/health/broker` with `--broker`): exits 0
+    /// only on a 200. For container health checks and exec probes: the image has no curl. Sends `METRICS_TOKEN`
+    /// when it is set (a loopback caller needs none unless `TRUST_PROXY` names a proxy).
+    Health {
+        /// The event log's health (`/health/broker`) instead of the node's.
+        #[arg(long)]
+        broker: bool,
+    },
     /// Create a demo tenant if missing and print links, a token and commands to try.
     Demo,
     /// Print the configuration variables and their values.
@@ -243,6 +251,35 @@ pub enum HotCmd {
     Ids,
 }
 
+/// `tracker-core health`: one request to this machine's node, over loopback when it listens on every address.
+async fn health(cfg: &Config, broker: bool) -> Result<(), NodeError> {
+    let host = match cfg.node.host {
+        std::net::IpAddr::V4(v4) if v4.is_unspecified() => std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST),
+        std::net::IpAddr::V6(v6) if v6.is_unspecified() => std::net::IpAddr::V6(std::net::Ipv6Addr::LOCALHOST),
+        other => other,
+    };
+    let path = if broker { "/health/broker" } else { "/health" };
+    let url = format!("http://{}{path}", std::net::SocketAddr::new(host, cfg.node.port));
+    let http = reqwest::Client::builder().timeout(std::time::Duration::from_secs(5)).build().map_err(cli_err)?;
+    let mut request = http.get(&url);
+    if let Some(token) = std::env::var("METRICS_TOKEN").ok().filter(|t| !t.is_empty()) {
+        request = request.bearer_auth(token);
+    }
+    let answer = request.send().await.map_err(|e| cli_err(format!("{url}: {e}")))?;
+    let status = answer.status();
+    let body = answer.text().await.unwrap_or_default();
+    let status_field = serde_json::from_str::<serde_json::Value>(&body)
+        .ok()
+        .and_then(|v| v.get("status").and_then(|s| s.as_str()).map(str::to_owned))
+        .unwrap_or_default();
+    if status == reqwest::StatusCode::OK {
+        println!("{url}: {status} {status_field}");
+        Ok(())
+    } else {
+        Err(cli_err(format!("{url}: {status} {body}")))
+    }
+}
+
 fn cli_err(e: impl std::fmt::Display) -> NodeError {
     NodeError::Cli(e.to_string())
 }
@@ -287,6 +324,7 @@ pub async fn run(cli: Cli) -> Result<(), NodeError> {
             .await?;
             written.and_then(|()| out.flush()).map_err(cli_err)
         }
+        Command::Health { broker } => health(&cfg, broker).await,
         Command::Demo => demo(cfg).await,
         #[cfg(feature = "import")]
         Command::Import(args) => import_events(cfg, args).await,

@@ -1046,3 +1046,35 @@ fn the_cli_refuses_to_sign_links_to_destinations_a_click_would_refuse() {
         }
     }
 }
+
+/// `tracker-core health` (the image's health check and the exec probes): 0 only when the node on this machine says
+/// it is healthy; the event log's health with `--broker`, over loopback.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_health_command_exits_zero_only_for_a_healthy_node() {
+    let node = Node::start(|_| {}).await;
+    let port = node.base.rsplit(':').next().unwrap().to_owned();
+    let health = |port: String, args: &'static [&'static str]| {
+        tokio::task::spawn_blocking(move || {
+            std::process::Command::new(env!("CARGO_BIN_EXE_tracker-core"))
+                .arg("health")
+                .args(args)
+                .env("PORT", port)
+                // as in a container: every address (so the command asks over loopback), with the key that needs
+                .env("HOST", "0.0.0.0")
+                .env("SECRETS_KEY", "11".repeat(32))
+                .env("RUST_LOG", "warn")
+                .output()
+                .unwrap()
+        })
+    };
+    for args in [&[][..], &["--broker"][..]] {
+        let out = health(port.clone(), args).await.unwrap();
+        assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(String::from_utf8_lossy(&out.stdout).contains("200 OK ok"), "{args:?}");
+    }
+    node.stop().await;
+    // nothing listens there any more
+    let out = health(port, &[]).await.unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("/health"));
+}
