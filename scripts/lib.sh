@@ -140,6 +140,16 @@ ensure_moto() {
     export TRACKER_S3_PYTHON="$venv/bin/python"
 }
 
+# The official Python MCP client (PyPI `mcp`, with pytest) for the MCP server's tests; prints the venv.
+ensure_mcp_client() {
+    local venv="${TRACKER_VENV:-$HOME/.cache/tracker/venv}"
+    [ -x "$venv/bin/python" ] || python3 -m venv "$venv" >&2
+    if ! "$venv/bin/python" -c 'import mcp, pytest, jsonschema' 2>/dev/null; then
+        "$venv/bin/pip" install -q 'mcp==2.3.0' 'pytest==8.4.2' 'jsonschema==4.26.0' >&2
+    fi
+    echo "$venv"
+}
+
 # Debian's Chromium for the browser tests (puppeteer-core drives it; no browser download). Sets CHROMIUM_BIN.
 ensure_chromium() {
     if ! command -v chromium >/dev/null 2>&1; then

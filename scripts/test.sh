@@ -18,6 +18,7 @@ ensure_sqld
 ensure_duckdb
 ensure_moto
 ensure_chromium
+ensure_mcp_client >/dev/null
 ensure_infra_tools
 ensure_cargo_machete
 ensure_cargo_deny
@@ -71,5 +72,7 @@ say "edge Worker tests under Miniflare, against a real core node (and headless C
 # build the whole data stack again, with the features of a build without dev-dependencies
 [ -x target/debug/tracker-core ] || { echo "target/debug/tracker-core is missing" >&2; exit 1; }
 node --test --test-concurrency=1 tests/edge/
+say "the MCP server with the official Python MCP client: stdio and streamable HTTP against a live core node"
+bash scripts/test-mcp.sh
 say "schemathesis: the OpenAPI document against a live core node"
 TRACKER_CORE_BUILT=1 MAX_EXAMPLES="${MAX_EXAMPLES:-25}" bash scripts/api-fuzz.sh

@@ -31,7 +31,7 @@ pub const FORWARDED_HEADERS: &[&str] = &[
 pub const PREFLIGHT_HEADERS: [(&str, &str); 4] = [
     ("access-control-allow-origin", "*"),
     ("access-control-allow-methods", "GET, POST, PATCH, DELETE, OPTIONS"),
-    ("access-control-allow-headers", "authorization, content-type, idempotency-key"),
+    ("access-control-allow-headers", "authorization, content-type, idempotency-key, mcp-protocol-version"),
     ("access-control-max-age", "86400"),
 ];
 
@@ -78,7 +78,8 @@ pub fn live_forward(path: &str, query: &str) -> Option<(String, Option<String>)>
 
 /// The path below `/api` with the query, as signed for the core; `None` if the path is not an API path.
 pub fn forward_path(path: &str, query: &str) -> Option<String> {
-    let rest = path.strip_prefix("/api")?;
+    // MCP (streamable HTTP) is the core's too, below its internal API
+    let rest = if path == "/mcp" { path } else { path.strip_prefix("/api")? };
     if !(rest.is_empty() || rest.starts_with('/')) {
         return None;
     }
@@ -211,6 +212,8 @@ mod tests {
         assert_eq!(forward_path("/api/links", "limit=5").as_deref(), Some("/links?limit=5"));
         assert_eq!(forward_path("/api", "").as_deref(), Some("/"));
         assert_eq!(forward_path("/apix", ""), None);
+        assert_eq!(forward_path("/mcp", "").as_deref(), Some("/mcp"));
+        assert_eq!(forward_path("/mcp/x", ""), None);
         assert_eq!(forward_path("/t", ""), None);
     }
 

@@ -369,8 +369,9 @@ describe("dashboard", () => {
         await page.screenshot({ path: join(SHOTS, `${tier}-keyboard-focus.png`) });
         await page.keyboard.press("Enter");
         await page.waitForFunction(() => location.hash === "#/reports");
+        // the route changes first, the page renders after it (seen in CI: the old page's heading, once)
+        await page.waitForFunction(() => document.querySelector("main h1")?.textContent.trim() === "Reports");
         await settled(page);
-        assert.equal(await page.$eval("main h1", (e) => e.textContent.trim()), "Reports");
         assert.equal(await page.$eval(byTestId("nav-reports"), (e) => e.getAttribute("aria-current")), "page");
         assert.equal(await page.evaluate(() => document.activeElement.id), "main", "focus moves to the page");
 

@@ -880,6 +880,11 @@ export class ApiClient {
     return this.request('GET', `/api/openapi.json`, undefined);
   }
 
+  /** Tool definitions for AI assistants. Public: no credential needed. Every platform API operation as a tool for function calling, in OpenAI's or Anthropic's format or as MCP's `tools/list` answer: the same tools the MCP server at `/mcp` serves, made from this document. `audience=admin` lists the platform admin's tools instead of a tenant's. `GET /api/tools` */
+  getToolDefinitions(query: { format?: "openai" | "anthropic" | "mcp"; audience?: "tenant" | "admin" } = {}): Promise<Array<unknown> | Record<string, unknown>> {
+    return this.request('GET', `/api/tools`, undefined, query);
+  }
+
   /** Who the credential is. The caller (the admin credential or a tenant API key) and its rate limit. Any valid credential. `GET /api/me` */
   getMe(): Promise<MeAdmin | MeTenant> {
     return this.request('GET', `/api/me`, undefined);

@@ -1033,6 +1033,15 @@ pub struct Session {
     pub expires_at: i64,
 }
 
+/// The query of `get_tool_definitions`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct GetToolDefinitionsQuery {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub format: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub audience: Option<String>,
+}
+
 /// The query of `list_tenants`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 pub struct ListTenantsQuery {
@@ -1281,6 +1290,14 @@ impl ApiClient {
     /// This OpenAPI document. Public: no credential needed. `GET /api/openapi.json`
     pub async fn get_open_api_document(&self) -> Result<serde_json::Value, SdkError> {
         self.request::<_, _, serde_json::Value>("GET", "/api/openapi.json", None::<&()>, None::<&()>).await
+    }
+
+    /// Tool definitions for AI assistants. Public: no credential needed. Every platform API operation as a tool for
+    /// function calling, in OpenAI's or Anthropic's format or as MCP's `tools/list` answer: the same tools the MCP
+    /// server at `/mcp` serves, made from this document. `audience=admin` lists the platform admin's tools instead of a
+    /// tenant's. `GET /api/tools`
+    pub async fn get_tool_definitions(&self, query: &GetToolDefinitionsQuery) -> Result<serde_json::Value, SdkError> {
+        self.request::<_, _, serde_json::Value>("GET", "/api/tools", None::<&()>, Some(query)).await
     }
 
     /// Who the credential is. The caller (the admin credential or a tenant API key) and its rate limit. Any valid

@@ -166,6 +166,8 @@ pub struct AppState {
     pub tasks: tokio_util::task::TaskTracker,
     /// The node's time (tests move it on).
     pub clock: Clock,
+    /// The platform API as tools for AI assistants (`/mcp`, `/api/tools`), made from the OpenAPI document.
+    pub tools: Arc<tracker_mcp::Catalog>,
     tenants: TtlCache<String, TenantRecord>,
     short_links: TtlCache<String, ShortLinkRecord>,
     tokens: TtlCache<String, TokenRecord>,
@@ -200,7 +202,10 @@ impl AppState {
         };
         let webhook_client = crate::webhook::client(cfg.webhook_allow_private)?;
         let queries = crate::query::ArchiveTiers::from_config(&cfg)?;
+        let document = crate::http::api::openapi::render(cfg.plans());
+        let tools = Arc::new(tracker_mcp::Catalog::from_openapi(&document).map_err(|e| e.to_string())?);
         Ok(AppState {
+            tools,
             queries,
             consumers: Arc::default(),
             link_counter: tracker_consumers::link_counts::consumer_name(&cfg.data_dir)

@@ -43,7 +43,8 @@ pub(super) async fn api(req: RawRequest, env: &Env, cfg: &EdgeConfig, url: &str,
     if let Some(Err(retry)) = with_isolate(|i| i.api_ip_limits.check(&rate_key(&ip), 1.0, now)) {
         return api_error(429, "rate_limited", "too many API requests from this address; retry later", Some(retry));
     }
-    let public = forward == "/openapi.json";
+    // the OpenAPI document and the tool definitions made from it need no credential
+    let public = matches!(forward.split('?').next(), Some("/openapi.json" | "/tools"));
     // signing in to the dashboard: the credential is in the body, read below (the path, whatever the query)
     let sign_in = method == "POST" && forward.split('?').next() == Some("/session");
     let mut hash = None;
@@ -100,6 +101,11 @@ pub(super) async fn api(req: RawRequest, env: &Env, cfg: &EdgeConfig, url: &str,
     };
     let credential = hash.unwrap_or_default();
     let content_type = header(&req, "content-type");
+    let mcp_headers: Vec<(&str, String)> = if forward == "/mcp" {
+        ["accept", "mcp-protocol-version"].into_iter().filter_map(|n| header(&req, n).map(|v| (n, v))).collect()
+    } else {
+        Vec::new()
+    };
     let idempotent = method == "GET" || method == "HEAD";
     let mut answer = None;
     let public_url = origin(url);
@@ -123,6 +129,10 @@ pub(super) async fn api(req: RawRequest, env: &Env, cfg: &EdgeConfig, url: &str,
         }
         if let Some(ct) = &content_type {
             let _ = headers.set("content-type", ct);
+        }
+        // MCP's content negotiation and protocol version; they change the answer's framing, not who may ask
+        for (name, value) in &mcp_headers {
+            let _ = headers.set(name, value);
         }
         let mut init = RequestInit::new();
         init.with_method(Method::from(method.clone())).with_headers(headers);

@@ -602,6 +602,10 @@ class ApiClient:
         """This OpenAPI document. Public: no credential needed. ``GET /api/openapi.json``"""
         return self._request("GET", f"/api/openapi.json", None, None)
 
+    def get_tool_definitions(self, *, format: Optional[Literal["openai", "anthropic", "mcp"]] = None, audience: Optional[Literal["tenant", "admin"]] = None) -> Union[List[Any], Dict[str, Any]]:
+        """Tool definitions for AI assistants. Public: no credential needed. Every platform API operation as a tool for function calling, in OpenAI's or Anthropic's format or as MCP's `tools/list` answer: the same tools the MCP server at `/mcp` serves, made from this document. `audience=admin` lists the platform admin's tools instead of a tenant's. ``GET /api/tools``"""
+        return self._request("GET", f"/api/tools", None, {"format": format, "audience": audience})
+
     def get_me(self) -> Union[MeAdmin, MeTenant]:
         """Who the credential is. The caller (the admin credential or a tenant API key) and its rate limit. Any valid credential. ``GET /api/me``"""
         return self._request("GET", f"/api/me", None, None)

@@ -729,6 +729,83 @@ async fn the_edge_entrance_needs_a_valid_signature_and_gets_purges() {
     api.node.stop().await;
 }
 
+/// The coverage test of the MCP tools: every operation the API serves is a tool, or one of the few left out on
+/// purpose (each with its reason in the document); and `docs/tools/` holds the function-calling definitions the
+/// node serves (`TRACKER_UPDATE_TOOLS=1` rewrites them).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_api_operation_is_an_mcp_tool_unless_left_out_for_a_stated_reason() {
+    let api = Api::start(|_| {}).await;
+    let catalog = tracker_mcp::Catalog::from_openapi(&api.doc.to_string()).unwrap();
+    let tools: std::collections::BTreeSet<&str> = catalog.tools().iter().map(|t| t.operation_id.as_str()).collect();
+    let left_out: Vec<&str> = catalog.excluded().iter().map(|e| e.operation_id.as_str()).collect();
+    for (method, path) in tracker_core::http::api::ROUTES {
+        let id = api.doc["paths"][format!("/api{path}")][method]["operationId"].as_str().unwrap();
+        assert!(tools.contains(id) || left_out.contains(&id), "{method} {path} ({id}) has no tool");
+    }
+    assert_eq!(tools.len() + left_out.len(), tracker_core::http::api::ROUTES.len(), "an operation is two tools");
+    // leaving an operation out is a decision, made here: browser sign-in, the live stream's browser token, and
+    // the two documents the tools are made from and exported as
+    let mut expected = [
+        "getOpenApiDocument",
+        "getToolDefinitions",
+        "getSession",
+        "createSession",
+        "deleteSession",
+        "createStreamToken",
+    ];
+    expected.sort_unstable();
+    let mut left_out = left_out;
+    left_out.sort_unstable();
+    assert_eq!(left_out, expected);
+    assert!(catalog.excluded().iter().all(|e| e.reason.len() > 20), "each left-out operation says why");
+    for tool in catalog.tools() {
+        assert!(tool.description.len() > 80, "{} needs a description a model can act on", tool.name);
+        assert_eq!(tool.read_only, tool.method == "GET", "{}", tool.name);
+        if tool.destructive {
+            assert!(tool.input_schema["required"].as_array().unwrap().contains(&json!(tracker_mcp::CONFIRM)));
+        }
+    }
+    let destructive: Vec<&str> = catalog.tools().iter().filter(|t| t.destructive).map(|t| t.name.as_str()).collect();
+    for method_delete in catalog.tools().iter().filter(|t| t.method == "DELETE") {
+        assert!(destructive.contains(&method_delete.name.as_str()), "{} deletes: it needs confirm", method_delete.name);
+    }
+
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/tools");
+    for format in tracker_mcp::export::Format::ALL {
+        for (role, suffix) in [(tracker_mcp::Role::Tenant, ""), (tracker_mcp::Role::Admin, "-admin")] {
+            let file = dir.join(format!("{}{suffix}.json", format.name()));
+            let served = api
+                .node
+                .http
+                .get(format!(
+                    "{}/api/tools?format={}&audience={}",
+                    api.node.base,
+                    format.name(),
+                    if suffix.is_empty() { "tenant" } else { "admin" }
+                ))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(served.status(), 200);
+            let served: Value = served.json().await.unwrap();
+            assert_eq!(served, tracker_mcp::export::tools(&catalog, &role, format));
+            let text = serde_json::to_string_pretty(&served).unwrap() + "\n";
+            if std::env::var_os("TRACKER_UPDATE_TOOLS").is_some() {
+                std::fs::create_dir_all(&dir).unwrap();
+                std::fs::write(&file, &text).unwrap();
+            }
+            let kept = std::fs::read_to_string(&file).unwrap_or_default();
+            assert!(
+                kept == text,
+                "{} is not what the node serves: TRACKER_UPDATE_TOOLS=1 cargo nextest run -p tracker-core \
+                 every_api_operation_is_an_mcp_tool",
+                file.display()
+            );
+        }
+    }
+    api.node.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_openapi_document_lists_exactly_the_served_operations() {
     let api = Api::start(|_| {}).await;

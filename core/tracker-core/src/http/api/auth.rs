@@ -311,7 +311,7 @@ pub async fn direct(State(state): State<Arc<AppState>>, req: Request, next: Next
         Ok(req) => req,
         Err(res) => return res,
     };
-    if req.uri().path() == "/openapi.json" {
+    if is_public(req.uri().path()) {
         return next.run(req).await;
     }
     let public_url = state.cfg.node.public_url.clone();
@@ -398,7 +398,7 @@ pub async fn via_edge(State(state): State<Arc<AppState>>, req: Request, next: Ne
         None => Credential::Key(credential.to_owned()),
     };
     let mut req = Request::from_parts(parts, Body::from(bytes));
-    if req.uri().path() == "/openapi.json" {
+    if is_public(req.uri().path()) {
         return next.run(req).await;
     }
     if is_sign_in(&req) {
@@ -463,12 +463,32 @@ async fn authenticate_and_run(
             if let Ok(v) = HeaderValue::from_str(&keys.join(",")) {
                 res.headers_mut().insert(PURGE_HEADER, v);
             }
-        } else if let Some(edge) = &state.cfg.consumers.edge {
-            // a change made at the node directly: the edge hears of it from the node (EDGE_URLS)
-            edge.purge(keys.join(","));
+        } else {
+            tell_edge(state, &keys);
         }
     }
     res
+}
+
+/// A change made at the node directly: the edge hears of it from the node (EDGE_URLS).
+fn tell_edge(state: &AppState, keys: &[String]) {
+    if let Some(edge) = &state.cfg.consumers.edge {
+        edge.purge(keys.join(","));
+    }
+}
+
+/// Drops what a change made in-process (an MCP tool call) made stale: here, and at the edge through EDGE_URLS
+/// (the tool call's answer is not the HTTP answer the edge reads purges from).
+pub(crate) fn purge(state: &AppState, keys: &[String]) {
+    for key in keys {
+        state.invalidate(key);
+    }
+    tell_edge(state, keys);
+}
+
+/// Routes any caller may read without a credential: the OpenAPI document and the tool definitions made from it.
+fn is_public(path: &str) -> bool {
+    matches!(path, "/openapi.json" | "/tools")
 }
 
 /// `GET /api/me`: who the credential is, and its rate limit.

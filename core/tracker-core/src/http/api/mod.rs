@@ -19,7 +19,8 @@ pub(crate) mod events;
 mod intake_settings;
 mod keys;
 mod links;
-mod openapi;
+mod mcp;
+pub(crate) mod openapi;
 mod query;
 mod rules;
 mod session;
@@ -67,6 +68,7 @@ macro_rules! api_routes {
 
 api_routes! {
     "/openapi.json" => { get openapi::document }
+    "/tools" => { get mcp::definitions }
     "/me" => { get auth::me }
     "/session" => { get session::get, post session::create, delete session::delete }
     "/tenants" => { get tenants::list, post tenants::create }
@@ -105,16 +107,29 @@ api_routes! {
 pub fn router(state: Arc<AppState>) -> Router<Arc<AppState>> {
     let limit = axum::extract::DefaultBodyLimit::max(MAX_API_BODY);
     let direct = routes().layer(limit).layer(axum::middleware::from_fn_with_state(state.clone(), auth::direct));
-    let edge = routes().layer(limit).layer(axum::middleware::from_fn_with_state(state.clone(), auth::via_edge));
+    let edge = routes()
+        .merge(mcp::route(state.clone()))
+        .layer(limit)
+        .layer(axum::middleware::from_fn_with_state(state.clone(), auth::via_edge));
+    // MCP (streamable HTTP): `/mcp` here, `/internal/v1/api/mcp` from the edge's `/mcp`
+    let mcp_direct =
+        mcp::route(state.clone()).layer(limit).layer(axum::middleware::from_fn_with_state(state.clone(), auth::direct));
     // live events: the same callers, plus `?access_token=` for browsers' EventSource (which cannot set headers)
     let live = || Router::new().route("/events", axum::routing::get(crate::http::live::events));
     let live_direct = live().layer(axum::middleware::from_fn_with_state(state.clone(), auth::direct_live));
     let live_edge = live().layer(axum::middleware::from_fn_with_state(state, auth::via_edge));
     Router::new()
+        .merge(mcp_direct)
         .nest("/api", direct)
         .nest("/internal/v1/api", edge)
         .nest("/sse", live_direct)
         .nest("/internal/v1/sse", live_edge)
+}
+
+/// The API's handlers without authentication, for callers already authenticated in this process (MCP tool
+/// calls): the request must carry the caller's `Arc<Principal>` in its extensions.
+fn handlers(state: Arc<AppState>) -> Router {
+    routes().layer(axum::extract::DefaultBodyLimit::max(MAX_API_BODY)).with_state(state)
 }
 
 /// Hot-path cache keys a change made stale (`tenant:<key_prefix>`, `short:<tu_id>`, `token:<sha256>`).
