@@ -83,8 +83,9 @@ pub enum Command {
 
 #[derive(Debug, Subcommand)]
 pub enum SecretsCmd {
-    /// Seal every link and webhook secret written before SECRETS_KEY was set (or sealed before values were bound
-    /// to their rows) with it, bound to its row; prints how many were rewritten (none the second time).
+    /// Seal every link and webhook secret with SECRETS_KEY, bound to its row: those written before it was set,
+    /// sealed before values were bound to their rows, or sealed under a SECRETS_KEY_PREVIOUS key (rotation); prints
+    /// how many were rewritten (none the second time).
     Reseal,
 }
 
@@ -331,7 +332,7 @@ pub async fn run(cli: Cli) -> Result<(), NodeError> {
         Command::Global(cmd) => global(cfg, cmd).await,
         Command::Secrets(SecretsCmd::Reseal) => {
             let store = open_store(&cfg).await?;
-            println!("{} secrets sealed and bound to their rows", store.reseal_secrets().await?);
+            println!("{} secrets sealed with SECRETS_KEY and bound to their rows", store.reseal_secrets().await?);
             Ok(())
         }
         Command::Edge(EdgeCmd::Replay) => {

@@ -210,6 +210,8 @@ pub struct LinkSettings {
     pub encryption_key: Option<Secret<[u8; 32]>>,
     /// Seals tenant link secrets at rest in the metadata store.
     pub secrets_key: Option<Secret<[u8; 32]>>,
+    /// Keys that open sealed secrets but never seal (`SECRETS_KEY_PREVIOUS`, while rotating).
+    pub secrets_key_previous: Vec<Secret<[u8; 32]>>,
     pub url_mode: V1Mode,
     pub max_batch_size: usize,
     pub limits: Limits,
@@ -231,6 +233,12 @@ pub const LINKS: Section = Section {
             "",
             "64 hex characters: seals link and webhook secrets at rest, each bound to its row (AES-256-GCM); required \
              off loopback; keep it out of backups",
+        ),
+        var(
+            "SECRETS_KEY_PREVIOUS",
+            "",
+            "while rotating `SECRETS_KEY`: other keys (comma-separated, 64 hex characters each) that open sealed \
+             secrets but never seal; `tracker-core secrets reseal` moves what they sealed to `SECRETS_KEY`",
         ),
         var("URL_MODE", "signed", "v1 click formats accepted: `signed`, `encrypted` or `any` (v2 links always)"),
         var("MAX_BATCH_SIZE", "10000", "most events in one `/batch` request"),
@@ -516,6 +524,21 @@ impl Config {
                     .ok_or_else(|| invalid("SECRETS_KEY", "must be 64 hex characters (32 bytes)"))?,
             ),
         };
+        let secrets_key_previous = match src.get("SECRETS_KEY_PREVIOUS") {
+            None => Vec::new(),
+            Some(list) => {
+                let bad =
+                    || invalid("SECRETS_KEY_PREVIOUS", "must be 64 hex characters (32 bytes) per key, comma-separated");
+                let keys = list
+                    .split(',')
+                    .map(|k| parse_encryption_key(k.trim()).ok_or_else(bad))
+                    .collect::<Result<Vec<_>, _>>()?;
+                if secrets_key.is_none() {
+                    return Err(invalid("SECRETS_KEY_PREVIOUS", "needs SECRETS_KEY (the key that seals)"));
+                }
+                keys.into_iter().map(Secret::new).collect()
+            }
+        };
         // a node that takes remote traffic keeps link and webhook secrets sealed; in the clear only on a laptop
         if secrets_key.is_none() && !host.is_loopback() {
             return Err(invalid(
@@ -638,6 +661,7 @@ impl Config {
                 hmac_secret: hmac_secret.map(Secret::new),
                 encryption_key: encryption_key.map(Secret::new),
                 secrets_key: secrets_key.map(Secret::new),
+                secrets_key_previous,
                 url_mode,
                 max_batch_size: src.number("MAX_BATCH_SIZE", 1..=1_000_000)?,
                 limits,
@@ -688,6 +712,19 @@ mod tests {
         let key = "5e".repeat(32);
         assert!(Config::from_vars(vars(&[("HOST", "0.0.0.0"), ("SECRETS_KEY", &key)]), None).is_ok());
         assert!(Config::from_vars(vars(&[("HOST", "127.0.0.1")]), None).is_ok(), "a laptop may keep them in the clear");
+    }
+
+    #[test]
+    fn previous_secrets_keys_are_a_list_of_keys_beside_the_current_one() {
+        let (key, old, older) = ("5e".repeat(32), "6f".repeat(32), "70".repeat(32));
+        let list = format!("{old}, {older}");
+        let cfg = Config::from_vars(vars(&[("SECRETS_KEY", &key), ("SECRETS_KEY_PREVIOUS", &list)]), None).unwrap();
+        let previous: Vec<[u8; 32]> = cfg.links.secrets_key_previous.iter().map(|k| *k.expose()).collect();
+        assert_eq!(previous, [[0x6f; 32], [0x70; 32]]);
+        let bad = Config::from_vars(vars(&[("SECRETS_KEY", &key), ("SECRETS_KEY_PREVIOUS", "6f6f")]), None);
+        assert!(bad.unwrap_err().to_string().starts_with("SECRETS_KEY_PREVIOUS"));
+        let alone = Config::from_vars(vars(&[("SECRETS_KEY_PREVIOUS", &old)]), None).unwrap_err().to_string();
+        assert!(alone.contains("needs SECRETS_KEY"), "{alone}");
     }
 
     #[test]

@@ -80,7 +80,10 @@ pub fn log_config(cfg: &Config) -> EmbeddedLogConfig {
 pub async fn open_store(cfg: &Config) -> Result<Store, NodeError> {
     let store = Store::connect(&cfg.store.database).await?;
     Ok(match &cfg.links.secrets_key {
-        Some(key) => store.with_secrets_key(*key.expose()),
+        Some(key) => {
+            let previous: Vec<[u8; 32]> = cfg.links.secrets_key_previous.iter().map(|k| *k.expose()).collect();
+            store.with_secrets_keys(*key.expose(), &previous)
+        }
         None => store,
     })
 }

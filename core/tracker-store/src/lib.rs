@@ -115,9 +115,14 @@ impl Store {
     }
 
     /// Seals link secrets written from now on with this key (`SECRETS_KEY`), and opens sealed ones.
-    pub fn with_secrets_key(mut self, key: [u8; 32]) -> Store {
-        use aes_gcm::KeyInit;
-        self.sealer = aes_gcm::Aes256Gcm::new_from_slice(&key).ok().map(Sealer);
+    pub fn with_secrets_key(self, key: [u8; 32]) -> Store {
+        self.with_secrets_keys(key, &[])
+    }
+
+    /// As [`Store::with_secrets_key`], and also opens values sealed under `previous` keys (`SECRETS_KEY_PREVIOUS`,
+    /// while rotating); [`Store::reseal_secrets`] moves them to `key`.
+    pub fn with_secrets_keys(mut self, key: [u8; 32], previous: &[[u8; 32]]) -> Store {
+        self.sealer = Some(Sealer::new(&key, previous));
         self
     }
 
@@ -208,6 +213,13 @@ mod tests {
         let other = Store::open(&path).await.unwrap().with_secrets_key([8; 32]);
         assert!(matches!(other.tenant_keys("acme").await, Err(StoreError::Sealed)));
 
+        // resealing binds what was written before the key (and is a no-op the second time)
+        assert!(s.reseal_secrets().await.unwrap() >= 2, "old's two secrets");
+        assert_eq!(s.reseal_secrets().await.unwrap(), 0);
+        let keys = s.tenant_keys("old").await.unwrap().unwrap().keys;
+        assert_eq!(keys[0].signing_secret.as_deref(), Some(old.signing_secret.as_str()));
+        assert!(matches!(plain.reseal_secrets().await, Err(StoreError::Invalid(_))), "resealing needs the key");
+
         // a sealed value is bound to its row: copied to another tenant's key, it opens nowhere
         s.create_tenant("Other", Some("other"), NOW).await.unwrap();
         let conn = s.conn().await.unwrap();
@@ -219,12 +231,50 @@ mod tests {
         .await
         .unwrap();
         assert!(matches!(s.tenant_keys("other").await, Err(StoreError::Sealed)));
-        // resealing binds what was written before the key (and is a no-op the second time)
-        assert!(s.reseal_secrets().await.unwrap() >= 2, "old's two secrets");
-        assert_eq!(s.reseal_secrets().await.unwrap(), 0);
-        let keys = s.tenant_keys("old").await.unwrap().unwrap().keys;
-        assert_eq!(keys[0].signing_secret.as_deref(), Some(old.signing_secret.as_str()));
-        assert!(matches!(plain.reseal_secrets().await, Err(StoreError::Invalid(_))), "resealing needs the key");
+        // and a value no key opens stops a reseal (it would be lost when a previous key goes)
+        assert!(matches!(s.reseal_secrets().await, Err(StoreError::Sealed)));
+    }
+
+    /// Rotating `SECRETS_KEY` without a moment when a node cannot open a secret: every node first opens both keys,
+    /// then seals with the new one, `reseal` moves every value to it, and the old key goes.
+    #[tokio::test]
+    async fn the_secrets_key_rotates_through_previous_keys_and_a_reseal() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.db");
+        let (old, new) = ([1; 32], [2; 32]);
+        let open = |key: [u8; 32], previous: &[[u8; 32]]| {
+            let previous = previous.to_vec();
+            let path = path.clone();
+            async move { Store::open(&path).await.unwrap().with_secrets_keys(key, &previous) }
+        };
+        let before = open(old, &[]).await;
+        let acme = before.create_tenant("Acme", Some("acme"), NOW).await.unwrap();
+        let spec = WebhookSpec { url: Some("https://hooks.example/in".into()), ..Default::default() };
+        let (hook, hook_secret) = before.create_webhook("acme", spec, NOW).await.unwrap();
+        // step 1, on every node: the new key opens too, the old one still seals
+        let step1 = open(old, &[new]).await;
+        // step 2: the new key seals; what the old one sealed still opens, on step-1 and step-2 nodes alike
+        let step2 = open(new, &[old]).await;
+        let beta = step2.create_tenant("Beta", Some("beta"), NOW).await.unwrap();
+        for node in [&step1, &step2] {
+            let keys = node.tenant_keys("beta").await.unwrap().unwrap().keys;
+            assert_eq!(keys[0].signing_secret.as_deref(), Some(beta.signing_secret.as_str()));
+            let keys = node.tenant_keys("acme").await.unwrap().unwrap().keys;
+            assert_eq!(keys[0].signing_secret.as_deref(), Some(acme.signing_secret.as_str()));
+        }
+        let new_only = open(new, &[]).await;
+        assert!(matches!(new_only.tenant_keys("acme").await, Err(StoreError::Sealed)), "not moved yet");
+        // a key that opens nothing there fails the reseal, which then changes nothing
+        assert!(matches!(open([3; 32], &[]).await.reseal_secrets().await, Err(StoreError::Sealed)));
+        // step 3: reseal moves acme's two link secrets and the endpoint's secret to the new key; once
+        assert_eq!(step2.reseal_secrets().await.unwrap(), 3);
+        assert_eq!(step2.reseal_secrets().await.unwrap(), 0);
+        // step 4: the new key alone opens everything, the old one nothing
+        let keys = new_only.tenant_keys("acme").await.unwrap().unwrap().keys;
+        assert_eq!(keys[0].signing_secret.as_deref(), Some(acme.signing_secret.as_str()));
+        let opened = new_only.webhook_secret("acme", &hook.webhook_id).await.unwrap();
+        assert_eq!(opened.as_deref(), Some(hook_secret.as_str()));
+        assert!(matches!(open(old, &[]).await.tenant_keys("beta").await, Err(StoreError::Sealed)));
     }
 
     #[tokio::test]
