@@ -18,10 +18,10 @@ use tracker_mcp::{HttpApi, McpServer};
 struct Args {
     /// The platform's base URL (a core node or the edge), without `/api`.
     #[arg(long, env = "TRACKER_API_URL")]
-    api_url: String,
+    api_url: Option<String>,
     /// A tenant API key (or the platform admin token): it decides the tenant, the scopes and the rate limit.
     #[arg(long, env = "TRACKER_API_KEY", hide_env_values = true)]
-    api_key: String,
+    api_key: Option<String>,
 }
 
 #[tokio::main(flavor = "current_thread")]
@@ -42,7 +42,10 @@ async fn main() -> ExitCode {
 }
 
 async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
-    let api = HttpApi::new(&args.api_url, &args.api_key)?;
+    // named here rather than by clap, whose message leaves out the environment variable desktop clients set
+    let url = args.api_url.ok_or("the platform's URL is needed: TRACKER_API_URL (or --api-url)")?;
+    let key = args.api_key.ok_or("an API key (or the admin token) is needed: TRACKER_API_KEY (or --api-key)")?;
+    let api = HttpApi::new(&url, &key)?;
     let catalog = api.catalog().await?;
     let server = McpServer::new(Arc::new(catalog), Arc::new(api));
     let running = server.serve(rmcp::transport::stdio()).await?;
