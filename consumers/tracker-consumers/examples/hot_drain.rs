@@ -43,7 +43,11 @@ fn event(n: u64, tenants: u64, now: i64) -> Event {
     params.insert("campaign".to_owned(), format!("spring-{}", n % 20));
     params.insert("country".to_owned(), ["US", "DE", "FR", "GB", "BR", "IN", "JP", "CA"][(n % 8) as usize].into());
     Event {
-        event_id: Uuid::from_u64_pair(0x7e57, n),
+        // a UUIDv7 of the event's time, as the edge and the SDKs mint: the clock, version 7, the variant, then `n`
+        event_id: Uuid::from_u64_pair(
+            (u64::try_from(ts).unwrap() << 16) | 0x7000 | ((n >> 62) & 0xfff),
+            0x8000_0000_0000_0000 | (n & 0x3fff_ffff_ffff_ffff),
+        ),
         event_type: event_type.into(),
         timestamp: ts,
         received_at: ts,

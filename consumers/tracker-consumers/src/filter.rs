@@ -29,7 +29,7 @@ use tracker_protocol::Auth;
 use tracker_protocol::quota::{month_start, next_month_start};
 use tracker_protocol::wire::RecordSetBuilder;
 use tracker_protocol::{Event, partition_for};
-use tracker_store::hot::{DUPLICATE, FilterUsage, Judged, PendingBatch, SeenKey};
+use tracker_store::hot::{DUPLICATE, FilterUsage, Judged, PendingBatch, PruneSeenAt, SeenKey};
 use tracker_store::usage::{QuotaAlert, UNAUTHENTICATED_BUDGET, drop_metric, threshold};
 use tracker_store::{MAX_PAGE, Plan};
 
@@ -143,20 +143,20 @@ const PRUNE_EVERY: Duration = Duration::from_secs(3600);
 struct Pruning {
     /// When the last pass started.
     started: Option<Instant>,
-    /// Where the pass in progress goes on (`Some(None)`: at the start).
-    at: Option<Option<SeenKey>>,
+    /// Where the pass in progress goes on.
+    at: Option<PruneSeenAt>,
 }
 
 impl Pruning {
     async fn step(&mut self, pipeline: &Pipeline) {
         if self.at.is_none() && self.started.is_none_or(|s| s.elapsed() >= PRUNE_EVERY) {
-            (self.started, self.at) = (Some(Instant::now()), Some(None));
+            (self.started, self.at) = (Some(Instant::now()), Some(PruneSeenAt::default()));
         }
         let Some(after) = self.at else { return };
         let window = pipeline.settings.dedup_window();
         let before = crate::now_ms().saturating_sub(i64::try_from(window.as_millis()).unwrap_or(i64::MAX));
         match pipeline.hot.prune_seen(after, before).await {
-            Ok(next) => self.at = next.map(Some),
+            Ok(next) => self.at = next,
             // tried again next pass
             Err(e) => {
                 tracing::warn!(error = %e, "filter: pruning of kept ids failed");
@@ -168,8 +168,9 @@ impl Pruning {
 
 /// Filters one batch; `false` when nothing waited.
 async fn step(pipeline: &Pipeline, f: &mut Filtering) -> Result<bool, String> {
-    let Some((batch, kept)) = judge_and_record(pipeline, f).await? else { return Ok(false) };
-    let kept: Vec<&Event> = kept.iter().collect();
+    let Some((batch, events)) = judge_and_record(pipeline, f).await? else { return Ok(false) };
+    let dropped: HashSet<u64> = batch.dropped.iter().copied().collect();
+    let kept: Vec<&Event> = events.iter().filter(|(o, _)| !dropped.contains(o)).map(|(_, e)| e).collect();
     append(pipeline, &batch, &kept).await?;
     pipeline.hot.filter_done(GROUP, batch.partition).await.map_err(|e| e.to_string())?;
     pipeline.raw.commit_offset(GROUP, batch.partition, batch.next).await.map_err(|e| e.to_string())?;
@@ -182,11 +183,12 @@ pub async fn record_only(pipeline: &Pipeline) -> Result<bool, String> {
     Ok(judge_and_record(pipeline, &mut Filtering::new(pipeline)).await?.is_some())
 }
 
-/// Judges the next batch and records the decisions (step 1); returns the batch and the events it kept.
+/// Judges the next batch and records the decisions (step 1); returns the batch (with the offsets it dropped) and
+/// its events.
 async fn judge_and_record(
     pipeline: &Pipeline,
     f: &mut Filtering,
-) -> Result<Option<(PendingBatch, Vec<Event>)>, String> {
+) -> Result<Option<(PendingBatch, Vec<(u64, Event)>)>, String> {
     let Some((partition, polled)) =
         pipeline.raw.poll_group(GROUP, BATCH, Filter::ALL).await.map_err(|e| e.to_string())?
     else {
@@ -202,7 +204,6 @@ async fn judge_and_record(
         pipeline.raw.commit_offset(GROUP, partition, next).await.map_err(|e| e.to_string())?;
         return Ok(None);
     };
-    let mut kept = Vec::with_capacity(events.len());
     let mut judged = Vec::new();
     let mut dropped = Vec::new();
     let mut usage = FilterUsage { kept_ids: (Vec::new(), crate::now_ms()), ..FilterUsage::default() };
@@ -329,7 +330,6 @@ async fn judge_and_record(
                 }
                 seen.insert(*key);
                 usage.kept_ids.0.push(*key);
-                kept.push(e.clone());
             }
             Verdict::Drop { reason } => {
                 dropped.push(*offset);
@@ -339,7 +339,8 @@ async fn judge_and_record(
     }
     let batch = PendingBatch { partition, from, next, dropped };
     pipeline.hot.record_filtered(GROUP, &batch, &judged, &usage).await.map_err(|e| e.to_string())?;
-    Ok(Some((batch, kept)))
+    drop(judged);
+    Ok(Some((batch, events)))
 }
 
 /// The ids of a batch's events that their hard-capped tenant's month already counted.

@@ -1,14 +1,22 @@
 //! Exact `event_id` dedup, done once by the filter (where a tenant's events pass in order), so every tier after it
 //! (the hot tier, webhooks, the archive and the cold queries over it) sees each event once.
 //!
-//! The filter keeps the id of every event it keeps (`hot_seen_ids`), written in the transaction that records its
+//! The filter keeps the id of every event it keeps (`hot_kept_ids`), written in the transaction that records its
 //! decisions and moves its position, so a crash cannot keep an event without its id or the other way round. An
-//! event whose id its tenant already sent within the window is dropped with the reason [`DUPLICATE`]. Ids are
-//! kept as the first 16 bytes of SHA-256 over the tenant and the id (one fixed-width key per event, so the table
-//! stays small; a false match needs a 128-bit collision). Old ids are pruned in small chunks between batches, so
-//! the filter is never held up for long.
+//! event whose id its tenant already sent within the window is dropped with the reason [`DUPLICATE`]. Old ids are
+//! pruned in small chunks between batches, so the filter is never held up for long.
+//!
+//! A key is 16 bytes: for a UUIDv7 (what the platform and its SDKs mint) the id's own 6-byte millisecond clock,
+//! then 10 bytes of SHA-256 over the tenant and the id; for any other id, 16 bytes of that hash. A resend carries
+//! the same id, so the same key; a false match needs an 80-bit collision within one millisecond of one tenant's
+//! ids. Led by the clock, the keys of live traffic land at the end of the table's B-tree, next to each other, where
+//! hashed keys landed anywhere: each batch dirtied a page per key, and the table outgrew the page cache.
+//!
+//! Ids kept before keys led with the clock are in `hot_seen_ids` (16 bytes of the hash): read as well until the
+//! window has passed over them and pruning has emptied the table.
 
 use std::collections::HashSet;
+use std::sync::atomic::Ordering;
 
 use libsql::Value;
 use libsql::params::Params;
@@ -21,9 +29,13 @@ use crate::{Result, StoreError};
 /// The drop ledger's reason for an event whose id its tenant already sent.
 pub const DUPLICATE: &str = "duplicate";
 
-/// An event's dedup key: its tenant and id, hashed.
+/// An event's dedup key: its tenant and id, hashed (see the module's doc).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct SeenKey([u8; 16]);
+pub struct SeenKey {
+    key: [u8; 16],
+    /// The key an earlier version kept in `hot_seen_ids`.
+    legacy: [u8; 16],
+}
 
 impl SeenKey {
     pub fn new(tenant: &str, event_id: &Uuid) -> SeenKey {
@@ -33,50 +45,67 @@ impl SeenKey {
         h.update(tenant.as_bytes());
         h.update(event_id.as_bytes());
         let digest = h.finalize();
-        let mut key = [0u8; 16];
-        key.copy_from_slice(digest.get(..16).unwrap_or(&[0u8; 16]));
-        SeenKey(key)
+        let mut legacy = [0u8; 16];
+        legacy.copy_from_slice(digest.get(..16).unwrap_or(&[0u8; 16]));
+        let mut key = legacy;
+        if event_id.get_version_num() == 7 {
+            let (clock, hash) = key.split_at_mut(6);
+            clock.copy_from_slice(event_id.as_bytes().get(..6).unwrap_or(&[0u8; 6]));
+            hash.copy_from_slice(digest.get(..10).unwrap_or(&[0u8; 10]));
+        }
+        SeenKey { key, legacy }
     }
+}
+
+/// Where a pruning pass of the kept ids goes on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct PruneSeenAt {
+    /// The table: 0 for the kept ids, 1 for those an earlier version kept.
+    table: usize,
+    /// The last key the pass went through in that table.
+    after: Option<[u8; 16]>,
 }
 
 /// Ids read per query.
 const LOOKUP_CHUNK: usize = 256;
+/// Ids written per statement.
+const INSERT_CHUNK: usize = 256;
 /// Ids read (and the old ones deleted) per pruning step.
 pub const PRUNE_CHUNK: i64 = 2_000;
 
 impl HotStore {
     /// Which of `keys` were kept before (and not yet pruned).
     pub async fn seen(&self, keys: &[SeenKey]) -> Result<HashSet<SeenKey>> {
+        let mut sorted = keys.to_vec();
+        sorted.sort_unstable();
+        let legacy = self.legacy_ids.load(Ordering::Relaxed);
+        let conn = self.db.conn().await?;
         let mut out = HashSet::new();
-        for chunk in keys.chunks(LOOKUP_CHUNK) {
-            // placeholders only: every key is a bound value
-            let marks: Vec<String> = (1..=chunk.len()).map(|i| format!("?{i}")).collect();
-            let sql = format!("SELECT id FROM hot_seen_ids WHERE id IN ({})", marks.join(","));
-            let params = chunk.iter().map(|k| Value::Blob(k.0.to_vec())).collect();
-            let conn = self.db.conn().await?;
-            let mut rows = conn.query(&sql, Params::Positional(params)).await?;
-            while let Some(row) = rows.next().await? {
-                match row.get_value(0)? {
-                    Value::Blob(b) => {
-                        let key: [u8; 16] = b.try_into().map_err(|_| StoreError::BadColumn("id"))?;
-                        out.insert(SeenKey(key));
-                    }
-                    _ => return Err(StoreError::BadColumn("id")),
-                }
+        for chunk in sorted.chunks(LOOKUP_CHUNK) {
+            let found = found_in(&conn, KEPT, chunk.iter().map(|k| k.key)).await?;
+            out.extend(chunk.iter().filter(|k| found.contains(&k.key)));
+            if legacy {
+                let found = found_in(&conn, LEGACY, chunk.iter().map(|k| k.legacy)).await?;
+                out.extend(chunk.iter().filter(|k| found.contains(&k.legacy)));
             }
         }
         Ok(out)
     }
 
-    /// One pruning step: of the next [`PRUNE_CHUNK`] ids after `after` (in key order), deletes those kept before
-    /// `before` (ms). Returns where the next step starts, or `None` once the whole table was gone through.
-    pub async fn prune_seen(&self, after: Option<SeenKey>, before: i64) -> Result<Option<SeenKey>> {
+    /// One pruning step: of the next [`PRUNE_CHUNK`] ids after `at` (in key order), deletes those kept before
+    /// `before` (ms). Returns where the next step starts, or `None` once the pass has gone through every table.
+    pub async fn prune_seen(&self, at: PruneSeenAt, before: i64) -> Result<Option<PruneSeenAt>> {
+        let table = match at.table {
+            0 => KEPT,
+            1 if self.legacy_ids.load(Ordering::Relaxed) => LEGACY,
+            _ => return Ok(None),
+        };
         let conn = self.db.derived_tx_conn().await?;
         let tx = conn.transaction_with_behavior(libsql::TransactionBehavior::Immediate).await?;
-        let from = Value::Blob(after.map_or_else(Vec::new, |k| k.0.to_vec()));
+        let from = Value::Blob(at.after.map_or_else(Vec::new, |k| k.to_vec()));
         let mut rows = tx
             .query(
-                "SELECT max(id), count(*) FROM (SELECT id FROM hot_seen_ids WHERE id > ?1 ORDER BY id LIMIT ?2)",
+                &format!("SELECT max(id), count(*) FROM (SELECT id FROM {table} WHERE id > ?1 ORDER BY id LIMIT ?2)"),
                 Params::Positional(vec![from.clone(), Value::Integer(PRUNE_CHUNK)]),
             )
             .await?;
@@ -85,33 +114,87 @@ impl HotStore {
             None => (Value::Null, 0),
         };
         drop(rows);
-        let Value::Blob(last) = last else {
-            tx.commit().await?;
-            return Ok(None);
+        let last = match last {
+            Value::Blob(last) => {
+                tx.execute(
+                    &format!("DELETE FROM {table} WHERE id > ?1 AND id <= ?2 AND at < ?3"),
+                    Params::Positional(vec![from, Value::Blob(last.clone()), Value::Integer(before)]),
+                )
+                .await?;
+                Some(<[u8; 16]>::try_from(last).map_err(|_| StoreError::BadColumn("id"))?)
+            }
+            _ => None,
         };
-        tx.execute(
-            "DELETE FROM hot_seen_ids WHERE id > ?1 AND id <= ?2 AND at < ?3",
-            Params::Positional(vec![from, Value::Blob(last.clone()), Value::Integer(before)]),
-        )
-        .await?;
+        let emptied = table == LEGACY && n < PRUNE_CHUNK && {
+            let mut rows = tx.query(&format!("SELECT EXISTS (SELECT 1 FROM {LEGACY})"), ()).await?;
+            matches!(rows.next().await?.map(|r| crate::int(&r, 0, "exists")).transpose()?, Some(0))
+        };
         tx.commit().await?;
-        if n < PRUNE_CHUNK {
-            return Ok(None);
+        if emptied {
+            // the window has passed over every id an earlier version kept: lookups read the current table alone
+            self.legacy_ids.store(false, Ordering::Relaxed);
         }
-        let key: [u8; 16] = last.try_into().map_err(|_| StoreError::BadColumn("id"))?;
-        Ok(Some(SeenKey(key)))
+        Ok(match last {
+            Some(after) if n >= PRUNE_CHUNK => Some(PruneSeenAt { table: at.table, after: Some(after) }),
+            _ if at.table == 0 => Some(PruneSeenAt { table: 1, after: None }),
+            _ => None,
+        })
+    }
+
+    /// Whether `hot_seen_ids` (ids kept by an earlier version) still holds any: read once at start-up.
+    pub(super) async fn read_legacy_ids(&self) -> Result<()> {
+        let conn = self.db.conn().await?;
+        let mut rows = conn.query(&format!("SELECT EXISTS (SELECT 1 FROM {LEGACY})"), ()).await?;
+        let any = matches!(rows.next().await?.map(|r| crate::int(&r, 0, "exists")).transpose()?, Some(1));
+        self.legacy_ids.store(any, Ordering::Relaxed);
+        Ok(())
     }
 }
 
-/// Records `keys` as kept at `at` (ms), in the filter's transaction.
-pub(super) async fn remember(tx: &libsql::Transaction, keys: &[SeenKey], at: i64) -> Result<()> {
-    if keys.is_empty() {
-        return Ok(());
+/// The table of kept ids, and the one of an earlier version's hashed keys.
+const KEPT: &str = "hot_kept_ids";
+const LEGACY: &str = "hot_seen_ids";
+
+/// Which of `keys` `table` holds.
+async fn found_in(
+    conn: &libsql::Connection,
+    table: &str,
+    keys: impl ExactSizeIterator<Item = [u8; 16]>,
+) -> Result<HashSet<[u8; 16]>> {
+    // placeholders only: every key is a bound value
+    let marks: Vec<String> = (1..=keys.len()).map(|i| format!("?{i}")).collect();
+    let sql = format!("SELECT id FROM {table} WHERE id IN ({})", marks.join(","));
+    let mut rows = conn.query(&sql, Params::Positional(keys.map(|k| Value::Blob(k.to_vec())).collect())).await?;
+    let mut found = HashSet::new();
+    while let Some(row) = rows.next().await? {
+        match row.get_value(0)? {
+            Value::Blob(b) => found.insert(<[u8; 16]>::try_from(b).map_err(|_| StoreError::BadColumn("id"))?),
+            _ => return Err(StoreError::BadColumn("id")),
+        };
     }
-    let insert = tx.prepare("INSERT INTO hot_seen_ids (id, at) VALUES (?1, ?2) ON CONFLICT DO NOTHING").await?;
-    for k in keys {
-        insert.execute(Params::Positional(vec![Value::Blob(k.0.to_vec()), Value::Integer(at)])).await?;
-        insert.reset();
+    Ok(found)
+}
+
+/// Records `keys` as kept at `at` (ms), in the filter's transaction: in key order (next to each other at the end
+/// of the table, for ids led by the clock), [`INSERT_CHUNK`] rows per statement.
+pub(super) async fn remember(tx: &libsql::Transaction, keys: &[SeenKey], at: i64) -> Result<()> {
+    let mut sorted: Vec<[u8; 16]> = keys.iter().map(|k| k.key).collect();
+    sorted.sort_unstable();
+    let mut prepared: Option<(usize, libsql::Statement)> = None;
+    for chunk in sorted.chunks(INSERT_CHUNK) {
+        let statement = match prepared.take() {
+            Some((n, s)) if n == chunk.len() => s,
+            _ => {
+                // `?1` is the time; `?2` onwards the keys
+                let rows: Vec<String> = (2..chunk.len() + 2).map(|i| format!("(?{i}, ?1)")).collect();
+                let sql = format!("INSERT INTO {KEPT} (id, at) VALUES {} ON CONFLICT DO NOTHING", rows.join(","));
+                tx.prepare(&sql).await?
+            }
+        };
+        let params = std::iter::once(Value::Integer(at)).chain(chunk.iter().map(|k| Value::Blob(k.to_vec())));
+        statement.execute(Params::Positional(params.collect())).await?;
+        statement.reset();
+        prepared = Some((chunk.len(), statement));
     }
     Ok(())
 }
@@ -127,5 +210,91 @@ mod tests {
         assert_ne!(SeenKey::new("acme", &id), SeenKey::new("globex", &id), "tenants never share ids");
         assert_ne!(SeenKey::new("acme", &id), SeenKey::new("acme", &Uuid::from_u64_pair(1, 3)));
         assert_ne!(SeenKey::new("ab", &id), SeenKey::new("a", &id));
+    }
+
+    #[test]
+    fn a_uuid_v7_key_leads_with_the_ids_clock_and_the_legacy_key_is_the_hash() {
+        let ts = uuid::Timestamp::from_unix(uuid::NoContext, 1_765_000_000, 123_000_000);
+        let (a, b) = (Uuid::new_v7(ts), Uuid::new_v7(ts));
+        let (ka, kb) = (SeenKey::new("acme", &a), SeenKey::new("acme", &b));
+        assert_eq!(ka.key[..6], a.as_bytes()[..6], "the id's millisecond clock first");
+        assert_eq!(ka.key[..6], kb.key[..6]);
+        assert_ne!(ka.key, kb.key, "two ids of one millisecond are told apart by the hash");
+        assert_eq!(ka.key[6..], ka.legacy[..10]);
+        assert_ne!(SeenKey::new("globex", &a).key, ka.key, "tenants never share ids");
+        // keys of later ids sort later: live traffic appends to the table's end
+        let later = Uuid::new_v7(uuid::Timestamp::from_unix(uuid::NoContext, 1_765_000_001, 0));
+        assert!(SeenKey::new("acme", &later).key > ka.key);
+        // any other id keeps the whole hash
+        let v4 = Uuid::from_u64_pair(0x0123_4567_89ab_4cde, 0x8123_4567_89ab_cdef);
+        assert_eq!(v4.get_version_num(), 4);
+        assert_eq!(SeenKey::new("acme", &v4).key, SeenKey::new("acme", &v4).legacy);
+    }
+
+    /// Keeps `keys` at `at` as the filter's transaction does.
+    async fn keep(hot: &HotStore, keys: &[SeenKey], at: i64) {
+        let conn = hot.db.tx_conn().await.unwrap();
+        let tx = conn.transaction().await.unwrap();
+        remember(&tx, keys, at).await.unwrap();
+        tx.commit().await.unwrap();
+    }
+
+    async fn prune_pass(hot: &HotStore, before: i64) -> usize {
+        let (mut at, mut steps) = (Some(PruneSeenAt::default()), 0);
+        while let Some(next) = at {
+            at = hot.prune_seen(next, before).await.unwrap();
+            steps += 1;
+        }
+        steps
+    }
+
+    #[tokio::test]
+    async fn kept_ids_are_found_pruned_past_the_window_and_an_earlier_versions_ids_still_count() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("hot.db");
+        let hot = HotStore::connect(&crate::Location::File(path.clone())).await.unwrap();
+        let v7 = |secs: u64, n: u32| Uuid::new_v7(uuid::Timestamp::from_unix(uuid::NoContext, secs, n * 1_000_000));
+        // 5,000 old ids over several statements and pruning steps, 300 recent ones, one id kept only by tenant b
+        let old: Vec<SeenKey> =
+            (0..5_000).map(|n| SeenKey::new("a", &v7(1_765_000_000 + u64::from(n / 1000), n % 1000))).collect();
+        let recent: Vec<SeenKey> = (0..300).map(|n| SeenKey::new("a", &Uuid::from_u64_pair(7, n))).collect();
+        keep(&hot, &old, 1_000).await;
+        keep(&hot, &recent, 9_000).await;
+        keep(&hot, &[SeenKey::new("b", &Uuid::from_u64_pair(8, 1))], 9_000).await;
+        let asked: Vec<SeenKey> = [
+            old[17],
+            recent[5],
+            SeenKey::new("a", &Uuid::from_u64_pair(8, 1)),
+            SeenKey::new("c", &Uuid::from_u64_pair(9, 9)),
+        ]
+        .into();
+        assert_eq!(hot.seen(&asked).await.unwrap(), HashSet::from([old[17], recent[5]]), "b's id is not a's");
+        // keeping a key again changes nothing (a batch replayed after a crash)
+        keep(&hot, &old[..10], 1_000).await;
+
+        // a pass in steps of PRUNE_CHUNK deletes what was kept before 5,000 and nothing else
+        let steps = prune_pass(&hot, 5_000).await;
+        assert!(steps >= 3, "{steps} steps");
+        assert_eq!(hot.seen(&old).await.unwrap(), HashSet::new());
+        assert_eq!(hot.seen(&recent).await.unwrap().len(), 300);
+
+        // ids an earlier version kept (hashed keys in hot_seen_ids) are read until pruning has emptied the table
+        let legacy = SeenKey::new("a", &v7(1_765_000_100, 1));
+        hot.db
+            .tx_conn()
+            .await
+            .unwrap()
+            .execute("INSERT INTO hot_seen_ids (id, at) VALUES (?1, 2000)", [Value::Blob(legacy.legacy.to_vec())])
+            .await
+            .unwrap();
+        let reopened = HotStore::connect(&crate::Location::File(path)).await.unwrap();
+        assert_eq!(reopened.seen(&[legacy]).await.unwrap(), HashSet::from([legacy]));
+        prune_pass(&reopened, 1_500).await;
+        assert!(reopened.legacy_ids.load(Ordering::Relaxed), "still inside the window");
+        assert_eq!(reopened.seen(&[legacy]).await.unwrap(), HashSet::from([legacy]));
+        prune_pass(&reopened, 5_000).await;
+        assert!(!reopened.legacy_ids.load(Ordering::Relaxed), "emptied: lookups read the current table alone");
+        assert_eq!(reopened.seen(&[legacy]).await.unwrap(), HashSet::new());
+        assert_eq!(reopened.seen(&recent).await.unwrap().len(), 300);
     }
 }

@@ -10,7 +10,7 @@
 //!   (`hot_param_counts`) of params with few values (an id-like param is answered from the events, see
 //!   [`params`]), kept longer, for time series and breakdowns.
 //! - **The drop ledger**: events the filter dropped or flagged, per tenant, hour, action and reason, with a sample.
-//! - **The ids the filter kept** (`hot_seen_ids`, see [`dedup`]): each tenant's `event_id` passes the filter once.
+//! - **The ids the filter kept** (`hot_kept_ids`, see [`dedup`]): each tenant's `event_id` passes the filter once.
 //!
 //! Exactly once: a batch's segment and counts commit in the transaction that also moves the consumer's offset,
 //! and a copy of an event the segments already hold (same tenant, time and id) is skipped. Every statement is
@@ -29,7 +29,7 @@ mod writes;
 
 use crate::db::Db;
 use crate::{Location, Result, int};
-pub use dedup::{DUPLICATE, SeenKey};
+pub use dedup::{DUPLICATE, PruneSeenAt, SeenKey};
 pub use ledger::DropRow;
 pub use matching::{MatchAnswer, MatchPair, MatchQuery, MatchSummary};
 pub use params::MIN_EVENTS as UNBOUNDED_AFTER_EVENTS;
@@ -60,6 +60,8 @@ pub struct HotStore {
     cardinality: std::sync::Arc<std::sync::Mutex<params::Cardinality>>,
     /// Decoded segments ([`segments`]).
     segments: segments::Shared,
+    /// Whether ids kept by an earlier version are still there to read ([`dedup`]).
+    legacy_ids: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl std::fmt::Debug for HotStore {
@@ -73,7 +75,14 @@ impl HotStore {
         let schema = format!("{SCHEMA}{}", crate::usage::USAGE_SCHEMA);
         // the consumers' transactions (their output and position) commit with `Durability::Derived`
         let db = Db::connect_with(location, &schema, MIGRATIONS, true).await?;
-        Ok(HotStore { db, cardinality: Default::default(), segments: Default::default() })
+        let hot = HotStore {
+            db,
+            cardinality: Default::default(),
+            segments: Default::default(),
+            legacy_ids: Default::default(),
+        };
+        hot.read_legacy_ids().await?;
+        Ok(hot)
     }
 
     pub async fn offset(&self, consumer: &str, partition: u32) -> Result<u64> {

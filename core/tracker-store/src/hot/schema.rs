@@ -72,6 +72,10 @@ CREATE TABLE IF NOT EXISTS hot_drop_samples (
     body TEXT NOT NULL
 ) STRICT;
 CREATE INDEX IF NOT EXISTS hot_drop_samples_by_reason ON hot_drop_samples(key_prefix, reason, hour);
+CREATE TABLE IF NOT EXISTS hot_kept_ids (
+    id BLOB PRIMARY KEY,
+    at INTEGER NOT NULL
+) STRICT, WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS hot_seen_ids (
     id BLOB PRIMARY KEY,
     at INTEGER NOT NULL

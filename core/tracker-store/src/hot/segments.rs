@@ -109,20 +109,30 @@ impl Cache {
 }
 
 impl HotStore {
-    /// Adds `events` as one segment, in `tx` (the batch's transaction).
-    pub(super) async fn add_segment(&self, tx: &libsql::Transaction, events: &[Event]) -> Result<()> {
+    /// `events` as one segment, built before the batch's transaction (so the other writers' turns go on while it
+    /// compresses), numbered from the next position as it is now. `None` for no events.
+    pub(super) async fn build_segment(&self, events: &[Event]) -> Result<Option<(i64, tracker_segments::Built)>> {
         if events.is_empty() {
-            return Ok(());
+            return Ok(None);
         }
-        let mut rows = tx.query("SELECT next FROM hot_next_seq WHERE id = 0", ()).await?;
-        let next = match rows.next().await? {
-            Some(row) => int(&row, 0, "next")?,
-            None => 1,
-        };
-        drop(rows);
-        // positions in the order the events came: a page cursor `(ts, seq)` stays valid across merges
-        let numbered = events.iter().zip(next..).map(|(e, seq)| (seq, e)).collect();
-        let built = tracker_segments::build(numbered)?;
+        let conn = self.db.conn().await?;
+        let next = next_seq(&conn).await?;
+        drop(conn);
+        Ok(Some((next, number_and_build(events, next)?)))
+    }
+
+    /// Adds the segment [`HotStore::build_segment`] made, in `tx` (the batch's transaction). Had another writer
+    /// taken positions since, it is built again from the positions now free (a shared hot tier with several stats
+    /// consumers), so positions stay unique.
+    pub(super) async fn add_segment(
+        &self,
+        tx: &libsql::Transaction,
+        events: &[Event],
+        built: Option<(i64, tracker_segments::Built)>,
+    ) -> Result<()> {
+        let Some((numbered_from, built)) = built else { return Ok(()) };
+        let next = next_seq(tx).await?;
+        let built = if next == numbered_from { built } else { number_and_build(events, next)? };
         insert(tx, &built, level_of(built.rows)).await?;
         let next = next.saturating_add(i64::try_from(events.len()).unwrap_or(i64::MAX));
         tx.execute(
@@ -421,6 +431,21 @@ impl HotStore {
         let n = |i, c| int(&row, i, c).map(|v| u64::try_from(v).unwrap_or(0));
         Ok((n(0, "segments")?, n(1, "rows")?, n(2, "bytes")?))
     }
+}
+
+/// The position the next stored event gets.
+async fn next_seq(conn: &libsql::Connection) -> Result<i64> {
+    let mut rows = conn.query("SELECT next FROM hot_next_seq WHERE id = 0", ()).await?;
+    Ok(match rows.next().await? {
+        Some(row) => int(&row, 0, "next")?,
+        None => 1,
+    })
+}
+
+/// A segment of `events`, positioned from `next` in the order they came: a page cursor `(ts, seq)` stays valid
+/// across merges.
+fn number_and_build(events: &[Event], next: i64) -> Result<tracker_segments::Built> {
+    Ok(tracker_segments::build(events.iter().zip(next..).map(|(e, seq)| (seq, e)).collect())?)
 }
 
 async fn insert(tx: &libsql::Transaction, built: &tracker_segments::Built, level: i64) -> Result<()> {

@@ -76,9 +76,6 @@ impl HotStore {
             fresh = events.iter().enumerate().filter(|(i, _)| !copies.contains(i)).map(|(_, e)| e.clone()).collect();
             fresh.as_slice()
         };
-        // derived from the filtered log, with the position in the same commit
-        let conn = self.db.derived_tx_conn().await?;
-        let tx = conn.transaction_with_behavior(libsql::TransactionBehavior::Immediate).await?;
         let mut accepted = UsageDelta::default();
         let mut counts: HashMap<(&str, i64, &str, &str), i64> = HashMap::new();
         let mut param_counts: HashMap<(&str, &str, i64, &str, &str), i64> = HashMap::new();
@@ -101,7 +98,12 @@ impl HotStore {
                     .or_default() += 1;
             }
         }
-        self.add_segment(&tx, events).await?;
+        // the CPU work (the counts above, the segment) before this writer's turn: the filter writes meanwhile
+        let built = self.build_segment(events).await?;
+        // derived from the filtered log, with the position in the same commit
+        let conn = self.db.derived_tx_conn().await?;
+        let tx = conn.transaction_with_behavior(libsql::TransactionBehavior::Immediate).await?;
+        self.add_segment(&tx, events, built).await?;
         // each statement prepared once per batch
         let upsert = tx
             .prepare(
