@@ -58,12 +58,19 @@ impl SeenKey {
 }
 
 /// Where a pruning pass of the kept ids goes on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PruneSeenAt {
-    /// The table: 0 for the kept ids, 1 for those an earlier version kept.
-    table: usize,
+    /// [`KEPT`], then [`LEGACY`].
+    table: &'static str,
     /// The last key the pass went through in that table.
     after: Option<[u8; 16]>,
+}
+
+impl Default for PruneSeenAt {
+    /// A pass from the start.
+    fn default() -> Self {
+        PruneSeenAt { table: KEPT, after: None }
+    }
 }
 
 /// Ids read per query.
@@ -95,11 +102,10 @@ impl HotStore {
     /// One pruning step: of the next [`PRUNE_CHUNK`] ids after `at` (in key order), deletes those kept before
     /// `before` (ms). Returns where the next step starts, or `None` once the pass has gone through every table.
     pub async fn prune_seen(&self, at: PruneSeenAt, before: i64) -> Result<Option<PruneSeenAt>> {
-        let table = match at.table {
-            0 => KEPT,
-            1 if self.legacy_ids.load(Ordering::Relaxed) => LEGACY,
-            _ => return Ok(None),
-        };
+        let table = at.table;
+        if table == LEGACY && !self.legacy_ids.load(Ordering::Relaxed) {
+            return Ok(None);
+        }
         let conn = self.db.derived_tx_conn().await?;
         let tx = conn.transaction_with_behavior(libsql::TransactionBehavior::Immediate).await?;
         let from = Value::Blob(at.after.map_or_else(Vec::new, |k| k.to_vec()));
@@ -135,8 +141,8 @@ impl HotStore {
             self.legacy_ids.store(false, Ordering::Relaxed);
         }
         Ok(match last {
-            Some(after) if n >= PRUNE_CHUNK => Some(PruneSeenAt { table: at.table, after: Some(after) }),
-            _ if at.table == 0 => Some(PruneSeenAt { table: 1, after: None }),
+            Some(after) if n >= PRUNE_CHUNK => Some(PruneSeenAt { table, after: Some(after) }),
+            _ if table == KEPT => Some(PruneSeenAt { table: LEGACY, after: None }),
             _ => None,
         })
     }
