@@ -2,16 +2,16 @@
 //! for the whole body. A client that sends slower (a slow-body attack holds a connection and a request slot for as
 //! long as it likes otherwise) is answered `408 request_timeout`, whichever handler was reading.
 
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use axum::body::{Body, Bytes};
-use axum::extract::{Request, State};
+use axum::extract::Request;
 use axum::http::{HeaderValue, StatusCode, header};
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use http_body::{Frame, SizeHint};
 use tokio::time::{Instant, Sleep};
@@ -26,16 +26,77 @@ pub struct BodyTimeouts {
 }
 
 /// Wraps every request body that is not empty in a [`TimedBody`]; answers `408` if it ran out of time.
-pub async fn body_deadline(State(limits): State<BodyTimeouts>, req: Request, next: Next) -> Response {
-    if http_body::Body::is_end_stream(req.body()) {
-        return next.run(req).await;
+///
+/// A tower layer of its own rather than `axum::middleware::from_fn`: that clones the inner service and boxes a
+/// future on every request, and with this layer and the load shedding ([`super::shed`]) as `from_fn` the redirect
+/// path served 0.90x the requests of the node without them (same build profile, alternating wrk rounds).
+#[derive(Debug, Clone, Copy)]
+pub struct BodyDeadlineLayer(pub BodyTimeouts);
+
+impl<S> tower::Layer<S> for BodyDeadlineLayer {
+    type Service = BodyDeadline<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        BodyDeadline { inner, limits: self.0 }
     }
-    let timed_out = Arc::new(AtomicBool::new(false));
-    let req = req.map(|body| Body::new(TimedBody::new(body, limits, timed_out.clone())));
-    let res = next.run(req).await;
-    if !timed_out.load(Ordering::Relaxed) {
-        return res;
+}
+
+#[derive(Debug, Clone)]
+pub struct BodyDeadline<S> {
+    inner: S,
+    limits: BodyTimeouts,
+}
+
+impl<S> tower::Service<Request> for BodyDeadline<S>
+where
+    S: tower::Service<Request, Response = Response>,
+{
+    type Response = Response;
+    type Error = S::Error;
+    type Future = Deadlined<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
     }
+
+    fn call(&mut self, req: Request) -> Self::Future {
+        // a request without a body (every click, pixel and postback) goes through untouched
+        if http_body::Body::is_end_stream(req.body()) {
+            return Deadlined { inner: self.inner.call(req), timed_out: None, limits: self.limits };
+        }
+        let timed_out = Arc::new(AtomicBool::new(false));
+        let req = req.map(|body| Body::new(TimedBody::new(body, self.limits, timed_out.clone())));
+        Deadlined { inner: self.inner.call(req), timed_out: Some(timed_out), limits: self.limits }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The inner answer, or `408` if the request's body ran out of time while the handler read it.
+    pub struct Deadlined<F> {
+        #[pin]
+        inner: F,
+        timed_out: Option<Arc<AtomicBool>>,
+        limits: BodyTimeouts,
+    }
+}
+
+impl<F, E> Future for Deadlined<F>
+where
+    F: Future<Output = Result<Response, E>>,
+{
+    type Output = Result<Response, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let res = ready!(this.inner.poll(cx))?;
+        if !this.timed_out.as_ref().is_some_and(|t| t.load(Ordering::Relaxed)) {
+            return Poll::Ready(Ok(res));
+        }
+        Poll::Ready(Ok(timed_out(*this.limits)))
+    }
+}
+
+fn timed_out(limits: BodyTimeouts) -> Response {
     let message = format!(
         "the request body arrived too slowly (at most {} s between pieces and {} s in all)",
         limits.idle.as_secs(),

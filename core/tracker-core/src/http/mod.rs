@@ -10,6 +10,7 @@ pub mod live;
 mod ops;
 mod request_id;
 pub mod server;
+mod shed;
 mod track;
 
 pub use deadline::BodyTimeouts;
@@ -62,13 +63,18 @@ pub fn router(state: Arc<AppState>) -> Router {
         .merge(api::router(state.clone()))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .layer(DefaultBodyLimit::max(max_body))
-        // a body that stops arriving is answered 408 instead of holding its request slot
-        .layer(axum::middleware::from_fn_with_state(state.cfg.node.body_timeouts, deadline::body_deadline))
-        // past MAX_IN_FLIGHT requests at once, the next is answered 503 at once instead of queueing without bound
-        .layer(axum::middleware::from_fn_with_state(Arc::new(tokio::sync::Semaphore::new(max_in_flight)), shed))
-        // made (or taken from `X-Request-Id`), on the request's span, on the answer
-        .layer(request_id::RequestIdLayer)
+        // one layer of the router: each of its layers wraps every route again, a boxed service cloned per request
+        .layer(
+            tower::ServiceBuilder::new()
+                // made (or taken from `X-Request-Id`), on the request's span, on the answer
+                .layer(request_id::RequestIdLayer)
+                // past MAX_IN_FLIGHT requests at once, the next is answered 503 at once instead of queueing without
+                // bound
+                .layer(shed::ShedLayer::new(max_in_flight))
+                // a body that stops arriving is answered 408 instead of holding its request slot
+                .layer(deadline::BodyDeadlineLayer(state.cfg.node.body_timeouts))
+                .layer(DefaultBodyLimit::max(max_body)),
+        )
         .with_state(state)
 }
 
@@ -79,25 +85,6 @@ pub fn ops_router() -> Router<Arc<AppState>> {
         .route("/health", get(ops::health))
         .route("/health/broker", get(ops::broker))
         .route("/metrics", get(ops::metrics))
-}
-
-/// Load shedding: a request is worked on only with one of `MAX_IN_FLIGHT` permits, held until its answer's head is
-/// ready; without one it is answered `503` at once (try again in a second, here or at another node).
-async fn shed(
-    axum::extract::State(permits): axum::extract::State<Arc<tokio::sync::Semaphore>>,
-    req: axum::extract::Request,
-    next: axum::middleware::Next,
-) -> Response {
-    let Ok(_permit) = permits.try_acquire_owned() else {
-        let mut e = ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "overloaded",
-            "the node is working on as many requests as it takes at once; retry in a second",
-        );
-        e.headers.push(("retry-after", "1".to_owned()));
-        return e.into_response();
-    };
-    next.run(req).await
 }
 
 async fn not_found() -> ApiError {
