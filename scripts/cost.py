@@ -6,8 +6,9 @@ prices (infra/cost/prices.json: each with its source and date). docs/cost.md exp
     python3 scripts/cost.py                                   # the default mix, 100 million events a month
     python3 scripts/cost.py --clicks 0.9 --pixels 0 --postbacks 0.05 --batch 0.05 --events-per-month 1e9
 
-Two columns: today (one queue message per click and per pixel) and with clicks and pixels coalesced N to a message
-(--coalesce, not built: what it would save). Standard library only."""
+Two columns: one queue message per click and per pixel (COALESCE_MS=0), and as deployed, with an isolate's clicks,
+pixels and beacons of each COALESCE_MS window sharing a message: the events per message follow from each isolate's
+traffic (--isolates, --coalesce-ms), or are set with --coalesce N. Standard library only."""
 import argparse
 import json
 import math
@@ -89,7 +90,10 @@ class Model:
         per_click = (1 - a.short_link_share) * look["click_signed"] + a.short_link_share * look["click_short"]
         lookups = (n["clicks"] * per_click + n["pixels"] * look["pixel"] + n["postbacks"] * look["postback"]
                    + batch_requests * look["batch_request"])
-        u["kv_reads"] = lookups * (1 - a.cache_hit)
+        # the location's cache (Cache API, free) answers what the isolates miss, but each location reads each record
+        # it serves from KV once per KV_FILL_TTL_SECS at most (conservatively: every active record everywhere)
+        colo_reads = a.locations * a.active_records * MONTH_SECS / m["kv_fill_ttl_secs"]
+        u["kv_reads"] = min(lookups * (1 - a.cache_hit), colo_reads)
         refills = a.active_records * MONTH_SECS / m["kv_fill_ttl_secs"]
         u["kv_writes"] = min(refills, u["kv_reads"])
         u["kv_lists"] = m["cron_invocations_per_month"] + m["monitoring_kv_lists_per_month"]
@@ -163,11 +167,22 @@ def per_million(total, events):
     return total / (events / 1e6) if events else 0.0
 
 
-def break_even(model, coalesce):
+def coalesce_factor(a, events):
+    """Clicks and pixels per queue message as built: a window opens at an event and takes what its isolate gets
+    within COALESCE_MS (on average 1 + rate x window for Poisson arrivals)."""
+    if a.coalesce is not None:
+        return a.coalesce
+    mix = normalised_mix(a)
+    per_isolate = events * (mix["clicks"] + mix["pixels"]) / MONTH_SECS / a.isolates
+    return 1 + per_isolate * a.coalesce_ms / 1000
+
+
+def break_even(model, coalesce=None):
     """The smallest monthly volume (to 2 significant digits) whose all-in cost is under GOAL per million, if any."""
     for exp10 in range(60, 130):
         events = 10 ** (exp10 / 10)
-        cost = sum(model.costs(model.usage(events, coalesce), True).values())
+        per = coalesce if coalesce is not None else coalesce_factor(model.a, events)
+        cost = sum(model.costs(model.usage(events, per), True).values())
         if per_million(cost, events) < GOAL:
             return events
     return None
@@ -194,7 +209,13 @@ def main():
     ap.add_argument("--active-records", type=float, default=100,
                     help="tenants, short links and tokens requested at least once a minute (each refilled into KV)")
     ap.add_argument("--retry-rate", type=float, default=0.0, help="queue deliveries retried per message")
-    ap.add_argument("--coalesce", type=int, default=10, help="clicks (and pixels) per message in the second column")
+    ap.add_argument("--coalesce", type=float, default=None,
+                    help="clicks (and pixels) per message in the second column, instead of the window's estimate")
+    ap.add_argument("--coalesce-ms", type=float, default=None, help="the Worker's COALESCE_MS (measured.json: code)")
+    ap.add_argument("--isolates", type=float, default=None,
+                    help="isolates the clicks and pixels are spread over at any moment (measured.json's guess)")
+    ap.add_argument("--locations", type=float, default=None,
+                    help="locations serving traffic, each reading a record from KV once per KV_FILL_TTL_SECS")
     ap.add_argument("--hot-tier", choices=["turso", "self-hosted"], default="turso",
                     help="hot-tier database: Turso (as infra/ defines it) or a self-hosted sqld (2 more vCPU)")
     ap.add_argument("--fleet-floor-vcpu", type=float, default=None, help="vCPU always on (measured.json: k8s prod)")
@@ -211,39 +232,50 @@ def main():
         a.fleet_floor_vcpu = fig["fleet_floor_vcpu"]
     if a.archive_partitions is None:
         a.archive_partitions = fig["archive_partitions_per_commit"]
-    if a.batch_size < 1 or a.coalesce < 1:
-        sys.exit("error: --batch-size and --coalesce must be at least 1")
+    if a.coalesce_ms is None:
+        a.coalesce_ms = fig["coalesce_ms"]
+    if a.isolates is None:
+        a.isolates = fig["isolates_serving"]
+    if a.locations is None:
+        a.locations = fig["locations_serving"]
+    if a.batch_size < 1 or (a.coalesce is not None and a.coalesce < 1) or a.isolates < 1 or a.coalesce_ms < 0:
+        sys.exit("error: --batch-size, --coalesce and --isolates must be at least 1, --coalesce-ms not negative")
     model = Model(measured, prices, a)
     events = a.events_per_month
     mix = normalised_mix(a)
 
-    today, joined = model.usage(events, 1), model.usage(events, a.coalesce)
+    factor = coalesce_factor(a, events)
+    today, joined = model.usage(events, 1), model.usage(events, factor)
     all_in = (model.costs(today, True), model.costs(joined, True))
     marginal = (model.costs(today, False), model.costs(joined, False))
 
     print(f"mix: clicks {mix['clicks']:.0%}, pixels {mix['pixels']:.0%}, postbacks {mix['postbacks']:.0%}, "
           f"batch {mix['batch']:.0%} (/batch of {a.batch_size:g}); {human(events)} events and "
           f"{human(a.queries_per_month)} queries a month; prices read {prices['read_on']}")
-    print(f"queue messages a month: {human(today['queue_messages'])} today, {human(joined['queue_messages'])} "
-          f"with clicks and pixels {a.coalesce} to a message; hot tier: {a.hot_tier}")
+    how = "set" if a.coalesce is not None else f"COALESCE_MS={a.coalesce_ms:g} over {a.isolates:g} isolates"
+    print(f"queue messages a month: {human(today['queue_messages'])} one per click, "
+          f"{human(joined['queue_messages'])} coalesced ({factor:.2f} clicks and pixels a message, {how}); "
+          f"hot tier: {a.hot_tier}")
     print()
-    head = f"x{a.coalesce} per msg"
-    print(f"{'component':<22} {'today $/month':>14} {'$/M events':>11} {head + ' $/M':>17} {'marginal $/M':>13}")
-    print("-" * 81)
+    print("columns: all in, one message per click ($/month, $/M); all in as deployed (coalesced, $/month, $/M); "
+          "marginal as deployed ($/M)")
+    print(f"{'component':<22} {'each $/month':>13} {'$/M':>8} {'deployed $/month':>17} {'$/M':>8} {'marginal $/M':>13}")
+    print("-" * 86)
     for name in all_in[0]:
-        print(f"{name:<22} {all_in[0][name]:>14,.2f} {per_million(all_in[0][name], events):>11.4f} "
-              f"{per_million(all_in[1][name], events):>17.4f} {per_million(marginal[0][name], events):>13.4f}")
-    print("-" * 81)
+        print(f"{name:<22} {all_in[0][name]:>13,.2f} {per_million(all_in[0][name], events):>8.4f} "
+              f"{all_in[1][name]:>17,.2f} {per_million(all_in[1][name], events):>8.4f} "
+              f"{per_million(marginal[1][name], events):>13.4f}")
+    print("-" * 86)
     totals = [sum(c.values()) for c in all_in]
     margins = [sum(c.values()) for c in marginal]
-    print(f"{'total':<22} {totals[0]:>14,.2f} {per_million(totals[0], events):>11.4f} "
-          f"{per_million(totals[1], events):>17.4f} {per_million(margins[0], events):>13.4f}")
+    print(f"{'total':<22} {totals[0]:>13,.2f} {per_million(totals[0], events):>8.4f} "
+          f"{totals[1]:>17,.2f} {per_million(totals[1], events):>8.4f} {per_million(margins[1], events):>13.4f}")
     print()
-    print(f"total per million events, all in: ${per_million(totals[0], events):.3f} today, "
-          f"${per_million(totals[1], events):.3f} with clicks and pixels {a.coalesce} to a message "
-          f"(goal: under ${GOAL:.2f})")
+    print(f"total per million events, all in: ${per_million(totals[1], events):.3f} as deployed "
+          f"(${per_million(totals[0], events):.3f} with one message per click; goal: under ${GOAL:.2f})")
     print(f"marginal per million events (list prices, no plan fees, allowances or fleet floor): "
-          f"${per_million(margins[0], events):.3f} today, ${per_million(margins[1], events):.3f} coalesced")
+          f"${per_million(margins[1], events):.3f} as deployed, ${per_million(margins[0], events):.3f} one message "
+          f"per click")
     req = model.p["workers_request"]["value"]
     ops = model.ops_per_message(1) * 3 * model.p["queues_operation"]["value"]
     print(f"one click: Worker request ${req:.2f}/M, its queue message ${ops:.2f}/M (write, read, delete): "
@@ -252,7 +284,7 @@ def main():
     busy = MONTH_SECS * 0.128 * model.p["durable_object_gb_second"]["value"] / 1e6
     print(f"coalescing through a Durable Object per location would add ${do_req:.2f}/M clicks (one request each) "
           f"and ${busy:.2f}/month per location kept busy all month (128 MB of wall-clock time)")
-    for label, n in (("today", 1), (f"x{a.coalesce}", a.coalesce)):
+    for label, n in (("one message per click", 1), ("as deployed", a.coalesce)):
         volume = break_even(model, n)
         where = f"from about {human(volume)} events a month" if volume else "at no volume up to 10^13 a month"
         print(f"all in under ${GOAL:.2f}/M ({label}): {where}")

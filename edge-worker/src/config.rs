@@ -22,6 +22,12 @@ pub const SETTINGS: Section = Section {
             "how long a record filled into KV from the core is fresh (tenants and short links are then served as they \
              were while the core cannot be reached)",
         ),
+        var(
+            "COALESCE_MS",
+            "200",
+            "clicks, pixels and beacons an isolate takes within this window share one queue message (0: one each); \
+             the answer never waits",
+        ),
         var("RATE_LIMIT_TENANT_PER_SEC", "5000", "events per second per tenant and isolate (bursts of twice)"),
         var("RATE_LIMIT_IP_PER_SEC", "50", "requests per second per tenant, client IP and isolate"),
         var(
@@ -69,6 +75,9 @@ pub struct EdgeConfig {
     /// reaching the edge while nothing purges KV). Past it the core is asked again; tenants and short links are
     /// served as they were while it cannot be reached.
     pub kv_fill_ttl_secs: u64,
+    /// How long an isolate collects clicks, pixels and beacons into one queue message (`COALESCE_MS`; 0 sends each
+    /// on its own).
+    pub coalesce_ms: u32,
     /// Events per second per tenant, per isolate.
     pub tenant_rate: f64,
     /// Requests per second per tenant and client IP, per isolate.
@@ -141,6 +150,8 @@ impl EdgeConfig {
                 // at most a day: the isolate cache is the bound on how long a revoked record is still honoured
                 cache_ttl_ms: src.number("CACHE_TTL_MS", 0..=86_400_000)?,
                 kv_fill_ttl_secs: src.number::<u64>("KV_FILL_TTL_SECS", 0..=31_536_000)?.max(1),
+                // the Workers runtime keeps waitUntil work alive for 30 s after the answer
+                coalesce_ms: src.number("COALESCE_MS", 0..=5_000)?,
                 tenant_rate: rate("RATE_LIMIT_TENANT_PER_SEC")?,
                 ip_rate: rate("RATE_LIMIT_IP_PER_SEC")?,
                 miss_rate: rate("RATE_LIMIT_LOOKUP_MISS_PER_SEC")?,
@@ -219,6 +230,8 @@ mod tests {
         let defaults = cfg(&[]).unwrap();
         assert_eq!((defaults.cache_ttl_ms, defaults.tenant_rate), (5_000, 5_000.0), "the declared defaults");
         assert_eq!(defaults.dlq_name, "tracker-events-dlq");
+        assert_eq!(defaults.coalesce_ms, 200);
+        assert!(cfg(&[("COALESCE_MS", "60000")]).unwrap_err().starts_with("COALESCE_MS"), "past waitUntil's 30 s");
         assert!(cfg(&[("RATE_LIMIT_IP_PER_SEC", "-1")]).unwrap_err().starts_with("RATE_LIMIT_IP_PER_SEC"));
         assert!(cfg(&[("CACHE_TTL_MS", "99999999999999999")]).unwrap_err().starts_with("CACHE_TTL_MS"));
     }

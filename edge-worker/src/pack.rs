@@ -23,34 +23,65 @@ const SUFFIX_ROOM: usize = 200;
 /// `Idempotency-Key`), message `i` carries `"batch_id": "<batch_key>-<i>"`, which the consumer uses as the core
 /// intake's batch id: a retried request is then stored once, like the core's own `/batch`.
 pub fn pack(events: &[Event], batch_key: Option<&str>) -> Result<Vec<String>, serde_json::Error> {
+    let mut messages = Messages::new(batch_key);
     let mut out = Vec::new();
-    let close = |current: &mut String, index: usize| {
-        current.push(']');
-        if let Some(key) = batch_key {
-            current.push_str(&format!(",\"batch_id\":\"{key}-{index}\""));
-        }
-        current.push('}');
-    };
-    let mut current = String::from(PREFIX);
-    let mut in_current = 0usize;
     for event in events {
-        let json = serde_json::to_string(event)?;
-        if in_current > 0 && current.len() + 1 + json.len() + SUFFIX_ROOM > MAX_MESSAGE_BYTES {
-            close(&mut current, out.len());
-            out.push(std::mem::replace(&mut current, String::from(PREFIX)));
-            in_current = 0;
-        }
-        if in_current > 0 {
-            current.push(',');
-        }
-        current.push_str(&json);
-        in_current += 1;
+        out.extend(messages.push(&serde_json::to_string(event)?));
     }
-    if in_current > 0 {
-        close(&mut current, out.len());
-        out.push(current);
-    }
+    out.extend(messages.finish());
     Ok(out)
+}
+
+/// Message bodies built one serialised event at a time: [`Messages::push`] hands back the message it closed when
+/// the next event would not fit in it.
+#[derive(Debug)]
+pub struct Messages<'k> {
+    batch_key: Option<&'k str>,
+    current: String,
+    in_current: usize,
+    closed: usize,
+}
+
+impl<'k> Messages<'k> {
+    pub fn new(batch_key: Option<&'k str>) -> Self {
+        Messages { batch_key, current: String::from(PREFIX), in_current: 0, closed: 0 }
+    }
+
+    /// Events in the message being built.
+    pub fn len(&self) -> usize {
+        self.in_current
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.in_current == 0
+    }
+
+    /// Adds one event's JSON; returns the message it closed first if the event would not fit in it.
+    pub fn push(&mut self, json: &str) -> Option<String> {
+        let full = self.in_current > 0 && self.current.len() + 1 + json.len() + SUFFIX_ROOM > MAX_MESSAGE_BYTES;
+        let closed = if full { self.finish() } else { None };
+        if self.in_current > 0 {
+            self.current.push(',');
+        }
+        self.current.push_str(json);
+        self.in_current += 1;
+        closed
+    }
+
+    /// Closes the message being built and starts the next; `None` if it holds no event.
+    pub fn finish(&mut self) -> Option<String> {
+        if self.in_current == 0 {
+            return None;
+        }
+        self.current.push(']');
+        if let Some(key) = self.batch_key {
+            self.current.push_str(&format!(",\"batch_id\":\"{key}-{}\"", self.closed));
+        }
+        self.current.push('}');
+        self.closed += 1;
+        self.in_current = 0;
+        Some(std::mem::replace(&mut self.current, String::from(PREFIX)))
+    }
 }
 
 /// Groups of messages that fit in one `sendBatch` call each.

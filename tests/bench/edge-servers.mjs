@@ -1,6 +1,7 @@
-// Serves the built Rust Worker and a plain-JavaScript reference Worker (same v1-link HMAC check, same event,
-// same queue send in waitUntil, same redirect) from workerd through Miniflare, each on its own port, for
-// tests/bench/edge.sh to load with wrk. Prints one JSON line with both URLs and the link, then stays up.
+// Serves the built Rust Worker (twice: coalescing clicks into queue messages as deployed, and with COALESCE_MS=0, one
+// message per click) and a plain-JavaScript reference Worker (same v1-link HMAC check, same event, one queue send per
+// click in waitUntil, same redirect) from workerd through Miniflare, each on its own port, for tests/bench/edge.sh to
+// load with wrk. Prints one JSON line with the URLs and the link, then stays up.
 import { createHmac } from "node:crypto";
 import { join, resolve } from "node:path";
 import { Miniflare } from "miniflare";
@@ -52,24 +53,27 @@ export default {
 };`;
 
 const common = { compatibilityDate: "2026-04-01", host: "127.0.0.1", kvNamespaces: ["TRACKER_KV"], queueProducers: { EVENTS: "tracker-events", DLQ: "tracker-events-dlq" } };
-const rust = new Miniflare({
+const rustWorker = (port, vars = {}) => new Miniflare({
   ...common,
-  port: Number(process.env.RUST_PORT ?? 18787),
+  port,
   modules: true,
   scriptPath: join(ROOT, "edge-worker/build/index.js"),
   modulesRoot: join(ROOT, "edge-worker/build"),
   modulesRules: [{ type: "CompiledWasm", include: ["**/*.wasm"] }],
-  bindings: { CORE_URLS: "http://127.0.0.1:9", EDGE_SHARED_SECRET: "edge-secret-for-bench-0123456789abcdef", RATE_LIMIT_TENANT_PER_SEC: "100000000", RATE_LIMIT_IP_PER_SEC: "100000000" },
+  bindings: { CORE_URLS: "http://127.0.0.1:9", EDGE_SHARED_SECRET: "edge-secret-for-bench-0123456789abcdef", RATE_LIMIT_TENANT_PER_SEC: "100000000", RATE_LIMIT_IP_PER_SEC: "100000000", ...vars },
 });
+const rust = rustWorker(Number(process.env.RUST_PORT ?? 18787));
+const each = rustWorker(Number(process.env.RUST_EACH_PORT ?? 18789), { COALESCE_MS: "0" });
 const js = new Miniflare({ ...common, port: Number(process.env.JS_PORT ?? 18788), modules: true, script: JS_WORKER });
-for (const mf of [rust, js]) await (await mf.getKVNamespace("TRACKER_KV")).put("tenant:bench", RECORD);
-const [rustUrl, jsUrl] = [await rust.ready, await js.ready];
-for (const u of [rustUrl, jsUrl]) {
+const all = [rust, each, js];
+for (const mf of all) await (await mf.getKVNamespace("TRACKER_KV")).put("tenant:bench", RECORD);
+const [rustUrl, eachUrl, jsUrl] = await Promise.all(all.map((mf) => mf.ready));
+for (const u of [rustUrl, eachUrl, jsUrl]) {
   const res = await fetch(new URL(link, u), { redirect: "manual" });
   if (res.status !== 307) throw new Error(`${u} answered ${res.status}: ${await res.text()}`);
 }
-console.log(JSON.stringify({ rust: rustUrl.origin, js: jsUrl.origin, link }));
+console.log(JSON.stringify({ rust: rustUrl.origin, each: eachUrl.origin, js: jsUrl.origin, link }));
 process.on("SIGTERM", async () => {
-  for (const mf of [rust, js]) await mf.dispose();
+  for (const mf of all) await mf.dispose();
   process.exit(0);
 });

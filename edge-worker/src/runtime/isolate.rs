@@ -1,6 +1,6 @@
 //! What an isolate keeps between requests (its configuration, caches and rate limiters), and the lookups of
-//! tenants, short links and tokens: isolate cache, then Workers KV, then the core's signed lookup API (which fills
-//! KV).
+//! tenants, short links and tokens: isolate cache, then the location's cache of KV's copy (`colo`), then Workers KV,
+//! then the core's signed lookup API (which fills KV and the location's cache).
 
 use std::cell::RefCell;
 use std::future::Future;
@@ -151,13 +151,29 @@ impl EdgeDirectory<'_> {
         let key = format!("{}{id}", R::KV_PREFIX);
         // sealed under a key derived from EDGE_SHARED_SECRET and bound to its KV key: anything else is a miss
         let sealing = self.cfg.shared_secret().and_then(tracker_protocol::intake::kv_sealing_key);
-        let mut stale = None;
-        if let Ok(Some(text)) = kv.get(&key).text().await
-            && let Some(plain) = sealing.and_then(|k| tracker_protocol::intake::open_kv(&k, &key, &text))
-            && let Ok(stored) = serde_json::from_slice::<Stored<R>>(&plain)
+        let open = |text: &str| -> Option<Stored<R>> {
+            let plain = tracker_protocol::intake::open_kv(sealing.as_ref()?, &key, text)?;
+            serde_json::from_slice(&plain).ok()
+        };
+        let fill_ms = i64::try_from(self.cfg.kv_fill_ttl_secs).unwrap_or(i64::MAX).saturating_mul(1000);
+        // seconds a copy read from the core at `at` is still fresh
+        let fresh_secs = |at: i64| u64::try_from((at.saturating_add(fill_ms) - now) / 1000).unwrap_or(0);
+        // this location's copy of KV's (free), then KV's
+        if let Some(stored) = super::colo::get(&key).await.as_deref().and_then(open)
+            && now - stored.at < fill_ms
         {
             let record = Some(Arc::new(stored.record));
-            if now - stored.at < i64::try_from(self.cfg.kv_fill_ttl_secs).unwrap_or(i64::MAX) * 1000 {
+            with_isolate(|i| R::cache(i).put(id, record.clone(), now));
+            return Ok(record);
+        }
+        let mut stale = None;
+        if let Ok(Some(text)) = kv.get(&key).text().await
+            && let Some(stored) = open(&text)
+        {
+            let at = stored.at;
+            let record = Some(Arc::new(stored.record));
+            if now - at < fill_ms {
+                super::colo::put(&key, &text, fresh_secs(at)).await;
                 with_isolate(|i| R::cache(i).put(id, record.clone(), now));
                 return Ok(record);
             }
@@ -184,13 +200,15 @@ impl EdgeDirectory<'_> {
             && let Some(sealing) = sealing
             && let Ok(text) = serde_json::to_vec(&StoredRef { at: now, record })
             && let Some(sealed) = tracker_protocol::intake::seal_kv(&sealing, &key, &text, super::js::random12())
-            && let Ok(put) = kv.put(&key, sealed)
         {
+            super::colo::put(&key, &sealed, self.cfg.kv_fill_ttl_secs).await;
             // fresh for KV_FILL_TTL_SECS; records served stale through a core outage are kept a week (a change made
             // meanwhile purges them); KV keeps nothing less than 60 s
             let keep = if R::SERVE_STALE { STALE_KEEP_SECS } else { self.cfg.kv_fill_ttl_secs.max(60) };
             // best effort: a failed fill only costs another core lookup later
-            let _ = put.expiration_ttl(keep).execute().await;
+            if let Ok(put) = kv.put(&key, sealed) {
+                let _ = put.expiration_ttl(keep).execute().await;
+            }
         }
         let found = found.map(Arc::new);
         with_isolate(|i| R::cache(i).put(id, found.clone(), now));

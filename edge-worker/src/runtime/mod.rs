@@ -5,6 +5,8 @@
 //! `isolate` what an isolate keeps and the record lookups.
 
 mod assets;
+mod coalesce;
+mod colo;
 mod isolate;
 mod js;
 mod proxy;
@@ -19,11 +21,12 @@ use worker::{Context, Env, Method, console_error, event};
 use crate::api::{forward_path, live_forward};
 use crate::config::EdgeConfig;
 use crate::pack::batch_key;
+use coalesce::enqueue_soon;
 use isolate::{EdgeDirectory, check_rate, config, unavailable};
 use js::{RawRequest, WebResponse, bearer, body_bytes, body_bytes_capped, error, header, json, now_ms, random10};
 use js::{refused_pixel, request_info, respond, respond_with, with_cors};
 use proxy::{api, live, purge};
-use queue::{enqueue, enqueue_invalid, enqueue_later};
+use queue::{enqueue, enqueue_invalid};
 
 #[event(fetch)]
 pub async fn fetch(req: RawRequest, env: Env, ctx: Context) -> worker::Result<WebResponse> {
@@ -56,7 +59,7 @@ async fn handle(req: RawRequest, env: &Env, ctx: &Context, cfg: &EdgeConfig) -> 
         return json(200, health.to_string());
     }
     if method == Method::Get && path == "/metrics" {
-        let text = queue::dead_letters(env).await.prometheus();
+        let text = queue::dead_letters(env).await.prometheus() + &coalesce::Coalesced::prometheus();
         let headers = [("content-type", "text/plain; version=0.0.4; charset=utf-8"), ("cache-control", "no-store")];
         return respond(200, &headers, Some(text.into_bytes()));
     }
@@ -115,7 +118,7 @@ async fn handle(req: RawRequest, env: &Env, ctx: &Context, cfg: &EdgeConfig) -> 
                     if let Err(r) = check_rate(&event.key_prefix, info.ip.as_deref(), 1.0) {
                         return with_cors(r);
                     }
-                    enqueue_later(env, ctx, vec![event]);
+                    enqueue_soon(env, ctx, cfg.coalesce_ms, event);
                     respond(204, &cors, None)
                 }
                 Err(e) => with_cors(error(&e)),
@@ -140,7 +143,7 @@ async fn handle(req: RawRequest, env: &Env, ctx: &Context, cfg: &EdgeConfig) -> 
                             Err(_) => error(&unavailable("the event queue")),
                         }
                     } else {
-                        enqueue_later(env, ctx, vec![event]);
+                        enqueue_soon(env, ctx, cfg.coalesce_ms, event);
                         respond(200, &PIXEL_HEADERS, Some(PIXEL_GIF.to_vec()))
                     }
                 }
@@ -252,7 +255,7 @@ async fn click(
                 return r;
             }
             // the redirect never waits for the queue
-            enqueue_later(env, ctx, vec![click.event]);
+            enqueue_soon(env, ctx, dir.cfg.coalesce_ms, click.event);
             respond_with(307, &REDIRECT_HEADERS, &[("location", click.location.as_str())], None)
         }
         Err(e) => error(&e),

@@ -337,10 +337,12 @@ pub(super) async fn purge_hot_path(env: &Env, header: &str) {
             "short" => i.links.remove(id),
             _ => i.tokens.remove(id),
         });
+        let key = format!("{kind}:{id}");
+        super::colo::delete(&key).await;
         if let Some(kv) = &kv
-            && let Err(e) = kv.delete(&format!("{kind}:{id}")).await
+            && let Err(e) = kv.delete(&key).await
         {
-            console_error!("could not delete {kind}:{id} from KV: {e}");
+            console_error!("could not delete {key} from KV: {e}");
         }
     }
 }

@@ -56,29 +56,34 @@ pub(super) async fn enqueue_invalid(env: &Env, key_prefix: &str, count: usize, b
     }
 }
 
-/// Queues events without delaying the response. If the queue refuses, the events go straight to the core; if that
-/// fails too they are logged in full, never dropped silently.
+/// Queues events without delaying the response, each message sent as it is packed. If the queue refuses, the
+/// events go straight to the core; if that fails too they are logged in full, never dropped silently.
 pub(super) fn enqueue_later(env: &Env, ctx: &Context, events: Vec<Event>) {
     let bodies = match pack(&events, None) {
         Ok(b) => b,
         Err(e) => return console_error!("UNDELIVERED EVENTS (cannot serialise: {e}): {events:?}"),
     };
+    let queue = env.queue(EVENTS_QUEUE).ok().map(|q| q.as_ref().clone());
     for body in bodies {
-        let body = JsValue::from_str(&body);
-        // the queue's own promise goes straight to waitUntil (no Rust future, closure or microtask per request);
-        // if it rejects, the isolate's fallback delivers the body to the core
-        let sent = env.queue(EVENTS_QUEUE).ok().and_then(|q| send_text(q.as_ref(), &body));
-        let guarded = match sent {
-            Some(promise) => {
-                let handler: Function = JsValue::from(fallback().bind1(&JsValue::NULL, &body)).unchecked_into();
-                promise.catch_with(&handler)
-            }
-            None => fallback().call2(&JsValue::NULL, &body, &JsValue::from_str("no EVENTS queue binding")).ok(),
-        };
-        if let Some(p) = guarded.and_then(|p| p.dyn_into::<Promise>().ok()) {
+        if let Some(p) = send_guarded(queue.as_ref(), &JsValue::from_str(&body)) {
             let _ = ctx.as_ref().wait_until(&p);
         }
     }
+}
+
+/// Sends one message body on the queue binding (`None`: there is none), its fallback attached: the promise to hand
+/// to `waitUntil`.
+pub(super) fn send_guarded(queue: Option<&JsValue>, body: &JsValue) -> Option<Promise> {
+    // the queue's own promise goes straight to waitUntil (no Rust future, closure or microtask per request); if it
+    // rejects, the isolate's fallback delivers the body to the core
+    let guarded = match queue.and_then(|q| send_text(q, body)) {
+        Some(promise) => {
+            let handler: Function = JsValue::from(fallback().bind1(&JsValue::NULL, body)).unchecked_into();
+            promise.catch_with(&handler)
+        }
+        None => fallback().call2(&JsValue::NULL, body, &JsValue::from_str("no EVENTS queue binding")).ok(),
+    };
+    guarded.and_then(|p| p.dyn_into::<Promise>().ok())
 }
 
 /// The isolate's `(body, error) => Promise` fallback for queue sends that fail: deliver straight to the core, and
