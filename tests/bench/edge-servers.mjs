@@ -5,6 +5,7 @@
 import { createHmac } from "node:crypto";
 import { join, resolve } from "node:path";
 import { Miniflare } from "miniflare";
+import { EDGE_SECRET, kvSeal } from "../edge/harness.mjs";
 
 const ROOT = resolve(import.meta.dirname, "../..");
 const SECRET = "bench-secret-0123456789abcdef0123456789abcdef";
@@ -60,13 +61,15 @@ const rustWorker = (port, vars = {}) => new Miniflare({
   scriptPath: join(ROOT, "edge-worker/build/index.js"),
   modulesRoot: join(ROOT, "edge-worker/build"),
   modulesRules: [{ type: "CompiledWasm", include: ["**/*.wasm"] }],
-  bindings: { CORE_URLS: "http://127.0.0.1:9", EDGE_SHARED_SECRET: "edge-secret-for-bench-0123456789abcdef", RATE_LIMIT_TENANT_PER_SEC: "100000000", RATE_LIMIT_IP_PER_SEC: "100000000", ...vars },
+    // no core: the tenant comes from KV, sealed as the Worker keeps it, and stays fresh for the whole run
+  bindings: { CORE_URLS: "http://127.0.0.1:9", EDGE_SHARED_SECRET: EDGE_SECRET, KV_FILL_TTL_SECS: "86400", RATE_LIMIT_TENANT_PER_SEC: "100000000", RATE_LIMIT_IP_PER_SEC: "100000000", ...vars },
 });
 const rust = rustWorker(Number(process.env.RUST_PORT ?? 18787));
 const each = rustWorker(Number(process.env.RUST_EACH_PORT ?? 18789), { COALESCE_MS: "0" });
 const js = new Miniflare({ ...common, port: Number(process.env.JS_PORT ?? 18788), modules: true, script: JS_WORKER });
 const all = [rust, each, js];
-for (const mf of all) await (await mf.getKVNamespace("TRACKER_KV")).put("tenant:bench", RECORD);
+for (const mf of [rust, each]) await (await mf.getKVNamespace("TRACKER_KV")).put("tenant:bench", kvSeal("tenant:bench", JSON.parse(RECORD)));
+await (await js.getKVNamespace("TRACKER_KV")).put("tenant:bench", RECORD);
 const [rustUrl, eachUrl, jsUrl] = await Promise.all(all.map((mf) => mf.ready));
 for (const u of [rustUrl, eachUrl, jsUrl]) {
   const res = await fetch(new URL(link, u), { redirect: "manual" });
