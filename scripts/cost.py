@@ -226,18 +226,12 @@ def main():
     a = ap.parse_args()
     measured, prices = load(a.measured), load(a.prices)
     fig = {k: v["value"] for k, v in measured["figures"].items()}
-    if a.cache_hit is None:
-        a.cache_hit = fig["isolate_cache_hit_rate"]
-    if a.fleet_floor_vcpu is None:
-        a.fleet_floor_vcpu = fig["fleet_floor_vcpu"]
-    if a.archive_partitions is None:
-        a.archive_partitions = fig["archive_partitions_per_commit"]
-    if a.coalesce_ms is None:
-        a.coalesce_ms = fig["coalesce_ms"]
-    if a.isolates is None:
-        a.isolates = fig["isolates_serving"]
-    if a.locations is None:
-        a.locations = fig["locations_serving"]
+    # options left unset take measured.json's figure
+    for option, figure in (("cache_hit", "isolate_cache_hit_rate"), ("fleet_floor_vcpu", "fleet_floor_vcpu"),
+                           ("archive_partitions", "archive_partitions_per_commit"), ("coalesce_ms", "coalesce_ms"),
+                           ("isolates", "isolates_serving"), ("locations", "locations_serving")):
+        if getattr(a, option) is None:
+            setattr(a, option, fig[figure])
     if a.batch_size < 1 or (a.coalesce is not None and a.coalesce < 1) or a.isolates < 1 or a.coalesce_ms < 0:
         sys.exit("error: --batch-size, --coalesce and --isolates must be at least 1, --coalesce-ms not negative")
     model = Model(measured, prices, a)

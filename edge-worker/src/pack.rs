@@ -47,15 +47,6 @@ impl<'k> Messages<'k> {
         Messages { batch_key, current: String::from(PREFIX), in_current: 0, closed: 0 }
     }
 
-    /// Events in the message being built.
-    pub fn len(&self) -> usize {
-        self.in_current
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.in_current == 0
-    }
-
     /// Adds one event's JSON; returns the message it closed first if the event would not fit in it.
     pub fn push(&mut self, json: &str) -> Option<String> {
         let full = self.in_current > 0 && self.current.len() + 1 + json.len() + SUFFIX_ROOM > MAX_MESSAGE_BYTES;

@@ -31,7 +31,7 @@ thread_local! {
 }
 
 /// Events in windows this isolate opened and messages it sent for them (the counts the cost model uses).
-#[derive(Debug, Default, Clone, Copy)]
+#[derive(Debug, Clone, Copy)]
 pub(super) struct Coalesced {
     events: u64,
     messages: u64,
@@ -82,9 +82,9 @@ fn enqueue_coalesced(env: &Env, ctx: &Context, event: &Event, window_ms: u32) {
         (opened, full, window.queue.clone())
     });
     COUNTS.with(|c| c.borrow_mut().events += 1);
-    if let Some(body) = full {
-        // the window's message is full: it goes now, from this request, and the window goes on with this event
-        send(queue.as_ref(), &body, ctx);
+    if let Some(sent) = full.and_then(|body| send(queue.as_ref(), &body)) {
+        // the window's message was full: it goes now, from this request, and the window goes on with this event
+        let _ = ctx.as_ref().wait_until(&sent);
     }
     if opened {
         match closing(window_ms) {
@@ -101,11 +101,10 @@ fn enqueue_coalesced(env: &Env, ctx: &Context, event: &Event, window_ms: u32) {
     }
 }
 
-fn send(queue: Option<&JsValue>, body: &str, ctx: &Context) {
+/// Sends one of the windows' messages, counted: the promise to hand to `waitUntil`.
+fn send(queue: Option<&JsValue>, body: &str) -> Option<Promise> {
     COUNTS.with(|c| c.borrow_mut().messages += 1);
-    if let Some(p) = send_guarded(queue, &JsValue::from_str(body)) {
-        let _ = ctx.as_ref().wait_until(&p);
-    }
+    send_guarded(queue, &JsValue::from_str(body))
 }
 
 /// `new Promise(r => setTimeout(r, ms)).then(closeWindow)`: settles once the window's message is on the queue
@@ -134,6 +133,5 @@ fn closing(window_ms: u32) -> Option<Promise> {
 fn close_window(_: JsValue) -> JsValue {
     let Some(mut window) = WINDOW.with(|w| w.borrow_mut().take()) else { return JsValue::UNDEFINED };
     let Some(body) = window.messages.finish() else { return JsValue::UNDEFINED };
-    COUNTS.with(|c| c.borrow_mut().messages += 1);
-    send_guarded(window.queue.as_ref(), &JsValue::from_str(&body)).map_or(JsValue::UNDEFINED, JsValue::from)
+    send(window.queue.as_ref(), &body).map_or(JsValue::UNDEFINED, JsValue::from)
 }

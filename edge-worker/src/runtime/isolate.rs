@@ -157,7 +157,7 @@ impl EdgeDirectory<'_> {
         };
         let fill_ms = i64::try_from(self.cfg.kv_fill_ttl_secs).unwrap_or(i64::MAX).saturating_mul(1000);
         // seconds a copy read from the core at `at` is still fresh
-        let fresh_secs = |at: i64| u64::try_from((at.saturating_add(fill_ms) - now) / 1000).unwrap_or(0);
+        let fresh_secs = |at: i64| u64::try_from(at.saturating_add(fill_ms).saturating_sub(now) / 1000).unwrap_or(0);
         // this location's copy of KV's (free), then KV's
         if let Some(stored) = super::colo::get(&key).await.as_deref().and_then(open)
             && now - stored.at < fill_ms
