@@ -608,6 +608,18 @@ async fn archive_counts(settings: &tracker_archive::ArchiveSettings) -> (i64, i6
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_count_what_the_node_did_and_every_answer_carries_a_request_id() {
     let dir = tempfile::tempdir().unwrap();
+    let cli = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_tracker-core"))
+            .args(args)
+            .env("DATA_DIR", dir.path())
+            .env("RUST_LOG", "warn")
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap()
+    };
+    cli(&["tenant", "create", "--name", "Acme", "--prefix", "acme"]);
+    let link = cli(&["link", "sign", "acme", "https://shop.example/p"]);
     let node = spawn_node(dir.path(), free_port());
     let http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
     wait_healthy(&http, &node.base).await;
@@ -617,6 +629,17 @@ async fn metrics_count_what_the_node_did_and_every_answer_carries_a_request_id()
     assert!(made.len() == 32 && made.bytes().all(|b| b.is_ascii_hexdigit()), "a new id: {made}");
     let given = http.get(format!("{}/health", node.base)).header("x-request-id", "trace-me-42").send().await.unwrap();
     assert_eq!(given.headers()["x-request-id"], "trace-me-42", "the caller's id is kept");
+    // a tracking redirect, which browsers follow, carries an id only when the caller gave one (nothing records
+    // request spans under RUST_LOG=warn)
+    let click = format!("{}{}", node.base, &link.trim()[link.find("/t?").unwrap()..]);
+    let redirect = http.get(&click).send().await.unwrap();
+    assert_eq!(redirect.status(), StatusCode::TEMPORARY_REDIRECT);
+    assert!(redirect.headers().get("x-request-id").is_none());
+    let redirect = http.get(&click).header("x-request-id", "ad-42").send().await.unwrap();
+    assert_eq!(
+        (redirect.status(), &redirect.headers()["x-request-id"]),
+        (StatusCode::TEMPORARY_REDIRECT, &"ad-42".parse().unwrap())
+    );
     // a short link that does not exist: the tenant cache misses once
     http.get(format!("{}/t/tu_01890a5d-ac96-774b-bcce-b302099a8057", node.base)).send().await.unwrap();
     let text = http.get(format!("{}/metrics", node.base)).send().await.unwrap().text().await.unwrap();
