@@ -22,6 +22,10 @@ use tracker_protocol::{Auth, Event, Uuid, partition_for};
 use tracker_store::hot::HotStore;
 use tracker_store::{Location, Store, TenantLimits};
 
+// as in the node and tracker-consumer, which run these consumers
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const PARTITIONS: u32 = 24;
 const SET_EVENTS: usize = 1000;
 

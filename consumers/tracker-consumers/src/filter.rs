@@ -6,7 +6,9 @@
 //! 1. one hot-tier transaction records the drop ledger (and samples), the batch's range and the ids it dropped,
 //!    and the filter's position after the batch;
 //! 2. the kept events are appended to the filtered log with the idempotency key `filter:<partition>:<first offset>`;
-//! 3. the batch is marked done, and the group's offset is committed in the raw log.
+//! 3. the group's offset is committed in the raw log, and the batch is marked done in the hot tier in the next
+//!    batch's transaction 1 (or when the filter stops): a commit of its own took 8% of the filter's time in the drain
+//!    benchmark.
 //!
 //! The hard cap is judged here, where every event of a tenant passes in order (a tenant's events share one
 //! partition): an event the other rules keep counts against the tenant's monthly allowance (`quota_months`,
@@ -93,6 +95,8 @@ struct Filtering {
     bots: Bots,
     rates: RateRules,
     tenants: Tenants,
+    /// Partitions whose recorded batch is in the filtered log, not yet marked done in the hot tier.
+    appended: Vec<u32>,
 }
 
 impl Filtering {
@@ -101,6 +105,7 @@ impl Filtering {
             bots: Bots::default(),
             rates: RateRules::new(pipeline.settings.filter_ip_per_minute),
             tenants: Tenants::default(),
+            appended: Vec::new(),
         }
     }
 }
@@ -131,6 +136,12 @@ pub async fn run(pipeline: Arc<Pipeline>, stop: CancellationToken) {
                 pending = true;
                 rest(Duration::from_secs(1), &stop).await;
             }
+        }
+    }
+    // what is not marked yet would be appended again at the next start (a no-op, but a read of the batch)
+    for partition in std::mem::take(&mut f.appended) {
+        if let Err(e) = pipeline.hot.filter_done(GROUP, partition).await {
+            tracing::warn!(error = %e, partition, "filter: appended batch not marked done; appended again at start");
         }
     }
 }
@@ -172,7 +183,9 @@ async fn step(pipeline: &Pipeline, f: &mut Filtering) -> Result<bool, String> {
     let dropped: HashSet<u64> = batch.dropped.iter().copied().collect();
     let kept: Vec<&Event> = events.iter().filter(|(o, _)| !dropped.contains(o)).map(|(_, e)| e).collect();
     append(pipeline, &batch, &kept).await?;
-    pipeline.hot.filter_done(GROUP, batch.partition).await.map_err(|e| e.to_string())?;
+    if !f.appended.contains(&batch.partition) {
+        f.appended.push(batch.partition);
+    }
     pipeline.raw.commit_offset(GROUP, batch.partition, batch.next).await.map_err(|e| e.to_string())?;
     Ok(true)
 }
@@ -338,7 +351,8 @@ async fn judge_and_record(
         }
     }
     let batch = PendingBatch { partition, from, next, dropped };
-    pipeline.hot.record_filtered(GROUP, &batch, &judged, &usage).await.map_err(|e| e.to_string())?;
+    pipeline.hot.record_filtered(GROUP, &batch, &judged, &usage, &f.appended).await.map_err(|e| e.to_string())?;
+    f.appended.clear();
     drop(judged);
     Ok(Some((batch, events)))
 }

@@ -171,6 +171,8 @@ async fn a_filter_that_dies_after_recording_a_batch_appends_exactly_what_it_kept
     assert_eq!(filtered_ids(&p).await.len(), 990);
     assert_eq!(bot_drops(&p).await, 110);
     assert_eq!(hot_total(&p).await, 990);
+    // a batch is marked appended in the next batch's transaction, and a filter that stops marks its last ones
+    assert_eq!(p.hot.filter_pending(filter::GROUP).await.unwrap(), vec![], "nothing left to append again");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

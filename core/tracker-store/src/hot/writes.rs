@@ -147,19 +147,30 @@ impl HotStore {
     }
 
     /// Records the filter's decisions on one batch and its intent to append the kept events, and moves its offset,
-    /// in one transaction. The caller then appends the kept events (idempotently) and calls
-    /// [`HotStore::filter_done`]; after a crash in between, [`HotStore::filter_pending`] says what to redo.
+    /// in one transaction. The caller then appends the kept events (idempotently) and says so: in `appended` (the
+    /// partitions whose recorded batch reached the filtered log since) of its next call, or with
+    /// [`HotStore::filter_done`]. Until then, [`HotStore::filter_pending`] lists the batch, to append again after a
+    /// crash (a no-op for a batch that landed).
     pub async fn record_filtered(
         &self,
         consumer: &str,
         batch: &PendingBatch,
         judged: &[Judged<'_>],
         usage: &FilterUsage,
+        appended: &[u32],
     ) -> Result<()> {
         // a full commit: on disk before the kept events go to the filtered log, so a power loss cannot undo
         // decisions whose events were appended
         let conn = self.db.tx_conn().await?;
         let tx = conn.transaction_with_behavior(libsql::TransactionBehavior::Immediate).await?;
+        // first, so a batch of a partition in `appended` may be replaced below: its events are in the filtered log
+        for partition in appended {
+            tx.execute(
+                "UPDATE hot_filter_pending SET done = 1 WHERE consumer = ?1 AND partition = ?2",
+                (consumer, i64::from(*partition)),
+            )
+            .await?;
+        }
         let mut ledger: BTreeMap<(&str, i64, &str, &str), i64> = BTreeMap::new();
         for j in judged {
             let hour = j.event.received_at.div_euclid(HOUR_MS) * HOUR_MS;
