@@ -631,7 +631,7 @@ async fn metrics_count_what_the_node_did_and_every_answer_carries_a_request_id()
     assert_eq!(given.headers()["x-request-id"], "trace-me-42", "the caller's id is kept");
     // a tracking redirect, which browsers follow, carries an id only when the caller gave one (nothing records
     // request spans under RUST_LOG=warn)
-    let click = format!("{}{}", node.base, &link.trim()[link.find("/t?").unwrap()..]);
+    let click = format!("{}/t?{}", node.base, link.trim().split_once("/t?").unwrap().1);
     let redirect = http.get(&click).send().await.unwrap();
     assert_eq!(redirect.status(), StatusCode::TEMPORARY_REDIRECT);
     assert!(redirect.headers().get("x-request-id").is_none());
