@@ -222,7 +222,7 @@ async fn judge_and_record(
     let mut usage = FilterUsage { kept_ids: (Vec::new(), crate::now_ms()), ..FilterUsage::default() };
     // the ids the batch's tenants sent before: a resend is dropped here, once, so no tier after sees it twice
     let keys: Vec<SeenKey> = events.iter().map(|(_, e)| SeenKey::new(&e.key_prefix, &e.event_id)).collect();
-    let mut seen = pipeline.hot.seen(&keys).await.map_err(|e| e.to_string())?;
+    let mut seen = pipeline.hot.seen_in(partition, &keys).await.map_err(|e| e.to_string())?;
     // billable events so far per tenant and month: read once per batch, then counted here
     let mut months: HashMap<(String, i64), i64> = HashMap::new();
     // on hard-capped plans, the event ids already counted this month: a second copy of an event (a client's resend,

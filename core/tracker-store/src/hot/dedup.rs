@@ -32,9 +32,9 @@ pub const DUPLICATE: &str = "duplicate";
 /// An event's dedup key: its tenant and id, hashed (see the module's doc).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct SeenKey {
-    key: [u8; 16],
+    pub(super) key: [u8; 16],
     /// The key an earlier version kept in `hot_seen_ids`.
-    legacy: [u8; 16],
+    pub(super) legacy: [u8; 16],
 }
 
 impl SeenKey {
@@ -81,6 +81,67 @@ const INSERT_CHUNK: usize = 256;
 pub const PRUNE_CHUNK: i64 = 2_000;
 
 impl HotStore {
+    /// Which of `keys`, of a batch the filter read from `partition`, were kept before: [`HotStore::seen`], past the
+    /// ids this process certainly never kept ([`super::recent`]).
+    pub async fn seen_in(&self, partition: u32, keys: &[SeenKey]) -> Result<HashSet<SeenKey>> {
+        if self.legacy_ids.load(Ordering::Relaxed) {
+            // an earlier version's ids are not in the memory's range: every id is looked up while they last
+            return self.seen(keys).await;
+        }
+        let now = u64::try_from(super::params::now_ms()).unwrap_or(0);
+        let asked = self.recent().maybe_kept(partition, keys, now);
+        self.seen(&asked).await
+    }
+
+    /// The memory of recently kept ids; forgotten (not trusted) if a panic left it half changed.
+    pub(super) fn recent(&self) -> std::sync::MutexGuard<'_, super::recent::Recent> {
+        self.recent.lock().unwrap_or_else(|poisoned| {
+            let mut recent = poisoned.into_inner();
+            recent.reset();
+            recent
+        })
+    }
+
+    /// In the filter's (`consumer`'s) transaction of `partition`, whose position it read as `position`: fails when
+    /// the ids this process remembers of the partition are not to be trusted ([`super::recent`]); else the range it
+    /// is to cover from this commit on, with every partition's position, when a new one is due.
+    pub(super) async fn cover(
+        &self,
+        tx: &libsql::Transaction,
+        consumer: &str,
+        partition: u32,
+        position: u64,
+    ) -> Result<Option<super::recent::Renewal>> {
+        let now = u64::try_from(super::params::now_ms()).unwrap_or(0);
+        let Some(hi) = self.recent().check(partition, position, now)? else { return Ok(None) };
+        // the largest key below `hi`: the table holds none between it and `hi`
+        let mut rows = tx
+            .query(&format!("SELECT max(id) FROM {KEPT} WHERE id < ?1"), [Value::Blob(hi.to_be_bytes().to_vec())])
+            .await?;
+        let lo = match rows.next().await?.map(|row| row.get_value(0)).transpose()? {
+            Some(Value::Blob(b)) => {
+                u128::from_be_bytes(<[u8; 16]>::try_from(b).map_err(|_| StoreError::BadColumn("id"))?).saturating_add(1)
+            }
+            _ => 0,
+        };
+        drop(rows);
+        let mut snapshot = std::collections::HashMap::new();
+        let mut rows =
+            tx.query("SELECT partition, next_offset FROM hot_offsets WHERE consumer = ?1", [consumer]).await?;
+        while let Some(row) = rows.next().await? {
+            let partition =
+                u32::try_from(crate::int(&row, 0, "partition")?).map_err(|_| StoreError::BadColumn("partition"))?;
+            snapshot.insert(partition, u64::try_from(crate::int(&row, 1, "next_offset")?).unwrap_or(0));
+        }
+        Ok(Some(super::recent::Renewal { lo, hi, snapshot }))
+    }
+
+    /// After the filter's transaction committed: `partition` is at `next`, with `kept` kept and `range` covered if
+    /// [`HotStore::cover`] gave one.
+    pub(super) fn covered(&self, partition: u32, next: u64, kept: &[SeenKey], renewal: Option<super::recent::Renewal>) {
+        self.recent().set(partition, next, kept, renewal);
+    }
+
     /// Which of `keys` were kept before (and not yet pruned).
     pub async fn seen(&self, keys: &[SeenKey]) -> Result<HashSet<SeenKey>> {
         let mut sorted = keys.to_vec();
@@ -252,6 +313,44 @@ mod tests {
             steps += 1;
         }
         steps
+    }
+
+    /// The filter's transaction of a batch of `partition` from `from` to `next` that kept `kept`, the partition's
+    /// batch before it appended.
+    async fn record(hot: &HotStore, partition: u32, from: u64, next: u64, kept: &[SeenKey]) -> Result<()> {
+        let batch = crate::hot::PendingBatch { partition, from, next, dropped: Vec::new() };
+        let usage = crate::hot::FilterUsage { kept_ids: (kept.to_vec(), 1_000), ..Default::default() };
+        hot.record_filtered("filter", &batch, &[], &usage, &[partition]).await
+    }
+
+    #[tokio::test]
+    async fn ids_another_filter_process_kept_are_found_once_its_commit_is_seen() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = crate::Location::File(dir.path().join("hot.db"));
+        // two processes' hot tiers on one file: the partition moves from `a` to `b` (a rebalance)
+        let (a, b) = (HotStore::connect(&path).await.unwrap(), HotStore::connect(&path).await.unwrap());
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap();
+        let keys: Vec<SeenKey> = (0..300)
+            .map(|n| {
+                let ts = uuid::Timestamp::from_unix(uuid::NoContext, now.as_secs(), n * 1_000_000);
+                SeenKey::new("acme", &Uuid::new_v7(ts))
+            })
+            .collect();
+        record(&a, 0, 0, 100, &keys[..100]).await.unwrap();
+        // `a` remembers what it kept: of 0..200 it finds its 100, and looks up only those
+        assert_eq!(a.seen_in(0, &keys[..200]).await.unwrap(), keys[..100].iter().copied().collect());
+        assert_eq!(a.recent().maybe_kept(0, &keys[..200], u64::MAX), &keys[..100]);
+        // `b` has no memory of the partition: it looks every id up, and keeps 200..300
+        assert_eq!(b.seen_in(0, &keys[..200]).await.unwrap().len(), 100);
+        record(&b, 0, 100, 200, &keys[200..]).await.unwrap();
+        // `a`'s memory alone would call b's ids new...
+        assert_eq!(a.seen_in(0, &keys[200..]).await.unwrap(), HashSet::new());
+        // ...so its next transaction of the partition fails, as the position is not the one it left
+        let err = record(&a, 0, 200, 300, &keys[200..]).await.unwrap_err().to_string();
+        assert!(err.contains("moved to 200"), "{err}");
+        // and asked again, it looks them up
+        assert_eq!(a.seen_in(0, &keys[200..]).await.unwrap().len(), 100);
+        assert_eq!(a.seen_in(0, &keys).await.unwrap().len(), 200);
     }
 
     #[tokio::test]

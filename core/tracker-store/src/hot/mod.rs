@@ -23,6 +23,7 @@ mod matching;
 mod params;
 mod prune;
 mod reads;
+mod recent;
 mod schema;
 mod segments;
 mod writes;
@@ -62,6 +63,8 @@ pub struct HotStore {
     segments: segments::Shared,
     /// Whether ids kept by an earlier version are still there to read ([`dedup`]).
     legacy_ids: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    /// The ids this process's filter kept lately ([`recent`]).
+    recent: std::sync::Arc<std::sync::Mutex<recent::Recent>>,
 }
 
 impl std::fmt::Debug for HotStore {
@@ -80,6 +83,7 @@ impl HotStore {
             cardinality: Default::default(),
             segments: Default::default(),
             legacy_ids: Default::default(),
+            recent: Default::default(),
         };
         hot.read_legacy_ids().await?;
         Ok(hot)

@@ -214,6 +214,8 @@ impl HotStore {
                 batch.partition, batch.from
             )));
         }
+        // and no other writer kept ids of the partition since this process did, or its lookups are not trusted
+        let range = self.cover(&tx, consumer, batch.partition, at).await?;
         // and the previous batch's kept events must be in the filtered log before its record is replaced
         let replaced = tx
             .execute(
@@ -258,6 +260,7 @@ impl HotStore {
         super::dedup::remember(&tx, &usage.kept_ids.0, usage.kept_ids.1).await?;
         set_offset(&tx, consumer, batch.partition, batch.next).await?;
         tx.commit().await?;
+        self.covered(batch.partition, batch.next, &usage.kept_ids.0, range);
         Ok(())
     }
 
