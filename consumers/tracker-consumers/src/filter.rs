@@ -95,8 +95,8 @@ struct Filtering {
     bots: Bots,
     rates: RateRules,
     tenants: Tenants,
-    /// Partitions whose recorded batch is in the filtered log, not yet marked done in the hot tier.
-    appended: Vec<u32>,
+    /// Recorded batches (partition, first offset) in the filtered log, not yet marked done in the hot tier.
+    appended: Vec<(u32, u64)>,
 }
 
 impl Filtering {
@@ -139,8 +139,8 @@ pub async fn run(pipeline: Arc<Pipeline>, stop: CancellationToken) {
         }
     }
     // what is not marked yet would be appended again at the next start (a no-op, but a read of the batch)
-    for partition in std::mem::take(&mut f.appended) {
-        if let Err(e) = pipeline.hot.filter_done(GROUP, partition).await {
+    for (partition, from) in std::mem::take(&mut f.appended) {
+        if let Err(e) = pipeline.hot.filter_done(GROUP, partition, from).await {
             tracing::warn!(error = %e, partition, "filter: appended batch not marked done; appended again at start");
         }
     }
@@ -183,9 +183,7 @@ async fn step(pipeline: &Pipeline, f: &mut Filtering) -> Result<bool, String> {
     let dropped: HashSet<u64> = batch.dropped.iter().copied().collect();
     let kept: Vec<&Event> = events.iter().filter(|(o, _)| !dropped.contains(o)).map(|(_, e)| e).collect();
     append(pipeline, &batch, &kept).await?;
-    if !f.appended.contains(&batch.partition) {
-        f.appended.push(batch.partition);
-    }
+    f.appended.push((batch.partition, batch.from));
     pipeline.raw.commit_offset(GROUP, batch.partition, batch.next).await.map_err(|e| e.to_string())?;
     Ok(true)
 }
@@ -432,7 +430,7 @@ async fn recover(pipeline: &Pipeline) -> Result<(), String> {
         }
         let kept: Vec<&Event> = events.iter().map(|(_, e)| e).collect();
         append(pipeline, &batch, &kept).await?;
-        pipeline.hot.filter_done(GROUP, batch.partition).await.map_err(|e| e.to_string())?;
+        pipeline.hot.filter_done(GROUP, batch.partition, batch.from).await.map_err(|e| e.to_string())?;
         tracing::info!(
             partition = batch.partition,
             from = batch.from,

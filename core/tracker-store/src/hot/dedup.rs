@@ -136,8 +136,8 @@ impl HotStore {
         Ok(Some(super::recent::Renewal { lo, hi, snapshot }))
     }
 
-    /// After the filter's transaction committed: `partition` is at `next`, with `kept` kept and `range` covered if
-    /// [`HotStore::cover`] gave one.
+    /// After the filter's transaction committed: `partition` is at `next`, with `kept` kept, and the range and
+    /// snapshot of `renewal` in force if [`HotStore::cover`] gave one.
     pub(super) fn covered(&self, partition: u32, next: u64, kept: &[SeenKey], renewal: Option<super::recent::Renewal>) {
         self.recent().set(partition, next, kept, renewal);
     }
@@ -320,7 +320,13 @@ mod tests {
     async fn record(hot: &HotStore, partition: u32, from: u64, next: u64, kept: &[SeenKey]) -> Result<()> {
         let batch = crate::hot::PendingBatch { partition, from, next, dropped: Vec::new() };
         let usage = crate::hot::FilterUsage { kept_ids: (kept.to_vec(), 1_000), ..Default::default() };
-        hot.record_filtered("filter", &batch, &[], &usage, &[partition]).await
+        // the partition's batch before this one, if any, ended at `from`; its first offset is not tracked here
+        hot.db
+            .conn()
+            .await?
+            .execute("UPDATE hot_filter_pending SET done = 1 WHERE partition = ?1", [i64::from(partition)])
+            .await?;
+        hot.record_filtered("filter", &batch, &[], &usage, &[]).await
     }
 
     #[tokio::test]
@@ -351,6 +357,26 @@ mod tests {
         // and asked again, it looks them up
         assert_eq!(a.seen_in(0, &keys[200..]).await.unwrap().len(), 100);
         assert_eq!(a.seen_in(0, &keys).await.unwrap().len(), 200);
+    }
+
+    /// A filter marks the batch it appended in its next transaction; by then another member may have taken the
+    /// partition over and recorded a later batch, which must stay pending until that member appends it.
+    #[tokio::test]
+    async fn a_late_mark_of_an_appended_batch_marks_that_batch_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = crate::Location::File(dir.path().join("hot.db"));
+        let (a, b) = (HotStore::connect(&path).await.unwrap(), HotStore::connect(&path).await.unwrap());
+        let batch = |partition, from, next| crate::hot::PendingBatch { partition, from, next, dropped: Vec::new() };
+        let usage = crate::hot::FilterUsage::default();
+        // `a` records partition 0's batch 0..100 and appends it, but has not marked it yet
+        a.record_filtered("filter", &batch(0, 0, 100), &[], &usage, &[]).await.unwrap();
+        // `b` takes the partition over: appends that batch again (a no-op), marks it, records 100..200
+        b.filter_done("filter", 0, 0).await.unwrap();
+        b.record_filtered("filter", &batch(0, 100, 200), &[], &usage, &[]).await.unwrap();
+        // `a`'s next transaction (of another partition) carries its late mark
+        a.record_filtered("filter", &batch(1, 0, 50), &[], &usage, &[(0, 0)]).await.unwrap();
+        let pending = a.filter_pending("filter").await.unwrap();
+        assert_eq!(pending, vec![batch(0, 100, 200), batch(1, 0, 50)], "b's batch is still to be appended");
     }
 
     #[tokio::test]

@@ -148,8 +148,8 @@ impl HotStore {
 
     /// Records the filter's decisions on one batch and its intent to append the kept events, and moves its offset,
     /// in one transaction. The caller then appends the kept events (idempotently) and says so: in `appended` (the
-    /// partitions whose recorded batch reached the filtered log since) of its next call, or with
-    /// [`HotStore::filter_done`]. Until then, [`HotStore::filter_pending`] lists the batch, to append again after a
+    /// partitions and first offsets of the recorded batches that reached the filtered log since) of its next call,
+    /// or with [`HotStore::filter_done`]. Until then, [`HotStore::filter_pending`] lists the batch, to append again after a
     /// crash (a no-op for a batch that landed).
     pub async fn record_filtered(
         &self,
@@ -157,19 +157,15 @@ impl HotStore {
         batch: &PendingBatch,
         judged: &[Judged<'_>],
         usage: &FilterUsage,
-        appended: &[u32],
+        appended: &[(u32, u64)],
     ) -> Result<()> {
         // a full commit: on disk before the kept events go to the filtered log, so a power loss cannot undo
         // decisions whose events were appended
         let conn = self.db.tx_conn().await?;
         let tx = conn.transaction_with_behavior(libsql::TransactionBehavior::Immediate).await?;
         // first, so a batch of a partition in `appended` may be replaced below: its events are in the filtered log
-        for partition in appended {
-            tx.execute(
-                "UPDATE hot_filter_pending SET done = 1 WHERE consumer = ?1 AND partition = ?2",
-                (consumer, i64::from(*partition)),
-            )
-            .await?;
+        for (partition, from) in appended {
+            tx.execute(MARK_DONE, (consumer, i64::from(*partition), to_i64(*from))).await?;
         }
         let mut ledger: BTreeMap<(&str, i64, &str, &str), i64> = BTreeMap::new();
         for j in judged {
@@ -264,16 +260,10 @@ impl HotStore {
         Ok(())
     }
 
-    /// The kept events of the filter's last batch in `partition` reached the filtered log.
-    pub async fn filter_done(&self, consumer: &str, partition: u32) -> Result<()> {
-        self.db
-            .conn()
-            .await?
-            .execute(
-                "UPDATE hot_filter_pending SET done = 1 WHERE consumer = ?1 AND partition = ?2",
-                (consumer, i64::from(partition)),
-            )
-            .await?;
+    /// The kept events of the filter's batch of `partition` from `from` reached the filtered log. Only that batch
+    /// is marked: another member that took the partition over may have recorded a later one meanwhile.
+    pub async fn filter_done(&self, consumer: &str, partition: u32, from: u64) -> Result<()> {
+        self.db.conn().await?.execute(MARK_DONE, (consumer, i64::from(partition), to_i64(from))).await?;
         Ok(())
     }
 
@@ -300,6 +290,10 @@ impl HotStore {
         Ok(out)
     }
 }
+
+/// Marks a pending filter batch, by partition and first offset, as in the filtered log.
+const MARK_DONE: &str =
+    "UPDATE hot_filter_pending SET done = 1 WHERE consumer = ?1 AND partition = ?2 AND from_offset = ?3";
 
 pub(super) async fn set_offset(tx: &libsql::Transaction, consumer: &str, partition: u32, next: u64) -> Result<()> {
     tx.execute(
