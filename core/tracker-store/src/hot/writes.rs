@@ -149,8 +149,8 @@ impl HotStore {
     /// Records the filter's decisions on one batch and its intent to append the kept events, and moves its offset,
     /// in one transaction. The caller then appends the kept events (idempotently) and says so: in `appended` (the
     /// partitions and first offsets of the recorded batches that reached the filtered log since) of its next call,
-    /// or with [`HotStore::filter_done`]. Until then, [`HotStore::filter_pending`] lists the batch, to append again after a
-    /// crash (a no-op for a batch that landed).
+    /// or with [`HotStore::filter_done`]. Until then, [`HotStore::filter_pending`] lists the batch, to append again
+    /// after a crash (a no-op for a batch that landed).
     pub async fn record_filtered(
         &self,
         consumer: &str,
