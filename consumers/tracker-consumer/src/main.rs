@@ -17,6 +17,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
+    tracker_consumers::small_pages();
     tracker_core::init_tracing();
     let args: Vec<String> = std::env::args().skip(1).collect();
     let which: Result<Vec<Which>, String> =

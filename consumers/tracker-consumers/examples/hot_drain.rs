@@ -196,6 +196,8 @@ fn summary(values: &mut [f64], unit: &str) -> String {
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
+    // as the node and tracker-consumer do
+    tracker_consumers::small_pages();
     let events = env("EVENTS", 2_000_000);
     let tenants = env("TENANTS", 50).max(1);
     let rounds = env("ROUNDS", 1).max(1);

@@ -35,6 +35,18 @@ use tracker_protocol::settings::{self, Section, SettingError, Unit, var};
 use tracker_store::Store;
 use tracker_store::hot::HotStore;
 
+/// Turns transparent huge pages off for this process, first thing in `main` of a process on mimalloc.
+///
+/// mimalloc asks the kernel for huge pages on its arenas, and the consumers allocate and free a batch's events over
+/// and over: each freed range it hands back and touches again is a fresh 2 MiB page to zero. In the drain benchmark
+/// that zeroing took 8% of the CPU, and the peak RSS fell from 322-379 MB to 250-271 MB without it.
+pub fn small_pages() {
+    // best effort: a kernel without the switch keeps its default
+    if let Err(e) = rustix::thread::disable_transparent_huge_pages(true) {
+        tracing::debug!(error = %e, "transparent huge pages left on");
+    }
+}
+
 /// Most events one batch reads.
 pub const BATCH: usize = 4096;
 /// Pause when nothing waits (bounds how long an idle consumer takes to see a new event).

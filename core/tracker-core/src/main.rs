@@ -8,6 +8,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
+    tracker_consumers::small_pages();
     let cli = Cli::parse();
     tracker_core::init_tracing();
     match tracker_core::cli::run(cli).await {

@@ -441,6 +441,8 @@ impl Shared {
         if from >= durable {
             return Ok(out);
         }
+        // the batch's room at once: growing it event by event copies and faults in every larger buffer
+        out.events.reserve(max_events.min(usize::try_from(durable - from).unwrap_or(usize::MAX)));
         'outer: for found in s.sets_from(partition, from, durable)? {
             let (k, entry) = found?;
             if filter.tags != 0 && entry.tags & filter.tags == 0 {

@@ -1,7 +1,9 @@
 //! What the consumers write: the stats consumer's events and counts, the filter's decisions and its pending
 //! batches, each in the transaction that moves the consumer's offset (retention is in `prune`).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
+
+use foldhash::HashMap;
 
 use tracker_protocol::Event;
 
@@ -65,7 +67,7 @@ impl HotStore {
         let unbounded = self.cardinality.lock().map(|c| c.snapshot()).unwrap_or_default();
         let is_unbounded = |tenant: &str, name: &str| unbounded.get(tenant).is_some_and(|n| n.contains(name));
         // events and new count rows per tenant and counted param, for the cardinality watch
-        let mut tally: HashMap<(&str, &str), (u32, u32)> = HashMap::new();
+        let mut tally: HashMap<(&str, &str), (u32, u32)> = HashMap::default();
         // an event the segments hold already is a copy (a batch read again finds none: its position is committed
         // with its segment); only this consumer writes this partition's tenants, so nothing changes meanwhile
         let copies = self.stored_before(events).await?;
@@ -77,8 +79,8 @@ impl HotStore {
             fresh.as_slice()
         };
         let mut accepted = UsageDelta::default();
-        let mut counts: HashMap<(&str, i64, &str, &str), i64> = HashMap::new();
-        let mut param_counts: HashMap<(&str, &str, i64, &str, &str), i64> = HashMap::new();
+        let mut counts: HashMap<(&str, i64, &str, &str), i64> = HashMap::default();
+        let mut param_counts: HashMap<(&str, &str, i64, &str, &str), i64> = HashMap::default();
         for e in events {
             // imported history is metered by the filter as `imported`, not billed
             if e.auth != tracker_protocol::Auth::Import {
@@ -111,6 +113,9 @@ impl HotStore {
                  ON CONFLICT DO UPDATE SET n = n + excluded.n",
             )
             .await?;
+        // in key order: each upsert lands next to the one before it in the table's B-tree
+        let mut counts: Vec<_> = counts.into_iter().collect();
+        counts.sort_unstable();
         for ((tenant, minute, event_type, tu), n) in counts {
             upsert.execute((tenant, minute, event_type, tu, n)).await?;
             upsert.reset();
@@ -121,6 +126,8 @@ impl HotStore {
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT DO UPDATE SET n = n + excluded.n RETURNING n",
             )
             .await?;
+        let mut param_counts: Vec<_> = param_counts.into_iter().collect();
+        param_counts.sort_unstable();
         for ((tenant, name, minute, value, event_type), n) in param_counts {
             let mut rows = upsert.query((tenant, name, minute, value, event_type, n)).await?;
             // the row is new when it holds this batch's count alone
