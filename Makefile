@@ -1,5 +1,5 @@
 # The two commands a newcomer needs: `make dev` and `make test`. Everything else is optional.
-.PHONY: dev test infra-check bench bench-hot bench-lean bench-edge bench-iggy bench-archive bench-query bench-import
+.PHONY: dev test infra-check bench bench-hot bench-all-in-one bench-lean bench-edge bench-iggy bench-archive bench-query bench-import
 .PHONY: fuzz api-fuzz chaos clean
 
 dev: ## set up and run the platform locally on embedded defaults
@@ -16,6 +16,9 @@ bench: ## HTTP and durable-batch benchmarks against nginx on this machine (relea
 
 bench-hot: ## the filter and the stats consumer draining a preloaded log of 2M events into the hot tier (events/s, bytes, RSS)
 	@bash tests/bench/hot.sh
+
+bench-all-in-one: ## the all-in-one node (ingest and every consumer) under sustained /batch load: the hot tier's lag
+	@bash tests/bench/all-in-one.sh
 
 bench-lean: ## the node with every feature against the lean production node: crates, binary size, redirects/s, peak RSS
 	@bash tests/bench/lean.sh

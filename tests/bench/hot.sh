@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The hot tier's drain (`make bench-hot`, and the last table of `make bench`): a fresh embedded log preloaded with
+# The hot tier's drain (`make bench-hot`): a fresh embedded log preloaded with
 # EVENTS events (2,000,000), then the filter and the stats consumer in-process (each on its thread, as in the node)
 # until the hot tier holds every one. The log's own append rate over the same events is the same-run baseline.
 # ROUNDS (3) fresh runs; medians and ranges. Timings are printed, never asserted.

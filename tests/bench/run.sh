@@ -10,6 +10,8 @@
 #                               each link signed (nginx serving a static JSON of the same size is its baseline)
 #   consumers                   filter + stats + webhook queue in-process: events/s from the raw log to the hot tier,
 #                               on an overage plan and on a hard-capped one (metering and the cap on both)
+#   all-in-one                  tests/bench/all-in-one.sh: a steady /batch rate with every consumer in-process,
+#                               the hot tier's lag over the run
 #
 # The ingest rows run the node with CONSUMERS=off, as production does (consumers are processes of their own, on
 # other machines); the consumers are measured on their own afterwards, in-process as in the embedded default.
@@ -265,3 +267,7 @@ consumers "$token" "$api_key" "$CORE_PORT" "$core_pid" ""
 export PLANS='{"capped": {"monthly_events": 100000000, "query_tiers": ["hot"], "api_requests_per_minute": 1000000}}'
 consumer_node consumers-capped capped
 consumers "$token" "$api_key" "$CORE_PORT" "$core_pid" ", hard-capped plan"
+
+# the all-in-one node under sustained ingest: the hot tier's lag while /batch takes a steady rate
+kill "$core_pid" && wait "$core_pid" 2>/dev/null || true
+BIN="$bin" bash tests/bench/all-in-one.sh
