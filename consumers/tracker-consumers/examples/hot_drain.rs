@@ -6,7 +6,8 @@
 //! threads) until the hot tier holds every event, and prints a table: events/s through both, bytes on disk per hot
 //! event, and the peak RSS during the drain. `ROUNDS` (default 1) repeats the whole run on fresh directories and
 //! prints the median and range of each figure. `KEEP=1` keeps each round's data directory (its path is printed) for a
-//! look inside.
+//! look inside. The events' times step by a millisecond over `SPREAD_MS` (3,000,000) and start again: `SPREAD_MS=1`
+//! gives every event one time, as a client's batches with whole-second times come close to.
 //!
 //! `cargo run --release -p tracker-consumers --no-default-features --example hot_drain`
 
@@ -33,8 +34,8 @@ fn env(name: &str, default: u64) -> u64 {
     std::env::var(name).ok().and_then(|v| v.replace('_', "").parse().ok()).unwrap_or(default)
 }
 
-fn event(n: u64, tenants: u64, now: i64) -> Event {
-    let ts = now - 3_600_000 + i64::try_from(n % 3_000_000).unwrap_or(0);
+fn event(n: u64, tenants: u64, now: i64, spread_ms: u64) -> Event {
+    let ts = now - 3_600_000 + i64::try_from(n % spread_ms).unwrap_or(0);
     let kind = n % 10;
     let event_type = match kind {
         0..=5 => "click",
@@ -124,11 +125,12 @@ async fn round(events: u64, tenants: u64) -> Round {
 
     // preload, in appends of 24 record sets (about what one /batch request of the node's writes)
     let now = tracker_consumers::now_ms();
+    let spread_ms = env("SPREAD_MS", 3_000_000).max(1);
     let started = Instant::now();
     let mut builders: Vec<RecordSetBuilder> = (0..PARTITIONS).map(|_| RecordSetBuilder::default()).collect();
     let mut sets = Vec::new();
     for n in 0..events {
-        let e = event(n, tenants, now);
+        let e = event(n, tenants, now, spread_ms);
         let p = partition_for(&e.key_prefix, PARTITIONS);
         let b = &mut builders[p as usize];
         b.push(&e);
