@@ -7,6 +7,7 @@
 # the release build). Timings are printed, never asserted.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
+source tests/bench/node.sh
 RATES="${RATES:-250000 100000 50000}"
 SECONDS_EACH="${DURATION_SECS:-20}"
 ROUNDS="${ROUNDS:-1}"
@@ -39,16 +40,7 @@ for _ in $(seq "$ROUNDS"); do
         port=$((PORT_BASE + n))
         export DATA_DIR="$work/node-$n" PORT=$port PUBLIC_URL="http://127.0.0.1:$port" RUST_LOG=warn
         export ADMIN_TOKEN="bench-admin-$(openssl rand -hex 16)"
-        $bin tenant create --name bench --prefix bench --plan enterprise >/dev/null
-        token="$($bin token create bench | awk '/^token /{print $2}')"
-        CONSUMERS=in-process $bin serve &
-        node_pid=$!
-        for _ in $(seq 100); do curl -sf "http://127.0.0.1:$port/health" >/dev/null && break; sleep 0.1; done
-        curl -sf -o /dev/null -H "authorization: Bearer $ADMIN_TOKEN" -H 'content-type: application/json' -X PATCH \
-            -d '{"limits":{"api_requests_per_minute":1000000}}' "http://127.0.0.1:$port/api/tenants/bench"
-        api_key="$(curl -sf -H "authorization: Bearer $ADMIN_TOKEN" -H 'content-type: application/json' -X POST \
-            -d '{"name":"bench","scopes":["read"]}' "http://127.0.0.1:$port/api/tenants/bench/api-keys" \
-            | python3 -c 'import json,sys; print(json.load(sys.stdin)["secret"])')"
+        bench_node "$bin" "$port" enterprise
         python3 tests/bench/all_in_one.py "$port" "$token" "$api_key" "$node_pid" "$rate" "$SECONDS_EACH" \
             "$CONNECTIONS" "$CATCH_UP" 2>"$work/samples-$n.txt"
         kill "$node_pid" && wait "$node_pid" 2>/dev/null || true

@@ -21,6 +21,7 @@
 # the node do. Timings are printed, never asserted: CI does not run this script.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
+source tests/bench/node.sh
 DURATION="${DURATION:-10s}"
 CONNECTIONS="${CONNECTIONS:-64}"
 NGINX_PORT=18080
@@ -184,17 +185,9 @@ echo "machine: $(nproc) cores, $(uname -sr); wrk and both servers share the core
 consumer_node() {
     kill "$core_pid" && wait "$core_pid" 2>/dev/null || true
     export DATA_DIR="$work/$1"
-    $bin tenant create --name bench --prefix bench --plan "$2" >/dev/null
-    token="$($bin token create bench | awk '/^token /{print $2}')"
-    CONSUMERS=in-process $bin serve &
-    pids+=($!)
-    core_pid=$!
-    for _ in $(seq 100); do curl -sf "http://127.0.0.1:$CORE_PORT/health" >/dev/null && break; sleep 0.1; done
-    curl -sf -o /dev/null -H "authorization: Bearer $ADMIN_TOKEN" -H 'content-type: application/json' -X PATCH \
-        -d '{"limits":{"api_requests_per_minute":1000000}}' "http://127.0.0.1:$CORE_PORT/api/tenants/bench"
-    api_key="$(curl -sf -H "authorization: Bearer $ADMIN_TOKEN" -H 'content-type: application/json' -X POST \
-        -d '{"name":"ci","scopes":["read"]}' "http://127.0.0.1:$CORE_PORT/api/tenants/bench/api-keys" \
-        | python3 -c 'import json,sys; print(json.load(sys.stdin)["secret"])')"
+    bench_node "$bin" "$CORE_PORT" "$2"
+    pids+=("$node_pid")
+    core_pid=$node_pid
 }
 consumer_node consumers enterprise
 consumers() { python3 - "$@" <<'PY'
