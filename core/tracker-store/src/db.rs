@@ -12,6 +12,8 @@ const MAX_IDLE: usize = 16;
 pub(crate) struct Conn<'a> {
     conn: Option<Connection>,
     db: &'a Db,
+    /// The connection's count of rows changed when it was lent.
+    changes: u64,
     _permit: tokio::sync::OwnedSemaphorePermit,
 }
 
@@ -46,6 +48,7 @@ impl PooledRows<'_> {
 
 impl Drop for Conn<'_> {
     fn drop(&mut self) {
+        self.db.count_written(self.conn.as_ref(), self.changes);
         if !self.db.local {
             return;
         }
@@ -102,7 +105,13 @@ pub(crate) struct Db {
     /// Connections in use at once (statements; transactions open their own).
     permits: std::sync::Arc<tokio::sync::Semaphore>,
     local: bool,
+    /// Rows the hot tier's statements inserted, updated or deleted ([`HOT_ROWS_WRITTEN`]).
+    rows_written: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
+
+/// The metric of rows the hot tier's statements inserted, updated or deleted: what a hosted libSQL such as Turso
+/// bills as rows written.
+pub const HOT_ROWS_WRITTEN: &str = "tracker_hot_rows_written_total";
 
 impl Db {
     /// Opens the database at `location`, applies `schema` and then the `migrations` it has not seen.
@@ -145,7 +154,14 @@ impl Db {
             queue: (local && hot).then(Default::default),
             permits: std::sync::Arc::new(tokio::sync::Semaphore::new(MAX_IDLE)),
             local,
+            rows_written: Default::default(),
         };
+        if hot {
+            metrics::describe_counter!(
+                HOT_ROWS_WRITTEN,
+                "Rows the hot tier's statements inserted, updated or deleted (a hosted libSQL bills these)."
+            );
+        }
         let setup = db.tx_conn().await?;
         if local {
             // WAL (a property of the file) lets the CLI write while a node reads; the pragma answers with a row
@@ -176,7 +192,8 @@ impl Db {
             Some(c) => c,
             None => self.open_conn()?,
         };
-        Ok(Conn { conn: Some(conn), db: self, _permit: permit })
+        let changes = conn.total_changes();
+        Ok(Conn { conn: Some(conn), db: self, changes, _permit: permit })
     }
 
     fn open_conn(&self) -> Result<Connection> {
@@ -230,7 +247,22 @@ impl Db {
                 conn
             }
         };
-        Ok(TxConn { conn: Some(conn), db: self, pool, _turn: turn })
+        let changes = conn.total_changes();
+        Ok(TxConn { conn: Some(conn), db: self, pool, changes, _turn: turn })
+    }
+
+    /// Rows the hot tier's statements inserted, updated or deleted since it was opened.
+    pub(crate) fn rows_written(&self) -> u64 {
+        self.rows_written.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Adds what `conn` changed since its count was `changes` to the hot tier's rows written.
+    fn count_written(&self, conn: Option<&Connection>, changes: u64) {
+        if let Some(conn) = conn.filter(|_| self.hot) {
+            let written = conn.total_changes().saturating_sub(changes);
+            self.rows_written.fetch_add(written, std::sync::atomic::Ordering::Relaxed);
+            metrics::counter!(HOT_ROWS_WRITTEN).increment(written);
+        }
     }
 }
 
@@ -240,6 +272,8 @@ pub(crate) struct TxConn<'a> {
     db: &'a Db,
     /// The pool it goes back to (its durability).
     pool: &'a Pool,
+    /// The connection's count of rows changed when it was lent.
+    changes: u64,
     /// This writer's turn ([`Db::tx_conn`]), given up after the connection is back in the pool.
     _turn: Option<tokio::sync::OwnedMutexGuard<()>>,
 }
@@ -253,6 +287,7 @@ impl std::ops::Deref for TxConn<'_> {
 
 impl Drop for TxConn<'_> {
     fn drop(&mut self) {
+        self.db.count_written(self.conn.as_ref(), self.changes);
         if !self.db.local {
             return;
         }

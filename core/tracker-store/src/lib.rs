@@ -35,8 +35,8 @@ use std::path::Path;
 use sha2::{Digest, Sha256};
 pub use tracker_protocol::service::{GLOBAL_KEY_PREFIX, ShortLinkRecord as ShortLink, TokenRecord as TokenInfo};
 
-pub use db::Location;
 use db::{Conn, Db};
+pub use db::{HOT_ROWS_WRITTEN, Location};
 pub use deliveries::{AttemptOutcome, DELIVERY_STATUSES, DeliveryRecord, DueDelivery, NewDelivery};
 pub use keys::{API_KEY_PREFIX, ApiKey, KeyOwner, SCOPES};
 pub use links::{Link, LinkCount, LinkSpec};

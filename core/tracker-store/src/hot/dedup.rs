@@ -1,7 +1,7 @@
 //! Exact `event_id` dedup, done once by the filter (where a tenant's events pass in order), so every tier after it
 //! (the hot tier, webhooks, the archive and the cold queries over it) sees each event once.
 //!
-//! The filter keeps the id of every event it keeps (`hot_kept_ids`), written in the transaction that records its
+//! The filter keeps the id of every event it keeps, written in the transaction that records its
 //! decisions and moves its position, so a crash cannot keep an event without its id or the other way round. An
 //! event whose id its tenant already sent within the window is dropped with the reason [`DUPLICATE`]. Old ids are
 //! pruned in small chunks between batches, so the filter is never held up for long.
@@ -11,6 +11,13 @@
 //! the same id, so the same key; a false match needs an 80-bit collision within one millisecond of one tenant's
 //! ids. Led by the clock, the keys of live traffic land at the end of the table's B-tree, next to each other, where
 //! hashed keys landed anywhere: each batch dirtied a page per key, and the table outgrew the page cache.
+//!
+//! A batch's keys are kept in blocks (`hot_kept_blocks`): sorted runs of at most [`BLOCK_KEYS`] keys spanning less
+//! than [`BLOCK_SPAN`] (about 65 seconds of a UUIDv7's clock), each one row with its first and last key, so a batch of
+//! live traffic writes a few rows where it wrote one per event (a B-tree entry each, and a row billed by a hosted
+//! libSQL). A key with no neighbour that close (a hashed key, or a lone id) is a row of its own in `hot_kept_ids`,
+//! where every key was kept before blocks. A lookup reads the rows of `hot_kept_ids` by key, and the blocks that start
+//! less than a span below the key and end at or past it.
 //!
 //! Ids kept before keys led with the clock are in `hot_seen_ids` (16 bytes of the hash): read as well until the
 //! window has passed over them and pruning has emptied the table.
@@ -60,10 +67,10 @@ impl SeenKey {
 /// Where a pruning pass of the kept ids goes on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PruneSeenAt {
-    /// [`KEPT`], then [`LEGACY`].
+    /// [`KEPT`], then [`BLOCKS`], then [`LEGACY`].
     table: &'static str,
-    /// The last key the pass went through in that table.
-    after: Option<[u8; 16]>,
+    /// The last key (in [`BLOCKS`], the last rowid) the pass went through in that table.
+    after: Option<u128>,
 }
 
 impl Default for PruneSeenAt {
@@ -79,6 +86,15 @@ const LOOKUP_CHUNK: usize = 256;
 const INSERT_CHUNK: usize = 256;
 /// Ids read (and the old ones deleted) per pruning step.
 pub const PRUNE_CHUNK: i64 = 2_000;
+/// Blocks read (and the old ones deleted) per pruning step: up to [`BLOCK_KEYS`] keys each.
+const PRUNE_BLOCKS: i64 = 64;
+/// The widest a block of kept keys may span, in key units: 2^96, 65.5 seconds of a UUIDv7 key's clock. A lookup reads
+/// the blocks that start less than this below its key.
+const BLOCK_SPAN: u128 = 1 << 96;
+/// Most keys in one block (16 bytes each).
+const BLOCK_KEYS: usize = 512;
+/// Blocks written per statement.
+const BLOCKS_PER_INSERT: usize = 16;
 
 impl HotStore {
     /// Which of `keys`, of a batch the filter read from `partition`, were kept before: [`HotStore::seen`], past the
@@ -114,17 +130,16 @@ impl HotStore {
     ) -> Result<Option<super::recent::Renewal>> {
         let now = u64::try_from(super::params::now_ms()).unwrap_or(0);
         let Some(hi) = self.recent().check(partition, position, now)? else { return Ok(None) };
-        // the largest key below `hi`: the table holds none between it and `hi`
-        let mut rows = tx
-            .query(&format!("SELECT max(id) FROM {KEPT} WHERE id < ?1"), [Value::Blob(hi.to_be_bytes().to_vec())])
-            .await?;
-        let lo = match rows.next().await?.map(|row| row.get_value(0)).transpose()? {
-            Some(Value::Blob(b)) => {
-                u128::from_be_bytes(<[u8; 16]>::try_from(b).map_err(|_| StoreError::BadColumn("id"))?).saturating_add(1)
-            }
-            _ => 0,
-        };
+        // just past the largest key below `hi`, so the tables hold none between `lo` and `hi`: of the rows, the
+        // largest key; of the blocks, the largest first key plus a span, past any key a block starting there holds
+        let bound = [Value::Blob(hi.to_be_bytes().to_vec())];
+        let mut rows = tx.query(&format!("SELECT max(id) FROM {KEPT} WHERE id < ?1"), bound.clone()).await?;
+        let row_lo = max_key(rows.next().await?, "id")?.map_or(0, |k| k.saturating_add(1));
         drop(rows);
+        let mut rows = tx.query(&format!("SELECT max(first) FROM {BLOCKS} WHERE first < ?1"), bound).await?;
+        let block_lo = max_key(rows.next().await?, "first")?.map_or(0, |k| k.saturating_add(BLOCK_SPAN).min(hi));
+        drop(rows);
+        let lo = row_lo.max(block_lo);
         let mut snapshot = std::collections::HashMap::new();
         let mut rows =
             tx.query("SELECT partition, next_offset FROM hot_offsets WHERE consumer = ?1", [consumer]).await?;
@@ -157,6 +172,7 @@ impl HotStore {
                 out.extend(chunk.iter().filter(|k| found.contains(&k.legacy)));
             }
         }
+        found_in_blocks(&conn, &sorted, &mut out).await?;
         Ok(out)
     }
 
@@ -167,13 +183,20 @@ impl HotStore {
         if table == LEGACY && !self.legacy_ids.load(Ordering::Relaxed) {
             return Ok(None);
         }
+        // the ids' tables go in key order; the blocks in rowid order
+        let (column, chunk, from) = match table {
+            BLOCKS => ("rowid", PRUNE_BLOCKS, Value::Integer(at.after.map_or(i64::MIN, to_i64))),
+            _ => ("id", PRUNE_CHUNK, Value::Blob(at.after.map_or_else(Vec::new, |k| k.to_be_bytes().to_vec()))),
+        };
         let conn = self.db.derived_tx_conn().await?;
         let tx = conn.transaction_with_behavior(libsql::TransactionBehavior::Immediate).await?;
-        let from = Value::Blob(at.after.map_or_else(Vec::new, |k| k.to_vec()));
         let mut rows = tx
             .query(
-                &format!("SELECT max(id), count(*) FROM (SELECT id FROM {table} WHERE id > ?1 ORDER BY id LIMIT ?2)"),
-                Params::Positional(vec![from.clone(), Value::Integer(PRUNE_CHUNK)]),
+                &format!(
+                    "SELECT max({column}), count(*) FROM \
+                     (SELECT {column} FROM {table} WHERE {column} > ?1 ORDER BY {column} LIMIT ?2)"
+                ),
+                Params::Positional(vec![from.clone(), Value::Integer(chunk)]),
             )
             .await?;
         let (last, n) = match rows.next().await? {
@@ -182,15 +205,20 @@ impl HotStore {
         };
         drop(rows);
         let last = match last {
-            Value::Blob(last) => {
+            Value::Null => None,
+            last => {
+                let next = match &last {
+                    Value::Integer(rowid) => u128::try_from(*rowid).map_err(|_| StoreError::BadColumn("rowid"))?,
+                    Value::Blob(key) => key_of(key, "id")?,
+                    _ => return Err(StoreError::BadColumn("id")),
+                };
                 tx.execute(
-                    &format!("DELETE FROM {table} WHERE id > ?1 AND id <= ?2 AND at < ?3"),
-                    Params::Positional(vec![from, Value::Blob(last.clone()), Value::Integer(before)]),
+                    &format!("DELETE FROM {table} WHERE {column} > ?1 AND {column} <= ?2 AND at < ?3"),
+                    Params::Positional(vec![from, last, Value::Integer(before)]),
                 )
                 .await?;
-                Some(<[u8; 16]>::try_from(last).map_err(|_| StoreError::BadColumn("id"))?)
+                Some(next)
             }
-            _ => None,
         };
         let emptied = table == LEGACY && n < PRUNE_CHUNK && {
             let mut rows = tx.query(&format!("SELECT EXISTS (SELECT 1 FROM {LEGACY})"), ()).await?;
@@ -202,8 +230,9 @@ impl HotStore {
             self.legacy_ids.store(false, Ordering::Relaxed);
         }
         Ok(match last {
-            Some(after) if n >= PRUNE_CHUNK => Some(PruneSeenAt { table, after: Some(after) }),
-            _ if table == KEPT => Some(PruneSeenAt { table: LEGACY, after: None }),
+            Some(after) if n >= chunk => Some(PruneSeenAt { table, after: Some(after) }),
+            _ if table == KEPT => Some(PruneSeenAt { table: BLOCKS, after: None }),
+            _ if table == BLOCKS => Some(PruneSeenAt { table: LEGACY, after: None }),
             _ => None,
         })
     }
@@ -218,9 +247,66 @@ impl HotStore {
     }
 }
 
-/// The table of kept ids, and the one of an earlier version's hashed keys.
+/// The table of kept ids, the one of blocks of them, and the one of an earlier version's hashed keys.
 const KEPT: &str = "hot_kept_ids";
+const BLOCKS: &str = "hot_kept_blocks";
 const LEGACY: &str = "hot_seen_ids";
+
+fn to_i64(n: u128) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+/// A 16-byte key read from `column`.
+fn key_of(bytes: &[u8], column: &'static str) -> Result<u128> {
+    Ok(u128::from_be_bytes(<[u8; 16]>::try_from(bytes).map_err(|_| StoreError::BadColumn(column))?))
+}
+
+/// The key of a `max(...)` row; `None` when the table held none.
+fn max_key(row: Option<libsql::Row>, column: &'static str) -> Result<Option<u128>> {
+    match row.map(|r| r.get_value(0)).transpose()? {
+        Some(Value::Blob(b)) => key_of(&b, column).map(Some),
+        _ => Ok(None),
+    }
+}
+
+/// Adds to `out` those of `sorted` (in key order) that a block holds. Keys closer than a span to each other are
+/// looked up together: the blocks that start less than a span below the first and no later than the last, and end
+/// at or past the first.
+async fn found_in_blocks(conn: &libsql::Connection, sorted: &[SeenKey], out: &mut HashSet<SeenKey>) -> Result<()> {
+    let mut statement = None;
+    let mut rest = sorted;
+    while let Some(first) = rest.first() {
+        let lo = u128::from_be_bytes(first.key);
+        let close = rest.windows(2).take_while(|w| {
+            let [a, b] = w else { return false };
+            u128::from_be_bytes(b.key) - u128::from_be_bytes(a.key) < BLOCK_SPAN
+        });
+        let (group, later) = rest.split_at(1 + close.count());
+        rest = later;
+        let hi = group.last().map_or(lo, |k| u128::from_be_bytes(k.key));
+        let statement = match &mut statement {
+            Some(s) => s,
+            None => statement.insert(
+                conn.prepare(&format!("SELECT keys FROM {BLOCKS} WHERE first > ?1 AND first <= ?2 AND last >= ?3"))
+                    .await?,
+            ),
+        };
+        let since = lo.saturating_sub(BLOCK_SPAN);
+        let bounds = [since, hi, lo].map(|k| Value::Blob(k.to_be_bytes().to_vec()));
+        let mut rows = statement.query(Params::Positional(bounds.into())).await?;
+        while let Some(row) = rows.next().await? {
+            let Value::Blob(keys) = row.get_value(0)? else { return Err(StoreError::BadColumn("keys")) };
+            for key in keys.chunks_exact(16) {
+                if let Ok(i) = group.binary_search_by(|k| k.key.as_slice().cmp(key)) {
+                    out.extend(group.get(i));
+                }
+            }
+        }
+        drop(rows);
+        statement.reset();
+    }
+    Ok(())
+}
 
 /// Which of `keys` `table` holds.
 async fn found_in(
@@ -242,28 +328,75 @@ async fn found_in(
     Ok(found)
 }
 
-/// Records `keys` as kept at `at` (ms), in the filter's transaction: in key order (next to each other at the end
-/// of the table, for ids led by the clock), [`INSERT_CHUNK`] rows per statement.
+/// Records `keys` as kept at `at` (ms), in the filter's transaction: runs of keys close to each other as blocks, and
+/// each key with no neighbour close enough as a row (see the module's doc), in key order (next to each other at the
+/// end of the tables, for ids led by the clock).
 pub(super) async fn remember(tx: &libsql::Transaction, keys: &[SeenKey], at: i64) -> Result<()> {
     let mut sorted: Vec<[u8; 16]> = keys.iter().map(|k| k.key).collect();
     sorted.sort_unstable();
+    sorted.dedup();
+    let (mut rows, mut blocks) = (Vec::new(), Vec::new());
+    for run in runs(&sorted) {
+        match run {
+            [key] => rows.push(*key),
+            run => blocks.push(run),
+        }
+    }
+    // `?1` is the time; then the keys, or each block's first key, last key and keys
     let mut prepared: Option<(usize, libsql::Statement)> = None;
-    for chunk in sorted.chunks(INSERT_CHUNK) {
-        let statement = match prepared.take() {
-            Some((n, s)) if n == chunk.len() => s,
-            _ => {
-                // `?1` is the time; `?2` onwards the keys
-                let rows: Vec<String> = (2..chunk.len() + 2).map(|i| format!("(?{i}, ?1)")).collect();
-                let sql = format!("INSERT INTO {KEPT} (id, at) VALUES {} ON CONFLICT DO NOTHING", rows.join(","));
-                tx.prepare(&sql).await?
-            }
+    for chunk in rows.chunks(INSERT_CHUNK) {
+        let sql = || {
+            let rows: Vec<String> = (2..chunk.len() + 2).map(|i| format!("(?{i}, ?1)")).collect();
+            format!("INSERT INTO {KEPT} (id, at) VALUES {} ON CONFLICT DO NOTHING", rows.join(","))
         };
-        let params = std::iter::once(Value::Integer(at)).chain(chunk.iter().map(|k| Value::Blob(k.to_vec())));
-        statement.execute(Params::Positional(params.collect())).await?;
-        statement.reset();
-        prepared = Some((chunk.len(), statement));
+        let params = chunk.iter().map(|k| Value::Blob(k.to_vec()));
+        insert(tx, &mut prepared, chunk.len(), sql, at, params).await?;
+    }
+    let mut prepared = None;
+    for chunk in blocks.chunks(BLOCKS_PER_INSERT) {
+        let sql = || {
+            let rows: Vec<String> =
+                (0..chunk.len()).map(|i| format!("(?{}, ?{}, ?1, ?{})", 3 * i + 2, 3 * i + 3, 3 * i + 4)).collect();
+            format!("INSERT INTO {BLOCKS} (first, last, at, keys) VALUES {}", rows.join(","))
+        };
+        let params = chunk.iter().flat_map(|run| {
+            let (first, last) = (run.first().copied().unwrap_or_default(), run.last().copied().unwrap_or_default());
+            [Value::Blob(first.to_vec()), Value::Blob(last.to_vec()), Value::Blob(run.concat())]
+        });
+        insert(tx, &mut prepared, chunk.len(), sql, at, params).await?;
     }
     Ok(())
+}
+
+/// Runs one multi-row insert of `n` rows at `at`, with the statement of the last call when it had as many rows.
+async fn insert(
+    tx: &libsql::Transaction,
+    prepared: &mut Option<(usize, libsql::Statement)>,
+    n: usize,
+    sql: impl FnOnce() -> String,
+    at: i64,
+    params: impl Iterator<Item = Value>,
+) -> Result<()> {
+    let statement = match prepared.take() {
+        Some((rows, s)) if rows == n => s,
+        _ => tx.prepare(&sql()).await?,
+    };
+    statement.execute(Params::Positional(std::iter::once(Value::Integer(at)).chain(params).collect())).await?;
+    statement.reset();
+    *prepared = Some((n, statement));
+    Ok(())
+}
+
+/// `sorted` keys cut into runs of at most [`BLOCK_KEYS`] that span less than [`BLOCK_SPAN`].
+fn runs(sorted: &[[u8; 16]]) -> impl Iterator<Item = &[[u8; 16]]> {
+    let mut rest = sorted;
+    std::iter::from_fn(move || {
+        let first = u128::from_be_bytes(*rest.first()?);
+        let n = rest.iter().take(BLOCK_KEYS).take_while(|k| u128::from_be_bytes(**k) - first < BLOCK_SPAN).count();
+        let (run, later) = rest.split_at(n);
+        rest = later;
+        Some(run)
+    })
 }
 
 #[cfg(test)]
@@ -296,6 +429,67 @@ mod tests {
         let v4 = Uuid::from_u64_pair(0x0123_4567_89ab_4cde, 0x8123_4567_89ab_cdef);
         assert_eq!(v4.get_version_num(), 4);
         assert_eq!(SeenKey::new("acme", &v4).key, SeenKey::new("acme", &v4).legacy);
+    }
+
+    #[test]
+    fn close_keys_run_into_blocks_of_bounded_span_and_size() {
+        let key = |n: u128| n.to_be_bytes();
+        let span = BLOCK_SPAN;
+        let sorted: Vec<[u8; 16]> = [0, 1, span - 1, span, 5 * span, 9 * span, 9 * span + 7]
+            .into_iter()
+            .map(key)
+            .chain((0..BLOCK_KEYS as u128 + 3).map(|n| key(20 * span + n)))
+            .collect();
+        let runs: Vec<usize> = runs(&sorted).map(<[_]>::len).collect();
+        // a span from its first key ends a run; so does its size
+        assert_eq!(runs, [3, 1, 1, 2, BLOCK_KEYS, 3]);
+        assert_eq!(runs.iter().sum::<usize>(), sorted.len());
+    }
+
+    #[tokio::test]
+    async fn a_batch_of_live_ids_is_a_few_blocks_and_each_id_in_them_is_found() {
+        let dir = tempfile::tempdir().unwrap();
+        let hot = HotStore::connect(&crate::Location::File(dir.path().join("hot.db"))).await.unwrap();
+        let v7 = |ms: u64| {
+            Uuid::new_v7(uuid::Timestamp::from_unix(uuid::NoContext, ms / 1000, (ms % 1000) as u32 * 1_000_000))
+        };
+        // 2,000 ids of two seconds (live traffic), one far older (a late event), one hashed (another version's id)
+        let now = 1_765_000_000_000;
+        let mut kept: Vec<SeenKey> = (0..2_000).map(|n| SeenKey::new("a", &v7(now + n))).collect();
+        kept.push(SeenKey::new("a", &v7(now - 86_400_000)));
+        kept.push(SeenKey::new("a", &Uuid::from_u64_pair(7, 7)));
+        let before = hot.rows_written();
+        keep(&hot, &kept, 1_000).await;
+        assert_eq!(hot.rows_written() - before, 6, "4 blocks and 2 rows written (what a hosted libSQL bills)");
+        let count = |table: &'static str| {
+            let hot = &hot;
+            async move {
+                let conn = hot.db.conn().await.unwrap();
+                let mut rows = conn.query(&format!("SELECT count(*) FROM {table}"), ()).await.unwrap();
+                crate::int(&rows.next().await.unwrap().unwrap(), 0, "count").unwrap()
+            }
+        };
+        assert_eq!(count(BLOCKS).await, 2000_usize.div_ceil(BLOCK_KEYS) as i64, "the live ids: blocks");
+        assert_eq!(count(KEPT).await, 2, "the lone ids: rows");
+        // every kept id is found, whichever way it was kept; neighbours that were never kept are not
+        assert_eq!(hot.seen(&kept).await.unwrap(), kept.iter().copied().collect());
+        let never: Vec<SeenKey> = [v7(now - 1), v7(now + 1_000), v7(now + 2_000), v7(now + 70_000)]
+            .iter()
+            .map(|id| SeenKey::new("a", id))
+            .chain([SeenKey::new("b", &v7(now + 5))])
+            .collect();
+        assert_eq!(hot.seen(&never).await.unwrap(), HashSet::new());
+        let mixed = [kept[1_999], never[0], kept[0], kept[2_001]];
+        assert_eq!(hot.seen(&mixed).await.unwrap(), HashSet::from([kept[1_999], kept[0], kept[2_001]]));
+
+        // the filter's memory is trusted from just past every key below its range's end, blocks included
+        let conn = hot.db.tx_conn().await.unwrap();
+        let tx = conn.transaction().await.unwrap();
+        let renewal = hot.cover(&tx, "filter", 0, 0).await.unwrap().expect("a first range");
+        let below: Vec<u128> = kept.iter().map(|k| u128::from_be_bytes(k.key)).filter(|k| *k < renewal.hi).collect();
+        assert!(below.len() >= 2_000, "the live ids are below the range's end");
+        assert!(below.iter().all(|k| *k < renewal.lo), "no kept key in {}..{}", renewal.lo, renewal.hi);
+        assert!(renewal.lo <= u128::from_be_bytes(kept[1_999].key) + BLOCK_SPAN, "at most a span past the last");
     }
 
     /// Keeps `keys` at `at` as the filter's transaction does.
@@ -385,9 +579,12 @@ mod tests {
         let path = dir.path().join("hot.db");
         let hot = HotStore::connect(&crate::Location::File(path.clone())).await.unwrap();
         let v7 = |secs: u64, n: u32| Uuid::new_v7(uuid::Timestamp::from_unix(uuid::NoContext, secs, n * 1_000_000));
-        // 5,000 old ids over several statements and pruning steps, 300 recent ones, one id kept only by tenant b
-        let old: Vec<SeenKey> =
-            (0..5_000).map(|n| SeenKey::new("a", &v7(1_765_000_000 + u64::from(n / 1000), n % 1000))).collect();
+        // old ids over several statements and pruning steps: 5,000 live ones in 100 blocks a span apart and 2,500
+        // hashed ones; 300 recent ones, one id kept only by tenant b
+        let old: Vec<SeenKey> = (0..5_000)
+            .map(|n| SeenKey::new("a", &v7(1_765_000_000 + u64::from(n / 50) * 70, n % 50)))
+            .chain((0..2_500).map(|n| SeenKey::new("a", &Uuid::from_u64_pair(6, n))))
+            .collect();
         let recent: Vec<SeenKey> = (0..300).map(|n| SeenKey::new("a", &Uuid::from_u64_pair(7, n))).collect();
         keep(&hot, &old, 1_000).await;
         keep(&hot, &recent, 9_000).await;
@@ -403,9 +600,9 @@ mod tests {
         // keeping a key again changes nothing (a batch replayed after a crash)
         keep(&hot, &old[..10], 1_000).await;
 
-        // a pass in steps of PRUNE_CHUNK deletes what was kept before 5,000 and nothing else
+        // a pass in steps of PRUNE_CHUNK rows and PRUNE_BLOCKS blocks deletes what was kept before 5,000, nothing else
         let steps = prune_pass(&hot, 5_000).await;
-        assert!(steps >= 3, "{steps} steps");
+        assert_eq!(steps, 5, "2 steps of rows, 2 of blocks, 1 of the legacy table");
         assert_eq!(hot.seen(&old).await.unwrap(), HashSet::new());
         assert_eq!(hot.seen(&recent).await.unwrap().len(), 300);
 

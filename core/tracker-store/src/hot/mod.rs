@@ -89,6 +89,12 @@ impl HotStore {
         Ok(hot)
     }
 
+    /// Rows this process's statements inserted, updated or deleted in the hot tier since it was opened: what a
+    /// hosted libSQL bills as rows written (also the metric [`crate::HOT_ROWS_WRITTEN`]).
+    pub fn rows_written(&self) -> u64 {
+        self.db.rows_written()
+    }
+
     pub async fn offset(&self, consumer: &str, partition: u32) -> Result<u64> {
         let conn = self.db.conn().await?;
         let mut rows = conn

@@ -76,6 +76,13 @@ CREATE TABLE IF NOT EXISTS hot_kept_ids (
     id BLOB PRIMARY KEY,
     at INTEGER NOT NULL
 ) STRICT, WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS hot_kept_blocks (
+    first BLOB NOT NULL,
+    last BLOB NOT NULL,
+    at INTEGER NOT NULL,
+    keys BLOB NOT NULL
+) STRICT;
+CREATE INDEX IF NOT EXISTS hot_kept_blocks_by_first ON hot_kept_blocks(first, last);
 CREATE TABLE IF NOT EXISTS hot_seen_ids (
     id BLOB PRIMARY KEY,
     at INTEGER NOT NULL
