@@ -14,7 +14,7 @@ infra-check: ## validate the deployment definitions offline (infra/, wrangler.to
 bench: ## HTTP and durable-batch benchmarks against nginx on this machine (release build, needs apt)
 	@bash tests/bench/run.sh
 
-bench-hot: ## the filter and the stats consumer draining a preloaded log of 2M events into the hot tier (events/s, bytes, RSS)
+bench-hot: ## the filter and the stats consumer draining a preloaded log of 2M events into the hot tier (events/s, bytes, RSS, rows written)
 	@bash tests/bench/hot.sh
 
 bench-all-in-one: ## the all-in-one node (ingest and every consumer) under sustained /batch load: the hot tier's lag

@@ -24,6 +24,19 @@ QUEUE_META_BYTES = 100  # "each message includes approximately 100 bytes of inte
 GOAL = 0.50
 
 
+def per_rate(points, rate):
+    """A figure measured at some rates (events/s: value), at `rate`: interpolated between the two measured rates
+    around it on logarithmic scales, and the nearest measured one's outside them."""
+    pts = sorted((float(r), float(v)) for r, v in points.items())
+    if rate <= pts[0][0]:
+        return pts[0][1]
+    for (r0, v0), (r1, v1) in zip(pts, pts[1:]):
+        if rate <= r1:
+            t = math.log(rate / r0) / math.log(r1 / r0)
+            return math.exp(math.log(v0) + t * math.log(v1 / v0))
+    return pts[-1][1]
+
+
 def load(path):
     with open(path, encoding="utf-8") as f:
         return json.load(f)
@@ -103,9 +116,12 @@ class Model:
         u["vcpu_hours_needed"] = core_us / 1e6 / 3600 / m["vcpu_target_utilisation"]
         floor = (a.fleet_floor_vcpu + (2 if a.hot_tier == "self-hosted" else 0)) * MONTH_HOURS
         u["vcpu_hours_floor"] = floor
-        # hot tier on Turso: rows written per kept event, storage of the segments and the kept ids
-        rows = m["hot_rows_written_per_event"]
-        u["turso_rows_written"] = events * sum(rows.values()) if a.hot_tier == "turso" else 0.0
+        # hot tier on Turso: rows written per kept event at the month's average rate (a batch holds fewer events at
+        # lower rates, and what it writes once is shared by fewer), deleted by retention too; storage of the segments
+        # and the kept ids
+        rate = events / MONTH_SECS
+        rows = sum(per_rate(m["hot_rows_per_event"][k], rate) for k in ("written", "deleted"))
+        u["turso_rows_written"] = events * rows if a.hot_tier == "turso" else 0.0
         per_hour = events / MONTH_HOURS
         hot_bytes = (per_hour * m["hot_retention_hours"] * m["hot_bytes_per_event"]
                      + per_hour * m["dedup_window_hours"] * m["seen_id_bytes"])
