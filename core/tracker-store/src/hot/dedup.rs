@@ -287,11 +287,12 @@ async fn found_in_blocks(conn: &libsql::Connection, sorted: &[SeenKey], out: &mu
         let statement = match &mut statement {
             Some(s) => s,
             None => statement.insert(
-                conn.prepare(&format!("SELECT keys FROM {BLOCKS} WHERE first > ?1 AND first <= ?2 AND last >= ?3"))
+                conn.prepare(&format!("SELECT keys FROM {BLOCKS} WHERE first >= ?1 AND first <= ?2 AND last >= ?3"))
                     .await?,
             ),
         };
-        let since = lo.saturating_sub(BLOCK_SPAN);
+        // a block spans less than BLOCK_SPAN: one that starts earlier ends before `lo`
+        let since = lo.saturating_sub(BLOCK_SPAN - 1);
         let bounds = [since, hi, lo].map(|k| Value::Blob(k.to_be_bytes().to_vec()));
         let mut rows = statement.query(Params::Positional(bounds.into())).await?;
         while let Some(row) = rows.next().await? {
