@@ -68,6 +68,9 @@ pub struct Settings {
     /// How long the filter remembers the ids it kept, to drop a resend (at least `hot_events_retention`, see
     /// [`Settings::dedup_window`]).
     pub dedup_window: Duration,
+    /// How long the stats consumer waits for more partitions' events while its batch holds fewer than a quarter of
+    /// [`BATCH`] (see [`stats`]).
+    pub hot_batch_linger: Duration,
     pub webhooks: webhooks::WebhookSettings,
     /// The archive's location and batching; `None` runs no archiver.
     pub archive: Option<tracker_archive::ArchiveSettings>,
@@ -209,6 +212,12 @@ pub const SETTINGS: Section = Section {
             "how long the filter remembers the event ids it kept: a resend within it is dropped as `duplicate`, \
              in every tier (at least HOT_RETENTION_HOURS)",
         ),
+        var(
+            "HOT_BATCH_LINGER_MS",
+            "1000",
+            "how long the stats consumer waits for more events while a batch is small (fewer, larger writes to the \
+             hot tier at low rates; the hot tier's answers lag by up to this)",
+        ),
     ],
 };
 
@@ -223,6 +232,7 @@ impl Settings {
             hot_events_max_bytes: src.number::<u64>("HOT_EVENTS_MAX_MB", 1..=u64::MAX >> 20)? << 20,
             hot_counts_retention: src.duration("HOT_COUNTS_RETENTION_DAYS", Unit::Days)?,
             dedup_window: src.duration("DEDUP_WINDOW_HOURS", Unit::Hours)?,
+            hot_batch_linger: src.duration("HOT_BATCH_LINGER_MS", Unit::Millis)?,
             webhooks: webhooks::WebhookSettings::from_settings(src)?,
             archive: None,
             plans: tracker_store::Plans::default(),

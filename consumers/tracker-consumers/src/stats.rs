@@ -1,9 +1,16 @@
 //! The stats consumer: filtered events into the hot tier ([`tracker_store::hot`]).
 //!
 //! Each batch is one hot-tier transaction: the events as one columnar segment, the counts they add, and the
-//! consumer's position; a batch read again (after a crash) starts from that position, so it is stored once. Each
-//! `event_id` reaches it once (the filter drops resends). Between batches it merges small segments (one merge at a
-//! time) and prunes the hot tier to its retention (a pass an hour, one small step at a time).
+//! consumer's position in each partition the batch read; a batch read again (after a crash) starts from those
+//! positions, so it is stored once. Each `event_id` reaches it once (the filter drops resends). Between batches it
+//! merges small segments (one merge at a time) and prunes the hot tier to its retention (a pass an hour, one small
+//! step at a time).
+//!
+//! A batch gathers the events waiting in every partition, up to [`BATCH`]. While it holds fewer than a quarter of
+//! that it waits for more, up to `HOT_BATCH_LINGER_MS` from its first read: at low rates a partition holds an event
+//! or two at a time, and each transaction writes its segment, positions and a count row per tenant, minute, type
+//! and param value whatever the number of events (rows a hosted libSQL bills). Under load a read fills the batch
+//! and nothing waits.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -49,7 +56,7 @@ pub async fn run(pipeline: Arc<Pipeline>, stop: CancellationToken) {
         if let Err(e) = pipeline.hot.merge_step().await {
             tracing::warn!(error = %e, "hot tier: merge failed");
         }
-        match step(&pipeline).await {
+        match step(&pipeline, &stop).await {
             Ok(true) => {}
             Ok(false) => rest(IDLE, &stop).await,
             Err(e) => {
@@ -60,29 +67,54 @@ pub async fn run(pipeline: Arc<Pipeline>, stop: CancellationToken) {
     }
 }
 
-/// Stores one batch; `false` when nothing waited.
-pub async fn step(pipeline: &Pipeline) -> Result<bool, String> {
-    let Some((partition, polled)) =
-        pipeline.filtered.poll_group(GROUP, BATCH, Filter::ALL).await.map_err(|e| e.to_string())?
-    else {
-        return Ok(false);
-    };
-    let done = pipeline.hot.offset(GROUP, partition).await.map_err(|e| e.to_string())?;
-    let polled =
-        tracker_log::resume_at(&*pipeline.filtered, partition, polled, done, BATCH).await.map_err(|e| e.to_string())?;
-    let next = polled.next_offset.max(done);
+/// How often a small batch looks for more events while it waits.
+const LINGER_POLL: Duration = Duration::from_millis(50);
+
+/// Stores one batch; `false` when nothing waited. Waits for more events while the batch is small (see the module's
+/// doc), unless `stop` is cancelled.
+pub async fn step(pipeline: &Pipeline, stop: &CancellationToken) -> Result<bool, String> {
+    let first_read = Instant::now();
+    // the partitions read, each with the position after what was read
+    let mut positions: Vec<(u32, u64)> = Vec::new();
+    let mut events: Vec<Event> = Vec::new();
     // imported history older than the hot tier's counts can answer nothing here (the archive holds it)
     let horizon =
         now_ms().saturating_sub(i64::try_from(pipeline.settings.hot_counts_retention.as_millis()).unwrap_or(i64::MAX));
-    let events: Vec<Event> = polled
-        .events
-        .into_iter()
-        .filter(|(o, e)| *o >= done && !(e.auth == Auth::Import && e.timestamp < horizon))
-        .map(|(_, e)| e)
-        .collect();
-    if !events.is_empty() {
-        pipeline.hot.apply_events(GROUP, partition, next, &events).await.map_err(|e| e.to_string())?;
+    while events.len() < BATCH {
+        let held: Vec<u32> = positions.iter().map(|(p, _)| *p).collect();
+        let room = BATCH - events.len();
+        let polled =
+            pipeline.filtered.poll_group_besides(GROUP, room, Filter::ALL, &held).await.map_err(|e| e.to_string())?;
+        let Some((partition, polled)) = polled else {
+            let waited = first_read.elapsed();
+            if positions.is_empty()
+                || events.len() >= BATCH / 4
+                || waited >= pipeline.settings.hot_batch_linger
+                || stop.is_cancelled()
+            {
+                break;
+            }
+            rest(LINGER_POLL.min(pipeline.settings.hot_batch_linger - waited), stop).await;
+            continue;
+        };
+        let done = pipeline.hot.offset(GROUP, partition).await.map_err(|e| e.to_string())?;
+        let polled = tracker_log::resume_at(&*pipeline.filtered, partition, polled, done, room)
+            .await
+            .map_err(|e| e.to_string())?;
+        positions.push((partition, polled.next_offset.max(done)));
+        let read = polled.events.into_iter();
+        events.extend(
+            read.filter(|(o, e)| *o >= done && !(e.auth == Auth::Import && e.timestamp < horizon)).map(|(_, e)| e),
+        );
     }
-    pipeline.filtered.commit_offset(GROUP, partition, next).await.map_err(|e| e.to_string())?;
+    if positions.is_empty() {
+        return Ok(false);
+    }
+    if !events.is_empty() {
+        pipeline.hot.apply_batch(GROUP, &positions, &events).await.map_err(|e| e.to_string())?;
+    }
+    for (partition, next) in positions {
+        pipeline.filtered.commit_offset(GROUP, partition, next).await.map_err(|e| e.to_string())?;
+    }
     Ok(true)
 }

@@ -252,6 +252,15 @@ impl EventLog for PanicsOnGroupRead {
     fn poll_group(&self, _: &str, _: usize, _: Filter) -> LogFuture<'_, Option<(u32, Polled)>> {
         panic!("a consumer bug")
     }
+    fn poll_group_besides<'a>(
+        &'a self,
+        _: &str,
+        _: usize,
+        _: Filter,
+        _: &'a [u32],
+    ) -> LogFuture<'a, Option<(u32, Polled)>> {
+        panic!("a consumer bug")
+    }
     fn commit_offset(&self, group: &str, partition: u32, next: u64) -> LogFuture<'_, ()> {
         self.0.commit_offset(group, partition, next)
     }

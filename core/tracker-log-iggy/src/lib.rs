@@ -360,6 +360,21 @@ impl EventLog for IggyLog {
         Box::pin(async move { self.inner.poll_group(&group, max_events, filter).await })
     }
 
+    fn poll_group_besides<'a>(
+        &'a self,
+        group: &str,
+        max_events: usize,
+        filter: Filter,
+        held: &'a [u32],
+    ) -> LogFuture<'a, Option<(u32, Polled)>> {
+        let group = group.to_owned();
+        // the server picks the partition, going round the member's: a held one means it came round to them
+        Box::pin(async move {
+            let polled = self.inner.poll_group(&group, max_events, filter).await?;
+            Ok(polled.filter(|(partition, _)| !held.contains(partition)))
+        })
+    }
+
     fn end_offset(&self, partition: u32) -> LogFuture<'_, u64> {
         // from the topic's metadata, not by reading the partition
         Box::pin(async move {

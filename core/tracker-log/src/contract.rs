@@ -124,6 +124,18 @@ where
     assert_eq!(seen, expected, "{name}: a group member sees each event once");
     assert!(log.poll_group("archiver", 10, crate::Filter::ALL).await.unwrap().is_none(), "{name}: caught up");
 
+    // a member holding reads of some partitions uncommitted is given the others, then none
+    let mut held = Vec::new();
+    while let Some((p, polled)) = log.poll_group_besides("merger", 100, crate::Filter::ALL, &held).await.unwrap() {
+        assert!(!held.contains(&p) && !polled.events.is_empty(), "{name}: partition {p} again");
+        held.push(p);
+    }
+    held.sort_unstable();
+    assert_eq!(held, [0, 1, 2], "{name}: every partition with events, once");
+    let (p, _) = log.poll_group("merger", 100, crate::Filter::ALL).await.unwrap().expect("nothing committed yet");
+    assert!(log.poll_group_besides("merger", 100, crate::Filter::ALL, &[0, 1, 2]).await.unwrap().is_none(), "{name}");
+    assert!(held.contains(&p));
+
     // a restart keeps events, offsets and committed offsets, and appends continue after them
     log.shutdown().await.unwrap();
     drop(log);

@@ -237,6 +237,19 @@ pub trait EventLog: Send + Sync + std::fmt::Debug + 'static {
     /// committed offset, or `None` when nothing waits. The consumer commits with [`EventLog::commit_offset`] once
     /// its output is durable; until then the same events come back.
     fn poll_group(&self, group: &str, max_events: usize, filter: Filter) -> LogFuture<'_, Option<(u32, Polled)>> {
+        self.poll_group_besides(group, max_events, filter, &[])
+    }
+
+    /// [`EventLog::poll_group`] for a member that holds the reads of the partitions in `held`, not committed yet (a
+    /// consumer that writes several partitions' events at once): events of another partition, or `None` when none
+    /// of the others has any waiting (or, where the log picks the partition, when it picked a held one).
+    fn poll_group_besides<'a>(
+        &'a self,
+        group: &str,
+        max_events: usize,
+        filter: Filter,
+        held: &'a [u32],
+    ) -> LogFuture<'a, Option<(u32, Polled)>> {
         let group = group.to_owned();
         Box::pin(async move {
             let n = self.partitions();
@@ -246,6 +259,9 @@ pub trait EventLog: Send + Sync + std::fmt::Debug + 'static {
                 .map_or(0, |d| d.subsec_nanos() % n.max(1));
             for i in 0..n {
                 let p = (start + i) % n;
+                if held.contains(&p) {
+                    continue;
+                }
                 let from = self.committed_offset(&group, p).await?.unwrap_or(0);
                 let polled = self.poll_where(p, from, max_events, filter).await?;
                 if polled.next_offset > from {

@@ -282,6 +282,17 @@ impl EventLog for SpooledLog {
         Box::pin(async move { self.need_primary()?.poll_group(&group, max_events, filter).await })
     }
 
+    fn poll_group_besides<'a>(
+        &'a self,
+        group: &str,
+        max_events: usize,
+        filter: Filter,
+        held: &'a [u32],
+    ) -> LogFuture<'a, Option<(u32, Polled)>> {
+        let group = group.to_owned();
+        Box::pin(async move { self.need_primary()?.poll_group_besides(&group, max_events, filter, held).await })
+    }
+
     fn commit_offset(&self, group: &str, partition: u32, next_offset: u64) -> LogFuture<'_, ()> {
         let group = group.to_owned();
         Box::pin(async move { self.need_primary()?.commit_offset(&group, partition, next_offset).await })

@@ -58,6 +58,14 @@ impl HotStore {
         next_offset: u64,
         events: &[Event],
     ) -> Result<u64> {
+        self.apply_batch(consumer, &[(partition, next_offset)], events).await
+    }
+
+    /// [`HotStore::apply_events`] for the events of several partitions, read up to each `(partition, next_offset)`
+    /// of `positions`: one segment, the counts, and every partition's position, in one transaction. At low rates a
+    /// partition's batch holds an event or two, and what a transaction writes once (a segment, positions, a count row
+    /// per tenant, minute, type and param value) is shared by the events of every partition in it.
+    pub async fn apply_batch(&self, consumer: &str, positions: &[(u32, u64)], events: &[Event]) -> Result<u64> {
         if self.cardinality.lock().map_or(true, |c| c.needs_reload()) {
             let all = self.all_unbounded().await?;
             if let Ok(mut c) = self.cardinality.lock() {
@@ -145,7 +153,9 @@ impl HotStore {
         let found = self.cardinality.lock().map(|mut c| c.observe(now, tally)).unwrap_or_default();
         super::params::record_unbounded(&tx, &found, now).await?;
         crate::usage::apply(&tx, &accepted).await?;
-        set_offset(&tx, consumer, partition, next_offset).await?;
+        for (partition, next_offset) in positions {
+            set_offset(&tx, consumer, *partition, *next_offset).await?;
+        }
         tx.commit().await?;
         if let Ok(mut c) = self.cardinality.lock() {
             c.found(found);
