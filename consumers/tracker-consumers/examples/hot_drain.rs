@@ -7,7 +7,9 @@
 //! event, rows the hot tier's statements wrote per event (what a hosted libSQL bills) in the drain, in its second half
 //! (past the first events of each tenant, whose click ids are counted until the param is found unbounded) and in a
 //! retention pass once every event has expired, and the peak RSS during the drain. `TRICKLE=40,400` then sends live
-//! traffic at each of those rates (events/s) for `TRICKLE_SECS` (10) and prints the rows written per event at each. `ROUNDS` (default 1) repeats the whole run on fresh directories and
+//! traffic at each of those rates (events/s) for `TRICKLE_SECS` (10) and prints the rows written per event at each.
+//! The consumers' variables (`HOT_BATCH_LINGER_MS`, `FILTER_BATCH_LINGER_MS`, ...) are read from the environment, as
+//! the node reads them. `ROUNDS` (default 1) repeats the whole run on fresh directories and
 //! prints the median and range of each figure. `KEEP=1` keeps each round's data directory (its path is printed) for a
 //! look inside. The events' times step by a millisecond over `SPREAD_MS` (3,000,000) and start again: `SPREAD_MS=1`
 //! gives every event one time, as a client's batches with whole-second times come close to.
@@ -136,7 +138,8 @@ async fn round(events: u64, tenants: u64) -> Round {
         filtered: log("filtered"),
         store,
         hot: HotStore::connect(&Location::File(hot_dir.join("hot.db"))).await.unwrap(),
-        settings: Settings { filter_ip_per_minute: 0, ..Settings::default() },
+        // the node's variables from the environment (HOT_BATCH_LINGER_MS, FILTER_BATCH_LINGER_MS, ...)
+        settings: Settings { filter_ip_per_minute: 0, ..settings_from_env() },
     });
 
     // preload, in appends of 24 record sets (about what one /batch request of the node's writes)
@@ -279,6 +282,13 @@ async fn trickle(pipeline: &Pipeline, from: u64, tenants: u64, rate: u64) -> (u6
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     (n - from, pipeline.hot.rows_written() - written)
+}
+
+/// The consumers' settings as the node reads them: the declared defaults, and what the environment sets.
+fn settings_from_env() -> Settings {
+    let declared = [tracker_consumers::SETTINGS, tracker_consumers::webhooks::SETTINGS];
+    Settings::from_settings(&tracker_protocol::settings::Settings::new(&declared, |k: &str| std::env::var(k).ok()))
+        .expect("valid settings")
 }
 
 /// A comma-separated list of numbers from the environment (none when unset).

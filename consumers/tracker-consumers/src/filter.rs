@@ -1,12 +1,16 @@
 //! The filter consumer: raw events to filtered events.
 //!
-//! For each batch of the raw log it judges every event ([`tracker_filter::judge`]: bots, then the tenant's rules,
-//! then the rate rules), and then, in this order:
+//! A batch gathers what waits in every partition of the raw log, up to [`BATCH`] events; while it holds fewer than
+//! a quarter of that, it waits up to `FILTER_BATCH_LINGER_MS` for more ([`gather`]): at low rates a partition holds
+//! an event or two at a time, and each transaction writes rows per partition and per tenant whatever the number of
+//! events. For each batch it judges every event ([`tracker_filter::judge`]: bots, then the tenant's rules, then the
+//! rate rules), and then, in this order:
 //!
-//! 1. one hot-tier transaction records the drop ledger (and samples), the batch's range and the ids it dropped,
-//!    and the filter's position after the batch;
-//! 2. the kept events are appended to the filtered log with the idempotency key `filter:<partition>:<first offset>`;
-//! 3. the group's offset is committed in the raw log, and the batch is marked done in the hot tier in the next
+//! 1. one hot-tier transaction records the drop ledger (and samples), each partition's range and the ids it
+//!    dropped, and the filter's position after it in each partition;
+//! 2. each partition's kept events are appended to the filtered log with the idempotency key
+//!    `filter:<partition>:<first offset>`;
+//! 3. the group's offsets are committed in the raw log, and the batches are marked done in the hot tier in the next
 //!    batch's transaction 1 (or when the filter stops): a commit of its own took 8% of the filter's time in the drain
 //!    benchmark.
 //!
@@ -128,7 +132,7 @@ pub async fn run(pipeline: Arc<Pipeline>, stop: CancellationToken) {
             }
         }
         pruning.step(&pipeline).await;
-        match step(&pipeline, &mut f).await {
+        match step(&pipeline, &mut f, &stop).await {
             Ok(true) => {}
             Ok(false) => rest(IDLE, &stop).await,
             Err(e) => {
@@ -178,60 +182,118 @@ impl Pruning {
 }
 
 /// Filters one batch; `false` when nothing waited.
-async fn step(pipeline: &Pipeline, f: &mut Filtering) -> Result<bool, String> {
-    let Some((batch, events)) = judge_and_record(pipeline, f).await? else { return Ok(false) };
-    let dropped: HashSet<u64> = batch.dropped.iter().copied().collect();
-    let kept: Vec<&Event> = events.iter().filter(|(o, _)| !dropped.contains(o)).map(|(_, e)| e).collect();
-    append(pipeline, &batch, &kept).await?;
-    f.appended.push((batch.partition, batch.from));
-    pipeline.raw.commit_offset(GROUP, batch.partition, batch.next).await.map_err(|e| e.to_string())?;
-    Ok(true)
+async fn step(pipeline: &Pipeline, f: &mut Filtering, stop: &CancellationToken) -> Result<bool, String> {
+    let batches = judge_and_record(pipeline, f, stop).await?;
+    for (batch, events) in &batches {
+        let dropped: HashSet<u64> = batch.dropped.iter().copied().collect();
+        let kept: Vec<&Event> = events.iter().filter(|(o, _)| !dropped.contains(o)).map(|(_, e)| e).collect();
+        append(pipeline, batch, &kept).await?;
+        f.appended.push((batch.partition, batch.from));
+    }
+    for (batch, _) in &batches {
+        pipeline.raw.commit_offset(GROUP, batch.partition, batch.next).await.map_err(|e| e.to_string())?;
+    }
+    Ok(!batches.is_empty())
 }
 
 /// The first step of a batch alone, as if the process died right after it: for crash tests. `false` when
 /// nothing waited.
 pub async fn record_only(pipeline: &Pipeline) -> Result<bool, String> {
-    Ok(judge_and_record(pipeline, &mut Filtering::new(pipeline)).await?.is_some())
+    // stopping: the batch does not wait for more events
+    let stop = CancellationToken::new();
+    stop.cancel();
+    Ok(!judge_and_record(pipeline, &mut Filtering::new(pipeline), &stop).await?.is_empty())
 }
 
-/// Judges the next batch and records the decisions (step 1); returns the batch (with the offsets it dropped) and
-/// its events.
+/// How often a small batch looks for more events while it waits.
+const LINGER_POLL: Duration = Duration::from_millis(50);
+
+/// What a batch read from one partition: its events after the filter's position, and the position after them.
+#[derive(Debug)]
+struct Read {
+    partition: u32,
+    next: u64,
+    events: Vec<(u64, Event)>,
+}
+
+/// Reads the next batch: what waits in every partition (each partition's events after the filter's position in
+/// it), up to [`BATCH`] events. While it holds fewer than a quarter of that it waits for more, up to
+/// `filter_batch_linger` from its first read, unless `stop` is cancelled. Empty when nothing waited.
+async fn gather(pipeline: &Pipeline, stop: &CancellationToken) -> Result<Vec<Read>, String> {
+    let first_read = Instant::now();
+    let linger = pipeline.settings.filter_batch_linger;
+    let mut read: Vec<Read> = Vec::new();
+    let mut total = 0;
+    while total < BATCH {
+        let held: Vec<u32> = read.iter().map(|r| r.partition).collect();
+        let room = BATCH - total;
+        let polled =
+            pipeline.raw.poll_group_besides(GROUP, room, Filter::ALL, &held).await.map_err(|e| e.to_string())?;
+        let Some((partition, polled)) = polled else {
+            let waited = first_read.elapsed();
+            if read.is_empty() || total >= BATCH / 4 || waited >= linger || stop.is_cancelled() {
+                break;
+            }
+            rest(LINGER_POLL.min(linger - waited), stop).await;
+            continue;
+        };
+        let done = pipeline.hot.offset(GROUP, partition).await.map_err(|e| e.to_string())?;
+        let polled =
+            tracker_log::resume_at(&*pipeline.raw, partition, polled, done, room).await.map_err(|e| e.to_string())?;
+        let next = polled.next_offset.max(done);
+        let events: Vec<(u64, Event)> = polled.events.into_iter().filter(|(o, _)| *o >= done).collect();
+        if events.is_empty() {
+            // all of it was filtered before (the log's offset lagged the filter's own)
+            pipeline.raw.commit_offset(GROUP, partition, next).await.map_err(|e| e.to_string())?;
+            continue;
+        }
+        total += events.len();
+        read.push(Read { partition, next, events });
+    }
+    Ok(read)
+}
+
+/// Judges the next batch ([`gather`]) and records the decisions (step 1); returns each partition's batch (with the
+/// offsets it dropped) and its events.
 async fn judge_and_record(
     pipeline: &Pipeline,
     f: &mut Filtering,
-) -> Result<Option<(PendingBatch, Vec<(u64, Event)>)>, String> {
-    let Some((partition, polled)) =
-        pipeline.raw.poll_group(GROUP, BATCH, Filter::ALL).await.map_err(|e| e.to_string())?
-    else {
-        return Ok(None);
-    };
-    let done = pipeline.hot.offset(GROUP, partition).await.map_err(|e| e.to_string())?;
-    let polled =
-        tracker_log::resume_at(&*pipeline.raw, partition, polled, done, BATCH).await.map_err(|e| e.to_string())?;
-    let next = polled.next_offset.max(done);
-    let events: Vec<(u64, Event)> = polled.events.into_iter().filter(|(o, _)| *o >= done).collect();
-    let Some(from) = events.first().map(|(o, _)| *o) else {
-        // all of it was filtered before (the log's offset lagged the filter's own)
-        pipeline.raw.commit_offset(GROUP, partition, next).await.map_err(|e| e.to_string())?;
-        return Ok(None);
-    };
+    stop: &CancellationToken,
+) -> Result<Vec<(PendingBatch, Vec<(u64, Event)>)>, String> {
+    let read = gather(pipeline, stop).await?;
+    if read.is_empty() {
+        return Ok(Vec::new());
+    }
     let mut judged = Vec::new();
-    let mut dropped = Vec::new();
     let mut usage = FilterUsage { kept_ids: (Vec::new(), crate::now_ms()), ..FilterUsage::default() };
     // the ids the batch's tenants sent before: a resend is dropped here, once, so no tier after sees it twice
-    let keys: Vec<SeenKey> = events.iter().map(|(_, e)| SeenKey::new(&e.key_prefix, &e.event_id)).collect();
-    let mut seen = pipeline.hot.seen_in(partition, &keys).await.map_err(|e| e.to_string())?;
+    let mut keys: Vec<Vec<SeenKey>> = Vec::with_capacity(read.len());
+    let mut seen = HashSet::new();
+    for r in &read {
+        let partition_keys: Vec<SeenKey> =
+            r.events.iter().map(|(_, e)| SeenKey::new(&e.key_prefix, &e.event_id)).collect();
+        seen.extend(pipeline.hot.seen_in(r.partition, &partition_keys).await.map_err(|e| e.to_string())?);
+        keys.push(partition_keys);
+    }
+    let keys: Vec<SeenKey> = keys.concat();
+    // every event with the index of its partition's read, in order
+    let events: Vec<(usize, &(u64, Event))> =
+        read.iter().enumerate().flat_map(|(i, r)| r.events.iter().map(move |e| (i, e))).collect();
+    // the offsets dropped, per partition's read (offsets are the partition's own)
+    let mut dropped: Vec<Vec<u64>> = vec![Vec::new(); read.len()];
     // billable events so far per tenant and month: read once per batch, then counted here
     let mut months: HashMap<(String, i64), i64> = HashMap::new();
     // on hard-capped plans, the event ids already counted this month: a second copy of an event (a client's resend,
     // a replay from Iggy) is kept but not counted again, as it is billed once
-    let mut counted = counted_ids(pipeline, f, &events).await?;
+    let mut counted = counted_ids(pipeline, f, events.iter().map(|(_, (_, e))| e)).await?;
     let mut alerted: HashSet<(&str, i64, i64)> = HashSet::new();
     // events without a credential kept so far per tenant and month, for tenants with a budget for them
     let mut open_months: HashMap<(String, i64), i64> = HashMap::new();
-    for ((offset, e), key) in events.iter().zip(&keys) {
+    for (&(part, (offset, e)), key) in events.iter().zip(&keys) {
         if seen.contains(key) {
-            dropped.push(*offset);
+            if let Some(d) = dropped.get_mut(part) {
+                d.push(*offset);
+            }
             judged.push(Judged { event: e, action: "drop", reason: DUPLICATE.to_owned() });
             continue;
         }
@@ -343,26 +405,37 @@ async fn judge_and_record(
                 usage.kept_ids.0.push(*key);
             }
             Verdict::Drop { reason } => {
-                dropped.push(*offset);
+                if let Some(d) = dropped.get_mut(part) {
+                    d.push(*offset);
+                }
                 judged.push(Judged { event: e, action: "drop", reason });
             }
         }
     }
-    let batch = PendingBatch { partition, from, next, dropped };
-    pipeline.hot.record_filtered(GROUP, &batch, &judged, &usage, &f.appended).await.map_err(|e| e.to_string())?;
+    let batches: Vec<PendingBatch> = read
+        .iter()
+        .zip(dropped)
+        .map(|(r, dropped)| PendingBatch {
+            partition: r.partition,
+            from: r.events.first().map_or(r.next, |(o, _)| *o),
+            next: r.next,
+            dropped,
+        })
+        .collect();
+    pipeline.hot.record_filtered(GROUP, &batches, &judged, &usage, &f.appended).await.map_err(|e| e.to_string())?;
     f.appended.clear();
-    drop(judged);
-    Ok(Some((batch, events)))
+    drop((judged, events));
+    Ok(batches.into_iter().zip(read).map(|(batch, r)| (batch, r.events)).collect())
 }
 
 /// The ids of a batch's events that their hard-capped tenant's month already counted.
 async fn counted_ids(
     pipeline: &Pipeline,
     f: &mut Filtering,
-    events: &[(u64, Event)],
+    events: impl Iterator<Item = &Event>,
 ) -> Result<HashSet<(String, i64, String)>, String> {
     let mut asked: BTreeMap<(String, i64), Vec<String>> = BTreeMap::new();
-    for (_, e) in events {
+    for e in events {
         let tenant = f.tenants.get(pipeline, &e.key_prefix).await?;
         if tenant.plan.as_ref().is_some_and(Plan::hard_cap) {
             asked.entry((e.key_prefix.clone(), month_start(e.received_at))).or_default().push(e.event_id.to_string());

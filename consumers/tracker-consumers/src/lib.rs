@@ -71,6 +71,8 @@ pub struct Settings {
     /// How long the stats consumer waits for more partitions' events while its batch holds fewer than a quarter of
     /// [`BATCH`] (see [`stats`]).
     pub hot_batch_linger: Duration,
+    /// The same for the filter (see [`filter`]): what it waits, webhooks, live views and the hot tier wait too.
+    pub filter_batch_linger: Duration,
     pub webhooks: webhooks::WebhookSettings,
     /// The archive's location and batching; `None` runs no archiver.
     pub archive: Option<tracker_archive::ArchiveSettings>,
@@ -213,6 +215,12 @@ pub const SETTINGS: Section = Section {
              in every tier (at least HOT_RETENTION_HOURS)",
         ),
         var(
+            "FILTER_BATCH_LINGER_MS",
+            "250",
+            "how long the filter waits for more events while a batch is small (fewer, larger writes to the hot \
+             tier at low rates; webhooks, live views and the hot tier see an event up to this later)",
+        ),
+        var(
             "HOT_BATCH_LINGER_MS",
             "1000",
             "how long the stats consumer waits for more events while a batch is small (fewer, larger writes to the \
@@ -233,6 +241,7 @@ impl Settings {
             hot_counts_retention: src.duration("HOT_COUNTS_RETENTION_DAYS", Unit::Days)?,
             dedup_window: src.duration("DEDUP_WINDOW_HOURS", Unit::Hours)?,
             hot_batch_linger: src.duration("HOT_BATCH_LINGER_MS", Unit::Millis)?,
+            filter_batch_linger: src.duration("FILTER_BATCH_LINGER_MS", Unit::Millis)?,
             webhooks: webhooks::WebhookSettings::from_settings(src)?,
             archive: None,
             plans: tracker_store::Plans::default(),

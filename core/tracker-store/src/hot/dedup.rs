@@ -118,18 +118,24 @@ impl HotStore {
         })
     }
 
-    /// In the filter's (`consumer`'s) transaction of `partition`, whose position it read as `position`: fails when
-    /// the ids this process remembers of the partition are not to be trusted ([`super::recent`]); else the range it
-    /// is to cover from this commit on, with every partition's position, when a new one is due.
+    /// In the filter's (`consumer`'s) transaction of the partitions in `positions`, each with the position it read:
+    /// fails when the ids this process remembers of one of them are not to be trusted ([`super::recent`]); else the
+    /// range it is to cover from this commit on, with every partition's position, when a new one is due.
     pub(super) async fn cover(
         &self,
         tx: &libsql::Transaction,
         consumer: &str,
-        partition: u32,
-        position: u64,
+        positions: &[(u32, u64)],
     ) -> Result<Option<super::recent::Renewal>> {
         let now = u64::try_from(super::params::now_ms()).unwrap_or(0);
-        let Some(hi) = self.recent().check(partition, position, now)? else { return Ok(None) };
+        let mut due = None;
+        {
+            let mut recent = self.recent();
+            for (partition, position) in positions {
+                due = recent.check(*partition, *position, now)?.or(due);
+            }
+        }
+        let Some(hi) = due else { return Ok(None) };
         // just past the largest key below `hi`, so the tables hold none between `lo` and `hi`: of the rows, the
         // largest key; of the blocks, the largest first key plus a span, past any key a block starting there holds
         let bound = [Value::Blob(hi.to_be_bytes().to_vec())];
@@ -151,10 +157,16 @@ impl HotStore {
         Ok(Some(super::recent::Renewal { lo, hi, snapshot }))
     }
 
-    /// After the filter's transaction committed: `partition` is at `next`, with `kept` kept, and the range and
-    /// snapshot of `renewal` in force if [`HotStore::cover`] gave one.
-    pub(super) fn covered(&self, partition: u32, next: u64, kept: &[SeenKey], renewal: Option<super::recent::Renewal>) {
-        self.recent().set(partition, next, kept, renewal);
+    /// After the filter's transaction committed: each partition of `positions` is at its position, with `kept`
+    /// kept, and the range and snapshot of `renewal` in force if [`HotStore::cover`] gave one.
+    pub(super) fn covered(&self, positions: &[(u32, u64)], kept: &[SeenKey], renewal: Option<super::recent::Renewal>) {
+        let mut recent = self.recent();
+        let (mut kept, mut renewal) = (kept, renewal);
+        for (partition, next) in positions {
+            // the renewal first (it starts the memory afresh), then every partition's position
+            recent.set(*partition, *next, kept, renewal.take());
+            kept = &[];
+        }
     }
 
     /// Which of `keys` were kept before (and not yet pruned).
@@ -486,7 +498,7 @@ mod tests {
         // the filter's memory is trusted from just past every key below its range's end, blocks included
         let conn = hot.db.tx_conn().await.unwrap();
         let tx = conn.transaction().await.unwrap();
-        let renewal = hot.cover(&tx, "filter", 0, 0).await.unwrap().expect("a first range");
+        let renewal = hot.cover(&tx, "filter", &[(0, 0)]).await.unwrap().expect("a first range");
         let below: Vec<u128> = kept.iter().map(|k| u128::from_be_bytes(k.key)).filter(|k| *k < renewal.hi).collect();
         assert!(below.len() >= 2_000, "the live ids are below the range's end");
         assert!(below.iter().all(|k| *k < renewal.lo), "no kept key in {}..{}", renewal.lo, renewal.hi);
@@ -521,7 +533,47 @@ mod tests {
             .await?
             .execute("UPDATE hot_filter_pending SET done = 1 WHERE partition = ?1", [i64::from(partition)])
             .await?;
-        hot.record_filtered("filter", &batch, &[], &usage, &[]).await
+        hot.record_filtered("filter", std::slice::from_ref(&batch), &[], &usage, &[]).await
+    }
+
+    #[tokio::test]
+    async fn a_record_of_several_partitions_covers_each_and_fails_when_another_process_moved_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = crate::Location::File(dir.path().join("hot.db"));
+        let (a, b) = (HotStore::connect(&path).await.unwrap(), HotStore::connect(&path).await.unwrap());
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap();
+        let keys = |tenant: &str| -> Vec<SeenKey> {
+            (0..200)
+                .map(|n| {
+                    let ts = uuid::Timestamp::from_unix(uuid::NoContext, now.as_secs(), n * 1_000_000);
+                    SeenKey::new(tenant, &Uuid::new_v7(ts))
+                })
+                .collect()
+        };
+        let (k0, k1) = (keys("acme"), keys("globex"));
+        let batch = |partition, from, next| crate::hot::PendingBatch { partition, from, next, dropped: Vec::new() };
+        let usage = |kept: Vec<SeenKey>| crate::hot::FilterUsage { kept_ids: (kept, 1_000), ..Default::default() };
+        // `a` records partitions 0 and 1 in one transaction
+        let kept = [&k0[..100], &k1[..100]].concat();
+        a.record_filtered("filter", &[batch(0, 0, 100), batch(1, 0, 100)], &[], &usage(kept), &[]).await.unwrap();
+        // and remembers both: of each partition's 200 ids it looks up only the 100 it kept
+        assert_eq!(a.recent().maybe_kept(0, &k0, u64::MAX), &k0[..100]);
+        assert_eq!(a.recent().maybe_kept(1, &k1, u64::MAX), &k1[..100]);
+        assert_eq!(a.seen_in(1, &k1).await.unwrap(), k1[..100].iter().copied().collect());
+        // `b` takes partition 1 over (its batch appended and marked) and keeps ids of it
+        b.filter_done("filter", 1, 0).await.unwrap();
+        b.record_filtered("filter", &[batch(1, 100, 150)], &[], &usage(k1[100..150].to_vec()), &[]).await.unwrap();
+        // `a`'s next record of both partitions fails on partition 1, and nothing of it is written
+        let appended = [(0, 0), (1, 0)];
+        let err = a
+            .record_filtered("filter", &[batch(0, 100, 200), batch(1, 150, 200)], &[], &usage(Vec::new()), &appended)
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("partition 1 moved to 150"), "{err}");
+        assert_eq!(a.offset("filter", 0).await.unwrap(), 100, "partition 0 did not move either");
+        // asked again, `a` looks partition 1's ids up, and finds b's
+        assert_eq!(a.seen_in(1, &k1).await.unwrap().len(), 150);
     }
 
     #[tokio::test]
@@ -564,12 +616,12 @@ mod tests {
         let batch = |partition, from, next| crate::hot::PendingBatch { partition, from, next, dropped: Vec::new() };
         let usage = crate::hot::FilterUsage::default();
         // `a` records partition 0's batch 0..100 and appends it, but has not marked it yet
-        a.record_filtered("filter", &batch(0, 0, 100), &[], &usage, &[]).await.unwrap();
+        a.record_filtered("filter", &[batch(0, 0, 100)], &[], &usage, &[]).await.unwrap();
         // `b` takes the partition over: appends that batch again (a no-op), marks it, records 100..200
         b.filter_done("filter", 0, 0).await.unwrap();
-        b.record_filtered("filter", &batch(0, 100, 200), &[], &usage, &[]).await.unwrap();
+        b.record_filtered("filter", &[batch(0, 100, 200)], &[], &usage, &[]).await.unwrap();
         // `a`'s next transaction (of another partition) carries its late mark
-        a.record_filtered("filter", &batch(1, 0, 50), &[], &usage, &[(0, 0)]).await.unwrap();
+        a.record_filtered("filter", &[batch(1, 0, 50)], &[], &usage, &[(0, 0)]).await.unwrap();
         let pending = a.filter_pending("filter").await.unwrap();
         assert_eq!(pending, vec![batch(0, 100, 200), batch(1, 0, 50)], "b's batch is still to be appended");
     }

@@ -163,15 +163,16 @@ impl HotStore {
         Ok(u64::try_from(events.len()).unwrap_or(u64::MAX))
     }
 
-    /// Records the filter's decisions on one batch and its intent to append the kept events, and moves its offset,
-    /// in one transaction. The caller then appends the kept events (idempotently) and says so: in `appended` (the
-    /// partitions and first offsets of the recorded batches that reached the filtered log since) of its next call,
-    /// or with [`HotStore::filter_done`]. Until then, [`HotStore::filter_pending`] lists the batch, to append again
-    /// after a crash (a no-op for a batch that landed).
+    /// Records the filter's decisions on a batch of one or more partitions (a [`PendingBatch`] each) and its intent
+    /// to append their kept events, and moves its offsets, in one transaction. The caller then appends each
+    /// partition's kept events (idempotently) and says so: in `appended` (the partitions and first offsets of the
+    /// recorded batches that reached the filtered log since) of its next call, or with [`HotStore::filter_done`].
+    /// Until then, [`HotStore::filter_pending`] lists the batch, to append again after a crash (a no-op for a batch
+    /// that landed).
     pub async fn record_filtered(
         &self,
         consumer: &str,
-        batch: &PendingBatch,
+        batches: &[PendingBatch],
         judged: &[Judged<'_>],
         usage: &FilterUsage,
         appended: &[(u32, u64)],
@@ -208,43 +209,50 @@ impl HotStore {
             )
             .await?;
         }
-        let dropped = serde_json::to_string(&batch.dropped).map_err(|_| StoreError::BadColumn("dropped"))?;
-        // the batch must start where this consumer's position is (another member may have moved it meanwhile)
-        let mut rows = tx
-            .query(
-                "SELECT next_offset FROM hot_offsets WHERE consumer = ?1 AND partition = ?2",
-                (consumer, i64::from(batch.partition)),
-            )
-            .await?;
-        let at = match rows.next().await? {
-            Some(row) => u64::try_from(int(&row, 0, "next_offset")?).unwrap_or(0),
-            None => 0,
-        };
-        drop(rows);
-        if at > batch.from {
-            return Err(StoreError::Conflict(format!(
-                "the {consumer} position in partition {} moved to {at} (batch from {})",
-                batch.partition, batch.from
-            )));
+        // each partition's batch must start where this consumer's position is (another member may have moved it
+        // meanwhile)
+        let mut positions = Vec::with_capacity(batches.len());
+        for batch in batches {
+            let mut rows = tx
+                .query(
+                    "SELECT next_offset FROM hot_offsets WHERE consumer = ?1 AND partition = ?2",
+                    (consumer, i64::from(batch.partition)),
+                )
+                .await?;
+            let at = match rows.next().await? {
+                Some(row) => u64::try_from(int(&row, 0, "next_offset")?).unwrap_or(0),
+                None => 0,
+            };
+            drop(rows);
+            if at > batch.from {
+                return Err(StoreError::Conflict(format!(
+                    "the {consumer} position in partition {} moved to {at} (batch from {})",
+                    batch.partition, batch.from
+                )));
+            }
+            positions.push((batch.partition, at));
         }
-        // and no other writer kept ids of the partition since this process did, or its lookups are not trusted
-        let range = self.cover(&tx, consumer, batch.partition, at).await?;
-        // and the previous batch's kept events must be in the filtered log before its record is replaced
-        let replaced = tx
-            .execute(
-                "INSERT INTO hot_filter_pending (consumer, partition, from_offset, next_offset, dropped, done)
-                 VALUES (?1, ?2, ?3, ?4, ?5, 0) ON CONFLICT (consumer, partition) DO UPDATE SET
-                   from_offset = excluded.from_offset, next_offset = excluded.next_offset,
-                   dropped = excluded.dropped, done = 0
-                 WHERE hot_filter_pending.done = 1",
-                (consumer, i64::from(batch.partition), to_i64(batch.from), to_i64(batch.next), dropped.as_str()),
-            )
-            .await?;
-        if replaced == 0 {
-            return Err(StoreError::Conflict(format!(
-                "the {consumer} batch pending in partition {} is not appended yet",
-                batch.partition
-            )));
+        // and no other writer kept ids of the partitions since this process did, or its lookups are not trusted
+        let range = self.cover(&tx, consumer, &positions).await?;
+        // and each partition's previous batch's kept events must be in the filtered log before its record is replaced
+        for batch in batches {
+            let dropped = serde_json::to_string(&batch.dropped).map_err(|_| StoreError::BadColumn("dropped"))?;
+            let replaced = tx
+                .execute(
+                    "INSERT INTO hot_filter_pending (consumer, partition, from_offset, next_offset, dropped, done)
+                     VALUES (?1, ?2, ?3, ?4, ?5, 0) ON CONFLICT (consumer, partition) DO UPDATE SET
+                       from_offset = excluded.from_offset, next_offset = excluded.next_offset,
+                       dropped = excluded.dropped, done = 0
+                     WHERE hot_filter_pending.done = 1",
+                    (consumer, i64::from(batch.partition), to_i64(batch.from), to_i64(batch.next), dropped.as_str()),
+                )
+                .await?;
+            if replaced == 0 {
+                return Err(StoreError::Conflict(format!(
+                    "the {consumer} batch pending in partition {} is not appended yet",
+                    batch.partition
+                )));
+            }
         }
         crate::usage::apply(&tx, &usage.counts).await?;
         for ((tenant, month), n) in &usage.kept {
@@ -271,9 +279,12 @@ impl HotStore {
             .await?;
         }
         super::dedup::remember(&tx, &usage.kept_ids.0, usage.kept_ids.1).await?;
-        set_offset(&tx, consumer, batch.partition, batch.next).await?;
+        for batch in batches {
+            set_offset(&tx, consumer, batch.partition, batch.next).await?;
+        }
         tx.commit().await?;
-        self.covered(batch.partition, batch.next, &usage.kept_ids.0, range);
+        let next: Vec<(u32, u64)> = batches.iter().map(|b| (b.partition, b.next)).collect();
+        self.covered(&next, &usage.kept_ids.0, range);
         Ok(())
     }
 

@@ -1,5 +1,6 @@
-//! The stats consumer's batches against the real embedded log and libSQL: one transaction gathers what waits in
-//! every partition, a small batch waits for more (up to `hot_batch_linger`), and a full one, or a stop, does not.
+//! The consumers' batches against the real embedded log and libSQL: one transaction gathers what waits in every
+//! partition, a small batch waits for more (up to `hot_batch_linger`, `filter_batch_linger`), and a full one, or a
+//! stop, does not; a filter that dies after recording a batch of several partitions appends each one's events once.
 
 #![allow(clippy::unwrap_used, clippy::indexing_slicing)] // tests: a panic is a failure report
 
@@ -7,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
-use tracker_consumers::{BATCH, Pipeline, Settings, stats};
+use tracker_consumers::{BATCH, Pipeline, Settings, Which, filter, stats};
 use tracker_log::{EmbeddedLog, EmbeddedLogConfig, EventLog, RecordSet};
 use tracker_protocol::wire::RecordSetBuilder;
 use tracker_protocol::{Auth, Event, Uuid, partition_for};
@@ -25,7 +26,7 @@ fn event(tenant: &str, n: u64) -> Event {
         received_at: now,
         key_prefix: tenant.into(),
         ip: None,
-        user_agent: None,
+        user_agent: Some("Mozilla/5.0 (X11; Linux x86_64) Chrome/126.0 Safari/537.36".into()),
         referer: None,
         accept_language: None,
         request_path: Some("/t".into()),
@@ -45,11 +46,15 @@ fn tenant_of(p: u32) -> String {
 
 /// Appends `n` events of partition `p`'s tenant to the filtered log.
 async fn append(pipeline: &Pipeline, p: u32, n: u64) {
+    pipeline.filtered.append(vec![set(p, n)], None).await.unwrap();
+}
+
+/// A record set of `n` events of partition `p`'s tenant.
+fn set(p: u32, n: u64) -> RecordSet {
     let tenant = tenant_of(p);
     let mut b = RecordSetBuilder::default();
     (0..n).for_each(|i| b.push(&event(&tenant, i)));
-    let set = RecordSet { partition: p, count: b.len(), tags: b.tags(), bytes: b.finish() };
-    pipeline.filtered.append(vec![set], None).await.unwrap();
+    RecordSet { partition: p, count: b.len(), tags: b.tags(), bytes: b.finish() }
 }
 
 async fn pipeline(dir: &std::path::Path, linger: Duration) -> Arc<Pipeline> {
@@ -66,7 +71,7 @@ async fn pipeline(dir: &std::path::Path, linger: Duration) -> Arc<Pipeline> {
         filtered: log("filtered"),
         store: Store::open(&dir.join("tracker.db")).await.unwrap(),
         hot: HotStore::connect(&Location::File(dir.join("hot.db"))).await.unwrap(),
-        settings: Settings { hot_batch_linger: linger, ..Settings::default() },
+        settings: Settings { hot_batch_linger: linger, filter_batch_linger: linger, ..Settings::default() },
     })
 }
 
@@ -138,4 +143,51 @@ async fn a_stop_or_no_linger_ends_the_wait_and_what_was_read_is_stored() {
     assert!(tokio::time::timeout(Duration::from_secs(5), stats::step(&p, &live)).await.unwrap().unwrap());
     assert_eq!(positions(&p).await, [1, 0, 3, 0]);
     assert!(!stats::step(&p, &live).await.unwrap(), "nothing waits");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_filter_batch_of_several_partitions_is_one_record_and_each_is_appended_once_after_a_crash() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = pipeline(dir.path(), Duration::from_secs(30)).await;
+    for part in 0..3 {
+        let tenant = tenant_of(part);
+        p.store.create_tenant(&tenant, Some(&tenant), 0).await.unwrap();
+    }
+    let sizes = [3, 2, 4];
+    for (part, n) in sizes.iter().enumerate() {
+        p.raw.append(vec![set(part as u32, *n)], None).await.unwrap();
+    }
+    // the filter records the three partitions' batches in one transaction, and dies before appending them
+    let written = p.hot.rows_written();
+    assert!(filter::record_only(&p).await.unwrap());
+    let rows = p.hot.rows_written() - written;
+    let pending = p.hot.filter_pending(filter::GROUP).await.unwrap();
+    let ranges: Vec<(u32, u64, u64)> = pending.iter().map(|b| (b.partition, b.from, b.next)).collect();
+    assert_eq!(ranges, [(0, 0, 3), (1, 0, 2), (2, 0, 4)], "one record per partition, all pending");
+    for part in 0..3 {
+        assert_eq!(p.hot.offset(filter::GROUP, part).await.unwrap(), sizes[part as usize]);
+    }
+    // a pending record and a position per partition, each tenant's kept ids (a block), usage and monthly quota, and
+    // on the free plan (hard-capped) each event's id counted against the cap: at most 24 rows
+    assert!(rows <= 24, "{rows} rows for the batch");
+
+    // a restart appends each partition's kept events, once, and judges nothing twice
+    let stop = CancellationToken::new();
+    let task = tokio::spawn(tracker_consumers::run(p.clone(), vec![Which::Filter], stop.clone(), Default::default()));
+    let started = std::time::Instant::now();
+    let filtered = || async {
+        let mut n = Vec::new();
+        for part in 0..PARTITIONS {
+            n.push(p.filtered.poll(part, 0, 1_000).await.unwrap().events.len());
+        }
+        n
+    };
+    while filtered().await[..3] != [3, 2, 4] {
+        assert!(started.elapsed() < Duration::from_secs(20), "the pending batches were never appended");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    stop.cancel();
+    task.await.unwrap();
+    assert_eq!(filtered().await, [3, 2, 4, 0], "each partition's kept events once");
+    assert_eq!(p.hot.filter_pending(filter::GROUP).await.unwrap(), [], "every batch marked appended");
 }
