@@ -216,13 +216,13 @@ pub const SETTINGS: Section = Section {
         ),
         var(
             "FILTER_BATCH_LINGER_MS",
-            "250",
+            "100",
             "how long the filter waits for more events while a batch is small (fewer, larger writes to the hot \
              tier at low rates; webhooks, live views and the hot tier see an event up to this later)",
         ),
         var(
             "HOT_BATCH_LINGER_MS",
-            "1000",
+            "250",
             "how long the stats consumer waits for more events while a batch is small (fewer, larger writes to the \
              hot tier at low rates; the hot tier's answers lag by up to this)",
         ),
