@@ -30,7 +30,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tracker_filter::{Bots, RateRules, Rule, Verdict, judge};
-use tracker_log::{Filter, RecordSet};
+use tracker_log::RecordSet;
 use tracker_protocol::Auth;
 use tracker_protocol::quota::{month_start, next_month_start};
 use tracker_protocol::wire::RecordSetBuilder;
@@ -39,7 +39,7 @@ use tracker_store::hot::{DUPLICATE, FilterUsage, Judged, PendingBatch, PruneSeen
 use tracker_store::usage::{QuotaAlert, UNAUTHENTICATED_BUDGET, drop_metric, threshold};
 use tracker_store::{MAX_PAGE, Plan};
 
-use crate::{BATCH, CancellationToken, IDLE, Pipeline, rest};
+use crate::{BATCH, CancellationToken, IDLE, Pipeline, gather, rest};
 
 /// The filter's consumer group (and its name in the hot tier's positions).
 pub const GROUP: &str = "filter";
@@ -205,62 +205,19 @@ pub async fn record_only(pipeline: &Pipeline) -> Result<bool, String> {
     Ok(!judge_and_record(pipeline, &mut Filtering::new(pipeline), &stop).await?.is_empty())
 }
 
-/// How often a small batch looks for more events while it waits.
-const LINGER_POLL: Duration = Duration::from_millis(50);
-
-/// What a batch read from one partition: its events after the filter's position, and the position after them.
-#[derive(Debug)]
-struct Read {
-    partition: u32,
-    next: u64,
-    events: Vec<(u64, Event)>,
-}
-
-/// Reads the next batch: what waits in every partition (each partition's events after the filter's position in
-/// it), up to [`BATCH`] events. While it holds fewer than a quarter of that it waits for more, up to
-/// `filter_batch_linger` from its first read, unless `stop` is cancelled. Empty when nothing waited.
-async fn gather(pipeline: &Pipeline, stop: &CancellationToken) -> Result<Vec<Read>, String> {
-    let first_read = Instant::now();
-    let linger = pipeline.settings.filter_batch_linger;
-    let mut read: Vec<Read> = Vec::new();
-    let mut total = 0;
-    while total < BATCH {
-        let held: Vec<u32> = read.iter().map(|r| r.partition).collect();
-        let room = BATCH - total;
-        let polled =
-            pipeline.raw.poll_group_besides(GROUP, room, Filter::ALL, &held).await.map_err(|e| e.to_string())?;
-        let Some((partition, polled)) = polled else {
-            let waited = first_read.elapsed();
-            if read.is_empty() || total >= BATCH / 4 || waited >= linger || stop.is_cancelled() {
-                break;
-            }
-            rest(LINGER_POLL.min(linger - waited), stop).await;
-            continue;
-        };
-        let done = pipeline.hot.offset(GROUP, partition).await.map_err(|e| e.to_string())?;
-        let polled =
-            tracker_log::resume_at(&*pipeline.raw, partition, polled, done, room).await.map_err(|e| e.to_string())?;
-        let next = polled.next_offset.max(done);
-        let events: Vec<(u64, Event)> = polled.events.into_iter().filter(|(o, _)| *o >= done).collect();
-        if events.is_empty() {
-            // all of it was filtered before (the log's offset lagged the filter's own)
-            pipeline.raw.commit_offset(GROUP, partition, next).await.map_err(|e| e.to_string())?;
-            continue;
-        }
-        total += events.len();
-        read.push(Read { partition, next, events });
-    }
-    Ok(read)
-}
-
-/// Judges the next batch ([`gather`]) and records the decisions (step 1); returns each partition's batch (with the
-/// offsets it dropped) and its events.
+/// Judges the next batch ([`gather`], waiting up to `filter_batch_linger` while it is small) and records the
+/// decisions (step 1); returns each partition's batch (with the offsets it dropped) and its events.
 async fn judge_and_record(
     pipeline: &Pipeline,
     f: &mut Filtering,
     stop: &CancellationToken,
 ) -> Result<Vec<(PendingBatch, Vec<(u64, Event)>)>, String> {
-    let read = gather(pipeline, stop).await?;
+    let mut read = gather(&*pipeline.raw, &pipeline.hot, GROUP, pipeline.settings.filter_batch_linger, stop).await?;
+    // a partition whose events were all filtered before (the log's offset lagged the filter's own) moves on
+    for r in read.iter().filter(|r| r.events.is_empty()) {
+        pipeline.raw.commit_offset(GROUP, r.partition, r.next).await.map_err(|e| e.to_string())?;
+    }
+    read.retain(|r| !r.events.is_empty());
     if read.is_empty() {
         return Ok(Vec::new());
     }

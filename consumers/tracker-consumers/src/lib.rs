@@ -427,6 +427,55 @@ fn on_own_runtime(threads: usize, task: impl std::future::Future<Output = ()>) {
     }
 }
 
+/// What a batch read from one partition: its events after the consumer's position in the hot tier, and the position
+/// after what was read.
+#[derive(Debug)]
+pub(crate) struct Read {
+    pub partition: u32,
+    pub next: u64,
+    pub events: Vec<(u64, tracker_protocol::Event)>,
+}
+
+/// How often a small batch looks for more events while it waits.
+const LINGER_POLL: Duration = Duration::from_millis(50);
+
+/// Reads the next batch of `group` from `log`: what waits in every partition after the group's position in the hot
+/// tier, up to [`BATCH`] events. While it holds fewer than a quarter of that it waits for more, up to `linger` from
+/// its first read, unless `stop` is cancelled: at low rates a partition holds an event or two at a time, and each
+/// transaction writes rows per partition and tenant whatever the number of events. Empty when nothing waited; a
+/// partition whose events the group had all consumed (the log's offset lagged the group's own) is read with none.
+pub(crate) async fn gather(
+    log: &dyn EventLog,
+    hot: &HotStore,
+    group: &str,
+    linger: Duration,
+    stop: &CancellationToken,
+) -> Result<Vec<Read>, String> {
+    let first_read = std::time::Instant::now();
+    let mut read: Vec<Read> = Vec::new();
+    let mut total = 0;
+    while total < BATCH {
+        let held: Vec<u32> = read.iter().map(|r| r.partition).collect();
+        let room = BATCH - total;
+        let polled =
+            log.poll_group_besides(group, room, tracker_log::Filter::ALL, &held).await.map_err(|e| e.to_string())?;
+        let Some((partition, polled)) = polled else {
+            let waited = first_read.elapsed();
+            if total == 0 || total >= BATCH / 4 || waited >= linger || stop.is_cancelled() {
+                break;
+            }
+            rest(LINGER_POLL.min(linger - waited), stop).await;
+            continue;
+        };
+        let done = hot.offset(group, partition).await.map_err(|e| e.to_string())?;
+        let polled = tracker_log::resume_at(log, partition, polled, done, room).await.map_err(|e| e.to_string())?;
+        let events: Vec<_> = polled.events.into_iter().filter(|(o, _)| *o >= done).collect();
+        total += events.len();
+        read.push(Read { partition, next: polled.next_offset.max(done), events });
+    }
+    Ok(read)
+}
+
 /// Sleeps `d`, waking at once when `stop` is cancelled.
 pub async fn rest(d: Duration, stop: &CancellationToken) {
     tokio::select! {

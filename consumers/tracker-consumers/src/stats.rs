@@ -15,11 +15,10 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tracker_log::Filter;
 use tracker_protocol::{Auth, Event};
 use tracker_store::hot::PruneAt;
 
-use crate::{BATCH, CancellationToken, IDLE, Pipeline, now_ms, rest};
+use crate::{CancellationToken, IDLE, Pipeline, gather, now_ms, rest};
 
 /// The stats consumer's group.
 pub const GROUP: &str = "stats";
@@ -67,46 +66,21 @@ pub async fn run(pipeline: Arc<Pipeline>, stop: CancellationToken) {
     }
 }
 
-/// How often a small batch looks for more events while it waits.
-const LINGER_POLL: Duration = Duration::from_millis(50);
-
 /// Stores one batch; `false` when nothing waited. Waits for more events while the batch is small (see the module's
 /// doc), unless `stop` is cancelled.
 pub async fn step(pipeline: &Pipeline, stop: &CancellationToken) -> Result<bool, String> {
-    let first_read = Instant::now();
+    let read = gather(&*pipeline.filtered, &pipeline.hot, GROUP, pipeline.settings.hot_batch_linger, stop).await?;
     // the partitions read, each with the position after what was read
-    let mut positions: Vec<(u32, u64)> = Vec::new();
-    let mut events: Vec<Event> = Vec::new();
+    let positions: Vec<(u32, u64)> = read.iter().map(|r| (r.partition, r.next)).collect();
     // imported history older than the hot tier's counts can answer nothing here (the archive holds it)
     let horizon =
         now_ms().saturating_sub(i64::try_from(pipeline.settings.hot_counts_retention.as_millis()).unwrap_or(i64::MAX));
-    while events.len() < BATCH {
-        let held: Vec<u32> = positions.iter().map(|(p, _)| *p).collect();
-        let room = BATCH - events.len();
-        let polled =
-            pipeline.filtered.poll_group_besides(GROUP, room, Filter::ALL, &held).await.map_err(|e| e.to_string())?;
-        let Some((partition, polled)) = polled else {
-            let waited = first_read.elapsed();
-            if positions.is_empty()
-                || events.len() >= BATCH / 4
-                || waited >= pipeline.settings.hot_batch_linger
-                || stop.is_cancelled()
-            {
-                break;
-            }
-            rest(LINGER_POLL.min(pipeline.settings.hot_batch_linger - waited), stop).await;
-            continue;
-        };
-        let done = pipeline.hot.offset(GROUP, partition).await.map_err(|e| e.to_string())?;
-        let polled = tracker_log::resume_at(&*pipeline.filtered, partition, polled, done, room)
-            .await
-            .map_err(|e| e.to_string())?;
-        positions.push((partition, polled.next_offset.max(done)));
-        let read = polled.events.into_iter();
-        events.extend(
-            read.filter(|(o, e)| *o >= done && !(e.auth == Auth::Import && e.timestamp < horizon)).map(|(_, e)| e),
-        );
-    }
+    let events: Vec<Event> = read
+        .into_iter()
+        .flat_map(|r| r.events)
+        .filter(|(_, e)| !(e.auth == Auth::Import && e.timestamp < horizon))
+        .map(|(_, e)| e)
+        .collect();
     if positions.is_empty() {
         return Ok(false);
     }

@@ -258,8 +258,10 @@ impl Db {
 
     /// Adds what `conn` changed since its count was `changes` to the hot tier's rows written.
     fn count_written(&self, conn: Option<&Connection>, changes: u64) {
-        if let Some(conn) = conn.filter(|_| self.hot) {
-            let written = conn.total_changes().saturating_sub(changes);
+        let Some(conn) = conn.filter(|_| self.hot) else { return };
+        // a read changes nothing: no metric lookup for it
+        let written = conn.total_changes().saturating_sub(changes);
+        if written > 0 {
             self.rows_written.fetch_add(written, std::sync::atomic::Ordering::Relaxed);
             metrics::counter!(HOT_ROWS_WRITTEN).increment(written);
         }
